@@ -1,0 +1,221 @@
+/* SPDX-License-Identifier: MIT */
+/* org.pureboot.Controller1.CloneSession on /org/pureboot/Controller1/clone/<id>. */
+#include "bus-clone.h"
+#include "bus-util.h"
+#include "clone.h"
+#include "log.h"
+#include "polkit.h"
+
+#define CLONE_PREFIX PB_ROOT_PATH "/clone"
+
+static int property_get_status(sd_bus *bus, const char *path, const char *interface, const char *property,
+                               sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        CloneSession *c = userdata;
+        (void) bus, (void) path, (void) interface, (void) property, (void) error;
+        return sd_bus_message_append(reply, "s", clone_status_to_string(c->status));
+}
+
+static int property_get_progress(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                 sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        CloneSession *c = userdata;
+        double p = c->bytes_total > 0 ? MIN(1.0, (double) c->bytes_transferred / (double) c->bytes_total) : 0.0;
+        (void) bus, (void) path, (void) interface, (void) property, (void) error;
+        if (c->status == CLONE_COMPLETED)
+                p = 1.0;
+        return sd_bus_message_append(reply, "d", p);
+}
+
+/* Reads the options, asks polkit for manage-clones with the session as detail. Returns like polkit_verify. */
+static int authorize(CloneSession *c, sd_bus_message *msg, const char *verb, sd_bus_error *error) {
+        BusOptions o;
+        int r = bus_read_options(msg, &o, error);
+        if (r < 0)
+                return r;
+        return polkit_verify(c->manager, msg, "org.pureboot.controller1.manage-clones",
+                             (const char *const[]){ "session", c->id, "verb", verb, NULL }, bus_interactive(msg, &o),
+                             error);
+}
+
+static int method_start(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        CloneSession *c = userdata;
+        int r = authorize(c, msg, "start", error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+        r = clone_start(c, error);
+        if (r < 0)
+                return r;
+        manager_audit(c->manager, msg, "Start", c->id, "ok");
+        return sd_bus_reply_method_return(msg, NULL);
+}
+
+static int method_cancel(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        CloneSession *c = userdata;
+        int r = authorize(c, msg, "cancel", error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+        r = clone_cancel(c, error);
+        if (r < 0)
+                return r;
+        manager_audit(c->manager, msg, "Cancel", c->id, "ok");
+        return sd_bus_reply_method_return(msg, NULL);
+}
+
+static int method_delete(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        CloneSession *c = userdata;
+        Manager *m = c->manager;
+        _cleanup_free_ char *id = strdup(c->id);
+        bool cancelled = false;
+        int r;
+
+        if (!id)
+                return -ENOMEM;
+        r = authorize(c, msg, "delete", error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+        r = clone_delete(c, &cancelled, error); /* c is gone unless cancelled */
+        if (r < 0)
+                return r;
+        manager_audit(m, msg, "Delete", id, cancelled ? "cancelled" : "ok");
+        return sd_bus_reply_method_return(msg, "b", !cancelled);
+}
+
+static int method_update(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        CloneSession *c = userdata;
+        CloneSpec changes = {};
+        int r;
+
+        r = sd_bus_message_enter_container(msg, 'a', "{sv}");
+        if (r < 0)
+                return r;
+        while ((r = sd_bus_message_enter_container(msg, 'e', "sv")) > 0) {
+                static const struct {
+                        const char *key;
+                        size_t offset;
+                } keys[] = {
+                        { "name", offsetof(CloneSpec, name) },
+                        { "mode", offsetof(CloneSpec, mode) },
+                        { "source_node", offsetof(CloneSpec, source_node) },
+                        { "target_node", offsetof(CloneSpec, target_node) },
+                        { "source_device", offsetof(CloneSpec, source_device) },
+                        { "target_device", offsetof(CloneSpec, target_device) },
+                        { "storage", offsetof(CloneSpec, storage) },
+                        { "resize_mode", offsetof(CloneSpec, resize_mode) },
+                };
+                const char *key, **field = NULL;
+                r = sd_bus_message_read(msg, "s", &key);
+                if (r < 0)
+                        return r;
+                for (size_t i = 0; i < ELEMENTSOF(keys); i++)
+                        if (streq(keys[i].key, key))
+                                field = (const char **) ((uint8_t *) &changes + keys[i].offset);
+                if (!field)
+                        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                                 "\"%.64s\" cannot be changed. Changeable: name, mode, source_node, "
+                                                 "target_node, source_device, target_device, storage, resize_mode.",
+                                                 key);
+                r = sd_bus_message_read(msg, "v", "s", field);
+                if (r < 0)
+                        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "%s must be a string (s).", key);
+                r = sd_bus_message_exit_container(msg);
+                if (r < 0)
+                        return r;
+        }
+        if (r < 0)
+                return r;
+        r = sd_bus_message_exit_container(msg);
+        if (r < 0)
+                return r;
+        r = authorize(c, msg, "update", error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+        r = clone_update(c, &changes, error);
+        if (r < 0)
+                return r;
+        manager_audit(c->manager, msg, "Update", c->id, "ok");
+        return sd_bus_reply_method_return(msg, NULL);
+}
+
+static int method_issue_boot_token(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        CloneSession *c = userdata;
+        _cleanup_free_ char *token = NULL;
+        const char *role;
+        int r;
+
+        r = sd_bus_message_read(msg, "s", &role);
+        if (r < 0)
+                return r;
+        r = authorize(c, msg, "issue-token", error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+        r = clone_issue_token(c, role, &token, error);
+        if (r < 0)
+                return r;
+        manager_audit(c->manager, msg, "IssueBootToken", c->id, role);
+        return sd_bus_reply_method_return(msg, "s", token);
+}
+
+#define P(name, sig, field) \
+        SD_BUS_PROPERTY(name, sig, NULL, offsetof(CloneSession, field), SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE)
+
+static const sd_bus_vtable clone_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_PROPERTY("Id", "s", NULL, offsetof(CloneSession, id), SD_BUS_VTABLE_PROPERTY_CONST),
+        P("Name", "s", name),
+        SD_BUS_PROPERTY("Status", "s", property_get_status, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        P("Mode", "s", mode),
+        P("SourceNode", "s", source_node),
+        P("TargetNode", "s", target_node),
+        P("SourceDevice", "s", source_device),
+        P("TargetDevice", "s", target_device),
+        P("SourceAddress", "s", source_address),
+        P("SourcePort", "q", source_port),
+        P("StagingBackend", "s", staging_backend),
+        P("StagingPath", "s", staging_path),
+        P("StagingStatus", "s", staging_status),
+        P("ResizeMode", "s", resize_mode),
+        P("BytesTotal", "t", bytes_total),
+        P("BytesTransferred", "t", bytes_transferred),
+        P("TransferRate", "t", transfer_rate),
+        SD_BUS_PROPERTY("Progress", "d", property_get_progress, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        P("Error", "s", error),
+        SD_BUS_PROPERTY("CreatedAt", "t", NULL, offsetof(CloneSession, created_at), SD_BUS_VTABLE_PROPERTY_CONST),
+        P("StartedAt", "t", started_at),
+        P("CompletedAt", "t", completed_at),
+        SD_BUS_PROPERTY("CreatedBy", "u", NULL, offsetof(CloneSession, created_by), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("IdempotencyKey", "s", NULL, offsetof(CloneSession, idempotency_key),
+                        SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_METHOD_WITH_ARGS("Start", SD_BUS_ARGS("a{sv}", options), SD_BUS_NO_RESULT, method_start,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Cancel", SD_BUS_ARGS("a{sv}", options), SD_BUS_NO_RESULT, method_cancel,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Delete", SD_BUS_ARGS("a{sv}", options), SD_BUS_RESULT("b", deleted),
+                                method_delete, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Update", SD_BUS_ARGS("a{sv}", changes, "a{sv}", options), SD_BUS_NO_RESULT,
+                                method_update, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("IssueBootToken", SD_BUS_ARGS("s", role, "a{sv}", options),
+                                SD_BUS_RESULT("s", token), method_issue_boot_token, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_VTABLE_END,
+};
+
+static int find(sd_bus *bus, const char *path, const char *interface, void *userdata, void **found,
+                sd_bus_error *error) {
+        Manager *m = userdata;
+        (void) bus, (void) interface, (void) error;
+        return bus_find_object(m->sessions, CLONE_PREFIX, path, found);
+}
+
+static int enumerate(sd_bus *bus, const char *path, void *userdata, char ***nodes, sd_bus_error *error) {
+        Manager *m = userdata;
+        (void) bus, (void) path, (void) error;
+        return bus_enumerate_objects(m->sessions, CLONE_PREFIX, nodes);
+}
+
+int bus_clone_register(Manager *m) {
+        int r = sd_bus_add_fallback_vtable(m->bus, NULL, CLONE_PREFIX, PB_IFACE("CloneSession"), clone_vtable, find,
+                                           m);
+        if (r >= 0)
+                r = sd_bus_add_node_enumerator(m->bus, NULL, CLONE_PREFIX, enumerate, m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to register clone session objects: %m");
+        return 0;
+}

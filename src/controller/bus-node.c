@@ -1,0 +1,75 @@
+/* SPDX-License-Identifier: MIT */
+/* org.pureboot.Controller1.Node on /org/pureboot/Controller1/node/<id>. */
+#include "bus-manager.h"
+#include "bus-node.h"
+#include "bus-util.h"
+#include "log.h"
+#include "node.h"
+#include "polkit.h"
+
+#define NODE_PREFIX PB_ROOT_PATH "/node"
+
+static int method_delete(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Node *n = userdata;
+        Manager *m = n->manager;
+        _cleanup_free_ char *id = strdup(n->id), *path = node_path(n);
+        BusOptions o;
+        int r;
+
+        if (!id || !path)
+                return -ENOMEM;
+        r = bus_read_options(msg, &o, error);
+        if (r < 0)
+                return r;
+        r = polkit_verify(m, msg, "org.pureboot.controller1.manage-nodes",
+                          (const char *const[]){ "node", n->id, "hostname", n->hostname, NULL },
+                          bus_interactive(msg, &o), error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+        r = node_delete(n, error);
+        if (r < 0)
+                return r;
+        manager_audit(m, msg, "DeleteNode", id, "ok");
+        bus_manager_emit_removed(m, "NodeRemoved", id, path);
+        return sd_bus_reply_method_return(msg, NULL);
+}
+
+#define P(name, sig, field) SD_BUS_PROPERTY(name, sig, NULL, offsetof(Node, field), SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE)
+
+static const sd_bus_vtable node_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_PROPERTY("Id", "s", NULL, offsetof(Node, id), SD_BUS_VTABLE_PROPERTY_CONST),
+        P("Hostname", "s", hostname),
+        P("MAC", "s", mac),
+        P("Arch", "s", arch),
+        P("Serial", "s", serial),
+        P("State", "s", state),
+        P("BootMode", "s", boot_mode),
+        P("LastSeen", "t", last_seen),
+        SD_BUS_PROPERTY("CreatedAt", "t", NULL, offsetof(Node, created_at), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_METHOD_WITH_ARGS("Delete", SD_BUS_ARGS("a{sv}", options), SD_BUS_NO_RESULT, method_delete,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_VTABLE_END,
+};
+
+static int find(sd_bus *bus, const char *path, const char *interface, void *userdata, void **found,
+                sd_bus_error *error) {
+        Manager *m = userdata;
+        (void) bus, (void) interface, (void) error;
+        return bus_find_object(m->nodes, NODE_PREFIX, path, found);
+}
+
+static int enumerate(sd_bus *bus, const char *path, void *userdata, char ***nodes, sd_bus_error *error) {
+        Manager *m = userdata;
+        (void) bus, (void) path, (void) error;
+        return bus_enumerate_objects(m->nodes, NODE_PREFIX, nodes);
+}
+
+int bus_node_register(Manager *m) {
+        int r = sd_bus_add_fallback_vtable(m->bus, NULL, NODE_PREFIX, PB_IFACE("Node"), node_vtable, find, m);
+        if (r >= 0)
+                r = sd_bus_add_node_enumerator(m->bus, NULL, NODE_PREFIX, enumerate, m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to register node objects: %m");
+        return 0;
+}

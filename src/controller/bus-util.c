@@ -1,0 +1,129 @@
+/* SPDX-License-Identifier: MIT */
+#include "bus-util.h"
+#include "pureboot-errors.h"
+
+int bus_read_options(sd_bus_message *m, BusOptions *ret, sd_bus_error *error) {
+        BusOptions o = {};
+        int r;
+
+        r = sd_bus_message_enter_container(m, 'a', "{sv}");
+        if (r < 0)
+                return r;
+        while ((r = sd_bus_message_enter_container(m, 'e', "sv")) > 0) {
+                const char *key, *contents, **target = NULL;
+                r = sd_bus_message_read(m, "s", &key);
+                if (r < 0)
+                        return r;
+                r = sd_bus_message_peek_type(m, NULL, &contents);
+                if (r < 0)
+                        return r;
+                if (streq(key, "auth.no_user_interaction")) {
+                        int b;
+                        if (!streq(contents, "b"))
+                                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                                         "Option %s must be a boolean (b), not %s.", key, contents);
+                        r = sd_bus_message_read(m, "v", "b", &b);
+                        if (r < 0)
+                                return r;
+                        o.no_user_interaction = b;
+                } else {
+                        if (streq(key, "idempotency_key"))
+                                target = &o.idempotency_key;
+                        else if (streq(key, "storage"))
+                                target = &o.storage;
+                        else if (streq(key, "resize_mode"))
+                                target = &o.resize_mode;
+                        else if (streq(key, "ip"))
+                                target = &o.ip;
+                        else if (streq(key, "serial"))
+                                target = &o.serial;
+                        else
+                                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                                         "Unknown option \"%s\". Known options: "
+                                                         "auth.no_user_interaction, idempotency_key, storage, "
+                                                         "resize_mode, ip, serial.",
+                                                         key);
+                        if (!streq(contents, "s"))
+                                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                                         "Option %s must be a string (s), not %s.", key, contents);
+                        r = sd_bus_message_read(m, "v", "s", target);
+                        if (r < 0)
+                                return r;
+                }
+                r = sd_bus_message_exit_container(m);
+                if (r < 0)
+                        return r;
+        }
+        if (r < 0)
+                return r;
+        r = sd_bus_message_exit_container(m);
+        if (r < 0)
+                return r;
+        *ret = o;
+        return 0;
+}
+
+bool bus_interactive(sd_bus_message *m, const BusOptions *o) {
+        return sd_bus_message_get_allow_interactive_authorization(m) > 0 && !o->no_user_interaction;
+}
+
+int bus_sender_uid(sd_bus_message *m, uint32_t *ret) {
+        _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
+        uid_t uid;
+        int r;
+
+        r = sd_bus_query_sender_creds(m, SD_BUS_CREDS_EUID | SD_BUS_CREDS_UID, &creds);
+        if (r < 0)
+                return r;
+        /* Augmented credentials come from /proc and can race with the sender: not good enough to decide. */
+        uint64_t augmented = sd_bus_creds_get_augmented_mask(creds);
+        if (sd_bus_creds_get_euid(creds, &uid) >= 0 && !(augmented & SD_BUS_CREDS_EUID))
+                r = 0;
+        else if (sd_bus_creds_get_uid(creds, &uid) >= 0 && !(augmented & SD_BUS_CREDS_UID))
+                r = 0;
+        else
+                return -EPERM;
+        *ret = uid;
+        return 0;
+}
+
+int bus_store_error(sd_bus_error *error, int r, const char *what) {
+        if (r == -ENOMEM)
+                return r;
+        return sd_bus_error_setf(error, PB_ERROR_STORE,
+                                 "Could not %s: the state database refused the change (%s). Nothing was changed; "
+                                 "check the controller's log and the disk holding /var/lib/pureboot.",
+                                 what, strerror(-r));
+}
+
+int bus_find_object(Hashmap *map, const char *prefix, const char *path, void **found) {
+        const char *rest = startswith(path, prefix);
+        void *o;
+
+        if (!rest || rest[0] != '/')
+                return 0;
+        o = hashmap_get(map, rest + 1);
+        if (!o)
+                return 0;
+        *found = o;
+        return 1;
+}
+
+int bus_enumerate_objects(Hashmap *map, const char *prefix, char ***nodes) {
+        char **l = calloc(hashmap_size(map) + 1, sizeof(char *));
+        size_t k = 0;
+        const char *id;
+        void *o;
+
+        if (!l)
+                return -ENOMEM;
+        for (size_t i = 0; hashmap_iterate(map, &i, &o, &id);) {
+                if (asprintf(&l[k], "%s/%s", prefix, id) < 0) {
+                        strv_free(l);
+                        return -ENOMEM;
+                }
+                k++;
+        }
+        *nodes = l;
+        return 1;
+}

@@ -1,0 +1,27 @@
+/* SPDX-License-Identifier: MIT */
+/* Helpers shared by the bus-*.c files: the a{sv} options argument, the caller's uid, error mapping. */
+#pragma once
+
+#include <systemd/sd-bus.h>
+
+#include "hashmap.h"
+#include "macro.h"
+
+typedef struct BusOptions {
+        bool no_user_interaction; /* auth.no_user_interaction */
+        const char *idempotency_key, *storage, *resize_mode, *ip, *serial;
+} BusOptions;
+
+/* Reads the trailing a{sv} options. Strings point into the message. Unknown keys are refused so a
+ * misspelt option is not silently ignored. */
+int bus_read_options(sd_bus_message *m, BusOptions *ret, sd_bus_error *error);
+/* Whether polkit may interact with the user for this call. */
+bool bus_interactive(sd_bus_message *m, const BusOptions *o);
+int bus_sender_uid(sd_bus_message *m, uint32_t *ret);
+/* Maps a store failure to a bus error that says what to do. */
+int bus_store_error(sd_bus_error *error, int r, const char *what);
+
+/* For fallback vtables: if path is prefix/<id>, looks id up in map and returns 1 with the object. */
+int bus_find_object(Hashmap *map, const char *prefix, const char *path, void **found);
+/* Node enumerator body: prefix/<id> for every key of map. */
+int bus_enumerate_objects(Hashmap *map, const char *prefix, char ***nodes);

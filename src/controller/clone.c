@@ -1,0 +1,493 @@
+/* SPDX-License-Identifier: MIT */
+/* Clone sessions: what makes a session valid, and the state machine. Every status change goes through
+ * clone_transition() and its table; nothing else writes c->status. */
+#include <stdarg.h>
+
+#include "bus-manager.h"
+#include "bus-util.h"
+#include "clone.h"
+#include "log.h"
+#include "node.h"
+#include "pureboot-errors.h"
+#include "storage.h"
+#include "token.h"
+#include "util.h"
+
+static const char *const status_names[_CLONE_STATUS_MAX] = {
+        [CLONE_PENDING] = "pending",     [CLONE_WAITING] = "waiting",     [CLONE_SOURCE_READY] = "source_ready",
+        [CLONE_CLONING] = "cloning",     [CLONE_COMPLETED] = "completed", [CLONE_FAILED] = "failed",
+        [CLONE_CANCELLED] = "cancelled",
+};
+
+/* transitions[from][to]: the whole state machine. A failed session may be started again (a retry). */
+static const bool transitions[_CLONE_STATUS_MAX][_CLONE_STATUS_MAX] = {
+        [CLONE_PENDING] = { [CLONE_WAITING] = true, [CLONE_CANCELLED] = true },
+        [CLONE_WAITING] = { [CLONE_SOURCE_READY] = true, [CLONE_FAILED] = true, [CLONE_CANCELLED] = true },
+        [CLONE_SOURCE_READY] = { [CLONE_CLONING] = true, [CLONE_FAILED] = true, [CLONE_CANCELLED] = true },
+        [CLONE_CLONING] = { [CLONE_COMPLETED] = true, [CLONE_FAILED] = true, [CLONE_CANCELLED] = true },
+        [CLONE_FAILED] = { [CLONE_WAITING] = true },
+};
+
+const char *clone_status_to_string(CloneStatus s) {
+        return s < _CLONE_STATUS_MAX ? status_names[s] : NULL;
+}
+
+int clone_status_from_string(const char *s) {
+        for (size_t i = 0; s && i < _CLONE_STATUS_MAX; i++)
+                if (streq(s, status_names[i]))
+                        return (int) i;
+        return -EINVAL;
+}
+
+bool clone_status_is_active(CloneStatus s) {
+        return s == CLONE_WAITING || s == CLONE_SOURCE_READY || s == CLONE_CLONING;
+}
+
+static bool status_is_final(CloneStatus s) {
+        return s == CLONE_COMPLETED || s == CLONE_FAILED || s == CLONE_CANCELLED;
+}
+
+CloneSession *clone_free(CloneSession *c) {
+        if (!c)
+                return NULL;
+        throttle_done(&c->progress);
+        char **strings[] = { &c->id, &c->name, &c->mode, &c->source_node, &c->target_node, &c->source_device,
+                             &c->target_device, &c->source_address, &c->staging_backend, &c->staging_path,
+                             &c->staging_status, &c->resize_mode, &c->plan_json, &c->error, &c->idempotency_key,
+                             &c->source_token, &c->target_token };
+        for (size_t i = 0; i < ELEMENTSOF(strings); i++)
+                free(*strings[i]);
+        free(c);
+        return NULL;
+}
+
+char *clone_path(const CloneSession *c) {
+        char *p;
+        return asprintf(&p, PB_ROOT_PATH "/clone/%s", c->id) < 0 ? NULL : p;
+}
+
+static void emit_changed(CloneSession *c, const char *first, ...) {
+        _cleanup_free_ char *path = clone_path(c);
+        const char *names[16];
+        size_t n = 0;
+        va_list ap;
+
+        if (!path || !c->manager->bus)
+                return;
+        va_start(ap, first);
+        for (const char *p = first; p && n < ELEMENTSOF(names) - 1; p = va_arg(ap, const char *))
+                names[n++] = p;
+        va_end(ap);
+        names[n] = NULL;
+        (void) sd_bus_emit_properties_changed_strv(c->manager->bus, path, PB_IFACE("CloneSession"),
+                                                   (char **) names);
+}
+
+static void emit_progress(void *userdata) {
+        emit_changed(userdata, "BytesTransferred", "TransferRate", "Progress", NULL);
+}
+
+int clone_attach(Manager *m, CloneSession *c) {
+        int r;
+        c->manager = m;
+        throttle_init(&c->progress, m->event, USEC_PER_SEC / 4, emit_progress, c);
+        r = hashmap_put(m->sessions, c->id, c);
+        if (r < 0)
+                return r;
+        if (c->idempotency_key) {
+                r = hashmap_put(m->session_keys, c->idempotency_key, c);
+                if (r < 0) {
+                        hashmap_remove(m->sessions, c->id);
+                        return r;
+                }
+        }
+        return 0;
+}
+
+static void detach(CloneSession *c) {
+        hashmap_remove(c->manager->sessions, c->id);
+        if (c->idempotency_key)
+                hashmap_remove(c->manager->session_keys, c->idempotency_key);
+}
+
+/* The checked, resolved form of a CloneSpec. */
+typedef struct Resolved {
+        Node *source, *target;
+        StorageBackend *storage;
+} Resolved;
+
+static int validate(Manager *m, const CloneSpec *s, Resolved *ret, sd_bus_error *error) {
+        Resolved res = {};
+        int r;
+
+        if (!name_is_valid(s->name, 255))
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                         "A session name is 1 to 255 bytes without control characters; this one "
+                                         "has %zu bytes.",
+                                         s->name ? strlen(s->name) : 0);
+        if (!STR_IN_SET(s->mode, "direct", "staged"))
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                         "Unknown clone mode \"%.32s\"; use direct or staged.", strempty(s->mode));
+        if (!STR_IN_SET(s->resize_mode, "none", "shrink_source", "grow_target"))
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                         "Unknown resize mode \"%.32s\"; use none, shrink_source or grow_target.",
+                                         strempty(s->resize_mode));
+        if (!device_path_is_valid(s->source_device))
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                         "Source device \"%.64s\" is not a device path: give an absolute path "
+                                         "under /dev/ without \"..\", such as /dev/sda.",
+                                         strempty(s->source_device));
+        if (!device_path_is_valid(s->target_device))
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                         "Target device \"%.64s\" is not a device path: give an absolute path "
+                                         "under /dev/ without \"..\", such as /dev/sda.",
+                                         strempty(s->target_device));
+        r = node_resolve(m, s->source_node, &res.source, error);
+        if (r < 0)
+                return r;
+        if (!isempty(s->target_node)) {
+                r = node_resolve(m, s->target_node, &res.target, error);
+                if (r < 0)
+                        return r;
+        }
+        if (streq(s->mode, "direct")) {
+                if (!res.target)
+                        return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                                 "A direct clone needs a target node: name one, or use staged mode "
+                                                 "with a storage backend.");
+                if (res.target == res.source)
+                        return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                                 "Source and target are the same node (%s); a direct clone "
+                                                 "copies between two machines.",
+                                                 res.source->hostname);
+                if (!isempty(s->storage))
+                        return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                                 "A direct clone does not use a storage backend; drop the storage "
+                                                 "option or use staged mode.");
+        } else {
+                if (isempty(s->storage))
+                        return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                                 "A staged clone needs a storage backend: add one with "
+                                                 "purebootctl storage add and name it with --storage.");
+                r = storage_resolve(m, s->storage, &res.storage, error);
+                if (r < 0)
+                        return r;
+                if (!res.storage->enabled)
+                        return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                                 "Storage backend %s is disabled; enable it or pick another.",
+                                                 res.storage->name);
+        }
+        *ret = res;
+        return 0;
+}
+
+static int dup_fields(CloneSession *c, const CloneSpec *s, const Resolved *res) {
+        if (free_and_strdup(&c->name, s->name) < 0 || free_and_strdup(&c->mode, s->mode) < 0 ||
+            free_and_strdup(&c->source_node, res->source->id) < 0 ||
+            free_and_strdup(&c->target_node, res->target ? res->target->id : NULL) < 0 ||
+            free_and_strdup(&c->source_device, s->source_device) < 0 ||
+            free_and_strdup(&c->target_device, s->target_device) < 0 ||
+            free_and_strdup(&c->staging_backend, res->storage ? res->storage->id : NULL) < 0 ||
+            free_and_strdup(&c->resize_mode, s->resize_mode) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
+int clone_create(Manager *m, const CloneSpec *spec, uint32_t uid, CloneSession **ret, sd_bus_error *error) {
+        CloneSpec s = *spec;
+        char id[PB_ID_LEN + 1];
+        Resolved res;
+        CloneSession *c;
+        int r;
+
+        if (!isempty(s.idempotency_key)) {
+                if (!name_is_valid(s.idempotency_key, 255))
+                        return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                                 "An idempotency key is 1 to 255 bytes without control "
+                                                 "characters.");
+                c = hashmap_get(m->session_keys, s.idempotency_key);
+                if (c) {
+                        *ret = c;
+                        return 1;
+                }
+        }
+        if (!s.resize_mode)
+                s.resize_mode = "none";
+        r = validate(m, &s, &res, error);
+        if (r < 0)
+                return r;
+        r = id_new(id);
+        if (r < 0)
+                return r;
+
+        c = calloc(1, sizeof(CloneSession));
+        if (!c)
+                return -ENOMEM;
+        c->status = CLONE_PENDING;
+        c->created_at = now_realtime_usec();
+        c->created_by = uid;
+        if (dup_fields(c, &s, &res) < 0 || free_and_strdup(&c->id, id) < 0 ||
+            free_and_strdup(&c->idempotency_key, isempty(s.idempotency_key) ? NULL : s.idempotency_key) < 0 ||
+            (streq(c->mode, "staged") && free_and_strdup(&c->staging_status, "pending") < 0)) {
+                clone_free(c);
+                return -ENOMEM;
+        }
+        r = store_session_insert(m->store, c);
+        if (r < 0) {
+                clone_free(c);
+                return bus_store_error(error, r, "create the session");
+        }
+        r = clone_attach(m, c);
+        if (r < 0) {
+                (void) store_session_delete(m->store, c->id);
+                clone_free(c);
+                return r;
+        }
+        *ret = c;
+        return 0;
+}
+
+int clone_update(CloneSession *c, const CloneSpec *changes, sd_bus_error *error) {
+        Manager *m = c->manager;
+        CloneSession updated = *c;
+        Resolved res;
+        int r;
+
+        if (c->status != CLONE_PENDING)
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE,
+                                         "Session %s is %s; only pending sessions can be changed.", c->id,
+                                         clone_status_to_string(c->status));
+
+        CloneSpec s = {
+                .name = changes->name ?: c->name,
+                .mode = changes->mode ?: c->mode,
+                .source_node = changes->source_node ?: c->source_node,
+                .target_node = changes->target_node ?: c->target_node,
+                .source_device = changes->source_device ?: c->source_device,
+                .target_device = changes->target_device ?: c->target_device,
+                .storage = changes->storage ?: c->staging_backend,
+                .resize_mode = changes->resize_mode ?: c->resize_mode,
+        };
+        /* Switching to direct mode drops the backend unless one was asked for explicitly. */
+        if (changes->mode && streq(changes->mode, "direct") && !changes->storage)
+                s.storage = NULL;
+        r = validate(m, &s, &res, error);
+        if (r < 0)
+                return r;
+
+        /* Build the new values in fresh strings so a failure leaves c untouched. */
+        updated.name = updated.mode = updated.source_node = updated.target_node = NULL;
+        updated.source_device = updated.target_device = updated.staging_backend = updated.resize_mode = NULL;
+        r = dup_fields(&updated, &s, &res);
+        if (r >= 0)
+                r = store_session_update(m->store, &updated, "pending");
+        char **old[] = { &c->name, &c->mode, &c->source_node, &c->target_node,
+                         &c->source_device, &c->target_device, &c->staging_backend, &c->resize_mode };
+        char **new[] = { &updated.name, &updated.mode, &updated.source_node, &updated.target_node,
+                         &updated.source_device, &updated.target_device, &updated.staging_backend,
+                         &updated.resize_mode };
+        for (size_t i = 0; i < ELEMENTSOF(old); i++) {
+                if (r >= 0) {
+                        free(*old[i]);
+                        *old[i] = *new[i];
+                } else
+                        free(*new[i]);
+        }
+        if (r < 0)
+                return r == -ENOMEM ? r : bus_store_error(error, r, "update the session");
+        emit_changed(c, "Name", "Mode", "SourceNode", "TargetNode", "SourceDevice", "TargetDevice",
+                     "StagingBackend", "ResizeMode", NULL);
+        return 0;
+}
+
+static const char *transition_hint(CloneStatus from, CloneStatus to) {
+        if (to == CLONE_WAITING)
+                return from == CLONE_COMPLETED || from == CLONE_CANCELLED
+                               ? "a finished session cannot be started again; create a new one"
+                               : "it has already been started";
+        if (to == CLONE_CANCELLED)
+                return "only pending or running sessions can be cancelled";
+        return "that step does not follow from this state";
+}
+
+int clone_transition(CloneSession *c, CloneStatus to, const char *error_message, sd_bus_error *error) {
+        CloneStatus from = c->status;
+        uint64_t now = now_realtime_usec();
+        int r;
+
+        if (to >= _CLONE_STATUS_MAX || !transitions[from][to])
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE, "Session %s is %s and cannot become %s: %s.",
+                                         c->id, clone_status_to_string(from), clone_status_to_string(to),
+                                         transition_hint(from, to));
+
+        CloneSession saved = *c;
+        _cleanup_free_ char *new_error = NULL;
+        if (error_message) {
+                new_error = strdup(error_message);
+                if (!new_error)
+                        return -ENOMEM;
+        }
+        c->status = to;
+        c->error = new_error;
+        if (to == CLONE_WAITING) {
+                c->started_at = now;
+                c->completed_at = 0;
+                c->bytes_transferred = c->transfer_rate = 0;
+        }
+        if (status_is_final(to))
+                c->completed_at = now;
+        r = store_session_update(c->manager->store, c, clone_status_to_string(from));
+        if (r < 0) {
+                /* Put every field back: the store and the object agree again. */
+                *c = saved;
+                return r == -ENOMEM ? r : bus_store_error(error, r, "record the session's new state");
+        }
+        free(saved.error);
+        TAKE_PTR(new_error);
+        log_info("Clone session %s: %s → %s%s%s", c->id, clone_status_to_string(from), clone_status_to_string(to),
+                 error_message ? ": " : "", strempty(error_message));
+        emit_changed(c, "Status", "Error", "StartedAt", "CompletedAt", "BytesTransferred", "TransferRate",
+                     "Progress", NULL);
+        return 0;
+}
+
+static int node_busy_elsewhere(CloneSession *c, const char *node_id, CloneSession **ret) {
+        CloneSession *o;
+        HASHMAP_FOREACH(o, c->manager->sessions, i)
+                if (o != c && clone_status_is_active(o->status) &&
+                    (streq_ptr(o->source_node, node_id) || streq_ptr(o->target_node, node_id))) {
+                        *ret = o;
+                        return 1;
+                }
+        return 0;
+}
+
+int clone_start(CloneSession *c, sd_bus_error *error) {
+        Manager *m = c->manager;
+        _cleanup_free_ char *source_token = NULL, *target_token = NULL;
+        CloneSession *other;
+        int r;
+
+        if (!transitions[c->status][CLONE_WAITING])
+                return clone_transition(c, CLONE_WAITING, NULL, error); /* says why not */
+        const char *nodes[] = { c->source_node, c->target_node };
+        for (size_t i = 0; i < ELEMENTSOF(nodes); i++) {
+                Node *n = nodes[i] ? hashmap_get(m->nodes, nodes[i]) : NULL;
+                if (n && node_busy_elsewhere(c, n->id, &other))
+                        return sd_bus_error_setf(error, PB_ERROR_IN_USE,
+                                                 "Node %s is busy with clone session %s (%s); wait for it or "
+                                                 "cancel it first.",
+                                                 n->hostname, other->id, clone_status_to_string(other->status));
+        }
+
+        /* Tokens and the new status land together or not at all. */
+        r = store_begin(m->store);
+        if (r < 0)
+                return bus_store_error(error, r, "start the session");
+        r = token_mint(m, c->source_node, c->id, "source", &source_token);
+        if (r >= 0 && c->target_node)
+                r = token_mint(m, c->target_node, c->id, "target", &target_token);
+        if (r < 0) {
+                store_rollback(m->store);
+                return r == -ENOMEM ? r : bus_store_error(error, r, "mint the enrolment tokens");
+        }
+        r = clone_transition(c, CLONE_WAITING, NULL, error);
+        if (r < 0) {
+                store_rollback(m->store);
+                return r;
+        }
+        r = store_commit(m->store);
+        if (r < 0) {
+                /* The commit failed, so the store still says the old status: follow it. */
+                store_rollback(m->store);
+                c->status = CLONE_PENDING;
+                return bus_store_error(error, r, "start the session");
+        }
+        free(c->source_token);
+        free(c->target_token);
+        c->source_token = TAKE_PTR(source_token);
+        c->target_token = TAKE_PTR(target_token);
+        return 0;
+}
+
+int clone_cancel(CloneSession *c, sd_bus_error *error) {
+        return clone_transition(c, CLONE_CANCELLED, "Cancelled by an administrator.", error);
+}
+
+int clone_delete(CloneSession *c, bool *ret_cancelled, sd_bus_error *error) {
+        Manager *m = c->manager;
+        _cleanup_free_ char *path = clone_path(c), *id = strdup(c->id);
+        int r;
+
+        if (!path || !id)
+                return -ENOMEM;
+        if (clone_status_is_active(c->status)) {
+                r = clone_cancel(c, error);
+                if (r < 0)
+                        return r;
+                *ret_cancelled = true;
+                return 0;
+        }
+        r = store_session_delete(m->store, c->id);
+        if (r < 0)
+                return bus_store_error(error, r, "delete the session");
+        detach(c);
+        clone_free(c);
+        bus_manager_emit_removed(m, "CloneSessionRemoved", id, path);
+        *ret_cancelled = false;
+        return 0;
+}
+
+int clone_issue_token(CloneSession *c, const char *role, char **ret_token, sd_bus_error *error) {
+        const char *node;
+        int r;
+
+        if (!STR_IN_SET(role, "source", "target"))
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                         "Unknown role \"%.32s\"; use source or target.", role);
+        if (status_is_final(c->status) && c->status != CLONE_FAILED)
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE,
+                                         "Session %s is %s; tokens are issued only for sessions that can still run.",
+                                         c->id, clone_status_to_string(c->status));
+        node = streq(role, "source") ? c->source_node : c->target_node;
+        if (!node)
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                         "Session %s has no target node; set one with Update first.", c->id);
+        r = token_mint(c->manager, node, c->id, role, ret_token);
+        return r < 0 && r != -ENOMEM ? bus_store_error(error, r, "mint the token") : r;
+}
+
+int clone_set_progress(CloneSession *c, uint64_t bytes_transferred, uint64_t rate) {
+        c->bytes_transferred = bytes_transferred;
+        c->transfer_rate = rate;
+        return throttle_kick(&c->progress);
+}
+
+int clone_resolve(Manager *m, const char *name, CloneSession **ret, sd_bus_error *error) {
+        CloneSession *c, *found = NULL;
+        size_t matches = 0;
+
+        if (isempty(name))
+                return sd_bus_error_setf(error, PB_ERROR_NO_SUCH_SESSION, "No session given.");
+        c = hashmap_get(m->sessions, name);
+        if (c) {
+                *ret = c;
+                return 0;
+        }
+        HASHMAP_FOREACH(c, m->sessions, i)
+                if (streq(c->name, name) || (strlen(name) >= 4 && startswith(c->id, name))) {
+                        found = c;
+                        matches++;
+                }
+        if (matches == 1) {
+                *ret = found;
+                return 0;
+        }
+        if (matches > 1)
+                return sd_bus_error_setf(error, PB_ERROR_NO_SUCH_SESSION,
+                                         "\"%.64s\" matches %zu sessions; use the session id.", name, matches);
+        return sd_bus_error_setf(error, PB_ERROR_NO_SUCH_SESSION,
+                                 "No clone session \"%.64s\": give an id, a unique id prefix of at least 4 digits "
+                                 "or a unique name (purebootctl clone list shows them).",
+                                 name);
+}

@@ -1,0 +1,70 @@
+/* SPDX-License-Identifier: MIT */
+/* Clone sessions: validation, the state machine and its one transition table. */
+#pragma once
+
+#include <systemd/sd-bus.h>
+
+#include "manager.h"
+#include "throttle.h"
+
+typedef enum CloneStatus {
+        CLONE_PENDING,
+        CLONE_WAITING, /* started, waiting for the source agent */
+        CLONE_SOURCE_READY,
+        CLONE_CLONING,
+        CLONE_COMPLETED,
+        CLONE_FAILED,
+        CLONE_CANCELLED,
+        _CLONE_STATUS_MAX,
+} CloneStatus;
+
+const char *clone_status_to_string(CloneStatus s);
+int clone_status_from_string(const char *s);
+bool clone_status_is_active(CloneStatus s);
+
+typedef struct CloneSession {
+        Manager *manager;
+        char *id, *name;
+        CloneStatus status;
+        char *mode, *source_node, *target_node, *source_device, *target_device;
+        char *source_address;
+        uint16_t source_port;
+        char *staging_backend, *staging_path, *staging_status;
+        char *resize_mode, *plan_json;
+        uint64_t bytes_total, bytes_transferred, transfer_rate;
+        char *error;
+        uint64_t created_at, started_at, completed_at;
+        uint32_t created_by;
+        char *idempotency_key;
+
+        Throttle progress;
+        /* Plaintext of the enrolment tokens minted at Start, kept in memory only for the boot answers; the
+         * store holds their hashes. */
+        char *source_token, *target_token;
+} CloneSession;
+
+/* What a client asks for at Create or Update; NULL fields are not given. */
+typedef struct CloneSpec {
+        const char *name, *mode, *source_node, *target_node, *source_device, *target_device;
+        const char *storage, *resize_mode, *idempotency_key;
+} CloneSpec;
+
+CloneSession *clone_free(CloneSession *c);
+char *clone_path(const CloneSession *c);
+
+/* Returns 1 and the existing session if the idempotency key is known, else creates one and returns 0. */
+int clone_create(Manager *m, const CloneSpec *spec, uint32_t uid, CloneSession **ret, sd_bus_error *error);
+int clone_update(CloneSession *c, const CloneSpec *changes, sd_bus_error *error);
+int clone_start(CloneSession *c, sd_bus_error *error);
+int clone_cancel(CloneSession *c, sd_bus_error *error);
+/* Removes a finished session; an active one is cancelled instead (*ret_cancelled = true). */
+int clone_delete(CloneSession *c, bool *ret_cancelled, sd_bus_error *error);
+int clone_issue_token(CloneSession *c, const char *role, char **ret_token, sd_bus_error *error);
+
+/* The one place status changes: checks the transition table, persists, then updates the object. */
+int clone_transition(CloneSession *c, CloneStatus to, const char *error_message, sd_bus_error *error);
+/* Progress from the agents; PropertiesChanged is rate-limited to 4 per second. */
+int clone_set_progress(CloneSession *c, uint64_t bytes_transferred, uint64_t rate);
+
+int clone_resolve(Manager *m, const char *name, CloneSession **ret, sd_bus_error *error);
+int clone_attach(Manager *m, CloneSession *c);

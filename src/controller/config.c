@@ -1,0 +1,78 @@
+/* SPDX-License-Identifier: MIT */
+#include <inttypes.h>
+
+#include "config.h"
+#include "ini.h"
+#include "log.h"
+
+void config_init(Config *c) {
+        *c = (Config){
+                .exit_on_idle_usec = 0,
+                .ca_key_algorithm = strdup("ecdsa-p256"),
+                .ca_validity_years = 10,
+                .session_cert_validity_hours = 24,
+                .token_lifetime_usec = 15 * 60 * USEC_PER_SEC,
+                .bridge_user = strdup("pureboot-bridge"),
+        };
+}
+
+void config_done(Config *c) {
+        free(c->ca_key_algorithm);
+        free(c->bridge_user);
+}
+
+static int parse_positive(const char *file, unsigned line, const char *key, const char *value, uint64_t max,
+                          uint64_t *ret) {
+        uint64_t v;
+        if (parse_uint64(value, &v) < 0 || v == 0 || v > max)
+                return log_error_errno(EINVAL, "%s:%u: %s=%s is not a number between 1 and %" PRIu64 ".", file,
+                                       line, key, value, max);
+        *ret = v;
+        return 0;
+}
+
+static int handle(const char *file, unsigned line, const char *section, const char *key, const char *value,
+                  void *userdata) {
+        Config *c = userdata;
+        uint64_t v;
+        int r;
+
+        if (streq(section, "Controller") && streq(key, "ExitOnIdleSec")) {
+                if (parse_uint64(value, &v) < 0)
+                        return log_error_errno(EINVAL, "%s:%u: ExitOnIdleSec=%s is not a number of seconds.",
+                                               file, line, value);
+                c->exit_on_idle_usec = v * USEC_PER_SEC;
+                return 0;
+        }
+        if (streq(section, "CA") && streq(key, "KeyAlgorithm")) {
+                if (!STR_IN_SET(value, "ecdsa-p256", "rsa-2048", "rsa-4096"))
+                        return log_error_errno(EINVAL,
+                                               "%s:%u: KeyAlgorithm=%s is not one of ecdsa-p256, rsa-2048, rsa-4096.",
+                                               file, line, value);
+                return free_and_strdup(&c->ca_key_algorithm, value);
+        }
+        if (streq(section, "CA") && streq(key, "CAValidityYears"))
+                return parse_positive(file, line, key, value, 100, &c->ca_validity_years);
+        if (streq(section, "CA") && streq(key, "SessionCertValidityHours"))
+                return parse_positive(file, line, key, value, 24 * 366, &c->session_cert_validity_hours);
+        if (streq(section, "Enrolment") && streq(key, "TokenLifetimeSec")) {
+                r = parse_positive(file, line, key, value, 7 * 24 * 3600, &v);
+                if (r < 0)
+                        return r;
+                c->token_lifetime_usec = v * USEC_PER_SEC;
+                return 0;
+        }
+        if (streq(section, "Bridge") && streq(key, "User")) {
+                if (isempty(value))
+                        return log_error_errno(EINVAL, "%s:%u: User= needs a user name.", file, line);
+                return free_and_strdup(&c->bridge_user, value);
+        }
+        log_warning("%s:%u: unknown setting [%s] %s=, ignoring.", file, line, section, key);
+        return 0;
+}
+
+int config_load(Config *c, const char *path) {
+        if (!c->ca_key_algorithm || !c->bridge_user)
+                return log_oom();
+        return ini_parse_with_dropins(path, handle, c);
+}

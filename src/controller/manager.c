@@ -1,0 +1,202 @@
+/* SPDX-License-Identifier: MIT */
+/* The Manager: loads the state, puts it on the bus and runs the event loop. */
+#include <inttypes.h>
+#include <signal.h>
+#include <systemd/sd-daemon.h>
+
+#include "bus-ca.h"
+#include "bus-manager.h"
+#include "bus-util.h"
+#include "ca.h"
+#include "clone.h"
+#include "log.h"
+#include "node.h"
+#include "polkit.h"
+#include "storage.h"
+#include "util.h"
+
+int manager_new(const char *config_path, const char *state_dir, Manager **ret) {
+        _cleanup_(manager_freep) Manager *m = calloc(1, sizeof(Manager));
+        int r;
+
+        if (!m)
+                return -ENOMEM;
+        config_init(&m->config);
+        m->state_dir = strdup(state_dir);
+        m->version = strdup(PACKAGE_VERSION);
+        m->nodes = hashmap_new();
+        m->sessions = hashmap_new();
+        m->session_keys = hashmap_new();
+        m->storages = hashmap_new();
+        if (!m->state_dir || !m->version || !m->nodes || !m->sessions || !m->session_keys || !m->storages)
+                return -ENOMEM;
+        r = config_load(&m->config, config_path);
+        if (r < 0)
+                return log_error_errno(r, "Failed to load the configuration %s: %m", config_path);
+        r = sd_event_default(&m->event);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(m);
+        return 0;
+}
+
+Manager *manager_free(Manager *m) {
+        void *v;
+        if (!m)
+                return NULL;
+        polkit_queries_free(m);
+        HASHMAP_FOREACH(v, m->sessions, i)
+                clone_free(v);
+        HASHMAP_FOREACH(v, m->nodes, i)
+                node_free(v);
+        HASHMAP_FOREACH(v, m->storages, i)
+                storage_free(v);
+        hashmap_free(m->sessions);
+        hashmap_free(m->session_keys);
+        hashmap_free(m->nodes);
+        hashmap_free(m->storages);
+        sd_bus_flush_close_unref(m->bus);
+        sd_event_unref(m->event);
+        ca_free(m->ca);
+        store_close(m->store);
+        config_done(&m->config);
+        free(m->state_dir);
+        free(m->version);
+        free(m);
+        return NULL;
+}
+
+static int add_node(void *userdata, Node *n) {
+        int r = node_attach(userdata, n);
+        if (r < 0)
+                node_free(n);
+        return r;
+}
+
+static int add_session(void *userdata, CloneSession *c) {
+        int r = clone_attach(userdata, c);
+        if (r < 0)
+                clone_free(c);
+        return r;
+}
+
+static int add_storage(void *userdata, StorageBackend *b) {
+        int r = storage_attach(userdata, b);
+        if (r < 0)
+                storage_free(b);
+        return r;
+}
+
+int manager_load(Manager *m) {
+        _cleanup_free_ char *db = NULL, *ca_dir = NULL;
+        int r;
+
+        r = mkdir_p(m->state_dir, 0700);
+        if (r < 0)
+                return log_error_errno(r, "Failed to create the state directory %s: %m", m->state_dir);
+        if (asprintf(&db, "%s/pureboot.db", m->state_dir) < 0 || asprintf(&ca_dir, "%s/ca", m->state_dir) < 0)
+                return -ENOMEM;
+        r = store_open(db, &m->store);
+        if (r < 0)
+                return r;
+        r = ca_load_or_create(ca_dir, m->config.ca_key_algorithm, (unsigned) m->config.ca_validity_years, &m->ca);
+        if (r < 0)
+                return r;
+        r = bus_ca_refresh_crl(m);
+        if (r < 0)
+                return r;
+        r = store_nodes_load(m->store, add_node, m);
+        if (r >= 0)
+                r = store_storages_load(m->store, add_storage, m);
+        if (r >= 0)
+                r = store_sessions_load(m->store, add_session, m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to load the state from %s: %m", db);
+        log_info("Loaded %zu nodes, %zu clone sessions, %zu storage backends; CA %s (sha256 %s).",
+                 hashmap_size(m->nodes), hashmap_size(m->sessions), hashmap_size(m->storages), ca_algorithm(m->ca),
+                 ca_fingerprint(m->ca));
+        return 0;
+}
+
+int manager_connect_bus(Manager *m) {
+        int r;
+
+        /* sd_bus_open_system() honours $DBUS_SYSTEM_BUS_ADDRESS. */
+        r = sd_bus_open_system(&m->bus);
+        if (r < 0)
+                return log_error_errno(r, "Failed to connect to the system bus: %m");
+        r = sd_bus_attach_event(m->bus, m->event, SD_EVENT_PRIORITY_NORMAL);
+        if (r < 0)
+                return r;
+        r = bus_manager_register(m);
+        if (r < 0)
+                return r;
+        r = sd_bus_request_name(m->bus, PB_BUS_NAME, 0);
+        if (r < 0)
+                return log_error_errno(r, "Failed to own the bus name %s: %m. Is another controller running, and "
+                                          "is the bus policy installed?",
+                                       PB_BUS_NAME);
+        return 0;
+}
+
+static bool manager_is_idle(Manager *m) {
+        CloneSession *c;
+        if (m->polkit_queries)
+                return false;
+        HASHMAP_FOREACH(c, m->sessions, i)
+                if (clone_status_is_active(c->status))
+                        return false;
+        return true;
+}
+
+static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        (void) userdata;
+        log_info("Received %s, shutting down.", strsignal((int) si->ssi_signo));
+        return sd_event_exit(sd_event_source_get_event(s), 0);
+}
+
+int manager_run(Manager *m) {
+        sigset_t mask;
+        int r;
+
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        sigprocmask(SIG_BLOCK, &mask, NULL);
+        r = sd_event_add_signal(m->event, NULL, SIGTERM, on_signal, m);
+        if (r >= 0)
+                r = sd_event_add_signal(m->event, NULL, SIGINT, on_signal, m);
+        if (r < 0)
+                return r;
+
+        (void) sd_notify(false, "READY=1\nSTATUS=Processing requests...");
+        log_info("pureboot-controller %s ready on the system bus as %s.", PACKAGE_VERSION, PB_BUS_NAME);
+
+        for (;;) {
+                r = sd_event_get_state(m->event);
+                if (r < 0)
+                        return r;
+                if (r == SD_EVENT_FINISHED)
+                        break;
+                r = sd_event_run(m->event, m->config.exit_on_idle_usec > 0 ? m->config.exit_on_idle_usec : UINT64_MAX);
+                if (r < 0)
+                        return log_error_errno(r, "Event loop failed: %m");
+                if (r == 0 && m->config.exit_on_idle_usec > 0 && manager_is_idle(m)) {
+                        log_info("Idle for %" PRIu64 " s with no active sessions, exiting; bus activation starts "
+                                 "us again.",
+                                 m->config.exit_on_idle_usec / USEC_PER_SEC);
+                        (void) sd_bus_release_name(m->bus, PB_BUS_NAME);
+                        break;
+                }
+        }
+        (void) sd_notify(false, "STOPPING=1");
+        return 0;
+}
+
+void manager_audit(Manager *m, sd_bus_message *message, const char *action, const char *object,
+                   const char *result) {
+        uint32_t uid = UINT32_MAX;
+        (void) bus_sender_uid(message, &uid);
+        if (store_event(m->store, uid, action, object, result) < 0)
+                log_warning("Failed to record audit event %s on %s by uid %u.", action, object, uid);
+}

@@ -1,0 +1,50 @@
+/* SPDX-License-Identifier: MIT */
+/* The Manager owns everything: event loop, bus, store, CA and the live objects. */
+#pragma once
+
+#include <systemd/sd-bus.h>
+#include <systemd/sd-event.h>
+
+#include "config.h"
+#include "hashmap.h"
+#include "store.h"
+
+typedef struct CA CA;
+typedef struct PolkitQuery PolkitQuery;
+
+typedef struct Manager {
+        sd_event *event;
+        sd_bus *bus;
+        Store *store;
+        CA *ca;
+        Config config;
+        char *state_dir;
+        char *version;
+
+        Hashmap *nodes;        /* id → Node */
+        Hashmap *sessions;     /* id → CloneSession */
+        Hashmap *session_keys; /* idempotency key → CloneSession */
+        Hashmap *storages;     /* id → StorageBackend */
+
+        PolkitQuery *polkit_queries;
+} Manager;
+
+#define PB_BUS_NAME "org.pureboot.Controller1"
+#define PB_ROOT_PATH "/org/pureboot/Controller1"
+#define PB_IFACE(x) "org.pureboot.Controller1." x
+
+int manager_new(const char *config_path, const char *state_dir, Manager **ret);
+Manager *manager_free(Manager *m);
+/* Opens the store and the CA and loads the live objects. */
+int manager_load(Manager *m);
+/* Connects to the system bus, registers the objects and takes the name. */
+int manager_connect_bus(Manager *m);
+int manager_run(Manager *m);
+
+/* Records an audit event for a change made on behalf of the sender of message. */
+void manager_audit(Manager *m, sd_bus_message *message, const char *action, const char *object,
+                   const char *result);
+
+static inline void manager_freep(Manager **m) {
+        manager_free(*m);
+}

@@ -1,0 +1,197 @@
+/* SPDX-License-Identifier: MIT */
+/* Nodes: registration, lookup by any name an operator would use, removal. */
+#include "bus-util.h"
+#include "clone.h"
+#include "log.h"
+#include "node.h"
+#include "pureboot-errors.h"
+#include "util.h"
+
+Node *node_free(Node *n) {
+        if (!n)
+                return NULL;
+        free(n->id);
+        free(n->hostname);
+        free(n->mac);
+        free(n->arch);
+        free(n->serial);
+        free(n->state);
+        free(n->boot_mode);
+        free(n);
+        return NULL;
+}
+
+char *node_path(const Node *n) {
+        char *p;
+        return asprintf(&p, PB_ROOT_PATH "/node/%s", n->id) < 0 ? NULL : p;
+}
+
+int node_attach(Manager *m, Node *n) {
+        n->manager = m;
+        return hashmap_put(m->nodes, n->id, n);
+}
+
+static const char *arch_normalize(const char *arch) {
+        if (STR_IN_SET(arch, "x86_64", "amd64"))
+                return "x86_64";
+        if (STR_IN_SET(arch, "arm64", "aarch64"))
+                return "arm64";
+        if (STR_IN_SET(arch, "armhf", "armv7l"))
+                return "armhf";
+        if (STR_IN_SET(arch, "riscv64"))
+                return "riscv64";
+        return NULL;
+}
+
+/* A Raspberry Pi serial: 8 hex digits, stored lowercase. */
+static int serial_normalize(const char *s, char **ret) {
+        if (strlen(s) != 8)
+                return -EINVAL;
+        char *t = strdup(s);
+        if (!t)
+                return -ENOMEM;
+        for (char *p = t; *p; p++) {
+                if (!strchr("0123456789abcdefABCDEF", *p)) {
+                        free(t);
+                        return -EINVAL;
+                }
+                if (*p >= 'A' && *p <= 'F')
+                        *p = (char) (*p - 'A' + 'a');
+        }
+        *ret = t;
+        return 0;
+}
+
+static Node *find_by(Manager *m, const char *mac, const char *hostname, const char *serial) {
+        Node *n;
+        HASHMAP_FOREACH(n, m->nodes, i)
+                if ((mac && streq(n->mac, mac)) || (hostname && strcasecmp(n->hostname, hostname) == 0) ||
+                    (serial && streq_ptr(n->serial, serial)))
+                        return n;
+        return NULL;
+}
+
+int node_register(Manager *m, const char *hostname, const char *mac, const char *arch, const char *serial,
+                  Node **ret, sd_bus_error *error) {
+        _cleanup_free_ char *canonical_mac = NULL, *canonical_serial = NULL;
+        char id[PB_ID_LEN + 1];
+        const char *a = arch_normalize(arch);
+        Node *n, *other;
+        int r;
+
+        if (!hostname_is_valid(hostname))
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                         "\"%.64s\" is not a valid host name: use letters, digits and inner "
+                                         "hyphens, dot-separated labels of at most 63 bytes, 253 in all.",
+                                         hostname);
+        if (mac_normalize(mac, &canonical_mac) < 0)
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                         "\"%.64s\" is not a MAC address; write it as aa:bb:cc:dd:ee:ff.", mac);
+        if (!a)
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                         "Unknown architecture \"%.64s\"; use x86_64, arm64, armhf or riscv64.",
+                                         arch);
+        if (!isempty(serial) && serial_normalize(serial, &canonical_serial) < 0)
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                         "\"%.64s\" is not a Raspberry Pi serial: it has exactly 8 hex digits.",
+                                         serial);
+        other = find_by(m, canonical_mac, hostname, canonical_serial);
+        if (other)
+                return sd_bus_error_setf(error, PB_ERROR_ALREADY_EXISTS,
+                                         "Node %s (%s, MAC %s%s%s) already has this %s. Remove it first or pick "
+                                         "another.",
+                                         other->hostname, other->id, other->mac, other->serial ? ", serial " : "",
+                                         strempty(other->serial),
+                                         streq(other->mac, canonical_mac)                    ? "MAC address"
+                                         : strcasecmp(other->hostname, hostname) == 0         ? "host name"
+                                                                                              : "serial");
+        r = id_new(id);
+        if (r < 0)
+                return r;
+
+        n = calloc(1, sizeof(Node));
+        if (!n)
+                return -ENOMEM;
+        n->id = strdup(id);
+        n->hostname = strdup(hostname);
+        n->mac = TAKE_PTR(canonical_mac);
+        n->arch = strdup(a);
+        n->serial = TAKE_PTR(canonical_serial);
+        n->state = strdup("ready");
+        n->boot_mode = strdup("local");
+        n->created_at = now_realtime_usec();
+        if (!n->id || !n->hostname || !n->arch || !n->state || !n->boot_mode) {
+                node_free(n);
+                return -ENOMEM;
+        }
+        r = store_node_insert(m->store, n);
+        if (r < 0) {
+                node_free(n);
+                return bus_store_error(error, r, "register the node");
+        }
+        r = node_attach(m, n);
+        if (r < 0) {
+                (void) store_node_delete(m->store, n->id);
+                node_free(n);
+                return r;
+        }
+        *ret = n;
+        return 0;
+}
+
+int node_delete(Node *n, sd_bus_error *error) {
+        Manager *m = n->manager;
+        _cleanup_free_ char *sessions = NULL;
+        int r;
+
+        r = store_node_sessions(m->store, n->id, &sessions);
+        if (r < 0)
+                return r;
+        if (sessions)
+                return sd_bus_error_setf(error, PB_ERROR_IN_USE,
+                                         "Node %s is named by clone sessions %s; delete those sessions first.",
+                                         n->hostname, sessions);
+        r = store_node_delete(m->store, n->id);
+        if (r < 0)
+                return r;
+        hashmap_remove(m->nodes, n->id);
+        node_free(n);
+        return 0;
+}
+
+int node_resolve(Manager *m, const char *name, Node **ret, sd_bus_error *error) {
+        _cleanup_free_ char *mac = NULL;
+        Node *n, *found = NULL;
+        size_t matches = 0;
+
+        if (isempty(name))
+                return sd_bus_error_setf(error, PB_ERROR_NO_SUCH_NODE, "No node given.");
+        n = hashmap_get(m->nodes, name);
+        if (n) {
+                *ret = n;
+                return 0;
+        }
+        (void) mac_normalize(name, &mac);
+        HASHMAP_FOREACH(n, m->nodes, i) {
+                if (strcasecmp(n->hostname, name) == 0 || (mac && streq(n->mac, mac))) {
+                        *ret = n;
+                        return 0;
+                }
+                if (strlen(name) >= 4 && startswith(n->id, name)) {
+                        found = n;
+                        matches++;
+                }
+        }
+        if (matches == 1) {
+                *ret = found;
+                return 0;
+        }
+        if (matches > 1)
+                return sd_bus_error_setf(error, PB_ERROR_NO_SUCH_NODE,
+                                         "\"%.64s\" matches %zu node ids; give more digits or the host name.", name,
+                                         matches);
+        return sd_bus_error_setf(error, PB_ERROR_NO_SUCH_NODE,
+                                 "No node \"%.64s\": give an id, a unique id prefix of at least 4 digits, a host "
+                                 "name or a MAC address (purebootctl node list shows them).",
+                                 name);
+}

@@ -1,0 +1,25 @@
+/* SPDX-License-Identifier: MIT */
+/* Nodes: the machines PureBoot knows, by MAC and hostname. */
+#pragma once
+
+#include <systemd/sd-bus.h>
+
+#include "manager.h"
+
+typedef struct Node {
+        Manager *manager;
+        char *id, *hostname, *mac, *arch, *serial, *state, *boot_mode;
+        uint64_t last_seen, created_at;
+} Node;
+
+Node *node_free(Node *n);
+char *node_path(const Node *n);
+
+int node_register(Manager *m, const char *hostname, const char *mac, const char *arch, const char *serial,
+                  Node **ret, sd_bus_error *error);
+/* Removes the node; refused while clone sessions name it. */
+int node_delete(Node *n, sd_bus_error *error);
+/* Finds a node by id, unique id prefix, hostname or MAC. */
+int node_resolve(Manager *m, const char *name, Node **ret, sd_bus_error *error);
+/* Puts a node loaded from the store into the manager's maps. */
+int node_attach(Manager *m, Node *n);

@@ -1,0 +1,431 @@
+/* SPDX-License-Identifier: MIT */
+/* Storage backends: the fields each type takes, how they are checked, and the secret that never leaves. */
+#include <arpa/inet.h>
+#include <ctype.h>
+
+#include "bus-manager.h"
+#include "bus-util.h"
+#include "ini.h"
+#include "log.h"
+#include "pureboot-errors.h"
+#include "storage.h"
+#include "util.h"
+
+typedef struct Field {
+        const char *name;
+        char type; /* 's', 'u' or 'b' */
+        const char *backend; /* "nfs", "iscsi", or NULL for any */
+        bool secret;
+} Field;
+
+static const Field fields[] = {
+        { "server", 's', "nfs" },      { "export", 's', "nfs" },       { "options", 's', "nfs" },
+        { "version", 's', "nfs" },     { "portal", 's', "iscsi" },     { "target", 's', "iscsi" },
+        { "lun", 'u', "iscsi" },       { "chap_user", 's', "iscsi" },  { "chap_secret", 's', "iscsi", true },
+        { "manage", 's', "iscsi" },
+};
+
+StorageBackend *storage_free(StorageBackend *b) {
+        if (!b)
+                return NULL;
+        free(b->id);
+        free(b->name);
+        free(b->type);
+        json_object_put(b->config);
+        if (b->secret)
+                explicit_bzero(b->secret, strlen(b->secret));
+        free(b->secret);
+        free(b);
+        return NULL;
+}
+
+char *storage_path(const StorageBackend *b) {
+        char *p;
+        return asprintf(&p, PB_ROOT_PATH "/storage/%s", b->id) < 0 ? NULL : p;
+}
+
+int storage_attach(Manager *m, StorageBackend *b) {
+        b->manager = m;
+        return hashmap_put(m->storages, b->id, b);
+}
+
+static bool storage_name_is_valid(const char *s) {
+        if (isempty(s) || strlen(s) > 64)
+                return false;
+        for (const char *p = s; *p; p++)
+                if (!isalnum((unsigned char) *p) && !strchr("._-", *p))
+                        return false;
+        return true;
+}
+
+static bool host_is_valid(const char *s) {
+        uint8_t buf[16];
+        return hostname_is_valid(s) || inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1;
+}
+
+/* host, host:port, or [v6]:port */
+static bool portal_is_valid(const char *s) {
+        _cleanup_free_ char *host = NULL;
+        const char *port = NULL;
+
+        if (isempty(s) || strlen(s) > 300)
+                return false;
+        if (s[0] == '[') {
+                const char *end = strchr(s, ']');
+                if (!end || (end[1] && end[1] != ':'))
+                        return false;
+                host = strndup(s + 1, (size_t) (end - s - 1));
+                port = end[1] ? end + 2 : NULL;
+        } else {
+                const char *colon = strchr(s, ':');
+                if (colon && strchr(colon + 1, ':')) /* a bare IPv6 address */
+                        return host_is_valid(s);
+                host = colon ? strndup(s, (size_t) (colon - s)) : strdup(s);
+                port = colon ? colon + 1 : NULL;
+        }
+        if (!host || !host_is_valid(host))
+                return false;
+        if (port) {
+                uint64_t p;
+                if (parse_uint64(port, &p) < 0 || p == 0 || p > 65535)
+                        return false;
+        }
+        return true;
+}
+
+/* iqn.YYYY-MM.reversed.domain[:anything] or eui.<16 hex digits>, RFC 3720 §3.2.6. */
+static bool iqn_is_valid(const char *s) {
+        const char *rest;
+        if (isempty(s) || strlen(s) > 223)
+                return false;
+        if ((rest = startswith(s, "eui."))) {
+                if (strlen(rest) != 16)
+                        return false;
+                for (const char *p = rest; *p; p++)
+                        if (!isxdigit((unsigned char) *p))
+                                return false;
+                return true;
+        }
+        rest = startswith(s, "iqn.");
+        if (!rest || strlen(rest) < 9)
+                return false;
+        for (int i = 0; i < 7; i++)
+                if (i == 4 ? rest[i] != '-' : !isdigit((unsigned char) rest[i]))
+                        return false;
+        if (rest[7] != '.' || !isalnum((unsigned char) rest[8]))
+                return false;
+        for (const char *p = rest + 8; *p; p++)
+                if (!islower((unsigned char) *p) && !isdigit((unsigned char) *p) && !strchr(".-:", *p))
+                        return false;
+        return true;
+}
+
+static const char *get_string(json_object *config, const char *key) {
+        json_object *v;
+        return json_object_object_get_ex(config, key, &v) ? json_object_get_string(v) : NULL;
+}
+
+static int validate(const char *type, json_object *config, const char *secret, sd_bus_error *error) {
+        const char *v;
+
+        if (streq(type, "nfs")) {
+                v = get_string(config, "server");
+                if (!v || !host_is_valid(v))
+                        return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                                 "An NFS backend needs server=HOST, a host name or IP address%s%.64s%s.",
+                                                 v ? " (not \"" : "", strempty(v), v ? "\")" : "");
+                v = get_string(config, "export");
+                if (!v || v[0] != '/' || strstr(v, "/../") || strstr(v, "/..\0") || !name_is_valid(v, 1024) ||
+                    (strlen(v) >= 3 && streq(v + strlen(v) - 3, "/..")))
+                        return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                                 "An NFS backend needs export=PATH, an absolute path on the server "
+                                                 "without \"..\", such as /srv/pureboot.");
+                v = get_string(config, "version");
+                if (v && !STR_IN_SET(v, "3", "4", "4.1", "4.2"))
+                        return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                                 "NFS version \"%.16s\" is not one of 3, 4, 4.1, 4.2.", v);
+                v = get_string(config, "options");
+                if (v && !name_is_valid(v, 1024))
+                        return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                                 "NFS options must be printable text of at most 1024 bytes.");
+                return 0;
+        }
+
+        v = get_string(config, "portal");
+        if (!v || !portal_is_valid(v))
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                         "An iSCSI backend needs portal=HOST[:PORT], such as 192.0.2.10:3260%s%.64s%s.",
+                                         v ? " (not \"" : "", strempty(v), v ? "\")" : "");
+        v = get_string(config, "target");
+        if (!v || !iqn_is_valid(v))
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                         "An iSCSI backend needs target=IQN, such as "
+                                         "iqn.2024-01.org.example:staging%s%.64s%s.",
+                                         v ? " (not \"" : "", strempty(v), v ? "\")" : "");
+        v = get_string(config, "manage");
+        if (v && !STR_IN_SET(v, "none", "tgtadm"))
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                         "manage=\"%.16s\" is not one of none, tgtadm.", v);
+        v = get_string(config, "chap_user");
+        if (!!v != !!secret)
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                         "CHAP needs both chap_user and chap_secret, or neither.");
+        if (v && !name_is_valid(v, 255))
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                         "chap_user must be printable text of at most 255 bytes.");
+        if (secret && (strlen(secret) < 12 || strlen(secret) > 255 || !name_is_valid(secret, 255)))
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                         "chap_secret must be 12 to 255 printable bytes (most initiators "
+                                         "require at least 12).");
+        return 0;
+}
+
+/* Reads an a{sv} of fields into config (and *secret), checking each against the table. Fields that are not
+ * of this backend type are refused by name. "name" and "enabled" are accepted only when allow_common. */
+static int read_fields(sd_bus_message *msg, const char *type, bool allow_common, json_object *config,
+                       char **secret, const char **ret_name, int *ret_enabled, sd_bus_error *error) {
+        int r;
+
+        r = sd_bus_message_enter_container(msg, 'a', "{sv}");
+        if (r < 0)
+                return r;
+        while ((r = sd_bus_message_enter_container(msg, 'e', "sv")) > 0) {
+                const char *key, *contents;
+                const Field *f = NULL;
+
+                r = sd_bus_message_read(msg, "s", &key);
+                if (r >= 0)
+                        r = sd_bus_message_peek_type(msg, NULL, &contents);
+                if (r < 0)
+                        return r;
+
+                if (allow_common && (streq(key, "name") || streq(key, "enabled"))) {
+                        bool is_name = streq(key, "name");
+                        if (!streq(contents, is_name ? "s" : "b"))
+                                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "%s must be of type %s.",
+                                                         key, is_name ? "s" : "b");
+                        r = is_name ? sd_bus_message_read(msg, "v", "s", ret_name)
+                                    : sd_bus_message_read(msg, "v", "b", ret_enabled);
+                        if (r < 0)
+                                return r;
+                        goto next;
+                }
+                for (size_t i = 0; i < ELEMENTSOF(fields); i++)
+                        if (streq(fields[i].name, key))
+                                f = &fields[i];
+                if (!f || !streq(f->backend, type))
+                        return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                                 "\"%.64s\" is not a setting of %s backends. %s",
+                                                 key, type,
+                                                 streq(type, "nfs") ? "NFS takes server, export, options, version."
+                                                                    : "iSCSI takes portal, target, lun, chap_user, "
+                                                                      "chap_secret, manage.");
+                if (contents[0] != f->type || contents[1])
+                        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "%s must be of type %c, not %s.",
+                                                 key, f->type, contents);
+                if (f->type == 'u') {
+                        uint32_t u;
+                        r = sd_bus_message_read(msg, "v", "u", &u);
+                        if (r >= 0)
+                                r = json_object_object_add(config, key, json_object_new_int64(u)) < 0 ? -ENOMEM : 0;
+                } else {
+                        const char *s;
+                        r = sd_bus_message_read(msg, "v", "s", &s);
+                        if (r >= 0 && f->secret)
+                                r = free_and_strdup(secret, isempty(s) ? NULL : s);
+                        else if (r >= 0 && isempty(s))
+                                json_object_object_del(config, key); /* an empty value clears the setting */
+                        else if (r >= 0)
+                                r = json_object_object_add(config, key, json_object_new_string(s)) < 0 ? -ENOMEM : 0;
+                }
+                if (r < 0)
+                        return r;
+        next:
+                r = sd_bus_message_exit_container(msg);
+                if (r < 0)
+                        return r;
+        }
+        if (r < 0)
+                return r;
+        return sd_bus_message_exit_container(msg);
+}
+
+static StorageBackend *find_by_name(Manager *m, const char *name) {
+        StorageBackend *b;
+        HASHMAP_FOREACH(b, m->storages, i)
+                if (streq(b->name, name))
+                        return b;
+        return NULL;
+}
+
+int storage_create(Manager *m, const char *name, const char *type, sd_bus_message *config,
+                   StorageBackend **ret, sd_bus_error *error) {
+        _cleanup_free_ char *secret = NULL;
+        json_object *c;
+        char id[PB_ID_LEN + 1];
+        StorageBackend *b;
+        int r;
+
+        if (!storage_name_is_valid(name))
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                         "A backend name is 1 to 64 letters, digits, '.', '_' or '-'.");
+        if (!STR_IN_SET(type, "nfs", "iscsi"))
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                         "Unknown backend type \"%.32s\"; use nfs or iscsi.", type);
+        if (find_by_name(m, name))
+                return sd_bus_error_setf(error, PB_ERROR_ALREADY_EXISTS,
+                                         "A storage backend named %s exists already; pick another name.", name);
+        c = json_object_new_object();
+        if (!c)
+                return -ENOMEM;
+        r = read_fields(config, type, false, c, &secret, NULL, NULL, error);
+        if (r >= 0)
+                r = validate(type, c, secret, error);
+        if (r >= 0)
+                r = id_new(id);
+        if (r < 0) {
+                json_object_put(c);
+                return r;
+        }
+
+        b = calloc(1, sizeof(StorageBackend));
+        if (!b) {
+                json_object_put(c);
+                return -ENOMEM;
+        }
+        b->config = c;
+        b->id = strdup(id);
+        b->name = strdup(name);
+        b->type = strdup(type);
+        b->secret = TAKE_PTR(secret);
+        b->enabled = true;
+        b->created_at = now_realtime_usec();
+        if (!b->id || !b->name || !b->type) {
+                storage_free(b);
+                return -ENOMEM;
+        }
+        r = store_storage_insert(m->store, b);
+        if (r < 0) {
+                storage_free(b);
+                return bus_store_error(error, r, "add the storage backend");
+        }
+        r = storage_attach(m, b);
+        if (r < 0) {
+                (void) store_storage_delete(m->store, b->id);
+                storage_free(b);
+                return r;
+        }
+        *ret = b;
+        return 0;
+}
+
+int storage_update(StorageBackend *b, sd_bus_message *changes, sd_bus_error *error) {
+        Manager *m = b->manager;
+        _cleanup_free_ char *secret = NULL;
+        json_object *c = NULL;
+        const char *name = NULL;
+        int enabled = -1, r;
+
+        r = json_object_deep_copy(b->config, &c, NULL);
+        if (r < 0)
+                return -ENOMEM;
+        if (b->secret && !(secret = strdup(b->secret))) {
+                json_object_put(c);
+                return -ENOMEM;
+        }
+        r = read_fields(changes, b->type, true, c, &secret, &name, &enabled, error);
+        if (r >= 0 && name && !storage_name_is_valid(name))
+                r = sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                      "A backend name is 1 to 64 letters, digits, '.', '_' or '-'.");
+        if (r >= 0 && name && find_by_name(m, name) && find_by_name(m, name) != b)
+                r = sd_bus_error_setf(error, PB_ERROR_ALREADY_EXISTS,
+                                      "A storage backend named %s exists already; pick another name.", name);
+        if (r >= 0)
+                r = validate(b->type, c, secret, error);
+        if (r < 0) {
+                json_object_put(c);
+                return r;
+        }
+
+        StorageBackend updated = *b;
+        _cleanup_free_ char *new_name = NULL;
+        if (name && !(new_name = strdup(name))) {
+                json_object_put(c);
+                return -ENOMEM;
+        }
+        updated.config = c;
+        updated.secret = secret;
+        updated.name = new_name ?: b->name;
+        if (enabled >= 0)
+                updated.enabled = enabled;
+        r = store_storage_update(m->store, &updated);
+        if (r < 0) {
+                json_object_put(c);
+                return bus_store_error(error, r, "update the storage backend");
+        }
+        json_object_put(b->config);
+        b->config = c;
+        if (b->secret)
+                explicit_bzero(b->secret, strlen(b->secret));
+        free(b->secret);
+        b->secret = TAKE_PTR(secret);
+        if (new_name) {
+                free(b->name);
+                b->name = TAKE_PTR(new_name);
+        }
+        b->enabled = updated.enabled;
+
+        _cleanup_free_ char *path = storage_path(b);
+        if (path)
+                (void) sd_bus_emit_properties_changed(m->bus, path, PB_IFACE("StorageBackend"), "Name", "Config",
+                                                      "Enabled", NULL);
+        return 0;
+}
+
+int storage_delete(StorageBackend *b, sd_bus_error *error) {
+        Manager *m = b->manager;
+        _cleanup_free_ char *sessions = NULL, *path = storage_path(b), *id = strdup(b->id);
+        int r;
+
+        if (!path || !id)
+                return -ENOMEM;
+        r = store_storage_sessions(m->store, b->id, &sessions);
+        if (r < 0)
+                return r;
+        if (sessions)
+                return sd_bus_error_setf(error, PB_ERROR_IN_USE,
+                                         "Storage backend %s is used by clone sessions %s; delete those first.",
+                                         b->name, sessions);
+        r = store_storage_delete(m->store, b->id);
+        if (r < 0)
+                return bus_store_error(error, r, "delete the storage backend");
+        hashmap_remove(m->storages, b->id);
+        storage_free(b);
+        bus_manager_emit_removed(m, NULL, id, path);
+        return 0;
+}
+
+int storage_resolve(Manager *m, const char *name, StorageBackend **ret, sd_bus_error *error) {
+        StorageBackend *b = hashmap_get(m->storages, name), *found = NULL;
+        size_t matches = 0;
+
+        if (!b)
+                b = find_by_name(m, name);
+        if (b) {
+                *ret = b;
+                return 0;
+        }
+        HASHMAP_FOREACH(b, m->storages, i)
+                if (strlen(name) >= 4 && startswith(b->id, name)) {
+                        found = b;
+                        matches++;
+                }
+        if (matches == 1) {
+                *ret = found;
+                return 0;
+        }
+        return sd_bus_error_setf(error, PB_ERROR_NO_SUCH_STORAGE,
+                                 "No storage backend \"%.64s\": give its name or id (purebootctl storage list "
+                                 "shows them).",
+                                 name);
+}

@@ -1,0 +1,78 @@
+/* SPDX-License-Identifier: MIT */
+/* The SQLite state: schema migrations and every SQL statement the controller runs. */
+#pragma once
+
+#include <sqlite3.h>
+
+#include "macro.h"
+
+typedef struct Store Store;
+typedef struct Node Node;
+typedef struct CloneSession CloneSession;
+typedef struct StorageBackend StorageBackend;
+
+int store_open(const char *path, Store **ret);
+Store *store_close(Store *s);
+int store_schema_version(Store *s);
+/* Most recent SQLite error text, for messages. */
+const char *store_errmsg(Store *s);
+
+/* Transactions: every multi-row change runs inside one. */
+int store_begin(Store *s);
+int store_commit(Store *s);
+void store_rollback(Store *s);
+
+/* Binds arguments by a type string — 's' string (NULL binds NULL), 't' uint64_t, 'i' int64_t,
+ * 'u' uint32_t, 'b' bool (as int) — and runs the statement to completion. Returns the number of changed
+ * rows, -EEXIST on a constraint violation, -EIO on other errors. */
+int store_exec(Store *s, const char *sql, const char *types, ...);
+/* Same binding; returns the prepared statement for the caller to step. */
+int store_query(Store *s, sqlite3_stmt **ret, const char *sql, const char *types, ...);
+static inline void sqlite3_finalizep(sqlite3_stmt **stmt) {
+        sqlite3_finalize(*stmt);
+}
+#define _cleanup_finalize_ _cleanup_(sqlite3_finalizep)
+/* sqlite3_column_text as a new string (NULL for SQL NULL); -ENOMEM through *oom. */
+char *store_column_strdup(sqlite3_stmt *stmt, int column, bool *oom);
+
+/* Nodes */
+int store_node_insert(Store *s, const Node *n);
+int store_node_update(Store *s, const Node *n);
+int store_node_delete(Store *s, const char *id);
+int store_nodes_load(Store *s, int (*add)(void *userdata, Node *n), void *userdata);
+/* Ids of clone sessions that name node id as source or target, comma-separated, or NULL if none. */
+int store_node_sessions(Store *s, const char *id, char **ret);
+
+/* Clone sessions */
+int store_session_insert(Store *s, const CloneSession *c);
+/* Writes every mutable column, but only if the stored status is still expected_status. -ESTALE if not. */
+int store_session_update(Store *s, const CloneSession *c, const char *expected_status);
+int store_session_delete(Store *s, const char *id);
+int store_sessions_load(Store *s, int (*add)(void *userdata, CloneSession *c), void *userdata);
+
+/* Storage backends */
+int store_storage_insert(Store *s, const StorageBackend *b);
+int store_storage_update(Store *s, const StorageBackend *b);
+int store_storage_delete(Store *s, const char *id);
+int store_storages_load(Store *s, int (*add)(void *userdata, StorageBackend *b), void *userdata);
+/* Ids of sessions staging on backend id, comma-separated, or NULL if none. */
+int store_storage_sessions(Store *s, const char *id, char **ret);
+
+/* Certificates and enrolment tokens */
+int store_certificate_insert(Store *s, const char *serial, const char *subject, const char *role,
+                             const char *node_id, const char *session_id, uint64_t not_before,
+                             uint64_t not_after);
+/* -ENOENT if unknown, -EALREADY if already revoked. */
+int store_certificate_revoke(Store *s, const char *serial, uint64_t when);
+typedef struct CertificateRow {
+        const char *serial, *subject, *role, *node_id, *session_id;
+        uint64_t not_before, not_after, revoked_at;
+} CertificateRow;
+/* Calls cb for every issued certificate (only revoked ones if revoked_only), oldest first. */
+int store_certificates_foreach(Store *s, bool revoked_only, int (*cb)(void *userdata, const CertificateRow *row),
+                               void *userdata);
+int store_token_insert(Store *s, const char *hash, const char *node_id, const char *session_id,
+                       const char *role, uint64_t expires_at);
+
+/* Audit log */
+int store_event(Store *s, uint32_t uid, const char *action, const char *object, const char *result);

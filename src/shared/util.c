@@ -1,0 +1,245 @@
+/* SPDX-License-Identifier: MIT */
+#include <ctype.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdarg.h>
+#include <sys/stat.h>
+#include <systemd/sd-id128.h>
+#include <time.h>
+
+#include "util.h"
+
+bool string_in_set(const char *s, const char *const *set) {
+        if (!s)
+                return false;
+        for (; *set; set++)
+                if (streq(s, *set))
+                        return true;
+        return false;
+}
+
+static uint64_t now_usec(clockid_t clock) {
+        struct timespec ts;
+        clock_gettime(clock, &ts);
+        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
+}
+
+uint64_t now_realtime_usec(void) {
+        return now_usec(CLOCK_REALTIME);
+}
+
+uint64_t now_monotonic_usec(void) {
+        return now_usec(CLOCK_MONOTONIC);
+}
+
+int id_new(char ret[static PB_ID_LEN + 1]) {
+        sd_id128_t id;
+        int r = sd_id128_randomize(&id);
+        if (r < 0)
+                return r;
+        sd_id128_to_string(id, ret);
+        return 0;
+}
+
+bool id_is_valid(const char *s) {
+        if (!s || strlen(s) != PB_ID_LEN)
+                return false;
+        for (const char *p = s; *p; p++)
+                if (!isdigit((unsigned char) *p) && !(*p >= 'a' && *p <= 'f'))
+                        return false;
+        return true;
+}
+
+char *hexmem(const void *p, size_t n) {
+        static const char digits[] = "0123456789abcdef";
+        const uint8_t *b = p;
+        char *s = malloc(n * 2 + 1);
+        if (!s)
+                return NULL;
+        for (size_t i = 0; i < n; i++) {
+                s[i * 2] = digits[b[i] >> 4];
+                s[i * 2 + 1] = digits[b[i] & 15];
+        }
+        s[n * 2] = 0;
+        return s;
+}
+
+/* RFC 1123: dot-separated labels of letters, digits and inner hyphens, 63 bytes each, 253 in all. */
+bool hostname_is_valid(const char *s) {
+        size_t label = 0, total = 0;
+        if (isempty(s))
+                return false;
+        for (const char *p = s; *p; p++, total++) {
+                if (*p == '.') {
+                        if (label == 0 || p[-1] == '-')
+                                return false;
+                        label = 0;
+                        continue;
+                }
+                if (!isalnum((unsigned char) *p) && *p != '-')
+                        return false;
+                if (*p == '-' && label == 0)
+                        return false;
+                if (++label > 63)
+                        return false;
+        }
+        return total <= 253 && label > 0 && s[total - 1] != '-';
+}
+
+int mac_normalize(const char *s, char **ret) {
+        unsigned b[6];
+        char sep[5], tail;
+        if (!s || strlen(s) != 17)
+                return -EINVAL;
+        if (sscanf(s, "%2x%c%2x%c%2x%c%2x%c%2x%c%2x%c", &b[0], &sep[0], &b[1], &sep[1], &b[2], &sep[2], &b[3],
+                   &sep[3], &b[4], &sep[4], &b[5], &tail) != 11)
+                return -EINVAL;
+        for (size_t i = 0; i < 5; i++)
+                if (sep[i] != sep[0] || (sep[i] != ':' && sep[i] != '-'))
+                        return -EINVAL;
+        for (size_t i = 0; i < 17; i++)
+                if (i % 3 != 2 && !isxdigit((unsigned char) s[i]))
+                        return -EINVAL;
+        char *t = malloc(18);
+        if (!t)
+                return -ENOMEM;
+        snprintf(t, 18, "%02x:%02x:%02x:%02x:%02x:%02x", b[0], b[1], b[2], b[3], b[4], b[5]);
+        *ret = t;
+        return 0;
+}
+
+bool device_path_is_valid(const char *s) {
+        const char *rest;
+        if (!s || strlen(s) > 255)
+                return false;
+        rest = startswith(s, "/dev/");
+        if (isempty(rest))
+                return false;
+        if (strstr(s, "//") || strstr(s, "/./") || strstr(s, "/../") || s[strlen(s) - 1] == '/')
+                return false;
+        if (streq(rest, "..") || streq(rest, ".") || startswith(rest, "../") || startswith(rest, "./"))
+                return false;
+        if (strlen(s) >= 3 && (streq(s + strlen(s) - 3, "/..") || streq(s + strlen(s) - 2, "/.")))
+                return false;
+        for (const char *p = s; *p; p++)
+                if (!isalnum((unsigned char) *p) && !strchr("/-_.:+", *p))
+                        return false;
+        return true;
+}
+
+bool name_is_valid(const char *s, size_t max) {
+        size_t n;
+        if (!s)
+                return false;
+        n = strlen(s);
+        if (n == 0 || n > max)
+                return false;
+        for (const unsigned char *p = (const unsigned char *) s; *p; p++)
+                if (*p < 0x20 || *p == 0x7f)
+                        return false;
+        return true;
+}
+
+int write_file_atomic(const char *path, const void *data, size_t size, mode_t mode) {
+        _cleanup_free_ char *tmp = NULL, *dircopy = NULL;
+        _cleanup_close_ int fd = -EBADF, dfd = -EBADF;
+        const uint8_t *p = data;
+
+        if (asprintf(&tmp, "%s.tmp.%d", path, getpid()) < 0)
+                return -ENOMEM;
+        /* Created with its final mode, so there is no moment it is readable by others. */
+        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
+        if (fd < 0)
+                return -errno;
+        if (fchmod(fd, mode) < 0)
+                goto fail;
+        while (size > 0) {
+                ssize_t n = write(fd, p, size);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        goto fail;
+                }
+                p += n;
+                size -= (size_t) n;
+        }
+        if (fsync(fd) < 0 || rename(tmp, path) < 0)
+                goto fail;
+
+        dircopy = strdup(path);
+        if (!dircopy)
+                return -ENOMEM;
+        dfd = open(dirname(dircopy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd >= 0)
+                (void) fsync(dfd);
+        return 0;
+fail:;
+        int r = -errno;
+        (void) unlink(tmp);
+        return r;
+}
+
+int read_full_file(const char *path, char **ret, size_t *ret_size) {
+        _cleanup_fclose_ FILE *f = fopen(path, "re");
+        _cleanup_free_ char *buf = NULL;
+        size_t n = 0, allocated = 0;
+
+        if (!f)
+                return -errno;
+        for (;;) {
+                if (allocated - n < 4096) {
+                        char *t = realloc(buf, allocated + 65536);
+                        if (!t)
+                                return -ENOMEM;
+                        buf = t;
+                        allocated += 65536;
+                }
+                size_t k = fread(buf + n, 1, allocated - n - 1, f);
+                n += k;
+                if (k == 0)
+                        break;
+        }
+        if (ferror(f))
+                return -EIO;
+        buf[n] = 0;
+        *ret = TAKE_PTR(buf);
+        if (ret_size)
+                *ret_size = n;
+        return 0;
+}
+
+int mkdir_p(const char *path, mode_t mode) {
+        _cleanup_free_ char *copy = strdup(path);
+        if (!copy)
+                return -ENOMEM;
+        for (char *p = copy + 1; *p; p++) {
+                if (*p != '/')
+                        continue;
+                *p = 0;
+                if (mkdir(copy, mode) < 0 && errno != EEXIST)
+                        return -errno;
+                *p = '/';
+        }
+        if (mkdir(copy, mode) < 0 && errno != EEXIST)
+                return -errno;
+        return 0;
+}
+
+int strextend_printf(char **s, const char *format, ...) {
+        _cleanup_free_ char *add = NULL;
+        va_list ap;
+        size_t old = *s ? strlen(*s) : 0;
+        int k;
+
+        va_start(ap, format);
+        k = vasprintf(&add, format, ap);
+        va_end(ap);
+        if (k < 0)
+                return -ENOMEM;
+        char *t = realloc(*s, old + (size_t) k + 1);
+        if (!t)
+                return -ENOMEM;
+        memcpy(t + old, add, (size_t) k + 1);
+        *s = t;
+        return 0;
+}

@@ -1,0 +1,35 @@
+/* SPDX-License-Identifier: MIT */
+/* Small helpers: clocks, ids, names, files written atomically. */
+#pragma once
+
+#include <sys/types.h>
+
+#include "macro.h"
+
+#define PB_ID_LEN 32
+
+uint64_t now_realtime_usec(void);
+uint64_t now_monotonic_usec(void);
+
+/* A fresh 128-bit id as 32 lowercase hex digits. */
+int id_new(char ret[static PB_ID_LEN + 1]);
+bool id_is_valid(const char *s);
+
+/* Lowercase hex of n bytes into a new string. */
+char *hexmem(const void *p, size_t n);
+
+bool hostname_is_valid(const char *s);
+/* Parses aa:bb:cc:dd:ee:ff or aa-bb-…, returns the canonical lowercase colon form. */
+int mac_normalize(const char *s, char **ret);
+/* An absolute path under /dev/ without "..", "//" or control characters. */
+bool device_path_is_valid(const char *s);
+/* Printable UTF-8 without control characters, 1..max bytes. */
+bool name_is_valid(const char *s, size_t max);
+
+/* Writes data to path via a temporary file in the same directory, fsync, rename, with the given mode. */
+int write_file_atomic(const char *path, const void *data, size_t size, mode_t mode);
+int read_full_file(const char *path, char **ret, size_t *ret_size);
+int mkdir_p(const char *path, mode_t mode);
+
+/* Appends to a dynamically grown string; returns -ENOMEM on failure. */
+int strextend_printf(char **s, const char *format, ...) _printf_(2, 3);
