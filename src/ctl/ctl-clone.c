@@ -1,0 +1,318 @@
+/* SPDX-License-Identifier: MIT */
+/* purebootctl clone …: create and drive clone sessions, and follow their progress. */
+#include <sys/ioctl.h>
+
+#include "ctl.h"
+#include "format.h"
+#include "log.h"
+#include "table.h"
+
+static int add_string_option(sd_bus_message *m, const char *key, const char *value) {
+        return value ? sd_bus_message_append(m, "{sv}", key, "s", value) : 0;
+}
+
+static int clone_create(sd_bus *bus) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+        const char *path;
+        int r;
+
+        if (!ctl_require(arg.source, "--source NODE", "clone create") ||
+            !ctl_require(arg.mode, "--mode direct|staged", "clone create") ||
+            !ctl_require(arg.source_device, "--source-device DEV", "clone create") ||
+            !ctl_require(arg.target_device, "--target-device DEV", "clone create"))
+                return EXIT_USAGE;
+        r = ctl_new_call(bus, PB_PATH, PB_IFACE("Manager"), "CreateCloneSession", &m);
+        if (r >= 0)
+                r = sd_bus_message_append(m, "ssssss", arg.name ?: "clone", arg.mode, arg.source, strempty(arg.target),
+                                          arg.source_device, arg.target_device);
+        if (r >= 0)
+                r = sd_bus_message_open_container(m, 'a', "{sv}");
+        if (r >= 0)
+                r = add_string_option(m, "storage", arg.storage);
+        if (r >= 0)
+                r = add_string_option(m, "resize_mode", arg.resize);
+        if (r >= 0)
+                r = add_string_option(m, "idempotency_key", arg.key);
+        if (r >= 0)
+                r = sd_bus_message_close_container(m);
+        if (r < 0)
+                return EXIT_FAILED;
+        r = ctl_call(bus, m, &reply, "create the clone session");
+        if (r < 0)
+                return -r;
+        if (sd_bus_message_read(reply, "o", &path) < 0)
+                return EXIT_FAILED;
+        printf("%s\n", strrchr(path, '/') + 1);
+        return EXIT_OK;
+}
+
+/* Node ids as host names, for tables people read. */
+static json_object *node_names(sd_bus *bus) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        json_object *names = json_object_new_object();
+        const char *id, *hostname, *mac, *arch, *state, *serial, *path;
+        uint64_t last_seen;
+        int r;
+
+        r = sd_bus_call_method(bus, PB_DEST, PB_PATH, PB_IFACE("Manager"), "ListNodes", NULL, &reply, NULL);
+        if (r >= 0)
+                r = sd_bus_message_enter_container(reply, 'a', "(ssssssto)");
+        while (r >= 0 && (r = sd_bus_message_read(reply, "(ssssssto)", &id, &hostname, &mac, &arch, &state, &serial,
+                                                  &last_seen, &path)) > 0)
+                json_object_object_add(names, id, json_object_new_string(hostname));
+        return names;
+}
+
+static const char *node_name(json_object *names, const char *id) {
+        json_object *v;
+        return json_object_object_get_ex(names, id, &v) ? json_object_get_string(v) : id;
+}
+
+static int clone_list(sd_bus *bus) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(table_freep) Table *t = table_new("ID", "NAME", "STATUS", "MODE", "SOURCE", "TARGET", "SIZE",
+                                                    "TRANSFERRED", "CREATED", NULL);
+        const char *id, *name, *status, *mode, *source, *target, *path;
+        uint64_t total, transferred, created;
+        int r;
+
+        if (!t)
+                return log_oom(), EXIT_FAILED;
+        json_object *names = arg.json == JSON_OFF ? node_names(bus) : NULL;
+        r = sd_bus_call_method(bus, PB_DEST, PB_PATH, PB_IFACE("Manager"), "ListCloneSessions", &error, &reply, NULL);
+        if (r < 0)
+                return ctl_error(&error, r, "list clone sessions");
+        r = sd_bus_message_enter_container(reply, 'a', "(ssssssttto)");
+        while (r >= 0 && (r = sd_bus_message_read(reply, "(ssssssttto)", &id, &name, &status, &mode, &source, &target,
+                                                  &total, &transferred, &created, &path)) > 0)
+                if (table_add_row(t, "sssssszzT", id, name, status, mode, node_name(names, source),
+                                  node_name(names, target), total, transferred, created) < 0)
+                        r = -ENOMEM;
+        json_object_put(names);
+        if (r < 0)
+                return log_error_errno(r, "Bad reply: %m"), EXIT_FAILED;
+        ctl_pager_open();
+        table_print(t, "sessions", arg.no_legend, arg.json);
+        return EXIT_OK;
+}
+
+/* A session method taking only a{sv} options. */
+static int clone_simple_call(sd_bus *bus, const char *path, const char *method, const char *what,
+                             sd_bus_message **reply) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+        int r = ctl_new_call(bus, path, PB_IFACE("CloneSession"), method, &m);
+        if (r >= 0)
+                r = sd_bus_message_append(m, "a{sv}", 0);
+        if (r < 0)
+                return EXIT_FAILED;
+        r = ctl_call(bus, m, reply, what);
+        return r < 0 ? -r : EXIT_OK;
+}
+
+static int clone_update(sd_bus *bus, const char *path) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+        const struct {
+                const char *key, *value;
+        } changes[] = {
+                { "name", arg.name },           { "mode", arg.mode },
+                { "source_node", arg.source },  { "target_node", arg.target },
+                { "source_device", arg.source_device }, { "target_device", arg.target_device },
+                { "storage", arg.storage },     { "resize_mode", arg.resize },
+        };
+        int r = ctl_new_call(bus, path, PB_IFACE("CloneSession"), "Update", &m);
+        if (r >= 0)
+                r = sd_bus_message_open_container(m, 'a', "{sv}");
+        for (size_t i = 0; r >= 0 && i < ELEMENTSOF(changes); i++)
+                r = add_string_option(m, changes[i].key, changes[i].value);
+        if (r >= 0)
+                r = sd_bus_message_close_container(m);
+        if (r >= 0)
+                r = sd_bus_message_append(m, "a{sv}", 0);
+        if (r < 0)
+                return EXIT_FAILED;
+        r = ctl_call(bus, m, NULL, "update the session");
+        return r < 0 ? -r : EXIT_OK;
+}
+
+static int clone_token(sd_bus *bus, const char *path) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+        const char *token;
+        int r;
+
+        if (!ctl_require(arg.role, "--role source|target", "clone token"))
+                return EXIT_USAGE;
+        r = ctl_new_call(bus, path, PB_IFACE("CloneSession"), "IssueBootToken", &m);
+        if (r >= 0)
+                r = sd_bus_message_append(m, "sa{sv}", arg.role, 0);
+        if (r < 0)
+                return EXIT_FAILED;
+        r = ctl_call(bus, m, &reply, "issue a boot token");
+        if (r < 0)
+                return -r;
+        if (sd_bus_message_read(reply, "s", &token) < 0)
+                return EXIT_FAILED;
+        printf("%s\n", token);
+        return EXIT_OK;
+}
+
+typedef struct Progress {
+        char status[32];
+        char error[512];
+        uint64_t total, transferred, rate;
+} Progress;
+
+static int read_progress(sd_bus *bus, const char *path, Progress *p) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        int r;
+
+        r = sd_bus_call_method(bus, PB_DEST, path, "org.freedesktop.DBus.Properties", "GetAll", &error, &reply, "s",
+                               PB_IFACE("CloneSession"));
+        if (r < 0)
+                return -ctl_error(&error, r, "read the session");
+        r = sd_bus_message_enter_container(reply, 'a', "{sv}");
+        while (r >= 0 && (r = sd_bus_message_enter_container(reply, 'e', "sv")) > 0) {
+                const char *name, *s;
+                r = sd_bus_message_read(reply, "s", &name);
+                if (r >= 0 && STR_IN_SET(name, "Status", "Error")) {
+                        r = sd_bus_message_read(reply, "v", "s", &s);
+                        if (r >= 0)
+                                snprintf(streq(name, "Status") ? p->status : p->error,
+                                         streq(name, "Status") ? sizeof(p->status) : sizeof(p->error), "%s", s);
+                } else if (r >= 0 && STR_IN_SET(name, "BytesTotal", "BytesTransferred", "TransferRate"))
+                        r = sd_bus_message_read(reply, "v", "t",
+                                                streq(name, "BytesTotal")         ? &p->total
+                                                : streq(name, "BytesTransferred") ? &p->transferred
+                                                                                  : &p->rate);
+                else if (r >= 0)
+                        r = sd_bus_message_skip(reply, "v");
+                if (r >= 0)
+                        r = sd_bus_message_exit_container(reply);
+        }
+        return r < 0 ? -EXIT_FAILED : 0;
+}
+
+static bool status_is_final(const char *s) {
+        return STR_IN_SET(s, "completed", "failed", "cancelled");
+}
+
+static void print_progress(const Progress *p, bool live) {
+        char total[FORMAT_BYTES_MAX], done[FORMAT_BYTES_MAX], rate[FORMAT_BYTES_MAX], eta[FORMAT_TIMESTAMP_MAX] = "";
+        double fraction = p->total > 0 ? MIN(1.0, (double) p->transferred / (double) p->total) : 0.0;
+        char bar[64];
+        int width = 30;
+
+        if (streq(p->status, "completed"))
+                fraction = 1.0;
+        if (p->rate > 0 && p->total > p->transferred)
+                format_duration(eta, (p->total - p->transferred) / p->rate);
+        for (int i = 0; i < width; i++)
+                bar[i] = i < (int) (fraction * width) ? '=' : (i == (int) (fraction * width) ? '>' : ' ');
+        bar[width] = 0;
+        printf("%s%-12s [%s] %5.1f%% %s / %s  %s/s%s%s%s", live ? "\r" : "", p->status, bar, fraction * 100.0,
+               format_bytes(done, p->transferred), format_bytes(total, p->total), format_bytes(rate, p->rate),
+               *eta ? "  ETA " : "", eta, live ? "\033[K" : "\n");
+        fflush(stdout);
+}
+
+static int on_changed(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        (void) m, (void) error;
+        *(bool *) userdata = true;
+        return 0;
+}
+
+static int clone_status(sd_bus *bus, const char *path) {
+        _cleanup_(sd_bus_slot_unrefp) sd_bus_slot *slot = NULL;
+        bool live = isatty(STDOUT_FILENO), changed = true;
+        Progress p = {}, last = {};
+        int r;
+
+        if (arg.follow) {
+                /* Subscribe before the first read, so no change falls between the two. */
+                r = sd_bus_match_signal(bus, &slot, PB_DEST, path, "org.freedesktop.DBus.Properties",
+                                        "PropertiesChanged", on_changed, &changed);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to watch the session: %m"), EXIT_FAILED;
+        }
+        for (;;) {
+                if (changed) {
+                        changed = false;
+                        r = read_progress(bus, path, &p);
+                        if (r < 0)
+                                return -r;
+                        if (arg.json != JSON_OFF && !arg.follow) {
+                                json_object *o = json_object_new_object();
+                                json_object_object_add(o, "status", json_object_new_string(p.status));
+                                json_object_object_add(o, "bytes_total", json_object_new_uint64(p.total));
+                                json_object_object_add(o, "bytes_transferred", json_object_new_uint64(p.transferred));
+                                json_object_object_add(o, "transfer_rate", json_object_new_uint64(p.rate));
+                                json_object_object_add(o, "error", json_object_new_string(p.error));
+                                ctl_print_json(o);
+                                json_object_put(o);
+                                break;
+                        }
+                        /* Without a terminal, one line per status change or 5 % of progress. */
+                        if (live || !streq(p.status, last.status) || !arg.follow ||
+                            (p.total > 0 && (p.transferred - last.transferred) * 20 >= p.total)) {
+                                print_progress(&p, live && arg.follow);
+                                last = p;
+                        }
+                        if (!arg.follow || status_is_final(p.status))
+                                break;
+                }
+                r = sd_bus_process(bus, NULL);
+                if (r < 0)
+                        return log_error_errno(r, "Lost the bus: %m"), EXIT_UNAVAILABLE;
+                if (r == 0 && (r = sd_bus_wait(bus, UINT64_MAX)) < 0)
+                        return log_error_errno(r, "Lost the bus: %m"), EXIT_UNAVAILABLE;
+        }
+        if (live && arg.follow)
+                printf("\n");
+        if (*p.error && status_is_final(p.status))
+                log_error("Session %s: %s", p.status, p.error);
+        return !arg.follow || streq(p.status, "completed") ? EXIT_OK : EXIT_FAILED;
+}
+
+int verb_clone(sd_bus *bus, int argc, char **argv) {
+        _cleanup_free_ char *path = NULL;
+        const char *verb = argc > 0 ? argv[0] : "list";
+        int r;
+
+        if (streq(verb, "create") && argc == 1)
+                return clone_create(bus);
+        if (streq(verb, "list") && argc <= 1)
+                return clone_list(bus);
+        if (!STR_IN_SET(verb, "show", "start", "cancel", "delete", "status", "update", "token") || argc != 2) {
+                log_error("Usage: purebootctl clone create|list|show|start|cancel|delete|status|update|token …; "
+                          "see purebootctl --help.");
+                return EXIT_USAGE;
+        }
+        r = ctl_resolve(bus, "GetCloneSession", argv[1], &path);
+        if (r < 0)
+                return -r;
+        if (streq(verb, "show")) {
+                ctl_pager_open();
+                return ctl_show_object(bus, path, PB_IFACE("CloneSession"));
+        }
+        if (streq(verb, "status"))
+                return clone_status(bus, path);
+        if (streq(verb, "update"))
+                return clone_update(bus, path);
+        if (streq(verb, "token"))
+                return clone_token(bus, path);
+        if (streq(verb, "start"))
+                return clone_simple_call(bus, path, "Start", "start the session", NULL);
+        if (streq(verb, "cancel"))
+                return clone_simple_call(bus, path, "Cancel", "cancel the session", NULL);
+
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        int deleted = 0;
+        r = clone_simple_call(bus, path, "Delete", "delete the session", &reply);
+        if (r != EXIT_OK)
+                return r;
+        if (sd_bus_message_read(reply, "b", &deleted) >= 0 && !deleted)
+                printf("Session %s was running; it is cancelled now. Delete it again to remove it.\n",
+                       strrchr(path, '/') + 1);
+        return EXIT_OK;
+}

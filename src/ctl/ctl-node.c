@@ -1,0 +1,85 @@
+/* SPDX-License-Identifier: MIT */
+/* purebootctl node …: register, list, show and remove nodes. */
+#include "ctl.h"
+#include "log.h"
+#include "table.h"
+
+static int node_add(sd_bus *bus) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+        const char *path;
+        int r;
+
+        if (!ctl_require(arg.mac, "--mac MAC", "node add") || !ctl_require(arg.hostname, "--hostname NAME", "node add"))
+                return EXIT_USAGE;
+        r = ctl_new_call(bus, PB_PATH, PB_IFACE("Manager"), "RegisterNode", &m);
+        if (r >= 0)
+                r = sd_bus_message_append(m, "sss", arg.hostname, arg.mac, arg.arch ?: "x86_64");
+        if (r >= 0)
+                r = arg.serial ? sd_bus_message_append(m, "a{sv}", 1, "serial", "s", arg.serial)
+                               : sd_bus_message_append(m, "a{sv}", 0);
+        if (r < 0)
+                return EXIT_FAILED;
+        r = ctl_call(bus, m, &reply, "register the node");
+        if (r < 0)
+                return -r;
+        if (sd_bus_message_read(reply, "o", &path) < 0)
+                return EXIT_FAILED;
+        printf("%s\n", strrchr(path, '/') + 1);
+        return EXIT_OK;
+}
+
+static int node_list(sd_bus *bus) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(table_freep) Table *t = table_new("ID", "HOSTNAME", "MAC", "ARCH", "STATE", "SERIAL", "LAST SEEN", NULL);
+        const char *id, *hostname, *mac, *arch, *state, *serial, *path;
+        uint64_t last_seen;
+        int r;
+
+        if (!t)
+                return log_oom(), EXIT_FAILED;
+        r = sd_bus_call_method(bus, PB_DEST, PB_PATH, PB_IFACE("Manager"), "ListNodes", &error, &reply, NULL);
+        if (r < 0)
+                return ctl_error(&error, r, "list nodes");
+        r = sd_bus_message_enter_container(reply, 'a', "(ssssssto)");
+        while (r >= 0 && (r = sd_bus_message_read(reply, "(ssssssto)", &id, &hostname, &mac, &arch, &state, &serial,
+                                                  &last_seen, &path)) > 0)
+                if (table_add_row(t, "ssssssT", id, hostname, mac, arch, state, serial, last_seen) < 0)
+                        return EXIT_FAILED;
+        if (r < 0)
+                return log_error_errno(r, "Bad reply: %m"), EXIT_FAILED;
+        ctl_pager_open();
+        table_print(t, "nodes", arg.no_legend, arg.json);
+        return EXIT_OK;
+}
+
+int verb_node(sd_bus *bus, int argc, char **argv) {
+        _cleanup_free_ char *path = NULL;
+        const char *verb = argc > 0 ? argv[0] : "list";
+        int r;
+
+        if (streq(verb, "add") && argc == 1)
+                return node_add(bus);
+        if (streq(verb, "list") && argc <= 1)
+                return node_list(bus);
+        if (STR_IN_SET(verb, "show", "remove") && argc == 2) {
+                r = ctl_resolve(bus, "GetNode", argv[1], &path);
+                if (r < 0)
+                        return -r;
+                if (streq(verb, "show")) {
+                        ctl_pager_open();
+                        return ctl_show_object(bus, path, PB_IFACE("Node"));
+                }
+                _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+                r = ctl_new_call(bus, path, PB_IFACE("Node"), "Delete", &m);
+                if (r >= 0)
+                        r = sd_bus_message_append(m, "a{sv}", 0);
+                if (r < 0)
+                        return EXIT_FAILED;
+                r = ctl_call(bus, m, NULL, "remove the node");
+                return r < 0 ? -r : EXIT_OK;
+        }
+        log_error("Usage: purebootctl node add --mac MAC --hostname NAME [--arch ARCH] [--serial SERIAL] | "
+                  "node list | node show NODE | node remove NODE");
+        return EXIT_USAGE;
+}

@@ -1,0 +1,459 @@
+/* SPDX-License-Identifier: MIT */
+/* purebootctl: the admin command line, a pure D-Bus client of org.pureboot.Controller1. This file holds
+ * option parsing, verb dispatch, the pager and polkit agent, and the helpers every verb file uses. */
+#include <fcntl.h>
+#include <getopt.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include "ctl.h"
+#include "format.h"
+#include "log.h"
+
+Args arg;
+static pid_t pager_pid = -1, agent_pid = -1;
+
+int ctl_error(const sd_bus_error *error, int r, const char *what) {
+        const char *name = error && error->name ? error->name : "";
+
+        if (error && error->message)
+                log_error("Failed to %s: %s", what, error->message);
+        else
+                log_error_errno(r, "Failed to %s: %m", what);
+        if (strstr(name, ".Error.NoSuch") || streq(name, SD_BUS_ERROR_UNKNOWN_OBJECT))
+                return EXIT_NOT_FOUND;
+        if (strstr(name, "NotAuthorized") || streq(name, SD_BUS_ERROR_INTERACTIVE_AUTHORIZATION_REQUIRED) ||
+            streq(name, SD_BUS_ERROR_ACCESS_DENIED))
+                return EXIT_NOT_AUTHORIZED;
+        if (STR_IN_SET(name, SD_BUS_ERROR_SERVICE_UNKNOWN, SD_BUS_ERROR_NAME_HAS_NO_OWNER, SD_BUS_ERROR_NO_REPLY,
+                       SD_BUS_ERROR_DISCONNECTED))
+                return EXIT_UNAVAILABLE;
+        return EXIT_FAILED;
+}
+
+int ctl_new_call(sd_bus *bus, const char *path, const char *iface, const char *method, sd_bus_message **ret) {
+        int r = sd_bus_message_new_method_call(bus, ret, PB_DEST, path, iface, method);
+        if (r >= 0)
+                r = sd_bus_message_set_allow_interactive_authorization(*ret, !arg.no_ask_password);
+        return r;
+}
+
+int ctl_call(sd_bus *bus, sd_bus_message *m, sd_bus_message **reply, const char *what) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        /* Long enough for a person to type a password at the polkit agent. */
+        int r = sd_bus_call(bus, m, arg.no_ask_password ? 0 : 300 * USEC_PER_SEC, &error, reply);
+        return r < 0 ? -ctl_error(&error, r, what) : 0;
+}
+
+int ctl_resolve(sd_bus *bus, const char *method, const char *name, char **ret_path) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+        const char *path;
+        int r;
+
+        r = ctl_new_call(bus, PB_PATH, PB_IFACE("Manager"), method, &m);
+        if (r >= 0)
+                r = sd_bus_message_append(m, "s", name);
+        if (r < 0)
+                return -EXIT_FAILED;
+        r = ctl_call(bus, m, &reply, "look it up");
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(reply, "o", &path);
+        if (r < 0 || !(*ret_path = strdup(path)))
+                return -EXIT_FAILED;
+        return 0;
+}
+
+bool ctl_require(const char *value, const char *option, const char *verb) {
+        if (!isempty(value))
+                return true;
+        log_error("%s needs %s.", verb, option);
+        return false;
+}
+
+void ctl_print_json(json_object *o) {
+        puts(json_object_to_json_string_ext(o, arg.json == JSON_PRETTY ? JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED
+                                                                       : JSON_C_TO_STRING_PLAIN));
+}
+
+/* A D-Bus value at the current position as JSON. */
+static int read_json(sd_bus_message *m, json_object **ret) {
+        const char *contents;
+        char type;
+        int r = sd_bus_message_peek_type(m, &type, &contents);
+        if (r <= 0)
+                return r < 0 ? r : -ENXIO;
+
+        if (type == 'v' || type == 'r' || type == 'e') {
+                r = sd_bus_message_enter_container(m, type, contents);
+                if (r < 0)
+                        return r;
+                if (type == 'v') {
+                        r = read_json(m, ret);
+                } else {
+                        json_object *a = json_object_new_array();
+                        json_object *v;
+                        while ((r = read_json(m, &v)) > 0)
+                                json_object_array_add(a, v);
+                        *ret = a;
+                }
+                if (r < 0)
+                        return r;
+                r = sd_bus_message_exit_container(m);
+                return r < 0 ? r : 1;
+        }
+        if (type == 'a') {
+                bool dict = contents[0] == '{';
+                json_object *o = dict ? json_object_new_object() : json_object_new_array();
+                char entry[64] = "";
+                if (dict) /* "{sv}" → "sv" */
+                        snprintf(entry, sizeof(entry), "%.*s", (int) strlen(contents) - 2, contents + 1);
+                r = sd_bus_message_enter_container(m, 'a', contents);
+                while (r >= 0) {
+                        json_object *v = NULL;
+                        const char *key;
+                        if (dict) {
+                                r = sd_bus_message_enter_container(m, 'e', entry);
+                                if (r <= 0)
+                                        break;
+                                r = sd_bus_message_read_basic(m, 's', &key);
+                                if (r >= 0)
+                                        r = read_json(m, &v);
+                                if (r >= 0)
+                                        json_object_object_add(o, key, v);
+                                if (r >= 0)
+                                        r = sd_bus_message_exit_container(m);
+                        } else {
+                                r = read_json(m, &v);
+                                if (r <= 0)
+                                        break;
+                                json_object_array_add(o, v);
+                        }
+                }
+                if (r < 0) {
+                        json_object_put(o);
+                        return r;
+                }
+                *ret = o;
+                r = sd_bus_message_exit_container(m);
+                return r < 0 ? r : 1;
+        }
+
+        union {
+                uint64_t t;
+                int64_t x;
+                uint32_t u;
+                int32_t i;
+                uint16_t q;
+                int16_t n;
+                uint8_t y;
+                int b;
+                double d;
+                const char *s;
+        } v;
+        r = sd_bus_message_read_basic(m, type, &v);
+        if (r < 0)
+                return r;
+        switch (type) {
+        case 's': case 'o': case 'g': *ret = json_object_new_string(v.s); break;
+        case 't': *ret = json_object_new_uint64(v.t); break;
+        case 'x': *ret = json_object_new_int64(v.x); break;
+        case 'u': *ret = json_object_new_int64(v.u); break;
+        case 'i': *ret = json_object_new_int64(v.i); break;
+        case 'q': *ret = json_object_new_int64(v.q); break;
+        case 'n': *ret = json_object_new_int64(v.n); break;
+        case 'y': *ret = json_object_new_int64(v.y); break;
+        case 'b': *ret = json_object_new_boolean(v.b); break;
+        case 'd': *ret = json_object_new_double(v.d); break;
+        default: return -EINVAL;
+        }
+        return 1;
+}
+
+static bool ends_with(const char *s, const char *suffix) {
+        size_t a = strlen(s), b = strlen(suffix);
+        return a >= b && streq(s + a - b, suffix);
+}
+
+/* One property for people: times, sizes and rates by their name, multi-line PEM indented. */
+static void print_property(const char *name, json_object *v, int width) {
+        char buf[FORMAT_TIMESTAMP_MAX];
+        const char *s = NULL;
+
+        if (json_object_is_type(v, json_type_int)) {
+                uint64_t u = json_object_get_uint64(v);
+                if (ends_with(name, "At") || STR_IN_SET(name, "LastSeen", "NotAfter"))
+                        s = format_timestamp(buf, u);
+                else if (startswith(name, "Bytes") || ends_with(name, "Bytes"))
+                        s = format_bytes(buf, u);
+                else if (streq(name, "TransferRate")) {
+                        format_bytes(buf, u);
+                        strcat(buf, "/s");
+                        s = buf;
+                }
+        } else if (json_object_is_type(v, json_type_double)) {
+                snprintf(buf, sizeof(buf), "%.1f%%", json_object_get_double(v) * 100.0);
+                s = buf;
+        } else if (json_object_is_type(v, json_type_boolean))
+                s = json_object_get_boolean(v) ? "yes" : "no";
+        else if (json_object_is_type(v, json_type_object)) {
+                printf("%*s:", width, name);
+                json_object_object_foreach(v, key, value) printf(" %s=%s", key, json_object_get_string(value));
+                printf("\n");
+                return;
+        }
+        if (!s)
+                s = json_object_get_string(v);
+        if (isempty(s))
+                s = "-";
+        if (strchr(s, '\n')) {
+                printf("%*s:\n", width, name);
+                for (const char *p = s; *p;) {
+                        size_t n = strcspn(p, "\n");
+                        printf("%*s  %.*s\n", width, "", (int) n, p);
+                        p += n + (p[n] == '\n');
+                }
+                return;
+        }
+        printf("%*s: %s\n", width, name, s);
+}
+
+int ctl_show_object(sd_bus *bus, const char *path, const char *iface) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        json_object *all = NULL;
+        int r, width = 0;
+
+        r = sd_bus_call_method(bus, PB_DEST, path, "org.freedesktop.DBus.Properties", "GetAll", &error, &reply, "s",
+                               iface);
+        if (r < 0)
+                return ctl_error(&error, r, "read its properties");
+        r = read_json(reply, &all);
+        if (r < 0) {
+                log_error_errno(r, "Failed to parse the properties: %m");
+                return EXIT_FAILED;
+        }
+        if (arg.json != JSON_OFF) {
+                ctl_print_json(all);
+                json_object_put(all);
+                return EXIT_OK;
+        }
+        json_object_object_foreach(all, k, v0) {
+                (void) v0;
+                width = MAX(width, (int) strlen(k));
+        }
+        json_object_object_foreach(all, key, value) print_property(key, value, width);
+        json_object_put(all);
+        return EXIT_OK;
+}
+
+/* less, when stdout is a terminal, as systemd's tools do. */
+void ctl_pager_open(void) {
+        int fd[2];
+        if (arg.no_pager || arg.json != JSON_OFF || !isatty(STDOUT_FILENO) || pipe2(fd, O_CLOEXEC) < 0)
+                return;
+        pager_pid = fork();
+        if (pager_pid < 0) {
+                close(fd[0]);
+                close(fd[1]);
+                return;
+        }
+        if (pager_pid == 0) {
+                dup2(fd[0], STDIN_FILENO);
+                setenv("LESS", "FRSXMK", 0);
+                execlp(getenv("PAGER") ?: "less", getenv("PAGER") ?: "less", NULL);
+                execlp("cat", "cat", NULL);
+                _exit(127);
+        }
+        dup2(fd[1], STDOUT_FILENO);
+        close(fd[0]);
+        close(fd[1]);
+}
+
+static void pager_close(void) {
+        if (pager_pid <= 0)
+                return;
+        fflush(stdout);
+        fclose(stdout);
+        (void) waitpid(pager_pid, NULL, 0);
+}
+
+/* pkttyagent answers polkit's password questions on our terminal. */
+static void polkit_agent_open(void) {
+        char notify[16], pid[16];
+        int fd[2];
+
+        if (arg.no_ask_password || !isatty(STDIN_FILENO) || geteuid() == 0 || pipe2(fd, 0) < 0)
+                return;
+        snprintf(notify, sizeof(notify), "%d", fd[1]);
+        snprintf(pid, sizeof(pid), "%d", getpid());
+        agent_pid = fork();
+        if (agent_pid == 0) {
+                close(fd[0]);
+                execl("/usr/bin/pkttyagent", "pkttyagent", "--notify-fd", notify, "--fallback", "--process", pid,
+                      NULL);
+                _exit(127);
+        }
+        close(fd[1]);
+        if (agent_pid > 0) {
+                struct pollfd p = { .fd = fd[0], .events = POLLIN };
+                (void) poll(&p, 1, 5000); /* readable or closed once the agent is registered or gone */
+        }
+        close(fd[0]);
+}
+
+static void polkit_agent_close(void) {
+        if (agent_pid <= 0)
+                return;
+        kill(agent_pid, SIGTERM);
+        (void) waitpid(agent_pid, NULL, 0);
+}
+
+static void help(void) {
+        printf("purebootctl [OPTIONS...] COMMAND ...\n\n"
+               "Manage PureBoot nodes, clone sessions, storage and the CA.\n\n"
+               "Nodes:\n"
+               "  node add --mac MAC --hostname NAME [--arch ARCH] [--serial SERIAL]\n"
+               "  node list | node show NODE | node remove NODE\n"
+               "Clone sessions:\n"
+               "  clone create --source NODE [--target NODE] --mode direct|staged [--storage BACKEND]\n"
+               "               --source-device DEV --target-device DEV [--name NAME]\n"
+               "               [--resize none|shrink_source|grow_target] [--idempotency-key KEY]\n"
+               "  clone list | show ID | start ID | cancel ID | delete ID\n"
+               "  clone update ID [--name N] [--source-device DEV] [--target-device DEV] [--target NODE] ...\n"
+               "  clone status ID [--follow]      Progress, with a live bar when following\n"
+               "  clone token ID --role source|target\n"
+               "Storage backends:\n"
+               "  storage add NAME --type nfs|iscsi KEY=VALUE...  (nfs: server= export= [options=] [version=];\n"
+               "      iscsi: portal= target= [lun=] [chap_user= chap_secret=] [manage=none|tgtadm])\n"
+               "  storage list | show BACKEND | remove BACKEND | update BACKEND KEY=VALUE...\n"
+               "Certificate authority:\n"
+               "  ca show | ca list-issued | ca revoke SERIAL\n"
+               "  ca issue --csr FILE --role node|source|target|server SUBJECT [--ip ADDR]\n\n"
+               "Options:\n"
+               "  -h --help               Show this help\n"
+               "     --version            Show the version\n"
+               "     --no-pager           Do not pipe output into a pager\n"
+               "     --no-legend          Do not print column headers and counts\n"
+               "     --no-ask-password    Do not ask for a password for polkit authorization\n"
+               "     --json=pretty|short|off  Print JSON\n\n"
+               "Exit status: 0 ok, 1 failed, 2 usage, 4 not found, 5 not authorized, 6 controller unreachable.\n"
+               "See purebootctl(1).\n");
+}
+
+static int parse_args(int argc, char *argv[]) {
+        enum {
+                ARG_VERSION = 0x100, ARG_NO_PAGER, ARG_NO_LEGEND, ARG_NO_ASK_PASSWORD, ARG_JSON, ARG_MAC,
+                ARG_HOSTNAME, ARG_ARCH, ARG_SERIAL, ARG_SOURCE, ARG_TARGET, ARG_MODE, ARG_STORAGE,
+                ARG_SOURCE_DEVICE, ARG_TARGET_DEVICE, ARG_NAME, ARG_RESIZE, ARG_KEY, ARG_FOLLOW, ARG_ROLE, ARG_TYPE,
+                ARG_IP, ARG_CSR,
+        };
+        static const struct option options[] = {
+                { "help", no_argument, NULL, 'h' },
+                { "version", no_argument, NULL, ARG_VERSION },
+                { "no-pager", no_argument, NULL, ARG_NO_PAGER },
+                { "no-legend", no_argument, NULL, ARG_NO_LEGEND },
+                { "no-ask-password", no_argument, NULL, ARG_NO_ASK_PASSWORD },
+                { "json", required_argument, NULL, ARG_JSON },
+                { "mac", required_argument, NULL, ARG_MAC },
+                { "hostname", required_argument, NULL, ARG_HOSTNAME },
+                { "arch", required_argument, NULL, ARG_ARCH },
+                { "serial", required_argument, NULL, ARG_SERIAL },
+                { "source", required_argument, NULL, ARG_SOURCE },
+                { "target", required_argument, NULL, ARG_TARGET },
+                { "mode", required_argument, NULL, ARG_MODE },
+                { "storage", required_argument, NULL, ARG_STORAGE },
+                { "source-device", required_argument, NULL, ARG_SOURCE_DEVICE },
+                { "target-device", required_argument, NULL, ARG_TARGET_DEVICE },
+                { "name", required_argument, NULL, ARG_NAME },
+                { "resize", required_argument, NULL, ARG_RESIZE },
+                { "idempotency-key", required_argument, NULL, ARG_KEY },
+                { "follow", no_argument, NULL, ARG_FOLLOW },
+                { "role", required_argument, NULL, ARG_ROLE },
+                { "type", required_argument, NULL, ARG_TYPE },
+                { "ip", required_argument, NULL, ARG_IP },
+                { "csr", required_argument, NULL, ARG_CSR },
+                {},
+        };
+        int c;
+
+        while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0)
+                switch (c) {
+                case 'h': help(); return 0;
+                case ARG_VERSION: printf("purebootctl %s\n", PACKAGE_VERSION); return 0;
+                case ARG_NO_PAGER: arg.no_pager = true; break;
+                case ARG_NO_LEGEND: arg.no_legend = true; break;
+                case ARG_NO_ASK_PASSWORD: arg.no_ask_password = true; break;
+                case ARG_JSON:
+                        if (streq(optarg, "pretty"))
+                                arg.json = JSON_PRETTY;
+                        else if (streq(optarg, "short"))
+                                arg.json = JSON_SHORT;
+                        else if (streq(optarg, "off"))
+                                arg.json = JSON_OFF;
+                        else {
+                                log_error("--json= takes pretty, short or off, not \"%s\".", optarg);
+                                return -EXIT_USAGE;
+                        }
+                        break;
+                case ARG_MAC: arg.mac = optarg; break;
+                case ARG_HOSTNAME: arg.hostname = optarg; break;
+                case ARG_ARCH: arg.arch = optarg; break;
+                case ARG_SERIAL: arg.serial = optarg; break;
+                case ARG_SOURCE: arg.source = optarg; break;
+                case ARG_TARGET: arg.target = optarg; break;
+                case ARG_MODE: arg.mode = optarg; break;
+                case ARG_STORAGE: arg.storage = optarg; break;
+                case ARG_SOURCE_DEVICE: arg.source_device = optarg; break;
+                case ARG_TARGET_DEVICE: arg.target_device = optarg; break;
+                case ARG_NAME: arg.name = optarg; break;
+                case ARG_RESIZE: arg.resize = optarg; break;
+                case ARG_KEY: arg.key = optarg; break;
+                case ARG_FOLLOW: arg.follow = true; break;
+                case ARG_ROLE: arg.role = optarg; break;
+                case ARG_TYPE: arg.type = optarg; break;
+                case ARG_IP: arg.ip = optarg; break;
+                case ARG_CSR: arg.csr = optarg; break;
+                default: return -EXIT_USAGE;
+                }
+        return 1;
+}
+
+int main(int argc, char *argv[]) {
+        static const struct {
+                const char *name;
+                int (*run)(sd_bus *bus, int argc, char **argv);
+        } groups[] = {
+                { "node", verb_node },
+                { "clone", verb_clone },
+                { "storage", verb_storage },
+                { "ca", verb_ca },
+        };
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        int r;
+
+        r = parse_args(argc, argv);
+        if (r <= 0)
+                return -r;
+        if (optind >= argc) {
+                log_error("Missing command; see purebootctl --help.");
+                return EXIT_USAGE;
+        }
+        for (size_t i = 0; i < ELEMENTSOF(groups); i++) {
+                if (!streq(argv[optind], groups[i].name))
+                        continue;
+                r = sd_bus_open_system(&bus);
+                if (r < 0) {
+                        log_error_errno(r, "Failed to connect to the system bus: %m");
+                        return EXIT_UNAVAILABLE;
+                }
+                polkit_agent_open();
+                r = groups[i].run(bus, argc - optind - 1, argv + optind + 1);
+                pager_close();
+                polkit_agent_close();
+                return r;
+        }
+        log_error("Unknown command \"%s\"; see purebootctl --help.", argv[optind]);
+        return EXIT_USAGE;
+}
