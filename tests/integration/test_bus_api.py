@@ -1,0 +1,162 @@
+# SPDX-License-Identifier: MIT
+"""The D-Bus API against its contract: the introspection XML in dbus/, and every method called through
+busctl on the real bus."""
+
+import json
+import subprocess
+import time
+import xml.etree.ElementTree as ET
+
+from conftest import DEST, REPO, ROOT
+
+INTERFACES = {
+    "Manager": lambda ids: ROOT,
+    "CloneSession": lambda ids: f"{ROOT}/clone/{ids['session']}",
+    "Node": lambda ids: f"{ROOT}/node/{ids['node']}",
+    "StorageBackend": lambda ids: f"{ROOT}/storage/{ids['storage']}",
+    "CertificateAuthority": lambda ids: f"{ROOT}/ca",
+}
+
+
+def members(iface):
+    """A comparable description of an <interface>: methods with typed, named, directed args; properties
+    with type, access and change annotation; signals with args."""
+    out = set()
+    for m in iface.findall("method"):
+        out.add(("method", m.get("name"),
+                 tuple((a.get("name"), a.get("type"), a.get("direction", "in")) for a in m.findall("arg"))))
+    for s in iface.findall("signal"):
+        out.add(("signal", s.get("name"), tuple((a.get("name"), a.get("type")) for a in s.findall("arg"))))
+    for p in iface.findall("property"):
+        emits = [a.get("value") for a in p.findall("annotation")
+                 if a.get("name") == "org.freedesktop.DBus.Property.EmitsChangedSignal"]
+        out.add(("property", p.get("name"), p.get("type"), p.get("access"), tuple(emits)))
+    return out
+
+
+def populate(api):
+    node = api.node("web-01", "aa:bb:cc:00:00:01").rsplit("/", 1)[1]
+    api.node("web-02", "aa:bb:cc:00:00:02")
+    session = api.session("s1").rsplit("/", 1)[1]
+    storage = api.ok(ROOT, "Manager", "CreateStorageBackend", "ssa{sv}a{sv}", "nfs1", "nfs", "2",
+                     "server", "s", "127.0.0.1", "export", "s", "/srv/pureboot", "0")[0].rsplit("/", 1)[1]
+    return {"node": node, "session": session, "storage": storage}
+
+
+def test_introspection_matches_xml(controller, api, busctl):
+    ids = populate(api)
+    for name, path in INTERFACES.items():
+        full = f"{DEST}.{name}"
+        xml_file = REPO / "dbus" / f"{full}.xml"
+        expected = members(ET.parse(xml_file).getroot().find("interface"))
+        live = busctl("introspect", "--xml-interface", DEST, path(ids), check=True).stdout
+        found = [i for i in ET.fromstring(live).findall("interface") if i.get("name") == full]
+        assert found, f"{path(ids)} does not implement {full}"
+        actual = members(found[0])
+        assert actual == expected, (f"{full} differs from {xml_file.name}: "
+                                    f"missing {sorted(expected - actual)}, extra {sorted(actual - expected)}")
+
+
+def test_busctl_introspect_shows_the_interfaces(controller, busctl):
+    out = busctl("introspect", DEST, ROOT, check=True).stdout
+    assert f"{DEST}.Manager" in out and "org.freedesktop.DBus.ObjectManager" in out
+    tree = busctl("tree", DEST, check=True).stdout
+    assert f"{ROOT}/ca" in tree
+
+
+def test_every_method_through_busctl(controller, api, busctl, tmp_path):
+    """Calls each method of every interface once, and checks that the list of calls covers the XML."""
+    called = set()
+
+    def ok(path, iface, method, sig="", *args):
+        called.add(f"{iface}.{method}")
+        return api.ok(path, iface, method, sig, *args)
+
+    src = ok(ROOT, "Manager", "RegisterNode", "sssa{sv}", "src-01", "aa:bb:cc:00:01:01", "x86_64", "0")[0]
+    tgt = ok(ROOT, "Manager", "RegisterNode", "sssa{sv}", "tgt-01", "aa:bb:cc:00:01:02", "arm64", "1",
+             "serial", "s", "1234ABCD")[0]
+    assert ok(ROOT, "Manager", "GetNode", "s", "src-01")[0] == src
+    nodes = ok(ROOT, "Manager", "ListNodes")[0]
+    assert sorted(n[1] for n in nodes) == ["src-01", "tgt-01"]
+    assert [n[5] for n in nodes if n[1] == "tgt-01"] == ["1234abcd"]
+
+    backend = ok(ROOT, "Manager", "CreateStorageBackend", "ssa{sv}a{sv}", "iscsi1", "iscsi", "4",
+                 "portal", "s", "127.0.0.1:3260", "target", "s", "iqn.2026-01.org.pureboot:staging",
+                 "chap_user", "s", "pb", "chap_secret", "s", "a-secret-of-16ch", "0")[0]
+    assert ok(ROOT, "Manager", "GetStorageBackend", "s", "iscsi1")[0] == backend
+    assert [b[1] for b in ok(ROOT, "Manager", "ListStorageBackends")[0]] == ["iscsi1"]
+    ok(backend, "StorageBackend", "Update", "a{sv}a{sv}", "2", "lun", "u", "3", "enabled", "b", "false", "0")
+    config = api.prop(backend, "StorageBackend", "Config")
+    assert config["lun"]["data"] == 3 and config["chap_secret_set"]["data"] is True
+    assert "chap_secret" not in config
+    assert api.prop(backend, "StorageBackend", "Enabled") is False
+
+    session = ok(ROOT, "Manager", "CreateCloneSession", "ssssssa{sv}", "first", "direct", "src-01", "tgt-01",
+                 "/dev/sda", "/dev/mmcblk0", "1", "resize_mode", "s", "grow_target")[0]
+    assert ok(ROOT, "Manager", "GetCloneSession", "s", "first")[0] == session
+    assert [s[1] for s in ok(ROOT, "Manager", "ListCloneSessions")[0]] == ["first"]
+    ok(session, "CloneSession", "Update", "a{sv}a{sv}", "1", "target_device", "s", "/dev/mmcblk1", "0")
+    assert api.prop(session, "CloneSession", "TargetDevice") == "/dev/mmcblk1"
+    ok(session, "CloneSession", "Start", "a{sv}", "0")
+    assert api.prop(session, "CloneSession", "Status") == "waiting"
+    token = ok(session, "CloneSession", "IssueBootToken", "sa{sv}", "target", "0")[0]
+    assert len(token) == 48
+    ok(session, "CloneSession", "Cancel", "a{sv}", "0")
+    assert api.prop(session, "CloneSession", "Status") == "cancelled"
+    assert ok(session, "CloneSession", "Delete", "a{sv}", "0")[0] is True
+
+    subprocess.run(["certtool", "--generate-privkey", "--key-type=ecdsa", "--outfile", tmp_path / "k.pem"],
+                   check=True, capture_output=True)
+    (tmp_path / "t.cfg").write_text('cn = "ignored"\n')
+    subprocess.run(["certtool", "--generate-request", "--load-privkey", tmp_path / "k.pem", "--template",
+                    tmp_path / "t.cfg", "--outfile", tmp_path / "req.pem"], check=True, capture_output=True)
+    cert, serial = ok(f"{ROOT}/ca", "CertificateAuthority", "IssueCertificate", "sssa{sv}",
+                      (tmp_path / "req.pem").read_text(), "node", "src-01", "0")
+    assert "BEGIN CERTIFICATE" in cert
+    assert [c[0] for c in ok(f"{ROOT}/ca", "CertificateAuthority", "ListIssued")[0]] == [serial]
+    ok(f"{ROOT}/ca", "CertificateAuthority", "Revoke", "sa{sv}", serial, "0")
+
+    ok(backend, "StorageBackend", "Delete", "a{sv}", "0")
+    ok(src, "Node", "Delete", "a{sv}", "0")
+
+    declared = set()
+    for name in INTERFACES:
+        iface = ET.parse(REPO / "dbus" / f"{DEST}.{name}.xml").getroot().find("interface")
+        declared |= {f"{name}.{m.get('name')}" for m in iface.findall("method")}
+    assert declared == called, f"not exercised: {sorted(declared - called)}"
+
+
+def test_object_manager_lists_objects(controller, api, busctl):
+    ids = populate(api)
+    r = busctl("--json=short", "call", DEST, ROOT, "org.freedesktop.DBus.ObjectManager", "GetManagedObjects",
+               check=True)
+    objects = json.loads(r.stdout)["data"][0]
+    assert f"{ROOT}/clone/{ids['session']}" in objects
+    assert f"{ROOT}/node/{ids['node']}" in objects
+    assert f"{ROOT}/storage/{ids['storage']}" in objects
+    assert f"{DEST}.CloneSession" in objects[f"{ROOT}/clone/{ids['session']}"]
+
+
+def test_signals_announce_objects(controller, api, system_bus):
+    monitor = subprocess.Popen(["busctl", "--system", "--json=short", "monitor", DEST], env=system_bus.env,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        time.sleep(0.5)
+        node = api.node("web-01", "aa:bb:cc:00:00:01")
+        api.node("web-02", "aa:bb:cc:00:00:02")
+        session = api.session("sig")
+        api.ok(session, "CloneSession", "Start", "a{sv}", "0")
+        api.ok(session, "CloneSession", "Cancel", "a{sv}", "0")
+        api.ok(session, "CloneSession", "Delete", "a{sv}", "0")
+        time.sleep(0.5)
+    finally:
+        monitor.terminate()
+    messages = [json.loads(line) for line in monitor.communicate()[0].splitlines() if line.startswith("{")]
+    signals = [(m.get("member"), m.get("path")) for m in messages if m.get("type") == "signal"]
+    assert ("NodeNew", ROOT) in signals
+    assert ("CloneSessionNew", ROOT) in signals and ("CloneSessionRemoved", ROOT) in signals
+    assert ("InterfacesAdded", ROOT) in signals and ("InterfacesRemoved", ROOT) in signals
+    changed = [m for m in messages if m.get("member") == "PropertiesChanged" and m.get("path") == session]
+    statuses = [m["payload"]["data"][1]["Status"]["data"] for m in changed if "Status" in m["payload"]["data"][1]]
+    assert statuses == ["waiting", "cancelled"]
+    assert node

@@ -1,0 +1,103 @@
+# SPDX-License-Identifier: MIT
+"""Authorisation through the real polkitd: an unprivileged user reads everything, changes nothing unless a
+polkit rule says so, and each refusal names the action."""
+
+import time
+
+import pytest
+
+from conftest import DEST, POLKIT_RULES, ROOT, TEST_USER
+
+
+@pytest.fixture
+def objects(controller, api, tmp_path):
+    api.node("web-01", "aa:bb:cc:00:00:01")
+    api.node("web-02", "aa:bb:cc:00:00:02")
+    session = api.session("guarded")
+    backend = api.ok(ROOT, "Manager", "CreateStorageBackend", "ssa{sv}a{sv}", "nfs1", "nfs", "2",
+                     "server", "s", "127.0.0.1", "export", "s", "/srv/x", "0")[0]
+    node = api.ok(ROOT, "Manager", "GetNode", "s", "web-02")[0]
+    return {"session": session, "backend": backend, "node": node}
+
+
+MUTATIONS = [
+    ("RegisterNode", lambda o: (ROOT, "Manager", "RegisterNode", "sssa{sv}", "x-1", "aa:bb:cc:00:00:05", "x86_64", "0"),
+     "manage-nodes"),
+    ("CreateCloneSession", lambda o: (ROOT, "Manager", "CreateCloneSession", "ssssssa{sv}", "n", "direct", "web-01",
+                                      "web-02", "/dev/sda", "/dev/sdb", "0"), "manage-clones"),
+    ("CreateStorageBackend", lambda o: (ROOT, "Manager", "CreateStorageBackend", "ssa{sv}a{sv}", "n2", "nfs", "2",
+                                        "server", "s", "h", "export", "s", "/e", "0"), "manage-storage"),
+    ("Start", lambda o: (o["session"], "CloneSession", "Start", "a{sv}", "0"), "manage-clones"),
+    ("Cancel", lambda o: (o["session"], "CloneSession", "Cancel", "a{sv}", "0"), "manage-clones"),
+    ("Delete session", lambda o: (o["session"], "CloneSession", "Delete", "a{sv}", "0"), "manage-clones"),
+    ("Update session", lambda o: (o["session"], "CloneSession", "Update", "a{sv}a{sv}", "1", "name", "s", "z", "0"),
+     "manage-clones"),
+    ("IssueBootToken", lambda o: (o["session"], "CloneSession", "IssueBootToken", "sa{sv}", "source", "0"),
+     "manage-clones"),
+    ("Delete node", lambda o: (o["node"], "Node", "Delete", "a{sv}", "0"), "manage-nodes"),
+    ("Update backend", lambda o: (o["backend"], "StorageBackend", "Update", "a{sv}a{sv}", "0", "0"), "manage-storage"),
+    ("Delete backend", lambda o: (o["backend"], "StorageBackend", "Delete", "a{sv}", "0"), "manage-storage"),
+    ("Revoke", lambda o: (f"{ROOT}/ca", "CertificateAuthority", "Revoke", "sa{sv}", "00", "0"), "manage-ca"),
+    ("IssueCertificate", lambda o: (f"{ROOT}/ca", "CertificateAuthority", "IssueCertificate", "sssa{sv}", "x", "node",
+                                    "web-01", "0"), "manage-ca"),
+]
+
+
+@pytest.mark.parametrize("case", MUTATIONS, ids=[m[0] for m in MUTATIONS])
+def test_unprivileged_user_is_refused(controller, objects, busctl, case):
+    _, make, action = case
+    path, iface, method, sig, *args = make(objects)
+    before = controller.snapshot()
+    for interactive in ("yes", "no"):
+        r = busctl(f"--allow-interactive-authorization={interactive}", "call", DEST, path, f"{DEST}.{iface}",
+                   method, sig, *args, user=TEST_USER)
+        assert r.returncode != 0, r.stdout
+        assert f"org.pureboot.controller1.{action}" in r.stderr, r.stderr
+    assert controller.snapshot() == before
+
+
+def test_unprivileged_user_reads_properties(controller, objects, busctl, ctl):
+    r = busctl("get-property", DEST, objects["session"], f"{DEST}.CloneSession", "Status", user=TEST_USER)
+    assert r.returncode == 0 and r.stdout.strip() == 's "pending"'
+    r = busctl("call", DEST, ROOT, f"{DEST}.Manager", "ListCloneSessions", user=TEST_USER)
+    assert r.returncode == 0 and "guarded" in r.stdout
+    r = ctl("clone", "list", user=TEST_USER)
+    assert r.returncode == 0 and "guarded" in r.stdout
+    r = ctl("ca", "show", user=TEST_USER)
+    assert r.returncode == 0 and "BEGIN CERTIFICATE" in r.stdout
+    r = ctl("--no-ask-password", "node", "add", "--mac", "aa:bb:cc:00:00:08", "--hostname", "x-2", user=TEST_USER)
+    assert r.returncode == 5, (r.returncode, r.stderr)
+    assert "Authentication is required" in r.stderr
+
+
+@pytest.fixture
+def polkit_rule():
+    rule = POLKIT_RULES / "49-pureboot-test.rules"
+    rule.write_text(
+        "// Written by PureBoot's tests; removed when they end.\n"
+        "polkit.addRule(function(action, subject) {\n"
+        f"    if (action.id == 'org.pureboot.controller1.manage-nodes' && subject.user == '{TEST_USER}')\n"
+        "        return polkit.Result.YES;\n"
+        "});\n")
+    rule.chmod(0o644)
+    yield rule
+    rule.unlink(missing_ok=True)
+
+
+def test_polkit_rule_grants_the_action(controller, busctl, polkit_rule):
+    """polkitd rereads its rules directory; the grant covers manage-nodes and nothing else."""
+    deadline = time.monotonic() + 10
+    while True:
+        r = busctl("call", DEST, ROOT, f"{DEST}.Manager", "RegisterNode", "sssa{sv}", "granted-1",
+                   "aa:bb:cc:00:00:0a", "x86_64", "0", user=TEST_USER)
+        if r.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert r.returncode == 0, r.stderr
+    with controller.db() as db:
+        uid = db.execute("SELECT uid FROM events WHERE action = 'RegisterNode'").fetchone()[0]
+    import pwd
+    assert uid == pwd.getpwnam(TEST_USER).pw_uid
+    r = busctl("call", DEST, ROOT, f"{DEST}.Manager", "CreateStorageBackend", "ssa{sv}a{sv}", "n3", "nfs", "2",
+               "server", "s", "h", "export", "s", "/e", "0", user=TEST_USER)
+    assert r.returncode != 0 and "manage-storage" in r.stderr
