@@ -27,8 +27,10 @@ int ctl_error(const sd_bus_error *error, int r, const char *what) {
             streq(name, SD_BUS_ERROR_ACCESS_DENIED))
                 return EXIT_NOT_AUTHORIZED;
         if (STR_IN_SET(name, SD_BUS_ERROR_SERVICE_UNKNOWN, SD_BUS_ERROR_NAME_HAS_NO_OWNER, SD_BUS_ERROR_NO_REPLY,
-                       SD_BUS_ERROR_DISCONNECTED))
+                       SD_BUS_ERROR_DISCONNECTED)) {
+                log_error("Is the controller running? Start it with: systemctl start pureboot-controller.service");
                 return EXIT_UNAVAILABLE;
+        }
         return EXIT_FAILED;
 }
 
