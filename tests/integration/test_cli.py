@@ -128,3 +128,23 @@ def test_controller_unreachable(system_bus, ctl):
     r = ctl("node", "list")
     assert r.returncode == 6
     assert "org.pureboot.Controller1" in r.stderr and "systemctl start pureboot-controller" in r.stderr
+
+
+def test_bash_completion(controller, ctl, system_bus):
+    """The completion script completes verbs, options and live host names from the controller."""
+    from conftest import BUILD, REPO
+    setup_nodes(ctl)
+
+    def complete(line):
+        words = line.split(" ")
+        script = (f"source {REPO}/shell-completion/purebootctl.bash; COMP_WORDS=({' '.join(repr(w) for w in words)}); "
+                  f"COMP_CWORD={len(words) - 1}; _purebootctl; printf '%s\\n' \"${{COMPREPLY[@]}}\"")
+        env = dict(system_bus.env, PATH=f"{BUILD / 'src/ctl'}:{system_bus.env['PATH']}")
+        return subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True,
+                              check=True).stdout.split()
+
+    assert complete("purebootctl cl") == ["clone"]
+    assert set(complete("purebootctl clone s")) == {"show", "start", "status"}
+    assert "--follow" in complete("purebootctl clone status x --")
+    assert complete("purebootctl node show web-0") == ["web-01", "web-02"]
+    assert complete("purebootctl clone create --mode d") == ["direct"]

@@ -1,0 +1,77 @@
+# SPDX-License-Identifier: MIT
+"""The files around the binary: the unit's sandbox score, unit syntax, sysusers and tmpfiles entries, the
+polkit actions as polkitd sees them, the bus activation file."""
+
+import re
+import subprocess
+
+from conftest import BUILD, CONTROLLER, REPO, run
+
+
+def test_controller_unit_exposure(tmp_path):
+    unit = BUILD / "units/pureboot-controller.service"
+    r = subprocess.run(["systemd-analyze", "security", "--offline=yes", "--no-pager", unit], capture_output=True,
+                       text=True)
+    m = re.search(r"Overall exposure level for pureboot-controller.service: ([0-9.]+)", r.stdout)
+    assert m, r.stdout + r.stderr
+    score = float(m.group(1))
+    print(f"\nsystemd-analyze security: pureboot-controller.service exposure {score}")
+    assert score <= 3.0
+
+
+def test_controller_unit_verifies(tmp_path):
+    # Point ExecStart at the build tree so verify can check the binary exists and is executable.
+    unit = tmp_path / "pureboot-controller.service"
+    text = (BUILD / "units/pureboot-controller.service").read_text()
+    unit.write_text(re.sub(r"^ExecStart=.*$", f"ExecStart={CONTROLLER}", text, flags=re.M))
+    r = subprocess.run(["systemd-analyze", "verify", "--man=no", unit], capture_output=True, text=True)
+    problems = [l for l in (r.stdout + r.stderr).splitlines() if "pureboot-controller.service" in l]
+    assert r.returncode == 0 and not problems, r.stdout + r.stderr
+
+
+def test_sysusers_and_tmpfiles(tmp_path):
+    (tmp_path / "etc").mkdir()
+    r = subprocess.run(["systemd-sysusers", "--root", tmp_path, REPO / "units/sysusers-pureboot.conf"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "pureboot-bridge:" in (tmp_path / "etc/passwd").read_text()
+    r = subprocess.run(["systemd-tmpfiles", "--create", "--root", tmp_path, REPO / "units/tmpfiles-pureboot.conf"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert oct((tmp_path / "var/lib/pureboot/ca").stat().st_mode & 0o777) == "0o700"
+
+
+def test_polkit_actions_as_polkitd_sees_them(system_bus):
+    for action, defaults in (("manage-clones", "auth_admin_keep"), ("manage-ca", "auth_admin_keep")):
+        r = run(["pkaction", "--verbose", "--action-id", f"org.pureboot.controller1.{action}"], system_bus)
+        assert r.returncode == 0, r.stderr
+        assert f"implicit active:   {defaults}" in r.stdout
+        assert "implicit any:      auth_admin" in r.stdout
+    r = run(["pkaction"], system_bus)
+    assert {f"org.pureboot.controller1.{a}" for a in
+            ("manage-clones", "manage-partitions", "manage-nodes", "manage-storage", "manage-ca", "manage-nfsroot")} \
+        <= set(r.stdout.split())
+
+
+def test_activation_file():
+    text = (BUILD / "dbus/org.pureboot.Controller1.service").read_text()
+    assert "Name=org.pureboot.Controller1" in text
+    assert "SystemdService=dbus-org.pureboot.Controller1.service" in text
+
+
+def test_man_page_documents_the_whole_api():
+    import xml.etree.ElementTree as ET
+    page = (REPO / "man/org.pureboot.Controller1.5.scd").read_text()
+    missing = []
+    for xml in sorted((REPO / "dbus").glob("org.pureboot.Controller1.*.xml")):
+        iface = ET.parse(xml).getroot().find("interface")
+        for kind in ("method", "property", "signal"):
+            for member in iface.findall(kind):
+                if f"*{member.get('name')}*" not in page:
+                    missing.append(f"{iface.get('name')}.{member.get('name')}")
+    errors = re.findall(r'#define PB_ERROR_\w+ PB_ERROR_PREFIX "(\w+)"',
+                        (REPO / "src/shared/pureboot-errors.h").read_text())
+    missing += [e for e in errors if f"*{e}*" not in page]
+    assert not missing, f"org.pureboot.Controller1(5) does not mention: {missing}"
+    for page_name in ("pureboot-controller.8", "purebootctl.1", "org.pureboot.Controller1.5"):
+        assert (BUILD / "man" / page_name).stat().st_size > 1000
