@@ -7,7 +7,7 @@ import subprocess
 import time
 import xml.etree.ElementTree as ET
 
-from conftest import DEST, REPO, ROOT
+from harness import DEST, REPO, ROOT
 
 INTERFACES = {
     "Manager": lambda ids: ROOT,
@@ -73,7 +73,7 @@ def test_every_method_through_busctl(controller, api, busctl, tmp_path):
         return api.ok(path, iface, method, sig, *args)
 
     src = ok(ROOT, "Manager", "RegisterNode", "sssa{sv}", "src-01", "aa:bb:cc:00:01:01", "x86_64", "0")[0]
-    tgt = ok(ROOT, "Manager", "RegisterNode", "sssa{sv}", "tgt-01", "aa:bb:cc:00:01:02", "arm64", "1",
+    ok(ROOT, "Manager", "RegisterNode", "sssa{sv}", "tgt-01", "aa:bb:cc:00:01:02", "arm64", "1",
              "serial", "s", "1234ABCD")[0]
     assert ok(ROOT, "Manager", "GetNode", "s", "src-01")[0] == src
     nodes = ok(ROOT, "Manager", "ListNodes")[0]

@@ -2,11 +2,10 @@
 """purebootctl against the real controller: what people and scripts see."""
 
 import json
-import signal
 import subprocess
 import time
 
-from conftest import PUREBOOTCTL, ROOT
+from harness import PUREBOOTCTL
 
 
 def test_node_commands(controller, ctl):
@@ -132,7 +131,7 @@ def test_controller_unreachable(system_bus, ctl):
 
 def test_bash_completion(controller, ctl, system_bus):
     """The completion script completes verbs, options and live host names from the controller."""
-    from conftest import BUILD, REPO
+    from harness import BUILD, REPO
     setup_nodes(ctl)
 
     def complete(line):

@@ -8,7 +8,7 @@ import stat
 import subprocess
 import time
 
-from conftest import CONTROLLER, DEST, ROOT, Controller, wait_for
+from harness import CONTROLLER, DEST, ROOT, Controller, wait_for
 
 
 def test_restart_keeps_sessions_nodes_and_the_ca(controller, api):

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import DEST, POLKIT_RULES, ROOT, TEST_USER
+from harness import DEST, POLKIT_RULES, ROOT, TEST_USER
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ polkit actions as polkitd sees them, the bus activation file."""
 import re
 import subprocess
 
-from conftest import BUILD, CONTROLLER, REPO, run
+from harness import BUILD, CONTROLLER, REPO, run
 
 
 def test_controller_unit_exposure(tmp_path):

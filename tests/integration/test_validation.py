@@ -5,7 +5,7 @@ it was."""
 import dbus
 import pytest
 
-from conftest import DEST, ROOT
+from harness import DEST, ROOT
 
 ERR = "org.pureboot.Controller1.Error."
 

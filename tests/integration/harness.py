@@ -1,0 +1,174 @@
+# SPDX-License-Identifier: MIT
+"""The real-parts harness, shared by the integration tests and bench/: a private system bus with this repository's policy, the real polkitd on it,
+and the controller from the build tree. Everything started here is stopped by PID, and every file or user
+added to the machine is removed again, also when a test fails."""
+
+import contextlib
+import os
+import pwd
+import shutil
+import signal
+import sqlite3
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD = Path(os.environ.get("PUREBOOT_BUILD", REPO / "build")).resolve()
+CONTROLLER = BUILD / "src/controller/pureboot-controller"
+PUREBOOTCTL = BUILD / "src/ctl/purebootctl"
+POLICY = REPO / "polkit/org.pureboot.controller1.policy"
+POLKIT_ACTIONS = Path("/usr/share/polkit-1/actions")
+POLKIT_RULES = Path("/etc/polkit-1/rules.d")
+TEST_USER = "pureboot-test"
+DEST = "org.pureboot.Controller1"
+ROOT = "/org/pureboot/Controller1"
+
+
+def wait_for(predicate, timeout=10.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def user_exists(name):
+    try:
+        pwd.getpwnam(name)
+        return True
+    except KeyError:
+        return False
+
+
+class Bus:
+    def __init__(self, directory):
+        self.dir = directory
+        self.socket = directory / "system_bus_socket"
+        self.address = f"unix:path={self.socket}"
+        self.env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=self.address, SYSTEMD_PAGER="cat", PAGER="cat")
+        self.procs = []
+
+    def name_has_owner(self, name):
+        r = subprocess.run(["busctl", "--system", "call", "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                            "org.freedesktop.DBus", "NameHasOwner", "s", name],
+                           env=self.env, capture_output=True, text=True)
+        return r.returncode == 0 and r.stdout.strip() == "b true"
+
+    def spawn(self, argv, log):
+        proc = subprocess.Popen(argv, env=self.env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+        self.procs.append(proc)
+        return proc
+
+
+def stop_process(proc, sig=signal.SIGTERM, timeout=10):
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+@contextlib.contextmanager
+def private_system_bus():
+    if os.geteuid() != 0:
+        raise PermissionError("the harness needs root: it starts polkitd and adds a test user")
+    # polkitd runs as its own user and the test user calls in too: the socket must be reachable by both,
+    # which pytest's private tmp directory is not.
+    directory = Path(tempfile.mkdtemp(prefix="pureboot-bus-"))
+    directory.chmod(0o755)
+    added_users, added_files, bus = [], [], None
+    try:
+        # The bridge's user comes from our own sysusers.d file, so that file is exercised too.
+        if not user_exists("pureboot-bridge"):
+            subprocess.run(["systemd-sysusers", str(REPO / "units/sysusers-pureboot.conf")], check=True)
+            added_users.append("pureboot-bridge")
+        if not user_exists(TEST_USER):
+            subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", TEST_USER],
+                           check=True)
+            added_users.append(TEST_USER)
+        installed = POLKIT_ACTIONS / POLICY.name
+        if not installed.exists() or installed.read_bytes() != POLICY.read_bytes():
+            shutil.copyfile(POLICY, installed)
+            added_files.append(installed)
+
+        bus = Bus(directory)
+        config = (REPO / "tests/integration/system-bus.conf.in").read_text()
+        config = config.replace("@SOCKET@", str(bus.socket)).replace(
+            "@POLICY@", str(REPO / "dbus/org.pureboot.Controller1.conf"))
+        (directory / "bus.conf").write_text(config)
+        bus.spawn(["dbus-daemon", "--nofork", f"--config-file={directory / 'bus.conf'}"], directory / "dbus.log")
+        wait_for(bus.socket.exists, what="the private system bus")
+        bus.spawn(["/usr/lib/polkit-1/polkitd", "--no-debug"], directory / "polkitd.log")
+        wait_for(lambda: bus.name_has_owner("org.freedesktop.PolicyKit1"), what="polkitd on the bus")
+        yield bus
+    finally:
+        for proc in reversed(bus.procs if bus else []):
+            stop_process(proc)
+        for f in added_files:
+            f.unlink(missing_ok=True)
+        for u in added_users:
+            subprocess.run(["userdel", u], check=False)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+class Controller:
+    def __init__(self, bus, directory):
+        self.bus = bus
+        self.dir = directory
+        self.state = directory / "state"
+        self.config = directory / "controller.conf"
+        self.log = directory / "controller.log"
+        self.proc = None
+        self.starts = 0
+        if not self.config.exists():
+            self.config.write_text("[CA]\nKeyAlgorithm=ecdsa-p256\n")
+
+    def start(self, wait=True):
+        self.starts += 1
+        self.log = self.dir / f"controller-{self.starts}.log"
+        self.proc = self.bus.spawn([str(CONTROLLER), f"--config={self.config}", f"--state-dir={self.state}"],
+                                   self.log)
+        if wait:
+            def up():
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"controller exited with {self.proc.returncode}:\n{self.log.read_text()}")
+                return self.bus.name_has_owner(DEST)
+            wait_for(up, what="the controller to own its name")
+        return self
+
+    def stop(self, sig=signal.SIGTERM):
+        return stop_process(self.proc, sig)
+
+    def restart(self):
+        assert self.stop() == 0, self.log.read_text()
+        wait_for(lambda: not self.bus.name_has_owner(DEST), what="the name to be released")
+        return self.start()
+
+    def db(self):
+        return sqlite3.connect(f"file:{self.state / 'pureboot.db'}?mode=ro", uri=True)
+
+    def snapshot(self):
+        """Every row of every table but the audit log, for 'nothing changed' checks."""
+        with self.db() as db:
+            tables = [r[0] for r in db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT IN ('events', 'sqlite_sequence')")]
+            return {t: sorted(db.execute(f"SELECT * FROM {t}").fetchall(), key=repr) for t in tables}
+
+    def events(self):
+        with self.db() as db:
+            return db.execute("SELECT uid, action, object, result FROM events ORDER BY id").fetchall()
+
+
+def run(argv, bus, user=None, check=False, stdin=None, timeout=60):
+    if user:
+        argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", "--"] + list(argv)
+    return subprocess.run([str(a) for a in argv], env=bus.env, capture_output=True, text=True, check=check,
+                          input=stdin, timeout=timeout)
