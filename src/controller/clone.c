@@ -365,6 +365,7 @@ static int node_busy_elsewhere(CloneSession *c, const char *node_id, CloneSessio
 int clone_start(CloneSession *c, sd_bus_error *error) {
         Manager *m = c->manager;
         _cleanup_free_ char *source_token = NULL, *target_token = NULL;
+        CloneStatus from = c->status;
         CloneSession *other;
         int r;
 
@@ -400,7 +401,7 @@ int clone_start(CloneSession *c, sd_bus_error *error) {
         if (r < 0) {
                 /* The commit failed, so the store still says the old status: follow it. */
                 store_rollback(m->store);
-                c->status = CLONE_PENDING;
+                c->status = from;
                 return bus_store_error(error, r, "start the session");
         }
         free(c->source_token);
