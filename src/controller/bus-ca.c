@@ -33,8 +33,9 @@ static int property_get_not_after(sd_bus *bus, const char *path, const char *int
 }
 
 static int append_row(void *userdata, const CertificateRow *c) {
-        return sd_bus_message_append(userdata, "(sssssttt)", c->serial, c->subject, c->role, strempty(c->node_id),
-                                     strempty(c->session_id), c->not_before, c->not_after, c->revoked_at);
+        return sd_bus_message_append(userdata, "(sssssttt)", c->serial, c->subject, c->role,
+                                     strempty(c->node_id), strempty(c->session_id), c->not_before,
+                                     c->not_after, c->revoked_at);
 }
 
 static int method_list_issued(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
@@ -88,8 +89,8 @@ int bus_ca_refresh_crl(Manager *m) {
         if (r < 0)
                 return log_error_errno(r, "Failed to publish the certificate revocation list: %m");
         if (m->bus)
-                (void) sd_bus_emit_properties_changed(m->bus, CA_PATH, PB_IFACE("CertificateAuthority"), "CRL",
-                                                      NULL);
+                (void) sd_bus_emit_properties_changed(m->bus, CA_PATH, PB_IFACE("CertificateAuthority"),
+                                                      "CRL", NULL);
         return 0;
 }
 
@@ -110,12 +111,14 @@ static int method_revoke(sd_bus_message *msg, void *userdata, sd_bus_error *erro
                 return r < 0 ? r : 1;
         r = store_certificate_revoke(m->store, serial, now_realtime_usec());
         if (r == -ENOENT)
-                return sd_bus_error_setf(error, PB_ERROR_NO_SUCH_CERTIFICATE,
-                                         "No certificate with serial \"%.64s\" was issued here; purebootctl ca "
-                                         "list-issued shows the serials.",
-                                         serial);
+                return sd_bus_error_setf(
+                        error, PB_ERROR_NO_SUCH_CERTIFICATE,
+                        "No certificate with serial \"%.64s\" was issued here; purebootctl ca "
+                        "list-issued shows the serials.",
+                        serial);
         if (r == -EALREADY)
-                return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE, "Certificate %s is revoked already.", serial);
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE, "Certificate %s is revoked already.",
+                                         serial);
         if (r < 0)
                 return bus_store_error(error, r, "revoke the certificate");
         manager_audit(m, msg, "Revoke", serial, "ok");
@@ -148,16 +151,17 @@ static int subject_for(Manager *m, CertRole role, const char *subject, char **re
                 *ret_session = c->id;
                 *ret_node = role == CERT_ROLE_SOURCE ? c->source_node : c->target_node;
                 if (!*ret_node)
-                        return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
-                                                 "Session %s has no target node, so there is no target to certify.",
-                                                 c->id);
+                        return sd_bus_error_setf(
+                                error, PB_ERROR_INVALID_ARGUMENT,
+                                "Session %s has no target node, so there is no target to certify.", c->id);
                 return asprintf(ret_cn, "clone-%s-%s", c->id, cert_role_to_string(role)) < 0 ? -ENOMEM : 0;
         default:
                 if (!hostname_is_valid(subject) || strlen(subject) > 64)
-                        return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
-                                                 "A server certificate is named by a host name of at most 64 "
-                                                 "bytes; \"%.64s\" is not one.",
-                                                 subject);
+                        return sd_bus_error_setf(
+                                error, PB_ERROR_INVALID_ARGUMENT,
+                                "A server certificate is named by a host name of at most 64 "
+                                "bytes; \"%.64s\" is not one.",
+                                subject);
                 *ret_cn = strdup(subject);
                 return *ret_cn ? 0 : -ENOMEM;
         }
@@ -179,7 +183,8 @@ static int method_issue_certificate(sd_bus_message *msg, void *userdata, sd_bus_
         role = cert_role_from_string(role_name);
         if (role < 0)
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
-                                         "Unknown role \"%.32s\"; use node, source, target or server.", role_name);
+                                         "Unknown role \"%.32s\"; use node, source, target or server.",
+                                         role_name);
         r = polkit_verify(m, msg, "org.pureboot.controller1.manage-ca",
                           (const char *const[]){ "role", role_name, "subject", subject, NULL },
                           bus_interactive(msg, &o), error);
@@ -193,16 +198,19 @@ static int method_issue_certificate(sd_bus_message *msg, void *userdata, sd_bus_
                                                      : m->config.session_cert_validity_hours * USEC_PER_HOUR;
         r = ca_sign_request(m->ca, csr, (CertRole) role, cn, o.ip, validity, &cert);
         if (r == -EBADMSG)
-                return sd_bus_error_setf(error, PB_ERROR_BAD_REQUEST,
-                                         "The request is not a PEM PKCS#10 certificate request; make one with "
-                                         "certtool --generate-request or openssl req -new.");
+                return sd_bus_error_setf(
+                        error, PB_ERROR_BAD_REQUEST,
+                        "The request is not a PEM PKCS#10 certificate request; make one with "
+                        "certtool --generate-request or openssl req -new.");
         if (r == -EKEYREJECTED)
-                return sd_bus_error_setf(error, PB_ERROR_BAD_REQUEST,
-                                         "The request's signature does not verify, or its key is weaker than RSA "
-                                         "2048 or ECDSA; sign it with the key it carries.");
+                return sd_bus_error_setf(
+                        error, PB_ERROR_BAD_REQUEST,
+                        "The request's signature does not verify, or its key is weaker than RSA "
+                        "2048 or ECDSA; sign it with the key it carries.");
         if (r == -EINVAL)
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
-                                         "The ip option \"%.64s\" is not an IPv4 or IPv6 address.", strempty(o.ip));
+                                         "The ip option \"%.64s\" is not an IPv4 or IPv6 address.",
+                                         strempty(o.ip));
         if (r < 0)
                 return r;
         r = store_certificate_insert(m->store, cert.serial, cn, role_name, node, session, cert.not_before,
@@ -232,7 +240,8 @@ static const sd_bus_vtable ca_vtable[] = {
 };
 
 int bus_ca_register(Manager *m) {
-        int r = sd_bus_add_object_vtable(m->bus, NULL, CA_PATH, PB_IFACE("CertificateAuthority"), ca_vtable, m);
+        int r = sd_bus_add_object_vtable(m->bus, NULL, CA_PATH, PB_IFACE("CertificateAuthority"), ca_vtable,
+                                         m);
         if (r < 0)
                 return log_error_errno(r, "Failed to register the CA object: %m");
         return 0;

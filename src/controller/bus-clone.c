@@ -18,22 +18,24 @@ static int property_get_status(sd_bus *bus, const char *path, const char *interf
 static int property_get_progress(sd_bus *bus, const char *path, const char *interface, const char *property,
                                  sd_bus_message *reply, void *userdata, sd_bus_error *error) {
         CloneSession *c = userdata;
-        double p = c->bytes_total > 0 ? MIN(1.0, (double) c->bytes_transferred / (double) c->bytes_total) : 0.0;
+        double p =
+                c->bytes_total > 0 ? MIN(1.0, (double) c->bytes_transferred / (double) c->bytes_total) : 0.0;
         (void) bus, (void) path, (void) interface, (void) property, (void) error;
         if (c->status == CLONE_COMPLETED)
                 p = 1.0;
         return sd_bus_message_append(reply, "d", p);
 }
 
-/* Reads the options, asks polkit for manage-clones with the session as detail. Returns like polkit_verify. */
+/* Reads the options, asks polkit for manage-clones with the session as detail. Returns like polkit_verify.
+ */
 static int authorize(CloneSession *c, sd_bus_message *msg, const char *verb, sd_bus_error *error) {
         BusOptions o;
         int r = bus_read_options(msg, &o, error);
         if (r < 0)
                 return r;
         return polkit_verify(c->manager, msg, "org.pureboot.controller1.manage-clones",
-                             (const char *const[]){ "session", c->id, "verb", verb, NULL }, bus_interactive(msg, &o),
-                             error);
+                             (const char *const[]){ "session", c->id, "verb", verb, NULL },
+                             bus_interactive(msg, &o), error);
 }
 
 static int method_start(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
@@ -109,13 +111,15 @@ static int method_update(sd_bus_message *msg, void *userdata, sd_bus_error *erro
                         if (streq(keys[i].key, key))
                                 field = (const char **) ((uint8_t *) &changes + keys[i].offset);
                 if (!field)
-                        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
-                                                 "\"%.64s\" cannot be changed. Changeable: name, mode, source_node, "
-                                                 "target_node, source_device, target_device, storage, resize_mode.",
-                                                 key);
+                        return sd_bus_error_setf(
+                                error, SD_BUS_ERROR_INVALID_ARGS,
+                                "\"%.64s\" cannot be changed. Changeable: name, mode, source_node, "
+                                "target_node, source_device, target_device, storage, resize_mode.",
+                                key);
                 r = sd_bus_message_read(msg, "v", "s", field);
                 if (r < 0)
-                        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "%s must be a string (s).", key);
+                        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                                 "%s must be a string (s).", key);
                 r = sd_bus_message_exit_container(msg);
                 if (r < 0)
                         return r;
@@ -154,7 +158,7 @@ static int method_issue_boot_token(sd_bus_message *msg, void *userdata, sd_bus_e
         return sd_bus_reply_method_return(msg, "s", token);
 }
 
-#define P(name, sig, field) \
+#define P(name, sig, field)                                                                                 \
         SD_BUS_PROPERTY(name, sig, NULL, offsetof(CloneSession, field), SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE)
 
 static const sd_bus_vtable clone_vtable[] = {
@@ -178,10 +182,12 @@ static const sd_bus_vtable clone_vtable[] = {
         P("TransferRate", "t", transfer_rate),
         SD_BUS_PROPERTY("Progress", "d", property_get_progress, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         P("Error", "s", error),
-        SD_BUS_PROPERTY("CreatedAt", "t", NULL, offsetof(CloneSession, created_at), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("CreatedAt", "t", NULL, offsetof(CloneSession, created_at),
+                        SD_BUS_VTABLE_PROPERTY_CONST),
         P("StartedAt", "t", started_at),
         P("CompletedAt", "t", completed_at),
-        SD_BUS_PROPERTY("CreatedBy", "u", NULL, offsetof(CloneSession, created_by), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("CreatedBy", "u", NULL, offsetof(CloneSession, created_by),
+                        SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("IdempotencyKey", "s", NULL, offsetof(CloneSession, idempotency_key),
                         SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_METHOD_WITH_ARGS("Start", SD_BUS_ARGS("a{sv}", options), SD_BUS_NO_RESULT, method_start,
@@ -193,7 +199,8 @@ static const sd_bus_vtable clone_vtable[] = {
         SD_BUS_METHOD_WITH_ARGS("Update", SD_BUS_ARGS("a{sv}", changes, "a{sv}", options), SD_BUS_NO_RESULT,
                                 method_update, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("IssueBootToken", SD_BUS_ARGS("s", role, "a{sv}", options),
-                                SD_BUS_RESULT("s", token), method_issue_boot_token, SD_BUS_VTABLE_UNPRIVILEGED),
+                                SD_BUS_RESULT("s", token), method_issue_boot_token,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_VTABLE_END,
 };
 
@@ -211,8 +218,8 @@ static int enumerate(sd_bus *bus, const char *path, void *userdata, char ***node
 }
 
 int bus_clone_register(Manager *m) {
-        int r = sd_bus_add_fallback_vtable(m->bus, NULL, CLONE_PREFIX, PB_IFACE("CloneSession"), clone_vtable, find,
-                                           m);
+        int r = sd_bus_add_fallback_vtable(m->bus, NULL, CLONE_PREFIX, PB_IFACE("CloneSession"),
+                                           clone_vtable, find, m);
         if (r >= 0)
                 r = sd_bus_add_node_enumerator(m->bus, NULL, CLONE_PREFIX, enumerate, m);
         if (r < 0)

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* org.pureboot.Controller1.Manager on /org/pureboot/Controller1: creating, listing and finding the
  * objects, plus the ObjectManager that announces them. */
+#include "bus-manager.h"
 #include "bus-ca.h"
 #include "bus-clone.h"
-#include "bus-manager.h"
 #include "bus-node.h"
 #include "bus-storage.h"
 #include "bus-util.h"
@@ -97,9 +97,10 @@ static int method_list_clone_sessions(sd_bus_message *msg, void *userdata, sd_bu
                 _cleanup_free_ char *path = clone_path(c);
                 if (!path)
                         return -ENOMEM;
-                r = sd_bus_message_append(reply, "(ssssssttto)", c->id, c->name, clone_status_to_string(c->status),
-                                          c->mode, c->source_node, strempty(c->target_node), c->bytes_total,
-                                          c->bytes_transferred, c->created_at, path);
+                r = sd_bus_message_append(reply, "(ssssssttto)", c->id, c->name,
+                                          clone_status_to_string(c->status), c->mode, c->source_node,
+                                          strempty(c->target_node), c->bytes_total, c->bytes_transferred,
+                                          c->created_at, path);
         }
         if (r >= 0)
                 r = sd_bus_message_close_container(reply);
@@ -134,8 +135,8 @@ static int method_register_node(sd_bus_message *msg, void *userdata, sd_bus_erro
         if (r < 0)
                 return r;
         r = polkit_verify(m, msg, "org.pureboot.controller1.manage-nodes",
-                          (const char *const[]){ "hostname", hostname, "mac", mac, NULL }, bus_interactive(msg, &o),
-                          error);
+                          (const char *const[]){ "hostname", hostname, "mac", mac, NULL },
+                          bus_interactive(msg, &o), error);
         if (r <= 0)
                 return r < 0 ? r : 1;
         r = node_register(m, hostname, mac, arch, o.serial, &n, error);
@@ -251,8 +252,8 @@ static int method_list_storage_backends(sd_bus_message *msg, void *userdata, sd_
                 _cleanup_free_ char *path = storage_path(b);
                 if (!path)
                         return -ENOMEM;
-                r = sd_bus_message_append(reply, "(sssbtto)", b->id, b->name, b->type, b->enabled, b->total_bytes,
-                                          b->available_bytes, path);
+                r = sd_bus_message_append(reply, "(sssbtto)", b->id, b->name, b->type, b->enabled,
+                                          b->total_bytes, b->available_bytes, path);
         }
         if (r >= 0)
                 r = sd_bus_message_close_container(reply);
@@ -293,10 +294,9 @@ static const sd_bus_vtable manager_vtable[] = {
                                 method_list_nodes, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("GetNode", SD_BUS_ARGS("s", name), SD_BUS_RESULT("o", node), method_get_node,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
-        SD_BUS_METHOD_WITH_ARGS("CreateStorageBackend",
-                                SD_BUS_ARGS("s", name, "s", type, "a{sv}", config, "a{sv}", options),
-                                SD_BUS_RESULT("o", backend), method_create_storage_backend,
-                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS(
+                "CreateStorageBackend", SD_BUS_ARGS("s", name, "s", type, "a{sv}", config, "a{sv}", options),
+                SD_BUS_RESULT("o", backend), method_create_storage_backend, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("ListStorageBackends", SD_BUS_NO_ARGS, SD_BUS_RESULT("a(sssbtto)", backends),
                                 method_list_storage_backends, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("GetStorageBackend", SD_BUS_ARGS("s", name), SD_BUS_RESULT("o", backend),

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* org.pureboot.Controller1.Node on /org/pureboot/Controller1/node/<id>. */
-#include "bus-manager.h"
 #include "bus-node.h"
+#include "bus-manager.h"
 #include "bus-util.h"
 #include "log.h"
 #include "node.h"
@@ -34,7 +34,8 @@ static int method_delete(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         return sd_bus_reply_method_return(msg, NULL);
 }
 
-#define P(name, sig, field) SD_BUS_PROPERTY(name, sig, NULL, offsetof(Node, field), SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE)
+#define P(name, sig, field)                                                                                 \
+        SD_BUS_PROPERTY(name, sig, NULL, offsetof(Node, field), SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE)
 
 static const sd_bus_vtable node_vtable[] = {
         SD_BUS_VTABLE_START(0),
@@ -66,7 +67,8 @@ static int enumerate(sd_bus *bus, const char *path, void *userdata, char ***node
 }
 
 int bus_node_register(Manager *m) {
-        int r = sd_bus_add_fallback_vtable(m->bus, NULL, NODE_PREFIX, PB_IFACE("Node"), node_vtable, find, m);
+        int r = sd_bus_add_fallback_vtable(m->bus, NULL, NODE_PREFIX, PB_IFACE("Node"), node_vtable, find,
+                                           m);
         if (r >= 0)
                 r = sd_bus_add_node_enumerator(m->bus, NULL, NODE_PREFIX, enumerate, m);
         if (r < 0)

@@ -16,11 +16,12 @@ static int property_get_config(sd_bus *bus, const char *path, const char *interf
         (void) bus, (void) path, (void) interface, (void) property, (void) error;
 
         r = sd_bus_message_open_container(reply, 'a', "{sv}");
-        json_object_object_foreach(b->config, key, value) {
+        json_object_object_foreach (b->config, key, value) {
                 if (r < 0)
                         break;
                 if (json_object_is_type(value, json_type_int))
-                        r = sd_bus_message_append(reply, "{sv}", key, "u", (uint32_t) json_object_get_int64(value));
+                        r = sd_bus_message_append(reply, "{sv}", key, "u",
+                                                  (uint32_t) json_object_get_int64(value));
                 else
                         r = sd_bus_message_append(reply, "{sv}", key, "s", json_object_get_string(value));
         }
@@ -78,8 +79,9 @@ static int method_delete(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         return sd_bus_reply_method_return(msg, NULL);
 }
 
-#define P(name, sig, field) \
-        SD_BUS_PROPERTY(name, sig, NULL, offsetof(StorageBackend, field), SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE)
+#define P(name, sig, field)                                                                                 \
+        SD_BUS_PROPERTY(name, sig, NULL, offsetof(StorageBackend, field),                                   \
+                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE)
 
 static const sd_bus_vtable storage_vtable[] = {
         SD_BUS_VTABLE_START(0),
@@ -90,7 +92,8 @@ static const sd_bus_vtable storage_vtable[] = {
         P("TotalBytes", "t", total_bytes),
         P("AvailableBytes", "t", available_bytes),
         P("Enabled", "b", enabled),
-        SD_BUS_PROPERTY("CreatedAt", "t", NULL, offsetof(StorageBackend, created_at), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("CreatedAt", "t", NULL, offsetof(StorageBackend, created_at),
+                        SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_METHOD_WITH_ARGS("Update", SD_BUS_ARGS("a{sv}", changes, "a{sv}", options), SD_BUS_NO_RESULT,
                                 method_update, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Delete", SD_BUS_ARGS("a{sv}", options), SD_BUS_NO_RESULT, method_delete,
@@ -112,8 +115,8 @@ static int enumerate(sd_bus *bus, const char *path, void *userdata, char ***node
 }
 
 int bus_storage_register(Manager *m) {
-        int r = sd_bus_add_fallback_vtable(m->bus, NULL, STORAGE_PREFIX, PB_IFACE("StorageBackend"), storage_vtable,
-                                           find, m);
+        int r = sd_bus_add_fallback_vtable(m->bus, NULL, STORAGE_PREFIX, PB_IFACE("StorageBackend"),
+                                           storage_vtable, find, m);
         if (r >= 0)
                 r = sd_bus_add_node_enumerator(m->bus, NULL, STORAGE_PREFIX, enumerate, m);
         if (r < 0)

@@ -21,7 +21,8 @@ int bus_read_options(sd_bus_message *m, BusOptions *ret, sd_bus_error *error) {
                         int b;
                         if (!streq(contents, "b"))
                                 return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
-                                                         "Option %s must be a boolean (b), not %s.", key, contents);
+                                                         "Option %s must be a boolean (b), not %s.", key,
+                                                         contents);
                         r = sd_bus_message_read(m, "v", "b", &b);
                         if (r < 0)
                                 return r;
@@ -38,14 +39,16 @@ int bus_read_options(sd_bus_message *m, BusOptions *ret, sd_bus_error *error) {
                         else if (streq(key, "serial"))
                                 target = &o.serial;
                         else
-                                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
-                                                         "Unknown option \"%s\". Known options: "
-                                                         "auth.no_user_interaction, idempotency_key, storage, "
-                                                         "resize_mode, ip, serial.",
-                                                         key);
+                                return sd_bus_error_setf(
+                                        error, SD_BUS_ERROR_INVALID_ARGS,
+                                        "Unknown option \"%s\". Known options: "
+                                        "auth.no_user_interaction, idempotency_key, storage, "
+                                        "resize_mode, ip, serial.",
+                                        key);
                         if (!streq(contents, "s"))
                                 return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
-                                                         "Option %s must be a string (s), not %s.", key, contents);
+                                                         "Option %s must be a string (s), not %s.", key,
+                                                         contents);
                         r = sd_bus_message_read(m, "v", "s", target);
                         if (r < 0)
                                 return r;
@@ -90,10 +93,11 @@ int bus_sender_uid(sd_bus_message *m, uint32_t *ret) {
 int bus_store_error(sd_bus_error *error, int r, const char *what) {
         if (r == -ENOMEM)
                 return r;
-        return sd_bus_error_setf(error, PB_ERROR_STORE,
-                                 "Could not %s: the state database refused the change (%s). Nothing was changed; "
-                                 "check the controller's log and the disk holding /var/lib/pureboot.",
-                                 what, strerror(-r));
+        return sd_bus_error_setf(
+                error, PB_ERROR_STORE,
+                "Could not %s: the state database refused the change (%s). Nothing was changed; "
+                "check the controller's log and the disk holding /var/lib/pureboot.",
+                what, strerror(-r));
 }
 
 int bus_find_object(Hashmap *map, const char *prefix, const char *path, void **found) {

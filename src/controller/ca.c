@@ -58,13 +58,13 @@ static int gnutls_to_errno(int g) {
         }
 }
 
-#define GNUTLS_CHECK(expr, what)                                                                         \
-        do {                                                                                              \
-                int _g = (expr);                                                                          \
-                if (_g < 0) {                                                                             \
-                        log_debug("GnuTLS: %s failed: %s", (what), gnutls_strerror(_g));                 \
-                        return gnutls_to_errno(_g);                                                       \
-                }                                                                                         \
+#define GNUTLS_CHECK(expr, what)                                                                            \
+        do {                                                                                                \
+                int _g = (expr);                                                                            \
+                if (_g < 0) {                                                                               \
+                        log_debug("GnuTLS: %s failed: %s", (what), gnutls_strerror(_g));                    \
+                        return gnutls_to_errno(_g);                                                         \
+                }                                                                                           \
         } while (0)
 
 static int random_serial(uint8_t serial[static 16]) {
@@ -74,7 +74,8 @@ static int random_serial(uint8_t serial[static 16]) {
         return 0;
 }
 
-static int export_pem(int (*export2)(void *, gnutls_x509_crt_fmt_t, gnutls_datum_t *), void *obj, char **ret) {
+static int export_pem(int (*export2)(void *, gnutls_x509_crt_fmt_t, gnutls_datum_t *), void *obj,
+                      char **ret) {
         gnutls_datum_t d = {};
         GNUTLS_CHECK(export2(obj, GNUTLS_X509_FMT_PEM, &d), "PEM export");
         char *s = strndup((const char *) d.data, d.size);
@@ -86,8 +87,8 @@ static int export_pem(int (*export2)(void *, gnutls_x509_crt_fmt_t, gnutls_datum
 }
 
 static int crt_export_pem(gnutls_x509_crt_t crt, char **ret) {
-        return export_pem((int (*)(void *, gnutls_x509_crt_fmt_t, gnutls_datum_t *)) gnutls_x509_crt_export2, crt,
-                          ret);
+        return export_pem((int (*)(void *, gnutls_x509_crt_fmt_t, gnutls_datum_t *)) gnutls_x509_crt_export2,
+                          crt, ret);
 }
 
 static int compute_metadata(CA *ca) {
@@ -98,7 +99,8 @@ static int compute_metadata(CA *ca) {
         r = crt_export_pem(ca->crt, &ca->cert_pem);
         if (r < 0)
                 return r;
-        GNUTLS_CHECK(gnutls_x509_crt_get_fingerprint(ca->crt, GNUTLS_DIG_SHA256, digest, &size), "fingerprint");
+        GNUTLS_CHECK(gnutls_x509_crt_get_fingerprint(ca->crt, GNUTLS_DIG_SHA256, digest, &size),
+                     "fingerprint");
         ca->fingerprint = hexmem(digest, size);
         if (!ca->fingerprint)
                 return -ENOMEM;
@@ -122,12 +124,13 @@ static int generate(CA *ca, const char *algorithm, unsigned validity_years) {
         GNUTLS_CHECK(gnutls_x509_privkey_init(&ca->key), "key init");
         if (streq(algorithm, "ecdsa-p256"))
                 GNUTLS_CHECK(gnutls_x509_privkey_generate2(ca->key, GNUTLS_PK_ECDSA,
-                                                           GNUTLS_CURVE_TO_BITS(GNUTLS_ECC_CURVE_SECP256R1), 0,
-                                                           NULL, 0),
+                                                           GNUTLS_CURVE_TO_BITS(GNUTLS_ECC_CURVE_SECP256R1),
+                                                           0, NULL, 0),
                              "ECDSA key generation");
         else if (streq(algorithm, "rsa-2048") || streq(algorithm, "rsa-4096"))
                 GNUTLS_CHECK(gnutls_x509_privkey_generate2(ca->key, GNUTLS_PK_RSA,
-                                                           streq(algorithm, "rsa-2048") ? 2048 : 4096, 0, NULL, 0),
+                                                           streq(algorithm, "rsa-2048") ? 2048 : 4096, 0,
+                                                           NULL, 0),
                              "RSA key generation");
         else
                 return -EINVAL;
@@ -138,20 +141,27 @@ static int generate(CA *ca, const char *algorithm, unsigned validity_years) {
         GNUTLS_CHECK(gnutls_x509_crt_init(&ca->crt), "certificate init");
         GNUTLS_CHECK(gnutls_x509_crt_set_version(ca->crt, 3), "version");
         GNUTLS_CHECK(gnutls_x509_crt_set_serial(ca->crt, serial, sizeof(serial)), "serial");
-        GNUTLS_CHECK(gnutls_x509_crt_set_dn_by_oid(ca->crt, GNUTLS_OID_X520_COMMON_NAME, 0, "PureBoot CA", 11), "CN");
-        GNUTLS_CHECK(gnutls_x509_crt_set_dn_by_oid(ca->crt, GNUTLS_OID_X520_ORGANIZATION_NAME, 0, "PureBoot", 8), "O");
+        GNUTLS_CHECK(
+                gnutls_x509_crt_set_dn_by_oid(ca->crt, GNUTLS_OID_X520_COMMON_NAME, 0, "PureBoot CA", 11),
+                "CN");
+        GNUTLS_CHECK(
+                gnutls_x509_crt_set_dn_by_oid(ca->crt, GNUTLS_OID_X520_ORGANIZATION_NAME, 0, "PureBoot", 8),
+                "O");
         GNUTLS_CHECK(gnutls_x509_crt_set_activation_time(ca->crt, now - 60), "activation time");
-        GNUTLS_CHECK(gnutls_x509_crt_set_expiration_time(ca->crt, now + (time_t) validity_years * 365 * 86400 +
-                                                                           (time_t) (validity_years / 4) * 86400),
-                     "expiration time");
+        GNUTLS_CHECK(
+                gnutls_x509_crt_set_expiration_time(ca->crt, now + (time_t) validity_years * 365 * 86400 +
+                                                                     (time_t) (validity_years / 4) * 86400),
+                "expiration time");
         GNUTLS_CHECK(gnutls_x509_crt_set_key(ca->crt, ca->key), "key");
         /* CA:TRUE, pathlen 0: it signs leaf certificates only. Both extensions are marked critical. */
         GNUTLS_CHECK(gnutls_x509_crt_set_basic_constraints(ca->crt, 1, 0), "basic constraints");
         GNUTLS_CHECK(gnutls_x509_crt_set_key_usage(ca->crt, GNUTLS_KEY_KEY_CERT_SIGN | GNUTLS_KEY_CRL_SIGN),
                      "key usage");
-        GNUTLS_CHECK(gnutls_x509_privkey_get_key_id(ca->key, GNUTLS_KEYID_USE_SHA1, keyid, &keyid_size), "key id");
+        GNUTLS_CHECK(gnutls_x509_privkey_get_key_id(ca->key, GNUTLS_KEYID_USE_SHA1, keyid, &keyid_size),
+                     "key id");
         GNUTLS_CHECK(gnutls_x509_crt_set_subject_key_id(ca->crt, keyid, keyid_size), "subject key id");
-        GNUTLS_CHECK(gnutls_x509_crt_sign2(ca->crt, ca->crt, ca->key, GNUTLS_DIG_SHA256, 0), "self-signature");
+        GNUTLS_CHECK(gnutls_x509_crt_sign2(ca->crt, ca->crt, ca->key, GNUTLS_DIG_SHA256, 0),
+                     "self-signature");
         return 0;
 }
 
@@ -159,8 +169,9 @@ static int write_files(CA *ca, const char *key_path, const char *crt_path) {
         _cleanup_free_ char *key_pem = NULL, *crt_pem = NULL;
         int r;
 
-        r = export_pem((int (*)(void *, gnutls_x509_crt_fmt_t, gnutls_datum_t *)) gnutls_x509_privkey_export2,
-                       ca->key, &key_pem);
+        r = export_pem(
+                (int (*)(void *, gnutls_x509_crt_fmt_t, gnutls_datum_t *)) gnutls_x509_privkey_export2,
+                ca->key, &key_pem);
         if (r >= 0)
                 r = crt_export_pem(ca->crt, &crt_pem);
         if (r < 0)
@@ -208,8 +219,8 @@ static int load(CA *ca, const char *key_path, const char *crt_path) {
         GNUTLS_CHECK(gnutls_x509_crt_get_key_id(ca->crt, GNUTLS_KEYID_USE_SHA256, id1, &s1), "key id");
         GNUTLS_CHECK(gnutls_x509_privkey_get_key_id(ca->key, GNUTLS_KEYID_USE_SHA256, id2, &s2), "key id");
         if (s1 != s2 || memcmp(id1, id2, s1) != 0)
-                return log_error_errno(EBADMSG, "%s does not belong to %s; restore the matching pair.", key_path,
-                                       crt_path);
+                return log_error_errno(EBADMSG, "%s does not belong to %s; restore the matching pair.",
+                                       key_path, crt_path);
         return 0;
 }
 
@@ -322,9 +333,11 @@ static int sign_with(CA *ca, gnutls_x509_crt_t crt, gnutls_pubkey_t pub, CertRol
                 return r;
         GNUTLS_CHECK(gnutls_x509_crt_set_version(crt, 3), "version");
         GNUTLS_CHECK(gnutls_x509_crt_set_serial(crt, serial, sizeof(serial)), "serial");
-        GNUTLS_CHECK(gnutls_x509_crt_set_dn_by_oid(crt, GNUTLS_OID_X520_COMMON_NAME, 0, cn, (unsigned) strlen(cn)),
+        GNUTLS_CHECK(gnutls_x509_crt_set_dn_by_oid(crt, GNUTLS_OID_X520_COMMON_NAME, 0, cn,
+                                                   (unsigned) strlen(cn)),
                      "CN");
-        GNUTLS_CHECK(gnutls_x509_crt_set_dn_by_oid(crt, GNUTLS_OID_X520_ORGANIZATION_NAME, 0, "PureBoot", 8), "O");
+        GNUTLS_CHECK(gnutls_x509_crt_set_dn_by_oid(crt, GNUTLS_OID_X520_ORGANIZATION_NAME, 0, "PureBoot", 8),
+                     "O");
         /* Five minutes of slack for nodes whose clock is a little behind ours. */
         GNUTLS_CHECK(gnutls_x509_crt_set_activation_time(crt, now - 300), "activation time");
         GNUTLS_CHECK(gnutls_x509_crt_set_expiration_time(crt, not_after), "expiration time");
@@ -334,9 +347,11 @@ static int sign_with(CA *ca, gnutls_x509_crt_t crt, gnutls_pubkey_t pub, CertRol
                 usage |= GNUTLS_KEY_KEY_ENCIPHERMENT;
         GNUTLS_CHECK(gnutls_x509_crt_set_key_usage(crt, usage), "key usage");
         if (role != CERT_ROLE_TARGET)
-                GNUTLS_CHECK(gnutls_x509_crt_set_key_purpose_oid(crt, GNUTLS_KP_TLS_WWW_SERVER, 0), "EKU server");
+                GNUTLS_CHECK(gnutls_x509_crt_set_key_purpose_oid(crt, GNUTLS_KP_TLS_WWW_SERVER, 0),
+                             "EKU server");
         if (role == CERT_ROLE_TARGET || role == CERT_ROLE_NODE)
-                GNUTLS_CHECK(gnutls_x509_crt_set_key_purpose_oid(crt, GNUTLS_KP_TLS_WWW_CLIENT, 0), "EKU client");
+                GNUTLS_CHECK(gnutls_x509_crt_set_key_purpose_oid(crt, GNUTLS_KP_TLS_WWW_CLIENT, 0),
+                             "EKU client");
         GNUTLS_CHECK(gnutls_x509_crt_set_subject_alt_name(crt, GNUTLS_SAN_DNSNAME, cn, (unsigned) strlen(cn),
                                                           GNUTLS_FSAN_APPEND),
                      "DNS SAN");
@@ -432,8 +447,9 @@ int ca_update_crl(CA *ca, const RevokedSerial *revoked, size_t n) {
                 r = -EIO;
         for (size_t i = 0; r >= 0 && i < n; i++) {
                 r = unhex(revoked[i].serial, serial, sizeof(serial), &serial_size);
-                if (r >= 0 && gnutls_x509_crl_set_crt_serial(crl, serial, serial_size,
-                                                             (time_t) (revoked[i].revoked_at / USEC_PER_SEC)) < 0)
+                if (r >= 0 &&
+                    gnutls_x509_crl_set_crt_serial(crl, serial, serial_size,
+                                                   (time_t) (revoked[i].revoked_at / USEC_PER_SEC)) < 0)
                         r = -EIO;
         }
         if (r >= 0 && gnutls_x509_crt_get_subject_key_id(ca->crt, keyid, &keyid_size, NULL) >= 0)
@@ -441,8 +457,9 @@ int ca_update_crl(CA *ca, const RevokedSerial *revoked, size_t n) {
         if (r >= 0 && gnutls_x509_crl_sign2(crl, ca->crt, ca->key, GNUTLS_DIG_SHA256, 0) < 0)
                 r = -EIO;
         if (r >= 0)
-                r = export_pem((int (*)(void *, gnutls_x509_crt_fmt_t, gnutls_datum_t *)) gnutls_x509_crl_export2,
-                               crl, &pem);
+                r = export_pem(
+                        (int (*)(void *, gnutls_x509_crt_fmt_t, gnutls_datum_t *)) gnutls_x509_crl_export2,
+                        crl, &pem);
         gnutls_x509_crl_deinit(crl);
         if (r < 0)
                 return r;

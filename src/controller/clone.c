@@ -14,8 +14,9 @@
 #include "util.h"
 
 static const char *const status_names[_CLONE_STATUS_MAX] = {
-        [CLONE_PENDING] = "pending",     [CLONE_WAITING] = "waiting",     [CLONE_SOURCE_READY] = "source_ready",
-        [CLONE_CLONING] = "cloning",     [CLONE_COMPLETED] = "completed", [CLONE_FAILED] = "failed",
+        [CLONE_PENDING] = "pending",           [CLONE_WAITING] = "waiting",
+        [CLONE_SOURCE_READY] = "source_ready", [CLONE_CLONING] = "cloning",
+        [CLONE_COMPLETED] = "completed",       [CLONE_FAILED] = "failed",
         [CLONE_CANCELLED] = "cancelled",
 };
 
@@ -51,10 +52,23 @@ CloneSession *clone_free(CloneSession *c) {
         if (!c)
                 return NULL;
         throttle_done(&c->progress);
-        char **strings[] = { &c->id, &c->name, &c->mode, &c->source_node, &c->target_node, &c->source_device,
-                             &c->target_device, &c->source_address, &c->staging_backend, &c->staging_path,
-                             &c->staging_status, &c->resize_mode, &c->plan_json, &c->error, &c->idempotency_key,
-                             &c->source_token, &c->target_token };
+        char **strings[] = { &c->id,
+                             &c->name,
+                             &c->mode,
+                             &c->source_node,
+                             &c->target_node,
+                             &c->source_device,
+                             &c->target_device,
+                             &c->source_address,
+                             &c->staging_backend,
+                             &c->staging_path,
+                             &c->staging_status,
+                             &c->resize_mode,
+                             &c->plan_json,
+                             &c->error,
+                             &c->idempotency_key,
+                             &c->source_token,
+                             &c->target_token };
         for (size_t i = 0; i < ELEMENTSOF(strings); i++)
                 free(*strings[i]);
         free(c);
@@ -121,27 +135,32 @@ static int validate(Manager *m, const CloneSpec *s, Resolved *ret, sd_bus_error 
         int r;
 
         if (!name_is_valid(s->name, 255))
-                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
-                                         "A session name is 1 to 255 bytes without control characters; this one "
-                                         "has %zu bytes.",
-                                         s->name ? strlen(s->name) : 0);
+                return sd_bus_error_setf(
+                        error, PB_ERROR_INVALID_ARGUMENT,
+                        "A session name is 1 to 255 bytes without control characters; this one "
+                        "has %zu bytes.",
+                        s->name ? strlen(s->name) : 0);
         if (!STR_IN_SET(s->mode, "direct", "staged"))
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
-                                         "Unknown clone mode \"%.32s\"; use direct or staged.", strempty(s->mode));
+                                         "Unknown clone mode \"%.32s\"; use direct or staged.",
+                                         strempty(s->mode));
         if (!STR_IN_SET(s->resize_mode, "none", "shrink_source", "grow_target"))
-                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
-                                         "Unknown resize mode \"%.32s\"; use none, shrink_source or grow_target.",
-                                         strempty(s->resize_mode));
+                return sd_bus_error_setf(
+                        error, PB_ERROR_INVALID_ARGUMENT,
+                        "Unknown resize mode \"%.32s\"; use none, shrink_source or grow_target.",
+                        strempty(s->resize_mode));
         if (!device_path_is_valid(s->source_device))
-                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
-                                         "Source device \"%.64s\" is not a device path: give an absolute path "
-                                         "under /dev/ without \"..\", such as /dev/sda.",
-                                         strempty(s->source_device));
+                return sd_bus_error_setf(
+                        error, PB_ERROR_INVALID_ARGUMENT,
+                        "Source device \"%.64s\" is not a device path: give an absolute path "
+                        "under /dev/ without \"..\", such as /dev/sda.",
+                        strempty(s->source_device));
         if (!device_path_is_valid(s->target_device))
-                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
-                                         "Target device \"%.64s\" is not a device path: give an absolute path "
-                                         "under /dev/ without \"..\", such as /dev/sda.",
-                                         strempty(s->target_device));
+                return sd_bus_error_setf(
+                        error, PB_ERROR_INVALID_ARGUMENT,
+                        "Target device \"%.64s\" is not a device path: give an absolute path "
+                        "under /dev/ without \"..\", such as /dev/sda.",
+                        strempty(s->target_device));
         r = node_resolve(m, s->source_node, &res.source, error);
         if (r < 0)
                 return r;
@@ -152,18 +171,20 @@ static int validate(Manager *m, const CloneSpec *s, Resolved *ret, sd_bus_error 
         }
         if (streq(s->mode, "direct")) {
                 if (!res.target)
-                        return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
-                                                 "A direct clone needs a target node: name one, or use staged mode "
-                                                 "with a storage backend.");
+                        return sd_bus_error_setf(
+                                error, PB_ERROR_INVALID_ARGUMENT,
+                                "A direct clone needs a target node: name one, or use staged mode "
+                                "with a storage backend.");
                 if (res.target == res.source)
                         return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
                                                  "Source and target are the same node (%s); a direct clone "
                                                  "copies between two machines.",
                                                  res.source->hostname);
                 if (!isempty(s->storage))
-                        return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
-                                                 "A direct clone does not use a storage backend; drop the storage "
-                                                 "option or use staged mode.");
+                        return sd_bus_error_setf(
+                                error, PB_ERROR_INVALID_ARGUMENT,
+                                "A direct clone does not use a storage backend; drop the storage "
+                                "option or use staged mode.");
         } else {
                 if (isempty(s->storage))
                         return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
@@ -173,9 +194,10 @@ static int validate(Manager *m, const CloneSpec *s, Resolved *ret, sd_bus_error 
                 if (r < 0)
                         return r;
                 if (!res.storage->enabled)
-                        return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
-                                                 "Storage backend %s is disabled; enable it or pick another.",
-                                                 res.storage->name);
+                        return sd_bus_error_setf(
+                                error, PB_ERROR_INVALID_ARGUMENT,
+                                "Storage backend %s is disabled; enable it or pick another.",
+                                res.storage->name);
         }
         *ret = res;
         return 0;
@@ -227,7 +249,8 @@ int clone_create(Manager *m, const CloneSpec *spec, uint32_t uid, CloneSession *
         c->created_at = now_realtime_usec();
         c->created_by = uid;
         if (dup_fields(c, &s, &res) < 0 || free_and_strdup(&c->id, id) < 0 ||
-            free_and_strdup(&c->idempotency_key, isempty(s.idempotency_key) ? NULL : s.idempotency_key) < 0 ||
+            free_and_strdup(&c->idempotency_key, isempty(s.idempotency_key) ? NULL : s.idempotency_key) <
+                    0 ||
             (streq(c->mode, "staged") && free_and_strdup(&c->staging_status, "pending") < 0)) {
                 clone_free(c);
                 return -ENOMEM;
@@ -281,10 +304,15 @@ int clone_update(CloneSession *c, const CloneSpec *changes, sd_bus_error *error)
         r = dup_fields(&updated, &s, &res);
         if (r >= 0)
                 r = store_session_update(m->store, &updated, "pending");
-        char **old[] = { &c->name, &c->mode, &c->source_node, &c->target_node,
+        char **old[] = { &c->name,          &c->mode,          &c->source_node,     &c->target_node,
                          &c->source_device, &c->target_device, &c->staging_backend, &c->resize_mode };
-        char **new[] = { &updated.name, &updated.mode, &updated.source_node, &updated.target_node,
-                         &updated.source_device, &updated.target_device, &updated.staging_backend,
+        char **new[] = { &updated.name,
+                         &updated.mode,
+                         &updated.source_node,
+                         &updated.target_node,
+                         &updated.source_device,
+                         &updated.target_device,
+                         &updated.staging_backend,
                          &updated.resize_mode };
         for (size_t i = 0; i < ELEMENTSOF(old); i++) {
                 if (r >= 0) {
@@ -316,9 +344,9 @@ int clone_transition(CloneSession *c, CloneStatus to, const char *error_message,
         int r;
 
         if (to >= _CLONE_STATUS_MAX || !transitions[from][to])
-                return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE, "Session %s is %s and cannot become %s: %s.",
-                                         c->id, clone_status_to_string(from), clone_status_to_string(to),
-                                         transition_hint(from, to));
+                return sd_bus_error_setf(
+                        error, PB_ERROR_INVALID_STATE, "Session %s is %s and cannot become %s: %s.", c->id,
+                        clone_status_to_string(from), clone_status_to_string(to), transition_hint(from, to));
 
         CloneSession saved = *c;
         _cleanup_free_ char *new_error = NULL;
@@ -344,8 +372,8 @@ int clone_transition(CloneSession *c, CloneStatus to, const char *error_message,
         }
         free(saved.error);
         TAKE_PTR(new_error);
-        log_info("Clone session %s: %s → %s%s%s", c->id, clone_status_to_string(from), clone_status_to_string(to),
-                 error_message ? ": " : "", strempty(error_message));
+        log_info("Clone session %s: %s → %s%s%s", c->id, clone_status_to_string(from),
+                 clone_status_to_string(to), error_message ? ": " : "", strempty(error_message));
         emit_changed(c, "Status", "Error", "StartedAt", "CompletedAt", "BytesTransferred", "TransferRate",
                      "Progress", NULL);
         return 0;
@@ -353,7 +381,7 @@ int clone_transition(CloneSession *c, CloneStatus to, const char *error_message,
 
 static int node_busy_elsewhere(CloneSession *c, const char *node_id, CloneSession **ret) {
         CloneSession *o;
-        HASHMAP_FOREACH(o, c->manager->sessions, i)
+        HASHMAP_FOREACH (o, c->manager->sessions, i)
                 if (o != c && clone_status_is_active(o->status) &&
                     (streq_ptr(o->source_node, node_id) || streq_ptr(o->target_node, node_id))) {
                         *ret = o;
@@ -375,10 +403,11 @@ int clone_start(CloneSession *c, sd_bus_error *error) {
         for (size_t i = 0; i < ELEMENTSOF(nodes); i++) {
                 Node *n = nodes[i] ? hashmap_get(m->nodes, nodes[i]) : NULL;
                 if (n && node_busy_elsewhere(c, n->id, &other))
-                        return sd_bus_error_setf(error, PB_ERROR_IN_USE,
-                                                 "Node %s is busy with clone session %s (%s); wait for it or "
-                                                 "cancel it first.",
-                                                 n->hostname, other->id, clone_status_to_string(other->status));
+                        return sd_bus_error_setf(
+                                error, PB_ERROR_IN_USE,
+                                "Node %s is busy with clone session %s (%s); wait for it or "
+                                "cancel it first.",
+                                n->hostname, other->id, clone_status_to_string(other->status));
         }
 
         /* Tokens and the new status land together or not at all. */
@@ -447,9 +476,10 @@ int clone_issue_token(CloneSession *c, const char *role, char **ret_token, sd_bu
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
                                          "Unknown role \"%.32s\"; use source or target.", role);
         if (status_is_final(c->status) && c->status != CLONE_FAILED)
-                return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE,
-                                         "Session %s is %s; tokens are issued only for sessions that can still run.",
-                                         c->id, clone_status_to_string(c->status));
+                return sd_bus_error_setf(
+                        error, PB_ERROR_INVALID_STATE,
+                        "Session %s is %s; tokens are issued only for sessions that can still run.", c->id,
+                        clone_status_to_string(c->status));
         node = streq(role, "source") ? c->source_node : c->target_node;
         if (!node)
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
@@ -475,7 +505,7 @@ int clone_resolve(Manager *m, const char *name, CloneSession **ret, sd_bus_error
                 *ret = c;
                 return 0;
         }
-        HASHMAP_FOREACH(c, m->sessions, i)
+        HASHMAP_FOREACH (c, m->sessions, i)
                 if (streq(c->name, name) || (strlen(name) >= 4 && startswith(c->id, name))) {
                         found = c;
                         matches++;
@@ -486,9 +516,11 @@ int clone_resolve(Manager *m, const char *name, CloneSession **ret, sd_bus_error
         }
         if (matches > 1)
                 return sd_bus_error_setf(error, PB_ERROR_NO_SUCH_SESSION,
-                                         "\"%.64s\" matches %zu sessions; use the session id.", name, matches);
-        return sd_bus_error_setf(error, PB_ERROR_NO_SUCH_SESSION,
-                                 "No clone session \"%.64s\": give an id, a unique id prefix of at least 4 digits "
-                                 "or a unique name (purebootctl clone list shows them).",
-                                 name);
+                                         "\"%.64s\" matches %zu sessions; use the session id.", name,
+                                         matches);
+        return sd_bus_error_setf(
+                error, PB_ERROR_NO_SUCH_SESSION,
+                "No clone session \"%.64s\": give an id, a unique id prefix of at least 4 digits "
+                "or a unique name (purebootctl clone list shows them).",
+                name);
 }

@@ -25,8 +25,8 @@ static int parse_positive(const char *file, unsigned line, const char *key, cons
                           uint64_t *ret) {
         uint64_t v;
         if (parse_uint64(value, &v) < 0 || v == 0 || v > max)
-                return log_error_errno(EINVAL, "%s:%u: %s=%s is not a number between 1 and %" PRIu64 ".", file,
-                                       line, key, value, max);
+                return log_error_errno(EINVAL, "%s:%u: %s=%s is not a number between 1 and %" PRIu64 ".",
+                                       file, line, key, value, max);
         *ret = v;
         return 0;
 }
@@ -46,9 +46,10 @@ static int handle(const char *file, unsigned line, const char *section, const ch
         }
         if (streq(section, "CA") && streq(key, "KeyAlgorithm")) {
                 if (!STR_IN_SET(value, "ecdsa-p256", "rsa-2048", "rsa-4096"))
-                        return log_error_errno(EINVAL,
-                                               "%s:%u: KeyAlgorithm=%s is not one of ecdsa-p256, rsa-2048, rsa-4096.",
-                                               file, line, value);
+                        return log_error_errno(
+                                EINVAL,
+                                "%s:%u: KeyAlgorithm=%s is not one of ecdsa-p256, rsa-2048, rsa-4096.", file,
+                                line, value);
                 return free_and_strdup(&c->ca_key_algorithm, value);
         }
         if (streq(section, "CA") && streq(key, "CAValidityYears"))

@@ -45,11 +45,11 @@ Manager *manager_free(Manager *m) {
         if (!m)
                 return NULL;
         polkit_queries_free(m);
-        HASHMAP_FOREACH(v, m->sessions, i)
+        HASHMAP_FOREACH (v, m->sessions, i)
                 clone_free(v);
-        HASHMAP_FOREACH(v, m->nodes, i)
+        HASHMAP_FOREACH (v, m->nodes, i)
                 node_free(v);
-        HASHMAP_FOREACH(v, m->storages, i)
+        HASHMAP_FOREACH (v, m->storages, i)
                 storage_free(v);
         hashmap_free(m->sessions);
         hashmap_free(m->session_keys);
@@ -94,12 +94,14 @@ int manager_load(Manager *m) {
         r = mkdir_p(m->state_dir, 0700);
         if (r < 0)
                 return log_error_errno(r, "Failed to create the state directory %s: %m", m->state_dir);
-        if (asprintf(&db, "%s/pureboot.db", m->state_dir) < 0 || asprintf(&ca_dir, "%s/ca", m->state_dir) < 0)
+        if (asprintf(&db, "%s/pureboot.db", m->state_dir) < 0 ||
+            asprintf(&ca_dir, "%s/ca", m->state_dir) < 0)
                 return -ENOMEM;
         r = store_open(db, &m->store);
         if (r < 0)
                 return r;
-        r = ca_load_or_create(ca_dir, m->config.ca_key_algorithm, (unsigned) m->config.ca_validity_years, &m->ca);
+        r = ca_load_or_create(ca_dir, m->config.ca_key_algorithm, (unsigned) m->config.ca_validity_years,
+                              &m->ca);
         if (r < 0)
                 return r;
         r = bus_ca_refresh_crl(m);
@@ -113,8 +115,8 @@ int manager_load(Manager *m) {
         if (r < 0)
                 return log_error_errno(r, "Failed to load the state from %s: %m", db);
         log_info("Loaded %zu nodes, %zu clone sessions, %zu storage backends; CA %s (sha256 %s).",
-                 hashmap_size(m->nodes), hashmap_size(m->sessions), hashmap_size(m->storages), ca_algorithm(m->ca),
-                 ca_fingerprint(m->ca));
+                 hashmap_size(m->nodes), hashmap_size(m->sessions), hashmap_size(m->storages),
+                 ca_algorithm(m->ca), ca_fingerprint(m->ca));
         return 0;
 }
 
@@ -133,9 +135,11 @@ int manager_connect_bus(Manager *m) {
                 return r;
         r = sd_bus_request_name(m->bus, PB_BUS_NAME, 0);
         if (r < 0)
-                return log_error_errno(r, "Failed to own the bus name %s: %m. Is another controller running, and "
-                                          "is the bus policy installed?",
-                                       PB_BUS_NAME);
+                return log_error_errno(
+                        r,
+                        "Failed to own the bus name %s: %m. Is another controller running, and "
+                        "is the bus policy installed?",
+                        PB_BUS_NAME);
         return 0;
 }
 
@@ -143,7 +147,7 @@ static bool manager_is_idle(Manager *m) {
         CloneSession *c;
         if (m->polkit_queries)
                 return false;
-        HASHMAP_FOREACH(c, m->sessions, i)
+        HASHMAP_FOREACH (c, m->sessions, i)
                 if (clone_status_is_active(c->status))
                         return false;
         return true;
@@ -178,11 +182,13 @@ int manager_run(Manager *m) {
                         return r;
                 if (r == SD_EVENT_FINISHED)
                         break;
-                r = sd_event_run(m->event, m->config.exit_on_idle_usec > 0 ? m->config.exit_on_idle_usec : UINT64_MAX);
+                r = sd_event_run(m->event,
+                                 m->config.exit_on_idle_usec > 0 ? m->config.exit_on_idle_usec : UINT64_MAX);
                 if (r < 0)
                         return log_error_errno(r, "Event loop failed: %m");
                 if (r == 0 && m->config.exit_on_idle_usec > 0 && manager_is_idle(m)) {
-                        log_info("Idle for %" PRIu64 " s with no active sessions, exiting; bus activation starts "
+                        log_info("Idle for %" PRIu64
+                                 " s with no active sessions, exiting; bus activation starts "
                                  "us again.",
                                  m->config.exit_on_idle_usec / USEC_PER_SEC);
                         (void) sd_bus_release_name(m->bus, PB_BUS_NAME);

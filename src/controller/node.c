@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* Nodes: registration, lookup by any name an operator would use, removal. */
+#include "node.h"
 #include "bus-util.h"
 #include "clone.h"
 #include "log.h"
-#include "node.h"
 #include "pureboot-errors.h"
 #include "util.h"
 
@@ -64,7 +64,7 @@ static int serial_normalize(const char *s, char **ret) {
 
 static Node *find_by(Manager *m, const char *mac, const char *hostname, const char *serial) {
         Node *n;
-        HASHMAP_FOREACH(n, m->nodes, i)
+        HASHMAP_FOREACH (n, m->nodes, i)
                 if ((mac && streq(n->mac, mac)) || (hostname && strcasecmp(n->hostname, hostname) == 0) ||
                     (serial && streq_ptr(n->serial, serial)))
                         return n;
@@ -86,25 +86,27 @@ int node_register(Manager *m, const char *hostname, const char *mac, const char 
                                          hostname);
         if (mac_normalize(mac, &canonical_mac) < 0)
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
-                                         "\"%.64s\" is not a MAC address; write it as aa:bb:cc:dd:ee:ff.", mac);
+                                         "\"%.64s\" is not a MAC address; write it as aa:bb:cc:dd:ee:ff.",
+                                         mac);
         if (!a)
-                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
-                                         "Unknown architecture \"%.64s\"; use x86_64, arm64, armhf or riscv64.",
-                                         arch);
+                return sd_bus_error_setf(
+                        error, PB_ERROR_INVALID_ARGUMENT,
+                        "Unknown architecture \"%.64s\"; use x86_64, arm64, armhf or riscv64.", arch);
         if (!isempty(serial) && serial_normalize(serial, &canonical_serial) < 0)
-                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
-                                         "\"%.64s\" is not a Raspberry Pi serial: it has exactly 8 hex digits.",
-                                         serial);
+                return sd_bus_error_setf(
+                        error, PB_ERROR_INVALID_ARGUMENT,
+                        "\"%.64s\" is not a Raspberry Pi serial: it has exactly 8 hex digits.", serial);
         other = find_by(m, canonical_mac, hostname, canonical_serial);
         if (other)
-                return sd_bus_error_setf(error, PB_ERROR_ALREADY_EXISTS,
-                                         "Node %s (%s, MAC %s%s%s) already has this %s. Remove it first or pick "
-                                         "another.",
-                                         other->hostname, other->id, other->mac, other->serial ? ", serial " : "",
-                                         strempty(other->serial),
-                                         streq(other->mac, canonical_mac)                    ? "MAC address"
-                                         : strcasecmp(other->hostname, hostname) == 0         ? "host name"
-                                                                                              : "serial");
+                return sd_bus_error_setf(
+                        error, PB_ERROR_ALREADY_EXISTS,
+                        "Node %s (%s, MAC %s%s%s) already has this %s. Remove it first or pick "
+                        "another.",
+                        other->hostname, other->id, other->mac, other->serial ? ", serial " : "",
+                        strempty(other->serial),
+                        streq(other->mac, canonical_mac)             ? "MAC address"
+                        : strcasecmp(other->hostname, hostname) == 0 ? "host name"
+                                                                     : "serial");
         r = id_new(id);
         if (r < 0)
                 return r;
@@ -148,9 +150,10 @@ int node_delete(Node *n, sd_bus_error *error) {
         if (r < 0)
                 return r;
         if (sessions)
-                return sd_bus_error_setf(error, PB_ERROR_IN_USE,
-                                         "Node %s is named by clone sessions %s; delete those sessions first.",
-                                         n->hostname, sessions);
+                return sd_bus_error_setf(
+                        error, PB_ERROR_IN_USE,
+                        "Node %s is named by clone sessions %s; delete those sessions first.", n->hostname,
+                        sessions);
         r = store_node_delete(m->store, n->id);
         if (r < 0)
                 return r;
@@ -172,7 +175,7 @@ int node_resolve(Manager *m, const char *name, Node **ret, sd_bus_error *error) 
                 return 0;
         }
         (void) mac_normalize(name, &mac);
-        HASHMAP_FOREACH(n, m->nodes, i) {
+        HASHMAP_FOREACH (n, m->nodes, i) {
                 if (strcasecmp(n->hostname, name) == 0 || (mac && streq(n->mac, mac))) {
                         *ret = n;
                         return 0;
@@ -187,11 +190,12 @@ int node_resolve(Manager *m, const char *name, Node **ret, sd_bus_error *error) 
                 return 0;
         }
         if (matches > 1)
-                return sd_bus_error_setf(error, PB_ERROR_NO_SUCH_NODE,
-                                         "\"%.64s\" matches %zu node ids; give more digits or the host name.", name,
-                                         matches);
-        return sd_bus_error_setf(error, PB_ERROR_NO_SUCH_NODE,
-                                 "No node \"%.64s\": give an id, a unique id prefix of at least 4 digits, a host "
-                                 "name or a MAC address (purebootctl node list shows them).",
-                                 name);
+                return sd_bus_error_setf(
+                        error, PB_ERROR_NO_SUCH_NODE,
+                        "\"%.64s\" matches %zu node ids; give more digits or the host name.", name, matches);
+        return sd_bus_error_setf(
+                error, PB_ERROR_NO_SUCH_NODE,
+                "No node \"%.64s\": give an id, a unique id prefix of at least 4 digits, a host "
+                "name or a MAC address (purebootctl node list shows them).",
+                name);
 }

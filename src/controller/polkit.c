@@ -2,9 +2,9 @@
 /* Asynchronous polkit checks, in the manner of systemd's bus_verify_polkit_async(): the first call of a
  * handler sends CheckAuthorization and returns 0; when the answer arrives the original message is put back
  * into the bus's read queue, the handler runs again and finds the answer here. */
+#include "polkit.h"
 #include "bus-util.h"
 #include "log.h"
-#include "polkit.h"
 #include "pureboot-errors.h"
 
 struct PolkitQuery {
@@ -68,10 +68,11 @@ static int evaluate(PolkitQuery *q, bool interactive, sd_bus_error *error) {
 
         if (e) {
                 log_warning("polkit could not be asked about %s: %s", q->action, e->message);
-                return sd_bus_error_setf(error, PB_ERROR_NOT_AUTHORIZED,
-                                         "Could not ask polkit whether you may do %s (%s). Make sure polkitd is "
-                                         "running, or run this as root.",
-                                         q->action, e->message ?: e->name);
+                return sd_bus_error_setf(
+                        error, PB_ERROR_NOT_AUTHORIZED,
+                        "Could not ask polkit whether you may do %s (%s). Make sure polkitd is "
+                        "running, or run this as root.",
+                        q->action, e->message ?: e->name);
         }
         r = sd_bus_message_enter_container(q->reply, 'r', "bba{ss}");
         if (r >= 0)
@@ -81,12 +82,14 @@ static int evaluate(PolkitQuery *q, bool interactive, sd_bus_error *error) {
         if (authorized)
                 return 1;
         if (challenge && !interactive)
-                return sd_bus_error_setf(error, SD_BUS_ERROR_INTERACTIVE_AUTHORIZATION_REQUIRED,
-                                         "Authentication is required for %s. Run with an authentication agent "
-                                         "(without --no-ask-password) or as root.",
-                                         q->action);
+                return sd_bus_error_setf(
+                        error, SD_BUS_ERROR_INTERACTIVE_AUTHORIZATION_REQUIRED,
+                        "Authentication is required for %s. Run with an authentication agent "
+                        "(without --no-ask-password) or as root.",
+                        q->action);
         return sd_bus_error_setf(error, PB_ERROR_NOT_AUTHORIZED,
-                                 "Not authorized for %s. Ask an administrator, or run this as root.", q->action);
+                                 "Not authorized for %s. Ask an administrator, or run this as root.",
+                                 q->action);
 }
 
 static int append_details(sd_bus_message *c, const char *const *details) {

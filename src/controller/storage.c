@@ -13,15 +13,15 @@
 
 typedef struct Field {
         const char *name;
-        char type; /* 's', 'u' or 'b' */
+        char type;           /* 's', 'u' or 'b' */
         const char *backend; /* "nfs", "iscsi", or NULL for any */
         bool secret;
 } Field;
 
 static const Field fields[] = {
-        { "server", 's', "nfs" },      { "export", 's', "nfs" },       { "options", 's', "nfs" },
-        { "version", 's', "nfs" },     { "portal", 's', "iscsi" },     { "target", 's', "iscsi" },
-        { "lun", 'u', "iscsi" },       { "chap_user", 's', "iscsi" },  { "chap_secret", 's', "iscsi", true },
+        { "server", 's', "nfs" },   { "export", 's', "nfs" },      { "options", 's', "nfs" },
+        { "version", 's', "nfs" },  { "portal", 's', "iscsi" },    { "target", 's', "iscsi" },
+        { "lun", 'u', "iscsi" },    { "chap_user", 's', "iscsi" }, { "chap_secret", 's', "iscsi", true },
         { "manage", 's', "iscsi" },
 };
 
@@ -131,31 +131,35 @@ static int validate(const char *type, json_object *config, const char *secret, s
         if (streq(type, "nfs")) {
                 v = get_string(config, "server");
                 if (!v || !host_is_valid(v))
-                        return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
-                                                 "An NFS backend needs server=HOST, a host name or IP address%s%.64s%s.",
-                                                 v ? " (not \"" : "", strempty(v), v ? "\")" : "");
+                        return sd_bus_error_setf(
+                                error, PB_ERROR_INVALID_ARGUMENT,
+                                "An NFS backend needs server=HOST, a host name or IP address%s%.64s%s.",
+                                v ? " (not \"" : "", strempty(v), v ? "\")" : "");
                 v = get_string(config, "export");
-                if (!v || v[0] != '/' || strstr(v, "/../") || strstr(v, "/..\0") || !name_is_valid(v, 1024) ||
-                    (strlen(v) >= 3 && streq(v + strlen(v) - 3, "/..")))
-                        return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
-                                                 "An NFS backend needs export=PATH, an absolute path on the server "
-                                                 "without \"..\", such as /srv/pureboot.");
+                if (!v || v[0] != '/' || strstr(v, "/../") || strstr(v, "/..\0") ||
+                    !name_is_valid(v, 1024) || (strlen(v) >= 3 && streq(v + strlen(v) - 3, "/..")))
+                        return sd_bus_error_setf(
+                                error, PB_ERROR_INVALID_ARGUMENT,
+                                "An NFS backend needs export=PATH, an absolute path on the server "
+                                "without \"..\", such as /srv/pureboot.");
                 v = get_string(config, "version");
                 if (v && !STR_IN_SET(v, "3", "4", "4.1", "4.2"))
                         return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
                                                  "NFS version \"%.16s\" is not one of 3, 4, 4.1, 4.2.", v);
                 v = get_string(config, "options");
                 if (v && !name_is_valid(v, 1024))
-                        return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
-                                                 "NFS options must be printable text of at most 1024 bytes.");
+                        return sd_bus_error_setf(
+                                error, PB_ERROR_INVALID_ARGUMENT,
+                                "NFS options must be printable text of at most 1024 bytes.");
                 return 0;
         }
 
         v = get_string(config, "portal");
         if (!v || !portal_is_valid(v))
-                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
-                                         "An iSCSI backend needs portal=HOST[:PORT], such as 192.0.2.10:3260%s%.64s%s.",
-                                         v ? " (not \"" : "", strempty(v), v ? "\")" : "");
+                return sd_bus_error_setf(
+                        error, PB_ERROR_INVALID_ARGUMENT,
+                        "An iSCSI backend needs portal=HOST[:PORT], such as 192.0.2.10:3260%s%.64s%s.",
+                        v ? " (not \"" : "", strempty(v), v ? "\")" : "");
         v = get_string(config, "target");
         if (!v || !iqn_is_valid(v))
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
@@ -202,8 +206,8 @@ static int read_fields(sd_bus_message *msg, const char *type, bool allow_common,
                 if (allow_common && (streq(key, "name") || streq(key, "enabled"))) {
                         bool is_name = streq(key, "name");
                         if (!streq(contents, is_name ? "s" : "b"))
-                                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "%s must be of type %s.",
-                                                         key, is_name ? "s" : "b");
+                                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                                         "%s must be of type %s.", key, is_name ? "s" : "b");
                         r = is_name ? sd_bus_message_read(msg, "v", "s", ret_name)
                                     : sd_bus_message_read(msg, "v", "b", ret_enabled);
                         if (r < 0)
@@ -215,19 +219,21 @@ static int read_fields(sd_bus_message *msg, const char *type, bool allow_common,
                                 f = &fields[i];
                 if (!f || !streq(f->backend, type))
                         return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
-                                                 "\"%.64s\" is not a setting of %s backends. %s",
-                                                 key, type,
-                                                 streq(type, "nfs") ? "NFS takes server, export, options, version."
-                                                                    : "iSCSI takes portal, target, lun, chap_user, "
-                                                                      "chap_secret, manage.");
+                                                 "\"%.64s\" is not a setting of %s backends. %s", key, type,
+                                                 streq(type, "nfs")
+                                                         ? "NFS takes server, export, options, version."
+                                                         : "iSCSI takes portal, target, lun, chap_user, "
+                                                           "chap_secret, manage.");
                 if (contents[0] != f->type || contents[1])
-                        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "%s must be of type %c, not %s.",
-                                                 key, f->type, contents);
+                        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                                 "%s must be of type %c, not %s.", key, f->type, contents);
                 if (f->type == 'u') {
                         uint32_t u;
                         r = sd_bus_message_read(msg, "v", "u", &u);
                         if (r >= 0)
-                                r = json_object_object_add(config, key, json_object_new_int64(u)) < 0 ? -ENOMEM : 0;
+                                r = json_object_object_add(config, key, json_object_new_int64(u)) < 0
+                                            ? -ENOMEM
+                                            : 0;
                 } else {
                         const char *s;
                         r = sd_bus_message_read(msg, "v", "s", &s);
@@ -236,7 +242,9 @@ static int read_fields(sd_bus_message *msg, const char *type, bool allow_common,
                         else if (r >= 0 && isempty(s))
                                 json_object_object_del(config, key); /* an empty value clears the setting */
                         else if (r >= 0)
-                                r = json_object_object_add(config, key, json_object_new_string(s)) < 0 ? -ENOMEM : 0;
+                                r = json_object_object_add(config, key, json_object_new_string(s)) < 0
+                                            ? -ENOMEM
+                                            : 0;
                 }
                 if (r < 0)
                         return r;
@@ -252,7 +260,7 @@ static int read_fields(sd_bus_message *msg, const char *type, bool allow_common,
 
 static StorageBackend *find_by_name(Manager *m, const char *name) {
         StorageBackend *b;
-        HASHMAP_FOREACH(b, m->storages, i)
+        HASHMAP_FOREACH (b, m->storages, i)
                 if (streq(b->name, name))
                         return b;
         return NULL;
@@ -274,7 +282,8 @@ int storage_create(Manager *m, const char *name, const char *type, sd_bus_messag
                                          "Unknown backend type \"%.32s\"; use nfs or iscsi.", type);
         if (find_by_name(m, name))
                 return sd_bus_error_setf(error, PB_ERROR_ALREADY_EXISTS,
-                                         "A storage backend named %s exists already; pick another name.", name);
+                                         "A storage backend named %s exists already; pick another name.",
+                                         name);
         c = json_object_new_object();
         if (!c)
                 return -ENOMEM;
@@ -377,8 +386,8 @@ int storage_update(StorageBackend *b, sd_bus_message *changes, sd_bus_error *err
 
         _cleanup_free_ char *path = storage_path(b);
         if (path)
-                (void) sd_bus_emit_properties_changed(m->bus, path, PB_IFACE("StorageBackend"), "Name", "Config",
-                                                      "Enabled", NULL);
+                (void) sd_bus_emit_properties_changed(m->bus, path, PB_IFACE("StorageBackend"), "Name",
+                                                      "Config", "Enabled", NULL);
         return 0;
 }
 
@@ -393,9 +402,10 @@ int storage_delete(StorageBackend *b, sd_bus_error *error) {
         if (r < 0)
                 return r;
         if (sessions)
-                return sd_bus_error_setf(error, PB_ERROR_IN_USE,
-                                         "Storage backend %s is used by clone sessions %s; delete those first.",
-                                         b->name, sessions);
+                return sd_bus_error_setf(
+                        error, PB_ERROR_IN_USE,
+                        "Storage backend %s is used by clone sessions %s; delete those first.", b->name,
+                        sessions);
         r = store_storage_delete(m->store, b->id);
         if (r < 0)
                 return bus_store_error(error, r, "delete the storage backend");
@@ -415,7 +425,7 @@ int storage_resolve(Manager *m, const char *name, StorageBackend **ret, sd_bus_e
                 *ret = b;
                 return 0;
         }
-        HASHMAP_FOREACH(b, m->storages, i)
+        HASHMAP_FOREACH (b, m->storages, i)
                 if (strlen(name) >= 4 && startswith(b->id, name)) {
                         found = b;
                         matches++;
@@ -424,8 +434,9 @@ int storage_resolve(Manager *m, const char *name, StorageBackend **ret, sd_bus_e
                 *ret = found;
                 return 0;
         }
-        return sd_bus_error_setf(error, PB_ERROR_NO_SUCH_STORAGE,
-                                 "No storage backend \"%.64s\": give its name or id (purebootctl storage list "
-                                 "shows them).",
-                                 name);
+        return sd_bus_error_setf(
+                error, PB_ERROR_NO_SUCH_STORAGE,
+                "No storage backend \"%.64s\": give its name or id (purebootctl storage list "
+                "shows them).",
+                name);
 }

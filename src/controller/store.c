@@ -142,10 +142,11 @@ static int migrate(Store *s) {
         if (version < 0)
                 return version;
         if ((size_t) version > ELEMENTSOF(migrations))
-                return log_error_errno(EPROTO,
-                                       "Database schema version %d is newer than this controller knows (%zu); "
-                                       "refusing to touch it. Run a newer pureboot-controller.",
-                                       version, ELEMENTSOF(migrations));
+                return log_error_errno(
+                        EPROTO,
+                        "Database schema version %d is newer than this controller knows (%zu); "
+                        "refusing to touch it. Run a newer pureboot-controller.",
+                        version, ELEMENTSOF(migrations));
         for (size_t i = (size_t) version; i < ELEMENTSOF(migrations); i++) {
                 _cleanup_free_ char *pragma = NULL;
                 r = store_begin(s);
@@ -223,7 +224,8 @@ static int bind_args(sqlite3_stmt *stmt, const char *types, va_list ap) {
                 switch (*types) {
                 case 's': {
                         const char *v = va_arg(ap, const char *);
-                        rc = v ? sqlite3_bind_text(stmt, i, v, -1, SQLITE_TRANSIENT) : sqlite3_bind_null(stmt, i);
+                        rc = v ? sqlite3_bind_text(stmt, i, v, -1, SQLITE_TRANSIENT)
+                               : sqlite3_bind_null(stmt, i);
                         break;
                 }
                 case 't':
@@ -322,20 +324,22 @@ static int collect_ids(Store *s, const char *sql, const char *id, char **ret) {
 /* Nodes */
 
 int store_node_insert(Store *s, const Node *n) {
-        int r = store_exec(s,
-                          "INSERT INTO nodes (id, hostname, mac, arch, serial, state, boot_mode, last_seen, "
-                          "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                          "ssssssstt", n->id, n->hostname, n->mac, n->arch, n->serial, n->state, n->boot_mode,
-                          n->last_seen, n->created_at);
+        int r = store_exec(
+                s,
+                "INSERT INTO nodes (id, hostname, mac, arch, serial, state, boot_mode, last_seen, "
+                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "ssssssstt", n->id, n->hostname, n->mac, n->arch, n->serial, n->state, n->boot_mode,
+                n->last_seen, n->created_at);
         return r < 0 ? r : 0;
 }
 
 int store_node_update(Store *s, const Node *n) {
-        int r = store_exec(s,
-                           "UPDATE nodes SET hostname = ?, mac = ?, arch = ?, serial = ?, state = ?, boot_mode = ?, "
-                           "last_seen = ? WHERE id = ?",
-                           "ssssssts", n->hostname, n->mac, n->arch, n->serial, n->state, n->boot_mode,
-                           n->last_seen, n->id);
+        int r = store_exec(
+                s,
+                "UPDATE nodes SET hostname = ?, mac = ?, arch = ?, serial = ?, state = ?, boot_mode = ?, "
+                "last_seen = ? WHERE id = ?",
+                "ssssssts", n->hostname, n->mac, n->arch, n->serial, n->state, n->boot_mode, n->last_seen,
+                n->id);
         return r < 0 ? r : r == 1 ? 0 : -ENOENT;
 }
 
@@ -408,11 +412,11 @@ int store_session_update(Store *s, const CloneSession *c, const char *expected_s
                 "staging_backend_id = ?, staging_path = ?, staging_status = ?, resize_mode = ?, "
                 "partition_plan_json = ?, bytes_total = ?, bytes_transferred = ?, transfer_rate_bps = ?, "
                 "error_message = ?, started_at = ?, completed_at = ? WHERE id = ? AND status = ?",
-                "ssssssssussssstttsttss", c->name, clone_status_to_string(c->status), c->mode, c->source_node,
-                c->target_node, c->source_device, c->target_device, c->source_address, (uint32_t) c->source_port,
-                c->staging_backend, c->staging_path, c->staging_status, c->resize_mode, c->plan_json,
-                c->bytes_total, c->bytes_transferred, c->transfer_rate, c->error, c->started_at,
-                c->completed_at, c->id, expected_status);
+                "ssssssssussssstttsttss", c->name, clone_status_to_string(c->status), c->mode,
+                c->source_node, c->target_node, c->source_device, c->target_device, c->source_address,
+                (uint32_t) c->source_port, c->staging_backend, c->staging_path, c->staging_status,
+                c->resize_mode, c->plan_json, c->bytes_total, c->bytes_transferred, c->transfer_rate,
+                c->error, c->started_at, c->completed_at, c->id, expected_status);
         return r < 0 ? r : r == 1 ? 0 : -ESTALE;
 }
 
@@ -425,13 +429,14 @@ int store_sessions_load(Store *s, int (*add)(void *userdata, CloneSession *c), v
         _cleanup_finalize_ sqlite3_stmt *stmt = NULL;
         int r, rc;
 
-        r = store_query(s, &stmt,
-                        "SELECT id, name, status, clone_mode, source_node_id, target_node_id, source_device, "
-                        "target_device, source_ip, source_port, staging_backend_id, staging_path, staging_status, "
-                        "resize_mode, partition_plan_json, bytes_total, bytes_transferred, transfer_rate_bps, "
-                        "error_message, created_at, started_at, completed_at, created_by, idempotency_key "
-                        "FROM clone_sessions",
-                        "");
+        r = store_query(
+                s, &stmt,
+                "SELECT id, name, status, clone_mode, source_node_id, target_node_id, source_device, "
+                "target_device, source_ip, source_port, staging_backend_id, staging_path, staging_status, "
+                "resize_mode, partition_plan_json, bytes_total, bytes_transferred, transfer_rate_bps, "
+                "error_message, created_at, started_at, completed_at, created_by, idempotency_key "
+                "FROM clone_sessions",
+                "");
         if (r < 0)
                 return r;
         while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
@@ -467,7 +472,9 @@ int store_sessions_load(Store *s, int (*add)(void *userdata, CloneSession *c), v
                 r = status ? clone_status_from_string(status) : -EINVAL;
                 if (oom || r < 0) {
                         clone_free(c);
-                        return oom ? -ENOMEM : log_error_errno(EBADMSG, "Session has unknown status \"%s\".", strna(status));
+                        return oom ? -ENOMEM
+                                   : log_error_errno(EBADMSG, "Session has unknown status \"%s\".",
+                                                     strna(status));
                 }
                 c->status = (CloneStatus) r;
                 r = add(userdata, c);
@@ -506,10 +513,11 @@ int store_storages_load(Store *s, int (*add)(void *userdata, StorageBackend *b),
         _cleanup_finalize_ sqlite3_stmt *stmt = NULL;
         int r, rc;
 
-        r = store_query(s, &stmt,
-                        "SELECT id, name, type, config, secret, total_bytes, available_bytes, enabled, created_at "
-                        "FROM storage_backends",
-                        "");
+        r = store_query(
+                s, &stmt,
+                "SELECT id, name, type, config, secret, total_bytes, available_bytes, enabled, created_at "
+                "FROM storage_backends",
+                "");
         if (r < 0)
                 return r;
         while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
@@ -528,7 +536,8 @@ int store_storages_load(Store *s, int (*add)(void *userdata, StorageBackend *b),
                 b->created_at = column_u64(stmt, 8);
                 if (oom || !b->config) {
                         storage_free(b);
-                        return oom ? -ENOMEM : log_error_errno(EBADMSG, "Storage backend has unreadable config.");
+                        return oom ? -ENOMEM
+                                   : log_error_errno(EBADMSG, "Storage backend has unreadable config.");
                 }
                 r = add(userdata, b);
                 if (r < 0)
@@ -538,8 +547,9 @@ int store_storages_load(Store *s, int (*add)(void *userdata, StorageBackend *b),
 }
 
 int store_storage_sessions(Store *s, const char *id, char **ret) {
-        return collect_ids(s, "SELECT id FROM clone_sessions WHERE staging_backend_id = ? ORDER BY created_at", id,
-                           ret);
+        return collect_ids(s,
+                           "SELECT id FROM clone_sessions WHERE staging_backend_id = ? ORDER BY created_at",
+                           id, ret);
 }
 
 /* Certificates and tokens */
@@ -547,11 +557,12 @@ int store_storage_sessions(Store *s, const char *id, char **ret) {
 int store_certificate_insert(Store *s, const char *serial, const char *subject, const char *role,
                              const char *node_id, const char *session_id, uint64_t not_before,
                              uint64_t not_after) {
-        int r = store_exec(s,
-                           "INSERT INTO certificates (serial, subject, role, node_id, session_id, not_before, "
-                           "not_after, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                           "sssssttt", serial, subject, role, node_id, session_id, not_before, not_after,
-                           now_realtime_usec());
+        int r = store_exec(
+                s,
+                "INSERT INTO certificates (serial, subject, role, node_id, session_id, not_before, "
+                "not_after, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "sssssttt", serial, subject, role, node_id, session_id, not_before, not_after,
+                now_realtime_usec());
         return r < 0 ? r : 0;
 }
 
@@ -568,15 +579,16 @@ int store_certificate_revoke(Store *s, const char *serial, uint64_t when) {
         return r < 0 ? r : 0;
 }
 
-int store_certificates_foreach(Store *s, bool revoked_only, int (*cb)(void *userdata, const CertificateRow *row),
-                               void *userdata) {
+int store_certificates_foreach(Store *s, bool revoked_only,
+                               int (*cb)(void *userdata, const CertificateRow *row), void *userdata) {
         _cleanup_finalize_ sqlite3_stmt *stmt = NULL;
         int r, rc;
 
-        r = store_query(s, &stmt,
-                        "SELECT serial, subject, role, node_id, session_id, not_before, not_after, revoked_at "
-                        "FROM certificates WHERE revoked_at > 0 OR NOT ? ORDER BY created_at, serial",
-                        "b", revoked_only);
+        r = store_query(
+                s, &stmt,
+                "SELECT serial, subject, role, node_id, session_id, not_before, not_after, revoked_at "
+                "FROM certificates WHERE revoked_at > 0 OR NOT ? ORDER BY created_at, serial",
+                "b", revoked_only);
         if (r < 0)
                 return r;
         while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
@@ -599,15 +611,17 @@ int store_certificates_foreach(Store *s, bool revoked_only, int (*cb)(void *user
 
 int store_token_insert(Store *s, const char *hash, const char *node_id, const char *session_id,
                        const char *role, uint64_t expires_at) {
-        int r = store_exec(s,
-                           "INSERT INTO enrolment_tokens (hash, node_id, session_id, role, created_at, expires_at) "
-                           "VALUES (?, ?, ?, ?, ?, ?)",
-                           "sssstt", hash, node_id, session_id, role, now_realtime_usec(), expires_at);
+        int r = store_exec(
+                s,
+                "INSERT INTO enrolment_tokens (hash, node_id, session_id, role, created_at, expires_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                "sssstt", hash, node_id, session_id, role, now_realtime_usec(), expires_at);
         return r < 0 ? r : 0;
 }
 
 int store_event(Store *s, uint32_t uid, const char *action, const char *object, const char *result) {
-        int r = store_exec(s, "INSERT INTO events (time, uid, action, object, result) VALUES (?, ?, ?, ?, ?)",
+        int r = store_exec(s,
+                           "INSERT INTO events (time, uid, action, object, result) VALUES (?, ?, ?, ?, ?)",
                            "tusss", now_realtime_usec(), uid, action, object, result);
         return r < 0 ? r : 0;
 }

@@ -69,8 +69,8 @@ typedef struct CertificateRow {
         uint64_t not_before, not_after, revoked_at;
 } CertificateRow;
 /* Calls cb for every issued certificate (only revoked ones if revoked_only), oldest first. */
-int store_certificates_foreach(Store *s, bool revoked_only, int (*cb)(void *userdata, const CertificateRow *row),
-                               void *userdata);
+int store_certificates_foreach(Store *s, bool revoked_only,
+                               int (*cb)(void *userdata, const CertificateRow *row), void *userdata);
 int store_token_insert(Store *s, const char *hash, const char *node_id, const char *session_id,
                        const char *role, uint64_t expires_at);
 

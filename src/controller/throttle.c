@@ -32,5 +32,6 @@ int throttle_kick(Throttle *t) {
                 t->callback(t->userdata);
                 return 0;
         }
-        return sd_event_add_time(t->event, &t->timer, CLOCK_MONOTONIC, t->last + t->interval, 0, on_timer, t);
+        return sd_event_add_time(t->event, &t->timer, CLOCK_MONOTONIC, t->last + t->interval, 0, on_timer,
+                                 t);
 }

@@ -16,5 +16,6 @@ typedef struct Throttle {
 
 void throttle_init(Throttle *t, sd_event *e, uint64_t interval, void (*callback)(void *), void *userdata);
 void throttle_done(Throttle *t);
-/* Something changed: calls back now if the interval since the last call has passed, else once when it has. */
+/* Something changed: calls back now if the interval since the last call has passed, else once when it has.
+ */
 int throttle_kick(Throttle *t);

@@ -10,21 +10,21 @@
 static int ca_list_issued(sd_bus *bus) {
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        _cleanup_(table_freep) Table *t = table_new("SERIAL", "SUBJECT", "ROLE", "NODE", "SESSION", "NOT BEFORE",
-                                                    "NOT AFTER", "REVOKED", NULL);
+        _cleanup_(table_freep) Table *t = table_new("SERIAL", "SUBJECT", "ROLE", "NODE", "SESSION",
+                                                    "NOT BEFORE", "NOT AFTER", "REVOKED", NULL);
         const char *serial, *subject, *role, *node, *session;
         uint64_t not_before, not_after, revoked;
         int r;
 
         if (!t)
                 return log_oom(), EXIT_FAILED;
-        r = sd_bus_call_method(bus, PB_DEST, CA_PATH, PB_IFACE("CertificateAuthority"), "ListIssued", &error, &reply,
-                               NULL);
+        r = sd_bus_call_method(bus, PB_DEST, CA_PATH, PB_IFACE("CertificateAuthority"), "ListIssued", &error,
+                               &reply, NULL);
         if (r < 0)
                 return ctl_error(&error, r, "list issued certificates");
         r = sd_bus_message_enter_container(reply, 'a', "(sssssttt)");
-        while (r >= 0 && (r = sd_bus_message_read(reply, "(sssssttt)", &serial, &subject, &role, &node, &session,
-                                                  &not_before, &not_after, &revoked)) > 0)
+        while (r >= 0 && (r = sd_bus_message_read(reply, "(sssssttt)", &serial, &subject, &role, &node,
+                                                  &session, &not_before, &not_after, &revoked)) > 0)
                 if (table_add_row(t, "sssssTTT", serial, subject, role, node, session, not_before, not_after,
                                   revoked) < 0)
                         return EXIT_FAILED;
@@ -41,7 +41,8 @@ static int ca_issue(sd_bus *bus, const char *subject) {
         const char *pem, *serial;
         int r;
 
-        if (!ctl_require(arg.csr, "--csr FILE", "ca issue") || !ctl_require(arg.role, "--role ROLE", "ca issue"))
+        if (!ctl_require(arg.csr, "--csr FILE", "ca issue") ||
+            !ctl_require(arg.role, "--role ROLE", "ca issue"))
                 return EXIT_USAGE;
         r = read_full_file(arg.csr, &csr, NULL);
         if (r < 0)
@@ -50,7 +51,8 @@ static int ca_issue(sd_bus *bus, const char *subject) {
         if (r >= 0)
                 r = sd_bus_message_append(m, "sss", csr, arg.role, subject);
         if (r >= 0)
-                r = arg.ip ? sd_bus_message_append(m, "a{sv}", 1, "ip", "s", arg.ip) : sd_bus_message_append(m, "a{sv}", 0);
+                r = arg.ip ? sd_bus_message_append(m, "a{sv}", 1, "ip", "s", arg.ip)
+                           : sd_bus_message_append(m, "a{sv}", 0);
         if (r < 0)
                 return EXIT_FAILED;
         r = ctl_call(bus, m, &reply, "issue the certificate");
@@ -85,7 +87,8 @@ int verb_ca(sd_bus *bus, int argc, char **argv) {
                 r = ctl_call(bus, m, NULL, "revoke the certificate");
                 return r < 0 ? -r : EXIT_OK;
         }
-        log_error("Usage: purebootctl ca show | list-issued | revoke SERIAL | issue SUBJECT --csr FILE --role ROLE "
+        log_error("Usage: purebootctl ca show | list-issued | revoke SERIAL | issue SUBJECT --csr FILE "
+                  "--role ROLE "
                   "[--ip ADDR]");
         return EXIT_USAGE;
 }

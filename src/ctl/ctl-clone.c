@@ -23,8 +23,8 @@ static int clone_create(sd_bus *bus) {
                 return EXIT_USAGE;
         r = ctl_new_call(bus, PB_PATH, PB_IFACE("Manager"), "CreateCloneSession", &m);
         if (r >= 0)
-                r = sd_bus_message_append(m, "ssssss", arg.name ?: "clone", arg.mode, arg.source, strempty(arg.target),
-                                          arg.source_device, arg.target_device);
+                r = sd_bus_message_append(m, "ssssss", arg.name ?: "clone", arg.mode, arg.source,
+                                          strempty(arg.target), arg.source_device, arg.target_device);
         if (r >= 0)
                 r = sd_bus_message_open_container(m, 'a', "{sv}");
         if (r >= 0)
@@ -57,8 +57,8 @@ static json_object *node_names(sd_bus *bus) {
         r = sd_bus_call_method(bus, PB_DEST, PB_PATH, PB_IFACE("Manager"), "ListNodes", NULL, &reply, NULL);
         if (r >= 0)
                 r = sd_bus_message_enter_container(reply, 'a', "(ssssssto)");
-        while (r >= 0 && (r = sd_bus_message_read(reply, "(ssssssto)", &id, &hostname, &mac, &arch, &state, &serial,
-                                                  &last_seen, &path)) > 0)
+        while (r >= 0 && (r = sd_bus_message_read(reply, "(ssssssto)", &id, &hostname, &mac, &arch, &state,
+                                                  &serial, &last_seen, &path)) > 0)
                 json_object_object_add(names, id, json_object_new_string(hostname));
         return names;
 }
@@ -71,8 +71,8 @@ static const char *node_name(json_object *names, const char *id) {
 static int clone_list(sd_bus *bus) {
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        _cleanup_(table_freep) Table *t = table_new("ID", "NAME", "STATUS", "MODE", "SOURCE", "TARGET", "SIZE",
-                                                    "TRANSFERRED", "CREATED", NULL);
+        _cleanup_(table_freep) Table *t = table_new("ID", "NAME", "STATUS", "MODE", "SOURCE", "TARGET",
+                                                    "SIZE", "TRANSFERRED", "CREATED", NULL);
         const char *id, *name, *status, *mode, *source, *target, *path;
         uint64_t total, transferred, created;
         int r;
@@ -80,12 +80,13 @@ static int clone_list(sd_bus *bus) {
         if (!t)
                 return log_oom(), EXIT_FAILED;
         json_object *names = arg.json == JSON_OFF ? node_names(bus) : NULL;
-        r = sd_bus_call_method(bus, PB_DEST, PB_PATH, PB_IFACE("Manager"), "ListCloneSessions", &error, &reply, NULL);
+        r = sd_bus_call_method(bus, PB_DEST, PB_PATH, PB_IFACE("Manager"), "ListCloneSessions", &error,
+                               &reply, NULL);
         if (r < 0)
                 return ctl_error(&error, r, "list clone sessions");
         r = sd_bus_message_enter_container(reply, 'a', "(ssssssttto)");
-        while (r >= 0 && (r = sd_bus_message_read(reply, "(ssssssttto)", &id, &name, &status, &mode, &source, &target,
-                                                  &total, &transferred, &created, &path)) > 0)
+        while (r >= 0 && (r = sd_bus_message_read(reply, "(ssssssttto)", &id, &name, &status, &mode, &source,
+                                                  &target, &total, &transferred, &created, &path)) > 0)
                 if (table_add_row(t, "sssssszzT", id, name, status, mode, node_name(names, source),
                                   node_name(names, target), total, transferred, created) < 0)
                         r = -ENOMEM;
@@ -115,10 +116,14 @@ static int clone_update(sd_bus *bus, const char *path) {
         const struct {
                 const char *key, *value;
         } changes[] = {
-                { "name", arg.name },           { "mode", arg.mode },
-                { "source_node", arg.source },  { "target_node", arg.target },
-                { "source_device", arg.source_device }, { "target_device", arg.target_device },
-                { "storage", arg.storage },     { "resize_mode", arg.resize },
+                { "name", arg.name },
+                { "mode", arg.mode },
+                { "source_node", arg.source },
+                { "target_node", arg.target },
+                { "source_device", arg.source_device },
+                { "target_device", arg.target_device },
+                { "storage", arg.storage },
+                { "resize_mode", arg.resize },
         };
         int r = ctl_new_call(bus, path, PB_IFACE("CloneSession"), "Update", &m);
         if (r >= 0)
@@ -167,8 +172,8 @@ static int read_progress(sd_bus *bus, const char *path, Progress *p) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         int r;
 
-        r = sd_bus_call_method(bus, PB_DEST, path, "org.freedesktop.DBus.Properties", "GetAll", &error, &reply, "s",
-                               PB_IFACE("CloneSession"));
+        r = sd_bus_call_method(bus, PB_DEST, path, "org.freedesktop.DBus.Properties", "GetAll", &error,
+                               &reply, "s", PB_IFACE("CloneSession"));
         if (r < 0)
                 return -ctl_error(&error, r, "read the session");
         r = sd_bus_message_enter_container(reply, 'a', "{sv}");
@@ -179,7 +184,8 @@ static int read_progress(sd_bus *bus, const char *path, Progress *p) {
                         r = sd_bus_message_read(reply, "v", "s", &s);
                         if (r >= 0)
                                 snprintf(streq(name, "Status") ? p->status : p->error,
-                                         streq(name, "Status") ? sizeof(p->status) : sizeof(p->error), "%s", s);
+                                         streq(name, "Status") ? sizeof(p->status) : sizeof(p->error), "%s",
+                                         s);
                 } else if (r >= 0 && STR_IN_SET(name, "BytesTotal", "BytesTransferred", "TransferRate"))
                         r = sd_bus_message_read(reply, "v", "t",
                                                 streq(name, "BytesTotal")         ? &p->total
@@ -198,7 +204,8 @@ static bool status_is_final(const char *s) {
 }
 
 static void print_progress(const Progress *p, bool live) {
-        char total[FORMAT_BYTES_MAX], done[FORMAT_BYTES_MAX], rate[FORMAT_BYTES_MAX], eta[FORMAT_TIMESTAMP_MAX] = "";
+        char total[FORMAT_BYTES_MAX], done[FORMAT_BYTES_MAX], rate[FORMAT_BYTES_MAX],
+                eta[FORMAT_TIMESTAMP_MAX] = "";
         double fraction = p->total > 0 ? MIN(1.0, (double) p->transferred / (double) p->total) : 0.0;
         char bar[64];
         int width = 30;
@@ -210,9 +217,9 @@ static void print_progress(const Progress *p, bool live) {
         for (int i = 0; i < width; i++)
                 bar[i] = i < (int) (fraction * width) ? '=' : (i == (int) (fraction * width) ? '>' : ' ');
         bar[width] = 0;
-        printf("%s%-12s [%s] %5.1f%% %s / %s  %s/s%s%s%s", live ? "\r" : "", p->status, bar, fraction * 100.0,
-               format_bytes(done, p->transferred), format_bytes(total, p->total), format_bytes(rate, p->rate),
-               *eta ? "  ETA " : "", eta, live ? "\033[K" : "\n");
+        printf("%s%-12s [%s] %5.1f%% %s / %s  %s/s%s%s%s", live ? "\r" : "", p->status, bar,
+               fraction * 100.0, format_bytes(done, p->transferred), format_bytes(total, p->total),
+               format_bytes(rate, p->rate), *eta ? "  ETA " : "", eta, live ? "\033[K" : "\n");
         fflush(stdout);
 }
 
@@ -245,7 +252,8 @@ static int clone_status(sd_bus *bus, const char *path) {
                                 json_object *o = json_object_new_object();
                                 json_object_object_add(o, "status", json_object_new_string(p.status));
                                 json_object_object_add(o, "bytes_total", json_object_new_uint64(p.total));
-                                json_object_object_add(o, "bytes_transferred", json_object_new_uint64(p.transferred));
+                                json_object_object_add(o, "bytes_transferred",
+                                                       json_object_new_uint64(p.transferred));
                                 json_object_object_add(o, "transfer_rate", json_object_new_uint64(p.rate));
                                 json_object_object_add(o, "error", json_object_new_string(p.error));
                                 ctl_print_json(o);
@@ -283,8 +291,10 @@ int verb_clone(sd_bus *bus, int argc, char **argv) {
                 return clone_create(bus);
         if (streq(verb, "list") && argc <= 1)
                 return clone_list(bus);
-        if (!STR_IN_SET(verb, "show", "start", "cancel", "delete", "status", "update", "token") || argc != 2) {
-                log_error("Usage: purebootctl clone create|list|show|start|cancel|delete|status|update|token …; "
+        if (!STR_IN_SET(verb, "show", "start", "cancel", "delete", "status", "update", "token") ||
+            argc != 2) {
+                log_error("Usage: purebootctl clone "
+                          "create|list|show|start|cancel|delete|status|update|token …; "
                           "see purebootctl --help.");
                 return EXIT_USAGE;
         }

@@ -9,7 +9,8 @@ static int node_add(sd_bus *bus) {
         const char *path;
         int r;
 
-        if (!ctl_require(arg.mac, "--mac MAC", "node add") || !ctl_require(arg.hostname, "--hostname NAME", "node add"))
+        if (!ctl_require(arg.mac, "--mac MAC", "node add") ||
+            !ctl_require(arg.hostname, "--hostname NAME", "node add"))
                 return EXIT_USAGE;
         r = ctl_new_call(bus, PB_PATH, PB_IFACE("Manager"), "RegisterNode", &m);
         if (r >= 0)
@@ -31,19 +32,21 @@ static int node_add(sd_bus *bus) {
 static int node_list(sd_bus *bus) {
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        _cleanup_(table_freep) Table *t = table_new("ID", "HOSTNAME", "MAC", "ARCH", "STATE", "SERIAL", "LAST SEEN", NULL);
+        _cleanup_(table_freep) Table *t =
+                table_new("ID", "HOSTNAME", "MAC", "ARCH", "STATE", "SERIAL", "LAST SEEN", NULL);
         const char *id, *hostname, *mac, *arch, *state, *serial, *path;
         uint64_t last_seen;
         int r;
 
         if (!t)
                 return log_oom(), EXIT_FAILED;
-        r = sd_bus_call_method(bus, PB_DEST, PB_PATH, PB_IFACE("Manager"), "ListNodes", &error, &reply, NULL);
+        r = sd_bus_call_method(bus, PB_DEST, PB_PATH, PB_IFACE("Manager"), "ListNodes", &error, &reply,
+                               NULL);
         if (r < 0)
                 return ctl_error(&error, r, "list nodes");
         r = sd_bus_message_enter_container(reply, 'a', "(ssssssto)");
-        while (r >= 0 && (r = sd_bus_message_read(reply, "(ssssssto)", &id, &hostname, &mac, &arch, &state, &serial,
-                                                  &last_seen, &path)) > 0)
+        while (r >= 0 && (r = sd_bus_message_read(reply, "(ssssssto)", &id, &hostname, &mac, &arch, &state,
+                                                  &serial, &last_seen, &path)) > 0)
                 if (table_add_row(t, "ssssssT", id, hostname, mac, arch, state, serial, last_seen) < 0)
                         return EXIT_FAILED;
         if (r < 0)

@@ -69,19 +69,21 @@ static int storage_add(sd_bus *bus, const char *name, int argc, char **argv) {
 static int storage_list(sd_bus *bus) {
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        _cleanup_(table_freep) Table *t = table_new("ID", "NAME", "TYPE", "ENABLED", "TOTAL", "AVAILABLE", NULL);
+        _cleanup_(table_freep) Table *t =
+                table_new("ID", "NAME", "TYPE", "ENABLED", "TOTAL", "AVAILABLE", NULL);
         const char *id, *name, *type, *path;
         uint64_t total, available;
         int enabled, r;
 
         if (!t)
                 return log_oom(), EXIT_FAILED;
-        r = sd_bus_call_method(bus, PB_DEST, PB_PATH, PB_IFACE("Manager"), "ListStorageBackends", &error, &reply, NULL);
+        r = sd_bus_call_method(bus, PB_DEST, PB_PATH, PB_IFACE("Manager"), "ListStorageBackends", &error,
+                               &reply, NULL);
         if (r < 0)
                 return ctl_error(&error, r, "list storage backends");
         r = sd_bus_message_enter_container(reply, 'a', "(sssbtto)");
-        while (r >= 0 && (r = sd_bus_message_read(reply, "(sssbtto)", &id, &name, &type, &enabled, &total, &available,
-                                                  &path)) > 0)
+        while (r >= 0 && (r = sd_bus_message_read(reply, "(sssbtto)", &id, &name, &type, &enabled, &total,
+                                                  &available, &path)) > 0)
                 if (table_add_row(t, "sssbzz", id, name, type, enabled, total, available) < 0)
                         return EXIT_FAILED;
         if (r < 0)
@@ -102,7 +104,8 @@ int verb_storage(sd_bus *bus, int argc, char **argv) {
         if (streq(verb, "add") && argc >= 2)
                 return storage_add(bus, argv[1], argc - 2, argv + 2);
         if (!(STR_IN_SET(verb, "show", "remove") && argc == 2) && !(streq(verb, "update") && argc >= 3)) {
-                log_error("Usage: purebootctl storage add NAME --type nfs|iscsi KEY=VALUE… | list | show NAME | "
+                log_error("Usage: purebootctl storage add NAME --type nfs|iscsi KEY=VALUE… | list | show "
+                          "NAME | "
                           "remove NAME | update NAME KEY=VALUE…");
                 return EXIT_USAGE;
         }
@@ -113,7 +116,8 @@ int verb_storage(sd_bus *bus, int argc, char **argv) {
                 ctl_pager_open();
                 return ctl_show_object(bus, path, PB_IFACE("StorageBackend"));
         }
-        r = ctl_new_call(bus, path, PB_IFACE("StorageBackend"), streq(verb, "update") ? "Update" : "Delete", &m);
+        r = ctl_new_call(bus, path, PB_IFACE("StorageBackend"), streq(verb, "update") ? "Update" : "Delete",
+                         &m);
         if (r < 0)
                 return EXIT_FAILED;
         if (streq(verb, "update")) {
@@ -123,6 +127,7 @@ int verb_storage(sd_bus *bus, int argc, char **argv) {
         }
         if (sd_bus_message_append(m, "a{sv}", 0) < 0)
                 return EXIT_FAILED;
-        r = ctl_call(bus, m, NULL, streq(verb, "update") ? "update the storage backend" : "remove the storage backend");
+        r = ctl_call(bus, m, NULL,
+                     streq(verb, "update") ? "update the storage backend" : "remove the storage backend");
         return r < 0 ? -r : EXIT_OK;
 }

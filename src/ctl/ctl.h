@@ -12,11 +12,11 @@ typedef enum JsonMode { JSON_OFF, JSON_SHORT, JSON_PRETTY } JsonMode;
 /* Exit codes scripts can rely on (documented in purebootctl(1)). */
 enum {
         EXIT_OK = 0,
-        EXIT_FAILED = 1,       /* the controller refused or the operation failed */
-        EXIT_USAGE = 2,        /* bad command line */
-        EXIT_NOT_FOUND = 4,    /* no such node, session, backend or certificate */
+        EXIT_FAILED = 1,    /* the controller refused or the operation failed */
+        EXIT_USAGE = 2,     /* bad command line */
+        EXIT_NOT_FOUND = 4, /* no such node, session, backend or certificate */
         EXIT_NOT_AUTHORIZED = 5,
-        EXIT_UNAVAILABLE = 6,  /* the controller is not running or not reachable */
+        EXIT_UNAVAILABLE = 6, /* the controller is not running or not reachable */
 };
 
 typedef struct Args {

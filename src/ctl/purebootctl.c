@@ -26,15 +26,17 @@ int ctl_error(const sd_bus_error *error, int r, const char *what) {
         if (strstr(name, "NotAuthorized") || streq(name, SD_BUS_ERROR_INTERACTIVE_AUTHORIZATION_REQUIRED) ||
             streq(name, SD_BUS_ERROR_ACCESS_DENIED))
                 return EXIT_NOT_AUTHORIZED;
-        if (STR_IN_SET(name, SD_BUS_ERROR_SERVICE_UNKNOWN, SD_BUS_ERROR_NAME_HAS_NO_OWNER, SD_BUS_ERROR_NO_REPLY,
-                       SD_BUS_ERROR_DISCONNECTED)) {
-                log_error("Is the controller running? Start it with: systemctl start pureboot-controller.service");
+        if (STR_IN_SET(name, SD_BUS_ERROR_SERVICE_UNKNOWN, SD_BUS_ERROR_NAME_HAS_NO_OWNER,
+                       SD_BUS_ERROR_NO_REPLY, SD_BUS_ERROR_DISCONNECTED)) {
+                log_error("Is the controller running? Start it with: systemctl start "
+                          "pureboot-controller.service");
                 return EXIT_UNAVAILABLE;
         }
         return EXIT_FAILED;
 }
 
-int ctl_new_call(sd_bus *bus, const char *path, const char *iface, const char *method, sd_bus_message **ret) {
+int ctl_new_call(sd_bus *bus, const char *path, const char *iface, const char *method,
+                 sd_bus_message **ret) {
         int r = sd_bus_message_new_method_call(bus, ret, PB_DEST, path, iface, method);
         if (r >= 0)
                 r = sd_bus_message_set_allow_interactive_authorization(*ret, !arg.no_ask_password);
@@ -75,8 +77,9 @@ bool ctl_require(const char *value, const char *option, const char *verb) {
 }
 
 void ctl_print_json(json_object *o) {
-        puts(json_object_to_json_string_ext(o, arg.json == JSON_PRETTY ? JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED
-                                                                       : JSON_C_TO_STRING_PLAIN));
+        puts(json_object_to_json_string_ext(o, arg.json == JSON_PRETTY
+                                                       ? JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED
+                                                       : JSON_C_TO_STRING_PLAIN));
 }
 
 /* A D-Bus value at the current position as JSON. */
@@ -158,17 +161,40 @@ static int read_json(sd_bus_message *m, json_object **ret) {
         if (r < 0)
                 return r;
         switch (type) {
-        case 's': case 'o': case 'g': *ret = json_object_new_string(v.s); break;
-        case 't': *ret = json_object_new_uint64(v.t); break;
-        case 'x': *ret = json_object_new_int64(v.x); break;
-        case 'u': *ret = json_object_new_int64(v.u); break;
-        case 'i': *ret = json_object_new_int64(v.i); break;
-        case 'q': *ret = json_object_new_int64(v.q); break;
-        case 'n': *ret = json_object_new_int64(v.n); break;
-        case 'y': *ret = json_object_new_int64(v.y); break;
-        case 'b': *ret = json_object_new_boolean(v.b); break;
-        case 'd': *ret = json_object_new_double(v.d); break;
-        default: return -EINVAL;
+        case 's':
+        case 'o':
+        case 'g':
+                *ret = json_object_new_string(v.s);
+                break;
+        case 't':
+                *ret = json_object_new_uint64(v.t);
+                break;
+        case 'x':
+                *ret = json_object_new_int64(v.x);
+                break;
+        case 'u':
+                *ret = json_object_new_int64(v.u);
+                break;
+        case 'i':
+                *ret = json_object_new_int64(v.i);
+                break;
+        case 'q':
+                *ret = json_object_new_int64(v.q);
+                break;
+        case 'n':
+                *ret = json_object_new_int64(v.n);
+                break;
+        case 'y':
+                *ret = json_object_new_int64(v.y);
+                break;
+        case 'b':
+                *ret = json_object_new_boolean(v.b);
+                break;
+        case 'd':
+                *ret = json_object_new_double(v.d);
+                break;
+        default:
+                return -EINVAL;
         }
         return 1;
 }
@@ -201,7 +227,8 @@ static void print_property(const char *name, json_object *v, int width) {
                 s = json_object_get_boolean(v) ? "yes" : "no";
         else if (json_object_is_type(v, json_type_object)) {
                 printf("%*s:", width, name);
-                json_object_object_foreach(v, key, value) printf(" %s=%s", key, json_object_get_string(value));
+                json_object_object_foreach (v, key, value)
+                        printf(" %s=%s", key, json_object_get_string(value));
                 printf("\n");
                 return;
         }
@@ -227,8 +254,8 @@ int ctl_show_object(sd_bus *bus, const char *path, const char *iface) {
         json_object *all = NULL;
         int r, width = 0;
 
-        r = sd_bus_call_method(bus, PB_DEST, path, "org.freedesktop.DBus.Properties", "GetAll", &error, &reply, "s",
-                               iface);
+        r = sd_bus_call_method(bus, PB_DEST, path, "org.freedesktop.DBus.Properties", "GetAll", &error,
+                               &reply, "s", iface);
         if (r < 0)
                 return ctl_error(&error, r, "read its properties");
         r = read_json(reply, &all);
@@ -241,11 +268,12 @@ int ctl_show_object(sd_bus *bus, const char *path, const char *iface) {
                 json_object_put(all);
                 return EXIT_OK;
         }
-        json_object_object_foreach(all, k, v0) {
+        json_object_object_foreach (all, k, v0) {
                 (void) v0;
                 width = MAX(width, (int) strlen(k));
         }
-        json_object_object_foreach(all, key, value) print_property(key, value, width);
+        json_object_object_foreach (all, key, value)
+                print_property(key, value, width);
         json_object_put(all);
         return EXIT_OK;
 }
@@ -293,8 +321,8 @@ static void polkit_agent_open(void) {
         agent_pid = fork();
         if (agent_pid == 0) {
                 close(fd[0]);
-                execl("/usr/bin/pkttyagent", "pkttyagent", "--notify-fd", notify, "--fallback", "--process", pid,
-                      NULL);
+                execl("/usr/bin/pkttyagent", "pkttyagent", "--notify-fd", notify, "--fallback", "--process",
+                      pid, NULL);
                 _exit(127);
         }
         close(fd[1]);
@@ -323,11 +351,13 @@ static void help(void) {
                "               --source-device DEV --target-device DEV [--name NAME]\n"
                "               [--resize none|shrink_source|grow_target] [--idempotency-key KEY]\n"
                "  clone list | show ID | start ID | cancel ID | delete ID\n"
-               "  clone update ID [--name N] [--source-device DEV] [--target-device DEV] [--target NODE] ...\n"
+               "  clone update ID [--name N] [--source-device DEV] [--target-device DEV] [--target NODE] "
+               "...\n"
                "  clone status ID [--follow]      Progress, with a live bar when following\n"
                "  clone token ID --role source|target\n"
                "Storage backends:\n"
-               "  storage add NAME --type nfs|iscsi KEY=VALUE...  (nfs: server= export= [options=] [version=];\n"
+               "  storage add NAME --type nfs|iscsi KEY=VALUE...  (nfs: server= export= [options=] "
+               "[version=];\n"
                "      iscsi: portal= target= [lun=] [chap_user= chap_secret=] [manage=none|tgtadm])\n"
                "  storage list | show BACKEND | remove BACKEND | update BACKEND KEY=VALUE...\n"
                "Certificate authority:\n"
@@ -340,16 +370,36 @@ static void help(void) {
                "     --no-legend          Do not print column headers and counts\n"
                "     --no-ask-password    Do not ask for a password for polkit authorization\n"
                "     --json=pretty|short|off  Print JSON\n\n"
-               "Exit status: 0 ok, 1 failed, 2 usage, 4 not found, 5 not authorized, 6 controller unreachable.\n"
+               "Exit status: 0 ok, 1 failed, 2 usage, 4 not found, 5 not authorized, 6 controller "
+               "unreachable.\n"
                "See purebootctl(1).\n");
 }
 
 static int parse_args(int argc, char *argv[]) {
         enum {
-                ARG_VERSION = 0x100, ARG_NO_PAGER, ARG_NO_LEGEND, ARG_NO_ASK_PASSWORD, ARG_JSON, ARG_MAC,
-                ARG_HOSTNAME, ARG_ARCH, ARG_SERIAL, ARG_SOURCE, ARG_TARGET, ARG_MODE, ARG_STORAGE,
-                ARG_SOURCE_DEVICE, ARG_TARGET_DEVICE, ARG_NAME, ARG_RESIZE, ARG_KEY, ARG_FOLLOW, ARG_ROLE, ARG_TYPE,
-                ARG_IP, ARG_CSR,
+                ARG_VERSION = 0x100,
+                ARG_NO_PAGER,
+                ARG_NO_LEGEND,
+                ARG_NO_ASK_PASSWORD,
+                ARG_JSON,
+                ARG_MAC,
+                ARG_HOSTNAME,
+                ARG_ARCH,
+                ARG_SERIAL,
+                ARG_SOURCE,
+                ARG_TARGET,
+                ARG_MODE,
+                ARG_STORAGE,
+                ARG_SOURCE_DEVICE,
+                ARG_TARGET_DEVICE,
+                ARG_NAME,
+                ARG_RESIZE,
+                ARG_KEY,
+                ARG_FOLLOW,
+                ARG_ROLE,
+                ARG_TYPE,
+                ARG_IP,
+                ARG_CSR,
         };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
@@ -382,11 +432,21 @@ static int parse_args(int argc, char *argv[]) {
 
         while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0)
                 switch (c) {
-                case 'h': help(); return 0;
-                case ARG_VERSION: printf("purebootctl %s\n", PACKAGE_VERSION); return 0;
-                case ARG_NO_PAGER: arg.no_pager = true; break;
-                case ARG_NO_LEGEND: arg.no_legend = true; break;
-                case ARG_NO_ASK_PASSWORD: arg.no_ask_password = true; break;
+                case 'h':
+                        help();
+                        return 0;
+                case ARG_VERSION:
+                        printf("purebootctl %s\n", PACKAGE_VERSION);
+                        return 0;
+                case ARG_NO_PAGER:
+                        arg.no_pager = true;
+                        break;
+                case ARG_NO_LEGEND:
+                        arg.no_legend = true;
+                        break;
+                case ARG_NO_ASK_PASSWORD:
+                        arg.no_ask_password = true;
+                        break;
                 case ARG_JSON:
                         if (streq(optarg, "pretty"))
                                 arg.json = JSON_PRETTY;
@@ -399,25 +459,62 @@ static int parse_args(int argc, char *argv[]) {
                                 return -EXIT_USAGE;
                         }
                         break;
-                case ARG_MAC: arg.mac = optarg; break;
-                case ARG_HOSTNAME: arg.hostname = optarg; break;
-                case ARG_ARCH: arg.arch = optarg; break;
-                case ARG_SERIAL: arg.serial = optarg; break;
-                case ARG_SOURCE: arg.source = optarg; break;
-                case ARG_TARGET: arg.target = optarg; break;
-                case ARG_MODE: arg.mode = optarg; break;
-                case ARG_STORAGE: arg.storage = optarg; break;
-                case ARG_SOURCE_DEVICE: arg.source_device = optarg; break;
-                case ARG_TARGET_DEVICE: arg.target_device = optarg; break;
-                case ARG_NAME: arg.name = optarg; break;
-                case ARG_RESIZE: arg.resize = optarg; break;
-                case ARG_KEY: arg.key = optarg; break;
-                case ARG_FOLLOW: arg.follow = true; break;
-                case ARG_ROLE: arg.role = optarg; break;
-                case ARG_TYPE: arg.type = optarg; break;
-                case ARG_IP: arg.ip = optarg; break;
-                case ARG_CSR: arg.csr = optarg; break;
-                default: return -EXIT_USAGE;
+                case ARG_MAC:
+                        arg.mac = optarg;
+                        break;
+                case ARG_HOSTNAME:
+                        arg.hostname = optarg;
+                        break;
+                case ARG_ARCH:
+                        arg.arch = optarg;
+                        break;
+                case ARG_SERIAL:
+                        arg.serial = optarg;
+                        break;
+                case ARG_SOURCE:
+                        arg.source = optarg;
+                        break;
+                case ARG_TARGET:
+                        arg.target = optarg;
+                        break;
+                case ARG_MODE:
+                        arg.mode = optarg;
+                        break;
+                case ARG_STORAGE:
+                        arg.storage = optarg;
+                        break;
+                case ARG_SOURCE_DEVICE:
+                        arg.source_device = optarg;
+                        break;
+                case ARG_TARGET_DEVICE:
+                        arg.target_device = optarg;
+                        break;
+                case ARG_NAME:
+                        arg.name = optarg;
+                        break;
+                case ARG_RESIZE:
+                        arg.resize = optarg;
+                        break;
+                case ARG_KEY:
+                        arg.key = optarg;
+                        break;
+                case ARG_FOLLOW:
+                        arg.follow = true;
+                        break;
+                case ARG_ROLE:
+                        arg.role = optarg;
+                        break;
+                case ARG_TYPE:
+                        arg.type = optarg;
+                        break;
+                case ARG_IP:
+                        arg.ip = optarg;
+                        break;
+                case ARG_CSR:
+                        arg.csr = optarg;
+                        break;
+                default:
+                        return -EXIT_USAGE;
                 }
         return 1;
 }

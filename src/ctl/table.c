@@ -9,8 +9,8 @@
 struct Table {
         size_t n_columns, n_rows;
         char **headers;
-        char **text;          /* n_rows × n_columns display strings */
-        json_object *rows;    /* array of objects */
+        char **text;       /* n_rows × n_columns display strings */
+        json_object *rows; /* array of objects */
 };
 
 Table *table_new(const char *first, ...) {

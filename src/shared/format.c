@@ -26,14 +26,16 @@ char *format_timestamp(char buf[static FORMAT_TIMESTAMP_MAX], uint64_t usec) {
         time_t t = (time_t) (usec / USEC_PER_SEC);
         struct tm tm;
 
-        if (usec == 0 || !localtime_r(&t, &tm) || strftime(buf, FORMAT_TIMESTAMP_MAX, "%Y-%m-%d %H:%M:%S %Z", &tm) == 0)
+        if (usec == 0 || !localtime_r(&t, &tm) ||
+            strftime(buf, FORMAT_TIMESTAMP_MAX, "%Y-%m-%d %H:%M:%S %Z", &tm) == 0)
                 snprintf(buf, FORMAT_TIMESTAMP_MAX, "n/a");
         return buf;
 }
 
 char *format_duration(char buf[static FORMAT_TIMESTAMP_MAX], uint64_t s) {
         if (s >= 86400)
-                snprintf(buf, FORMAT_TIMESTAMP_MAX, "%" PRIu64 "d %02" PRIu64 "h", s / 86400, s % 86400 / 3600);
+                snprintf(buf, FORMAT_TIMESTAMP_MAX, "%" PRIu64 "d %02" PRIu64 "h", s / 86400,
+                         s % 86400 / 3600);
         else if (s >= 3600)
                 snprintf(buf, FORMAT_TIMESTAMP_MAX, "%" PRIu64 "h %02" PRIu64 "m", s / 3600, s % 3600 / 60);
         else if (s >= 60)

@@ -133,7 +133,7 @@ void **hashmap_sorted_values(Hashmap *h, int (*cmp)(const void *, const void *))
         size_t n = 0;
         if (!array)
                 return NULL;
-        HASHMAP_FOREACH(v, h, i)
+        HASHMAP_FOREACH (v, h, i)
                 array[n++] = v;
         if (cmp)
                 qsort(array, n, sizeof(void *), cmp);

@@ -42,9 +42,11 @@ int ini_parse_string(const char *file, const char *text, ini_handler_t handler, 
                 }
                 char *eq = strchr(s, '=');
                 if (!eq)
-                        return log_error_errno(EBADMSG, "%s:%u: expected Key=Value, got \"%s\".", file, line, s);
+                        return log_error_errno(EBADMSG, "%s:%u: expected Key=Value, got \"%s\".", file, line,
+                                               s);
                 if (!section)
-                        return log_error_errno(EBADMSG, "%s:%u: assignment outside of a [Section].", file, line);
+                        return log_error_errno(EBADMSG, "%s:%u: assignment outside of a [Section].", file,
+                                               line);
                 *eq = 0;
                 char *key = strip(s), *value = strip(eq + 1);
                 if (*key == 0)

@@ -14,7 +14,8 @@ int log_get_max_level(void) {
 }
 
 int log_parse_level(const char *s) {
-        static const char *const names[] = { "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug" };
+        static const char *const names[] = { "emerg",   "alert",  "crit", "err",
+                                             "warning", "notice", "info", "debug" };
         for (size_t i = 0; i < ELEMENTSOF(names); i++)
                 if (streq(s, names[i]))
                         return (int) i;

@@ -91,8 +91,8 @@ int mac_normalize(const char *s, char **ret) {
         char sep[5], tail;
         if (!s || strlen(s) != 17)
                 return -EINVAL;
-        if (sscanf(s, "%2x%c%2x%c%2x%c%2x%c%2x%c%2x%c", &b[0], &sep[0], &b[1], &sep[1], &b[2], &sep[2], &b[3],
-                   &sep[3], &b[4], &sep[4], &b[5], &tail) != 11)
+        if (sscanf(s, "%2x%c%2x%c%2x%c%2x%c%2x%c%2x%c", &b[0], &sep[0], &b[1], &sep[1], &b[2], &sep[2],
+                   &b[3], &sep[3], &b[4], &sep[4], &b[5], &tail) != 11)
                 return -EINVAL;
         for (size_t i = 0; i < 5; i++)
                 if (sep[i] != sep[0] || (sep[i] != ':' && sep[i] != '-'))

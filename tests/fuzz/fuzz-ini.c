@@ -5,8 +5,8 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static int accept_all(const char *file, unsigned line, const char *section, const char *key, const char *value,
-                      void *userdata) {
+static int accept_all(const char *file, unsigned line, const char *section, const char *key,
+                      const char *value, void *userdata) {
         (void) file, (void) line;
         *(size_t *) userdata += strlen(section) + strlen(key) + strlen(value);
         return 0;

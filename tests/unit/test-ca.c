@@ -21,7 +21,8 @@ static char *make_csr(gnutls_x509_privkey_t key, gnutls_x509_privkey_t signer, c
         gnutls_x509_crq_t crq;
         gnutls_datum_t d;
         ASSERT_OK(gnutls_x509_crq_init(&crq));
-        ASSERT_OK(gnutls_x509_crq_set_dn_by_oid(crq, GNUTLS_OID_X520_COMMON_NAME, 0, cn, (unsigned) strlen(cn)));
+        ASSERT_OK(gnutls_x509_crq_set_dn_by_oid(crq, GNUTLS_OID_X520_COMMON_NAME, 0, cn,
+                                                (unsigned) strlen(cn)));
         ASSERT_OK(gnutls_x509_crq_set_key(crq, key));
         ASSERT_OK(gnutls_x509_crq_sign2(crq, signer, GNUTLS_DIG_SHA256, 0));
         ASSERT_OK(gnutls_x509_crq_export2(crq, GNUTLS_X509_FMT_PEM, &d));
@@ -148,7 +149,8 @@ int main(void) {
         char source_cn[128], target_cn[128];
         snprintf(source_cn, sizeof(source_cn), "clone-%s-source", session);
         snprintf(target_cn, sizeof(target_cn), "clone-%s-target", session);
-        ASSERT_OK(ca_sign_request(ca, csr, CERT_ROLE_SOURCE, source_cn, "127.0.0.1", 24 * USEC_PER_HOUR, &source));
+        ASSERT_OK(ca_sign_request(ca, csr, CERT_ROLE_SOURCE, source_cn, "127.0.0.1", 24 * USEC_PER_HOUR,
+                                  &source));
         free(csr);
         cert_cn(source.pem, cn, sizeof(cn));
         ASSERT_STR(cn, source_cn);
@@ -163,17 +165,20 @@ int main(void) {
         make_key(&weak_key, GNUTLS_PK_RSA, 1024);
         IssuedCertificate none = {};
         csr = make_csr(source_key, other_key, "forged");
-        ASSERT_INT(ca_sign_request(ca, csr, CERT_ROLE_SOURCE, source_cn, NULL, USEC_PER_HOUR, &none), -EKEYREJECTED);
+        ASSERT_INT(ca_sign_request(ca, csr, CERT_ROLE_SOURCE, source_cn, NULL, USEC_PER_HOUR, &none),
+                   -EKEYREJECTED);
         free(csr);
         csr = make_csr(weak_key, weak_key, "weak");
-        ASSERT_INT(ca_sign_request(ca, csr, CERT_ROLE_NODE, "node-x", NULL, USEC_PER_HOUR, &none), -EKEYREJECTED);
+        ASSERT_INT(ca_sign_request(ca, csr, CERT_ROLE_NODE, "node-x", NULL, USEC_PER_HOUR, &none),
+                   -EKEYREJECTED);
         ASSERT_INT(ca_sign_request(ca, csr, CERT_ROLE_NODE, "bad cn", NULL, USEC_PER_HOUR, &none), -EINVAL);
         free(csr);
-        ASSERT_INT(ca_sign_request(ca, "-----BEGIN NEW CERTIFICATE REQUEST-----\nAAAA\n", CERT_ROLE_NODE, "node-x",
-                                   NULL, USEC_PER_HOUR, &none),
+        ASSERT_INT(ca_sign_request(ca, "-----BEGIN NEW CERTIFICATE REQUEST-----\nAAAA\n", CERT_ROLE_NODE,
+                                   "node-x", NULL, USEC_PER_HOUR, &none),
                    -EBADMSG);
         csr = make_csr(source_key, source_key, "x");
-        ASSERT_INT(ca_sign_request(ca, csr, CERT_ROLE_SOURCE, source_cn, "300.1.1.1", USEC_PER_HOUR, &none), -EINVAL);
+        ASSERT_INT(ca_sign_request(ca, csr, CERT_ROLE_SOURCE, source_cn, "300.1.1.1", USEC_PER_HOUR, &none),
+                   -EINVAL);
         free(csr);
 
         /* certtool agrees, with the chain and the purposes, and the handshake works both ways. */

@@ -29,15 +29,15 @@ static long long count(Manager *m, const char *sql) {
 }
 
 /* Expects a call to fail with the named error, and checks the message says something. */
-#define ASSERT_BUS_ERROR(call, expected)                                                                      \
-        do {                                                                                              \
-                sd_bus_error _e = SD_BUS_ERROR_NULL;                                                      \
-                int _r = (call);                                                                          \
-                (void) _r;                                                                                \
-                ASSERT_TRUE(_r < 0);                                                                      \
+#define ASSERT_BUS_ERROR(call, expected)                                                                    \
+        do {                                                                                                \
+                sd_bus_error _e = SD_BUS_ERROR_NULL;                                                        \
+                int _r = (call);                                                                            \
+                (void) _r;                                                                                  \
+                ASSERT_TRUE(_r < 0);                                                                        \
                 ASSERT_STR(_e.name, expected);                                                              \
-                ASSERT_TRUE(_e.message && strlen(_e.message) > 20);                                       \
-                sd_bus_error_free(&_e);                                                                   \
+                ASSERT_TRUE(_e.message &&strlen(_e.message) > 20);                                          \
+                sd_bus_error_free(&_e);                                                                     \
         } while (0)
 #define E (&_e)
 
@@ -50,12 +50,17 @@ static void test_nodes(Manager *m) {
         ASSERT_OK(node_register(m, "pi-01", "aa:bb:cc:dd:ee:02", "aarch64", "ABCDEF01", &b, &e));
         ASSERT_STR(b->arch, "arm64");
         ASSERT_STR(b->serial, "abcdef01");
-        ASSERT_BUS_ERROR(node_register(m, "web-02", "aa:bb:cc:dd:ee:01", "x86_64", NULL, &a, E), PB_ERROR_ALREADY_EXISTS);
-        ASSERT_BUS_ERROR(node_register(m, "WEB-01", "aa:bb:cc:dd:ee:09", "x86_64", NULL, &a, E), PB_ERROR_ALREADY_EXISTS);
-        ASSERT_BUS_ERROR(node_register(m, "x'; DROP TABLE nodes; --", "aa:bb:cc:dd:ee:03", "x86_64", NULL, &a, E),
+        ASSERT_BUS_ERROR(node_register(m, "web-02", "aa:bb:cc:dd:ee:01", "x86_64", NULL, &a, E),
+                         PB_ERROR_ALREADY_EXISTS);
+        ASSERT_BUS_ERROR(node_register(m, "WEB-01", "aa:bb:cc:dd:ee:09", "x86_64", NULL, &a, E),
+                         PB_ERROR_ALREADY_EXISTS);
+        ASSERT_BUS_ERROR(
+                node_register(m, "x'; DROP TABLE nodes; --", "aa:bb:cc:dd:ee:03", "x86_64", NULL, &a, E),
+                PB_ERROR_INVALID_ARGUMENT);
+        ASSERT_BUS_ERROR(node_register(m, "web-03", "aa:bb:cc:dd:ee", "x86_64", NULL, &a, E),
                          PB_ERROR_INVALID_ARGUMENT);
-        ASSERT_BUS_ERROR(node_register(m, "web-03", "aa:bb:cc:dd:ee", "x86_64", NULL, &a, E), PB_ERROR_INVALID_ARGUMENT);
-        ASSERT_BUS_ERROR(node_register(m, "web-03", "aa:bb:cc:dd:ee:03", "sparc", NULL, &a, E), PB_ERROR_INVALID_ARGUMENT);
+        ASSERT_BUS_ERROR(node_register(m, "web-03", "aa:bb:cc:dd:ee:03", "sparc", NULL, &a, E),
+                         PB_ERROR_INVALID_ARGUMENT);
         ASSERT_BUS_ERROR(node_register(m, "web-03", "aa:bb:cc:dd:ee:03", "x86_64", "../etc", &a, E),
                          PB_ERROR_INVALID_ARGUMENT);
         ASSERT_INT(count(m, "SELECT COUNT(*) FROM nodes"), 2);
@@ -70,8 +75,13 @@ static void test_sessions(Manager *m) {
         sd_bus_error e = SD_BUS_ERROR_NULL;
         CloneSession *c, *again;
         CloneSpec spec = {
-                .name = "web-01 to pi-01", .mode = "direct", .source_node = "web-01", .target_node = "pi-01",
-                .source_device = "/dev/sda", .target_device = "/dev/mmcblk0", .idempotency_key = "k-1",
+                .name = "web-01 to pi-01",
+                .mode = "direct",
+                .source_node = "web-01",
+                .target_node = "pi-01",
+                .source_device = "/dev/sda",
+                .target_device = "/dev/mmcblk0",
+                .idempotency_key = "k-1",
         };
         char big[10 * 1024 + 1];
 
@@ -118,7 +128,8 @@ static void test_sessions(Manager *m) {
         ASSERT_INT(count(m, "SELECT COUNT(*) FROM enrolment_tokens WHERE length(hash) = 64"), 2);
         ASSERT_TRUE(c->source_token && c->target_token && strlen(c->source_token) == 48);
         char sql[256];
-        snprintf(sql, sizeof(sql), "SELECT COUNT(*) FROM enrolment_tokens WHERE hash = '%s'", c->source_token);
+        snprintf(sql, sizeof(sql), "SELECT COUNT(*) FROM enrolment_tokens WHERE hash = '%s'",
+                 c->source_token);
         ASSERT_INT(count(m, sql), 0); /* only the hash is stored */
         ASSERT_INT(count(m, "SELECT COUNT(*) FROM clone_sessions WHERE status = 'waiting'"), 1);
         ASSERT_BUS_ERROR(clone_start(c, E), PB_ERROR_INVALID_STATE);
@@ -168,7 +179,7 @@ static void test_restart(const char *dir, Manager **m) {
         char fingerprint[65], id[33];
         CloneSession *c = NULL, *v;
         snprintf(fingerprint, sizeof(fingerprint), "%s", ca_fingerprint((*m)->ca));
-        HASHMAP_FOREACH(v, (*m)->sessions, i)
+        HASHMAP_FOREACH (v, (*m)->sessions, i)
                 c = v;
         snprintf(id, sizeof(id), "%s", c->id);
         CloneStatus status = c->status;

@@ -25,7 +25,7 @@ static void test_hashmap(void) {
         ASSERT_INT(hashmap_size(h), 1000);
         ASSERT_TRUE(hashmap_get(h, "key-0") == NULL);
         ASSERT_STR(hashmap_get(h, "key-1999"), "key-1999");
-        HASHMAP_FOREACH(v, h, i)
+        HASHMAP_FOREACH (v, h, i)
                 n++;
         ASSERT_INT(n, 1000);
         /* Re-inserting over tombstones keeps lookups right. */
@@ -58,7 +58,8 @@ static void test_ini(void) {
         char *dir = tmpdir_new(), path[256], dropins[300], p[400];
         Seen s = {};
 
-        ASSERT_OK(ini_parse_string("t", "# comment\n\n[CA]\nKeyAlgorithm = rsa-2048 \n; x\n[Controller]\nA=\n", collect, &s));
+        ASSERT_OK(ini_parse_string(
+                "t", "# comment\n\n[CA]\nKeyAlgorithm = rsa-2048 \n; x\n[Controller]\nA=\n", collect, &s));
         ASSERT_STR(s.log, "4:[CA]KeyAlgorithm=rsa-2048;7:[Controller]A=;");
         ASSERT_INT(ini_parse_string("t", "Key=1\n", collect, &s), -EBADMSG);
         ASSERT_INT(ini_parse_string("t", "[A]\nno equals\n", collect, &s), -EBADMSG);
@@ -76,7 +77,8 @@ static void test_ini(void) {
         write_text(p, "garbage");
         memset(&s, 0, sizeof(s));
         ASSERT_OK(ini_parse_with_dropins(path, collect, &s));
-        ASSERT_STR(s.log, "2:[CA]KeyAlgorithm=ecdsa-p256;2:[CA]KeyAlgorithm=rsa-2048;2:[CA]KeyAlgorithm=rsa-4096;");
+        ASSERT_STR(s.log,
+                   "2:[CA]KeyAlgorithm=ecdsa-p256;2:[CA]KeyAlgorithm=rsa-2048;2:[CA]KeyAlgorithm=rsa-4096;");
         tmpdir_remove(dir);
 }
 
