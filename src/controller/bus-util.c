@@ -80,11 +80,8 @@ int bus_sender_uid(sd_bus_message *m, uint32_t *ret) {
                 return r;
         /* Augmented credentials come from /proc and can race with the sender: not good enough to decide. */
         uint64_t augmented = sd_bus_creds_get_augmented_mask(creds);
-        if (sd_bus_creds_get_euid(creds, &uid) >= 0 && !(augmented & SD_BUS_CREDS_EUID))
-                r = 0;
-        else if (sd_bus_creds_get_uid(creds, &uid) >= 0 && !(augmented & SD_BUS_CREDS_UID))
-                r = 0;
-        else
+        if ((sd_bus_creds_get_euid(creds, &uid) < 0 || (augmented & SD_BUS_CREDS_EUID)) &&
+            (sd_bus_creds_get_uid(creds, &uid) < 0 || (augmented & SD_BUS_CREDS_UID)))
                 return -EPERM;
         *ret = uid;
         return 0;

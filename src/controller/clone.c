@@ -218,7 +218,7 @@ static int dup_fields(CloneSession *c, const CloneSpec *s, const Resolved *res) 
 int clone_create(Manager *m, const CloneSpec *spec, uint32_t uid, CloneSession **ret, sd_bus_error *error) {
         CloneSpec s = *spec;
         char id[PB_ID_LEN + 1];
-        Resolved res;
+        Resolved res = {};
         CloneSession *c;
         int r;
 
@@ -273,7 +273,7 @@ int clone_create(Manager *m, const CloneSpec *spec, uint32_t uid, CloneSession *
 int clone_update(CloneSession *c, const CloneSpec *changes, sd_bus_error *error) {
         Manager *m = c->manager;
         CloneSession updated = *c;
-        Resolved res;
+        Resolved res = {};
         int r;
 
         if (c->status != CLONE_PENDING)

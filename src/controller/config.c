@@ -34,7 +34,7 @@ static int parse_positive(const char *file, unsigned line, const char *key, cons
 static int handle(const char *file, unsigned line, const char *section, const char *key, const char *value,
                   void *userdata) {
         Config *c = userdata;
-        uint64_t v;
+        uint64_t v = 0;
         int r;
 
         if (streq(section, "Controller") && streq(key, "ExitOnIdleSec")) {
