@@ -4,6 +4,7 @@
 #include "bus-manager.h"
 #include "bus-ca.h"
 #include "bus-clone.h"
+#include "bus-gateway.h"
 #include "bus-node.h"
 #include "bus-storage.h"
 #include "bus-util.h"
@@ -324,5 +325,7 @@ int bus_manager_register(Manager *m) {
                 r = bus_storage_register(m);
         if (r >= 0)
                 r = bus_ca_register(m);
+        if (r >= 0)
+                r = bus_gateway_register(m);
         return r;
 }

@@ -68,7 +68,9 @@ CloneSession *clone_free(CloneSession *c) {
                              &c->error,
                              &c->idempotency_key,
                              &c->source_token,
-                             &c->target_token };
+                             &c->target_token,
+                             &c->source_digest,
+                             &c->target_digest };
         for (size_t i = 0; i < ELEMENTSOF(strings); i++)
                 free(*strings[i]);
         free(c);

@@ -18,6 +18,16 @@ typedef enum CloneStatus {
         _CLONE_STATUS_MAX,
 } CloneStatus;
 
+/* Whether s is one of the statuses listed. */
+#define IN_SET_STATUS(s, ...)                                                                             \
+        ({                                                                                                \
+                const CloneStatus _set[] = { __VA_ARGS__ };                                               \
+                bool _found = false;                                                                      \
+                for (size_t _i = 0; _i < ELEMENTSOF(_set); _i++)                                          \
+                        _found = _found || _set[_i] == (s);                                               \
+                _found;                                                                                   \
+        })
+
 const char *clone_status_to_string(CloneStatus s);
 int clone_status_from_string(const char *s);
 bool clone_status_is_active(CloneStatus s);
@@ -36,6 +46,12 @@ typedef struct CloneSession {
         uint64_t created_at, started_at, completed_at;
         uint32_t created_by;
         char *idempotency_key;
+        char *source_digest, *target_digest;
+
+        /* Highest report sequence applied per role (loaded from report_sequences). */
+        uint64_t source_sequence, target_sequence;
+        /* Progress reports change only memory; a timer writes dirty sessions once a second. */
+        bool progress_dirty;
 
         Throttle progress;
         /* Plaintext of the enrolment tokens minted at Start, kept in memory only for the boot answers; the

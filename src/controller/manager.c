@@ -9,6 +9,7 @@
 #include "bus-util.h"
 #include "ca.h"
 #include "clone.h"
+#include "gateway.h"
 #include "log.h"
 #include "node.h"
 #include "polkit.h"
@@ -28,6 +29,7 @@ int manager_new(const char *config_path, const char *state_dir, Manager **ret) {
         m->sessions = hashmap_new();
         m->session_keys = hashmap_new();
         m->storages = hashmap_new();
+        m->bridge_uid = (uid_t) -1;
         if (!m->state_dir || !m->version || !m->nodes || !m->sessions || !m->session_keys || !m->storages)
                 return -ENOMEM;
         r = config_load(&m->config, config_path);
@@ -44,6 +46,7 @@ Manager *manager_free(Manager *m) {
         void *v;
         if (!m)
                 return NULL;
+        gateway_done(m);
         polkit_queries_free(m);
         HASHMAP_FOREACH (v, m->sessions, i)
                 clone_free(v);
@@ -112,6 +115,8 @@ int manager_load(Manager *m) {
                 r = store_storages_load(m->store, add_storage, m);
         if (r >= 0)
                 r = store_sessions_load(m->store, add_session, m);
+        if (r >= 0)
+                r = gateway_init(m);
         if (r < 0)
                 return log_error_errno(r, "Failed to load the state from %s: %m", db);
         log_info("Loaded %zu nodes, %zu clone sessions, %zu storage backends; CA %s (sha256 %s).",

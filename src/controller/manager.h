@@ -27,6 +27,11 @@ typedef struct Manager {
         Hashmap *storages;     /* id → StorageBackend */
 
         PolkitQuery *polkit_queries;
+
+        /* The node interface, parsed from the IDL compiled in, and the progress flush timer. */
+        struct VarlinkInterface *node_interface;
+        sd_event_source *flush_timer;
+        uid_t bridge_uid; /* UID_INVALID until the bridge's user has been looked up */
 } Manager;
 
 #define PB_BUS_NAME "org.pureboot.Controller1"

@@ -118,6 +118,9 @@ static const char *const migrations[] = {
         "  action TEXT NOT NULL,"
         "  object TEXT NOT NULL,"
         "  result TEXT NOT NULL);",
+        /* 2: what each role read or wrote, compared before a session completes */
+        "ALTER TABLE clone_sessions ADD COLUMN source_digest TEXT;"
+        "ALTER TABLE clone_sessions ADD COLUMN target_digest TEXT;",
 };
 
 static int exec_plain(Store *s, const char *sql) {
@@ -411,12 +414,14 @@ int store_session_update(Store *s, const CloneSession *c, const char *expected_s
                 "target_node_id = ?, source_device = ?, target_device = ?, source_ip = ?, source_port = ?, "
                 "staging_backend_id = ?, staging_path = ?, staging_status = ?, resize_mode = ?, "
                 "partition_plan_json = ?, bytes_total = ?, bytes_transferred = ?, transfer_rate_bps = ?, "
-                "error_message = ?, started_at = ?, completed_at = ? WHERE id = ? AND status = ?",
-                "ssssssssussssstttsttss", c->name, clone_status_to_string(c->status), c->mode,
+                "error_message = ?, started_at = ?, completed_at = ?, source_digest = ?, target_digest = ? "
+                "WHERE id = ? AND status = ?",
+                "ssssssssussssstttsttssss", c->name, clone_status_to_string(c->status), c->mode,
                 c->source_node, c->target_node, c->source_device, c->target_device, c->source_address,
                 (uint32_t) c->source_port, c->staging_backend, c->staging_path, c->staging_status,
                 c->resize_mode, c->plan_json, c->bytes_total, c->bytes_transferred, c->transfer_rate,
-                c->error, c->started_at, c->completed_at, c->id, expected_status);
+                c->error, c->started_at, c->completed_at, c->source_digest, c->target_digest, c->id,
+                expected_status);
         return r < 0 ? r : r == 1 ? 0 : -ESTALE;
 }
 
@@ -469,6 +474,8 @@ int store_sessions_load(Store *s, int (*add)(void *userdata, CloneSession *c), v
                 c->completed_at = column_u64(stmt, 21);
                 c->created_by = (uint32_t) sqlite3_column_int64(stmt, 22);
                 c->idempotency_key = store_column_strdup(stmt, 23, &oom);
+                c->source_digest = store_column_strdup(stmt, 24, &oom);
+                c->target_digest = store_column_strdup(stmt, 25, &oom);
                 r = status ? clone_status_from_string(status) : -EINVAL;
                 if (oom || r < 0) {
                         clone_free(c);
@@ -617,6 +624,76 @@ int store_token_insert(Store *s, const char *hash, const char *node_id, const ch
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 "sssstt", hash, node_id, session_id, role, now_realtime_usec(), expires_at);
         return r < 0 ? r : 0;
+}
+
+int store_token_lookup(Store *s, const char *hash, TokenRow *ret) {
+        _cleanup_finalize_ sqlite3_stmt *stmt = NULL;
+        bool oom = false;
+        int r;
+
+        r = store_query(s, &stmt,
+                        "SELECT node_id, session_id, role, expires_at, used_at FROM enrolment_tokens WHERE hash = ?",
+                        "s", hash);
+        if (r < 0)
+                return r;
+        r = sqlite3_step(stmt);
+        if (r == SQLITE_DONE)
+                return -ENOENT;
+        if (r != SQLITE_ROW)
+                return -EIO;
+        TokenRow t = {
+                .node_id = store_column_strdup(stmt, 0, &oom),
+                .session_id = store_column_strdup(stmt, 1, &oom),
+                .role = store_column_strdup(stmt, 2, &oom),
+                .expires_at = column_u64(stmt, 3),
+                .used_at = column_u64(stmt, 4),
+        };
+        if (oom) {
+                token_row_done(&t);
+                return -ENOMEM;
+        }
+        *ret = t;
+        return 0;
+}
+
+void token_row_done(TokenRow *t) {
+        free(t->node_id);
+        free(t->session_id);
+        free(t->role);
+        *t = (TokenRow){};
+}
+
+int store_token_use(Store *s, const char *hash, uint64_t when) {
+        int r = store_exec(s, "UPDATE enrolment_tokens SET used_at = ? WHERE hash = ? AND used_at = 0", "ts", when,
+                           hash);
+        return r < 0 ? r : r == 1 ? 0 : -EALREADY;
+}
+
+int store_sequence_set(Store *s, const char *session_id, const char *role, uint64_t sequence) {
+        int r = store_exec(s,
+                           "INSERT INTO report_sequences (session_id, role, last_sequence) VALUES (?, ?, ?) "
+                           "ON CONFLICT (session_id, role) DO UPDATE SET last_sequence = excluded.last_sequence "
+                           "WHERE excluded.last_sequence > last_sequence",
+                           "sst", session_id, role, sequence);
+        return r < 0 ? r : 0;
+}
+
+int store_sequences_load(Store *s, int (*cb)(void *userdata, const char *session_id, const char *role,
+                                             uint64_t sequence),
+                         void *userdata) {
+        _cleanup_finalize_ sqlite3_stmt *stmt = NULL;
+        int r, rc;
+
+        r = store_query(s, &stmt, "SELECT session_id, role, last_sequence FROM report_sequences", "");
+        if (r < 0)
+                return r;
+        while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+                r = cb(userdata, (const char *) sqlite3_column_text(stmt, 0),
+                       (const char *) sqlite3_column_text(stmt, 1), column_u64(stmt, 2));
+                if (r < 0)
+                        return r;
+        }
+        return rc == SQLITE_DONE ? 0 : -EIO;
 }
 
 int store_event(Store *s, uint32_t uid, const char *action, const char *object, const char *result) {

@@ -74,5 +74,21 @@ int store_certificates_foreach(Store *s, bool revoked_only,
 int store_token_insert(Store *s, const char *hash, const char *node_id, const char *session_id,
                        const char *role, uint64_t expires_at);
 
+typedef struct TokenRow {
+        char *node_id, *session_id, *role;
+        uint64_t expires_at, used_at;
+} TokenRow;
+/* -ENOENT if no token has this hash. */
+int store_token_lookup(Store *s, const char *hash, TokenRow *ret);
+void token_row_done(TokenRow *t);
+/* Marks the token used; -EALREADY if it was used already (by a concurrent enrolment). */
+int store_token_use(Store *s, const char *hash, uint64_t when);
+
+/* Report sequences: the highest applied per (session, role); never lowered. */
+int store_sequence_set(Store *s, const char *session_id, const char *role, uint64_t sequence);
+int store_sequences_load(Store *s,
+                         int (*cb)(void *userdata, const char *session_id, const char *role, uint64_t sequence),
+                         void *userdata);
+
 /* Audit log */
 int store_event(Store *s, uint32_t uid, const char *action, const char *object, const char *result);

@@ -77,7 +77,7 @@ def stop_process(proc, sig=signal.SIGTERM, timeout=10):
 
 
 @contextlib.contextmanager
-def private_system_bus():
+def private_system_bus(extra_policy=""):
     if os.geteuid() != 0:
         raise PermissionError("the harness needs root: it starts polkitd and adds a test user")
     # polkitd runs as its own user and the test user calls in too: the socket must be reachable by both,
@@ -103,6 +103,7 @@ def private_system_bus():
         config = (REPO / "tests/integration/system-bus.conf.in").read_text()
         config = config.replace("@SOCKET@", str(bus.socket)).replace(
             "@POLICY@", str(REPO / "dbus/org.pureboot.Controller1.conf"))
+        config = config.replace("</busconfig>", extra_policy + "</busconfig>")
         (directory / "bus.conf").write_text(config)
         bus.spawn(["dbus-daemon", "--nofork", f"--config-file={directory / 'bus.conf'}"], directory / "dbus.log")
         wait_for(bus.socket.exists, what="the private system bus")

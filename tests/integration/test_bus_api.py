@@ -15,7 +15,10 @@ INTERFACES = {
     "Node": lambda ids: f"{ROOT}/node/{ids['node']}",
     "StorageBackend": lambda ids: f"{ROOT}/storage/{ids['storage']}",
     "CertificateAuthority": lambda ids: f"{ROOT}/ca",
+    "Gateway": lambda ids: ROOT,
 }
+# What administrators call; the Gateway is the bridge's (test_gateway.py).
+PUBLIC = [name for name in INTERFACES if name != "Gateway"]
 
 
 def members(iface):
@@ -120,7 +123,7 @@ def test_every_method_through_busctl(controller, api, busctl, tmp_path):
     ok(src, "Node", "Delete", "a{sv}", "0")
 
     declared = set()
-    for name in INTERFACES:
+    for name in PUBLIC:
         iface = ET.parse(REPO / "dbus" / f"{DEST}.{name}.xml").getroot().find("interface")
         declared |= {f"{name}.{m.get('name')}" for m in iface.findall("method")}
     assert declared == called, f"not exercised: {sorted(declared - called)}"
@@ -138,7 +141,7 @@ def test_object_manager_lists_objects(controller, api, busctl):
 
 
 def test_signals_announce_objects(controller, api, system_bus):
-    monitor = subprocess.Popen(["busctl", "--system", "--json=short", "monitor", DEST], env=system_bus.env,
+    monitor = subprocess.Popen(["stdbuf", "-oL", "busctl", "--system", "--json=short", "monitor", DEST], env=system_bus.env,
                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         time.sleep(0.5)

@@ -1,0 +1,95 @@
+/* SPDX-License-Identifier: MIT */
+/* org.pureboot.Controller1.Gateway on /org/pureboot/Controller1: the calls pureboot-bridge forwards for
+ * nodes. Nodes are not bus users, so polkit has nothing to say here: only the bridge's uid may call, and
+ * each call carries the identity the bridge verified in the node's certificate. */
+#include <pwd.h>
+
+#include "bus-gateway.h"
+#include "ca.h"
+#include "bus-util.h"
+#include "gateway.h"
+#include "log.h"
+#include "pureboot-errors.h"
+
+static int check_bridge(Manager *m, sd_bus_message *msg, sd_bus_error *error) {
+        uint32_t uid;
+        int r = bus_sender_uid(msg, &uid);
+        if (r < 0)
+                return r;
+        if (m->bridge_uid == (uid_t) -1) {
+                /* Looked up when first needed: the user may be created after the controller started. */
+                struct passwd *pw = getpwnam(m->config.bridge_user);
+                if (pw)
+                        m->bridge_uid = pw->pw_uid;
+        }
+        if (uid != m->bridge_uid)
+                return sd_bus_error_setf(error, PB_ERROR_NOT_AUTHORIZED,
+                                         "Only the %s user may call the Gateway interface; nodes reach the "
+                                         "controller through pureboot-bridge.",
+                                         m->config.bridge_user);
+        return 0;
+}
+
+static int method_call(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        GatewayReply reply = {};
+        const char *method, *peer, *address, *parameters;
+        int r;
+
+        r = sd_bus_message_read(msg, "ssss", &method, &peer, &address, &parameters);
+        if (r < 0)
+                return r;
+        r = check_bridge(m, msg, error);
+        if (r < 0)
+                return r;
+        r = gateway_call(m, method, peer, address, parameters, &reply);
+        if (r < 0)
+                return log_error_errno(r, "Node call %s by %s failed: %m", method, strna(peer));
+        r = sd_bus_reply_method_return(msg, "ss", strempty(reply.error),
+                                       json_object_to_json_string_ext(reply.parameters, JSON_C_TO_STRING_PLAIN));
+        gateway_reply_done(&reply);
+        return r;
+}
+
+static int method_sign_server_certificate(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        _cleanup_strv_free_ char **addresses = NULL;
+        _cleanup_free_ char *pem = NULL;
+        const char *csr, *hostname;
+        int r;
+
+        r = sd_bus_message_read(msg, "ss", &csr, &hostname);
+        if (r >= 0)
+                r = sd_bus_message_read_strv(msg, &addresses);
+        if (r < 0)
+                return r;
+        r = check_bridge(m, msg, error);
+        if (r < 0)
+                return r;
+        r = gateway_sign_server(m, csr, hostname, addresses, &pem);
+        if (r == -EBADMSG || r == -EKEYREJECTED || r == -EINVAL)
+                return sd_bus_error_setf(error, PB_ERROR_BAD_REQUEST,
+                                         "The bridge's certificate request or names were refused: %s.",
+                                         r == -EINVAL ? "bad host name or address" : "bad request");
+        if (r < 0)
+                return r;
+        log_info("Issued the bridge's server certificate for %s.", hostname);
+        return sd_bus_reply_method_return(msg, "ss", pem, ca_certificate_pem(m->ca));
+}
+
+static const sd_bus_vtable gateway_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_METHOD_WITH_ARGS("Call", SD_BUS_ARGS("s", method, "s", peer, "s", address, "s", parameters),
+                                SD_BUS_RESULT("s", error, "s", reply), method_call, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("SignServerCertificate", SD_BUS_ARGS("s", csr, "s", hostname, "as", addresses),
+                                SD_BUS_RESULT("s", certificate, "s", ca), method_sign_server_certificate,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_VTABLE_END,
+};
+
+int bus_gateway_register(Manager *m) {
+        int r = sd_bus_add_object_vtable(m->bus, NULL, PB_ROOT_PATH, PB_IFACE("Gateway"), gateway_vtable, m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to register the Gateway interface: %m");
+        return 0;
+}

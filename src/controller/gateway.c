@@ -1,0 +1,640 @@
+/* SPDX-License-Identifier: MIT */
+/* The node-facing calls. The bridge has verified the client certificate and passes its CN; identity comes
+ * only from there. Every call is checked against org.pureboot.Node.varlink on the way in and its reply on
+ * the way out, so the code cannot drift from the contract. */
+#include <arpa/inet.h>
+#include <pwd.h>
+
+#include "ca.h"
+#include "clone.h"
+#include "gateway.h"
+#include "log.h"
+#include "node.h"
+#include "pureboot-errors.h"
+#include "token.h"
+#include "util.h"
+#include "varlink-idl.h"
+
+#define NODE_ERROR(x) "org.pureboot.Node." x
+#define VARLINK_ERROR(x) "org.varlink.service." x
+
+typedef enum PeerKind { PEER_NONE, PEER_NODE, PEER_CLONE } PeerKind;
+
+typedef struct Peer {
+        PeerKind kind;
+        char node[PB_ID_LEN + 1], session[PB_ID_LEN + 1], role[8];
+        const char *cn;
+} Peer;
+
+typedef struct Call {
+        Manager *m;
+        Peer peer;
+        const char *address;
+        json_object *p;
+        GatewayReply *reply;
+} Call;
+
+void gateway_reply_done(GatewayReply *r) {
+        free(r->error);
+        json_object_put(r->parameters);
+        *r = (GatewayReply){};
+}
+
+/* node-<id> or clone-<session>-source|target; anything else is no identity at all. */
+static int peer_parse(const char *cn, Peer *ret) {
+        Peer p = { .kind = PEER_NONE, .cn = cn };
+        const char *rest;
+
+        if (isempty(cn)) {
+                *ret = p;
+                return 0;
+        }
+        if ((rest = startswith(cn, "node-")) && id_is_valid(rest)) {
+                p.kind = PEER_NODE;
+                memcpy(p.node, rest, PB_ID_LEN + 1);
+        } else if ((rest = startswith(cn, "clone-")) && strlen(rest) > PB_ID_LEN + 1 && rest[PB_ID_LEN] == '-' &&
+                   STR_IN_SET(rest + PB_ID_LEN + 1, "source", "target")) {
+                p.kind = PEER_CLONE;
+                memcpy(p.session, rest, PB_ID_LEN);
+                p.session[PB_ID_LEN] = 0;
+                if (!id_is_valid(p.session))
+                        return -EINVAL;
+                snprintf(p.role, sizeof(p.role), "%s", rest + PB_ID_LEN + 1);
+        } else
+                return -EINVAL;
+        *ret = p;
+        return 0;
+}
+
+/* Sets a varlink error with parameters given as key, value string pairs. */
+static int fail(Call *call, const char *error, ...) {
+        json_object *params = json_object_new_object();
+        va_list ap;
+
+        va_start(ap, error);
+        for (const char *k = va_arg(ap, const char *); k; k = va_arg(ap, const char *))
+                json_object_object_add(params, k, json_object_new_string(va_arg(ap, const char *)));
+        va_end(ap);
+        call->reply->error = strdup(error);
+        call->reply->parameters = params;
+        return call->reply->error ? 0 : -ENOMEM;
+}
+
+static int fail_bus_error(Call *call, CloneSession *c, const sd_bus_error *e) {
+        if (streq_ptr(e->name, PB_ERROR_INVALID_STATE))
+                return fail(call, NODE_ERROR("InvalidState"), "status", clone_status_to_string(c->status), "reason",
+                            e->message, NULL);
+        log_warning("Node call by %s failed: %s", strna(call->peer.cn), e->message);
+        return -EIO;
+}
+
+static const char *get_string(Call *call, const char *key) {
+        json_object *v;
+        return json_object_object_get_ex(call->p, key, &v) ? json_object_get_string(v) : NULL;
+}
+
+static uint64_t get_uint(Call *call, const char *key) {
+        json_object *v;
+        int64_t i = json_object_object_get_ex(call->p, key, &v) ? json_object_get_int64(v) : 0;
+        return i < 0 ? 0 : (uint64_t) i;
+}
+
+static int bad_parameter(Call *call, const char *name) {
+        return fail(call, VARLINK_ERROR("InvalidParameter"), "parameter", name, NULL);
+}
+
+/* Finds the session named in the call and checks that the certificate belongs to it: a clone certificate
+ * of this session (with role, if given), or a node certificate of its source or target. */
+static int session_for_peer(Call *call, const char *role, CloneSession **ret) {
+        const char *id = get_string(call, "session");
+        CloneSession *c = id ? hashmap_get(call->m->sessions, id) : NULL;
+
+        if (!c) {
+                if (call->peer.kind == PEER_CLONE && !streq_ptr(id, call->peer.session))
+                        return fail(call, NODE_ERROR("PermissionDenied"), "reason",
+                                    "this certificate belongs to another session", NULL);
+                return fail(call, NODE_ERROR("NoSuchSession"), "session", strempty(id), NULL);
+        }
+        if (call->peer.kind == PEER_CLONE) {
+                if (!streq(call->peer.session, c->id))
+                        return fail(call, NODE_ERROR("PermissionDenied"), "reason",
+                                    "this certificate belongs to another session", NULL);
+                if (role && !streq(call->peer.role, role))
+                        return fail(call, NODE_ERROR("PermissionDenied"), "reason",
+                                    streq(role, "source") ? "only the source may make this report"
+                                                          : "only the target may make this report",
+                                    NULL);
+        } else if (call->peer.kind == PEER_NODE && !role &&
+                   (streq_ptr(c->source_node, call->peer.node) || streq_ptr(c->target_node, call->peer.node))) {
+                /* a node may read the sessions it takes part in */
+        } else
+                return fail(call, NODE_ERROR("PermissionDenied"), "reason",
+                            "this call needs the session's clone certificate", NULL);
+        *ret = c;
+        return 1;
+}
+
+static json_object *session_json(CloneSession *c, const Peer *peer) {
+        json_object *o = json_object_new_object();
+        const char *role = peer->kind == PEER_CLONE                      ? peer->role
+                           : streq_ptr(c->source_node, peer->node)       ? "source"
+                           : streq_ptr(c->target_node, peer->node)       ? "target"
+                                                                          : NULL;
+#define ADD(k, v) json_object_object_add(o, k, v)
+        ADD("id", json_object_new_string(c->id));
+        ADD("name", json_object_new_string(c->name));
+        ADD("status", json_object_new_string(clone_status_to_string(c->status)));
+        ADD("mode", json_object_new_string(c->mode));
+        ADD("role", role ? json_object_new_string(role) : NULL);
+        ADD("sourceDevice", json_object_new_string(c->source_device));
+        ADD("targetDevice", json_object_new_string(c->target_device));
+        ADD("sourceAddress", c->source_address ? json_object_new_string(c->source_address) : NULL);
+        ADD("sourcePort", c->source_port ? json_object_new_int(c->source_port) : NULL);
+        ADD("sizeBytes", json_object_new_int64((int64_t) c->bytes_total));
+        ADD("bytesTransferred", json_object_new_int64((int64_t) c->bytes_transferred));
+        ADD("resizeMode", json_object_new_string(c->resize_mode));
+        ADD("stagingStatus", c->staging_status ? json_object_new_string(c->staging_status) : NULL);
+        ADD("error", c->error ? json_object_new_string(c->error) : NULL);
+#undef ADD
+        return o;
+}
+
+static int reply_with(Call *call, json_object *params) {
+        call->reply->parameters = params ?: json_object_new_object();
+        return call->reply->parameters ? 0 : -ENOMEM;
+}
+
+static uint64_t *sequence_of(CloneSession *c, const char *role) {
+        return streq(role, "source") ? &c->source_sequence : &c->target_sequence;
+}
+
+/* Writes a report's effect: the session (moving it to status `to`, or keeping its status) and the
+ * report's sequence, in one transaction. On failure the store is unchanged and 0 or < 0 is returned with
+ * the reply set. */
+static int record(Call *call, CloneSession *c, const char *role, uint64_t sequence, CloneStatus to,
+                  const char *error_message) {
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        Store *s = call->m->store;
+        CloneStatus from = c->status;
+        int r;
+
+        r = store_begin(s);
+        if (r < 0)
+                return r;
+        /* The table has no shortcut from source_ready to the end: take the cloning step on the way. */
+        if (from == CLONE_SOURCE_READY && to == CLONE_COMPLETED)
+                r = clone_transition(c, CLONE_CLONING, NULL, &e);
+        if (r >= 0 && to != c->status)
+                r = clone_transition(c, to, error_message, &e);
+        else if (r >= 0)
+                r = store_session_update(s, c, clone_status_to_string(from));
+        if (r >= 0)
+                r = store_sequence_set(s, c->id, role, sequence);
+        if (r >= 0)
+                r = store_commit(s);
+        if (r < 0) {
+                store_rollback(s);
+                c->status = from;
+                return sd_bus_error_is_set(&e) ? fail_bus_error(call, c, &e) : r;
+        }
+        *sequence_of(c, role) = sequence;
+        c->progress_dirty = false;
+        return 1;
+}
+
+/* A sequence already applied is answered with success and not applied again. */
+static bool is_replay(CloneSession *c, const char *role, uint64_t sequence) {
+        return sequence <= *sequence_of(c, role);
+}
+
+int gateway_flush(Manager *m) {
+        CloneSession *c;
+        bool any = false;
+        int r;
+
+        HASHMAP_FOREACH(c, m->sessions, i)
+                any = any || c->progress_dirty;
+        if (!any)
+                return 0;
+        r = store_begin(m->store);
+        if (r < 0)
+                return r;
+        HASHMAP_FOREACH(c, m->sessions, i) {
+                if (!c->progress_dirty)
+                        continue;
+                r = store_session_update(m->store, c, clone_status_to_string(c->status));
+                if (r >= 0 && c->source_sequence > 0)
+                        r = store_sequence_set(m->store, c->id, "source", c->source_sequence);
+                if (r >= 0 && c->target_sequence > 0)
+                        r = store_sequence_set(m->store, c->id, "target", c->target_sequence);
+                if (r < 0) {
+                        store_rollback(m->store);
+                        return log_error_errno(r, "Failed to write progress of session %s: %m", c->id);
+                }
+        }
+        r = store_commit(m->store);
+        if (r < 0) {
+                store_rollback(m->store);
+                return r;
+        }
+        HASHMAP_FOREACH(c, m->sessions, i)
+                c->progress_dirty = false;
+        return 0;
+}
+
+static int on_flush(sd_event_source *s, uint64_t usec, void *userdata) {
+        (void) s, (void) usec;
+        (void) gateway_flush(userdata);
+        return 0;
+}
+
+/* Progress is written within a second; the timer is armed only while there is some, so an idle
+ * controller sleeps. */
+static int schedule_flush(Manager *m) {
+        uint64_t now;
+        int enabled, r;
+
+        r = sd_event_source_get_enabled(m->flush_timer, &enabled);
+        if (r < 0 || enabled != SD_EVENT_OFF)
+                return r;
+        r = sd_event_now(m->event, CLOCK_MONOTONIC, &now);
+        if (r >= 0)
+                r = sd_event_source_set_time(m->flush_timer, now + USEC_PER_SEC);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(m->flush_timer, SD_EVENT_ONESHOT);
+        return r;
+}
+
+static void audit(Call *call, const char *action, const char *object) {
+        (void) store_event(call->m->store, call->m->bridge_uid, action, object,
+                           call->reply->error ?: "ok");
+}
+
+static int handle_enrol(Call *call) {
+        Manager *m = call->m;
+        _cleanup_free_ char *hash = NULL, *cn = NULL;
+        _cleanup_(token_row_done) TokenRow t = {};
+        _cleanup_(issued_certificate_done) IssuedCertificate cert = {};
+        CloneSession *c = NULL;
+        uint64_t now = now_realtime_usec();
+        int r;
+
+        r = token_hash(get_string(call, "token"), &hash);
+        if (r < 0)
+                return r;
+        r = store_token_lookup(m->store, hash, &t);
+        if (r == -ENOENT)
+                return fail(call, NODE_ERROR("InvalidToken"), "reason",
+                            "unknown token; ask for a new one with purebootctl clone token or node token", NULL);
+        if (r < 0)
+                return r;
+        if (t.used_at > 0)
+                return fail(call, NODE_ERROR("InvalidToken"), "reason",
+                            "this token was used already; each token enrols once", NULL);
+        if (t.expires_at < now)
+                return fail(call, NODE_ERROR("InvalidToken"), "reason",
+                            "this token has expired; ask for a new one", NULL);
+        if (t.session_id) {
+                c = hashmap_get(m->sessions, t.session_id);
+                if (!c || c->status == CLONE_COMPLETED || c->status == CLONE_CANCELLED)
+                        return fail(call, NODE_ERROR("InvalidToken"), "reason",
+                                    "the token's session has ended", NULL);
+        }
+
+        CertRole role = !c ? CERT_ROLE_NODE : streq(t.role, "source") ? CERT_ROLE_SOURCE : CERT_ROLE_TARGET;
+        if (c ? asprintf(&cn, "clone-%s-%s", c->id, t.role) < 0 : asprintf(&cn, "node-%s", t.node_id) < 0)
+                return -ENOMEM;
+        /* The source serves its disk: its certificate names the address it enrolled from, which the target
+         * checks. */
+        r = ca_sign_request(m->ca, get_string(call, "csr"), role, cn,
+                            role == CERT_ROLE_SOURCE && !isempty(call->address) ? call->address : NULL,
+                            m->config.session_cert_validity_hours * USEC_PER_HOUR, &cert);
+        if (r == -EBADMSG || r == -EKEYREJECTED)
+                return fail(call, NODE_ERROR("BadCertificateRequest"), "reason",
+                            r == -EBADMSG ? "not a PEM PKCS#10 certificate request"
+                                          : "its signature does not verify, or its key is weaker than RSA 2048 "
+                                            "or ECDSA",
+                            NULL);
+        if (r < 0)
+                return r;
+
+        /* The token is spent only when the certificate is recorded: a bad request leaves it usable. */
+        r = store_begin(m->store);
+        if (r >= 0)
+                r = store_token_use(m->store, hash, now);
+        if (r >= 0)
+                r = store_certificate_insert(m->store, cert.serial, cn, cert_role_to_string(role), t.node_id,
+                                             t.session_id, cert.not_before, cert.not_after);
+        if (r >= 0)
+                r = store_commit(m->store);
+        if (r < 0) {
+                store_rollback(m->store);
+                if (r == -EALREADY)
+                        return fail(call, NODE_ERROR("InvalidToken"), "reason",
+                                    "this token was used already; each token enrols once", NULL);
+                return r;
+        }
+        log_info("Enrolled %s from %s (certificate %s).", cn, strna(call->address), cert.serial);
+
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "certificate", json_object_new_string(cert.pem));
+        json_object_object_add(o, "ca", json_object_new_string(ca_certificate_pem(m->ca)));
+        json_object_object_add(o, "node", json_object_new_string(t.node_id));
+        json_object_object_add(o, "session", c ? json_object_new_string(c->id) : NULL);
+        json_object_object_add(o, "role", json_object_new_string(c ? t.role : "node"));
+        r = reply_with(call, o);
+        audit(call, "Enrol", cn);
+        return r;
+}
+
+static int handle_get_session(Call *call) {
+        CloneSession *c;
+        int r = session_for_peer(call, NULL, &c);
+        if (r <= 0)
+                return r;
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "session", session_json(c, &call->peer));
+        return reply_with(call, o);
+}
+
+static int handle_source_ready(Call *call) {
+        CloneSession *c;
+        uint64_t seq = get_uint(call, "sequence"), size = get_uint(call, "sizeBytes"), port = get_uint(call, "port");
+        const char *address = get_string(call, "address"), *device = get_string(call, "device");
+        uint8_t buf[16];
+        int r;
+
+        r = session_for_peer(call, "source", &c);
+        if (r <= 0)
+                return r;
+        if (is_replay(c, "source", seq))
+                return reply_with(call, NULL);
+        if (inet_pton(AF_INET, address, buf) != 1 && inet_pton(AF_INET6, address, buf) != 1)
+                return bad_parameter(call, "address");
+        if (port == 0 || port > 65535)
+                return bad_parameter(call, "port");
+        if (size == 0)
+                return bad_parameter(call, "sizeBytes");
+        if (!streq(device, c->source_device))
+                return bad_parameter(call, "device");
+        /* A source that restarts mid-clone reports again, possibly on a new port. */
+        if (!IN_SET_STATUS(c->status, CLONE_WAITING, CLONE_SOURCE_READY, CLONE_CLONING))
+                return fail(call, NODE_ERROR("InvalidState"), "status", clone_status_to_string(c->status),
+                            "reason", "the session is not waiting for its source", NULL);
+
+        _cleanup_free_ char *old_address = c->source_address;
+        uint16_t old_port = c->source_port;
+        uint64_t old_size = c->bytes_total;
+        c->source_address = strdup(address);
+        if (!c->source_address) {
+                c->source_address = TAKE_PTR(old_address);
+                return -ENOMEM;
+        }
+        c->source_port = (uint16_t) port;
+        c->bytes_total = size;
+        r = record(call, c, "source", seq, c->status == CLONE_WAITING ? CLONE_SOURCE_READY : c->status, NULL);
+        if (r <= 0) {
+                free(c->source_address);
+                c->source_address = TAKE_PTR(old_address);
+                c->source_port = old_port;
+                c->bytes_total = old_size;
+        } else {
+                _cleanup_free_ char *path = clone_path(c);
+                if (path)
+                        (void) sd_bus_emit_properties_changed(call->m->bus, path, PB_IFACE("CloneSession"),
+                                                              "SourceAddress", "SourcePort", "BytesTotal", NULL);
+                r = reply_with(call, NULL);
+        }
+        audit(call, "ReportSourceReady", c->id);
+        return r;
+}
+
+static int handle_progress(Call *call) {
+        CloneSession *c;
+        const char *role = get_string(call, "role");
+        uint64_t seq = get_uint(call, "sequence");
+        int r;
+
+        r = session_for_peer(call, role, &c);
+        if (r <= 0)
+                return r;
+        if (is_replay(c, role, seq))
+                return reply_with(call, NULL);
+        if (!IN_SET_STATUS(c->status, CLONE_SOURCE_READY, CLONE_CLONING))
+                return fail(call, NODE_ERROR("InvalidState"), "status", clone_status_to_string(c->status),
+                            "reason", "progress is reported only while the source is ready or cloning", NULL);
+        /* The first progress moves the session to cloning: that is written at once. */
+        if (c->status == CLONE_SOURCE_READY) {
+                r = record(call, c, role, seq, CLONE_CLONING, NULL);
+                if (r <= 0)
+                        return r;
+        }
+        /* Progress itself only in memory: the flush timer writes it within a second. */
+        *sequence_of(c, role) = seq;
+        if (streq(role, "target"))
+                (void) clone_set_progress(c, get_uint(call, "bytesTransferred"), get_uint(call, "rateBps"));
+        c->progress_dirty = true;
+        r = schedule_flush(call->m);
+        if (r < 0)
+                return r;
+        return reply_with(call, NULL);
+}
+
+static bool digest_is_valid(const char *d) {
+        if (!d || strlen(d) < 8 || strlen(d) > 200)
+                return false;
+        for (const char *p = d; *p; p++)
+                if (!strchr("0123456789abcdefghijklmnopqrstuvwxyz:-", *p))
+                        return false;
+        return true;
+}
+
+static int handle_complete(Call *call) {
+        CloneSession *c;
+        const char *role = get_string(call, "role"), *digest = get_string(call, "digest");
+        uint64_t seq = get_uint(call, "sequence");
+        _cleanup_free_ char *message = NULL;
+        int r;
+
+        r = session_for_peer(call, role, &c);
+        if (r <= 0)
+                return r;
+        if (is_replay(c, role, seq))
+                return reply_with(call, NULL);
+        if (!digest_is_valid(digest))
+                return bad_parameter(call, "digest");
+        if (!IN_SET_STATUS(c->status, CLONE_SOURCE_READY, CLONE_CLONING))
+                return fail(call, NODE_ERROR("InvalidState"), "status", clone_status_to_string(c->status),
+                            "reason", "only a running session can complete", NULL);
+
+        char **mine = streq(role, "source") ? &c->source_digest : &c->target_digest;
+        const char *other = streq(role, "source") ? c->target_digest : c->source_digest;
+        _cleanup_free_ char *old = *mine;
+        uint64_t old_bytes = c->bytes_transferred;
+        *mine = strdup(digest);
+        if (!*mine) {
+                *mine = TAKE_PTR(old);
+                return -ENOMEM;
+        }
+        if (streq(role, "target"))
+                c->bytes_transferred = c->bytes_total;
+
+        CloneStatus to = c->status == CLONE_SOURCE_READY ? CLONE_CLONING : c->status;
+        if (other && streq(other, digest))
+                to = CLONE_COMPLETED;
+        else if (other) {
+                to = CLONE_FAILED;
+                if (asprintf(&message, "The target's digest %s differs from the source's %s: the copy is not "
+                                       "what was read. Start the session again.",
+                             c->target_digest, c->source_digest) < 0)
+                        return -ENOMEM;
+        }
+        r = record(call, c, role, seq, to, message);
+        if (r > 0)
+                r = reply_with(call, NULL);
+        else {
+                free(*mine);
+                *mine = TAKE_PTR(old);
+                c->bytes_transferred = old_bytes;
+        }
+        audit(call, "ReportComplete", c->id);
+        return r;
+}
+
+static int handle_failed(Call *call) {
+        CloneSession *c;
+        const char *role = get_string(call, "role");
+        uint64_t seq = get_uint(call, "sequence");
+        _cleanup_free_ char *message = NULL;
+        int r;
+
+        r = session_for_peer(call, role, &c);
+        if (r <= 0)
+                return r;
+        if (is_replay(c, role, seq))
+                return reply_with(call, NULL);
+        if (asprintf(&message, "The %s failed: %.400s (%.64s)", role, get_string(call, "error"),
+                     get_string(call, "code")) < 0)
+                return -ENOMEM;
+        r = record(call, c, role, seq, CLONE_FAILED, message);
+        if (r > 0)
+                r = reply_with(call, NULL);
+        audit(call, "ReportFailed", c->id);
+        return r;
+}
+
+static int handle_not_implemented(Call *call) {
+        (void) call;
+        return 0; /* gateway_call answers MethodNotImplemented for a NULL reply */
+}
+
+static const struct {
+        const char *method;
+        int (*handler)(Call *call);
+} handlers[] = {
+        { "Enrol", handle_enrol },
+        { "GetSession", handle_get_session },
+        { "WatchSession", handle_get_session }, /* the bridge streams it from PropertiesChanged */
+        { "ReportSourceReady", handle_source_ready },
+        { "ReportProgress", handle_progress },
+        { "ReportComplete", handle_complete },
+        { "ReportFailed", handle_failed },
+        /* Staging, resize plans and partitioning arrive with their issues. */
+        { "GetStaging", handle_not_implemented },
+        { "ReportStagingStatus", handle_not_implemented },
+        { "GetResizePlan", handle_not_implemented },
+        { "ReportDisks", handle_not_implemented },
+        { "FetchOperations", handle_not_implemented },
+        { "ReportOperation", handle_not_implemented },
+};
+
+int gateway_call(Manager *m, const char *method, const char *peer, const char *address, const char *parameters,
+                 GatewayReply *ret) {
+        _cleanup_free_ char *bad = NULL;
+        GatewayReply reply = {};
+        Call call = { .m = m, .address = address, .reply = &reply };
+        const VarlinkDefinition *def = varlink_interface_method(m->node_interface, method);
+        int (*handler)(Call *) = NULL;
+        int r;
+
+        for (size_t i = 0; i < ELEMENTSOF(handlers); i++)
+                if (streq(handlers[i].method, method))
+                        handler = handlers[i].handler;
+        if (!def || !handler) {
+                r = fail(&call, VARLINK_ERROR("MethodNotFound"), "method", method, NULL);
+                goto done;
+        }
+        if (peer_parse(peer, &call.peer) < 0 || (call.peer.kind == PEER_NONE && !streq(method, "Enrol"))) {
+                r = fail(&call, NODE_ERROR("PermissionDenied"), "reason",
+                         "this call needs a client certificate issued by the PureBoot CA", NULL);
+                goto done;
+        }
+        call.p = json_tokener_parse(parameters);
+        if (!call.p || varlink_validate(m->node_interface, def->type, call.p, &bad) < 0) {
+                r = bad_parameter(&call, bad ?: "parameters");
+                goto done;
+        }
+        r = handler(&call);
+        if (r >= 0 && !reply.error && !reply.parameters)
+                r = fail(&call, VARLINK_ERROR("MethodNotImplemented"), "method", method, NULL);
+        /* The reply must match the contract too: a mismatch is our bug, and the node must not see it. */
+        if (r >= 0 && !reply.error && varlink_validate(m->node_interface, def->output, reply.parameters, &bad) < 0) {
+                log_error("Reply of %s does not match org.pureboot.Node.varlink at \"%s\".", method, bad);
+                r = -EPROTO;
+        }
+done:
+        json_object_put(call.p);
+        if (r < 0) {
+                gateway_reply_done(&reply);
+                return r;
+        }
+        *ret = reply;
+        return 0;
+}
+
+int gateway_sign_server(Manager *m, const char *csr, const char *hostname, char **addresses, char **ret_pem) {
+        _cleanup_(issued_certificate_done) IssuedCertificate cert = {};
+        const char *ip = addresses && addresses[0] ? addresses[0] : NULL;
+        int r;
+
+        /* One IP SAN is what ca_sign_request takes; the bridge names the address nodes use. */
+        r = ca_sign_request(m->ca, csr, CERT_ROLE_SERVER, hostname, ip, 30 * USEC_PER_DAY, &cert);
+        if (r < 0)
+                return r;
+        r = store_certificate_insert(m->store, cert.serial, hostname, "server", NULL, NULL, cert.not_before,
+                                     cert.not_after);
+        if (r < 0)
+                return r;
+        *ret_pem = TAKE_PTR(cert.pem);
+        return 0;
+}
+
+static int load_sequence(void *userdata, const char *session_id, const char *role, uint64_t sequence) {
+        CloneSession *c = hashmap_get(((Manager *) userdata)->sessions, session_id);
+        if (c && STR_IN_SET(role, "source", "target"))
+                *sequence_of(c, role) = sequence;
+        return 0;
+}
+
+int gateway_init(Manager *m) {
+        unsigned line = 0;
+        int r;
+
+        r = varlink_interface_parse(node_interface_idl, &m->node_interface, &line);
+        if (r < 0)
+                return log_error_errno(r, "org.pureboot.Node.varlink does not parse at line %u.", line);
+        r = store_sequences_load(m->store, load_sequence, m);
+        if (r < 0)
+                return r;
+        r = sd_event_add_time(m->event, &m->flush_timer, CLOCK_MONOTONIC, UINT64_MAX, 0, on_flush, m);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(m->flush_timer, SD_EVENT_OFF);
+        return r;
+}
+
+void gateway_done(Manager *m) {
+        if (m->store)
+                (void) gateway_flush(m);
+        m->flush_timer = sd_event_source_disable_unref(m->flush_timer);
+        m->node_interface = varlink_interface_free(m->node_interface);
+}

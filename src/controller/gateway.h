@@ -1,0 +1,29 @@
+/* SPDX-License-Identifier: MIT */
+/* The node-facing calls of org.pureboot.Node, as the bridge forwards them: who may make each call, report
+ * sequences applied once, and the session changes the reports cause. */
+#pragma once
+
+#include <json-c/json.h>
+
+#include "manager.h"
+
+typedef struct GatewayReply {
+        char *error;             /* a varlink error name, or NULL on success */
+        json_object *parameters; /* the reply's or the error's parameters */
+} GatewayReply;
+
+void gateway_reply_done(GatewayReply *r);
+
+int gateway_init(Manager *m);
+/* Writes the progress that has only been applied in memory. */
+int gateway_flush(Manager *m);
+void gateway_done(Manager *m);
+
+/* Runs method for the peer whose verified certificate CN is peer ("" for none) from address, with the
+ * JSON parameters. Failures the node should hear about are varlink errors in *ret; < 0 only for
+ * failures of the controller itself. */
+int gateway_call(Manager *m, const char *method, const char *peer, const char *address, const char *parameters,
+                 GatewayReply *ret);
+
+/* The bridge's own server certificate, from its CSR. */
+int gateway_sign_server(Manager *m, const char *csr, const char *hostname, char **addresses, char **ret_pem);
