@@ -80,8 +80,9 @@ def test_mutual_tls_handshake(issued, tmp_path):
                                "--x509keyfile", source_key, "--x509cafile", d / "ca.crt", "--require-client-cert",
                                "--verify-client-cert"], stdout=log, stderr=subprocess.STDOUT)
     try:
+        # Wait for its own word rather than probing the port, which it would log as a failed handshake.
         deadline = time.monotonic() + 10
-        while socket.socket().connect_ex(("127.0.0.1", port)) != 0 and time.monotonic() < deadline:
+        while "listening" not in (tmp_path / "serv.log").read_text() and time.monotonic() < deadline:
             time.sleep(0.1)
         r = handshake(d, target_crt, target_key, port)
         # The client checked the server's certificate against the CA and its IP SAN (127.0.0.1).
@@ -104,7 +105,7 @@ def test_mutual_tls_handshake(issued, tmp_path):
     serv = (tmp_path / "serv.log").read_text()
     assert f"clone-{issued['sid']}-target" in serv, serv
     assert "received cmd: ping" in serv
-    assert "Error in handshake: Error in the certificate." in serv
+    assert "non-properly terminated" not in serv
 
 
 def test_revocation_reaches_the_crl(issued, api, controller):
