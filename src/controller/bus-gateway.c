@@ -46,7 +46,7 @@ static int method_call(sd_bus_message *msg, void *userdata, sd_bus_error *error)
         if (r < 0)
                 return log_error_errno(r, "Node call %s by %s failed: %m", method, strna(peer));
         r = sd_bus_reply_method_return(msg, "ss", strempty(reply.error),
-                                       json_object_to_json_string_ext(reply.parameters, JSON_C_TO_STRING_PLAIN));
+                                       json_object_to_json_string_ext(reply.parameters, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
         gateway_reply_done(&reply);
         return r;
 }

@@ -61,6 +61,10 @@ const VarlinkDefinition *varlink_interface_error(const VarlinkInterface *i, cons
  * *ret_field. */
 int varlink_validate(const VarlinkInterface *i, const VarlinkType *t, json_object *value, char **ret_field);
 
+static inline void json_object_unrefp(json_object **o) {
+        json_object_put(*o);
+}
+
 static inline void varlink_interface_freep(VarlinkInterface **i) {
         varlink_interface_free(*i);
 }

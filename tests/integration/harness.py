@@ -19,6 +19,8 @@ REPO = Path(__file__).resolve().parents[2]
 BUILD = Path(os.environ.get("PUREBOOT_BUILD", REPO / "build")).resolve()
 CONTROLLER = BUILD / "src/controller/pureboot-controller"
 PUREBOOTCTL = BUILD / "src/ctl/purebootctl"
+BRIDGE = BUILD / "src/bridge/pureboot-bridge"
+BRIDGE_USER = "pureboot-bridge"
 POLICY = REPO / "polkit/org.pureboot.controller1.policy"
 POLKIT_ACTIONS = Path("/usr/share/polkit-1/actions")
 POLKIT_RULES = Path("/etc/polkit-1/rules.d")
@@ -173,3 +175,55 @@ def run(argv, bus, user=None, check=False, stdin=None, timeout=60):
         argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", "--"] + list(argv)
     return subprocess.run([str(a) for a in argv], env=bus.env, capture_output=True, text=True, check=check,
                           input=stdin, timeout=timeout)
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Bridge:
+    """pureboot-bridge from the build tree, run as its own unprivileged user on a loopback port."""
+
+    def __init__(self, bus, directory, *args):
+        self.bus = bus
+        self.dir = directory
+        self.args = list(args)
+        self.port = free_port()
+        self.url = f"https://127.0.0.1:{self.port}"
+        self.log = directory / "bridge.log"
+        self.ca = directory / "ca.pem"
+        self.proc = None
+
+    def start(self):
+        self.proc = self.bus.spawn(["setpriv", f"--reuid={BRIDGE_USER}", f"--regid={BRIDGE_USER}", "--clear-groups",
+                                    str(BRIDGE), f"--listen=127.0.0.1:{self.port}", "--address=127.0.0.1",
+                                    "--hostname=bridge.test", *self.args], self.log)
+
+        def up():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"bridge exited with {self.proc.returncode}:\n{self.log.read_text()}")
+            return "serving org.pureboot.Node" in self.log.read_text()
+        wait_for(up, what="the bridge to listen")
+        r = run(["busctl", "--system", "--json=short", "get-property", "org.pureboot.Controller1",
+                 "/org/pureboot/Controller1/ca", "org.pureboot.Controller1.CertificateAuthority", "Certificate"],
+                self.bus, check=True)
+        import json
+        self.ca.write_text(json.loads(r.stdout)["data"])
+        return self
+
+    def stop(self):
+        return stop_process(self.proc)
+
+
+def make_key_and_csr(directory, name, cn="chosen-by-the-node"):
+    """A node's own ECDSA key and a CSR for it, made with certtool."""
+    key, csr, template = directory / f"{name}.key", directory / f"{name}.csr", directory / f"{name}.cfg"
+    subprocess.run(["certtool", "--generate-privkey", "--key-type=ecdsa", "--outfile", key], check=True,
+                   capture_output=True)
+    template.write_text(f'cn = "{cn}"\n')
+    subprocess.run(["certtool", "--generate-request", "--load-privkey", key, "--template", template, "--outfile", csr],
+                   check=True, capture_output=True)
+    return key, csr

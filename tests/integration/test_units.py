@@ -5,27 +5,35 @@ polkit actions as polkitd sees them, the bus activation file."""
 import re
 import subprocess
 
-from harness import BUILD, CONTROLLER, REPO, run
+import pytest
+
+from harness import BRIDGE, BUILD, CONTROLLER, REPO, run
 
 
-def test_controller_unit_exposure(tmp_path):
-    unit = BUILD / "units/pureboot-controller.service"
-    r = subprocess.run(["systemd-analyze", "security", "--offline=yes", "--no-pager", unit], capture_output=True,
-                       text=True)
-    m = re.search(r"Overall exposure level for pureboot-controller.service: ([0-9.]+)", r.stdout)
+UNITS = {"pureboot-controller.service": CONTROLLER, "pureboot-bridge.service": BRIDGE}
+
+
+@pytest.mark.parametrize("name", UNITS)
+def test_unit_exposure(name):
+    r = subprocess.run(["systemd-analyze", "security", "--offline=yes", "--no-pager", BUILD / "units" / name],
+                       capture_output=True, text=True)
+    m = re.search(rf"Overall exposure level for {name}: ([0-9.]+)", r.stdout)
     assert m, r.stdout + r.stderr
     score = float(m.group(1))
-    print(f"\nsystemd-analyze security: pureboot-controller.service exposure {score}")
+    print(f"\nsystemd-analyze security: {name} exposure {score}")
     assert score <= 3.0
 
 
-def test_controller_unit_verifies(tmp_path):
+@pytest.mark.parametrize("name", UNITS)
+def test_unit_verifies(tmp_path, name):
     # Point ExecStart at the build tree so verify can check the binary exists and is executable.
-    unit = tmp_path / "pureboot-controller.service"
-    text = (BUILD / "units/pureboot-controller.service").read_text()
-    unit.write_text(re.sub(r"^ExecStart=.*$", f"ExecStart={CONTROLLER}", text, flags=re.M))
+    unit = tmp_path / name
+    text = (BUILD / "units" / name).read_text()
+    unit.write_text(re.sub(r"^ExecStart=.*$", f"ExecStart={UNITS[name]}", text, flags=re.M))
+    if name == "pureboot-bridge.service":
+        (tmp_path / "pureboot-bridge.socket").write_text((REPO / "units/pureboot-bridge.socket").read_text())
     r = subprocess.run(["systemd-analyze", "verify", "--man=no", unit], capture_output=True, text=True)
-    problems = [l for l in (r.stdout + r.stderr).splitlines() if "pureboot-controller.service" in l]
+    problems = [l for l in (r.stdout + r.stderr).splitlines() if name in l]
     assert r.returncode == 0 and not problems, r.stdout + r.stderr
 
 
@@ -73,5 +81,5 @@ def test_man_page_documents_the_whole_api():
                         (REPO / "src/shared/pureboot-errors.h").read_text())
     missing += [e for e in errors if f"*{e}*" not in page]
     assert not missing, f"org.pureboot.Controller1(5) does not mention: {missing}"
-    for page_name in ("pureboot-controller.8", "purebootctl.1", "org.pureboot.Controller1.5"):
+    for page_name in ("pureboot-controller.8", "pureboot-bridge.8", "purebootctl.1", "org.pureboot.Controller1.5"):
         assert (BUILD / "man" / page_name).stat().st_size > 1000

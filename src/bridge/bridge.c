@@ -1,0 +1,323 @@
+/* SPDX-License-Identifier: MIT */
+/* pureboot-bridge: command line, the controller connection, the server certificate, the event loop. */
+#include <arpa/inet.h>
+#include <getopt.h>
+#include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <systemd/sd-daemon.h>
+
+#include "bridge.h"
+#include "ini.h"
+#include "log.h"
+#include "request.h"
+#include "util.h"
+#include "varlink-idl.h"
+
+#define DEST "org.pureboot.Controller1"
+#define ROOT "/org/pureboot/Controller1"
+
+static void config_done(BridgeConfig *c) {
+        free(c->listen);
+        free(c->hostname);
+        free(c->address);
+        free(c->cert_file);
+        free(c->key_file);
+        free(c->workflows_dir);
+        free(c->boot_base_url);
+}
+
+static Bridge *bridge_free(Bridge *b) {
+        if (!b)
+                return NULL;
+        server_stop(b);
+        if (b->trust)
+                gnutls_x509_trust_list_deinit(b->trust, 1);
+        varlink_interface_free(b->interface);
+        sd_bus_flush_close_unref(b->bus);
+        sd_event_unref(b->event);
+        if (b->listen_fd >= 0)
+                close(b->listen_fd);
+        if (b->key_pem)
+                explicit_bzero(b->key_pem, strlen(b->key_pem));
+        free(b->key_pem);
+        free(b->cert_pem);
+        free(b->ca_pem);
+        free(b->crl_pem);
+        config_done(&b->config);
+        free(b);
+        return NULL;
+}
+
+static void bridge_freep(Bridge **b) {
+        bridge_free(*b);
+}
+
+/* ADDR:PORT or [V6]:PORT, bound and listening; or the socket systemd passed. */
+static int open_listener(Bridge *b) {
+        union {
+                struct sockaddr sa;
+                struct sockaddr_in in;
+                struct sockaddr_in6 in6;
+        } sa = {};
+        socklen_t len;
+        _cleanup_free_ char *host = NULL;
+        const char *colon;
+        uint64_t port;
+        int n, fd;
+
+        n = sd_listen_fds(true);
+        if (n > 1)
+                return log_error_errno(EINVAL, "Got %d sockets from systemd; pureboot-bridge takes one.", n);
+        if (n == 1) {
+                b->listen_fd = SD_LISTEN_FDS_START;
+        } else {
+                const char *l = b->config.listen ?: "0.0.0.0:8443";
+                colon = strrchr(l, ':');
+                if (!colon || parse_uint64(colon + 1, &port) < 0 || port == 0 || port > 65535)
+                        return log_error_errno(EINVAL, "--listen=%s is not ADDRESS:PORT.", l);
+                host = strndup(l[0] == '[' ? l + 1 : l, (size_t) (colon - l) - (l[0] == '[' ? 2 : 0));
+                if (!host)
+                        return -ENOMEM;
+                if (inet_pton(AF_INET, host, &sa.in.sin_addr) == 1) {
+                        sa.in.sin_family = AF_INET;
+                        sa.in.sin_port = htons((uint16_t) port);
+                        len = sizeof(sa.in);
+                } else if (inet_pton(AF_INET6, host, &sa.in6.sin6_addr) == 1) {
+                        sa.in6.sin6_family = AF_INET6;
+                        sa.in6.sin6_port = htons((uint16_t) port);
+                        len = sizeof(sa.in6);
+                } else
+                        return log_error_errno(EINVAL, "--listen address \"%s\" is not an IP address.", host);
+                fd = socket(sa.sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+                if (fd < 0)
+                        return -errno;
+                (void) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &(int){ 1 }, sizeof(int));
+                if (bind(fd, &sa.sa, len) < 0 || listen(fd, 4096) < 0) {
+                        int r = -errno;
+                        close(fd);
+                        return log_error_errno(r, "Failed to listen on %s: %m", l);
+                }
+                b->listen_fd = fd;
+        }
+        len = sizeof(sa);
+        if (getsockname(b->listen_fd, &sa.sa, &len) < 0)
+                return -errno;
+        b->port = ntohs(sa.sa.sa_family == AF_INET ? sa.in.sin_port : sa.in6.sin6_port);
+        return 0;
+}
+
+static int export_pem(int (*export2)(void *, gnutls_x509_crt_fmt_t, gnutls_datum_t *), void *obj, char **ret) {
+        gnutls_datum_t d = {};
+        if (export2(obj, GNUTLS_X509_FMT_PEM, &d) < 0)
+                return -EIO;
+        *ret = strndup((const char *) d.data, d.size);
+        gnutls_free(d.data);
+        return *ret ? 0 : -ENOMEM;
+}
+
+/* Our key, made here; the controller signs its CSR. The key never leaves this process. */
+static int obtain_certificate(Bridge *b) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_free_ char *csr = NULL;
+        gnutls_x509_privkey_t key = NULL;
+        gnutls_x509_crq_t crq = NULL;
+        const char *cert, *ca;
+        int r;
+
+        if (b->config.cert_file || b->config.key_file) {
+                if (!b->config.cert_file || !b->config.key_file)
+                        return log_error_errno(EINVAL, "--cert and --key go together.");
+                r = read_full_file(b->config.cert_file, &b->cert_pem, NULL);
+                if (r >= 0)
+                        r = read_full_file(b->config.key_file, &b->key_pem, NULL);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to read the server certificate or key: %m");
+                return 0;
+        }
+
+        const char *hostname = b->config.hostname;
+        r = -EIO;
+        if (gnutls_x509_privkey_init(&key) >= 0 &&
+            gnutls_x509_privkey_generate2(key, GNUTLS_PK_ECDSA, GNUTLS_CURVE_TO_BITS(GNUTLS_ECC_CURVE_SECP256R1), 0,
+                                          NULL, 0) >= 0 &&
+            gnutls_x509_crq_init(&crq) >= 0 &&
+            gnutls_x509_crq_set_dn_by_oid(crq, GNUTLS_OID_X520_COMMON_NAME, 0, hostname, (unsigned) strlen(hostname)) >= 0 &&
+            gnutls_x509_crq_set_key(crq, key) >= 0 && gnutls_x509_crq_sign2(crq, key, GNUTLS_DIG_SHA256, 0) >= 0)
+                r = export_pem((int (*)(void *, gnutls_x509_crt_fmt_t, gnutls_datum_t *)) gnutls_x509_crq_export2, crq,
+                               &csr);
+        if (r >= 0)
+                r = export_pem((int (*)(void *, gnutls_x509_crt_fmt_t, gnutls_datum_t *)) gnutls_x509_privkey_export2,
+                               key, &b->key_pem);
+        if (crq)
+                gnutls_x509_crq_deinit(crq);
+        if (key)
+                gnutls_x509_privkey_deinit(key);
+        if (r < 0)
+                return log_error_errno(r, "Failed to make the server key and request.");
+
+        const char *addresses[] = { b->config.address, NULL };
+        r = sd_bus_call_method(b->bus, DEST, ROOT, DEST ".Gateway", "SignServerCertificate", &error, &reply, "ssas",
+                               csr, hostname, b->config.address ? 1 : 0, addresses[0]);
+        if (r < 0)
+                return log_error_errno(r, "The controller did not sign our certificate: %s",
+                                       error.message ?: strerror(-r));
+        r = sd_bus_message_read(reply, "ss", &cert, &ca);
+        if (r < 0)
+                return r;
+        b->cert_pem = strdup(cert);
+        return b->cert_pem ? 0 : -ENOMEM;
+}
+
+static int on_ca_changed(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
+        Bridge *b = userdata;
+        (void) m, (void) ret_error;
+        if (trust_load(b) >= 0)
+                log_info("The CRL changed; client certificates are checked against the new one.");
+        return 0;
+}
+
+static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        (void) userdata;
+        log_info("Received %s, shutting down.", strsignal((int) si->ssi_signo));
+        return sd_event_exit(sd_event_source_get_event(s), 0);
+}
+
+static void help(void) {
+        printf("pureboot-bridge [OPTIONS...]\n\n"
+               "Serves the org.pureboot.Node varlink interface to nodes over HTTPS.\n\n"
+               "  -h --help                Show this help\n"
+               "     --version             Show the version\n"
+               "     --listen=ADDR:PORT    Where to listen (default 0.0.0.0:8443; or socket activation)\n"
+               "     --hostname=NAME       Name in the server certificate (default: this host's name)\n"
+               "     --address=IP          Address nodes use, added to the server certificate\n"
+               "     --cert=FILE --key=FILE  Use these instead of asking the controller for a certificate\n"
+               "     --max-connections=N   Connections in all (default 4096)\n"
+               "     --max-per-ip=N        Connections per client address (default 64)\n"
+               "     --timeout=SEC         Idle connection timeout (default 30)\n"
+               "     --log-level=LEVEL     err, warning, notice, info or debug\n");
+}
+
+static int parse_args(int argc, char *argv[], BridgeConfig *c) {
+        enum { ARG_VERSION = 0x100, ARG_LISTEN, ARG_HOSTNAME, ARG_ADDRESS, ARG_CERT, ARG_KEY, ARG_MAX_CONN,
+               ARG_MAX_PER_IP, ARG_TIMEOUT, ARG_LOG_LEVEL };
+        static const struct option options[] = {
+                { "help", no_argument, NULL, 'h' },
+                { "version", no_argument, NULL, ARG_VERSION },
+                { "listen", required_argument, NULL, ARG_LISTEN },
+                { "hostname", required_argument, NULL, ARG_HOSTNAME },
+                { "address", required_argument, NULL, ARG_ADDRESS },
+                { "cert", required_argument, NULL, ARG_CERT },
+                { "key", required_argument, NULL, ARG_KEY },
+                { "max-connections", required_argument, NULL, ARG_MAX_CONN },
+                { "max-per-ip", required_argument, NULL, ARG_MAX_PER_IP },
+                { "timeout", required_argument, NULL, ARG_TIMEOUT },
+                { "log-level", required_argument, NULL, ARG_LOG_LEVEL },
+                {},
+        };
+        uint64_t v;
+        int o, r;
+
+        while ((o = getopt_long(argc, argv, "h", options, NULL)) >= 0) {
+                char **target = NULL;
+                unsigned *number = NULL;
+                switch (o) {
+                case 'h': help(); return 0;
+                case ARG_VERSION: printf("pureboot-bridge %s\n", PACKAGE_VERSION); return 0;
+                case ARG_LISTEN: target = &c->listen; break;
+                case ARG_HOSTNAME: target = &c->hostname; break;
+                case ARG_ADDRESS: target = &c->address; break;
+                case ARG_CERT: target = &c->cert_file; break;
+                case ARG_KEY: target = &c->key_file; break;
+                case ARG_MAX_CONN: number = &c->max_connections; break;
+                case ARG_MAX_PER_IP: number = &c->max_per_ip; break;
+                case ARG_TIMEOUT: number = &c->timeout_sec; break;
+                case ARG_LOG_LEVEL:
+                        r = log_parse_level(optarg);
+                        if (r < 0)
+                                return log_error_errno(EINVAL, "Unknown log level \"%s\".", optarg);
+                        log_set_max_level(r);
+                        continue;
+                default: return -EINVAL;
+                }
+                if (target) {
+                        if (free_and_strdup(target, optarg) < 0)
+                                return -ENOMEM;
+                } else {
+                        if (parse_uint64(optarg, &v) < 0 || v == 0 || v > 1000000)
+                                return log_error_errno(EINVAL, "%s needs a positive number, not \"%s\".",
+                                                       argv[optind - 1], optarg);
+                        *number = (unsigned) v;
+                }
+        }
+        if (c->address) {
+                uint8_t buf[16];
+                if (inet_pton(AF_INET, c->address, buf) != 1 && inet_pton(AF_INET6, c->address, buf) != 1)
+                        return log_error_errno(EINVAL, "--address=%s is not an IP address.", c->address);
+        }
+        return 1;
+}
+
+int main(int argc, char *argv[]) {
+        _cleanup_(bridge_freep) Bridge *b = calloc(1, sizeof(Bridge));
+        char host[256];
+        sigset_t mask;
+        unsigned line = 0;
+        int r;
+
+        if (!b)
+                return log_oom(), 1;
+        b->listen_fd = -EBADF;
+        b->config = (BridgeConfig){ .max_connections = 4096, .max_per_ip = 64, .timeout_sec = 30,
+                                    .max_body = 1024 * 1024 };
+        r = parse_args(argc, argv, &b->config);
+        if (r <= 0)
+                return r < 0 ? 2 : 0;
+        if (!b->config.hostname && gethostname(host, sizeof(host)) >= 0 && hostname_is_valid(host))
+                b->config.hostname = strdup(host);
+        if (!b->config.hostname)
+                b->config.hostname = strdup("pureboot-bridge");
+
+        gnutls_global_init();
+        r = varlink_interface_parse(node_interface_idl, (VarlinkInterface **) &b->interface, &line);
+        if (r < 0)
+                return log_error_errno(r, "org.pureboot.Node.varlink does not parse at line %u.", line), 1;
+        r = sd_event_default(&b->event);
+        if (r >= 0)
+                r = sd_bus_open_system(&b->bus);
+        if (r >= 0)
+                r = sd_bus_attach_event(b->bus, b->event, SD_EVENT_PRIORITY_NORMAL);
+        if (r < 0)
+                return log_error_errno(r, "Failed to connect to the system bus: %m"), 1;
+        r = trust_load(b);
+        if (r < 0)
+                return 1;
+        r = sd_bus_match_signal_async(b->bus, NULL, DEST, ROOT "/ca", "org.freedesktop.DBus.Properties",
+                                      "PropertiesChanged", on_ca_changed, NULL, b);
+        if (r >= 0)
+                r = obtain_certificate(b);
+        if (r >= 0)
+                r = open_listener(b);
+        if (r >= 0)
+                r = server_start(b);
+        if (r < 0)
+                return 1;
+
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        sigprocmask(SIG_BLOCK, &mask, NULL);
+        (void) sd_event_add_signal(b->event, NULL, SIGTERM, on_signal, b);
+        (void) sd_event_add_signal(b->event, NULL, SIGINT, on_signal, b);
+        (void) signal(SIGPIPE, SIG_IGN);
+
+        (void) sd_notify(false, "READY=1");
+        log_info("pureboot-bridge %s serving org.pureboot.Node on port %u as %s.", PACKAGE_VERSION, b->port,
+                 b->config.hostname);
+        r = sd_event_loop(b->event);
+        (void) sd_notify(false, "STOPPING=1");
+        return r < 0 ? 1 : 0;
+}

@@ -1,0 +1,55 @@
+/* SPDX-License-Identifier: MIT */
+/* pureboot-bridge: the HTTPS face of the controller for nodes. It holds no CA key and no database; each
+ * node call becomes one call of the controller's Gateway interface. */
+#pragma once
+
+#include <gnutls/x509.h>
+#include <systemd/sd-bus.h>
+#include <systemd/sd-event.h>
+
+#include "macro.h"
+
+typedef struct Request Request;
+typedef struct Workflows Workflows;
+
+typedef struct BridgeConfig {
+        char *listen;          /* ADDR:PORT; unused with socket activation */
+        char *hostname;        /* the name in the server certificate */
+        char *address;         /* the IP nodes use, put in the certificate too */
+        char *cert_file, *key_file;
+        char *workflows_dir;
+        char *boot_base_url;   /* where kernels and initrds are served from; default https://<address>:<port>/boot */
+        unsigned max_connections, max_per_ip, timeout_sec;
+        size_t max_body;
+} BridgeConfig;
+
+typedef struct Bridge {
+        sd_event *event;
+        sd_bus *bus;
+        BridgeConfig config;
+
+        struct MHD_Daemon *daemon;
+        sd_event_source *mhd_io, *mhd_timer, *mhd_kick;
+        int listen_fd;
+        uint16_t port;
+
+        struct VarlinkInterface *interface;
+        char *ca_pem, *crl_pem, *cert_pem, *key_pem;
+        /* The CA and its CRL, for checking client certificates; rebuilt when the CRL changes. */
+        gnutls_x509_trust_list_t trust;
+        unsigned trust_generation;
+
+        Request *suspended; /* requests waiting for the controller, resumed at shutdown */
+        Workflows *workflows;
+} Bridge;
+
+/* server.c */
+int server_start(Bridge *b);
+void server_stop(Bridge *b);
+/* Runs MHD soon: after a connection was resumed. */
+void server_kick(Bridge *b);
+
+/* trust.c: the CA and CRL from the controller, and checking a peer's certificate against them. */
+int trust_load(Bridge *b);
+/* Verifies the DER certificate; returns its CN in ret_cn (malloc'd) or -EPERM with a reason. */
+int trust_verify(Bridge *b, const gnutls_datum_t *der, char **ret_cn, const char **ret_reason);

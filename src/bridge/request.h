@@ -1,0 +1,49 @@
+/* SPDX-License-Identifier: MIT */
+/* One HTTP request on its way through the bridge, and the connection it came on. */
+#pragma once
+
+#include <json-c/json.h>
+#include <microhttpd.h>
+
+#include "bridge.h"
+
+/* Per TLS connection: the verified client certificate, checked once per CRL generation. */
+typedef struct Peer {
+        bool checked;
+        unsigned generation;
+        char *cn;            /* NULL: no (valid) certificate */
+        const char *reason;  /* why not, for the 401 */
+        char address[64];
+} Peer;
+
+struct Request {
+        Bridge *bridge;
+        struct MHD_Connection *conn;
+        Peer *peer;
+        Request *prev, *next; /* in bridge->suspended while waiting */
+        bool suspended;
+
+        char *url;
+        char *body;
+        size_t size;
+        bool too_large;
+
+        sd_bus_slot *slot;           /* a Gateway call in flight */
+        struct MHD_Response *response;
+        unsigned status;
+        struct Watch *watch;         /* a streamed WatchSession */
+};
+
+/* Sets the response to send: JSON with a status. Takes o. */
+int request_reply_json(Request *req, unsigned status, json_object *o);
+/* A varlink error reply: {"error": name, "parameters": {key: value, …}} (NULL-terminated pairs). */
+int request_reply_error(Request *req, unsigned status, const char *error, ...);
+/* Parks the connection until request_resume. */
+void request_suspend(Request *req);
+void request_resume(Request *req);
+
+/* varlink-http.c: POST /call/<interface>.<method>. */
+int varlink_http_call(Request *req, const char *name);
+/* The HTTP status for a varlink error name. */
+unsigned varlink_error_status(const char *error);
+void watch_free(struct Watch *w);

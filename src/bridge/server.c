@@ -1,0 +1,297 @@
+/* SPDX-License-Identifier: MIT */
+/* The HTTPS server: libmicrohttpd on GnuTLS in our sd-event loop through MHD's epoll fd, the limits that
+ * keep one client from hurting the others, client certificate checks, and routing. */
+#include <arpa/inet.h>
+#include <gnutls/gnutls.h>
+#include <stdarg.h>
+
+#include "log.h"
+#include "request.h"
+
+static int update_timer(Bridge *b) {
+        MHD_UNSIGNED_LONG_LONG timeout;
+        uint64_t now;
+
+        if (MHD_get_timeout(b->daemon, &timeout) != MHD_YES)
+                return sd_event_source_set_enabled(b->mhd_timer, SD_EVENT_OFF);
+        if (sd_event_now(b->event, CLOCK_MONOTONIC, &now) < 0)
+                return -EIO;
+        (void) sd_event_source_set_time(b->mhd_timer, now + timeout * USEC_PER_MSEC);
+        return sd_event_source_set_enabled(b->mhd_timer, SD_EVENT_ONESHOT);
+}
+
+static void run(Bridge *b) {
+        (void) MHD_run(b->daemon);
+        (void) update_timer(b);
+}
+
+static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        (void) s, (void) fd, (void) revents;
+        run(userdata);
+        return 0;
+}
+
+static int on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        (void) s, (void) usec;
+        run(userdata);
+        return 0;
+}
+
+static int on_kick(sd_event_source *s, void *userdata) {
+        (void) s;
+        run(userdata);
+        return 0;
+}
+
+void server_kick(Bridge *b) {
+        (void) sd_event_source_set_enabled(b->mhd_kick, SD_EVENT_ONESHOT);
+}
+
+int request_reply_json(Request *req, unsigned status, json_object *o) {
+        const char *text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+        req->response = MHD_create_response_from_buffer(strlen(text), (void *) text, MHD_RESPMEM_MUST_COPY);
+        json_object_put(o);
+        if (!req->response)
+                return -ENOMEM;
+        MHD_add_response_header(req->response, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+        req->status = status;
+        return 0;
+}
+
+int request_reply_error(Request *req, unsigned status, const char *error, ...) {
+        json_object *o = json_object_new_object(), *params = json_object_new_object();
+        va_list ap;
+
+        va_start(ap, error);
+        for (const char *k = va_arg(ap, const char *); k; k = va_arg(ap, const char *))
+                json_object_object_add(params, k, json_object_new_string(va_arg(ap, const char *)));
+        va_end(ap);
+        json_object_object_add(o, "error", json_object_new_string(error));
+        json_object_object_add(o, "parameters", params);
+        return request_reply_json(req, status, o);
+}
+
+void request_suspend(Request *req) {
+        Bridge *b = req->bridge;
+        MHD_suspend_connection(req->conn);
+        req->suspended = true;
+        req->prev = NULL;
+        req->next = b->suspended;
+        if (b->suspended)
+                b->suspended->prev = req;
+        b->suspended = req;
+}
+
+void request_resume(Request *req) {
+        Bridge *b = req->bridge;
+        if (!req->suspended)
+                return;
+        if (req->prev)
+                req->prev->next = req->next;
+        else
+                b->suspended = req->next;
+        if (req->next)
+                req->next->prev = req->prev;
+        req->prev = req->next = NULL;
+        req->suspended = false;
+        MHD_resume_connection(req->conn);
+        server_kick(b);
+}
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code) {
+        Peer *p = *socket_context;
+        (void) cls;
+
+        if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+                const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+                p = calloc(1, sizeof(Peer));
+                if (p && ci && ci->client_addr) {
+                        const struct sockaddr *sa = ci->client_addr;
+                        if (sa->sa_family == AF_INET)
+                                inet_ntop(AF_INET, &((const struct sockaddr_in *) sa)->sin_addr, p->address,
+                                          sizeof(p->address));
+                        else if (sa->sa_family == AF_INET6)
+                                inet_ntop(AF_INET6, &((const struct sockaddr_in6 *) sa)->sin6_addr, p->address,
+                                          sizeof(p->address));
+                }
+                *socket_context = p;
+        } else if (p) {
+                free(p->cn);
+                free(p);
+                *socket_context = NULL;
+        }
+}
+
+/* The client certificate, verified against the CA and CRL once per connection (and again when the CRL
+ * changed). MHD only requests certificates, so a connection without one is fine until a call needs it. */
+static void check_peer(Bridge *b, Request *req) {
+        Peer *p = req->peer;
+        const union MHD_ConnectionInfo *ci;
+        const gnutls_datum_t *certs;
+        unsigned n = 0;
+
+        if (!p || (p->checked && p->generation == b->trust_generation))
+                return;
+        free(p->cn);
+        p->cn = NULL;
+        p->reason = "no client certificate was presented";
+        p->checked = true;
+        p->generation = b->trust_generation;
+        ci = MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+        if (!ci || !ci->tls_session)
+                return;
+        certs = gnutls_certificate_get_peers((gnutls_session_t) ci->tls_session, &n);
+        if (!certs || n == 0)
+                return;
+        if (trust_verify(b, &certs[0], &p->cn, &p->reason) < 0)
+                p->cn = NULL;
+}
+
+static enum MHD_Result queue(Request *req) {
+        enum MHD_Result r = MHD_queue_response(req->conn, req->status, req->response);
+        MHD_destroy_response(req->response);
+        req->response = NULL;
+        return r;
+}
+
+static enum MHD_Result route(Request *req, const char *method) {
+        const char *name;
+        int r;
+
+        if ((name = startswith(req->url, "/call/"))) {
+                if (!streq(method, MHD_HTTP_METHOD_POST))
+                        r = request_reply_error(req, MHD_HTTP_METHOD_NOT_ALLOWED, "org.varlink.service.MethodNotFound",
+                                                "method", name, NULL);
+                else if (req->too_large)
+                        r = request_reply_error(req, MHD_HTTP_CONTENT_TOO_LARGE, "org.varlink.service.InvalidParameter",
+                                                "parameter", "parameters", NULL);
+                else
+                        r = varlink_http_call(req, name);
+        } else
+                r = request_reply_error(req, MHD_HTTP_NOT_FOUND, "org.varlink.service.MethodNotFound", "method",
+                                        req->url, NULL);
+        if (r < 0) {
+                log_error_errno(r, "Failed to handle %s %s: %m", method, req->url);
+                return MHD_NO;
+        }
+        return req->response ? queue(req) : MHD_YES; /* else suspended or streaming */
+}
+
+static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                                 const char *version, const char *data, size_t *data_size, void **req_cls) {
+        Bridge *b = cls;
+        Request *req = *req_cls;
+        (void) version;
+
+        if (!req) {
+                const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+                req = calloc(1, sizeof(Request));
+                if (!req || !(req->url = strdup(url))) {
+                        free(req);
+                        return MHD_NO;
+                }
+                req->bridge = b;
+                req->conn = conn;
+                req->peer = ci ? ci->socket_context : NULL;
+                *req_cls = req;
+                return MHD_YES;
+        }
+        if (*data_size > 0) {
+                /* Bodies over the limit are read and dropped, then refused with 413. */
+                if (req->too_large || req->size + *data_size > b->config.max_body) {
+                        req->too_large = true;
+                        free(req->body);
+                        req->body = NULL;
+                } else {
+                        char *n = realloc(req->body, req->size + *data_size + 1);
+                        if (!n)
+                                return MHD_NO;
+                        memcpy(n + req->size, data, *data_size);
+                        req->size += *data_size;
+                        n[req->size] = 0;
+                        req->body = n;
+                }
+                *data_size = 0;
+                return MHD_YES;
+        }
+        if (req->response) /* resumed with the controller's answer */
+                return queue(req);
+        if (req->slot || req->watch)
+                return MHD_YES;
+        check_peer(b, req);
+        return route(req, method);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
+                         enum MHD_RequestTerminationCode code) {
+        Request *req = *req_cls;
+        (void) cls, (void) conn, (void) code;
+        if (!req)
+                return;
+        sd_bus_slot_unref(req->slot);
+        if (req->response)
+                MHD_destroy_response(req->response);
+        free(req->url);
+        free(req->body);
+        free(req);
+        *req_cls = NULL;
+}
+
+static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
+        _cleanup_free_ char *s = NULL;
+        (void) cls;
+        if (vasprintf(&s, fmt, ap) >= 0)
+                log_debug("microhttpd: %s", s);
+}
+
+int server_start(Bridge *b) {
+        const union MHD_DaemonInfo *info;
+        int r;
+
+        b->daemon = MHD_start_daemon(
+                MHD_USE_TLS | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_access,
+                b, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, b, MHD_OPTION_LISTEN_SOCKET, b->listen_fd, MHD_OPTION_HTTPS_MEM_KEY, b->key_pem,
+                MHD_OPTION_HTTPS_MEM_CERT, b->cert_pem, MHD_OPTION_HTTPS_MEM_TRUST, b->ca_pem,
+                MHD_OPTION_HTTPS_PRIORITIES, "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2",
+                MHD_OPTION_CONNECTION_LIMIT, b->config.max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+                b->config.max_per_ip, MHD_OPTION_CONNECTION_TIMEOUT, b->config.timeout_sec,
+                MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) 32 * 1024, MHD_OPTION_NOTIFY_CONNECTION, on_connection,
+                b, MHD_OPTION_NOTIFY_COMPLETED, on_completed, b, MHD_OPTION_END);
+        if (!b->daemon)
+                return log_error_errno(EIO, "Failed to start the HTTPS server (libmicrohttpd refused its settings).");
+        info = MHD_get_daemon_info(b->daemon, MHD_DAEMON_INFO_EPOLL_FD);
+        if (!info)
+                return log_error_errno(EIO, "libmicrohttpd has no epoll file descriptor.");
+        r = sd_event_add_io(b->event, &b->mhd_io, info->epoll_fd, EPOLLIN, on_io, b);
+        if (r >= 0)
+                r = sd_event_add_time(b->event, &b->mhd_timer, CLOCK_MONOTONIC, UINT64_MAX, 0, on_timer, b);
+        if (r >= 0)
+                r = sd_event_add_defer(b->event, &b->mhd_kick, on_kick, b);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(b->mhd_kick, SD_EVENT_OFF);
+        if (r < 0)
+                return r;
+        run(b);
+        return 0;
+}
+
+void server_stop(Bridge *b) {
+        if (!b->daemon)
+                return;
+        /* MHD cannot stop with connections parked: let them go first. */
+        while (b->suspended) {
+                Request *req = b->suspended;
+                req->slot = sd_bus_slot_unref(req->slot);
+                if (req->watch) {
+                        watch_free(req->watch);
+                        req->watch = NULL;
+                }
+                request_resume(req);
+        }
+        MHD_stop_daemon(b->daemon);
+        b->daemon = NULL;
+        b->mhd_io = sd_event_source_disable_unref(b->mhd_io);
+        b->mhd_timer = sd_event_source_disable_unref(b->mhd_timer);
+        b->mhd_kick = sd_event_source_disable_unref(b->mhd_kick);
+}

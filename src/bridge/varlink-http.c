@@ -1,0 +1,361 @@
+/* SPDX-License-Identifier: MIT */
+/* Varlink over HTTP: POST /call/<interface>.<method> with the parameters as the body, 200 with the output
+ * parameters or an error status with {"error", "parameters"}; WatchSession streams application/json-seq
+ * records while the client sends "Accept: application/json-seq". Calls are checked against the IDL here,
+ * so malformed ones never reach the controller, and forwarded as one Gateway call each. */
+#include <stdarg.h>
+
+#include "log.h"
+#include "request.h"
+#include "util.h"
+#include "varlink-idl.h"
+
+#define DEST "org.pureboot.Controller1"
+#define ROOT "/org/pureboot/Controller1"
+#define GATEWAY "org.pureboot.Controller1.Gateway"
+#define NODE_PREFIX "org.pureboot.Node."
+
+static const char service_idl[] =
+        "# The Varlink Service Interface is provided by every varlink service.\n"
+        "interface org.varlink.service\n\n"
+        "method GetInfo() -> (vendor: string, product: string, version: string, url: string, "
+        "interfaces: []string)\n\n"
+        "method GetInterfaceDescription(interface: string) -> (description: string)\n\n"
+        "error InterfaceNotFound (interface: string)\n"
+        "error MethodNotFound (method: string)\n"
+        "error MethodNotImplemented (method: string)\n"
+        "error InvalidParameter (parameter: string)\n";
+
+unsigned varlink_error_status(const char *error) {
+        static const struct {
+                const char *suffix;
+                unsigned status;
+        } map[] = {
+                { ".InvalidParameter", MHD_HTTP_BAD_REQUEST },
+                { ".BadCertificateRequest", MHD_HTTP_BAD_REQUEST },
+                { ".PermissionDenied", MHD_HTTP_FORBIDDEN },
+                { ".InvalidToken", MHD_HTTP_FORBIDDEN },
+                { ".NoSuchSession", MHD_HTTP_NOT_FOUND },
+                { ".MethodNotFound", MHD_HTTP_NOT_FOUND },
+                { ".InterfaceNotFound", MHD_HTTP_NOT_FOUND },
+                { ".InvalidState", MHD_HTTP_CONFLICT },
+                { ".MethodNotImplemented", MHD_HTTP_NOT_IMPLEMENTED },
+                { ".ControllerUnavailable", MHD_HTTP_SERVICE_UNAVAILABLE },
+        };
+        const char *dot = error ? strrchr(error, '.') : NULL;
+        for (size_t i = 0; dot && i < ELEMENTSOF(map); i++)
+                if (streq(dot, map[i].suffix))
+                        return map[i].status;
+        return MHD_HTTP_INTERNAL_SERVER_ERROR;
+}
+
+/* Parses the body as a JSON object (an empty body is {}), nested at most 32 deep. */
+static json_object *parse_body(Request *req) {
+        json_tokener *tok;
+        json_object *o;
+
+        if (!req->body || req->size == 0)
+                return json_object_new_object();
+        tok = json_tokener_new_ex(32);
+        if (!tok)
+                return NULL;
+        o = json_tokener_parse_ex(tok, req->body, (int) req->size);
+        if (o && (json_tokener_get_error(tok) != json_tokener_success || json_tokener_get_parse_end(tok) != req->size ||
+                  !json_object_is_type(o, json_type_object))) {
+                json_object_put(o);
+                o = NULL;
+        }
+        json_tokener_free(tok);
+        return o;
+}
+
+/* The Gateway's answer: ("", reply) or (error name, error parameters). */
+static int reply_from_gateway(sd_bus_message *m, const sd_bus_error *e, unsigned *ret_status, json_object **ret) {
+        const char *error, *text;
+        json_object *params, *o;
+
+        if (e && sd_bus_error_is_set(e)) {
+                o = json_object_new_object();
+                params = json_object_new_object();
+                json_object_object_add(params, "reason", json_object_new_string(e->message ?: e->name));
+                json_object_object_add(o, "error", json_object_new_string(NODE_PREFIX "ControllerUnavailable"));
+                json_object_object_add(o, "parameters", params);
+                *ret_status = MHD_HTTP_SERVICE_UNAVAILABLE;
+                *ret = o;
+                return 0;
+        }
+        if (sd_bus_message_read(m, "ss", &error, &text) < 0)
+                return -EBADMSG;
+        params = json_tokener_parse(text);
+        if (!params)
+                return -EBADMSG;
+        if (isempty(error)) {
+                *ret_status = MHD_HTTP_OK;
+                *ret = params;
+                return 0;
+        }
+        o = json_object_new_object();
+        json_object_object_add(o, "error", json_object_new_string(error));
+        json_object_object_add(o, "parameters", params);
+        *ret_status = varlink_error_status(error);
+        *ret = o;
+        return 0;
+}
+
+static int on_gateway_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
+        Request *req = userdata;
+        unsigned status;
+        json_object *o;
+        int r;
+        (void) ret_error;
+
+        req->slot = sd_bus_slot_unref(req->slot);
+        r = reply_from_gateway(m, sd_bus_message_get_error(m), &status, &o);
+        if (r < 0)
+                r = request_reply_error(req, MHD_HTTP_INTERNAL_SERVER_ERROR, NODE_PREFIX "ControllerUnavailable",
+                                        "reason", "the controller's answer could not be read", NULL);
+        else
+                r = request_reply_json(req, status, o);
+        if (r < 0)
+                log_error_errno(r, "Failed to build a reply: %m");
+        request_resume(req);
+        return 0;
+}
+
+static int forward(Bridge *b, sd_bus_slot **slot, const char *method, Peer *peer, json_object *params,
+                   sd_bus_message_handler_t callback, void *userdata) {
+        return sd_bus_call_method_async(b->bus, slot, DEST, ROOT, GATEWAY, "Call", callback, userdata, "ssss",
+                                        method, strempty(peer ? peer->cn : NULL), peer ? peer->address : "",
+                                        json_object_to_json_string_ext(params, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+}
+
+/* WatchSession as a stream of application/json-seq records: RS, JSON, LF. */
+typedef struct Watch {
+        Request *req;
+        Bridge *bridge;
+        Peer peer; /* a copy: the stream outlives nothing, but the connection's Peer may be re-checked */
+        char session[PB_ID_LEN + 1];
+        sd_bus_slot *call, *match;
+        bool refresh, done, waiting;
+        char *buf, *last; /* last: the previous record, so an unchanged session is not sent twice */
+        size_t len, pos;
+} Watch;
+
+void watch_free(Watch *w) {
+        if (!w)
+                return;
+        sd_bus_slot_unref(w->call);
+        sd_bus_slot_unref(w->match);
+        free(w->peer.cn);
+        free(w->buf);
+        free(w->last);
+        free(w);
+}
+
+static void watch_wake(Watch *w) {
+        if (w->waiting && w->req) {
+                w->waiting = false;
+                request_resume(w->req);
+        }
+}
+
+static void watch_append(Watch *w, json_object *o) {
+        const char *text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+        size_t n = strlen(text);
+        if (streq_ptr(w->last, text))
+                return;
+        (void) free_and_strdup(&w->last, text);
+        char *nb = realloc(w->buf, w->len + n + 2);
+        if (nb) {
+                w->buf = nb;
+                w->buf[w->len] = 0x1e;
+                memcpy(w->buf + w->len + 1, text, n);
+                w->buf[w->len + 1 + n] = '\n';
+                w->len += n + 2;
+        }
+        watch_wake(w);
+}
+
+static int watch_refresh(Watch *w);
+
+static int on_watch_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
+        Watch *w = userdata;
+        json_object *o = NULL, *session, *status;
+        unsigned code;
+        (void) ret_error;
+
+        w->call = sd_bus_slot_unref(w->call);
+        if (reply_from_gateway(m, sd_bus_message_get_error(m), &code, &o) < 0 || code != MHD_HTTP_OK) {
+                w->done = true; /* an error is the last record */
+        } else if (json_object_object_get_ex(o, "session", &session) &&
+                   json_object_object_get_ex(session, "status", &status) &&
+                   STR_IN_SET(json_object_get_string(status), "completed", "failed", "cancelled"))
+                w->done = true;
+        if (o)
+                watch_append(w, o);
+        json_object_put(o);
+        if (w->done)
+                watch_wake(w);
+        else if (w->refresh)
+                (void) watch_refresh(w);
+        return 0;
+}
+
+static int watch_refresh(Watch *w) {
+        _cleanup_(json_object_unrefp) json_object *p = json_object_new_object();
+        if (w->call) { /* one at a time; the reply asks again */
+                w->refresh = true;
+                return 0;
+        }
+        w->refresh = false;
+        json_object_object_add(p, "session", json_object_new_string(w->session));
+        return forward(w->bridge, &w->call, "GetSession", &w->peer, p, on_watch_reply, w);
+}
+
+static int on_session_changed(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
+        (void) m, (void) ret_error;
+        (void) watch_refresh(userdata);
+        return 0;
+}
+
+static ssize_t watch_read(void *cls, uint64_t pos, char *buf, size_t max) {
+        Watch *w = cls;
+        (void) pos;
+        if (w->pos < w->len) {
+                size_t n = MIN(max, w->len - w->pos);
+                memcpy(buf, w->buf + w->pos, n);
+                w->pos += n;
+                return (ssize_t) n;
+        }
+        if (w->done || !w->req)
+                return MHD_CONTENT_READER_END_OF_STREAM;
+        /* Nothing to send yet: park the connection rather than have MHD ask again at once. */
+        w->waiting = true;
+        request_suspend(w->req);
+        return 0;
+}
+
+static void watch_response_free(void *cls) {
+        Watch *w = cls;
+        if (w->req)
+                w->req->watch = NULL;
+        watch_free(w);
+}
+
+static int watch_start(Request *req, json_object *params) {
+        Bridge *b = req->bridge;
+        json_object *s;
+        _cleanup_free_ char *match = NULL;
+        Watch *w;
+        int r;
+
+        json_object_object_get_ex(params, "session", &s);
+        if (!id_is_valid(json_object_get_string(s)))
+                return request_reply_error(req, MHD_HTTP_NOT_FOUND, NODE_PREFIX "NoSuchSession", "session",
+                                           json_object_get_string(s), NULL);
+        w = calloc(1, sizeof(Watch));
+        if (!w)
+                return -ENOMEM;
+        w->req = req;
+        w->bridge = b;
+        snprintf(w->session, sizeof(w->session), "%s", json_object_get_string(s));
+        snprintf(w->peer.address, sizeof(w->peer.address), "%s", req->peer->address);
+        w->peer.cn = strdup(req->peer->cn);
+        if (!w->peer.cn || asprintf(&match,
+                                    "type='signal',sender='" DEST "',path='" ROOT "/clone/%s',"
+                                    "interface='org.freedesktop.DBus.Properties',member='PropertiesChanged'",
+                                    w->session) < 0) {
+                watch_free(w);
+                return -ENOMEM;
+        }
+        r = sd_bus_add_match_async(b->bus, &w->match, match, on_session_changed, NULL, w);
+        if (r >= 0)
+                r = forward(b, &w->call, "WatchSession", &w->peer, params, on_watch_reply, w);
+        if (r >= 0) {
+                req->response = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, watch_read, w,
+                                                                  watch_response_free);
+                r = req->response ? 0 : -ENOMEM;
+        }
+        if (r < 0) {
+                watch_free(w);
+                return r;
+        }
+        MHD_add_response_header(req->response, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json-seq");
+        req->status = MHD_HTTP_OK;
+        req->watch = w;
+        return 0;
+}
+
+static int service_call(Request *req, const char *method) {
+        json_object *o = json_object_new_object(), *params, *iface;
+
+        if (streq(method, "GetInfo")) {
+                json_object *list = json_object_new_array();
+                json_object_array_add(list, json_object_new_string("org.varlink.service"));
+                json_object_array_add(list, json_object_new_string("org.pureboot.Node"));
+                json_object_object_add(o, "vendor", json_object_new_string("PureBoot"));
+                json_object_object_add(o, "product", json_object_new_string("pureboot-bridge"));
+                json_object_object_add(o, "version", json_object_new_string(PACKAGE_VERSION));
+                json_object_object_add(o, "url", json_object_new_string("https://github.com/pureboot"));
+                json_object_object_add(o, "interfaces", list);
+                return request_reply_json(req, MHD_HTTP_OK, o);
+        }
+        params = parse_body(req);
+        const char *name = params && json_object_object_get_ex(params, "interface", &iface)
+                                   ? json_object_get_string(iface)
+                                   : "";
+        const char *text = streq(name, "org.pureboot.Node")     ? node_interface_idl
+                           : streq(name, "org.varlink.service") ? service_idl
+                                                                  : NULL;
+        json_object_put(params);
+        if (!text) {
+                json_object_put(o);
+                return request_reply_error(req, MHD_HTTP_NOT_FOUND, "org.varlink.service.InterfaceNotFound",
+                                           "interface", name, NULL);
+        }
+        json_object_object_add(o, "description", json_object_new_string(text));
+        return request_reply_json(req, MHD_HTTP_OK, o);
+}
+
+int varlink_http_call(Request *req, const char *name) {
+        Bridge *b = req->bridge;
+        _cleanup_free_ char *bad = NULL;
+        const char *method, *accept;
+        const VarlinkDefinition *def;
+        json_object *params;
+        int r;
+
+        if ((method = startswith(name, "org.varlink.service.")) && STR_IN_SET(method, "GetInfo", "GetInterfaceDescription"))
+                return service_call(req, method);
+        method = startswith(name, NODE_PREFIX);
+        def = method ? varlink_interface_method(b->interface, method) : NULL;
+        if (!def)
+                return request_reply_error(req, MHD_HTTP_NOT_FOUND, "org.varlink.service.MethodNotFound", "method",
+                                           name, NULL);
+        /* Identity comes from the certificate; only Enrol is open to nodes without one. */
+        if (!streq(method, "Enrol") && (!req->peer || !req->peer->cn))
+                return request_reply_error(req, MHD_HTTP_UNAUTHORIZED, NODE_PREFIX "PermissionDenied", "reason",
+                                           req->peer ? req->peer->reason : "no client certificate", NULL);
+        params = parse_body(req);
+        if (!params)
+                return request_reply_error(req, MHD_HTTP_BAD_REQUEST, "org.varlink.service.InvalidParameter",
+                                           "parameter", "parameters", NULL);
+        if (varlink_validate(b->interface, def->type, params, &bad) < 0) {
+                json_object_put(params);
+                return request_reply_error(req, MHD_HTTP_BAD_REQUEST, "org.varlink.service.InvalidParameter",
+                                           "parameter", bad ?: "parameters", NULL);
+        }
+        accept = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT);
+        if (streq(method, "WatchSession") && accept && strstr(accept, "application/json-seq")) {
+                r = watch_start(req, params);
+                json_object_put(params);
+                return r;
+        }
+        r = forward(b, &req->slot, method, req->peer, params, on_gateway_reply, req);
+        json_object_put(params);
+        if (r < 0)
+                return request_reply_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, NODE_PREFIX "ControllerUnavailable",
+                                           "reason", "the controller cannot be reached", NULL);
+        request_suspend(req);
+        return 0;
+}
