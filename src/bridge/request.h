@@ -46,4 +46,5 @@ void request_resume(Request *req);
 int varlink_http_call(Request *req, const char *name);
 /* The HTTP status for a varlink error name. */
 unsigned varlink_error_status(const char *error);
-void watch_free(struct Watch *w);
+/* Called when the request a stream belongs to goes away; the response frees the stream later. */
+void watch_detach(struct Watch *w);

@@ -229,6 +229,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
         (void) cls, (void) conn, (void) code;
         if (!req)
                 return;
+        if (req->watch)
+                watch_detach(req->watch);
         sd_bus_slot_unref(req->slot);
         if (req->response)
                 MHD_destroy_response(req->response);
@@ -284,7 +286,7 @@ void server_stop(Bridge *b) {
                 Request *req = b->suspended;
                 req->slot = sd_bus_slot_unref(req->slot);
                 if (req->watch) {
-                        watch_free(req->watch);
+                        watch_detach(req->watch);
                         req->watch = NULL;
                 }
                 request_resume(req);

@@ -141,7 +141,7 @@ typedef struct Watch {
         size_t len, pos;
 } Watch;
 
-void watch_free(Watch *w) {
+static void watch_free(Watch *w) {
         if (!w)
                 return;
         sd_bus_slot_unref(w->call);
@@ -235,6 +235,15 @@ static ssize_t watch_read(void *cls, uint64_t pos, char *buf, size_t max) {
         return 0;
 }
 
+void watch_detach(Watch *w) {
+        /* The request is going away (MHD completes it before it frees the response): the stream ends, and
+         * nothing of the request is touched again. */
+        w->req = NULL;
+        w->done = true;
+        w->call = sd_bus_slot_unref(w->call);
+        w->match = sd_bus_slot_unref(w->match);
+}
+
 static void watch_response_free(void *cls) {
         Watch *w = cls;
         if (w->req)
@@ -287,7 +296,7 @@ static int watch_start(Request *req, json_object *params) {
 }
 
 static int service_call(Request *req, const char *method) {
-        json_object *o = json_object_new_object(), *params, *iface;
+        json_object *o = json_object_new_object(), *iface;
 
         if (streq(method, "GetInfo")) {
                 json_object *list = json_object_new_array();
@@ -300,14 +309,14 @@ static int service_call(Request *req, const char *method) {
                 json_object_object_add(o, "interfaces", list);
                 return request_reply_json(req, MHD_HTTP_OK, o);
         }
-        params = parse_body(req);
-        const char *name = params && json_object_object_get_ex(params, "interface", &iface)
+        /* name points into params: it lives until the reply is built. */
+        _cleanup_(json_object_unrefp) json_object *body = parse_body(req);
+        const char *name = body && json_object_object_get_ex(body, "interface", &iface)
                                    ? json_object_get_string(iface)
                                    : "";
         const char *text = streq(name, "org.pureboot.Node")     ? node_interface_idl
                            : streq(name, "org.varlink.service") ? service_idl
                                                                   : NULL;
-        json_object_put(params);
         if (!text) {
                 json_object_put(o);
                 return request_reply_error(req, MHD_HTTP_NOT_FOUND, "org.varlink.service.InterfaceNotFound",
