@@ -15,6 +15,7 @@
 #include "request.h"
 #include "util.h"
 #include "varlink-idl.h"
+#include "workflow.h"
 
 #define DEST "org.pureboot.Controller1"
 #define ROOT "/org/pureboot/Controller1"
@@ -46,6 +47,8 @@ static Bridge *bridge_free(Bridge *b) {
         free(b->cert_pem);
         free(b->ca_pem);
         free(b->crl_pem);
+        free(b->ca_fingerprint);
+        workflows_free(b->workflows);
         config_done(&b->config);
         free(b);
         return NULL;
@@ -195,6 +198,9 @@ static void help(void) {
                "     --hostname=NAME       Name in the server certificate (default: this host's name)\n"
                "     --address=IP          Address nodes use, added to the server certificate\n"
                "     --cert=FILE --key=FILE  Use these instead of asking the controller for a certificate\n"
+               "     --workflows=DIR       Boot workflows (default /usr/share/pureboot/workflows)\n"
+               "     --boot-url=URL        Where kernels and initrds are fetched (default https://ADDRESS:PORT/boot/files)\n"
+               "     --check-workflows=DIR Load every workflow of DIR, report, and exit (non-zero on any error)\n"
                "     --max-connections=N   Connections in all (default 4096)\n"
                "     --max-per-ip=N        Connections per client address (default 64)\n"
                "     --timeout=SEC         Idle connection timeout (default 30)\n"
@@ -203,7 +209,7 @@ static void help(void) {
 
 static int parse_args(int argc, char *argv[], BridgeConfig *c) {
         enum { ARG_VERSION = 0x100, ARG_LISTEN, ARG_HOSTNAME, ARG_ADDRESS, ARG_CERT, ARG_KEY, ARG_MAX_CONN,
-               ARG_MAX_PER_IP, ARG_TIMEOUT, ARG_LOG_LEVEL };
+               ARG_MAX_PER_IP, ARG_TIMEOUT, ARG_LOG_LEVEL, ARG_WORKFLOWS, ARG_BOOT_URL, ARG_CHECK_WORKFLOWS };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, ARG_VERSION },
@@ -216,6 +222,9 @@ static int parse_args(int argc, char *argv[], BridgeConfig *c) {
                 { "max-per-ip", required_argument, NULL, ARG_MAX_PER_IP },
                 { "timeout", required_argument, NULL, ARG_TIMEOUT },
                 { "log-level", required_argument, NULL, ARG_LOG_LEVEL },
+                { "workflows", required_argument, NULL, ARG_WORKFLOWS },
+                { "boot-url", required_argument, NULL, ARG_BOOT_URL },
+                { "check-workflows", required_argument, NULL, ARG_CHECK_WORKFLOWS },
                 {},
         };
         uint64_t v;
@@ -232,6 +241,16 @@ static int parse_args(int argc, char *argv[], BridgeConfig *c) {
                 case ARG_ADDRESS: target = &c->address; break;
                 case ARG_CERT: target = &c->cert_file; break;
                 case ARG_KEY: target = &c->key_file; break;
+                case ARG_WORKFLOWS: target = &c->workflows_dir; break;
+                case ARG_BOOT_URL: target = &c->boot_base_url; break;
+                case ARG_CHECK_WORKFLOWS: {
+                        struct Workflows *w = NULL;
+                        r = workflows_load_dir(optarg, true, &w);
+                        if (r >= 0)
+                                printf("%zu workflows in %s load.\n", w->n, optarg);
+                        workflows_free(w);
+                        return r < 0 ? -EINVAL : 0;
+                }
                 case ARG_MAX_CONN: number = &c->max_connections; break;
                 case ARG_MAX_PER_IP: number = &c->max_per_ip; break;
                 case ARG_TIMEOUT: number = &c->timeout_sec; break;
@@ -295,12 +314,20 @@ int main(int argc, char *argv[]) {
         r = trust_load(b);
         if (r < 0)
                 return 1;
+        /* A workflow that does not load is reported and left out; the others still serve. */
+        r = workflows_load_dir(b->config.workflows_dir ?: "/usr/share/pureboot/workflows", false, &b->workflows);
+        if (r < 0)
+                return 1;
         r = sd_bus_match_signal_async(b->bus, NULL, DEST, ROOT "/ca", "org.freedesktop.DBus.Properties",
                                       "PropertiesChanged", on_ca_changed, NULL, b);
         if (r >= 0)
                 r = obtain_certificate(b);
         if (r >= 0)
                 r = open_listener(b);
+        if (r >= 0 && !b->config.boot_base_url &&
+            asprintf(&b->config.boot_base_url, "https://%s:%u/boot/files", b->config.address ?: b->config.hostname,
+                     b->port) < 0)
+                r = -ENOMEM;
         if (r >= 0)
                 r = server_start(b);
         if (r < 0)

@@ -10,7 +10,6 @@
 #include "macro.h"
 
 typedef struct Request Request;
-typedef struct Workflows Workflows;
 
 typedef struct BridgeConfig {
         char *listen;          /* ADDR:PORT; unused with socket activation */
@@ -35,12 +34,13 @@ typedef struct Bridge {
 
         struct VarlinkInterface *interface;
         char *ca_pem, *crl_pem, *cert_pem, *key_pem;
+        char *ca_fingerprint; /* SHA-256 of the CA certificate, for pureboot.ca= on boot command lines */
         /* The CA and its CRL, for checking client certificates; rebuilt when the CRL changes. */
         gnutls_x509_trust_list_t trust;
         unsigned trust_generation;
 
         Request *suspended; /* requests waiting for the controller, resumed at shutdown */
-        Workflows *workflows;
+        struct Workflows *workflows;
 } Bridge;
 
 /* server.c */

@@ -44,6 +44,8 @@ void request_resume(Request *req);
 
 /* varlink-http.c: POST /call/<interface>.<method>. */
 int varlink_http_call(Request *req, const char *name);
+/* boot.c: GET /boot/ipxe (pi = false) and GET /boot/pi. */
+int boot_answer(Request *req, bool pi);
 /* The HTTP status for a varlink error name. */
 unsigned varlink_error_status(const char *error);
 /* Called when the request a stream belongs to goes away; the response frees the stream later. */

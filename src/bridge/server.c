@@ -168,6 +168,12 @@ static enum MHD_Result route(Request *req, const char *method) {
                                                 "parameter", "parameters", NULL);
                 else
                         r = varlink_http_call(req, name);
+        } else if (STR_IN_SET(req->url, "/boot/ipxe", "/boot/pi")) {
+                if (!streq(method, MHD_HTTP_METHOD_GET))
+                        r = request_reply_error(req, MHD_HTTP_METHOD_NOT_ALLOWED, "org.varlink.service.MethodNotFound",
+                                                "method", req->url, NULL);
+                else
+                        r = boot_answer(req, streq(req->url, "/boot/pi"));
         } else
                 r = request_reply_error(req, MHD_HTTP_NOT_FOUND, "org.varlink.service.MethodNotFound", "method",
                                         req->url, NULL);
@@ -240,7 +246,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
         *req_cls = NULL;
 }
 
-static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
+_printf_(2, 0) static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
         _cleanup_free_ char *s = NULL;
         (void) cls;
         if (vasprintf(&s, fmt, ap) >= 0)

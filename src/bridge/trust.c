@@ -5,6 +5,7 @@
 
 #include "bridge.h"
 #include "log.h"
+#include "util.h"
 
 #define DEST "org.pureboot.Controller1"
 #define CA_PATH "/org/pureboot/Controller1/ca"
@@ -43,6 +44,19 @@ int trust_load(Bridge *b) {
         b->trust = tl;
         /* Connections verified under the old list verify again on their next request. */
         b->trust_generation++;
+        gnutls_x509_crt_t crt;
+        uint8_t digest[32];
+        size_t size = sizeof(digest);
+        if (gnutls_x509_crt_init(&crt) >= 0) {
+                if (gnutls_x509_crt_import(crt, &cad, GNUTLS_X509_FMT_PEM) >= 0 &&
+                    gnutls_x509_crt_get_fingerprint(crt, GNUTLS_DIG_SHA256, digest, &size) >= 0) {
+                        free(b->ca_fingerprint);
+                        b->ca_fingerprint = hexmem(digest, size);
+                }
+                gnutls_x509_crt_deinit(crt);
+        }
+        if (!b->ca_fingerprint)
+                return log_error_errno(EBADMSG, "The controller's CA certificate does not parse.");
         free(b->ca_pem);
         free(b->crl_pem);
         b->ca_pem = TAKE_PTR(ca);

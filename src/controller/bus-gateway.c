@@ -77,10 +77,46 @@ static int method_sign_server_certificate(sd_bus_message *msg, void *userdata, s
         return sd_bus_reply_method_return(msg, "ss", pem, ca_certificate_pem(m->ca));
 }
 
+static int method_boot(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(boot_answer_done) BootAnswer a = {};
+        Manager *m = userdata;
+        const char *kind, *mac, *serial;
+        int r;
+
+        r = sd_bus_message_read(msg, "sss", &kind, &mac, &serial);
+        if (r < 0)
+                return r;
+        r = check_bridge(m, msg, error);
+        if (r < 0)
+                return r;
+        r = gateway_boot(m, kind, mac, serial, &a, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_new_method_return(msg, &reply);
+        if (r >= 0)
+                r = sd_bus_message_append(reply, "ssss", a.action, a.workflow, a.node, a.state);
+        if (r >= 0)
+                r = sd_bus_message_open_container(reply, 'a', "{ss}");
+        json_object_object_foreach(a.parameters, key, value) {
+                if (r < 0)
+                        break;
+                r = sd_bus_message_append(reply, "{ss}", key, json_object_get_string(value));
+        }
+        if (r >= 0)
+                r = sd_bus_message_close_container(reply);
+        if (r < 0)
+                return r;
+        return sd_bus_send(NULL, reply, NULL);
+}
+
 static const sd_bus_vtable gateway_vtable[] = {
         SD_BUS_VTABLE_START(0),
         SD_BUS_METHOD_WITH_ARGS("Call", SD_BUS_ARGS("s", method, "s", peer, "s", address, "s", parameters),
                                 SD_BUS_RESULT("s", error, "s", reply), method_call, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Boot", SD_BUS_ARGS("s", kind, "s", mac, "s", serial),
+                                SD_BUS_RESULT("s", action, "s", workflow, "s", node, "s", state, "a{ss}", parameters),
+                                method_boot, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("SignServerCertificate", SD_BUS_ARGS("s", csr, "s", hostname, "as", addresses),
                                 SD_BUS_RESULT("s", certificate, "s", ca), method_sign_server_certificate,
                                 SD_BUS_VTABLE_UNPRIVILEGED),

@@ -140,7 +140,7 @@ static int method_register_node(sd_bus_message *msg, void *userdata, sd_bus_erro
                           bus_interactive(msg, &o), error);
         if (r <= 0)
                 return r < 0 ? r : 1;
-        r = node_register(m, hostname, mac, arch, o.serial, &n, error);
+        r = node_register(m, hostname, mac, arch, o.serial, "ready", &n, error);
         if (r < 0)
                 return r;
         _cleanup_free_ char *path = node_path(n);

@@ -592,6 +592,130 @@ done:
         return 0;
 }
 
+void boot_answer_done(BootAnswer *a) {
+        free(a->workflow);
+        free(a->node);
+        free(a->state);
+        json_object_put(a->parameters);
+        *a = (BootAnswer){};
+}
+
+/* The session a node takes part in, if any is not finished: the running one first, else a pending one. */
+static CloneSession *session_of_node(Manager *m, const Node *n, const char **ret_role) {
+        CloneSession *c, *pending = NULL;
+        HASHMAP_FOREACH(c, m->sessions, i) {
+                bool source = streq_ptr(c->source_node, n->id), target = streq_ptr(c->target_node, n->id);
+                if (!source && !target)
+                        continue;
+                if (clone_status_is_active(c->status)) {
+                        *ret_role = source ? "source" : "target";
+                        return c;
+                }
+                if (c->status == CLONE_PENDING)
+                        pending = c;
+        }
+        *ret_role = NULL;
+        return pending;
+}
+
+int gateway_boot(Manager *m, const char *kind, const char *mac, const char *serial, BootAnswer *ret,
+                 sd_bus_error *error) {
+        _cleanup_free_ char *canonical_mac = NULL, *canonical_serial = NULL, *hostname = NULL, *token = NULL,
+                            *state = NULL, *mode = NULL, *workflow = NULL;
+        _cleanup_(json_object_unrefp) json_object *params = NULL;
+        const char *action = "local_boot", *role = NULL;
+        Node *n = NULL, *v;
+        CloneSession *c;
+        int r;
+
+        if (!STR_IN_SET(kind, "ipxe", "pi"))
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT, "Boot kind \"%.16s\" is not ipxe or pi.",
+                                         kind);
+        if (!isempty(mac) && mac_normalize(mac, &canonical_mac) < 0)
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                         "mac=%.64s is not a MAC address (aa:bb:cc:dd:ee:ff).", mac);
+        if (!isempty(serial) && node_serial_normalize(serial, &canonical_serial) < 0)
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                         "serial=%.64s is not a Raspberry Pi serial (8 hex digits).", serial);
+        if (streq(kind, "ipxe") ? !canonical_mac : !canonical_serial)
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                         streq(kind, "ipxe") ? "An iPXE boot names the machine by mac=."
+                                                             : "A Pi boot names the machine by serial=.");
+        HASHMAP_FOREACH(v, m->nodes, i)
+                if ((canonical_serial && streq_ptr(v->serial, canonical_serial)) ||
+                    (!canonical_serial && streq(v->mac, canonical_mac)))
+                        n = v;
+
+        if (!n) {
+                /* Pis have a serial and perhaps no MAC we know: a locally administered one from the serial. */
+                if (!canonical_mac &&
+                    asprintf(&canonical_mac, "02:00:%c%c:%c%c:%c%c:%c%c", canonical_serial[0], canonical_serial[1],
+                             canonical_serial[2], canonical_serial[3], canonical_serial[4], canonical_serial[5],
+                             canonical_serial[6], canonical_serial[7]) < 0)
+                        return -ENOMEM;
+                if (canonical_serial ? asprintf(&hostname, "pi-%s", canonical_serial) < 0
+                                     : asprintf(&hostname, "node-%c%c%c%c%c%c%c%c%c%c%c%c", canonical_mac[0],
+                                                canonical_mac[1], canonical_mac[3], canonical_mac[4], canonical_mac[6],
+                                                canonical_mac[7], canonical_mac[9], canonical_mac[10],
+                                                canonical_mac[12], canonical_mac[13], canonical_mac[15],
+                                                canonical_mac[16]) < 0)
+                        return -ENOMEM;
+                r = node_register(m, hostname, canonical_mac, streq(kind, "pi") ? "arm64" : "x86_64",
+                                  canonical_serial, "discovered", &n, error);
+                if (r < 0)
+                        return r;
+                _cleanup_free_ char *path = node_path(n);
+                if (path && m->bus) {
+                        (void) sd_bus_emit_object_added(m->bus, path);
+                        (void) sd_bus_emit_signal(m->bus, PB_ROOT_PATH, PB_IFACE("Manager"), "NodeNew", "so", n->id,
+                                                  path);
+                }
+                log_info("Discovered %s (MAC %s%s%s) at its first network boot.", n->hostname, n->mac,
+                         n->serial ? ", serial " : "", strempty(n->serial));
+        }
+
+        params = json_object_new_object();
+        if (!params)
+                return -ENOMEM;
+        c = session_of_node(m, n, &role);
+        if (c && role) {
+                r = token_mint(m, n->id, c->id, role, &token);
+                if (r < 0)
+                        return r;
+                if (asprintf(&workflow, "clone-%s-%s", role, c->mode) < 0 ||
+                    asprintf(&mode, "clone_%s_%s", role, c->mode) < 0 || asprintf(&state, "cloning_%s", role) < 0)
+                        return -ENOMEM;
+                json_object_object_add(params, "mode", json_object_new_string(mode));
+                json_object_object_add(params, "session", json_object_new_string(c->id));
+                json_object_object_add(params, "node", json_object_new_string(n->id));
+                json_object_object_add(params, "token", json_object_new_string(token));
+                json_object_object_add(params, "device",
+                                       json_object_new_string(streq(role, "source") ? c->source_device
+                                                                                    : c->target_device));
+                action = "deploy_image";
+        } else if (c)
+                action = "wait"; /* its session is not started yet: ask again soon */
+
+        n->last_seen = now_realtime_usec();
+        if (state && free_and_strdup(&n->state, state) < 0)
+                return -ENOMEM;
+        r = node_save(n);
+        if (r < 0)
+                return r;
+        *ret = (BootAnswer){
+                .action = action,
+                .workflow = workflow ? TAKE_PTR(workflow) : strdup(""),
+                .node = strdup(n->id),
+                .state = strdup(n->state),
+                .parameters = TAKE_PTR(params),
+        };
+        if (!ret->workflow || !ret->node || !ret->state) {
+                boot_answer_done(ret);
+                return -ENOMEM;
+        }
+        return 0;
+}
+
 int gateway_sign_server(Manager *m, const char *csr, const char *hostname, char **addresses, char **ret_pem) {
         _cleanup_(issued_certificate_done) IssuedCertificate cert = {};
         const char *ip = addresses && addresses[0] ? addresses[0] : NULL;

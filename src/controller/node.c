@@ -44,7 +44,7 @@ static const char *arch_normalize(const char *arch) {
 }
 
 /* A Raspberry Pi serial: 8 hex digits, stored lowercase. */
-static int serial_normalize(const char *s, char **ret) {
+int node_serial_normalize(const char *s, char **ret) {
         if (strlen(s) != 8)
                 return -EINVAL;
         char *t = strdup(s);
@@ -72,7 +72,7 @@ static Node *find_by(Manager *m, const char *mac, const char *hostname, const ch
 }
 
 int node_register(Manager *m, const char *hostname, const char *mac, const char *arch, const char *serial,
-                  Node **ret, sd_bus_error *error) {
+                  const char *state, Node **ret, sd_bus_error *error) {
         _cleanup_free_ char *canonical_mac = NULL, *canonical_serial = NULL;
         char id[PB_ID_LEN + 1];
         const char *a = arch_normalize(arch);
@@ -92,7 +92,7 @@ int node_register(Manager *m, const char *hostname, const char *mac, const char 
                 return sd_bus_error_setf(
                         error, PB_ERROR_INVALID_ARGUMENT,
                         "Unknown architecture \"%.64s\"; use x86_64, arm64, armhf or riscv64.", arch);
-        if (!isempty(serial) && serial_normalize(serial, &canonical_serial) < 0)
+        if (!isempty(serial) && node_serial_normalize(serial, &canonical_serial) < 0)
                 return sd_bus_error_setf(
                         error, PB_ERROR_INVALID_ARGUMENT,
                         "\"%.64s\" is not a Raspberry Pi serial: it has exactly 8 hex digits.", serial);
@@ -119,7 +119,7 @@ int node_register(Manager *m, const char *hostname, const char *mac, const char 
         n->mac = TAKE_PTR(canonical_mac);
         n->arch = strdup(a);
         n->serial = TAKE_PTR(canonical_serial);
-        n->state = strdup("ready");
+        n->state = strdup(state);
         n->boot_mode = strdup("local");
         n->created_at = now_realtime_usec();
         if (!n->id || !n->hostname || !n->arch || !n->state || !n->boot_mode) {
@@ -138,6 +138,17 @@ int node_register(Manager *m, const char *hostname, const char *mac, const char 
                 return r;
         }
         *ret = n;
+        return 0;
+}
+
+int node_save(Node *n) {
+        _cleanup_free_ char *path = node_path(n);
+        int r = store_node_update(n->manager->store, n);
+        if (r < 0)
+                return r;
+        if (path && n->manager->bus)
+                (void) sd_bus_emit_properties_changed(n->manager->bus, path, PB_IFACE("Node"), "State", "LastSeen",
+                                                      NULL);
         return 0;
 }
 

@@ -15,8 +15,13 @@ typedef struct Node {
 Node *node_free(Node *n);
 char *node_path(const Node *n);
 
+/* state: "ready" for nodes an administrator adds, "discovered" for machines that just PXE-booted. */
 int node_register(Manager *m, const char *hostname, const char *mac, const char *arch, const char *serial,
-                  Node **ret, sd_bus_error *error);
+                  const char *state, Node **ret, sd_bus_error *error);
+/* A Raspberry Pi serial: exactly 8 hex digits, returned lowercase. */
+int node_serial_normalize(const char *s, char **ret);
+/* Persists and announces changed State and LastSeen. */
+int node_save(Node *n);
 /* Removes the node; refused while clone sessions name it. */
 int node_delete(Node *n, sd_bus_error *error);
 /* Finds a node by id, unique id prefix, hostname or MAC. */

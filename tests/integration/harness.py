@@ -200,7 +200,8 @@ class Bridge:
     def start(self):
         self.proc = self.bus.spawn(["setpriv", f"--reuid={BRIDGE_USER}", f"--regid={BRIDGE_USER}", "--clear-groups",
                                     str(BRIDGE), f"--listen=127.0.0.1:{self.port}", "--address=127.0.0.1",
-                                    "--hostname=bridge.test", *self.args], self.log)
+                                    "--hostname=bridge.test", f"--workflows={REPO / 'workflows'}", *self.args],
+                                   self.log)
 
         def up():
             if self.proc.poll() is not None:

@@ -45,23 +45,23 @@ static void test_nodes(Manager *m) {
         Node *a, *b, *found;
         sd_bus_error e = SD_BUS_ERROR_NULL;
 
-        ASSERT_OK(node_register(m, "web-01", "AA:BB:CC:DD:EE:01", "x86_64", NULL, &a, &e));
+        ASSERT_OK(node_register(m, "web-01", "AA:BB:CC:DD:EE:01", "x86_64", NULL, "ready", &a, &e));
         ASSERT_STR(a->mac, "aa:bb:cc:dd:ee:01");
-        ASSERT_OK(node_register(m, "pi-01", "aa:bb:cc:dd:ee:02", "aarch64", "ABCDEF01", &b, &e));
+        ASSERT_OK(node_register(m, "pi-01", "aa:bb:cc:dd:ee:02", "aarch64", "ABCDEF01", "ready", &b, &e));
         ASSERT_STR(b->arch, "arm64");
         ASSERT_STR(b->serial, "abcdef01");
-        ASSERT_BUS_ERROR(node_register(m, "web-02", "aa:bb:cc:dd:ee:01", "x86_64", NULL, &a, E),
+        ASSERT_BUS_ERROR(node_register(m, "web-02", "aa:bb:cc:dd:ee:01", "x86_64", NULL, "ready", &a, E),
                          PB_ERROR_ALREADY_EXISTS);
-        ASSERT_BUS_ERROR(node_register(m, "WEB-01", "aa:bb:cc:dd:ee:09", "x86_64", NULL, &a, E),
+        ASSERT_BUS_ERROR(node_register(m, "WEB-01", "aa:bb:cc:dd:ee:09", "x86_64", NULL, "ready", &a, E),
                          PB_ERROR_ALREADY_EXISTS);
         ASSERT_BUS_ERROR(
-                node_register(m, "x'; DROP TABLE nodes; --", "aa:bb:cc:dd:ee:03", "x86_64", NULL, &a, E),
+                node_register(m, "x'; DROP TABLE nodes; --", "aa:bb:cc:dd:ee:03", "x86_64", NULL, "ready", &a, E),
                 PB_ERROR_INVALID_ARGUMENT);
-        ASSERT_BUS_ERROR(node_register(m, "web-03", "aa:bb:cc:dd:ee", "x86_64", NULL, &a, E),
+        ASSERT_BUS_ERROR(node_register(m, "web-03", "aa:bb:cc:dd:ee", "x86_64", NULL, "ready", &a, E),
                          PB_ERROR_INVALID_ARGUMENT);
-        ASSERT_BUS_ERROR(node_register(m, "web-03", "aa:bb:cc:dd:ee:03", "sparc", NULL, &a, E),
+        ASSERT_BUS_ERROR(node_register(m, "web-03", "aa:bb:cc:dd:ee:03", "sparc", NULL, "ready", &a, E),
                          PB_ERROR_INVALID_ARGUMENT);
-        ASSERT_BUS_ERROR(node_register(m, "web-03", "aa:bb:cc:dd:ee:03", "x86_64", "../etc", &a, E),
+        ASSERT_BUS_ERROR(node_register(m, "web-03", "aa:bb:cc:dd:ee:03", "x86_64", "../etc", "ready", &a, E),
                          PB_ERROR_INVALID_ARGUMENT);
         ASSERT_INT(count(m, "SELECT COUNT(*) FROM nodes"), 2);
 

@@ -1,0 +1,189 @@
+/* SPDX-License-Identifier: MIT */
+/* Boot answers, for firmware that cannot enrol: GET /boot/ipxe?mac=… returns an iPXE script and
+ * GET /boot/pi?serial=…&mac=… the Pi boot script's JSON. The controller decides what the machine does
+ * (Gateway.Boot); the workflow it names says which kernel, initrd and command line. */
+#include <stdarg.h>
+
+#include "log.h"
+#include "request.h"
+#include "util.h"
+#include "workflow.h"
+
+#define DEST "org.pureboot.Controller1"
+#define ROOT "/org/pureboot/Controller1"
+
+typedef struct BootCall {
+        Request *req;
+        bool pi;
+        char *mac;
+} BootCall;
+
+static int reply_text(Request *req, unsigned status, const char *text) {
+        req->response = MHD_create_response_from_buffer(strlen(text), (void *) text, MHD_RESPMEM_MUST_COPY);
+        if (!req->response)
+                return -ENOMEM;
+        MHD_add_response_header(req->response, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; charset=utf-8");
+        req->status = status;
+        return 0;
+}
+
+/* The kernel command line of a deploy boot: the workflow's own, then what the agent needs. */
+static char *deploy_cmdline(Bridge *b, const Workflow *w, const char *node, const char *mac, const char *ip,
+                            sd_bus_message *params) {
+        _cleanup_free_ char *server = NULL;
+        char *line = workflow_render_cmdline(w, b->config.address ?: b->config.hostname, node, mac, ip);
+        const char *k, *v;
+
+        if (!line || asprintf(&server, "https://%s:%u", b->config.address ?: b->config.hostname, b->port) < 0)
+                return mfree(line);
+        if (strextend_printf(&line, "%spureboot.server=%s pureboot.ca=sha256:%s", *line ? " " : "", server,
+                             b->ca_fingerprint) < 0)
+                return mfree(line);
+        if (sd_bus_message_enter_container(params, 'a', "{ss}") < 0)
+                return mfree(line);
+        while (sd_bus_message_read(params, "{ss}", &k, &v) > 0)
+                if (strextend_printf(&line, " pureboot.%s=%s", k, v) < 0)
+                        return mfree(line);
+        return line;
+}
+
+static int render(BootCall *bc, sd_bus_message *m) {
+        Request *req = bc->req;
+        Bridge *b = req->bridge;
+        const char *action, *workflow, *node, *state;
+        _cleanup_free_ char *script = NULL, *cmdline = NULL, *url = NULL;
+        const Workflow *w = NULL;
+        int r;
+
+        r = sd_bus_message_read(m, "ssss", &action, &workflow, &node, &state);
+        if (r < 0)
+                return r;
+        if (streq(action, "deploy_image")) {
+                w = workflows_find(b->workflows, workflow);
+                if (!w)
+                        return request_reply_error(req, MHD_HTTP_INTERNAL_SERVER_ERROR,
+                                                   "org.pureboot.Node.InvalidState", "status", state, "reason",
+                                                   "the workflow for this job is not installed on the bridge",
+                                                   NULL);
+                cmdline = deploy_cmdline(b, w, node, bc->mac, req->peer ? req->peer->address : "", m);
+                if (!cmdline)
+                        return -ENOMEM;
+        }
+        if (bc->pi) {
+                json_object *o = json_object_new_object();
+                static const struct {
+                        const char *action, *message;
+                } messages[] = {
+                        { "local_boot", "Nothing to do for this Pi: boot from its own storage." },
+                        { "wait", "A clone session names this Pi but is not started yet: ask again soon." },
+                        { "deploy_image", "Boot the PureBoot deploy image for the job on the command line." },
+                };
+                json_object_object_add(o, "state", json_object_new_string(state));
+                json_object_object_add(o, "action", json_object_new_string(action));
+                for (size_t i = 0; i < ELEMENTSOF(messages); i++)
+                        if (streq(action, messages[i].action))
+                                json_object_object_add(o, "message", json_object_new_string(messages[i].message));
+                json_object_object_add(o, "node", json_object_new_string(node));
+                if (w) {
+                        json_object_object_add(o, "workflow", json_object_new_string(w->id));
+                        json_object_object_add(o, "kernel", json_object_new_string(w->kernel_path));
+                        json_object_object_add(o, "initrd", json_object_new_string(w->initrd_path));
+                        json_object_object_add(o, "cmdline", json_object_new_string(cmdline));
+                }
+                return request_reply_json(req, MHD_HTTP_OK, o);
+        }
+
+        if (asprintf(&url, "https://%s:%u/boot/ipxe?mac=%s", b->config.address ?: b->config.hostname, b->port,
+                     bc->mac) < 0)
+                return -ENOMEM;
+        if (w)
+                r = asprintf(&script,
+                             "#!ipxe\n"
+                             "# PureBoot: node %s, %s\n"
+                             "echo PureBoot: booting the deploy image for %s\n"
+                             "kernel %s/%s initrd=initrd %s\n"
+                             "initrd --name initrd %s/%s\n"
+                             "boot\n",
+                             node, w->id, w->name, b->config.boot_base_url, w->kernel_path, cmdline,
+                             b->config.boot_base_url, w->initrd_path);
+        else if (streq(action, "wait"))
+                r = asprintf(&script,
+                             "#!ipxe\n"
+                             "# PureBoot: node %s waits for its clone session to start\n"
+                             "echo PureBoot: a clone session names this machine but is not started; asking again in 30 s\n"
+                             "sleep 30\n"
+                             "chain %s\n",
+                             node, url);
+        else
+                r = asprintf(&script,
+                             "#!ipxe\n"
+                             "# PureBoot: node %s (%s) has no job\n"
+                             "echo PureBoot: nothing to do for this machine; booting from its own disk\n"
+                             "exit\n",
+                             node, state);
+        if (r < 0)
+                return -ENOMEM;
+        return reply_text(req, MHD_HTTP_OK, script);
+}
+
+static int on_boot_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
+        BootCall *bc = userdata;
+        Request *req = bc->req;
+        const sd_bus_error *e = sd_bus_message_get_error(m);
+        int r;
+        (void) ret_error;
+
+        if (e)
+                r = request_reply_error(req,
+                                        sd_bus_error_has_name(e, "org.pureboot.Controller1.Error.InvalidArgument")
+                                                ? MHD_HTTP_BAD_REQUEST
+                                                : MHD_HTTP_SERVICE_UNAVAILABLE,
+                                        sd_bus_error_has_name(e, "org.pureboot.Controller1.Error.InvalidArgument")
+                                                ? "org.varlink.service.InvalidParameter"
+                                                : "org.pureboot.Node.ControllerUnavailable",
+                                        "reason", e->message ?: e->name, NULL);
+        else
+                r = render(bc, m);
+        if (r < 0) {
+                log_error_errno(r, "Failed to answer a boot request: %m");
+                if (!req->response)
+                        (void) reply_text(req, MHD_HTTP_INTERNAL_SERVER_ERROR, "PureBoot: internal error\n");
+        }
+        request_resume(req);
+        /* Last: dropping the slot frees bc. */
+        req->slot = sd_bus_slot_unref(req->slot);
+        return 0;
+}
+
+static void boot_call_free(void *p) {
+        BootCall *bc = p;
+        free(bc->mac);
+        free(bc);
+}
+
+int boot_answer(Request *req, bool pi) {
+        Bridge *b = req->bridge;
+        const char *mac = MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, "mac");
+        const char *serial = MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, "serial");
+        BootCall *bc = calloc(1, sizeof(BootCall));
+        int r;
+
+        if (!bc || !(bc->mac = strdup(strempty(mac)))) {
+                free(bc);
+                return -ENOMEM;
+        }
+        bc->req = req;
+        bc->pi = pi;
+        r = sd_bus_call_method_async(b->bus, &req->slot, DEST, ROOT, DEST ".Gateway", "Boot", on_boot_reply, bc,
+                                     "sss", pi ? "pi" : "ipxe", strempty(mac), strempty(serial));
+        if (r >= 0)
+                r = sd_bus_slot_set_destroy_callback(req->slot, boot_call_free);
+        if (r < 0) {
+                if (!req->slot)
+                        boot_call_free(bc);
+                return request_reply_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "org.pureboot.Node.ControllerUnavailable",
+                                           "reason", "the controller cannot be reached", NULL);
+        }
+        request_suspend(req);
+        return 0;
+}

@@ -1,0 +1,137 @@
+# SPDX-License-Identifier: MIT
+"""Boot answers: what the bridge tells firmware, decided by the controller, shaped by workflows/."""
+
+import json
+import re
+import subprocess
+
+import pytest
+
+from harness import BRIDGE, REPO, ROOT, Bridge, make_key_and_csr
+
+NODE = "org.pureboot.Node."
+
+
+@pytest.fixture
+def bridge(controller, tmp_path):
+    b = Bridge(controller.bus, tmp_path).start()
+    yield b
+    assert b.stop() == 0, b.log.read_text()
+
+
+def get(bridge, path):
+    r = subprocess.run(["curl", "-s", "-w", "\n%{http_code}", "--cacert", str(bridge.ca), f"{bridge.url}{path}"],
+                       capture_output=True, text=True, timeout=30)
+    body, _, status = r.stdout.rpartition("\n")
+    return int(status), body
+
+
+def nodes(api):
+    return {n[1]: n for n in api.ok(ROOT, "Manager", "ListNodes")[0]}
+
+
+def test_unknown_machine_is_registered_and_boots_locally(bridge, api):
+    status, script = get(bridge, "/boot/ipxe?mac=52:54:00:AB:CD:EF")
+    assert status == 200 and script.startswith("#!ipxe\n") and "\nexit\n" in script
+    node = nodes(api)["node-525400abcdef"]
+    assert node[2] == "52:54:00:ab:cd:ef" and node[4] == "discovered" and node[6] > 0
+    # The second boot finds it again rather than registering it twice.
+    assert get(bridge, "/boot/ipxe?mac=52:54:00:ab:cd:ef")[0] == 200
+    assert len(nodes(api)) == 1
+
+
+def test_bad_boot_requests(bridge):
+    status, body = get(bridge, "/boot/ipxe?mac=52:54:00:zz:cd:ef")
+    assert status == 400 and "not a MAC address" in body
+    status, body = get(bridge, "/boot/ipxe")
+    assert status == 400 and "mac=" in body
+    status, body = get(bridge, "/boot/pi?serial=../etc")
+    assert status == 400 and "8 hex digits" in body
+
+
+def test_a_clone_role_boots_the_deploy_image_with_a_working_token(bridge, api, tmp_path):
+    api.node("web-01", "aa:bb:cc:00:00:01")
+    api.node("web-02", "aa:bb:cc:00:00:02")
+    session = api.session("pxe")
+    sid = session.rsplit("/", 1)[1]
+
+    status, script = get(bridge, "/boot/ipxe?mac=aa:bb:cc:00:00:01")
+    assert status == 200 and "sleep 30" in script and "chain https://127.0.0.1" in script  # not started: wait
+
+    api.ok(session, "CloneSession", "Start", "a{sv}", "0")
+    status, script = get(bridge, "/boot/ipxe?mac=aa:bb:cc:00:00:01")
+    assert status == 200, script
+    kernel = [line for line in script.splitlines() if line.startswith("kernel ")][0]
+    settings = dict(re.findall(r"pureboot\.(\w+)=(\S+)", kernel))
+    fingerprint = api.prop(f"{ROOT}/ca", "CertificateAuthority", "Fingerprint")
+    assert settings["mode"] == "clone_source_direct" and settings["session"] == sid
+    assert settings["device"] == "/dev/sda" and settings["ca"] == f"sha256:{fingerprint}"
+    assert settings["server"] == f"https://127.0.0.1:{bridge.port}"
+    assert settings["client"] == "aa:bb:cc:00:00:01"  # ${mac} from the workflow's cmdline
+    assert kernel.startswith(f"kernel https://127.0.0.1:{bridge.port}/boot/files/deploy/vmlinuz ")
+    assert f"initrd --name initrd https://127.0.0.1:{bridge.port}/boot/files/deploy/initrd.img" in script
+    assert nodes(api)["web-01"][4] == "cloning_source"
+
+    # The token on the command line enrols the node as the session's source.
+    key, csr = make_key_and_csr(tmp_path, "pxe")
+    r = subprocess.run(["curl", "-s", "--cacert", str(bridge.ca), "-X", "POST",
+                        f"{bridge.url}/call/{NODE}Enrol", "--data-binary", "@-"],
+                       input=json.dumps({"token": settings["token"], "csr": csr.read_text()}),
+                       capture_output=True, text=True)
+    reply = json.loads(r.stdout)
+    assert reply["role"] == "source" and reply["session"] == sid
+
+    status, script = get(bridge, "/boot/ipxe?mac=aa:bb:cc:00:00:02")
+    assert "pureboot.mode=clone_target_direct" in script and "pureboot.device=/dev/sdb" in script
+
+
+def test_pi_boot_answers(bridge, api):
+    status, body = get(bridge, "/boot/pi?serial=1000ABCD&mac=dc:a6:32:01:02:03")
+    answer = json.loads(body)
+    assert status == 200 and answer["action"] == "local_boot" and answer["state"] == "discovered"
+    pi = nodes(api)["pi-1000abcd"]
+    assert pi[3] == "arm64" and pi[5] == "1000abcd" and pi[2] == "dc:a6:32:01:02:03"
+
+    api.node("web-01", "aa:bb:cc:00:00:01")
+    path = api.session("to-pi", "direct", "web-01", "pi-1000abcd", "/dev/sda", "/dev/mmcblk0")
+    api.ok(path, "CloneSession", "Start", "a{sv}", "0")
+    answer = json.loads(get(bridge, "/boot/pi?serial=1000abcd")[1])
+    assert answer["action"] == "deploy_image" and answer["workflow"] == "clone-target-direct"
+    assert "pureboot.device=/dev/mmcblk0" in answer["cmdline"] and answer["kernel"] == "deploy/vmlinuz"
+
+
+def test_every_repo_workflow_loads():
+    r = subprocess.run([BRIDGE, f"--check-workflows={REPO / 'workflows'}"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    expected = {"clone-source-direct", "clone-target-direct", "clone-source-staged", "clone-target-staged",
+                "partition"}
+    assert {p.stem for p in (REPO / "workflows").glob("*.yaml")} >= expected
+    assert f"{len(list((REPO / 'workflows').glob('*.yaml')))} workflows" in r.stdout
+
+
+GOOD = ('name: x\nkernel_path: deploy/vmlinuz\ninitrd_path: deploy/initrd.img\narchitecture: x86_64\n'
+        'boot_mode: uefi\ninstall_method: deploy\n')
+# (case, file name, contents, what the error says)
+HOSTILE = [
+    ("traversal id", "x.yaml", "id: ../etc\n" + GOOD, "id is required"),
+    ("slash id", "x.yaml", "id: a/b\n" + GOOD, "id is required"),
+    ("id not the file name", "w.yaml", "id: other\n" + GOOD, "does not match the file name"),
+    ("unknown field", "w.yaml", "id: w\nshell: /bin/sh\n" + GOOD, 'unknown field "shell"'),
+    ("unknown variable", "w.yaml", "id: w\ncmdline: root=${root}\n" + GOOD, "${root}"),
+    ("absolute kernel", "w.yaml", "id: w\n" + GOOD.replace("deploy/vmlinuz", "/etc/shadow"), "kernel_path"),
+    ("dotdot kernel", "w.yaml", "id: w\n" + GOOD.replace("deploy/vmlinuz", "../../etc/shadow"), "kernel_path"),
+    ("nfs without server", "w.yaml", "id: w\n" + GOOD.replace("install_method: deploy", "install_method: nfs"),
+     "nfs_server"),
+    ("not yaml", "w.yaml", "id: w\nname: 'unterminated\n", "not valid YAML"),
+    ("a list where a value goes", "w.yaml", "id: w\nname: [x]\n", "expected a plain value"),
+    ("twice", "w.yaml", "id: w\nid: w\n" + GOOD, "id given twice"),
+]
+
+
+@pytest.mark.parametrize("case", HOSTILE, ids=[c[0] for c in HOSTILE])
+def test_bad_workflows_are_refused(tmp_path, case):
+    _, name, text, message = case
+    (tmp_path / name).write_text(text)
+    r = subprocess.run([BRIDGE, f"--check-workflows={tmp_path}"], capture_output=True, text=True)
+    assert r.returncode != 0
+    assert message in r.stderr, r.stderr
