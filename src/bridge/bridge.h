@@ -40,6 +40,10 @@ typedef struct Bridge {
         unsigned trust_generation;
 
         Request *suspended; /* requests waiting for the controller, resumed at shutdown */
+        /* The bus allows a connection only so many pending replies: calls beyond in_flight's limit wait
+         * here, first come first served. */
+        unsigned in_flight;
+        Request *waiting, *waiting_tail;
         struct Workflows *workflows;
 } Bridge;
 

@@ -29,6 +29,9 @@ struct Request {
         bool too_large;
 
         sd_bus_slot *slot;           /* a Gateway call in flight */
+        char *method;                /* a call waiting for its turn: what to send */
+        json_object *params;
+        Request *wait_next;          /* in bridge->waiting */
         struct MHD_Response *response;
         unsigned status;
         struct Watch *watch;         /* a streamed WatchSession */
@@ -42,6 +45,8 @@ int request_reply_error(Request *req, unsigned status, const char *error, ...);
 void request_suspend(Request *req);
 void request_resume(Request *req);
 
+/* Drops the calls still waiting for their turn, answering 503 (at shutdown). */
+void varlink_http_drop_waiting(Bridge *b);
 /* varlink-http.c: POST /call/<interface>.<method>. */
 int varlink_http_call(Request *req, const char *name);
 /* boot.c: GET /boot/ipxe (pi = false) and GET /boot/pi. */

@@ -240,6 +240,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
         sd_bus_slot_unref(req->slot);
         if (req->response)
                 MHD_destroy_response(req->response);
+        json_object_put(req->params);
+        free(req->method);
         free(req->url);
         free(req->body);
         free(req);
@@ -288,6 +290,7 @@ void server_stop(Bridge *b) {
         if (!b->daemon)
                 return;
         /* MHD cannot stop with connections parked: let them go first. */
+        varlink_http_drop_waiting(b);
         while (b->suspended) {
                 Request *req = b->suspended;
                 req->slot = sd_bus_slot_unref(req->slot);

@@ -102,14 +102,58 @@ static int reply_from_gateway(sd_bus_message *m, const sd_bus_error *e, unsigned
         return 0;
 }
 
+/* dbus-daemon allows 128 pending replies per connection by default; keep well below. */
+#define MAX_IN_FLIGHT 96
+
+static int forward(Bridge *b, sd_bus_slot **slot, const char *method, Peer *peer, json_object *params,
+                   sd_bus_message_handler_t callback, void *userdata);
+static int on_gateway_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret_error);
+
+static int send_call(Request *req) {
+        int r = forward(req->bridge, &req->slot, req->method, req->peer, req->params, on_gateway_reply, req);
+        if (r >= 0)
+                req->bridge->in_flight++;
+        return r;
+}
+
+/* Sends waiting calls while there is room. */
+static void pump(Bridge *b) {
+        while (b->waiting && b->in_flight < MAX_IN_FLIGHT) {
+                Request *req = b->waiting;
+                b->waiting = req->wait_next;
+                if (!b->waiting)
+                        b->waiting_tail = NULL;
+                req->wait_next = NULL;
+                if (send_call(req) < 0) {
+                        (void) request_reply_error(req, MHD_HTTP_SERVICE_UNAVAILABLE,
+                                                   NODE_PREFIX "ControllerUnavailable", "reason",
+                                                   "the controller cannot be reached", NULL);
+                        request_resume(req);
+                }
+        }
+}
+
+void varlink_http_drop_waiting(Bridge *b) {
+        while (b->waiting) {
+                Request *req = b->waiting;
+                b->waiting = req->wait_next;
+                req->wait_next = NULL;
+                (void) request_reply_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, NODE_PREFIX "ControllerUnavailable",
+                                           "reason", "the bridge is stopping", NULL);
+        }
+        b->waiting_tail = NULL;
+}
+
 static int on_gateway_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
         Request *req = userdata;
+        Bridge *b = req->bridge;
         unsigned status;
         json_object *o;
         int r;
         (void) ret_error;
 
         req->slot = sd_bus_slot_unref(req->slot);
+        b->in_flight--;
         r = reply_from_gateway(m, sd_bus_message_get_error(m), &status, &o);
         if (r < 0)
                 r = request_reply_error(req, MHD_HTTP_INTERNAL_SERVER_ERROR, NODE_PREFIX "ControllerUnavailable",
@@ -119,6 +163,7 @@ static int on_gateway_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret
         if (r < 0)
                 log_error_errno(r, "Failed to build a reply: %m");
         request_resume(req);
+        pump(b);
         return 0;
 }
 
@@ -360,9 +405,17 @@ int varlink_http_call(Request *req, const char *name) {
                 json_object_put(params);
                 return r;
         }
-        r = forward(b, &req->slot, method, req->peer, params, on_gateway_reply, req);
-        json_object_put(params);
-        if (r < 0)
+        req->params = params;
+        req->method = strdup(method);
+        if (!req->method)
+                return -ENOMEM;
+        if (b->in_flight >= MAX_IN_FLIGHT) {
+                if (b->waiting_tail)
+                        b->waiting_tail->wait_next = req;
+                else
+                        b->waiting = req;
+                b->waiting_tail = req;
+        } else if (send_call(req) < 0)
                 return request_reply_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, NODE_PREFIX "ControllerUnavailable",
                                            "reason", "the controller cannot be reached", NULL);
         request_suspend(req);

@@ -216,27 +216,33 @@ int gateway_flush(Manager *m) {
                 any = any || c->progress_dirty;
         if (!any)
                 return 0;
+        /* Losing the last second of progress to a power cut is harmless: skip the fsync. */
+        (void) store_set_durable(m->store, false);
         r = store_begin(m->store);
-        if (r < 0)
+        if (r < 0) {
+                (void) store_set_durable(m->store, true);
                 return r;
+        }
         HASHMAP_FOREACH(c, m->sessions, i) {
                 if (!c->progress_dirty)
                         continue;
-                r = store_session_update(m->store, c, clone_status_to_string(c->status));
+                r = store_session_progress(m->store, c);
                 if (r >= 0 && c->source_sequence > 0)
                         r = store_sequence_set(m->store, c->id, "source", c->source_sequence);
                 if (r >= 0 && c->target_sequence > 0)
                         r = store_sequence_set(m->store, c->id, "target", c->target_sequence);
                 if (r < 0) {
                         store_rollback(m->store);
+                        (void) store_set_durable(m->store, true);
                         return log_error_errno(r, "Failed to write progress of session %s: %m", c->id);
                 }
         }
         r = store_commit(m->store);
-        if (r < 0) {
+        if (r < 0)
                 store_rollback(m->store);
+        (void) store_set_durable(m->store, true);
+        if (r < 0)
                 return r;
-        }
         HASHMAP_FOREACH(c, m->sessions, i)
                 c->progress_dirty = false;
         return 0;

@@ -65,6 +65,7 @@ Manager *manager_free(Manager *m) {
         config_done(&m->config);
         free(m->state_dir);
         free(m->version);
+        free(m->bridge_sender);
         free(m);
         return NULL;
 }

@@ -31,7 +31,8 @@ typedef struct Manager {
         /* The node interface, parsed from the IDL compiled in, and the progress flush timer. */
         struct VarlinkInterface *node_interface;
         sd_event_source *flush_timer;
-        uid_t bridge_uid; /* UID_INVALID until the bridge's user has been looked up */
+        uid_t bridge_uid;    /* (uid_t) -1 until the bridge's user has been looked up */
+        char *bridge_sender; /* the unique bus name last verified as the bridge's */
 } Manager;
 
 #define PB_BUS_NAME "org.pureboot.Controller1"

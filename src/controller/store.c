@@ -5,6 +5,7 @@
 #include <stdarg.h>
 
 #include "clone.h"
+#include "hashmap.h"
 #include "log.h"
 #include "node.h"
 #include "storage.h"
@@ -13,6 +14,8 @@
 
 struct Store {
         sqlite3 *db;
+        /* Statements store_exec ran, kept prepared: keyed by the SQL text's address, which is a literal. */
+        Hashmap *statements;
 };
 
 /* Never edit a released migration: append a new one. */
@@ -179,6 +182,11 @@ int store_open(const char *path, Store **ret) {
         int r;
         if (!s)
                 return -ENOMEM;
+        s->statements = hashmap_new();
+        if (!s->statements) {
+                free(s);
+                return -ENOMEM;
+        }
         if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                             NULL) != SQLITE_OK) {
                 r = log_error_errno(EIO, "Failed to open database %s: %s", path, sqlite3_errmsg(s->db));
@@ -198,10 +206,17 @@ int store_open(const char *path, Store **ret) {
 }
 
 Store *store_close(Store *s) {
-        if (s) {
-                sqlite3_close(s->db);
-                free(s);
+        sqlite3_stmt *stmt;
+        const char *key;
+        if (!s)
+                return NULL;
+        for (size_t i = 0; hashmap_iterate(s->statements, &i, (void **) &stmt, &key);) {
+                sqlite3_finalize(stmt);
+                free((char *) key);
         }
+        hashmap_free(s->statements);
+        sqlite3_close(s->db);
+        free(s);
         return NULL;
 }
 
@@ -272,18 +287,51 @@ int store_query(Store *s, sqlite3_stmt **ret, const char *sql, const char *types
         return r;
 }
 
+/* The cache key: the SQL text's address, printed. Every caller passes a string literal, so one text has one
+ * address for the life of the program. */
+static int statement_for(Store *s, const char *sql, sqlite3_stmt **ret) {
+        char key[2 + 2 * sizeof(void *) + 1];
+        sqlite3_stmt *stmt;
+        char *k;
+
+        snprintf(key, sizeof(key), "%p", (const void *) sql);
+        stmt = hashmap_get(s->statements, key);
+        if (stmt) {
+                *ret = stmt;
+                return 0;
+        }
+        if (sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt, NULL) != SQLITE_OK)
+                return log_error_errno(EIO, "SQLite cannot prepare \"%s\": %s", sql, sqlite3_errmsg(s->db));
+        /* The map borrows its keys: this copy lives as long as the statement. */
+        k = strdup(key);
+        if (!k || hashmap_put(s->statements, k, stmt) < 0) {
+                free(k);
+                sqlite3_finalize(stmt);
+                return -ENOMEM;
+        }
+        *ret = stmt;
+        return 0;
+}
+
 int store_exec(Store *s, const char *sql, const char *types, ...) {
-        _cleanup_finalize_ sqlite3_stmt *stmt = NULL;
+        sqlite3_stmt *stmt = NULL;
         va_list ap;
         int r, rc;
 
-        va_start(ap, types);
-        r = prepare_v(s, &stmt, sql, types, ap);
-        va_end(ap);
+        r = statement_for(s, sql, &stmt);
         if (r < 0)
                 return r;
+        va_start(ap, types);
+        r = bind_args(stmt, types, ap);
+        va_end(ap);
+        if (r < 0) {
+                sqlite3_clear_bindings(stmt);
+                return log_error_errno(r, "SQLite cannot bind parameters of \"%s\".", sql);
+        }
         while ((rc = sqlite3_step(stmt)) == SQLITE_ROW)
                 ;
+        sqlite3_reset(stmt);
+        sqlite3_clear_bindings(stmt);
         if (rc == SQLITE_CONSTRAINT || (rc & 0xff) == SQLITE_CONSTRAINT)
                 return -EEXIST;
         if (rc != SQLITE_DONE)
@@ -423,6 +471,16 @@ int store_session_update(Store *s, const CloneSession *c, const char *expected_s
                 c->error, c->started_at, c->completed_at, c->source_digest, c->target_digest, c->id,
                 expected_status);
         return r < 0 ? r : r == 1 ? 0 : -ESTALE;
+}
+
+int store_session_progress(Store *s, const CloneSession *c) {
+        int r = store_exec(s, "UPDATE clone_sessions SET bytes_transferred = ?, transfer_rate_bps = ? WHERE id = ?",
+                           "tts", c->bytes_transferred, c->transfer_rate, c->id);
+        return r < 0 ? r : r == 1 ? 0 : -ENOENT;
+}
+
+int store_set_durable(Store *s, bool durable) {
+        return exec_plain(s, durable ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL");
 }
 
 int store_session_delete(Store *s, const char *id) {

@@ -48,6 +48,11 @@ int store_session_insert(Store *s, const CloneSession *c);
 /* Writes every mutable column, but only if the stored status is still expected_status. -ESTALE if not. */
 int store_session_update(Store *s, const CloneSession *c, const char *expected_status);
 int store_session_delete(Store *s, const char *id);
+/* Only the progress columns, for the once-a-second flush. */
+int store_session_progress(Store *s, const CloneSession *c);
+/* FULL (the default) fsyncs every commit; NORMAL leaves it to the WAL checkpoint — used for progress, which
+ * the next report supersedes anyway. Not inside a transaction. */
+int store_set_durable(Store *s, bool durable);
 int store_sessions_load(Store *s, int (*add)(void *userdata, CloneSession *c), void *userdata);
 
 /* Storage backends */
