@@ -269,6 +269,12 @@ int workflows_load_dir(const char *dir, bool strict, struct Workflows **ret) {
         if (!ws)
                 return -ENOMEM;
         n = scandir(dir, &entries, NULL, alphasort);
+        if (n < 0 && errno == ENOENT && !strict) {
+                /* The node protocol works without workflows; boot answers say which one is missing. */
+                log_warning("No workflows in %s: boot answers for jobs will fail until they are installed.", dir);
+                *ret = ws;
+                return 0;
+        }
         if (n < 0) {
                 workflows_free(ws);
                 return log_error_errno(errno, "Failed to read workflows from %s: %m", dir);

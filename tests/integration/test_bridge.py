@@ -199,3 +199,69 @@ def test_connection_limits(controller, tmp_path):
         assert r.returncode == 0 and "PureBoot" in r.stdout
     finally:
         assert b.stop() == 0
+
+
+def test_every_node_method_through_curl(bridge, api, session, tmp_path):
+    """Each method of the IDL answered over HTTPS, with the status the contract gives it."""
+    import re
+    source = enrol(bridge, api, session, "source", tmp_path)
+    target = enrol(bridge, api, session, "target", tmp_path)
+    idl = (REPO / "src/shared/org.pureboot.Node.varlink").read_text()
+    methods = re.findall(r"^method (\w+)\(", idl, re.M)
+    calls = {
+        "GetSession": (target, {"session": session}, 200),
+        "ReportSourceReady": (source, {"session": session, "sequence": 1, "address": "127.0.0.1", "port": 9999,
+                                       "sizeBytes": 4096, "device": "/dev/sda"}, 200),
+        "ReportProgress": (target, {"session": session, "role": "target", "sequence": 1, "bytesTransferred": 2048,
+                                    "rateBps": 10, "phase": "transferring"}, 200),
+        "ReportComplete": (source, {"session": session, "role": "source", "sequence": 2,
+                                    "digest": "xxh3:0011223344556677"}, 200),
+        "ReportFailed": (target, {"session": session, "role": "target", "sequence": 2, "error": "disk vanished",
+                                  "code": "ENODEV"}, 200),
+        "WatchSession": (target, {"session": session}, 200),  # without json-seq: one answer
+        "GetStaging": (target, {"session": session}, 501),
+        "ReportStagingStatus": (source, {"session": session, "sequence": 3, "status": "uploading"}, 501),
+        "GetResizePlan": (target, {"session": session}, 501),
+        "ReportDisks": (target, {"sequence": 1, "disks": []}, 501),
+        "FetchOperations": (target, {"device": "/dev/sda"}, 501),
+        "ReportOperation": (target, {"operation": "x", "sequence": 1, "status": "running"}, 501),
+    }
+    assert set(methods) == set(calls) | {"Enrol"}, "a method of the IDL has no call here"
+    for method in methods:
+        if method == "Enrol":
+            continue  # enrol() above
+        cert, body, expected = calls[method]
+        status, reply = curl(bridge, NODE + method, body, cert=cert)
+        assert status == expected, (method, status, reply)
+    assert api.prop(f"{ROOT}/clone/{session}", "CloneSession", "Status") == "failed"
+
+
+def test_socket_activation(controller, tmp_path):
+    """The socket systemd passes (here from systemd-socket-activate) is the one served."""
+    from harness import BRIDGE, BRIDGE_USER, free_port, run
+    port = free_port()
+    log = tmp_path / "activated.log"
+    proc = controller.bus.spawn(["systemd-socket-activate", "-l", f"127.0.0.1:{port}", "-E",
+                                 f"DBUS_SYSTEM_BUS_ADDRESS={controller.bus.address}", "setpriv",
+                                 f"--reuid={BRIDGE_USER}", f"--regid={BRIDGE_USER}", "--clear-groups", str(BRIDGE),
+                                 "--address=127.0.0.1", f"--workflows={REPO / 'workflows'}"], log)
+    try:
+        # systemd-socket-activate starts the bridge on the first connection.
+        ca = tmp_path / "ca.pem"
+        r = run(["busctl", "--system", "--json=short", "get-property", "org.pureboot.Controller1",
+                 f"{ROOT}/ca", "org.pureboot.Controller1.CertificateAuthority", "Certificate"], controller.bus,
+                check=True)
+        ca.write_text(json.loads(r.stdout)["data"])
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            r = subprocess.run(["curl", "-s", "--cacert", ca, "-X", "POST",
+                                f"https://127.0.0.1:{port}/call/org.varlink.service.GetInfo"],
+                               capture_output=True, text=True)
+            if r.returncode == 0:
+                break
+            time.sleep(0.3)
+        assert "pureboot-bridge" in r.stdout, log.read_text()
+        assert f"on port {port}" in log.read_text()
+    finally:
+        proc.terminate()
+        proc.wait(10)
