@@ -10,7 +10,7 @@ _purebootctl() {
         local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]}
         local group="" verb="" i
         local -A verbs=(
-                [node]='add list show remove'
+                [node]='add list show remove set-mode token'
                 [clone]='create list show start cancel delete status update token'
                 [storage]='add list show remove update'
                 [ca]='show list-issued revoke issue'
@@ -52,7 +52,7 @@ _purebootctl() {
                 COMPREPLY=($(compgen -W "${verbs[$group]}" -- "$cur"))
         else
                 case $group/$verb in
-                        node/show|node/remove) COMPREPLY=($(compgen -W "$(__purebootctl_objects node 2)" -- "$cur")) ;;
+                        node/show|node/remove|node/set-mode|node/token) COMPREPLY=($(compgen -W "$(__purebootctl_objects node 2)" -- "$cur")) ;;
                         clone/*) COMPREPLY=($(compgen -W "$(__purebootctl_objects clone 1)" -- "$cur")) ;;
                         storage/show|storage/remove|storage/update) COMPREPLY=($(compgen -W "$(__purebootctl_objects storage 2)" -- "$cur")) ;;
                 esac

@@ -6,6 +6,7 @@
 #include "log.h"
 #include "node.h"
 #include "polkit.h"
+#include "token.h"
 
 #define NODE_PREFIX PB_ROOT_PATH "/node"
 
@@ -34,6 +35,49 @@ static int method_delete(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         return sd_bus_reply_method_return(msg, NULL);
 }
 
+static int authorize(Node *n, sd_bus_message *msg, const char *verb, sd_bus_error *error) {
+        BusOptions o;
+        int r = bus_read_options(msg, &o, error);
+        if (r < 0)
+                return r;
+        return polkit_verify(n->manager, msg, "org.pureboot.controller1.manage-nodes",
+                             (const char *const[]){ "node", n->id, "hostname", n->hostname, "verb", verb, NULL },
+                             bus_interactive(msg, &o), error);
+}
+
+static int method_set_boot_mode(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Node *n = userdata;
+        const char *mode;
+        int r;
+
+        r = sd_bus_message_read(msg, "s", &mode);
+        if (r < 0)
+                return r;
+        r = authorize(n, msg, "set-boot-mode", error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+        r = node_set_boot_mode(n, mode, error);
+        if (r < 0)
+                return r;
+        manager_audit(n->manager, msg, "SetBootMode", n->id, mode);
+        return sd_bus_reply_method_return(msg, NULL);
+}
+
+static int method_issue_boot_token(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Node *n = userdata;
+        _cleanup_free_ char *token = NULL;
+        int r;
+
+        r = authorize(n, msg, "issue-token", error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+        r = token_mint(n->manager, n->id, NULL, "node", &token);
+        if (r < 0)
+                return r == -ENOMEM ? r : bus_store_error(error, r, "mint the token");
+        manager_audit(n->manager, msg, "IssueBootToken", n->id, "node");
+        return sd_bus_reply_method_return(msg, "s", token);
+}
+
 #define P(name, sig, field)                                                                                 \
         SD_BUS_PROPERTY(name, sig, NULL, offsetof(Node, field), SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE)
 
@@ -50,6 +94,10 @@ static const sd_bus_vtable node_vtable[] = {
         SD_BUS_PROPERTY("CreatedAt", "t", NULL, offsetof(Node, created_at), SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_METHOD_WITH_ARGS("Delete", SD_BUS_ARGS("a{sv}", options), SD_BUS_NO_RESULT, method_delete,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("SetBootMode", SD_BUS_ARGS("s", mode, "a{sv}", options), SD_BUS_NO_RESULT,
+                                method_set_boot_mode, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("IssueBootToken", SD_BUS_ARGS("a{sv}", options), SD_BUS_RESULT("s", token),
+                                method_issue_boot_token, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_VTABLE_END,
 };
 

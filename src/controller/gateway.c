@@ -699,6 +699,16 @@ int gateway_boot(Manager *m, const char *kind, const char *mac, const char *seri
                                        json_object_new_string(streq(role, "source") ? c->source_device
                                                                                     : c->target_device));
                 action = "deploy_image";
+        } else if (streq(n->boot_mode, "partition")) {
+                r = token_mint(m, n->id, NULL, "node", &token);
+                if (r < 0)
+                        return r;
+                if (!(workflow = strdup("partition")) || !(state = strdup("partitioning")))
+                        return -ENOMEM;
+                json_object_object_add(params, "mode", json_object_new_string("partition"));
+                json_object_object_add(params, "node", json_object_new_string(n->id));
+                json_object_object_add(params, "token", json_object_new_string(token));
+                action = "deploy_image";
         } else if (c)
                 action = "wait"; /* its session is not started yet: ask again soon */
 

@@ -141,6 +141,31 @@ int node_register(Manager *m, const char *hostname, const char *mac, const char 
         return 0;
 }
 
+int node_set_boot_mode(Node *n, const char *mode, sd_bus_error *error) {
+        _cleanup_free_ char *old = NULL, *path = NULL;
+        int r;
+
+        if (!STR_IN_SET(mode, "local", "partition"))
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                         "Boot mode \"%.32s\" is not local or partition.", mode);
+        old = n->boot_mode;
+        n->boot_mode = strdup(mode);
+        if (!n->boot_mode) {
+                n->boot_mode = TAKE_PTR(old);
+                return -ENOMEM;
+        }
+        r = store_node_update(n->manager->store, n);
+        if (r < 0) {
+                free(n->boot_mode);
+                n->boot_mode = TAKE_PTR(old);
+                return bus_store_error(error, r, "change the boot mode");
+        }
+        path = node_path(n);
+        if (path && n->manager->bus)
+                (void) sd_bus_emit_properties_changed(n->manager->bus, path, PB_IFACE("Node"), "BootMode", NULL);
+        return 0;
+}
+
 int node_save(Node *n) {
         _cleanup_free_ char *path = node_path(n);
         int r = store_node_update(n->manager->store, n);

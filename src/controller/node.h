@@ -20,6 +20,8 @@ int node_register(Manager *m, const char *hostname, const char *mac, const char 
                   const char *state, Node **ret, sd_bus_error *error);
 /* A Raspberry Pi serial: exactly 8 hex digits, returned lowercase. */
 int node_serial_normalize(const char *s, char **ret);
+/* What the node's next network boot does: "local" (its own disk) or "partition" (the partition workflow). */
+int node_set_boot_mode(Node *n, const char *mode, sd_bus_error *error);
 /* Persists and announces changed State and LastSeen. */
 int node_save(Node *n);
 /* Removes the node; refused while clone sessions name it. */

@@ -65,6 +65,30 @@ int verb_node(sd_bus *bus, int argc, char **argv) {
                 return node_add(bus);
         if (streq(verb, "list") && argc <= 1)
                 return node_list(bus);
+        if ((streq(verb, "set-mode") && argc == 3) || (streq(verb, "token") && argc == 2)) {
+                _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+                const char *token;
+                r = ctl_resolve(bus, "GetNode", argv[1], &path);
+                if (r < 0)
+                        return -r;
+                bool set = streq(verb, "set-mode");
+                r = ctl_new_call(bus, path, PB_IFACE("Node"), set ? "SetBootMode" : "IssueBootToken", &m);
+                if (r >= 0 && set)
+                        r = sd_bus_message_append(m, "s", argv[2]);
+                if (r >= 0)
+                        r = sd_bus_message_append(m, "a{sv}", 0);
+                if (r < 0)
+                        return EXIT_FAILED;
+                r = ctl_call(bus, m, &reply, set ? "set the boot mode" : "issue a boot token");
+                if (r < 0)
+                        return -r;
+                if (!set) {
+                        if (sd_bus_message_read(reply, "s", &token) < 0)
+                                return EXIT_FAILED;
+                        printf("%s\n", token);
+                }
+                return EXIT_OK;
+        }
         if (STR_IN_SET(verb, "show", "remove") && argc == 2) {
                 r = ctl_resolve(bus, "GetNode", argv[1], &path);
                 if (r < 0)
@@ -83,6 +107,7 @@ int verb_node(sd_bus *bus, int argc, char **argv) {
                 return r < 0 ? -r : EXIT_OK;
         }
         log_error("Usage: purebootctl node add --mac MAC --hostname NAME [--arch ARCH] [--serial SERIAL] | "
-                  "node list | node show NODE | node remove NODE");
+                  "node list | node show NODE | node remove NODE | node set-mode NODE local|partition | "
+                  "node token NODE");
         return EXIT_USAGE;
 }

@@ -346,6 +346,8 @@ static void help(void) {
                "Nodes:\n"
                "  node add --mac MAC --hostname NAME [--arch ARCH] [--serial SERIAL]\n"
                "  node list | node show NODE | node remove NODE\n"
+               "  node set-mode NODE local|partition   What its next network boot does\n"
+               "  node token NODE                      A node enrolment token for a manual boot\n"
                "Clone sessions:\n"
                "  clone create --source NODE [--target NODE] --mode direct|staged [--storage BACKEND]\n"
                "               --source-device DEV --target-device DEV [--name NAME]\n"

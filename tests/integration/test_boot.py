@@ -85,6 +85,35 @@ def test_a_clone_role_boots_the_deploy_image_with_a_working_token(bridge, api, t
     assert "pureboot.mode=clone_target_direct" in script and "pureboot.device=/dev/sdb" in script
 
 
+def test_partition_mode_boots_the_partition_workflow_with_a_node_token(bridge, api, ctl, tmp_path):
+    api.node("web-01", "aa:bb:cc:00:00:01")
+    assert "\nexit\n" in get(bridge, "/boot/ipxe?mac=aa:bb:cc:00:00:01")[1]
+    ctl("node", "set-mode", "web-01", "partition", check=True)
+    status, script = get(bridge, "/boot/ipxe?mac=aa:bb:cc:00:00:01")
+    settings = dict(re.findall(r"pureboot\.(\w+)=(\S+)", script))
+    assert status == 200 and settings["mode"] == "partition" and "session" not in settings
+    assert nodes(api)["web-01"][4] == "partitioning"
+
+    # The node token makes a node certificate: CN node-<id>, good for the node's own calls only.
+    key, csr = make_key_and_csr(tmp_path, "partition")
+    r = subprocess.run(["curl", "-s", "--cacert", str(bridge.ca), "-X", "POST", f"{bridge.url}/call/{NODE}Enrol",
+                        "--data-binary", "@-"], input=json.dumps({"token": settings["token"], "csr": csr.read_text()}),
+                       capture_output=True, text=True)
+    reply = json.loads(r.stdout)
+    assert reply["role"] == "node" and reply["session"] is None and reply["node"] == settings["node"]
+    (tmp_path / "node.crt").write_text(reply["certificate"])
+    info = subprocess.run(["certtool", "--certificate-info", "--infile", tmp_path / "node.crt"], capture_output=True,
+                          text=True, check=True).stdout
+    assert f"CN=node-{settings['node']}" in info
+
+    # A manual token from purebootctl works the same way, once.
+    token = ctl("node", "token", "web-01", check=True).stdout.strip()
+    assert len(token) == 48
+    ctl("node", "set-mode", "web-01", "local", check=True)
+    assert "\nexit\n" in get(bridge, "/boot/ipxe?mac=aa:bb:cc:00:00:01")[1]
+    assert ctl("node", "set-mode", "web-01", "reinstall").returncode == 1
+
+
 def test_pi_boot_answers(bridge, api):
     status, body = get(bridge, "/boot/pi?serial=1000ABCD&mac=dc:a6:32:01:02:03")
     answer = json.loads(body)

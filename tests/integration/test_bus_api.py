@@ -120,6 +120,9 @@ def test_every_method_through_busctl(controller, api, busctl, tmp_path):
     ok(f"{ROOT}/ca", "CertificateAuthority", "Revoke", "sa{sv}", serial, "0")
 
     ok(backend, "StorageBackend", "Delete", "a{sv}", "0")
+    ok(src, "Node", "SetBootMode", "sa{sv}", "partition", "0")
+    assert api.prop(src, "Node", "BootMode") == "partition"
+    assert len(ok(src, "Node", "IssueBootToken", "a{sv}", "0")[0]) == 48
     ok(src, "Node", "Delete", "a{sv}", "0")
 
     declared = set()

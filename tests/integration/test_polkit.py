@@ -35,6 +35,8 @@ MUTATIONS = [
     ("IssueBootToken", lambda o: (o["session"], "CloneSession", "IssueBootToken", "sa{sv}", "source", "0"),
      "manage-clones"),
     ("Delete node", lambda o: (o["node"], "Node", "Delete", "a{sv}", "0"), "manage-nodes"),
+    ("SetBootMode", lambda o: (o["node"], "Node", "SetBootMode", "sa{sv}", "partition", "0"), "manage-nodes"),
+    ("Node token", lambda o: (o["node"], "Node", "IssueBootToken", "a{sv}", "0"), "manage-nodes"),
     ("Update backend", lambda o: (o["backend"], "StorageBackend", "Update", "a{sv}a{sv}", "0", "0"), "manage-storage"),
     ("Delete backend", lambda o: (o["backend"], "StorageBackend", "Delete", "a{sv}", "0"), "manage-storage"),
     ("Revoke", lambda o: (f"{ROOT}/ca", "CertificateAuthority", "Revoke", "sa{sv}", "00", "0"), "manage-ca"),
