@@ -276,6 +276,21 @@ static void audit(Call *call, const char *action, const char *object) {
                            call->reply->error ?: "ok");
 }
 
+/* The start of every report: the session, the caller's right to report for role, and a replay answered
+ * with success. Returns 1 to go on with *ret, 0 when the reply is set, < 0 on failure. */
+static int report_begin(Call *call, const char *role, CloneSession **ret) {
+        CloneSession *c;
+        int r = session_for_peer(call, role, &c);
+        if (r <= 0)
+                return r;
+        if (is_replay(c, role, get_uint(call, "sequence"))) {
+                r = reply_with(call, NULL);
+                return r < 0 ? r : 0;
+        }
+        *ret = c;
+        return 1;
+}
+
 static int handle_enrol(Call *call) {
         Manager *m = call->m;
         _cleanup_free_ char *hash = NULL, *cn = NULL;
@@ -370,11 +385,9 @@ static int handle_source_ready(Call *call) {
         uint8_t buf[16];
         int r;
 
-        r = session_for_peer(call, "source", &c);
+        r = report_begin(call, "source", &c);
         if (r <= 0)
                 return r;
-        if (is_replay(c, "source", seq))
-                return reply_with(call, NULL);
         if (inet_pton(AF_INET, address, buf) != 1 && inet_pton(AF_INET6, address, buf) != 1)
                 return bad_parameter(call, "address");
         if (port == 0 || port > 65535)
@@ -421,11 +434,9 @@ static int handle_progress(Call *call) {
         uint64_t seq = get_uint(call, "sequence");
         int r;
 
-        r = session_for_peer(call, role, &c);
+        r = report_begin(call, role, &c);
         if (r <= 0)
                 return r;
-        if (is_replay(c, role, seq))
-                return reply_with(call, NULL);
         if (!IN_SET_STATUS(c->status, CLONE_SOURCE_READY, CLONE_CLONING))
                 return fail(call, NODE_ERROR("InvalidState"), "status", clone_status_to_string(c->status),
                             "reason", "progress is reported only while the source is ready or cloning", NULL);
@@ -462,11 +473,9 @@ static int handle_complete(Call *call) {
         _cleanup_free_ char *message = NULL;
         int r;
 
-        r = session_for_peer(call, role, &c);
+        r = report_begin(call, role, &c);
         if (r <= 0)
                 return r;
-        if (is_replay(c, role, seq))
-                return reply_with(call, NULL);
         if (!digest_is_valid(digest))
                 return bad_parameter(call, "digest");
         if (!IN_SET_STATUS(c->status, CLONE_SOURCE_READY, CLONE_CLONING))
@@ -514,11 +523,9 @@ static int handle_failed(Call *call) {
         _cleanup_free_ char *message = NULL;
         int r;
 
-        r = session_for_peer(call, role, &c);
+        r = report_begin(call, role, &c);
         if (r <= 0)
                 return r;
-        if (is_replay(c, role, seq))
-                return reply_with(call, NULL);
         if (asprintf(&message, "The %s failed: %.400s (%.64s)", role, get_string(call, "error"),
                      get_string(call, "code")) < 0)
                 return -ENOMEM;

@@ -12,8 +12,7 @@ static int add_string_option(sd_bus_message *m, const char *key, const char *val
 }
 
 static int clone_create(sd_bus *bus) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
-        const char *path;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
         int r;
 
         if (!ctl_require(arg.source, "--source NODE", "clone create") ||
@@ -37,13 +36,7 @@ static int clone_create(sd_bus *bus) {
                 r = sd_bus_message_close_container(m);
         if (r < 0)
                 return EXIT_FAILED;
-        r = ctl_call(bus, m, &reply, "create the clone session");
-        if (r < 0)
-                return -r;
-        if (sd_bus_message_read(reply, "o", &path) < 0)
-                return EXIT_FAILED;
-        printf("%s\n", strrchr(path, '/') + 1);
-        return EXIT_OK;
+        return ctl_call_print_id(bus, m, "create the clone session");
 }
 
 /* Node ids as host names, for tables people read. */

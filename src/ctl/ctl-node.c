@@ -5,8 +5,7 @@
 #include "table.h"
 
 static int node_add(sd_bus *bus) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
-        const char *path;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
         int r;
 
         if (!ctl_require(arg.mac, "--mac MAC", "node add") ||
@@ -20,13 +19,7 @@ static int node_add(sd_bus *bus) {
                                : sd_bus_message_append(m, "a{sv}", 0);
         if (r < 0)
                 return EXIT_FAILED;
-        r = ctl_call(bus, m, &reply, "register the node");
-        if (r < 0)
-                return -r;
-        if (sd_bus_message_read(reply, "o", &path) < 0)
-                return EXIT_FAILED;
-        printf("%s\n", strrchr(path, '/') + 1);
-        return EXIT_OK;
+        return ctl_call_print_id(bus, m, "register the node");
 }
 
 static int node_list(sd_bus *bus) {

@@ -41,8 +41,7 @@ static int append_settings(sd_bus_message *m, int argc, char **argv) {
 }
 
 static int storage_add(sd_bus *bus, const char *name, int argc, char **argv) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
-        const char *path;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
         int r;
 
         if (!ctl_require(arg.type, "--type nfs|iscsi", "storage add"))
@@ -57,13 +56,7 @@ static int storage_add(sd_bus *bus, const char *name, int argc, char **argv) {
                 return -r;
         if (sd_bus_message_append(m, "a{sv}", 0) < 0)
                 return EXIT_FAILED;
-        r = ctl_call(bus, m, &reply, "add the storage backend");
-        if (r < 0)
-                return -r;
-        if (sd_bus_message_read(reply, "o", &path) < 0)
-                return EXIT_FAILED;
-        printf("%s\n", strrchr(path, '/') + 1);
-        return EXIT_OK;
+        return ctl_call_print_id(bus, m, "add the storage backend");
 }
 
 static int storage_list(sd_bus *bus) {

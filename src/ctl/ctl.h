@@ -41,6 +41,8 @@ int ctl_resolve(sd_bus *bus, const char *method, const char *name, char **ret_pa
 int ctl_new_call(sd_bus *bus, const char *path, const char *iface, const char *method, sd_bus_message **ret);
 /* Appends an a{sv} options argument (empty unless the verb adds keys) and sends. */
 int ctl_call(sd_bus *bus, sd_bus_message *m, sd_bus_message **reply, const char *what);
+/* Sends a call that creates an object and prints the new object's id; returns the exit code. */
+int ctl_call_print_id(sd_bus *bus, sd_bus_message *m, const char *what);
 /* Shows all properties of path/iface as "Name: value" lines or as JSON. */
 int ctl_show_object(sd_bus *bus, const char *path, const char *iface);
 void ctl_print_json(json_object *o);

@@ -50,6 +50,18 @@ int ctl_call(sd_bus *bus, sd_bus_message *m, sd_bus_message **reply, const char 
         return r < 0 ? -ctl_error(&error, r, what) : 0;
 }
 
+int ctl_call_print_id(sd_bus *bus, sd_bus_message *m, const char *what) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        const char *path;
+        int r = ctl_call(bus, m, &reply, what);
+        if (r < 0)
+                return -r;
+        if (sd_bus_message_read(reply, "o", &path) < 0)
+                return EXIT_FAILED;
+        printf("%s\n", strrchr(path, '/') + 1);
+        return EXIT_OK;
+}
+
 int ctl_resolve(sd_bus *bus, const char *method, const char *name, char **ret_path) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
         const char *path;

@@ -6,13 +6,21 @@ import json
 
 import pytest
 
-from harness import DEST, PUREBOOTCTL, ROOT, Controller, private_system_bus, run
+from harness import DEST, PUREBOOTCTL, ROOT, Bridge, Controller, private_system_bus, run
 
 
 @pytest.fixture(scope="session")
 def system_bus():
     with private_system_bus() as bus:
         yield bus
+
+
+@pytest.fixture
+def bridge(controller, tmp_path):
+    """pureboot-bridge in front of the controller, as its own user on a loopback port."""
+    b = Bridge(controller.bus, tmp_path).start()
+    yield b
+    assert b.stop() == 0, b.log.read_text()
 
 
 @pytest.fixture

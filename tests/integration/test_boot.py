@@ -7,16 +7,9 @@ import subprocess
 
 import pytest
 
-from harness import BRIDGE, REPO, ROOT, Bridge, make_key_and_csr
+from harness import BRIDGE, REPO, ROOT, make_key_and_csr
 
 NODE = "org.pureboot.Node."
-
-
-@pytest.fixture
-def bridge(controller, tmp_path):
-    b = Bridge(controller.bus, tmp_path).start()
-    yield b
-    assert b.stop() == 0, b.log.read_text()
 
 
 def get(bridge, path):

@@ -14,13 +14,6 @@ from harness import REPO, ROOT, Bridge, make_key_and_csr, wait_for
 NODE = "org.pureboot.Node."
 
 
-@pytest.fixture
-def bridge(controller, tmp_path):
-    b = Bridge(controller.bus, tmp_path).start()
-    yield b
-    assert b.stop() == 0, b.log.read_text()
-
-
 def curl(bridge, method, body=None, cert=None, headers=(), raw=None, extra=()):
     """POSTs to /call/<method>; returns (HTTP status, parsed JSON body)."""
     argv = ["curl", "-s", "-o", "-", "-w", "\n%{http_code}", "--cacert", bridge.ca, "-X", "POST",
