@@ -220,10 +220,6 @@ Store *store_close(Store *s) {
         return NULL;
 }
 
-const char *store_errmsg(Store *s) {
-        return sqlite3_errmsg(s->db);
-}
-
 int store_begin(Store *s) {
         return exec_plain(s, "BEGIN IMMEDIATE");
 }

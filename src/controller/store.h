@@ -14,8 +14,6 @@ typedef struct StorageBackend StorageBackend;
 int store_open(const char *path, Store **ret);
 Store *store_close(Store *s);
 int store_schema_version(Store *s);
-/* Most recent SQLite error text, for messages. */
-const char *store_errmsg(Store *s);
 
 /* Transactions: every multi-row change runs inside one. */
 int store_begin(Store *s);
