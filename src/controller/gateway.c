@@ -197,8 +197,9 @@ static int record(Call *call, CloneSession *c, const char *role, uint64_t sequen
                 c->status = from;
                 return sd_bus_error_is_set(&e) ? fail_bus_error(call, c, &e) : r;
         }
+        /* progress_dirty stays as it is: the other role may have sequences only in memory, which the flush
+         * still has to write. */
         *sequence_of(c, role) = sequence;
-        c->progress_dirty = false;
         return 1;
 }
 
