@@ -13,6 +13,7 @@
 #include "ini.h"
 #include "log.h"
 #include "request.h"
+#include "tls.h"
 #include "util.h"
 #include "varlink-idl.h"
 #include "workflow.h"
@@ -112,22 +113,11 @@ static int open_listener(Bridge *b) {
         return 0;
 }
 
-static int export_pem(int (*export2)(void *, gnutls_x509_crt_fmt_t, gnutls_datum_t *), void *obj, char **ret) {
-        gnutls_datum_t d = {};
-        if (export2(obj, GNUTLS_X509_FMT_PEM, &d) < 0)
-                return -EIO;
-        *ret = strndup((const char *) d.data, d.size);
-        gnutls_free(d.data);
-        return *ret ? 0 : -ENOMEM;
-}
-
 /* Our key, made here; the controller signs its CSR. The key never leaves this process. */
 static int obtain_certificate(Bridge *b) {
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         _cleanup_free_ char *csr = NULL;
-        gnutls_x509_privkey_t key = NULL;
-        gnutls_x509_crq_t crq = NULL;
         const char *cert, *ca;
         int r;
 
@@ -143,22 +133,7 @@ static int obtain_certificate(Bridge *b) {
         }
 
         const char *hostname = b->config.hostname;
-        r = -EIO;
-        if (gnutls_x509_privkey_init(&key) >= 0 &&
-            gnutls_x509_privkey_generate2(key, GNUTLS_PK_ECDSA, GNUTLS_CURVE_TO_BITS(GNUTLS_ECC_CURVE_SECP256R1), 0,
-                                          NULL, 0) >= 0 &&
-            gnutls_x509_crq_init(&crq) >= 0 &&
-            gnutls_x509_crq_set_dn_by_oid(crq, GNUTLS_OID_X520_COMMON_NAME, 0, hostname, (unsigned) strlen(hostname)) >= 0 &&
-            gnutls_x509_crq_set_key(crq, key) >= 0 && gnutls_x509_crq_sign2(crq, key, GNUTLS_DIG_SHA256, 0) >= 0)
-                r = export_pem((int (*)(void *, gnutls_x509_crt_fmt_t, gnutls_datum_t *)) gnutls_x509_crq_export2, crq,
-                               &csr);
-        if (r >= 0)
-                r = export_pem((int (*)(void *, gnutls_x509_crt_fmt_t, gnutls_datum_t *)) gnutls_x509_privkey_export2,
-                               key, &b->key_pem);
-        if (crq)
-                gnutls_x509_crq_deinit(crq);
-        if (key)
-                gnutls_x509_privkey_deinit(key);
+        r = tls_make_key_and_request(hostname, &b->key_pem, &csr);
         if (r < 0)
                 return log_error_errno(r, "Failed to make the server key and request.");
 

@@ -53,7 +53,5 @@ void server_stop(Bridge *b);
 /* Runs MHD soon: after a connection was resumed. */
 void server_kick(Bridge *b);
 
-/* trust.c: the CA and CRL from the controller, and checking a peer's certificate against them. */
+/* trust.c: the CA and CRL from the controller. */
 int trust_load(Bridge *b);
-/* Verifies the DER certificate; returns its CN in ret_cn (malloc'd) or -EPERM with a reason. */
-int trust_verify(Bridge *b, const gnutls_datum_t *der, char **ret_cn, const char **ret_reason);

@@ -7,6 +7,7 @@
 
 #include "log.h"
 #include "request.h"
+#include "tls.h"
 
 static int update_timer(Bridge *b) {
         MHD_UNSIGNED_LONG_LONG timeout;
@@ -144,7 +145,7 @@ static void check_peer(Bridge *b, Request *req) {
         certs = gnutls_certificate_get_peers((gnutls_session_t) ci->tls_session, &n);
         if (!certs || n == 0)
                 return;
-        if (trust_verify(b, &certs[0], &p->cn, &p->reason) < 0)
+        if (tls_verify_peer(b->trust, &certs[0], &p->cn, NULL, &p->reason) < 0)
                 p->cn = NULL;
 }
 
@@ -168,6 +169,16 @@ static enum MHD_Result route(Request *req, const char *method) {
                                                 "parameter", "parameters", NULL);
                 else
                         r = varlink_http_call(req, name);
+        } else if (streq(req->url, "/ca.crt")) {
+                /* Public: a node fetches it before it has anything else, and checks it against the
+                 * pureboot.ca= fingerprint on its command line before it sends its token. */
+                req->response = MHD_create_response_from_buffer(strlen(req->bridge->ca_pem), req->bridge->ca_pem,
+                                                                MHD_RESPMEM_MUST_COPY);
+                if (!req->response)
+                        return MHD_NO;
+                MHD_add_response_header(req->response, MHD_HTTP_HEADER_CONTENT_TYPE, "application/x-pem-file");
+                req->status = MHD_HTTP_OK;
+                r = 0;
         } else if (STR_IN_SET(req->url, "/boot/ipxe", "/boot/pi")) {
                 if (!streq(method, MHD_HTTP_METHOD_GET))
                         r = request_reply_error(req, MHD_HTTP_METHOD_NOT_ALLOWED, "org.varlink.service.MethodNotFound",

@@ -3,7 +3,6 @@
  * and so on, as the bridge's boot answer writes it. This generator reads it and pulls in the one agent unit
  * for that mode. An unknown mode is logged and ignored: the image then boots without an agent rather than
  * failing. */
-#include <ctype.h>
 #include <sys/stat.h>
 
 #include "generator.h"
@@ -13,42 +12,6 @@
 bool generator_mode_is_valid(const char *mode) {
         return STR_IN_SET(mode, "clone_source_direct", "clone_target_direct", "clone_source_staged",
                           "clone_target_staged", "partition");
-}
-
-int cmdline_get(const char *cmdline, const char *key, char **ret) {
-        size_t klen = strlen(key);
-        char *found = NULL;
-
-        for (const char *p = cmdline; *p;) {
-                _cleanup_free_ char *word = NULL;
-                size_t n = 0;
-                bool quoted = false;
-
-                while (isspace((unsigned char) *p))
-                        p++;
-                if (!*p)
-                        break;
-                word = malloc(strlen(p) + 1);
-                if (!word) {
-                        free(found);
-                        return -ENOMEM;
-                }
-                for (; *p && (quoted || !isspace((unsigned char) *p)); p++) {
-                        if (*p == '"')
-                                quoted = !quoted;
-                        else
-                                word[n++] = *p;
-                }
-                word[n] = 0;
-                if (strncmp(word, key, klen) == 0 && (word[klen] == '=' || word[klen] == 0)) {
-                        free(found);
-                        found = strdup(word[klen] == '=' ? word + klen + 1 : "");
-                        if (!found)
-                                return -ENOMEM;
-                }
-        }
-        *ret = found;
-        return found ? 1 : 0;
 }
 
 int generator_run(const char *cmdline, const char *dir, const char *unit_dir) {

@@ -10,7 +10,6 @@
 
 int main(int argc, char *argv[]) {
         _cleanup_free_ char *cmdline = NULL;
-        const char *e = getenv("SYSTEMD_PROC_CMDLINE"); /* as systemd's own generators honour it */
         int r;
 
         if (argc != 2 && argc != 4) {
@@ -18,9 +17,7 @@ int main(int argc, char *argv[]) {
                           argc > 0 ? argv[0] : "pureboot-generator");
                 return 1;
         }
-        if (e)
-                cmdline = strdup(e);
-        else if (read_full_file("/proc/cmdline", &cmdline, NULL) < 0)
+        if (cmdline_read("/proc/cmdline", &cmdline) < 0)
                 cmdline = strdup("");
         if (!cmdline)
                 return log_oom(), 1;
