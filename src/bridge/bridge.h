@@ -28,7 +28,7 @@ typedef struct Bridge {
         BridgeConfig config;
 
         struct MHD_Daemon *daemon;
-        sd_event_source *mhd_io, *mhd_timer, *mhd_kick;
+        struct MhdEvent *mhd;
         int listen_fd;
         uint16_t port;
 

@@ -7,45 +7,11 @@
 
 #include "log.h"
 #include "request.h"
+#include "mhd-event.h"
 #include "tls.h"
 
-static int update_timer(Bridge *b) {
-        MHD_UNSIGNED_LONG_LONG timeout;
-        uint64_t now;
-
-        if (MHD_get_timeout(b->daemon, &timeout) != MHD_YES)
-                return sd_event_source_set_enabled(b->mhd_timer, SD_EVENT_OFF);
-        if (sd_event_now(b->event, CLOCK_MONOTONIC, &now) < 0)
-                return -EIO;
-        (void) sd_event_source_set_time(b->mhd_timer, now + timeout * USEC_PER_MSEC);
-        return sd_event_source_set_enabled(b->mhd_timer, SD_EVENT_ONESHOT);
-}
-
-static void run(Bridge *b) {
-        (void) MHD_run(b->daemon);
-        (void) update_timer(b);
-}
-
-static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
-        (void) s, (void) fd, (void) revents;
-        run(userdata);
-        return 0;
-}
-
-static int on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
-        (void) s, (void) usec;
-        run(userdata);
-        return 0;
-}
-
-static int on_kick(sd_event_source *s, void *userdata) {
-        (void) s;
-        run(userdata);
-        return 0;
-}
-
 void server_kick(Bridge *b) {
-        (void) sd_event_source_set_enabled(b->mhd_kick, SD_EVENT_ONESHOT);
+        mhd_event_kick(b->mhd);
 }
 
 int request_reply_json(Request *req, unsigned status, json_object *o) {
@@ -267,7 +233,6 @@ _printf_(2, 0) static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
 }
 
 int server_start(Bridge *b) {
-        const union MHD_DaemonInfo *info;
         int r;
 
         b->daemon = MHD_start_daemon(
@@ -281,19 +246,9 @@ int server_start(Bridge *b) {
                 b, MHD_OPTION_NOTIFY_COMPLETED, on_completed, b, MHD_OPTION_END);
         if (!b->daemon)
                 return log_error_errno(EIO, "Failed to start the HTTPS server (libmicrohttpd refused its settings).");
-        info = MHD_get_daemon_info(b->daemon, MHD_DAEMON_INFO_EPOLL_FD);
-        if (!info)
-                return log_error_errno(EIO, "libmicrohttpd has no epoll file descriptor.");
-        r = sd_event_add_io(b->event, &b->mhd_io, info->epoll_fd, EPOLLIN, on_io, b);
-        if (r >= 0)
-                r = sd_event_add_time(b->event, &b->mhd_timer, CLOCK_MONOTONIC, UINT64_MAX, 0, on_timer, b);
-        if (r >= 0)
-                r = sd_event_add_defer(b->event, &b->mhd_kick, on_kick, b);
-        if (r >= 0)
-                r = sd_event_source_set_enabled(b->mhd_kick, SD_EVENT_OFF);
+        r = mhd_event_attach(b->event, b->daemon, &b->mhd);
         if (r < 0)
-                return r;
-        run(b);
+                return log_error_errno(r, "Failed to run the HTTPS server from the event loop: %m");
         return 0;
 }
 
@@ -313,7 +268,5 @@ void server_stop(Bridge *b) {
         }
         MHD_stop_daemon(b->daemon);
         b->daemon = NULL;
-        b->mhd_io = sd_event_source_disable_unref(b->mhd_io);
-        b->mhd_timer = sd_event_source_disable_unref(b->mhd_timer);
-        b->mhd_kick = sd_event_source_disable_unref(b->mhd_kick);
+        b->mhd = mhd_event_detach(b->mhd);
 }

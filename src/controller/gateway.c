@@ -506,9 +506,14 @@ static int handle_complete(Call *call) {
                         return -ENOMEM;
         }
         r = record(call, c, role, seq, to, message);
-        if (r > 0)
+        if (r > 0) {
+                _cleanup_free_ char *path = clone_path(c);
+                if (path)
+                        (void) sd_bus_emit_properties_changed(call->m->bus, path, PB_IFACE("CloneSession"),
+                                                              streq(role, "source") ? "SourceDigest" : "TargetDigest",
+                                                              NULL);
                 r = reply_with(call, NULL);
-        else {
+        } else {
                 free(*mine);
                 *mine = TAKE_PTR(old);
                 c->bytes_transferred = old_bytes;

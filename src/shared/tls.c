@@ -64,12 +64,14 @@ static char *ip_sans(gnutls_x509_crt_t crt) {
         size_t len = 0;
 
         for (unsigned i = 0; list; i++) {
-                unsigned char ip[16];
+                unsigned char ip[1024]; /* large enough for the DNS names before the addresses */
                 char text[INET6_ADDRSTRLEN];
                 size_t size = sizeof(ip);
                 int type = gnutls_x509_crt_get_subject_alt_name(crt, i, ip, &size, NULL);
-                if (type < 0)
+                if (type == GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE)
                         break;
+                if (type < 0)
+                        continue;
                 if (type != GNUTLS_SAN_IPADDRESS || (size != 4 && size != 16) ||
                     !inet_ntop(size == 4 ? AF_INET : AF_INET6, ip, text, sizeof(text)))
                         continue;

@@ -3,7 +3,7 @@
  * reply against it, so the contract has one source of truth. */
 #pragma once
 
-#include <json-c/json.h>
+#include "json-util.h"
 
 #include "macro.h"
 
@@ -60,10 +60,6 @@ const VarlinkDefinition *varlink_interface_error(const VarlinkInterface *i, cons
  * refused. On failure returns -EINVAL and the path of the offending field ("disks[1].sizeBytes") in
  * *ret_field. */
 int varlink_validate(const VarlinkInterface *i, const VarlinkType *t, json_object *value, char **ret_field);
-
-static inline void json_object_unrefp(json_object **o) {
-        json_object_put(*o);
-}
 
 static inline void varlink_interface_freep(VarlinkInterface **i) {
         varlink_interface_free(*i);

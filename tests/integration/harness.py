@@ -20,6 +20,7 @@ BUILD = Path(os.environ.get("PUREBOOT_BUILD", REPO / "build")).resolve()
 CONTROLLER = BUILD / "src/controller/pureboot-controller"
 PUREBOOTCTL = BUILD / "src/ctl/purebootctl"
 BRIDGE = BUILD / "src/bridge/pureboot-bridge"
+AGENT = BUILD / "src/agent/pureboot-agent"
 BRIDGE_USER = "pureboot-bridge"
 POLICY = REPO / "polkit/org.pureboot.controller1.policy"
 POLKIT_ACTIONS = Path("/usr/share/polkit-1/actions")
@@ -187,19 +188,20 @@ def free_port():
 class Bridge:
     """pureboot-bridge from the build tree, run as its own unprivileged user on a loopback port."""
 
-    def __init__(self, bus, directory, *args):
+    def __init__(self, bus, directory, *args, address="127.0.0.1"):
         self.bus = bus
         self.dir = directory
         self.args = list(args)
+        self.address = address
         self.port = free_port()
-        self.url = f"https://127.0.0.1:{self.port}"
+        self.url = f"https://{address}:{self.port}"
         self.log = directory / "bridge.log"
         self.ca = directory / "ca.pem"
         self.proc = None
 
     def start(self):
         self.proc = self.bus.spawn(["setpriv", f"--reuid={BRIDGE_USER}", f"--regid={BRIDGE_USER}", "--clear-groups",
-                                    str(BRIDGE), f"--listen=127.0.0.1:{self.port}", "--address=127.0.0.1",
+                                    str(BRIDGE), f"--listen={self.address}:{self.port}", f"--address={self.address}",
                                     "--hostname=bridge.test", f"--workflows={REPO / 'workflows'}", *self.args],
                                    self.log)
 

@@ -1,0 +1,110 @@
+/* SPDX-License-Identifier: MIT */
+/* The Agent: loop, settings, and how a job ends — only once the controller has taken every report. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent.h"
+#include "curl-glue.h"
+#include "log.h"
+#include "queue.h"
+#include "util.h"
+
+void agent_settings_done(AgentSettings *s) {
+        char **strings[] = { &s->mode, &s->session, &s->node, &s->server, &s->token, &s->ca, &s->device,
+                             &s->state_dir, &s->address };
+        for (size_t i = 0; i < ELEMENTSOF(strings); i++) {
+                free(*strings[i]);
+                *strings[i] = NULL;
+        }
+}
+
+int agent_new(AgentSettings *settings, Agent **ret) {
+        Agent *a = calloc(1, sizeof(Agent));
+        int r;
+
+        if (!a)
+                return -ENOMEM;
+        a->settings = *settings;
+        *settings = (AgentSettings){};
+        r = sd_event_default(&a->event);
+        if (r >= 0)
+                r = curl_glue_new(a->event, &a->curl);
+        if (r < 0) {
+                agent_free(a);
+                return r;
+        }
+        *ret = a;
+        return 0;
+}
+
+Agent *agent_free(Agent *a) {
+        if (!a)
+                return NULL;
+        client_watch_stop(a);
+        source_free(a->source);
+        target_free(a->target);
+        queue_free(a->queue);
+        curl_glue_free(a->curl);
+        sd_event_source_disable_unref(a->ack_timer);
+        sd_event_unref(a->event);
+        json_object_put(a->session);
+        agent_settings_done(&a->settings);
+        char **strings[] = { &a->ca_path, &a->cert_path, &a->key_path, &a->ca_pem,
+                             &a->cert_pem, &a->key_pem, &a->role, &a->local_address };
+        for (size_t i = 0; i < ELEMENTSOF(strings); i++)
+                free(*strings[i]);
+        free(a);
+        return NULL;
+}
+
+void agent_exit(Agent *a, int exit_code) {
+        a->exit_code = exit_code;
+        (void) sd_event_exit(a->event, exit_code);
+}
+
+static int on_ack_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
+        Agent *a = userdata;
+        (void) s, (void) usec;
+        log_error("The controller has not taken our last reports in time; they stay queued in %s for the next "
+                  "run.",
+                  a->settings.state_dir);
+        agent_exit(a, AGENT_EXIT_FAILURE);
+        return 0;
+}
+
+/* Called when the queue changed: a finishing agent leaves once it is empty. */
+void agent_check_finished(Agent *a) {
+        if (a->finishing && queue_is_empty(a->queue))
+                (void) sd_event_exit(a->event, a->exit_code);
+}
+
+void agent_finish(Agent *a, int exit_code) {
+        if (a->finishing)
+                return;
+        a->finishing = true;
+        a->exit_code = exit_code;
+        if (!queue_is_empty(a->queue) && a->settings.ack_timeout_usec != USEC_INFINITY)
+                (void) sd_event_add_time_relative(a->event, &a->ack_timer, CLOCK_MONOTONIC,
+                                                  a->settings.ack_timeout_usec, 0, on_ack_timeout, a);
+        if (!queue_is_empty(a->queue))
+                log_info("Waiting for the controller to take our last reports.");
+        agent_check_finished(a);
+}
+
+const char *session_string(json_object *session, const char *key) {
+        json_object *v;
+        return session && json_object_object_get_ex(session, key, &v) && json_object_is_type(v, json_type_string)
+                       ? json_object_get_string(v)
+                       : NULL;
+}
+
+int64_t session_int(json_object *session, const char *key) {
+        json_object *v;
+        return session && json_object_object_get_ex(session, key, &v) ? json_object_get_int64(v) : 0;
+}
+
+bool session_is_final(json_object *session) {
+        const char *status = session_string(session, "status");
+        return status && STR_IN_SET(status, "completed", "failed", "cancelled");
+}

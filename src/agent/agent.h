@@ -1,0 +1,102 @@
+/* SPDX-License-Identifier: MIT */
+/* pureboot-agent: runs one job of a node in the deploy image (serve or write a disk for a clone session),
+ * as one sd-event loop. The Agent owns the loop, the settings, the connection to the bridge and the report
+ * queue; the verb's own state (Source, Target) hangs off it. */
+#pragma once
+
+#include <curl/curl.h>
+#include "json-util.h"
+#include <systemd/sd-event.h>
+
+#include "macro.h"
+
+typedef struct CurlGlue CurlGlue;
+typedef struct ReportQueue ReportQueue;
+typedef struct Source Source;
+typedef struct Target Target;
+typedef struct Agent Agent;
+
+/* Exit codes, so a unit and an operator can tell why the agent stopped. */
+enum {
+        AGENT_EXIT_SUCCESS = 0,
+        AGENT_EXIT_FAILURE = 1,
+        AGENT_EXIT_USAGE = 2,
+        AGENT_EXIT_REFUSED = 3, /* the job cannot be done here: device too small, mounted, token refused */
+        AGENT_EXIT_SESSION_FAILED = 4, /* the session ended failed (or cancelled, for the target) */
+};
+
+typedef struct AgentSettings {
+        char *mode;           /* pureboot.mode= */
+        char *session, *node; /* pureboot.session=, pureboot.node= */
+        char *server;         /* pureboot.server=https://bridge:port */
+        char *token;          /* pureboot.token= */
+        char *ca;             /* pureboot.ca=sha256:HEX, the CA's fingerprint */
+        char *device;         /* pureboot.device= */
+        char *state_dir;
+        char *address;        /* what the source reports as its address; default: ours towards the bridge */
+        uint16_t port;        /* where the source serves */
+        uint64_t max_rate;    /* bytes/s the target reads at most, 0 = no limit */
+        uint64_t ack_timeout_usec; /* how long a finished agent waits for its last report to be taken */
+        bool reboot;
+} AgentSettings;
+
+typedef void (*CallDone)(Agent *a, const char *error, json_object *reply, void *userdata);
+typedef void (*SessionChanged)(Agent *a, json_object *session);
+
+struct Agent {
+        sd_event *event;
+        AgentSettings settings;
+        CurlGlue *curl;
+        ReportQueue *queue;
+
+        /* Files in the state directory. */
+        char *ca_path, *cert_path, *key_path;
+        char *ca_pem, *cert_pem, *key_pem;
+        char *role; /* source or target, from the enrolment */
+        char *local_address; /* the address the bridge last saw us from */
+
+        /* WatchSession: the stream and what it last said. */
+        struct Watch *watch;
+        json_object *session; /* the latest Session record */
+        SessionChanged on_session;
+
+        Source *source;
+        Target *target;
+        bool finishing; /* the job is done; waiting for the queue to drain */
+        sd_event_source *ack_timer;
+        int exit_code;
+};
+
+/* agent.c */
+void agent_settings_done(AgentSettings *s);
+int agent_new(AgentSettings *settings, Agent **ret);
+Agent *agent_free(Agent *a);
+/* Ends the loop once every queued report has been taken (or the wait for that ran out). */
+void agent_finish(Agent *a, int exit_code);
+/* The queue calls this whenever it emptied. */
+void agent_check_finished(Agent *a);
+/* Ends the loop now. */
+void agent_exit(Agent *a, int exit_code);
+const char *session_string(json_object *session, const char *key);
+int64_t session_int(json_object *session, const char *key);
+bool session_is_final(json_object *session);
+
+/* client.c: calls on the bridge (varlink over HTTPS). error is NULL on success, else the varlink error's
+ * name (transport failures are org.pureboot.Node.ControllerUnavailable). params is taken. */
+int client_call(Agent *a, const char *method, json_object *params, CallDone done, void *userdata);
+/* An easy handle for path on the bridge, with our CA and certificate set. */
+CURL *client_easy_new(Agent *a, const char *path);
+/* Remembers the address the transfer went out from: what the bridge saw, and what the source reports. */
+void client_note_address(Agent *a, CURL *easy);
+/* Follows the session with WatchSession, reconnecting as needed; a->on_session hears each change. */
+int client_watch_start(Agent *a);
+void client_watch_stop(Agent *a);
+
+/* enrol.c: key, CA (checked against pureboot.ca=), certificate; done() runs when we hold them. */
+int enrol_start(Agent *a, void (*done)(Agent *a));
+
+/* source.c, target.c: the verbs. */
+int source_start(Agent *a);
+Source *source_free(Source *s);
+int target_start(Agent *a);
+Target *target_free(Target *t);

@@ -1,0 +1,288 @@
+/* SPDX-License-Identifier: MIT */
+/* The agent's side of the node protocol: varlink calls over HTTPS to the bridge (POST /call/…), and the
+ * WatchSession stream, reconnected with backoff when the bridge or controller goes away. Until the CA is
+ * known nothing here runs: enrol.c fetches and checks it first. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent.h"
+#include "backoff.h"
+#include "curl-glue.h"
+#include "log.h"
+#include "util.h"
+
+#define NODE_PREFIX "org.pureboot.Node."
+#define MAX_REPLY (4U * 1024 * 1024)
+
+typedef struct Call {
+        Agent *agent;
+        CURL *easy;
+        struct curl_slist *headers;
+        char *body, *reply;
+        size_t reply_len;
+        CallDone done;
+        void *userdata;
+} Call;
+
+static size_t on_reply_data(char *p, size_t size, size_t n, void *userdata) {
+        Call *c = userdata;
+        size_t len = size * n;
+        if (c->reply_len + len > MAX_REPLY)
+                return 0;
+        char *b = realloc(c->reply, c->reply_len + len + 1);
+        if (!b)
+                return 0;
+        memcpy(b + c->reply_len, p, len);
+        c->reply_len += len;
+        b[c->reply_len] = 0;
+        c->reply = b;
+        return len;
+}
+
+static void call_free(Call *c) {
+        if (!c)
+                return;
+        if (c->easy)
+                curl_easy_cleanup(c->easy);
+        curl_slist_free_all(c->headers);
+        free(c->body);
+        free(c->reply);
+        free(c);
+}
+
+/* An easy handle for a request to the bridge, with our CA and (once we have one) our certificate. */
+CURL *client_easy_new(Agent *a, const char *path) {
+        _cleanup_free_ char *url = NULL;
+        CURL *e;
+
+        if (asprintf(&url, "%s%s", a->settings.server, path) < 0 || !(e = curl_easy_init()))
+                return NULL;
+        if (curl_easy_setopt(e, CURLOPT_URL, url) != CURLE_OK ||
+            curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) != CURLE_OK ||
+            curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, 10L) != CURLE_OK ||
+            curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L) != CURLE_OK ||
+            curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "https") != CURLE_OK ||
+            (a->ca_path && curl_easy_setopt(e, CURLOPT_CAINFO, a->ca_path) != CURLE_OK) ||
+            (a->cert_pem && (curl_easy_setopt(e, CURLOPT_SSLCERT, a->cert_path) != CURLE_OK ||
+                             curl_easy_setopt(e, CURLOPT_SSLKEY, a->key_path) != CURLE_OK))) {
+                curl_easy_cleanup(e);
+                return NULL;
+        }
+        return e;
+}
+
+void client_note_address(Agent *a, CURL *easy) {
+        char *ip = NULL;
+        if (curl_easy_getinfo(easy, CURLINFO_LOCAL_IP, &ip) == CURLE_OK && !isempty(ip))
+                (void) free_and_strdup(&a->local_address, ip);
+}
+
+static void on_call_done(CURL *easy, CURLcode result, void *userdata) {
+        Call *c = userdata;
+        Agent *a = c->agent;
+        _cleanup_(json_object_unrefp) json_object *o = NULL;
+        const char *error = NULL;
+        json_object *e, *params = NULL;
+        long status = 0;
+
+        (void) curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
+        if (result == CURLE_OK)
+                o = c->reply ? json_tokener_parse(c->reply) : NULL;
+        if (result != CURLE_OK || !o || status == 502 || status == 503 || status == 504) {
+                log_debug("Call to %s failed: %s (HTTP %ld).", a->settings.server,
+                          result != CURLE_OK ? curl_easy_strerror(result) : "no JSON answer", status);
+                error = NODE_PREFIX "ControllerUnavailable";
+        } else if (status != 200) {
+                error = json_object_object_get_ex(o, "error", &e) ? json_object_get_string(e)
+                                                                   : "org.varlink.service.InvalidParameter";
+                (void) json_object_object_get_ex(o, "parameters", &params);
+        } else {
+                params = o;
+                client_note_address(a, easy);
+        }
+        c->done(a, error, params, c->userdata);
+        call_free(c);
+}
+
+int client_call(Agent *a, const char *method, json_object *params, CallDone done, void *userdata) {
+        _cleanup_free_ char *path = NULL;
+        Call *c;
+        int r;
+
+        c = calloc(1, sizeof(Call));
+        if (!c || asprintf(&path, "/call/" NODE_PREFIX "%s", method) < 0) {
+                json_object_put(params);
+                free(c);
+                return -ENOMEM;
+        }
+        *c = (Call){ .agent = a, .done = done, .userdata = userdata };
+        c->body = strdup(json_object_to_json_string_ext(params, JSON_C_TO_STRING_PLAIN));
+        json_object_put(params);
+        c->easy = client_easy_new(a, path);
+        c->headers = curl_slist_append(NULL, "Content-Type: application/json");
+        if (!c->body || !c->easy || !c->headers ||
+            curl_easy_setopt(c->easy, CURLOPT_HTTPHEADER, c->headers) != CURLE_OK ||
+            curl_easy_setopt(c->easy, CURLOPT_POSTFIELDS, c->body) != CURLE_OK ||
+            curl_easy_setopt(c->easy, CURLOPT_TIMEOUT, 60L) != CURLE_OK ||
+            curl_easy_setopt(c->easy, CURLOPT_WRITEFUNCTION, on_reply_data) != CURLE_OK ||
+            curl_easy_setopt(c->easy, CURLOPT_WRITEDATA, c) != CURLE_OK) {
+                call_free(c);
+                return -ENOMEM;
+        }
+        r = curl_glue_add(a->curl, c->easy, on_call_done, c);
+        if (r < 0)
+                call_free(c);
+        return r;
+}
+
+/* WatchSession: one long request; each record is RS, JSON, LF. */
+typedef struct Watch {
+        Agent *agent;
+        CURL *easy;
+        struct curl_slist *headers;
+        char *body, *buf;
+        size_t len;
+        Backoff backoff;
+        sd_event_source *retry, *dispatch;
+        bool got_record;
+} Watch;
+
+/* The verb hears of a change from the loop, not from inside curl's callback: it may start transfers. */
+static int on_dispatch(sd_event_source *s, void *userdata) {
+        Watch *w = userdata;
+        Agent *a = w->agent;
+        (void) s;
+        if (a->on_session && a->session)
+                a->on_session(a, a->session);
+        return 0;
+}
+
+static void watch_record(Watch *w, const char *text) {
+        Agent *a = w->agent;
+        json_object *o = json_tokener_parse(text), *session;
+
+        if (!o)
+                return;
+        if (json_object_object_get_ex(o, "session", &session)) {
+                w->got_record = true;
+                json_object_put(a->session);
+                a->session = json_object_get(session);
+                (void) sd_event_source_set_enabled(w->dispatch, SD_EVENT_ONESHOT);
+        } else {
+                json_object *e;
+                log_warning("WatchSession answered %s.",
+                            json_object_object_get_ex(o, "error", &e) ? json_object_get_string(e) : text);
+        }
+        json_object_put(o);
+}
+
+static size_t on_watch_data(char *p, size_t size, size_t n, void *userdata) {
+        Watch *w = userdata;
+        size_t len = size * n;
+        char *b, *start, *end;
+
+        if (w->len + len > MAX_REPLY)
+                return 0;
+        b = realloc(w->buf, w->len + len + 1);
+        if (!b)
+                return 0;
+        memcpy(b + w->len, p, len);
+        w->len += len;
+        b[w->len] = 0;
+        w->buf = b;
+        /* Each complete record, then keep what is left. */
+        for (start = w->buf; (end = memchr(start, '\n', w->len - (size_t) (start - w->buf))); start = end + 1) {
+                *end = 0;
+                watch_record(w, start[0] == 0x1e ? start + 1 : start);
+        }
+        w->len -= (size_t) (start - w->buf);
+        memmove(w->buf, start, w->len);
+        return len;
+}
+
+static int watch_connect(Watch *w);
+
+static int on_watch_retry(sd_event_source *s, uint64_t usec, void *userdata) {
+        Watch *w = userdata;
+        (void) s, (void) usec;
+        w->retry = sd_event_source_disable_unref(w->retry);
+        if (watch_connect(w) < 0)
+                log_warning("Failed to reconnect to the session's stream; trying again.");
+        return 0;
+}
+
+static void on_watch_done(CURL *easy, CURLcode result, void *userdata) {
+        Watch *w = userdata;
+        Agent *a = w->agent;
+
+        if (result == CURLE_OK)
+                client_note_address(a, easy);
+        curl_easy_cleanup(w->easy);
+        w->easy = NULL;
+        w->len = 0;
+        if (a->session && session_is_final(a->session))
+                return; /* the stream ended with the session */
+        if (w->got_record)
+                backoff_reset(&w->backoff);
+        uint64_t delay = backoff_next(&w->backoff);
+        log_debug("The session's stream ended (%s); reconnecting in %.1f s.", curl_easy_strerror(result),
+                  (double) delay / USEC_PER_SEC);
+        (void) sd_event_add_time_relative(a->event, &w->retry, CLOCK_MONOTONIC, delay, 0, on_watch_retry, w);
+}
+
+static int watch_connect(Watch *w) {
+        Agent *a = w->agent;
+        w->got_record = false;
+        w->easy = client_easy_new(a, "/call/" NODE_PREFIX "WatchSession");
+        if (!w->easy || curl_easy_setopt(w->easy, CURLOPT_HTTPHEADER, w->headers) != CURLE_OK ||
+            curl_easy_setopt(w->easy, CURLOPT_POSTFIELDS, w->body) != CURLE_OK ||
+            curl_easy_setopt(w->easy, CURLOPT_WRITEFUNCTION, on_watch_data) != CURLE_OK ||
+            curl_easy_setopt(w->easy, CURLOPT_WRITEDATA, w) != CURLE_OK ||
+            /* a stream that says nothing for this long is a dead connection */
+            curl_easy_setopt(w->easy, CURLOPT_LOW_SPEED_LIMIT, 1L) != CURLE_OK ||
+            curl_easy_setopt(w->easy, CURLOPT_LOW_SPEED_TIME, 120L) != CURLE_OK)
+                return -ENOMEM;
+        return curl_glue_add(a->curl, w->easy, on_watch_done, w);
+}
+
+int client_watch_start(Agent *a) {
+        _cleanup_(json_object_unrefp) json_object *p = json_object_new_object();
+        Watch *w;
+
+        if (a->watch)
+                return 0;
+        w = calloc(1, sizeof(Watch));
+        if (!w)
+                return -ENOMEM;
+        *w = (Watch){ .agent = a };
+        backoff_init(&w->backoff);
+        json_object_object_add(p, "session", json_object_new_string(a->settings.session));
+        w->body = strdup(json_object_to_json_string_ext(p, JSON_C_TO_STRING_PLAIN));
+        w->headers = curl_slist_append(NULL, "Content-Type: application/json");
+        w->headers = w->headers ? curl_slist_append(w->headers, "Accept: application/json-seq") : NULL;
+        a->watch = w;
+        if (!w->body || !w->headers || sd_event_add_defer(a->event, &w->dispatch, on_dispatch, w) < 0 ||
+            sd_event_source_set_enabled(w->dispatch, SD_EVENT_OFF) < 0) {
+                client_watch_stop(a);
+                return -ENOMEM;
+        }
+        return watch_connect(w);
+}
+
+void client_watch_stop(Agent *a) {
+        Watch *w = a->watch;
+        if (!w)
+                return;
+        if (w->easy) {
+                curl_glue_remove(a->curl, w->easy);
+                curl_easy_cleanup(w->easy);
+        }
+        sd_event_source_disable_unref(w->retry);
+        sd_event_source_disable_unref(w->dispatch);
+        curl_slist_free_all(w->headers);
+        free(w->body);
+        free(w->buf);
+        free(w);
+        a->watch = NULL;
+}

@@ -1,0 +1,19 @@
+/* SPDX-License-Identifier: MIT */
+/* libcurl's multi interface driven by sd-event: curl tells us which sockets and when to wake it, the loop
+ * does the waiting (the way systemd's import code does it). */
+#pragma once
+
+#include <curl/curl.h>
+#include <systemd/sd-event.h>
+
+typedef struct CurlGlue CurlGlue;
+
+/* Runs when a transfer ends, with the easy handle (still added to nothing) and its result. */
+typedef void (*CurlDone)(CURL *easy, CURLcode result, void *userdata);
+
+int curl_glue_new(sd_event *event, CurlGlue **ret);
+CurlGlue *curl_glue_free(CurlGlue *g);
+/* Starts a transfer; never from inside a curl callback, which curl refuses. done runs once it ended. The caller keeps the handle and frees it after done, or
+ * cancels it with curl_glue_remove. */
+int curl_glue_add(CurlGlue *g, CURL *easy, CurlDone done, void *userdata);
+void curl_glue_remove(CurlGlue *g, CURL *easy);

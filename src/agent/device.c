@@ -1,0 +1,159 @@
+/* SPDX-License-Identifier: MIT */
+/* Opening, sizing, zeroing and flushing the disk of a job. */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "device.h"
+#include "log.h"
+#include "util.h"
+
+/* The sysfs directory of a block device: /sys/devices/…/loop0, and its partitions below it. */
+static char *sysfs_dir(dev_t dev) {
+        char path[64];
+        snprintf(path, sizeof(path), "/sys/dev/block/%u:%u", major(dev), minor(dev));
+        return realpath(path, NULL);
+}
+
+char *device_mounted_at(const char *path) {
+        _cleanup_free_ char *ours = NULL;
+        _cleanup_fclose_ FILE *f = NULL;
+        char line[4096];
+        struct stat st;
+
+        if (stat(path, &st) < 0 || !S_ISBLK(st.st_mode) || !(ours = sysfs_dir(st.st_rdev)))
+                return NULL;
+        f = fopen("/proc/self/mountinfo", "re");
+        if (!f)
+                return NULL;
+        while (fgets(line, sizeof(line), f)) {
+                unsigned maj, min;
+                char mountpoint[4096];
+                /* id parent maj:min root mountpoint … */
+                if (sscanf(line, "%*u %*u %u:%u %*s %4095s", &maj, &min, mountpoint) != 3)
+                        continue;
+                _cleanup_free_ char *theirs = sysfs_dir(makedev(maj, min));
+                const char *rest = theirs ? startswith(theirs, ours) : NULL;
+                if (rest && (*rest == 0 || *rest == '/'))
+                        return strdup(mountpoint);
+        }
+        return NULL;
+}
+
+int device_open(const char *path, int flags, Device *ret, char **ret_holder) {
+        _cleanup_close_ int fd = -EBADF;
+        struct stat st;
+        uint64_t size;
+
+        *ret_holder = NULL;
+        if (flags != O_RDONLY) {
+                *ret_holder = device_mounted_at(path);
+                if (*ret_holder)
+                        return -EBUSY;
+        }
+        fd = open(path, flags | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0)
+                return -errno;
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        if (S_ISBLK(st.st_mode)) {
+                if (flags != O_RDONLY) {
+                        /* Claim it: the kernel refuses while a filesystem or another claimer holds it. */
+                        close(fd);
+                        fd = open(path, flags | O_EXCL | O_CLOEXEC | O_NOCTTY);
+                        if (fd < 0)
+                                return errno == EBUSY ? -EBUSY : -errno;
+                }
+                if (ioctl(fd, BLKGETSIZE64, &size) < 0)
+                        return -errno;
+        } else if (S_ISREG(st.st_mode))
+                size = (uint64_t) st.st_size;
+        else
+                return -ENOTBLK;
+        *ret = (Device){ .fd = TAKE_FD(fd), .is_block = S_ISBLK(st.st_mode), .size = size, .path = strdup(path) };
+        if (!ret->path) {
+                device_close(ret);
+                return -ENOMEM;
+        }
+        return 0;
+}
+
+void device_close(Device *d) {
+        if (d->fd >= 0)
+                close(d->fd);
+        d->fd = -EBADF;
+        free(d->path);
+        d->path = NULL;
+}
+
+int device_pwrite(Device *d, const void *buf, size_t size, uint64_t offset) {
+        const uint8_t *p = buf;
+        while (size > 0) {
+                ssize_t n = pwrite(d->fd, p, size, (off_t) offset);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0)
+                        return n < 0 ? -errno : -EIO;
+                p += n;
+                size -= (size_t) n;
+                offset += (uint64_t) n;
+        }
+        return 0;
+}
+
+int device_pread(Device *d, void *buf, size_t size, uint64_t offset) {
+        uint8_t *p = buf;
+        while (size > 0) {
+                ssize_t n = pread(d->fd, p, size, (off_t) offset);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0)
+                        return n < 0 ? -errno : -EIO; /* the device shrank under us */
+                p += n;
+                size -= (size_t) n;
+                offset += (uint64_t) n;
+        }
+        return 0;
+}
+
+int device_zero(Device *d, uint64_t offset, uint64_t length) {
+        static const uint8_t zeroes[64 * 1024];
+
+        if (d->is_block) {
+                uint64_t range[2] = { offset, length };
+                if (ioctl(d->fd, BLKZEROOUT, range) >= 0)
+                        return 0;
+                if (errno != EOPNOTSUPP && errno != EINVAL && errno != ENOTTY)
+                        return -errno;
+        } else if (fallocate(d->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t) offset, (off_t) length) >= 0)
+                return 0;
+        /* Neither: write them. */
+        for (uint64_t done = 0; done < length;) {
+                size_t n = (size_t) MIN(length - done, (uint64_t) sizeof(zeroes));
+                int r = device_pwrite(d, zeroes, n, offset + done);
+                if (r < 0)
+                        return r;
+                done += n;
+        }
+        return 0;
+}
+
+int device_finish(Device *d) {
+        if (fsync(d->fd) < 0)
+                return -errno;
+        if (!d->is_block)
+                return 0;
+        if (ioctl(d->fd, BLKFLSBUF, 0) < 0)
+                log_debug_errno(errno, "BLKFLSBUF on %s failed, ignoring: %m", d->path);
+        /* The new partition table is the kernel's too; a disk without partition scanning says EINVAL. */
+        if (ioctl(d->fd, BLKRRPART, 0) < 0)
+                log_debug_errno(errno, "Re-reading the partition table of %s failed, ignoring: %m", d->path);
+        return 0;
+}

@@ -1,0 +1,27 @@
+/* SPDX-License-Identifier: MIT */
+/* The disk a job reads or writes: a block device in the field, a block device or a plain file in tests. */
+#pragma once
+
+#include "macro.h"
+
+typedef struct Device {
+        char *path;
+        int fd;
+        bool is_block;
+        uint64_t size;
+} Device;
+
+/* Opens path (O_RDONLY or O_RDWR); a block device opened for writing is claimed exclusively, so the kernel
+ * refuses while something has it mounted. -EBUSY says it is mounted or held, with *ret_holder naming by
+ * what if known. */
+int device_open(const char *path, int flags, Device *ret, char **ret_holder);
+void device_close(Device *d);
+/* The mount point of the device or one of its partitions, if any (malloc'd), else NULL. */
+char *device_mounted_at(const char *path);
+/* Writes zeroes over [offset, offset + length): BLKZEROOUT, a punched hole in a file, or plain writes. */
+int device_zero(Device *d, uint64_t offset, uint64_t length);
+int device_pwrite(Device *d, const void *buf, size_t size, uint64_t offset);
+int device_pread(Device *d, void *buf, size_t size, uint64_t offset);
+/* Makes everything written durable: fsync and, for block devices, drop the buffer cache and have the
+ * kernel read the partition table again. */
+int device_finish(Device *d);

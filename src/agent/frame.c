@@ -1,0 +1,157 @@
+/* SPDX-License-Identifier: MIT */
+/* Frames and digests of the direct-clone stream. */
+#include <endian.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "frame.h"
+
+XXH128_hash_t frame_chunk_hash(const void *data, size_t size) {
+        return XXH3_128bits(data, size);
+}
+
+XXH128_hash_t frame_zero_hash(size_t size) {
+        static XXH128_hash_t whole;
+        static bool have_whole;
+        static const uint8_t zeroes[FRAME_CHUNK];
+
+        if (size != FRAME_CHUNK)
+                return XXH3_128bits(zeroes, size);
+        if (!have_whole) {
+                whole = XXH3_128bits(zeroes, FRAME_CHUNK);
+                have_whole = true;
+        }
+        return whole;
+}
+
+XXH128_hash_t frame_hash(FrameType type, uint64_t offset, uint64_t length, XXH128_hash_t content) {
+        uint8_t buf[32];
+        size_t n = 12;
+        uint32_t t = htole32((uint32_t) type);
+        uint64_t l = htole64(length);
+
+        memcpy(buf, &t, 4);
+        memcpy(buf + 4, &l, 8);
+        if (type == FRAME_DATA) {
+                XXH128_canonical_t c;
+                XXH128_canonicalFromHash(&c, content);
+                memcpy(buf + 12, c.digest, 16);
+                n += 16;
+        }
+        return XXH3_128bits_withSeed(buf, n, offset);
+}
+
+void frame_header_write(const FrameHeader *h, uint8_t out[FRAME_HEADER_SIZE]) {
+        uint32_t magic = htole32(FRAME_MAGIC), type = htole32((uint32_t) h->type);
+        uint64_t offset = htole64(h->offset), length = htole64(h->length);
+        XXH128_canonical_t c;
+
+        XXH128_canonicalFromHash(&c, h->hash);
+        memcpy(out, &magic, 4);
+        memcpy(out + 4, &type, 4);
+        memcpy(out + 8, &offset, 8);
+        memcpy(out + 16, &length, 8);
+        memcpy(out + 24, c.digest, 16);
+}
+
+int frame_header_read(const uint8_t in[FRAME_HEADER_SIZE], uint64_t disk_size, FrameHeader *ret,
+                      const char **ret_reason) {
+        uint32_t magic, type;
+        uint64_t offset, length;
+        XXH128_canonical_t c;
+
+        memcpy(&magic, in, 4);
+        memcpy(&type, in + 4, 4);
+        memcpy(&offset, in + 8, 8);
+        memcpy(&length, in + 16, 8);
+        memcpy(c.digest, in + 24, 16);
+        type = le32toh(type);
+        offset = le64toh(offset);
+        length = le64toh(length);
+        *ret_reason = NULL;
+        if (le32toh(magic) != FRAME_MAGIC)
+                *ret_reason = "not a frame header";
+        else if (type != FRAME_DATA && type != FRAME_ZERO)
+                *ret_reason = "unknown frame type";
+        else if (offset % FRAME_CHUNK != 0 || length == 0 || offset > disk_size || length > disk_size - offset)
+                *ret_reason = "frame outside the disk or not on a chunk boundary";
+        else if (type == FRAME_DATA && length > FRAME_CHUNK)
+                *ret_reason = "data frame longer than a chunk";
+        else if (type == FRAME_ZERO && (length > FRAME_MAX_ZERO_CHUNKS * FRAME_CHUNK ||
+                                        (length % FRAME_CHUNK != 0 && offset + length != disk_size)))
+                *ret_reason = "zero frame of a length that cannot be";
+        if (*ret_reason)
+                return -EBADMSG;
+        *ret = (FrameHeader){ .type = type, .offset = offset, .length = length,
+                              .hash = XXH128_hashFromCanonical(&c) };
+        return 0;
+}
+
+bool frame_is_zero(const void *data, size_t size) {
+        const uint8_t *p = data;
+        /* The first 16 bytes by hand, the rest compared with itself shifted: memcmp is fast. */
+        for (size_t i = 0; i < MIN(size, (size_t) 16); i++)
+                if (p[i])
+                        return false;
+        return size <= 16 || memcmp(p, p + 16, size - 16) == 0;
+}
+
+int digest_init(Digest *d) {
+        *d = (Digest){ .state = XXH3_createState() };
+        if (!d->state)
+                return -ENOMEM;
+        XXH3_128bits_reset(d->state);
+        return 0;
+}
+
+void digest_done(Digest *d) {
+        XXH3_freeState(d->state);
+        d->state = NULL;
+}
+
+int digest_save(const Digest *d, void **ret, size_t *ret_size) {
+        void *p = malloc(sizeof(XXH3_state_t));
+        if (!p)
+                return -ENOMEM;
+        memcpy(p, d->state, sizeof(XXH3_state_t));
+        *ret = p;
+        *ret_size = sizeof(XXH3_state_t);
+        return 0;
+}
+
+int digest_load(Digest *d, const void *data, size_t size, uint64_t chunks) {
+        if (size != sizeof(XXH3_state_t))
+                return -EINVAL;
+        memcpy(d->state, data, size);
+        d->chunks = chunks;
+        return 0;
+}
+
+void digest_feed(Digest *d, XXH128_hash_t chunk_hash) {
+        XXH128_canonical_t c;
+        XXH128_canonicalFromHash(&c, chunk_hash);
+        XXH3_128bits_update(d->state, c.digest, sizeof(c.digest));
+        d->chunks++;
+}
+
+void digest_feed_zero(Digest *d, uint64_t length, uint64_t disk_size) {
+        uint64_t offset = d->chunks * FRAME_CHUNK, end = MIN(offset + length, disk_size);
+        for (uint64_t o = offset; o < end; o += FRAME_CHUNK)
+                digest_feed(d, frame_zero_hash((size_t) MIN(FRAME_CHUNK, end - o)));
+}
+
+char *digest_string(const Digest *d) {
+        XXH128_canonical_t c;
+        char *s;
+        XXH128_canonicalFromHash(&c, XXH3_128bits_digest(d->state));
+        s = malloc(9 + 32 + 1);
+        if (!s)
+                return NULL;
+        strcpy(s, "xxh3-128:");
+        for (size_t i = 0; i < 16; i++)
+                sprintf(s + 9 + 2 * i, "%02x", c.digest[i]);
+        return s;
+}

@@ -1,0 +1,400 @@
+/* SPDX-License-Identifier: MIT */
+/* clone-source: serves the device, read-only, over HTTPS to the one certificate allowed to read it — the
+ * session's target — as a stream of frames (frame.h) starting at the offset the target asks for. It
+ * reports where it serves, its progress, and once every chunk was read the digest of what it read. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <microhttpd.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent.h"
+#include "device.h"
+#include "format.h"
+#include "frame.h"
+#include "log.h"
+#include "mhd-event.h"
+#include "queue.h"
+#include "tls.h"
+#include "util.h"
+
+#define STREAM_BLOCK (256U * 1024)
+#define MAX_STREAMS 4
+
+struct Source {
+        Agent *agent;
+        Device dev;
+        struct MHD_Daemon *daemon;
+        MhdEvent *mhd;
+        gnutls_x509_trust_list_t trust;
+        char *expected_cn;
+        Digest digest; /* over chunks in order, from the start of the disk */
+        bool complete_reported;
+        uint64_t served_to, bytes_sent; /* the furthest offset served; payload bytes sent */
+        uint64_t last_progress_bytes, last_progress_at;
+        sd_event_source *progress_timer;
+        unsigned streams;
+#if PB_FAULT_INJECTION
+        uint64_t corrupt_offset; /* test builds: damage the DATA frame at this offset once */
+#endif
+};
+
+typedef struct Stream {
+        Source *source;
+        uint64_t pos;  /* the next offset to frame */
+        uint8_t *frame; /* header + one chunk */
+        size_t frame_len, frame_off;
+        uint8_t zero_header[FRAME_HEADER_SIZE];
+        size_t zero_len, zero_off;
+} Stream;
+
+static uint64_t total_chunks(const Source *s) {
+        return (s->dev.size + FRAME_CHUNK - 1) / FRAME_CHUNK;
+}
+
+static void report_complete(Source *s) {
+        _cleanup_free_ char *digest = digest_string(&s->digest);
+        json_object *p = json_object_new_object();
+
+        if (!digest || !p) {
+                json_object_put(p);
+                log_oom();
+                return;
+        }
+        json_object_object_add(p, "session", json_object_new_string(s->agent->settings.session));
+        json_object_object_add(p, "role", json_object_new_string("source"));
+        json_object_object_add(p, "digest", json_object_new_string(digest));
+        if (queue_push(s->agent->queue, "ReportComplete", p) >= 0) {
+                s->complete_reported = true;
+                log_info("Read all of %s (%s); its digest is %s.", s->dev.path, FORMAT_BYTES(s->dev.size), digest);
+        }
+}
+
+/* A chunk's content hash joins the digest only in order; a chunk served again is already in it. */
+static void digest_chunk(Source *s, uint64_t offset, XXH128_hash_t hash) {
+        if (offset / FRAME_CHUNK == s->digest.chunks)
+                digest_feed(&s->digest, hash);
+}
+
+/* After a restart the target resumes where it was: read what lies before, so the digest still covers
+ * the whole disk. */
+static int catch_up(Source *s, uint64_t offset, uint8_t *scratch) {
+        if (s->digest.chunks * FRAME_CHUNK < offset)
+                log_info("Reading %s up to %s for the digest before serving from there.", s->dev.path,
+                         FORMAT_BYTES(offset));
+        while (s->digest.chunks * FRAME_CHUNK < offset) {
+                uint64_t o = s->digest.chunks * FRAME_CHUNK;
+                size_t n = (size_t) MIN(FRAME_CHUNK, s->dev.size - o);
+                int r = device_pread(&s->dev, scratch, n, o);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to read %s at %" PRIu64 ": %m", s->dev.path, o);
+                digest_feed(&s->digest, frame_chunk_hash(scratch, n));
+        }
+        return 0;
+}
+
+/* Fills the stream with its next frames: a ZERO frame for the zero chunks from pos on (if any), then the
+ * DATA frame of the chunk that ended the run (if any). */
+static int produce(Stream *st) {
+        Source *s = st->source;
+        uint8_t *chunk = st->frame + FRAME_HEADER_SIZE;
+        uint64_t start = st->pos, pos = start;
+        size_t data = 0;
+        int r;
+
+        r = catch_up(s, start, chunk);
+        if (r < 0)
+                return r;
+        while (pos < s->dev.size && pos - start < FRAME_MAX_ZERO_CHUNKS * FRAME_CHUNK) {
+                size_t n = (size_t) MIN(FRAME_CHUNK, s->dev.size - pos);
+                r = device_pread(&s->dev, chunk, n, pos);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to read %s at %" PRIu64 ": %m", s->dev.path, pos);
+                if (!frame_is_zero(chunk, n)) {
+                        data = n;
+                        break;
+                }
+                digest_chunk(s, pos, frame_zero_hash(n));
+                pos += n;
+        }
+        if (pos > start) {
+                FrameHeader h = { .type = FRAME_ZERO, .offset = start, .length = pos - start };
+                h.hash = frame_hash(FRAME_ZERO, h.offset, h.length, (XXH128_hash_t){});
+                frame_header_write(&h, st->zero_header);
+                st->zero_len = FRAME_HEADER_SIZE;
+                st->zero_off = 0;
+        }
+        if (data > 0) {
+                XXH128_hash_t content = frame_chunk_hash(chunk, data);
+                FrameHeader h = { .type = FRAME_DATA, .offset = pos, .length = data };
+                h.hash = frame_hash(FRAME_DATA, pos, data, content);
+                frame_header_write(&h, st->frame);
+                digest_chunk(s, pos, content);
+                st->frame_len = FRAME_HEADER_SIZE + data;
+                st->frame_off = 0;
+                s->bytes_sent += data;
+#if PB_FAULT_INJECTION
+                if (s->corrupt_offset == pos + 1) {
+                        log_warning("Fault injection: damaging the frame at offset %" PRIu64 " after hashing.", pos);
+                        chunk[data / 2] ^= 0x5a;
+                        s->corrupt_offset = 0;
+                }
+#endif
+                pos += data;
+        }
+        st->pos = pos;
+        s->served_to = MAX(s->served_to, pos);
+        if (!s->complete_reported && s->digest.chunks == total_chunks(s))
+                report_complete(s);
+        return 0;
+}
+
+static ssize_t on_read(void *cls, uint64_t unused, char *buf, size_t max) {
+        Stream *st = cls;
+        (void) unused;
+
+        if (st->zero_off == st->zero_len && st->frame_off == st->frame_len) {
+                if (st->pos >= st->source->dev.size)
+                        return MHD_CONTENT_READER_END_OF_STREAM;
+                st->zero_len = st->zero_off = st->frame_len = st->frame_off = 0;
+                if (produce(st) < 0)
+                        return MHD_CONTENT_READER_END_WITH_ERROR;
+        }
+        if (st->zero_off < st->zero_len) {
+                size_t n = MIN(max, st->zero_len - st->zero_off);
+                memcpy(buf, st->zero_header + st->zero_off, n);
+                st->zero_off += n;
+                return (ssize_t) n;
+        }
+        size_t n = MIN(max, st->frame_len - st->frame_off);
+        memcpy(buf, st->frame + st->frame_off, n);
+        st->frame_off += n;
+        return (ssize_t) n;
+}
+
+static void on_stream_end(void *cls) {
+        Stream *st = cls;
+        st->source->streams--;
+        free(st->frame);
+        free(st);
+}
+
+static enum MHD_Result reply_text(struct MHD_Connection *conn, unsigned status, const char *text) {
+        struct MHD_Response *resp =
+                MHD_create_response_from_buffer(strlen(text), (void *) text, MHD_RESPMEM_MUST_COPY);
+        enum MHD_Result r;
+        if (!resp)
+                return MHD_NO;
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; charset=utf-8");
+        r = MHD_queue_response(conn, status, resp);
+        MHD_destroy_response(resp);
+        return r;
+}
+
+/* Only the session's target may read the disk. */
+static const char *check_peer(Source *s, struct MHD_Connection *conn) {
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+        const gnutls_datum_t *certs;
+        _cleanup_free_ char *cn = NULL;
+        const char *reason = NULL;
+        unsigned n = 0;
+
+        if (!ci || !ci->tls_session ||
+            !(certs = gnutls_certificate_get_peers((gnutls_session_t) ci->tls_session, &n)) || n == 0)
+                return "no client certificate was presented";
+        if (tls_verify_peer(s->trust, &certs[0], &cn, NULL, &reason) < 0)
+                return reason ?: "the client certificate does not verify";
+        if (!streq(cn, s->expected_cn)) {
+                log_warning("Refused a client with certificate %s: only %s may read this disk.", cn, s->expected_cn);
+                return "this disk is served only to the session's target";
+        }
+        return NULL;
+}
+
+static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                                 const char *version, const char *data, size_t *data_size, void **req_cls) {
+        Source *s = cls;
+        const char *refusal, *arg;
+        char *end;
+        uint64_t offset;
+        (void) version, (void) data, (void) data_size;
+
+        if (!*req_cls) { /* headers only so far */
+                *req_cls = s;
+                return MHD_YES;
+        }
+        if (!streq(url, "/disk"))
+                return reply_text(conn, MHD_HTTP_NOT_FOUND, "Only /disk is served here.\n");
+        if (!streq(method, MHD_HTTP_METHOD_GET))
+                return reply_text(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "Use GET /disk?offset=N.\n");
+        refusal = check_peer(s, conn);
+        if (refusal)
+                return reply_text(conn, MHD_HTTP_FORBIDDEN, refusal);
+        arg = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "offset");
+        errno = 0;
+        offset = arg ? strtoull(arg, &end, 10) : 0;
+        if ((arg && (errno || *end || !*arg)) || offset % FRAME_CHUNK != 0 || offset > s->dev.size)
+                return reply_text(conn, MHD_HTTP_BAD_REQUEST,
+                                  "offset must be a multiple of 1 MiB within the disk.\n");
+        if (s->streams >= MAX_STREAMS)
+                return reply_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "Too many streams at once.\n");
+
+        Stream *st = calloc(1, sizeof(Stream));
+        if (!st || !(st->frame = malloc(FRAME_HEADER_SIZE + FRAME_CHUNK))) {
+                free(st);
+                return MHD_NO;
+        }
+        st->source = s;
+        st->pos = offset;
+        struct MHD_Response *resp =
+                MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, STREAM_BLOCK, on_read, st, on_stream_end);
+        if (!resp) {
+                free(st->frame);
+                free(st);
+                return MHD_NO;
+        }
+        s->streams++;
+        if (offset > 0)
+                log_info("The target resumes at %s.", FORMAT_BYTES(offset));
+        char size[32];
+        snprintf(size, sizeof(size), "%" PRIu64, s->dev.size);
+        MHD_add_response_header(resp, "X-PureBoot-Disk-Size", size);
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/x-pureboot-frames");
+        enum MHD_Result r = MHD_queue_response(conn, MHD_HTTP_OK, resp);
+        MHD_destroy_response(resp);
+        return r;
+}
+
+static int on_progress(sd_event_source *es, uint64_t usec, void *userdata) {
+        Source *s = userdata;
+        Agent *a = s->agent;
+
+        (void) sd_event_source_set_time_relative(es, USEC_PER_SEC);
+        if (s->served_to == s->last_progress_bytes)
+                return 0;
+        uint64_t rate = s->last_progress_at ? (s->served_to - s->last_progress_bytes) * USEC_PER_SEC /
+                                                      MAX(usec - s->last_progress_at, (uint64_t) 1)
+                                            : 0;
+        s->last_progress_bytes = s->served_to;
+        s->last_progress_at = usec;
+        json_object *p = json_object_new_object();
+        json_object_object_add(p, "session", json_object_new_string(a->settings.session));
+        json_object_object_add(p, "role", json_object_new_string("source"));
+        json_object_object_add(p, "bytesTransferred", json_object_new_int64((int64_t) s->served_to));
+        json_object_object_add(p, "rateBps", json_object_new_int64((int64_t) rate));
+        json_object_object_add(p, "phase", json_object_new_string("transferring"));
+        (void) queue_push(a->queue, "ReportProgress", p);
+        return 0;
+}
+
+static void on_session(Agent *a, json_object *session) {
+        const char *status = session_string(session, "status");
+        if (!session_is_final(session))
+                return;
+        log_info("Session %s is %s%s%s; no more serving.", a->settings.session, status,
+                 session_string(session, "error") ? ": " : "", strempty(session_string(session, "error")));
+        agent_finish(a, streq(status, "failed") ? AGENT_EXIT_SESSION_FAILED : AGENT_EXIT_SUCCESS);
+}
+
+static int report_ready(Source *s) {
+        Agent *a = s->agent;
+        const char *address = a->settings.address ?: a->local_address;
+        json_object *p;
+
+        if (isempty(address))
+                return log_error_errno(EADDRNOTAVAIL, "Do not know our own address; give --address=.");
+        p = json_object_new_object();
+        json_object_object_add(p, "session", json_object_new_string(a->settings.session));
+        json_object_object_add(p, "address", json_object_new_string(address));
+        json_object_object_add(p, "port", json_object_new_int(a->settings.port));
+        json_object_object_add(p, "sizeBytes", json_object_new_int64((int64_t) s->dev.size));
+        json_object_object_add(p, "device", json_object_new_string(a->settings.device));
+        log_info("Serving %s (%s) on %s:%u to %s.", s->dev.path, FORMAT_BYTES(s->dev.size), address, a->settings.port,
+                 s->expected_cn);
+        return queue_push(a->queue, "ReportSourceReady", p);
+}
+
+static int serve(Source *s) {
+        Agent *a = s->agent;
+        int r;
+
+        r = tls_trust_new(a->ca_pem, NULL, &s->trust);
+        if (r < 0)
+                return log_error_errno(r, "The CA certificate in %s does not parse.", a->ca_path);
+        s->daemon = MHD_start_daemon(
+                MHD_USE_TLS | MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_USE_DUAL_STACK, a->settings.port, NULL, NULL,
+                on_access, s, MHD_OPTION_HTTPS_MEM_KEY, a->key_pem, MHD_OPTION_HTTPS_MEM_CERT, a->cert_pem,
+                MHD_OPTION_HTTPS_MEM_TRUST, a->ca_pem, MHD_OPTION_HTTPS_PRIORITIES,
+                "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2", MHD_OPTION_CONNECTION_LIMIT, (unsigned) 8,
+                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) 120, MHD_OPTION_END);
+        if (!s->daemon)
+                return log_error_errno(EADDRINUSE, "Failed to serve on port %u (in use?).", a->settings.port);
+        r = mhd_event_attach(a->event, s->daemon, &s->mhd);
+        if (r < 0)
+                return r;
+        r = sd_event_add_time_relative(a->event, &s->progress_timer, CLOCK_MONOTONIC, USEC_PER_SEC, 0, on_progress, s);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(s->progress_timer, SD_EVENT_ON);
+        if (r >= 0)
+                r = report_ready(s);
+        if (r >= 0)
+                r = client_watch_start(a);
+        return r;
+}
+
+static void on_enrolled(Agent *a) {
+        if (!streq_ptr(a->role, "source")) {
+                log_error("Our certificate is for the %s of the session, not its source.", strna(a->role));
+                agent_exit(a, AGENT_EXIT_REFUSED);
+                return;
+        }
+        if (serve(a->source) < 0)
+                agent_exit(a, AGENT_EXIT_FAILURE);
+}
+
+int source_start(Agent *a) {
+        _cleanup_free_ char *holder = NULL;
+        Source *s;
+        int r;
+
+        s = calloc(1, sizeof(Source));
+        if (!s)
+                return -ENOMEM;
+        s->agent = a;
+        s->dev.fd = -EBADF;
+        a->source = s;
+        a->on_session = on_session;
+        if (asprintf(&s->expected_cn, "clone-%s-target", a->settings.session) < 0)
+                return -ENOMEM;
+        r = digest_init(&s->digest);
+        if (r < 0)
+                return r;
+#if PB_FAULT_INJECTION
+        const char *e = getenv("PUREBOOT_AGENT_FAULT_CORRUPT_OFFSET");
+        if (e)
+                s->corrupt_offset = strtoull(e, NULL, 10) + 1;
+#endif
+        r = device_open(a->settings.device, O_RDONLY, &s->dev, &holder);
+        if (r < 0)
+                return log_error_errno(r, "Failed to open %s: %m", a->settings.device);
+        if (s->dev.size == 0)
+                return log_error_errno(EINVAL, "%s is empty: nothing to serve.", a->settings.device);
+        return enrol_start(a, on_enrolled);
+}
+
+Source *source_free(Source *s) {
+        if (!s)
+                return NULL;
+        s->mhd = mhd_event_detach(s->mhd);
+        if (s->daemon)
+                MHD_stop_daemon(s->daemon);
+        if (s->trust)
+                gnutls_x509_trust_list_deinit(s->trust, 1);
+        sd_event_source_disable_unref(s->progress_timer);
+        digest_done(&s->digest);
+        device_close(&s->dev);
+        free(s->expected_cn);
+        free(s);
+        return NULL;
+}

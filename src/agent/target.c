@@ -1,0 +1,613 @@
+/* SPDX-License-Identifier: MIT */
+/* clone-target: waits for the source through WatchSession, checks its disk can take the source's before
+ * writing a byte, then pulls the frame stream from the source over mutual TLS, verifies every frame before
+ * writing it, writes zero runs as zeroes, and keeps a durable resume point in its journal so that a lost
+ * connection or a restart of either agent goes on from there. At the end it flushes everything and reports
+ * the digest of what it wrote. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "agent.h"
+#include "backoff.h"
+#include "curl-glue.h"
+#include "device.h"
+#include "format.h"
+#include "frame.h"
+#include "log.h"
+#include "queue.h"
+#include "tls.h"
+#include "util.h"
+
+#define SYNC_MAX (UINT64_C(256) << 20)
+#define SYNC_MIN (UINT64_C(8) << 20)
+#define SYNC_INTERVAL_USEC (5 * USEC_PER_SEC)
+#define MAX_BAD_FRAMES 5
+
+typedef enum Phase { PHASE_WAITING, PHASE_TRANSFERRING, PHASE_VERIFYING, PHASE_DONE } Phase;
+
+struct Target {
+        Agent *agent;
+        Device dev;
+        Phase phase;
+        uint64_t size;   /* the source's */
+        uint64_t offset; /* everything before it is written and verified */
+        uint64_t synced; /* everything before it is durable and in the journal */
+        uint64_t synced_at;
+        uint64_t sync_every;
+        Digest digest;
+        char *journal_path;
+        gnutls_x509_trust_list_t trust;
+        char *source_cn;
+
+        /* The stream */
+        CURL *easy;
+        char *address;
+        int64_t port;
+        bool peer_checked;
+        const char *abort_reason; /* why we cut the stream, if we did */
+        enum { CUT_NONE, CUT_BAD_FRAME, CUT_BAD_PEER, CUT_WRITE_FAILED } cut;
+        uint8_t *frame;           /* header + payload being received */
+        size_t have;
+        FrameHeader header;
+        uint64_t bad_offset;
+        unsigned bad_frames;
+        Backoff backoff;
+        sd_event_source *retry, *progress_timer;
+
+        /* What it cost */
+        uint64_t received, received_again, zeroed, high_water;
+        uint64_t last_progress_bytes, last_progress_at;
+        Phase last_progress_phase;
+};
+
+static int start_stream(Target *t);
+
+static void report_failed(Target *t, const char *code, const char *fmt, ...) _printf_(3, 4);
+static void report_failed(Target *t, const char *code, const char *fmt, ...) {
+        _cleanup_free_ char *message = NULL;
+        json_object *p;
+        va_list ap;
+
+        va_start(ap, fmt);
+        if (vasprintf(&message, fmt, ap) < 0)
+                message = NULL;
+        va_end(ap);
+        log_error("%s", strna(message));
+        p = json_object_new_object();
+        json_object_object_add(p, "session", json_object_new_string(t->agent->settings.session));
+        json_object_object_add(p, "role", json_object_new_string("target"));
+        json_object_object_add(p, "error", json_object_new_string(strna(message)));
+        json_object_object_add(p, "code", json_object_new_string(code));
+        (void) queue_push(t->agent->queue, "ReportFailed", p);
+}
+
+static void stop_stream(Target *t) {
+        if (!t->easy)
+                return;
+        curl_glue_remove(t->agent->curl, t->easy);
+        curl_easy_cleanup(t->easy);
+        t->easy = NULL;
+}
+
+/* The journal: where to resume, and the digest so far, for this session, device and size. */
+static int journal_save(Target *t, const char *digest) {
+        _cleanup_(json_object_unrefp) json_object *o = json_object_new_object();
+        _cleanup_free_ void *state = NULL;
+        _cleanup_free_ char *hex = NULL;
+        size_t size;
+        int r;
+
+        r = digest_save(&t->digest, &state, &size);
+        if (r < 0 || !(hex = hexmem(state, size)))
+                return -ENOMEM;
+        json_object_object_add(o, "session", json_object_new_string(t->agent->settings.session));
+        json_object_object_add(o, "device", json_object_new_string(t->dev.path));
+        json_object_object_add(o, "size", json_object_new_int64((int64_t) t->size));
+        json_object_object_add(o, "offset", json_object_new_int64((int64_t) t->offset));
+        json_object_object_add(o, "chunks", json_object_new_int64((int64_t) t->digest.chunks));
+        json_object_object_add(o, "state", json_object_new_string(hex));
+        if (digest)
+                json_object_object_add(o, "digest", json_object_new_string(digest));
+        const char *text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+        r = write_file_atomic(t->journal_path, text, strlen(text), 0600);
+        if (r < 0)
+                return log_error_errno(r, "Failed to write the journal %s: %m", t->journal_path);
+        return 0;
+}
+
+static int unhex(const char *s, uint8_t **ret, size_t *ret_size) {
+        size_t n = strlen(s) / 2;
+        _cleanup_free_ uint8_t *b = malloc(n ?: 1);
+        if (!b || strlen(s) % 2)
+                return -EINVAL;
+        for (size_t i = 0; i < n; i++) {
+                unsigned v;
+                if (sscanf(s + 2 * i, "%2x", &v) != 1)
+                        return -EINVAL;
+                b[i] = (uint8_t) v;
+        }
+        *ret = TAKE_PTR(b);
+        *ret_size = n;
+        return 0;
+}
+
+/* Returns 1 and sets the resume point if the journal is for this very job. */
+static int journal_load(Target *t, char **ret_digest) {
+        _cleanup_free_ char *text = NULL;
+        _cleanup_free_ uint8_t *state = NULL;
+        _cleanup_(json_object_unrefp) json_object *o = NULL;
+        json_object *v;
+        size_t size;
+
+        *ret_digest = NULL;
+        if (read_full_file(t->journal_path, &text, NULL) < 0 || !(o = json_tokener_parse(text)))
+                return 0;
+        if (!streq_ptr(session_string(o, "session"), t->agent->settings.session) ||
+            !streq_ptr(session_string(o, "device"), t->dev.path) || (uint64_t) session_int(o, "size") != t->size)
+                return 0;
+        uint64_t offset = (uint64_t) session_int(o, "offset"), chunks = (uint64_t) session_int(o, "chunks");
+        if (offset > t->size || chunks != (offset + FRAME_CHUNK - 1) / FRAME_CHUNK ||
+            !json_object_object_get_ex(o, "state", &v) || unhex(json_object_get_string(v), &state, &size) < 0 ||
+            digest_load(&t->digest, state, size, chunks) < 0) {
+                log_warning("The journal %s does not make sense; starting from the beginning.", t->journal_path);
+                return 0;
+        }
+        t->offset = t->synced = offset;
+        if (session_string(o, "digest") && !(*ret_digest = strdup(session_string(o, "digest"))))
+                return -ENOMEM;
+        return 1;
+}
+
+static int sync_now(Target *t) {
+        int r;
+        if (fdatasync(t->dev.fd) < 0)
+                return log_error_errno(errno, "Failed to flush %s: %m", t->dev.path);
+        r = journal_save(t, NULL);
+        if (r < 0)
+                return r;
+        t->synced = t->offset;
+        t->synced_at = now_monotonic_usec();
+        return 0;
+}
+
+static int maybe_sync(Target *t) {
+        if (t->offset - t->synced < t->sync_every && now_monotonic_usec() - t->synced_at < SYNC_INTERVAL_USEC)
+                return 0;
+        return sync_now(t);
+}
+
+static void push_progress(Target *t) {
+        static const char *const phases[] = { [PHASE_WAITING] = "transferring", [PHASE_TRANSFERRING] = "transferring",
+                                              [PHASE_VERIFYING] = "verifying", [PHASE_DONE] = "verifying" };
+        uint64_t now = now_monotonic_usec();
+        uint64_t rate = t->last_progress_at && t->offset >= t->last_progress_bytes
+                                ? (t->offset - t->last_progress_bytes) * USEC_PER_SEC /
+                                          MAX(now - t->last_progress_at, (uint64_t) 1)
+                                : 0;
+        json_object *p;
+
+        if (t->offset == t->last_progress_bytes && t->phase == t->last_progress_phase)
+                return;
+        t->last_progress_bytes = t->offset;
+        t->last_progress_at = now;
+        t->last_progress_phase = t->phase;
+        p = json_object_new_object();
+        json_object_object_add(p, "session", json_object_new_string(t->agent->settings.session));
+        json_object_object_add(p, "role", json_object_new_string("target"));
+        json_object_object_add(p, "bytesTransferred", json_object_new_int64((int64_t) t->offset));
+        json_object_object_add(p, "rateBps", json_object_new_int64((int64_t) rate));
+        json_object_object_add(p, "phase", json_object_new_string(phases[t->phase]));
+        (void) queue_push(t->agent->queue, "ReportProgress", p);
+}
+
+static int on_progress(sd_event_source *es, uint64_t usec, void *userdata) {
+        Target *t = userdata;
+        (void) usec;
+        (void) sd_event_source_set_time_relative(es, USEC_PER_SEC);
+        if (t->phase == PHASE_TRANSFERRING || t->phase == PHASE_VERIFYING)
+                push_progress(t);
+        return 0;
+}
+
+/* The end: make it durable, then report what we wrote. */
+static void finish(Target *t, const char *known_digest) {
+        _cleanup_free_ char *digest = NULL;
+        json_object *p;
+        int r;
+
+        t->phase = PHASE_VERIFYING;
+        push_progress(t);
+        r = device_finish(&t->dev);
+        if (r < 0) {
+                report_failed(t, "WriteFailed", "Failed to flush %s to the disk: %s", t->dev.path, strerror(-r));
+                agent_finish(t->agent, AGENT_EXIT_FAILURE);
+                return;
+        }
+        digest = known_digest ? strdup(known_digest) : digest_string(&t->digest);
+        if (!digest || journal_save(t, digest) < 0) {
+                agent_exit(t->agent, AGENT_EXIT_FAILURE);
+                return;
+        }
+        log_info("Wrote %s to %s: %s of data received (%s of it again after interruptions), %s zeroed. Digest %s.",
+                 FORMAT_BYTES(t->size), t->dev.path, FORMAT_BYTES(t->received), FORMAT_BYTES(t->received_again),
+                 FORMAT_BYTES(t->zeroed), digest);
+        t->phase = PHASE_DONE;
+        p = json_object_new_object();
+        json_object_object_add(p, "session", json_object_new_string(t->agent->settings.session));
+        json_object_object_add(p, "role", json_object_new_string("target"));
+        json_object_object_add(p, "digest", json_object_new_string(digest));
+        if (queue_push(t->agent->queue, "ReportComplete", p) < 0) {
+                agent_exit(t->agent, AGENT_EXIT_FAILURE);
+                return;
+        }
+        /* Done only once the controller has taken it. */
+        agent_finish(t->agent, AGENT_EXIT_SUCCESS);
+}
+
+static bool frame_verifies(Target *t, XXH128_hash_t content) {
+        XXH128_hash_t h = frame_hash(t->header.type, t->header.offset, t->header.length, content);
+        return XXH128_isEqual(h, t->header.hash);
+}
+
+/* A frame that does not verify is not written: cut the stream and fetch again from it. */
+static size_t reject(Target *t, const char *reason) {
+        t->abort_reason = reason;
+        t->cut = CUT_BAD_FRAME;
+        log_warning("Frame at offset %" PRIu64 " rejected (%s); fetching again from there.", t->offset, reason);
+        return 0; /* curl ends the transfer with CURLE_WRITE_ERROR */
+}
+
+static size_t apply_frame(Target *t) {
+        const FrameHeader *h = &t->header;
+        int r;
+
+        if (h->type == FRAME_ZERO) {
+                if (!frame_verifies(t, (XXH128_hash_t){}))
+                        return reject(t, "hash mismatch");
+                r = device_zero(&t->dev, h->offset, h->length);
+                if (r >= 0)
+                        digest_feed_zero(&t->digest, h->length, t->size);
+                t->zeroed += h->length;
+        } else {
+                XXH128_hash_t content = frame_chunk_hash(t->frame + FRAME_HEADER_SIZE, h->length);
+                if (!frame_verifies(t, content))
+                        return reject(t, "hash mismatch");
+                r = device_pwrite(&t->dev, t->frame + FRAME_HEADER_SIZE, h->length, h->offset);
+                if (r >= 0)
+                        digest_feed(&t->digest, content);
+                t->received += h->length;
+                if (h->offset < t->high_water)
+                        t->received_again += h->length;
+        }
+        if (r < 0) {
+                t->abort_reason = "write failed";
+                t->cut = CUT_WRITE_FAILED;
+                report_failed(t, "WriteFailed", "Failed to write %s at offset %" PRIu64 ": %s", t->dev.path,
+                              h->offset, strerror(-r));
+                agent_finish(t->agent, AGENT_EXIT_FAILURE);
+                return 0;
+        }
+        t->offset = h->offset + h->length;
+        t->high_water = MAX(t->high_water, t->offset);
+        if (t->bad_offset < t->offset)
+                t->bad_frames = 0;
+        t->have = 0;
+        return maybe_sync(t) < 0 ? 0 : 1;
+}
+
+static size_t on_data(char *p, size_t size, size_t n, void *userdata) {
+        Target *t = userdata;
+        size_t len = size * n, used = 0;
+        const char *reason;
+
+        if (!t->peer_checked) {
+                t->abort_reason = "the source's certificate was not checked";
+                t->cut = CUT_BAD_PEER;
+                return 0;
+        }
+        while (used < len) {
+                if (t->have < FRAME_HEADER_SIZE) {
+                        size_t k = MIN(FRAME_HEADER_SIZE - t->have, len - used);
+                        memcpy(t->frame + t->have, p + used, k);
+                        t->have += k;
+                        used += k;
+                        if (t->have < FRAME_HEADER_SIZE)
+                                break;
+                        if (frame_header_read(t->frame, t->size, &t->header, &reason) < 0)
+                                return reject(t, reason);
+                        if (t->header.offset != t->offset)
+                                return reject(t, "frame out of order");
+                }
+                uint64_t want = t->header.type == FRAME_DATA ? t->header.length : 0;
+                size_t k = (size_t) MIN(want - (t->have - FRAME_HEADER_SIZE), (uint64_t) (len - used));
+                memcpy(t->frame + t->have, p + used, k);
+                t->have += k;
+                used += k;
+                if (t->have - FRAME_HEADER_SIZE == want && apply_frame(t) == 0)
+                        return 0;
+        }
+        return len;
+}
+
+/* Before the first byte of the body: is this the session's source, at the address it reported? */
+static size_t on_header(char *p, size_t size, size_t n, void *userdata) {
+        Target *t = userdata;
+        struct curl_tlssessioninfo *info = NULL;
+        const gnutls_datum_t *certs;
+        _cleanup_free_ char *cn = NULL, *ips = NULL;
+        const char *reason = NULL;
+        unsigned count = 0;
+        (void) p;
+
+        if (t->peer_checked)
+                return size * n;
+        if (curl_easy_getinfo(t->easy, CURLINFO_TLS_SSL_PTR, &info) != CURLE_OK || !info ||
+            info->backend != CURLSSLBACKEND_GNUTLS || !info->internals ||
+            !(certs = gnutls_certificate_get_peers(info->internals, &count)) || count == 0) {
+                t->abort_reason = "the source presented no certificate";
+                t->cut = CUT_BAD_PEER;
+                return 0;
+        }
+        if (tls_verify_peer(t->trust, &certs[0], &cn, &ips, &reason) < 0) {
+                t->abort_reason = reason;
+                t->cut = CUT_BAD_PEER;
+                return 0;
+        }
+        bool address_ok = false;
+        for (const char *ip = ips; ip && *ip; ip += strlen(ip) + 1)
+                address_ok = address_ok || streq(ip, t->address);
+        if (!streq(cn, t->source_cn) || !address_ok) {
+                log_error("The server at %s presented %s, not the certificate of this session's source for that "
+                          "address (%s).",
+                          t->address, cn, t->source_cn);
+                t->abort_reason = "the source's certificate is not this session's";
+                t->cut = CUT_BAD_PEER;
+                return 0;
+        }
+        t->peer_checked = true;
+        backoff_reset(&t->backoff);
+        return size * n;
+}
+
+static int on_retry(sd_event_source *s, uint64_t usec, void *userdata) {
+        Target *t = userdata;
+        (void) s, (void) usec;
+        t->retry = sd_event_source_disable_unref(t->retry);
+        if (start_stream(t) < 0)
+                agent_exit(t->agent, AGENT_EXIT_FAILURE);
+        return 0;
+}
+
+static void on_stream_done(CURL *easy, CURLcode result, void *userdata) {
+        Target *t = userdata;
+        const char *why = t->abort_reason ?: curl_easy_strerror(result);
+        long status = 0;
+
+        (void) curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
+        curl_easy_cleanup(t->easy);
+        t->easy = NULL;
+        if (t->phase != PHASE_TRANSFERRING || t->cut == CUT_WRITE_FAILED)
+                return;
+        if (result == CURLE_OK && status == 200 && t->offset == t->size) {
+                finish(t, NULL);
+                return;
+        }
+        if (t->cut == CUT_BAD_PEER) {
+                report_failed(t, "PeerRejected", "Refusing the source at %s: %s.", t->address, why);
+                agent_finish(t->agent, AGENT_EXIT_REFUSED);
+                return;
+        }
+        if (t->cut == CUT_BAD_FRAME) {
+                if (t->bad_offset != t->offset)
+                        t->bad_frames = 0;
+                t->bad_offset = t->offset;
+                if (++t->bad_frames > MAX_BAD_FRAMES) {
+                        report_failed(t, "VerificationFailed",
+                                      "The frame at offset %" PRIu64 " failed verification %u times (%s); the link "
+                                      "or the source's disk corrupts data.",
+                                      t->offset, t->bad_frames, why);
+                        agent_finish(t->agent, AGENT_EXIT_FAILURE);
+                        return;
+                }
+                if (start_stream(t) < 0)
+                        agent_exit(t->agent, AGENT_EXIT_FAILURE);
+                return;
+        }
+        if (result == CURLE_OK && status != 200)
+                why = status == 403 ? "the source refused our certificate" : "the source answered an error";
+        uint64_t delay = backoff_next(&t->backoff);
+        log_warning("Lost the stream from %s:%" PRIi64 " at %s (%s); resuming there in %.1f s.", t->address, t->port,
+                    FORMAT_BYTES(t->offset), why, (double) delay / USEC_PER_SEC);
+        (void) sd_event_add_time_relative(t->agent->event, &t->retry, CLOCK_MONOTONIC, delay, 0, on_retry, t);
+}
+
+static int start_stream(Target *t) {
+        Agent *a = t->agent;
+        _cleanup_free_ char *url = NULL;
+        bool v6 = strchr(t->address, ':') != NULL;
+
+        stop_stream(t);
+        if (asprintf(&url, "https://%s%s%s:%" PRIi64 "/disk?offset=%" PRIu64, v6 ? "[" : "", t->address, v6 ? "]" : "",
+                     t->port, t->offset) < 0)
+                return -ENOMEM;
+        t->have = 0;
+        t->peer_checked = false;
+        t->abort_reason = NULL;
+        t->cut = CUT_NONE;
+        t->easy = curl_easy_init();
+        if (!t->easy || curl_easy_setopt(t->easy, CURLOPT_URL, url) != CURLE_OK ||
+            curl_easy_setopt(t->easy, CURLOPT_NOSIGNAL, 1L) != CURLE_OK ||
+            curl_easy_setopt(t->easy, CURLOPT_PROTOCOLS_STR, "https") != CURLE_OK ||
+            curl_easy_setopt(t->easy, CURLOPT_CAINFO, a->ca_path) != CURLE_OK ||
+            curl_easy_setopt(t->easy, CURLOPT_SSLCERT, a->cert_path) != CURLE_OK ||
+            curl_easy_setopt(t->easy, CURLOPT_SSLKEY, a->key_path) != CURLE_OK ||
+            curl_easy_setopt(t->easy, CURLOPT_CONNECTTIMEOUT, 10L) != CURLE_OK ||
+            curl_easy_setopt(t->easy, CURLOPT_LOW_SPEED_LIMIT, 1L) != CURLE_OK ||
+            curl_easy_setopt(t->easy, CURLOPT_LOW_SPEED_TIME, 30L) != CURLE_OK ||
+            curl_easy_setopt(t->easy, CURLOPT_TCP_KEEPALIVE, 1L) != CURLE_OK ||
+            curl_easy_setopt(t->easy, CURLOPT_BUFFERSIZE, 512L * 1024) != CURLE_OK ||
+            curl_easy_setopt(t->easy, CURLOPT_HEADERFUNCTION, on_header) != CURLE_OK ||
+            curl_easy_setopt(t->easy, CURLOPT_HEADERDATA, t) != CURLE_OK ||
+            curl_easy_setopt(t->easy, CURLOPT_WRITEFUNCTION, on_data) != CURLE_OK ||
+            curl_easy_setopt(t->easy, CURLOPT_WRITEDATA, t) != CURLE_OK ||
+            (a->settings.max_rate > 0 &&
+             curl_easy_setopt(t->easy, CURLOPT_MAX_RECV_SPEED_LARGE, (curl_off_t) a->settings.max_rate) != CURLE_OK))
+                return -ENOMEM;
+        t->phase = PHASE_TRANSFERRING;
+        return curl_glue_add(a->curl, t->easy, on_stream_done, t);
+}
+
+/* Before the first write: the disk must be ours to write, and large enough. */
+static int preflight(Target *t, json_object *session) {
+        Agent *a = t->agent;
+        _cleanup_free_ char *holder = NULL, *digest = NULL;
+        int r;
+
+        t->size = (uint64_t) session_int(session, "sizeBytes");
+        r = device_open(a->settings.device, O_RDWR, &t->dev, &holder);
+        if (r == -EBUSY) {
+                report_failed(t, "DeviceBusy",
+                              "%s is %s%s; nothing was written. Unmount it (and stop what holds it) and start the "
+                              "session again.",
+                              a->settings.device, holder ? "mounted at " : "in use by another program",
+                              strempty(holder));
+                agent_finish(a, AGENT_EXIT_REFUSED);
+                return 0;
+        }
+        if (r < 0) {
+                report_failed(t, "DeviceUnavailable", "Cannot open %s for writing: %s.", a->settings.device,
+                              strerror(-r));
+                agent_finish(a, AGENT_EXIT_REFUSED);
+                return 0;
+        }
+        if (t->dev.size < t->size) {
+                report_failed(t, "InsufficientSpace",
+                              "%s holds %s (%" PRIu64 " bytes) but the source is %s (%" PRIu64
+                              " bytes); nothing was written. Use a target at least as large as the source.",
+                              a->settings.device, FORMAT_BYTES(t->dev.size), t->dev.size, FORMAT_BYTES(t->size),
+                              t->size);
+                agent_finish(a, AGENT_EXIT_REFUSED);
+                return 0;
+        }
+        t->sync_every = MIN(SYNC_MAX, MAX(SYNC_MIN, t->size / 32 / FRAME_CHUNK * FRAME_CHUNK));
+        r = journal_load(t, &digest);
+        if (r < 0)
+                return r;
+        if (r > 0 && digest) {
+                log_info("The journal says %s was written completely already; reporting it again.", t->dev.path);
+                t->phase = PHASE_TRANSFERRING;
+                finish(t, digest);
+                return 0;
+        }
+        if (r > 0)
+                log_info("Resuming at offset %" PRIu64 " (%s) from the journal.", t->offset, FORMAT_BYTES(t->offset));
+        t->synced_at = now_monotonic_usec();
+        log_info("Writing %s (%s) from %s:%" PRIi64 ".", t->dev.path, FORMAT_BYTES(t->dev.size), t->address, t->port);
+        return start_stream(t);
+}
+
+static void on_session(Agent *a, json_object *session) {
+        Target *t = a->target;
+        const char *status = session_string(session, "status"), *address = session_string(session, "sourceAddress");
+        int64_t port = session_int(session, "sourcePort");
+
+        if (session_is_final(session)) {
+                if (t->phase == PHASE_DONE && streq(status, "completed"))
+                        return; /* our completion was taken; the queue decides when we leave */
+                log_info("Session %s is %s%s%s; stopping.", a->settings.session, status,
+                         session_string(session, "error") ? ": " : "", strempty(session_string(session, "error")));
+                stop_stream(t);
+                t->phase = PHASE_DONE;
+                if (t->dev.fd >= 0 && t->offset > 0)
+                        (void) sync_now(t);
+                agent_finish(a, streq(status, "completed") ? AGENT_EXIT_SUCCESS : AGENT_EXIT_SESSION_FAILED);
+                return;
+        }
+        if (!address || port <= 0 || session_int(session, "sizeBytes") <= 0 || t->phase == PHASE_DONE ||
+            a->finishing)
+                return;
+        bool moved = !streq_ptr(t->address, address) || t->port != port;
+        if (free_and_strdup(&t->address, address) < 0)
+                return (void) log_oom();
+        t->port = port;
+        if (t->phase == PHASE_WAITING) {
+                if (preflight(t, session) < 0)
+                        agent_exit(a, AGENT_EXIT_FAILURE);
+        } else if (moved && t->phase == PHASE_TRANSFERRING) {
+                /* The source came back elsewhere: go there now rather than at the next retry. */
+                log_info("The source now serves at %s:%" PRIi64 ".", address, port);
+                t->retry = sd_event_source_disable_unref(t->retry);
+                backoff_reset(&t->backoff);
+                if (start_stream(t) < 0)
+                        agent_exit(a, AGENT_EXIT_FAILURE);
+        }
+}
+
+static void on_enrolled(Agent *a) {
+        Target *t = a->target;
+        int r;
+
+        if (!streq_ptr(a->role, "target")) {
+                log_error("Our certificate is for the %s of the session, not its target.", strna(a->role));
+                agent_exit(a, AGENT_EXIT_REFUSED);
+                return;
+        }
+        r = tls_trust_new(a->ca_pem, NULL, &t->trust);
+        if (r >= 0)
+                r = sd_event_add_time_relative(a->event, &t->progress_timer, CLOCK_MONOTONIC, USEC_PER_SEC, 0,
+                                               on_progress, t);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(t->progress_timer, SD_EVENT_ON);
+        if (r >= 0)
+                r = client_watch_start(a);
+        if (r < 0) {
+                log_error_errno(r, "Failed to start: %m");
+                agent_exit(a, AGENT_EXIT_FAILURE);
+                return;
+        }
+        log_info("Waiting for the source of session %s.", a->settings.session);
+}
+
+int target_start(Agent *a) {
+        Target *t = calloc(1, sizeof(Target));
+        int r;
+
+        if (!t)
+                return -ENOMEM;
+        t->agent = a;
+        t->dev.fd = -EBADF;
+        a->target = t;
+        a->on_session = on_session;
+        backoff_init(&t->backoff);
+        t->frame = malloc(FRAME_HEADER_SIZE + FRAME_CHUNK);
+        if (!t->frame || asprintf(&t->source_cn, "clone-%s-source", a->settings.session) < 0 ||
+            asprintf(&t->journal_path, "%s/journal.json", a->settings.state_dir) < 0)
+                return -ENOMEM;
+        r = digest_init(&t->digest);
+        if (r < 0)
+                return r;
+        return enrol_start(a, on_enrolled);
+}
+
+Target *target_free(Target *t) {
+        if (!t)
+                return NULL;
+        stop_stream(t);
+        sd_event_source_disable_unref(t->retry);
+        sd_event_source_disable_unref(t->progress_timer);
+        if (t->trust)
+                gnutls_x509_trust_list_deinit(t->trust, 1);
+        digest_done(&t->digest);
+        device_close(&t->dev);
+        free(t->frame);
+        free(t->address);
+        free(t->source_cn);
+        free(t->journal_path);
+        free(t);
+        return NULL;
+}

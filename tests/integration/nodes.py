@@ -1,0 +1,235 @@
+# SPDX-License-Identifier: MIT
+"""Simulated nodes for the clone tests: network namespaces joined by a Linux bridge, disks on loop devices,
+and pureboot-agent run the way its unit runs it (a kernel command line with the boot answer's settings).
+Everything made here is recorded and removed by name, PID and device, also when a test fails."""
+
+import contextlib
+import hashlib
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from harness import AGENT, wait_for
+
+FIXTURE_TAG = f"{os.getpid() % 10000}"
+
+
+def sh(*argv, check=True, **kw):
+    return subprocess.run([str(a) for a in argv], check=check, capture_output=True, text=True, **kw)
+
+
+class Network:
+    """A Linux bridge in the root namespace (the controller's side) and one namespace per node on it."""
+
+    def __init__(self, index=0):
+        self.tag = f"pb{FIXTURE_TAG}{index}"
+        self.bridge = f"{self.tag}br"
+        self.subnet = f"10.213.{(os.getpid() + index) % 250}"
+        self.address = f"{self.subnet}.1"
+        self.namespaces = []
+
+    def __enter__(self):
+        sh("ip", "link", "add", self.bridge, "type", "bridge")
+        sh("ip", "addr", "add", f"{self.address}/24", "dev", self.bridge)
+        sh("ip", "link", "set", self.bridge, "up")
+        return self
+
+    def node(self, name):
+        """A namespace with a veth on the bridge; returns (namespace, address)."""
+        ns = f"{self.tag}-{name}"
+        host_if, node_if = f"{self.tag}{name[:3]}h", f"{self.tag}{name[:3]}n"
+        address = f"{self.subnet}.{len(self.namespaces) + 2}"
+        sh("ip", "netns", "add", ns)
+        self.namespaces.append(ns)
+        sh("ip", "link", "add", host_if, "type", "veth", "peer", "name", node_if, "netns", ns)
+        sh("ip", "link", "set", host_if, "master", self.bridge, "up")
+        sh("ip", "-n", ns, "addr", "add", f"{address}/24", "dev", node_if)
+        sh("ip", "-n", ns, "link", "set", node_if, "up")
+        sh("ip", "-n", ns, "link", "set", "lo", "up")
+        return ns, address
+
+    def __exit__(self, *exc):
+        for ns in self.namespaces:
+            sh("ip", "netns", "del", ns, check=False)  # takes its veth end, and so the pair, with it
+        sh("ip", "link", "del", self.bridge, check=False)
+
+
+class Loop:
+    """A loop device over a file (with partition scanning), detached by its name at the end."""
+
+    def __init__(self, backing):
+        self.backing = Path(backing)
+        self.device = sh("losetup", "--find", "--show", "--partscan", self.backing).stdout.strip()
+
+    def scan_partitions(self):
+        """Tells the kernel about the partitions. This machine's kernel parses no partition tables at all
+        (CONFIG_MSDOS_PARTITION and CONFIG_EFI_PARTITION are off), so the agent's BLKRRPART finds nothing
+        here; partx reads the table in userspace and adds the partitions with BLKPG, as udisks would."""
+        sh("partx", "-u", self.device, check=False)
+        if not Path(self.partition(1)).exists():
+            sh("partx", "-a", self.device, check=False)
+
+    def partition(self, n):
+        return f"{self.device}p{n}"
+
+    def detach(self):
+        sh("losetup", "-d", self.device, check=False)
+
+
+def sha256(path, limit=None):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        left = limit
+        while left is None or left > 0:
+            block = f.read(1 << 20 if left is None else min(1 << 20, left))
+            if not block:
+                break
+            h.update(block)
+            if left is not None:
+                left -= len(block)
+    return h.hexdigest()
+
+
+def random_file(path, size):
+    with open(path, "wb") as f, open("/dev/urandom", "rb") as r:
+        left = size
+        while left:
+            n = min(left, 4 << 20)
+            f.write(r.read(n))
+            left -= n
+
+
+def make_source_disk(directory, size=256 << 20, data_mib=48):
+    """A GPT disk with an ext4 and a vfat partition holding known files, the rest zeroes. Returns
+    (Loop, {"<partition>/<name>": sha256}). This kernel has no vfat driver, so the ESP's files go in and
+    come out with mtools, in userspace."""
+    image = directory / "source.img"
+    with open(image, "wb") as f:
+        f.truncate(size)
+    sh("sfdisk", "--quiet", image, input="label: gpt\nstart=1MiB, size=160MiB, type=linux, name=root\n"
+                                          "size=64MiB, type=uefi, name=esp\n")
+    loop = Loop(image)
+    loop.scan_partitions()
+    files = {}
+    mnt, staging = directory / "mnt", directory / "files"
+    mnt.mkdir(exist_ok=True)
+    staging.mkdir(exist_ok=True)
+    try:
+        wait_for(lambda: Path(loop.partition(2)).exists(), what="partitions to appear")
+        sh("mkfs.ext4", "-q", "-F", "-L", "root", loop.partition(1))
+        sh("mkfs.vfat", "-n", "ESP", loop.partition(2))
+        for part, name, count in ((1, "root", 3), (2, "esp", 1)):
+            made = []
+            for i in range(count):
+                p = staging / f"{name}-{i}.bin"
+                random_file(p, (data_mib << 20) // 4)
+                made.append(p)
+            p = staging / f"{name}.txt"
+            p.write_text(f"hello from {name}\n")
+            made.append(p)
+            for p in made:
+                files[f"{part}/{p.name}"] = sha256(p)
+            if part == 1:
+                sh("mount", loop.partition(1), mnt)
+                try:
+                    for p in made:
+                        sh("cp", p, mnt / p.name)
+                finally:
+                    sh("umount", mnt)
+            else:
+                sh("mcopy", "-i", loop.partition(2), *made, "::/")
+            for p in made:
+                p.unlink()
+    except Exception:
+        loop.detach()
+        raise
+    return loop, files
+
+
+def make_random_disk(directory, name, size):
+    image = directory / f"{name}.img"
+    random_file(image, size)
+    return Loop(image)
+
+
+def check_files(loop, files, directory):
+    """fsck is clean on both filesystems and every file has its checksum."""
+    loop.scan_partitions()
+    wait_for(lambda: Path(loop.partition(2)).exists(), timeout=5, what=f"{loop.partition(2)} to appear")
+    sh("e2fsck", "-f", "-n", loop.partition(1))
+    sh("fsck.vfat", "-n", loop.partition(2))
+    mnt, out = directory / "check", directory / "out"
+    mnt.mkdir(exist_ok=True)
+    out.mkdir(exist_ok=True)
+    sh("mount", "-o", "ro", loop.partition(1), mnt)
+    try:
+        for key, digest in files.items():
+            part, name = key.split("/", 1)
+            if part == "1":
+                assert sha256(mnt / name) == digest, f"{key} differs"
+            else:
+                sh("mcopy", "-n", "-i", loop.partition(2), f"::/{name}", out / name)
+                assert sha256(out / name) == digest, f"{key} differs"
+    finally:
+        sh("umount", mnt)
+
+
+class Agent:
+    """pureboot-agent in a node's namespace, started from a kernel command line file as its unit would."""
+
+    def __init__(self, directory, name, netns, cmdline, *args):
+        self.dir = directory / name
+        self.dir.mkdir(exist_ok=True)
+        self.state = self.dir / "state"
+        self.cmdline = self.dir / "cmdline"
+        self.cmdline.write_text(cmdline + "\n")
+        self.netns = netns
+        self.args = list(args)
+        self.log = self.dir / "agent.log"
+        self.proc = None
+        self.runs = 0
+
+    def start(self, env=None):
+        self.runs += 1
+        argv = ["ip", "netns", "exec", self.netns, str(AGENT), "run", f"--cmdline-file={self.cmdline}",
+                f"--state-dir={self.state}", *self.args] if self.netns else \
+               [str(AGENT), "run", f"--cmdline-file={self.cmdline}", f"--state-dir={self.state}", *self.args]
+        with open(self.log, "a") as log:
+            log.write(f"--- run {self.runs}\n")
+        self.proc = subprocess.Popen(argv, stdout=open(self.log, "a"), stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})},
+                                     start_new_session=True)
+        return self
+
+    def kill(self):
+        """SIGKILL: a crash, nothing flushed on the way out."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def wait(self, timeout=120):
+        return self.proc.wait(timeout)
+
+    def text(self):
+        return self.log.read_text() if self.log.exists() else ""
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def cmdline(mode, session, node, server, token, ca, device):
+    return (f"console=ttyS0 pureboot.mode={mode} pureboot.session={session} pureboot.node={node} "
+            f"pureboot.server={server} pureboot.token={token} pureboot.ca=sha256:{ca} pureboot.device={device}")
+
+
+def ca_fingerprint(pem_path):
+    out = sh("certtool", "--fingerprint", "--hash=sha256", "--infile", pem_path).stdout
+    return re.sub(r"[^0-9a-f]", "", out.strip().lower())
