@@ -88,6 +88,8 @@ int client_call(Agent *a, const char *method, json_object *params, CallDone done
 CURL *client_easy_new(Agent *a, const char *path);
 /* Remembers the address the transfer went out from: what the bridge saw, and what the source reports. */
 void client_note_address(Agent *a, CURL *easy);
+/* Our address on the route to the bridge, found without sending anything. */
+int client_local_address(Agent *a, char **ret);
 /* Follows the session with WatchSession, reconnecting as needed; a->on_session hears each change. */
 int client_watch_start(Agent *a);
 void client_watch_stop(Agent *a);

@@ -2,7 +2,10 @@
 /* The agent's side of the node protocol: varlink calls over HTTPS to the bridge (POST /call/…), and the
  * WatchSession stream, reconnected with backoff when the bridge or controller goes away. Until the CA is
  * known nothing here runs: enrol.c fetches and checks it first. */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netdb.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,6 +13,7 @@
 #include "backoff.h"
 #include "curl-glue.h"
 #include "log.h"
+#include "queue.h"
 #include "util.h"
 
 #define NODE_PREFIX "org.pureboot.Node."
@@ -72,10 +76,69 @@ CURL *client_easy_new(Agent *a, const char *path) {
         return e;
 }
 
+static void watch_kick(Agent *a);
+
 void client_note_address(Agent *a, CURL *easy) {
         char *ip = NULL;
         if (curl_easy_getinfo(easy, CURLINFO_LOCAL_IP, &ip) == CURLE_OK && !isempty(ip))
                 (void) free_and_strdup(&a->local_address, ip);
+}
+
+/* The bridge answered: whatever waits out a backoff may go now. */
+static void reachable(Agent *a) {
+        if (a->queue)
+                queue_kick(a->queue);
+        watch_kick(a);
+}
+
+int client_local_address(Agent *a, char **ret) {
+        _cleanup_free_ char *host = NULL;
+        const char *p = startswith(a->settings.server, "https://"), *port = "443";
+        struct addrinfo hints = { .ai_socktype = SOCK_DGRAM }, *ai = NULL;
+        union {
+                struct sockaddr sa;
+                struct sockaddr_in in;
+                struct sockaddr_in6 in6;
+        } local;
+        socklen_t len = sizeof(local);
+        char text[INET6_ADDRSTRLEN];
+        int fd, r;
+
+        if (!p)
+                return -EINVAL;
+        if (*p == '[') { /* [v6]:port */
+                const char *end = strchr(p, ']');
+                if (!end)
+                        return -EINVAL;
+                host = strndup(p + 1, (size_t) (end - p - 1));
+                p = end + 1;
+        } else {
+                size_t n = strcspn(p, ":/");
+                host = strndup(p, n);
+                p += n;
+        }
+        if (!host)
+                return -ENOMEM;
+        _cleanup_free_ char *portbuf = NULL;
+        if (*p == ':' && !(port = portbuf = strndup(p + 1, strcspn(p + 1, "/"))))
+                return -ENOMEM;
+        r = getaddrinfo(host, port, &hints, &ai);
+        if (r != 0)
+                return -EADDRNOTAVAIL;
+        /* Connecting a datagram socket sends nothing; it only picks the route, and so our address. */
+        fd = socket(ai->ai_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        r = fd < 0 || connect(fd, ai->ai_addr, ai->ai_addrlen) < 0 || getsockname(fd, &local.sa, &len) < 0 ? -errno : 0;
+        freeaddrinfo(ai);
+        if (fd >= 0)
+                close(fd);
+        if (r < 0)
+                return r;
+        if (!inet_ntop(local.sa.sa_family, local.sa.sa_family == AF_INET ? (void *) &local.in.sin_addr
+                                                                         : (void *) &local.in6.sin6_addr,
+                       text, sizeof(text)))
+                return -errno;
+        *ret = strdup(text);
+        return *ret ? 0 : -ENOMEM;
 }
 
 static void on_call_done(CURL *easy, CURLcode result, void *userdata) {
@@ -100,6 +163,7 @@ static void on_call_done(CURL *easy, CURLcode result, void *userdata) {
         } else {
                 params = o;
                 client_note_address(a, easy);
+                reachable(a);
         }
         c->done(a, error, params, c->userdata);
         call_free(c);
@@ -165,6 +229,8 @@ static void watch_record(Watch *w, const char *text) {
         if (!o)
                 return;
         if (json_object_object_get_ex(o, "session", &session)) {
+                if (!w->got_record)
+                        reachable(a);
                 w->got_record = true;
                 json_object_put(a->session);
                 a->session = json_object_get(session);
@@ -244,6 +310,15 @@ static int watch_connect(Watch *w) {
             curl_easy_setopt(w->easy, CURLOPT_LOW_SPEED_TIME, 120L) != CURLE_OK)
                 return -ENOMEM;
         return curl_glue_add(a->curl, w->easy, on_watch_done, w);
+}
+
+static void watch_kick(Agent *a) {
+        Watch *w = a->watch;
+        if (!w || !w->retry)
+                return;
+        w->retry = sd_event_source_disable_unref(w->retry);
+        if (watch_connect(w) < 0)
+                log_warning("Failed to reconnect to the session's stream; trying again.");
 }
 
 int client_watch_start(Agent *a) {

@@ -2,6 +2,7 @@
 /* Opening, sizing, zeroing and flushing the disk of a job. */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <linux/fs.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +13,7 @@
 #include <unistd.h>
 
 #include "device.h"
+#include "frame.h"
 #include "log.h"
 #include "util.h"
 
@@ -155,5 +157,17 @@ int device_finish(Device *d) {
         /* The new partition table is the kernel's too; a disk without partition scanning says EINVAL. */
         if (ioctl(d->fd, BLKRRPART, 0) < 0)
                 log_debug_errno(errno, "Re-reading the partition table of %s failed, ignoring: %m", d->path);
+        return 0;
+}
+
+int device_digest(Device *d, Digest *digest, uint64_t offset, uint8_t *scratch) {
+        while (digest->chunks * FRAME_CHUNK < offset) {
+                uint64_t o = digest->chunks * FRAME_CHUNK;
+                size_t n = (size_t) MIN(FRAME_CHUNK, d->size - o);
+                int r = device_pread(d, scratch, n, o);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to read %s at %" PRIu64 ": %m", d->path, o);
+                digest_feed(digest, frame_chunk_hash(scratch, n));
+        }
         return 0;
 }

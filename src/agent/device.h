@@ -2,6 +2,7 @@
 /* The disk a job reads or writes: a block device in the field, a block device or a plain file in tests. */
 #pragma once
 
+#include "frame.h"
 #include "macro.h"
 
 typedef struct Device {
@@ -22,6 +23,9 @@ char *device_mounted_at(const char *path);
 int device_zero(Device *d, uint64_t offset, uint64_t length);
 int device_pwrite(Device *d, const void *buf, size_t size, uint64_t offset);
 int device_pread(Device *d, void *buf, size_t size, uint64_t offset);
+/* Brings the digest up to offset by reading the device from where the digest stands (scratch holds a
+ * chunk): after a restart, what was read or written before counts again. */
+int device_digest(Device *d, Digest *digest, uint64_t offset, uint8_t *scratch);
 /* Makes everything written durable: fsync and, for block devices, drop the buffer cache and have the
  * kernel read the partition table again. */
 int device_finish(Device *d);

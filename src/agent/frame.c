@@ -112,24 +112,6 @@ void digest_done(Digest *d) {
         d->state = NULL;
 }
 
-int digest_save(const Digest *d, void **ret, size_t *ret_size) {
-        void *p = malloc(sizeof(XXH3_state_t));
-        if (!p)
-                return -ENOMEM;
-        memcpy(p, d->state, sizeof(XXH3_state_t));
-        *ret = p;
-        *ret_size = sizeof(XXH3_state_t);
-        return 0;
-}
-
-int digest_load(Digest *d, const void *data, size_t size, uint64_t chunks) {
-        if (size != sizeof(XXH3_state_t))
-                return -EINVAL;
-        memcpy(d->state, data, size);
-        d->chunks = chunks;
-        return 0;
-}
-
 void digest_feed(Digest *d, XXH128_hash_t chunk_hash) {
         XXH128_canonical_t c;
         XXH128_canonicalFromHash(&c, chunk_hash);

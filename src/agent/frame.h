@@ -8,7 +8,6 @@
  * it over what it read, the target over what it wrote, and the controller compares them. */
 #pragma once
 
-#define XXH_STATIC_LINKING_ONLY /* XXH3_state_t, so a digest can be saved and resumed */
 #include <xxhash.h>
 
 #include "macro.h"
@@ -45,15 +44,12 @@ bool frame_is_zero(const void *data, size_t size);
 
 /* The running digest: chunk content hashes fed in order. */
 typedef struct Digest {
-        XXH3_state_t *state; /* allocated by xxHash: it wants 64-byte alignment */
+        XXH3_state_t *state;
         uint64_t chunks; /* how many chunks it covers: the next one expected is chunks × FRAME_CHUNK */
 } Digest;
 
 int digest_init(Digest *d);
 void digest_done(Digest *d);
-/* The state as bytes, to keep in a journal, and back. */
-int digest_save(const Digest *d, void **ret, size_t *ret_size);
-int digest_load(Digest *d, const void *data, size_t size, uint64_t chunks);
 void digest_feed(Digest *d, XXH128_hash_t chunk_hash);
 /* Feeds the zero chunks of [offset, offset + length) (offset at d's position). */
 void digest_feed_zero(Digest *d, uint64_t length, uint64_t disk_size);

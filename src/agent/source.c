@@ -83,15 +83,7 @@ static int catch_up(Source *s, uint64_t offset, uint8_t *scratch) {
         if (s->digest.chunks * FRAME_CHUNK < offset)
                 log_info("Reading %s up to %s for the digest before serving from there.", s->dev.path,
                          FORMAT_BYTES(offset));
-        while (s->digest.chunks * FRAME_CHUNK < offset) {
-                uint64_t o = s->digest.chunks * FRAME_CHUNK;
-                size_t n = (size_t) MIN(FRAME_CHUNK, s->dev.size - o);
-                int r = device_pread(&s->dev, scratch, n, o);
-                if (r < 0)
-                        return log_error_errno(r, "Failed to read %s at %" PRIu64 ": %m", s->dev.path, o);
-                digest_feed(&s->digest, frame_chunk_hash(scratch, n));
-        }
-        return 0;
+        return device_digest(&s->dev, &s->digest, offset, scratch);
 }
 
 /* Fills the stream with its next frames: a ZERO frame for the zero chunks from pos on (if any), then the
@@ -294,16 +286,20 @@ static void on_session(Agent *a, json_object *session) {
                 return;
         log_info("Session %s is %s%s%s; no more serving.", a->settings.session, status,
                  session_string(session, "error") ? ": " : "", strempty(session_string(session, "error")));
-        agent_finish(a, streq(status, "failed") ? AGENT_EXIT_SESSION_FAILED : AGENT_EXIT_SUCCESS);
+        agent_finish(a, streq(status, "completed") ? AGENT_EXIT_SUCCESS : AGENT_EXIT_SESSION_FAILED);
 }
 
 static int report_ready(Source *s) {
         Agent *a = s->agent;
+        _cleanup_free_ char *routed = NULL;
         const char *address = a->settings.address ?: a->local_address;
         json_object *p;
 
+        if (isempty(address) && client_local_address(a, &routed) >= 0)
+                address = routed;
         if (isempty(address))
-                return log_error_errno(EADDRNOTAVAIL, "Do not know our own address; give --address=.");
+                return log_error_errno(EADDRNOTAVAIL, "Do not know our own address towards %s; give --address=.",
+                                       a->settings.server);
         p = json_object_new_object();
         json_object_object_add(p, "session", json_object_new_string(a->settings.session));
         json_object_object_add(p, "address", json_object_new_string(address));

@@ -60,7 +60,7 @@ struct Target {
         sd_event_source *retry, *progress_timer;
 
         /* What it cost */
-        uint64_t received, received_again, zeroed, high_water;
+        uint64_t received, received_again, zeroed, high_water; /* received_again: bytes sent twice */
         uint64_t last_progress_bytes, last_progress_at;
         Phase last_progress_phase;
 };
@@ -94,23 +94,15 @@ static void stop_stream(Target *t) {
         t->easy = NULL;
 }
 
-/* The journal: where to resume, and the digest so far, for this session, device and size. */
+/* The journal: where to resume for this session, device and size (and the digest, once done). */
 static int journal_save(Target *t, const char *digest) {
         _cleanup_(json_object_unrefp) json_object *o = json_object_new_object();
-        _cleanup_free_ void *state = NULL;
-        _cleanup_free_ char *hex = NULL;
-        size_t size;
         int r;
 
-        r = digest_save(&t->digest, &state, &size);
-        if (r < 0 || !(hex = hexmem(state, size)))
-                return -ENOMEM;
         json_object_object_add(o, "session", json_object_new_string(t->agent->settings.session));
         json_object_object_add(o, "device", json_object_new_string(t->dev.path));
         json_object_object_add(o, "size", json_object_new_int64((int64_t) t->size));
         json_object_object_add(o, "offset", json_object_new_int64((int64_t) t->offset));
-        json_object_object_add(o, "chunks", json_object_new_int64((int64_t) t->digest.chunks));
-        json_object_object_add(o, "state", json_object_new_string(hex));
         if (digest)
                 json_object_object_add(o, "digest", json_object_new_string(digest));
         const char *text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
@@ -120,29 +112,10 @@ static int journal_save(Target *t, const char *digest) {
         return 0;
 }
 
-static int unhex(const char *s, uint8_t **ret, size_t *ret_size) {
-        size_t n = strlen(s) / 2;
-        _cleanup_free_ uint8_t *b = malloc(n ?: 1);
-        if (!b || strlen(s) % 2)
-                return -EINVAL;
-        for (size_t i = 0; i < n; i++) {
-                unsigned v;
-                if (sscanf(s + 2 * i, "%2x", &v) != 1)
-                        return -EINVAL;
-                b[i] = (uint8_t) v;
-        }
-        *ret = TAKE_PTR(b);
-        *ret_size = n;
-        return 0;
-}
-
 /* Returns 1 and sets the resume point if the journal is for this very job. */
 static int journal_load(Target *t, char **ret_digest) {
         _cleanup_free_ char *text = NULL;
-        _cleanup_free_ uint8_t *state = NULL;
         _cleanup_(json_object_unrefp) json_object *o = NULL;
-        json_object *v;
-        size_t size;
 
         *ret_digest = NULL;
         if (read_full_file(t->journal_path, &text, NULL) < 0 || !(o = json_tokener_parse(text)))
@@ -150,13 +123,15 @@ static int journal_load(Target *t, char **ret_digest) {
         if (!streq_ptr(session_string(o, "session"), t->agent->settings.session) ||
             !streq_ptr(session_string(o, "device"), t->dev.path) || (uint64_t) session_int(o, "size") != t->size)
                 return 0;
-        uint64_t offset = (uint64_t) session_int(o, "offset"), chunks = (uint64_t) session_int(o, "chunks");
-        if (offset > t->size || chunks != (offset + FRAME_CHUNK - 1) / FRAME_CHUNK ||
-            !json_object_object_get_ex(o, "state", &v) || unhex(json_object_get_string(v), &state, &size) < 0 ||
-            digest_load(&t->digest, state, size, chunks) < 0) {
+        uint64_t offset = (uint64_t) session_int(o, "offset");
+        if (offset > t->size || (offset % FRAME_CHUNK != 0 && offset != t->size)) {
                 log_warning("The journal %s does not make sense; starting from the beginning.", t->journal_path);
                 return 0;
         }
+        /* The digest covers what is on the disk: read back what an earlier run wrote. */
+        int r = device_digest(&t->dev, &t->digest, offset, t->frame);
+        if (r < 0)
+                return r;
         t->offset = t->synced = offset;
         if (session_string(o, "digest") && !(*ret_digest = strdup(session_string(o, "digest"))))
                 return -ENOMEM;
@@ -233,8 +208,9 @@ static void finish(Target *t, const char *known_digest) {
                 agent_exit(t->agent, AGENT_EXIT_FAILURE);
                 return;
         }
-        log_info("Wrote %s to %s: %s of data received (%s of it again after interruptions), %s zeroed. Digest %s.",
-                 FORMAT_BYTES(t->size), t->dev.path, FORMAT_BYTES(t->received), FORMAT_BYTES(t->received_again),
+        log_info("Wrote %s to %s: %s of data received, %" PRIu64 " bytes of it again after interruptions; %s "
+                 "zeroed. Digest %s",
+                 FORMAT_BYTES(t->size), t->dev.path, FORMAT_BYTES(t->received), t->received_again,
                  FORMAT_BYTES(t->zeroed), digest);
         t->phase = PHASE_DONE;
         p = json_object_new_object();
@@ -391,6 +367,10 @@ static void on_stream_done(CURL *easy, CURLcode result, void *userdata) {
         (void) curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
         curl_easy_cleanup(t->easy);
         t->easy = NULL;
+        /* A frame cut off, or rejected, is sent again: count it as such. */
+        if (t->have > FRAME_HEADER_SIZE)
+                t->received_again += t->have - FRAME_HEADER_SIZE;
+        t->have = 0;
         if (t->phase != PHASE_TRANSFERRING || t->cut == CUT_WRITE_FAILED)
                 return;
         if (result == CURLE_OK && status == 200 && t->offset == t->size) {

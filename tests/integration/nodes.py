@@ -195,8 +195,8 @@ class Agent:
     def start(self, env=None):
         self.runs += 1
         argv = ["ip", "netns", "exec", self.netns, str(AGENT), "run", f"--cmdline-file={self.cmdline}",
-                f"--state-dir={self.state}", *self.args] if self.netns else \
-               [str(AGENT), "run", f"--cmdline-file={self.cmdline}", f"--state-dir={self.state}", *self.args]
+                f"--state-dir={self.state}", "--log-level=debug", *self.args] if self.netns else \
+               [str(AGENT), "run", f"--cmdline-file={self.cmdline}", f"--state-dir={self.state}", "--log-level=debug", *self.args]
         with open(self.log, "a") as log:
             log.write(f"--- run {self.runs}\n")
         self.proc = subprocess.Popen(argv, stdout=open(self.log, "a"), stderr=subprocess.STDOUT,

@@ -9,8 +9,9 @@ import time
 
 import pytest
 
-from harness import PUREBOOTCTL, Bridge, run, wait_for
+from harness import PUREBOOTCTL, Bridge, make_key_and_csr, run, wait_for
 from nodes import (Agent, Loop, Network, ca_fingerprint, check_files, cmdline, make_random_disk, make_source_disk,
+                   sha256,
                    sh)
 
 DISK = 256 << 20
@@ -85,7 +86,13 @@ class Clone:
         return self.prop("Status")
 
     def wait_status(self, *statuses, timeout=120):
-        wait_for(lambda: self.status() in statuses, timeout=timeout,
+        def reached():
+            for role, a in self.agents.items():
+                code = a.proc.poll() if a.proc else None
+                if code is not None and code < 0:
+                    raise AssertionError(f"the {role} agent died of signal {-code}:\n{a.text()[-3000:]}")
+            return self.status() in statuses
+        wait_for(reached, timeout=timeout,
                  what=f"session {self.id} to become {'/'.join(statuses)} (is {self.status()}); source:\n"
                       f"{self.source.text()[-3000:]}\ntarget:\n{self.target.text()[-3000:]}")
 
@@ -124,3 +131,147 @@ def test_direct_clone_end_to_end(clone_of, disks, ctl, tmp_path, system_bus):
     check_files(target, files, tmp_path)
     assert c.prop("SourceDigest").startswith("xxh3-128:")
     assert c.prop("SourceDigest") == c.prop("TargetDigest")
+
+
+def resent_bytes(agent):
+    m = re.search(r"(\d+) bytes of it again after interruptions", agent.text())
+    assert m, agent.text()
+    return int(m.group(1))
+
+
+def target_offset(c):
+    return c.prop("BytesTransferred")
+
+
+def finish(c, source, target, files, tmp_path):
+    c.wait_status("completed", timeout=150)
+    # Reports wait out their backoff (up to a minute) after an outage.
+    assert c.target.wait(90) == 0, c.target.text()
+    assert c.source.wait(90) == 0, c.source.text()
+    assert c.prop("SourceDigest") == c.prop("TargetDigest")
+    sh("cmp", source.device, target.device)
+    check_files(target, files, tmp_path)
+
+
+def test_source_killed_mid_stream_resumes(clone_of, disks, tmp_path):
+    source, files = disks.source()
+    target = disks.random("target")
+    c = clone_of(source.device, target.device, target_args=["--max-rate=12M"])
+    c.source.start()
+    c.target.start()
+    wait_for(lambda: target_offset(c) > 40 << 20, timeout=60, what="the clone to be under way")
+    c.source.kill()
+    time.sleep(1)
+    c.source.start()
+    finish(c, source, target, files, tmp_path)
+    assert "Lost the stream" in c.target.text()
+    assert "The target resumes at" in c.source.text()
+    assert resent_bytes(c.target) < DISK // 10
+
+
+def test_target_killed_resumes_from_its_journal(clone_of, disks, tmp_path):
+    source, files = disks.source()
+    target = disks.random("target")
+    c = clone_of(source.device, target.device, target_args=["--max-rate=12M"])
+    c.source.start()
+    c.target.start()
+    wait_for(lambda: target_offset(c) > 60 << 20, timeout=60, what="the clone to be under way")
+    c.target.kill()
+    c.target.start()
+    finish(c, source, target, files, tmp_path)
+    m = re.search(r"Resuming at offset (\d+)", c.target.text())
+    assert m and int(m.group(1)) > 0, c.target.text()
+
+
+def test_controller_and_bridge_down_mid_clone(clone_of, disks, tmp_path, controller, bridge_on_network):
+    source, files = disks.source()
+    target = disks.random("target")
+    c = clone_of(source.device, target.device, target_args=["--max-rate=8M"])
+    c.source.start()
+    c.target.start()
+    wait_for(lambda: target_offset(c) > 20 << 20, timeout=60, what="the clone to be under way")
+    bridge_on_network.stop()
+    assert controller.stop() == 0
+    time.sleep(30)
+    # Meanwhile the clone went on peer to peer, and newer progress replaced older in the queue.
+    queued = list((c.target.state / "queue").iterdir())
+    assert sum(1 for q in queued if "ReportProgress" in q.read_text()) <= 2, [q.read_text() for q in queued]
+    controller.start()
+    bridge_on_network.start()
+    finish(c, source, target, files, tmp_path)
+    for agent in c.agents.values():
+        assert not list((agent.state / "queue").iterdir()), f"reports left in {agent.state}/queue"
+        assert "stays queued" in agent.text()
+
+
+def test_corrupted_frame_is_rejected_and_fetched_again(clone_of, disks, tmp_path):
+    source, files = disks.source()
+    target = disks.random("target")
+    c = clone_of(source.device, target.device)
+    # Chunk 0 holds the protective MBR and the GPT: a DATA frame. Damaged after hashing, on the wire.
+    c.source.start(env={"PUREBOOT_AGENT_FAULT_CORRUPT_OFFSET": "0"})
+    c.target.start()
+    finish(c, source, target, files, tmp_path)
+    assert "Fault injection: damaging the frame at offset 0" in c.source.text(), "not a fault-injection build?"
+    assert "Frame at offset 0 rejected (hash mismatch)" in c.target.text()
+
+
+def test_a_certificate_of_another_session_is_refused(clone_of, disks, tmp_path, api, ctl, bridge_on_network):
+    source, _ = disks.source()
+    target = disks.random("target")
+    c = clone_of(source.device, target.device)
+    c.source.start()
+    c.wait_status("source_ready", timeout=30)
+    # A second session's target enrols for real, then knocks on the first session's source.
+    api.node("other-a", "aa:bb:cc:00:20:01")
+    api.node("other-b", "aa:bb:cc:00:20:02")
+    other = ctl("clone", "create", "--name=other", "--mode=direct", "--source=other-a", "--target=other-b",
+                "--source-device=/dev/sda", "--target-device=/dev/sdb", check=True).stdout.split()[-1]
+    ctl("clone", "start", other, check=True)
+    token = ctl("clone", "token", other, "--role=target", check=True).stdout.strip()
+    key, csr = make_key_and_csr(tmp_path, "intruder")
+    r = subprocess.run(["curl", "-sS", "--cacert", str(bridge_on_network.ca), "-H", "Content-Type: application/json",
+                        "--data", json.dumps({"token": token, "csr": csr.read_text()}),
+                        f"{bridge_on_network.url}/call/org.pureboot.Node.Enrol"],
+                       capture_output=True, text=True, check=True)
+    cert = tmp_path / "intruder.crt"
+    cert.write_text(json.loads(r.stdout)["certificate"])
+    address, port = c.prop("SourceAddress"), c.prop("SourcePort")
+    r = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", str(bridge_on_network.ca),
+                        "--cert", str(cert), "--key", str(key), f"https://{address}:{port}/disk?offset=0"],
+                       capture_output=True, text=True)
+    assert r.stdout == "403", (r.stdout, r.stderr)
+    assert f"Refused a client with certificate clone-{other}-target" in c.source.text()
+    # Without any certificate: refused too.
+    r = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", str(bridge_on_network.ca),
+                        f"https://{address}:{port}/disk?offset=0"], capture_output=True, text=True)
+    assert r.stdout != "200"
+
+
+def test_a_smaller_target_fails_before_writing(clone_of, disks, tmp_path):
+    source, _ = disks.source()
+    target = disks.random("small", size=128 << 20)
+    before = sha256(target.device)
+    c = clone_of(source.device, target.device)
+    c.source.start()
+    c.target.start()
+    assert c.target.wait(60) == 3, c.target.text()
+    c.wait_status("failed", timeout=30)
+    error = c.prop("Error")
+    assert "128.0 MiB (134217728 bytes)" in error and "256.0 MiB (268435456 bytes)" in error, error
+    assert sha256(target.device) == before
+    assert c.source.wait(30) == 4, c.source.text()
+
+
+def test_cancel_stops_both_agents_quickly(clone_of, disks, ctl):
+    source, _ = disks.source()
+    target = disks.random("target")
+    c = clone_of(source.device, target.device, target_args=["--max-rate=4M"])
+    c.source.start()
+    c.target.start()
+    wait_for(lambda: target_offset(c) > 8 << 20, timeout=60, what="the clone to be under way")
+    ctl("clone", "cancel", c.id, check=True)
+    started = time.monotonic()
+    assert c.target.wait(10) == 4, c.target.text()
+    assert c.source.wait(10) == 4, c.source.text()
+    assert time.monotonic() - started < 5
