@@ -67,6 +67,9 @@ CURL *client_easy_new(Agent *a, const char *path) {
             curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, 10L) != CURLE_OK ||
             curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L) != CURLE_OK ||
             curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "https") != CURLE_OK ||
+            /* Our CA only: not the system's store, which is not ours to trust (and costs a megabyte a
+             * connection to load). */
+            curl_easy_setopt(e, CURLOPT_CAPATH, NULL) != CURLE_OK ||
             (a->ca_path && curl_easy_setopt(e, CURLOPT_CAINFO, a->ca_path) != CURLE_OK) ||
             (a->cert_pem && (curl_easy_setopt(e, CURLOPT_SSLCERT, a->cert_path) != CURLE_OK ||
                              curl_easy_setopt(e, CURLOPT_SSLKEY, a->key_path) != CURLE_OK))) {

@@ -423,6 +423,7 @@ static int start_stream(Target *t) {
         if (!t->easy || curl_easy_setopt(t->easy, CURLOPT_URL, url) != CURLE_OK ||
             curl_easy_setopt(t->easy, CURLOPT_NOSIGNAL, 1L) != CURLE_OK ||
             curl_easy_setopt(t->easy, CURLOPT_PROTOCOLS_STR, "https") != CURLE_OK ||
+            curl_easy_setopt(t->easy, CURLOPT_CAPATH, NULL) != CURLE_OK ||
             curl_easy_setopt(t->easy, CURLOPT_CAINFO, a->ca_path) != CURLE_OK ||
             curl_easy_setopt(t->easy, CURLOPT_SSLCERT, a->cert_path) != CURLE_OK ||
             curl_easy_setopt(t->easy, CURLOPT_SSLKEY, a->key_path) != CURLE_OK ||

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from harness import BRIDGE, BUILD, CONTROLLER, REPO, run
+from harness import AGENT, BRIDGE, BUILD, CONTROLLER, REPO, run
 
 
 UNITS = {"pureboot-controller.service": CONTROLLER, "pureboot-bridge.service": BRIDGE}
@@ -83,3 +83,27 @@ def test_man_page_documents_the_whole_api():
     assert not missing, f"org.pureboot.Controller1(5) does not mention: {missing}"
     for page_name in ("pureboot-controller.8", "pureboot-bridge.8", "purebootctl.1", "org.pureboot.Controller1.5"):
         assert (BUILD / "man" / page_name).stat().st_size > 1000
+
+
+def test_agent_unit_and_generator_verify(tmp_path):
+    """The generator, run as systemd runs it, links the instance the command line names; the linked unit
+    (ExecStart pointed at the build tree) passes systemd-analyze verify."""
+    unit = tmp_path / "units" / "pureboot-agent@.service"
+    unit.parent.mkdir()
+    text = (BUILD / "deploy" / "pureboot-agent@.service").read_text()
+    assert "Restart=on-failure" in text and "StartLimitIntervalSec=0" in text
+    unit.write_text(re.sub(r"^ExecStart=\S+", f"ExecStart={AGENT}", text, flags=re.M))
+    out = tmp_path / "generated"
+    out.mkdir()
+    env = {"SYSTEMD_PROC_CMDLINE": "quiet pureboot.mode=clone_target_direct pureboot.session=x"}
+    r = subprocess.run([BUILD / "src/generator/pureboot-generator", out], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    link = out / "multi-user.target.wants" / "pureboot-agent@clone_target_direct.service"
+    assert link.is_symlink()
+    # Verify the instance the generator asked for, from a copy of the template under its instance name.
+    instance = tmp_path / "units" / "pureboot-agent@clone_target_direct.service"
+    instance.write_text(unit.read_text())
+    r = subprocess.run(["systemd-analyze", "verify", "--man=no", instance], capture_output=True, text=True,
+                       env={"SYSTEMD_UNIT_PATH": f"{unit.parent}:"})
+    problems = [l for l in (r.stdout + r.stderr).splitlines() if "pureboot-agent" in l]
+    assert r.returncode == 0 and not problems, r.stdout + r.stderr
