@@ -323,6 +323,8 @@ static int serve(Source *s) {
                 on_access, s, MHD_OPTION_HTTPS_MEM_KEY, a->key_pem, MHD_OPTION_HTTPS_MEM_CERT, a->cert_pem,
                 MHD_OPTION_HTTPS_MEM_TRUST, a->ca_pem, MHD_OPTION_HTTPS_PRIORITIES,
                 "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2", MHD_OPTION_CONNECTION_LIMIT, (unsigned) 8,
+                /* Room for large chunks of the stream: fewer, fuller TLS writes. */
+                MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) STREAM_BLOCK + 64 * 1024,
                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) 120, MHD_OPTION_END);
         if (!s->daemon)
                 return log_error_errno(EADDRINUSE, "Failed to serve on port %u (in use?).", a->settings.port);

@@ -24,7 +24,7 @@
 #include "util.h"
 
 #define SYNC_MAX (UINT64_C(256) << 20)
-#define SYNC_MIN (UINT64_C(8) << 20)
+#define SYNC_MIN (UINT64_C(16) << 20)
 #define SYNC_INTERVAL_USEC (5 * USEC_PER_SEC)
 #define MAX_BAD_FRAMES 5
 
@@ -37,6 +37,7 @@ struct Target {
         uint64_t size;   /* the source's */
         uint64_t offset; /* everything before it is written and verified */
         uint64_t synced; /* everything before it is durable and in the journal */
+        uint64_t written_back; /* writeback started up to here */
         uint64_t synced_at;
         uint64_t sync_every;
         Digest digest;
@@ -63,6 +64,7 @@ struct Target {
         uint64_t received, received_again, zeroed, high_water; /* received_again: bytes sent twice */
         uint64_t last_progress_bytes, last_progress_at;
         Phase last_progress_phase;
+        uint64_t started_at;
 };
 
 static int start_stream(Target *t);
@@ -132,7 +134,7 @@ static int journal_load(Target *t, char **ret_digest) {
         int r = device_digest(&t->dev, &t->digest, offset, t->frame);
         if (r < 0)
                 return r;
-        t->offset = t->synced = offset;
+        t->offset = t->synced = t->written_back = offset;
         if (session_string(o, "digest") && !(*ret_digest = strdup(session_string(o, "digest"))))
                 return -ENOMEM;
         return 1;
@@ -151,6 +153,13 @@ static int sync_now(Target *t) {
 }
 
 static int maybe_sync(Target *t) {
+        /* Start writing back what is written so far, so the flush at the next sync point has little left
+         * to do and the page cache does not fill up with the disk. */
+        if (t->offset - t->written_back >= SYNC_MIN / 2) {
+                (void) sync_file_range(t->dev.fd, (off_t) t->written_back, (off_t) (t->offset - t->written_back),
+                                       SYNC_FILE_RANGE_WRITE);
+                t->written_back = t->offset;
+        }
         if (t->offset - t->synced < t->sync_every && now_monotonic_usec() - t->synced_at < SYNC_INTERVAL_USEC)
                 return 0;
         return sync_now(t);
@@ -208,9 +217,11 @@ static void finish(Target *t, const char *known_digest) {
                 agent_exit(t->agent, AGENT_EXIT_FAILURE);
                 return;
         }
-        log_info("Wrote %s to %s: %s of data received, %" PRIu64 " bytes of it again after interruptions; %s "
-                 "zeroed. Digest %s",
-                 FORMAT_BYTES(t->size), t->dev.path, FORMAT_BYTES(t->received), t->received_again,
+        uint64_t usec = MAX(now_monotonic_usec() - t->started_at, (uint64_t) 1);
+        log_info("Wrote %s to %s in %.2f s (%.0f MB/s): %s of data received, %" PRIu64 " bytes of it again after "
+                 "interruptions; %s zeroed. Digest %s",
+                 FORMAT_BYTES(t->size), t->dev.path, (double) usec / USEC_PER_SEC,
+                 (double) t->size / (double) usec, FORMAT_BYTES(t->received), t->received_again,
                  FORMAT_BYTES(t->zeroed), digest);
         t->phase = PHASE_DONE;
         p = json_object_new_object();
@@ -475,7 +486,7 @@ static int preflight(Target *t, json_object *session) {
                 agent_finish(a, AGENT_EXIT_REFUSED);
                 return 0;
         }
-        t->sync_every = MIN(SYNC_MAX, MAX(SYNC_MIN, t->size / 32 / FRAME_CHUNK * FRAME_CHUNK));
+        t->sync_every = MIN(SYNC_MAX, MAX(SYNC_MIN, t->size / 16 / FRAME_CHUNK * FRAME_CHUNK));
         r = journal_load(t, &digest);
         if (r < 0)
                 return r;
@@ -487,7 +498,7 @@ static int preflight(Target *t, json_object *session) {
         }
         if (r > 0)
                 log_info("Resuming at offset %" PRIu64 " (%s) from the journal.", t->offset, FORMAT_BYTES(t->offset));
-        t->synced_at = now_monotonic_usec();
+        t->synced_at = t->started_at = now_monotonic_usec();
         log_info("Writing %s (%s) from %s:%" PRIi64 ".", t->dev.path, FORMAT_BYTES(t->dev.size), t->address, t->port);
         return start_stream(t);
 }

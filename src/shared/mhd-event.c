@@ -26,8 +26,15 @@ static void update_timer(MhdEvent *m) {
         (void) sd_event_source_set_enabled(m->timer, SD_EVENT_ONESHOT);
 }
 
+/* MHD sends one TLS record per run; while it says there is more to do at once, go on here rather than
+ * through a loop iteration (and a timerfd) per record. */
 static void run(MhdEvent *m) {
-        (void) MHD_run(m->daemon);
+        for (unsigned i = 0; i < 64; i++) {
+                MHD_UNSIGNED_LONG_LONG timeout;
+                (void) MHD_run(m->daemon);
+                if (MHD_get_timeout(m->daemon, &timeout) != MHD_YES || timeout > 0)
+                        break;
+        }
         update_timer(m);
 }
 
