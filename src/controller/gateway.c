@@ -209,7 +209,7 @@ static bool is_replay(CloneSession *c, const char *role, uint64_t sequence) {
 }
 
 int gateway_flush(Manager *m) {
-        CloneSession *c;
+        CloneSession *c = NULL;
         bool any = false;
         int r;
 
@@ -280,7 +280,7 @@ static void audit(Call *call, const char *action, const char *object) {
 /* The start of every report: the session, the caller's right to report for role, and a replay answered
  * with success. Returns 1 to go on with *ret, 0 when the reply is set, < 0 on failure. */
 static int report_begin(Call *call, const char *role, CloneSession **ret) {
-        CloneSession *c;
+        CloneSession *c = NULL;
         int r = session_for_peer(call, role, &c);
         if (r <= 0)
                 return r;
@@ -370,7 +370,7 @@ static int handle_enrol(Call *call) {
 }
 
 static int handle_get_session(Call *call) {
-        CloneSession *c;
+        CloneSession *c = NULL;
         int r = session_for_peer(call, NULL, &c);
         if (r <= 0)
                 return r;
@@ -380,7 +380,7 @@ static int handle_get_session(Call *call) {
 }
 
 static int handle_source_ready(Call *call) {
-        CloneSession *c;
+        CloneSession *c = NULL;
         uint64_t seq = get_uint(call, "sequence"), size = get_uint(call, "sizeBytes"), port = get_uint(call, "port");
         const char *address = get_string(call, "address"), *device = get_string(call, "device");
         uint8_t buf[16];
@@ -430,7 +430,7 @@ static int handle_source_ready(Call *call) {
 }
 
 static int handle_progress(Call *call) {
-        CloneSession *c;
+        CloneSession *c = NULL;
         const char *role = get_string(call, "role");
         uint64_t seq = get_uint(call, "sequence");
         int r;
@@ -468,7 +468,7 @@ static bool digest_is_valid(const char *d) {
 }
 
 static int handle_complete(Call *call) {
-        CloneSession *c;
+        CloneSession *c = NULL;
         const char *role = get_string(call, "role"), *digest = get_string(call, "digest");
         uint64_t seq = get_uint(call, "sequence");
         _cleanup_free_ char *message = NULL;
@@ -523,7 +523,7 @@ static int handle_complete(Call *call) {
 }
 
 static int handle_failed(Call *call) {
-        CloneSession *c;
+        CloneSession *c = NULL;
         const char *role = get_string(call, "role");
         uint64_t seq = get_uint(call, "sequence");
         _cleanup_free_ char *message = NULL;
@@ -644,7 +644,7 @@ int gateway_boot(Manager *m, const char *kind, const char *mac, const char *seri
         _cleanup_(json_object_unrefp) json_object *params = NULL;
         const char *action = "local_boot", *role = NULL;
         Node *n = NULL, *v;
-        CloneSession *c;
+        CloneSession *c = NULL;
         int r;
 
         if (!STR_IN_SET(kind, "ipxe", "pi"))

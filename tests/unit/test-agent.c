@@ -1,0 +1,158 @@
+/* SPDX-License-Identifier: MIT */
+/* The agent's pieces that need no network: frames (round trip, every way a header can be wrong, the hash
+ * binding bytes to their offset), digests (zero runs fed by length equal zero bytes fed by content), the
+ * backoff's bounds, and the device helpers on a plain file (size, zeroing by punched hole, digest by
+ * reading back). */
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "backoff.h"
+#include "device.h"
+#include "frame.h"
+#include "tests.h"
+
+static void test_frame_round_trip(void) {
+        static uint8_t chunk[FRAME_CHUNK];
+        uint8_t buf[FRAME_HEADER_SIZE];
+        const char *reason;
+        FrameHeader h, back;
+
+        for (size_t i = 0; i < sizeof(chunk); i++)
+                chunk[i] = (uint8_t) (i * 7 + 3);
+        XXH128_hash_t content = frame_chunk_hash(chunk, sizeof(chunk));
+        h = (FrameHeader){ .type = FRAME_DATA, .offset = 3 * FRAME_CHUNK, .length = FRAME_CHUNK };
+        h.hash = frame_hash(FRAME_DATA, h.offset, h.length, content);
+        frame_header_write(&h, buf);
+        ASSERT_OK(frame_header_read(buf, 8 * FRAME_CHUNK, &back, &reason));
+        ASSERT_INT(back.type, FRAME_DATA);
+        ASSERT_INT(back.offset, 3 * FRAME_CHUNK);
+        ASSERT_INT(back.length, FRAME_CHUNK);
+        ASSERT_TRUE(XXH128_isEqual(back.hash, h.hash));
+
+        /* The same bytes at another offset, or one byte changed, do not verify. */
+        ASSERT_TRUE(!XXH128_isEqual(frame_hash(FRAME_DATA, 4 * FRAME_CHUNK, FRAME_CHUNK, content), h.hash));
+        chunk[12345] ^= 1;
+        ASSERT_TRUE(!XXH128_isEqual(frame_hash(FRAME_DATA, h.offset, h.length, frame_chunk_hash(chunk, sizeof(chunk))),
+                                    h.hash));
+        /* A ZERO frame's hash covers its length. */
+        ASSERT_TRUE(!XXH128_isEqual(frame_hash(FRAME_ZERO, 0, FRAME_CHUNK, (XXH128_hash_t){}),
+                                    frame_hash(FRAME_ZERO, 0, 2 * FRAME_CHUNK, (XXH128_hash_t){})));
+}
+
+static void expect_refused(FrameType type, uint64_t offset, uint64_t length, uint64_t disk, uint32_t magic) {
+        FrameHeader h = { .type = type, .offset = offset, .length = length }, back;
+        uint8_t buf[FRAME_HEADER_SIZE];
+        const char *reason = NULL;
+
+        frame_header_write(&h, buf);
+        if (magic != FRAME_MAGIC)
+                memcpy(buf, &magic, 4);
+        ASSERT_INT(frame_header_read(buf, disk, &back, &reason), -EBADMSG);
+        ASSERT_TRUE(reason != NULL);
+}
+
+static void test_frame_refusals(void) {
+        uint64_t disk = 10 * FRAME_CHUNK + 512; /* a short last chunk */
+        expect_refused(FRAME_DATA, 0, FRAME_CHUNK, disk, 0x12345678);             /* magic */
+        expect_refused((FrameType) 3, 0, FRAME_CHUNK, disk, FRAME_MAGIC);         /* type */
+        expect_refused(FRAME_DATA, 100, FRAME_CHUNK, disk, FRAME_MAGIC);          /* not on a chunk */
+        expect_refused(FRAME_DATA, 0, 0, disk, FRAME_MAGIC);                      /* empty */
+        expect_refused(FRAME_DATA, 0, FRAME_CHUNK + 1, disk, FRAME_MAGIC);        /* longer than a chunk */
+        expect_refused(FRAME_DATA, 10 * FRAME_CHUNK, 513, disk, FRAME_MAGIC);     /* past the end */
+        expect_refused(FRAME_ZERO, 0, FRAME_CHUNK + 7, disk, FRAME_MAGIC);        /* ragged zero run */
+        expect_refused(FRAME_ZERO, 0, (FRAME_MAX_ZERO_CHUNKS + 1) * FRAME_CHUNK, UINT64_C(1) << 40, FRAME_MAGIC);
+
+        /* The short last chunk is fine, as DATA or as the end of a zero run. */
+        FrameHeader h = { .type = FRAME_ZERO, .offset = 8 * FRAME_CHUNK, .length = 2 * FRAME_CHUNK + 512 }, back;
+        uint8_t buf[FRAME_HEADER_SIZE];
+        const char *reason;
+        frame_header_write(&h, buf);
+        ASSERT_OK(frame_header_read(buf, disk, &back, &reason));
+}
+
+static void test_digest_of_zeroes(void) {
+        static uint8_t zero[FRAME_CHUNK];
+        uint64_t disk = 3 * FRAME_CHUNK + 4096;
+        Digest a, b;
+
+        ASSERT_TRUE(frame_is_zero(zero, sizeof(zero)));
+        zero[FRAME_CHUNK - 1] = 1;
+        ASSERT_TRUE(!frame_is_zero(zero, sizeof(zero)));
+        zero[FRAME_CHUNK - 1] = 0;
+
+        ASSERT_OK(digest_init(&a));
+        ASSERT_OK(digest_init(&b));
+        digest_feed_zero(&a, disk, disk);
+        for (uint64_t o = 0; o < disk; o += FRAME_CHUNK)
+                digest_feed(&b, frame_chunk_hash(zero, (size_t) MIN(FRAME_CHUNK, disk - o)));
+        ASSERT_INT(a.chunks, 4);
+        char *sa = digest_string(&a), *sb = digest_string(&b);
+        ASSERT_STR(sa, sb);
+        ASSERT_TRUE(strncmp(sa, "xxh3-128:", 9) == 0 && strlen(sa) == 9 + 32);
+        free(sa);
+        free(sb);
+        digest_done(&a);
+        digest_done(&b);
+}
+
+static void test_backoff(void) {
+        Backoff b;
+        uint64_t d;
+
+        backoff_init(&b);
+        d = backoff_next(&b);
+        ASSERT_TRUE(d >= BACKOFF_MIN_USEC * 4 / 5 && d <= BACKOFF_MIN_USEC * 6 / 5);
+        for (int i = 0; i < 20; i++)
+                d = backoff_next(&b);
+        ASSERT_TRUE(d >= BACKOFF_MAX_USEC * 4 / 5 && d <= BACKOFF_MAX_USEC * 6 / 5);
+        backoff_reset(&b);
+        ASSERT_TRUE(backoff_next(&b) <= BACKOFF_MIN_USEC * 6 / 5);
+}
+
+static void test_device_file(void) {
+        char path[] = "/tmp/pureboot-test-agent-XXXXXX";
+        static uint8_t data[FRAME_CHUNK], scratch[FRAME_CHUNK];
+        char *holder = NULL;
+        Device d;
+        Digest a, b;
+        int fd = mkstemp(path);
+
+        ASSERT_TRUE(fd >= 0);
+        memset(data, 0xa5, sizeof(data));
+        for (int i = 0; i < 3; i++)
+                ASSERT_INT(write(fd, data, sizeof(data)), sizeof(data));
+        close(fd);
+
+        ASSERT_OK(device_open(path, O_RDWR, &d, &holder));
+        ASSERT_TRUE(!d.is_block && holder == NULL);
+        ASSERT_INT(d.size, 3 * FRAME_CHUNK);
+        /* The middle chunk zeroed (a punched hole in a file), then the digest read back equals the one of
+         * what was "written": data, zeroes, data. */
+        ASSERT_OK(device_zero(&d, FRAME_CHUNK, FRAME_CHUNK));
+        ASSERT_OK(digest_init(&a));
+        ASSERT_OK(digest_init(&b));
+        ASSERT_OK(device_digest(&d, &a, d.size, scratch));
+        digest_feed(&b, frame_chunk_hash(data, sizeof(data)));
+        digest_feed_zero(&b, FRAME_CHUNK, d.size);
+        digest_feed(&b, frame_chunk_hash(data, sizeof(data)));
+        char *sa = digest_string(&a), *sb = digest_string(&b);
+        ASSERT_STR(sa, sb);
+        free(sa);
+        free(sb);
+        digest_done(&a);
+        digest_done(&b);
+        device_close(&d);
+        unlink(path);
+        /* Not a disk at all. */
+        ASSERT_INT(device_open("/dev/null", O_RDONLY, &d, &holder), -ENOTBLK);
+}
+
+int main(void) {
+        test_frame_round_trip();
+        test_frame_refusals();
+        test_digest_of_zeroes();
+        test_backoff();
+        test_device_file();
+        return 0;
+}
