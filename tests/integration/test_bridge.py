@@ -104,7 +104,7 @@ def test_identity_comes_from_the_certificate(bridge, api, session, tmp_path, con
     wait_for(lambda: curl(bridge, NODE + "GetSession", {"session": session}, cert=target)[0] == 401, 5,
              "the revoked certificate to be refused")
     status, reply = curl(bridge, NODE + "GetSession", {"session": session}, cert=target)
-    assert reply["parameters"]["reason"] == "the client certificate is revoked"
+    assert reply["parameters"]["reason"] == "the certificate is revoked"
     after = controller.snapshot()
     after["certificates"] = before["certificates"]  # only the revocation itself changed
     assert after == before
