@@ -207,11 +207,17 @@ def test_controller_and_bridge_down_mid_clone(clone_of, disks, tmp_path, control
 def test_corrupted_frame_is_rejected_and_fetched_again(clone_of, disks, tmp_path):
     source, files = disks.source()
     target = disks.random("target")
-    c = clone_of(source.device, target.device)
+    c = clone_of(source.device, target.device, target_args=["--reboot"])
     # Chunk 0 holds the protective MBR and the GPT: a DATA frame. Damaged after hashing, on the wire.
     c.source.start(env={"PUREBOOT_AGENT_FAULT_CORRUPT_OFFSET": "0"})
-    c.target.start()
+    # --reboot runs systemctl reboot once the completion was taken: a stand-in records that it was asked.
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "systemctl").write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path}/reboot-asked\n")
+    (fake / "systemctl").chmod(0o755)
+    c.target.start(env={"PATH": f"{fake}:/usr/sbin:/usr/bin:/sbin:/bin"})
     finish(c, source, target, files, tmp_path)
+    assert (tmp_path / "reboot-asked").read_text().strip() == "reboot --no-block"
     assert "Fault injection: damaging the frame at offset 0" in c.source.text(), "not a fault-injection build?"
     assert "Frame at offset 0 rejected (hash mismatch)" in c.target.text()
 
