@@ -234,6 +234,13 @@ bool queue_is_empty(ReportQueue *q) {
         return !q->head;
 }
 
+bool queue_contains(ReportQueue *q, const char *method) {
+        for (Report *r = q->head; r; r = r->next)
+                if (streq(r->method, method))
+                        return true;
+        return false;
+}
+
 int queue_push(ReportQueue *q, const char *method, json_object *params) {
         _cleanup_(json_object_unrefp) json_object *file = json_object_new_object();
         Report *r = calloc(1, sizeof(Report));

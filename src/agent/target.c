@@ -224,6 +224,11 @@ static void finish(Target *t, const char *known_digest) {
                  (double) t->size / (double) usec, FORMAT_BYTES(t->received), t->received_again,
                  FORMAT_BYTES(t->zeroed), digest);
         t->phase = PHASE_DONE;
+        /* An earlier run may have queued it already, before it was stopped. */
+        if (queue_contains(t->agent->queue, "ReportComplete")) {
+                agent_finish(t->agent, AGENT_EXIT_SUCCESS);
+                return;
+        }
         p = json_object_new_object();
         json_object_object_add(p, "session", json_object_new_string(t->agent->settings.session));
         json_object_object_add(p, "role", json_object_new_string("target"));
