@@ -82,7 +82,7 @@ char *clone_path(const CloneSession *c) {
         return asprintf(&p, PB_ROOT_PATH "/clone/%s", c->id) < 0 ? NULL : p;
 }
 
-static void emit_changed(CloneSession *c, const char *first, ...) {
+void clone_emit_changed(CloneSession *c, const char *first, ...) {
         _cleanup_free_ char *path = clone_path(c);
         const char *names[16];
         size_t n = 0;
@@ -100,7 +100,7 @@ static void emit_changed(CloneSession *c, const char *first, ...) {
 }
 
 static void emit_progress(void *userdata) {
-        emit_changed(userdata, "BytesTransferred", "TransferRate", "Progress", NULL);
+        clone_emit_changed(userdata, "BytesTransferred", "TransferRate", "Progress", NULL);
 }
 
 int clone_attach(Manager *m, CloneSession *c) {
@@ -325,8 +325,8 @@ int clone_update(CloneSession *c, const CloneSpec *changes, sd_bus_error *error)
         }
         if (r < 0)
                 return r == -ENOMEM ? r : bus_store_error(error, r, "update the session");
-        emit_changed(c, "Name", "Mode", "SourceNode", "TargetNode", "SourceDevice", "TargetDevice",
-                     "StagingBackend", "ResizeMode", NULL);
+        clone_emit_changed(c, "Name", "Mode", "SourceNode", "TargetNode", "SourceDevice", "TargetDevice",
+                           "StagingBackend", "ResizeMode", NULL);
         return 0;
 }
 
@@ -376,8 +376,8 @@ int clone_transition(CloneSession *c, CloneStatus to, const char *error_message,
         TAKE_PTR(new_error);
         log_info("Clone session %s: %s → %s%s%s", c->id, clone_status_to_string(from),
                  clone_status_to_string(to), error_message ? ": " : "", strempty(error_message));
-        emit_changed(c, "Status", "Error", "StartedAt", "CompletedAt", "BytesTransferred", "TransferRate",
-                     "Progress", NULL);
+        clone_emit_changed(c, "Status", "Error", "StartedAt", "CompletedAt", "BytesTransferred",
+                           "TransferRate", "Progress", NULL);
         return 0;
 }
 

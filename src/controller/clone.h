@@ -67,6 +67,8 @@ typedef struct CloneSpec {
 
 CloneSession *clone_free(CloneSession *c);
 char *clone_path(const CloneSession *c);
+/* PropertiesChanged for the named CloneSession properties (NULL-terminated). */
+void clone_emit_changed(CloneSession *c, const char *first, ...);
 
 /* Returns 1 and the existing session if the idempotency key is known, else creates one and returns 0. */
 int clone_create(Manager *m, const CloneSpec *spec, uint32_t uid, CloneSession **ret, sd_bus_error *error);

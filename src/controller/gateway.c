@@ -419,10 +419,7 @@ static int handle_source_ready(Call *call) {
                 c->source_port = old_port;
                 c->bytes_total = old_size;
         } else {
-                _cleanup_free_ char *path = clone_path(c);
-                if (path)
-                        (void) sd_bus_emit_properties_changed(call->m->bus, path, PB_IFACE("CloneSession"),
-                                                              "SourceAddress", "SourcePort", "BytesTotal", NULL);
+                clone_emit_changed(c, "SourceAddress", "SourcePort", "BytesTotal", NULL);
                 r = reply_with(call, NULL);
         }
         audit(call, "ReportSourceReady", c->id);
@@ -507,11 +504,7 @@ static int handle_complete(Call *call) {
         }
         r = record(call, c, role, seq, to, message);
         if (r > 0) {
-                _cleanup_free_ char *path = clone_path(c);
-                if (path)
-                        (void) sd_bus_emit_properties_changed(call->m->bus, path, PB_IFACE("CloneSession"),
-                                                              streq(role, "source") ? "SourceDigest" : "TargetDigest",
-                                                              NULL);
+                clone_emit_changed(c, streq(role, "source") ? "SourceDigest" : "TargetDigest", NULL);
                 r = reply_with(call, NULL);
         } else {
                 free(*mine);
