@@ -92,19 +92,30 @@ void agent_finish(Agent *a, int exit_code) {
         agent_check_finished(a);
 }
 
-const char *session_string(json_object *session, const char *key) {
-        json_object *v;
-        return session && json_object_object_get_ex(session, key, &v) && json_object_is_type(v, json_type_string)
-                       ? json_object_get_string(v)
-                       : NULL;
-}
-
-int64_t session_int(json_object *session, const char *key) {
-        json_object *v;
-        return session && json_object_object_get_ex(session, key, &v) ? json_object_get_int64(v) : 0;
-}
-
 bool session_is_final(json_object *session) {
-        const char *status = session_string(session, "status");
+        const char *status = json_get_string(session, "status");
         return status && STR_IN_SET(status, "completed", "failed", "cancelled");
+}
+
+json_object *agent_report_new(Agent *a, const char *role) {
+        json_object *p = json_object_new_object();
+        json_object_object_add(p, "session", json_object_new_string(a->settings.session));
+        if (role)
+                json_object_object_add(p, "role", json_object_new_string(role));
+        return p;
+}
+
+void agent_report_progress(Agent *a, ProgressMeter *m, const char *role, uint64_t bytes, const char *phase) {
+        uint64_t now = now_monotonic_usec();
+        uint64_t rate = m->at && bytes >= m->bytes
+                                ? (bytes - m->bytes) * USEC_PER_SEC / MAX(now - m->at, (uint64_t) 1)
+                                : 0;
+        json_object *p = agent_report_new(a, role);
+
+        m->bytes = bytes;
+        m->at = now;
+        json_object_object_add(p, "bytesTransferred", json_object_new_int64((int64_t) bytes));
+        json_object_object_add(p, "rateBps", json_object_new_int64((int64_t) rate));
+        json_object_object_add(p, "phase", json_object_new_string(phase));
+        (void) queue_push(a->queue, "ReportProgress", p);
 }

@@ -67,6 +67,11 @@ struct Agent {
         int exit_code;
 };
 
+/* Where the last progress report stood, for the rate of the next. */
+typedef struct ProgressMeter {
+        uint64_t bytes, at;
+} ProgressMeter;
+
 /* agent.c */
 void agent_settings_done(AgentSettings *s);
 int agent_new(AgentSettings *settings, Agent **ret);
@@ -77,14 +82,18 @@ void agent_finish(Agent *a, int exit_code);
 void agent_check_finished(Agent *a);
 /* Ends the loop now. */
 void agent_exit(Agent *a, int exit_code);
-const char *session_string(json_object *session, const char *key);
-int64_t session_int(json_object *session, const char *key);
 bool session_is_final(json_object *session);
+/* The parameters every report starts with: our session, and role if given. */
+json_object *agent_report_new(Agent *a, const char *role);
+/* Queues ReportProgress for role: bytes so far, the rate since the meter's last report, the phase. */
+void agent_report_progress(Agent *a, ProgressMeter *m, const char *role, uint64_t bytes, const char *phase);
 
 /* client.c: calls on the bridge (varlink over HTTPS). error is NULL on success, else the varlink error's
  * name (transport failures are org.pureboot.Node.ControllerUnavailable). params is taken. */
 int client_call(Agent *a, const char *method, json_object *params, CallDone done, void *userdata);
-/* An easy handle for path on the bridge, with our CA and certificate set. */
+/* An easy handle for url (any HTTPS peer) or for path on the bridge, trusting our CA only and presenting
+ * our certificate once we have one. */
+CURL *client_easy_new_url(Agent *a, const char *url);
 CURL *client_easy_new(Agent *a, const char *path);
 /* Remembers the address the transfer went out from: what the bridge saw, and what the source reports. */
 void client_note_address(Agent *a, CURL *easy);

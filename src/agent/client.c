@@ -31,17 +31,7 @@ typedef struct Call {
 
 static size_t on_reply_data(char *p, size_t size, size_t n, void *userdata) {
         Call *c = userdata;
-        size_t len = size * n;
-        if (c->reply_len + len > MAX_REPLY)
-                return 0;
-        char *b = realloc(c->reply, c->reply_len + len + 1);
-        if (!b)
-                return 0;
-        memcpy(b + c->reply_len, p, len);
-        c->reply_len += len;
-        b[c->reply_len] = 0;
-        c->reply = b;
-        return len;
+        return curl_glue_collect(&c->reply, &c->reply_len, MAX_REPLY, p, size * n);
 }
 
 static void call_free(Call *c) {
@@ -55,12 +45,10 @@ static void call_free(Call *c) {
         free(c);
 }
 
-/* An easy handle for a request to the bridge, with our CA and (once we have one) our certificate. */
-CURL *client_easy_new(Agent *a, const char *path) {
-        _cleanup_free_ char *url = NULL;
-        CURL *e;
+CURL *client_easy_new_url(Agent *a, const char *url) {
+        CURL *e = curl_easy_init();
 
-        if (asprintf(&url, "%s%s", a->settings.server, path) < 0 || !(e = curl_easy_init()))
+        if (!e)
                 return NULL;
         if (curl_easy_setopt(e, CURLOPT_URL, url) != CURLE_OK ||
             curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) != CURLE_OK ||
@@ -77,6 +65,13 @@ CURL *client_easy_new(Agent *a, const char *path) {
                 return NULL;
         }
         return e;
+}
+
+CURL *client_easy_new(Agent *a, const char *path) {
+        _cleanup_free_ char *url = NULL;
+        if (asprintf(&url, "%s%s", a->settings.server, path) < 0)
+                return NULL;
+        return client_easy_new_url(a, url);
 }
 
 static void watch_kick(Agent *a);
@@ -249,17 +244,10 @@ static void watch_record(Watch *w, const char *text) {
 static size_t on_watch_data(char *p, size_t size, size_t n, void *userdata) {
         Watch *w = userdata;
         size_t len = size * n;
-        char *b, *start, *end;
+        char *start, *end;
 
-        if (w->len + len > MAX_REPLY)
+        if (curl_glue_collect(&w->buf, &w->len, MAX_REPLY, p, len) == 0)
                 return 0;
-        b = realloc(w->buf, w->len + len + 1);
-        if (!b)
-                return 0;
-        memcpy(b + w->len, p, len);
-        w->len += len;
-        b[w->len] = 0;
-        w->buf = b;
         /* Each complete record, then keep what is left. */
         for (start = w->buf; (end = memchr(start, '\n', w->len - (size_t) (start - w->buf))); start = end + 1) {
                 *end = 0;

@@ -2,6 +2,7 @@
 /* libcurl's multi interface in our sd-event loop. */
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "curl-glue.h"
 #include "log.h"
@@ -160,4 +161,18 @@ void curl_glue_remove(CurlGlue *g, CURL *easy) {
         free(t);
         (void) curl_easy_setopt(easy, CURLOPT_PRIVATE, NULL);
         curl_multi_remove_handle(g->multi, easy);
+}
+
+size_t curl_glue_collect(char **buf, size_t *len, size_t max, const char *p, size_t n) {
+        char *b;
+        if (*len + n > max)
+                return 0;
+        b = realloc(*buf, *len + n + 1);
+        if (!b)
+                return 0;
+        memcpy(b + *len, p, n);
+        *len += n;
+        b[*len] = 0;
+        *buf = b;
+        return n;
 }

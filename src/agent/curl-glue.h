@@ -17,3 +17,7 @@ CurlGlue *curl_glue_free(CurlGlue *g);
  * cancels it with curl_glue_remove. */
 int curl_glue_add(CurlGlue *g, CURL *easy, CurlDone done, void *userdata);
 void curl_glue_remove(CurlGlue *g, CURL *easy);
+
+/* For write callbacks: appends n bytes to the NUL-terminated *buf of *len bytes, up to max in all.
+ * Returns n, or 0 (which makes curl end the transfer) if that would pass max or memory ran out. */
+size_t curl_glue_collect(char **buf, size_t *len, size_t max, const char *p, size_t n);

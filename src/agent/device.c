@@ -55,10 +55,15 @@ int device_open(const char *path, int flags, Device *ret, char **ret_holder) {
         uint64_t size;
 
         *ret_holder = NULL;
+        if (stat(path, &st) < 0)
+                return -errno;
         if (flags != O_RDONLY) {
                 *ret_holder = device_mounted_at(path);
                 if (*ret_holder)
                         return -EBUSY;
+                /* Claim a block device: the kernel refuses while a filesystem or another claimer holds it. */
+                if (S_ISBLK(st.st_mode))
+                        flags |= O_EXCL;
         }
         fd = open(path, flags | O_CLOEXEC | O_NOCTTY);
         if (fd < 0)
@@ -66,13 +71,6 @@ int device_open(const char *path, int flags, Device *ret, char **ret_holder) {
         if (fstat(fd, &st) < 0)
                 return -errno;
         if (S_ISBLK(st.st_mode)) {
-                if (flags != O_RDONLY) {
-                        /* Claim it: the kernel refuses while a filesystem or another claimer holds it. */
-                        close(fd);
-                        fd = open(path, flags | O_EXCL | O_CLOEXEC | O_NOCTTY);
-                        if (fd < 0)
-                                return errno == EBUSY ? -EBUSY : -errno;
-                }
                 if (ioctl(fd, BLKGETSIZE64, &size) < 0)
                         return -errno;
         } else if (S_ISREG(st.st_mode))

@@ -134,17 +134,7 @@ static int send_request(Enrolment *e) {
 
 static size_t on_data(char *p, size_t size, size_t n, void *userdata) {
         Enrolment *e = userdata;
-        size_t len = size * n;
-        if (e->len + len > 64 * 1024)
-                return 0;
-        char *b = realloc(e->buf, e->len + len + 1);
-        if (!b)
-                return 0;
-        memcpy(b + e->len, p, len);
-        e->len += len;
-        b[e->len] = 0;
-        e->buf = b;
-        return len;
+        return curl_glue_collect(&e->buf, &e->len, 64 * 1024, p, size * n);
 }
 
 static bool fingerprint_matches(const char *expected, const char *actual) {

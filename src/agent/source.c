@@ -32,7 +32,7 @@ struct Source {
         Digest digest; /* over chunks in order, from the start of the disk */
         bool complete_reported;
         uint64_t served_to, bytes_sent; /* the furthest offset served; payload bytes sent */
-        uint64_t last_progress_bytes, last_progress_at;
+        ProgressMeter progress;
         sd_event_source *progress_timer;
         unsigned streams;
 #if PB_FAULT_INJECTION
@@ -55,15 +55,13 @@ static uint64_t total_chunks(const Source *s) {
 
 static void report_complete(Source *s) {
         _cleanup_free_ char *digest = digest_string(&s->digest);
-        json_object *p = json_object_new_object();
+        json_object *p;
 
-        if (!digest || !p) {
-                json_object_put(p);
+        if (!digest) {
                 log_oom();
                 return;
         }
-        json_object_object_add(p, "session", json_object_new_string(s->agent->settings.session));
-        json_object_object_add(p, "role", json_object_new_string("source"));
+        p = agent_report_new(s->agent, "source");
         json_object_object_add(p, "digest", json_object_new_string(digest));
         if (queue_push(s->agent->queue, "ReportComplete", p) >= 0) {
                 s->complete_reported = true;
@@ -260,32 +258,20 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
 
 static int on_progress(sd_event_source *es, uint64_t usec, void *userdata) {
         Source *s = userdata;
-        Agent *a = s->agent;
+        (void) usec;
 
         (void) sd_event_source_set_time_relative(es, USEC_PER_SEC);
-        if (s->served_to == s->last_progress_bytes)
-                return 0;
-        uint64_t rate = s->last_progress_at ? (s->served_to - s->last_progress_bytes) * USEC_PER_SEC /
-                                                      MAX(usec - s->last_progress_at, (uint64_t) 1)
-                                            : 0;
-        s->last_progress_bytes = s->served_to;
-        s->last_progress_at = usec;
-        json_object *p = json_object_new_object();
-        json_object_object_add(p, "session", json_object_new_string(a->settings.session));
-        json_object_object_add(p, "role", json_object_new_string("source"));
-        json_object_object_add(p, "bytesTransferred", json_object_new_int64((int64_t) s->served_to));
-        json_object_object_add(p, "rateBps", json_object_new_int64((int64_t) rate));
-        json_object_object_add(p, "phase", json_object_new_string("transferring"));
-        (void) queue_push(a->queue, "ReportProgress", p);
+        if (s->served_to != s->progress.bytes)
+                agent_report_progress(s->agent, &s->progress, "source", s->served_to, "transferring");
         return 0;
 }
 
 static void on_session(Agent *a, json_object *session) {
-        const char *status = session_string(session, "status");
+        const char *status = json_get_string(session, "status");
         if (!session_is_final(session))
                 return;
-        log_info("Session %s is %s%s%s; no more serving.", a->settings.session, status,
-                 session_string(session, "error") ? ": " : "", strempty(session_string(session, "error")));
+        log_info("Session %s is %s%s%s; no more serving.", a->settings.session, strna(status),
+                 json_get_string(session, "error") ? ": " : "", strempty(json_get_string(session, "error")));
         agent_finish(a, streq(status, "completed") ? AGENT_EXIT_SUCCESS : AGENT_EXIT_SESSION_FAILED);
 }
 
@@ -300,8 +286,7 @@ static int report_ready(Source *s) {
         if (isempty(address))
                 return log_error_errno(EADDRNOTAVAIL, "Do not know our own address towards %s; give --address=.",
                                        a->settings.server);
-        p = json_object_new_object();
-        json_object_object_add(p, "session", json_object_new_string(a->settings.session));
+        p = agent_report_new(a, NULL);
         json_object_object_add(p, "address", json_object_new_string(address));
         json_object_object_add(p, "port", json_object_new_int(a->settings.port));
         json_object_object_add(p, "sizeBytes", json_object_new_int64((int64_t) s->dev.size));

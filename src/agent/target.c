@@ -62,7 +62,7 @@ struct Target {
 
         /* What it cost */
         uint64_t received, received_again, zeroed, high_water; /* received_again: bytes sent twice */
-        uint64_t last_progress_bytes, last_progress_at;
+        ProgressMeter progress;
         Phase last_progress_phase;
         uint64_t started_at;
 };
@@ -80,9 +80,7 @@ static void report_failed(Target *t, const char *code, const char *fmt, ...) {
                 message = NULL;
         va_end(ap);
         log_error("%s", strna(message));
-        p = json_object_new_object();
-        json_object_object_add(p, "session", json_object_new_string(t->agent->settings.session));
-        json_object_object_add(p, "role", json_object_new_string("target"));
+        p = agent_report_new(t->agent, "target");
         json_object_object_add(p, "error", json_object_new_string(strna(message)));
         json_object_object_add(p, "code", json_object_new_string(code));
         (void) queue_push(t->agent->queue, "ReportFailed", p);
@@ -122,10 +120,10 @@ static int journal_load(Target *t, char **ret_digest) {
         *ret_digest = NULL;
         if (read_full_file(t->journal_path, &text, NULL) < 0 || !(o = json_tokener_parse(text)))
                 return 0;
-        if (!streq_ptr(session_string(o, "session"), t->agent->settings.session) ||
-            !streq_ptr(session_string(o, "device"), t->dev.path) || (uint64_t) session_int(o, "size") != t->size)
+        if (!streq_ptr(json_get_string(o, "session"), t->agent->settings.session) ||
+            !streq_ptr(json_get_string(o, "device"), t->dev.path) || (uint64_t) json_get_int(o, "size") != t->size)
                 return 0;
-        uint64_t offset = (uint64_t) session_int(o, "offset");
+        uint64_t offset = (uint64_t) json_get_int(o, "offset");
         if (offset > t->size || (offset % FRAME_CHUNK != 0 && offset != t->size)) {
                 log_warning("The journal %s does not make sense; starting from the beginning.", t->journal_path);
                 return 0;
@@ -135,7 +133,7 @@ static int journal_load(Target *t, char **ret_digest) {
         if (r < 0)
                 return r;
         t->offset = t->synced = t->written_back = offset;
-        if (session_string(o, "digest") && !(*ret_digest = strdup(session_string(o, "digest"))))
+        if (json_get_string(o, "digest") && !(*ret_digest = strdup(json_get_string(o, "digest"))))
                 return -ENOMEM;
         return 1;
 }
@@ -168,25 +166,11 @@ static int maybe_sync(Target *t) {
 static void push_progress(Target *t) {
         static const char *const phases[] = { [PHASE_WAITING] = "transferring", [PHASE_TRANSFERRING] = "transferring",
                                               [PHASE_VERIFYING] = "verifying", [PHASE_DONE] = "verifying" };
-        uint64_t now = now_monotonic_usec();
-        uint64_t rate = t->last_progress_at && t->offset >= t->last_progress_bytes
-                                ? (t->offset - t->last_progress_bytes) * USEC_PER_SEC /
-                                          MAX(now - t->last_progress_at, (uint64_t) 1)
-                                : 0;
-        json_object *p;
 
-        if (t->offset == t->last_progress_bytes && t->phase == t->last_progress_phase)
+        if (t->offset == t->progress.bytes && t->phase == t->last_progress_phase)
                 return;
-        t->last_progress_bytes = t->offset;
-        t->last_progress_at = now;
         t->last_progress_phase = t->phase;
-        p = json_object_new_object();
-        json_object_object_add(p, "session", json_object_new_string(t->agent->settings.session));
-        json_object_object_add(p, "role", json_object_new_string("target"));
-        json_object_object_add(p, "bytesTransferred", json_object_new_int64((int64_t) t->offset));
-        json_object_object_add(p, "rateBps", json_object_new_int64((int64_t) rate));
-        json_object_object_add(p, "phase", json_object_new_string(phases[t->phase]));
-        (void) queue_push(t->agent->queue, "ReportProgress", p);
+        agent_report_progress(t->agent, &t->progress, "target", t->offset, phases[t->phase]);
 }
 
 static int on_progress(sd_event_source *es, uint64_t usec, void *userdata) {
@@ -229,9 +213,7 @@ static void finish(Target *t, const char *known_digest) {
                 agent_finish(t->agent, AGENT_EXIT_SUCCESS);
                 return;
         }
-        p = json_object_new_object();
-        json_object_object_add(p, "session", json_object_new_string(t->agent->settings.session));
-        json_object_object_add(p, "role", json_object_new_string("target"));
+        p = agent_report_new(t->agent, "target");
         json_object_object_add(p, "digest", json_object_new_string(digest));
         if (queue_push(t->agent->queue, "ReportComplete", p) < 0) {
                 agent_exit(t->agent, AGENT_EXIT_FAILURE);
@@ -286,8 +268,6 @@ static size_t apply_frame(Target *t) {
         }
         t->offset = h->offset + h->length;
         t->high_water = MAX(t->high_water, t->offset);
-        if (t->bad_offset < t->offset)
-                t->bad_frames = 0;
         t->have = 0;
         return maybe_sync(t) < 0 ? 0 : 1;
 }
@@ -435,18 +415,9 @@ static int start_stream(Target *t) {
         t->peer_checked = false;
         t->abort_reason = NULL;
         t->cut = CUT_NONE;
-        t->easy = curl_easy_init();
-        if (!t->easy || curl_easy_setopt(t->easy, CURLOPT_URL, url) != CURLE_OK ||
-            curl_easy_setopt(t->easy, CURLOPT_NOSIGNAL, 1L) != CURLE_OK ||
-            curl_easy_setopt(t->easy, CURLOPT_PROTOCOLS_STR, "https") != CURLE_OK ||
-            curl_easy_setopt(t->easy, CURLOPT_CAPATH, NULL) != CURLE_OK ||
-            curl_easy_setopt(t->easy, CURLOPT_CAINFO, a->ca_path) != CURLE_OK ||
-            curl_easy_setopt(t->easy, CURLOPT_SSLCERT, a->cert_path) != CURLE_OK ||
-            curl_easy_setopt(t->easy, CURLOPT_SSLKEY, a->key_path) != CURLE_OK ||
-            curl_easy_setopt(t->easy, CURLOPT_CONNECTTIMEOUT, 10L) != CURLE_OK ||
-            curl_easy_setopt(t->easy, CURLOPT_LOW_SPEED_LIMIT, 1L) != CURLE_OK ||
+        t->easy = client_easy_new_url(a, url);
+        if (!t->easy || curl_easy_setopt(t->easy, CURLOPT_LOW_SPEED_LIMIT, 1L) != CURLE_OK ||
             curl_easy_setopt(t->easy, CURLOPT_LOW_SPEED_TIME, 30L) != CURLE_OK ||
-            curl_easy_setopt(t->easy, CURLOPT_TCP_KEEPALIVE, 1L) != CURLE_OK ||
             curl_easy_setopt(t->easy, CURLOPT_BUFFERSIZE, 512L * 1024) != CURLE_OK ||
             curl_easy_setopt(t->easy, CURLOPT_HEADERFUNCTION, on_header) != CURLE_OK ||
             curl_easy_setopt(t->easy, CURLOPT_HEADERDATA, t) != CURLE_OK ||
@@ -465,7 +436,7 @@ static int preflight(Target *t, json_object *session) {
         _cleanup_free_ char *holder = NULL, *digest = NULL;
         int r;
 
-        t->size = (uint64_t) session_int(session, "sizeBytes");
+        t->size = (uint64_t) json_get_int(session, "sizeBytes");
         r = device_open(a->settings.device, O_RDWR, &t->dev, &holder);
         if (r == -EBUSY) {
                 report_failed(t, "DeviceBusy",
@@ -510,14 +481,14 @@ static int preflight(Target *t, json_object *session) {
 
 static void on_session(Agent *a, json_object *session) {
         Target *t = a->target;
-        const char *status = session_string(session, "status"), *address = session_string(session, "sourceAddress");
-        int64_t port = session_int(session, "sourcePort");
+        const char *status = json_get_string(session, "status"), *address = json_get_string(session, "sourceAddress");
+        int64_t port = json_get_int(session, "sourcePort");
 
         if (session_is_final(session)) {
                 if (t->phase == PHASE_DONE && streq(status, "completed"))
                         return; /* our completion was taken; the queue decides when we leave */
-                log_info("Session %s is %s%s%s; stopping.", a->settings.session, status,
-                         session_string(session, "error") ? ": " : "", strempty(session_string(session, "error")));
+                log_info("Session %s is %s%s%s; stopping.", a->settings.session, strna(status),
+                         json_get_string(session, "error") ? ": " : "", strempty(json_get_string(session, "error")));
                 stop_stream(t);
                 t->phase = PHASE_DONE;
                 if (t->dev.fd >= 0 && t->offset > 0)
@@ -525,7 +496,7 @@ static void on_session(Agent *a, json_object *session) {
                 agent_finish(a, streq(status, "completed") ? AGENT_EXIT_SUCCESS : AGENT_EXIT_SESSION_FAILED);
                 return;
         }
-        if (!address || port <= 0 || session_int(session, "sizeBytes") <= 0 || t->phase == PHASE_DONE ||
+        if (!address || port <= 0 || json_get_int(session, "sizeBytes") <= 0 || t->phase == PHASE_DONE ||
             a->finishing)
                 return;
         bool moved = !streq_ptr(t->address, address) || t->port != port;

@@ -89,8 +89,7 @@ static int fail_bus_error(Call *call, CloneSession *c, const sd_bus_error *e) {
 }
 
 static const char *get_string(Call *call, const char *key) {
-        json_object *v;
-        return json_object_object_get_ex(call->p, key, &v) ? json_object_get_string(v) : NULL;
+        return json_get_string(call->p, key);
 }
 
 static uint64_t get_uint(Call *call, const char *key) {
