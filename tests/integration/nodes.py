@@ -3,13 +3,11 @@
 and pureboot-agent run the way its unit runs it (a kernel command line with the boot answer's settings).
 Everything made here is recorded and removed by name, PID and device, also when a test fails."""
 
-import contextlib
 import hashlib
 import os
 import re
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 from harness import AGENT, wait_for

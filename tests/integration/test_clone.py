@@ -9,9 +9,8 @@ import time
 
 import pytest
 
-from harness import PUREBOOTCTL, Bridge, make_key_and_csr, run, wait_for
-from nodes import (Agent, Loop, Network, ca_fingerprint, check_files, cmdline, make_random_disk, make_source_disk,
-                   sha256,
+from harness import PUREBOOTCTL, Bridge, make_key_and_csr, wait_for
+from nodes import (Agent, Network, ca_fingerprint, check_files, cmdline, make_random_disk, make_source_disk, sha256,
                    sh)
 
 DISK = 256 << 20
@@ -133,6 +132,21 @@ def test_direct_clone_end_to_end(clone_of, disks, ctl, tmp_path, system_bus):
     assert c.prop("SourceDigest") == c.prop("TargetDigest")
 
 
+@pytest.fixture
+def under_way(clone_of, disks):
+    """A clone of the source disk onto a random one, the target reading at most max_rate, returned once it
+    has written past `past` bytes: (clone, source loop, target loop, files)."""
+    def start(max_rate, past):
+        source, files = disks.source()
+        target = disks.random("target")
+        c = clone_of(source.device, target.device, target_args=[f"--max-rate={max_rate}"])
+        c.source.start()
+        c.target.start()
+        wait_for(lambda: target_offset(c) > past, timeout=60, what="the clone to be under way")
+        return c, source, target, files
+    return start
+
+
 def resent_bytes(agent):
     m = re.search(r"(\d+) bytes of it again after interruptions", agent.text())
     assert m, agent.text()
@@ -153,13 +167,8 @@ def finish(c, source, target, files, tmp_path):
     check_files(target, files, tmp_path)
 
 
-def test_source_killed_mid_stream_resumes(clone_of, disks, tmp_path):
-    source, files = disks.source()
-    target = disks.random("target")
-    c = clone_of(source.device, target.device, target_args=["--max-rate=12M"])
-    c.source.start()
-    c.target.start()
-    wait_for(lambda: target_offset(c) > 40 << 20, timeout=60, what="the clone to be under way")
+def test_source_killed_mid_stream_resumes(under_way, tmp_path):
+    c, source, target, files = under_way("12M", 40 << 20)
     c.source.kill()
     time.sleep(1)
     c.source.start()
@@ -169,13 +178,8 @@ def test_source_killed_mid_stream_resumes(clone_of, disks, tmp_path):
     assert resent_bytes(c.target) < DISK // 10
 
 
-def test_target_killed_resumes_from_its_journal(clone_of, disks, tmp_path):
-    source, files = disks.source()
-    target = disks.random("target")
-    c = clone_of(source.device, target.device, target_args=["--max-rate=12M"])
-    c.source.start()
-    c.target.start()
-    wait_for(lambda: target_offset(c) > 60 << 20, timeout=60, what="the clone to be under way")
+def test_target_killed_resumes_from_its_journal(under_way, tmp_path):
+    c, source, target, files = under_way("12M", 60 << 20)
     c.target.kill()
     c.target.start()
     finish(c, source, target, files, tmp_path)
@@ -183,13 +187,8 @@ def test_target_killed_resumes_from_its_journal(clone_of, disks, tmp_path):
     assert m and int(m.group(1)) > 0, c.target.text()
 
 
-def test_controller_and_bridge_down_mid_clone(clone_of, disks, tmp_path, controller, bridge_on_network):
-    source, files = disks.source()
-    target = disks.random("target")
-    c = clone_of(source.device, target.device, target_args=["--max-rate=8M"])
-    c.source.start()
-    c.target.start()
-    wait_for(lambda: target_offset(c) > 20 << 20, timeout=60, what="the clone to be under way")
+def test_controller_and_bridge_down_mid_clone(under_way, tmp_path, controller, bridge_on_network):
+    c, source, target, files = under_way("8M", 20 << 20)
     bridge_on_network.stop()
     assert controller.stop() == 0
     time.sleep(30)
@@ -269,13 +268,8 @@ def test_a_smaller_target_fails_before_writing(clone_of, disks, tmp_path):
     assert c.source.wait(30) == 4, c.source.text()
 
 
-def test_cancel_stops_both_agents_quickly(clone_of, disks, ctl):
-    source, _ = disks.source()
-    target = disks.random("target")
-    c = clone_of(source.device, target.device, target_args=["--max-rate=4M"])
-    c.source.start()
-    c.target.start()
-    wait_for(lambda: target_offset(c) > 8 << 20, timeout=60, what="the clone to be under way")
+def test_cancel_stops_both_agents_quickly(under_way, ctl):
+    c, source, target, _ = under_way("4M", 8 << 20)
     ctl("clone", "cancel", c.id, check=True)
     started = time.monotonic()
     assert c.target.wait(10) == 4, c.target.text()
