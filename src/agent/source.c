@@ -31,7 +31,7 @@ struct Source {
         char *expected_cn;
         Digest digest; /* over chunks in order, from the start of the disk */
         bool complete_reported;
-        uint64_t served_to, bytes_sent; /* the furthest offset served; payload bytes sent */
+        uint64_t served_to; /* the furthest offset served */
         ProgressMeter progress;
         sd_event_source *progress_timer;
         unsigned streams;
@@ -123,7 +123,6 @@ static int produce(Stream *st) {
                 digest_chunk(s, pos, content);
                 st->frame_len = FRAME_HEADER_SIZE + data;
                 st->frame_off = 0;
-                s->bytes_sent += data;
 #if PB_FAULT_INJECTION
                 if (s->corrupt_offset == pos + 1) {
                         log_warning("Fault injection: damaging the frame at offset %" PRIu64 " after hashing.", pos);
