@@ -243,3 +243,55 @@ int strextend_printf(char **s, const char *format, ...) {
         *s = t;
         return 0;
 }
+
+size_t strv_length(char *const *l) {
+        size_t n = 0;
+        STRV_FOREACH (s, l)
+                n++;
+        return n;
+}
+
+char **strv_new(const char *first) {
+        char **l = calloc(2, sizeof(char *));
+        if (l && first && !(l[0] = strdup(first))) {
+                free(l);
+                return NULL;
+        }
+        return l;
+}
+
+bool strv_contains(const char *const *l, const char *s) {
+        for (; l && *l; l++)
+                if (streq(*l, s))
+                        return true;
+        return false;
+}
+
+int strv_extend(char ***l, const char *s) {
+        size_t n = strv_length(*l);
+        char *t = strdup(s), **nl;
+        if (!t)
+                return -ENOMEM;
+        nl = reallocarray(*l, n + 2, sizeof(char *));
+        if (!nl) {
+                free(t);
+                return -ENOMEM;
+        }
+        nl[n] = t;
+        nl[n + 1] = NULL;
+        *l = nl;
+        return 0;
+}
+
+void strv_remove(char **l, const char *s) {
+        char **w = l;
+        if (!l)
+                return;
+        for (char **r = l; *r; r++) {
+                if (streq(*r, s))
+                        free(*r);
+                else
+                        *w++ = *r;
+        }
+        *w = NULL;
+}

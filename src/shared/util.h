@@ -2,6 +2,7 @@
 /* Small helpers: clocks, ids, names, files written atomically. */
 #pragma once
 
+#include <strings.h>
 #include <sys/types.h>
 
 #include "macro.h"
@@ -33,3 +34,16 @@ int mkdir_p(const char *path, mode_t mode);
 
 /* Appends to a dynamically grown string; returns -ENOMEM on failure. */
 int strextend_printf(char **s, const char *format, ...) _printf_(2, 3);
+
+/* NULL-terminated string lists. strv_new(NULL) is an empty list. */
+#define STRV_FOREACH(s, l) for (char *const *s = (l); s && *s; s++)
+size_t strv_length(char *const *l);
+char **strv_new(const char *first);
+bool strv_contains(const char *const *l, const char *s);
+int strv_extend(char ***l, const char *s);
+/* Drops every entry equal to s. */
+void strv_remove(char **l, const char *s);
+
+static inline bool strcaseeq_ptr(const char *a, const char *b) {
+        return a && b && strcasecmp(a, b) == 0;
+}
