@@ -17,6 +17,8 @@ void agent_settings_done(AgentSettings *s) {
                 free(*strings[i]);
                 *strings[i] = NULL;
         }
+        strv_free(s->devices);
+        s->devices = NULL;
 }
 
 int agent_new(AgentSettings *settings, Agent **ret) {
@@ -44,11 +46,12 @@ Agent *agent_free(Agent *a) {
         client_watch_stop(a);
         source_free(a->source);
         target_free(a->target);
+        partitioner_free(a->partitioner);
         queue_free(a->queue);
         curl_glue_free(a->curl);
         sd_event_source_disable_unref(a->ack_timer);
         sd_event_unref(a->event);
-        json_object_put(a->session);
+        json_object_put(a->watched);
         agent_settings_done(&a->settings);
         char **strings[] = { &a->ca_path, &a->cert_path, &a->key_path, &a->ca_pem,
                              &a->cert_pem, &a->key_pem, &a->role, &a->local_address };

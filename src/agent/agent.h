@@ -14,6 +14,7 @@ typedef struct CurlGlue CurlGlue;
 typedef struct ReportQueue ReportQueue;
 typedef struct Source Source;
 typedef struct Target Target;
+typedef struct Partitioner Partitioner;
 typedef struct Agent Agent;
 
 /* Exit codes, so a unit and an operator can tell why the agent stopped. */
@@ -32,6 +33,7 @@ typedef struct AgentSettings {
         char *token;          /* pureboot.token= */
         char *ca;             /* pureboot.ca=sha256:HEX, the CA's fingerprint */
         char *device;         /* pureboot.device= */
+        char **devices;       /* pureboot.devices=: what partition mode scans (default: every disk) */
         char *state_dir;
         char *address;        /* what the source reports as its address; default: ours towards the bridge */
         uint16_t port;        /* where the source serves */
@@ -41,7 +43,8 @@ typedef struct AgentSettings {
 } AgentSettings;
 
 typedef void (*CallDone)(Agent *a, const char *error, json_object *reply, void *userdata);
-typedef void (*SessionChanged)(Agent *a, json_object *session);
+/* A new record on the watched stream: a Session, or the node's NodeOrders. */
+typedef void (*WatchChanged)(Agent *a, json_object *record);
 
 struct Agent {
         sd_event *event;
@@ -55,13 +58,14 @@ struct Agent {
         char *role; /* source or target, from the enrolment */
         char *local_address; /* the address the bridge last saw us from */
 
-        /* WatchSession: the stream and what it last said. */
+        /* WatchSession or WatchNode: the stream and what it last said. */
         struct Watch *watch;
-        json_object *session; /* the latest Session record */
-        SessionChanged on_session;
+        json_object *watched; /* the latest record */
+        WatchChanged on_watched;
 
         Source *source;
         Target *target;
+        Partitioner *partitioner;
         bool finishing; /* the job is done; waiting for the queue to drain */
         sd_event_source *ack_timer;
         int exit_code;
@@ -99,8 +103,9 @@ CURL *client_easy_new(Agent *a, const char *path);
 void client_note_address(Agent *a, CURL *easy);
 /* Our address on the route to the bridge, found without sending anything. */
 int client_local_address(Agent *a, char **ret);
-/* Follows the session with WatchSession, reconnecting as needed; a->on_session hears each change. */
-int client_watch_start(Agent *a);
+/* Follows method (WatchSession, WatchNode) called with params (taken), reconnecting as needed; changed
+ * hears each new record, from the loop. */
+int client_watch_start(Agent *a, const char *method, json_object *params, WatchChanged changed);
 void client_watch_stop(Agent *a);
 
 /* enrol.c: key, CA (checked against pureboot.ca=), certificate; done() runs when we hold them. */
@@ -111,3 +116,7 @@ int source_start(Agent *a);
 Source *source_free(Source *s);
 int target_start(Agent *a);
 Target *target_free(Target *t);
+/* partition.c: partition mode (once: the scan verb, one scan reported), and a scan printed as JSON. */
+int partition_start(Agent *a, bool once);
+Partitioner *partitioner_free(Partitioner *p);
+int scan_print(char **devices);

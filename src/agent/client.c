@@ -198,9 +198,10 @@ int client_call(Agent *a, const char *method, json_object *params, CallDone done
         return r;
 }
 
-/* WatchSession: one long request; each record is RS, JSON, LF. */
+/* WatchSession or WatchNode: one long request; each record is RS, JSON, LF. */
 typedef struct Watch {
         Agent *agent;
+        char *method, *path;
         CURL *easy;
         struct curl_slist *headers;
         char *body, *buf;
@@ -215,28 +216,33 @@ static int on_dispatch(sd_event_source *s, void *userdata) {
         Watch *w = userdata;
         Agent *a = w->agent;
         (void) s;
-        if (a->on_session && a->session)
-                a->on_session(a, a->session);
+        if (a->on_watched && a->watched)
+                a->on_watched(a, a->watched);
         return 0;
 }
 
 static void watch_record(Watch *w, const char *text) {
         Agent *a = w->agent;
-        json_object *o = json_tokener_parse(text), *session;
+        json_object *o = json_tokener_parse(text), *e;
 
         if (!o)
                 return;
-        if (json_object_object_get_ex(o, "session", &session)) {
-                if (!w->got_record)
-                        reachable(a);
-                w->got_record = true;
-                json_object_put(a->session);
-                a->session = json_object_get(session);
-                (void) sd_event_source_set_enabled(w->dispatch, SD_EVENT_ONESHOT);
-        } else {
-                json_object *e;
-                log_warning("WatchSession answered %s.",
-                            json_object_object_get_ex(o, "error", &e) ? json_object_get_string(e) : text);
+        if (json_object_object_get_ex(o, "error", &e))
+                log_warning("%s answered %s.", w->method, json_object_get_string(e));
+        else {
+                /* The record's one member: the Session or the NodeOrders. */
+                json_object_object_foreach(o, key, value) {
+                        (void) key;
+                        if (!json_object_is_type(value, json_type_object))
+                                continue;
+                        if (!w->got_record)
+                                reachable(a);
+                        w->got_record = true;
+                        json_object_put(a->watched);
+                        a->watched = json_object_get(value);
+                        (void) sd_event_source_set_enabled(w->dispatch, SD_EVENT_ONESHOT);
+                        break;
+                }
         }
         json_object_put(o);
 }
@@ -265,7 +271,7 @@ static int on_watch_retry(sd_event_source *s, uint64_t usec, void *userdata) {
         (void) s, (void) usec;
         w->retry = sd_event_source_disable_unref(w->retry);
         if (watch_connect(w) < 0)
-                log_warning("Failed to reconnect to the session's stream; trying again.");
+                log_warning("Failed to reconnect to the %s stream; trying again.", w->method);
         return 0;
 }
 
@@ -278,12 +284,12 @@ static void on_watch_done(CURL *easy, CURLcode result, void *userdata) {
         curl_easy_cleanup(w->easy);
         w->easy = NULL;
         w->len = 0;
-        if (a->session && session_is_final(a->session))
+        if (a->watched && session_is_final(a->watched))
                 return; /* the stream ended with the session */
         if (w->got_record)
                 backoff_reset(&w->backoff);
         uint64_t delay = backoff_next(&w->backoff);
-        log_debug("The session's stream ended (%s); reconnecting in %.1f s.", curl_easy_strerror(result),
+        log_debug("The %s stream ended (%s); reconnecting in %.1f s.", w->method, curl_easy_strerror(result),
                   (double) delay / USEC_PER_SEC);
         (void) sd_event_add_time_relative(a->event, &w->retry, CLOCK_MONOTONIC, delay, 0, on_watch_retry, w);
 }
@@ -291,7 +297,7 @@ static void on_watch_done(CURL *easy, CURLcode result, void *userdata) {
 static int watch_connect(Watch *w) {
         Agent *a = w->agent;
         w->got_record = false;
-        w->easy = client_easy_new(a, "/call/" NODE_PREFIX "WatchSession");
+        w->easy = client_easy_new(a, w->path);
         if (!w->easy || curl_easy_setopt(w->easy, CURLOPT_HTTPHEADER, w->headers) != CURLE_OK ||
             curl_easy_setopt(w->easy, CURLOPT_POSTFIELDS, w->body) != CURLE_OK ||
             curl_easy_setopt(w->easy, CURLOPT_WRITEFUNCTION, on_watch_data) != CURLE_OK ||
@@ -309,11 +315,11 @@ static void watch_kick(Agent *a) {
                 return;
         w->retry = sd_event_source_disable_unref(w->retry);
         if (watch_connect(w) < 0)
-                log_warning("Failed to reconnect to the session's stream; trying again.");
+                log_warning("Failed to reconnect to the %s stream; trying again.", w->method);
 }
 
-int client_watch_start(Agent *a) {
-        _cleanup_(json_object_unrefp) json_object *p = json_object_new_object();
+int client_watch_start(Agent *a, const char *method, json_object *params, WatchChanged changed) {
+        _cleanup_(json_object_unrefp) json_object *p = params;
         Watch *w;
 
         if (a->watch)
@@ -322,13 +328,15 @@ int client_watch_start(Agent *a) {
         if (!w)
                 return -ENOMEM;
         *w = (Watch){ .agent = a };
+        a->watch = w;
+        a->on_watched = changed;
         backoff_init(&w->backoff);
-        json_object_object_add(p, "session", json_object_new_string(a->settings.session));
+        w->method = strdup(method);
         w->body = strdup(json_object_to_json_string_ext(p, JSON_C_TO_STRING_PLAIN));
         w->headers = curl_slist_append(NULL, "Content-Type: application/json");
         w->headers = w->headers ? curl_slist_append(w->headers, "Accept: application/json-seq") : NULL;
-        a->watch = w;
-        if (!w->body || !w->headers || sd_event_add_defer(a->event, &w->dispatch, on_dispatch, w) < 0 ||
+        if (!w->method || !w->body || !w->headers || asprintf(&w->path, "/call/" NODE_PREFIX "%s", method) < 0 ||
+            sd_event_add_defer(a->event, &w->dispatch, on_dispatch, w) < 0 ||
             sd_event_source_set_enabled(w->dispatch, SD_EVENT_OFF) < 0) {
                 client_watch_stop(a);
                 return -ENOMEM;
@@ -347,6 +355,8 @@ void client_watch_stop(Agent *a) {
         sd_event_source_disable_unref(w->retry);
         sd_event_source_disable_unref(w->dispatch);
         curl_slist_free_all(w->headers);
+        free(w->method);
+        free(w->path);
         free(w->body);
         free(w->buf);
         free(w);

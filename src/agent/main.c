@@ -22,12 +22,18 @@ static void help(void) {
                "Verbs:\n"
                "  clone-source             Serve this node's disk to the session's target\n"
                "  clone-target             Write this node's disk from the session's source\n"
+               "  partition                Report this node's disks and apply the partition operations\n"
+               "                           queued on them, as the controller asks\n"
+               "  scan                     Report this node's disks once (with --json: print them)\n"
                "  run                      The verb named by pureboot.mode= (as the units start it)\n\n"
                "Options (each defaults to the pureboot.* setting of the same name on the command line):\n"
                "  -h --help                Show this help\n"
                "     --cmdline-file=FILE   Read settings from FILE instead of /proc/cmdline\n"
                "     --mode=MODE           clone_source_direct, clone_target_direct, …\n"
                "     --session=ID --node=ID --token=TOKEN --device=PATH\n"
+               "     --devices=DEV[,DEV...] The disks partition mode and scan look at (default: every\n"
+               "                           sd*, nvme*, vd* and mmcblk* disk); loop devices are allowed here\n"
+               "     --json                scan: print the disks as JSON instead of reporting them\n"
                "     --server=URL          The bridge, https://HOST:PORT\n"
                "     --ca=sha256:HEX       Fingerprint of the PureBoot CA the bridge must present\n"
                "     --state-dir=DIR       Key, certificate, journal and report queue (default " DEFAULT_STATE_DIR ")\n"
@@ -75,13 +81,37 @@ static const char *verb_of_mode(const char *mode) {
                 return "clone-source";
         if (STR_IN_SET(mode, "clone_target_direct", "clone-target"))
                 return "clone-target";
+        if (STR_IN_SET(mode, "partition", "scan"))
+                return mode;
         return NULL;
 }
+
+/* DEV[,DEV...]: each a device path, as the device is named to the controller. */
+static int parse_devices(const char *s, char ***ret) {
+        _cleanup_strv_free_ char **l = strv_new(NULL);
+        _cleanup_free_ char *copy = strdup(s);
+        char *save = NULL;
+
+        if (!l || !copy)
+                return -ENOMEM;
+        for (char *d = strtok_r(copy, ",", &save); d; d = strtok_r(NULL, ",", &save)) {
+                if (!device_path_is_valid(d))
+                        return log_error_errno(EINVAL, "%s is not a device path (/dev/...).", d);
+                if (strv_extend(&l, d) < 0)
+                        return -ENOMEM;
+        }
+        strv_free(*ret);
+        *ret = TAKE_PTR(l);
+        return 0;
+}
+
+static bool arg_json = false;
 
 static int parse_argv(int argc, char *argv[], AgentSettings *s, const char **ret_verb) {
         enum {
                 ARG_CMDLINE_FILE = 0x100, ARG_MODE, ARG_SESSION, ARG_NODE, ARG_TOKEN, ARG_DEVICE, ARG_SERVER, ARG_CA,
                 ARG_STATE_DIR, ARG_PORT, ARG_ADDRESS, ARG_MAX_RATE, ARG_ACK_TIMEOUT, ARG_REBOOT, ARG_LOG_LEVEL,
+                ARG_DEVICES, ARG_JSON,
         };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
@@ -91,6 +121,8 @@ static int parse_argv(int argc, char *argv[], AgentSettings *s, const char **ret
                 { "node", required_argument, NULL, ARG_NODE },
                 { "token", required_argument, NULL, ARG_TOKEN },
                 { "device", required_argument, NULL, ARG_DEVICE },
+                { "devices", required_argument, NULL, ARG_DEVICES },
+                { "json", no_argument, NULL, ARG_JSON },
                 { "server", required_argument, NULL, ARG_SERVER },
                 { "ca", required_argument, NULL, ARG_CA },
                 { "state-dir", required_argument, NULL, ARG_STATE_DIR },
@@ -141,6 +173,12 @@ static int parse_argv(int argc, char *argv[], AgentSettings *s, const char **ret
                                 s->ack_timeout_usec = u * USEC_PER_SEC;
                         break;
                 case ARG_REBOOT: s->reboot = true; break;
+                case ARG_JSON: arg_json = true; break;
+                case ARG_DEVICES:
+                        r = parse_devices(optarg, &s->devices);
+                        if (r < 0)
+                                return r;
+                        break;
                 case ARG_LOG_LEVEL:
                         r = log_parse_level(optarg);
                         if (r < 0)
@@ -153,7 +191,8 @@ static int parse_argv(int argc, char *argv[], AgentSettings *s, const char **ret
                         return log_oom();
         }
         if (optind + 1 != argc)
-                return log_error_errno(EINVAL, "Give one verb: clone-source, clone-target or run (see --help).");
+                return log_error_errno(EINVAL, "Give one verb: clone-source, clone-target, partition, scan or run "
+                                       "(see --help).");
 
         r = cmdline_read(cmdline_file, &cmdline);
         if (r < 0)
@@ -172,6 +211,14 @@ static int parse_argv(int argc, char *argv[], AgentSettings *s, const char **ret
                 if (r < 0)
                         return log_oom();
         }
+        if (!s->devices) {
+                _cleanup_free_ char *devices = NULL;
+                r = cmdline_get(cmdline, "pureboot.devices", &devices);
+                if (r < 0)
+                        return log_oom();
+                if (r > 0 && parse_devices(devices, &s->devices) < 0)
+                        return -EINVAL;
+        }
         if (!s->state_dir && !(s->state_dir = strdup(getenv("STATE_DIRECTORY") ?: DEFAULT_STATE_DIR)))
                 return log_oom();
 
@@ -182,17 +229,22 @@ static int parse_argv(int argc, char *argv[], AgentSettings *s, const char **ret
                         return log_error_errno(EINVAL, "pureboot.mode=%s is not a mode this agent runs.", strna(s->mode));
         } else if (!verb_of_mode(verb))
                 return log_error_errno(EINVAL, "Unknown verb %s (see --help).", verb);
+        bool clone = startswith(verb, "clone-");
+        if (streq(verb, "scan") && arg_json) {
+                *ret_verb = verb;
+                return 1; /* nothing leaves the machine */
+        }
         const struct {
                 const char *value, *name;
         } required[] = {
-                { s->session, "pureboot.session= (--session)" },
+                { clone ? s->session : "-", "pureboot.session= (--session)" },
                 { s->server, "pureboot.server= (--server)" },
-                { s->device, "pureboot.device= (--device)" },
+                { clone ? s->device : "-", "pureboot.device= (--device)" },
         };
         for (size_t i = 0; i < ELEMENTSOF(required); i++)
                 if (isempty(required[i].value))
                         return log_error_errno(EINVAL, "%s needs %s.", verb, required[i].name);
-        if (!id_is_valid(s->session))
+        if (clone && !id_is_valid(s->session))
                 return log_error_errno(EINVAL, "pureboot.session=%s is not a session id.", s->session);
         if (!startswith(s->server, "https://"))
                 return log_error_errno(EINVAL, "pureboot.server=%s must be an https:// URL.", s->server);
@@ -218,7 +270,7 @@ static void on_answered(Agent *a, const char *method, json_object *params, const
                 log_error("The controller refused our readiness (%s); is the session started?", error);
                 agent_exit(a, AGENT_EXIT_FAILURE);
         } else if (streq(method, "ReportComplete") && a->exit_code == AGENT_EXIT_SUCCESS &&
-                   !streq_ptr(json_get_string(a->session, "status"), "completed"))
+                   !streq_ptr(json_get_string(a->watched, "status"), "completed"))
                 /* Refused, and not because the session completed already (a resend after a restart). */
                 a->exit_code = AGENT_EXIT_SESSION_FAILED;
 }
@@ -234,6 +286,11 @@ int main(int argc, char *argv[]) {
         if (r <= 0) {
                 agent_settings_done(&settings);
                 return r < 0 ? AGENT_EXIT_USAGE : AGENT_EXIT_SUCCESS;
+        }
+        if (streq(verb, "scan") && arg_json) {
+                r = scan_print(settings.devices);
+                agent_settings_done(&settings);
+                return r < 0 ? AGENT_EXIT_FAILURE : AGENT_EXIT_SUCCESS;
         }
         umask(0077);
         if (gnutls_global_init() < 0 || curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
@@ -258,7 +315,9 @@ int main(int argc, char *argv[]) {
         else
                 r = queue_new(a, queue_dir, on_answered, &a->queue);
         if (r >= 0)
-                r = streq(verb, "clone-source") ? source_start(a) : target_start(a);
+                r = streq(verb, "clone-source")   ? source_start(a)
+                    : streq(verb, "clone-target") ? target_start(a)
+                                                  : partition_start(a, streq(verb, "scan"));
         if (r < 0) {
                 log_error_errno(r, "Cannot start %s: %m", verb);
                 a->exit_code = r == -EINVAL ? AGENT_EXIT_USAGE : AGENT_EXIT_FAILURE;

@@ -12,11 +12,6 @@
 #include "queue.h"
 #include "util.h"
 
-static void closedirp(DIR **d) {
-        if (*d)
-                closedir(*d);
-}
-
 typedef struct Report {
         uint64_t sequence;
         char *method, *path;
@@ -234,9 +229,9 @@ bool queue_is_empty(ReportQueue *q) {
         return !q->head;
 }
 
-bool queue_contains(ReportQueue *q, const char *method) {
+bool queue_contains(ReportQueue *q, const char *method, const char *key, const char *value) {
         for (Report *r = q->head; r; r = r->next)
-                if (streq(r->method, method))
+                if (streq(r->method, method) && (!key || streq_ptr(json_get_string(r->params, key), value)))
                         return true;
         return false;
 }

@@ -16,7 +16,8 @@ ReportQueue *queue_free(ReportQueue *q);
 /* Queues method(params), giving params its "sequence" (params is taken). */
 int queue_push(ReportQueue *q, const char *method, json_object *params);
 bool queue_is_empty(ReportQueue *q);
-/* Whether a report of this method waits in the queue (from this run or an earlier one). */
-bool queue_contains(ReportQueue *q, const char *method);
+/* Whether a report of this method (whose parameter key is value, if key is given) waits in the queue,
+ * from this run or an earlier one. */
+bool queue_contains(ReportQueue *q, const char *method, const char *key, const char *value);
 /* Sends now instead of waiting out a backoff: the bridge was seen to answer again. */
 void queue_kick(ReportQueue *q);

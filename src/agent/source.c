@@ -321,7 +321,7 @@ static int serve(Source *s) {
         if (r >= 0)
                 r = report_ready(s);
         if (r >= 0)
-                r = client_watch_start(a);
+                r = client_watch_start(a, "WatchSession", agent_report_new(a, NULL), on_session);
         return r;
 }
 
@@ -346,7 +346,6 @@ int source_start(Agent *a) {
         s->agent = a;
         s->dev.fd = -EBADF;
         a->source = s;
-        a->on_session = on_session;
         if (asprintf(&s->expected_cn, "clone-%s-target", a->settings.session) < 0)
                 return -ENOMEM;
         r = digest_init(&s->digest);

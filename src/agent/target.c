@@ -209,7 +209,7 @@ static void finish(Target *t, const char *known_digest) {
                  FORMAT_BYTES(t->zeroed), digest);
         t->phase = PHASE_DONE;
         /* An earlier run may have queued it already, before it was stopped. */
-        if (queue_contains(t->agent->queue, "ReportComplete")) {
+        if (queue_contains(t->agent->queue, "ReportComplete", NULL, NULL)) {
                 agent_finish(t->agent, AGENT_EXIT_SUCCESS);
                 return;
         }
@@ -532,7 +532,7 @@ static void on_enrolled(Agent *a) {
         if (r >= 0)
                 r = sd_event_source_set_enabled(t->progress_timer, SD_EVENT_ON);
         if (r >= 0)
-                r = client_watch_start(a);
+                r = client_watch_start(a, "WatchSession", agent_report_new(a, NULL), on_session);
         if (r < 0) {
                 log_error_errno(r, "Failed to start: %m");
                 agent_exit(a, AGENT_EXIT_FAILURE);
@@ -550,7 +550,6 @@ int target_start(Agent *a) {
         t->agent = a;
         t->dev.fd = -EBADF;
         a->target = t;
-        a->on_session = on_session;
         backoff_init(&t->backoff);
         t->frame = malloc(FRAME_HEADER_SIZE + FRAME_CHUNK);
         if (!t->frame || asprintf(&t->source_cn, "clone-%s-source", a->settings.session) < 0 ||

@@ -36,6 +36,7 @@ unsigned varlink_error_status(const char *error) {
                 { ".PermissionDenied", MHD_HTTP_FORBIDDEN },
                 { ".InvalidToken", MHD_HTTP_FORBIDDEN },
                 { ".NoSuchSession", MHD_HTTP_NOT_FOUND },
+                { ".NoSuchDisk", MHD_HTTP_NOT_FOUND },
                 { ".MethodNotFound", MHD_HTTP_NOT_FOUND },
                 { ".InterfaceNotFound", MHD_HTTP_NOT_FOUND },
                 { ".InvalidState", MHD_HTTP_CONFLICT },
@@ -174,15 +175,17 @@ static int forward(Bridge *b, sd_bus_slot **slot, const char *method, Peer *peer
                                         json_object_to_json_string_ext(params, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
 }
 
-/* WatchSession as a stream of application/json-seq records: RS, JSON, LF. */
+/* WatchSession and WatchNode as streams of application/json-seq records (RS, JSON, LF): the Get call's
+ * answer, again each time the object (or, for a node, one of its disks) announces a change. */
 typedef struct Watch {
         Request *req;
         Bridge *bridge;
         Peer peer; /* a copy: the stream outlives nothing, but the connection's Peer may be re-checked */
-        char session[PB_ID_LEN + 1];
+        const char *get;   /* GetSession or GetNode */
+        json_object *params;
         sd_bus_slot *call, *match;
         bool refresh, done, waiting;
-        char *buf, *last; /* last: the previous record, so an unchanged session is not sent twice */
+        char *buf, *last; /* last: the previous record, so an unchanged answer is not sent twice */
         size_t len, pos;
 } Watch;
 
@@ -191,6 +194,7 @@ static void watch_free(Watch *w) {
                 return;
         sd_bus_slot_unref(w->call);
         sd_bus_slot_unref(w->match);
+        json_object_put(w->params);
         free(w->peer.cn);
         free(w->buf);
         free(w->last);
@@ -247,17 +251,15 @@ static int on_watch_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret_e
 }
 
 static int watch_refresh(Watch *w) {
-        _cleanup_(json_object_unrefp) json_object *p = json_object_new_object();
         if (w->call) { /* one at a time; the reply asks again */
                 w->refresh = true;
                 return 0;
         }
         w->refresh = false;
-        json_object_object_add(p, "session", json_object_new_string(w->session));
-        return forward(w->bridge, &w->call, "GetSession", &w->peer, p, on_watch_reply, w);
+        return forward(w->bridge, &w->call, w->get, &w->peer, w->params, on_watch_reply, w);
 }
 
-static int on_session_changed(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
+static int on_watched_changed(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
         (void) m, (void) ret_error;
         (void) watch_refresh(userdata);
         return 0;
@@ -296,35 +298,51 @@ static void watch_response_free(void *cls) {
         watch_free(w);
 }
 
-static int watch_start(Request *req, json_object *params) {
+/* What a watch follows: the session named in the call, or the node of the calling certificate. */
+static int watch_match(Request *req, const char *method, json_object *params, char **ret) {
+        const char *session = json_get_string(params, "session"), *node = startswith(strempty(req->peer->cn), "node-");
+
+        if (streq(method, "WatchSession")) {
+                if (!id_is_valid(session))
+                        return request_reply_error(req, MHD_HTTP_NOT_FOUND, NODE_PREFIX "NoSuchSession", "session",
+                                                   strempty(session), NULL), 0;
+                return asprintf(ret, "type='signal',sender='" DEST "',path='" ROOT "/clone/%s',"
+                                     "interface='org.freedesktop.DBus.Properties',member='PropertiesChanged'",
+                                session) < 0 ? -ENOMEM : 1;
+        }
+        if (!node || !id_is_valid(node))
+                return request_reply_error(req, MHD_HTTP_FORBIDDEN, NODE_PREFIX "PermissionDenied", "reason",
+                                           "WatchNode needs a node certificate", NULL), 0;
+        return asprintf(ret, "type='signal',sender='" DEST "',path_namespace='" ROOT "/node/%s',"
+                             "interface='org.freedesktop.DBus.Properties',member='PropertiesChanged'",
+                        node) < 0 ? -ENOMEM : 1;
+}
+
+static int watch_start(Request *req, const char *method, json_object *params) {
         Bridge *b = req->bridge;
-        json_object *s;
         _cleanup_free_ char *match = NULL;
         Watch *w;
         int r;
 
-        json_object_object_get_ex(params, "session", &s);
-        if (!id_is_valid(json_object_get_string(s)))
-                return request_reply_error(req, MHD_HTTP_NOT_FOUND, NODE_PREFIX "NoSuchSession", "session",
-                                           json_object_get_string(s), NULL);
+        r = watch_match(req, method, params, &match);
+        if (r <= 0)
+                return r;
         w = calloc(1, sizeof(Watch));
         if (!w)
                 return -ENOMEM;
         w->req = req;
         w->bridge = b;
-        snprintf(w->session, sizeof(w->session), "%s", json_object_get_string(s));
+        w->get = streq(method, "WatchSession") ? "GetSession" : "GetNode";
+        w->params = json_object_get(params);
         snprintf(w->peer.address, sizeof(w->peer.address), "%s", req->peer->address);
         w->peer.cn = strdup(req->peer->cn);
-        if (!w->peer.cn || asprintf(&match,
-                                    "type='signal',sender='" DEST "',path='" ROOT "/clone/%s',"
-                                    "interface='org.freedesktop.DBus.Properties',member='PropertiesChanged'",
-                                    w->session) < 0) {
+        if (!w->peer.cn) {
                 watch_free(w);
                 return -ENOMEM;
         }
-        r = sd_bus_add_match_async(b->bus, &w->match, match, on_session_changed, NULL, w);
+        r = sd_bus_add_match_async(b->bus, &w->match, match, on_watched_changed, NULL, w);
         if (r >= 0)
-                r = forward(b, &w->call, "WatchSession", &w->peer, params, on_watch_reply, w);
+                r = forward(b, &w->call, method, &w->peer, params, on_watch_reply, w);
         if (r >= 0) {
                 req->response = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, watch_read, w,
                                                                   watch_response_free);
@@ -400,8 +418,8 @@ int varlink_http_call(Request *req, const char *name) {
                                            "parameter", bad ?: "parameters", NULL);
         }
         accept = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT);
-        if (streq(method, "WatchSession") && accept && strstr(accept, "application/json-seq")) {
-                r = watch_start(req, params);
+        if (STR_IN_SET(method, "WatchSession", "WatchNode") && accept && strstr(accept, "application/json-seq")) {
+                r = watch_start(req, method, params);
                 json_object_put(params);
                 return r;
         }

@@ -4,6 +4,7 @@
 #include "bus-manager.h"
 #include "bus-ca.h"
 #include "bus-clone.h"
+#include "bus-disk.h"
 #include "bus-gateway.h"
 #include "bus-node.h"
 #include "bus-storage.h"
@@ -321,6 +322,8 @@ int bus_manager_register(Manager *m) {
         r = bus_clone_register(m);
         if (r >= 0)
                 r = bus_node_register(m);
+        if (r >= 0)
+                r = bus_disk_register(m);
         if (r >= 0)
                 r = bus_storage_register(m);
         if (r >= 0)

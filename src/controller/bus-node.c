@@ -3,6 +3,7 @@
 #include "bus-node.h"
 #include "bus-manager.h"
 #include "bus-util.h"
+#include "disk.h"
 #include "log.h"
 #include "node.h"
 #include "polkit.h"
@@ -78,6 +79,31 @@ static int method_issue_boot_token(sd_bus_message *msg, void *userdata, sd_bus_e
         return sd_bus_reply_method_return(msg, "s", token);
 }
 
+static int method_request_scan(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Node *n = userdata;
+        int r = authorize(n, msg, "scan", error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+        r = node_request_scan(n, error);
+        if (r < 0)
+                return r;
+        manager_audit(n->manager, msg, "RequestScan", n->id, "ok");
+        return sd_bus_reply_method_return(msg, NULL);
+}
+
+static int property_get_disks(sd_bus *bus, const char *path, const char *interface, const char *property,
+                              sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Node *n = userdata;
+        int r;
+        (void) bus, (void) path, (void) interface, (void) property, (void) error;
+        r = sd_bus_message_open_container(reply, 'a', "o");
+        for (size_t i = 0; r >= 0 && i < n->n_disks; i++) {
+                _cleanup_free_ char *p = disk_path(n->disks[i]);
+                r = p ? sd_bus_message_append(reply, "o", p) : -ENOMEM;
+        }
+        return r < 0 ? r : sd_bus_message_close_container(reply);
+}
+
 #define P(name, sig, field)                                                                                 \
         SD_BUS_PROPERTY(name, sig, NULL, offsetof(Node, field), SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE)
 
@@ -91,11 +117,15 @@ static const sd_bus_vtable node_vtable[] = {
         P("State", "s", state),
         P("BootMode", "s", boot_mode),
         P("LastSeen", "t", last_seen),
+        P("ScanRequestedAt", "t", scan_requested_at),
+        SD_BUS_PROPERTY("Disks", "ao", property_get_disks, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("CreatedAt", "t", NULL, offsetof(Node, created_at), SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_METHOD_WITH_ARGS("Delete", SD_BUS_ARGS("a{sv}", options), SD_BUS_NO_RESULT, method_delete,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("SetBootMode", SD_BUS_ARGS("s", mode, "a{sv}", options), SD_BUS_NO_RESULT,
                                 method_set_boot_mode, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("RequestScan", SD_BUS_ARGS("a{sv}", options), SD_BUS_NO_RESULT,
+                                method_request_scan, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("IssueBootToken", SD_BUS_ARGS("a{sv}", options), SD_BUS_RESULT("s", token),
                                 method_issue_boot_token, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_VTABLE_END,

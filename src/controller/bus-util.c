@@ -128,3 +128,103 @@ int bus_enumerate_objects(Hashmap *map, const char *prefix, char ***nodes) {
         *nodes = l;
         return 1;
 }
+
+void bus_emit_changed_va(sd_bus *bus, const char *path, const char *interface, const char *first, va_list ap) {
+        const char *names[16];
+        size_t n = 0;
+
+        if (!bus || !path)
+                return;
+        for (const char *p = first; p && n < ELEMENTSOF(names) - 1; p = va_arg(ap, const char *))
+                names[n++] = p;
+        names[n] = NULL;
+        (void) sd_bus_emit_properties_changed_strv(bus, path, interface, (char **) names);
+}
+
+static int read_json_value(sd_bus_message *m, const char *key, const char *type, json_object **ret,
+                           sd_bus_error *error) {
+        union {
+                const char *s;
+                int b;
+                uint8_t y;
+                int16_t n;
+                uint16_t q;
+                int32_t i;
+                uint32_t u;
+                int64_t x;
+                uint64_t t;
+        } v;
+        int r;
+
+        if (strlen(type) != 1 || !strchr("sbynqiuxt", type[0]))
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                         "Parameter %s is of type %s; give a string, boolean or integer.", key, type);
+        r = sd_bus_message_read(m, "v", type, &v);
+        if (r < 0)
+                return r;
+        switch (type[0]) {
+        case 's': *ret = json_object_new_string(v.s); break;
+        case 'b': *ret = json_object_new_boolean(v.b); break;
+        case 'y': *ret = json_object_new_int64(v.y); break;
+        case 'n': *ret = json_object_new_int64(v.n); break;
+        case 'q': *ret = json_object_new_int64(v.q); break;
+        case 'i': *ret = json_object_new_int64(v.i); break;
+        case 'u': *ret = json_object_new_int64(v.u); break;
+        case 'x': *ret = json_object_new_int64(v.x); break;
+        default:
+                if (v.t > INT64_MAX)
+                        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Parameter %s is too large.", key);
+                *ret = json_object_new_int64((int64_t) v.t);
+        }
+        return *ret ? 0 : -ENOMEM;
+}
+
+int bus_message_read_json_dict(sd_bus_message *m, json_object **ret, sd_bus_error *error) {
+        _cleanup_(json_object_unrefp) json_object *o = json_object_new_object();
+        int r;
+
+        if (!o)
+                return -ENOMEM;
+        r = sd_bus_message_enter_container(m, 'a', "{sv}");
+        if (r < 0)
+                return r;
+        while ((r = sd_bus_message_enter_container(m, 'e', "sv")) > 0) {
+                const char *key, *type;
+                json_object *v = NULL;
+                r = sd_bus_message_read(m, "s", &key);
+                if (r >= 0)
+                        r = sd_bus_message_peek_type(m, NULL, &type);
+                if (r >= 0)
+                        r = read_json_value(m, key, type, &v, error);
+                if (r < 0)
+                        return r;
+                json_object_object_add(o, key, v);
+                r = sd_bus_message_exit_container(m);
+                if (r < 0)
+                        return r;
+        }
+        if (r < 0)
+                return r;
+        r = sd_bus_message_exit_container(m);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(o);
+        return 0;
+}
+
+int bus_message_append_json_dict(sd_bus_message *m, json_object *o) {
+        int r = sd_bus_message_open_container(m, 'a', "{sv}");
+        if (r < 0)
+                return r;
+        json_object_object_foreach(o, key, v) {
+                if (json_object_is_type(v, json_type_boolean))
+                        r = sd_bus_message_append(m, "{sv}", key, "b", (int) json_object_get_boolean(v));
+                else if (json_object_is_type(v, json_type_int))
+                        r = sd_bus_message_append(m, "{sv}", key, "x", json_object_get_int64(v));
+                else
+                        r = sd_bus_message_append(m, "{sv}", key, "s", json_object_get_string(v));
+                if (r < 0)
+                        return r;
+        }
+        return sd_bus_message_close_container(m);
+}

@@ -84,19 +84,11 @@ char *clone_path(const CloneSession *c) {
 
 void clone_emit_changed(CloneSession *c, const char *first, ...) {
         _cleanup_free_ char *path = clone_path(c);
-        const char *names[16];
-        size_t n = 0;
         va_list ap;
 
-        if (!path || !c->manager->bus)
-                return;
         va_start(ap, first);
-        for (const char *p = first; p && n < ELEMENTSOF(names) - 1; p = va_arg(ap, const char *))
-                names[n++] = p;
+        bus_emit_changed_va(c->manager->bus, path, PB_IFACE("CloneSession"), first, ap);
         va_end(ap);
-        names[n] = NULL;
-        (void) sd_bus_emit_properties_changed_strv(c->manager->bus, path, PB_IFACE("CloneSession"),
-                                                   (char **) names);
 }
 
 static void emit_progress(void *userdata) {

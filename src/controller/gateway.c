@@ -7,6 +7,7 @@
 
 #include "ca.h"
 #include "clone.h"
+#include "disk.h"
 #include "gateway.h"
 #include "log.h"
 #include "node.h"
@@ -534,6 +535,115 @@ static int handle_failed(Call *call) {
         return r;
 }
 
+/* Node calls: only a node certificate, and its own node. */
+static int node_for_peer(Call *call, Node **ret) {
+        Node *n = call->peer.kind == PEER_NODE ? hashmap_get(call->m->nodes, call->peer.node) : NULL;
+        if (!n)
+                return fail(call, NODE_ERROR("PermissionDenied"), "reason",
+                            call->peer.kind == PEER_NODE ? "this node has been deleted"
+                                                         : "this call needs a node certificate (purebootctl node token)",
+                            NULL);
+        *ret = n;
+        return 1;
+}
+
+static int handle_get_node(Call *call) {
+        Node *n = NULL;
+        int r = node_for_peer(call, &n);
+        if (r <= 0)
+                return r;
+        json_object *o = json_object_new_object(), *orders = json_object_new_object(), *apply = json_object_new_array();
+        for (size_t i = 0; i < n->n_disks; i++)
+                if (n->disks[i]->apply_requested_at)
+                        json_object_array_add(apply, json_object_new_string(n->disks[i]->info.device));
+        json_object_object_add(orders, "node", json_object_new_string(n->id));
+        json_object_object_add(orders, "scanRequestedAt", json_object_new_int64((int64_t) n->scan_requested_at));
+        json_object_object_add(orders, "apply", apply);
+        json_object_object_add(o, "node", orders);
+        return reply_with(call, o);
+}
+
+/* Node reports carry the node's own sequence: one already applied is answered with success. */
+static int node_report_begin(Call *call, Node **ret) {
+        Node *n = NULL;
+        int r = node_for_peer(call, &n);
+        if (r <= 0)
+                return r;
+        if (get_uint(call, "sequence") <= n->report_sequence) {
+                r = reply_with(call, NULL);
+                return r < 0 ? r : 0;
+        }
+        *ret = n;
+        return 1;
+}
+
+static int handle_report_disks(Call *call) {
+        const char *bad = NULL;
+        json_object *disks;
+        Node *n = NULL;
+        int r = node_report_begin(call, &n);
+        if (r <= 0)
+                return r;
+        json_object_object_get_ex(call->p, "disks", &disks);
+        r = disk_report_scan(n, disks, get_uint(call, "sequence"), &bad);
+        if (r == -EINVAL)
+                return bad_parameter(call, bad ?: "disks");
+        if (r < 0)
+                return r;
+        log_info("Node %s reported %zu disks.", n->hostname, n->n_disks);
+        r = reply_with(call, NULL);
+        audit(call, "ReportDisks", n->id);
+        return r;
+}
+
+static int disk_for_call(Call *call, Node *n, Disk **ret) {
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        const char *device = get_string(call, "device");
+        if (disk_resolve(n, device, ret, &e) < 0)
+                return fail(call, NODE_ERROR("NoSuchDisk"), "device", device, NULL);
+        return 1;
+}
+
+static int handle_fetch_operations(Call *call) {
+        Node *n = NULL;
+        Disk *d = NULL;
+        int r = node_for_peer(call, &n);
+        if (r > 0)
+                r = disk_for_call(call, n, &d);
+        if (r <= 0)
+                return r;
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "fingerprint", json_object_new_string(d->fingerprint));
+        json_object_object_add(o, "operations", disk_operations_to_apply(d));
+        return reply_with(call, o);
+}
+
+static int handle_report_operation(Call *call) {
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        const char *id = get_string(call, "operation");
+        PartitionOperation *op;
+        Node *n = NULL;
+        Disk *d = NULL;
+        int r = node_report_begin(call, &n);
+        if (r > 0)
+                r = disk_for_call(call, n, &d);
+        if (r <= 0)
+                return r;
+        op = disk_operation(d, id);
+        if (!op || !streq(op->id, id))
+                return bad_parameter(call, "operation");
+        r = disk_report_operation(d, op, operation_status_from_string(get_string(call, "status")),
+                                  get_string(call, "error"), get_uint(call, "sequence"), &e);
+        if (r < 0 && sd_bus_error_is_set(&e))
+                return fail(call, NODE_ERROR("InvalidState"), "status", operation_status_to_string(op->status),
+                            "reason", e.message, NULL);
+        if (r < 0)
+                return r;
+        r = reply_with(call, NULL);
+        audit(call, "ReportOperation", op->id);
+        return r;
+}
+
 static int handle_not_implemented(Call *call) {
         (void) call;
         return 0; /* gateway_call answers MethodNotImplemented for a NULL reply */
@@ -550,13 +660,15 @@ static const struct {
         { "ReportProgress", handle_progress },
         { "ReportComplete", handle_complete },
         { "ReportFailed", handle_failed },
-        /* Staging, resize plans and partitioning arrive with their issues. */
+        { "GetNode", handle_get_node },
+        { "WatchNode", handle_get_node }, /* the bridge streams it from PropertiesChanged */
+        { "ReportDisks", handle_report_disks },
+        { "FetchOperations", handle_fetch_operations },
+        { "ReportOperation", handle_report_operation },
+        /* Staging and resize plans arrive with their issue. */
         { "GetStaging", handle_not_implemented },
         { "ReportStagingStatus", handle_not_implemented },
         { "GetResizePlan", handle_not_implemented },
-        { "ReportDisks", handle_not_implemented },
-        { "FetchOperations", handle_not_implemented },
-        { "ReportOperation", handle_not_implemented },
 };
 
 int gateway_call(Manager *m, const char *method, const char *peer, const char *address, const char *parameters,

@@ -11,6 +11,7 @@
 #include "clone.h"
 #include "gateway.h"
 #include "log.h"
+#include "disk.h"
 #include "node.h"
 #include "polkit.h"
 #include "storage.h"
@@ -112,6 +113,8 @@ int manager_load(Manager *m) {
         if (r < 0)
                 return r;
         r = store_nodes_load(m->store, add_node, m);
+        if (r >= 0)
+                r = disk_load_all(m);
         if (r >= 0)
                 r = store_storages_load(m->store, add_storage, m);
         if (r >= 0)

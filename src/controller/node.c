@@ -3,6 +3,7 @@
 #include "node.h"
 #include "bus-util.h"
 #include "clone.h"
+#include "disk.h"
 #include "log.h"
 #include "pureboot-errors.h"
 #include "util.h"
@@ -17,6 +18,9 @@ Node *node_free(Node *n) {
         free(n->serial);
         free(n->state);
         free(n->boot_mode);
+        for (size_t i = 0; i < n->n_disks; i++)
+                disk_free(n->disks[i]);
+        free(n->disks);
         free(n);
         return NULL;
 }
@@ -142,7 +146,7 @@ int node_register(Manager *m, const char *hostname, const char *mac, const char 
 }
 
 int node_set_boot_mode(Node *n, const char *mode, sd_bus_error *error) {
-        _cleanup_free_ char *old = NULL, *path = NULL;
+        _cleanup_free_ char *old = NULL;
         int r;
 
         if (!STR_IN_SET(mode, "local", "partition"))
@@ -160,20 +164,38 @@ int node_set_boot_mode(Node *n, const char *mode, sd_bus_error *error) {
                 n->boot_mode = TAKE_PTR(old);
                 return bus_store_error(error, r, "change the boot mode");
         }
-        path = node_path(n);
-        if (path && n->manager->bus)
-                (void) sd_bus_emit_properties_changed(n->manager->bus, path, PB_IFACE("Node"), "BootMode", NULL);
+        node_emit_changed(n, "BootMode", NULL);
+        return 0;
+}
+
+void node_emit_changed(Node *n, const char *first, ...) {
+        _cleanup_free_ char *path = node_path(n);
+        va_list ap;
+
+        va_start(ap, first);
+        bus_emit_changed_va(n->manager->bus, path, PB_IFACE("Node"), first, ap);
+        va_end(ap);
+}
+
+int node_request_scan(Node *n, sd_bus_error *error) {
+        uint64_t old = n->scan_requested_at;
+        int r;
+
+        n->scan_requested_at = now_realtime_usec();
+        r = store_node_update(n->manager->store, n);
+        if (r < 0) {
+                n->scan_requested_at = old;
+                return bus_store_error(error, r, "request the scan");
+        }
+        node_emit_changed(n, "ScanRequestedAt", NULL);
         return 0;
 }
 
 int node_save(Node *n) {
-        _cleanup_free_ char *path = node_path(n);
         int r = store_node_update(n->manager->store, n);
         if (r < 0)
                 return r;
-        if (path && n->manager->bus)
-                (void) sd_bus_emit_properties_changed(n->manager->bus, path, PB_IFACE("Node"), "State", "LastSeen",
-                                                      NULL);
+        node_emit_changed(n, "State", "LastSeen", NULL);
         return 0;
 }
 

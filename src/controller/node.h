@@ -6,10 +6,16 @@
 
 #include "manager.h"
 
+typedef struct Disk Disk;
+
 typedef struct Node {
         Manager *manager;
         char *id, *hostname, *mac, *arch, *serial, *state, *boot_mode;
         uint64_t last_seen, created_at;
+        uint64_t scan_requested_at; /* the last RequestScan; the node scans again when it sees it change */
+        uint64_t report_sequence;   /* the last node report applied (disks, operations) */
+        Disk **disks;               /* as the node last reported them */
+        size_t n_disks;
 } Node;
 
 Node *node_free(Node *n);
@@ -22,6 +28,9 @@ int node_register(Manager *m, const char *hostname, const char *mac, const char 
 int node_serial_normalize(const char *s, char **ret);
 /* What the node's next network boot does: "local" (its own disk) or "partition" (the partition workflow). */
 int node_set_boot_mode(Node *n, const char *mode, sd_bus_error *error);
+void node_emit_changed(Node *n, const char *first, ...) _sentinel_;
+/* Asks the node, through its WatchNode stream, to scan its disks again and report them. */
+int node_request_scan(Node *n, sd_bus_error *error);
 /* Persists and announces changed State and LastSeen. */
 int node_save(Node *n);
 /* Removes the node; refused while clone sessions name it. */

@@ -5,6 +5,7 @@
 #include <stdarg.h>
 
 #include "clone.h"
+#include "disk.h"
 #include "hashmap.h"
 #include "log.h"
 #include "node.h"
@@ -124,6 +125,13 @@ static const char *const migrations[] = {
         /* 2: what each role read or wrote, compared before a session completes */
         "ALTER TABLE clone_sessions ADD COLUMN source_digest TEXT;"
         "ALTER TABLE clone_sessions ADD COLUMN target_digest TEXT;",
+        /* 3: partitioning — what the node last reported, when it was asked to scan or apply, the table's
+         * fingerprint to tell a changed disk */
+        "ALTER TABLE nodes ADD COLUMN scan_requested_at INTEGER NOT NULL DEFAULT 0;"
+        "ALTER TABLE nodes ADD COLUMN report_sequence INTEGER NOT NULL DEFAULT 0;"
+        "ALTER TABLE disk_info ADD COLUMN fingerprint TEXT NOT NULL DEFAULT '';"
+        "ALTER TABLE disk_info ADD COLUMN apply_requested_at INTEGER NOT NULL DEFAULT 0;"
+        "CREATE INDEX partition_operations_disk ON partition_operations(node_id, device, position);",
 };
 
 static int exec_plain(Store *s, const char *sql) {
@@ -384,9 +392,9 @@ int store_node_update(Store *s, const Node *n) {
         int r = store_exec(
                 s,
                 "UPDATE nodes SET hostname = ?, mac = ?, arch = ?, serial = ?, state = ?, boot_mode = ?, "
-                "last_seen = ? WHERE id = ?",
-                "ssssssts", n->hostname, n->mac, n->arch, n->serial, n->state, n->boot_mode, n->last_seen,
-                n->id);
+                "last_seen = ?, scan_requested_at = ?, report_sequence = ? WHERE id = ?",
+                "ssssssttts", n->hostname, n->mac, n->arch, n->serial, n->state,
+                n->boot_mode, n->last_seen, n->scan_requested_at, n->report_sequence, n->id);
         return r < 0 ? r : r == 1 ? 0 : -ENOENT;
 }
 
@@ -400,8 +408,8 @@ int store_nodes_load(Store *s, int (*add)(void *userdata, Node *n), void *userda
         int r, rc;
 
         r = store_query(s, &stmt,
-                        "SELECT id, hostname, mac, arch, serial, state, boot_mode, last_seen, created_at "
-                        "FROM nodes",
+                        "SELECT id, hostname, mac, arch, serial, state, boot_mode, last_seen, created_at, "
+                        "scan_requested_at, report_sequence FROM nodes",
                         "");
         if (r < 0)
                 return r;
@@ -419,6 +427,8 @@ int store_nodes_load(Store *s, int (*add)(void *userdata, Node *n), void *userda
                 n->boot_mode = store_column_strdup(stmt, 6, &oom);
                 n->last_seen = column_u64(stmt, 7);
                 n->created_at = column_u64(stmt, 8);
+                n->scan_requested_at = column_u64(stmt, 9);
+                n->report_sequence = column_u64(stmt, 10);
                 if (oom) {
                         node_free(n);
                         return -ENOMEM;
@@ -435,6 +445,138 @@ int store_node_sessions(Store *s, const char *id, char **ret) {
                            "SELECT id FROM clone_sessions WHERE source_node_id = ?1 OR target_node_id = ?1 "
                            "ORDER BY created_at",
                            id, ret);
+}
+
+/* Disks and partition operations */
+
+int store_disk_upsert(Store *s, const char *node_id, const DiskInfo *d, const char *fingerprint,
+                      uint64_t scanned_at) {
+        _cleanup_(json_object_unrefp) json_object *o = disk_info_to_json(d);
+        json_object *parts;
+        int r;
+
+        if (!o || !json_object_object_get_ex(o, "partitions", &parts))
+                return -ENOMEM;
+        r = store_exec(s,
+                       "INSERT INTO disk_info (node_id, device, size_bytes, model, serial, logical_sector_size, "
+                       "physical_sector_size, partition_table, partitions_json, scanned_at, fingerprint) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (node_id, device) DO UPDATE SET "
+                       "size_bytes = excluded.size_bytes, model = excluded.model, serial = excluded.serial, "
+                       "logical_sector_size = excluded.logical_sector_size, "
+                       "physical_sector_size = excluded.physical_sector_size, "
+                       "partition_table = excluded.partition_table, partitions_json = excluded.partitions_json, "
+                       "scanned_at = excluded.scanned_at, fingerprint = excluded.fingerprint",
+                       "sstssuussts", node_id, d->device, d->size, d->model, d->serial, d->logical_sector_size,
+                       d->physical_sector_size, d->table,
+                       json_object_to_json_string_ext(parts, JSON_C_TO_STRING_PLAIN), scanned_at, fingerprint);
+        return r < 0 ? r : 0;
+}
+
+int store_disk_delete(Store *s, const char *node_id, const char *device) {
+        int r = store_exec(s, "DELETE FROM disk_info WHERE node_id = ? AND device = ?", "ss", node_id, device);
+        return r < 0 ? r : 0;
+}
+
+int store_disk_set_apply(Store *s, const char *node_id, const char *device, uint64_t at) {
+        int r = store_exec(s, "UPDATE disk_info SET apply_requested_at = ? WHERE node_id = ? AND device = ?", "tss",
+                           at, node_id, device);
+        return r < 0 ? r : r == 1 ? 0 : -ENOENT;
+}
+
+int store_disks_load(Store *s, int (*add)(void *userdata, const char *node_id, json_object *disk,
+                                          uint64_t scanned_at, uint64_t apply_requested_at),
+                     void *userdata) {
+        _cleanup_finalize_ sqlite3_stmt *stmt = NULL;
+        int r, rc;
+
+        r = store_query(s, &stmt,
+                        "SELECT node_id, device, size_bytes, model, serial, logical_sector_size, "
+                        "physical_sector_size, partition_table, partitions_json, scanned_at, apply_requested_at "
+                        "FROM disk_info ORDER BY node_id, device",
+                        "");
+        if (r < 0)
+                return r;
+        while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+                _cleanup_(json_object_unrefp) json_object *o = json_object_new_object();
+                const char *model = (const char *) sqlite3_column_text(stmt, 3),
+                           *serial = (const char *) sqlite3_column_text(stmt, 4);
+                json_object_object_add(o, "device", json_object_new_string((const char *) sqlite3_column_text(stmt, 1)));
+                json_object_object_add(o, "sizeBytes", json_object_new_int64(sqlite3_column_int64(stmt, 2)));
+                json_object_object_add(o, "model", model ? json_object_new_string(model) : NULL);
+                json_object_object_add(o, "serial", serial ? json_object_new_string(serial) : NULL);
+                json_object_object_add(o, "logicalSectorSize", json_object_new_int64(sqlite3_column_int64(stmt, 5)));
+                json_object_object_add(o, "physicalSectorSize", json_object_new_int64(sqlite3_column_int64(stmt, 6)));
+                json_object_object_add(o, "table", json_object_new_string((const char *) sqlite3_column_text(stmt, 7)));
+                json_object_object_add(o, "partitions",
+                                       json_tokener_parse((const char *) sqlite3_column_text(stmt, 8)));
+                r = add(userdata, (const char *) sqlite3_column_text(stmt, 0), o, column_u64(stmt, 9),
+                        column_u64(stmt, 10));
+                if (r < 0)
+                        return r;
+        }
+        return rc == SQLITE_DONE ? 0 : -EIO;
+}
+
+int store_operation_insert(Store *s, const char *node_id, const char *device, const PartitionOperation *op) {
+        int r = store_exec(s,
+                           "INSERT INTO partition_operations (id, node_id, device, position, operation, params_json, "
+                           "status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                           "ssstssst", op->id, node_id, device, op->position, op->operation,
+                           json_object_to_json_string_ext(op->params, JSON_C_TO_STRING_PLAIN),
+                           operation_status_to_string(op->status), op->created_at);
+        return r < 0 ? r : 0;
+}
+
+int store_operation_update(Store *s, const PartitionOperation *op) {
+        int r = store_exec(s,
+                           "UPDATE partition_operations SET status = ?, error_message = ?, started_at = ?, "
+                           "completed_at = ? WHERE id = ?",
+                           "sstts", operation_status_to_string(op->status), op->error, op->started_at,
+                           op->completed_at, op->id);
+        return r < 0 ? r : r == 1 ? 0 : -ENOENT;
+}
+
+int store_operation_delete(Store *s, const char *id) {
+        int r = store_exec(s, "DELETE FROM partition_operations WHERE id = ?", "s", id);
+        return r < 0 ? r : r == 1 ? 0 : -ENOENT;
+}
+
+int store_operations_load(Store *s, int (*add)(void *userdata, const char *node_id, const char *device,
+                                               PartitionOperation *op),
+                          void *userdata) {
+        _cleanup_finalize_ sqlite3_stmt *stmt = NULL;
+        int r, rc;
+
+        r = store_query(s, &stmt,
+                        "SELECT node_id, device, id, position, operation, params_json, status, error_message, "
+                        "created_at, started_at, completed_at FROM partition_operations ORDER BY position",
+                        "");
+        if (r < 0)
+                return r;
+        while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+                bool oom = false;
+                PartitionOperation *op = calloc(1, sizeof(PartitionOperation));
+                if (!op)
+                        return -ENOMEM;
+                op->id = store_column_strdup(stmt, 2, &oom);
+                op->position = column_u64(stmt, 3);
+                op->operation = store_column_strdup(stmt, 4, &oom);
+                op->params = json_tokener_parse((const char *) sqlite3_column_text(stmt, 5));
+                op->status = operation_status_from_string((const char *) sqlite3_column_text(stmt, 6));
+                op->error = store_column_strdup(stmt, 7, &oom);
+                op->created_at = column_u64(stmt, 8);
+                op->started_at = column_u64(stmt, 9);
+                op->completed_at = column_u64(stmt, 10);
+                if (oom || !op->params) {
+                        partition_operation_free(op);
+                        return oom ? -ENOMEM : -EBADMSG;
+                }
+                r = add(userdata, (const char *) sqlite3_column_text(stmt, 0),
+                        (const char *) sqlite3_column_text(stmt, 1), op);
+                if (r < 0)
+                        return r;
+        }
+        return rc == SQLITE_DONE ? 0 : -EIO;
 }
 
 /* Clone sessions */

@@ -4,12 +4,15 @@
 
 #include <sqlite3.h>
 
+#include "json-util.h"
 #include "macro.h"
 
 typedef struct Store Store;
 typedef struct Node Node;
 typedef struct CloneSession CloneSession;
 typedef struct StorageBackend StorageBackend;
+typedef struct DiskInfo DiskInfo;
+typedef struct PartitionOperation PartitionOperation;
 
 int store_open(const char *path, Store **ret);
 Store *store_close(Store *s);
@@ -40,6 +43,22 @@ int store_node_delete(Store *s, const char *id);
 int store_nodes_load(Store *s, int (*add)(void *userdata, Node *n), void *userdata);
 /* Ids of clone sessions that name node id as source or target, comma-separated, or NULL if none. */
 int store_node_sessions(Store *s, const char *id, char **ret);
+
+/* Disks and partition operations: the node's last scan, and the operations queued on each disk. */
+int store_disk_upsert(Store *s, const char *node_id, const DiskInfo *d, const char *fingerprint,
+                      uint64_t scanned_at);
+int store_disk_delete(Store *s, const char *node_id, const char *device);
+int store_disk_set_apply(Store *s, const char *node_id, const char *device, uint64_t at);
+int store_disks_load(Store *s, int (*add)(void *userdata, const char *node_id, json_object *disk,
+                                          uint64_t scanned_at, uint64_t apply_requested_at),
+                     void *userdata);
+int store_operation_insert(Store *s, const char *node_id, const char *device, const PartitionOperation *op);
+/* Status, error and times. */
+int store_operation_update(Store *s, const PartitionOperation *op);
+int store_operation_delete(Store *s, const char *id);
+int store_operations_load(Store *s, int (*add)(void *userdata, const char *node_id, const char *device,
+                                               PartitionOperation *op),
+                          void *userdata);
 
 /* Clone sessions */
 int store_session_insert(Store *s, const CloneSession *c);

@@ -13,6 +13,10 @@
 #define PB_ERROR_IN_USE PB_ERROR_PREFIX "InUse"
 #define PB_ERROR_INSUFFICIENT_SPACE PB_ERROR_PREFIX "InsufficientSpace"
 #define PB_ERROR_PLAN_INFEASIBLE PB_ERROR_PREFIX "PlanInfeasible"
+#define PB_ERROR_NO_SUCH_DISK PB_ERROR_PREFIX "NoSuchDisk"
+#define PB_ERROR_NO_SUCH_OPERATION PB_ERROR_PREFIX "NoSuchOperation"
+/* A partition operation the disk does not allow; the message says what would fit. */
+#define PB_ERROR_OPERATION_REFUSED PB_ERROR_PREFIX "OperationRefused"
 #define PB_ERROR_NOT_AUTHORIZED PB_ERROR_PREFIX "NotAuthorized"
 #define PB_ERROR_BAD_REQUEST PB_ERROR_PREFIX "BadCertificateRequest"
 #define PB_ERROR_STORE PB_ERROR_PREFIX "StoreFailure"

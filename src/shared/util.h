@@ -2,6 +2,7 @@
 /* Small helpers: clocks, ids, names, files written atomically. */
 #pragma once
 
+#include <dirent.h>
 #include <strings.h>
 #include <sys/types.h>
 
@@ -46,4 +47,9 @@ void strv_remove(char **l, const char *s);
 
 static inline bool strcaseeq_ptr(const char *a, const char *b) {
         return a && b && strcasecmp(a, b) == 0;
+}
+
+static inline void closedirp(DIR **d) {
+        if (*d)
+                closedir(*d);
 }

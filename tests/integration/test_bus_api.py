@@ -17,7 +17,8 @@ INTERFACES = {
     "CertificateAuthority": lambda ids: f"{ROOT}/ca",
     "Gateway": lambda ids: ROOT,
 }
-# What administrators call; the Gateway is the bridge's (test_gateway.py).
+# What administrators call; the Gateway is the bridge's (test_gateway.py). Disks exist only once a node
+# reported a scan: test_partition.py checks them.
 PUBLIC = [name for name in INTERFACES if name != "Gateway"]
 
 
@@ -123,6 +124,9 @@ def test_every_method_through_busctl(controller, api, busctl, tmp_path):
     ok(src, "Node", "SetBootMode", "sa{sv}", "partition", "0")
     assert api.prop(src, "Node", "BootMode") == "partition"
     assert len(ok(src, "Node", "IssueBootToken", "a{sv}", "0")[0]) == 48
+    before = api.prop(src, "Node", "ScanRequestedAt")
+    ok(src, "Node", "RequestScan", "a{sv}", "0")
+    assert api.prop(src, "Node", "ScanRequestedAt") > before
     ok(src, "Node", "Delete", "a{sv}", "0")
 
     declared = set()

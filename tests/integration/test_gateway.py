@@ -142,8 +142,13 @@ def test_parameters_follow_the_contract(started, gateway):
                                                          "port": 9999, "sizeBytes": 1, "device": "/dev/sda"})
     assert error == "org.varlink.service.InvalidParameter" and reply == {"parameter": "address"}
     assert gateway("Frobnicate", source, {})[0] == "org.varlink.service.MethodNotFound"
+    error, reply = gateway("GetStaging", source, {"session": sid})
+    assert error == "org.varlink.service.MethodNotImplemented" and reply == {"method": "GetStaging"}
+    # Node calls need the certificate of a node that exists.
     error, reply = gateway("ReportDisks", "node-" + "a" * 32, {"sequence": 1, "disks": []})
-    assert error == "org.varlink.service.MethodNotImplemented" and reply == {"method": "ReportDisks"}
+    assert error == "org.pureboot.Node.PermissionDenied" and reply == {"reason": "this node has been deleted"}
+    error, reply = gateway("GetNode", source, {})
+    assert error == "org.pureboot.Node.PermissionDenied" and "node certificate" in reply["reason"]
 
 
 def test_a_clone_reported_end_to_end(started, gateway, api, controller, system_bus):

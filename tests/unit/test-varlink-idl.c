@@ -25,7 +25,7 @@ static void test_node_interface(void) {
         static const char *const methods[] = {
                 "Enrol",         "GetSession",          "WatchSession",  "ReportSourceReady", "ReportProgress",
                 "ReportComplete", "ReportFailed",       "GetStaging",    "ReportStagingStatus", "GetResizePlan",
-                "ReportDisks",   "FetchOperations",     "ReportOperation",
+                "ReportDisks",   "FetchOperations",     "ReportOperation", "GetNode",        "WatchNode",
         };
         VarlinkInterface *i = NULL;
         unsigned line = 0;
@@ -52,7 +52,7 @@ static void test_node_interface(void) {
                                           "\"bytesTransferred\":10,\"rateBps\":5,\"phase\":\"transferring\"}",
                      "sessionId");
         expect_field(i, "ReportProgress", "[1,2]", "parameters");
-        expect_field(i, "ReportOperation", "{\"operation\":\"o\",\"sequence\":1,\"status\":\"failed\",\"error\":null}",
+        expect_field(i, "ReportOperation", "{\"device\":\"/dev/sda\",\"operation\":\"o\",\"sequence\":1,\"status\":\"failed\",\"error\":null}",
                      NULL);
         expect_field(i, "ReportDisks",
                      "{\"sequence\":1,\"disks\":[{\"device\":\"/dev/sda\",\"sizeBytes\":1,\"logicalSectorSize\":512,"

@@ -1,0 +1,643 @@
+/* SPDX-License-Identifier: MIT */
+/* One partition operation, with its undo. Before anything is written the table's sectors are saved (the
+ * MBR, or both GPT headers with their entries) and, for a move, the bytes the partition will land on; a
+ * failure writes them back and has the kernel read the table again. Filesystems are resized by their own
+ * tools on the partition's node: shrunk before the partition is, grown after. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/fs.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "apply.h"
+#include "device.h"
+#include "disk-model.h"
+#include "format.h"
+#include "log.h"
+#include "scan.h"
+#include "tool.h"
+#include "util.h"
+
+#define COPY_BLOCK (4U * 1024 * 1024)
+
+typedef struct Region {
+        uint64_t offset, size;
+        uint8_t *data; /* in memory: table sectors */
+        char *file;    /* on disk: what a move overwrites */
+} Region;
+
+/* Everything one operation needs: the disk through libparted and through a plain descriptor, and the undo. */
+typedef struct Job {
+        const char *device, *scratch_dir;
+        json_object *params;
+        PedDevice *dev;
+        PedDisk *disk;
+        int fd;
+        uint64_t sector;
+        Region saved[3];
+        size_t n_saved;
+        char *error;
+} Job;
+
+/* Records what failed, for the operator; returns -EIO (or r if it is an errno). */
+_printf_(3, 4) static int job_fail(Job *j, int r, const char *format, ...) {
+        va_list ap;
+        if (j->error)
+                return r < 0 ? r : -EIO;
+        va_start(ap, format);
+        if (vasprintf(&j->error, format, ap) < 0)
+                j->error = NULL;
+        va_end(ap);
+        log_error("%s", strna(j->error));
+        return r < 0 ? r : -EIO;
+}
+
+static int pread_all(int fd, void *buf, size_t size, uint64_t offset) {
+        for (size_t done = 0; done < size;) {
+                ssize_t n = pread(fd, (uint8_t *) buf + done, size - done, (off_t) (offset + done));
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0)
+                        return n < 0 ? -errno : -EIO;
+                done += (size_t) n;
+        }
+        return 0;
+}
+
+static int pwrite_all(int fd, const void *buf, size_t size, uint64_t offset) {
+        for (size_t done = 0; done < size;) {
+                ssize_t n = pwrite(fd, (const uint8_t *) buf + done, size - done, (off_t) (offset + done));
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0)
+                        return n < 0 ? -errno : -EIO;
+                done += (size_t) n;
+        }
+        return 0;
+}
+
+static int save_sectors(Job *j, uint64_t offset, uint64_t size) {
+        Region *r = &j->saved[j->n_saved];
+        r->data = malloc(size);
+        if (!r->data)
+                return -ENOMEM;
+        r->offset = offset;
+        r->size = size;
+        j->n_saved++;
+        return pread_all(j->fd, r->data, size, offset);
+}
+
+/* The table's own sectors: the MBR; for GPT also the primary header and entries and the backup ones at
+ * the end. A blank disk's first and last sectors are saved too, as creating the table writes there. */
+static int save_table(Job *j, const char *table) {
+        uint64_t size = (uint64_t) j->dev->length * j->sector, gpt = j->sector + 16384;
+        int r = save_sectors(j, 0, streq(table, "msdos") ? j->sector : j->sector + gpt);
+        if (r >= 0 && !streq(table, "msdos"))
+                r = save_sectors(j, size - gpt, gpt);
+        return r;
+}
+
+/* What a move will overwrite: saved to a file, since it may be large. */
+static int save_to_file(Job *j, uint64_t offset, uint64_t size) {
+        Region *r = &j->saved[j->n_saved];
+        _cleanup_free_ uint8_t *buf = malloc(COPY_BLOCK);
+        _cleanup_close_ int out = -EBADF;
+
+        if (!buf || asprintf(&r->file, "%s/move-undo.bin", j->scratch_dir) < 0)
+                return -ENOMEM;
+        r->offset = offset;
+        r->size = size;
+        j->n_saved++;
+        out = open(r->file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (out < 0)
+                return -errno;
+        for (uint64_t done = 0; done < size;) {
+                size_t n = (size_t) MIN((uint64_t) COPY_BLOCK, size - done);
+                int e = pread_all(j->fd, buf, n, offset + done);
+                if (e >= 0)
+                        e = pwrite_all(out, buf, n, done);
+                if (e < 0)
+                        return e;
+                done += n;
+        }
+        return fsync(out) < 0 ? -errno : 0;
+}
+
+static int restore_region(Job *j, Region *r) {
+        _cleanup_free_ uint8_t *buf = NULL;
+        _cleanup_close_ int in = -EBADF;
+
+        if (r->data)
+                return pwrite_all(j->fd, r->data, r->size, r->offset);
+        if (!(buf = malloc(COPY_BLOCK)) || (in = open(r->file, O_RDONLY | O_CLOEXEC)) < 0)
+                return buf ? -errno : -ENOMEM;
+        for (uint64_t done = 0; done < r->size;) {
+                size_t n = (size_t) MIN((uint64_t) COPY_BLOCK, r->size - done);
+                int e = pread_all(in, buf, n, done);
+                if (e >= 0)
+                        e = pwrite_all(j->fd, buf, n, r->offset + done);
+                if (e < 0)
+                        return e;
+                done += n;
+        }
+        return 0;
+}
+
+/* The kernel's partitions from the table on the disk, through BLKPG (which works where the kernel has no
+ * table parsers of its own, and for loop devices). */
+static int sync_kernel(Job *j) {
+        PedDisk *disk;
+        int ok;
+
+        if (j->disk) {
+                ped_disk_destroy(j->disk);
+                j->disk = NULL;
+        }
+        disk = ped_disk_new(j->dev);
+        if (!disk) { /* no table any more: nothing for the kernel to know */
+                (void) ioctl(j->fd, BLKRRPART, 0);
+                return 0;
+        }
+        ok = ped_disk_commit_to_os(disk);
+        ped_disk_destroy(disk);
+        return ok ? 0 : -EIO;
+}
+
+static void rollback(Job *j) {
+        int r = 0;
+        for (size_t i = j->n_saved; i > 0; i--) {
+                int e = restore_region(j, &j->saved[i - 1]);
+                if (e < 0 && r == 0)
+                        r = e;
+        }
+        if (r >= 0 && fsync(j->fd) < 0)
+                r = -errno;
+        (void) ioctl(j->fd, BLKFLSBUF, 0);
+        if (r < 0)
+                log_error_errno(r, "Failed to restore the partition table of %s: %m. Its saved copy was lost with "
+                                "this error; check the disk before using it.", j->device);
+        else if (sync_kernel(j) < 0)
+                log_warning("Restored the partition table of %s, but the kernel did not take it: %s", j->device,
+                            parted_last_error());
+        else
+                log_info("Restored the partition table of %s as it was before the operation.", j->device);
+}
+
+static void job_done(Job *j) {
+        for (size_t i = 0; i < j->n_saved; i++) {
+                free(j->saved[i].data);
+                if (j->saved[i].file)
+                        (void) unlink(j->saved[i].file);
+                free(j->saved[i].file);
+        }
+        if (j->disk)
+                ped_disk_destroy(j->disk);
+        if (j->dev)
+                ped_device_destroy(j->dev);
+        if (j->fd >= 0)
+                close(j->fd);
+        free(j->error);
+}
+
+static int commit(Job *j) {
+        if (!ped_disk_commit(j->disk))
+                return job_fail(j, -EIO, "Failed to write the partition table of %s: %s", j->device,
+                                parted_last_error());
+        (void) ioctl(j->fd, BLKFLSBUF, 0);
+        return 0;
+}
+
+/* The partition's node, once the kernel has it at the size the table says (udev may take a moment). */
+static int wait_for_node(Job *j, unsigned number, uint64_t size, char **ret) {
+        for (unsigned i = 0; i < 100; i++) {
+                _cleanup_free_ char *node = partition_node(j->device, number);
+                _cleanup_close_ int fd = node ? open(node, O_RDONLY | O_CLOEXEC) : -EBADF;
+                uint64_t actual = 0;
+                if (fd >= 0 && ioctl(fd, BLKGETSIZE64, &actual) >= 0 && actual == size) {
+                        *ret = TAKE_PTR(node);
+                        return 0;
+                }
+                usleep(50 * 1000);
+        }
+        return job_fail(j, -ENODEV, "The kernel shows no partition %u of %s at %s; does this kernel support "
+                        "partitions on it?", number, j->device, FORMAT_BYTES(size));
+}
+
+static PedPartition *partition(Job *j, unsigned number) {
+        PedPartition *p = ped_disk_get_partition(j->disk, (int) number);
+        if (!p)
+                (void) job_fail(j, -ENOENT, "%s has no partition %u any more.", j->device, number);
+        return p;
+}
+
+/* Runs a tool and fails the job with its last line of output unless it exits with one of the codes
+ * allowed (0, and for e2fsck also 1: errors corrected). */
+static int run(Job *j, int max_ok, const char *arg0, ...) {
+        const char *argv[24];
+        _cleanup_free_ char *out = NULL;
+        size_t n = 0;
+        va_list ap;
+        int r;
+
+        argv[n++] = arg0;
+        va_start(ap, arg0);
+        while (n < ELEMENTSOF(argv) - 1 && (argv[n] = va_arg(ap, const char *)))
+                n++;
+        va_end(ap);
+        argv[n] = NULL;
+        r = tool_run((char *const *) argv, &out);
+        if (r < 0)
+                return job_fail(j, r, "%s could not run: %s", arg0, strerror(-r));
+        if (r > max_ok)
+                return job_fail(j, -EIO, "%s failed (exit %d): %s", arg0, r, tool_last_line(out));
+        return 0;
+}
+
+/* xfs and btrfs resize only mounted: the mount there is, or a temporary one. */
+typedef struct Mount {
+        char dir[64];
+        bool ours;
+} Mount;
+
+static int mount_for_resize(Job *j, const char *node, const char *fs, Mount *m) {
+        _cleanup_free_ char *at = device_mounted_at(node);
+        if (at) {
+                snprintf(m->dir, sizeof(m->dir), "%s", at);
+                m->ours = false;
+                return 0;
+        }
+        snprintf(m->dir, sizeof(m->dir), "/tmp/pureboot-resize.XXXXXX");
+        if (!mkdtemp(m->dir))
+                return job_fail(j, -errno, "Failed to make a mount point: %s", strerror(errno));
+        if (mount(node, m->dir, fs, MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0) {
+                int e = errno;
+                (void) rmdir(m->dir);
+                return job_fail(j, -e, "Failed to mount the %s on %s to resize it: %s", fs, node, strerror(e));
+        }
+        m->ours = true;
+        return 0;
+}
+
+static void mount_done(Mount *m) {
+        if (!m->ours)
+                return;
+        if (umount2(m->dir, 0) < 0)
+                log_warning_errno(errno, "Failed to unmount %s: %m", m->dir);
+        (void) rmdir(m->dir);
+}
+
+/* Resizes the filesystem on node to size bytes (the partition is at least that large by now). */
+static int resize_filesystem(Job *j, const char *fs, const char *node, uint64_t size, bool grow) {
+        char arg[64];
+        Mount m;
+        int r;
+
+        if (STR_IN_SET(fs, "ext2", "ext3", "ext4")) {
+                _cleanup_free_ char *at = device_mounted_at(node);
+                snprintf(arg, sizeof(arg), "%" PRIu64 "K", size / 1024);
+                /* Offline resize2fs insists on a freshly checked filesystem; online growth needs no check. */
+                if (!at && (r = run(j, 1, "e2fsck", "-f", "-y", node, NULL)) < 0)
+                        return r;
+                return run(j, 0, "resize2fs", node, arg, NULL);
+        }
+        if (streq(fs, "ntfs")) {
+                snprintf(arg, sizeof(arg), "%" PRIu64, size);
+                return run(j, 0, "ntfsresize", "--force", "--no-progress-bar", "-s", arg, node, NULL);
+        }
+        if (STR_IN_SET(fs, "xfs", "btrfs")) {
+                r = mount_for_resize(j, node, fs, &m);
+                if (r < 0)
+                        return r;
+                snprintf(arg, sizeof(arg), "%" PRIu64, size);
+                r = streq(fs, "xfs") ? run(j, 0, "xfs_growfs", m.dir, NULL)
+                                     : run(j, 0, "btrfs", "filesystem", "resize", grow ? "max" : arg, m.dir, NULL);
+                mount_done(&m);
+                return r;
+        }
+        return job_fail(j, -EOPNOTSUPP, "PureBoot does not resize %s.", fs);
+}
+
+static int set_geometry(Job *j, PedPartition *part, PedSector start, PedSector end) {
+        PedGeometry *g = ped_geometry_new(j->dev, start, end - start + 1);
+        PedConstraint *c = g ? ped_constraint_exact(g) : NULL;
+        int ok = c && ped_disk_set_partition_geom(j->disk, part, c, start, end);
+        if (c)
+                ped_constraint_destroy(c);
+        if (g)
+                ped_geometry_destroy(g);
+        if (!ok)
+                return job_fail(j, -EIO, "libparted refused partition %d at sectors %lld–%lld: %s", part->num,
+                                (long long) start, (long long) end, parted_last_error());
+        return 0;
+}
+
+/* FAT through libparted, which resizes the filesystem and knows its cluster rules. */
+static int resize_fat(Job *j, PedPartition *part, PedSector end) {
+        PedGeometry *g = ped_geometry_new(j->dev, part->geom.start, end - part->geom.start + 1);
+        PedFileSystem *fs = ped_file_system_open(&part->geom);
+        int ok = g && fs && ped_file_system_resize(fs, g, NULL);
+        if (fs)
+                ped_file_system_close(fs);
+        if (g)
+                ped_geometry_destroy(g);
+        if (!ok)
+                return job_fail(j, -EIO, "Failed to resize the FAT filesystem of partition %d: %s", part->num,
+                                parted_last_error());
+        return 0;
+}
+
+static int remake_swap(Job *j, PartitionInfo *p, const char *node) {
+        return p->uuid && p->label ? run(j, 0, "mkswap", "-U", p->uuid, "-L", p->label, node, NULL)
+               : p->uuid           ? run(j, 0, "mkswap", "-U", p->uuid, node, NULL)
+                                   : run(j, 0, "mkswap", node, NULL);
+}
+
+static int op_resize(Job *j, PartitionInfo *p) {
+        uint64_t new_size = (uint64_t) json_get_int(j->params, "new_size_bytes");
+        PedSector end = (PedSector) ((p->start + new_size) / j->sector) - 1;
+        const char *fs = filesystem_kind(p->filesystem) ? filesystem_kind(p->filesystem)->name : NULL;
+        bool grow = new_size > p->size;
+        _cleanup_free_ char *node = partition_node(j->device, p->number);
+        PedPartition *part = partition(j, p->number);
+        int r;
+
+        if (!part)
+                return -ENOENT;
+        if (fs && !node && !streq(fs, "vfat"))
+                return job_fail(j, -ENODEV, "Partition %u of %s has no device node to resize its %s through.",
+                                p->number, j->device, fs);
+        if (streq_ptr(fs, "vfat")) {
+                r = resize_fat(j, part, end);
+                if (r >= 0)
+                        r = set_geometry(j, part, part->geom.start, end);
+                return r < 0 ? r : commit(j);
+        }
+        /* Shrink the filesystem before the partition; grow the partition before the filesystem. */
+        if (fs && !grow && !streq(fs, "swap") && (r = resize_filesystem(j, fs, node, new_size, false)) < 0)
+                return r;
+        if ((r = set_geometry(j, part, part->geom.start, end)) < 0 || (r = commit(j)) < 0)
+                return r;
+        if (!fs)
+                return 0;
+        free(node);
+        node = NULL;
+        r = wait_for_node(j, p->number, new_size, &node);
+        if (r < 0)
+                return r;
+        if (streq(fs, "swap"))
+                return remake_swap(j, p, node);
+        return grow ? resize_filesystem(j, fs, node, new_size, true) : 0;
+}
+
+static int make_filesystem(Job *j, const char *fs, const char *label, const char *node, uint64_t start,
+                           uint64_t size) {
+        char start_sector[32], fat_label[12] = "";
+
+        if (STR_IN_SET(fs, "ext2", "ext3", "ext4")) {
+                char mkfs[16];
+                snprintf(mkfs, sizeof(mkfs), "mkfs.%s", fs);
+                return label ? run(j, 0, mkfs, "-F", "-q", "-L", label, node, NULL) : run(j, 0, mkfs, "-F", "-q", node, NULL);
+        }
+        if (streq(fs, "xfs"))
+                return label ? run(j, 0, "mkfs.xfs", "-f", "-q", "-L", label, node, NULL)
+                             : run(j, 0, "mkfs.xfs", "-f", "-q", node, NULL);
+        if (streq(fs, "btrfs"))
+                return label ? run(j, 0, "mkfs.btrfs", "-f", "-q", "-L", label, node, NULL)
+                             : run(j, 0, "mkfs.btrfs", "-f", "-q", node, NULL);
+        if (streq(fs, "ntfs")) {
+                /* Where the partition starts, so that Windows can boot from it. */
+                snprintf(start_sector, sizeof(start_sector), "%" PRIu64, start / 512);
+                return label ? run(j, 0, "mkfs.ntfs", "-Q", "-F", "-q", "-p", start_sector, "-H", "255", "-S", "63", "-L",
+                                   label, node, NULL)
+                             : run(j, 0, "mkfs.ntfs", "-Q", "-F", "-q", "-p", start_sector, "-H", "255", "-S", "63",
+                                   node, NULL);
+        }
+        if (streq(fs, "vfat")) {
+                const char *fat = size >= 512 * MIB ? "32" : "16";
+                for (size_t i = 0; label && label[i] && i < 11; i++)
+                        fat_label[i] = (char) (label[i] >= 'a' && label[i] <= 'z' ? label[i] - 32 : label[i]);
+                return label ? run(j, 0, "mkfs.fat", "-F", fat, "-n", fat_label, node, NULL)
+                             : run(j, 0, "mkfs.fat", "-F", fat, node, NULL);
+        }
+        if (streq(fs, "swap"))
+                return label ? run(j, 0, "mkswap", "-L", label, node, NULL) : run(j, 0, "mkswap", node, NULL);
+        return job_fail(j, -EOPNOTSUPP, "PureBoot does not make %s.", fs);
+}
+
+/* A type by name, in libparted 3.5's terms: a filesystem type and a flag pick the GUID or MBR id. */
+static void set_type(PedPartition *part, const char *table, const PartitionType *t) {
+        const char *fs = streq(t->name, "swap")     ? "linux-swap"
+                         : streq(t->name, "fat32")  ? "fat32"
+                         : streq(t->name, "msdata") ? "ntfs"
+                                                    : "ext4";
+        const char *flag = streq(t->name, "efi")         ? "esp"
+                           : streq(t->name, "lvm")       ? "lvm"
+                           : streq(t->name, "raid")      ? "raid"
+                           : streq(t->name, "bios-boot") ? "bios_grub"
+                           : streq(t->name, "home")      ? "linux-home"
+                           : streq(t->name, "msdata") && streq(table, "gpt") ? "msftdata"
+                           : streq(t->name, "fat32") && streq(table, "msdos") ? "lba"
+                                                                                : NULL;
+        (void) ped_partition_set_system(part, ped_file_system_type_get(fs));
+        if (flag)
+                (void) ped_partition_set_flag(part, ped_partition_flag_get_by_name(flag), 1);
+}
+
+static int op_create(Job *j, const char *table) {
+        uint64_t start = (uint64_t) json_get_int(j->params, "start_bytes"), size = (uint64_t) json_get_int(j->params, "size_bytes");
+        const char *fs = json_get_string(j->params, "filesystem"), *label = json_get_string(j->params, "label"),
+                   *type_name = json_get_string(j->params, "type");
+        const PartitionType *t;
+        PedPartition *part;
+        PedConstraint *c;
+        PedGeometry *g;
+        _cleanup_free_ char *node = NULL;
+        int ok, r;
+
+        if (isempty(fs) || streq_ptr(fs, "none"))
+                fs = NULL;
+        fs = fs ? filesystem_kind(fs)->name : NULL;
+        t = type_name ? partition_type_find(type_name) : partition_type_default(fs);
+        if (!j->disk) {
+                const char *new_table = json_get_string(j->params, "table") ?: "gpt";
+                j->disk = ped_disk_new_fresh(j->dev, ped_disk_type_get(new_table));
+                if (!j->disk)
+                        return job_fail(j, -EIO, "Failed to make a %s table on %s: %s", new_table, j->device,
+                                        parted_last_error());
+                table = new_table;
+        }
+        PedSector s = (PedSector) (start / j->sector), e = (PedSector) ((start + size) / j->sector) - 1;
+        part = ped_partition_new(j->disk, PED_PARTITION_NORMAL, NULL, s, e);
+        if (!part)
+                return job_fail(j, -EIO, "libparted refused a partition at %s: %s", FORMAT_BYTES(start),
+                                parted_last_error());
+        set_type(part, table, t);
+        if (label && ped_disk_type_check_feature(j->disk->type, PED_DISK_TYPE_PARTITION_NAME))
+                (void) ped_partition_set_name(part, label);
+        g = ped_geometry_new(j->dev, s, e - s + 1);
+        c = g ? ped_constraint_exact(g) : NULL;
+        ok = c && ped_disk_add_partition(j->disk, part, c);
+        if (c)
+                ped_constraint_destroy(c);
+        if (g)
+                ped_geometry_destroy(g);
+        if (!ok) {
+                ped_partition_destroy(part);
+                return job_fail(j, -EIO, "libparted refused a partition at %s: %s", FORMAT_BYTES(start),
+                                parted_last_error());
+        }
+        unsigned number = (unsigned) part->num;
+        r = commit(j);
+        if (r < 0 || !fs)
+                return r;
+        r = wait_for_node(j, number, size, &node);
+        if (r >= 0)
+                r = make_filesystem(j, fs, label, node, start, size);
+        if (r >= 0)
+                log_info("Created partition %u of %s (%s at %s)%s%s.", number, j->device, FORMAT_BYTES(size),
+                         FORMAT_BYTES(start), fs ? " with " : "", strempty(fs));
+        return r;
+}
+
+static int op_format(Job *j, PartitionInfo *p) {
+        _cleanup_free_ char *node = partition_node(j->device, p->number);
+        const char *fs = json_get_string(j->params, "filesystem");
+        if (!node)
+                return job_fail(j, -ENODEV, "Partition %u of %s has no device node to format.", p->number, j->device);
+        return make_filesystem(j, filesystem_kind(fs)->name, json_get_string(j->params, "label"), node, p->start, p->size);
+}
+
+static int op_delete(Job *j, PartitionInfo *p) {
+        PedPartition *part = partition(j, p->number);
+        if (!part)
+                return -ENOENT;
+        if (!ped_disk_delete_partition(j->disk, part))
+                return job_fail(j, -EIO, "libparted refused to delete partition %u: %s", p->number, parted_last_error());
+        return commit(j);
+}
+
+static int op_set_flag(Job *j, PartitionInfo *p) {
+        const char *name = json_get_string(j->params, "flag");
+        PedPartitionFlag flag = ped_partition_flag_get_by_name(name);
+        PedPartition *part = partition(j, p->number);
+        json_object *v;
+        bool value = json_object_object_get_ex(j->params, "value", &v) && json_object_get_boolean(v);
+
+        if (!part)
+                return -ENOENT;
+        if (!flag || !ped_partition_is_flag_available(part, flag))
+                return job_fail(j, -EINVAL, "Partition %u of %s has no flag %s.", p->number, j->device, name);
+        if (!ped_partition_set_flag(part, flag, value))
+                return job_fail(j, -EIO, "libparted refused flag %s: %s", name, parted_last_error());
+        return commit(j);
+}
+
+/* Copies size bytes from one offset of the disk to another; overlapping ranges are copied from the end
+ * that is not overwritten before it is read. */
+static int copy_range(Job *j, uint64_t from, uint64_t to, uint64_t size) {
+        _cleanup_free_ uint8_t *buf = malloc(COPY_BLOCK);
+        bool backwards = to > from;
+        if (!buf)
+                return -ENOMEM;
+        for (uint64_t done = 0; done < size;) {
+                size_t n = (size_t) MIN((uint64_t) COPY_BLOCK, size - done);
+                uint64_t at = backwards ? size - done - n : done;
+                int r = pread_all(j->fd, buf, n, from + at);
+                if (r >= 0)
+                        r = pwrite_all(j->fd, buf, n, to + at);
+                if (r < 0)
+                        return job_fail(j, r, "Failed to copy the partition at %s: %s", FORMAT_BYTES(from + at),
+                                        strerror(-r));
+                done += n;
+        }
+        return fsync(j->fd) < 0 ? job_fail(j, -errno, "Failed to flush %s: %s", j->device, strerror(errno)) : 0;
+}
+
+static int op_move(Job *j, PartitionInfo *p) {
+        uint64_t to = (uint64_t) json_get_int(j->params, "new_start_bytes");
+        PedPartition *part = partition(j, p->number);
+        int r;
+
+        if (!part)
+                return -ENOENT;
+        /* All of the destination: where it overlaps the partition's current place, the copy overwrites data
+         * the old table points at, which an undo must bring back too. */
+        r = save_to_file(j, to, p->size);
+        if (r < 0)
+                return job_fail(j, r, "Failed to save what the move overwrites to %s: %s", j->scratch_dir,
+                                strerror(-r));
+        r = copy_range(j, p->start, to, p->size);
+        if (r >= 0)
+                r = set_geometry(j, part, (PedSector) (to / j->sector), (PedSector) ((to + p->size) / j->sector) - 1);
+        return r < 0 ? r : commit(j);
+}
+
+int apply_operation(const char *device, const char *op, json_object *params, const char *scratch_dir,
+                    char **ret_error) {
+        _cleanup_(disk_info_done) DiskInfo d = {};
+        _cleanup_free_ char *message = NULL;
+        Job j = { .device = device, .scratch_dir = scratch_dir, .params = params, .fd = -EBADF };
+        PartitionInfo *p = NULL;
+        uint64_t t = now_monotonic_usec();
+        int r;
+
+        *ret_error = NULL;
+        /* The disk as it is now, and the operation checked once more against it. */
+        r = scan_disk(device, &d);
+        if (r < 0)
+                return asprintf(ret_error, "Failed to read %s before changing it.", device) < 0 ? -ENOMEM : r;
+        {
+                _cleanup_(disk_info_done) DiskInfo paper = {};
+                r = disk_info_copy(&d, &paper);
+                if (r >= 0)
+                        r = disk_info_apply(&paper, op, params, &message);
+                if (r < 0) {
+                        *ret_error = TAKE_PTR(message);
+                        return r == -ENOMEM ? r : -EINVAL;
+                }
+        }
+        j.fd = open(device, O_RDWR | O_CLOEXEC);
+        j.dev = j.fd >= 0 ? ped_device_get(device) : NULL;
+        if (!j.dev) {
+                r = job_fail(&j, j.fd < 0 ? -errno : -EIO, "Failed to open %s: %s", device,
+                             j.fd < 0 ? strerror(errno) : parted_last_error());
+                goto done;
+        }
+        j.sector = (uint64_t) j.dev->sector_size;
+        if (!streq(d.table, "none") && !(j.disk = ped_disk_new(j.dev))) {
+                r = job_fail(&j, -EIO, "Failed to read the table of %s: %s", device, parted_last_error());
+                goto done;
+        }
+        r = save_table(&j, d.table);
+        if (r < 0) {
+                r = job_fail(&j, r, "Failed to save the partition table of %s: %s", device, strerror(-r));
+                goto done;
+        }
+        if (json_object_object_get_ex(params, "partition", NULL))
+                p = disk_info_partition(&d, (unsigned) json_get_int(params, "partition"));
+
+        r = streq(op, "resize")   ? op_resize(&j, p)
+            : streq(op, "create") ? op_create(&j, d.table)
+            : streq(op, "delete") ? op_delete(&j, p)
+            : streq(op, "format") ? op_format(&j, p)
+            : streq(op, "move")   ? op_move(&j, p)
+                                  : op_set_flag(&j, p);
+        if (r < 0) {
+                if (!j.error)
+                        (void) job_fail(&j, r, "%s failed: %s", op, strerror(-r));
+                rollback(&j);
+        } else
+                log_info("Applied %s to %s in %.2f s.", op, device, (double) (now_monotonic_usec() - t) / USEC_PER_SEC);
+done:
+        if (r < 0)
+                *ret_error = TAKE_PTR(j.error);
+        job_done(&j);
+        return r;
+}

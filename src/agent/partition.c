@@ -1,0 +1,176 @@
+/* SPDX-License-Identifier: MIT */
+/* pureboot-agent partition and scan: the node's side of partition mode. It scans its disks and reports
+ * them, then follows WatchNode: it scans again when asked, and when the controller says a disk's queued
+ * operations are to be applied, it fetches them, checks that the disk is still the one they were checked
+ * against, and runs them in order, reporting each. `scan` reports (or prints) one scan and exits. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "agent.h"
+#include "apply.h"
+#include "log.h"
+#include "queue.h"
+#include "scan.h"
+#include "util.h"
+
+struct Partitioner {
+        Agent *agent;
+        bool once;            /* scan: report one scan and finish */
+        uint64_t scan_seen;   /* the scanRequestedAt acted on; UINT64_MAX until the first record */
+        char *fetching;       /* the device whose operations are being fetched or applied */
+};
+
+Partitioner *partitioner_free(Partitioner *p) {
+        if (!p)
+                return NULL;
+        free(p->fetching);
+        free(p);
+        return NULL;
+}
+
+static int report_scan(Agent *a) {
+        json_object *disks = NULL, *p;
+        int r = scan_disks(a->settings.devices, &disks);
+        if (r < 0)
+                return r;
+        p = json_object_new_object();
+        json_object_object_add(p, "disks", disks);
+        return queue_push(a->queue, "ReportDisks", p);
+}
+
+static void report_operation(Agent *a, const char *device, const char *id, const char *status, const char *error) {
+        json_object *p = json_object_new_object();
+        json_object_object_add(p, "device", json_object_new_string(device));
+        json_object_object_add(p, "operation", json_object_new_string(id));
+        json_object_object_add(p, "status", json_object_new_string(status));
+        json_object_object_add(p, "error", error ? json_object_new_string(error) : NULL);
+        (void) queue_push(a->queue, "ReportOperation", p);
+}
+
+/* Runs the operations in order; the first failure ends the run and leaves the rest pending. */
+static void apply_all(Agent *a, const char *device, json_object *operations) {
+        size_t n = json_object_array_length(operations);
+        for (size_t i = 0; i < n; i++) {
+                json_object *o = json_object_array_get_idx(operations, i), *params;
+                const char *id = json_get_string(o, "id"), *op = json_get_string(o, "operation");
+                _cleanup_free_ char *error = NULL;
+
+                /* Done already, its report not yet taken: never twice. */
+                if (queue_contains(a->queue, "ReportOperation", "operation", id))
+                        continue;
+                json_object_object_get_ex(o, "parameters", &params);
+                log_info("Applying %s %s to %s.", op, json_object_to_json_string_ext(params, JSON_C_TO_STRING_PLAIN),
+                         device);
+                report_operation(a, device, id, "running", NULL);
+                if (apply_operation(device, op, params, a->settings.state_dir, &error) < 0) {
+                        log_error("Operation %s (%s) on %s failed: %s", id, op, device, strna(error));
+                        report_operation(a, device, id, "failed", error ?: "failed for an unknown reason");
+                        return;
+                }
+                report_operation(a, device, id, "completed", NULL);
+        }
+}
+
+static void on_fetched(Agent *a, const char *error, json_object *reply, void *userdata) {
+        Partitioner *p = a->partitioner;
+        _cleanup_(disk_info_done) DiskInfo d = {};
+        _cleanup_free_ char *fingerprint = NULL, *device = TAKE_PTR(p->fetching);
+        json_object *operations = NULL;
+        (void) userdata;
+
+        if (error) {
+                log_warning("FetchOperations for %s was refused: %s", device, error);
+                return;
+        }
+        if (!json_object_object_get_ex(reply, "operations", &operations) || json_object_array_length(operations) == 0)
+                return;
+        /* The operations were checked against the scan the controller has: only that disk may get them. */
+        if (scan_disk(device, &d) < 0 || !(fingerprint = disk_info_fingerprint(&d)) ||
+            !streq_ptr(fingerprint, json_get_string(reply, "fingerprint"))) {
+                const char *id = json_get_string(json_object_array_get_idx(operations, 0), "id");
+                log_error("%s changed since the scan the operations were checked against; applying nothing.", device);
+                report_operation(a, device, id, "failed",
+                                 "The disk changed since the scan these operations were checked against. It has "
+                                 "been scanned again; queue what fits now.");
+        } else
+                apply_all(a, device, operations);
+        if (report_scan(a) < 0)
+                log_error("Failed to scan the disks after applying.");
+}
+
+static void on_orders(Agent *a, json_object *orders) {
+        Partitioner *p = a->partitioner;
+        uint64_t requested = (uint64_t) json_get_int(orders, "scanRequestedAt");
+        json_object *apply;
+
+        if (p->scan_seen == UINT64_MAX) /* we scanned at the start: what was asked before is answered */
+                p->scan_seen = requested;
+        if (requested > p->scan_seen) {
+                p->scan_seen = requested;
+                log_info("The controller asked for a scan.");
+                if (report_scan(a) < 0)
+                        log_error("Failed to scan the disks.");
+        }
+        if (p->fetching || !json_object_object_get_ex(orders, "apply", &apply) || json_object_array_length(apply) == 0)
+                return;
+        /* One disk at a time; the next record lists the others again. */
+        const char *device = json_object_get_string(json_object_array_get_idx(apply, 0));
+        json_object *params = json_object_new_object();
+        json_object_object_add(params, "device", json_object_new_string(device));
+        p->fetching = strdup(device);
+        if (!p->fetching || client_call(a, "FetchOperations", params, on_fetched, NULL) < 0) {
+                free(p->fetching);
+                p->fetching = NULL;
+                log_error("Failed to ask for the operations of %s.", device);
+        }
+}
+
+static void on_enrolled(Agent *a) {
+        Partitioner *p = a->partitioner;
+        int r;
+
+        if (!streq_ptr(a->role, "node")) {
+                log_error("Our certificate is for the %s of a clone session, not for the node; partition mode needs a "
+                          "node token (purebootctl node token).", strna(a->role));
+                agent_exit(a, AGENT_EXIT_REFUSED);
+                return;
+        }
+        r = report_scan(a);
+        if (r >= 0 && p->once) {
+                agent_finish(a, AGENT_EXIT_SUCCESS);
+                return;
+        }
+        p->scan_seen = UINT64_MAX;
+        if (r >= 0)
+                r = client_watch_start(a, "WatchNode", json_object_new_object(), on_orders);
+        if (r < 0) {
+                log_error_errno(r, "Failed to start partition mode: %m");
+                agent_exit(a, AGENT_EXIT_FAILURE);
+                return;
+        }
+        log_info("In partition mode; waiting for the controller's orders.");
+}
+
+int partition_start(Agent *a, bool once) {
+        Partitioner *p = calloc(1, sizeof(Partitioner));
+        if (!p)
+                return -ENOMEM;
+        p->agent = a;
+        p->once = once;
+        a->partitioner = p;
+        parted_exceptions_init();
+        return enrol_start(a, on_enrolled);
+}
+
+int scan_print(char **devices) {
+        _cleanup_(json_object_unrefp) json_object *disks = NULL;
+        int r;
+
+        parted_exceptions_init();
+        r = scan_disks(devices, &disks);
+        if (r < 0)
+                return r;
+        puts(json_object_to_json_string_ext(disks, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
+        return 0;
+}

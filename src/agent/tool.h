@@ -1,0 +1,14 @@
+/* SPDX-License-Identifier: MIT */
+/* Running the filesystem tools (resize2fs, ntfsresize, mkfs.*, …): argv only, no shell, in the C locale,
+ * with what they print captured for parsing and for error reports. */
+#pragma once
+
+#include "macro.h"
+
+/* Runs argv[0] (looked up in PATH) and waits. Returns its exit status (0..255), or < 0 if it could not run
+ * or was killed. *ret_output (may be NULL) gets stdout and stderr together, at most 64 KiB. */
+int tool_run(char *const argv[], char **ret_output);
+/* The same with the arguments listed, NULL-terminated. */
+int tool_runl(char **ret_output, const char *arg0, ...) _sentinel_;
+/* The last non-empty line of a tool's output, for an error message (points into output). */
+const char *tool_last_line(char *output);
