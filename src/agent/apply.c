@@ -377,7 +377,16 @@ static int op_resize(Job *j, PartitionInfo *p) {
                 r = resize_fat(j, part, end);
                 if (r >= 0)
                         r = set_geometry(j, part, part->geom.start, end);
-                return r < 0 ? r : commit(j);
+                if (r >= 0)
+                        r = commit(j);
+                if (r < 0 || !p->label)
+                        return r;
+                /* libparted writes a new boot sector without the volume label: put it back, or fsck.fat
+                 * complains that it differs from the root directory's. */
+                free(node);
+                node = NULL;
+                r = wait_for_node(j, p->number, new_size, &node);
+                return r < 0 ? r : run(j, 0, "fatlabel", node, p->label, NULL);
         }
         /* Shrink the filesystem before the partition; grow the partition before the filesystem. */
         if (fs && !grow && !streq(fs, "swap") && (r = resize_filesystem(j, fs, node, new_size, false)) < 0)
@@ -589,10 +598,17 @@ int apply_operation(const char *device, const char *op, json_object *params, con
         int r;
 
         *ret_error = NULL;
-        /* The disk as it is now, and the operation checked once more against it. */
+        /* The disk as it is now, and the operation checked once more against its layout (an earlier operation
+         * may have come out differently than on paper). How far a filesystem shrinks now is for its own tool
+         * to say: the controller checked the minimum at queue time, and the tool refuses what no longer fits. */
         r = scan_disk(device, &d);
         if (r < 0)
                 return asprintf(ret_error, "Failed to read %s before changing it.", device) < 0 ? -ENOMEM : r;
+        for (size_t i = 0; i < d.n_partitions; i++)
+                if (filesystem_kind(d.partitions[i].filesystem) && filesystem_kind(d.partitions[i].filesystem)->shrink) {
+                        d.partitions[i].minimum = MIB;
+                        d.partitions[i].can_shrink = true;
+                }
         {
                 _cleanup_(disk_info_done) DiskInfo paper = {};
                 r = disk_info_copy(&d, &paper);
@@ -615,6 +631,10 @@ int apply_operation(const char *device, const char *op, json_object *params, con
                 r = job_fail(&j, -EIO, "Failed to read the table of %s: %s", device, parted_last_error());
                 goto done;
         }
+        /* The kernel's partitions as the table has them: a table written by a tool that did not tell the
+         * kernel would leave partition nodes missing or stale. */
+        if (j.disk && !ped_disk_commit_to_os(j.disk))
+                log_warning("The kernel did not take the partition table of %s: %s", device, parted_last_error());
         r = save_table(&j, d.table);
         if (r < 0) {
                 r = job_fail(&j, r, "Failed to save the partition table of %s: %s", device, strerror(-r));

@@ -88,7 +88,7 @@ static void on_enrolled(Agent *a, const char *error, json_object *reply, void *u
                                              ? json_object_get_string(v)
                                              : error;
                 log_error("The controller refused our enrolment: %s. Boot the node again with a new token "
-                          "(purebootctl clone token, or a new boot).",
+                          "(purebootctl clone token or node token, or a new boot).",
                           reason);
                 enrolment_free(e);
                 agent_exit(a, AGENT_EXIT_REFUSED);
@@ -110,7 +110,10 @@ static void on_enrolled(Agent *a, const char *error, json_object *reply, void *u
                 enrolment_free(e);
                 return;
         }
-        log_info("Enrolled as %s of session %s.", role, strna(a->settings.session));
+        if (a->settings.session)
+                log_info("Enrolled as %s of session %s.", role, a->settings.session);
+        else
+                log_info("Enrolled as node %s.", strna(json_get_string(reply, "node")));
         finished(e);
 }
 
@@ -236,8 +239,8 @@ int enrol_start(Agent *a, void (*done)(Agent *a)) {
         if (r < 0)
                 return r;
         if (r > 0) {
-                log_info("Going on as %s of session %s with the certificate from %s.", a->role, a->settings.session,
-                         a->settings.state_dir);
+                log_info("Going on as %s%s%s with the certificate from %s.", a->role,
+                         a->settings.session ? " of session " : "", strempty(a->settings.session), a->settings.state_dir);
                 done(a);
                 return 0;
         }

@@ -58,6 +58,19 @@ int verb_node(sd_bus *bus, int argc, char **argv) {
                 return node_add(bus);
         if (streq(verb, "list") && argc <= 1)
                 return node_list(bus);
+        if (streq(verb, "scan") && argc == 2) {
+                _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+                r = ctl_resolve(bus, "GetNode", argv[1], &path);
+                if (r < 0)
+                        return -r;
+                r = ctl_new_call(bus, path, PB_IFACE("Node"), "RequestScan", &m);
+                if (r >= 0)
+                        r = sd_bus_message_append(m, "a{sv}", 0);
+                if (r < 0)
+                        return EXIT_FAILED;
+                r = ctl_call(bus, m, NULL, "request a scan");
+                return r < 0 ? -r : EXIT_OK;
+        }
         if ((streq(verb, "set-mode") && argc == 3) || (streq(verb, "token") && argc == 2)) {
                 _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
                 const char *token;
@@ -101,6 +114,6 @@ int verb_node(sd_bus *bus, int argc, char **argv) {
         }
         log_error("Usage: purebootctl node add --mac MAC --hostname NAME [--arch ARCH] [--serial SERIAL] | "
                   "node list | node show NODE | node remove NODE | node set-mode NODE local|partition | "
-                  "node token NODE");
+                  "node token NODE | node scan NODE");
         return EXIT_USAGE;
 }

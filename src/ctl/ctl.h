@@ -55,3 +55,5 @@ int verb_node(sd_bus *bus, int argc, char **argv);
 int verb_clone(sd_bus *bus, int argc, char **argv);
 int verb_storage(sd_bus *bus, int argc, char **argv);
 int verb_ca(sd_bus *bus, int argc, char **argv);
+int verb_disk(sd_bus *bus, int argc, char **argv);
+int verb_partition(sd_bus *bus, int argc, char **argv);

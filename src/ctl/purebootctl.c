@@ -360,6 +360,17 @@ static void help(void) {
                "  node list | node show NODE | node remove NODE\n"
                "  node set-mode NODE local|partition   What its next network boot does\n"
                "  node token NODE                      A node enrolment token for a manual boot\n"
+               "  node scan NODE                       Ask a node in partition mode to scan again\n"
+               "Disks and partitions (of a node in partition mode):\n"
+               "  disk list NODE | disk show NODE DEV  Its disks; one with its partitions and a map\n"
+               "  partition queue NODE DEV OP KEY=VALUE...\n"
+               "      resize partition=N new_size_bytes=SIZE | create start_bytes=SIZE size_bytes=SIZE\n"
+               "      [filesystem=FS] [label=L] [type=linux|efi|swap|msdata|fat32|lvm|raid|bios-boot|home]\n"
+               "      [table=gpt|msdos] | delete partition=N | format partition=N filesystem=FS [label=L] |\n"
+               "      move partition=N new_start_bytes=SIZE | set_flag partition=N flag=F value=true|false\n"
+               "      (SIZE in bytes or with K, M, G, T)\n"
+               "  partition list NODE DEV | partition remove NODE DEV ID\n"
+               "  partition apply NODE DEV [--follow]  Have the node apply what is queued\n"
                "Clone sessions:\n"
                "  clone create --source NODE [--target NODE] --mode direct|staged [--storage BACKEND]\n"
                "               --source-device DEV --target-device DEV [--name NAME]\n"
@@ -542,6 +553,8 @@ int main(int argc, char *argv[]) {
                 { "clone", verb_clone },
                 { "storage", verb_storage },
                 { "ca", verb_ca },
+                { "disk", verb_disk },
+                { "partition", verb_partition },
         };
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
         int r;

@@ -97,6 +97,11 @@ static inline const char *startswith(const char *s, const char *prefix) {
         return strncmp(s, prefix, l) == 0 ? s + l : NULL;
 }
 
+static inline bool endswith(const char *s, const char *suffix) {
+        size_t a = strlen(s), b = strlen(suffix);
+        return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+
 /* True if s equals one of the NULL-terminated list of strings. */
 bool string_in_set(const char *s, const char *const *set);
 #define STR_IN_SET(s, ...) string_in_set((s), (const char *const[]){ __VA_ARGS__, NULL })
