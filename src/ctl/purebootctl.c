@@ -100,7 +100,7 @@ static int read_json(sd_bus_message *m, json_object **ret) {
         char type;
         int r = sd_bus_message_peek_type(m, &type, &contents);
         if (r <= 0)
-                return r < 0 ? r : -ENXIO;
+                return r; /* 0: the end of the container */
 
         if (type == 'v' || type == 'r' || type == 'e') {
                 r = sd_bus_message_enter_container(m, type, contents);
@@ -237,7 +237,15 @@ static void print_property(const char *name, json_object *v, int width) {
                 s = buf;
         } else if (json_object_is_type(v, json_type_boolean))
                 s = json_object_get_boolean(v) ? "yes" : "no";
-        else if (json_object_is_type(v, json_type_object)) {
+        else if (json_object_is_type(v, json_type_array) && json_object_array_length(v) == 0)
+                s = "-";
+        else if (json_object_is_type(v, json_type_array)) {
+                /* One element a line: object paths, or a struct's fields as JSON. */
+                for (size_t i = 0; i < json_object_array_length(v); i++)
+                        printf("%*s%s %s\n", width, i == 0 ? name : "", i == 0 ? ":" : " ",
+                               json_object_to_json_string_ext(json_object_array_get_idx(v, i), JSON_C_TO_STRING_PLAIN));
+                return;
+        } else if (json_object_is_type(v, json_type_object)) {
                 printf("%*s:", width, name);
                 json_object_object_foreach (v, key, value)
                         printf(" %s=%s", key, json_object_get_string(value));
@@ -271,7 +279,8 @@ int ctl_show_object(sd_bus *bus, const char *path, const char *iface) {
         if (r < 0)
                 return ctl_error(&error, r, "read its properties");
         r = read_json(reply, &all);
-        if (r < 0) {
+        if (r <= 0) {
+                r = r < 0 ? r : -ENXIO;
                 log_error_errno(r, "Failed to parse the properties: %m");
                 return EXIT_FAILED;
         }
