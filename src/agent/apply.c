@@ -59,30 +59,6 @@ _printf_(3, 4) static int job_fail(Job *j, int r, const char *format, ...) {
         return r < 0 ? r : -EIO;
 }
 
-static int pread_all(int fd, void *buf, size_t size, uint64_t offset) {
-        for (size_t done = 0; done < size;) {
-                ssize_t n = pread(fd, (uint8_t *) buf + done, size - done, (off_t) (offset + done));
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n <= 0)
-                        return n < 0 ? -errno : -EIO;
-                done += (size_t) n;
-        }
-        return 0;
-}
-
-static int pwrite_all(int fd, const void *buf, size_t size, uint64_t offset) {
-        for (size_t done = 0; done < size;) {
-                ssize_t n = pwrite(fd, (const uint8_t *) buf + done, size - done, (off_t) (offset + done));
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n <= 0)
-                        return n < 0 ? -errno : -EIO;
-                done += (size_t) n;
-        }
-        return 0;
-}
-
 static int save_sectors(Job *j, uint64_t offset, uint64_t size) {
         Region *r = &j->saved[j->n_saved];
         r->data = malloc(size);
@@ -91,7 +67,7 @@ static int save_sectors(Job *j, uint64_t offset, uint64_t size) {
         r->offset = offset;
         r->size = size;
         j->n_saved++;
-        return pread_all(j->fd, r->data, size, offset);
+        return pread_full(j->fd, r->data, size, offset);
 }
 
 /* The table's own sectors: the MBR; for GPT also the primary header and entries and the backup ones at
@@ -120,9 +96,9 @@ static int save_to_file(Job *j, uint64_t offset, uint64_t size) {
                 return -errno;
         for (uint64_t done = 0; done < size;) {
                 size_t n = (size_t) MIN((uint64_t) COPY_BLOCK, size - done);
-                int e = pread_all(j->fd, buf, n, offset + done);
+                int e = pread_full(j->fd, buf, n, offset + done);
                 if (e >= 0)
-                        e = pwrite_all(out, buf, n, done);
+                        e = pwrite_full(out, buf, n, done);
                 if (e < 0)
                         return e;
                 done += n;
@@ -135,14 +111,14 @@ static int restore_region(Job *j, Region *r) {
         _cleanup_close_ int in = -EBADF;
 
         if (r->data)
-                return pwrite_all(j->fd, r->data, r->size, r->offset);
+                return pwrite_full(j->fd, r->data, r->size, r->offset);
         if (!(buf = malloc(COPY_BLOCK)) || (in = open(r->file, O_RDONLY | O_CLOEXEC)) < 0)
                 return buf ? -errno : -ENOMEM;
         for (uint64_t done = 0; done < r->size;) {
                 size_t n = (size_t) MIN((uint64_t) COPY_BLOCK, r->size - done);
-                int e = pread_all(in, buf, n, done);
+                int e = pread_full(in, buf, n, done);
                 if (e >= 0)
-                        e = pwrite_all(j->fd, buf, n, r->offset + done);
+                        e = pwrite_full(j->fd, buf, n, r->offset + done);
                 if (e < 0)
                         return e;
                 done += n;
@@ -240,19 +216,13 @@ static PedPartition *partition(Job *j, unsigned number) {
 /* Runs a tool and fails the job with its last line of output unless it exits with one of the codes
  * allowed (0, and for e2fsck also 1: errors corrected). */
 static int run(Job *j, int max_ok, const char *arg0, ...) {
-        const char *argv[24];
         _cleanup_free_ char *out = NULL;
-        size_t n = 0;
         va_list ap;
         int r;
 
-        argv[n++] = arg0;
         va_start(ap, arg0);
-        while (n < ELEMENTSOF(argv) - 1 && (argv[n] = va_arg(ap, const char *)))
-                n++;
+        r = tool_runv(&out, arg0, ap);
         va_end(ap);
-        argv[n] = NULL;
-        r = tool_run((char *const *) argv, &out);
         if (r < 0)
                 return job_fail(j, r, "%s could not run: %s", arg0, strerror(-r));
         if (r > max_ok)
@@ -558,9 +528,9 @@ static int copy_range(Job *j, uint64_t from, uint64_t to, uint64_t size) {
         for (uint64_t done = 0; done < size;) {
                 size_t n = (size_t) MIN((uint64_t) COPY_BLOCK, size - done);
                 uint64_t at = backwards ? size - done - n : done;
-                int r = pread_all(j->fd, buf, n, from + at);
+                int r = pread_full(j->fd, buf, n, from + at);
                 if (r >= 0)
-                        r = pwrite_all(j->fd, buf, n, to + at);
+                        r = pwrite_full(j->fd, buf, n, to + at);
                 if (r < 0)
                         return job_fail(j, r, "Failed to copy the partition at %s: %s", FORMAT_BYTES(from + at),
                                         strerror(-r));

@@ -94,33 +94,11 @@ void device_close(Device *d) {
 }
 
 int device_pwrite(Device *d, const void *buf, size_t size, uint64_t offset) {
-        const uint8_t *p = buf;
-        while (size > 0) {
-                ssize_t n = pwrite(d->fd, p, size, (off_t) offset);
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n <= 0)
-                        return n < 0 ? -errno : -EIO;
-                p += n;
-                size -= (size_t) n;
-                offset += (uint64_t) n;
-        }
-        return 0;
+        return pwrite_full(d->fd, buf, size, offset);
 }
 
 int device_pread(Device *d, void *buf, size_t size, uint64_t offset) {
-        uint8_t *p = buf;
-        while (size > 0) {
-                ssize_t n = pread(d->fd, p, size, (off_t) offset);
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n <= 0)
-                        return n < 0 ? -errno : -EIO; /* the device shrank under us */
-                p += n;
-                size -= (size_t) n;
-                offset += (uint64_t) n;
-        }
-        return 0;
+        return pread_full(d->fd, buf, size, offset);
 }
 
 int device_zero(Device *d, uint64_t offset, uint64_t length) {

@@ -82,18 +82,25 @@ int tool_run(char *const argv[], char **ret_output) {
         return WIFEXITED(status) ? WEXITSTATUS(status) : -ECHILD;
 }
 
-int tool_runl(char **ret_output, const char *arg0, ...) {
+int tool_runv(char **ret_output, const char *arg0, va_list ap) {
         const char *argv[32];
         size_t n = 0;
-        va_list ap;
 
         argv[n++] = arg0;
-        va_start(ap, arg0);
         while (n < ELEMENTSOF(argv) - 1 && (argv[n] = va_arg(ap, const char *)))
                 n++;
-        va_end(ap);
         argv[n] = NULL;
         return tool_run((char *const *) argv, ret_output);
+}
+
+int tool_runl(char **ret_output, const char *arg0, ...) {
+        va_list ap;
+        int r;
+
+        va_start(ap, arg0);
+        r = tool_runv(ret_output, arg0, ap);
+        va_end(ap);
+        return r;
 }
 
 const char *tool_last_line(char *output) {

@@ -295,3 +295,27 @@ void strv_remove(char **l, const char *s) {
         }
         *w = NULL;
 }
+
+int pread_full(int fd, void *buf, size_t size, uint64_t offset) {
+        for (size_t done = 0; done < size;) {
+                ssize_t n = pread(fd, (uint8_t *) buf + done, size - done, (off_t) (offset + done));
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0)
+                        return n < 0 ? -errno : -EIO; /* the end came first: a device shrank under us */
+                done += (size_t) n;
+        }
+        return 0;
+}
+
+int pwrite_full(int fd, const void *buf, size_t size, uint64_t offset) {
+        for (size_t done = 0; done < size;) {
+                ssize_t n = pwrite(fd, (const uint8_t *) buf + done, size - done, (off_t) (offset + done));
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0)
+                        return n < 0 ? -errno : -EIO;
+                done += (size_t) n;
+        }
+        return 0;
+}
