@@ -112,10 +112,19 @@ static void on_orders(Agent *a, json_object *orders) {
                 if (report_scan(a) < 0)
                         log_error("Failed to scan the disks.");
         }
-        if (p->fetching || !json_object_object_get_ex(orders, "apply", &apply) || json_object_array_length(apply) == 0)
+        if (p->fetching || !json_object_object_get_ex(orders, "apply", &apply))
                 return;
-        /* One disk at a time; the next record lists the others again. */
-        const char *device = json_object_get_string(json_object_array_get_idx(apply, 0));
+        /* One disk at a time; the next record lists the others again. A disk whose operation reports are
+         * still queued is being applied already (or was): the controller has not heard all of it yet, and
+         * what it would hand out now is stale. Each report it takes brings a new record. */
+        const char *device = NULL;
+        for (size_t i = 0; !device && i < json_object_array_length(apply); i++) {
+                const char *d = json_object_get_string(json_object_array_get_idx(apply, i));
+                if (!queue_contains(a->queue, "ReportOperation", "device", d))
+                        device = d;
+        }
+        if (!device)
+                return;
         json_object *params = json_object_new_object();
         json_object_object_add(params, "device", json_object_new_string(device));
         p->fetching = strdup(device);
