@@ -58,15 +58,26 @@ static int render(BootCall *bc, sd_bus_message *m) {
         r = sd_bus_message_read(m, "ssss", &action, &workflow, &node, &state);
         if (r < 0)
                 return r;
-        if (streq(action, "deploy_image")) {
+        if (STR_IN_SET(action, "deploy_image", "nfs_boot")) {
                 w = workflows_find(b->workflows, workflow);
                 if (!w)
                         return request_reply_error(req, MHD_HTTP_INTERNAL_SERVER_ERROR,
                                                    "org.pureboot.Node.InvalidState", "status", state, "reason",
                                                    "the workflow for this job is not installed on the bridge",
                                                    NULL);
+                if (streq(action, "nfs_boot") != streq_ptr(w->install_method, "nfs"))
+                        return request_reply_error(req, MHD_HTTP_INTERNAL_SERVER_ERROR,
+                                                   "org.pureboot.Node.InvalidState", "status", state, "reason",
+                                                   streq(action, "nfs_boot")
+                                                           ? "the node's diskless workflow is not an nfs workflow"
+                                                           : "an nfs workflow cannot run this job",
+                                                   NULL);
                 cmdline = deploy_cmdline(b, w, node, bc->mac, req->peer ? req->peer->address : "", m);
                 if (!cmdline)
+                        return -ENOMEM;
+                /* What the initramfs of a diskless node mounts (deploy/pi-nfsroot). */
+                if (streq(action, "nfs_boot") &&
+                    strextend_printf(&cmdline, " pureboot.nfsroot=%s:%s", w->nfs_server, w->nfs_base_path) < 0)
                         return -ENOMEM;
         }
         if (bc->pi) {
@@ -77,6 +88,7 @@ static int render(BootCall *bc, sd_bus_message *m) {
                         { "local_boot", "Nothing to do for this Pi: boot from its own storage." },
                         { "wait", "A clone session names this Pi but is not started yet: ask again soon." },
                         { "deploy_image", "Boot the PureBoot deploy image for the job on the command line." },
+                        { "nfs_boot", "Boot diskless: the root is nfs_server:nfs_path, with this Pi's overlay." },
                 };
                 json_object_object_add(o, "state", json_object_new_string(state));
                 json_object_object_add(o, "action", json_object_new_string(action));
@@ -89,6 +101,10 @@ static int render(BootCall *bc, sd_bus_message *m) {
                         json_object_object_add(o, "kernel", json_object_new_string(w->kernel_path));
                         json_object_object_add(o, "initrd", json_object_new_string(w->initrd_path));
                         json_object_object_add(o, "cmdline", json_object_new_string(cmdline));
+                }
+                if (w && streq(action, "nfs_boot")) {
+                        json_object_object_add(o, "nfs_server", json_object_new_string(w->nfs_server));
+                        json_object_object_add(o, "nfs_path", json_object_new_string(w->nfs_base_path));
                 }
                 return request_reply_json(req, MHD_HTTP_OK, o);
         }

@@ -5,6 +5,7 @@
 #include "bus-ca.h"
 #include "bus-clone.h"
 #include "bus-disk.h"
+#include "bus-nfsroot.h"
 #include "bus-gateway.h"
 #include "bus-node.h"
 #include "bus-storage.h"
@@ -324,6 +325,8 @@ int bus_manager_register(Manager *m) {
                 r = bus_node_register(m);
         if (r >= 0)
                 r = bus_disk_register(m);
+        if (r >= 0)
+                r = bus_nfsroot_register(m);
         if (r >= 0)
                 r = bus_storage_register(m);
         if (r >= 0)

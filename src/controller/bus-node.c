@@ -49,15 +49,20 @@ static int authorize(Node *n, sd_bus_message *msg, const char *verb, sd_bus_erro
 static int method_set_boot_mode(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Node *n = userdata;
         const char *mode;
+        BusOptions o;
         int r;
 
         r = sd_bus_message_read(msg, "s", &mode);
+        if (r >= 0)
+                r = bus_read_options(msg, &o, error);
         if (r < 0)
                 return r;
-        r = authorize(n, msg, "set-boot-mode", error);
+        r = polkit_verify(n->manager, msg, "org.pureboot.controller1.manage-nodes",
+                          (const char *const[]){ "node", n->id, "hostname", n->hostname, "verb", "set-boot-mode", NULL },
+                          bus_interactive(msg, &o), error);
         if (r <= 0)
                 return r < 0 ? r : 1;
-        r = node_set_boot_mode(n, mode, error);
+        r = node_set_boot_mode(n, mode, o.workflow, error);
         if (r < 0)
                 return r;
         manager_audit(n->manager, msg, "SetBootMode", n->id, mode);
@@ -116,6 +121,7 @@ static const sd_bus_vtable node_vtable[] = {
         P("Serial", "s", serial),
         P("State", "s", state),
         P("BootMode", "s", boot_mode),
+        P("BootWorkflow", "s", boot_workflow),
         P("LastSeen", "t", last_seen),
         P("ScanRequestedAt", "t", scan_requested_at),
         SD_BUS_PROPERTY("Disks", "ao", property_get_disks, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),

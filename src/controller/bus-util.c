@@ -38,12 +38,14 @@ int bus_read_options(sd_bus_message *m, BusOptions *ret, sd_bus_error *error) {
                                 target = &o.ip;
                         else if (streq(key, "serial"))
                                 target = &o.serial;
+                        else if (streq(key, "workflow"))
+                                target = &o.workflow;
                         else
                                 return sd_bus_error_setf(
                                         error, SD_BUS_ERROR_INVALID_ARGS,
                                         "Unknown option \"%s\". Known options: "
                                         "auth.no_user_interaction, idempotency_key, storage, "
-                                        "resize_mode, ip, serial.",
+                                        "resize_mode, ip, serial, workflow.",
                                         key);
                         if (!streq(contents, "s"))
                                 return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,

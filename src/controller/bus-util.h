@@ -11,7 +11,7 @@
 
 typedef struct BusOptions {
         bool no_user_interaction; /* auth.no_user_interaction */
-        const char *idempotency_key, *storage, *resize_mode, *ip, *serial;
+        const char *idempotency_key, *storage, *resize_mode, *ip, *serial, *workflow;
 } BusOptions;
 
 /* Reads the trailing a{sv} options. Strings point into the message. Unknown keys are refused so a

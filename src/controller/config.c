@@ -13,12 +13,20 @@ void config_init(Config *c) {
                 .session_cert_validity_hours = 24,
                 .token_lifetime_usec = 15 * 60 * USEC_PER_SEC,
                 .bridge_user = strdup("pureboot-bridge"),
+                .nfsroot_path = strdup("/srv/nfsroot"),
+                .nfsroot_base_dir = strdup("base"),
+                .nfsroot_nodes_dir = strdup("nodes"),
         };
 }
 
 void config_done(Config *c) {
         free(c->ca_key_algorithm);
         free(c->bridge_user);
+        free(c->nfsroot_path);
+        free(c->nfsroot_base_dir);
+        free(c->nfsroot_nodes_dir);
+        free(c->nfsroot_default_base);
+        free(c->nfsroot_workflow);
 }
 
 static int parse_positive(const char *file, unsigned line, const char *key, const char *value, uint64_t max,
@@ -68,12 +76,30 @@ static int handle(const char *file, unsigned line, const char *section, const ch
                         return log_error_errno(EINVAL, "%s:%u: User= needs a user name.", file, line);
                 return free_and_strdup(&c->bridge_user, value);
         }
+        if (streq(section, "NfsRoot") && streq(key, "Path")) {
+                if (value[0] != '/' || strstr(value, ".."))
+                        return log_error_errno(EINVAL, "%s:%u: Path=%s is not an absolute path.", file, line, value);
+                return free_and_strdup(&c->nfsroot_path, value);
+        }
+        if (streq(section, "NfsRoot") && STR_IN_SET(key, "BaseDir", "NodesDir", "DefaultBaseImage", "Workflow")) {
+                char **field = streq(key, "BaseDir")            ? &c->nfsroot_base_dir
+                               : streq(key, "NodesDir")         ? &c->nfsroot_nodes_dir
+                               : streq(key, "DefaultBaseImage") ? &c->nfsroot_default_base
+                                                                : &c->nfsroot_workflow;
+                /* One directory name each: they are joined to Path. */
+                if (STR_IN_SET(key, "BaseDir", "NodesDir") ? (isempty(value) || strchr(value, '/') || value[0] == '.')
+                                                    : (!isempty(value) && strchr(value, '/')))
+                        return log_error_errno(EINVAL, "%s:%u: %s=%s must be a plain name without '/'.", file, line,
+                                               key, value);
+                return free_and_strdup(field, isempty(value) ? NULL : value);
+        }
         log_warning("%s:%u: unknown setting [%s] %s=, ignoring.", file, line, section, key);
         return 0;
 }
 
 int config_load(Config *c, const char *path) {
-        if (!c->ca_key_algorithm || !c->bridge_user)
+        if (!c->ca_key_algorithm || !c->bridge_user || !c->nfsroot_path || !c->nfsroot_base_dir ||
+            !c->nfsroot_nodes_dir)
                 return log_oom();
         return ini_parse_with_dropins(path, handle, c);
 }

@@ -15,6 +15,9 @@ typedef struct Config {
         uint64_t token_lifetime_usec;
         /* [Bridge] */
         char *bridge_user; /* the only user allowed on the Gateway interface */
+        /* [NfsRoot] */
+        char *nfsroot_path, *nfsroot_base_dir, *nfsroot_nodes_dir, *nfsroot_default_base;
+        char *nfsroot_workflow; /* given to Pis at their first boot: they boot diskless from the start */
 } Config;
 
 void config_init(Config *c);

@@ -8,6 +8,7 @@
 #include "ca.h"
 #include "clone.h"
 #include "disk.h"
+#include "nfsroot.h"
 #include "gateway.h"
 #include "log.h"
 #include "node.h"
@@ -795,6 +796,12 @@ int gateway_boot(Manager *m, const char *kind, const char *mac, const char *seri
                 }
                 log_info("Discovered %s (MAC %s%s%s) at its first network boot.", n->hostname, n->mac,
                          n->serial ? ", serial " : "", strempty(n->serial));
+                /* A diskless fleet: new Pis boot from the NFS root at once. */
+                if (canonical_serial && m->config.nfsroot_workflow) {
+                        r = node_set_boot_mode(n, "nfs", m->config.nfsroot_workflow, error);
+                        if (r < 0)
+                                return r;
+                }
         }
 
         params = json_object_new_object();
@@ -826,6 +833,18 @@ int gateway_boot(Manager *m, const char *kind, const char *mac, const char *seri
                 json_object_object_add(params, "node", json_object_new_string(n->id));
                 json_object_object_add(params, "token", json_object_new_string(token));
                 action = "deploy_image";
+        } else if (streq(n->boot_mode, "nfs")) {
+                /* Diskless: the workflow names the NFS server and root; the Pi's overlay names its base. */
+                _cleanup_free_ char *base = nfsroot_base_for(m, n->serial);
+                if (!(workflow = strdup(n->boot_workflow ?: "pi-diskless-nfs")) || !(state = strdup("active")))
+                        return -ENOMEM;
+                json_object_object_add(params, "node", json_object_new_string(n->id));
+                if (n->serial)
+                        json_object_object_add(params, "serial", json_object_new_string(n->serial));
+                if (base)
+                        json_object_object_add(params, "base", json_object_new_string(base));
+                json_object_object_add(params, "hostname", json_object_new_string(n->hostname));
+                action = "nfs_boot";
         } else if (c)
                 action = "wait"; /* its session is not started yet: ask again soon */
 

@@ -12,6 +12,7 @@
 #include "gateway.h"
 #include "log.h"
 #include "disk.h"
+#include "nfsroot.h"
 #include "node.h"
 #include "polkit.h"
 #include "storage.h"
@@ -49,6 +50,7 @@ Manager *manager_free(Manager *m) {
                 return NULL;
         gateway_done(m);
         polkit_queries_free(m);
+        nfsroot_imports_free(m);
         HASHMAP_FOREACH (v, m->sessions, i)
                 clone_free(v);
         HASHMAP_FOREACH (v, m->nodes, i)

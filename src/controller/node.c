@@ -18,6 +18,7 @@ Node *node_free(Node *n) {
         free(n->serial);
         free(n->state);
         free(n->boot_mode);
+        free(n->boot_workflow);
         for (size_t i = 0; i < n->n_disks; i++)
                 disk_free(n->disks[i]);
         free(n->disks);
@@ -145,26 +146,36 @@ int node_register(Manager *m, const char *hostname, const char *mac, const char 
         return 0;
 }
 
-int node_set_boot_mode(Node *n, const char *mode, sd_bus_error *error) {
-        _cleanup_free_ char *old = NULL;
+int node_set_boot_mode(Node *n, const char *mode, const char *workflow, sd_bus_error *error) {
+        _cleanup_free_ char *old = NULL, *old_workflow = NULL;
         int r;
 
-        if (!STR_IN_SET(mode, "local", "partition"))
+        if (!STR_IN_SET(mode, "local", "partition", "nfs"))
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
-                                         "Boot mode \"%.32s\" is not local or partition.", mode);
+                                         "Boot mode \"%.32s\" is not local, partition or nfs.", mode);
+        if (workflow && !streq(mode, "nfs"))
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                         "Only the nfs boot mode takes a workflow; %s boots its own.", mode);
+        if (streq(mode, "nfs") && !workflow)
+                workflow = "pi-diskless-nfs";
+        if (workflow && !name_is_valid(workflow, 64))
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT, "\"%.64s\" is not a workflow id.", workflow);
         old = n->boot_mode;
+        old_workflow = n->boot_workflow;
         n->boot_mode = strdup(mode);
-        if (!n->boot_mode) {
-                n->boot_mode = TAKE_PTR(old);
-                return -ENOMEM;
-        }
-        r = store_node_update(n->manager->store, n);
+        n->boot_workflow = workflow ? strdup(workflow) : NULL;
+        if (!n->boot_mode || (workflow && !n->boot_workflow))
+                r = -ENOMEM;
+        else
+                r = store_node_update(n->manager->store, n);
         if (r < 0) {
                 free(n->boot_mode);
+                free(n->boot_workflow);
                 n->boot_mode = TAKE_PTR(old);
-                return bus_store_error(error, r, "change the boot mode");
+                n->boot_workflow = TAKE_PTR(old_workflow);
+                return r == -ENOMEM ? r : bus_store_error(error, r, "change the boot mode");
         }
-        node_emit_changed(n, "BootMode", NULL);
+        node_emit_changed(n, "BootMode", "BootWorkflow", NULL);
         return 0;
 }
 

@@ -11,6 +11,7 @@ typedef struct Disk Disk;
 typedef struct Node {
         Manager *manager;
         char *id, *hostname, *mac, *arch, *serial, *state, *boot_mode;
+        char *boot_workflow; /* boot_mode nfs: the diskless workflow it boots */
         uint64_t last_seen, created_at;
         uint64_t scan_requested_at; /* the last RequestScan; the node scans again when it sees it change */
         uint64_t report_sequence;   /* the last node report applied (disks, operations) */
@@ -26,8 +27,9 @@ int node_register(Manager *m, const char *hostname, const char *mac, const char 
                   const char *state, Node **ret, sd_bus_error *error);
 /* A Raspberry Pi serial: exactly 8 hex digits, returned lowercase. */
 int node_serial_normalize(const char *s, char **ret);
-/* What the node's next network boot does: "local" (its own disk) or "partition" (the partition workflow). */
-int node_set_boot_mode(Node *n, const char *mode, sd_bus_error *error);
+/* What the node's next network boot does: "local" (its own disk), "partition" (the partition workflow) or
+ * "nfs" (diskless, from the NFS root, with workflow: default pi-diskless-nfs). */
+int node_set_boot_mode(Node *n, const char *mode, const char *workflow, sd_bus_error *error);
 void node_emit_changed(Node *n, const char *first, ...) _sentinel_;
 /* Asks the node, through its WatchNode stream, to scan its disks again and report them. */
 int node_request_scan(Node *n, sd_bus_error *error);

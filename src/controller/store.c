@@ -132,6 +132,8 @@ static const char *const migrations[] = {
         "ALTER TABLE disk_info ADD COLUMN fingerprint TEXT NOT NULL DEFAULT '';"
         "ALTER TABLE disk_info ADD COLUMN apply_requested_at INTEGER NOT NULL DEFAULT 0;"
         "CREATE INDEX partition_operations_disk ON partition_operations(node_id, device, position);",
+        /* 4: diskless nodes boot the workflow named here (boot_mode nfs) */
+        "ALTER TABLE nodes ADD COLUMN boot_workflow TEXT;",
 };
 
 static int exec_plain(Store *s, const char *sql) {
@@ -381,10 +383,10 @@ static int collect_ids(Store *s, const char *sql, const char *id, char **ret) {
 int store_node_insert(Store *s, const Node *n) {
         int r = store_exec(
                 s,
-                "INSERT INTO nodes (id, hostname, mac, arch, serial, state, boot_mode, last_seen, "
-                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                "ssssssstt", n->id, n->hostname, n->mac, n->arch, n->serial, n->state, n->boot_mode,
-                n->last_seen, n->created_at);
+                "INSERT INTO nodes (id, hostname, mac, arch, serial, state, boot_mode, boot_workflow, last_seen, "
+                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "sssssssstt", n->id, n->hostname, n->mac, n->arch, n->serial, n->state, n->boot_mode,
+                n->boot_workflow, n->last_seen, n->created_at);
         return r < 0 ? r : 0;
 }
 
@@ -392,9 +394,9 @@ int store_node_update(Store *s, const Node *n) {
         int r = store_exec(
                 s,
                 "UPDATE nodes SET hostname = ?, mac = ?, arch = ?, serial = ?, state = ?, boot_mode = ?, "
-                "last_seen = ?, scan_requested_at = ?, report_sequence = ? WHERE id = ?",
-                "ssssssttts", n->hostname, n->mac, n->arch, n->serial, n->state,
-                n->boot_mode, n->last_seen, n->scan_requested_at, n->report_sequence, n->id);
+                "boot_workflow = ?, last_seen = ?, scan_requested_at = ?, report_sequence = ? WHERE id = ?",
+                "sssssssttts", n->hostname, n->mac, n->arch, n->serial, n->state,
+                n->boot_mode, n->boot_workflow, n->last_seen, n->scan_requested_at, n->report_sequence, n->id);
         return r < 0 ? r : r == 1 ? 0 : -ENOENT;
 }
 
@@ -409,7 +411,7 @@ int store_nodes_load(Store *s, int (*add)(void *userdata, Node *n), void *userda
 
         r = store_query(s, &stmt,
                         "SELECT id, hostname, mac, arch, serial, state, boot_mode, last_seen, created_at, "
-                        "scan_requested_at, report_sequence FROM nodes",
+                        "scan_requested_at, report_sequence, boot_workflow FROM nodes",
                         "");
         if (r < 0)
                 return r;
@@ -429,6 +431,7 @@ int store_nodes_load(Store *s, int (*add)(void *userdata, Node *n), void *userda
                 n->created_at = column_u64(stmt, 8);
                 n->scan_requested_at = column_u64(stmt, 9);
                 n->report_sequence = column_u64(stmt, 10);
+                n->boot_workflow = store_column_strdup(stmt, 11, &oom);
                 if (oom) {
                         node_free(n);
                         return -ENOMEM;

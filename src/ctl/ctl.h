@@ -57,3 +57,4 @@ int verb_storage(sd_bus *bus, int argc, char **argv);
 int verb_ca(sd_bus *bus, int argc, char **argv);
 int verb_disk(sd_bus *bus, int argc, char **argv);
 int verb_partition(sd_bus *bus, int argc, char **argv);
+int verb_nfsroot(sd_bus *bus, int argc, char **argv);

@@ -380,6 +380,10 @@ static void help(void) {
                "      (SIZE in bytes or with K, M, G, T)\n"
                "  partition list NODE DEV | partition remove NODE DEV ID\n"
                "  partition apply NODE DEV [--follow]  Have the node apply what is queued\n"
+               "Diskless nodes (NFS root):\n"
+               "  nfsroot list | nfsroot import NAME ARCHIVE.tar[.gz|.zst] | nfsroot show SERIAL\n"
+               "  nfsroot create SERIAL [BASE [HOSTNAME]] | nfsroot delete SERIAL\n"
+               "  node set-mode NODE nfs               Boot it diskless (pi-diskless-nfs workflow)\n"
                "Clone sessions:\n"
                "  clone create --source NODE [--target NODE] --mode direct|staged [--storage BACKEND]\n"
                "               --source-device DEV --target-device DEV [--name NAME]\n"
@@ -564,6 +568,7 @@ int main(int argc, char *argv[]) {
                 { "ca", verb_ca },
                 { "disk", verb_disk },
                 { "partition", verb_partition },
+                { "nfsroot", verb_nfsroot },
         };
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
         int r;

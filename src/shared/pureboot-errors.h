@@ -14,6 +14,7 @@
 #define PB_ERROR_INSUFFICIENT_SPACE PB_ERROR_PREFIX "InsufficientSpace"
 #define PB_ERROR_PLAN_INFEASIBLE PB_ERROR_PREFIX "PlanInfeasible"
 #define PB_ERROR_NO_SUCH_DISK PB_ERROR_PREFIX "NoSuchDisk"
+#define PB_ERROR_NO_SUCH_BASE_IMAGE PB_ERROR_PREFIX "NoSuchBaseImage"
 #define PB_ERROR_NO_SUCH_OPERATION PB_ERROR_PREFIX "NoSuchOperation"
 /* A partition operation the disk does not allow; the message says what would fit. */
 #define PB_ERROR_OPERATION_REFUSED PB_ERROR_PREFIX "OperationRefused"

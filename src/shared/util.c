@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <ctype.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <libgen.h>
 #include <stdarg.h>
 #include <sys/stat.h>
@@ -318,4 +319,14 @@ int pwrite_full(int fd, const void *buf, size_t size, uint64_t offset) {
                 done += (size_t) n;
         }
         return 0;
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+        (void) st, (void) ftw;
+        return (flag == FTW_DP ? rmdir(path) : unlink(path)) < 0 ? -errno : 0;
+}
+
+int rm_rf(const char *path) {
+        int r = nftw(path, remove_entry, 64, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
+        return r < 0 ? -errno : r > 0 ? -EIO : -r;
 }

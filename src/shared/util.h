@@ -35,6 +35,8 @@ int read_full_file(const char *path, char **ret, size_t *ret_size);
 int pread_full(int fd, void *buf, size_t size, uint64_t offset);
 int pwrite_full(int fd, const void *buf, size_t size, uint64_t offset);
 int mkdir_p(const char *path, mode_t mode);
+/* Removes path and everything below it, following no symlink and crossing no mount point. */
+int rm_rf(const char *path);
 
 /* Appends to a dynamically grown string; returns -ENOMEM on failure. */
 int strextend_printf(char **s, const char *format, ...) _printf_(2, 3);

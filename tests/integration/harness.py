@@ -133,7 +133,8 @@ class Controller:
         self.proc = None
         self.starts = 0
         if not self.config.exists():
-            self.config.write_text("[CA]\nKeyAlgorithm=ecdsa-p256\n")
+            # The NFS root under the test's directory, never the machine's /srv.
+            self.config.write_text(f"[CA]\nKeyAlgorithm=ecdsa-p256\n[NfsRoot]\nPath={directory / 'nfsroot'}\n")
 
     def start(self, wait=True):
         self.starts += 1

@@ -15,6 +15,7 @@ INTERFACES = {
     "Node": lambda ids: f"{ROOT}/node/{ids['node']}",
     "StorageBackend": lambda ids: f"{ROOT}/storage/{ids['storage']}",
     "CertificateAuthority": lambda ids: f"{ROOT}/ca",
+    "NfsRoot": lambda ids: f"{ROOT}/nfsroot",
     "Gateway": lambda ids: ROOT,
 }
 # What administrators call; the Gateway is the bridge's (test_gateway.py). Disks exist only once a node
@@ -130,7 +131,8 @@ def test_every_method_through_busctl(controller, api, busctl, tmp_path):
     ok(src, "Node", "Delete", "a{sv}", "0")
 
     declared = set()
-    for name in PUBLIC:
+    # NfsRoot's methods pass file descriptors, which busctl cannot: test_nfsroot.py calls each of them.
+    for name in (n for n in PUBLIC if n != "NfsRoot"):
         iface = ET.parse(REPO / "dbus" / f"{DEST}.{name}.xml").getroot().find("interface")
         declared |= {f"{name}.{m.get('name')}" for m in iface.findall("method")}
     assert declared == called, f"not exercised: {sorted(declared - called)}"
