@@ -230,43 +230,10 @@ static int run(Job *j, int max_ok, const char *arg0, ...) {
         return 0;
 }
 
-/* xfs and btrfs resize only mounted: the mount there is, or a temporary one. */
-typedef struct Mount {
-        char dir[64];
-        bool ours;
-} Mount;
-
-static int mount_for_resize(Job *j, const char *node, const char *fs, Mount *m) {
-        _cleanup_free_ char *at = device_mounted_at(node);
-        if (at) {
-                snprintf(m->dir, sizeof(m->dir), "%s", at);
-                m->ours = false;
-                return 0;
-        }
-        snprintf(m->dir, sizeof(m->dir), "/tmp/pureboot-resize.XXXXXX");
-        if (!mkdtemp(m->dir))
-                return job_fail(j, -errno, "Failed to make a mount point: %s", strerror(errno));
-        if (mount(node, m->dir, fs, MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0) {
-                int e = errno;
-                (void) rmdir(m->dir);
-                return job_fail(j, -e, "Failed to mount the %s on %s to resize it: %s", fs, node, strerror(e));
-        }
-        m->ours = true;
-        return 0;
-}
-
-static void mount_done(Mount *m) {
-        if (!m->ours)
-                return;
-        if (umount2(m->dir, 0) < 0)
-                log_warning_errno(errno, "Failed to unmount %s: %m", m->dir);
-        (void) rmdir(m->dir);
-}
-
 /* Resizes the filesystem on node to size bytes (the partition is at least that large by now). */
 static int resize_filesystem(Job *j, const char *fs, const char *node, uint64_t size, bool grow) {
         char arg[64];
-        Mount m;
+        DeviceMount m;
         int r;
 
         if (STR_IN_SET(fs, "ext2", "ext3", "ext4")) {
@@ -282,13 +249,14 @@ static int resize_filesystem(Job *j, const char *fs, const char *node, uint64_t 
                 return run(j, 0, "ntfsresize", "--force", "--no-progress-bar", "-s", arg, node, NULL);
         }
         if (STR_IN_SET(fs, "xfs", "btrfs")) {
-                r = mount_for_resize(j, node, fs, &m);
+                /* They resize only mounted: the mount there is, or one of our own. */
+                r = device_mount(node, fs, MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, &m);
                 if (r < 0)
-                        return r;
+                        return job_fail(j, r, "Failed to mount the %s on %s to resize it: %s", fs, node, strerror(-r));
                 snprintf(arg, sizeof(arg), "%" PRIu64, size);
                 r = streq(fs, "xfs") ? run(j, 0, "xfs_growfs", m.dir, NULL)
                                      : run(j, 0, "btrfs", "filesystem", "resize", grow ? "max" : arg, m.dir, NULL);
-                mount_done(&m);
+                device_umount(&m);
                 return r;
         }
         return job_fail(j, -EOPNOTSUPP, "PureBoot does not resize %s.", fs);

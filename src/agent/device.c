@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -47,6 +48,36 @@ char *device_mounted_at(const char *path) {
                         return strdup(mountpoint);
         }
         return NULL;
+}
+
+int device_mount(const char *node, const char *fs, unsigned long flags, const char *options, DeviceMount *ret) {
+        _cleanup_free_ char *dir = device_mounted_at(node);
+
+        if (dir) {
+                *ret = (DeviceMount){ .dir = TAKE_PTR(dir) };
+                return 0;
+        }
+        if (!(dir = strdup("/tmp/pureboot-mount.XXXXXX")))
+                return -ENOMEM;
+        if (!mkdtemp(dir))
+                return -errno;
+        if (mount(node, dir, fs, flags, options) < 0) {
+                int r = -errno;
+                (void) rmdir(dir);
+                return r;
+        }
+        *ret = (DeviceMount){ .dir = TAKE_PTR(dir), .ours = true };
+        return 0;
+}
+
+void device_umount(DeviceMount *m) {
+        if (m->ours) {
+                if (umount2(m->dir, 0) < 0)
+                        log_warning_errno(errno, "Failed to unmount %s: %m", m->dir);
+                (void) rmdir(m->dir);
+        }
+        free(m->dir);
+        *m = (DeviceMount){};
 }
 
 int device_open(const char *path, int flags, Device *ret, char **ret_holder) {

@@ -19,6 +19,15 @@ int device_open(const char *path, int flags, Device *ret, char **ret_holder);
 void device_close(Device *d);
 /* The mount point of the device or one of its partitions, if any (malloc'd), else NULL. */
 char *device_mounted_at(const char *path);
+/* A filesystem to look into or resize: where it is mounted already, or a mount of node made for the moment
+ * under /tmp (fs, flags and options as for mount(2)). */
+typedef struct DeviceMount {
+        char *dir;
+        bool ours;
+} DeviceMount;
+int device_mount(const char *node, const char *fs, unsigned long flags, const char *options, DeviceMount *ret);
+/* Unmounts and removes a mount of our own; leaves one that was there before. */
+void device_umount(DeviceMount *m);
 /* Writes zeroes over [offset, offset + length): BLKZEROOUT, a punched hole in a file, or plain writes. */
 int device_zero(Device *d, uint64_t offset, uint64_t length);
 int device_pwrite(Device *d, const void *buf, size_t size, uint64_t offset);

@@ -171,26 +171,16 @@ static int usage_vfat(PartitionInfo *p, const char *node) {
         return 0;
 }
 
-/* xfs and btrfs tell how full they are only mounted: use the mount there is, or make a read-only one. */
+/* xfs and btrfs tell how full they are only mounted: use the mount there is, or make a read-only one
+ * (norecovery: looking must not replay an xfs log; btrfs takes plain ro). */
 static int with_mount(PartitionInfo *p, const char *node, int (*fn)(PartitionInfo *p, const char *dir)) {
-        char dir[] = "/tmp/pureboot-scan.XXXXXX";
-        int r;
-
-        if (p->mountpoint)
-                return fn(p, p->mountpoint);
-        if (!mkdtemp(dir))
-                return -errno;
-        /* norecovery: looking must not replay an xfs log; btrfs takes plain ro. */
-        if (mount(node, dir, p->filesystem, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                  streq(p->filesystem, "xfs") ? "norecovery" : NULL) < 0) {
-                r = log_debug_errno(errno, "Failed to mount %s read-only to measure it: %m", node);
-                (void) rmdir(dir);
-                return r;
-        }
-        r = fn(p, dir);
-        if (umount2(dir, 0) < 0)
-                log_warning_errno(errno, "Failed to unmount %s: %m", dir);
-        (void) rmdir(dir);
+        DeviceMount m;
+        int r = device_mount(node, p->filesystem, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                             streq(p->filesystem, "xfs") ? "norecovery" : NULL, &m);
+        if (r < 0)
+                return log_debug_errno(r, "Failed to mount %s read-only to measure it: %m", node);
+        r = fn(p, m.dir);
+        device_umount(&m);
         return r;
 }
 

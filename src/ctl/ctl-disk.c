@@ -279,6 +279,12 @@ typedef struct OpRow {
         uint64_t started, completed;
 } OpRow;
 
+static void op_rows_free(OpRow *rows, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                free(rows[i].params);
+        free(rows);
+}
+
 /* Reads the Operations property into rows; the strings point into *reply. */
 static int read_operations(sd_bus *bus, const char *path, sd_bus_message **reply, OpRow **ret, size_t *ret_n) {
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
@@ -332,20 +338,12 @@ static int read_operations(sd_bus *bus, const char *path, sd_bus_message **reply
                         r = sd_bus_message_exit_container(*reply);
         }
         if (r < 0) {
-                for (size_t i = 0; i < n; i++)
-                        free(rows[i].params);
-                free(rows);
+                op_rows_free(rows, n);
                 return log_error_errno(r, "Bad reply: %m"), EXIT_FAILED;
         }
         *ret = rows;
         *ret_n = n;
         return 0;
-}
-
-static void op_rows_free(OpRow *rows, size_t n) {
-        for (size_t i = 0; i < n; i++)
-                free(rows[i].params);
-        free(rows);
 }
 
 static int partition_list(sd_bus *bus, const char *node, const char *device) {

@@ -211,11 +211,6 @@ static int read_json(sd_bus_message *m, json_object **ret) {
         return 1;
 }
 
-static bool ends_with(const char *s, const char *suffix) {
-        size_t a = strlen(s), b = strlen(suffix);
-        return a >= b && streq(s + a - b, suffix);
-}
-
 /* One property for people: times, sizes and rates by their name, multi-line PEM indented. */
 static void print_property(const char *name, json_object *v, int width) {
         char buf[FORMAT_TIMESTAMP_MAX];
@@ -223,9 +218,9 @@ static void print_property(const char *name, json_object *v, int width) {
 
         if (json_object_is_type(v, json_type_int)) {
                 uint64_t u = json_object_get_uint64(v);
-                if (ends_with(name, "At") || STR_IN_SET(name, "LastSeen", "NotAfter"))
+                if (endswith(name, "At") || STR_IN_SET(name, "LastSeen", "NotAfter"))
                         s = format_timestamp(buf, u);
-                else if (startswith(name, "Bytes") || ends_with(name, "Bytes"))
+                else if (startswith(name, "Bytes") || endswith(name, "Bytes"))
                         s = format_bytes(buf, u);
                 else if (streq(name, "TransferRate")) {
                         format_bytes(buf, u);
