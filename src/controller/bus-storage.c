@@ -4,6 +4,7 @@
 #include "bus-util.h"
 #include "log.h"
 #include "polkit.h"
+#include "pureboot-errors.h"
 #include "storage.h"
 
 #define STORAGE_PREFIX PB_ROOT_PATH "/storage"
@@ -79,6 +80,35 @@ static int method_delete(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         return sd_bus_reply_method_return(msg, NULL);
 }
 
+/* The answer of Test and RefreshSpace goes to the caller when the worker is done. */
+static void on_probed(Manager *m, StorageBackend *b, const char *report, const char *why, void *userdata) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *msg = userdata;
+        const char *action = streq(sd_bus_message_get_member(msg), "Test") ? "TestStorageBackend"
+                                                                          : "RefreshStorageSpace";
+        manager_audit(m, msg, action, b ? b->id : "?", why ?: "ok");
+        if (why)
+                (void) sd_bus_reply_method_errorf(msg, PB_ERROR_STORAGE_UNAVAILABLE, "Storage backend %s: %s.",
+                                                  b ? b->name : "?", why);
+        else if (streq(action, "TestStorageBackend"))
+                (void) sd_bus_reply_method_return(msg, "s", report);
+        else
+                (void) sd_bus_reply_method_return(msg, "tt", b->total_bytes, b->available_bytes);
+}
+
+static int method_probe(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        StorageBackend *b = userdata;
+        bool test = streq(sd_bus_message_get_member(msg), "Test");
+        int r;
+
+        r = authorize(b, msg, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+        r = (test ? storage_test : storage_refresh_space)(b, on_probed, sd_bus_message_ref(msg));
+        if (r < 0)
+                sd_bus_message_unref(msg);
+        return r < 0 ? r : 1; /* answered when the worker is done */
+}
+
 #define P(name, sig, field)                                                                                 \
         SD_BUS_PROPERTY(name, sig, NULL, offsetof(StorageBackend, field),                                   \
                         SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE)
@@ -97,6 +127,11 @@ static const sd_bus_vtable storage_vtable[] = {
         SD_BUS_METHOD_WITH_ARGS("Update", SD_BUS_ARGS("a{sv}", changes, "a{sv}", options), SD_BUS_NO_RESULT,
                                 method_update, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Delete", SD_BUS_ARGS("a{sv}", options), SD_BUS_NO_RESULT, method_delete,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Test", SD_BUS_ARGS("a{sv}", options), SD_BUS_RESULT("s", report), method_probe,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("RefreshSpace", SD_BUS_ARGS("a{sv}", options),
+                                SD_BUS_RESULT("t", total_bytes, "t", available_bytes), method_probe,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_VTABLE_END,
 };

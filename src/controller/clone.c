@@ -63,6 +63,7 @@ CloneSession *clone_free(CloneSession *c) {
                              &c->staging_backend,
                              &c->staging_path,
                              &c->staging_status,
+                             &c->staging_resources,
                              &c->resize_mode,
                              &c->plan_json,
                              &c->error,

@@ -40,6 +40,8 @@ typedef struct CloneSession {
         char *source_address;
         uint16_t source_port;
         char *staging_backend, *staging_path, *staging_status;
+        char *staging_resources; /* JSON array: what provisioning created, undone in reverse order */
+        uint64_t bytes_uploaded;
         char *resize_mode, *plan_json;
         uint64_t bytes_total, bytes_transferred, transfer_rate;
         char *error;

@@ -17,6 +17,7 @@
 #include "polkit.h"
 #include "storage.h"
 #include "util.h"
+#include "worker.h"
 
 int manager_new(const char *config_path, const char *state_dir, Manager **ret) {
         _cleanup_(manager_freep) Manager *m = calloc(1, sizeof(Manager));
@@ -50,7 +51,7 @@ Manager *manager_free(Manager *m) {
                 return NULL;
         gateway_done(m);
         polkit_queries_free(m);
-        nfsroot_imports_free(m);
+        workers_free(m);
         HASHMAP_FOREACH (v, m->sessions, i)
                 clone_free(v);
         HASHMAP_FOREACH (v, m->nodes, i)

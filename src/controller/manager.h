@@ -27,7 +27,7 @@ typedef struct Manager {
         Hashmap *storages;     /* id → StorageBackend */
 
         PolkitQuery *polkit_queries;
-        struct NfsRootImport *nfsroot_imports; /* running imports of base images */
+        struct Worker *workers; /* child processes doing blocking work */
 
         /* The node interface, parsed from the IDL compiled in, and the progress flush timer. */
         struct VarlinkInterface *node_interface;

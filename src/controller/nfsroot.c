@@ -22,17 +22,8 @@
 #include "nfsroot.h"
 #include "pureboot-errors.h"
 #include "util.h"
+#include "worker.h"
 
-struct NfsRootImport {
-        Manager *manager;
-        char *name;
-        pid_t pid;
-        int error_fd; /* the child's reason, if it fails */
-        sd_event_source *child;
-        NfsRootImportDone done;
-        void *userdata;
-        NfsRootImport *next;
-};
 
 void nfsroot_node_done(NfsRootNode *n) {
         free(n->serial);
@@ -170,77 +161,67 @@ done:
         return why;
 }
 
-_noreturn_ static void import_child(const char *base_dir, const char *name, int fd, int error_fd) {
+typedef struct ImportJob {
+        const char *base_dir, *name;
+        int fd;
+} ImportJob;
+
+/* In the child: extracts into a temporary directory, then renames it into place. */
+static json_object *import_child(void *data, char **ret_why) {
+        ImportJob *j = data;
         _cleanup_free_ char *tmp = NULL, *final = NULL, *why = NULL;
 
-        if (asprintf(&tmp, "%s/.import-%s-XXXXXX", base_dir, name) < 0 ||
-            asprintf(&final, "%s/%s", base_dir, name) < 0)
-                _exit(EXIT_FAILURE);
+        if (asprintf(&tmp, "%s/.import-%s-XXXXXX", j->base_dir, j->name) < 0 ||
+            asprintf(&final, "%s/%s", j->base_dir, j->name) < 0)
+                return NULL;
         if (!mkdtemp(tmp)) {
-                dprintf(error_fd, "cannot make a directory in %s: %m", base_dir);
-                _exit(EXIT_FAILURE);
+                (void) asprintf(ret_why, "cannot make a directory in %s: %m", j->base_dir);
+                return NULL;
         }
         if (chdir(tmp) < 0) {
-                dprintf(error_fd, "cannot enter %s: %m", tmp);
+                (void) asprintf(ret_why, "cannot enter %s: %m", tmp);
                 (void) rmdir(tmp);
-                _exit(EXIT_FAILURE);
+                return NULL;
         }
         (void) umask(0022);
-        why = extract(fd);
+        why = extract(j->fd);
         if (!why && chmod(tmp, 0755) < 0)
                 (void) asprintf(&why, "cannot open up %s: %m", tmp);
         /* The image appears under its name whole, or not at all; an existing one is never replaced. */
         if (!why && syscall(SYS_renameat2, AT_FDCWD, tmp, AT_FDCWD, final, RENAME_NOREPLACE) < 0)
                 (void) asprintf(&why, errno == EEXIST ? "a base image %s exists already" : "cannot rename it into "
-                                "place: %m", name);
+                                "place: %m", j->name);
         if (why) {
-                dprintf(error_fd, "%s", why);
                 (void) chdir("/");
                 (void) rm_rf(tmp);
-                _exit(EXIT_FAILURE);
+                *ret_why = TAKE_PTR(why);
         }
-        _exit(EXIT_SUCCESS);
+        return NULL;
 }
 
-static void import_free(NfsRootImport *i) {
-        sd_event_source_disable_unref(i->child);
-        if (i->error_fd >= 0)
-                close(i->error_fd);
-        free(i->name);
-        free(i);
-}
+typedef struct ImportDone {
+        char *name;
+        NfsRootImportDone done;
+        void *userdata;
+} ImportDone;
 
-static int on_import_exit(sd_event_source *s, const siginfo_t *si, void *userdata) {
-        NfsRootImport *i = userdata, **p;
-        Manager *m = i->manager;
-        char why[1024] = "";
-        ssize_t n;
-        (void) s;
-
-        n = read(i->error_fd, why, sizeof(why) - 1);
-        why[MAX(n, (ssize_t) 0)] = 0;
-        if (si->si_code != CLD_EXITED || si->si_status != 0) {
-                if (!why[0])
-                        snprintf(why, sizeof(why), "the import process %s", si->si_code == CLD_EXITED ? "failed" : "was killed");
-                log_warning("Import of base image %s failed: %s", i->name, why);
-        } else
-                log_info("Imported base image %s.", i->name);
-        for (p = &m->nfsroot_imports; *p && *p != i; p = &(*p)->next)
-                ;
-        if (*p)
-                *p = i->next;
-        i->done(m, i->name, why[0] ? why : NULL, i->userdata);
-        import_free(i);
-        return 0;
+static void on_import_exit(Manager *m, json_object *result, const char *why, void *userdata) {
+        ImportDone *d = userdata;
+        (void) result;
+        if (!why)
+                log_info("Imported base image %s.", d->name);
+        d->done(m, d->name, why, d->userdata);
+        free(d->name);
+        free(d);
 }
 
 int nfsroot_import(Manager *m, const char *name, int fd, NfsRootImportDone done, void *userdata, sd_bus_error *error) {
-        _cleanup_free_ char *base_dir = dir_of(m, m->config.nfsroot_base_dir, NULL), *existing = NULL;
-        int pipefd[2], r;
+        _cleanup_free_ char *base_dir = dir_of(m, m->config.nfsroot_base_dir, NULL), *existing = NULL, *what = NULL;
         struct stat st;
-        sigset_t mask;
+        int r;
 
-        if (!base_dir || !(existing = dir_of(m, m->config.nfsroot_base_dir, name)))
+        if (!base_dir || !(existing = dir_of(m, m->config.nfsroot_base_dir, name)) ||
+            asprintf(&what, "import of base image %s", name) < 0)
                 return -ENOMEM;
         r = nfsroot_ensure(m, error);
         if (r < 0)
@@ -248,62 +229,23 @@ int nfsroot_import(Manager *m, const char *name, int fd, NfsRootImportDone done,
         if (lstat(existing, &st) >= 0)
                 return sd_bus_error_setf(error, PB_ERROR_ALREADY_EXISTS, "A base image %s exists already; pick "
                                          "another name or delete it from %s first.", name, base_dir);
-        for (NfsRootImport *i = m->nfsroot_imports; i; i = i->next)
-                if (streq(i->name, name))
-                        return sd_bus_error_setf(error, PB_ERROR_ALREADY_EXISTS, "Base image %s is being imported "
-                                                 "already.", name);
-        NfsRootImport *i = calloc(1, sizeof(NfsRootImport));
-        if (!i || !(i->name = strdup(name))) {
-                free(i);
+        if (worker_running(m, what))
+                return sd_bus_error_setf(error, PB_ERROR_ALREADY_EXISTS, "Base image %s is being imported "
+                                         "already.", name);
+        ImportDone *d = calloc(1, sizeof(ImportDone));
+        if (!d || !(d->name = strdup(name))) {
+                free(d);
                 return -ENOMEM;
         }
-        i->manager = m;
-        i->done = done;
-        i->userdata = userdata;
-        i->error_fd = -EBADF;
-        if (pipe2(pipefd, O_CLOEXEC) < 0) {
-                import_free(i);
-                return -errno;
-        }
-        /* sd-event learns of the child through SIGCHLD, which must be blocked first. */
-        sigemptyset(&mask);
-        sigaddset(&mask, SIGCHLD);
-        sigprocmask(SIG_BLOCK, &mask, NULL);
-        i->pid = fork();
-        if (i->pid < 0) {
-                r = -errno;
-                close(pipefd[0]);
-                close(pipefd[1]);
-                import_free(i);
-                return r;
-        }
-        if (i->pid == 0) {
-                close(pipefd[0]);
-                import_child(base_dir, name, fd, pipefd[1]);
-        }
-        close(pipefd[1]);
-        i->error_fd = pipefd[0];
-        r = sd_event_add_child(m->event, &i->child, i->pid, WEXITED, on_import_exit, i);
+        d->done = done;
+        d->userdata = userdata;
+        ImportJob job = { .base_dir = base_dir, .name = name, .fd = fd };
+        r = worker_start(m, what, import_child, &job, on_import_exit, d, NULL);
         if (r < 0) {
-                (void) kill(i->pid, SIGKILL);
-                (void) waitpid(i->pid, NULL, 0);
-                import_free(i);
-                return r;
+                free(d->name);
+                free(d);
         }
-        i->next = m->nfsroot_imports;
-        m->nfsroot_imports = i;
-        log_info("Importing base image %s (process %d).", name, (int) i->pid);
-        return 0;
-}
-
-void nfsroot_imports_free(Manager *m) {
-        while (m->nfsroot_imports) {
-                NfsRootImport *i = m->nfsroot_imports;
-                m->nfsroot_imports = i->next;
-                (void) kill(i->pid, SIGTERM);
-                (void) waitpid(i->pid, NULL, 0);
-                import_free(i);
-        }
+        return r;
 }
 
 static int check_serial(const char *serial, char **ret, sd_bus_error *error) {

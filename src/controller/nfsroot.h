@@ -8,7 +8,6 @@
 
 #include "manager.h"
 
-typedef struct NfsRootImport NfsRootImport;
 
 typedef struct NfsRootNode {
         char *serial, *base, *hostname, *machine_id;
@@ -31,7 +30,6 @@ int nfsroot_list_nodes(Manager *m, char ***ret);
 typedef void (*NfsRootImportDone)(Manager *m, const char *name, const char *error, void *userdata);
 int nfsroot_import(Manager *m, const char *name, int fd, NfsRootImportDone done, void *userdata,
                    sd_bus_error *error);
-void nfsroot_imports_free(Manager *m);
 
 /* Creates nodes/<serial>/{upper,work,merged} with upper/etc/hostname and a fresh upper/etc/machine-id.
  * base empty: the configured DefaultBaseImage, else the only one there is. */

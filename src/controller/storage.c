@@ -2,14 +2,21 @@
 /* Storage backends: the fields each type takes, how they are checked, and the secret that never leaves. */
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <nfsc/libnfs.h>
+#include <stdio.h>
+#include <sys/statvfs.h>
+#include <sys/time.h>
 
 #include "bus-manager.h"
 #include "bus-util.h"
+#include "format.h"
 #include "ini.h"
 #include "log.h"
 #include "pureboot-errors.h"
 #include "storage.h"
+#include "tool.h"
 #include "util.h"
+#include "worker.h"
 
 typedef struct Field {
         const char *name;
@@ -22,7 +29,7 @@ static const Field fields[] = {
         { "server", 's', "nfs" },   { "export", 's', "nfs" },      { "options", 's', "nfs" },
         { "version", 's', "nfs" },  { "portal", 's', "iscsi" },    { "target", 's', "iscsi" },
         { "lun", 'u', "iscsi" },    { "chap_user", 's', "iscsi" }, { "chap_secret", 's', "iscsi", true },
-        { "manage", 's', "iscsi" },
+        { "manage", 's', "iscsi" },   { "luns", 's', "iscsi" },      { "backing_dir", 's', "iscsi" },
 };
 
 StorageBackend *storage_free(StorageBackend *b) {
@@ -136,8 +143,7 @@ static int validate(const char *type, json_object *config, const char *secret, s
                                 "An NFS backend needs server=HOST, a host name or IP address%s%.64s%s.",
                                 v ? " (not \"" : "", strempty(v), v ? "\")" : "");
                 v = get_string(config, "export");
-                if (!v || v[0] != '/' || strstr(v, "/../") || strstr(v, "/..\0") ||
-                    !name_is_valid(v, 1024) || (strlen(v) >= 3 && streq(v + strlen(v) - 3, "/..")))
+                if (!path_is_safe(v, 1024))
                         return sd_bus_error_setf(
                                 error, PB_ERROR_INVALID_ARGUMENT,
                                 "An NFS backend needs export=PATH, an absolute path on the server "
@@ -170,6 +176,7 @@ static int validate(const char *type, json_object *config, const char *secret, s
         if (v && !STR_IN_SET(v, "none", "tgtadm"))
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
                                          "manage=\"%.16s\" is not one of none, tgtadm.", v);
+        bool managed = streq_ptr(v, "tgtadm");
         v = get_string(config, "chap_user");
         if (!!v != !!secret)
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
@@ -181,6 +188,24 @@ static int validate(const char *type, json_object *config, const char *secret, s
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
                                          "chap_secret must be 12 to 255 printable bytes (most initiators "
                                          "require at least 12).");
+        v = get_string(config, "backing_dir");
+        if (managed != !!v || (v && !path_is_safe(v, 1024)))
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                         managed ? "manage=tgtadm needs backing_dir=PATH, an absolute directory on "
+                                                   "this host where LUN files are created."
+                                                 : "backing_dir is only for manage=tgtadm.");
+        v = get_string(config, "luns");
+        if (managed && (v || json_object_object_get_ex(config, "lun", NULL)))
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                         "With manage=tgtadm the controller creates a LUN per session; drop lun "
+                                         "and luns.");
+        if (!managed && !v == !json_object_object_get_ex(config, "lun", NULL))
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                         "Name the LUN to stage on with lun=N, or a pool of LUNs with luns=1-4,7 "
+                                         "(or let the controller create them with manage=tgtadm).");
+        if (v && storage_parse_luns(v, NULL) < 0)
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                         "luns=\"%.64s\" is not a list of LUN numbers and ranges such as 1-4,7.", v);
         return 0;
 }
 
@@ -222,8 +247,8 @@ static int read_fields(sd_bus_message *msg, const char *type, bool allow_common,
                                                  "\"%.64s\" is not a setting of %s backends. %s", key, type,
                                                  streq(type, "nfs")
                                                          ? "NFS takes server, export, options, version."
-                                                         : "iSCSI takes portal, target, lun, chap_user, "
-                                                           "chap_secret, manage.");
+                                                         : "iSCSI takes portal, target, lun, luns, chap_user, "
+                                                           "chap_secret, manage, backing_dir.");
                 if (contents[0] != f->type || contents[1])
                         return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
                                                  "%s must be of type %c, not %s.", key, f->type, contents);
@@ -439,4 +464,270 @@ int storage_resolve(Manager *m, const char *name, StorageBackend **ret, sd_bus_e
                 "No storage backend \"%.64s\": give its name or id (purebootctl storage list "
                 "shows them).",
                 name);
+}
+
+int storage_parse_luns(const char *s, int **ret_luns) {
+        _cleanup_free_ int *luns = NULL;
+        size_t n = 0;
+
+        if (isempty(s))
+                return -EINVAL;
+        for (const char *p = s; *p;) {
+                char *end;
+                long a = strtol(p, &end, 10), b;
+                if (end == p || a < 0 || a > 16383)
+                        return -EINVAL;
+                b = a;
+                if (*end == '-') {
+                        p = end + 1;
+                        b = strtol(p, &end, 10);
+                        if (end == p || b < a || b > 16383 || b - a > 1023)
+                                return -EINVAL;
+                }
+                if (*end && *end != ',')
+                        return -EINVAL;
+                for (long l = a; l <= b; l++) {
+                        int *x = realloc(luns, (n + 1) * sizeof(int));
+                        if (!x)
+                                return -ENOMEM;
+                        luns = x;
+                        luns[n++] = (int) l;
+                }
+                p = *end ? end + 1 : end;
+                if (*end && !*p)
+                        return -EINVAL;
+        }
+        if (n > 1024)
+                return -E2BIG;
+        if (ret_luns)
+                *ret_luns = TAKE_PTR(luns);
+        return (int) n;
+}
+
+bool storage_is_managed(const StorageBackend *b) {
+        return streq_ptr(get_string(b->config, "manage"), "tgtadm");
+}
+
+StorageLocation storage_location(const StorageBackend *b) {
+        return (StorageLocation){ .type = b->type, .config = b->config, .secret = b->secret };
+}
+
+int storage_pool(const StorageBackend *b, int **ret_luns) {
+        const char *luns = get_string(b->config, "luns");
+        json_object *v;
+        if (luns)
+                return storage_parse_luns(luns, ret_luns);
+        if (!json_object_object_get_ex(b->config, "lun", &v))
+                return -ENOENT;
+        *ret_luns = malloc(sizeof(int));
+        if (!*ret_luns)
+                return -ENOMEM;
+        (*ret_luns)[0] = (int) json_object_get_int64(v);
+        return 1;
+}
+
+/* tgtadm of the local tgtd: the target's tid and the LUNs it has (sorted), from "--op show". */
+int storage_tgt_find(const char *iqn, int *ret_tid, int **ret_luns, size_t *ret_n, char **ret_why) {
+        _cleanup_free_ char *out = NULL;
+        _cleanup_free_ int *luns = NULL;
+        size_t n = 0;
+        int tid = -1, r;
+
+        r = tool_runl(&out, "tgtadm", "--lld", "iscsi", "--mode", "target", "--op", "show", NULL);
+        if (r != 0) {
+                (void) asprintf(ret_why, "tgtadm could not ask tgtd for its targets (is tgtd running on this host?): %s",
+                                out ? tool_last_line(out) : "tgtadm did not run");
+                return -EIO;
+        }
+        bool ours = false;
+        for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
+                int t, l;
+                char name[256];
+                if (sscanf(line, "Target %d: %255s", &t, name) == 2) {
+                        ours = streq(name, iqn);
+                        if (ours)
+                                tid = t;
+                } else if (ours && sscanf(line, " LUN: %d", &l) == 1) {
+                        int *x = realloc(luns, (n + 1) * sizeof(int));
+                        if (!x)
+                                return -ENOMEM;
+                        luns = x;
+                        luns[n++] = l;
+                }
+        }
+        if (tid < 0) {
+                (void) asprintf(ret_why, "tgtd on this host has no target %s; create it with tgtadm --op new "
+                                "--mode target", iqn);
+                return -ENOENT;
+        }
+        *ret_tid = tid;
+        if (ret_luns) {
+                *ret_luns = TAKE_PTR(luns);
+                *ret_n = n;
+        }
+        return 0;
+}
+
+/* In a worker: total and available bytes. A pool's available space is its largest LUN that no session
+ * holds (busy); a managed target's is the free space of backing_dir. */
+int storage_measure(const StorageBackend *b, const int *busy, size_t n_busy, uint64_t *ret_total,
+                    uint64_t *ret_available, char **ret_why) {
+        StorageLocation l = storage_location(b);
+        _cleanup_free_ int *luns = NULL;
+        int n, r;
+
+        *ret_total = *ret_available = 0;
+        if (streq(b->type, "nfs")) {
+                struct nfs_context *nfs;
+                r = storage_nfs_connect(&l, false, &nfs, ret_why);
+                if (r < 0)
+                        return r;
+                r = storage_nfs_space(nfs, ret_total, ret_available, ret_why);
+                nfs_destroy_context(nfs);
+                return r;
+        }
+        if (storage_is_managed(b)) {
+                const char *dir = get_string(b->config, "backing_dir");
+                struct statvfs st;
+                if (statvfs(dir, &st) < 0) {
+                        r = -errno;
+                        (void) asprintf(ret_why, "backing_dir %s cannot be read: %s", dir, strerror(-r));
+                        return r;
+                }
+                *ret_total = (uint64_t) st.f_blocks * st.f_frsize;
+                *ret_available = (uint64_t) st.f_bavail * st.f_frsize;
+                return 0;
+        }
+        n = storage_pool(b, &luns);
+        if (n < 0)
+                return n;
+        for (int i = 0; i < n; i++) {
+                IscsiLun lun = {};
+                bool held = false;
+                r = storage_iscsi_connect(&l, luns[i], "controller", &lun, ret_why);
+                if (r >= 0)
+                        r = storage_iscsi_capacity(&lun, ret_why);
+                storage_iscsi_disconnect(&lun);
+                if (r < 0)
+                        return r;
+                for (size_t j = 0; j < n_busy; j++)
+                        held = held || busy[j] == luns[i];
+                *ret_total += lun.size;
+                if (!held)
+                        *ret_available = MAX(*ret_available, lun.size);
+        }
+        return 0;
+}
+
+typedef struct Probe {
+        StorageBackend *backend; /* read in the child only */
+        char *id;
+        bool test;
+        StorageDone done;
+        void *userdata;
+} Probe;
+
+static json_object *probe_child(void *data, char **ret_why) {
+        Probe *p = data;
+        const StorageBackend *b = p->backend;
+        StorageLocation l = storage_location(b);
+        _cleanup_free_ char *report = NULL;
+        uint64_t total = 0, available = 0;
+        int r;
+
+        if (p->test && streq(b->type, "nfs")) {
+                struct nfs_context *nfs;
+                const char *version = get_string(b->config, "version");
+                r = storage_nfs_connect(&l, false, &nfs, ret_why);
+                if (r < 0)
+                        return NULL;
+                r = storage_nfs_probe(nfs, ret_why);
+                if (r >= 0)
+                        r = storage_nfs_space(nfs, &total, &available, ret_why);
+                nfs_destroy_context(nfs);
+                if (r < 0)
+                        return NULL;
+                (void) asprintf(&report, "Mounted %s:%s over NFSv%s; a probe file was written, read back and removed.",
+                                get_string(b->config, "server"), get_string(b->config, "export"), version ?: "3");
+        } else if (p->test) {
+                IscsiLun lun = {};
+                int tid = -1;
+                if (storage_is_managed(b) && storage_tgt_find(get_string(b->config, "target"), &tid, NULL, NULL, ret_why) < 0)
+                        return NULL;
+                /* Log in (LUN 0 on a managed target: it has only its controller LUN until a session makes
+                 * one); the LUNs' capacities are read by the measuring below. */
+                _cleanup_free_ int *luns = NULL;
+                int n = storage_is_managed(b) ? 0 : storage_pool(b, &luns);
+                if (n < 0 || storage_iscsi_connect(&l, n > 0 ? luns[0] : 0, "controller", &lun, ret_why) < 0)
+                        return NULL;
+                storage_iscsi_disconnect(&lun);
+                if (storage_measure(b, NULL, 0, &total, &available, ret_why) < 0)
+                        return NULL;
+                (void) asprintf(&report, "Logged in to %s at %s%s%s.", get_string(b->config, "target"),
+                                get_string(b->config, "portal"), get_string(b->config, "chap_user") ? " with CHAP" : "",
+                                tid >= 0 ? " (tgtd on this host serves it)" : "");
+        } else if (storage_measure(b, NULL, 0, &total, &available, ret_why) < 0)
+                return NULL;
+
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "total", json_object_new_int64((int64_t) total));
+        json_object_object_add(o, "available", json_object_new_int64((int64_t) available));
+        if (report)
+                json_object_object_add(o, "report", json_object_new_string(report));
+        return o;
+}
+
+static void on_probed(Manager *m, json_object *result, const char *why, void *userdata) {
+        Probe *p = userdata;
+        StorageBackend *b = hashmap_get(m->storages, p->id);
+        _cleanup_free_ char *report = NULL;
+
+        if (b && !why && result) {
+                StorageBackend updated = *b;
+                updated.total_bytes = (uint64_t) json_get_int(result, "total");
+                updated.available_bytes = (uint64_t) json_get_int(result, "available");
+                if (store_storage_update(m->store, &updated) >= 0) {
+                        b->total_bytes = updated.total_bytes;
+                        b->available_bytes = updated.available_bytes;
+                        _cleanup_free_ char *path = storage_path(b);
+                        if (path)
+                                (void) sd_bus_emit_properties_changed(m->bus, path, PB_IFACE("StorageBackend"),
+                                                                      "TotalBytes", "AvailableBytes", NULL);
+                }
+                const char *r = json_get_string(result, "report");
+                (void) asprintf(&report, "%s%s%s available of %s.", strempty(r), r ? " " : "",
+                                FORMAT_BYTES(b->available_bytes), FORMAT_BYTES(b->total_bytes));
+        }
+        p->done(m, b, report, why ?: b ? NULL : "the backend was deleted meanwhile", p->userdata);
+        free(p->id);
+        free(p);
+}
+
+static int probe(StorageBackend *b, bool test, StorageDone done, void *userdata) {
+        _cleanup_free_ char *what = NULL;
+        Probe *p;
+        int r;
+
+        if (asprintf(&what, "%s of storage backend %s", test ? "test" : "space check", b->name) < 0)
+                return -ENOMEM;
+        p = calloc(1, sizeof(Probe));
+        if (!p || !(p->id = strdup(b->id))) {
+                free(p);
+                return -ENOMEM;
+        }
+        *p = (Probe){ .backend = b, .id = p->id, .test = test, .done = done, .userdata = userdata };
+        r = worker_start(b->manager, what, probe_child, p, on_probed, p, NULL);
+        if (r < 0) {
+                free(p->id);
+                free(p);
+        }
+        return r;
+}
+
+int storage_test(StorageBackend *b, StorageDone done, void *userdata) {
+        return probe(b, true, done, userdata);
+}
+
+int storage_refresh_space(StorageBackend *b, StorageDone done, void *userdata) {
+        return probe(b, false, done, userdata);
 }

@@ -6,6 +6,7 @@
 #include <systemd/sd-bus.h>
 
 #include "manager.h"
+#include "storage-io.h"
 
 typedef struct StorageBackend {
         Manager *manager;
@@ -28,3 +29,23 @@ int storage_update(StorageBackend *b, sd_bus_message *changes, sd_bus_error *err
 int storage_delete(StorageBackend *b, sd_bus_error *error);
 int storage_resolve(Manager *m, const char *name, StorageBackend **ret, sd_bus_error *error);
 int storage_attach(Manager *m, StorageBackend *b);
+
+/* "1-4,7": the LUN numbers listed (in order given); returns how many, or < 0 if it does not parse. */
+int storage_parse_luns(const char *s, int **ret_luns);
+/* manage=tgtadm: the controller creates a LUN per session on the tgtd of its own host. */
+bool storage_is_managed(const StorageBackend *b);
+StorageLocation storage_location(const StorageBackend *b);
+/* The LUNs a backend stages on (luns=, or the one lun=); returns how many. */
+int storage_pool(const StorageBackend *b, int **ret_luns);
+/* From tgtadm: the tid of target iqn on this host's tgtd and the LUNs it has. */
+int storage_tgt_find(const char *iqn, int *ret_tid, int **ret_luns, size_t *ret_n, char **ret_why);
+/* In a worker (it blocks): total and available bytes; busy lists pool LUNs that sessions hold. */
+int storage_measure(const StorageBackend *b, const int *busy, size_t n_busy, uint64_t *ret_total,
+                    uint64_t *ret_available, char **ret_why);
+
+/* Test connects for real (NFS: mount, probe file; iSCSI: login, READ CAPACITY) and measures; RefreshSpace
+ * only measures. Both run in a worker, store the space and call done with a report, or why not; b is NULL
+ * if the backend was deleted meanwhile. */
+typedef void (*StorageDone)(Manager *m, StorageBackend *b, const char *report, const char *why, void *userdata);
+int storage_test(StorageBackend *b, StorageDone done, void *userdata);
+int storage_refresh_space(StorageBackend *b, StorageDone done, void *userdata);

@@ -134,6 +134,9 @@ static const char *const migrations[] = {
         "CREATE INDEX partition_operations_disk ON partition_operations(node_id, device, position);",
         /* 4: diskless nodes boot the workflow named here (boot_mode nfs) */
         "ALTER TABLE nodes ADD COLUMN boot_workflow TEXT;",
+        /* 5: staged clones — what provisioning created (JSON, undone in reverse order), the upload's progress */
+        "ALTER TABLE clone_sessions ADD COLUMN staging_resources TEXT;"
+        "ALTER TABLE clone_sessions ADD COLUMN bytes_uploaded INTEGER NOT NULL DEFAULT 0;",
 };
 
 static int exec_plain(Store *s, const char *sql) {
@@ -603,20 +606,21 @@ int store_session_update(Store *s, const CloneSession *c, const char *expected_s
                 "target_node_id = ?, source_device = ?, target_device = ?, source_ip = ?, source_port = ?, "
                 "staging_backend_id = ?, staging_path = ?, staging_status = ?, resize_mode = ?, "
                 "partition_plan_json = ?, bytes_total = ?, bytes_transferred = ?, transfer_rate_bps = ?, "
-                "error_message = ?, started_at = ?, completed_at = ?, source_digest = ?, target_digest = ? "
-                "WHERE id = ? AND status = ?",
-                "ssssssssussssstttsttssss", c->name, clone_status_to_string(c->status), c->mode,
+                "error_message = ?, started_at = ?, completed_at = ?, source_digest = ?, target_digest = ?, "
+                "staging_resources = ?, bytes_uploaded = ? WHERE id = ? AND status = ?",
+                "ssssssssussssstttsttssstss", c->name, clone_status_to_string(c->status), c->mode,
                 c->source_node, c->target_node, c->source_device, c->target_device, c->source_address,
                 (uint32_t) c->source_port, c->staging_backend, c->staging_path, c->staging_status,
                 c->resize_mode, c->plan_json, c->bytes_total, c->bytes_transferred, c->transfer_rate,
-                c->error, c->started_at, c->completed_at, c->source_digest, c->target_digest, c->id,
-                expected_status);
+                c->error, c->started_at, c->completed_at, c->source_digest, c->target_digest,
+                c->staging_resources, c->bytes_uploaded, c->id, expected_status);
         return r < 0 ? r : r == 1 ? 0 : -ESTALE;
 }
 
 int store_session_progress(Store *s, const CloneSession *c) {
-        int r = store_exec(s, "UPDATE clone_sessions SET bytes_transferred = ?, transfer_rate_bps = ? WHERE id = ?",
-                           "tts", c->bytes_transferred, c->transfer_rate, c->id);
+        int r = store_exec(s, "UPDATE clone_sessions SET bytes_transferred = ?, transfer_rate_bps = ?, bytes_uploaded = ? "
+                           "WHERE id = ?",
+                           "ttts", c->bytes_transferred, c->transfer_rate, c->bytes_uploaded, c->id);
         return r < 0 ? r : r == 1 ? 0 : -ENOENT;
 }
 
@@ -638,8 +642,8 @@ int store_sessions_load(Store *s, int (*add)(void *userdata, CloneSession *c), v
                 "SELECT id, name, status, clone_mode, source_node_id, target_node_id, source_device, "
                 "target_device, source_ip, source_port, staging_backend_id, staging_path, staging_status, "
                 "resize_mode, partition_plan_json, bytes_total, bytes_transferred, transfer_rate_bps, "
-                "error_message, created_at, started_at, completed_at, created_by, idempotency_key "
-                "FROM clone_sessions",
+                "error_message, created_at, started_at, completed_at, created_by, idempotency_key, "
+                "source_digest, target_digest, staging_resources, bytes_uploaded FROM clone_sessions",
                 "");
         if (r < 0)
                 return r;
@@ -675,6 +679,8 @@ int store_sessions_load(Store *s, int (*add)(void *userdata, CloneSession *c), v
                 c->idempotency_key = store_column_strdup(stmt, 23, &oom);
                 c->source_digest = store_column_strdup(stmt, 24, &oom);
                 c->target_digest = store_column_strdup(stmt, 25, &oom);
+                c->staging_resources = store_column_strdup(stmt, 26, &oom);
+                c->bytes_uploaded = column_u64(stmt, 27);
                 r = status ? clone_status_from_string(status) : -EINVAL;
                 if (oom || r < 0) {
                         clone_free(c);

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* purebootctl storage …: staging backends, configured with KEY=VALUE settings. */
 #include "ctl.h"
+#include "format.h"
 #include "ini.h"
 #include "log.h"
 #include "table.h"
@@ -86,6 +87,33 @@ static int storage_list(sd_bus *bus) {
         return EXIT_OK;
 }
 
+/* test: connect for real and say how it went; space: measure again. */
+static int storage_probe(sd_bus *bus, const char *path, bool test) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+        uint64_t total, available;
+        const char *report;
+        int r;
+
+        r = ctl_new_call(bus, path, PB_IFACE("StorageBackend"), test ? "Test" : "RefreshSpace", &m);
+        if (r >= 0)
+                r = sd_bus_message_append(m, "a{sv}", 0);
+        if (r < 0)
+                return EXIT_FAILED;
+        r = ctl_call(bus, m, &reply, test ? "test the storage backend" : "measure the storage backend's space");
+        if (r < 0)
+                return -r;
+        if (test) {
+                r = sd_bus_message_read(reply, "s", &report);
+                if (r >= 0)
+                        printf("%s\n", report);
+        } else {
+                r = sd_bus_message_read(reply, "tt", &total, &available);
+                if (r >= 0)
+                        printf("%s available of %s.\n", FORMAT_BYTES(available), FORMAT_BYTES(total));
+        }
+        return r < 0 ? EXIT_FAILED : EXIT_OK;
+}
+
 int verb_storage(sd_bus *bus, int argc, char **argv) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
         _cleanup_free_ char *path = NULL;
@@ -96,10 +124,10 @@ int verb_storage(sd_bus *bus, int argc, char **argv) {
                 return storage_list(bus);
         if (streq(verb, "add") && argc >= 2)
                 return storage_add(bus, argv[1], argc - 2, argv + 2);
-        if (!(STR_IN_SET(verb, "show", "remove") && argc == 2) && !(streq(verb, "update") && argc >= 3)) {
-                log_error("Usage: purebootctl storage add NAME --type nfs|iscsi KEY=VALUE… | list | show "
-                          "NAME | "
-                          "remove NAME | update NAME KEY=VALUE…");
+        if (!(STR_IN_SET(verb, "show", "remove", "test", "space") && argc == 2) &&
+            !(streq(verb, "update") && argc >= 3)) {
+                log_error("Usage: purebootctl storage add NAME --type nfs|iscsi KEY=VALUE… | list | show NAME | "
+                          "test NAME | space NAME | remove NAME | update NAME KEY=VALUE…");
                 return EXIT_USAGE;
         }
         r = ctl_resolve(bus, "GetStorageBackend", argv[1], &path);
@@ -109,6 +137,8 @@ int verb_storage(sd_bus *bus, int argc, char **argv) {
                 ctl_pager_open();
                 return ctl_show_object(bus, path, PB_IFACE("StorageBackend"));
         }
+        if (STR_IN_SET(verb, "test", "space"))
+                return storage_probe(bus, path, streq(verb, "test"));
         r = ctl_new_call(bus, path, PB_IFACE("StorageBackend"), streq(verb, "update") ? "Update" : "Delete",
                          &m);
         if (r < 0)

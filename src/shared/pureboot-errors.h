@@ -18,6 +18,7 @@
 #define PB_ERROR_NO_SUCH_OPERATION PB_ERROR_PREFIX "NoSuchOperation"
 /* A partition operation the disk does not allow; the message says what would fit. */
 #define PB_ERROR_OPERATION_REFUSED PB_ERROR_PREFIX "OperationRefused"
+#define PB_ERROR_STORAGE_UNAVAILABLE PB_ERROR_PREFIX "StorageUnavailable"
 #define PB_ERROR_NOT_AUTHORIZED PB_ERROR_PREFIX "NotAuthorized"
 #define PB_ERROR_BAD_REQUEST PB_ERROR_PREFIX "BadCertificateRequest"
 #define PB_ERROR_STORE PB_ERROR_PREFIX "StoreFailure"

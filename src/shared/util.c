@@ -109,6 +109,15 @@ int mac_normalize(const char *s, char **ret) {
         return 0;
 }
 
+bool path_is_safe(const char *s, size_t max) {
+        if (!s || s[0] != '/' || !name_is_valid(s, max))
+                return false;
+        for (const char *p = s; (p = strstr(p, "/..")); p += 3)
+                if (p[3] == 0 || p[3] == '/')
+                        return false;
+        return true;
+}
+
 bool device_path_is_valid(const char *s) {
         const char *rest;
         if (!s || strlen(s) > 255)
@@ -312,6 +321,18 @@ int pread_full(int fd, void *buf, size_t size, uint64_t offset) {
 int pwrite_full(int fd, const void *buf, size_t size, uint64_t offset) {
         for (size_t done = 0; done < size;) {
                 ssize_t n = pwrite(fd, (const uint8_t *) buf + done, size - done, (off_t) (offset + done));
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0)
+                        return n < 0 ? -errno : -EIO;
+                done += (size_t) n;
+        }
+        return 0;
+}
+
+int write_full(int fd, const void *buf, size_t size) {
+        for (size_t done = 0; done < size;) {
+                ssize_t n = write(fd, (const uint8_t *) buf + done, size - done);
                 if (n < 0 && errno == EINTR)
                         continue;
                 if (n <= 0)

@@ -25,6 +25,8 @@ bool hostname_is_valid(const char *s);
 int mac_normalize(const char *s, char **ret);
 /* An absolute path under /dev/ without "..", "//" or control characters. */
 bool device_path_is_valid(const char *s);
+/* An absolute path of printable characters, at most max bytes, without a ".." component. */
+bool path_is_safe(const char *s, size_t max);
 /* Printable UTF-8 without control characters, 1..max bytes. */
 bool name_is_valid(const char *s, size_t max);
 
@@ -34,6 +36,7 @@ int read_full_file(const char *path, char **ret, size_t *ret_size);
 /* All of size bytes at offset, retrying short transfers and EINTR; -EIO at an unexpected end. */
 int pread_full(int fd, void *buf, size_t size, uint64_t offset);
 int pwrite_full(int fd, const void *buf, size_t size, uint64_t offset);
+int write_full(int fd, const void *buf, size_t size);
 int mkdir_p(const char *path, mode_t mode);
 /* Removes path and everything below it, following no symlink and crossing no mount point. */
 int rm_rf(const char *path);

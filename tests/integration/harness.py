@@ -61,8 +61,8 @@ class Bus:
                            env=self.env, capture_output=True, text=True)
         return r.returncode == 0 and r.stdout.strip() == "b true"
 
-    def spawn(self, argv, log):
-        proc = subprocess.Popen(argv, env=self.env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
+    def spawn(self, argv, log, env=None):
+        proc = subprocess.Popen(argv, env=dict(self.env, **(env or {})), stdout=open(log, "w"), stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL)
         self.procs.append(proc)
         return proc
@@ -132,6 +132,7 @@ class Controller:
         self.log = directory / "controller.log"
         self.proc = None
         self.starts = 0
+        self.env = {}  # more environment, such as TGT_IPC_SOCKET for a tgtd of the test's own
         if not self.config.exists():
             # The NFS root under the test's directory, never the machine's /srv.
             self.config.write_text(f"[CA]\nKeyAlgorithm=ecdsa-p256\n[NfsRoot]\nPath={directory / 'nfsroot'}\n")
@@ -140,7 +141,7 @@ class Controller:
         self.starts += 1
         self.log = self.dir / f"controller-{self.starts}.log"
         self.proc = self.bus.spawn([str(CONTROLLER), f"--config={self.config}", f"--state-dir={self.state}"],
-                                   self.log)
+                                   self.log, self.env)
         if wait:
             def up():
                 if self.proc.poll() is not None:

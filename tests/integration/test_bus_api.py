@@ -85,10 +85,15 @@ def test_every_method_through_busctl(controller, api, busctl, tmp_path):
     assert sorted(n[1] for n in nodes) == ["src-01", "tgt-01"]
     assert [n[5] for n in nodes if n[1] == "tgt-01"] == ["1234abcd"]
 
-    backend = ok(ROOT, "Manager", "CreateStorageBackend", "ssa{sv}a{sv}", "iscsi1", "iscsi", "4",
+    backend = ok(ROOT, "Manager", "CreateStorageBackend", "ssa{sv}a{sv}", "iscsi1", "iscsi", "5",
                  "portal", "s", "127.0.0.1:3260", "target", "s", "iqn.2026-01.org.pureboot:staging",
-                 "chap_user", "s", "pb", "chap_secret", "s", "a-secret-of-16ch", "0")[0]
+                 "chap_user", "s", "pb", "chap_secret", "s", "a-secret-of-16ch", "lun", "u", "1", "0")[0]
     assert ok(ROOT, "Manager", "GetStorageBackend", "s", "iscsi1")[0] == backend
+    # Nothing serves iSCSI here: both connect for real and say so (test_staging.py has the real servers).
+    for method in ("Test", "RefreshSpace"):
+        called.add(f"StorageBackend.{method}")
+        r = api.call(backend, "StorageBackend", method, "a{sv}", "0")
+        assert r.returncode != 0 and "logging in to iqn.2026-01.org.pureboot:staging" in r.stderr, r.stderr
     assert [b[1] for b in ok(ROOT, "Manager", "ListStorageBackends")[0]] == ["iscsi1"]
     ok(backend, "StorageBackend", "Update", "a{sv}a{sv}", "2", "lun", "u", "3", "enabled", "b", "false", "0")
     config = api.prop(backend, "StorageBackend", "Config")

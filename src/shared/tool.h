@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Running the filesystem tools (resize2fs, ntfsresize, mkfs.*, …): argv only, no shell, in the C locale,
+/* Running tools (resize2fs, ntfsresize, mkfs.*, tgtadm, …): argv only, no shell, in the C locale,
  * with what they print captured for parsing and for error reports. */
 #pragma once
 

@@ -1,0 +1,57 @@
+/* SPDX-License-Identifier: MIT */
+/* Reaching a staging backend from userspace, so neither the controller nor the deploy image needs a kernel
+ * NFS or iSCSI client: an NFS export through libnfs, an iSCSI LUN through libiscsi. Every failure comes
+ * back as a sentence (*ret_why) that says which step failed and what the server answered. */
+#pragma once
+
+#include <json-c/json.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "macro.h"
+
+struct nfs_context;
+struct nfsfh;
+struct iscsi_context;
+
+/* Where a backend is, in the keys of its configuration: nfs {server, export, options, version}, iscsi
+ * {portal, target, lun, chap_user} — the secret is given apart, as the configuration never holds it. */
+typedef struct StorageLocation {
+        const char *type;
+        json_object *config;
+        const char *secret;
+} StorageLocation;
+
+#define STORAGE_IO_TIMEOUT_SEC 15
+
+/* Mounts the export with the version configured (default 3); force_v3 for writing data, as libnfs 4.0's
+ * NFSv4 client cannot encode writes larger than about 3.9 KiB. */
+int storage_nfs_connect(const StorageLocation *l, bool force_v3, struct nfs_context **ret, char **ret_why);
+/* Creates directory path and its parents (relative to the export; existing ones are fine). */
+int storage_nfs_mkdir_p(struct nfs_context *nfs, const char *path, char **ret_why);
+/* Removes path and everything below it; a missing path is fine. */
+int storage_nfs_rm_rf(struct nfs_context *nfs, const char *path, char **ret_why);
+int storage_nfs_space(struct nfs_context *nfs, uint64_t *ret_total, uint64_t *ret_available, char **ret_why);
+/* Writes and reads back a small file in the export's top directory, then removes it. */
+int storage_nfs_probe(struct nfs_context *nfs, char **ret_why);
+int storage_nfs_pwrite(struct nfs_context *nfs, struct nfsfh *fh, const void *buf, size_t size, uint64_t offset);
+int storage_nfs_pread(struct nfs_context *nfs, struct nfsfh *fh, void *buf, size_t size, uint64_t offset);
+
+typedef struct IscsiLun {
+        struct iscsi_context *iscsi;
+        int lun;
+        uint32_t block_size;
+        uint64_t size;
+        bool reads_zeroes; /* unmapped blocks read back as zeroes (LBPRZ) */
+} IscsiLun;
+
+/* Logs in to the target (with CHAP if configured). lun < 0: the configured one. initiator: our IQN suffix,
+ * such as "controller" or "node-<id>". */
+int storage_iscsi_connect(const StorageLocation *l, int lun, const char *initiator, IscsiLun *ret, char **ret_why);
+/* READ CAPACITY: fills in block_size, size and reads_zeroes. */
+int storage_iscsi_capacity(IscsiLun *l, char **ret_why);
+void storage_iscsi_disconnect(IscsiLun *l);
+/* Whole blocks only: offset and size are multiples of the block size. */
+int storage_iscsi_pwrite(IscsiLun *l, const void *buf, size_t size, uint64_t offset, char **ret_why);
+int storage_iscsi_pread(IscsiLun *l, void *buf, size_t size, uint64_t offset, char **ret_why);
