@@ -47,6 +47,7 @@ Agent *agent_free(Agent *a) {
         source_free(a->source);
         target_free(a->target);
         partitioner_free(a->partitioner);
+        stager_free(a->stager);
         queue_free(a->queue);
         curl_glue_free(a->curl);
         sd_event_source_disable_unref(a->ack_timer);

@@ -15,6 +15,7 @@ typedef struct ReportQueue ReportQueue;
 typedef struct Source Source;
 typedef struct Target Target;
 typedef struct Partitioner Partitioner;
+typedef struct Stager Stager;
 typedef struct Agent Agent;
 
 /* Exit codes, so a unit and an operator can tell why the agent stopped. */
@@ -66,6 +67,7 @@ struct Agent {
         Source *source;
         Target *target;
         Partitioner *partitioner;
+        Stager *stager;
         bool finishing; /* the job is done; waiting for the queue to drain */
         sd_event_source *ack_timer;
         int exit_code;
@@ -116,6 +118,9 @@ int source_start(Agent *a);
 Source *source_free(Source *s);
 int target_start(Agent *a);
 Target *target_free(Target *t);
+/* staged.c: a staged clone's source (upload) or target (download). */
+int staged_start(Agent *a, bool upload);
+Stager *stager_free(Stager *s);
 /* partition.c: partition mode (once: the scan verb, one scan reported), and a scan printed as JSON. */
 int partition_start(Agent *a, bool once);
 Partitioner *partitioner_free(Partitioner *p);

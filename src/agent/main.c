@@ -22,6 +22,8 @@ static void help(void) {
                "Verbs:\n"
                "  clone-source             Serve this node's disk to the session's target\n"
                "  clone-target             Write this node's disk from the session's source\n"
+               "  upload                   Staged source: write this node's disk to the session's staging area\n"
+               "  download                 Staged target: write this node's disk from the staging area\n"
                "  partition                Report this node's disks and apply the partition operations\n"
                "                           queued on them, as the controller asks\n"
                "  scan                     Report this node's disks once (with --json: print them)\n"
@@ -81,6 +83,10 @@ static const char *verb_of_mode(const char *mode) {
                 return "clone-source";
         if (STR_IN_SET(mode, "clone_target_direct", "clone-target"))
                 return "clone-target";
+        if (STR_IN_SET(mode, "clone_source_staged", "upload"))
+                return "upload";
+        if (STR_IN_SET(mode, "clone_target_staged", "download"))
+                return "download";
         if (STR_IN_SET(mode, "partition", "scan"))
                 return mode;
         return NULL;
@@ -191,7 +197,8 @@ static int parse_argv(int argc, char *argv[], AgentSettings *s, const char **ret
                         return log_oom();
         }
         if (optind + 1 != argc)
-                return log_error_errno(EINVAL, "Give one verb: clone-source, clone-target, partition, scan or run "
+                return log_error_errno(EINVAL, "Give one verb: clone-source, clone-target, upload, download, partition, scan "
+                                       "or run "
                                        "(see --help).");
 
         r = cmdline_read(cmdline_file, &cmdline);
@@ -229,7 +236,7 @@ static int parse_argv(int argc, char *argv[], AgentSettings *s, const char **ret
                         return log_error_errno(EINVAL, "pureboot.mode=%s is not a mode this agent runs.", strna(s->mode));
         } else if (!verb_of_mode(verb))
                 return log_error_errno(EINVAL, "Unknown verb %s (see --help).", verb);
-        bool clone = startswith(verb, "clone-");
+        bool clone = startswith(verb, "clone-") || STR_IN_SET(verb, "upload", "download");
         if (streq(verb, "scan") && arg_json) {
                 *ret_verb = verb;
                 return 1; /* nothing leaves the machine */
@@ -317,6 +324,8 @@ int main(int argc, char *argv[]) {
         if (r >= 0)
                 r = streq(verb, "clone-source")   ? source_start(a)
                     : streq(verb, "clone-target") ? target_start(a)
+                    : streq(verb, "upload")       ? staged_start(a, true)
+                    : streq(verb, "download")     ? staged_start(a, false)
                                                   : partition_start(a, streq(verb, "scan"));
         if (r < 0) {
                 log_error_errno(r, "Cannot start %s: %m", verb);

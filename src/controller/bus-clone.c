@@ -179,6 +179,7 @@ static const sd_bus_vtable clone_vtable[] = {
         P("ResizeMode", "s", resize_mode),
         P("BytesTotal", "t", bytes_total),
         P("BytesTransferred", "t", bytes_transferred),
+        P("BytesUploaded", "t", bytes_uploaded),
         P("TransferRate", "t", transfer_rate),
         SD_BUS_PROPERTY("Progress", "d", property_get_progress, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         P("Error", "s", error),

@@ -9,6 +9,7 @@
 #include "log.h"
 #include "node.h"
 #include "pureboot-errors.h"
+#include "staging.h"
 #include "storage.h"
 #include "token.h"
 #include "util.h"
@@ -93,7 +94,7 @@ void clone_emit_changed(CloneSession *c, const char *first, ...) {
 }
 
 static void emit_progress(void *userdata) {
-        clone_emit_changed(userdata, "BytesTransferred", "TransferRate", "Progress", NULL);
+        clone_emit_changed(userdata, "BytesTransferred", "TransferRate", "Progress", "BytesUploaded", NULL);
 }
 
 int clone_attach(Manager *m, CloneSession *c) {
@@ -344,19 +345,25 @@ int clone_transition(CloneSession *c, CloneStatus to, const char *error_message,
                         clone_status_to_string(from), clone_status_to_string(to), transition_hint(from, to));
 
         CloneSession saved = *c;
-        _cleanup_free_ char *new_error = NULL;
+        _cleanup_free_ char *new_error = NULL, *new_staging = NULL;
         if (error_message) {
                 new_error = strdup(error_message);
                 if (!new_error)
                         return -ENOMEM;
         }
+        /* A staged session (re)starts with its staging to be provisioned when the source reports. */
+        bool restage = to == CLONE_WAITING && streq(c->mode, "staged");
+        if (restage && !(new_staging = strdup("pending")))
+                return -ENOMEM;
         c->status = to;
         c->error = new_error;
         if (to == CLONE_WAITING) {
                 c->started_at = now;
                 c->completed_at = 0;
-                c->bytes_transferred = c->transfer_rate = 0;
+                c->bytes_transferred = c->transfer_rate = c->bytes_uploaded = 0;
         }
+        if (restage)
+                c->staging_status = new_staging;
         if (status_is_final(to))
                 c->completed_at = now;
         r = store_session_update(c->manager->store, c, clone_status_to_string(from));
@@ -367,10 +374,17 @@ int clone_transition(CloneSession *c, CloneStatus to, const char *error_message,
         }
         free(saved.error);
         TAKE_PTR(new_error);
+        if (restage) {
+                free(saved.staging_status);
+                TAKE_PTR(new_staging);
+        }
         log_info("Clone session %s: %s → %s%s%s", c->id, clone_status_to_string(from),
                  clone_status_to_string(to), error_message ? ": " : "", strempty(error_message));
         clone_emit_changed(c, "Status", "Error", "StartedAt", "CompletedAt", "BytesTransferred",
-                           "TransferRate", "Progress", NULL);
+                           "TransferRate", "Progress", "BytesUploaded", "StagingStatus", NULL);
+        /* Staging goes once the session is over, whichever way it ended. */
+        if (status_is_final(to) && staging_is_left(c) && (r = staging_cleanup(c)) < 0)
+                log_warning_errno(r, "Failed to start removing the staging of session %s: %m", c->id);
         return 0;
 }
 
@@ -452,6 +466,15 @@ int clone_delete(CloneSession *c, bool *ret_cancelled, sd_bus_error *error) {
                         return r;
                 *ret_cancelled = true;
                 return 0;
+        }
+        if (staging_is_left(c)) {
+                r = staging_cleanup(c);
+                if (r < 0)
+                        return r;
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE,
+                                         "The staging of session %s is being removed; delete the session again "
+                                         "once StagingStatus is deleted.",
+                                         c->id);
         }
         r = store_session_delete(m->store, c->id);
         if (r < 0)

@@ -13,6 +13,7 @@
 #include "log.h"
 #include "node.h"
 #include "pureboot-errors.h"
+#include "staging.h"
 #include "token.h"
 #include "util.h"
 #include "varlink-idl.h"
@@ -392,7 +393,8 @@ static int handle_source_ready(Call *call) {
                 return r;
         if (inet_pton(AF_INET, address, buf) != 1 && inet_pton(AF_INET6, address, buf) != 1)
                 return bad_parameter(call, "address");
-        if (port == 0 || port > 65535)
+        bool staged = streq(c->mode, "staged");
+        if ((port == 0 && !staged) || port > 65535)
                 return bad_parameter(call, "port");
         if (size == 0)
                 return bad_parameter(call, "sizeBytes");
@@ -421,6 +423,9 @@ static int handle_source_ready(Call *call) {
                 c->bytes_total = old_size;
         } else {
                 clone_emit_changed(c, "SourceAddress", "SourcePort", "BytesTotal", NULL);
+                /* Staging is sized to the source: it is made now, once. */
+                if (staged && streq_ptr(c->staging_status, "pending") && (r = staging_provision(c)) < 0)
+                        log_warning_errno(r, "Failed to start setting up the staging of session %s: %m", c->id);
                 r = reply_with(call, NULL);
         }
         audit(call, "ReportSourceReady", c->id);
@@ -449,6 +454,10 @@ static int handle_progress(Call *call) {
         *sequence_of(c, role) = seq;
         if (streq(role, "target"))
                 (void) clone_set_progress(c, get_uint(call, "bytesTransferred"), get_uint(call, "rateBps"));
+        else if (streq(get_string(call, "phase"), "uploading")) {
+                c->bytes_uploaded = get_uint(call, "bytesTransferred");
+                (void) throttle_kick(&c->progress);
+        }
         c->progress_dirty = true;
         r = schedule_flush(call->m);
         if (r < 0)
@@ -645,6 +654,62 @@ static int handle_report_operation(Call *call) {
         return r;
 }
 
+static int handle_get_staging(Call *call) {
+        CloneSession *c = NULL;
+        int r = session_for_peer(call, NULL, &c);
+        if (r <= 0)
+                return r;
+        if (call->peer.kind != PEER_CLONE)
+                return fail(call, NODE_ERROR("PermissionDenied"), "reason",
+                            "the staging area is told only to the session's clone certificates", NULL);
+        if (!streq(c->mode, "staged") ||
+            !STR_IN_SET(strempty(c->staging_status), "provisioned", "uploading", "ready", "downloading"))
+                return fail(call, NODE_ERROR("InvalidState"), "status", clone_status_to_string(c->status), "reason",
+                            streq(c->mode, "staged") ? "the staging area is not provisioned" : "a direct session",
+                            NULL);
+        json_object *staging = staging_json(c), *o = json_object_new_object();
+        if (!staging || !o) {
+                json_object_put(staging);
+                json_object_put(o);
+                return -ENOMEM;
+        }
+        json_object_object_add(o, "staging", staging);
+        return reply_with(call, o);
+}
+
+static int handle_staging_status(Call *call) {
+        CloneSession *c = NULL;
+        const char *status = get_string(call, "status"), *reason = NULL;
+        uint64_t seq = get_uint(call, "sequence");
+        int r;
+
+        r = call->peer.kind == PEER_CLONE ? report_begin(call, call->peer.role, &c)
+                                          : fail(call, NODE_ERROR("PermissionDenied"), "reason",
+                                                 "this call needs the session's clone certificate", NULL);
+        if (r <= 0)
+                return r;
+        if (!clone_status_is_active(c->status))
+                return fail(call, NODE_ERROR("InvalidState"), "status", clone_status_to_string(c->status), "reason",
+                            "the session is over", NULL);
+        if (streq(status, "cleanup") ||
+            streq(status, streq(call->peer.role, "source") ? "downloading" : "uploading"))
+                return fail(call, NODE_ERROR("InvalidState"), "status", clone_status_to_string(c->status), "reason",
+                            streq(status, "cleanup") ? "the controller removes the staging area itself"
+                                                     : "the other role reports this step",
+                            NULL);
+        r = staging_report(c, status, &reason);
+        if (r == -EINVAL)
+                return fail(call, NODE_ERROR("InvalidState"), "status", strempty(c->staging_status), "reason", reason,
+                            NULL);
+        if (r < 0)
+                return r;
+        r = record(call, c, call->peer.role, seq, c->status, NULL);
+        if (r > 0)
+                r = reply_with(call, NULL);
+        audit(call, "ReportStagingStatus", c->id);
+        return r;
+}
+
 static int handle_not_implemented(Call *call) {
         (void) call;
         return 0; /* gateway_call answers MethodNotImplemented for a NULL reply */
@@ -666,9 +731,9 @@ static const struct {
         { "ReportDisks", handle_report_disks },
         { "FetchOperations", handle_fetch_operations },
         { "ReportOperation", handle_report_operation },
-        /* Staging and resize plans arrive with their issue. */
-        { "GetStaging", handle_not_implemented },
-        { "ReportStagingStatus", handle_not_implemented },
+        { "GetStaging", handle_get_staging },
+        { "ReportStagingStatus", handle_staging_status },
+        /* Resize plans arrive with their issue. */
         { "GetResizePlan", handle_not_implemented },
 };
 

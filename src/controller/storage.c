@@ -526,12 +526,13 @@ int storage_pool(const StorageBackend *b, int **ret_luns) {
         return 1;
 }
 
-/* tgtadm of the local tgtd: the target's tid and the LUNs it has (sorted), from "--op show". */
-int storage_tgt_find(const char *iqn, int *ret_tid, int **ret_luns, size_t *ret_n, char **ret_why) {
+/* tgtadm of the local tgtd: the target's tid and its LUNs with their backing files, from "--op show". */
+int storage_tgt_find(const char *iqn, int *ret_tid, TgtLun **ret_luns, size_t *ret_n, char **ret_why) {
         _cleanup_free_ char *out = NULL;
-        _cleanup_free_ int *luns = NULL;
+        _cleanup_free_ TgtLun *luns = NULL;
         size_t n = 0;
         int tid = -1, r;
+        bool ours = false;
 
         r = tool_runl(&out, "tgtadm", "--lld", "iscsi", "--mode", "target", "--op", "show", NULL);
         if (r != 0) {
@@ -539,21 +540,22 @@ int storage_tgt_find(const char *iqn, int *ret_tid, int **ret_luns, size_t *ret_
                                 out ? tool_last_line(out) : "tgtadm did not run");
                 return -EIO;
         }
-        bool ours = false;
-        for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
+        for (char *save = NULL, *line = strtok_r(out, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
                 int t, l;
                 char name[256];
+                const char *path;
                 if (sscanf(line, "Target %d: %255s", &t, name) == 2) {
                         ours = streq(name, iqn);
                         if (ours)
                                 tid = t;
                 } else if (ours && sscanf(line, " LUN: %d", &l) == 1) {
-                        int *x = realloc(luns, (n + 1) * sizeof(int));
+                        TgtLun *x = realloc(luns, (n + 1) * sizeof(TgtLun));
                         if (!x)
                                 return -ENOMEM;
                         luns = x;
-                        luns[n++] = l;
-                }
+                        luns[n++] = (TgtLun){ .lun = l };
+                } else if (ours && n > 0 && (path = strstr(line, "Backing store path: ")))
+                        snprintf(luns[n - 1].path, sizeof(luns[n - 1].path), "%s", path + strlen("Backing store path: "));
         }
         if (tid < 0) {
                 (void) asprintf(ret_why, "tgtd on this host has no target %s; create it with tgtadm --op new "

@@ -37,8 +37,12 @@ bool storage_is_managed(const StorageBackend *b);
 StorageLocation storage_location(const StorageBackend *b);
 /* The LUNs a backend stages on (luns=, or the one lun=); returns how many. */
 int storage_pool(const StorageBackend *b, int **ret_luns);
-/* From tgtadm: the tid of target iqn on this host's tgtd and the LUNs it has. */
-int storage_tgt_find(const char *iqn, int *ret_tid, int **ret_luns, size_t *ret_n, char **ret_why);
+/* From tgtadm: the tid of target iqn on this host's tgtd and the LUNs it has, with their backing files. */
+typedef struct TgtLun {
+        int lun;
+        char path[512];
+} TgtLun;
+int storage_tgt_find(const char *iqn, int *ret_tid, TgtLun **ret_luns, size_t *ret_n, char **ret_why);
 /* In a worker (it blocks): total and available bytes; busy lists pool LUNs that sessions hold. */
 int storage_measure(const StorageBackend *b, const int *busy, size_t n_busy, uint64_t *ret_total,
                     uint64_t *ret_available, char **ret_why);

@@ -155,9 +155,9 @@ static int clone_token(sd_bus *bus, const char *path) {
 }
 
 typedef struct Progress {
-        char status[32];
+        char status[32], staging[32];
         char error[512];
-        uint64_t total, transferred, rate;
+        uint64_t total, transferred, rate, uploaded;
 } Progress;
 
 static int read_progress(sd_bus *bus, const char *path, Progress *p) {
@@ -173,16 +173,18 @@ static int read_progress(sd_bus *bus, const char *path, Progress *p) {
         while (r >= 0 && (r = sd_bus_message_enter_container(reply, 'e', "sv")) > 0) {
                 const char *name, *s;
                 r = sd_bus_message_read(reply, "s", &name);
-                if (r >= 0 && STR_IN_SET(name, "Status", "Error")) {
+                if (r >= 0 && STR_IN_SET(name, "Status", "Error", "StagingStatus")) {
                         r = sd_bus_message_read(reply, "v", "s", &s);
                         if (r >= 0)
-                                snprintf(streq(name, "Status") ? p->status : p->error,
-                                         streq(name, "Status") ? sizeof(p->status) : sizeof(p->error), "%s",
-                                         s);
-                } else if (r >= 0 && STR_IN_SET(name, "BytesTotal", "BytesTransferred", "TransferRate"))
+                                snprintf(streq(name, "Status")  ? p->status
+                                         : streq(name, "Error") ? p->error
+                                                                : p->staging,
+                                         streq(name, "Error") ? sizeof(p->error) : sizeof(p->status), "%s", s);
+                } else if (r >= 0 && STR_IN_SET(name, "BytesTotal", "BytesTransferred", "TransferRate", "BytesUploaded"))
                         r = sd_bus_message_read(reply, "v", "t",
                                                 streq(name, "BytesTotal")         ? &p->total
                                                 : streq(name, "BytesTransferred") ? &p->transferred
+                                                : streq(name, "BytesUploaded")    ? &p->uploaded
                                                                                   : &p->rate);
                 else if (r >= 0)
                         r = sd_bus_message_skip(reply, "v");
@@ -194,6 +196,13 @@ static int read_progress(sd_bus *bus, const char *path, Progress *p) {
 
 static bool status_is_final(const char *s) {
         return STR_IN_SET(s, "completed", "failed", "cancelled");
+}
+
+/* A staged session shows its phase while it runs: provisioning, uploading, ready, downloading, cleanup. */
+static const char *phase_of(const Progress *p) {
+        if (!*p->staging || (status_is_final(p->status) && !streq(p->staging, "cleanup")))
+                return p->status;
+        return streq(p->staging, "pending") ? "provisioning" : p->staging;
 }
 
 static void print_progress(const Progress *p, bool live) {
@@ -210,9 +219,13 @@ static void print_progress(const Progress *p, bool live) {
         for (int i = 0; i < width; i++)
                 bar[i] = i < (int) (fraction * width) ? '=' : (i == (int) (fraction * width) ? '>' : ' ');
         bar[width] = 0;
-        printf("%s%-12s [%s] %5.1f%% %s / %s  %s/s%s%s%s", live ? "\r" : "", p->status, bar,
-               fraction * 100.0, format_bytes(done, p->transferred), format_bytes(total, p->total),
-               format_bytes(rate, p->rate), *eta ? "  ETA " : "", eta, live ? "\033[K" : "\n");
+        char upload[64] = "";
+        if (*p->staging && p->total > 0)
+                snprintf(upload, sizeof(upload), "  uploaded %.1f%%",
+                         MIN(100.0, 100.0 * (double) p->uploaded / (double) p->total));
+        printf("%s%-12s [%s] %5.1f%% %s / %s  %s/s%s%s%s%s", live ? "\r" : "", phase_of(p), bar, fraction * 100.0,
+               format_bytes(done, p->transferred), format_bytes(total, p->total), format_bytes(rate, p->rate),
+               *eta ? "  ETA " : "", eta, upload, live ? "\033[K" : "\n");
         fflush(stdout);
 }
 
@@ -249,12 +262,16 @@ static int clone_status(sd_bus *bus, const char *path) {
                                                        json_object_new_uint64(p.transferred));
                                 json_object_object_add(o, "transfer_rate", json_object_new_uint64(p.rate));
                                 json_object_object_add(o, "error", json_object_new_string(p.error));
+                                if (*p.staging) {
+                                        json_object_object_add(o, "staging_status", json_object_new_string(p.staging));
+                                        json_object_object_add(o, "bytes_uploaded", json_object_new_uint64(p.uploaded));
+                                }
                                 ctl_print_json(o);
                                 json_object_put(o);
                                 break;
                         }
                         /* Without a terminal, one line per status change or 5 % of progress. */
-                        if (live || !streq(p.status, last.status) || !arg.follow ||
+                        if (live || !streq(p.status, last.status) || !streq(p.staging, last.staging) || !arg.follow ||
                             (p.total > 0 && (p.transferred - last.transferred) * 20 >= p.total)) {
                                 print_progress(&p, live && arg.follow);
                                 last = p;

@@ -307,3 +307,15 @@ int storage_iscsi_pwrite(IscsiLun *l, const void *buf, size_t size, uint64_t off
 int storage_iscsi_pread(IscsiLun *l, void *buf, size_t size, uint64_t offset, char **ret_why) {
         return iscsi_io(l, false, buf, size, offset, ret_why);
 }
+
+#define MIB (UINT64_C(1) << 20)
+
+uint64_t staging_manifest_offset(uint64_t disk_size) {
+        return (disk_size + MIB - 1) / MIB * MIB;
+}
+
+uint64_t staging_lun_size(uint64_t disk_size) {
+        /* The manifest holds 32 hex digits per 1 MiB chunk, and its other fields fit in 64 KiB. */
+        uint64_t manifest = (disk_size + MIB - 1) / MIB * 33 + 65536;
+        return staging_manifest_offset(disk_size) + (manifest + MIB - 1) / MIB * MIB;
+}

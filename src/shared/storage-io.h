@@ -55,3 +55,19 @@ void storage_iscsi_disconnect(IscsiLun *l);
 /* Whole blocks only: offset and size are multiples of the block size. */
 int storage_iscsi_pwrite(IscsiLun *l, const void *buf, size_t size, uint64_t offset, char **ret_why);
 int storage_iscsi_pread(IscsiLun *l, void *buf, size_t size, uint64_t offset, char **ret_why);
+
+/* How a staged image lies on a backend. NFS: <directory>/disk.img.zst (independent zstd frames of
+ * STAGING_SEGMENT bytes of disk each, so a reader can resume at any segment) and manifest.json, both written
+ * under .partial names and renamed into place when complete, the manifest last. iSCSI: the raw disk from
+ * LBA 0, then at staging_manifest_offset() a header ("PBMANIF1", u64 little-endian length) and the manifest
+ * JSON; the header is written last. */
+#define STAGING_IMAGE "disk.img.zst"
+#define STAGING_MANIFEST "manifest.json"
+#define STAGING_PARTIAL ".partial"
+#define STAGING_SEGMENT (UINT64_C(64) << 20)
+#define STAGING_MANIFEST_MAGIC "PBMANIF1"
+#define STAGING_MARGIN_PERCENT 15
+
+/* Where the manifest starts on a LUN for a disk of disk_size bytes, and the LUN size that holds both. */
+uint64_t staging_manifest_offset(uint64_t disk_size);
+uint64_t staging_lun_size(uint64_t disk_size);

@@ -235,3 +235,59 @@ def cmdline(mode, session, node, server, token, ca, device):
 def ca_fingerprint(pem_path):
     out = sh("certtool", "--fingerprint", "--hash=sha256", "--infile", pem_path).stdout
     return re.sub(r"[^0-9a-f]", "", out.strip().lower())
+
+
+class Clone:
+    """One session between two simulated nodes, with their agents: direct, or staged on a storage backend.
+    Node namespaces are named from tag, unique on the network."""
+
+    def __init__(self, tmp_path, ctl, api, network, bridge, source_dev, target_dev, source_args=(), target_args=(),
+                 mode="direct", storage=None, tag=""):
+        self.ctl, self.api = ctl, api
+        self.tmp = tmp_path
+        api.node("src-node", "aa:bb:cc:00:10:01")
+        api.node("tgt-node", "aa:bb:cc:00:10:02")
+        r = ctl("clone", "create", "--name=e2e", f"--mode={mode}", "--source=src-node", "--target=tgt-node",
+                f"--source-device={source_dev}", f"--target-device={target_dev}",
+                *([f"--storage={storage}"] if storage else []), check=True)
+        self.id = r.stdout.strip().split()[-1]
+        ctl("clone", "start", self.id, check=True)
+        self.path = f"/org/pureboot/Controller1/clone/{self.id}"
+        fingerprint = ca_fingerprint(bridge.ca)
+        self.agents = {}
+        for role, dev, args in (("source", source_dev, source_args), ("target", target_dev, target_args)):
+            ns, _ = network.node(f"{role[0]}{tag}" if tag else role[:3])
+            token = ctl("clone", "token", self.id, f"--role={role}", check=True).stdout.strip()
+            node = "src-node" if role == "source" else "tgt-node"
+            self.agents[role] = Agent(tmp_path, role, ns,
+                                      cmdline(f"clone_{role}_{mode}", self.id, node, bridge.url, token, fingerprint,
+                                              dev), *args)
+
+    @property
+    def source(self):
+        return self.agents["source"]
+
+    @property
+    def target(self):
+        return self.agents["target"]
+
+    def prop(self, name):
+        return self.api.prop(self.path, "CloneSession", name)
+
+    def status(self):
+        return self.prop("Status")
+
+    def wait_status(self, *statuses, timeout=120):
+        def reached():
+            for role, a in self.agents.items():
+                code = a.proc.poll() if a.proc else None
+                if code is not None and code < 0:
+                    raise AssertionError(f"the {role} agent died of signal {-code}:\n{a.text()[-3000:]}")
+            return self.status() in statuses
+        wait_for(reached, timeout=timeout,
+                 what=f"session {self.id} to become {'/'.join(statuses)} (is {self.status()}); source:\n"
+                      f"{self.source.text()[-3000:]}\ntarget:\n{self.target.text()[-3000:]}")
+
+    def stop(self):
+        for a in self.agents.values():
+            a.stop()

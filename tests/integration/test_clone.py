@@ -10,8 +10,7 @@ import time
 import pytest
 
 from harness import PUREBOOTCTL, Bridge, make_key_and_csr, wait_for
-from nodes import (Agent, Network, ca_fingerprint, check_files, cmdline, make_random_disk, make_source_disk, sha256,
-                   sh)
+from nodes import Clone, Network, check_files, make_random_disk, make_source_disk, sha256, sh
 
 DISK = 256 << 20
 
@@ -45,59 +44,6 @@ def disks(tmp_path):
     yield type("Disks", (), {"source": staticmethod(source), "random": staticmethod(random)})
     for loop in made:
         loop.detach()
-
-
-class Clone:
-    """One session between two simulated nodes, with their agents."""
-
-    def __init__(self, tmp_path, ctl, api, network, bridge, source_dev, target_dev, source_args=(), target_args=()):
-        self.ctl, self.api = ctl, api
-        self.tmp = tmp_path
-        api.node("src-node", "aa:bb:cc:00:10:01")
-        api.node("tgt-node", "aa:bb:cc:00:10:02")
-        r = ctl("clone", "create", "--name=e2e", "--mode=direct", "--source=src-node", "--target=tgt-node",
-                f"--source-device={source_dev}", f"--target-device={target_dev}", check=True)
-        self.id = r.stdout.strip().split()[-1]
-        ctl("clone", "start", self.id, check=True)
-        self.path = f"/org/pureboot/Controller1/clone/{self.id}"
-        fingerprint = ca_fingerprint(bridge.ca)
-        self.agents = {}
-        for role, dev, args in (("source", source_dev, source_args), ("target", target_dev, target_args)):
-            ns, _ = network.node(role[:3])
-            token = ctl("clone", "token", self.id, f"--role={role}", check=True).stdout.strip()
-            node = "src-node" if role == "source" else "tgt-node"
-            self.agents[role] = Agent(tmp_path, role, ns,
-                                      cmdline(f"clone_{role}_direct", self.id, node, bridge.url, token, fingerprint,
-                                              dev), *args)
-
-    @property
-    def source(self):
-        return self.agents["source"]
-
-    @property
-    def target(self):
-        return self.agents["target"]
-
-    def prop(self, name):
-        return self.api.prop(self.path, "CloneSession", name)
-
-    def status(self):
-        return self.prop("Status")
-
-    def wait_status(self, *statuses, timeout=120):
-        def reached():
-            for role, a in self.agents.items():
-                code = a.proc.poll() if a.proc else None
-                if code is not None and code < 0:
-                    raise AssertionError(f"the {role} agent died of signal {-code}:\n{a.text()[-3000:]}")
-            return self.status() in statuses
-        wait_for(reached, timeout=timeout,
-                 what=f"session {self.id} to become {'/'.join(statuses)} (is {self.status()}); source:\n"
-                      f"{self.source.text()[-3000:]}\ntarget:\n{self.target.text()[-3000:]}")
-
-    def stop(self):
-        for a in self.agents.values():
-            a.stop()
 
 
 @pytest.fixture

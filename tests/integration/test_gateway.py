@@ -143,7 +143,9 @@ def test_parameters_follow_the_contract(started, gateway):
     assert error == "org.varlink.service.InvalidParameter" and reply == {"parameter": "address"}
     assert gateway("Frobnicate", source, {})[0] == "org.varlink.service.MethodNotFound"
     error, reply = gateway("GetStaging", source, {"session": sid})
-    assert error == "org.varlink.service.MethodNotImplemented" and reply == {"method": "GetStaging"}
+    assert error == "org.pureboot.Node.InvalidState" and reply["reason"] == "a direct session"
+    error, reply = gateway("GetResizePlan", source, {"session": sid})
+    assert error == "org.varlink.service.MethodNotImplemented" and reply == {"method": "GetResizePlan"}
     # Node calls need the certificate of a node that exists.
     error, reply = gateway("ReportDisks", "node-" + "a" * 32, {"sequence": 1, "disks": []})
     assert error == "org.pureboot.Node.PermissionDenied" and reply == {"reason": "this node has been deleted"}

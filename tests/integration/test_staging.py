@@ -2,13 +2,17 @@
 """Staged clones against real servers: nfs-ganesha and tgtd in namespaces of their own on the test's bridge,
 reached by the controller and the agents in userspace (libnfs, libiscsi)."""
 
+import itertools
 import json
+import os
 
 import pytest
 
-from harness import Controller
-from nodes import Network
+from harness import Bridge, Controller, wait_for
+from nodes import Clone, Network, check_files, make_random_disk, make_source_disk, sh
 from storage_servers import IscsiServer, NfsServer
+
+TAGS = itertools.count(10)
 
 CHAP_USER, CHAP_SECRET = "pureboot", "s3cret-for-staging"
 
@@ -97,3 +101,96 @@ def test_iscsi_managed_backend(ctl, servers, tmp_path):
     assert "tgtd on this host serves it" in r.stdout, r.stdout
     r = ctl("storage", "add", "bad", "--type=iscsi", *servers.iscsi.config(manage="tgtadm"))
     assert r.returncode != 0 and "backing_dir" in r.stderr
+
+
+@pytest.fixture
+def bridge(controller, tmp_path, servers):
+    b = Bridge(controller.bus, tmp_path, address=servers.network.address).start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def staged(tmp_path, ctl, api, servers, bridge):
+    """Makes staged sessions between two new nodes on the servers' network; stops their agents and detaches
+    their disks at the end."""
+    made, loops = [], []
+
+    def make(storage, target_size=None, **kw):
+        source, files = make_source_disk(tmp_path)
+        loops.append(source)
+        target = make_random_disk(tmp_path, "target", target_size or os.path.getsize(source.backing))
+        loops.append(target)
+        c = Clone(tmp_path, ctl, api, servers.network, bridge, source.device, target.device, mode="staged",
+                  storage=storage, tag=f"{next(TAGS)}", **kw)
+        made.append(c)
+        return c, source, target, files
+    yield make
+    for c in made:
+        c.stop()
+    for loop in loops:
+        loop.detach()
+
+
+def session_dirs(servers):
+    top = servers.nfs.export / "pureboot"
+    return sorted(p.name for p in top.iterdir()) if top.exists() else []
+
+
+def test_nfs_staged_clone_end_to_end(staged, ctl, api, servers, tmp_path):
+    add_storage(ctl, "ganesha", "nfs", servers.nfs.config())
+    c, source, target, files = staged("ganesha")
+    c.source.start()
+    # The source uploads, and its part ends there; the staging holds the image and its manifest.
+    assert c.source.wait(120) == 0, c.source.text()
+    assert c.prop("StagingStatus") == "ready", c.prop("Error")
+    staged_dir = servers.nfs.export / "pureboot" / c.id
+    manifest = json.loads((staged_dir / "manifest.json").read_text())
+    assert manifest["size"] == os.path.getsize(source.backing)
+    assert manifest["sectorSize"] == 512 and manifest["compression"] == "zstd"
+    assert len(manifest["chunkHashes"]) == manifest["size"] // (1 << 20) * 32
+    assert [p["number"] for p in manifest["partitionTable"]["partitions"]] == [1, 2]
+    assert sorted(p.name for p in staged_dir.iterdir()) == ["disk.img.zst", "manifest.json"]
+    # The image is plain zstd with checksums: the zstd tool itself reads it back to the source's bytes.
+    sh("zstd", "-d", "-q", "-f", staged_dir / "disk.img.zst", "-o", tmp_path / "unpacked.img")
+    sh("cmp", tmp_path / "unpacked.img", source.device)
+    (tmp_path / "unpacked.img").unlink()
+    assert c.prop("BytesUploaded") == manifest["size"]
+
+    c.target.start()
+    assert c.target.wait(120) == 0, c.target.text()
+    c.wait_status("completed")
+    assert c.prop("SourceDigest") == c.prop("TargetDigest") == manifest["digest"]
+    sh("cmp", source.device, target.device)
+    check_files(target, files, tmp_path)
+    # Once it completed, the staging area is removed.
+    wait_for(lambda: c.prop("StagingStatus") == "deleted", what="the staging to be removed")
+    assert c.id not in session_dirs(servers)
+    status = ctl("clone", "status", c.id, check=True).stdout
+    assert "completed" in status
+
+
+def test_iscsi_staged_clone_on_a_managed_lun(staged, ctl, servers, tmp_path):
+    luns = tmp_path / "luns"
+    luns.mkdir()
+    add_storage(ctl, "tgt", "iscsi", servers.iscsi.config(manage="tgtadm", backing_dir=luns))
+    before = servers.iscsi.luns()
+    c, source, target, files = staged("tgt")
+    c.source.start()
+    assert c.source.wait(120) == 0, c.source.text()
+    # A LUN of its own, on a sparse file sized for the disk and its manifest.
+    made = [p.name for p in luns.iterdir()]
+    assert made == [f"pureboot-{c.id}.img"], made
+    assert len(servers.iscsi.luns()) == len(before) + 1
+    assert c.prop("StagingPath").startswith(f"iscsi://{servers.iscsi.portal}/{servers.iscsi.iqn}/")
+    image = luns / made[0]
+    # Zero runs were not sent: the file holds little more than the data.
+    assert os.stat(image).st_blocks * 512 < os.path.getsize(source.backing) * 0.6
+    c.target.start()
+    assert c.target.wait(120) == 0, c.target.text()
+    c.wait_status("completed")
+    assert c.prop("SourceDigest") == c.prop("TargetDigest")
+    sh("cmp", source.device, target.device)
+    check_files(target, files, tmp_path)
+    wait_for(lambda: c.prop("StagingStatus") == "deleted", what="the staging to be removed")
+    assert list(luns.iterdir()) == [] and servers.iscsi.luns() == before

@@ -1,0 +1,19 @@
+/* SPDX-License-Identifier: MIT */
+/* The staging area of a staged clone: the space check, provisioning and cleanup. Each runs in a worker
+ * (they talk to storage servers and tgtadm); what provisioning created is recorded on the session
+ * (staging_resources) and undone in reverse order by cleanup, and by the next try of a failed session. */
+#pragma once
+
+#include "clone.h"
+
+/* After the source reported its disk's size: checks space (size + 15 %, or a LUN large enough) and
+ * creates the staging area. The session moves on to staging "provisioned", or fails with the reason. */
+int staging_provision(CloneSession *c);
+/* The session ended: removes what provisioning created (staging "cleanup", then "deleted"). */
+int staging_cleanup(CloneSession *c);
+/* Whether the session still has staging to remove (or is removing it). */
+bool staging_is_left(const CloneSession *c);
+/* The Staging record of the node protocol, for the session's agents. */
+json_object *staging_json(CloneSession *c);
+/* A staging status reported by an agent: uploading, ready or downloading, in that order. */
+int staging_report(CloneSession *c, const char *status, const char **ret_reason);
