@@ -30,7 +30,7 @@
 #include "storage-io.h"
 #include "util.h"
 
-#define SYNC_EVERY (UINT64_C(256) << 20)
+#define SYNC_EVERY STAGING_SEGMENT
 #define NFS_IO (UINT64_C(4) << 20)
 
 struct Stager {
@@ -48,10 +48,22 @@ struct Stager {
         ProgressMeter progress;
         _Atomic uint64_t bytes;
         _Atomic bool cancel;
+        uint64_t started_at;
         uint64_t resume; /* target: the offset the journal says is written */
         /* Set by the thread before it signals the end. */
         char *why, *digest;
 };
+
+/* --max-rate: holds the thread back so that it moves no more than that many bytes a second. */
+static void pace(Stager *s, uint64_t bytes) {
+        uint64_t rate = s->agent->settings.max_rate;
+        while (rate > 0 && !s->cancel) {
+                uint64_t due = s->started_at + bytes * USEC_PER_SEC / rate, now = now_monotonic_usec();
+                if (due <= now)
+                        return;
+                (void) usleep((useconds_t) MIN(due - now, USEC_PER_SEC / 10));
+        }
+}
 
 typedef struct Manifest {
         uint64_t size, sector_size;
@@ -172,6 +184,7 @@ static int read_disk(Stager *s, ChunkSink sink, void *ctx, char **ret_hashes, ch
                 if (r < 0)
                         goto out;
                 s->bytes = off + n;
+                pace(s, off + n);
         }
         hashes[chunks * 32] = 0;
         *ret_digest = digest_string(&digest);
@@ -427,6 +440,7 @@ static int writer_put(Writer *w) {
         w->offset += n;
         w->have = 0;
         s->bytes = w->offset;
+        pace(s, w->offset - s->resume);
         if (w->offset % STAGING_SEGMENT == 0 && w->offset - w->synced >= SYNC_EVERY) {
                 if (fdatasync(s->dev.fd) < 0 || journal_save(s, w->offset) < 0)
                         return fail(s, -errno, "making %s durable failed: %m", s->dev.path);
@@ -741,6 +755,7 @@ static int start_transfer(Stager *s) {
                 r = sd_event_source_set_enabled(s->progress_timer, SD_EVENT_ON);
         if (r < 0)
                 return r;
+        s->started_at = now_monotonic_usec();
         r = -pthread_create(&s->thread, NULL, run_thread, s);
         if (r < 0)
                 return r;

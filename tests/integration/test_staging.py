@@ -194,3 +194,88 @@ def test_iscsi_staged_clone_on_a_managed_lun(staged, ctl, servers, tmp_path):
     check_files(target, files, tmp_path)
     wait_for(lambda: c.prop("StagingStatus") == "deleted", what="the staging to be removed")
     assert list(luns.iterdir()) == [] and servers.iscsi.luns() == before
+
+
+@pytest.fixture
+def small_dir(tmp_path):
+    """A 128 MiB tmpfs: a backing directory too small for a 256 MiB disk plus its margin."""
+    d = tmp_path / "small"
+    d.mkdir()
+    sh("mount", "-t", "tmpfs", "-o", "size=128m", "tmpfs", d)
+    yield d
+    sh("umount", "-l", d, check=False)
+
+
+def test_too_little_staging_space_is_refused_before_any_byte_moves(staged, ctl, servers, small_dir):
+    add_storage(ctl, "tiny", "iscsi", servers.iscsi.config(manage="tgtadm", backing_dir=small_dir))
+    before = servers.iscsi.luns()
+    c, source, target, files = staged("tiny")
+    target_before = sh("sha256sum", target.device).stdout
+    c.source.start()
+    c.wait_status("failed")
+    error = c.prop("Error")
+    assert "Not enough staging space: staging on tiny needs 294.4 MiB (the 256.0 MiB disk plus a 15 % margin)" in error
+    assert "is available. Free at least" in error and "Nothing was copied." in error, error
+    assert c.source.wait(30) != 0
+    assert c.prop("BytesUploaded") == 0 and list(small_dir.iterdir()) == [] and servers.iscsi.luns() == before
+    assert sh("sha256sum", target.device).stdout == target_before
+
+
+def test_pool_without_a_large_enough_lun(staged, ctl, servers):
+    add_storage(ctl, "small-pool", "iscsi", servers.iscsi.config(luns="1"))
+    c, *_ = staged("small-pool")
+    c.source.start()
+    c.wait_status("failed")
+    assert "needs a free LUN of at least 257.0 MiB for the 256.0 MiB disk; the largest free one has 64.0 MiB" \
+        in c.prop("Error"), c.prop("Error")
+
+
+def test_cancel_mid_upload_removes_the_staging(staged, ctl, servers):
+    add_storage(ctl, "ganesha", "nfs", servers.nfs.config())
+    c, *_ = staged("ganesha", source_args=("--max-rate=40M",))
+    c.source.start()
+    wait_for(lambda: 0 < c.prop("BytesUploaded") < 200 << 20 and c.prop("StagingStatus") == "uploading",
+             timeout=60, what="the upload to be under way")
+    assert (servers.nfs.export / "pureboot" / c.id / "disk.img.zst.partial").exists()
+    ctl("clone", "cancel", c.id, check=True)
+    wait_for(lambda: c.prop("StagingStatus") == "deleted", timeout=30, what="the staging to be removed")
+    assert c.id not in session_dirs(servers)
+    assert c.source.wait(30) == 4, c.source.text()  # AGENT_EXIT_SESSION_FAILED: it stopped, no report
+    assert c.status() == "cancelled"
+    # The session can go now; its staging is gone.
+    ctl("clone", "delete", c.id, check=True)
+
+
+def test_target_killed_mid_download_resumes(staged, ctl, servers, tmp_path):
+    add_storage(ctl, "ganesha", "nfs", servers.nfs.config())
+    c, source, target, files = staged("ganesha", target_args=("--max-rate=50M",))
+    c.source.start()
+    assert c.source.wait(120) == 0, c.source.text()
+    c.target.start()
+    wait_for(lambda: c.prop("BytesTransferred") >= 150 << 20, timeout=60, what="the download to pass 150 MiB")
+    c.target.kill()
+    c.target.start()
+    assert c.target.wait(120) == 0, c.target.text()
+    assert "Resuming at 128.0 MiB from the journal." in c.target.text()
+    c.wait_status("completed")
+    sh("cmp", source.device, target.device)
+    check_files(target, files, tmp_path)
+
+
+def test_controller_down_during_upload(staged, ctl, servers, controller):
+    add_storage(ctl, "ganesha", "nfs", servers.nfs.config())
+    c, source, target, files = staged("ganesha", source_args=("--max-rate=60M",))
+    c.source.start()
+    wait_for(lambda: c.prop("StagingStatus") == "uploading", timeout=60, what="the upload to start")
+    assert controller.stop() == 0
+    # The upload goes on without the controller; its reports wait in the node's queue.
+    wait_for(lambda: (servers.nfs.export / "pureboot" / c.id / "manifest.json").exists(), timeout=60,
+             what="the upload to finish while the controller is down")
+    controller.start()
+    assert c.source.wait(120) == 0, c.source.text()
+    assert c.prop("StagingStatus") == "ready" and c.prop("BytesUploaded") == 256 << 20
+    assert c.prop("SourceDigest").startswith("xxh3-128:")
+    c.target.start()
+    assert c.target.wait(120) == 0, c.target.text()
+    c.wait_status("completed")
+    sh("cmp", source.device, target.device)
