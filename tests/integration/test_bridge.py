@@ -126,7 +126,7 @@ def test_malformed_requests(bridge, api, session, tmp_path):
     assert status == 404 and reply["error"] == "org.varlink.service.MethodNotFound"
     status, reply = curl(bridge, NODE + "GetSession", raw="x" * (1024 * 1024 + 1), cert=cert)
     assert status == 413
-    status, reply = curl(bridge, NODE + "GetStaging", {"session": session}, cert=cert)
+    status, reply = curl(bridge, NODE + "GetResizePlan", {"session": session}, cert=cert)
     assert status == 501 and reply["error"] == "org.varlink.service.MethodNotImplemented"
     # The bridge still answers everyone after all that.
     assert curl(bridge, NODE + "GetSession", {"session": session}, cert=cert)[0] == 200
@@ -212,8 +212,9 @@ def test_every_node_method_through_curl(bridge, api, session, tmp_path):
         "ReportFailed": (target, {"session": session, "role": "target", "sequence": 2, "error": "disk vanished",
                                   "code": "ENODEV"}, 200),
         "WatchSession": (target, {"session": session}, 200),  # without json-seq: one answer
-        "GetStaging": (target, {"session": session}, 501),
-        "ReportStagingStatus": (source, {"session": session, "sequence": 3, "status": "uploading"}, 501),
+        # A direct session has no staging (test_staging.py calls these on staged ones).
+        "GetStaging": (target, {"session": session}, 409),
+        "ReportStagingStatus": (source, {"session": session, "sequence": 3, "status": "uploading"}, 409),
         "GetResizePlan": (target, {"session": session}, 501),
         # Node methods need a node certificate (test_partition.py calls them with one).
         "GetNode": (target, {}, 403),
