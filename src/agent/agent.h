@@ -103,8 +103,9 @@ CURL *client_easy_new_url(Agent *a, const char *url);
 CURL *client_easy_new(Agent *a, const char *path);
 /* Remembers the address the transfer went out from: what the bridge saw, and what the source reports. */
 void client_note_address(Agent *a, CURL *easy);
-/* Our address on the route to the bridge, found without sending anything. */
-int client_local_address(Agent *a, char **ret);
+/* Our own address, as the source reports it: --address=, else what the bridge last saw us from, else ours
+ * on the route to the bridge (found without sending anything). */
+int client_own_address(Agent *a, char **ret);
 /* Follows method (WatchSession, WatchNode) called with params (taken), reconnecting as needed; changed
  * hears each new record, from the loop. */
 int client_watch_start(Agent *a, const char *method, json_object *params, WatchChanged changed);

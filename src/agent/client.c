@@ -89,7 +89,7 @@ static void reachable(Agent *a) {
         watch_kick(a);
 }
 
-int client_local_address(Agent *a, char **ret) {
+static int client_local_address(Agent *a, char **ret) {
         _cleanup_free_ char *host = NULL;
         const char *p = startswith(a->settings.server, "https://"), *port = "443";
         struct addrinfo hints = { .ai_socktype = SOCK_DGRAM }, *ai = NULL;
@@ -137,6 +137,13 @@ int client_local_address(Agent *a, char **ret) {
                 return -errno;
         *ret = strdup(text);
         return *ret ? 0 : -ENOMEM;
+}
+
+int client_own_address(Agent *a, char **ret) {
+        const char *known = a->settings.address ?: a->local_address;
+        if (!isempty(known))
+                return (*ret = strdup(known)) ? 0 : -ENOMEM;
+        return client_local_address(a, ret);
 }
 
 static void on_call_done(CURL *easy, CURLcode result, void *userdata) {

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "frame.h"
+#include "util.h"
 
 XXH128_hash_t frame_chunk_hash(const void *data, size_t size) {
         return XXH3_128bits(data, size);
@@ -126,14 +127,16 @@ void digest_feed_zero(Digest *d, uint64_t length, uint64_t disk_size) {
 }
 
 char *digest_string(const Digest *d) {
-        XXH128_canonical_t c;
-        char *s;
-        XXH128_canonicalFromHash(&c, XXH3_128bits_digest(d->state));
-        s = malloc(9 + 32 + 1);
+        char *s = malloc(9 + 32 + 1);
         if (!s)
                 return NULL;
         strcpy(s, "xxh3-128:");
-        for (size_t i = 0; i < 16; i++)
-                sprintf(s + 9 + 2 * i, "%02x", c.digest[i]);
+        frame_hash_hex(XXH3_128bits_digest(d->state), s + 9);
         return s;
+}
+
+void frame_hash_hex(XXH128_hash_t h, char out[static 33]) {
+        XXH128_canonical_t c;
+        XXH128_canonicalFromHash(&c, h);
+        hex_encode(c.digest, sizeof(c.digest), out);
 }

@@ -55,3 +55,5 @@ void digest_feed(Digest *d, XXH128_hash_t chunk_hash);
 void digest_feed_zero(Digest *d, uint64_t length, uint64_t disk_size);
 /* "xxh3-128:<32 hex digits>" */
 char *digest_string(const Digest *d);
+/* A hash as 32 hex digits of its canonical (big-endian) form. */
+void frame_hash_hex(XXH128_hash_t h, char out[static 33]);

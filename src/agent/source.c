@@ -276,13 +276,10 @@ static void on_session(Agent *a, json_object *session) {
 
 static int report_ready(Source *s) {
         Agent *a = s->agent;
-        _cleanup_free_ char *routed = NULL;
-        const char *address = a->settings.address ?: a->local_address;
+        _cleanup_free_ char *address = NULL;
         json_object *p;
 
-        if (isempty(address) && client_local_address(a, &routed) >= 0)
-                address = routed;
-        if (isempty(address))
+        if (client_own_address(a, &address) < 0 || isempty(address))
                 return log_error_errno(EADDRNOTAVAIL, "Do not know our own address towards %s; give --address=.",
                                        a->settings.server);
         p = agent_report_new(a, NULL);

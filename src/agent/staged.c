@@ -175,10 +175,7 @@ static int read_disk(Stager *s, ChunkSink sink, void *ctx, char **ret_hashes, ch
                         goto out;
                 }
                 XXH128_hash_t h = frame_chunk_hash(chunk, n);
-                XXH128_canonical_t c;
-                XXH128_canonicalFromHash(&c, h);
-                for (int k = 0; k < 16; k++)
-                        snprintf(hashes + i * 32 + k * 2, 3, "%02x", c.digest[k]);
+                frame_hash_hex(h, hashes + i * 32);
                 digest_feed(&digest, h);
                 r = sink(s, ctx, chunk, n, off, frame_is_zero(chunk, n));
                 if (r < 0)
@@ -423,13 +420,10 @@ static int writer_put(Writer *w) {
         size_t n = w->have;
         uint64_t index = w->offset / FRAME_CHUNK;
         XXH128_hash_t h = frame_chunk_hash(w->chunk, n);
-        XXH128_canonical_t c;
         char hex[33];
         int r;
 
-        XXH128_canonicalFromHash(&c, h);
-        for (int k = 0; k < 16; k++)
-                snprintf(hex + k * 2, 3, "%02x", c.digest[k]);
+        frame_hash_hex(h, hex);
         if (strncmp(hex, w->m->hashes + index * 32, 32) != 0)
                 return fail(s, -EBADMSG, "the chunk at %" PRIu64 " does not match the manifest's hash; the staged "
                             "image is damaged. Start the session again to upload it anew", w->offset);
@@ -810,12 +804,10 @@ static void on_session(Agent *a, json_object *session) {
 
 static int report_ready(Stager *s) {
         Agent *a = s->agent;
-        _cleanup_free_ char *routed = NULL;
-        const char *address = a->settings.address ?: a->local_address;
+        _cleanup_free_ char *address = NULL;
         json_object *p = agent_report_new(a, NULL);
 
-        if (isempty(address) && client_local_address(a, &routed) >= 0)
-                address = routed;
+        (void) client_own_address(a, &address); /* for the record only: nothing connects to it */
         json_object_object_add(p, "address", json_object_new_string(strempty(address)));
         json_object_object_add(p, "port", json_object_new_int(0));
         json_object_object_add(p, "sizeBytes", json_object_new_int64((int64_t) s->dev.size));

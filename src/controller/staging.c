@@ -40,8 +40,18 @@ static void job_free(StagingJob *j) {
         free(j);
 }
 
-static const char *str(json_object *o, const char *key) {
-        return json_get_string(o, key);
+/* A job for session c on backend b: what an earlier try left is undone first. */
+static StagingJob *job_new(CloneSession *c, StorageBackend *b, bool provision) {
+        StagingJob *j = calloc(1, sizeof(StagingJob));
+        if (!j || !(j->session = strdup(c->id))) {
+                free(j);
+                return NULL;
+        }
+        j->backend = b;
+        j->size = c->bytes_total;
+        j->provision = provision;
+        j->undo = c->staging_resources ? json_tokener_parse(c->staging_resources) : NULL;
+        return j;
 }
 
 static char *session_dir(const char *session) {
@@ -57,16 +67,16 @@ static int undo(const StorageBackend *b, json_object *resources, char **ret_why)
 
         for (size_t i = resources ? json_object_array_length(resources) : 0; r >= 0 && i > 0; i--) {
                 json_object *res = json_object_array_get_idx(resources, i - 1);
-                const char *kind = str(res, "kind");
+                const char *kind = json_get_string(res, "kind");
                 if (streq_ptr(kind, "nfs-directory")) {
                         if (!nfs)
                                 r = storage_nfs_connect(&l, true, &nfs, ret_why);
                         if (r >= 0)
-                                r = storage_nfs_rm_rf(nfs, str(res, "path"), ret_why);
+                                r = storage_nfs_rm_rf(nfs, json_get_string(res, "path"), ret_why);
                 } else if (streq_ptr(kind, "file")) {
-                        if (unlink(str(res, "path")) < 0 && errno != ENOENT) {
+                        if (unlink(json_get_string(res, "path")) < 0 && errno != ENOENT) {
                                 r = -errno;
-                                (void) asprintf(ret_why, "removing %s failed: %m", str(res, "path"));
+                                (void) asprintf(ret_why, "removing %s failed: %m", json_get_string(res, "path"));
                         }
                 } else if (streq_ptr(kind, "tgt-lun")) {
                         char tid[16], lun[16];
@@ -356,22 +366,16 @@ int staging_provision(CloneSession *c) {
                 return -ENOMEM;
         if (worker_running(m, what))
                 return 0; /* one setup at a time; the source reports again if it restarts */
-        j = calloc(1, sizeof(StagingJob));
-        if (!j || !(j->session = strdup(c->id))) {
-                free(j);
+        j = job_new(c, b, true);
+        if (!j)
                 return -ENOMEM;
-        }
-        j->backend = b;
-        j->size = c->bytes_total;
-        j->provision = true;
-        j->undo = c->staging_resources ? json_tokener_parse(c->staging_resources) : NULL;
         HASHMAP_FOREACH (o, m->sessions, i) { /* pool LUNs held by others */
                 json_object *res = o != c && o->staging_resources && streq_ptr(o->staging_backend, b->id)
                                            ? json_tokener_parse(o->staging_resources)
                                            : NULL;
                 for (size_t k = 0; res && k < json_object_array_length(res); k++) {
                         json_object *x = json_object_array_get_idx(res, k);
-                        int *busy = streq_ptr(str(x, "kind"), "pool-lun")
+                        int *busy = streq_ptr(json_get_string(x, "kind"), "pool-lun")
                                             ? realloc(j->busy, (j->n_busy + 1) * sizeof(int))
                                             : NULL;
                         if (busy) {
@@ -418,13 +422,9 @@ int staging_cleanup(CloneSession *c) {
                 if (r < 0)
                         return r;
         }
-        j = calloc(1, sizeof(StagingJob));
-        if (!j || !(j->session = strdup(c->id))) {
-                free(j);
+        j = job_new(c, b, false);
+        if (!j)
                 return -ENOMEM;
-        }
-        j->backend = b;
-        j->undo = json_tokener_parse(c->staging_resources);
         r = worker_start(m, what, staging_child, j, on_cleaned, j, NULL);
         if (r < 0)
                 job_free(j);
@@ -447,26 +447,26 @@ json_object *staging_json(CloneSession *c) {
                 return json_object_put(o), NULL;
         for (size_t i = 0; res && i < json_object_array_length(res); i++) {
                 json_object *x = json_object_array_get_idx(res, i);
-                if (STR_IN_SET(strempty(str(x, "kind")), "tgt-lun", "pool-lun")) {
+                if (STR_IN_SET(strempty(json_get_string(x, "kind")), "tgt-lun", "pool-lun")) {
                         lun = json_get_int(x, "lun");
-                        fresh = streq(str(x, "kind"), "tgt-lun");
+                        fresh = streq(json_get_string(x, "kind"), "tgt-lun");
                 }
         }
         bool nfs = streq(b->type, "nfs");
         json_object_object_add(o, "backend", json_object_new_string(b->type));
-        json_object_object_add(o, "server", json_object_new_string(str(b->config, nfs ? "server" : "portal")));
-        json_object_object_add(o, "path", json_object_new_string(str(b->config, nfs ? "export" : "target")));
+        json_object_object_add(o, "server", json_object_new_string(json_get_string(b->config, nfs ? "server" : "portal")));
+        json_object_object_add(o, "path", json_object_new_string(json_get_string(b->config, nfs ? "export" : "target")));
         if (nfs) {
                 _cleanup_free_ char *dir = session_dir(c->id);
                 json_object_object_add(o, "directory", dir ? json_object_new_string(dir) : NULL);
-                if (str(b->config, "options"))
-                        json_object_object_add(o, "options", json_object_new_string(str(b->config, "options")));
+                if (json_get_string(b->config, "options"))
+                        json_object_object_add(o, "options", json_object_new_string(json_get_string(b->config, "options")));
         } else {
                 json_object_object_add(o, "lun", json_object_new_int64(lun));
                 /* A LUN made for this session on a sparse file reads zeroes: zero runs need not be sent. */
                 json_object_object_add(o, "zeroed", json_object_new_boolean(fresh));
-                if (str(b->config, "chap_user")) {
-                        json_object_object_add(o, "chapUser", json_object_new_string(str(b->config, "chap_user")));
+                if (json_get_string(b->config, "chap_user")) {
+                        json_object_object_add(o, "chapUser", json_object_new_string(json_get_string(b->config, "chap_user")));
                         json_object_object_add(o, "chapSecret", json_object_new_string(strempty(b->secret)));
                 }
         }

@@ -51,17 +51,20 @@ bool id_is_valid(const char *s) {
         return true;
 }
 
-char *hexmem(const void *p, size_t n) {
+void hex_encode(const void *p, size_t n, char *out) {
         static const char digits[] = "0123456789abcdef";
         const uint8_t *b = p;
-        char *s = malloc(n * 2 + 1);
-        if (!s)
-                return NULL;
         for (size_t i = 0; i < n; i++) {
-                s[i * 2] = digits[b[i] >> 4];
-                s[i * 2 + 1] = digits[b[i] & 15];
+                out[i * 2] = digits[b[i] >> 4];
+                out[i * 2 + 1] = digits[b[i] & 15];
         }
-        s[n * 2] = 0;
+        out[n * 2] = 0;
+}
+
+char *hexmem(const void *p, size_t n) {
+        char *s = malloc(n * 2 + 1);
+        if (s)
+                hex_encode(p, n, s);
         return s;
 }
 
@@ -318,9 +321,11 @@ int pread_full(int fd, void *buf, size_t size, uint64_t offset) {
         return 0;
 }
 
-int pwrite_full(int fd, const void *buf, size_t size, uint64_t offset) {
+/* write() when offset < 0, else pwrite() there; both until everything is written. */
+static int write_all(int fd, const void *buf, size_t size, int64_t offset) {
         for (size_t done = 0; done < size;) {
-                ssize_t n = pwrite(fd, (const uint8_t *) buf + done, size - done, (off_t) (offset + done));
+                const uint8_t *p = (const uint8_t *) buf + done;
+                ssize_t n = offset < 0 ? write(fd, p, size - done) : pwrite(fd, p, size - done, (off_t) offset + (off_t) done);
                 if (n < 0 && errno == EINTR)
                         continue;
                 if (n <= 0)
@@ -330,16 +335,12 @@ int pwrite_full(int fd, const void *buf, size_t size, uint64_t offset) {
         return 0;
 }
 
+int pwrite_full(int fd, const void *buf, size_t size, uint64_t offset) {
+        return write_all(fd, buf, size, (int64_t) offset);
+}
+
 int write_full(int fd, const void *buf, size_t size) {
-        for (size_t done = 0; done < size;) {
-                ssize_t n = write(fd, (const uint8_t *) buf + done, size - done);
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n <= 0)
-                        return n < 0 ? -errno : -EIO;
-                done += (size_t) n;
-        }
-        return 0;
+        return write_all(fd, buf, size, -1);
 }
 
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {

@@ -19,6 +19,8 @@ bool id_is_valid(const char *s);
 
 /* Lowercase hex of n bytes into a new string. */
 char *hexmem(const void *p, size_t n);
+/* The same into out, which holds n * 2 + 1 bytes. */
+void hex_encode(const void *p, size_t n, char *out);
 
 bool hostname_is_valid(const char *s);
 /* Parses aa:bb:cc:dd:ee:ff or aa-bb-…, returns the canonical lowercase colon form. */
