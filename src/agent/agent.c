@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* The Agent: loop, settings, and how a job ends — only once the controller has taken every report. */
 #include <errno.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -107,6 +108,22 @@ json_object *agent_report_new(Agent *a, const char *role) {
         if (role)
                 json_object_object_add(p, "role", json_object_new_string(role));
         return p;
+}
+
+void agent_report_failed(Agent *a, const char *role, const char *code, const char *format, ...) {
+        _cleanup_free_ char *message = NULL;
+        json_object *p;
+        va_list ap;
+
+        va_start(ap, format);
+        if (vasprintf(&message, format, ap) < 0)
+                message = NULL;
+        va_end(ap);
+        log_error("%s", strna(message));
+        p = agent_report_new(a, role);
+        json_object_object_add(p, "error", json_object_new_string(strna(message)));
+        json_object_object_add(p, "code", json_object_new_string(code));
+        (void) queue_push(a->queue, "ReportFailed", p);
 }
 
 void agent_report_progress(Agent *a, ProgressMeter *m, const char *role, uint64_t bytes, const char *phase) {

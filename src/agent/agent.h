@@ -11,6 +11,7 @@
 #include "macro.h"
 
 typedef struct CurlGlue CurlGlue;
+typedef struct Device Device;
 typedef struct ReportQueue ReportQueue;
 typedef struct Source Source;
 typedef struct Target Target;
@@ -91,6 +92,8 @@ void agent_exit(Agent *a, int exit_code);
 bool session_is_final(json_object *session);
 /* The parameters every report starts with: our session, and role if given. */
 json_object *agent_report_new(Agent *a, const char *role);
+/* Queues ReportFailed for role with code and the message (also logged). */
+void agent_report_failed(Agent *a, const char *role, const char *code, const char *format, ...) _printf_(4, 5);
 /* Queues ReportProgress for role: bytes so far, the rate since the meter's last report, the phase. */
 void agent_report_progress(Agent *a, ProgressMeter *m, const char *role, uint64_t bytes, const char *phase);
 
@@ -122,6 +125,23 @@ Target *target_free(Target *t);
 /* staged.c: a staged clone's source (upload) or target (download). */
 int staged_start(Agent *a, bool upload);
 Stager *stager_free(Stager *s);
+/* resize.c: the session's resize plan on our disk. resize_report_disk scans the device and queues
+ * ReportCloneDisk for role (with the scan's fingerprint in *ret_fingerprint, if asked). resize_plan_of is the
+ * session's plan if it was made from the scan with that fingerprint (NULL: any). resize_apply runs role's
+ * operations of plan (may be NULL), skipping those done already; on the target it first moves a GPT's backup
+ * to the end of the disk. */
+int resize_report_disk(Agent *a, const char *role, char **ret_fingerprint);
+json_object *resize_plan_of(json_object *session, const char *fingerprint);
+int resize_apply(Agent *a, json_object *plan, const char *role, char **ret_error);
+/* For a source: 1 when the copy may start, with *size cut to the plan's copyBytes once the plan's operations
+ * ran (at once in resize mode none); 0 to wait for a plan made from our scan (fingerprint) — or when the
+ * plan failed, which is reported and ends the agent; < 0 on errors. */
+int resize_prepare_source(Agent *a, json_object *session, const char *fingerprint, uint64_t *size);
+/* For a target, after the copy and before reporting it: closes dev, then the GPT backup and the plan's grows
+ * (block devices only). A failure is reported (saying the disk was role_word: copied, downloaded) and ends
+ * the agent. */
+int resize_finish_target(Agent *a, Device *dev, const char *role_word);
+
 /* partition.c: partition mode (once: the scan verb, one scan reported), and a scan printed as JSON. */
 int partition_start(Agent *a, bool once);
 Partitioner *partitioner_free(Partitioner *p);

@@ -29,6 +29,7 @@ struct Source {
         MhdEvent *mhd;
         gnutls_x509_trust_list_t trust;
         char *expected_cn;
+        char *fingerprint; /* of our disk as scanned at the start, which the resize plan must be made from */
         Digest digest; /* over chunks in order, from the start of the disk */
         bool complete_reported;
         uint64_t served_to; /* the furthest offset served */
@@ -265,15 +266,6 @@ static int on_progress(sd_event_source *es, uint64_t usec, void *userdata) {
         return 0;
 }
 
-static void on_session(Agent *a, json_object *session) {
-        const char *status = json_get_string(session, "status");
-        if (!session_is_final(session))
-                return;
-        log_info("Session %s is %s%s%s; no more serving.", a->settings.session, strna(status),
-                 json_get_string(session, "error") ? ": " : "", strempty(json_get_string(session, "error")));
-        agent_finish(a, streq(status, "completed") ? AGENT_EXIT_SUCCESS : AGENT_EXIT_SESSION_FAILED);
-}
-
 static int report_ready(Source *s) {
         Agent *a = s->agent;
         _cleanup_free_ char *address = NULL;
@@ -317,9 +309,27 @@ static int serve(Source *s) {
                 r = sd_event_source_set_enabled(s->progress_timer, SD_EVENT_ON);
         if (r >= 0)
                 r = report_ready(s);
-        if (r >= 0)
-                r = client_watch_start(a, "WatchSession", agent_report_new(a, NULL), on_session);
         return r;
+}
+
+static void on_session(Agent *a, json_object *session) {
+        Source *s = a->source;
+        const char *status = json_get_string(session, "status");
+        int r = 0;
+
+        if (session_is_final(session)) {
+                log_info("Session %s is %s%s%s; no more serving.", a->settings.session, strna(status),
+                         json_get_string(session, "error") ? ": " : "", strempty(json_get_string(session, "error")));
+                agent_finish(a, streq(status, "completed") ? AGENT_EXIT_SUCCESS : AGENT_EXIT_SESSION_FAILED);
+                return;
+        }
+        if (s->daemon || a->finishing)
+                return;
+        r = resize_prepare_source(a, session, s->fingerprint, &s->dev.size);
+        if (r > 0)
+                r = serve(s);
+        if (r < 0)
+                agent_exit(a, AGENT_EXIT_FAILURE);
 }
 
 static void on_enrolled(Agent *a) {
@@ -328,7 +338,11 @@ static void on_enrolled(Agent *a) {
                 agent_exit(a, AGENT_EXIT_REFUSED);
                 return;
         }
-        if (serve(a->source) < 0)
+        /* Our disk, for the resize plan; serving starts once the session says how (on_session). */
+        if (resize_report_disk(a, "source", &a->source->fingerprint) < 0)
+                log_warning("Could not scan %s for the resize plan; only resize mode none can work.",
+                            a->settings.device);
+        if (client_watch_start(a, "WatchSession", agent_report_new(a, NULL), on_session) < 0)
                 agent_exit(a, AGENT_EXIT_FAILURE);
 }
 
@@ -373,6 +387,7 @@ Source *source_free(Source *s) {
         digest_done(&s->digest);
         device_close(&s->dev);
         free(s->expected_cn);
+        free(s->fingerprint);
         free(s);
         return NULL;
 }

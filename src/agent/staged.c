@@ -39,6 +39,8 @@ struct Stager {
         Device dev;
         json_object *staging; /* from GetStaging */
         bool asked, reported_done;
+        bool ready_reported; /* source: ReportSourceReady queued, with the size the plan allows */
+        char *fingerprint;   /* source: of our disk as scanned at the start, for the resize plan */
         char *journal_path;
 
         pthread_t thread;
@@ -712,6 +714,8 @@ static int on_thread_done(sd_event_source *es, int fd, uint32_t revents, void *u
                 return 0;
         }
         agent_report_progress(a, &s->progress, role, s->bytes, phase(s));
+        if (!s->why && !s->upload && resize_finish_target(a, &s->dev, "downloaded") < 0)
+                return 0;
         p = agent_report_new(a, role);
         if (s->why) {
                 log_error("The %s failed: %s", s->upload ? "upload" : "download", s->why);
@@ -726,7 +730,7 @@ static int on_thread_done(sd_event_source *es, int fd, uint32_t revents, void *u
         json_object_object_add(p, "digest", json_object_new_string(s->digest));
         (void) queue_push(a->queue, "ReportComplete", p);
         s->reported_done = true;
-        log_info("%s %s (%s); its digest is %s.", s->upload ? "Uploaded" : "Downloaded and wrote", s->dev.path,
+        log_info("%s %s (%s); its digest is %s.", s->upload ? "Uploaded" : "Downloaded and wrote", a->settings.device,
                  FORMAT_BYTES(s->dev.size), s->digest);
         /* The source's part ends with the upload; the target waits for the session's verdict. */
         if (s->upload)
@@ -779,29 +783,6 @@ static void on_staging(Agent *a, const char *error, json_object *reply, void *us
                 agent_exit(s->agent, AGENT_EXIT_FAILURE);
 }
 
-static void on_session(Agent *a, json_object *session) {
-        Stager *s = a->stager;
-        const char *status = json_get_string(session, "status"), *staging = json_get_string(session, "stagingStatus");
-
-        if (session_is_final(session)) {
-                s->cancel = true;
-                if (s->thread_started)
-                        return; /* finishes when the thread has stopped */
-                log_info("Session %s is %s%s%s.", a->settings.session, strna(status),
-                         json_get_string(session, "error") ? ": " : "", strempty(json_get_string(session, "error")));
-                agent_finish(a, streq(status, "completed") ? AGENT_EXIT_SUCCESS : AGENT_EXIT_SESSION_FAILED);
-                return;
-        }
-        if (s->thread_started || s->asked || s->reported_done || !staging)
-                return;
-        /* The source uploads once the area exists; the target downloads once the upload is whole. */
-        if (s->upload ? STR_IN_SET(staging, "provisioned", "uploading") : STR_IN_SET(staging, "ready", "downloading")) {
-                s->asked = true;
-                if (client_call(a, "GetStaging", agent_report_new(a, NULL), on_staging, s) < 0)
-                        s->asked = false;
-        }
-}
-
 static int report_ready(Stager *s) {
         Agent *a = s->agent;
         _cleanup_free_ char *address = NULL;
@@ -815,6 +796,40 @@ static int report_ready(Stager *s) {
         return queue_push(a->queue, "ReportSourceReady", p);
 }
 
+static void on_session(Agent *a, json_object *session) {
+        Stager *s = a->stager;
+        const char *status = json_get_string(session, "status"), *staging = json_get_string(session, "stagingStatus");
+
+        if (session_is_final(session)) {
+                s->cancel = true;
+                if (s->thread_started)
+                        return; /* finishes when the thread has stopped */
+                log_info("Session %s is %s%s%s.", a->settings.session, strna(status),
+                         json_get_string(session, "error") ? ": " : "", strempty(json_get_string(session, "error")));
+                agent_finish(a, streq(status, "completed") ? AGENT_EXIT_SUCCESS : AGENT_EXIT_SESSION_FAILED);
+                return;
+        }
+        if (s->upload && !s->ready_reported && !a->finishing) {
+                /* The size to stage is the plan's: the disk up to its last partition once shrunk. */
+                int r = resize_prepare_source(a, session, s->fingerprint, &s->dev.size);
+                if (r > 0) {
+                        s->ready_reported = true;
+                        r = report_ready(s);
+                }
+                if (r < 0)
+                        agent_exit(a, AGENT_EXIT_FAILURE);
+                return;
+        }
+        if (s->thread_started || s->asked || s->reported_done || !staging)
+                return;
+        /* The source uploads once the area exists; the target downloads once the upload is whole. */
+        if (s->upload ? STR_IN_SET(staging, "provisioned", "uploading") : STR_IN_SET(staging, "ready", "downloading")) {
+                s->asked = true;
+                if (client_call(a, "GetStaging", agent_report_new(a, NULL), on_staging, s) < 0)
+                        s->asked = false;
+        }
+}
+
 static void on_enrolled(Agent *a) {
         Stager *s = a->stager;
         const char *want = s->upload ? "source" : "target";
@@ -825,9 +840,11 @@ static void on_enrolled(Agent *a) {
                 agent_exit(a, AGENT_EXIT_REFUSED);
                 return;
         }
-        r = s->upload ? report_ready(s) : 0;
-        if (r >= 0)
-                r = client_watch_start(a, "WatchSession", agent_report_new(a, NULL), on_session);
+        /* Our disk, for the resize plan; the source reports ready once the session says how (on_session). */
+        if (resize_report_disk(a, want, s->upload ? &s->fingerprint : NULL) < 0)
+                log_warning("Could not scan %s for the resize plan; only resize mode none can work.",
+                            a->settings.device);
+        r = client_watch_start(a, "WatchSession", agent_report_new(a, NULL), on_session);
         if (r < 0)
                 agent_exit(a, AGENT_EXIT_FAILURE);
 }
@@ -869,6 +886,7 @@ Stager *stager_free(Stager *s) {
                 close(s->event_fd);
         device_close(&s->dev);
         json_object_put(s->staging);
+        free(s->fingerprint);
         free(s->journal_path);
         free(s->why);
         free(s->digest);

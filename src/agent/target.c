@@ -69,22 +69,7 @@ struct Target {
 
 static int start_stream(Target *t);
 
-static void report_failed(Target *t, const char *code, const char *fmt, ...) _printf_(3, 4);
-static void report_failed(Target *t, const char *code, const char *fmt, ...) {
-        _cleanup_free_ char *message = NULL;
-        json_object *p;
-        va_list ap;
-
-        va_start(ap, fmt);
-        if (vasprintf(&message, fmt, ap) < 0)
-                message = NULL;
-        va_end(ap);
-        log_error("%s", strna(message));
-        p = agent_report_new(t->agent, "target");
-        json_object_object_add(p, "error", json_object_new_string(strna(message)));
-        json_object_object_add(p, "code", json_object_new_string(code));
-        (void) queue_push(t->agent->queue, "ReportFailed", p);
-}
+#define report_failed(t, code, ...) agent_report_failed((t)->agent, "target", code, __VA_ARGS__)
 
 static void stop_stream(Target *t) {
         if (!t->easy)
@@ -213,6 +198,8 @@ static void finish(Target *t, const char *known_digest) {
                 agent_finish(t->agent, AGENT_EXIT_SUCCESS);
                 return;
         }
+        if (resize_finish_target(t->agent, &t->dev, "copied") < 0)
+                return;
         p = agent_report_new(t->agent, "target");
         json_object_object_add(p, "digest", json_object_new_string(digest));
         if (queue_push(t->agent->queue, "ReportComplete", p) < 0) {
@@ -525,6 +512,9 @@ static void on_enrolled(Agent *a) {
                 agent_exit(a, AGENT_EXIT_REFUSED);
                 return;
         }
+        /* Our disk, for the resize plan: its size decides whether the source shrinks or we grow. */
+        if (resize_report_disk(a, "target", NULL) < 0)
+                log_warning("Could not scan %s for the resize plan.", a->settings.device);
         r = tls_trust_new(a->ca_pem, NULL, &t->trust);
         if (r >= 0)
                 r = sd_event_add_time_relative(a->event, &t->progress_timer, CLOCK_MONOTONIC, USEC_PER_SEC, 0,

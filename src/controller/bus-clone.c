@@ -5,6 +5,7 @@
 #include "clone.h"
 #include "log.h"
 #include "polkit.h"
+#include "pureboot-errors.h"
 
 #define CLONE_PREFIX PB_ROOT_PATH "/clone"
 
@@ -158,6 +159,89 @@ static int method_issue_boot_token(sd_bus_message *msg, void *userdata, sd_bus_e
         return sd_bus_reply_method_return(msg, "s", token);
 }
 
+/* The stored plan as JSON text, after making it (Analyze) or with the user's edits (SetPlan). */
+static int reply_plan(sd_bus_message *msg, CloneSession *c) {
+        return sd_bus_reply_method_return(msg, "s", c->plan_json);
+}
+
+static int method_analyze(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        CloneSession *c = userdata;
+        int r = authorize(c, msg, "plan", error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+        r = clone_plan(c, NULL, false, error);
+        if (r < 0)
+                return r;
+        manager_audit(c->manager, msg, "Analyze", c->id, "ok");
+        return reply_plan(msg, c);
+}
+
+static int method_get_plan(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        CloneSession *c = userdata;
+        if (!c->plan_json)
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE,
+                                         "Session %s has no resize plan yet; make one with Analyze (purebootctl "
+                                         "clone plan %s).",
+                                         c->id, c->id);
+        return reply_plan(msg, c);
+}
+
+/* Edits as {"<number>": bytes, …}, or a whole plan as GetPlan gives it with newSizeBytes changed. */
+static int edits_from_json(const char *text, json_object **ret, sd_bus_error *error) {
+        _cleanup_(json_object_unrefp) json_object *o = json_tokener_parse(text), *edits = NULL;
+        json_object *parts;
+
+        if (!o || !json_object_is_type(o, json_type_object))
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                         "The plan is not a JSON object; give {\"<partition>\": <new size in "
+                                         "bytes>, …} or the plan GetPlan returns, edited.");
+        if (!json_object_object_get_ex(o, "partitions", &parts)) {
+                json_object_object_foreach(o, key, value) {
+                        char *end;
+                        unsigned long n = strtoul(key, &end, 10);
+                        if (*end || n == 0 || n > 128 || json_object_get_int64(value) <= 0)
+                                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                                         "\"%.16s\": %.32s is no edit; give a partition number "
+                                                         "and its new size in bytes.",
+                                                         key, json_object_to_json_string(value));
+                }
+                *ret = TAKE_PTR(o);
+                return 0;
+        }
+        edits = json_object_new_object();
+        if (!edits)
+                return -ENOMEM;
+        for (size_t i = 0; json_object_is_type(parts, json_type_array) && i < json_object_array_length(parts); i++) {
+                json_object *p = json_object_array_get_idx(parts, i);
+                char key[16];
+                snprintf(key, sizeof(key), "%" PRIi64, json_get_int(p, "number"));
+                json_object_object_add(edits, key, json_object_new_int64(json_get_int(p, "newSizeBytes")));
+        }
+        *ret = TAKE_PTR(edits);
+        return 0;
+}
+
+static int method_set_plan(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        CloneSession *c = userdata;
+        _cleanup_(json_object_unrefp) json_object *edits = NULL;
+        const char *text;
+        int r;
+
+        r = sd_bus_message_read(msg, "s", &text);
+        if (r < 0)
+                return r;
+        r = authorize(c, msg, "plan", error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+        r = edits_from_json(text, &edits, error);
+        if (r >= 0)
+                r = clone_plan(c, edits, true, error);
+        if (r < 0)
+                return r;
+        manager_audit(c->manager, msg, "SetPlan", c->id, "ok");
+        return reply_plan(msg, c);
+}
+
 #define P(name, sig, field)                                                                                 \
         SD_BUS_PROPERTY(name, sig, NULL, offsetof(CloneSession, field), SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE)
 
@@ -177,6 +261,7 @@ static const sd_bus_vtable clone_vtable[] = {
         P("StagingPath", "s", staging_path),
         P("StagingStatus", "s", staging_status),
         P("ResizeMode", "s", resize_mode),
+        P("Plan", "s", plan_json),
         P("BytesTotal", "t", bytes_total),
         P("BytesTransferred", "t", bytes_transferred),
         P("BytesUploaded", "t", bytes_uploaded),
@@ -201,6 +286,12 @@ static const sd_bus_vtable clone_vtable[] = {
                                 method_delete, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Update", SD_BUS_ARGS("a{sv}", changes, "a{sv}", options), SD_BUS_NO_RESULT,
                                 method_update, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Analyze", SD_BUS_ARGS("a{sv}", options), SD_BUS_RESULT("s", plan), method_analyze,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("GetPlan", SD_BUS_NO_ARGS, SD_BUS_RESULT("s", plan), method_get_plan,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("SetPlan", SD_BUS_ARGS("s", plan, "a{sv}", options), SD_BUS_RESULT("s", plan),
+                                method_set_plan, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("IssueBootToken", SD_BUS_ARGS("s", role, "a{sv}", options),
                                 SD_BUS_RESULT("s", token), method_issue_boot_token,
                                 SD_BUS_VTABLE_UNPRIVILEGED),

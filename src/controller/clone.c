@@ -6,8 +6,10 @@
 #include "bus-manager.h"
 #include "bus-util.h"
 #include "clone.h"
+#include "disk.h"
 #include "log.h"
 #include "node.h"
+#include "plan.h"
 #include "pureboot-errors.h"
 #include "staging.h"
 #include "storage.h"
@@ -67,6 +69,8 @@ CloneSession *clone_free(CloneSession *c) {
                              &c->staging_resources,
                              &c->resize_mode,
                              &c->plan_json,
+                             &c->source_disk_json,
+                             &c->target_disk_json,
                              &c->error,
                              &c->idempotency_key,
                              &c->source_token,
@@ -266,6 +270,14 @@ int clone_create(Manager *m, const CloneSpec *spec, uint32_t uid, CloneSession *
         return 0;
 }
 
+/* The plan again from what is known now, if anything is: quietly, a missing disk is no error here. */
+static void replan(CloneSession *c) {
+        sd_bus_error e = SD_BUS_ERROR_NULL;
+        if (c->plan_json || (c->source_disk_json && c->target_disk_json))
+                (void) clone_plan(c, NULL, false, &e);
+        sd_bus_error_free(&e);
+}
+
 int clone_update(CloneSession *c, const CloneSpec *changes, sd_bus_error *error) {
         Manager *m = c->manager;
         CloneSession updated = *c;
@@ -321,6 +333,7 @@ int clone_update(CloneSession *c, const CloneSpec *changes, sd_bus_error *error)
                 return r == -ENOMEM ? r : bus_store_error(error, r, "update the session");
         clone_emit_changed(c, "Name", "Mode", "SourceNode", "TargetNode", "SourceDevice", "TargetDevice",
                            "StagingBackend", "ResizeMode", NULL);
+        replan(c);
         return 0;
 }
 
@@ -418,6 +431,15 @@ int clone_start(CloneSession *c, sd_bus_error *error) {
                                 "cancel it first.",
                                 n->hostname, other->id, clone_status_to_string(other->status));
         }
+
+        /* A plan that cannot work stops the session before any byte moves. */
+        replan(c);
+        _cleanup_(json_object_unrefp) json_object *plan = clone_plan_json(c);
+        if (!streq(c->resize_mode, "none") && plan && !plan_is_feasible(plan))
+                return sd_bus_error_setf(error, PB_ERROR_PLAN_INFEASIBLE,
+                                         "%s Edit the plan (purebootctl clone plan %s --edit …) or change the "
+                                         "session's resize mode or disks.",
+                                         strna(json_get_string(plan, "reason")), c->id);
 
         /* Tokens and the new status land together or not at all. */
         r = store_begin(m->store);
@@ -541,4 +563,125 @@ int clone_resolve(Manager *m, const char *name, CloneSession **ret, sd_bus_error
                 "No clone session \"%.64s\": give an id, a unique id prefix of at least 4 digits "
                 "or a unique name (purebootctl clone list shows them).",
                 name);
+}
+
+json_object *clone_plan_json(CloneSession *c) {
+        return c->plan_json ? json_tokener_parse(c->plan_json) : NULL;
+}
+
+/* Replaces one string field of the session in memory and in the store (value taken), or neither. */
+static int set_field(CloneSession *c, char **field, char *value, sd_bus_error *error) {
+        char *old = *field;
+        int r;
+        *field = value;
+        r = store_session_update(c->manager->store, c, clone_status_to_string(c->status));
+        if (r < 0) {
+                *field = old;
+                free(value);
+                return r == -ENOMEM ? r : bus_store_error(error, r, "record the session's plan");
+        }
+        free(old);
+        return 0;
+}
+
+/* The disk of role: what its agent reported, else the node's last scan of the session's device. */
+static int session_disk(CloneSession *c, const char *role, DiskInfo *ret, sd_bus_error *error) {
+        const char *reported = streq(role, "source") ? c->source_disk_json : c->target_disk_json;
+        const char *node_id = streq(role, "source") ? c->source_node : c->target_node;
+        const char *device = streq(role, "source") ? c->source_device : c->target_device;
+        const char *bad = NULL;
+        Node *n;
+        Disk *d;
+        int r;
+
+        if (reported) {
+                _cleanup_(json_object_unrefp) json_object *o = json_tokener_parse(reported);
+                r = o ? disk_info_from_json(o, ret, &bad) : -EINVAL;
+                return r == -ENOMEM ? r : r < 0 ? log_error_errno(EBADMSG, "Session %s has a bad %s disk.", c->id, role) : 0;
+        }
+        n = node_id ? hashmap_get(c->manager->nodes, node_id) : NULL;
+        if (!n)
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE,
+                                         "Session %s has no %s disk to plan with yet: it has no %s node, and no %s "
+                                         "agent has reported its disk. Start the session (its agents report "
+                                         "their disks) and ask again.",
+                                         c->id, role, role, role);
+        r = disk_resolve(n, device, &d, error);
+        if (r < 0)
+                return r;
+        return disk_info_copy(&d->info, ret);
+}
+
+int clone_plan(CloneSession *c, json_object *edits, bool refuse_infeasible, sd_bus_error *error) {
+        _cleanup_(disk_info_done) DiskInfo source = {}, target = {};
+        _cleanup_(json_object_unrefp) json_object *old = clone_plan_json(c), *plan = NULL;
+        json_object *kept = NULL;
+        char *text;
+        int r;
+
+        if (status_is_final(c->status) && c->status != CLONE_FAILED) /* a failed one may run again */
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE,
+                                         "Session %s is %s; its plan no longer changes.", c->id,
+                                         clone_status_to_string(c->status));
+        if (edits && c->status == CLONE_CLONING)
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE,
+                                         "Session %s is copying already; cancel it to change the plan.", c->id);
+        r = session_disk(c, "source", &source, error);
+        if (r >= 0)
+                r = session_disk(c, "target", &target, error);
+        if (r < 0)
+                return r;
+        if (!edits && old)
+                (void) json_object_object_get_ex(old, "edits", &kept);
+        plan = plan_compute(&source, &target, c->resize_mode, edits ?: kept);
+        if (!plan)
+                return -ENOMEM;
+        if (refuse_infeasible && !plan_is_feasible(plan))
+                return sd_bus_error_setf(error, PB_ERROR_PLAN_INFEASIBLE, "%s",
+                                         strna(json_get_string(plan, "reason")));
+        text = strdup(json_object_to_json_string_ext(plan, JSON_C_TO_STRING_PLAIN));
+        if (!text)
+                return -ENOMEM;
+        if (streq_ptr(text, c->plan_json)) {
+                free(text);
+                return 0;
+        }
+        r = set_field(c, &c->plan_json, text, error);
+        if (r < 0)
+                return r;
+        log_info("Clone session %s: resize plan %s%s%s.", c->id, plan_is_feasible(plan) ? "feasible" : "infeasible",
+                 plan_is_feasible(plan) ? "" : ": ", plan_is_feasible(plan) ? "" : strna(json_get_string(plan, "reason")));
+        clone_emit_changed(c, "Plan", NULL);
+        return 0;
+}
+
+int clone_report_disk(CloneSession *c, const char *role, json_object *disk, sd_bus_error *error) {
+        _cleanup_(disk_info_done) DiskInfo info = {};
+        const char *bad = NULL, *device = streq(role, "source") ? c->source_device : c->target_device;
+        char *text;
+        int r;
+
+        r = disk_info_from_json(disk, &info, &bad);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0)
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT, "The disk's \"%s\" is missing or malformed.",
+                                         strna(bad));
+        if (!streq(info.device, device))
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                         "The session's %s device is %s, not %s.", role, device, info.device);
+        text = strdup(json_object_to_json_string_ext(disk, JSON_C_TO_STRING_PLAIN));
+        if (!text)
+                return -ENOMEM;
+        r = set_field(c, streq(role, "source") ? &c->source_disk_json : &c->target_disk_json, text, error);
+        if (r < 0 || !c->source_disk_json || !c->target_disk_json)
+                return r;
+        /* Both disks known (again): the plan follows them, keeping the user's edits. */
+        sd_bus_error e = SD_BUS_ERROR_NULL;
+        r = clone_plan(c, NULL, false, &e);
+        if (r < 0)
+                log_warning("Clone session %s: no plan from the reported disks: %s", c->id,
+                            e.message ?: strerror(-r));
+        sd_bus_error_free(&e);
+        return 0;
 }

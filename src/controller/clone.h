@@ -42,7 +42,9 @@ typedef struct CloneSession {
         char *staging_backend, *staging_path, *staging_status;
         char *staging_resources; /* JSON array: what provisioning created, undone in reverse order */
         uint64_t bytes_uploaded;
-        char *resize_mode, *plan_json;
+        char *resize_mode;
+        char *plan_json; /* the resize plan (plan.h), once made */
+        char *source_disk_json, *target_disk_json; /* what the agents scanned, as Disk JSON */
         uint64_t bytes_total, bytes_transferred, transfer_rate;
         char *error;
         uint64_t created_at, started_at, completed_at;
@@ -87,4 +89,13 @@ int clone_transition(CloneSession *c, CloneStatus to, const char *error_message,
 int clone_set_progress(CloneSession *c, uint64_t bytes_transferred, uint64_t rate);
 
 int clone_resolve(Manager *m, const char *name, CloneSession **ret, sd_bus_error *error);
+
+/* Resize plans (plan.h) for the session's disks: those its agents reported, else the nodes' last scans.
+ * clone_plan makes the plan with edits (NULL: the current plan's), stores it and emits Plan; an infeasible
+ * plan is stored (it says why) unless refuse_infeasible, when it is a PlanInfeasible error instead. */
+int clone_plan(CloneSession *c, json_object *edits, bool refuse_infeasible, sd_bus_error *error);
+/* A disk scan from role's agent, kept for planning; the plan is made again once both disks are known. */
+int clone_report_disk(CloneSession *c, const char *role, json_object *disk, sd_bus_error *error);
+/* The stored plan, or NULL. */
+json_object *clone_plan_json(CloneSession *c);
 int clone_attach(Manager *m, CloneSession *c);

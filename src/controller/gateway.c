@@ -156,6 +156,7 @@ static json_object *session_json(CloneSession *c, const Peer *peer) {
         ADD("bytesTransferred", json_object_new_int64((int64_t) c->bytes_transferred));
         ADD("resizeMode", json_object_new_string(c->resize_mode));
         ADD("stagingStatus", c->staging_status ? json_object_new_string(c->staging_status) : NULL);
+        ADD("plan", clone_plan_json(c));
         ADD("error", c->error ? json_object_new_string(c->error) : NULL);
 #undef ADD
         return o;
@@ -710,9 +711,40 @@ static int handle_staging_status(Call *call) {
         return r;
 }
 
-static int handle_not_implemented(Call *call) {
-        (void) call;
-        return 0; /* gateway_call answers MethodNotImplemented for a NULL reply */
+static int handle_clone_disk(Call *call) {
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        const char *role = get_string(call, "role");
+        json_object *disk = NULL;
+        CloneSession *c = NULL;
+        int r = report_begin(call, role, &c);
+        if (r <= 0)
+                return r;
+        if (!clone_status_is_active(c->status))
+                return fail(call, NODE_ERROR("InvalidState"), "status", clone_status_to_string(c->status), "reason",
+                            "the session is over", NULL);
+        json_object_object_get_ex(call->p, "disk", &disk);
+        r = clone_report_disk(c, role, disk, &e);
+        if (r < 0 && sd_bus_error_has_name(&e, PB_ERROR_INVALID_ARGUMENT))
+                return fail(call, VARLINK_ERROR("InvalidParameter"), "parameter", "disk", "reason", e.message, NULL);
+        if (r < 0)
+                return sd_bus_error_is_set(&e) ? fail_bus_error(call, c, &e) : r;
+        r = record(call, c, role, get_uint(call, "sequence"), c->status, NULL);
+        if (r > 0)
+                r = reply_with(call, NULL);
+        audit(call, "ReportCloneDisk", c->id);
+        return r;
+}
+
+static int handle_get_resize_plan(Call *call) {
+        CloneSession *c = NULL;
+        int r = session_for_peer(call, NULL, &c);
+        if (r <= 0)
+                return r;
+        json_object *o = json_object_new_object();
+        if (!o)
+                return -ENOMEM;
+        json_object_object_add(o, "plan", clone_plan_json(c));
+        return reply_with(call, o);
 }
 
 static const struct {
@@ -733,8 +765,8 @@ static const struct {
         { "ReportOperation", handle_report_operation },
         { "GetStaging", handle_get_staging },
         { "ReportStagingStatus", handle_staging_status },
-        /* Resize plans arrive with their issue. */
-        { "GetResizePlan", handle_not_implemented },
+        { "ReportCloneDisk", handle_clone_disk },
+        { "GetResizePlan", handle_get_resize_plan },
 };
 
 int gateway_call(Manager *m, const char *method, const char *peer, const char *address, const char *parameters,

@@ -137,6 +137,9 @@ static const char *const migrations[] = {
         /* 5: staged clones — what provisioning created (JSON, undone in reverse order), the upload's progress */
         "ALTER TABLE clone_sessions ADD COLUMN staging_resources TEXT;"
         "ALTER TABLE clone_sessions ADD COLUMN bytes_uploaded INTEGER NOT NULL DEFAULT 0;",
+        /* 6: resize plans — the disks the session's agents scanned (Disk JSON), which the plan is made from */
+        "ALTER TABLE clone_sessions ADD COLUMN source_disk_json TEXT;"
+        "ALTER TABLE clone_sessions ADD COLUMN target_disk_json TEXT;",
 };
 
 static int exec_plain(Store *s, const char *sql) {
@@ -607,13 +610,15 @@ int store_session_update(Store *s, const CloneSession *c, const char *expected_s
                 "staging_backend_id = ?, staging_path = ?, staging_status = ?, resize_mode = ?, "
                 "partition_plan_json = ?, bytes_total = ?, bytes_transferred = ?, transfer_rate_bps = ?, "
                 "error_message = ?, started_at = ?, completed_at = ?, source_digest = ?, target_digest = ?, "
-                "staging_resources = ?, bytes_uploaded = ? WHERE id = ? AND status = ?",
-                "ssssssssussssstttsttssstss", c->name, clone_status_to_string(c->status), c->mode,
+                "staging_resources = ?, bytes_uploaded = ?, source_disk_json = ?, target_disk_json = ? "
+                "WHERE id = ? AND status = ?",
+                "ssssssssussssstttsttssstssss", c->name, clone_status_to_string(c->status), c->mode,
                 c->source_node, c->target_node, c->source_device, c->target_device, c->source_address,
                 (uint32_t) c->source_port, c->staging_backend, c->staging_path, c->staging_status,
                 c->resize_mode, c->plan_json, c->bytes_total, c->bytes_transferred, c->transfer_rate,
                 c->error, c->started_at, c->completed_at, c->source_digest, c->target_digest,
-                c->staging_resources, c->bytes_uploaded, c->id, expected_status);
+                c->staging_resources, c->bytes_uploaded, c->source_disk_json, c->target_disk_json, c->id,
+                expected_status);
         return r < 0 ? r : r == 1 ? 0 : -ESTALE;
 }
 
@@ -643,7 +648,8 @@ int store_sessions_load(Store *s, int (*add)(void *userdata, CloneSession *c), v
                 "target_device, source_ip, source_port, staging_backend_id, staging_path, staging_status, "
                 "resize_mode, partition_plan_json, bytes_total, bytes_transferred, transfer_rate_bps, "
                 "error_message, created_at, started_at, completed_at, created_by, idempotency_key, "
-                "source_digest, target_digest, staging_resources, bytes_uploaded FROM clone_sessions",
+                "source_digest, target_digest, staging_resources, bytes_uploaded, source_disk_json, "
+                "target_disk_json FROM clone_sessions",
                 "");
         if (r < 0)
                 return r;
@@ -681,6 +687,8 @@ int store_sessions_load(Store *s, int (*add)(void *userdata, CloneSession *c), v
                 c->target_digest = store_column_strdup(stmt, 25, &oom);
                 c->staging_resources = store_column_strdup(stmt, 26, &oom);
                 c->bytes_uploaded = column_u64(stmt, 27);
+                c->source_disk_json = store_column_strdup(stmt, 28, &oom);
+                c->target_disk_json = store_column_strdup(stmt, 29, &oom);
                 r = status ? clone_status_from_string(status) : -EINVAL;
                 if (oom || r < 0) {
                         clone_free(c);

@@ -4,6 +4,7 @@
 
 #include "ctl.h"
 #include "format.h"
+#include "json-util.h"
 #include "log.h"
 #include "table.h"
 
@@ -292,6 +293,95 @@ static int clone_status(sd_bus *bus, const char *path) {
         return !arg.follow || streq(p.status, "completed") ? EXIT_OK : EXIT_FAILED;
 }
 
+/* --edit N=SIZE… as SetPlan's {"N": bytes, …}. */
+static int edits_json(char **ret) {
+        _cleanup_(json_object_unrefp) json_object *o = json_object_new_object();
+        if (!o)
+                return -ENOMEM;
+        for (char **e = arg.edits; e && *e; e++) {
+                const char *eq = strchr(*e, '=');
+                char key[16], *end;
+                unsigned long n = strtoul(*e, &end, 10);
+                uint64_t size;
+                if (!eq || end != eq || n == 0 || n > 128 || ctl_parse_size(eq + 1, &size) < 0)
+                        return log_error_errno(EINVAL, "--edit %s is not PARTITION=SIZE (such as 2=600M).", *e);
+                snprintf(key, sizeof(key), "%lu", n);
+                json_object_object_add(o, key, json_object_new_int64((int64_t) size));
+        }
+        *ret = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+        return *ret ? 0 : -ENOMEM;
+}
+
+static void print_plan(json_object *plan) {
+        _cleanup_(table_freep) Table *t = table_new("PARTITION", "FILESYSTEM", "ACTION", "SIZE", "NEW SIZE",
+                                                    "MINIMUM", NULL);
+        json_object *parts = json_object_object_get(plan, "partitions");
+        bool feasible = json_object_get_boolean(json_object_object_get(plan, "feasible"));
+
+        for (size_t i = 0; t && i < json_object_array_length(parts); i++) {
+                json_object *p = json_object_array_get_idx(parts, i);
+                (void) table_add_row(t, "usszzz", (uint64_t) json_get_int(p, "number"),
+                                     json_get_string(p, "filesystem") ?: "-", json_get_string(p, "action"),
+                                     (uint64_t) json_get_int(p, "sizeBytes"), (uint64_t) json_get_int(p, "newSizeBytes"),
+                                     (uint64_t) json_get_int(p, "minimumBytes"));
+        }
+        printf("Resize mode %s: %s → %s (%s → %s), copying %s.\n", strna(json_get_string(plan, "mode")),
+               strna(json_get_string(plan, "sourceDevice")), strna(json_get_string(plan, "targetDevice")),
+               FORMAT_BYTES((uint64_t) json_get_int(plan, "sourceBytes")),
+               FORMAT_BYTES((uint64_t) json_get_int(plan, "targetBytes")),
+               FORMAT_BYTES((uint64_t) json_get_int(plan, "copyBytes")));
+        if (t)
+                table_print(t, "partitions", arg.no_legend, JSON_OFF);
+        if (feasible)
+                printf("Feasible: the source runs %zu operation(s) before the copy, the target %zu after it.\n",
+                       json_object_array_length(json_object_object_get(plan, "source")),
+                       json_object_array_length(json_object_object_get(plan, "target")));
+        else
+                printf("Not feasible: %s\n", strna(json_get_string(plan, "reason")));
+}
+
+/* clone plan ID: the plan as it is (made if there is none), made again (--analyze), or changed (--edit, --set). */
+static int clone_plan(sd_bus *bus, const char *path) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+        _cleanup_(json_object_unrefp) json_object *plan = NULL;
+        _cleanup_free_ char *edits = NULL;
+        const char *text;
+        int r;
+
+        if (arg.set_plan && arg.edits) {
+                log_error("Give --edit or --set, not both.");
+                return EXIT_USAGE;
+        }
+        if (arg.edits && edits_json(&edits) < 0)
+                return EXIT_USAGE;
+        if (arg.set_plan || edits) {
+                r = ctl_new_call(bus, path, PB_IFACE("CloneSession"), "SetPlan", &m);
+                if (r >= 0)
+                        r = sd_bus_message_append(m, "sa{sv}", arg.set_plan ?: edits, 0);
+                if (r < 0)
+                        return EXIT_FAILED;
+                r = ctl_call(bus, m, &reply, "change the plan");
+        } else if (!arg.analyze) {
+                r = ctl_new_call(bus, path, PB_IFACE("CloneSession"), "GetPlan", &m);
+                if (r < 0)
+                        return EXIT_FAILED;
+                r = sd_bus_call(bus, m, 0, NULL, &reply);
+                if (r < 0) /* none yet: make one */
+                        return clone_simple_call(bus, path, "Analyze", "analyze the disks", NULL) ?: clone_plan(bus, path);
+        } else
+                r = clone_simple_call(bus, path, "Analyze", "analyze the disks", &reply) == EXIT_OK ? 0 : -EIO;
+        if (r < 0)
+                return r == -EIO ? EXIT_FAILED : -r;
+        if (sd_bus_message_read(reply, "s", &text) < 0 || !(plan = json_tokener_parse(text)))
+                return log_error("The controller sent a plan that is not JSON."), EXIT_FAILED;
+        if (arg.json != JSON_OFF)
+                printf("%s\n", json_object_to_json_string_ext(plan, arg.json == JSON_PRETTY ? JSON_C_TO_STRING_PRETTY
+                                                                                             : JSON_C_TO_STRING_PLAIN));
+        else
+                print_plan(plan);
+        return EXIT_OK;
+}
+
 int verb_clone(sd_bus *bus, int argc, char **argv) {
         _cleanup_free_ char *path = NULL;
         const char *verb = argc > 0 ? argv[0] : "list";
@@ -301,10 +391,10 @@ int verb_clone(sd_bus *bus, int argc, char **argv) {
                 return clone_create(bus);
         if (streq(verb, "list") && argc <= 1)
                 return clone_list(bus);
-        if (!STR_IN_SET(verb, "show", "start", "cancel", "delete", "status", "update", "token") ||
+        if (!STR_IN_SET(verb, "show", "start", "cancel", "delete", "status", "update", "token", "plan") ||
             argc != 2) {
                 log_error("Usage: purebootctl clone "
-                          "create|list|show|start|cancel|delete|status|update|token …; "
+                          "create|list|show|start|cancel|delete|status|update|token|plan …; "
                           "see purebootctl --help.");
                 return EXIT_USAGE;
         }
@@ -321,6 +411,8 @@ int verb_clone(sd_bus *bus, int argc, char **argv) {
                 return clone_update(bus, path);
         if (streq(verb, "token"))
                 return clone_token(bus, path);
+        if (streq(verb, "plan"))
+                return clone_plan(bus, path);
         if (streq(verb, "start"))
                 return clone_simple_call(bus, path, "Start", "start the session", NULL);
         if (streq(verb, "cancel"))

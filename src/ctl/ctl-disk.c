@@ -223,16 +223,10 @@ static int append_parameter(sd_bus_message *m, const char *kv) {
                 return sd_bus_message_append(m, "{sv}", key, "u", (uint32_t) n);
         }
         if (endswith(key, "_bytes")) {
-                uint64_t n = strtoull(value, &end, 10), k = 1;
-                switch (*end) {
-                case 'K': k = UINT64_C(1) << 10; end++; break;
-                case 'M': k = UINT64_C(1) << 20; end++; break;
-                case 'G': k = UINT64_C(1) << 30; end++; break;
-                case 'T': k = UINT64_C(1) << 40; end++; break;
-                }
-                if (*end || end == value)
+                uint64_t n;
+                if (ctl_parse_size(value, &n) < 0)
                         return log_error_errno(EINVAL, "%s=%s is not a size (bytes, or with K, M, G, T).", key, value);
-                return sd_bus_message_append(m, "{sv}", key, "t", n * k);
+                return sd_bus_message_append(m, "{sv}", key, "t", n);
         }
         if (streq(key, "value")) {
                 bool yes = STR_IN_SET(value, "true", "yes", "on", "1"), no = STR_IN_SET(value, "false", "no", "off", "0");

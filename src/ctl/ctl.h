@@ -25,6 +25,9 @@ typedef struct Args {
         const char *mac, *hostname, *arch, *serial;
         const char *source, *target, *mode, *storage, *source_device, *target_device, *name, *resize, *key;
         const char *role, *type, *ip, *csr;
+        bool analyze;
+        const char *set_plan;
+        char **edits; /* --edit N=SIZE */
 } Args;
 
 extern Args arg;
@@ -32,6 +35,9 @@ extern Args arg;
 #define PB_DEST "org.pureboot.Controller1"
 #define PB_PATH "/org/pureboot/Controller1"
 #define PB_IFACE(x) "org.pureboot.Controller1." x
+
+/* A size in bytes, or with K, M, G, T (powers of 1024). */
+int ctl_parse_size(const char *s, uint64_t *ret);
 
 /* Prints error's message and returns the exit code it maps to. */
 int ctl_error(const sd_bus_error *error, int r, const char *what);

@@ -10,9 +10,27 @@
 #include "ctl.h"
 #include "format.h"
 #include "log.h"
+#include "util.h"
 
 Args arg;
 static pid_t pager_pid = -1, agent_pid = -1;
+
+int ctl_parse_size(const char *s, uint64_t *ret) {
+        char *end;
+        uint64_t n, k = 1;
+        errno = 0;
+        n = strtoull(s, &end, 10);
+        switch (*end) {
+        case 'K': k = UINT64_C(1) << 10; end++; break;
+        case 'M': k = UINT64_C(1) << 20; end++; break;
+        case 'G': k = UINT64_C(1) << 30; end++; break;
+        case 'T': k = UINT64_C(1) << 40; end++; break;
+        }
+        if (errno || *end || end == s || *s == '-' || n > UINT64_MAX / k)
+                return -EINVAL;
+        *ret = n * k;
+        return 0;
+}
 
 int ctl_error(const sd_bus_error *error, int r, const char *what) {
         const char *name = error && error->name ? error->name : "";
@@ -388,6 +406,8 @@ static void help(void) {
                "...\n"
                "  clone status ID [--follow]      Progress, with a live bar when following\n"
                "  clone token ID --role source|target\n"
+               "  clone plan ID [--analyze] [--edit N=SIZE]... [--set JSON]\n"
+               "                                  The resize plan: made again, partitions resized, or set\n"
                "Storage backends:\n"
                "  storage add NAME --type nfs|iscsi KEY=VALUE...  (nfs: server= export= [options=] "
                "[version=];\n"
@@ -433,6 +453,9 @@ static int parse_args(int argc, char *argv[]) {
                 ARG_TYPE,
                 ARG_IP,
                 ARG_CSR,
+                ARG_ANALYZE,
+                ARG_EDIT,
+                ARG_SET,
         };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
@@ -458,6 +481,9 @@ static int parse_args(int argc, char *argv[]) {
                 { "role", required_argument, NULL, ARG_ROLE },
                 { "type", required_argument, NULL, ARG_TYPE },
                 { "ip", required_argument, NULL, ARG_IP },
+                { "analyze", no_argument, NULL, ARG_ANALYZE },
+                { "edit", required_argument, NULL, ARG_EDIT },
+                { "set", required_argument, NULL, ARG_SET },
                 { "csr", required_argument, NULL, ARG_CSR },
                 {},
         };
@@ -545,6 +571,16 @@ static int parse_args(int argc, char *argv[]) {
                         break;
                 case ARG_CSR:
                         arg.csr = optarg;
+                        break;
+                case ARG_ANALYZE:
+                        arg.analyze = true;
+                        break;
+                case ARG_EDIT:
+                        if (strv_extend(&arg.edits, optarg) < 0)
+                                return -EXIT_FAILED;
+                        break;
+                case ARG_SET:
+                        arg.set_plan = optarg;
                         break;
                 default:
                         return -EXIT_USAGE;

@@ -55,6 +55,34 @@ def ctl(system_bus):
     return call
 
 
+@pytest.fixture
+def network():
+    """A Linux bridge for simulated nodes (nodes.py), each in a network namespace of its own."""
+    from nodes import Network
+    with Network() as net:
+        yield net
+
+
+@pytest.fixture
+def bridge_on_network(controller, tmp_path, network):
+    """pureboot-bridge listening on the nodes' bridge."""
+    b = Bridge(controller.bus, tmp_path, address=network.address).start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def gateway(busctl):
+    """A node call as pureboot-bridge passes it on: (varlink error, "" on success; reply parameters)."""
+    def call(method, peer="", params=None, address="127.0.0.1", user="pureboot-bridge"):
+        r = busctl("--json=short", "call", DEST, ROOT, f"{DEST}.Gateway", "Call", "ssss", method, peer, address,
+                   json.dumps(params or {}), user=user)
+        assert r.returncode == 0, r.stderr
+        error, reply = json.loads(r.stdout)["data"]
+        return error, json.loads(reply)
+    return call
+
+
 def busctl_json(busctl, *args, user=None):
     r = busctl("--json=short", *args, user=user, check=True)
     return json.loads(r.stdout)

@@ -4,6 +4,7 @@ and pureboot-agent run the way its unit runs it (a kernel command line with the 
 Everything made here is recorded and removed by name, PID and device, also when a test fails."""
 
 import hashlib
+import json
 import os
 import re
 import signal
@@ -147,6 +148,80 @@ def make_source_disk(directory, size=256 << 20, data_mib=48):
     return loop, files
 
 
+def make_root_last_disk(tmp_path, loops, size=1 << 30):
+    """A GPT disk as installers make them: an ESP (vfat, 1–65 MiB) and an ext4 root from 65 MiB to the end, 40 %
+    of 1 GiB full of known files (384 MiB). Returns (Loop, {name: sha256}) with the Loop added to loops."""
+    image = tmp_path / "source.img"
+    with open(image, "wb") as f:
+        f.truncate(size)
+    sh("sfdisk", "--quiet", image, input="label: gpt\nstart=1MiB, size=64MiB, type=uefi, name=esp\n"
+                                          "start=65MiB, type=linux, name=root\n")
+    loop = Loop(image)
+    loops.append(loop)
+    loop.scan_partitions()
+    wait_for(lambda: Path(loop.partition(2)).exists(), what="partitions to appear")
+    sh("mkfs.vfat", "-n", "ESP", loop.partition(1))
+    sh("mkfs.ext4", "-q", "-F", "-L", "root", loop.partition(2))
+    files, staging, mnt = {}, tmp_path / "files", tmp_path / "mnt"
+    staging.mkdir()
+    mnt.mkdir()
+    sh("mount", loop.partition(2), mnt)
+    try:
+        for i in range(8):
+            p = staging / f"data-{i}.bin"
+            random_file(p, 48 << 20)
+            files[p.name] = sha256(p)
+            sh("cp", p, mnt / p.name)
+            p.unlink()
+    finally:
+        sh("umount", mnt)
+    hello = staging / "hello.txt"
+    hello.write_text("hello from the ESP\n")
+    sh("mcopy", "-i", loop.partition(1), hello, "::/")
+    return loop, files
+
+
+def make_blank_disk(tmp_path, loops, name, size):
+    """A sparse, all-zero disk of size bytes."""
+    image = tmp_path / f"{name}.img"
+    with open(image, "wb") as f:
+        f.truncate(size)
+    loop = Loop(image)
+    loops.append(loop)
+    return loop
+
+
+def gpt_layout(loop):
+    """The table as sfdisk reads it: {"lastlba", "partitions": [{"start", "size"} in sectors]}."""
+    return json.loads(sh("sfdisk", "--json", loop.device).stdout)["partitiontable"]
+
+
+def check_root_last_disk(loop, files, tmp_path, root_bytes):
+    """The GPT is whole at this disk's end, fsck is clean, every file is there, the root is as planned."""
+    sh("sfdisk", "--verify", loop.device)
+    table = gpt_layout(loop)
+    size = Path(f"/sys/class/block/{Path(loop.device).name}/size").read_text().strip()
+    assert table["lastlba"] == int(size) - 34, table
+    assert table["partitions"][1]["size"] * 512 == root_bytes, table
+    loop.scan_partitions()
+    wait_for(lambda: Path(loop.partition(2)).exists(), timeout=5, what=f"{loop.partition(2)} to appear")
+    sh("e2fsck", "-f", "-n", loop.partition(2))
+    sh("fsck.vfat", "-n", loop.partition(1))
+    blocks = sh("dumpe2fs", "-h", loop.partition(2)).stdout
+    block_count = int(next(l for l in blocks.splitlines() if l.startswith("Block count:")).split()[-1])
+    block_size = int(next(l for l in blocks.splitlines() if l.startswith("Block size:")).split()[-1])
+    assert block_count * block_size == root_bytes, "the filesystem fills its partition"
+    mnt = tmp_path / "check"
+    mnt.mkdir(exist_ok=True)
+    sh("mount", "-o", "ro", loop.partition(2), mnt)
+    try:
+        for name, digest in files.items():
+            assert sha256(mnt / name) == digest, name
+    finally:
+        sh("umount", mnt)
+    assert "hello from the ESP" in sh("mtype", "-i", loop.partition(1), "::/hello.txt").stdout
+
+
 def make_random_disk(directory, name, size):
     image = directory / f"{name}.img"
     random_file(image, size)
@@ -242,14 +317,16 @@ class Clone:
     Node namespaces are named from tag, unique on the network."""
 
     def __init__(self, tmp_path, ctl, api, network, bridge, source_dev, target_dev, source_args=(), target_args=(),
-                 mode="direct", storage=None, tag=""):
+                 mode="direct", storage=None, tag="", resize=None):
         self.ctl, self.api = ctl, api
         self.tmp = tmp_path
-        api.node("src-node", "aa:bb:cc:00:10:01")
-        api.node("tgt-node", "aa:bb:cc:00:10:02")
+        for hostname, mac in (("src-node", "aa:bb:cc:00:10:01"), ("tgt-node", "aa:bb:cc:00:10:02")):
+            r = api.call("/org/pureboot/Controller1", "Manager", "RegisterNode", "sssa{sv}", hostname, mac, "x86_64", "0")
+            assert r.returncode == 0 or "already has this MAC" in r.stderr, r.stderr  # a second session: known
         r = ctl("clone", "create", "--name=e2e", f"--mode={mode}", "--source=src-node", "--target=tgt-node",
                 f"--source-device={source_dev}", f"--target-device={target_dev}",
-                *([f"--storage={storage}"] if storage else []), check=True)
+                *([f"--storage={storage}"] if storage else []), *([f"--resize={resize}"] if resize else []),
+                check=True)
         self.id = r.stdout.strip().split()[-1]
         ctl("clone", "start", self.id, check=True)
         self.path = f"/org/pureboot/Controller1/clone/{self.id}"

@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 from harness import wait_for
-from nodes import sh
 
 GANESHA_CONF = """\
 NFS_CORE_PARAM {{

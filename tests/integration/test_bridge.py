@@ -126,8 +126,9 @@ def test_malformed_requests(bridge, api, session, tmp_path):
     assert status == 404 and reply["error"] == "org.varlink.service.MethodNotFound"
     status, reply = curl(bridge, NODE + "GetSession", raw="x" * (1024 * 1024 + 1), cert=cert)
     assert status == 413
-    status, reply = curl(bridge, NODE + "GetResizePlan", {"session": session}, cert=cert)
-    assert status == 501 and reply["error"] == "org.varlink.service.MethodNotImplemented"
+    status, reply = curl(bridge, NODE + "ReportCloneDisk", {"session": session, "role": "target", "sequence": 1,
+                                                            "disk": {"device": "/dev/sda"}}, cert=cert)
+    assert status == 400 and reply["parameters"]["parameter"].startswith("disk"), reply
     # The bridge still answers everyone after all that.
     assert curl(bridge, NODE + "GetSession", {"session": session}, cert=cert)[0] == 200
 
@@ -215,7 +216,11 @@ def test_every_node_method_through_curl(bridge, api, session, tmp_path):
         # A direct session has no staging (test_staging.py calls these on staged ones).
         "GetStaging": (target, {"session": session}, 409),
         "ReportStagingStatus": (source, {"session": session, "sequence": 3, "status": "uploading"}, 409),
-        "GetResizePlan": (target, {"session": session}, 501),
+        "GetResizePlan": (target, {"session": session}, 200),
+        # The session failed above: a disk report comes too late.
+        "ReportCloneDisk": (target, {"session": session, "role": "target", "sequence": 3, "disk": {
+            "device": "/dev/sdb", "sizeBytes": 4096, "logicalSectorSize": 512, "physicalSectorSize": 512,
+            "table": "none", "partitions": []}}, 409),
         # Node methods need a node certificate (test_partition.py calls them with one).
         "GetNode": (target, {}, 403),
         "WatchNode": (target, {}, 403),

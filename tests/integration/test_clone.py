@@ -9,23 +9,10 @@ import time
 
 import pytest
 
-from harness import PUREBOOTCTL, Bridge, make_key_and_csr, wait_for
-from nodes import Clone, Network, check_files, make_random_disk, make_source_disk, sha256, sh
+from harness import PUREBOOTCTL, make_key_and_csr, wait_for
+from nodes import Clone, check_files, make_random_disk, make_source_disk, sha256, sh
 
 DISK = 256 << 20
-
-
-@pytest.fixture
-def network():
-    with Network() as net:
-        yield net
-
-
-@pytest.fixture
-def bridge_on_network(controller, tmp_path, network):
-    b = Bridge(controller.bus, tmp_path, address=network.address).start()
-    yield b
-    b.stop()
 
 
 @pytest.fixture

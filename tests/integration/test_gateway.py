@@ -11,18 +11,6 @@ import pytest
 
 from harness import DEST, ROOT, TEST_USER, Controller, private_system_bus, run, wait_for
 
-BRIDGE = "pureboot-bridge"
-
-
-@pytest.fixture
-def gateway(busctl):
-    def call(method, peer="", params=None, address="127.0.0.1", user=BRIDGE):
-        r = busctl("--json=short", "call", DEST, ROOT, f"{DEST}.Gateway", "Call", "ssss", method, peer, address,
-                   json.dumps(params or {}), user=user)
-        assert r.returncode == 0, r.stderr
-        error, reply = json.loads(r.stdout)["data"]
-        return error, json.loads(reply)
-    return call
 
 
 def csr(tmp_path, name):
@@ -144,8 +132,9 @@ def test_parameters_follow_the_contract(started, gateway):
     assert gateway("Frobnicate", source, {})[0] == "org.varlink.service.MethodNotFound"
     error, reply = gateway("GetStaging", source, {"session": sid})
     assert error == "org.pureboot.Node.InvalidState" and reply["reason"] == "a direct session"
+    # No plan before both disks are known (test_resize.py makes them).
     error, reply = gateway("GetResizePlan", source, {"session": sid})
-    assert error == "org.varlink.service.MethodNotImplemented" and reply == {"method": "GetResizePlan"}
+    assert error == "" and reply.get("plan") is None, (error, reply)
     # Node calls need the certificate of a node that exists.
     error, reply = gateway("ReportDisks", "node-" + "a" * 32, {"sequence": 1, "disks": []})
     assert error == "org.pureboot.Node.PermissionDenied" and reply == {"reason": "this node has been deleted"}

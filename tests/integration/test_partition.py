@@ -7,7 +7,6 @@ own fsck, the files by checksum."""
 import json
 import os
 import signal
-import subprocess
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path

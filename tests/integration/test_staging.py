@@ -9,7 +9,8 @@ import os
 import pytest
 
 from harness import Bridge, Controller, wait_for
-from nodes import Clone, Network, check_files, make_random_disk, make_source_disk, sh
+from nodes import (Clone, Network, check_files, check_root_last_disk, make_blank_disk, make_random_disk,
+                   make_root_last_disk, make_source_disk, sh)
 from storage_servers import IscsiServer, NfsServer
 
 TAGS = itertools.count(10)
@@ -168,6 +169,35 @@ def test_nfs_staged_clone_end_to_end(staged, ctl, api, servers, tmp_path):
     assert c.id not in session_dirs(servers)
     status = ctl("clone", "status", c.id, check=True).stdout
     assert "completed" in status
+
+
+def test_nfs_staged_clone_to_a_larger_disk_grows(ctl, api, servers, bridge, tmp_path):
+    """grow_target through staging: the source waits for the plan (made once the target reported its disk),
+    uploads all of itself, and the target moves the GPT backup to its own end and grows the root (the last
+    partition; the ESP before it is kept) up to 1535 MiB."""
+    add_storage(ctl, "ganesha-grow", "nfs", servers.nfs.config())
+    loops = []
+    try:
+        source, files = make_root_last_disk(tmp_path, loops)
+        target = make_blank_disk(tmp_path, loops, "large", 1536 << 20)
+        c = Clone(tmp_path, ctl, api, servers.network, bridge, source.device, target.device, mode="staged",
+                  storage="ganesha-grow", tag=f"{next(TAGS)}", resize="grow_target")
+        try:
+            c.source.start()
+            c.target.start()
+            c.wait_status("completed", "failed", timeout=240)
+            assert c.status() == "completed", (c.prop("Error"), c.source.text()[-2000:], c.target.text()[-2000:])
+            assert c.target.wait(60) == 0, c.target.text()
+        finally:
+            c.stop()
+        plan = json.loads(c.prop("Plan"))
+        assert plan["feasible"] and plan["copyBytes"] == 1 << 30 and plan["source"] == [], plan
+        assert plan["target"] == [{"operation": "resize", "parameters": {"partition": 2,
+                                                                         "new_size_bytes": (1535 - 65) << 20}}]
+        check_root_last_disk(target, files, tmp_path, (1535 - 65) << 20)
+    finally:
+        for loop in loops:
+            loop.detach()
 
 
 def test_iscsi_staged_clone_on_a_managed_lun(staged, ctl, servers, tmp_path):

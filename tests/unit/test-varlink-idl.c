@@ -24,7 +24,7 @@ static void expect_field(const VarlinkInterface *i, const char *method, const ch
 static void test_node_interface(void) {
         static const char *const methods[] = {
                 "Enrol",         "GetSession",          "WatchSession",  "ReportSourceReady", "ReportProgress",
-                "ReportComplete", "ReportFailed",       "GetStaging",    "ReportStagingStatus", "GetResizePlan",
+                "ReportComplete", "ReportFailed",       "GetStaging",    "ReportStagingStatus", "GetResizePlan", "ReportCloneDisk",
                 "ReportDisks",   "FetchOperations",     "ReportOperation", "GetNode",        "WatchNode",
         };
         VarlinkInterface *i = NULL;

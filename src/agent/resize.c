@@ -1,0 +1,168 @@
+/* SPDX-License-Identifier: MIT */
+/* A clone agent's side of the session's resize plan (made by the controller, see org.pureboot.Node's
+ * GetResizePlan): the disk it reports to plan with, and the operations of its role — the source shrinks
+ * before the copy, the target moves the GPT backup to its own end and grows after it. Each operation runs
+ * through the partition engine (apply.c) and is skipped when the disk already shows its result, so a
+ * restarted agent carries on where it stopped. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/fs.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+
+#include "agent.h"
+#include "apply.h"
+#include "device.h"
+#include "format.h"
+#include "gpt.h"
+#include "log.h"
+#include "queue.h"
+#include "scan.h"
+#include "util.h"
+
+int resize_report_disk(Agent *a, const char *role, char **ret_fingerprint) {
+        _cleanup_(disk_info_done) DiskInfo d = {};
+        json_object *p;
+        int r;
+
+        r = scan_disk(a->settings.device, &d);
+        if (r < 0)
+                return r;
+        if (ret_fingerprint) {
+                *ret_fingerprint = disk_info_fingerprint(&d);
+                if (!*ret_fingerprint)
+                        return -ENOMEM;
+        }
+        p = agent_report_new(a, role);
+        json_object_object_add(p, "disk", disk_info_to_json(&d));
+        return queue_push(a->queue, "ReportCloneDisk", p);
+}
+
+json_object *resize_plan_of(json_object *session, const char *fingerprint) {
+        json_object *plan;
+        if (!json_object_object_get_ex(session, "plan", &plan) || !json_object_is_type(plan, json_type_object))
+                return NULL;
+        if (fingerprint && !streq_ptr(json_get_string(plan, "sourceFingerprint"), fingerprint))
+                return NULL; /* made from an older scan: the controller makes it again from ours */
+        return plan;
+}
+
+/* Whether the disk shows the operation done already: the partition at its new size. */
+static bool already_done(const DiskInfo *d, json_object *params) {
+        const PartitionInfo *p = disk_info_partition(d, (unsigned) json_get_int(params, "partition"));
+        return p && p->size == (uint64_t) json_get_int(params, "new_size_bytes");
+}
+
+int resize_apply(Agent *a, json_object *plan, const char *role, char **ret_error) {
+        const char *device = a->settings.device;
+        json_object *ops = NULL;
+        int r;
+
+        *ret_error = NULL;
+        if (streq(role, "target")) {
+                _cleanup_close_ int fd = open(device, O_RDWR | O_CLOEXEC);
+                uint64_t size = 0;
+                if (fd < 0 || ioctl(fd, BLKGETSIZE64, &size) < 0)
+                        return asprintf(ret_error, "Cannot open %s to move its GPT backup: %m.", device) < 0 ? -ENOMEM
+                                                                                                        : -errno;
+                r = gpt_relocate_backup(fd, (uint32_t) json_get_int(plan, "sectorSize") ?: 512, size, ret_error);
+                if (r < 0)
+                        return *ret_error || r == -ENOMEM ? r
+                               : asprintf(ret_error, "Failed to move the GPT backup of %s: %s.", device, strerror(-r)) < 0
+                                       ? -ENOMEM
+                                       : r;
+                if (r == 0)
+                        log_info("Moved the GPT backup of %s to its end (%s).", device, FORMAT_BYTES(size));
+        }
+        if (!plan || !json_object_object_get_ex(plan, role, &ops))
+                return 0;
+        for (size_t i = 0; i < json_object_array_length(ops); i++) {
+                json_object *op = json_object_array_get_idx(ops, i), *params = NULL;
+                const char *name = json_get_string(op, "operation");
+                _cleanup_(disk_info_done) DiskInfo d = {};
+
+                json_object_object_get_ex(op, "parameters", &params);
+                r = scan_disk(device, &d);
+                if (r < 0)
+                        return asprintf(ret_error, "Failed to read %s before resizing it.", device) < 0 ? -ENOMEM : r;
+                if (streq_ptr(name, "resize") && already_done(&d, params)) {
+                        log_info("Partition %" PRIi64 " of %s is %s already.", json_get_int(params, "partition"),
+                                 device, FORMAT_BYTES((uint64_t) json_get_int(params, "new_size_bytes")));
+                        continue;
+                }
+                log_info("Resize plan, %s: %s %s.", role, strna(name), json_object_to_json_string(params));
+                r = apply_operation(device, strna(name), params, a->settings.state_dir, ret_error);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+int resize_prepare_source(Agent *a, json_object *session, const char *fingerprint, uint64_t *size) {
+        _cleanup_free_ char *error = NULL;
+        json_object *plan;
+        uint64_t copy;
+        int r;
+
+        if (streq_ptr(json_get_string(session, "resizeMode"), "none"))
+                return 1;
+        if (!fingerprint) {
+                agent_report_failed(a, "source", "ScanFailed", "Cannot scan %s, so no resize plan can be made for "
+                                    "it; use resize mode none.", a->settings.device);
+                agent_finish(a, AGENT_EXIT_REFUSED);
+                return 0;
+        }
+        plan = resize_plan_of(session, fingerprint);
+        if (!plan) {
+                log_debug("Waiting for the resize plan (the controller makes it once the target reported its "
+                          "disk).");
+                return 0;
+        }
+        if (!json_object_get_boolean(json_object_object_get(plan, "feasible"))) {
+                agent_report_failed(a, "source", "PlanInfeasible", "The resize plan cannot work: %s",
+                                    strna(json_get_string(plan, "reason")));
+                agent_finish(a, AGENT_EXIT_REFUSED);
+                return 0;
+        }
+        r = resize_apply(a, plan, "source", &error);
+        if (r < 0) {
+                agent_report_failed(a, "source", "ResizeFailed", "Shrinking %s before the copy failed: %s",
+                                    a->settings.device, strna(error));
+                agent_finish(a, AGENT_EXIT_FAILURE);
+                return 0;
+        }
+        copy = (uint64_t) json_get_int(plan, "copyBytes");
+        if (copy == 0 || copy > *size) {
+                agent_report_failed(a, "source", "PlanInfeasible", "The plan copies %" PRIu64 " bytes of %s, which "
+                                    "has %" PRIu64 ".", copy, a->settings.device, *size);
+                agent_finish(a, AGENT_EXIT_REFUSED);
+                return 0;
+        }
+        if (copy < *size)
+                log_info("Copying %s of %s, up to the end of its last partition, as the plan says.",
+                         FORMAT_BYTES(copy), a->settings.device);
+        *size = copy;
+        return 1;
+}
+
+int resize_finish_target(Agent *a, Device *dev, const char *role_word) {
+        _cleanup_free_ char *error = NULL;
+        json_object *plan = a->watched ? resize_plan_of(a->watched, NULL) : NULL;
+        bool is_block = dev->is_block;
+        int r;
+
+        if (plan && !json_object_get_boolean(json_object_object_get(plan, "feasible")))
+                plan = NULL;
+        device_close(dev); /* the resize tools open the disk and its partitions themselves */
+        if (!is_block)
+                return 0;
+        r = resize_apply(a, plan, "target", &error);
+        if (r < 0) {
+                agent_report_failed(a, "target", "ResizeFailed", "%s was %s completely, but resizing it afterwards "
+                                    "failed: %s", a->settings.device, role_word, strna(error));
+                agent_finish(a, AGENT_EXIT_FAILURE);
+        }
+        return r;
+}
