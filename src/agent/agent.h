@@ -137,6 +137,9 @@ int resize_apply(Agent *a, json_object *plan, const char *role, char **ret_error
  * ran (at once in resize mode none); 0 to wait for a plan made from our scan (fingerprint) — or when the
  * plan failed, which is reported and ends the agent; < 0 on errors. */
 int resize_prepare_source(Agent *a, json_object *session, const char *fingerprint, uint64_t *size);
+/* For a target, before the first write: 1 when the plan (if the session has a resize mode) is there and
+ * feasible; 0 to wait for it, or when it is not feasible, which is reported and ends the agent. */
+int resize_target_ready(Agent *a, json_object *session);
 /* For a target, after the copy and before reporting it: closes dev, then the GPT backup and the plan's grows
  * (block devices only). A failure is reported (saying the disk was role_word: copied, downloaded) and ends
  * the agent. */

@@ -147,6 +147,23 @@ int resize_prepare_source(Agent *a, json_object *session, const char *fingerprin
         return 1;
 }
 
+int resize_target_ready(Agent *a, json_object *session) {
+        json_object *plan;
+
+        if (streq_ptr(json_get_string(session, "resizeMode"), "none"))
+                return 1;
+        plan = resize_plan_of(session, NULL);
+        if (!plan)
+                return 0; /* the controller makes it once both disks are known */
+        if (!json_object_get_boolean(json_object_object_get(plan, "feasible"))) {
+                agent_report_failed(a, "target", "PlanInfeasible", "The resize plan cannot work: %s",
+                                    strna(json_get_string(plan, "reason")));
+                agent_finish(a, AGENT_EXIT_REFUSED);
+                return 0;
+        }
+        return 1;
+}
+
 int resize_finish_target(Agent *a, Device *dev, const char *role_word) {
         _cleanup_free_ char *error = NULL;
         json_object *plan = a->watched ? resize_plan_of(a->watched, NULL) : NULL;

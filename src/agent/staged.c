@@ -820,8 +820,10 @@ static void on_session(Agent *a, json_object *session) {
                         agent_exit(a, AGENT_EXIT_FAILURE);
                 return;
         }
-        if (s->thread_started || s->asked || s->reported_done || !staging)
+        if (s->thread_started || s->asked || s->reported_done || !staging || a->finishing)
                 return;
+        if (!s->upload && resize_target_ready(a, session) <= 0)
+                return; /* the plan decides what happens after the download: know it first */
         /* The source uploads once the area exists; the target downloads once the upload is whole. */
         if (s->upload ? STR_IN_SET(staging, "provisioned", "uploading") : STR_IN_SET(staging, "ready", "downloading")) {
                 s->asked = true;

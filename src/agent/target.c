@@ -491,6 +491,8 @@ static void on_session(Agent *a, json_object *session) {
                 return (void) log_oom();
         t->port = port;
         if (t->phase == PHASE_WAITING) {
+                if (resize_target_ready(a, session) <= 0)
+                        return; /* what happens after the copy is known before it starts */
                 if (preflight(t, session) < 0)
                         agent_exit(a, AGENT_EXIT_FAILURE);
         } else if (moved && t->phase == PHASE_TRANSFERRING) {

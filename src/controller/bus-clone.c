@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* org.pureboot.Controller1.CloneSession on /org/pureboot/Controller1/clone/<id>. */
 #include "bus-clone.h"
+#include "bus-manager.h"
 #include "bus-util.h"
 #include "clone.h"
 #include "log.h"
@@ -14,6 +15,14 @@ static int property_get_status(sd_bus *bus, const char *path, const char *interf
         CloneSession *c = userdata;
         (void) bus, (void) path, (void) interface, (void) property, (void) error;
         return sd_bus_message_append(reply, "s", clone_status_to_string(c->status));
+}
+
+/* An added target shares the staging of the session it follows. */
+static int property_get_staging_status(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                       sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        CloneSession *c = userdata;
+        (void) bus, (void) path, (void) interface, (void) property, (void) error;
+        return sd_bus_message_append(reply, "s", strempty((clone_followed(c) ?: c)->staging_status));
 }
 
 static int property_get_progress(sd_bus *bus, const char *path, const char *interface, const char *property,
@@ -242,6 +251,37 @@ static int method_set_plan(sd_bus_message *msg, void *userdata, sd_bus_error *er
         return reply_plan(msg, c);
 }
 
+static int method_add_target(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        CloneSession *c = userdata, *added = NULL;
+        _cleanup_free_ char *path = NULL;
+        const char *node, *device;
+        uint32_t uid;
+        BusOptions o;
+        int r;
+
+        r = sd_bus_message_read(msg, "ss", &node, &device);
+        if (r >= 0)
+                r = bus_read_options(msg, &o, error);
+        if (r < 0)
+                return r;
+        r = polkit_verify(c->manager, msg, "org.pureboot.controller1.manage-clones",
+                          (const char *const[]){ "session", c->id, "verb", "add-target", NULL },
+                          bus_interactive(msg, &o), error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+        r = bus_sender_uid(msg, &uid);
+        if (r >= 0)
+                r = clone_add_target(c, node, device, o.resize_mode, uid, &added, error);
+        if (r < 0)
+                return r;
+        path = clone_path(added);
+        if (!path)
+                return -ENOMEM;
+        bus_manager_emit_added(c->manager, "CloneSessionNew", added->id, path);
+        manager_audit(c->manager, msg, "AddTarget", added->id, c->id);
+        return sd_bus_reply_method_return(msg, "o", path);
+}
+
 #define P(name, sig, field)                                                                                 \
         SD_BUS_PROPERTY(name, sig, NULL, offsetof(CloneSession, field), SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE)
 
@@ -259,9 +299,10 @@ static const sd_bus_vtable clone_vtable[] = {
         P("SourcePort", "q", source_port),
         P("StagingBackend", "s", staging_backend),
         P("StagingPath", "s", staging_path),
-        P("StagingStatus", "s", staging_status),
+        SD_BUS_PROPERTY("StagingStatus", "s", property_get_staging_status, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         P("ResizeMode", "s", resize_mode),
         P("Plan", "s", plan_json),
+        SD_BUS_PROPERTY("Follows", "s", NULL, offsetof(CloneSession, follows), SD_BUS_VTABLE_PROPERTY_CONST),
         P("BytesTotal", "t", bytes_total),
         P("BytesTransferred", "t", bytes_transferred),
         P("BytesUploaded", "t", bytes_uploaded),
@@ -286,6 +327,8 @@ static const sd_bus_vtable clone_vtable[] = {
                                 method_delete, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Update", SD_BUS_ARGS("a{sv}", changes, "a{sv}", options), SD_BUS_NO_RESULT,
                                 method_update, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("AddTarget", SD_BUS_ARGS("s", node, "s", device, "a{sv}", options),
+                                SD_BUS_RESULT("o", session), method_add_target, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Analyze", SD_BUS_ARGS("a{sv}", options), SD_BUS_RESULT("s", plan), method_analyze,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("GetPlan", SD_BUS_NO_ARGS, SD_BUS_RESULT("s", plan), method_get_plan,

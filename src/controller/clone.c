@@ -71,6 +71,7 @@ CloneSession *clone_free(CloneSession *c) {
                              &c->plan_json,
                              &c->source_disk_json,
                              &c->target_disk_json,
+                             &c->follows,
                              &c->error,
                              &c->idempotency_key,
                              &c->source_token,
@@ -95,6 +96,27 @@ void clone_emit_changed(CloneSession *c, const char *first, ...) {
         va_start(ap, first);
         bus_emit_changed_va(c->manager->bus, path, PB_IFACE("CloneSession"), first, ap);
         va_end(ap);
+}
+
+CloneSession *clone_followed(CloneSession *c) {
+        return c->follows ? hashmap_get(c->manager->sessions, c->follows) : NULL;
+}
+
+const char *clone_source_digest(CloneSession *c) {
+        CloneSession *p = clone_followed(c);
+        return p ? p->source_digest : c->source_digest;
+}
+
+static bool same_family(CloneSession *a, CloneSession *b) {
+        return streq_ptr(a->follows, b->id) || streq_ptr(b->follows, a->id) ||
+               (a->follows && streq_ptr(a->follows, b->follows));
+}
+
+void clone_emit_followers(CloneSession *c, const char *property) {
+        CloneSession *o;
+        HASHMAP_FOREACH (o, c->manager->sessions, i)
+                if (streq_ptr(o->follows, c->id))
+                        clone_emit_changed(o, property, NULL);
 }
 
 static void emit_progress(void *userdata) {
@@ -128,6 +150,7 @@ static void detach(CloneSession *c) {
 typedef struct Resolved {
         Node *source, *target;
         StorageBackend *storage;
+        CloneSession *follows;
 } Resolved;
 
 static int validate(Manager *m, const CloneSpec *s, Resolved *ret, sd_bus_error *error) {
@@ -168,6 +191,20 @@ static int validate(Manager *m, const CloneSpec *s, Resolved *ret, sd_bus_error 
                 r = node_resolve(m, s->target_node, &res.target, error);
                 if (r < 0)
                         return r;
+        }
+        if (s->follows) {
+                res.follows = hashmap_get(m->sessions, s->follows);
+                if (!res.follows || res.follows->follows || !streq(res.follows->mode, "staged"))
+                        return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                                 "Only a staged session with a source of its own takes more "
+                                                 "targets; %s is not one.",
+                                                 s->follows);
+                if (!res.target)
+                        return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT, "Name the target node to add.");
+                if (res.target == res.source)
+                        return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                                 "%s is the source of session %s; a target must be another node.",
+                                                 res.source->hostname, s->follows);
         }
         if (streq(s->mode, "direct")) {
                 if (!res.target)
@@ -210,7 +247,8 @@ static int dup_fields(CloneSession *c, const CloneSpec *s, const Resolved *res) 
             free_and_strdup(&c->source_device, s->source_device) < 0 ||
             free_and_strdup(&c->target_device, s->target_device) < 0 ||
             free_and_strdup(&c->staging_backend, res->storage ? res->storage->id : NULL) < 0 ||
-            free_and_strdup(&c->resize_mode, s->resize_mode) < 0)
+            free_and_strdup(&c->resize_mode, s->resize_mode) < 0 ||
+            free_and_strdup(&c->follows, res->follows ? res->follows->id : NULL) < 0)
                 return -ENOMEM;
         return 0;
 }
@@ -273,7 +311,7 @@ int clone_create(Manager *m, const CloneSpec *spec, uint32_t uid, CloneSession *
 /* The plan again from what is known now, if anything is: quietly, a missing disk is no error here. */
 static void replan(CloneSession *c) {
         sd_bus_error e = SD_BUS_ERROR_NULL;
-        if (c->plan_json || (c->source_disk_json && c->target_disk_json))
+        if (c->plan_json || ((clone_followed(c) ?: c)->source_disk_json && c->target_disk_json))
                 (void) clone_plan(c, NULL, false, &e);
         sd_bus_error_free(&e);
 }
@@ -288,6 +326,12 @@ int clone_update(CloneSession *c, const CloneSpec *changes, sd_bus_error *error)
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE,
                                          "Session %s is %s; only pending sessions can be changed.", c->id,
                                          clone_status_to_string(c->status));
+        if ((c->follows || clone_has_followers(c)) &&
+            (changes->mode || changes->source_node || changes->source_device || changes->storage))
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE,
+                                         "Session %s shares its source and staging with %s; change those before "
+                                         "adding targets, or delete the added targets first.",
+                                         c->id, c->follows ?: "its added targets");
 
         CloneSpec s = {
                 .name = changes->name ?: c->name,
@@ -347,6 +391,77 @@ static const char *transition_hint(CloneStatus from, CloneStatus to) {
         return "that step does not follow from this state";
 }
 
+bool clone_has_followers(CloneSession *c) {
+        CloneSession *o;
+        HASHMAP_FOREACH (o, c->manager->sessions, i)
+                if (streq_ptr(o->follows, c->id))
+                        return true;
+        return false;
+}
+
+/* Whether the session with the staging, or a target following it, still runs. */
+static bool family_running(CloneSession *owner) {
+        CloneSession *o;
+        if (clone_status_is_active(owner->status))
+                return true;
+        HASHMAP_FOREACH (o, owner->manager->sessions, i)
+                if (streq_ptr(o->follows, owner->id) && clone_status_is_active(o->status))
+                        return true;
+        return false;
+}
+
+/* A following target takes its source's steps: ready once the source reported, the source's digest once it
+ * read everything (completing or failing the target against its own), and the end if the source's session
+ * failed or was cancelled. */
+static void follow_source(CloneSession *f) {
+        CloneSession *p = clone_followed(f);
+        _cleanup_free_ char *message = NULL;
+
+        if (!p || !clone_status_is_active(f->status))
+                return;
+        if (IN_SET_STATUS(p->status, CLONE_FAILED, CLONE_CANCELLED)) {
+                if (asprintf(&message, "The session %s with the source is %s%s%s", p->id,
+                             clone_status_to_string(p->status), p->error ? ": " : ".", strempty(p->error)) < 0)
+                        return (void) log_oom();
+                (void) clone_transition(f, p->status, message, NULL);
+                return;
+        }
+        if (f->status == CLONE_WAITING && p->status != CLONE_WAITING) {
+                f->bytes_total = p->bytes_total;
+                (void) clone_transition(f, CLONE_SOURCE_READY, NULL, NULL);
+                clone_emit_changed(f, "BytesTotal", NULL);
+        }
+        if (p->source_digest && !streq_ptr(f->source_digest, p->source_digest)) {
+                if (free_and_strdup(&f->source_digest, p->source_digest) < 0)
+                        return (void) log_oom();
+                clone_emit_changed(f, "SourceDigest", NULL);
+                if (f->target_digest && IN_SET_STATUS(f->status, CLONE_SOURCE_READY, CLONE_CLONING)) {
+                        bool same = streq(f->target_digest, f->source_digest);
+                        if (!same && asprintf(&message, "The target's digest %s differs from the source's %s: the "
+                                              "copy is not what was read. Start the session again.",
+                                              f->target_digest, f->source_digest) < 0)
+                                return (void) log_oom();
+                        if (same && f->status == CLONE_SOURCE_READY) /* the table's way to the end */
+                                (void) clone_transition(f, CLONE_CLONING, NULL, NULL);
+                        (void) clone_transition(f, same ? CLONE_COMPLETED : CLONE_FAILED, message, NULL);
+                }
+        }
+}
+
+/* What a change of c means for its family: the targets following it follow its source, and the shared
+ * staging goes once the session with the source and every target following it are over. */
+void clone_family_changed(CloneSession *c) {
+        CloneSession *owner = clone_followed(c) ?: c, *o;
+        int r;
+
+        if (!c->follows)
+                HASHMAP_FOREACH (o, c->manager->sessions, i)
+                        if (streq_ptr(o->follows, c->id))
+                                follow_source(o);
+        if (!family_running(owner) && staging_is_left(owner) && (r = staging_cleanup(owner)) < 0)
+                log_warning_errno(r, "Failed to start removing the staging of session %s: %m", owner->id);
+}
+
 int clone_transition(CloneSession *c, CloneStatus to, const char *error_message, sd_bus_error *error) {
         CloneStatus from = c->status;
         uint64_t now = now_realtime_usec();
@@ -365,7 +480,7 @@ int clone_transition(CloneSession *c, CloneStatus to, const char *error_message,
                         return -ENOMEM;
         }
         /* A staged session (re)starts with its staging to be provisioned when the source reports. */
-        bool restage = to == CLONE_WAITING && streq(c->mode, "staged");
+        bool restage = to == CLONE_WAITING && streq(c->mode, "staged") && !c->follows;
         if (restage && !(new_staging = strdup("pending")))
                 return -ENOMEM;
         c->status = to;
@@ -395,16 +510,14 @@ int clone_transition(CloneSession *c, CloneStatus to, const char *error_message,
                  clone_status_to_string(to), error_message ? ": " : "", strempty(error_message));
         clone_emit_changed(c, "Status", "Error", "StartedAt", "CompletedAt", "BytesTransferred",
                            "TransferRate", "Progress", "BytesUploaded", "StagingStatus", NULL);
-        /* Staging goes once the session is over, whichever way it ended. */
-        if (status_is_final(to) && staging_is_left(c) && (r = staging_cleanup(c)) < 0)
-                log_warning_errno(r, "Failed to start removing the staging of session %s: %m", c->id);
+        clone_family_changed(c);
         return 0;
 }
 
 static int node_busy_elsewhere(CloneSession *c, const char *node_id, CloneSession **ret) {
         CloneSession *o;
         HASHMAP_FOREACH (o, c->manager->sessions, i)
-                if (o != c && clone_status_is_active(o->status) &&
+                if (o != c && clone_status_is_active(o->status) && !same_family(c, o) &&
                     (streq_ptr(o->source_node, node_id) || streq_ptr(o->target_node, node_id))) {
                         *ret = o;
                         return 1;
@@ -421,7 +534,13 @@ int clone_start(CloneSession *c, sd_bus_error *error) {
 
         if (!transitions[c->status][CLONE_WAITING])
                 return clone_transition(c, CLONE_WAITING, NULL, error); /* says why not */
-        const char *nodes[] = { c->source_node, c->target_node };
+        CloneSession *source = clone_followed(c);
+        if (c->follows && (!source || !clone_status_is_active(source->status)))
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE,
+                                         "Session %s is a further target of session %s, which is %s: start that "
+                                         "one (its targets start with it).",
+                                         c->id, c->follows, source ? clone_status_to_string(source->status) : "gone");
+        const char *nodes[] = { c->follows ? NULL : c->source_node, c->target_node };
         for (size_t i = 0; i < ELEMENTSOF(nodes); i++) {
                 Node *n = nodes[i] ? hashmap_get(m->nodes, nodes[i]) : NULL;
                 if (n && node_busy_elsewhere(c, n->id, &other))
@@ -445,7 +564,7 @@ int clone_start(CloneSession *c, sd_bus_error *error) {
         r = store_begin(m->store);
         if (r < 0)
                 return bus_store_error(error, r, "start the session");
-        r = token_mint(m, c->source_node, c->id, "source", &source_token);
+        r = c->follows ? 0 : token_mint(m, c->source_node, c->id, "source", &source_token);
         if (r >= 0 && c->target_node)
                 r = token_mint(m, c->target_node, c->id, "target", &target_token);
         if (r < 0) {
@@ -468,6 +587,53 @@ int clone_start(CloneSession *c, sd_bus_error *error) {
         free(c->target_token);
         c->source_token = TAKE_PTR(source_token);
         c->target_token = TAKE_PTR(target_token);
+
+        /* The targets added to it start with it; one added to a running session follows its source now. */
+        if (c->follows)
+                follow_source(c);
+        else {
+                CloneSession *o;
+                HASHMAP_FOREACH (o, m->sessions, i) {
+                        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+                        if (streq_ptr(o->follows, c->id) && IN_SET_STATUS(o->status, CLONE_PENDING, CLONE_FAILED) &&
+                            clone_start(o, &e) < 0)
+                                log_warning("Session %s: its added target %s did not start: %s", c->id, o->id,
+                                            e.message ?: "out of memory");
+                }
+        }
+        return 0;
+}
+
+int clone_add_target(CloneSession *c, const char *node, const char *device, const char *resize_mode, uint32_t uid,
+                     CloneSession **ret, sd_bus_error *error) {
+        _cleanup_free_ char *name = NULL;
+        CloneSession *f;
+        int r;
+
+        if (status_is_final(c->status) && c->status != CLONE_FAILED)
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE,
+                                         "Session %s is %s; add targets to a session that can still run.", c->id,
+                                         clone_status_to_string(c->status));
+        if (asprintf(&name, "%s+%s", c->name, strempty(node)) < 0)
+                return -ENOMEM;
+        CloneSpec spec = {
+                .name = name, .mode = c->mode, .source_node = c->source_node, .target_node = node,
+                .source_device = c->source_device, .target_device = device, .storage = c->staging_backend,
+                .resize_mode = resize_mode ?: c->resize_mode, .follows = c->id,
+        };
+        r = clone_create(c->manager, &spec, uid, &f, error);
+        if (r < 0)
+                return r;
+        if (clone_status_is_active(c->status)) {
+                r = clone_start(f, error);
+                if (r < 0) { /* as if never asked */
+                        (void) store_session_delete(c->manager->store, f->id);
+                        detach(f);
+                        clone_free(f);
+                        return r;
+                }
+        }
+        *ret = f;
         return 0;
 }
 
@@ -489,6 +655,11 @@ int clone_delete(CloneSession *c, bool *ret_cancelled, sd_bus_error *error) {
                 *ret_cancelled = true;
                 return 0;
         }
+        if (clone_has_followers(c))
+                return sd_bus_error_setf(error, PB_ERROR_IN_USE,
+                                         "Targets added to session %s share its staging; delete their sessions "
+                                         "first (purebootctl clone list shows them, named %s+NODE).",
+                                         c->id, c->name);
         if (staging_is_left(c)) {
                 r = staging_cleanup(c);
                 if (r < 0)
@@ -586,6 +757,7 @@ static int set_field(CloneSession *c, char **field, char *value, sd_bus_error *e
 
 /* The disk of role: what its agent reported, else the node's last scan of the session's device. */
 static int session_disk(CloneSession *c, const char *role, DiskInfo *ret, sd_bus_error *error) {
+        c = streq(role, "source") ? clone_followed(c) ?: c : c; /* an added target shares the source */
         const char *reported = streq(role, "source") ? c->source_disk_json : c->target_disk_json;
         const char *node_id = streq(role, "source") ? c->source_node : c->target_node;
         const char *device = streq(role, "source") ? c->source_device : c->target_device;
@@ -612,6 +784,50 @@ static int session_disk(CloneSession *c, const char *role, DiskInfo *ret, sd_bus
         return disk_info_copy(&d->info, ret);
 }
 
+/* For a target added to a session: the source as that session uploads it, with its plan's shrinks applied
+ * and only its copyBytes long. */
+static int as_uploaded(CloneSession *f, DiskInfo *source, sd_bus_error *error) {
+        CloneSession *p = clone_followed(f);
+        _cleanup_(json_object_unrefp) json_object *plan = p ? clone_plan_json(p) : NULL;
+        json_object *ops = NULL;
+
+        if (!plan)
+                return 0; /* uploaded as it is */
+        if (!plan_is_feasible(plan))
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE,
+                                         "The plan of session %s, which has the source, is not feasible: %s",
+                                         p->id, strna(json_get_string(plan, "reason")));
+        json_object_object_get_ex(plan, "source", &ops);
+        for (size_t i = 0; i < json_object_array_length(ops); i++) {
+                json_object *op = json_object_array_get_idx(ops, i), *params = NULL;
+                _cleanup_free_ char *message = NULL;
+                json_object_object_get_ex(op, "parameters", &params);
+                int r = disk_info_apply(source, strna(json_get_string(op, "operation")), params, &message);
+                if (r < 0)
+                        return r == -ENOMEM ? r : sd_bus_error_setf(error, PB_ERROR_INVALID_STATE, "%s", strna(message));
+        }
+        source->size = MIN(source->size, (uint64_t) json_get_int(plan, "copyBytes"));
+        return 0;
+}
+
+/* An added target cannot ask the shared source for shrinks of its own. */
+static int refuse_source_changes(CloneSession *f, json_object *plan) {
+        json_object *ops = NULL;
+        _cleanup_free_ char *reason = NULL;
+        if (!f->follows || !plan_is_feasible(plan) || !json_object_object_get_ex(plan, "source", &ops) ||
+            json_object_array_length(ops) == 0)
+                return 0;
+        if (asprintf(&reason, "This target needs the source shrunk further than session %s's own plan does; it "
+                     "shares that session's upload. Give that session the smallest target, or edit its plan.",
+                     f->follows) < 0)
+                return -ENOMEM;
+        json_object_object_add(plan, "feasible", json_object_new_boolean(false));
+        json_object_object_add(plan, "reason", json_object_new_string(reason));
+        json_object_object_add(plan, "source", json_object_new_array());
+        json_object_object_add(plan, "target", json_object_new_array());
+        return 0;
+}
+
 int clone_plan(CloneSession *c, json_object *edits, bool refuse_infeasible, sd_bus_error *error) {
         _cleanup_(disk_info_done) DiskInfo source = {}, target = {};
         _cleanup_(json_object_unrefp) json_object *old = clone_plan_json(c), *plan = NULL;
@@ -629,12 +845,14 @@ int clone_plan(CloneSession *c, json_object *edits, bool refuse_infeasible, sd_b
         r = session_disk(c, "source", &source, error);
         if (r >= 0)
                 r = session_disk(c, "target", &target, error);
+        if (r >= 0 && c->follows)
+                r = as_uploaded(c, &source, error);
         if (r < 0)
                 return r;
         if (!edits && old)
                 (void) json_object_object_get_ex(old, "edits", &kept);
         plan = plan_compute(&source, &target, c->resize_mode, edits ?: kept);
-        if (!plan)
+        if (!plan || refuse_source_changes(c, plan) < 0)
                 return -ENOMEM;
         if (refuse_infeasible && !plan_is_feasible(plan))
                 return sd_bus_error_setf(error, PB_ERROR_PLAN_INFEASIBLE, "%s",
@@ -652,6 +870,11 @@ int clone_plan(CloneSession *c, json_object *edits, bool refuse_infeasible, sd_b
         log_info("Clone session %s: resize plan %s%s%s.", c->id, plan_is_feasible(plan) ? "feasible" : "infeasible",
                  plan_is_feasible(plan) ? "" : ": ", plan_is_feasible(plan) ? "" : strna(json_get_string(plan, "reason")));
         clone_emit_changed(c, "Plan", NULL);
+        /* The targets added to it plan from what it uploads. */
+        CloneSession *o;
+        HASHMAP_FOREACH (o, c->manager->sessions, i)
+                if (streq_ptr(o->follows, c->id) && o->target_disk_json)
+                        replan(o);
         return 0;
 }
 
@@ -674,7 +897,7 @@ int clone_report_disk(CloneSession *c, const char *role, json_object *disk, sd_b
         if (!text)
                 return -ENOMEM;
         r = set_field(c, streq(role, "source") ? &c->source_disk_json : &c->target_disk_json, text, error);
-        if (r < 0 || !c->source_disk_json || !c->target_disk_json)
+        if (r < 0 || !(clone_followed(c) ?: c)->source_disk_json || !c->target_disk_json)
                 return r;
         /* Both disks known (again): the plan follows them, keeping the user's edits. */
         sd_bus_error e = SD_BUS_ERROR_NULL;

@@ -45,6 +45,9 @@ typedef struct CloneSession {
         char *resize_mode;
         char *plan_json; /* the resize plan (plan.h), once made */
         char *source_disk_json, *target_disk_json; /* what the agents scanned, as Disk JSON */
+        /* One source to several targets: the id of the staged session whose source and staging this one
+         * shares (it has a target only), or NULL. */
+        char *follows;
         uint64_t bytes_total, bytes_transferred, transfer_rate;
         char *error;
         uint64_t created_at, started_at, completed_at;
@@ -67,6 +70,7 @@ typedef struct CloneSession {
 typedef struct CloneSpec {
         const char *name, *mode, *source_node, *target_node, *source_device, *target_device;
         const char *storage, *resize_mode, *idempotency_key;
+        const char *follows; /* Create only: the session whose source and staging this target shares */
 } CloneSpec;
 
 CloneSession *clone_free(CloneSession *c);
@@ -89,6 +93,21 @@ int clone_transition(CloneSession *c, CloneStatus to, const char *error_message,
 int clone_set_progress(CloneSession *c, uint64_t bytes_transferred, uint64_t rate);
 
 int clone_resolve(Manager *m, const char *name, CloneSession **ret, sd_bus_error *error);
+
+/* One source to several targets. clone_add_target creates a session following c (staged, not itself a
+ * follower) for another target: same source, staging and image, its own target, progress, digest and plan,
+ * started at once if c is running. clone_followed is the session c follows (NULL if none); clone_source_digest
+ * the digest of what c's source read. */
+int clone_add_target(CloneSession *c, const char *node, const char *device, const char *resize_mode, uint32_t uid,
+                     CloneSession **ret, sd_bus_error *error);
+CloneSession *clone_followed(CloneSession *c);
+bool clone_has_followers(CloneSession *c);
+/* After a change of c (its status, its source's digest): the targets following it take their source's steps,
+ * and the shared staging is removed once the session with it and every target following it are over. */
+void clone_family_changed(CloneSession *c);
+/* PropertiesChanged for property on every session following c (StagingStatus: theirs is c's). */
+void clone_emit_followers(CloneSession *c, const char *property);
+const char *clone_source_digest(CloneSession *c);
 
 /* Resize plans (plan.h) for the session's disks: those its agents reported, else the nodes' last scans.
  * clone_plan makes the plan with edits (NULL: the current plan's), stores it and emits Plan; an infeasible

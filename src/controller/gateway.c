@@ -155,7 +155,8 @@ static json_object *session_json(CloneSession *c, const Peer *peer) {
         ADD("sizeBytes", json_object_new_int64((int64_t) c->bytes_total));
         ADD("bytesTransferred", json_object_new_int64((int64_t) c->bytes_transferred));
         ADD("resizeMode", json_object_new_string(c->resize_mode));
-        ADD("stagingStatus", c->staging_status ? json_object_new_string(c->staging_status) : NULL);
+        const char *staging = (clone_followed(c) ?: c)->staging_status; /* an added target shares it */
+        ADD("stagingStatus", staging ? json_object_new_string(staging) : NULL);
         ADD("plan", clone_plan_json(c));
         ADD("error", c->error ? json_object_new_string(c->error) : NULL);
 #undef ADD
@@ -492,7 +493,7 @@ static int handle_complete(Call *call) {
                             "reason", "only a running session can complete", NULL);
 
         char **mine = streq(role, "source") ? &c->source_digest : &c->target_digest;
-        const char *other = streq(role, "source") ? c->target_digest : c->source_digest;
+        const char *other = streq(role, "source") ? c->target_digest : clone_source_digest(c);
         _cleanup_free_ char *old = *mine;
         uint64_t old_bytes = c->bytes_transferred;
         *mine = strdup(digest);
@@ -516,6 +517,8 @@ static int handle_complete(Call *call) {
         r = record(call, c, role, seq, to, message);
         if (r > 0) {
                 clone_emit_changed(c, streq(role, "source") ? "SourceDigest" : "TargetDigest", NULL);
+                if (streq(role, "source"))
+                        clone_family_changed(c); /* targets added to it compare against this digest */
                 r = reply_with(call, NULL);
         } else {
                 free(*mine);
@@ -663,6 +666,7 @@ static int handle_get_staging(Call *call) {
         if (call->peer.kind != PEER_CLONE)
                 return fail(call, NODE_ERROR("PermissionDenied"), "reason",
                             "the staging area is told only to the session's clone certificates", NULL);
+        c = clone_followed(c) ?: c; /* a target added to a session downloads that session's image */
         if (!streq(c->mode, "staged") ||
             !STR_IN_SET(strempty(c->staging_status), "provisioned", "uploading", "ready", "downloading"))
                 return fail(call, NODE_ERROR("InvalidState"), "status", clone_status_to_string(c->status), "reason",
@@ -698,7 +702,7 @@ static int handle_staging_status(Call *call) {
                             streq(status, "cleanup") ? "the controller removes the staging area itself"
                                                      : "the other role reports this step",
                             NULL);
-        r = staging_report(c, status, &reason);
+        r = staging_report(clone_followed(c) ?: c, status, &reason);
         if (r == -EINVAL)
                 return fail(call, NODE_ERROR("InvalidState"), "status", strempty(c->staging_status), "reason", reason,
                             NULL);
@@ -825,7 +829,9 @@ void boot_answer_done(BootAnswer *a) {
 static CloneSession *session_of_node(Manager *m, const Node *n, const char **ret_role) {
         CloneSession *c, *pending = NULL;
         HASHMAP_FOREACH(c, m->sessions, i) {
-                bool source = streq_ptr(c->source_node, n->id), target = streq_ptr(c->target_node, n->id);
+                /* A target added to a session shares its source: the source boots for that session. */
+                bool source = !c->follows && streq_ptr(c->source_node, n->id),
+                     target = streq_ptr(c->target_node, n->id);
                 if (!source && !target)
                         continue;
                 if (clone_status_is_active(c->status)) {

@@ -309,6 +309,7 @@ static int set_staging(CloneSession *c, const char *status, bool replace, json_o
                 c->staging_path = TAKE_PTR(p);
         }
         clone_emit_changed(c, "StagingStatus", "StagingPath", NULL);
+        clone_emit_followers(c, "StagingStatus");
         return 0;
 }
 

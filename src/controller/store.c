@@ -140,6 +140,8 @@ static const char *const migrations[] = {
         /* 6: resize plans — the disks the session's agents scanned (Disk JSON), which the plan is made from */
         "ALTER TABLE clone_sessions ADD COLUMN source_disk_json TEXT;"
         "ALTER TABLE clone_sessions ADD COLUMN target_disk_json TEXT;",
+        /* 7: one source to several targets — a session that downloads another staged session's image */
+        "ALTER TABLE clone_sessions ADD COLUMN follows TEXT;",
 };
 
 static int exec_plain(Store *s, const char *sql) {
@@ -595,10 +597,10 @@ int store_session_insert(Store *s, const CloneSession *c) {
                 s,
                 "INSERT INTO clone_sessions (id, name, status, clone_mode, source_node_id, target_node_id, "
                 "source_device, target_device, staging_backend_id, resize_mode, created_at, created_by, "
-                "idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                "sssssssssstus", c->id, c->name, clone_status_to_string(c->status), c->mode, c->source_node,
+                "idempotency_key, follows) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "sssssssssstuss", c->id, c->name, clone_status_to_string(c->status), c->mode, c->source_node,
                 c->target_node, c->source_device, c->target_device, c->staging_backend, c->resize_mode,
-                c->created_at, c->created_by, c->idempotency_key);
+                c->created_at, c->created_by, c->idempotency_key, c->follows);
         return r < 0 ? r : 0;
 }
 
@@ -689,6 +691,7 @@ int store_sessions_load(Store *s, int (*add)(void *userdata, CloneSession *c), v
                 c->bytes_uploaded = column_u64(stmt, 27);
                 c->source_disk_json = store_column_strdup(stmt, 28, &oom);
                 c->target_disk_json = store_column_strdup(stmt, 29, &oom);
+                c->follows = store_column_strdup(stmt, 30, &oom);
                 r = status ? clone_status_from_string(status) : -EINVAL;
                 if (oom || r < 0) {
                         clone_free(c);

@@ -293,6 +293,24 @@ static int clone_status(sd_bus *bus, const char *path) {
         return !arg.follow || streq(p.status, "completed") ? EXIT_OK : EXIT_FAILED;
 }
 
+/* clone add-target ID --target NODE --target-device DEV [--resize MODE]: one more target of a staged session. */
+static int clone_add_target(sd_bus *bus, const char *path) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+        int r;
+
+        if (!ctl_require(arg.target, "--target NODE", "clone add-target") ||
+            !ctl_require(arg.target_device, "--target-device DEV", "clone add-target"))
+                return EXIT_USAGE;
+        r = ctl_new_call(bus, path, PB_IFACE("CloneSession"), "AddTarget", &m);
+        if (r >= 0)
+                r = arg.resize ? sd_bus_message_append(m, "ssa{sv}", arg.target, arg.target_device, 1, "resize_mode",
+                                                       "s", arg.resize)
+                               : sd_bus_message_append(m, "ssa{sv}", arg.target, arg.target_device, 0);
+        if (r < 0)
+                return EXIT_FAILED;
+        return ctl_call_print_id(bus, m, "add the target");
+}
+
 /* --edit N=SIZE… as SetPlan's {"N": bytes, …}. */
 static int edits_json(char **ret) {
         _cleanup_(json_object_unrefp) json_object *o = json_object_new_object();
@@ -391,10 +409,11 @@ int verb_clone(sd_bus *bus, int argc, char **argv) {
                 return clone_create(bus);
         if (streq(verb, "list") && argc <= 1)
                 return clone_list(bus);
-        if (!STR_IN_SET(verb, "show", "start", "cancel", "delete", "status", "update", "token", "plan") ||
+        if (!STR_IN_SET(verb, "show", "start", "cancel", "delete", "status", "update", "token", "plan",
+                       "add-target") ||
             argc != 2) {
                 log_error("Usage: purebootctl clone "
-                          "create|list|show|start|cancel|delete|status|update|token|plan …; "
+                          "create|list|show|start|cancel|delete|status|update|token|plan|add-target …; "
                           "see purebootctl --help.");
                 return EXIT_USAGE;
         }
@@ -413,6 +432,8 @@ int verb_clone(sd_bus *bus, int argc, char **argv) {
                 return clone_token(bus, path);
         if (streq(verb, "plan"))
                 return clone_plan(bus, path);
+        if (streq(verb, "add-target"))
+                return clone_add_target(bus, path);
         if (streq(verb, "start"))
                 return clone_simple_call(bus, path, "Start", "start the session", NULL);
         if (streq(verb, "cancel"))

@@ -406,6 +406,8 @@ static void help(void) {
                "...\n"
                "  clone status ID [--follow]      Progress, with a live bar when following\n"
                "  clone token ID --role source|target\n"
+               "  clone add-target ID --target NODE --target-device DEV [--resize MODE]\n"
+               "                                  One more target of a staged session (its own session)\n"
                "  clone plan ID [--analyze] [--edit N=SIZE]... [--set JSON]\n"
                "                                  The resize plan: made again, partitions resized, or set\n"
                "Storage backends:\n"

@@ -320,6 +320,8 @@ class Clone:
                  mode="direct", storage=None, tag="", resize=None):
         self.ctl, self.api = ctl, api
         self.tmp = tmp_path
+        self.network, self.bridge, self.tag, self.mode = network, bridge, tag, mode
+        self.added = []
         for hostname, mac in (("src-node", "aa:bb:cc:00:10:01"), ("tgt-node", "aa:bb:cc:00:10:02")):
             r = api.call("/org/pureboot/Controller1", "Manager", "RegisterNode", "sssa{sv}", hostname, mac, "x86_64", "0")
             assert r.returncode == 0 or "already has this MAC" in r.stderr, r.stderr  # a second session: known
@@ -339,6 +341,23 @@ class Clone:
             self.agents[role] = Agent(tmp_path, role, ns,
                                       cmdline(f"clone_{role}_{mode}", self.id, node, bridge.url, token, fingerprint,
                                               dev), *args)
+
+    def add_target(self, device, resize=None, hostname="tgt2-node", mac="aa:bb:cc:00:10:03", args=()):
+        """One more target of this (staged) session: its own session following this one, and an agent for it
+        in a namespace of its own (not started). Returns (session id, Agent)."""
+        r = self.api.call("/org/pureboot/Controller1", "Manager", "RegisterNode", "sssa{sv}", hostname, mac, "x86_64", "0")
+        assert r.returncode == 0 or "already has this MAC" in r.stderr, r.stderr
+        r = self.ctl("clone", "add-target", self.id, f"--target={hostname}", f"--target-device={device}",
+                     *([f"--resize={resize}"] if resize else []), check=True)
+        sid = r.stdout.strip().split()[-1]
+        ns, _ = self.network.node(f"a{len(self.added)}{self.tag}")
+        token = self.ctl("clone", "token", sid, "--role=target", check=True).stdout.strip()
+        agent = Agent(self.tmp, f"added-{len(self.added)}", ns,
+                      cmdline(f"clone_target_{self.mode}", sid, hostname, self.bridge.url, token,
+                              ca_fingerprint(self.bridge.ca), device), *args)
+        self.added.append(agent)
+        self.agents[f"added-{len(self.added) - 1}"] = agent
+        return sid, agent
 
     @property
     def source(self):

@@ -119,6 +119,10 @@ def test_every_method_through_busctl(controller, api, busctl, tmp_path):
         r = api.call(session, "CloneSession", method, sig, *args)
         assert r.returncode != 0 and words in r.stderr, (method, r.stderr)
     assert api.prop(session, "CloneSession", "Plan") == ""
+    # More targets only for staged sessions (test_staging.py adds one to a staged session).
+    called.add("CloneSession.AddTarget")
+    r = api.call(session, "CloneSession", "AddTarget", "ssa{sv}", "tgt-01", "/dev/sdb", "0")
+    assert r.returncode != 0 and "Only a staged session" in r.stderr, r.stderr
     ok(session, "CloneSession", "Cancel", "a{sv}", "0")
     assert api.prop(session, "CloneSession", "Status") == "cancelled"
     assert ok(session, "CloneSession", "Delete", "a{sv}", "0")[0] is True

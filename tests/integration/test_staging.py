@@ -200,6 +200,61 @@ def test_nfs_staged_clone_to_a_larger_disk_grows(ctl, api, servers, bridge, tmp_
             loop.detach()
 
 
+def test_one_source_to_a_smaller_and_a_larger_target(ctl, api, servers, bridge, tmp_path):
+    """One upload, two targets: the session's own target is 0.75x the source (shrink_source: the source's root
+    shrinks before the upload, and only 767 MiB are staged), the added one 1.5x (grow_target: its plan is made
+    from what is uploaded, and it grows the root to its end). Each has its own session, progress and digest
+    check; the staging goes only once both are done."""
+    add_storage(ctl, "ganesha-two", "nfs", servers.nfs.config())
+    loops = []
+    try:
+        source, files = make_root_last_disk(tmp_path, loops)
+        small = make_blank_disk(tmp_path, loops, "small", 768 << 20)
+        large = make_blank_disk(tmp_path, loops, "large", 1536 << 20)
+        c = Clone(tmp_path, ctl, api, servers.network, bridge, source.device, small.device, mode="staged",
+                  storage="ganesha-two", tag=f"{next(TAGS)}", resize="shrink_source")
+        try:
+            added, agent = c.add_target(large.device, resize="grow_target")
+            path = f"/org/pureboot/Controller1/clone/{added}"
+            assert api.prop(path, "CloneSession", "Follows") == c.id
+            assert api.prop(path, "CloneSession", "Status") == "waiting", "it started with its session"
+            c.source.start()
+            c.target.start()
+            agent.start()
+            c.wait_status("completed", "failed", timeout=240)
+            assert c.status() == "completed", (c.prop("Error"), c.source.text()[-2000:], c.target.text()[-2000:])
+            wait_for(lambda: api.prop(path, "CloneSession", "Status") in ("completed", "failed"), timeout=240,
+                     what=f"the added target to finish:\n{agent.text()[-3000:]}")
+            assert api.prop(path, "CloneSession", "Status") == "completed", (api.prop(path, "CloneSession", "Error"),
+                                                                              agent.text()[-3000:])
+            for a in (c.target, agent, c.source):
+                assert a.wait(60) == 0, a.text()
+            # One upload of the shrunk source; each target checked its own copy against it.
+            assert c.prop("BytesTotal") == api.prop(path, "CloneSession", "BytesTotal") == 767 << 20
+            assert api.prop(path, "CloneSession", "BytesTransferred") == 767 << 20
+            digest = c.prop("SourceDigest")
+            assert c.prop("TargetDigest") == digest
+            assert api.prop(path, "CloneSession", "SourceDigest") == api.prop(path, "CloneSession", "TargetDigest") == digest
+            small_plan, large_plan = json.loads(c.prop("Plan")), json.loads(api.prop(path, "CloneSession", "Plan"))
+            assert [p["action"] for p in small_plan["partitions"]] == ["keep", "shrink"], small_plan
+            assert [p["action"] for p in large_plan["partitions"]] == ["keep", "grow"], large_plan
+            assert large_plan["target"][0]["parameters"] == {"partition": 2, "new_size_bytes": (1535 - 65) << 20}
+            # Once both are over, the staging goes.
+            wait_for(lambda: c.prop("StagingStatus") == "deleted", what="the staging to be removed")
+            assert c.id not in session_dirs(servers)
+            r = ctl("clone", "delete", c.id)
+            assert r.returncode != 0 and "delete their sessions first" in r.stderr, r.stderr
+            ctl("clone", "delete", added, check=True)
+            ctl("clone", "delete", c.id, check=True)
+        finally:
+            c.stop()
+        check_root_last_disk(small, files, tmp_path, (767 - 65) << 20)
+        check_root_last_disk(large, files, tmp_path, (1535 - 65) << 20)
+    finally:
+        for loop in loops:
+            loop.detach()
+
+
 def test_iscsi_staged_clone_on_a_managed_lun(staged, ctl, servers, tmp_path):
     luns = tmp_path / "luns"
     luns.mkdir()

@@ -191,7 +191,7 @@ static void test_restart(const char *dir, Manager **m) {
         c = hashmap_get((*m)->sessions, id);
         ASSERT_TRUE(c);
         ASSERT_INT(c->status, status);
-        ASSERT_INT(store_schema_version((*m)->store), 6);
+        ASSERT_INT(store_schema_version((*m)->store), 7);
 }
 
 static void counter(void *userdata) {
