@@ -78,7 +78,8 @@ static int read_at(int fd, void *buf, size_t n, uint64_t off) {
         return k < 0 ? -errno : (size_t) k != n ? -EIO : 0;
 }
 
-int gpt_relocate_backup(int fd, uint32_t sector, uint64_t size, char **ret_error) {
+int gpt_relocate_backup(int fd, uint32_t sector, uint64_t size, const unsigned *drop, size_t n_drop,
+                        char **ret_error) {
         _cleanup_free_ uint8_t *mbr = malloc(sector), *hdr = malloc(sector), *entries = NULL;
         uint64_t last_lba = size / sector - 1, backup_entries_lba, last_usable;
         uint32_t n_entries, entry_size, crc;
@@ -105,7 +106,7 @@ int gpt_relocate_backup(int fd, uint32_t sector, uint64_t size, char **ret_error
         if (crc32_ieee(hdr, get32(hdr, HDR_SIZE)) != crc)
                 return damaged(ret_error, "The primary GPT header fails its checksum; the copy is damaged.");
         put32(hdr, HDR_CRC, crc);
-        if (get64(hdr, HDR_ALTERNATE_LBA) == last_lba)
+        if (get64(hdr, HDR_ALTERNATE_LBA) == last_lba && n_drop == 0)
                 return 1;
 
         n_entries = get32(hdr, HDR_N_ENTRIES);
@@ -123,6 +124,10 @@ int gpt_relocate_backup(int fd, uint32_t sector, uint64_t size, char **ret_error
                 return r;
         if (crc32_ieee(entries, entries_bytes) != get32(hdr, HDR_ENTRIES_CRC))
                 return damaged(ret_error, "The GPT partition entries fail their checksum; the copy is damaged.");
+        for (size_t i = 0; i < n_drop; i++)
+                if (drop[i] >= 1 && drop[i] <= n_entries)
+                        memset(entries + (size_t) (drop[i] - 1) * entry_size, 0, entry_size);
+        put32(hdr, HDR_ENTRIES_CRC, crc32_ieee(entries, entries_bytes));
         backup_entries_lba = last_lba - entry_sectors;
         last_usable = backup_entries_lba - 1;
         for (uint32_t i = 0; i < n_entries; i++) {
@@ -134,7 +139,13 @@ int gpt_relocate_backup(int fd, uint32_t sector, uint64_t size, char **ret_error
                                        get64(e, ENTRY_LAST_LBA), last_usable, size);
         }
 
-        /* The backup first (entries, then its header), the primary last: until then the old table stands. */
+        /* The backup first (entries, then its header), the primary last: until then the old table stands. The
+         * primary entries change only when partitions are dropped. */
+        if (n_drop > 0) {
+                r = pwrite_full(fd, entries, entries_bytes, get64(hdr, HDR_ENTRIES_LBA) * sector);
+                if (r < 0)
+                        return r;
+        }
         put64(hdr, HDR_ALTERNATE_LBA, last_lba);
         put64(hdr, HDR_LAST_USABLE, last_usable);
         seal(hdr);

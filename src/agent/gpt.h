@@ -7,6 +7,8 @@
 #include <stdint.h>
 
 /* Rewrites the primary header of the GPT on fd (a disk of size bytes with sector-byte sectors) for this
- * size, and writes the backup entries and header at its end. 0 if done, 1 if there is no GPT or it was
- * already in place; -EUCLEAN with *ret_error when the table is damaged or a partition lies past the end. */
-int gpt_relocate_backup(int fd, uint32_t sector, uint64_t size, char **ret_error);
+ * size, and writes the backup entries and header at its end; the entries of the partitions numbered in drop
+ * are cleared first. 0 if done, 1 if there is no GPT or nothing was to be done; -EUCLEAN with *ret_error
+ * when the table is damaged or a partition lies past the end. */
+int gpt_relocate_backup(int fd, uint32_t sector, uint64_t size, const unsigned *drop, size_t n_drop,
+                        char **ret_error);

@@ -64,17 +64,25 @@ int resize_apply(Agent *a, json_object *plan, const char *role, char **ret_error
         if (streq(role, "target")) {
                 _cleanup_close_ int fd = open(device, O_RDWR | O_CLOEXEC);
                 uint64_t size = 0;
-                if (fd < 0 || ioctl(fd, BLKGETSIZE64, &size) < 0)
+                int sector = 0;
+                if (fd < 0 || ioctl(fd, BLKGETSIZE64, &size) < 0 || ioctl(fd, BLKSSZGET, &sector) < 0)
                         return asprintf(ret_error, "Cannot open %s to move its GPT backup: %m.", device) < 0 ? -ENOMEM
                                                                                                         : -errno;
-                r = gpt_relocate_backup(fd, (uint32_t) json_get_int(plan, "sectorSize") ?: 512, size, ret_error);
+                json_object *drops = NULL;
+                unsigned drop[128];
+                size_t n_drop = 0;
+                if (plan && json_object_object_get_ex(plan, "drop", &drops))
+                        for (size_t i = 0; i < json_object_array_length(drops) && n_drop < ELEMENTSOF(drop); i++)
+                                drop[n_drop++] = (unsigned) json_object_get_int(json_object_array_get_idx(drops, i));
+                r = gpt_relocate_backup(fd, (uint32_t) sector, size, drop, n_drop, ret_error);
                 if (r < 0)
                         return *ret_error || r == -ENOMEM ? r
                                : asprintf(ret_error, "Failed to move the GPT backup of %s: %s.", device, strerror(-r)) < 0
                                        ? -ENOMEM
                                        : r;
                 if (r == 0)
-                        log_info("Moved the GPT backup of %s to its end (%s).", device, FORMAT_BYTES(size));
+                        log_info("Moved the GPT backup of %s to its end (%s)%s.", device, FORMAT_BYTES(size),
+                                 n_drop > 0 ? ", leaving out the partitions the plan deletes" : "");
         }
         if (!plan || !json_object_object_get_ex(plan, role, &ops))
                 return 0;

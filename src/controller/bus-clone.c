@@ -208,10 +208,13 @@ static int edits_from_json(const char *text, json_object **ret, sd_bus_error *er
                 json_object_object_foreach(o, key, value) {
                         char *end;
                         unsigned long n = strtoul(key, &end, 10);
-                        if (*end || n == 0 || n > 128 || json_object_get_int64(value) <= 0)
+                        bool drop = json_object_is_type(value, json_type_string) &&
+                                    streq(json_object_get_string(value), "delete");
+                        if (*end || n == 0 || n > 128 ||
+                            (!drop && (!json_object_is_type(value, json_type_int) || json_object_get_int64(value) <= 0)))
                                 return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
                                                          "\"%.16s\": %.32s is no edit; give a partition number "
-                                                         "and its new size in bytes.",
+                                                         "and its new size in bytes, or \"delete\".",
                                                          key, json_object_to_json_string(value));
                 }
                 *ret = TAKE_PTR(o);
@@ -224,7 +227,9 @@ static int edits_from_json(const char *text, json_object **ret, sd_bus_error *er
                 json_object *p = json_object_array_get_idx(parts, i);
                 char key[16];
                 snprintf(key, sizeof(key), "%" PRIi64, json_get_int(p, "number"));
-                json_object_object_add(edits, key, json_object_new_int64(json_get_int(p, "newSizeBytes")));
+                json_object_object_add(edits, key, streq_ptr(json_get_string(p, "action"), "delete")
+                                                           ? json_object_new_string("delete")
+                                                           : json_object_new_int64(json_get_int(p, "newSizeBytes")));
         }
         *ret = TAKE_PTR(edits);
         return 0;

@@ -18,6 +18,7 @@ typedef struct Plan {
         DiskInfo copied;   /* the source after its shrinks */
         DiskInfo on_target; /* that layout on the target, after its grows */
         json_object *source_ops, *target_ops;
+        json_object *drop; /* numbers of the partitions the target leaves out of its table */
         char *reason;
 } Plan;
 
@@ -29,6 +30,15 @@ _printf_(2, 3) static void infeasible(Plan *p, const char *format, ...) {
         if (vasprintf(&p->reason, format, ap) < 0)
                 p->reason = NULL;
         va_end(ap);
+}
+
+/* Whether the user asked to leave partition n out ("delete"). */
+static bool edited_delete(Plan *p, unsigned n) {
+        char key[16];
+        json_object *v;
+        snprintf(key, sizeof(key), "%u", n);
+        return p->edits && json_object_object_get_ex(p->edits, key, &v) && json_object_is_type(v, json_type_string) &&
+               streq(json_object_get_string(v), "delete");
 }
 
 /* The user's size for partition n, or 0. */
@@ -178,6 +188,36 @@ static int plan_layout(Plan *p, uint64_t *ret_copy) {
                 }
         }
 
+        /* Partitions the user leaves out: not in the copied layout (their entries are dropped on the target, the
+         * source keeps them), so nothing after them needs to fit. */
+        for (size_t i = p->copied.n_partitions; i > 0; i--) {
+                unsigned n = p->copied.partitions[i - 1].number;
+                _cleanup_(json_object_unrefp) json_object *params = json_object_new_object();
+                _cleanup_free_ char *message = NULL;
+                if (!edited_delete(p, n))
+                        continue;
+                if (!streq_ptr(s->table, "gpt")) {
+                        infeasible(p, "Leaving partition %u out is for GPT disks; %s has a %s table.", n, s->device,
+                                   strna(s->table));
+                        return 0;
+                }
+                if (!params)
+                        return -ENOMEM;
+                json_object_object_add(params, "partition", json_object_new_int((int) n));
+                r = disk_info_apply(&p->copied, "delete", params, &message);
+                if (r == -ENOMEM)
+                        return r;
+                if (r < 0) {
+                        infeasible(p, "Leaving partition %u out: %s", n, strna(message));
+                        return 0;
+                }
+                json_object_array_add(p->drop, json_object_new_int((int) n));
+        }
+        if (p->copied.n_partitions == 0 && s->n_partitions > 0) {
+                infeasible(p, "Every partition of %s would be left out; there is nothing to copy.", s->device);
+                return 0;
+        }
+
         /* Where the target lets partitions end: its size less the table's tail, 1 MiB aligned. */
         r = disk_info_copy(s, &p->on_target);
         if (r < 0)
@@ -194,7 +234,7 @@ static int plan_layout(Plan *p, uint64_t *ret_copy) {
         else if (end + table_tail(s) <= t->size && end <= limit)
                 *ret_copy = end;
         else {
-                const PartitionInfo *last = &p->copied.partitions[p->copied.n_partitions - 1];
+                const PartitionInfo *last = &p->copied.partitions[p->copied.n_partitions - 1]; /* the latest end */
                 if (streq(p->mode, "none"))
                         infeasible(p, "The target disk %s is %s and the source %s is %s. Use resize mode "
                                    "shrink_source (the last partition shrinks on the source first) or a target of "
@@ -224,7 +264,8 @@ static json_object *partitions_json(Plan *p) {
         for (size_t i = 0; a && i < p->source->n_partitions; i++) {
                 const PartitionInfo *was = &p->source->partitions[i];
                 const PartitionInfo *now = disk_info_partition(p->reason ? p->source : &p->on_target, was->number);
-                uint64_t size = now ? now->size : was->size;
+                bool dropped = !p->reason && !now;
+                uint64_t size = now ? now->size : dropped ? 0 : was->size;
                 json_object *o = json_object_new_object();
                 if (!o)
                         return json_object_put(a), NULL;
@@ -234,7 +275,8 @@ static json_object *partitions_json(Plan *p) {
                 json_object_object_add(o, "sizeBytes", json_object_new_int64((int64_t) was->size));
                 json_object_object_add(o, "newSizeBytes", json_object_new_int64((int64_t) size));
                 json_object_object_add(o, "minimumBytes", was->minimum ? json_object_new_int64((int64_t) was->minimum) : NULL);
-                json_object_object_add(o, "action", json_object_new_string(size < was->size   ? "shrink"
+                json_object_object_add(o, "action", json_object_new_string(dropped             ? "delete"
+                                                                           : size < was->size   ? "shrink"
                                                                            : size > was->size ? "grow"
                                                                                               : "keep"));
                 json_object_array_add(a, o);
@@ -244,13 +286,14 @@ static json_object *partitions_json(Plan *p) {
 
 json_object *plan_compute(const DiskInfo *source, const DiskInfo *target, const char *mode, json_object *edits) {
         Plan p = { .source = source, .target = target, .mode = mode, .edits = edits,
-                   .source_ops = json_object_new_array(), .target_ops = json_object_new_array() };
+                   .source_ops = json_object_new_array(), .target_ops = json_object_new_array(),
+                   .drop = json_object_new_array() };
         _cleanup_free_ char *fingerprint = disk_info_fingerprint(source);
         json_object *o = json_object_new_object();
         uint64_t copy = source->size;
         int r = -ENOMEM;
 
-        if (!o || !fingerprint || !p.source_ops || !p.target_ops)
+        if (!o || !fingerprint || !p.source_ops || !p.target_ops || !p.drop)
                 goto fail;
         r = disk_info_copy(source, &p.copied);
         if (r >= 0)
@@ -274,6 +317,8 @@ json_object *plan_compute(const DiskInfo *source, const DiskInfo *target, const 
         ADD("partitions", partitions_json(&p));
         ADD("source", p.reason ? json_object_new_array() : json_object_get(p.source_ops));
         ADD("target", p.reason ? json_object_new_array() : json_object_get(p.target_ops));
+        /* Partition entries the target removes from its copy of the table, before anything else. */
+        ADD("drop", p.reason ? json_object_new_array() : json_object_get(p.drop));
         ADD("edits", edits ? json_object_get(edits) : json_object_new_object());
 #undef ADD
         r = 0;
@@ -282,6 +327,7 @@ fail:
         disk_info_done(&p.on_target);
         json_object_put(p.source_ops);
         json_object_put(p.target_ops);
+        json_object_put(p.drop);
         free(p.reason);
         if (r < 0)
                 return json_object_put(o), NULL;

@@ -321,10 +321,13 @@ static int edits_json(char **ret) {
                 char key[16], *end;
                 unsigned long n = strtoul(*e, &end, 10);
                 uint64_t size;
-                if (!eq || end != eq || n == 0 || n > 128 || ctl_parse_size(eq + 1, &size) < 0)
-                        return log_error_errno(EINVAL, "--edit %s is not PARTITION=SIZE (such as 2=600M).", *e);
+                bool drop = eq && streq(eq + 1, "delete");
+                if (!eq || end != eq || n == 0 || n > 128 || (!drop && ctl_parse_size(eq + 1, &size) < 0))
+                        return log_error_errno(EINVAL, "--edit %s is not PARTITION=SIZE or PARTITION=delete (such as "
+                                               "2=600M).", *e);
                 snprintf(key, sizeof(key), "%lu", n);
-                json_object_object_add(o, key, json_object_new_int64((int64_t) size));
+                json_object_object_add(o, key, drop ? json_object_new_string("delete")
+                                                    : json_object_new_int64((int64_t) size));
         }
         *ret = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
         return *ret ? 0 : -ENOMEM;

@@ -148,20 +148,26 @@ def make_source_disk(directory, size=256 << 20, data_mib=48):
     return loop, files
 
 
-def make_root_last_disk(tmp_path, loops, size=1 << 30):
-    """A GPT disk as installers make them: an ESP (vfat, 1–65 MiB) and an ext4 root from 65 MiB to the end, 40 %
-    of 1 GiB full of known files (384 MiB). Returns (Loop, {name: sha256}) with the Loop added to loops."""
+def make_root_last_disk(tmp_path, loops, size=1 << 30, swap_mib=0):
+    """A GPT disk as installers make them: an ESP (vfat, 1–65 MiB) and an ext4 root from 65 MiB to the end (or to
+    a swap partition of swap_mib at the end), 40 % of 1 GiB full of known files (384 MiB). Returns
+    (Loop, {name: sha256}) with the Loop added to loops."""
     image = tmp_path / "source.img"
     with open(image, "wb") as f:
         f.truncate(size)
+    root_mib = (size >> 20) - 1 - 65 - swap_mib
     sh("sfdisk", "--quiet", image, input="label: gpt\nstart=1MiB, size=64MiB, type=uefi, name=esp\n"
-                                          "start=65MiB, type=linux, name=root\n")
+                                          f"start=65MiB, size={root_mib}MiB, type=linux, name=root\n" +
+                                          ("type=swap, name=swap\n" if swap_mib else ""))
     loop = Loop(image)
     loops.append(loop)
     loop.scan_partitions()
     wait_for(lambda: Path(loop.partition(2)).exists(), what="partitions to appear")
     sh("mkfs.vfat", "-n", "ESP", loop.partition(1))
     sh("mkfs.ext4", "-q", "-F", "-L", "root", loop.partition(2))
+    if swap_mib:
+        wait_for(lambda: Path(loop.partition(3)).exists(), what="the swap partition to appear")
+        sh("mkswap", "-L", "swap", loop.partition(3))
     files, staging, mnt = {}, tmp_path / "files", tmp_path / "mnt"
     staging.mkdir()
     mnt.mkdir()

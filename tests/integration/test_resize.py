@@ -130,3 +130,36 @@ def test_plan_edits_are_checked(controller, tmp_path, ctl, api, gateway, loops):
     api.ok(path, "CloneSession", "Cancel", "a{sv}", "0")
     error = api.call(path, "CloneSession", "SetPlan", "sa{sv}", json.dumps({"2": 650 * MIB}), "0")
     assert error.returncode != 0 and "no longer changes" in error.stderr, error.stderr
+
+
+def test_a_partition_left_out_makes_room(tmp_path, ctl, api, gateway, network, bridge_on_network, loops):
+    """A swap partition after the root keeps the root from shrinking into a 0.75x target: the plan made from the
+    reported disks says so, and the session cannot start copying. The user leaves the swap out (--edit 3=delete):
+    the root shrinks on the source, the copy stops at its new end, and the target's table lists two
+    partitions, the swap's entry dropped before the GPT backup moved."""
+    source, files = make_root_last_disk(tmp_path, loops, swap_mib=200)
+    small = make_blank_disk(tmp_path, loops, "small", SOURCE * 3 // 4)
+    c = Clone(tmp_path, ctl, api, network, bridge_on_network, source.device, small.device, tag="d",
+              resize="shrink_source")
+    try:
+        # The disks as the agents will report them (the same scan), so the plan can be edited before they run.
+        for role, loop in (("source", source), ("target", small)):
+            disk = json.loads(sh(AGENT, "scan", "--json", f"--devices={loop.device}").stdout)[0]
+            error, reply = gateway("ReportCloneDisk", f"clone-{c.id}-{role}",
+                                   {"session": c.id, "role": role, "sequence": 1, "disk": disk})
+            assert error == "", reply
+        plan = plan_of(c)
+        assert not plan["feasible"] and "Partition 3 ends at 1023.0 MiB" in plan["reason"], plan
+        r = ctl("clone", "plan", c.id, "--edit", "3=delete", check=True)
+        assert "delete" in r.stdout and "Feasible" in r.stdout, r.stdout
+        plan = plan_of(c)
+        assert [p["action"] for p in plan["partitions"]] == ["keep", "shrink", "delete"], plan
+        assert plan["drop"] == [3] and plan["copyBytes"] == 767 * MIB, plan
+        run_clone(c)
+        assert "leaving out the partitions the plan deletes" in c.target.text()
+    finally:
+        c.stop()
+    assert len(gpt_layout(small)["partitions"]) == 2
+    check_root_last_disk(small, files, tmp_path, (767 - 65) * MIB)
+    # The source keeps its swap.
+    assert len(gpt_layout(source)["partitions"]) == 3

@@ -157,6 +157,54 @@ static void test_shrink(void) {
         json_object_put(plan);
 }
 
+/* A swap after the root: left out by the user, the root can shrink into a smaller target or grow into a
+ * larger one; the target drops the swap's entry. */
+static void test_delete(void) {
+        const char *text =
+                "{\"device\": \"/dev/vda\", \"sizeBytes\": 1073741824, \"logicalSectorSize\": 512,"
+                " \"physicalSectorSize\": 512, \"table\": \"gpt\", \"partitions\": ["
+                "  {\"number\": 1, \"startBytes\": 1048576, \"sizeBytes\": 104857600, \"type\": "
+                "\"c12a7328-f81f-11d2-ba4b-00a0c93ec93b\", \"filesystem\": \"vfat\", \"flags\": [\"esp\"]},"
+                "  {\"number\": 2, \"startBytes\": 105906176, \"sizeBytes\": 757071872, \"type\": "
+                "\"0fc63daf-8483-4772-8e79-3d69d8477de4\", \"filesystem\": \"ext4\", \"flags\": [],"
+                " \"usedBytes\": 419430400, \"minimumBytes\": 524288000, \"canShrink\": true},"
+                "  {\"number\": 3, \"startBytes\": 862978048, \"sizeBytes\": 209715200, \"type\": "
+                "\"0657fd6d-a4ab-43c4-84e5-0933c84b4f4f\", \"filesystem\": \"swap\", \"flags\": []}]}";
+        json_object *o = json_tokener_parse(text), *plan, *edits = json_tokener_parse("{\"3\": \"delete\"}");
+        DiskInfo s = {}, t = {};
+        const char *bad = NULL;
+
+        ASSERT_OK(disk_info_from_json(o, &s, &bad));
+        target_disk(&t, 768 * MIB, 512);
+        plan = plan_compute(&s, &t, "shrink_source", NULL);
+        ASSERT_TRUE(!plan_is_feasible(plan)); /* the swap's end is past the target's, and it cannot shrink */
+        json_object_put(plan);
+        plan = plan_compute(&s, &t, "shrink_source", edits);
+        ASSERT_TRUE(plan_is_feasible(plan));
+        expect_resize(plan, "source", 2, 767 * MIB - 101 * MIB);
+        ASSERT_INT(json_get_int(plan, "copyBytes"), 767 * MIB);
+        ASSERT_INT(json_object_array_length(member(plan, "drop")), 1);
+        ASSERT_STR(json_get_string(json_object_array_get_idx(member(plan, "partitions"), 2), "action"), "delete");
+        json_object_put(plan);
+
+        disk_info_done(&t);
+        target_disk(&t, 1536 * MIB, 512);
+        plan = plan_compute(&s, &t, "grow_target", edits);
+        expect_resize(plan, "target", 2, 1535 * MIB - 101 * MIB); /* into the swap's place and beyond */
+        json_object_put(plan);
+        json_object_put(edits);
+
+        /* Leaving everything out leaves nothing to copy. */
+        edits = json_tokener_parse("{\"1\": \"delete\", \"2\": \"delete\", \"3\": \"delete\"}");
+        plan = plan_compute(&s, &t, "grow_target", edits);
+        ASSERT_TRUE(!plan_is_feasible(plan));
+        json_object_put(plan);
+        json_object_put(edits);
+        json_object_put(o);
+        disk_info_done(&s);
+        disk_info_done(&t);
+}
+
 static void test_refusals(void) {
         /* 512 MiB leaves 410 MiB for partition 2, below its 500 MiB minimum (used + 100 MiB). */
         expect_infeasible(plan_for("ext4", 512 * MIB, 512, "shrink_source", NULL), "can shrink to 500.0 MiB at least");
@@ -180,6 +228,7 @@ int main(void) {
         test_grow();
         test_esp_last();
         test_shrink();
+        test_delete();
         test_refusals();
         return 0;
 }
