@@ -308,6 +308,8 @@ int clone_create(Manager *m, const CloneSpec *spec, uint32_t uid, CloneSession *
         return 0;
 }
 
+static int session_disk(CloneSession *c, const char *role, DiskInfo *ret, sd_bus_error *error);
+
 /* The plan again from what is known now, if anything is: quietly, a missing disk is no error here. */
 static void replan(CloneSession *c) {
         sd_bus_error e = SD_BUS_ERROR_NULL;
@@ -559,6 +561,19 @@ int clone_start(CloneSession *c, sd_bus_error *error) {
                                          "%s Edit the plan (purebootctl clone plan %s --edit …) or change the "
                                          "session's resize mode or disks.",
                                          strna(json_get_string(plan, "reason")), c->id);
+
+        /* Staging space, if both the source's size and the backend's space are known already. */
+        if (streq(c->mode, "staged") && !c->follows) {
+                _cleanup_(disk_info_done) DiskInfo scanned = {};
+                sd_bus_error e = SD_BUS_ERROR_NULL;
+                uint64_t size = plan && plan_is_feasible(plan) ? (uint64_t) json_get_int(plan, "copyBytes")
+                                : session_disk(c, "source", &scanned, &e) >= 0 ? scanned.size
+                                                                                : 0;
+                sd_bus_error_free(&e);
+                r = staging_check_space(c, size, error);
+                if (r < 0)
+                        return r;
+        }
 
         /* Tokens and the new status land together or not at all. */
         r = store_begin(m->store);

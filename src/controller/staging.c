@@ -17,6 +17,7 @@
 #include "format.h"
 #include "json-util.h"
 #include "log.h"
+#include "pureboot-errors.h"
 #include "staging.h"
 #include "storage.h"
 #include "tool.h"
@@ -128,6 +129,22 @@ static json_object *insufficient(const StorageBackend *b, uint64_t need, uint64_
         if (o)
                 json_object_object_add(o, "insufficient", json_object_new_boolean(true));
         return o;
+}
+
+int staging_check_space(CloneSession *c, uint64_t size, sd_bus_error *error) {
+        StorageBackend *b = c->staging_backend ? hashmap_get(c->manager->storages, c->staging_backend) : NULL;
+        uint64_t need = size + size / 100 * STAGING_MARGIN_PERCENT;
+        _cleanup_free_ char *why = NULL;
+
+        /* A pool's free LUNs are counted when provisioning; unmeasured space is not guessed at. */
+        if (!b || size == 0 || b->total_bytes == 0 || (streq(b->type, "iscsi") && !storage_is_managed(b)) ||
+            b->available_bytes >= need)
+                return 0;
+        json_object_put(insufficient(b, need, size, b->available_bytes, false, &why));
+        return sd_bus_error_setf(error, PB_ERROR_INSUFFICIENT_SPACE,
+                                 "Session %s: %s. (Space as last measured; purebootctl storage space %s measures "
+                                 "again.)",
+                                 c->id, why ?: "not enough staging space", b->name);
 }
 
 /* Creates a LUN of its own for the session on the local tgtd. */

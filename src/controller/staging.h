@@ -9,6 +9,9 @@
 /* After the source reported its disk's size: checks space (size + 15 %, or a LUN large enough) and
  * creates the staging area. The session moves on to staging "provisioned", or fails with the reason. */
 int staging_provision(CloneSession *c);
+/* At Start, when the source's size is already known (size > 0): refuses with InsufficientSpace if the
+ * backend's space as last measured cannot take it with the margin. Provisioning measures again. */
+int staging_check_space(CloneSession *c, uint64_t size, sd_bus_error *error);
 /* The session ended: removes what provisioning created (staging "cleanup", then "deleted"). */
 int staging_cleanup(CloneSession *c);
 /* Whether the session still has staging to remove (or is removing it). */

@@ -304,6 +304,12 @@ def test_too_little_staging_space_is_refused_before_any_byte_moves(staged, ctl, 
     assert c.source.wait(30) != 0
     assert c.prop("BytesUploaded") == 0 and list(small_dir.iterdir()) == [] and servers.iscsi.luns() == before
     assert sh("sha256sum", target.device).stdout == target_before
+    # Tried again with the space measured, Start itself refuses: the source's size is known from its report.
+    ctl("storage", "space", "tiny", check=True)
+    r = ctl("clone", "start", c.id)
+    assert r.returncode != 0 and "needs 294.4 MiB (the 256.0 MiB disk plus a 15 % margin)" in r.stderr, r.stderr
+    assert "as last measured; purebootctl storage space tiny measures again" in r.stderr, r.stderr
+    assert c.status() == "failed"
 
 
 def test_pool_without_a_large_enough_lun(staged, ctl, servers):
