@@ -523,26 +523,116 @@ static int download_nfs(Stager *s, struct nfs_context *nfs, const Manifest *m, W
         return r;
 }
 
-static int download_iscsi(Stager *s, IscsiLun *lun, const Manifest *m, Writer *w) {
-        _cleanup_free_ uint8_t *buf = malloc(FRAME_CHUNK + lun->block_size);
-        _cleanup_free_ char *why = NULL;
-        int r;
+/* The iSCSI download reads ahead in a thread of its own while the chunks before are checked and written, and
+ * does not read at all what the manifest says is zeroes. */
+#define READ_AHEAD 4
 
-        if (!buf)
-                return -ENOMEM;
-        while (w->offset < m->size) {
-                size_t n = (size_t) MIN(FRAME_CHUNK, m->size - w->offset);
-                size_t whole = (n + lun->block_size - 1) / lun->block_size * lun->block_size;
-                if (s->cancel)
-                        return fail(s, -ECANCELED, "stopped");
-                r = storage_iscsi_pread(lun, buf, whole, w->offset, &why);
+typedef struct ReadAhead {
+        Stager *s;
+        IscsiLun *lun;
+        const Manifest *m;
+        uint8_t *buf[READ_AHEAD];
+        uint64_t next, end; /* chunk indexes */
+        uint64_t produced, consumed;
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+        bool stop;
+        int error;
+        char *why;
+} ReadAhead;
+
+/* Whether the manifest's hash of chunk i is that of n zero bytes. */
+static bool manifest_says_zero(const Manifest *m, uint64_t i, size_t n, uint8_t *scratch) {
+        static char full[33];
+        char hex[33];
+        if (n == FRAME_CHUNK && full[0]) /* the hash of a zero chunk, once */
+                return strncmp(m->hashes + i * 32, full, 32) == 0;
+        memset(scratch, 0, n);
+        frame_hash_hex(frame_chunk_hash(scratch, n), hex);
+        if (n == FRAME_CHUNK)
+                memcpy(full, hex, sizeof(hex));
+        return strncmp(m->hashes + i * 32, hex, 32) == 0;
+}
+
+static void *read_ahead_run(void *data) {
+        ReadAhead *ra = data;
+        for (uint64_t i = ra->next; i < ra->end; i++) {
+                uint64_t off = i * FRAME_CHUNK;
+                size_t n = (size_t) MIN(FRAME_CHUNK, ra->m->size - off);
+                size_t whole = (n + ra->lun->block_size - 1) / ra->lun->block_size * ra->lun->block_size;
+                uint8_t *buf = ra->buf[i % READ_AHEAD];
+                char *why = NULL;
+                int r = 0;
+
+                pthread_mutex_lock(&ra->lock);
+                while (ra->produced - ra->consumed == READ_AHEAD && !ra->stop)
+                        pthread_cond_wait(&ra->cond, &ra->lock);
+                bool stop = ra->stop;
+                pthread_mutex_unlock(&ra->lock);
+                if (stop)
+                        break;
+                if (manifest_says_zero(ra->m, i, n, buf))
+                        memset(buf, 0, n); /* checked against the manifest all the same */
+                else
+                        r = storage_iscsi_pread(ra->lun, buf, whole, off, &why);
+                pthread_mutex_lock(&ra->lock);
+                if (r < 0) {
+                        ra->error = r;
+                        ra->why = why;
+                } else
+                        ra->produced++;
+                pthread_cond_broadcast(&ra->cond);
+                pthread_mutex_unlock(&ra->lock);
                 if (r < 0)
-                        return fail(s, r, "%s", strna(why));
-                r = writer_feed(w, buf, n);
-                if (r < 0)
-                        return r;
+                        break;
         }
-        return 0;
+        return NULL;
+}
+
+static int download_iscsi(Stager *s, IscsiLun *lun, const Manifest *m, Writer *w) {
+        ReadAhead ra = { .s = s, .lun = lun, .m = m, .next = w->offset / FRAME_CHUNK,
+                         .end = (m->size + FRAME_CHUNK - 1) / FRAME_CHUNK, .lock = PTHREAD_MUTEX_INITIALIZER,
+                         .cond = PTHREAD_COND_INITIALIZER };
+        pthread_t thread;
+        int r = 0;
+
+        for (size_t i = 0; i < READ_AHEAD; i++)
+                if (!(ra.buf[i] = malloc(FRAME_CHUNK + lun->block_size)))
+                        r = -ENOMEM;
+        if (r >= 0)
+                r = -pthread_create(&thread, NULL, read_ahead_run, &ra);
+        if (r < 0) {
+                for (size_t i = 0; i < READ_AHEAD; i++)
+                        free(ra.buf[i]);
+                return r;
+        }
+        for (uint64_t i = ra.next; r >= 0 && i < ra.end; i++) {
+                size_t n = (size_t) MIN(FRAME_CHUNK, m->size - i * FRAME_CHUNK);
+                pthread_mutex_lock(&ra.lock);
+                while (ra.consumed == ra.produced && !ra.error && !s->cancel)
+                        pthread_cond_wait(&ra.cond, &ra.lock);
+                r = ra.error;
+                pthread_mutex_unlock(&ra.lock);
+                if (r < 0)
+                        r = fail(s, r, "%s", strna(ra.why));
+                else if (s->cancel)
+                        r = fail(s, -ECANCELED, "stopped");
+                else
+                        r = writer_feed(w, ra.buf[i % READ_AHEAD], n);
+                pthread_mutex_lock(&ra.lock);
+                ra.consumed++;
+                pthread_cond_broadcast(&ra.cond);
+                pthread_mutex_unlock(&ra.lock);
+        }
+        pthread_mutex_lock(&ra.lock);
+        ra.stop = true;
+        pthread_cond_broadcast(&ra.cond);
+        pthread_mutex_unlock(&ra.lock);
+        (void) pthread_join(thread, NULL);
+        for (size_t i = 0; i < READ_AHEAD; i++)
+                free(ra.buf[i]);
+        free(ra.why);
+        return r;
 }
 
 static int read_manifest_iscsi(Stager *s, IscsiLun *lun, Manifest *ret) {
