@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "gpt.h"
 #include "util.h"
@@ -27,14 +28,9 @@
 #define ENTRY_LAST_LBA 40
 #define MBR_ENTRY 446
 
+/* GPT's CRC32 is zlib's (IEEE 802.3). */
 static uint32_t crc32_ieee(const uint8_t *p, size_t n) {
-        uint32_t crc = 0xffffffffu;
-        while (n--) {
-                crc ^= *p++;
-                for (int k = 0; k < 8; k++)
-                        crc = (crc >> 1) ^ (0xedb88320u & (0u - (crc & 1)));
-        }
-        return ~crc;
+        return (uint32_t) crc32(0L, p, (uInt) n);
 }
 
 static uint64_t get64(const uint8_t *p, size_t off) {
@@ -112,7 +108,8 @@ int gpt_relocate_backup(int fd, uint32_t sector, uint64_t size, const unsigned *
         n_entries = get32(hdr, HDR_N_ENTRIES);
         entry_size = get32(hdr, HDR_ENTRY_SIZE);
         if (n_entries == 0 || n_entries > 1024 || entry_size < 128 || entry_size > 1024)
-                return damaged(ret_error, "The GPT header claims %u entries of %u bytes; the table is damaged.",
+                return damaged(ret_error,
+                               "The GPT header claims %u entries of %u bytes; the table is damaged.",
                                n_entries, entry_size);
         entries_bytes = (size_t) n_entries * entry_size;
         entry_sectors = (entries_bytes + sector - 1) / sector;
@@ -123,7 +120,8 @@ int gpt_relocate_backup(int fd, uint32_t sector, uint64_t size, const unsigned *
         if (r < 0)
                 return r;
         if (crc32_ieee(entries, entries_bytes) != get32(hdr, HDR_ENTRIES_CRC))
-                return damaged(ret_error, "The GPT partition entries fail their checksum; the copy is damaged.");
+                return damaged(ret_error,
+                               "The GPT partition entries fail their checksum; the copy is damaged.");
         for (size_t i = 0; i < n_drop; i++)
                 if (drop[i] >= 1 && drop[i] <= n_entries)
                         memset(entries + (size_t) (drop[i] - 1) * entry_size, 0, entry_size);
@@ -134,13 +132,14 @@ int gpt_relocate_backup(int fd, uint32_t sector, uint64_t size, const unsigned *
                 const uint8_t *e = entries + (size_t) i * entry_size;
                 static const uint8_t unused[16] = {};
                 if (memcmp(e, unused, 16) != 0 && get64(e, ENTRY_LAST_LBA) > last_usable)
-                        return damaged(ret_error, "Partition %u ends at sector %" PRIu64 ", past the last usable "
-                                       "sector %" PRIu64 " of this %" PRIu64 "-byte disk.", i + 1,
-                                       get64(e, ENTRY_LAST_LBA), last_usable, size);
+                        return damaged(ret_error,
+                                       "Partition %u ends at sector %" PRIu64 ", past the last usable "
+                                       "sector %" PRIu64 " of this %" PRIu64 "-byte disk.",
+                                       i + 1, get64(e, ENTRY_LAST_LBA), last_usable, size);
         }
 
-        /* The backup first (entries, then its header), the primary last: until then the old table stands. The
-         * primary entries change only when partitions are dropped. */
+        /* The backup first (entries, then its header), the primary last: until then the old table stands.
+         * The primary entries change only when partitions are dropped. */
         if (n_drop > 0) {
                 r = pwrite_full(fd, entries, entries_bytes, get64(hdr, HDR_ENTRIES_LBA) * sector);
                 if (r < 0)

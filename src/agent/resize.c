@@ -42,7 +42,8 @@ int resize_report_disk(Agent *a, const char *role, char **ret_fingerprint) {
 
 json_object *resize_plan_of(json_object *session, const char *fingerprint) {
         json_object *plan;
-        if (!json_object_object_get_ex(session, "plan", &plan) || !json_object_is_type(plan, json_type_object))
+        if (!json_object_object_get_ex(session, "plan", &plan) ||
+            !json_object_is_type(plan, json_type_object))
                 return NULL;
         if (fingerprint && !streq_ptr(json_get_string(plan, "sourceFingerprint"), fingerprint))
                 return NULL; /* made from an older scan: the controller makes it again from ours */
@@ -66,18 +67,22 @@ int resize_apply(Agent *a, json_object *plan, const char *role, char **ret_error
                 uint64_t size = 0;
                 int sector = 0;
                 if (fd < 0 || ioctl(fd, BLKGETSIZE64, &size) < 0 || ioctl(fd, BLKSSZGET, &sector) < 0)
-                        return asprintf(ret_error, "Cannot open %s to move its GPT backup: %m.", device) < 0 ? -ENOMEM
-                                                                                                        : -errno;
+                        return asprintf(ret_error, "Cannot open %s to move its GPT backup: %m.", device) < 0
+                                       ? -ENOMEM
+                                       : -errno;
                 json_object *drops = NULL;
                 unsigned drop[128];
                 size_t n_drop = 0;
                 if (plan && json_object_object_get_ex(plan, "drop", &drops))
-                        for (size_t i = 0; i < json_object_array_length(drops) && n_drop < ELEMENTSOF(drop); i++)
-                                drop[n_drop++] = (unsigned) json_object_get_int(json_object_array_get_idx(drops, i));
+                        for (size_t i = 0; i < json_object_array_length(drops) && n_drop < ELEMENTSOF(drop);
+                             i++)
+                                drop[n_drop++] =
+                                        (unsigned) json_object_get_int(json_object_array_get_idx(drops, i));
                 r = gpt_relocate_backup(fd, (uint32_t) sector, size, drop, n_drop, ret_error);
                 if (r < 0)
                         return *ret_error || r == -ENOMEM ? r
-                               : asprintf(ret_error, "Failed to move the GPT backup of %s: %s.", device, strerror(-r)) < 0
+                               : asprintf(ret_error, "Failed to move the GPT backup of %s: %s.", device,
+                                          strerror(-r)) < 0
                                        ? -ENOMEM
                                        : r;
                 if (r == 0)
@@ -94,10 +99,13 @@ int resize_apply(Agent *a, json_object *plan, const char *role, char **ret_error
                 json_object_object_get_ex(op, "parameters", &params);
                 r = scan_disk(device, &d);
                 if (r < 0)
-                        return asprintf(ret_error, "Failed to read %s before resizing it.", device) < 0 ? -ENOMEM : r;
+                        return asprintf(ret_error, "Failed to read %s before resizing it.", device) < 0
+                                       ? -ENOMEM
+                                       : r;
                 if (streq_ptr(name, "resize") && already_done(&d, params)) {
-                        log_info("Partition %" PRIi64 " of %s is %s already.", json_get_int(params, "partition"),
-                                 device, FORMAT_BYTES((uint64_t) json_get_int(params, "new_size_bytes")));
+                        log_info("Partition %" PRIi64 " of %s is %s already.",
+                                 json_get_int(params, "partition"), device,
+                                 FORMAT_BYTES((uint64_t) json_get_int(params, "new_size_bytes")));
                         continue;
                 }
                 log_info("Resize plan, %s: %s %s.", role, strna(name), json_object_to_json_string(params));
@@ -117,15 +125,18 @@ int resize_prepare_source(Agent *a, json_object *session, const char *fingerprin
         if (streq_ptr(json_get_string(session, "resizeMode"), "none"))
                 return 1;
         if (!fingerprint) {
-                agent_report_failed(a, "source", "ScanFailed", "Cannot scan %s, so no resize plan can be made for "
-                                    "it; use resize mode none.", a->settings.device);
+                agent_report_failed(a, "source", "ScanFailed",
+                                    "Cannot scan %s, so no resize plan can be made for "
+                                    "it; use resize mode none.",
+                                    a->settings.device);
                 agent_finish(a, AGENT_EXIT_REFUSED);
                 return 0;
         }
         plan = resize_plan_of(session, fingerprint);
         if (!plan) {
-                log_debug("Waiting for the resize plan (the controller makes it once the target reported its "
-                          "disk).");
+                log_debug(
+                        "Waiting for the resize plan (the controller makes it once the target reported its "
+                        "disk).");
                 return 0;
         }
         if (!json_object_get_boolean(json_object_object_get(plan, "feasible"))) {
@@ -143,8 +154,10 @@ int resize_prepare_source(Agent *a, json_object *session, const char *fingerprin
         }
         copy = (uint64_t) json_get_int(plan, "copyBytes");
         if (copy == 0 || copy > *size) {
-                agent_report_failed(a, "source", "PlanInfeasible", "The plan copies %" PRIu64 " bytes of %s, which "
-                                    "has %" PRIu64 ".", copy, a->settings.device, *size);
+                agent_report_failed(a, "source", "PlanInfeasible",
+                                    "The plan copies %" PRIu64 " bytes of %s, which "
+                                    "has %" PRIu64 ".",
+                                    copy, a->settings.device, *size);
                 agent_finish(a, AGENT_EXIT_REFUSED);
                 return 0;
         }
@@ -185,8 +198,10 @@ int resize_finish_target(Agent *a, Device *dev, const char *role_word) {
                 return 0;
         r = resize_apply(a, plan, "target", &error);
         if (r < 0) {
-                agent_report_failed(a, "target", "ResizeFailed", "%s was %s completely, but resizing it afterwards "
-                                    "failed: %s", a->settings.device, role_word, strna(error));
+                agent_report_failed(a, "target", "ResizeFailed",
+                                    "%s was %s completely, but resizing it afterwards "
+                                    "failed: %s",
+                                    a->settings.device, role_word, strna(error));
                 agent_finish(a, AGENT_EXIT_FAILURE);
         }
         return r;

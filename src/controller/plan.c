@@ -15,7 +15,7 @@ typedef struct Plan {
         const DiskInfo *source, *target;
         const char *mode;
         json_object *edits;
-        DiskInfo copied;   /* the source after its shrinks */
+        DiskInfo copied;    /* the source after its shrinks */
         DiskInfo on_target; /* that layout on the target, after its grows */
         json_object *source_ops, *target_ops;
         json_object *drop; /* numbers of the partitions the target leaves out of its table */
@@ -37,8 +37,8 @@ static bool edited_delete(Plan *p, unsigned n) {
         char key[16];
         json_object *v;
         snprintf(key, sizeof(key), "%u", n);
-        return p->edits && json_object_object_get_ex(p->edits, key, &v) && json_object_is_type(v, json_type_string) &&
-               streq(json_object_get_string(v), "delete");
+        return p->edits && json_object_object_get_ex(p->edits, key, &v) &&
+               json_object_is_type(v, json_type_string) && streq(json_object_get_string(v), "delete");
 }
 
 /* The user's size for partition n, or 0. */
@@ -87,7 +87,8 @@ static uint64_t last_end(const DiskInfo *d) {
         return end;
 }
 
-/* What the partitions' end needs beyond itself on a disk with this table: GPT's backup header and entries. */
+/* What the partitions' end needs beyond itself on a disk with this table: GPT's backup header and entries.
+ */
 static uint64_t table_tail(const DiskInfo *d) {
         return streq_ptr(d->table, "gpt") ? d->logical_sector_size + UINT64_C(16384) : 0;
 }
@@ -158,38 +159,44 @@ static int plan_layout(Plan *p, uint64_t *ret_copy) {
 
         *ret_copy = s->size;
         if (s->logical_sector_size != t->logical_sector_size) {
-                infeasible(p, "The source disk %s has %u-byte logical sectors and the target %s has %u-byte ones; "
-                           "every partition would land in the wrong place. Use a target with %u-byte sectors.",
-                           s->device, s->logical_sector_size, t->device, t->logical_sector_size,
-                           s->logical_sector_size);
+                infeasible(
+                        p,
+                        "The source disk %s has %u-byte logical sectors and the target %s has %u-byte ones; "
+                        "every partition would land in the wrong place. Use a target with %u-byte sectors.",
+                        s->device, s->logical_sector_size, t->device, t->logical_sector_size,
+                        s->logical_sector_size);
                 return 0;
         }
         if (!streq(p->mode, "none") && streq_ptr(s->table, "none")) {
                 if (t->size < s->size)
-                        infeasible(p, "The source disk %s has no partition table, so nothing on it can shrink; it "
-                                   "needs a target of at least %s and %s has %s.", s->device,
-                                   FORMAT_BYTES(s->size), t->device, FORMAT_BYTES(t->size));
+                        infeasible(
+                                p,
+                                "The source disk %s has no partition table, so nothing on it can shrink; it "
+                                "needs a target of at least %s and %s has %s.",
+                                s->device, FORMAT_BYTES(s->size), t->device, FORMAT_BYTES(t->size));
                 return 0;
         }
         if (streq(p->mode, "none") && p->edits && json_object_object_length(p->edits) > 0) {
                 infeasible(p, "Resize mode none changes no partition; set the session's resize mode to "
-                           "shrink_source or grow_target to edit sizes.");
+                              "shrink_source or grow_target to edit sizes.");
                 return 0;
         }
 
         if (p->edits) {
-                json_object_object_foreach(p->edits, key, value) {
+                json_object_object_foreach (p->edits, key, value) {
                         (void) value;
                         if (!disk_info_partition(s, (unsigned) strtoul(key, NULL, 10))) {
-                                infeasible(p, "The source disk %s has no partition %s; it has %zu (see the "
-                                           "plan's partitions).", s->device, key, s->n_partitions);
+                                infeasible(p,
+                                           "The source disk %s has no partition %s; it has %zu (see the "
+                                           "plan's partitions).",
+                                           s->device, key, s->n_partitions);
                                 return 0;
                         }
                 }
         }
 
-        /* Partitions the user leaves out: not in the copied layout (their entries are dropped on the target, the
-         * source keeps them), so nothing after them needs to fit. */
+        /* Partitions the user leaves out: not in the copied layout (their entries are dropped on the target,
+         * the source keeps them), so nothing after them needs to fit. */
         for (size_t i = p->copied.n_partitions; i > 0; i--) {
                 unsigned n = p->copied.partitions[i - 1].number;
                 _cleanup_(json_object_unrefp) json_object *params = json_object_new_object();
@@ -197,8 +204,8 @@ static int plan_layout(Plan *p, uint64_t *ret_copy) {
                 if (!edited_delete(p, n))
                         continue;
                 if (!streq_ptr(s->table, "gpt")) {
-                        infeasible(p, "Leaving partition %u out is for GPT disks; %s has a %s table.", n, s->device,
-                                   strna(s->table));
+                        infeasible(p, "Leaving partition %u out is for GPT disks; %s has a %s table.", n,
+                                   s->device, strna(s->table));
                         return 0;
                 }
                 if (!params)
@@ -214,7 +221,8 @@ static int plan_layout(Plan *p, uint64_t *ret_copy) {
                 json_object_array_add(p->drop, json_object_new_int((int) n));
         }
         if (p->copied.n_partitions == 0 && s->n_partitions > 0) {
-                infeasible(p, "Every partition of %s would be left out; there is nothing to copy.", s->device);
+                infeasible(p, "Every partition of %s would be left out; there is nothing to copy.",
+                           s->device);
                 return 0;
         }
 
@@ -234,17 +242,25 @@ static int plan_layout(Plan *p, uint64_t *ret_copy) {
         else if (end + table_tail(s) <= t->size && end <= limit)
                 *ret_copy = end;
         else {
-                const PartitionInfo *last = &p->copied.partitions[p->copied.n_partitions - 1]; /* the latest end */
+                const PartitionInfo *last =
+                        &p->copied.partitions[p->copied.n_partitions - 1]; /* the latest end */
                 if (streq(p->mode, "none"))
-                        infeasible(p, "The target disk %s is %s and the source %s is %s. Use resize mode "
-                                   "shrink_source (the last partition shrinks on the source first) or a target of "
-                                   "at least %s.", t->device, FORMAT_BYTES(t->size), s->device,
-                                   FORMAT_BYTES(s->size), FORMAT_BYTES(s->size));
+                        infeasible(p,
+                                   "The target disk %s is %s and the source %s is %s. Use resize mode "
+                                   "shrink_source (the last partition shrinks on the source first) or a "
+                                   "target of "
+                                   "at least %s.",
+                                   t->device, FORMAT_BYTES(t->size), s->device, FORMAT_BYTES(s->size),
+                                   FORMAT_BYTES(s->size));
                 else
-                        infeasible(p, "Partition %u ends at %s, but on the target disk %s (%s) partitions must end "
-                                   "by %s (the partition table's backup and 1 MiB alignment take the rest). Shrink "
-                                   "it to %s at most, or use a target of at least %s.", last->number,
-                                   FORMAT_BYTES(end), t->device, FORMAT_BYTES(t->size), FORMAT_BYTES(limit),
+                        infeasible(p,
+                                   "Partition %u ends at %s, but on the target disk %s (%s) partitions must "
+                                   "end "
+                                   "by %s (the partition table's backup and 1 MiB alignment take the rest). "
+                                   "Shrink "
+                                   "it to %s at most, or use a target of at least %s.",
+                                   last->number, FORMAT_BYTES(end), t->device, FORMAT_BYTES(t->size),
+                                   FORMAT_BYTES(limit),
                                    FORMAT_BYTES(limit > last->start ? limit - last->start : 0),
                                    FORMAT_BYTES(((end + table_tail(s) + MIB - 1) / MIB) * MIB));
                 return 0;
@@ -263,30 +279,39 @@ static json_object *partitions_json(Plan *p) {
         json_object *a = json_object_new_array();
         for (size_t i = 0; a && i < p->source->n_partitions; i++) {
                 const PartitionInfo *was = &p->source->partitions[i];
-                const PartitionInfo *now = disk_info_partition(p->reason ? p->source : &p->on_target, was->number);
+                const PartitionInfo *now =
+                        disk_info_partition(p->reason ? p->source : &p->on_target, was->number);
                 bool dropped = !p->reason && !now;
                 uint64_t size = now ? now->size : dropped ? 0 : was->size;
                 json_object *o = json_object_new_object();
                 if (!o)
                         return json_object_put(a), NULL;
                 json_object_object_add(o, "number", json_object_new_int((int) was->number));
-                json_object_object_add(o, "filesystem", was->filesystem ? json_object_new_string(was->filesystem) : NULL);
+                json_object_object_add(o, "filesystem",
+                                       was->filesystem ? json_object_new_string(was->filesystem) : NULL);
                 json_object_object_add(o, "startBytes", json_object_new_int64((int64_t) was->start));
                 json_object_object_add(o, "sizeBytes", json_object_new_int64((int64_t) was->size));
                 json_object_object_add(o, "newSizeBytes", json_object_new_int64((int64_t) size));
-                json_object_object_add(o, "minimumBytes", was->minimum ? json_object_new_int64((int64_t) was->minimum) : NULL);
-                json_object_object_add(o, "action", json_object_new_string(dropped             ? "delete"
-                                                                           : size < was->size   ? "shrink"
-                                                                           : size > was->size ? "grow"
-                                                                                              : "keep"));
+                json_object_object_add(o, "minimumBytes",
+                                       was->minimum ? json_object_new_int64((int64_t) was->minimum) : NULL);
+                json_object_object_add(o, "action",
+                                       json_object_new_string(dropped            ? "delete"
+                                                              : size < was->size ? "shrink"
+                                                              : size > was->size ? "grow"
+                                                                                 : "keep"));
                 json_object_array_add(a, o);
         }
         return a;
 }
 
-json_object *plan_compute(const DiskInfo *source, const DiskInfo *target, const char *mode, json_object *edits) {
-        Plan p = { .source = source, .target = target, .mode = mode, .edits = edits,
-                   .source_ops = json_object_new_array(), .target_ops = json_object_new_array(),
+json_object *plan_compute(const DiskInfo *source, const DiskInfo *target, const char *mode,
+                          json_object *edits) {
+        Plan p = { .source = source,
+                   .target = target,
+                   .mode = mode,
+                   .edits = edits,
+                   .source_ops = json_object_new_array(),
+                   .target_ops = json_object_new_array(),
                    .drop = json_object_new_array() };
         _cleanup_free_ char *fingerprint = disk_info_fingerprint(source);
         json_object *o = json_object_new_object();
@@ -313,7 +338,8 @@ json_object *plan_compute(const DiskInfo *source, const DiskInfo *target, const 
         ADD("table", json_object_new_string(strna(source->table)));
         ADD("copyBytes", json_object_new_int64((int64_t) copy));
         /* A GPT copied to a disk of another size has its backup header in the wrong place until moved. */
-        ADD("relocateBackup", json_object_new_boolean(streq_ptr(source->table, "gpt") && target->size != copy));
+        ADD("relocateBackup",
+            json_object_new_boolean(streq_ptr(source->table, "gpt") && target->size != copy));
         ADD("partitions", partitions_json(&p));
         ADD("source", p.reason ? json_object_new_array() : json_object_get(p.source_ops));
         ADD("target", p.reason ? json_object_new_array() : json_object_get(p.target_ops));

@@ -10,6 +10,7 @@
 
 /* mode: none, shrink_source or grow_target. edits (may be NULL): {"<partition number>": new size in bytes,
  * …}, what the user asked instead of the defaults. Returns NULL only when out of memory. */
-json_object *plan_compute(const DiskInfo *source, const DiskInfo *target, const char *mode, json_object *edits);
+json_object *plan_compute(const DiskInfo *source, const DiskInfo *target, const char *mode,
+                          json_object *edits);
 
 bool plan_is_feasible(json_object *plan);

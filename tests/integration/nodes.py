@@ -148,9 +148,9 @@ def make_source_disk(directory, size=256 << 20, data_mib=48):
     return loop, files
 
 
-def make_root_last_disk(tmp_path, loops, size=1 << 30, swap_mib=0):
+def make_root_last_disk(tmp_path, loops, size=1 << 30, swap_mib=0, data_files=8):
     """A GPT disk as installers make them: an ESP (vfat, 1–65 MiB) and an ext4 root from 65 MiB to the end (or to
-    a swap partition of swap_mib at the end), 40 % of 1 GiB full of known files (384 MiB). Returns
+    a swap partition of swap_mib at the end), with data_files known files of 48 MiB (8: 40 % of 1 GiB). Returns
     (Loop, {name: sha256}) with the Loop added to loops."""
     image = tmp_path / "source.img"
     with open(image, "wb") as f:
@@ -173,7 +173,7 @@ def make_root_last_disk(tmp_path, loops, size=1 << 30, swap_mib=0):
     mnt.mkdir()
     sh("mount", loop.partition(2), mnt)
     try:
-        for i in range(8):
+        for i in range(data_files):
             p = staging / f"data-{i}.bin"
             random_file(p, 48 << 20)
             files[p.name] = sha256(p)

@@ -27,8 +27,11 @@ static void source_disk(DiskInfo *d, const char *root_fs, uint32_t sector) {
 }
 
 static void target_disk(DiskInfo *d, uint64_t size, uint32_t sector) {
-        *d = (DiskInfo){ .device = strdup("/dev/vdb"), .size = size, .logical_sector_size = sector,
-                         .physical_sector_size = 4096, .table = strdup("none") };
+        *d = (DiskInfo){ .device = strdup("/dev/vdb"),
+                         .size = size,
+                         .logical_sector_size = sector,
+                         .physical_sector_size = 4096,
+                         .table = strdup("none") };
         ASSERT_TRUE(d->device && d->table);
 }
 
@@ -85,7 +88,8 @@ static void test_grow(void) {
         expect_resize(plan, "target", 2, 1535 * MIB - 101 * MIB);
         json_object *p2 = json_object_array_get_idx(member(plan, "partitions"), 1);
         ASSERT_STR(json_get_string(p2, "action"), "grow");
-        ASSERT_STR(json_get_string(json_object_array_get_idx(member(plan, "partitions"), 0), "action"), "keep");
+        ASSERT_STR(json_get_string(json_object_array_get_idx(member(plan, "partitions"), 0), "action"),
+                   "keep");
         json_object_put(plan);
 
         /* The same size: nothing to do, nothing to move. */
@@ -139,7 +143,8 @@ static void test_shrink(void) {
         ASSERT_INT(json_object_array_length(member(plan, "target")), 0);
         ASSERT_INT(json_get_int(plan, "copyBytes"), 767 * MIB);
         ASSERT_TRUE(json_object_get_boolean(member(plan, "relocateBackup")));
-        ASSERT_STR(json_get_string(json_object_array_get_idx(member(plan, "partitions"), 1), "action"), "shrink");
+        ASSERT_STR(json_get_string(json_object_array_get_idx(member(plan, "partitions"), 1), "action"),
+                   "shrink");
         json_object_put(plan);
 
         /* The user shrinks further than needed: allowed down to the minimum. */
@@ -184,7 +189,8 @@ static void test_delete(void) {
         expect_resize(plan, "source", 2, 767 * MIB - 101 * MIB);
         ASSERT_INT(json_get_int(plan, "copyBytes"), 767 * MIB);
         ASSERT_INT(json_object_array_length(member(plan, "drop")), 1);
-        ASSERT_STR(json_get_string(json_object_array_get_idx(member(plan, "partitions"), 2), "action"), "delete");
+        ASSERT_STR(json_get_string(json_object_array_get_idx(member(plan, "partitions"), 2), "action"),
+                   "delete");
         json_object_put(plan);
 
         disk_info_done(&t);
@@ -207,10 +213,13 @@ static void test_delete(void) {
 
 static void test_refusals(void) {
         /* 512 MiB leaves 410 MiB for partition 2, below its 500 MiB minimum (used + 100 MiB). */
-        expect_infeasible(plan_for("ext4", 512 * MIB, 512, "shrink_source", NULL), "can shrink to 500.0 MiB at least");
-        expect_infeasible(plan_for("xfs", 768 * MIB, 512, "shrink_source", NULL), "xfs, which cannot shrink");
+        expect_infeasible(plan_for("ext4", 512 * MIB, 512, "shrink_source", NULL),
+                          "can shrink to 500.0 MiB at least");
+        expect_infeasible(plan_for("xfs", 768 * MIB, 512, "shrink_source", NULL),
+                          "xfs, which cannot shrink");
         expect_infeasible(plan_for("ext4", 768 * MIB, 512, "none", NULL), "Use resize mode shrink_source");
-        expect_infeasible(plan_for("ext4", 768 * MIB, 512, "grow_target", NULL), "Shrink it to 666.0 MiB at most");
+        expect_infeasible(plan_for("ext4", 768 * MIB, 512, "grow_target", NULL),
+                          "Shrink it to 666.0 MiB at most");
         expect_infeasible(plan_for("ext4", 1536 * MIB, 4096, "grow_target", NULL), "4096-byte ones");
         /* Edits held to the same rules: below the minimum, past the target's end, growing past the disk. */
         expect_infeasible(plan_for("ext4", 768 * MIB, 512, "shrink_source", "{\"2\": 314572800}"),
@@ -221,7 +230,8 @@ static void test_refusals(void) {
                           "can grow to 1.4 GiB at most");
         expect_infeasible(plan_for("ext4", 1536 * MIB, 512, "grow_target", "{\"1\": 209715200}"),
                           "up to the next partition");
-        expect_infeasible(plan_for("ext4", 1536 * MIB, 512, "none", "{\"2\": 1073741824}"), "Resize mode none");
+        expect_infeasible(plan_for("ext4", 1536 * MIB, 512, "none", "{\"2\": 1073741824}"),
+                          "Resize mode none");
 }
 
 int main(void) {

@@ -1,9 +1,10 @@
 # SPDX-License-Identifier: MIT
 """The deploy image booted for real: qemu on the test's bridge, the kernel and initramfs deploy/build-image
-made, systemd in the image running pureboot-generator and the agent unit it picks, DHCP from dnsmasq. This
-is the partition scenario of the VM suite booted straight from the kernel (PXE through iPXE comes next):
-the VM's disk shows up in the controller, a queued create and format are applied, the next scan has them,
-and the disk file itself has the new filesystem."""
+made, systemd in the image running pureboot-generator and the agent unit it picks, DHCP from dnsmasq. The
+machines boot straight from the kernel with the command line the bridge would give them (PXE through iPXE
+comes next). Partition mode: the VM's disk shows up, a queued create and format are applied, the next scan
+has them. Direct clone: two VMs, the target 1.5x the source, grow_target; the copy streams peer to peer
+between the VMs and the target's root grows. Each result is checked on the disk files from the host."""
 
 import os
 import time
@@ -11,7 +12,7 @@ import time
 import pytest
 
 from harness import Bridge, wait_for
-from nodes import Loop, Network, ca_fingerprint, sh
+from nodes import Loop, Network, ca_fingerprint, check_root_last_disk, make_root_last_disk, sh
 from vm import Dhcp, Vm, accelerator, image
 
 MIB = 1 << 20
@@ -75,5 +76,63 @@ def test_partition_mode_in_a_vm(fleet, ctl, api, tmp_path):
         wait_for(lambda: os.path.exists(loop.partition(1)), timeout=5, what="the partition node")
         assert sh("blkid", "-o", "value", "-s", "LABEL", loop.partition(1)).stdout.strip() == "fromvm"
         sh("e2fsck", "-f", "-n", loop.partition(1))
+    finally:
+        loop.detach()
+
+
+def test_direct_clone_between_vms(fleet, ctl, api, tmp_path):
+    net, server, vms = fleet
+    kernel, initrd = image()
+    accel = accelerator(kernel, initrd, tmp_path)
+    loops = []
+    source, files = make_root_last_disk(tmp_path, loops, size=512 * MIB, data_files=2)
+    for loop in loops:
+        loop.detach()
+    target = tmp_path / "target.img"
+    with open(target, "wb") as f:
+        f.truncate(768 * MIB)
+    nodes = {}
+    for name, mac in (("vm-src", "52:54:00:50:42:11"), ("vm-tgt", "52:54:00:50:42:12")):
+        nodes[name] = (api.node(name, mac).rsplit("/", 1)[1], mac)
+    sid = ctl("clone", "create", "--name=vms", "--mode=direct", "--resize=grow_target", "--source=vm-src",
+              "--target=vm-tgt", "--source-device=/dev/vda", "--target-device=/dev/vda", check=True).stdout.split()[-1]
+    ctl("clone", "start", sid, check=True)
+    path = f"/org/pureboot/Controller1/clone/{sid}"
+    for role, name, disk in (("source", "vm-src", source.backing), ("target", "vm-tgt", target)):
+        token = ctl("clone", "token", sid, f"--role={role}", check=True).stdout.strip()
+        line = (f"pureboot.mode=clone_{role}_direct pureboot.session={sid} pureboot.node={nodes[name][0]} "
+                f"pureboot.server={server.url} pureboot.token={token} pureboot.ca=sha256:{ca_fingerprint(server.ca)} "
+                f"pureboot.device=/dev/vda")
+        vm = Vm(tmp_path, name, net, nodes[name][1], disk, kernel, initrd, line, accel)
+        vms.append(vm)
+        vm.start()
+
+    step = "booting both VMs to their agents"
+    try:
+        for vm, mode in zip(vms, ("clone_source_direct", "clone_target_direct")):
+            vm.wait_console(f"PureBoot agent ({mode})", 240, "systemd starting the clone agent")
+        step = "the clone"
+
+        def done():
+            return api.prop(path, "CloneSession", "Status") in ("completed", "failed", "cancelled")
+        wait_for(done, timeout=600, interval=1, what=f"the session to end; target console:\n{vms[1].text()[-3000:]}")
+        status = api.prop(path, "CloneSession", "Status")
+        assert status == "completed", (api.prop(path, "CloneSession", "Error"), vms[0].text()[-3000:],
+                                       vms[1].text()[-3000:])
+        assert api.prop(path, "CloneSession", "SourceDigest") == api.prop(path, "CloneSession", "TargetDigest")
+        seconds = (api.prop(path, "CloneSession", "CompletedAt") - api.prop(path, "CloneSession", "StartedAt")) / 1e6
+        wrote = next((line.split("]: ", 1)[-1] for line in vms[1].text().splitlines() if "Wrote 512.0 MiB" in line),
+                     "(the target's summary was not on its console)")
+        print(f"VM suite ({accel}): 512 MiB cloned between two VMs (grow_target), completed {seconds:.1f} s after "
+              f"Start (both boots included); the target: {wrote[:160]}")
+    except AssertionError as e:
+        raise AssertionError(f"VM scenario failed at: {step}\n{e}") from None
+    for vm in vms:
+        vm.stop()
+
+    # The target's disk, seen from the host: everything copied, the root grown to the disk's end.
+    loop = Loop(target)
+    try:
+        check_root_last_disk(loop, files, tmp_path, (767 - 65) * MIB)
     finally:
         loop.detach()

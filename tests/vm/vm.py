@@ -96,7 +96,8 @@ class Vm:
         sh("ip", "link", "set", self.tap, "master", self.network.bridge, "up")
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
-            ["qemu-system-x86_64", "-accel", self.accel, "-m", "1024", "-smp", "2", "-display", "none",
+            ["qemu-system-x86_64", "-accel", self.accel, "-m", "1024", "-smp", "2" if self.accel == "kvm" else "1",
+             "-display", "none",
              "-monitor", "none", "-no-reboot", "-kernel", str(self.kernel), "-initrd", str(self.initrd),
              "-append", f"console=ttyS0 panic=-1 rd.systemd.unit=multi-user.target "
                         f"systemd.journald.forward_to_console=1 {self.cmdline}",
