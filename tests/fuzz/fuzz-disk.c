@@ -3,21 +3,15 @@
  * {"disk": Disk, "operations": [{"operation": …, "parameters": {…}}, …]} → a DiskInfo, then each operation
  * applied on paper, as the controller validates a queue. */
 #include "disk-model.h"
+#include "fuzz-json.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-        _cleanup_free_ char *text = strndup((const char *) data, size);
         _cleanup_(disk_info_done) DiskInfo d = {};
-        json_tokener *tok;
-        json_object *o, *disk, *ops;
+        json_object *o = fuzz_json(data, size, 32), *disk, *ops;
         const char *bad = NULL;
 
-        if (!text)
-                return 0;
-        tok = json_tokener_new_ex(32);
-        o = json_tokener_parse_ex(tok, text, (int) strlen(text));
-        json_tokener_free(tok);
         if (!o)
                 return 0;
         if (json_object_object_get_ex(o, "disk", &disk) && disk_info_from_json(disk, &d, &bad) >= 0 &&

@@ -4,6 +4,7 @@
  * target holds and no more than the source has; an infeasible one says why and carries no operations. */
 #include <stdlib.h>
 
+#include "fuzz-json.h"
 #include "plan.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -15,17 +16,10 @@ static json_object *member(json_object *o, const char *key) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-        _cleanup_free_ char *text = strndup((const char *) data, size);
         _cleanup_(disk_info_done) DiskInfo source = {}, target = {};
-        json_tokener *tok;
-        json_object *o, *plan, *edits;
+        json_object *o = fuzz_json(data, size, 32), *plan, *edits;
         const char *bad = NULL, *mode;
 
-        if (!text)
-                return 0;
-        tok = json_tokener_new_ex(32);
-        o = json_tokener_parse_ex(tok, text, (int) strlen(text));
-        json_tokener_free(tok);
         if (!o)
                 return 0;
         mode = json_get_string(o, "mode");
