@@ -130,7 +130,7 @@ Stager *stager_free(Stager *s);
  * session's plan if it was made from the scan with that fingerprint (NULL: any). resize_apply runs role's
  * operations of plan (may be NULL), skipping those done already; on the target it first moves a GPT's backup
  * to the end of the disk. */
-int resize_report_disk(Agent *a, const char *role, char **ret_fingerprint);
+void resize_report_disk(Agent *a, const char *role, char **ret_fingerprint);
 json_object *resize_plan_of(json_object *session, const char *fingerprint);
 int resize_apply(Agent *a, json_object *plan, const char *role, char **ret_error);
 /* For a source: 1 when the copy may start, with *size cut to the plan's copyBytes once the plan's operations

@@ -22,22 +22,19 @@
 #include "scan.h"
 #include "util.h"
 
-int resize_report_disk(Agent *a, const char *role, char **ret_fingerprint) {
+void resize_report_disk(Agent *a, const char *role, char **ret_fingerprint) {
         _cleanup_(disk_info_done) DiskInfo d = {};
         json_object *p;
-        int r;
 
-        r = scan_disk(a->settings.device, &d);
-        if (r < 0)
-                return r;
-        if (ret_fingerprint) {
-                *ret_fingerprint = disk_info_fingerprint(&d);
-                if (!*ret_fingerprint)
-                        return -ENOMEM;
+        if (scan_disk(a->settings.device, &d) < 0 ||
+            (ret_fingerprint && !(*ret_fingerprint = disk_info_fingerprint(&d)))) {
+                log_warning("Could not scan %s for the resize plan; only resize mode none can work.",
+                            a->settings.device);
+                return;
         }
         p = agent_report_new(a, role);
         json_object_object_add(p, "disk", disk_info_to_json(&d));
-        return queue_push(a->queue, "ReportCloneDisk", p);
+        (void) queue_push(a->queue, "ReportCloneDisk", p);
 }
 
 json_object *resize_plan_of(json_object *session, const char *fingerprint) {
@@ -48,6 +45,20 @@ json_object *resize_plan_of(json_object *session, const char *fingerprint) {
         if (fingerprint && !streq_ptr(json_get_string(plan, "sourceFingerprint"), fingerprint))
                 return NULL; /* made from an older scan: the controller makes it again from ours */
         return plan;
+}
+
+static bool plan_feasible(json_object *plan) {
+        return plan && json_object_get_boolean(json_object_object_get(plan, "feasible"));
+}
+
+/* A plan that cannot work ends role's part: reported with the plan's reason. Returns whether it did. */
+static bool refuse_infeasible(Agent *a, const char *role, json_object *plan) {
+        if (plan_feasible(plan))
+                return false;
+        agent_report_failed(a, role, "PlanInfeasible", "The resize plan cannot work: %s",
+                            strna(json_get_string(plan, "reason")));
+        agent_finish(a, AGENT_EXIT_REFUSED);
+        return true;
 }
 
 /* Whether the disk shows the operation done already: the partition at its new size. */
@@ -126,25 +137,19 @@ int resize_prepare_source(Agent *a, json_object *session, const char *fingerprin
                 return 1;
         if (!fingerprint) {
                 agent_report_failed(a, "source", "ScanFailed",
-                                    "Cannot scan %s, so no resize plan can be made for "
-                                    "it; use resize mode none.",
+                                    "Cannot scan %s, so no resize plan can be made for it; use resize mode none.",
                                     a->settings.device);
                 agent_finish(a, AGENT_EXIT_REFUSED);
                 return 0;
         }
         plan = resize_plan_of(session, fingerprint);
         if (!plan) {
-                log_debug(
-                        "Waiting for the resize plan (the controller makes it once the target reported its "
-                        "disk).");
+                log_debug("Waiting for the resize plan (the controller makes it once the target reported its "
+                          "disk).");
                 return 0;
         }
-        if (!json_object_get_boolean(json_object_object_get(plan, "feasible"))) {
-                agent_report_failed(a, "source", "PlanInfeasible", "The resize plan cannot work: %s",
-                                    strna(json_get_string(plan, "reason")));
-                agent_finish(a, AGENT_EXIT_REFUSED);
+        if (refuse_infeasible(a, "source", plan))
                 return 0;
-        }
         r = resize_apply(a, plan, "source", &error);
         if (r < 0) {
                 agent_report_failed(a, "source", "ResizeFailed", "Shrinking %s before the copy failed: %s",
@@ -155,9 +160,8 @@ int resize_prepare_source(Agent *a, json_object *session, const char *fingerprin
         copy = (uint64_t) json_get_int(plan, "copyBytes");
         if (copy == 0 || copy > *size) {
                 agent_report_failed(a, "source", "PlanInfeasible",
-                                    "The plan copies %" PRIu64 " bytes of %s, which "
-                                    "has %" PRIu64 ".",
-                                    copy, a->settings.device, *size);
+                                    "The plan copies %" PRIu64 " bytes of %s, which has %" PRIu64 ".", copy,
+                                    a->settings.device, *size);
                 agent_finish(a, AGENT_EXIT_REFUSED);
                 return 0;
         }
@@ -176,13 +180,7 @@ int resize_target_ready(Agent *a, json_object *session) {
         plan = resize_plan_of(session, NULL);
         if (!plan)
                 return 0; /* the controller makes it once both disks are known */
-        if (!json_object_get_boolean(json_object_object_get(plan, "feasible"))) {
-                agent_report_failed(a, "target", "PlanInfeasible", "The resize plan cannot work: %s",
-                                    strna(json_get_string(plan, "reason")));
-                agent_finish(a, AGENT_EXIT_REFUSED);
-                return 0;
-        }
-        return 1;
+        return !refuse_infeasible(a, "target", plan);
 }
 
 int resize_finish_target(Agent *a, Device *dev, const char *role_word) {
@@ -191,7 +189,7 @@ int resize_finish_target(Agent *a, Device *dev, const char *role_word) {
         bool is_block = dev->is_block;
         int r;
 
-        if (plan && !json_object_get_boolean(json_object_object_get(plan, "feasible")))
+        if (!plan_feasible(plan))
                 plan = NULL;
         device_close(dev); /* the resize tools open the disk and its partitions themselves */
         if (!is_block)
@@ -199,8 +197,7 @@ int resize_finish_target(Agent *a, Device *dev, const char *role_word) {
         r = resize_apply(a, plan, "target", &error);
         if (r < 0) {
                 agent_report_failed(a, "target", "ResizeFailed",
-                                    "%s was %s completely, but resizing it afterwards "
-                                    "failed: %s",
+                                    "%s was %s completely, but resizing it afterwards failed: %s",
                                     a->settings.device, role_word, strna(error));
                 agent_finish(a, AGENT_EXIT_FAILURE);
         }

@@ -339,9 +339,7 @@ static void on_enrolled(Agent *a) {
                 return;
         }
         /* Our disk, for the resize plan; serving starts once the session says how (on_session). */
-        if (resize_report_disk(a, "source", &a->source->fingerprint) < 0)
-                log_warning("Could not scan %s for the resize plan; only resize mode none can work.",
-                            a->settings.device);
+        resize_report_disk(a, "source", &a->source->fingerprint);
         if (client_watch_start(a, "WatchSession", agent_report_new(a, NULL), on_session) < 0)
                 agent_exit(a, AGENT_EXIT_FAILURE);
 }

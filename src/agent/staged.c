@@ -539,19 +539,17 @@ typedef struct ReadAhead {
         bool stop;
         int error;
         char *why;
+        char zero_hex[33]; /* the hash of a whole chunk of zeroes */
 } ReadAhead;
 
 /* Whether the manifest's hash of chunk i is that of n zero bytes. */
-static bool manifest_says_zero(const Manifest *m, uint64_t i, size_t n, uint8_t *scratch) {
-        static char full[33];
+static bool manifest_says_zero(const ReadAhead *ra, uint64_t i, size_t n, uint8_t *scratch) {
         char hex[33];
-        if (n == FRAME_CHUNK && full[0]) /* the hash of a zero chunk, once */
-                return strncmp(m->hashes + i * 32, full, 32) == 0;
-        memset(scratch, 0, n);
-        frame_hash_hex(frame_chunk_hash(scratch, n), hex);
-        if (n == FRAME_CHUNK)
-                memcpy(full, hex, sizeof(hex));
-        return strncmp(m->hashes + i * 32, hex, 32) == 0;
+        if (n < FRAME_CHUNK) { /* the disk's last chunk, of its own length */
+                memset(scratch, 0, n);
+                frame_hash_hex(frame_chunk_hash(scratch, n), hex);
+        }
+        return strncmp(ra->m->hashes + i * 32, n < FRAME_CHUNK ? hex : ra->zero_hex, 32) == 0;
 }
 
 static void *read_ahead_run(void *data) {
@@ -571,7 +569,7 @@ static void *read_ahead_run(void *data) {
                 pthread_mutex_unlock(&ra->lock);
                 if (stop)
                         break;
-                if (manifest_says_zero(ra->m, i, n, buf))
+                if (manifest_says_zero(ra, i, n, buf))
                         memset(buf, 0, n); /* checked against the manifest all the same */
                 else
                         r = storage_iscsi_pread(ra->lun, buf, whole, off, &why);
@@ -599,8 +597,11 @@ static int download_iscsi(Stager *s, IscsiLun *lun, const Manifest *m, Writer *w
         for (size_t i = 0; i < READ_AHEAD; i++)
                 if (!(ra.buf[i] = malloc(FRAME_CHUNK + lun->block_size)))
                         r = -ENOMEM;
-        if (r >= 0)
+        if (r >= 0) {
+                memset(ra.buf[0], 0, FRAME_CHUNK);
+                frame_hash_hex(frame_chunk_hash(ra.buf[0], FRAME_CHUNK), ra.zero_hex);
                 r = -pthread_create(&thread, NULL, read_ahead_run, &ra);
+        }
         if (r < 0) {
                 for (size_t i = 0; i < READ_AHEAD; i++)
                         free(ra.buf[i]);
@@ -933,9 +934,7 @@ static void on_enrolled(Agent *a) {
                 return;
         }
         /* Our disk, for the resize plan; the source reports ready once the session says how (on_session). */
-        if (resize_report_disk(a, want, s->upload ? &s->fingerprint : NULL) < 0)
-                log_warning("Could not scan %s for the resize plan; only resize mode none can work.",
-                            a->settings.device);
+        resize_report_disk(a, want, s->upload ? &s->fingerprint : NULL);
         r = client_watch_start(a, "WatchSession", agent_report_new(a, NULL), on_session);
         if (r < 0)
                 agent_exit(a, AGENT_EXIT_FAILURE);

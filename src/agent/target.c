@@ -515,8 +515,7 @@ static void on_enrolled(Agent *a) {
                 return;
         }
         /* Our disk, for the resize plan: its size decides whether the source shrinks or we grow. */
-        if (resize_report_disk(a, "target", NULL) < 0)
-                log_warning("Could not scan %s for the resize plan.", a->settings.device);
+        resize_report_disk(a, "target", NULL);
         r = tls_trust_new(a->ca_pem, NULL, &t->trust);
         if (r >= 0)
                 r = sd_event_add_time_relative(a->event, &t->progress_timer, CLOCK_MONOTONIC, USEC_PER_SEC, 0,

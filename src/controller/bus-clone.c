@@ -5,6 +5,7 @@
 #include "bus-util.h"
 #include "clone.h"
 #include "log.h"
+#include "plan.h"
 #include "polkit.h"
 #include "pureboot-errors.h"
 
@@ -22,7 +23,7 @@ static int property_get_staging_status(sd_bus *bus, const char *path, const char
                                        sd_bus_message *reply, void *userdata, sd_bus_error *error) {
         CloneSession *c = userdata;
         (void) bus, (void) path, (void) interface, (void) property, (void) error;
-        return sd_bus_message_append(reply, "s", strempty((clone_followed(c) ?: c)->staging_status));
+        return sd_bus_message_append(reply, "s", strempty(clone_owner(c)->staging_status));
 }
 
 static int property_get_progress(sd_bus *bus, const char *path, const char *interface, const char *property,
@@ -208,10 +209,9 @@ static int edits_from_json(const char *text, json_object **ret, sd_bus_error *er
                 json_object_object_foreach(o, key, value) {
                         char *end;
                         unsigned long n = strtoul(key, &end, 10);
-                        bool drop = json_object_is_type(value, json_type_string) &&
-                                    streq(json_object_get_string(value), "delete");
                         if (*end || n == 0 || n > 128 ||
-                            (!drop && (!json_object_is_type(value, json_type_int) || json_object_get_int64(value) <= 0)))
+                            (!plan_edit_is_delete(value) &&
+                             (!json_object_is_type(value, json_type_int) || json_object_get_int64(value) <= 0)))
                                 return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
                                                          "\"%.16s\": %.32s is no edit; give a partition number "
                                                          "and its new size in bytes, or \"delete\".",

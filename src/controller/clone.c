@@ -102,10 +102,19 @@ CloneSession *clone_followed(CloneSession *c) {
         return c->follows ? hashmap_get(c->manager->sessions, c->follows) : NULL;
 }
 
-const char *clone_source_digest(CloneSession *c) {
-        CloneSession *p = clone_followed(c);
-        return p ? p->source_digest : c->source_digest;
+CloneSession *clone_owner(CloneSession *c) {
+        return clone_followed(c) ?: c;
 }
+
+const char *clone_source_digest(CloneSession *c) {
+        return clone_owner(c)->source_digest;
+}
+
+/* Every session following c (the targets added to it). */
+#define FOREACH_FOLLOWER(o, c)                                                                              \
+        HASHMAP_FOREACH (o, (c)->manager->sessions, _f)                                                     \
+                if (!streq_ptr((o)->follows, (c)->id)) {                                                    \
+                } else
 
 static bool same_family(CloneSession *a, CloneSession *b) {
         return streq_ptr(a->follows, b->id) || streq_ptr(b->follows, a->id) ||
@@ -114,9 +123,8 @@ static bool same_family(CloneSession *a, CloneSession *b) {
 
 void clone_emit_followers(CloneSession *c, const char *property) {
         CloneSession *o;
-        HASHMAP_FOREACH (o, c->manager->sessions, i)
-                if (streq_ptr(o->follows, c->id))
-                        clone_emit_changed(o, property, NULL);
+        FOREACH_FOLLOWER (o, c)
+                clone_emit_changed(o, property, NULL);
 }
 
 static void emit_progress(void *userdata) {
@@ -313,7 +321,7 @@ static int session_disk(CloneSession *c, const char *role, DiskInfo *ret, sd_bus
 /* The plan again from what is known now, if anything is: quietly, a missing disk is no error here. */
 static void replan(CloneSession *c) {
         sd_bus_error e = SD_BUS_ERROR_NULL;
-        if (c->plan_json || ((clone_followed(c) ?: c)->source_disk_json && c->target_disk_json))
+        if (c->plan_json || (clone_owner(c)->source_disk_json && c->target_disk_json))
                 (void) clone_plan(c, NULL, false, &e);
         sd_bus_error_free(&e);
 }
@@ -393,11 +401,20 @@ static const char *transition_hint(CloneStatus from, CloneStatus to) {
         return "that step does not follow from this state";
 }
 
+int clone_digest_verdict(const char *source, const char *target, CloneStatus *ret_to, char **ret_message) {
+        *ret_message = NULL;
+        *ret_to = streq(source, target) ? CLONE_COMPLETED : CLONE_FAILED;
+        if (*ret_to == CLONE_FAILED && asprintf(ret_message, "The target's digest %s differs from the source's %s: the "
+                                                "copy is not what was read. Start the session again.",
+                                                target, source) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
 bool clone_has_followers(CloneSession *c) {
         CloneSession *o;
-        HASHMAP_FOREACH (o, c->manager->sessions, i)
-                if (streq_ptr(o->follows, c->id))
-                        return true;
+        FOREACH_FOLLOWER (o, c)
+                return true;
         return false;
 }
 
@@ -406,8 +423,8 @@ static bool family_running(CloneSession *owner) {
         CloneSession *o;
         if (clone_status_is_active(owner->status))
                 return true;
-        HASHMAP_FOREACH (o, owner->manager->sessions, i)
-                if (streq_ptr(o->follows, owner->id) && clone_status_is_active(o->status))
+        FOREACH_FOLLOWER (o, owner)
+                if (clone_status_is_active(o->status))
                         return true;
         return false;
 }
@@ -438,14 +455,12 @@ static void follow_source(CloneSession *f) {
                         return (void) log_oom();
                 clone_emit_changed(f, "SourceDigest", NULL);
                 if (f->target_digest && IN_SET_STATUS(f->status, CLONE_SOURCE_READY, CLONE_CLONING)) {
-                        bool same = streq(f->target_digest, f->source_digest);
-                        if (!same && asprintf(&message, "The target's digest %s differs from the source's %s: the "
-                                              "copy is not what was read. Start the session again.",
-                                              f->target_digest, f->source_digest) < 0)
+                        CloneStatus to;
+                        if (clone_digest_verdict(f->source_digest, f->target_digest, &to, &message) < 0)
                                 return (void) log_oom();
-                        if (same && f->status == CLONE_SOURCE_READY) /* the table's way to the end */
+                        if (to == CLONE_COMPLETED && f->status == CLONE_SOURCE_READY) /* the table's way there */
                                 (void) clone_transition(f, CLONE_CLONING, NULL, NULL);
-                        (void) clone_transition(f, same ? CLONE_COMPLETED : CLONE_FAILED, message, NULL);
+                        (void) clone_transition(f, to, message, NULL);
                 }
         }
 }
@@ -453,13 +468,13 @@ static void follow_source(CloneSession *f) {
 /* What a change of c means for its family: the targets following it follow its source, and the shared
  * staging goes once the session with the source and every target following it are over. */
 void clone_family_changed(CloneSession *c) {
-        CloneSession *owner = clone_followed(c) ?: c, *o;
+        CloneSession *owner = clone_owner(c), *o;
         int r;
 
-        if (!c->follows)
-                HASHMAP_FOREACH (o, c->manager->sessions, i)
-                        if (streq_ptr(o->follows, c->id))
-                                follow_source(o);
+        if (!c->follows) {
+                FOREACH_FOLLOWER (o, c)
+                        follow_source(o);
+        }
         if (!family_running(owner) && staging_is_left(owner) && (r = staging_cleanup(owner)) < 0)
                 log_warning_errno(r, "Failed to start removing the staging of session %s: %m", owner->id);
 }
@@ -608,9 +623,9 @@ int clone_start(CloneSession *c, sd_bus_error *error) {
                 follow_source(c);
         else {
                 CloneSession *o;
-                HASHMAP_FOREACH (o, m->sessions, i) {
+                FOREACH_FOLLOWER (o, c) {
                         _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
-                        if (streq_ptr(o->follows, c->id) && IN_SET_STATUS(o->status, CLONE_PENDING, CLONE_FAILED) &&
+                        if (IN_SET_STATUS(o->status, CLONE_PENDING, CLONE_FAILED) &&
                             clone_start(o, &e) < 0)
                                 log_warning("Session %s: its added target %s did not start: %s", c->id, o->id,
                                             e.message ?: "out of memory");
@@ -772,7 +787,7 @@ static int set_field(CloneSession *c, char **field, char *value, sd_bus_error *e
 
 /* The disk of role: what its agent reported, else the node's last scan of the session's device. */
 static int session_disk(CloneSession *c, const char *role, DiskInfo *ret, sd_bus_error *error) {
-        c = streq(role, "source") ? clone_followed(c) ?: c : c; /* an added target shares the source */
+        c = streq(role, "source") ? clone_owner(c) : c; /* an added target shares the source */
         const char *reported = streq(role, "source") ? c->source_disk_json : c->target_disk_json;
         const char *node_id = streq(role, "source") ? c->source_node : c->target_node;
         const char *device = streq(role, "source") ? c->source_device : c->target_device;
@@ -887,8 +902,8 @@ int clone_plan(CloneSession *c, json_object *edits, bool refuse_infeasible, sd_b
         clone_emit_changed(c, "Plan", NULL);
         /* The targets added to it plan from what it uploads. */
         CloneSession *o;
-        HASHMAP_FOREACH (o, c->manager->sessions, i)
-                if (streq_ptr(o->follows, c->id) && o->target_disk_json)
+        FOREACH_FOLLOWER (o, c)
+                if (o->target_disk_json)
                         replan(o);
         return 0;
 }
@@ -912,7 +927,7 @@ int clone_report_disk(CloneSession *c, const char *role, json_object *disk, sd_b
         if (!text)
                 return -ENOMEM;
         r = set_field(c, streq(role, "source") ? &c->source_disk_json : &c->target_disk_json, text, error);
-        if (r < 0 || !(clone_followed(c) ?: c)->source_disk_json || !c->target_disk_json)
+        if (r < 0 || !clone_owner(c)->source_disk_json || !c->target_disk_json)
                 return r;
         /* Both disks known (again): the plan follows them, keeping the user's edits. */
         sd_bus_error e = SD_BUS_ERROR_NULL;

@@ -94,6 +94,9 @@ int clone_set_progress(CloneSession *c, uint64_t bytes_transferred, uint64_t rat
 
 int clone_resolve(Manager *m, const char *name, CloneSession **ret, sd_bus_error *error);
 
+/* Once both digests are known: completed if they agree, else failed with the sentence in *ret_message. */
+int clone_digest_verdict(const char *source, const char *target, CloneStatus *ret_to, char **ret_message);
+
 /* One source to several targets. clone_add_target creates a session following c (staged, not itself a
  * follower) for another target: same source, staging and image, its own target, progress, digest and plan,
  * started at once if c is running. clone_followed is the session c follows (NULL if none); clone_source_digest
@@ -101,6 +104,8 @@ int clone_resolve(Manager *m, const char *name, CloneSession **ret, sd_bus_error
 int clone_add_target(CloneSession *c, const char *node, const char *device, const char *resize_mode, uint32_t uid,
                      CloneSession **ret, sd_bus_error *error);
 CloneSession *clone_followed(CloneSession *c);
+/* The session with the source and the staging: the one c follows, else c itself. */
+CloneSession *clone_owner(CloneSession *c);
 bool clone_has_followers(CloneSession *c);
 /* After a change of c (its status, its source's digest): the targets following it take their source's steps,
  * and the shared staging is removed once the session with it and every target following it are over. */

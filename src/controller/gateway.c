@@ -155,7 +155,7 @@ static json_object *session_json(CloneSession *c, const Peer *peer) {
         ADD("sizeBytes", json_object_new_int64((int64_t) c->bytes_total));
         ADD("bytesTransferred", json_object_new_int64((int64_t) c->bytes_transferred));
         ADD("resizeMode", json_object_new_string(c->resize_mode));
-        const char *staging = (clone_followed(c) ?: c)->staging_status; /* an added target shares it */
+        const char *staging = clone_owner(c)->staging_status; /* an added target shares it */
         ADD("stagingStatus", staging ? json_object_new_string(staging) : NULL);
         ADD("plan", clone_plan_json(c));
         ADD("error", c->error ? json_object_new_string(c->error) : NULL);
@@ -505,15 +505,9 @@ static int handle_complete(Call *call) {
                 c->bytes_transferred = c->bytes_total;
 
         CloneStatus to = c->status == CLONE_SOURCE_READY ? CLONE_CLONING : c->status;
-        if (other && streq(other, digest))
-                to = CLONE_COMPLETED;
-        else if (other) {
-                to = CLONE_FAILED;
-                if (asprintf(&message, "The target's digest %s differs from the source's %s: the copy is not "
-                                       "what was read. Start the session again.",
-                             c->target_digest, c->source_digest) < 0)
-                        return -ENOMEM;
-        }
+        if (other && clone_digest_verdict(streq(role, "source") ? digest : other,
+                                          streq(role, "source") ? other : digest, &to, &message) < 0)
+                return -ENOMEM;
         r = record(call, c, role, seq, to, message);
         if (r > 0) {
                 clone_emit_changed(c, streq(role, "source") ? "SourceDigest" : "TargetDigest", NULL);
@@ -666,7 +660,7 @@ static int handle_get_staging(Call *call) {
         if (call->peer.kind != PEER_CLONE)
                 return fail(call, NODE_ERROR("PermissionDenied"), "reason",
                             "the staging area is told only to the session's clone certificates", NULL);
-        c = clone_followed(c) ?: c; /* a target added to a session downloads that session's image */
+        c = clone_owner(c); /* a target added to a session downloads that session's image */
         if (!streq(c->mode, "staged") ||
             !STR_IN_SET(strempty(c->staging_status), "provisioned", "uploading", "ready", "downloading"))
                 return fail(call, NODE_ERROR("InvalidState"), "status", clone_status_to_string(c->status), "reason",
@@ -702,7 +696,7 @@ static int handle_staging_status(Call *call) {
                             streq(status, "cleanup") ? "the controller removes the staging area itself"
                                                      : "the other role reports this step",
                             NULL);
-        r = staging_report(clone_followed(c) ?: c, status, &reason);
+        r = staging_report(clone_owner(c), status, &reason);
         if (r == -EINVAL)
                 return fail(call, NODE_ERROR("InvalidState"), "status", strempty(c->staging_status), "reason", reason,
                             NULL);

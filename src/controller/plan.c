@@ -32,23 +32,23 @@ _printf_(2, 3) static void infeasible(Plan *p, const char *format, ...) {
         va_end(ap);
 }
 
+/* The user's edit of partition n, or NULL. */
+static json_object *edit_of(Plan *p, unsigned n) {
+        char key[16];
+        json_object *v = NULL;
+        snprintf(key, sizeof(key), "%u", n);
+        return p->edits && json_object_object_get_ex(p->edits, key, &v) ? v : NULL;
+}
+
 /* Whether the user asked to leave partition n out ("delete"). */
 static bool edited_delete(Plan *p, unsigned n) {
-        char key[16];
-        json_object *v;
-        snprintf(key, sizeof(key), "%u", n);
-        return p->edits && json_object_object_get_ex(p->edits, key, &v) &&
-               json_object_is_type(v, json_type_string) && streq(json_object_get_string(v), "delete");
+        return plan_edit_is_delete(edit_of(p, n));
 }
 
 /* The user's size for partition n, or 0. */
 static uint64_t edited_size(Plan *p, unsigned n) {
-        char key[16];
-        json_object *v;
-        snprintf(key, sizeof(key), "%u", n);
-        if (!p->edits || !json_object_object_get_ex(p->edits, key, &v))
-                return 0;
-        int64_t i = json_object_get_int64(v);
+        json_object *v = edit_of(p, n);
+        int64_t i = v ? json_object_get_int64(v) : 0;
         return i > 0 ? (uint64_t) i : 0;
 }
 
@@ -358,6 +358,10 @@ fail:
         if (r < 0)
                 return json_object_put(o), NULL;
         return o;
+}
+
+bool plan_edit_is_delete(json_object *value) {
+        return value && json_object_is_type(value, json_type_string) && streq(json_object_get_string(value), "delete");
 }
 
 bool plan_is_feasible(json_object *plan) {

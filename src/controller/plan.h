@@ -14,3 +14,5 @@ json_object *plan_compute(const DiskInfo *source, const DiskInfo *target, const 
                           json_object *edits);
 
 bool plan_is_feasible(json_object *plan);
+/* Whether an edit's value leaves its partition out: "delete". */
+bool plan_edit_is_delete(json_object *value);
