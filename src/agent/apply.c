@@ -533,6 +533,8 @@ int apply_operation(const char *device, const char *op, json_object *params, con
         Job j = { .device = device, .scratch_dir = scratch_dir, .params = params, .fd = -EBADF };
         PartitionInfo *p = NULL;
         uint64_t t = now_monotonic_usec();
+        /* Held to the end: no partition node goes away under the operation. */
+        _cleanup_close_ int lock = device_lock_table(device);
         int r;
 
         *ret_error = NULL;

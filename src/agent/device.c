@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -78,6 +79,24 @@ void device_umount(DeviceMount *m) {
         }
         free(m->dir);
         *m = (DeviceMount){};
+}
+
+int device_lock_table(const char *path) {
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+
+        if (fd < 0)
+                return -errno;
+        /* udev holds an exclusive lock only while it re-reads the table: a moment. */
+        for (unsigned i = 0; flock(fd, LOCK_SH | LOCK_NB) < 0; i++) {
+                if (errno != EWOULDBLOCK)
+                        return -errno;
+                if (i == 200) {
+                        log_warning("%s stays locked by another program; going on without the lock.", path);
+                        return -EWOULDBLOCK;
+                }
+                usleep(50 * 1000);
+        }
+        return TAKE_FD(fd);
 }
 
 int device_open(const char *path, int flags, Device *ret, char **ret_holder) {

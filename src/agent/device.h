@@ -17,6 +17,12 @@ typedef struct Device {
  * what if known. */
 int device_open(const char *path, int flags, Device *ret, char **ret_holder);
 void device_close(Device *d);
+/* A shared BSD lock on the whole disk at path (systemd's block device locking). While it is held, udev does
+ * not re-read the partition table, which it does after anyone closed the disk opened for writing, taking
+ * every partition node away for a moment; udev's own event processing goes on. Not an exclusive lock:
+ * libparted (Debian's) waits for udev to settle, and udev holds back events of an exclusively locked disk.
+ * Returns the fd to close to unlock; waits up to 10 s while udev re-reads the table. */
+int device_lock_table(const char *path);
 /* The mount point of the device or one of its partitions, if any (malloc'd), else NULL. */
 char *device_mounted_at(const char *path);
 /* A filesystem to look into or resize: where it is mounted already, or a mount of node made for the moment

@@ -1,8 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /* Boot answers, for firmware that cannot enrol: GET /boot/ipxe?mac=… returns an iPXE script and
  * GET /boot/pi?serial=…&mac=… the Pi boot script's JSON. The controller decides what the machine does
- * (Gateway.Boot); the workflow it names says which kernel, initrd and command line. */
+ * (Gateway.Boot); the workflow it names says which kernel, initrd and command line. GET /boot/files/PATH
+ * serves the kernels and initrds under [Boot] Path=. Firmware that asked over plain HTTP is sent on over
+ * plain HTTP; the agent it boots always talks HTTPS. */
+#include <fcntl.h>
+#include <linux/openat2.h>
 #include <stdarg.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 
 #include "log.h"
 #include "request.h"
@@ -27,14 +33,23 @@ static int reply_text(Request *req, unsigned status, const char *text) {
         return 0;
 }
 
+/* scheme://host:port of a listener, as nodes reach it. */
+static char *listener_url(const Bridge *b, const Listener *l) {
+        char *url = NULL;
+        if (asprintf(&url, "%s://%s:%u", l->tls ? "https" : "http", b->config.address ?: b->config.hostname,
+                     l->port) < 0)
+                return NULL;
+        return url;
+}
+
 /* The kernel command line of a deploy boot: the workflow's own, then what the agent needs. */
 static char *deploy_cmdline(Bridge *b, const Workflow *w, const char *node, const char *mac, const char *ip,
                             sd_bus_message *params) {
-        _cleanup_free_ char *server = NULL;
+        _cleanup_free_ char *server = listener_url(b, &b->https);
         char *line = workflow_render_cmdline(w, b->config.address ?: b->config.hostname, node, mac, ip);
         const char *k, *v;
 
-        if (!line || asprintf(&server, "https://%s:%u", b->config.address ?: b->config.hostname, b->port) < 0)
+        if (!line || !server)
                 return mfree(line);
         if (strextend_printf(&line, "%spureboot.server=%s pureboot.ca=sha256:%s", *line ? " " : "", server,
                              b->ca_fingerprint) < 0)
@@ -51,7 +66,7 @@ static int render(BootCall *bc, sd_bus_message *m) {
         Request *req = bc->req;
         Bridge *b = req->bridge;
         const char *action, *workflow, *node, *state;
-        _cleanup_free_ char *script = NULL, *cmdline = NULL, *url = NULL;
+        _cleanup_free_ char *script = NULL, *cmdline = NULL, *here = NULL, *files = NULL;
         const Workflow *w = NULL;
         int r;
 
@@ -109,8 +124,8 @@ static int render(BootCall *bc, sd_bus_message *m) {
                 return request_reply_json(req, MHD_HTTP_OK, o);
         }
 
-        if (asprintf(&url, "https://%s:%u/boot/ipxe?mac=%s", b->config.address ?: b->config.hostname, b->port,
-                     bc->mac) < 0)
+        here = listener_url(b, req->listener);
+        if (!here || asprintf(&files, "%s/boot/files", here) < 0)
                 return -ENOMEM;
         if (w)
                 r = asprintf(&script,
@@ -120,16 +135,16 @@ static int render(BootCall *bc, sd_bus_message *m) {
                              "kernel %s/%s initrd=initrd %s\n"
                              "initrd --name initrd %s/%s\n"
                              "boot\n",
-                             node, w->id, w->name, b->config.boot_base_url, w->kernel_path, cmdline,
-                             b->config.boot_base_url, w->initrd_path);
+                             node, w->id, w->name, b->config.boot_base_url ?: files, w->kernel_path, cmdline,
+                             b->config.boot_base_url ?: files, w->initrd_path);
         else if (streq(action, "wait"))
                 r = asprintf(&script,
                              "#!ipxe\n"
                              "# PureBoot: node %s waits for its clone session to start\n"
                              "echo PureBoot: a clone session names this machine but is not started; asking again in 30 s\n"
                              "sleep 30\n"
-                             "chain %s\n",
-                             node, url);
+                             "chain %s/boot/ipxe?mac=%s\n",
+                             node, here, bc->mac);
         else
                 r = asprintf(&script,
                              "#!ipxe\n"
@@ -201,5 +216,35 @@ int boot_answer(Request *req, bool pi) {
                                            "reason", "the controller cannot be reached", NULL);
         }
         request_suspend(req);
+        return 0;
+}
+
+int boot_file_answer(Request *req, const char *path) {
+        const char *dir = req->bridge->config.boot_dir ?: "/srv/pureboot/boot";
+        struct open_how how = { .flags = O_RDONLY | O_CLOEXEC | O_NOCTTY,
+                                .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS };
+        _cleanup_close_ int dfd = -EBADF, fd = -EBADF;
+        struct stat st;
+
+        /* Per request: the directory may be filled (or made) after the bridge started. Nothing outside
+         * it is reachable, not through "..", nor an absolute path, nor a symbolic link. */
+        dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (dfd >= 0)
+                fd = (int) syscall(SYS_openat2, dfd, path, &how, sizeof(how));
+        if (dfd < 0 || fd < 0) {
+                /* Unreadable files are the operator's to fix; the firmware only learns there is none. */
+                int e = errno;
+                log_full_errno(e == EACCES ? LOG_WARNING : LOG_DEBUG, e, "Boot file \"%s\" under %s: %m%s", path, dir,
+                               e == EACCES ? " (it must be readable by the bridge's user)" : "");
+                return reply_text(req, MHD_HTTP_NOT_FOUND, "PureBoot: no such boot file\n");
+        }
+        if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+                return reply_text(req, MHD_HTTP_NOT_FOUND, "PureBoot: no such boot file\n");
+        req->response = MHD_create_response_from_fd64((uint64_t) st.st_size, fd);
+        if (!req->response)
+                return -ENOMEM;
+        TAKE_FD(fd); /* the response closes it */
+        MHD_add_response_header(req->response, MHD_HTTP_HEADER_CONTENT_TYPE, "application/octet-stream");
+        req->status = MHD_HTTP_OK;
         return 0;
 }

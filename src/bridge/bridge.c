@@ -28,7 +28,9 @@ static void config_done(BridgeConfig *c) {
         free(c->cert_file);
         free(c->key_file);
         free(c->workflows_dir);
+        free(c->boot_dir);
         free(c->boot_base_url);
+        free(c->http_listen);
 }
 
 static Bridge *bridge_free(Bridge *b) {
@@ -40,8 +42,8 @@ static Bridge *bridge_free(Bridge *b) {
         varlink_interface_free(b->interface);
         sd_bus_flush_close_unref(b->bus);
         sd_event_unref(b->event);
-        if (b->listen_fd >= 0)
-                close(b->listen_fd);
+        closep(&b->https.fd);
+        closep(&b->http.fd);
         if (b->key_pem)
                 explicit_bzero(b->key_pem, strlen(b->key_pem));
         free(b->key_pem);
@@ -59,8 +61,8 @@ static void bridge_freep(Bridge **b) {
         bridge_free(*b);
 }
 
-/* ADDR:PORT or [V6]:PORT, bound and listening; or the socket systemd passed. */
-static int open_listener(Bridge *b) {
+/* ADDR:PORT or [V6]:PORT, bound and listening. */
+static int listen_on(const char *what, const char *l) {
         union {
                 struct sockaddr sa;
                 struct sockaddr_in in;
@@ -68,49 +70,84 @@ static int open_listener(Bridge *b) {
         } sa = {};
         socklen_t len;
         _cleanup_free_ char *host = NULL;
-        const char *colon;
+        const char *colon = strrchr(l, ':');
         uint64_t port;
-        int n, fd;
+        int fd;
 
-        n = sd_listen_fds(true);
-        if (n > 1)
-                return log_error_errno(EINVAL, "Got %d sockets from systemd; pureboot-bridge takes one.", n);
-        if (n == 1) {
-                b->listen_fd = SD_LISTEN_FDS_START;
-        } else {
-                const char *l = b->config.listen ?: "0.0.0.0:8443";
-                colon = strrchr(l, ':');
-                if (!colon || parse_uint64(colon + 1, &port) < 0 || port == 0 || port > 65535)
-                        return log_error_errno(EINVAL, "--listen=%s is not ADDRESS:PORT.", l);
-                host = strndup(l[0] == '[' ? l + 1 : l, (size_t) (colon - l) - (l[0] == '[' ? 2 : 0));
-                if (!host)
-                        return -ENOMEM;
-                if (inet_pton(AF_INET, host, &sa.in.sin_addr) == 1) {
-                        sa.in.sin_family = AF_INET;
-                        sa.in.sin_port = htons((uint16_t) port);
-                        len = sizeof(sa.in);
-                } else if (inet_pton(AF_INET6, host, &sa.in6.sin6_addr) == 1) {
-                        sa.in6.sin6_family = AF_INET6;
-                        sa.in6.sin6_port = htons((uint16_t) port);
-                        len = sizeof(sa.in6);
-                } else
-                        return log_error_errno(EINVAL, "--listen address \"%s\" is not an IP address.", host);
-                fd = socket(sa.sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-                if (fd < 0)
-                        return -errno;
-                (void) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &(int){ 1 }, sizeof(int));
-                if (bind(fd, &sa.sa, len) < 0 || listen(fd, 4096) < 0) {
-                        int r = -errno;
-                        close(fd);
-                        return log_error_errno(r, "Failed to listen on %s: %m", l);
-                }
-                b->listen_fd = fd;
-        }
-        len = sizeof(sa);
-        if (getsockname(b->listen_fd, &sa.sa, &len) < 0)
+        if (!colon || parse_uint64(colon + 1, &port) < 0 || port == 0 || port > 65535)
+                return log_error_errno(EINVAL, "%s=%s is not ADDRESS:PORT.", what, l);
+        host = strndup(l[0] == '[' ? l + 1 : l, (size_t) (colon - l) - (l[0] == '[' ? 2 : 0));
+        if (!host)
+                return -ENOMEM;
+        if (inet_pton(AF_INET, host, &sa.in.sin_addr) == 1) {
+                sa.in.sin_family = AF_INET;
+                sa.in.sin_port = htons((uint16_t) port);
+                len = sizeof(sa.in);
+        } else if (inet_pton(AF_INET6, host, &sa.in6.sin6_addr) == 1) {
+                sa.in6.sin6_family = AF_INET6;
+                sa.in6.sin6_port = htons((uint16_t) port);
+                len = sizeof(sa.in6);
+        } else
+                return log_error_errno(EINVAL, "%s address \"%s\" is not an IP address.", what, host);
+        fd = socket(sa.sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0)
                 return -errno;
-        b->port = ntohs(sa.sa.sa_family == AF_INET ? sa.in.sin_port : sa.in6.sin6_port);
+        (void) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &(int){ 1 }, sizeof(int));
+        if (bind(fd, &sa.sa, len) < 0 || listen(fd, 4096) < 0) {
+                int r = -errno;
+                close(fd);
+                return log_error_errno(r, "Failed to listen on %s: %m", l);
+        }
+        return fd;
+}
+
+static int listener_port(Listener *l) {
+        union {
+                struct sockaddr sa;
+                struct sockaddr_in in;
+                struct sockaddr_in6 in6;
+        } sa = {};
+        socklen_t len = sizeof(sa);
+
+        if (getsockname(l->fd, &sa.sa, &len) < 0)
+                return -errno;
+        l->port = ntohs(sa.sa.sa_family == AF_INET ? sa.in.sin_port : sa.in6.sin6_port);
         return 0;
+}
+
+/* The sockets systemd passed: the one named "http" (FileDescriptorName=http) is the plain HTTP listener,
+ * the other the HTTPS one. Else --listen and, if set, [Boot] HTTPListen=. */
+static int open_listeners(Bridge *b) {
+        _cleanup_strv_free_ char **names = NULL;
+        int n, r;
+
+        n = sd_listen_fds_with_names(true, &names);
+        if (n < 0)
+                return log_error_errno(n, "Failed to get the sockets systemd passed: %m");
+        for (int i = 0; i < n; i++) {
+                Listener *l = names && names[i] && streq(names[i], "http") ? &b->http : &b->https;
+                if (l->fd >= 0)
+                        return log_error_errno(EINVAL, "Got two %s sockets from systemd; pureboot-bridge takes one "
+                                               "HTTPS socket and at most one named \"http\".",
+                                               l->tls ? "HTTPS" : "\"http\"");
+                l->fd = SD_LISTEN_FDS_START + i;
+        }
+        if (n > 0 && b->https.fd < 0)
+                return log_error_errno(EINVAL, "systemd passed no HTTPS socket, only one named \"http\".");
+        if (n == 0) {
+                b->https.fd = listen_on("--listen", b->config.listen ?: "0.0.0.0:8443");
+                if (b->https.fd < 0)
+                        return b->https.fd;
+                if (b->config.http_listen) {
+                        b->http.fd = listen_on("HTTPListen", b->config.http_listen);
+                        if (b->http.fd < 0)
+                                return b->http.fd;
+                }
+        }
+        r = listener_port(&b->https);
+        if (r >= 0 && b->http.fd >= 0)
+                r = listener_port(&b->http);
+        return r;
 }
 
 /* Our key, made here; the controller signs its CSR. The key never leaves this process. */
@@ -164,6 +201,42 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
         return sd_event_exit(sd_event_source_get_event(s), 0);
 }
 
+/* bridge.conf: [Boot] only; the rest is on the command line, which wins over the file. */
+static int handle_setting(const char *file, unsigned line, const char *section, const char *key, const char *value,
+                          void *userdata) {
+        BridgeConfig *c = userdata;
+        char **target = NULL;
+
+        if (streq(section, "Boot") && streq(key, "Path"))
+                target = &c->boot_dir;
+        else if (streq(section, "Boot") && streq(key, "BaseURL"))
+                target = &c->boot_base_url;
+        else if (streq(section, "Boot") && streq(key, "HTTPListen"))
+                target = &c->http_listen;
+        if (!target) {
+                log_warning("%s:%u: unknown setting [%s] %s=, ignoring.", file, line, section, key);
+                return 0;
+        }
+        /* Empty: the default. */
+        return isempty(value) ? (*target = mfree(*target), 0) : free_and_strdup(target, value);
+}
+
+static int load_settings(BridgeConfig *c, const char *path, bool must_exist) {
+        BridgeConfig file = {};
+        int r = must_exist && access(path, F_OK) < 0 ? -errno : ini_parse_with_dropins(path, handle_setting, &file);
+
+        if (r >= 0) {
+                if (!c->boot_dir)
+                        c->boot_dir = TAKE_PTR(file.boot_dir);
+                if (!c->boot_base_url)
+                        c->boot_base_url = TAKE_PTR(file.boot_base_url);
+                if (!c->http_listen)
+                        c->http_listen = TAKE_PTR(file.http_listen);
+        }
+        config_done(&file);
+        return r < 0 ? log_error_errno(r, "Failed to read %s: %m", path) : 0;
+}
+
 static void help(void) {
         printf("pureboot-bridge [OPTIONS...]\n\n"
                "Serves the org.pureboot.Node varlink interface to nodes over HTTPS.\n\n"
@@ -174,7 +247,10 @@ static void help(void) {
                "     --address=IP          Address nodes use, added to the server certificate\n"
                "     --cert=FILE --key=FILE  Use these instead of asking the controller for a certificate\n"
                "     --workflows=DIR       Boot workflows (default /usr/share/pureboot/workflows)\n"
-               "     --boot-url=URL        Where kernels and initrds are fetched (default https://ADDRESS:PORT/boot/files)\n"
+               "     --config=FILE         Settings file (default /etc/pureboot/bridge.conf, and its .d/)\n"
+               "     --boot-dir=DIR        Serve DIR at /boot/files/ (default /srv/pureboot/boot)\n"
+               "     --boot-url=URL        Where boot scripts fetch kernels and initrds (default this bridge's /boot/files)\n"
+               "     --http-listen=ADDR:PORT  Also serve /boot/ over plain HTTP, for firmware without TLS\n"
                "     --check-workflows=DIR Load every workflow of DIR, report, and exit (non-zero on any error)\n"
                "     --max-connections=N   Connections in all (default 4096)\n"
                "     --max-per-ip=N        Connections per client address (default 64)\n"
@@ -182,9 +258,10 @@ static void help(void) {
                "     --log-level=LEVEL     err, warning, notice, info or debug\n");
 }
 
-static int parse_args(int argc, char *argv[], BridgeConfig *c) {
+static int parse_args(int argc, char *argv[], BridgeConfig *c, char **config_file) {
         enum { ARG_VERSION = 0x100, ARG_LISTEN, ARG_HOSTNAME, ARG_ADDRESS, ARG_CERT, ARG_KEY, ARG_MAX_CONN,
-               ARG_MAX_PER_IP, ARG_TIMEOUT, ARG_LOG_LEVEL, ARG_WORKFLOWS, ARG_BOOT_URL, ARG_CHECK_WORKFLOWS };
+               ARG_MAX_PER_IP, ARG_TIMEOUT, ARG_LOG_LEVEL, ARG_WORKFLOWS, ARG_BOOT_URL, ARG_CHECK_WORKFLOWS, ARG_CONFIG, ARG_BOOT_DIR,
+               ARG_HTTP_LISTEN };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, ARG_VERSION },
@@ -200,6 +277,9 @@ static int parse_args(int argc, char *argv[], BridgeConfig *c) {
                 { "workflows", required_argument, NULL, ARG_WORKFLOWS },
                 { "boot-url", required_argument, NULL, ARG_BOOT_URL },
                 { "check-workflows", required_argument, NULL, ARG_CHECK_WORKFLOWS },
+                { "config", required_argument, NULL, ARG_CONFIG },
+                { "boot-dir", required_argument, NULL, ARG_BOOT_DIR },
+                { "http-listen", required_argument, NULL, ARG_HTTP_LISTEN },
                 {},
         };
         uint64_t v;
@@ -218,6 +298,9 @@ static int parse_args(int argc, char *argv[], BridgeConfig *c) {
                 case ARG_KEY: target = &c->key_file; break;
                 case ARG_WORKFLOWS: target = &c->workflows_dir; break;
                 case ARG_BOOT_URL: target = &c->boot_base_url; break;
+                case ARG_BOOT_DIR: target = &c->boot_dir; break;
+                case ARG_HTTP_LISTEN: target = &c->http_listen; break;
+                case ARG_CONFIG: target = config_file; break;
                 case ARG_CHECK_WORKFLOWS: {
                         struct Workflows *w = NULL;
                         r = workflows_load_dir(optarg, true, &w);
@@ -257,6 +340,7 @@ static int parse_args(int argc, char *argv[], BridgeConfig *c) {
 
 int main(int argc, char *argv[]) {
         _cleanup_(bridge_freep) Bridge *b = calloc(1, sizeof(Bridge));
+        _cleanup_free_ char *config_file = NULL;
         char host[256];
         sigset_t mask;
         unsigned line = 0;
@@ -264,12 +348,15 @@ int main(int argc, char *argv[]) {
 
         if (!b)
                 return log_oom(), 1;
-        b->listen_fd = -EBADF;
+        b->https = (Listener){ .bridge = b, .tls = true, .fd = -EBADF };
+        b->http = (Listener){ .bridge = b, .fd = -EBADF };
         b->config = (BridgeConfig){ .max_connections = 4096, .max_per_ip = 64, .timeout_sec = 30,
                                     .max_body = 1024 * 1024 };
-        r = parse_args(argc, argv, &b->config);
+        r = parse_args(argc, argv, &b->config, &config_file);
         if (r <= 0)
                 return r < 0 ? 2 : 0;
+        if (load_settings(&b->config, config_file ?: "/etc/pureboot/bridge.conf", config_file) < 0)
+                return 2;
         if (!b->config.hostname && gethostname(host, sizeof(host)) >= 0 && hostname_is_valid(host))
                 b->config.hostname = strdup(host);
         if (!b->config.hostname)
@@ -298,11 +385,7 @@ int main(int argc, char *argv[]) {
         if (r >= 0)
                 r = obtain_certificate(b);
         if (r >= 0)
-                r = open_listener(b);
-        if (r >= 0 && !b->config.boot_base_url &&
-            asprintf(&b->config.boot_base_url, "https://%s:%u/boot/files", b->config.address ?: b->config.hostname,
-                     b->port) < 0)
-                r = -ENOMEM;
+                r = open_listeners(b);
         if (r >= 0)
                 r = server_start(b);
         if (r < 0)
@@ -317,8 +400,10 @@ int main(int argc, char *argv[]) {
         (void) signal(SIGPIPE, SIG_IGN);
 
         (void) sd_notify(false, "READY=1");
-        log_info("pureboot-bridge %s serving org.pureboot.Node on port %u as %s.", PACKAGE_VERSION, b->port,
+        log_info("pureboot-bridge %s serving org.pureboot.Node on port %u as %s.", PACKAGE_VERSION, b->https.port,
                  b->config.hostname);
+        if (b->http.fd >= 0)
+                log_info("Serving /boot/ over plain HTTP on port %u too, for firmware without TLS.", b->http.port);
         r = sd_event_loop(b->event);
         (void) sd_notify(false, "STOPPING=1");
         return r < 0 ? 1 : 0;

@@ -17,20 +17,30 @@ typedef struct BridgeConfig {
         char *address;         /* the IP nodes use, put in the certificate too */
         char *cert_file, *key_file;
         char *workflows_dir;
-        char *boot_base_url;   /* where kernels and initrds are served from; default https://<address>:<port>/boot */
+        char *boot_dir;        /* [Boot] Path=: the files served at /boot/files/ (kernels, initrds) */
+        char *boot_base_url;   /* [Boot] BaseURL=: where boot scripts send firmware for them; default this bridge */
+        char *http_listen;     /* [Boot] HTTPListen=: plain HTTP for /boot/ only, for firmware without TLS */
         unsigned max_connections, max_per_ip, timeout_sec;
         size_t max_body;
 } BridgeConfig;
+
+/* A listening socket and the HTTP server on it: HTTPS for nodes, or plain HTTP, which answers only /boot/
+ * (stock iPXE builds have no TLS). */
+typedef struct Listener {
+        struct Bridge *bridge;
+        bool tls;
+        int fd;
+        uint16_t port;
+        struct MHD_Daemon *daemon;
+        struct MhdEvent *mhd;
+} Listener;
 
 typedef struct Bridge {
         sd_event *event;
         sd_bus *bus;
         BridgeConfig config;
 
-        struct MHD_Daemon *daemon;
-        struct MhdEvent *mhd;
-        int listen_fd;
-        uint16_t port;
+        Listener https, http; /* http.fd < 0: none */
 
         struct VarlinkInterface *interface;
         char *ca_pem, *crl_pem, *cert_pem, *key_pem;
@@ -47,11 +57,9 @@ typedef struct Bridge {
         struct Workflows *workflows;
 } Bridge;
 
-/* server.c */
+/* server.c: the HTTPS listener, and the plain HTTP one if there is one. */
 int server_start(Bridge *b);
 void server_stop(Bridge *b);
-/* Runs MHD soon: after a connection was resumed. */
-void server_kick(Bridge *b);
 
 /* trust.c: the CA and CRL from the controller. */
 int trust_load(Bridge *b);

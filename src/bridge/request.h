@@ -18,6 +18,7 @@ typedef struct Peer {
 
 struct Request {
         Bridge *bridge;
+        const Listener *listener; /* the HTTPS one, or plain HTTP (then only /boot/) */
         struct MHD_Connection *conn;
         Peer *peer;
         Request *prev, *next; /* in bridge->suspended while waiting */
@@ -51,6 +52,8 @@ void varlink_http_drop_waiting(Bridge *b);
 int varlink_http_call(Request *req, const char *name);
 /* boot.c: GET /boot/ipxe (pi = false) and GET /boot/pi. */
 int boot_answer(Request *req, bool pi);
+/* boot.c: GET /boot/files/PATH, PATH under [Boot] Path=. */
+int boot_file_answer(Request *req, const char *path);
 /* The HTTP status for a varlink error name. */
 unsigned varlink_error_status(const char *error);
 /* Called when the request a stream belongs to goes away; the response frees the stream later. */

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
-/* The HTTPS server: libmicrohttpd on GnuTLS in our sd-event loop through MHD's epoll fd, the limits that
- * keep one client from hurting the others, client certificate checks, and routing. */
+/* The HTTP servers: libmicrohttpd on GnuTLS in our sd-event loop through MHD's epoll fd, the limits that
+ * keep one client from hurting the others, client certificate checks, and routing. The HTTPS listener
+ * serves everything; the plain HTTP one (if configured) only the boot answers and files, for firmware
+ * that speaks no TLS. */
 #include <arpa/inet.h>
 #include <gnutls/gnutls.h>
 #include <stdarg.h>
@@ -9,10 +11,6 @@
 #include "request.h"
 #include "mhd-event.h"
 #include "tls.h"
-
-void server_kick(Bridge *b) {
-        mhd_event_kick(b->mhd);
-}
 
 int request_reply_json(Request *req, unsigned status, json_object *o) {
         const char *text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
@@ -62,7 +60,7 @@ void request_resume(Request *req) {
         req->prev = req->next = NULL;
         req->suspended = false;
         MHD_resume_connection(req->conn);
-        server_kick(b);
+        mhd_event_kick(req->listener->mhd);
 }
 
 static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
@@ -126,7 +124,11 @@ static enum MHD_Result route(Request *req, const char *method) {
         const char *name;
         int r;
 
-        if ((name = startswith(req->url, "/call/"))) {
+        if (!req->listener->tls && !startswith(req->url, "/boot/"))
+                r = request_reply_error(req, MHD_HTTP_NOT_FOUND, "org.varlink.service.MethodNotFound", "method",
+                                        req->url, "reason", "only /boot/ is served over plain HTTP; use HTTPS",
+                                        NULL);
+        else if ((name = startswith(req->url, "/call/"))) {
                 if (!streq(method, MHD_HTTP_METHOD_POST))
                         r = request_reply_error(req, MHD_HTTP_METHOD_NOT_ALLOWED, "org.varlink.service.MethodNotFound",
                                                 "method", name, NULL);
@@ -151,6 +153,12 @@ static enum MHD_Result route(Request *req, const char *method) {
                                                 "method", req->url, NULL);
                 else
                         r = boot_answer(req, streq(req->url, "/boot/pi"));
+        } else if ((name = startswith(req->url, "/boot/files/"))) {
+                if (!STR_IN_SET(method, MHD_HTTP_METHOD_GET, MHD_HTTP_METHOD_HEAD))
+                        r = request_reply_error(req, MHD_HTTP_METHOD_NOT_ALLOWED, "org.varlink.service.MethodNotFound",
+                                                "method", req->url, NULL);
+                else
+                        r = boot_file_answer(req, name);
         } else
                 r = request_reply_error(req, MHD_HTTP_NOT_FOUND, "org.varlink.service.MethodNotFound", "method",
                                         req->url, NULL);
@@ -163,7 +171,8 @@ static enum MHD_Result route(Request *req, const char *method) {
 
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                                  const char *version, const char *data, size_t *data_size, void **req_cls) {
-        Bridge *b = cls;
+        Listener *l = cls;
+        Bridge *b = l->bridge;
         Request *req = *req_cls;
         (void) version;
 
@@ -175,6 +184,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
                         return MHD_NO;
                 }
                 req->bridge = b;
+                req->listener = l;
                 req->conn = conn;
                 req->peer = ci ? ci->socket_context : NULL;
                 *req_cls = req;
@@ -202,7 +212,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
                 return queue(req);
         if (req->slot || req->watch)
                 return MHD_YES;
-        check_peer(b, req);
+        if (l->tls)
+                check_peer(b, req);
         return route(req, method);
 }
 
@@ -232,28 +243,52 @@ _printf_(2, 0) static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
                 log_debug("microhttpd: %s", s);
 }
 
-int server_start(Bridge *b) {
+static int listener_start(Listener *l) {
+        Bridge *b = l->bridge;
+        struct MHD_OptionItem tls[] = {
+                { MHD_OPTION_HTTPS_MEM_KEY, 0, b->key_pem },
+                { MHD_OPTION_HTTPS_MEM_CERT, 0, b->cert_pem },
+                { MHD_OPTION_HTTPS_MEM_TRUST, 0, b->ca_pem },
+                { MHD_OPTION_HTTPS_PRIORITIES, 0, (void *) "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2" },
+                { MHD_OPTION_END, 0, NULL },
+        };
         int r;
 
-        b->daemon = MHD_start_daemon(
-                MHD_USE_TLS | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_access,
-                b, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, b, MHD_OPTION_LISTEN_SOCKET, b->listen_fd, MHD_OPTION_HTTPS_MEM_KEY, b->key_pem,
-                MHD_OPTION_HTTPS_MEM_CERT, b->cert_pem, MHD_OPTION_HTTPS_MEM_TRUST, b->ca_pem,
-                MHD_OPTION_HTTPS_PRIORITIES, "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2",
-                MHD_OPTION_CONNECTION_LIMIT, b->config.max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-                b->config.max_per_ip, MHD_OPTION_CONNECTION_TIMEOUT, b->config.timeout_sec,
-                MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) 32 * 1024, MHD_OPTION_NOTIFY_CONNECTION, on_connection,
-                b, MHD_OPTION_NOTIFY_COMPLETED, on_completed, b, MHD_OPTION_END);
-        if (!b->daemon)
-                return log_error_errno(EIO, "Failed to start the HTTPS server (libmicrohttpd refused its settings).");
-        r = mhd_event_attach(b->event, b->daemon, &b->mhd);
+        l->daemon = MHD_start_daemon(
+                (l->tls ? MHD_USE_TLS : 0) | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL,
+                NULL, on_access, l, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, b, MHD_OPTION_LISTEN_SOCKET, l->fd,
+                MHD_OPTION_ARRAY, l->tls ? tls : tls + ELEMENTSOF(tls) - 1, MHD_OPTION_CONNECTION_LIMIT,
+                b->config.max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT, b->config.max_per_ip,
+                MHD_OPTION_CONNECTION_TIMEOUT, b->config.timeout_sec, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+                (size_t) 32 * 1024, MHD_OPTION_NOTIFY_CONNECTION, on_connection, b, MHD_OPTION_NOTIFY_COMPLETED,
+                on_completed, b, MHD_OPTION_END);
+        if (!l->daemon)
+                return log_error_errno(EIO, "Failed to start the %s server (libmicrohttpd refused its settings).",
+                                       l->tls ? "HTTPS" : "HTTP");
+        r = mhd_event_attach(b->event, l->daemon, &l->mhd);
         if (r < 0)
-                return log_error_errno(r, "Failed to run the HTTPS server from the event loop: %m");
+                return log_error_errno(r, "Failed to run the %s server from the event loop: %m",
+                                       l->tls ? "HTTPS" : "HTTP");
         return 0;
 }
 
+static void listener_stop(Listener *l) {
+        if (!l->daemon)
+                return;
+        MHD_stop_daemon(l->daemon);
+        l->daemon = NULL;
+        l->mhd = mhd_event_detach(l->mhd);
+}
+
+int server_start(Bridge *b) {
+        int r = listener_start(&b->https);
+        if (r >= 0 && b->http.fd >= 0)
+                r = listener_start(&b->http);
+        return r;
+}
+
 void server_stop(Bridge *b) {
-        if (!b->daemon)
+        if (!b->https.daemon && !b->http.daemon)
                 return;
         /* MHD cannot stop with connections parked: let them go first. */
         varlink_http_drop_waiting(b);
@@ -266,7 +301,6 @@ void server_stop(Bridge *b) {
                 }
                 request_resume(req);
         }
-        MHD_stop_daemon(b->daemon);
-        b->daemon = NULL;
-        b->mhd = mhd_event_detach(b->mhd);
+        listener_stop(&b->http);
+        listener_stop(&b->https);
 }

@@ -190,19 +190,26 @@ def free_port():
 class Bridge:
     """pureboot-bridge from the build tree, run as its own unprivileged user on a loopback port."""
 
-    def __init__(self, bus, directory, *args, address="127.0.0.1"):
+    def __init__(self, bus, directory, *args, address="127.0.0.1", http=False, netns=None):
         self.bus = bus
+        self.netns = netns  # a network namespace to run in (the VM suite's)
         self.dir = directory
         self.args = list(args)
         self.address = address
         self.port = free_port()
         self.url = f"https://{address}:{self.port}"
+        # The plain HTTP listener for firmware without TLS (/boot/ only), if asked for.
+        self.http_port = free_port() if http else None
+        self.http_url = f"http://{address}:{self.http_port}" if http else None
+        if http:
+            self.args.append(f"--http-listen={address}:{self.http_port}")
         self.log = directory / "bridge.log"
         self.ca = directory / "ca.pem"
         self.proc = None
 
     def start(self):
-        self.proc = self.bus.spawn(["setpriv", f"--reuid={BRIDGE_USER}", f"--regid={BRIDGE_USER}", "--clear-groups",
+        inside = ["ip", "netns", "exec", self.netns] if self.netns else []
+        self.proc = self.bus.spawn([*inside, "setpriv", f"--reuid={BRIDGE_USER}", f"--regid={BRIDGE_USER}", "--clear-groups",
                                     str(BRIDGE), f"--listen={self.address}:{self.port}", f"--address={self.address}",
                                     "--hostname=bridge.test", f"--workflows={REPO / 'workflows'}", *self.args],
                                    self.log)

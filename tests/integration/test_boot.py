@@ -2,12 +2,16 @@
 """Boot answers: what the bridge tells firmware, decided by the controller, shaped by workflows/."""
 
 import json
+import os
 import re
+import shutil
 import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 
-from harness import BRIDGE, REPO, ROOT, make_key_and_csr
+from harness import BRIDGE, REPO, ROOT, Bridge, make_key_and_csr
 
 NODE = "org.pureboot.Node."
 
@@ -157,3 +161,77 @@ def test_bad_workflows_are_refused(tmp_path, case):
     r = subprocess.run([BRIDGE, f"--check-workflows={tmp_path}"], capture_output=True, text=True)
     assert r.returncode != 0
     assert message in r.stderr, r.stderr
+
+
+@pytest.fixture
+def boot_tree():
+    """A boot files directory the bridge's user can read, with a file outside it next to it."""
+    top = Path(tempfile.mkdtemp(prefix="pureboot-boot-"))
+    try:
+        top.chmod(0o755)
+        (top / "boot/deploy").mkdir(parents=True)
+        (top / "boot/deploy/vmlinuz").write_bytes(os.urandom(3 << 20))
+        (top / "boot/deploy/initrd.img").write_bytes(b"initrd")
+        (top / "secret").write_text("not for nodes")
+        (top / "boot/escape").symlink_to(top / "secret")
+        (top / "boot/inside").symlink_to("deploy/initrd.img")
+        for p in [top / "boot", top / "boot/deploy", *top.glob("boot/deploy/*"), top / "secret"]:
+            p.chmod(0o755 if p.is_dir() else 0o644)
+        conf = top / "bridge.conf"
+        conf.write_text(f"[Boot]\nPath={top / 'boot'}\n")
+        conf.chmod(0o644)
+        yield top
+    finally:
+        shutil.rmtree(top)
+
+
+def test_boot_files_and_plain_http_for_firmware_without_tls(controller, api, boot_tree, tmp_path):
+    """[Boot] Path= is served at /boot/files/ over HTTPS and, for firmware without TLS, over the plain HTTP
+    listener, which answers nothing but /boot/; nothing outside Path is reachable."""
+    b = Bridge(controller.bus, tmp_path, f"--config={boot_tree / 'bridge.conf'}", http=True).start()
+    try:
+        def fetch(url, *args):
+            r = subprocess.run(["curl", "-s", "--cacert", str(b.ca), "-o", str(tmp_path / "got"), "-w", "%{http_code}",
+                                *args, url], capture_output=True, text=True, timeout=30)
+            return int(r.stdout), (tmp_path / "got").read_bytes() if (tmp_path / "got").exists() else b""
+
+        kernel = (boot_tree / "boot/deploy/vmlinuz").read_bytes()
+        for base in (b.url, b.http_url):
+            assert fetch(f"{base}/boot/files/deploy/vmlinuz") == (200, kernel)
+            assert fetch(f"{base}/boot/files/inside") == (200, b"initrd")  # a link that stays inside
+            for path in ("escape", "../secret", "%2e%2e/secret", "deploy/../../secret", "/etc/passwd", "deploy",
+                         "missing", ""):
+                status, body = fetch(f"{base}/boot/files/{path}", "--path-as-is")
+                assert status == 404 and b"not for nodes" not in body, (base, path, status, body)
+            assert fetch(f"{base}/boot/files/deploy/vmlinuz", "-X", "POST")[0] == 405
+
+        # Plain HTTP: the boot answers, and nothing else (no varlink calls, not even the CA).
+        for path in ("/ca.crt", "/call/org.varlink.service.GetInfo"):
+            status, body = fetch(f"{b.http_url}{path}", "-X", "POST" if path.startswith("/call") else "GET")
+            assert status == 404 and b"plain HTTP" in body, (path, body)
+
+        # A boot script asked for over plain HTTP sends the firmware on over plain HTTP; the agent it boots
+        # still talks HTTPS to the bridge.
+        api.node("web-01", "aa:bb:cc:00:00:01")
+        api.node("web-02", "aa:bb:cc:00:00:02")
+        session = api.session("plain")
+        status, script = fetch(f"{b.http_url}/boot/ipxe?mac=aa:bb:cc:00:00:01")
+        assert status == 200 and f"chain {b.http_url}/boot/ipxe?mac=aa:bb:cc:00:00:01".encode() in script
+        api.ok(session, "CloneSession", "Start", "a{sv}", "0")
+        status, script = fetch(f"{b.http_url}/boot/ipxe?mac=aa:bb:cc:00:00:01")
+        script = script.decode()
+        assert status == 200 and f"kernel {b.http_url}/boot/files/deploy/vmlinuz " in script, script
+        assert f"initrd --name initrd {b.http_url}/boot/files/deploy/initrd.img" in script
+        assert f"pureboot.server={b.url} " in script
+    finally:
+        assert b.stop() == 0, b.log.read_text()
+
+
+def test_bridge_settings_are_checked(controller, tmp_path):
+    """A --config that does not exist, and a listener that is not ADDRESS:PORT, stop the bridge with a reason."""
+    missing = Bridge(controller.bus, tmp_path, "--config=/nonexistent/bridge.conf")
+    with pytest.raises(AssertionError, match="Failed to read /nonexistent/bridge.conf"):
+        missing.start()
+    bad = Bridge(controller.bus, tmp_path, "--http-listen=8080")
+    with pytest.raises(AssertionError, match="HTTPListen=8080 is not ADDRESS:PORT"):
+        bad.start()

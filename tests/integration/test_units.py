@@ -30,10 +30,14 @@ def test_unit_verifies(tmp_path, name):
     unit = tmp_path / name
     text = (BUILD / "units" / name).read_text()
     unit.write_text(re.sub(r"^ExecStart=.*$", f"ExecStart={UNITS[name]}", text, flags=re.M))
+    sockets = []
     if name == "pureboot-bridge.service":
-        (tmp_path / "pureboot-bridge.socket").write_text((REPO / "units/pureboot-bridge.socket").read_text())
-    r = subprocess.run(["systemd-analyze", "verify", "--man=no", unit], capture_output=True, text=True)
-    problems = [l for l in (r.stdout + r.stderr).splitlines() if name in l]
+        # The HTTPS socket, and the plain HTTP one for firmware without TLS, both handed to this service.
+        for socket in ("pureboot-bridge.socket", "pureboot-bridge-http.socket"):
+            (tmp_path / socket).write_text((REPO / "units" / socket).read_text())
+            sockets.append(tmp_path / socket)
+    r = subprocess.run(["systemd-analyze", "verify", "--man=no", unit, *sockets], capture_output=True, text=True)
+    problems = [l for l in (r.stdout + r.stderr).splitlines() if name in l or ".socket" in l]
     assert r.returncode == 0 and not problems, r.stdout + r.stderr
 
 
@@ -47,6 +51,8 @@ def test_sysusers_and_tmpfiles(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert oct((tmp_path / "var/lib/pureboot/ca").stat().st_mode & 0o777) == "0o700"
+    # The boot files the bridge serves: readable by its user.
+    assert oct((tmp_path / "srv/pureboot/boot").stat().st_mode & 0o777) == "0o755"
 
 
 def test_polkit_actions_as_polkitd_sees_them(system_bus):

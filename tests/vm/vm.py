@@ -1,22 +1,30 @@
 # SPDX-License-Identifier: MIT
-"""Virtual machines for the VM suite: the deploy image (deploy/build-image), qemu on a tap device of the
-test's Linux bridge, and dnsmasq answering DHCP on that bridge only. Everything started here is stopped by
-PID and every device removed by name, also when a test fails; serial consoles stay in the test's directory."""
+"""Virtual machines for the VM suite, booted as a fleet boots: a network namespace of the test's own with a
+Linux bridge in it, dnsmasq there answering DHCP and TFTP (iPXE and deploy/pxe's chain script), the bridge
+server there serving boot scripts and the deploy image (deploy/build-image) over plain HTTP to iPXE and the
+node protocol over HTTPS to the agents, and qemu machines on tap devices of that bridge, PXE-booting from
+their virtio network card's iPXE ROM. Nothing leaves the namespace. Everything started here is stopped by
+PID, and the namespace (with the bridge and the taps in it) removed by name, also when a test fails; serial
+consoles stay in the test's directory."""
 
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 
-from harness import BUILD, REPO, wait_for
-from nodes import sh
+from harness import BUILD, REPO, Bridge, wait_for
+from nodes import FIXTURE_TAG, sh
 
 _accel = None
 
 
 def image():
-    """The deploy image for this build: (vmlinuz, initrd.img), built once and cached in the build directory."""
-    out = BUILD / "deploy-image"
+    """The deploy image for this build, where the bridge serves it from (--boot-dir=BUILD/boot, the workflows'
+    deploy/vmlinuz and deploy/initrd.img); built once and cached in the build directory."""
+    out = BUILD / "boot/deploy"
     r = subprocess.run([str(REPO / "deploy/build-image"), str(BUILD), str(out)], capture_output=True, text=True,
                        timeout=1200)
     assert r.returncode == 0, f"deploy/build-image failed:\n{r.stdout}\n{r.stderr}"
@@ -51,56 +59,90 @@ def accelerator(kernel, initrd, directory):
     return _accel
 
 
-class Dhcp:
-    """dnsmasq giving addresses on the test's bridge only (no DNS, no other interface)."""
+class Fleet:
+    """The namespace, its bridge, dnsmasq and pureboot-bridge; the VMs made with vm() are stopped at the end."""
 
-    def __init__(self, network, directory):
-        self.network, self.dir = network, directory
-        self.proc = None
+    def __init__(self, controller, directory, index=9):
+        self.controller, self.dir = controller, directory
+        self.tag = f"pb{FIXTURE_TAG}{index}"
+        self.ns = f"{self.tag}-fleet"
+        self.bridge = f"{self.tag}br"
+        self.subnet = f"10.213.{(os.getpid() + index) % 250}"
+        self.address = f"{self.subnet}.1"
+        self.vms, self.dnsmasq, self.server, self.tftp = [], None, None, None
 
     def __enter__(self):
-        subnet = self.network.subnet
-        self.log = self.dir / "dnsmasq.log"
-        self.proc = subprocess.Popen(
-            ["dnsmasq", "--no-daemon", "--conf-file=/dev/null", f"--interface={self.network.bridge}",
-             "--bind-interfaces", "--except-interface=lo", "--port=0", "--log-dhcp",
-             f"--dhcp-range={subnet}.100,{subnet}.199,255.255.255.0,1h",
-             f"--dhcp-leasefile={self.dir / 'dnsmasq.leases'}", f"--pid-file={self.dir / 'dnsmasq.pid'}"],
-            stdout=open(self.log, "w"), stderr=subprocess.STDOUT)
+        try:
+            self._start()
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
+    def _start(self):
+        self.kernel, self.initrd = image()
+        self.accel = accelerator(self.kernel, self.initrd, self.dir)
+        sh("ip", "netns", "add", self.ns)
+        for cmd in (("link", "set", "lo", "up"), ("link", "add", self.bridge, "type", "bridge"),
+                    ("addr", "add", f"{self.address}/24", "dev", self.bridge), ("link", "set", self.bridge, "up")):
+            sh("ip", "-n", self.ns, *cmd)
+        self.server = Bridge(self.controller.bus, self.dir, f"--boot-dir={BUILD / 'boot'}", address=self.address,
+                             http=True, netns=self.ns).start()
+        # dnsmasq reads the TFTP directory as its own unprivileged user.
+        self.tftp = Path(tempfile.mkdtemp(prefix="pureboot-tftp-"))
+        self.tftp.chmod(0o755)
+        sh(REPO / "deploy/pxe/setup-tftp", self.tftp, self.server.http_url)
+        self.log = self.dir / "dnsmasq.log"
+        self.dnsmasq = subprocess.Popen(
+            ["ip", "netns", "exec", self.ns, "dnsmasq", "--no-daemon", f"--conf-file={REPO / 'deploy/pxe/dnsmasq.conf'}",
+             f"--interface={self.bridge}", "--bind-interfaces", "--port=0", "--log-dhcp", "--enable-tftp",
+             f"--tftp-root={self.tftp}", f"--dhcp-range={self.subnet}.100,{self.subnet}.199,255.255.255.0,1h",
+             f"--dhcp-leasefile={self.dir / 'dnsmasq.leases'}", f"--pid-file={self.dir / 'dnsmasq.pid'}"],
+            stdout=open(self.log, "w"), stderr=subprocess.STDOUT)
+
+    def vm(self, name, mac, disk):
+        vm = Vm(self, name, mac, disk)
+        self.vms.append(vm)
+        return vm
+
     def __exit__(self, *exc):
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        for vm in self.vms:
+            vm.stop()
+        if self.dnsmasq:
+            self.dnsmasq.terminate()
+            try:
+                self.dnsmasq.wait(10)
+            except subprocess.TimeoutExpired:
+                self.dnsmasq.kill()
+                self.dnsmasq.wait()
+        if self.server:
+            self.server.stop()
+        if self.tftp:
+            shutil.rmtree(self.tftp, ignore_errors=True)
+        sh("ip", "netns", "del", self.ns, check=False)  # the bridge and the taps go with it
 
 
 class Vm:
-    """A qemu machine with a virtio disk backed by a file, on a tap device of the test's bridge, booted
-    straight into the deploy image with cmdline, its serial console in console.log."""
+    """A qemu machine with a virtio disk backed by a file, on a tap device of the fleet's bridge, that
+    PXE-boots (network first, then its disk) with its serial console, firmware included, in console.log."""
 
-    def __init__(self, directory, name, network, mac, disk, kernel, initrd, cmdline, accel):
-        self.dir = directory / name
+    def __init__(self, fleet, name, mac, disk):
+        self.fleet, self.name, self.mac, self.disk = fleet, name, mac, disk
+        self.dir = fleet.dir / name
         self.dir.mkdir(exist_ok=True)
-        self.name, self.network, self.mac, self.disk = name, network, mac, disk
-        self.kernel, self.initrd, self.cmdline, self.accel = kernel, initrd, cmdline, accel
-        self.tap = f"{network.tag}{name[:4]}t"
+        self.tap = f"{fleet.tag}{name[-4:]}t"
         self.console = self.dir / "console.log"
         self.proc = None
 
     def start(self):
-        sh("ip", "tuntap", "add", self.tap, "mode", "tap")
-        sh("ip", "link", "set", self.tap, "master", self.network.bridge, "up")
+        sh("ip", "-n", self.fleet.ns, "tuntap", "add", self.tap, "mode", "tap")
+        sh("ip", "-n", self.fleet.ns, "link", "set", self.tap, "master", self.fleet.bridge, "up")
+        accel = self.fleet.accel
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
-            ["qemu-system-x86_64", "-accel", self.accel, "-m", "1024", "-smp", "2" if self.accel == "kvm" else "1",
-             "-display", "none",
-             "-monitor", "none", "-no-reboot", "-kernel", str(self.kernel), "-initrd", str(self.initrd),
-             "-append", f"console=ttyS0 panic=-1 rd.systemd.unit=multi-user.target "
-                        f"systemd.journald.forward_to_console=1 {self.cmdline}",
+            ["ip", "netns", "exec", self.fleet.ns, "qemu-system-x86_64", "-accel", accel, "-m", "1024",
+             "-smp", "2" if accel == "kvm" else "1", "-display", "none", "-vga", "none", "-machine", "graphics=off",
+             "-monitor", "none", "-no-reboot", "-boot", "n",
              "-netdev", f"tap,id=n0,ifname={self.tap},script=no,downscript=no",
              "-device", f"virtio-net-pci,netdev=n0,mac={self.mac}",
              "-drive", f"file={self.disk},if=virtio,format=raw,cache=unsafe",
@@ -112,13 +154,22 @@ class Vm:
         return self.console.read_text(errors="replace") if self.console.exists() else ""
 
     def wait_console(self, words, timeout, what):
+        """Seconds from power-on until words are on the console."""
         def seen():
+            if words in self.text():
+                return True
             if self.proc.poll() is not None:
                 raise AssertionError(f"{self.name} stopped ({self.proc.returncode}) while waiting for {what}:\n"
                                      f"{self.text()[-4000:]}")
-            return words in self.text()
+            return False
         wait_for(seen, timeout=timeout, interval=0.5, what=f"{self.name}: {what}; console:\n{self.text()[-3000:]}")
         return time.monotonic() - self.started
+
+    def wait_exit(self, timeout, what):
+        """The guest powered off or rebooted (qemu runs with -no-reboot); returns qemu's exit status."""
+        wait_for(lambda: self.proc.poll() is not None, timeout=timeout, interval=0.5,
+                 what=f"{self.name}: {what}; console:\n{self.text()[-3000:]}")
+        return self.proc.returncode
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
@@ -128,4 +179,4 @@ class Vm:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        sh("ip", "link", "del", self.tap, check=False)
+        sh("ip", "-n", self.fleet.ns, "link", "del", self.tap, check=False)

@@ -2,8 +2,8 @@
 # SPDX-License-Identifier: MIT
 # dracut module of the PureBoot deploy image: the agent, its generator and unit, the tools it runs, and DHCP
 # on every wired interface through systemd-networkd. The image is never switched away from: booted with
-# rd.systemd.unit=multi-user.target, systemd runs the agent in the initramfs itself, its state on the
-# initramfs's tmpfs. deploy/build-image passes the files through PUREBOOT_AGENT, PUREBOOT_GENERATOR and
+# rd.systemd.unit=multi-user.target (the deploy workflows' command line), systemd runs the agent in the
+# initramfs itself, its state on the initramfs's tmpfs. deploy/build-image passes the files through PUREBOOT_AGENT, PUREBOOT_GENERATOR and
 # PUREBOOT_UNIT.
 
 check() {
