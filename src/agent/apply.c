@@ -534,7 +534,7 @@ int apply_operation(const char *device, const char *op, json_object *params, con
         PartitionInfo *p = NULL;
         uint64_t t = now_monotonic_usec();
         /* Held to the end: no partition node goes away under the operation. */
-        _cleanup_close_ int lock = device_lock_table(device);
+        _cleanup_close_ _unused_ int lock = device_lock_table(device);
         int r;
 
         *ret_error = NULL;

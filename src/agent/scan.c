@@ -363,7 +363,7 @@ static int scan_partitions(PedDevice *dev, const char *path, DiskInfo *d) {
 }
 
 int scan_disk(const char *path, DiskInfo *ret) {
-        _cleanup_close_ int lock = device_lock_table(path);
+        _cleanup_close_ _unused_ int lock = device_lock_table(path);
         _cleanup_(disk_info_done) DiskInfo d = {};
         char sys[64], buf[256];
         struct stat st;
