@@ -133,6 +133,7 @@ class Controller:
         self.proc = None
         self.starts = 0
         self.env = {}  # more environment, such as TGT_IPC_SOCKET for a tgtd of the test's own
+        self.netns = None  # a network namespace to run in (the VM suite's)
         if not self.config.exists():
             # The NFS root under the test's directory, never the machine's /srv.
             self.config.write_text(f"[CA]\nKeyAlgorithm=ecdsa-p256\n[NfsRoot]\nPath={directory / 'nfsroot'}\n")
@@ -140,7 +141,8 @@ class Controller:
     def start(self, wait=True):
         self.starts += 1
         self.log = self.dir / f"controller-{self.starts}.log"
-        self.proc = self.bus.spawn([str(CONTROLLER), f"--config={self.config}", f"--state-dir={self.state}"],
+        inside = ["ip", "netns", "exec", self.netns] if self.netns else []
+        self.proc = self.bus.spawn([*inside, str(CONTROLLER), f"--config={self.config}", f"--state-dir={self.state}"],
                                    self.log, self.env)
         if wait:
             def up():

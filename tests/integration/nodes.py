@@ -21,19 +21,33 @@ def sh(*argv, check=True, **kw):
 
 
 class Network:
-    """A Linux bridge in the root namespace (the controller's side) and one namespace per node on it."""
+    """A Linux bridge and one namespace per node on it. The bridge is in the root namespace (the controller's
+    side), or, with isolated=True, in a namespace of its own (ns) together with everything that joins it: then
+    nothing on it reaches anything else, and the controller's side runs in ns too."""
 
-    def __init__(self, index=0):
+    def __init__(self, index=0, isolated=False):
         self.tag = f"pb{FIXTURE_TAG}{index}"
         self.bridge = f"{self.tag}br"
         self.subnet = f"10.213.{(os.getpid() + index) % 250}"
         self.address = f"{self.subnet}.1"
+        self.ns = f"{self.tag}-net" if isolated else None
         self.namespaces = []
 
+    def ip(self, *args, check=True):
+        """ip(8) in the bridge's namespace."""
+        return sh("ip", *(("-n", self.ns) if self.ns else ()), *args, check=check)
+
     def __enter__(self):
-        sh("ip", "link", "add", self.bridge, "type", "bridge")
-        sh("ip", "addr", "add", f"{self.address}/24", "dev", self.bridge)
-        sh("ip", "link", "set", self.bridge, "up")
+        try:
+            if self.ns:
+                sh("ip", "netns", "add", self.ns)
+                self.ip("link", "set", "lo", "up")
+            self.ip("link", "add", self.bridge, "type", "bridge")
+            self.ip("addr", "add", f"{self.address}/24", "dev", self.bridge)
+            self.ip("link", "set", self.bridge, "up")
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def node(self, name):
@@ -43,8 +57,8 @@ class Network:
         address = f"{self.subnet}.{len(self.namespaces) + 2}"
         sh("ip", "netns", "add", ns)
         self.namespaces.append(ns)
-        sh("ip", "link", "add", host_if, "type", "veth", "peer", "name", node_if, "netns", ns)
-        sh("ip", "link", "set", host_if, "master", self.bridge, "up")
+        self.ip("link", "add", host_if, "type", "veth", "peer", "name", node_if, "netns", ns)
+        self.ip("link", "set", host_if, "master", self.bridge, "up")
         sh("ip", "-n", ns, "addr", "add", f"{address}/24", "dev", node_if)
         sh("ip", "-n", ns, "link", "set", node_if, "up")
         sh("ip", "-n", ns, "link", "set", "lo", "up")
@@ -53,7 +67,10 @@ class Network:
     def __exit__(self, *exc):
         for ns in self.namespaces:
             sh("ip", "netns", "del", ns, check=False)  # takes its veth end, and so the pair, with it
-        sh("ip", "link", "del", self.bridge, check=False)
+        if self.ns:
+            sh("ip", "netns", "del", self.ns, check=False)  # the bridge, and all still on it, with it
+        else:
+            sh("ip", "link", "del", self.bridge, check=False)
 
 
 class Loop:

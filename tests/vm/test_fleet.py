@@ -2,9 +2,10 @@
 """The whole product as a fleet uses it: virtual machines PXE-boot (their card's iPXE ROM, dnsmasq's DHCP
 and TFTP, deploy/pxe's chain script) from the bridge's plain HTTP listener into the deploy image
 deploy/build-image made, whose systemd runs pureboot-generator and the agent unit it picks; the agents talk
-HTTPS to the bridge and, in a direct clone, to each other. Four scenarios: an unknown machine is registered
+HTTPS to the bridge and, in a direct clone, to each other. The scenarios: an unknown machine is registered
 and boots its own disk; partition mode applies a queued resize and create; a direct clone with grow_target
-between two VMs; the same clone with the controller stopped for 60 s in the middle. Every result is checked
+between two VMs; a staged one through nfs-ganesha on the fleet's network; a direct clone with the
+controller stopped for 60 s in the middle. Every result is checked
 on the disk files from the host, and each failure names the step it was on."""
 
 import contextlib
@@ -15,20 +16,12 @@ import struct
 import time
 from collections import Counter
 
-import pytest
-
 from harness import wait_for
 from nodes import Loop, check_root_last_disk, make_root_last_disk, random_file, sha256, sh
-from vm import Fleet
+from storage_servers import NfsServer
 
 MIB = 1 << 20
 LOCAL_BOOT = "PureBoot test: booted from the local disk"
-
-
-@pytest.fixture
-def fleet(controller, tmp_path):
-    with Fleet(controller, tmp_path) as f:
-        yield f
 
 
 @contextlib.contextmanager
@@ -127,7 +120,8 @@ def test_partition_mode_applies_a_queued_resize_and_create(fleet, api, ctl, tmp_
             return "fromvm" in shown and "256.0 MiB" in shown
         wait_for(rescanned, timeout=60, interval=0.5, what="the resized and new partitions in the next scan")
         shown = ctl("disk", "show", "vm-part", "vda").stdout
-    rows = [" ".join(line.split()[i] for i in (0, 3, 4, 7, 8)) for line in shown.splitlines() if line[:1].isdigit()]
+    rows = [" ".join(w[i] for i in (0, 3, 4, 7, 8)) for w in map(str.split, shown.splitlines())
+            if len(w) >= 9 and w[0].isdigit()]
     print(f"VM suite ({fleet.accel}): partition mode: agent started {boot:.1f} s after power-on (PXE), disk "
           f"reported at {scanned:.1f} s; after the apply, the next scan has: "
           + ", ".join(rows))
@@ -159,9 +153,9 @@ def test_partition_mode_applies_a_queued_resize_and_create(fleet, api, ctl, tmp_
     disk.unlink()
 
 
-def clone_pair(fleet, api, ctl, tmp_path, name, macs, resize, target_mib):
+def clone_pair(fleet, api, ctl, tmp_path, name, macs, resize, target_mib, mode="direct", storage=None):
     """A 512 MiB source disk as installers make them (GPT, ESP, ext4 root of known files) and a blank target,
-    two nodes and a started direct session; returns (session path, id, files, target file, VMs)."""
+    two nodes and a started session; returns (session path, id, files, target file, VMs)."""
     loops = []
     source, files = make_root_last_disk(tmp_path, loops, size=512 * MIB, data_files=2)
     for loop in loops:
@@ -171,9 +165,9 @@ def clone_pair(fleet, api, ctl, tmp_path, name, macs, resize, target_mib):
         f.truncate(target_mib * MIB)
     for role, mac in zip(("src", "tgt"), macs):
         api.node(f"{name}-{role}", mac)
-    sid = ctl("clone", "create", f"--name={name}", "--mode=direct", f"--resize={resize}", f"--source={name}-src",
+    sid = ctl("clone", "create", f"--name={name}", f"--mode={mode}", f"--resize={resize}", f"--source={name}-src",
               f"--target={name}-tgt", "--source-device=/dev/vda", "--target-device=/dev/vda",
-              check=True).stdout.split()[-1]
+              *([f"--storage={storage}"] if storage else []), check=True).stdout.split()[-1]
     ctl("clone", "start", sid, check=True)
     vms = [fleet.vm(f"{name}-src", macs[0], source.backing), fleet.vm(f"{name}-tgt", macs[1], target)]
     return f"/org/pureboot/Controller1/clone/{sid}", sid, files, target, vms
@@ -228,6 +222,36 @@ def test_direct_clone_between_vms(fleet, api, ctl, tmp_path):
           f"included); the target: {target_summary(vms[1])[:160]}")
 
     # The root grown to the disk's end.
+    check_target(target, files, tmp_path, (767 - 65) * MIB, vms)
+
+
+def test_staged_clone_through_nfs_between_vms(fleet, network, api, ctl, tmp_path):
+    """The source uploads to nfs-ganesha (on the fleet's network), the target downloads from it and grows."""
+    with NfsServer(network, tmp_path) as nfs:
+        ctl("storage", "add", "ganesha", "--type=nfs", *nfs.config(), check=True)
+        path, sid, files, target, vms = clone_pair(fleet, api, ctl, tmp_path, "stg", ("52:54:00:50:42:31",
+                                                                                      "52:54:00:50:42:32"),
+                                                   "grow_target", 768, mode="staged", storage="ganesha")
+        with step_of("staged clone") as s:
+            s["step"] = "PXE-booting both VMs to their agents"
+            for vm in vms:
+                vm.start()
+            for vm, mode in zip(vms, ("clone_source_staged", "clone_target_staged")):
+                vm.wait_console(f"PureBoot agent ({mode})", 300, "systemd starting the staged agent")
+            s["step"] = "the upload and the download"
+            wait_session_end(api, path, vms, 900)
+            seconds = (api.prop(path, "CloneSession", "CompletedAt") -
+                       api.prop(path, "CloneSession", "StartedAt")) / 1e6
+            s["step"] = "both machines rebooting once their reports are in"
+            for vm in vms:
+                assert vm.wait_exit(120, "the reboot after the job") == 0
+            s["step"] = "the staging area removed"
+            wait_for(lambda: not any((nfs.export / "pureboot").glob("*")) if (nfs.export / "pureboot").exists()
+                     else True, timeout=60, what="the session's staging directory to go")
+    lines = [line.split("]: ", 1)[-1] for vm in vms for line in vm.text().splitlines()
+             if re.search(r"pureboot-agent\[\d+\]: (Uploaded [\d.]+ MiB as|Downloaded and wrote) ", line)]
+    print(f"VM suite ({fleet.accel}): 512 MiB staged through NFS between two VMs (grow_target), completed "
+          f"{seconds:.1f} s after Start (both boots included); " + "; ".join(l[:140] for l in lines))
     check_target(target, files, tmp_path, (767 - 65) * MIB, vms)
 
 

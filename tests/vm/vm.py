@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from harness import BUILD, REPO, Bridge, wait_for
-from nodes import FIXTURE_TAG, sh
+from nodes import sh
 
 _accel = None
 
@@ -60,15 +60,12 @@ def accelerator(kernel, initrd, directory):
 
 
 class Fleet:
-    """The namespace, its bridge, dnsmasq and pureboot-bridge; the VMs made with vm() are stopped at the end."""
+    """On network (a Network(isolated=True), the controller already in its namespace): dnsmasq and
+    pureboot-bridge, and the VMs made with vm(), all stopped at the end."""
 
-    def __init__(self, controller, directory, index=9):
-        self.controller, self.dir = controller, directory
-        self.tag = f"pb{FIXTURE_TAG}{index}"
-        self.ns = f"{self.tag}-fleet"
-        self.bridge = f"{self.tag}br"
-        self.subnet = f"10.213.{(os.getpid() + index) % 250}"
-        self.address = f"{self.subnet}.1"
+    def __init__(self, controller, network, directory):
+        self.controller, self.network, self.dir = controller, network, directory
+        self.ns, self.tag, self.bridge, self.address = network.ns, network.tag, network.bridge, network.address
         self.vms, self.dnsmasq, self.server, self.tftp = [], None, None, None
 
     def __enter__(self):
@@ -82,21 +79,18 @@ class Fleet:
     def _start(self):
         self.kernel, self.initrd = image()
         self.accel = accelerator(self.kernel, self.initrd, self.dir)
-        sh("ip", "netns", "add", self.ns)
-        for cmd in (("link", "set", "lo", "up"), ("link", "add", self.bridge, "type", "bridge"),
-                    ("addr", "add", f"{self.address}/24", "dev", self.bridge), ("link", "set", self.bridge, "up")):
-            sh("ip", "-n", self.ns, *cmd)
         self.server = Bridge(self.controller.bus, self.dir, f"--boot-dir={BUILD / 'boot'}", address=self.address,
                              http=True, netns=self.ns).start()
         # dnsmasq reads the TFTP directory as its own unprivileged user.
         self.tftp = Path(tempfile.mkdtemp(prefix="pureboot-tftp-"))
         self.tftp.chmod(0o755)
         sh(REPO / "deploy/pxe/setup-tftp", self.tftp, self.server.http_url)
+        subnet = self.network.subnet
         self.log = self.dir / "dnsmasq.log"
         self.dnsmasq = subprocess.Popen(
             ["ip", "netns", "exec", self.ns, "dnsmasq", "--no-daemon", f"--conf-file={REPO / 'deploy/pxe/dnsmasq.conf'}",
              f"--interface={self.bridge}", "--bind-interfaces", "--port=0", "--log-dhcp", "--enable-tftp",
-             f"--tftp-root={self.tftp}", f"--dhcp-range={self.subnet}.100,{self.subnet}.199,255.255.255.0,1h",
+             f"--tftp-root={self.tftp}", f"--dhcp-range={subnet}.100,{subnet}.199,255.255.255.0,1h",
              f"--dhcp-leasefile={self.dir / 'dnsmasq.leases'}", f"--pid-file={self.dir / 'dnsmasq.pid'}"],
             stdout=open(self.log, "w"), stderr=subprocess.STDOUT)
 
@@ -119,7 +113,6 @@ class Fleet:
             self.server.stop()
         if self.tftp:
             shutil.rmtree(self.tftp, ignore_errors=True)
-        sh("ip", "netns", "del", self.ns, check=False)  # the bridge and the taps go with it
 
 
 class Vm:
@@ -179,4 +172,4 @@ class Vm:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        sh("ip", "-n", self.fleet.ns, "link", "del", self.tap, check=False)
+        sh("ip", "-n", self.fleet.ns, "link", "del", self.tap, check=False)  # else it goes with the namespace
