@@ -61,13 +61,15 @@ static void bridge_freep(Bridge **b) {
         bridge_free(*b);
 }
 
+typedef union SocketAddress {
+        struct sockaddr sa;
+        struct sockaddr_in in;
+        struct sockaddr_in6 in6;
+} SocketAddress;
+
 /* ADDR:PORT or [V6]:PORT, bound and listening. */
 static int listen_on(const char *what, const char *l) {
-        union {
-                struct sockaddr sa;
-                struct sockaddr_in in;
-                struct sockaddr_in6 in6;
-        } sa = {};
+        SocketAddress sa = {};
         socklen_t len;
         _cleanup_free_ char *host = NULL;
         const char *colon = strrchr(l, ':');
@@ -102,11 +104,7 @@ static int listen_on(const char *what, const char *l) {
 }
 
 static int listener_port(Listener *l) {
-        union {
-                struct sockaddr sa;
-                struct sockaddr_in in;
-                struct sockaddr_in6 in6;
-        } sa = {};
+        SocketAddress sa = {};
         socklen_t len = sizeof(sa);
 
         if (getsockname(l->fd, &sa.sa, &len) < 0)
@@ -249,7 +247,7 @@ static void help(void) {
                "     --workflows=DIR       Boot workflows (default /usr/share/pureboot/workflows)\n"
                "     --config=FILE         Settings file (default /etc/pureboot/bridge.conf, and its .d/)\n"
                "     --boot-dir=DIR        Serve DIR at /boot/files/ (default /srv/pureboot/boot)\n"
-               "     --boot-url=URL        Where boot scripts fetch kernels and initrds (default this bridge's /boot/files)\n"
+               "     --boot-url=URL        Where boot scripts fetch kernels and initrds (default: this bridge)\n"
                "     --http-listen=ADDR:PORT  Also serve /boot/ over plain HTTP, for firmware without TLS\n"
                "     --check-workflows=DIR Load every workflow of DIR, report, and exit (non-zero on any error)\n"
                "     --max-connections=N   Connections in all (default 4096)\n"
@@ -260,8 +258,8 @@ static void help(void) {
 
 static int parse_args(int argc, char *argv[], BridgeConfig *c, char **config_file) {
         enum { ARG_VERSION = 0x100, ARG_LISTEN, ARG_HOSTNAME, ARG_ADDRESS, ARG_CERT, ARG_KEY, ARG_MAX_CONN,
-               ARG_MAX_PER_IP, ARG_TIMEOUT, ARG_LOG_LEVEL, ARG_WORKFLOWS, ARG_BOOT_URL, ARG_CHECK_WORKFLOWS, ARG_CONFIG, ARG_BOOT_DIR,
-               ARG_HTTP_LISTEN };
+               ARG_MAX_PER_IP, ARG_TIMEOUT, ARG_LOG_LEVEL, ARG_WORKFLOWS, ARG_BOOT_URL, ARG_CHECK_WORKFLOWS,
+               ARG_CONFIG, ARG_BOOT_DIR, ARG_HTTP_LISTEN };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, ARG_VERSION },

@@ -61,7 +61,10 @@ class Bus:
                            env=self.env, capture_output=True, text=True)
         return r.returncode == 0 and r.stdout.strip() == "b true"
 
-    def spawn(self, argv, log, env=None):
+    def spawn(self, argv, log, env=None, netns=None):
+        """argv on this bus, in the network namespace netns if given."""
+        if netns:
+            argv = ["ip", "netns", "exec", netns, *argv]
         proc = subprocess.Popen(argv, env=dict(self.env, **(env or {})), stdout=open(log, "w"), stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL)
         self.procs.append(proc)
@@ -141,9 +144,8 @@ class Controller:
     def start(self, wait=True):
         self.starts += 1
         self.log = self.dir / f"controller-{self.starts}.log"
-        inside = ["ip", "netns", "exec", self.netns] if self.netns else []
-        self.proc = self.bus.spawn([*inside, str(CONTROLLER), f"--config={self.config}", f"--state-dir={self.state}"],
-                                   self.log, self.env)
+        self.proc = self.bus.spawn([str(CONTROLLER), f"--config={self.config}", f"--state-dir={self.state}"],
+                                   self.log, self.env, netns=self.netns)
         if wait:
             def up():
                 if self.proc.poll() is not None:
@@ -210,11 +212,10 @@ class Bridge:
         self.proc = None
 
     def start(self):
-        inside = ["ip", "netns", "exec", self.netns] if self.netns else []
-        self.proc = self.bus.spawn([*inside, "setpriv", f"--reuid={BRIDGE_USER}", f"--regid={BRIDGE_USER}", "--clear-groups",
+        self.proc = self.bus.spawn(["setpriv", f"--reuid={BRIDGE_USER}", f"--regid={BRIDGE_USER}", "--clear-groups",
                                     str(BRIDGE), f"--listen={self.address}:{self.port}", f"--address={self.address}",
                                     "--hostname=bridge.test", f"--workflows={REPO / 'workflows'}", *self.args],
-                                   self.log)
+                                   self.log, netns=self.netns)
 
         def up():
             if self.proc.poll() is not None:
