@@ -33,6 +33,7 @@ struct Source {
         Digest digest; /* over chunks in order, from the start of the disk */
         bool complete_reported;
         uint64_t served_to; /* the furthest offset served */
+        uint64_t bytes_sent; /* stream bytes handed to TLS, all streams: what the wire carries, less TLS */
         ProgressMeter progress;
         sd_event_source *progress_timer;
         unsigned streams;
@@ -44,6 +45,7 @@ struct Source {
 typedef struct Stream {
         Source *source;
         uint64_t pos;  /* the next offset to frame */
+        uint64_t sent; /* stream bytes handed to TLS */
         uint8_t *frame; /* header + one chunk */
         size_t frame_len, frame_off;
         uint8_t zero_header[FRAME_HEADER_SIZE];
@@ -151,21 +153,30 @@ static ssize_t on_read(void *cls, uint64_t unused, char *buf, size_t max) {
                 if (produce(st) < 0)
                         return MHD_CONTENT_READER_END_WITH_ERROR;
         }
+        size_t n;
         if (st->zero_off < st->zero_len) {
-                size_t n = MIN(max, st->zero_len - st->zero_off);
+                n = MIN(max, st->zero_len - st->zero_off);
                 memcpy(buf, st->zero_header + st->zero_off, n);
                 st->zero_off += n;
-                return (ssize_t) n;
+        } else {
+                n = MIN(max, st->frame_len - st->frame_off);
+                memcpy(buf, st->frame + st->frame_off, n);
+                st->frame_off += n;
         }
-        size_t n = MIN(max, st->frame_len - st->frame_off);
-        memcpy(buf, st->frame + st->frame_off, n);
-        st->frame_off += n;
+        st->sent += n;
         return (ssize_t) n;
 }
 
 static void on_stream_end(void *cls) {
         Stream *st = cls;
-        st->source->streams--;
+        Source *s = st->source;
+
+        s->streams--;
+        s->bytes_sent += st->sent;
+        /* What went over the wire, for the operator (and the tests, which check it against the link). */
+        log_info("A stream ended at %s after sending %s of frames (%" PRIu64
+                 " bytes in all streams so far).",
+                 FORMAT_BYTES(st->pos), FORMAT_BYTES(st->sent), s->bytes_sent);
         free(st->frame);
         free(st);
 }
@@ -193,7 +204,7 @@ static const char *check_peer(Source *s, struct MHD_Connection *conn) {
         if (!ci || !ci->tls_session ||
             !(certs = gnutls_certificate_get_peers((gnutls_session_t) ci->tls_session, &n)) || n == 0)
                 return "no client certificate was presented";
-        if (tls_verify_peer(s->trust, &certs[0], &cn, NULL, &reason) < 0)
+        if (tls_verify_peer(s->trust, &certs[0], GNUTLS_KP_TLS_WWW_CLIENT, &cn, NULL, &reason) < 0)
                 return reason ?: "the client certificate does not verify";
         if (!streq(cn, s->expected_cn)) {
                 log_warning("Refused a client with certificate %s: only %s may read this disk.", cn, s->expected_cn);

@@ -20,17 +20,15 @@ def bridge(controller, tmp_path):
     """pureboot-bridge in front of the controller, as its own user on a loopback port."""
     b = Bridge(controller.bus, tmp_path).start()
     yield b
-    assert b.stop() == 0, b.log.read_text()
+    b.stop()  # checks it ended as it should
 
 
 @pytest.fixture
 def controller(system_bus, tmp_path):
     c = Controller(system_bus, tmp_path).start()
     yield c
-    if c.proc.poll() is None:
-        rc = c.stop()
-        # A clean exit on SIGTERM, and under ASan no leak reports either.
-        assert rc == 0, f"controller exited with {rc} on SIGTERM:\n{c.log.read_text()}"
+    # A clean exit on SIGTERM (under ASan, no leak report either), and no death during the test.
+    c.stop()
 
 
 @pytest.fixture
@@ -68,7 +66,7 @@ def bridge_on_network(controller, tmp_path, network):
     """pureboot-bridge listening on the nodes' bridge."""
     b = Bridge(controller.bus, tmp_path, address=network.address).start()
     yield b
-    b.stop()
+    b.stop()  # checks it ended as it should
 
 
 @pytest.fixture

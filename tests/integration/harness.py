@@ -21,6 +21,9 @@ CONTROLLER = BUILD / "src/controller/pureboot-controller"
 PUREBOOTCTL = BUILD / "src/ctl/purebootctl"
 BRIDGE = BUILD / "src/bridge/pureboot-bridge"
 AGENT = BUILD / "src/agent/pureboot-agent"
+# A build without -Dfault-injection (tests/run passes its fuzz build), for the test that a release agent
+# ignores the fault-injection variable.
+RELEASE_BUILD = Path(os.environ["PUREBOOT_RELEASE_BUILD"]) if os.environ.get("PUREBOOT_RELEASE_BUILD") else None
 BRIDGE_USER = "pureboot-bridge"
 POLICY = REPO / "polkit/org.pureboot.controller1.policy"
 POLKIT_ACTIONS = Path("/usr/share/polkit-1/actions")
@@ -71,15 +74,95 @@ class Bus:
         return proc
 
 
-def stop_process(proc, sig=signal.SIGTERM, timeout=10):
+def stop_process(proc, sig=signal.SIGTERM, timeout=10, group=False):
+    """Signals proc (its process group, if it leads one) and waits; SIGKILL after timeout s."""
+    def send(s):
+        try:
+            os.killpg(proc.pid, s) if group else proc.send_signal(s)
+        except ProcessLookupError:
+            pass
     if proc.poll() is None:
-        proc.send_signal(sig)
+        send(sig)
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            send(signal.SIGKILL)
             proc.wait()
     return proc.returncode
+
+
+def describe_status(rc):
+    if rc is None:
+        return "still running"
+    if rc < 0:
+        name = signal.Signals(-rc).name
+        return f"signal {name}" + (" (a sanitizer report or an abort)" if name == "SIGABRT" else "")
+    return f"exit status {rc}"
+
+
+class Started:
+    """A process the harness started and stops by PID. stop() checks how it ended, so that a crash, a death
+    before the stop or a sanitizer report at exit (tests/run makes those abort) fails the test that caused
+    it instead of going unnoticed. Subclasses set proc, what and log."""
+
+    what = "process"
+    log = None
+    term_status = (0,)  # what a stop by SIGTERM may end with
+    group = False  # it leads a process group of its own (start_new_session): signal the group
+
+    def own_exit_ok(self, rc):
+        """Whether an exit of its own that no test looked at (wait) is fine."""
+        return rc == 0
+
+    proc = None
+    seen = False
+
+    def tail(self, n=4000):
+        text = self.log.read_text(errors="replace") if self.log and Path(self.log).exists() else ""
+        return text[-n:]
+
+    def wait(self, timeout=120):
+        rc = self.proc.wait(timeout)
+        self.seen = True
+        return rc
+
+    def kill(self):
+        """SIGKILL: a crash, nothing flushed on the way out."""
+        if self.proc and self.proc.poll() is None:
+            stop_process(self.proc, signal.SIGKILL, group=self.group)
+        self.seen = True
+
+    def stop(self, sig=signal.SIGTERM, timeout=10):
+        """Ends it with sig and returns how it ended, once checked: SIGTERM must give term_status; an exit of
+        its own before the stop must have been looked at (wait) or be fine by own_exit_ok."""
+        if self.proc is None:
+            return None
+        ended = self.proc.poll()
+        if ended is not None:
+            if not self.seen and not self.own_exit_ok(ended):
+                self.seen = True
+                raise AssertionError(f"{self.what} had already ended with {describe_status(ended)} when the test "
+                                     f"stopped it:\n{self.tail()}")
+            self.seen = True
+            return ended
+        rc = stop_process(self.proc, sig, timeout, group=self.group)
+        self.seen = True
+        if sig == signal.SIGTERM and rc not in self.term_status:
+            raise AssertionError(f"{self.what} ended with {describe_status(rc)} when stopped with SIGTERM "
+                                 f"(expected {' or '.join(map(describe_status, self.term_status))}):\n{self.tail()}")
+        return rc
+
+
+def stop_all(started):
+    """Stops every one of started, then raises the first failed check: one bad exit leaves nothing running."""
+    errors = []
+    for s in started:
+        try:
+            s.stop()
+        except AssertionError as e:
+            errors.append(e)
+    if errors:
+        raise errors[0]
 
 
 @contextlib.contextmanager
@@ -117,16 +200,20 @@ def private_system_bus(extra_policy=""):
         wait_for(lambda: bus.name_has_owner("org.freedesktop.PolicyKit1"), what="polkitd on the bus")
         yield bus
     finally:
-        for proc in reversed(bus.procs if bus else []):
-            stop_process(proc)
+        # What the tests left running goes first; dbus-daemon and polkitd (the first two) must end cleanly.
+        ended = [stop_process(proc) for proc in reversed(bus.procs if bus else [])][-2:]
         for f in added_files:
             f.unlink(missing_ok=True)
         for u in added_users:
             subprocess.run(["userdel", u], check=False)
         shutil.rmtree(directory, ignore_errors=True)
+    for name, rc in zip(("polkitd", "dbus-daemon"), ended):
+        assert rc in (0, -signal.SIGTERM), f"{name} ended with {describe_status(rc)}"
 
 
-class Controller:
+class Controller(Started):
+    what = "the controller"
+
     def __init__(self, bus, directory):
         self.bus = bus
         self.dir = directory
@@ -142,7 +229,9 @@ class Controller:
             self.config.write_text(f"[CA]\nKeyAlgorithm=ecdsa-p256\n[NfsRoot]\nPath={directory / 'nfsroot'}\n")
 
     def start(self, wait=True):
+        assert self.proc is None or self.stop() is not None  # the previous run's end checked
         self.starts += 1
+        self.seen = False
         self.log = self.dir / f"controller-{self.starts}.log"
         self.proc = self.bus.spawn([str(CONTROLLER), f"--config={self.config}", f"--state-dir={self.state}"],
                                    self.log, self.env, netns=self.netns)
@@ -153,9 +242,6 @@ class Controller:
                 return self.bus.name_has_owner(DEST)
             wait_for(up, what="the controller to own its name")
         return self
-
-    def stop(self, sig=signal.SIGTERM):
-        return stop_process(self.proc, sig)
 
     def restart(self):
         assert self.stop() == 0, self.log.read_text()
@@ -191,8 +277,10 @@ def free_port():
         return s.getsockname()[1]
 
 
-class Bridge:
+class Bridge(Started):
     """pureboot-bridge from the build tree, run as its own unprivileged user on a loopback port."""
+
+    what = "the bridge"
 
     def __init__(self, bus, directory, *args, address="127.0.0.1", http=False, netns=None):
         self.bus = bus
@@ -212,6 +300,8 @@ class Bridge:
         self.proc = None
 
     def start(self):
+        assert self.proc is None or self.stop() is not None  # the previous run's end checked
+        self.seen = False
         self.proc = self.bus.spawn(["setpriv", f"--reuid={BRIDGE_USER}", f"--regid={BRIDGE_USER}", "--clear-groups",
                                     str(BRIDGE), f"--listen={self.address}:{self.port}", f"--address={self.address}",
                                     "--hostname=bridge.test", f"--workflows={REPO / 'workflows'}", *self.args],
@@ -229,15 +319,12 @@ class Bridge:
         self.ca.write_text(json.loads(r.stdout)["data"])
         return self
 
-    def stop(self):
-        return stop_process(self.proc)
 
-
-def make_key_and_csr(directory, name, cn="chosen-by-the-node"):
-    """A node's own ECDSA key and a CSR for it, made with certtool."""
+def make_key_and_csr(directory, name, cn="chosen-by-the-node", curve=None):
+    """A node's own ECDSA key (on curve, e.g. secp192r1, if given) and a CSR for it, made with certtool."""
     key, csr, template = directory / f"{name}.key", directory / f"{name}.csr", directory / f"{name}.cfg"
-    subprocess.run(["certtool", "--generate-privkey", "--key-type=ecdsa", "--outfile", key], check=True,
-                   capture_output=True)
+    subprocess.run(["certtool", "--generate-privkey", "--key-type=ecdsa", *([f"--curve={curve}"] if curve else []),
+                    "--outfile", key], check=True, capture_output=True)
     template.write_text(f'cn = "{cn}"\n')
     subprocess.run(["certtool", "--generate-request", "--load-privkey", key, "--template", template, "--outfile", csr],
                    check=True, capture_output=True)

@@ -7,11 +7,10 @@ import hashlib
 import json
 import os
 import re
-import signal
 import subprocess
 from pathlib import Path
 
-from harness import AGENT, wait_for
+from harness import AGENT, Started, stop_all, wait_for
 
 FIXTURE_TAG = f"{os.getpid() % 10000}"
 
@@ -32,6 +31,7 @@ class Network:
         self.address = f"{self.subnet}.1"
         self.ns = f"{self.tag}-net" if isolated else None
         self.namespaces = []
+        self.links = {}  # namespace: its end of the veth
 
     def ip(self, *args, check=True):
         """ip(8) in the bridge's namespace."""
@@ -57,12 +57,18 @@ class Network:
         address = f"{self.subnet}.{len(self.namespaces) + 2}"
         sh("ip", "netns", "add", ns)
         self.namespaces.append(ns)
+        self.links[ns] = node_if
         self.ip("link", "add", host_if, "type", "veth", "peer", "name", node_if, "netns", ns)
         self.ip("link", "set", host_if, "master", self.bridge, "up")
         sh("ip", "-n", ns, "addr", "add", f"{address}/24", "dev", node_if)
         sh("ip", "-n", ns, "link", "set", node_if, "up")
         sh("ip", "-n", ns, "link", "set", "lo", "up")
         return ns, address
+
+    def tx_bytes(self, ns):
+        """Bytes sent so far by the node in namespace ns onto the network: counted by the kernel on its link."""
+        out = sh("ip", "-n", ns, "-s", "-j", "link", "show", "dev", self.links[ns]).stdout
+        return json.loads(out)[0]["stats64"]["tx"]["bytes"]
 
     def __exit__(self, *exc):
         for ns in self.namespaces:
@@ -116,6 +122,26 @@ def random_file(path, size):
             n = min(left, 4 << 20)
             f.write(r.read(n))
             left -= n
+
+
+def make_half_zero_disk(directory, name, size):
+    """A disk of 1 MiB random and 1 MiB zero chunks in turn: half of it zeroes, as the stream frames it."""
+    image = directory / f"{name}.img"
+    with open(image, "wb") as f, open("/dev/urandom", "rb") as r:
+        for offset in range(0, size, 2 << 20):
+            f.seek(offset)
+            f.write(r.read(1 << 20))
+        f.truncate(size)
+    return Loop(image)
+
+
+def data_bytes(path, chunk=1 << 20):
+    """The bytes of path in chunks that are not all zeroes: what a stream sends as DATA frames."""
+    zero, n = bytes(chunk), 0
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            n += len(block) if block != zero[:len(block)] else 0
+    return n
 
 
 def make_source_disk(directory, size=256 << 20, data_mib=48):
@@ -273,10 +299,17 @@ def check_files(loop, files, directory):
         sh("umount", mnt)
 
 
-class Agent:
+class Agent(Started):
     """pureboot-agent in a node's namespace, started from a kernel command line file as its unit would."""
 
+    group = True
+    term_status = (1,)  # interrupted: what it has queued stays for the next run (AGENT_EXIT_FAILURE)
+
+    def own_exit_ok(self, rc):
+        return 0 <= rc <= 4  # one of its documented statuses (AGENT_EXIT_*): no crash, no sanitizer report
+
     def __init__(self, directory, name, netns, cmdline, *args):
+        self.what = f"the {name} agent"
         self.dir = directory / name
         self.dir.mkdir(exist_ok=True)
         self.state = self.dir / "state"
@@ -288,11 +321,15 @@ class Agent:
         self.proc = None
         self.runs = 0
 
-    def start(self, env=None):
+    def start(self, env=None, binary=AGENT):
+        """Runs it (binary: another build's agent, for a test that needs one)."""
+        assert self.proc is None or self.stop() is not None  # the previous run's end checked
+        self.seen = False
         self.runs += 1
-        argv = ["ip", "netns", "exec", self.netns, str(AGENT), "run", f"--cmdline-file={self.cmdline}",
-                f"--state-dir={self.state}", "--log-level=debug", *self.args] if self.netns else \
-               [str(AGENT), "run", f"--cmdline-file={self.cmdline}", f"--state-dir={self.state}", "--log-level=debug", *self.args]
+        argv = [str(binary), "run", f"--cmdline-file={self.cmdline}", f"--state-dir={self.state}", "--log-level=debug",
+                *self.args]
+        if self.netns:
+            argv = ["ip", "netns", "exec", self.netns, *argv]
         with open(self.log, "a") as log:
             log.write(f"--- run {self.runs}\n")
         env = {**os.environ, **(env or {})}
@@ -304,25 +341,8 @@ class Agent:
                                      stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         return self
 
-    def kill(self):
-        """SIGKILL: a crash, nothing flushed on the way out."""
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-
-    def wait(self, timeout=120):
-        return self.proc.wait(timeout)
-
     def text(self):
         return self.log.read_text() if self.log.exists() else ""
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 def cmdline(mode, session, node, server, token, ca, device):
@@ -364,6 +384,8 @@ class Clone:
             self.agents[role] = Agent(tmp_path, role, ns,
                                       cmdline(f"clone_{role}_{mode}", self.id, node, bridge.url, token, fingerprint,
                                               dev), *args)
+        # What the source's link has carried before its agent runs: the tests count the stream from there.
+        self.source_tx_at_start = network.tx_bytes(self.source.netns)
 
     def add_target(self, device, resize=None, hostname="tgt2-node", mac="aa:bb:cc:00:10:03", args=()):
         """One more target of this (staged) session: its own session following this one, and an agent for it
@@ -408,5 +430,4 @@ class Clone:
                       f"{self.source.text()[-3000:]}\ntarget:\n{self.target.text()[-3000:]}")
 
     def stop(self):
-        for a in self.agents.values():
-            a.stop()
+        stop_all(self.agents.values())

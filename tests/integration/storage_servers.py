@@ -10,12 +10,11 @@ in the export, or a file written through one client is seen stale through anothe
 SIGTERM while it has targets: they go offline and are deleted first."""
 
 import os
-import signal
 import subprocess
 import time
 from pathlib import Path
 
-from harness import wait_for
+from harness import Started, wait_for
 
 GANESHA_CONF = """\
 NFS_CORE_PARAM {{
@@ -44,21 +43,11 @@ LOG {{ Default_Log_Level = EVENT; }}
 """
 
 
-def _stop_group(proc, timeout=15):
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    except ProcessLookupError:
-        pass
-
-
-class NfsServer:
+class NfsServer(Started):
     """nfs-ganesha exporting directory/export, at (network.node('nfs') address):/…/export."""
+
+    what = "nfs-ganesha"
+    group = True
 
     def __init__(self, network, directory, name="nfs"):
         self.network, self.dir, self.name = network, Path(directory), name
@@ -93,8 +82,7 @@ class NfsServer:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     def __exit__(self, *exc):
-        if self.proc:
-            _stop_group(self.proc)
+        self.stop(timeout=15)
 
     def config(self, **extra):
         """KEY=VALUE settings for purebootctl storage add --type nfs."""
@@ -102,11 +90,15 @@ class NfsServer:
         return [f"{k}={v}" for k, v in settings.items()]
 
 
-class IscsiServer:
+class IscsiServer(Started):
     """tgtd on (network.node('iscsi') address):3260 serving target iqn, its IPC socket under directory."""
+
+    what = "tgtd"
+    group = True
 
     def __init__(self, network, directory, name="iscsi", iqn="iqn.2026-11.org.pureboot.test:staging"):
         self.network, self.dir, self.name, self.iqn = network, Path(directory), name, iqn
+        self.log = self.dir / f"{name}-tgtd.log"
         self.socket_dir = self.dir / f"{name}-tgt"
         self.env = dict(os.environ, TGT_IPC_SOCKET=str(self.socket_dir / "socket"))
         self.proc = None
@@ -122,7 +114,7 @@ class IscsiServer:
         self.ns, self.address = self.network.node(self.name)
         self.portal = f"{self.address}:3260"
         self.proc = subprocess.Popen(["ip", "netns", "exec", self.ns, "tgtd", "-f", "--iscsi", f"portal={self.portal}"],
-                                     env=self.env, stdout=open(self.dir / f"{self.name}-tgtd.log", "w"),
+                                     env=self.env, stdout=open(self.log, "w"),
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         try:
             wait_for(lambda: self.tgtadm("--mode", "sys", "--op", "show", check=False).returncode == 0,
@@ -152,6 +144,7 @@ class IscsiServer:
 
     def __exit__(self, *exc):
         if not self.proc or self.proc.poll() is not None:
+            self.stop()  # checks how it ended
             return
         self.tgtadm("--mode", "sys", "--op", "update", "--name", "State", "-v", "offline", check=False)
         self.tgtadm("--mode", "target", "--op", "delete", "--force", "--tid", 1, check=False)
@@ -159,7 +152,7 @@ class IscsiServer:
         deadline = time.monotonic() + 10
         while self.proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
-        _stop_group(self.proc)
+        self.stop(timeout=15)
 
     def config(self, **extra):
         settings = {"portal": self.portal, "target": self.iqn, **extra}

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from harness import REPO, ROOT, Bridge, make_key_and_csr, wait_for
+from harness import REPO, ROOT, Bridge, free_port, make_key_and_csr, wait_for
 
 NODE = "org.pureboot.Node."
 
@@ -133,10 +133,36 @@ def test_malformed_requests(bridge, api, session, tmp_path):
     assert curl(bridge, NODE + "GetSession", {"session": session}, cert=cert)[0] == 200
 
 
-def test_tls_1_2_or_later_only(bridge):
-    r = subprocess.run(["curl", "-s", "--cacert", bridge.ca, "--tlsv1.0", "--tls-max", "1.1", "-X", "POST",
-                        f"{bridge.url}/call/org.varlink.service.GetInfo"], capture_output=True, text=True)
-    assert r.returncode != 0
+def tls11_handshake(port, ca):
+    """gnutls-cli offering TLS 1.1 and nothing else: (handshake completed, its output)."""
+    r = subprocess.run(["gnutls-cli", "--priority=NORMAL:-VERS-ALL:+VERS-TLS1.1", f"--x509cafile={ca}", "--insecure",
+                        "-p", str(port), "127.0.0.1"], input="", capture_output=True, text=True, timeout=20)
+    return "Handshake was completed" in r.stdout, r.stdout + r.stderr
+
+
+def test_tls_1_2_or_later_only(bridge, tmp_path):
+    # Positive control: this client really offers TLS 1.1, and a server that accepts it gets a TLS 1.1
+    # session (Debian's curl refuses TLS 1.1 on its own side, so it cannot show what the bridge does).
+    key, cert = tmp_path / "control.key", tmp_path / "control.crt"
+    subprocess.run(["certtool", "--generate-privkey", "--key-type=ecdsa", "--outfile", key], check=True,
+                   capture_output=True)
+    (tmp_path / "control.cfg").write_text('cn = "127.0.0.1"\nexpiration_days = 1\ntls_www_server\nsigning_key\n')
+    subprocess.run(["certtool", "--generate-self-signed", "--load-privkey", key, "--template",
+                    tmp_path / "control.cfg", "--outfile", cert], check=True, capture_output=True)
+    port = free_port()
+    control = subprocess.Popen(["gnutls-serv", "--priority=NORMAL:-VERS-ALL:+VERS-TLS1.1:+VERS-TLS1.2",
+                                f"--x509keyfile={key}", f"--x509certfile={cert}", "-p", str(port), "--echo"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: tls11_handshake(port, cert)[0], timeout=10, what="the TLS 1.1 control server")
+        done, text = tls11_handshake(port, cert)
+        assert "(TLS1.1-" in text, text
+    finally:
+        control.kill()
+        control.wait()
+    done, text = tls11_handshake(bridge.port, bridge.ca)
+    assert not done and "TLS1.1-" not in text, text
+    # And TLS 1.2 itself is served.
     r = subprocess.run(["curl", "-s", "--cacert", bridge.ca, "--tlsv1.2", "--tls-max", "1.2", "-X", "POST",
                         f"{bridge.url}/call/org.varlink.service.GetInfo"], capture_output=True, text=True)
     assert r.returncode == 0 and "PureBoot" in r.stdout

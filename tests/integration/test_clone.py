@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from harness import PUREBOOTCTL, make_key_and_csr, wait_for
-from nodes import Clone, check_files, make_random_disk, make_source_disk, sha256, sh
+from harness import PUREBOOTCTL, RELEASE_BUILD, REPO, make_key_and_csr, stop_all, wait_for
+from nodes import Clone, check_files, data_bytes, make_half_zero_disk, make_random_disk, make_source_disk, sha256, sh
 
 DISK = 256 << 20
 
@@ -28,7 +28,13 @@ def disks(tmp_path):
         loop = make_random_disk(tmp_path, name, size)
         made.append(loop)
         return loop
-    yield type("Disks", (), {"source": staticmethod(source), "random": staticmethod(random)})
+
+    def half_zero(name, size=DISK):
+        loop = make_half_zero_disk(tmp_path, name, size)
+        made.append(loop)
+        return loop
+    yield type("Disks", (), {"source": staticmethod(source), "random": staticmethod(random),
+                             "half_zero": staticmethod(half_zero)})
     for loop in made:
         loop.detach()
 
@@ -42,8 +48,7 @@ def clone_of(tmp_path, ctl, api, network, bridge_on_network):
         made.append(c)
         return c
     yield make
-    for c in made:
-        c.stop()
+    stop_all(made)
 
 
 def test_direct_clone_end_to_end(clone_of, disks, ctl, tmp_path, system_bus):
@@ -65,6 +70,42 @@ def test_direct_clone_end_to_end(clone_of, disks, ctl, tmp_path, system_bus):
     assert c.prop("SourceDigest") == c.prop("TargetDigest")
 
 
+def wire_bytes(c):
+    """What the source node has sent on its link since the session's agents were made."""
+    return c.network.tx_bytes(c.source.netns) - c.source_tx_at_start
+
+
+def stream_bytes(agent):
+    """The source's own count of the stream bytes it sent, summed over its runs (a killed run's last stream
+    is not in it)."""
+    total = 0
+    for run in agent.text().split("--- run ")[1:]:
+        counts = re.findall(r"\((\d+) bytes in all streams so far\)", run)
+        total += int(counts[-1]) if counts else 0
+    return total
+
+
+def test_zero_runs_are_not_sent(clone_of, disks):
+    source = disks.half_zero("half-zero")
+    target = disks.random("target")
+    data = data_bytes(source.device)
+    assert data == DISK // 2
+    c = clone_of(source.device, target.device)
+    c.source.start()
+    c.target.start()
+    assert c.target.wait(60) == 0, c.target.text()
+    assert c.source.wait(60) == 0, c.source.text()
+    assert c.status() == "completed", c.prop("Error")
+    sh("cmp", source.device, target.device)
+    # The source's own count: the DATA chunks and a 40-byte header per frame, nothing for the zero runs.
+    sent = stream_bytes(c.source)
+    assert data < sent < data + 256 * 2 * 40 + 4096, (sent, data)
+    # The link agrees: what left the source's namespace (TLS, TCP/IP, enrolment and reports included) is
+    # the data and a little, well under the disk.
+    wire = wire_bytes(c)
+    assert sent < wire < data * 1.06, (wire, sent, data)
+
+
 @pytest.fixture
 def under_way(clone_of, disks):
     """A clone of the source disk onto a random one, the target reading at most max_rate, returned once it
@@ -78,12 +119,6 @@ def under_way(clone_of, disks):
         wait_for(lambda: target_offset(c) > past, timeout=60, what="the clone to be under way")
         return c, source, target, files
     return start
-
-
-def resent_bytes(agent):
-    m = re.search(r"(\d+) bytes of it again after interruptions", agent.text())
-    assert m, agent.text()
-    return int(m.group(1))
 
 
 def target_offset(c):
@@ -108,7 +143,9 @@ def test_source_killed_mid_stream_resumes(under_way, tmp_path):
     finish(c, source, target, files, tmp_path)
     assert "Lost the stream" in c.target.text()
     assert "The target resumes at" in c.source.text()
-    assert resent_bytes(c.target) < DISK // 10
+    # Counted on the source's link: the data once, and what was in flight when it died, not the disk again.
+    wire = wire_bytes(c)
+    assert wire < data_bytes(source.device) + DISK // 10, wire
 
 
 def test_target_killed_resumes_from_its_journal(under_way, tmp_path):
@@ -118,13 +155,18 @@ def test_target_killed_resumes_from_its_journal(under_way, tmp_path):
     finish(c, source, target, files, tmp_path)
     m = re.search(r"Resuming at offset (\d+)", c.target.text())
     assert m and int(m.group(1)) > 0, c.target.text()
+    wire = wire_bytes(c)
+    assert wire < data_bytes(source.device) + DISK // 10, wire
 
 
 def test_controller_and_bridge_down_mid_clone(under_way, tmp_path, controller, bridge_on_network):
     c, source, target, files = under_way("8M", 20 << 20)
     bridge_on_network.stop()
     assert controller.stop() == 0
+    before = wire_bytes(c)
     time.sleep(30)
+    # The copy went on while the controller was away: counted on the source's link.
+    assert wire_bytes(c) - before > 10 << 20, (before, wire_bytes(c))
     # Meanwhile the clone went on peer to peer, and newer progress replaced older in the queue.
     queued = list((c.target.state / "queue").iterdir())
     assert sum(1 for q in queued if "ReportProgress" in q.read_text()) <= 2, [q.read_text() for q in queued]
@@ -154,6 +196,23 @@ def test_corrupted_frame_is_rejected_and_fetched_again(clone_of, disks, tmp_path
     assert "Frame at offset 0 rejected (hash mismatch)" in c.target.text()
 
 
+def test_a_release_build_ignores_the_fault_injection_variable(clone_of, disks, tmp_path):
+    assert RELEASE_BUILD, "PUREBOOT_RELEASE_BUILD names no build without -Dfault-injection (tests/run sets it)"
+    options = json.loads(sh("meson", "introspect", "--buildoptions", RELEASE_BUILD).stdout)
+    assert {o["name"]: o["value"] for o in options}["fault-injection"] is False
+    source, files = disks.source()
+    target = disks.random("target")
+    c = clone_of(source.device, target.device)
+    # That build is under ASan too: it needs tests/asan.supp for libparted, and its leak checker is not asked.
+    c.source.start(env={"PUREBOOT_AGENT_FAULT_CORRUPT_OFFSET": "0",
+                        "ASAN_OPTIONS": f"detect_leaks=0:abort_on_error=1:suppressions={REPO}/tests/asan.supp"},
+                   binary=RELEASE_BUILD / "src/agent/pureboot-agent")
+    c.target.start()
+    finish(c, source, target, files, tmp_path)
+    assert "Fault injection" not in c.source.text()
+    assert "rejected" not in c.target.text()
+
+
 def test_a_certificate_of_another_session_is_refused(clone_of, disks, tmp_path, api, ctl, bridge_on_network):
     source, _ = disks.source()
     target = disks.random("target")
@@ -180,10 +239,17 @@ def test_a_certificate_of_another_session_is_refused(clone_of, disks, tmp_path, 
                        capture_output=True, text=True)
     assert r.stdout == "403", (r.stdout, r.stderr)
     assert f"Refused a client with certificate clone-{other}-target" in c.source.text()
-    # Without any certificate: refused too.
-    r = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", str(bridge_on_network.ca),
+    # Without any certificate: refused, by the source itself (403), not by a source that is gone.
+    r = subprocess.run(["curl", "-sS", "-w", "%{http_code}", "--cacert", str(bridge_on_network.ca),
                         f"https://{address}:{port}/disk?offset=0"], capture_output=True, text=True)
-    assert r.stdout != "200"
+    assert r.returncode == 0 and r.stdout.endswith("403"), (r.returncode, r.stdout, r.stderr)
+    assert "no client certificate was presented" in r.stdout, r.stdout
+    # And the source, still up, serves the session's own target all the same.
+    assert c.source.proc.poll() is None, c.source.text()
+    c.target.start()
+    assert c.target.wait(60) == 0, c.target.text()
+    assert c.source.wait(60) == 0, c.source.text()
+    sh("cmp", source.device, target.device)
 
 
 def test_a_smaller_target_fails_before_writing(clone_of, disks, tmp_path):

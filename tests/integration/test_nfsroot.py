@@ -122,34 +122,44 @@ def test_import_a_real_root(nfs, ctl, tmp_path, compress):
     assert not [p for p in (nfs.path / "base").iterdir() if p.name.startswith(".import-")]
 
 
+# Each hostile tarball would land something in OUT (the test's directory/outside, which exists with a file
+# victim in it) if extracted without libarchive's protections, and each is refused for its own reason. The
+# import extracts into <nfsroot>/base/.import-<name>-XXXXXX, which is OUT/../nfsroot/base/…: three ".." from
+# there is the test's directory.
 HOSTILE = {
-    "absolute path": [({"name": "/tmp/pureboot-escaped-abs"}, b"x")],
-    "dot-dot": [({"name": "etc"}, None), ({"name": "etc/../../../pureboot-escaped-dotdot"}, b"x")],
-    "symlink to / then a file through it": [
-        ({"name": "link", "type": tarfile.SYMTYPE, "linkname": "/"}, None),
-        ({"name": "link/tmp/pureboot-escaped-symlink"}, b"x")],
-    "symlink out then a file through it": [
-        ({"name": "up", "type": tarfile.SYMTYPE, "linkname": "../../../../../../tmp"}, None),
-        ({"name": "up/pureboot-escaped-up"}, b"x")],
-    "hardlink to a file outside": [({"name": "passwd", "type": tarfile.LNKTYPE, "linkname": "/etc/passwd"}, None)],
-    "hardlink out by dot-dot": [({"name": "hl", "type": tarfile.LNKTYPE, "linkname": "../../../../etc/passwd"}, None)],
+    "absolute path": ([({"name": "{out}/escaped-abs"}, b"x")], "escaped-abs", "Path is absolute"),
+    "dot-dot": ([({"name": "etc"}, None), ({"name": "etc/../../../../outside/escaped-dotdot"}, b"x")],
+                "escaped-dotdot", "Path contains '..'"),
+    "symlink to a directory outside, then a file through it": (
+        [({"name": "link", "type": tarfile.SYMTYPE, "linkname": "{out}"}, None),
+         ({"name": "link/escaped-symlink"}, b"x")], "escaped-symlink", "symlink"),
+    "symlink out by dot-dot, then a file through it": (
+        [({"name": "up", "type": tarfile.SYMTYPE, "linkname": "../../../outside"}, None),
+         ({"name": "up/escaped-up"}, b"x")], "escaped-up", "symlink"),
+    "hardlink to a file outside": ([({"name": "hl", "type": tarfile.LNKTYPE, "linkname": "{out}/victim"}, None)],
+                                   None, "Path is absolute"),
+    "hardlink out by dot-dot": ([({"name": "hl", "type": tarfile.LNKTYPE, "linkname": "../../../outside/victim"},
+                                  None)], None, "Path contains '..'"),
 }
 
 
 @pytest.mark.parametrize("kind", list(HOSTILE))
 def test_hostile_tarballs_are_refused(nfs, tmp_path, kind):
-    sentinels = [Path("/tmp/pureboot-escaped-abs"), Path("/tmp/pureboot-escaped-symlink"),
-                 Path("/tmp/pureboot-escaped-up"), nfs.path.parent / "pureboot-escaped-dotdot",
-                 Path("/pureboot-escaped-dotdot")]
-    for s in sentinels:
-        s.unlink(missing_ok=True)
-    passwd = os.stat("/etc/passwd")
-    archive = hostile(tmp_path / "evil.tar", [(dict(f), d) for f, d in HOSTILE[kind]])
+    members, escaped, reason = HOSTILE[kind]
+    out = tmp_path / "outside"
+    out.mkdir()
+    assert nfs.path.parent == tmp_path  # where the ".." above lead
+    victim = out / "victim"
+    victim.write_text("not to be linked\n")
+    members = [({k: v.format(out=out) if isinstance(v, str) else v for k, v in f.items()}, d) for f, d in members]
+    archive = hostile(tmp_path / "evil.tar", members)
     with pytest.raises(dbus.DBusException) as e:
         nfs.ImportBaseImageFile("evil", str(archive), dbus.Dictionary({}, signature="sv"), timeout=60)
     assert "was not imported" in str(e.value) and "Nothing of it was kept" in str(e.value), str(e.value)
-    assert [s for s in sentinels if s.exists()] == [], "something was written outside the root"
-    assert os.stat("/etc/passwd").st_nlink == passwd.st_nlink
+    assert reason in str(e.value), str(e.value)
+    assert sorted(p.name for p in out.iterdir()) == ["victim"], "something was written outside the root"
+    assert victim.stat().st_nlink == 1, "a hard link to a file outside the root was made"
+    assert escaped is None or not (out / escaped).exists()
     assert list(nfs.ListBaseImages()) == []
     assert [p.name for p in (nfs.path / "base").iterdir()] == []
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import DEST, REPO, ROOT, wait_for
+from harness import DEST, REPO, ROOT, stop_all, wait_for
 from nodes import Agent, Loop, Network, ca_fingerprint, make_source_disk, random_file, sh, sha256
 
 MIB = 1 << 20
@@ -105,8 +105,7 @@ def partition_node(controller, bridge, ctl, api, tmp_path):
                  what=f"the scan of {devices}; agent:\n{agent.text()[-3000:]}")
         return n
     yield make
-    for a in made:
-        a.stop()
+    stop_all(made)
 
 
 # Filesystems from outside: files in and out, fsck, size — each with its own tools.
@@ -196,7 +195,7 @@ def table(device):
     return json.loads(sh("sfdisk", "-J", device).stdout)["partitiontable"]
 
 
-def test_scan_reports_the_disk_and_shows_its_map(partition_node, ctl, api, busctl, tmp_path):
+def test_scan_reports_the_disk_and_shows_its_map(partition_node, ctl, api, busctl, tmp_path, controller):
     loop, files = make_source_disk(tmp_path)
     try:
         n = partition_node([loop.device])
@@ -234,9 +233,13 @@ def test_scan_reports_the_disk_and_shows_its_map(partition_node, ctl, api, busct
         assert {m.get("name") for m in iface.findall("method")} == {m.get("name") for m in xml.findall("method")}
         assert ({(p.get("name"), p.get("type")) for p in iface.findall("property")} ==
                 {(p.get("name"), p.get("type")) for p in xml.findall("property")})
-        # The scan is kept: a restarted controller still has the disk.
+        # The scan is kept: a restarted controller still has the disk, as it was.
         fingerprint = n.prop(loop.device, "Fingerprint")
         assert len(fingerprint) == 32
+        controller.restart()
+        assert n.prop(loop.device, "Fingerprint") == fingerprint
+        assert n.partitions(loop.device) == parts
+        assert n.prop(loop.device, "Size") == 256 * MIB
     finally:
         loop.detach()
 
@@ -407,6 +410,7 @@ def test_a_failed_operation_restores_the_table_and_leaves_the_rest_pending(parti
     n.ctl("node", "scan", n.hostname, check=True)
     wait_for(lambda: n.partitions(loop.device)[2]["used"] == 0, timeout=30, what="the rescan")
     grow = n.queue(loop.device, "resize", "partition=2", "new_size_bytes=500M").stdout.strip()
+    later = n.queue(loop.device, "set_flag", "partition=1", "flag=boot", "value=true").stdout.strip()
     with open(loop.device, "rb") as f:
         before = f.read(34 * 512)
         f.seek(GIB - 33 * 512)
@@ -414,6 +418,7 @@ def test_a_failed_operation_restores_the_table_and_leaves_the_rest_pending(parti
     r = n.apply(loop.device, expect_ok=False)
     ops = {o[0]: o for o in n.operations(loop.device)}
     assert ops[grow][3] == "failed" and "Failed to mount the xfs" in ops[grow][4], ops[grow]
+    assert ops[later][3] == "pending", ops[later]
     with open(loop.device, "rb") as f:
         assert f.read(34 * 512) == before, "the primary GPT was not restored"
         f.seek(GIB - 33 * 512)

@@ -34,8 +34,7 @@ def controller(system_bus, tmp_path, network):
     c.netns = network.ns
     c.start()
     yield c
-    if c.proc.poll() is None:
-        assert c.stop() == 0, c.log.read_text()
+    c.stop()  # checks it ended as it should
 
 
 @pytest.fixture

@@ -9,13 +9,12 @@ consoles stay in the test's directory."""
 
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from harness import BUILD, REPO, Bridge, wait_for
+from harness import BUILD, REPO, Bridge, Started, stop_all, wait_for
 from nodes import sh
 
 _accel = None
@@ -59,6 +58,13 @@ def accelerator(kernel, initrd, directory):
     return _accel
 
 
+class Dnsmasq(Started):
+    what = "dnsmasq"
+
+    def __init__(self, proc, log):
+        self.proc, self.log = proc, log
+
+
 class Fleet:
     """On network (a Network(isolated=True), the controller already in its namespace): dnsmasq and
     pureboot-bridge, and the VMs made with vm(), all stopped at the end."""
@@ -87,12 +93,12 @@ class Fleet:
         sh(REPO / "deploy/pxe/setup-tftp", self.tftp, self.server.http_url)
         subnet = self.network.subnet
         self.log = self.dir / "dnsmasq.log"
-        self.dnsmasq = subprocess.Popen(
+        self.dnsmasq = Dnsmasq(subprocess.Popen(
             ["ip", "netns", "exec", self.ns, "dnsmasq", "--no-daemon", f"--conf-file={REPO / 'deploy/pxe/dnsmasq.conf'}",
              f"--interface={self.bridge}", "--bind-interfaces", "--port=0", "--log-dhcp", "--enable-tftp",
              f"--tftp-root={self.tftp}", f"--dhcp-range={subnet}.100,{subnet}.199,255.255.255.0,1h",
              f"--dhcp-leasefile={self.dir / 'dnsmasq.leases'}", f"--pid-file={self.dir / 'dnsmasq.pid'}"],
-            stdout=open(self.log, "w"), stderr=subprocess.STDOUT)
+            stdout=open(self.log, "w"), stderr=subprocess.STDOUT), self.log)
 
     def vm(self, name, mac, disk):
         vm = Vm(self, name, mac, disk)
@@ -100,28 +106,22 @@ class Fleet:
         return vm
 
     def __exit__(self, *exc):
-        for vm in self.vms:
-            vm.stop()
-        if self.dnsmasq:
-            self.dnsmasq.terminate()
-            try:
-                self.dnsmasq.wait(10)
-            except subprocess.TimeoutExpired:
-                self.dnsmasq.kill()
-                self.dnsmasq.wait()
-        if self.server:
-            self.server.stop()
-        if self.tftp:
-            shutil.rmtree(self.tftp, ignore_errors=True)
+        try:
+            stop_all([*self.vms, *(p for p in (self.dnsmasq, self.server) if p)])
+        finally:
+            if self.tftp:
+                shutil.rmtree(self.tftp, ignore_errors=True)
 
 
-class Vm:
+class Vm(Started):
     """A qemu machine with a virtio disk backed by a file, on a tap device of the fleet's bridge, that
     PXE-boots (network first, then its disk) with its serial console, firmware included, in console.log."""
 
     def __init__(self, fleet, name, mac, disk):
         self.fleet, self.name, self.mac, self.disk = fleet, name, mac, disk
+        self.what = f"qemu ({name})"
         self.dir = fleet.dir / name
+        self.log = self.dir / "qemu.log"
         self.dir.mkdir(exist_ok=True)
         self.tap = f"{fleet.tag}{name[-4:]}t"
         self.console = self.dir / "console.log"
@@ -140,7 +140,7 @@ class Vm:
              "-device", f"virtio-net-pci,netdev=n0,mac={self.mac}",
              "-drive", f"file={self.disk},if=virtio,format=raw,cache=unsafe",
              "-serial", f"file:{self.console}"],
-            stdout=open(self.dir / "qemu.log", "w"), stderr=subprocess.STDOUT)
+            stdout=open(self.log, "w"), stderr=subprocess.STDOUT)
         return self
 
     def text(self):
@@ -162,14 +162,11 @@ class Vm:
         """The guest powered off or rebooted (qemu runs with -no-reboot); returns qemu's exit status."""
         wait_for(lambda: self.proc.poll() is not None, timeout=timeout, interval=0.5,
                  what=f"{self.name}: {what}; console:\n{self.text()[-3000:]}")
+        self.seen = True
         return self.proc.returncode
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        sh("ip", "-n", self.fleet.ns, "link", "del", self.tap, check=False)  # else it goes with the namespace
+        try:
+            return super().stop()
+        finally:
+            sh("ip", "-n", self.fleet.ns, "link", "del", self.tap, check=False)  # else it goes with the namespace
