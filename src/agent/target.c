@@ -312,7 +312,7 @@ static size_t on_header(char *p, size_t size, size_t n, void *userdata) {
                 t->cut = CUT_BAD_PEER;
                 return 0;
         }
-        if (tls_verify_peer(t->trust, &certs[0], &cn, &ips, &reason) < 0) {
+        if (tls_verify_peer(t->trust, &certs[0], GNUTLS_KP_TLS_WWW_SERVER, &cn, &ips, &reason) < 0) {
                 t->abort_reason = reason;
                 t->cut = CUT_BAD_PEER;
                 return 0;

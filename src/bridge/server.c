@@ -109,7 +109,7 @@ static void check_peer(Bridge *b, Request *req) {
         certs = gnutls_certificate_get_peers((gnutls_session_t) ci->tls_session, &n);
         if (!certs || n == 0)
                 return;
-        if (tls_verify_peer(b->trust, &certs[0], &p->cn, NULL, &p->reason) < 0)
+        if (tls_verify_peer(b->trust, &certs[0], GNUTLS_KP_TLS_WWW_CLIENT, &p->cn, NULL, &p->reason) < 0)
                 p->cn = NULL;
 }
 
@@ -120,24 +120,40 @@ static enum MHD_Result queue(Request *req) {
         return r;
 }
 
+/* A path with %00 stays escaped (unescape_url): decoded, it would end the name early. */
+static int refuse_nul(Request *req) {
+        return request_reply_error(req, MHD_HTTP_BAD_REQUEST, "org.varlink.service.InvalidParameter",
+                                   "parameter", "path", "reason", "the path holds an encoded NUL (%00)",
+                                   NULL);
+}
+
+static int refuse_method(Request *req) {
+        return request_reply_error(req, MHD_HTTP_METHOD_NOT_ALLOWED, "org.varlink.service.MethodNotFound",
+                                   "method", req->url, NULL);
+}
+
 static enum MHD_Result route(Request *req, const char *method) {
+        bool get = STR_IN_SET(method, MHD_HTTP_METHOD_GET, MHD_HTTP_METHOD_HEAD);
         const char *name;
         int r;
 
-        if (!req->listener->tls && !startswith(req->url, "/boot/"))
+        if (strstr(req->url, "%00"))
+                r = refuse_nul(req);
+        else if (!req->listener->tls && !startswith(req->url, "/boot/"))
                 r = request_reply_error(req, MHD_HTTP_NOT_FOUND, "org.varlink.service.MethodNotFound", "method",
                                         req->url, "reason", "only /boot/ is served over plain HTTP; use HTTPS",
                                         NULL);
         else if ((name = startswith(req->url, "/call/"))) {
                 if (!streq(method, MHD_HTTP_METHOD_POST))
-                        r = request_reply_error(req, MHD_HTTP_METHOD_NOT_ALLOWED, "org.varlink.service.MethodNotFound",
-                                                "method", name, NULL);
+                        r = refuse_method(req);
                 else if (req->too_large)
                         r = request_reply_error(req, MHD_HTTP_CONTENT_TOO_LARGE, "org.varlink.service.InvalidParameter",
                                                 "parameter", "parameters", NULL);
                 else
                         r = varlink_http_call(req, name);
-        } else if (streq(req->url, "/ca.crt")) {
+        } else if (streq(req->url, "/ca.crt") && !get)
+                r = refuse_method(req);
+        else if (streq(req->url, "/ca.crt")) {
                 /* Public: a node fetches it before it has anything else, and checks it against the
                  * pureboot.ca= fingerprint on its command line before it sends its token. */
                 req->response = MHD_create_response_from_buffer(strlen(req->bridge->ca_pem), req->bridge->ca_pem,
@@ -147,19 +163,12 @@ static enum MHD_Result route(Request *req, const char *method) {
                 MHD_add_response_header(req->response, MHD_HTTP_HEADER_CONTENT_TYPE, "application/x-pem-file");
                 req->status = MHD_HTTP_OK;
                 r = 0;
-        } else if (STR_IN_SET(req->url, "/boot/ipxe", "/boot/pi")) {
-                if (!streq(method, MHD_HTTP_METHOD_GET))
-                        r = request_reply_error(req, MHD_HTTP_METHOD_NOT_ALLOWED, "org.varlink.service.MethodNotFound",
-                                                "method", req->url, NULL);
-                else
-                        r = boot_answer(req, streq(req->url, "/boot/pi"));
-        } else if ((name = startswith(req->url, "/boot/files/"))) {
-                if (!STR_IN_SET(method, MHD_HTTP_METHOD_GET, MHD_HTTP_METHOD_HEAD))
-                        r = request_reply_error(req, MHD_HTTP_METHOD_NOT_ALLOWED, "org.varlink.service.MethodNotFound",
-                                                "method", req->url, NULL);
-                else
-                        r = boot_file_answer(req, name);
-        } else
+        } else if (STR_IN_SET(req->url, "/boot/ipxe", "/boot/pi"))
+                r = streq(method, MHD_HTTP_METHOD_GET) ? boot_answer(req, streq(req->url, "/boot/pi"))
+                                                       : refuse_method(req);
+        else if ((name = startswith(req->url, "/boot/files/")))
+                r = get ? boot_file_answer(req, name) : refuse_method(req);
+        else
                 r = request_reply_error(req, MHD_HTTP_NOT_FOUND, "org.varlink.service.MethodNotFound", "method",
                                         req->url, NULL);
         if (r < 0) {
@@ -243,6 +252,13 @@ _printf_(2, 0) static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
                 log_debug("microhttpd: %s", s);
 }
 
+/* libmicrohttpd's own unescaping, except that a path with an encoded NUL is left as it came, for route() to
+ * refuse: decoded, the NUL would cut the name short. */
+static size_t unescape_url(void *cls, struct MHD_Connection *conn, char *s) {
+        (void) cls, (void) conn;
+        return strstr(s, "%00") ? strlen(s) : MHD_http_unescape(s);
+}
+
 static int listener_start(Listener *l) {
         Bridge *b = l->bridge;
         struct MHD_OptionItem tls[] = {
@@ -255,13 +271,14 @@ static int listener_start(Listener *l) {
         int r;
 
         l->daemon = MHD_start_daemon(
-                (l->tls ? MHD_USE_TLS : 0) | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL,
-                NULL, on_access, l, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, b, MHD_OPTION_LISTEN_SOCKET, l->fd,
-                MHD_OPTION_ARRAY, l->tls ? tls : tls + ELEMENTSOF(tls) - 1, MHD_OPTION_CONNECTION_LIMIT,
-                b->config.max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT, b->config.max_per_ip,
-                MHD_OPTION_CONNECTION_TIMEOUT, b->config.timeout_sec, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-                (size_t) 32 * 1024, MHD_OPTION_NOTIFY_CONNECTION, on_connection, b, MHD_OPTION_NOTIFY_COMPLETED,
-                on_completed, b, MHD_OPTION_END);
+                (l->tls ? MHD_USE_TLS : 0) | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0,
+                NULL, NULL, on_access, l, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, b,
+                MHD_OPTION_LISTEN_SOCKET, l->fd, MHD_OPTION_ARRAY, l->tls ? tls : tls + ELEMENTSOF(tls) - 1,
+                MHD_OPTION_CONNECTION_LIMIT, b->config.max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+                b->config.max_per_ip, MHD_OPTION_CONNECTION_TIMEOUT, b->config.timeout_sec,
+                MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) 32 * 1024, MHD_OPTION_NOTIFY_CONNECTION,
+                on_connection, b, MHD_OPTION_NOTIFY_COMPLETED, on_completed, b, MHD_OPTION_UNESCAPE_CALLBACK,
+                unescape_url, NULL, MHD_OPTION_END);
         if (!l->daemon)
                 return log_error_errno(EIO, "Failed to start the %s server (libmicrohttpd refused its settings).",
                                        l->tls ? "HTTPS" : "HTTP");

@@ -60,6 +60,9 @@ static json_object *parse_body(Request *req) {
         tok = json_tokener_new_ex(32);
         if (!tok)
                 return NULL;
+        /* Strings go on over D-Bus, which takes only UTF-8: a body that is not is refused here, as bad
+         * input. */
+        json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
         o = json_tokener_parse_ex(tok, req->body, (int) req->size);
         if (o && (json_tokener_get_error(tok) != json_tokener_success || json_tokener_get_parse_end(tok) != req->size ||
                   !json_object_is_type(o, json_type_object))) {

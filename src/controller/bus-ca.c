@@ -206,7 +206,7 @@ static int method_issue_certificate(sd_bus_message *msg, void *userdata, sd_bus_
                 return sd_bus_error_setf(
                         error, PB_ERROR_BAD_REQUEST,
                         "The request's signature does not verify, or its key is weaker than RSA "
-                        "2048 or ECDSA; sign it with the key it carries.");
+                        "2048 or ECDSA P-256; sign it with the key it carries.");
         if (r == -EINVAL)
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
                                          "The ip option \"%.64s\" is not an IPv4 or IPv6 address.",

@@ -309,14 +309,34 @@ static int set_san_ip(gnutls_x509_crt_t crt, const char *ip) {
         return 0;
 }
 
+/* What the CA signs: RSA of 2048 bits or more, ECDSA on P-256 or a larger NIST curve, Ed25519, Ed448. */
 static int check_public_key(gnutls_pubkey_t pub) {
+        gnutls_ecc_curve_t curve;
         unsigned bits = 0;
-        int pk = gnutls_pubkey_get_pk_algorithm(pub, &bits);
-        if (pk == GNUTLS_PK_RSA && bits >= 2048)
+
+        switch (gnutls_pubkey_get_pk_algorithm(pub, &bits)) {
+        case GNUTLS_PK_RSA:
+                return bits >= 2048 ? 0 : -EKEYREJECTED;
+        case GNUTLS_PK_ECDSA:
+                if (gnutls_pubkey_export_ecc_raw2(pub, &curve, NULL, NULL, 0) < 0)
+                        return -EKEYREJECTED;
+                return curve == GNUTLS_ECC_CURVE_SECP256R1 || curve == GNUTLS_ECC_CURVE_SECP384R1 ||
+                                       curve == GNUTLS_ECC_CURVE_SECP521R1
+                               ? 0
+                               : -EKEYREJECTED;
+        case GNUTLS_PK_EDDSA_ED25519:
+        case GNUTLS_PK_EDDSA_ED448:
                 return 0;
-        if (pk == GNUTLS_PK_ECDSA || pk == GNUTLS_PK_EDDSA_ED25519 || pk == GNUTLS_PK_EDDSA_ED448)
-                return 0;
-        return -EKEYREJECTED;
+        default:
+                return -EKEYREJECTED;
+        }
+}
+
+/* node-… and clone-… are the names of node and session identities, which only the controller gives out:
+ * a server certificate (the bridge's) with such a name could pass for one. */
+static bool name_is_for_role(const char *cn, CertRole role) {
+        bool identity = startswith(cn, "node-") || startswith(cn, "clone-");
+        return role == CERT_ROLE_SERVER ? !identity : true;
 }
 
 static int sign_with(CA *ca, gnutls_x509_crt_t crt, gnutls_pubkey_t pub, CertRole role, const char *cn,
@@ -346,10 +366,12 @@ static int sign_with(CA *ca, gnutls_x509_crt_t crt, gnutls_pubkey_t pub, CertRol
         if (gnutls_pubkey_get_pk_algorithm(pub, &bits) == GNUTLS_PK_RSA)
                 usage |= GNUTLS_KEY_KEY_ENCIPHERMENT;
         GNUTLS_CHECK(gnutls_x509_crt_set_key_usage(crt, usage), "key usage");
+        /* Peers check these (tls_verify_peer): the bridge and the source take clients, the target and the
+         * agents servers. A source is both: it serves its disk and calls the bridge. */
         if (role != CERT_ROLE_TARGET)
                 GNUTLS_CHECK(gnutls_x509_crt_set_key_purpose_oid(crt, GNUTLS_KP_TLS_WWW_SERVER, 0),
                              "EKU server");
-        if (role == CERT_ROLE_TARGET || role == CERT_ROLE_NODE)
+        if (role != CERT_ROLE_SERVER)
                 GNUTLS_CHECK(gnutls_x509_crt_set_key_purpose_oid(crt, GNUTLS_KP_TLS_WWW_CLIENT, 0),
                              "EKU client");
         GNUTLS_CHECK(gnutls_x509_crt_set_subject_alt_name(crt, GNUTLS_SAN_DNSNAME, cn, (unsigned) strlen(cn),
@@ -390,7 +412,8 @@ int ca_sign_request(CA *ca, const char *csr_pem, CertRole role, const char *cn, 
         gnutls_x509_crt_t crt = NULL;
         int r;
 
-        if (role >= _CERT_ROLE_MAX || !cn_is_valid(cn) || validity_usec < USEC_PER_SEC)
+        if (role >= _CERT_ROLE_MAX || !cn_is_valid(cn) || !name_is_for_role(cn, role) ||
+            validity_usec < USEC_PER_SEC)
                 return -EINVAL;
         if (!csr_pem || strlen(csr_pem) > 65536)
                 return -EBADMSG;

@@ -479,6 +479,28 @@ void clone_family_changed(CloneSession *c) {
                 log_warning_errno(r, "Failed to start removing the staging of session %s: %m", owner->id);
 }
 
+static int node_busy_elsewhere(CloneSession *c, const char *node_id, CloneSession **ret);
+
+/* Once a session is over, its nodes are no longer cloning_source or cloning_target (the states their boot
+ * answers gave them), unless another session of theirs goes on. */
+static void release_nodes(CloneSession *c) {
+        const char *ids[] = { c->follows ? NULL : c->source_node, c->target_node };
+        CloneSession *other;
+        int r;
+
+        for (size_t i = 0; i < ELEMENTSOF(ids); i++) {
+                Node *n = ids[i] ? hashmap_get(c->manager->nodes, ids[i]) : NULL;
+                if (!n || !startswith(n->state, "cloning_") || node_busy_elsewhere(c, n->id, &other))
+                        continue;
+                if (free_and_strdup(&n->state, "ready") < 0)
+                        return (void) log_oom();
+                r = node_save(n);
+                if (r < 0)
+                        log_warning_errno(r, "Failed to record that node %s is ready again: %m",
+                                          n->hostname);
+        }
+}
+
 int clone_transition(CloneSession *c, CloneStatus to, const char *error_message, sd_bus_error *error) {
         CloneStatus from = c->status;
         uint64_t now = now_realtime_usec();
@@ -527,6 +549,8 @@ int clone_transition(CloneSession *c, CloneStatus to, const char *error_message,
                  clone_status_to_string(to), error_message ? ": " : "", strempty(error_message));
         clone_emit_changed(c, "Status", "Error", "StartedAt", "CompletedAt", "BytesTransferred",
                            "TransferRate", "Progress", "BytesUploaded", "StagingStatus", NULL);
+        if (status_is_final(to))
+                release_nodes(c);
         clone_family_changed(c);
         return 0;
 }

@@ -337,9 +337,10 @@ static int handle_enrol(Call *call) {
                             m->config.session_cert_validity_hours * USEC_PER_HOUR, &cert);
         if (r == -EBADMSG || r == -EKEYREJECTED)
                 return fail(call, NODE_ERROR("BadCertificateRequest"), "reason",
-                            r == -EBADMSG ? "not a PEM PKCS#10 certificate request"
-                                          : "its signature does not verify, or its key is weaker than RSA 2048 "
-                                            "or ECDSA",
+                            r == -EBADMSG
+                                    ? "not a PEM PKCS#10 certificate request"
+                                    : "its signature does not verify, or its key is weaker than RSA 2048 "
+                                      "or ECDSA P-256",
                             NULL);
         if (r < 0)
                 return r;

@@ -651,7 +651,7 @@ int store_sessions_load(Store *s, int (*add)(void *userdata, CloneSession *c), v
                 "resize_mode, partition_plan_json, bytes_total, bytes_transferred, transfer_rate_bps, "
                 "error_message, created_at, started_at, completed_at, created_by, idempotency_key, "
                 "source_digest, target_digest, staging_resources, bytes_uploaded, source_disk_json, "
-                "target_disk_json FROM clone_sessions",
+                "target_disk_json, follows FROM clone_sessions",
                 "");
         if (r < 0)
                 return r;

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* The disk model: varlink Disk records in and out, and partition operations checked and applied on paper. */
 #include <errno.h>
-#include <inttypes.h>
 #include <gnutls/crypto.h>
+#include <inttypes.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -327,7 +328,7 @@ static int partition_param(DiskInfo *d, json_object *params, PartitionInfo **ret
         uint64_t n;
         if (!param_u64(params, "partition", &n) || n == 0)
                 return refuse(msg, -EINVAL, "The parameter \"partition\" (the partition's number) is missing.");
-        *ret = disk_info_partition(d, (unsigned) n);
+        *ret = n <= UINT_MAX ? disk_info_partition(d, (unsigned) n) : NULL;
         if (!*ret)
                 return refuse(msg, -ERANGE, "%s has no partition %" PRIu64 "; it has %zu (see purebootctl disk "
                               "show).", d->device, n, d->n_partitions);
@@ -592,13 +593,35 @@ static int apply_set_flag(DiskInfo *d, json_object *params, char **msg) {
         return 0;
 }
 
+/* A parameter the operation does not take is refused, not stored: it would be silently ignored. */
+static int check_param_names(const char *op, json_object *params, const char *const *known, char **msg) {
+        json_object_object_foreach (params, key, value) {
+                _cleanup_free_ char *list = NULL;
+                (void) value;
+                if (strv_contains(known, key))
+                        continue;
+                for (const char *const *k = known; *k; k++)
+                        if (strextend_printf(&list, "%s%s", list ? ", " : "", *k) < 0)
+                                return -ENOMEM;
+                return refuse(msg, -EINVAL, "%s takes no parameter \"%.64s\"; it takes %s.", op, key, list);
+        }
+        return 0;
+}
+
 int disk_info_apply(DiskInfo *d, const char *op, json_object *params, char **ret_message) {
         static const struct {
                 const char *name;
                 int (*apply)(DiskInfo *d, json_object *params, char **msg);
+                const char *const params[7];
         } ops[] = {
-                { "resize", apply_resize }, { "create", apply_create }, { "delete", apply_delete },
-                { "format", apply_format }, { "move", apply_move },     { "set_flag", apply_set_flag },
+                { "resize", apply_resize, { "partition", "new_size_bytes" } },
+                { "create",
+                  apply_create,
+                  { "start_bytes", "size_bytes", "type", "filesystem", "label", "table" } },
+                { "delete", apply_delete, { "partition" } },
+                { "format", apply_format, { "partition", "filesystem", "label" } },
+                { "move", apply_move, { "partition", "new_start_bytes" } },
+                { "set_flag", apply_set_flag, { "partition", "flag", "value" } },
         };
         _cleanup_(disk_info_done) DiskInfo copy = {};
         int r;
@@ -612,6 +635,9 @@ int disk_info_apply(DiskInfo *d, const char *op, json_object *params, char **ret
         for (size_t i = 0; i < ELEMENTSOF(ops); i++) {
                 if (!streq(ops[i].name, op))
                         continue;
+                r = check_param_names(op, params, ops[i].params, ret_message);
+                if (r < 0)
+                        return r;
                 /* On a copy, so that a refusal half-way leaves d as it was. */
                 r = disk_info_copy(d, &copy);
                 if (r < 0)

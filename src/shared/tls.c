@@ -86,8 +86,10 @@ static char *ip_sans(gnutls_x509_crt_t crt) {
         return TAKE_PTR(list);
 }
 
-int tls_verify_peer(gnutls_x509_trust_list_t trust, const gnutls_datum_t *der, char **ret_cn, char **ret_ips,
-                    const char **ret_reason) {
+int tls_verify_peer(gnutls_x509_trust_list_t trust, const gnutls_datum_t *der, const char *purpose,
+                    char **ret_cn, char **ret_ips, const char **ret_reason) {
+        gnutls_typed_vdata_st vdata = { .type = GNUTLS_DT_KEY_PURPOSE_OID,
+                                        .data = (unsigned char *) purpose };
         gnutls_x509_crt_t crt;
         unsigned status = 0;
         char cn[256];
@@ -99,7 +101,7 @@ int tls_verify_peer(gnutls_x509_trust_list_t trust, const gnutls_datum_t *der, c
                 return -ENOMEM;
         r = gnutls_x509_crt_import(crt, der, GNUTLS_X509_FMT_DER);
         if (r >= 0)
-                r = gnutls_x509_trust_list_verify_crt2(trust, &crt, 1, NULL, 0, 0, &status, NULL);
+                r = gnutls_x509_trust_list_verify_crt2(trust, &crt, 1, &vdata, 1, 0, &status, NULL);
         if (r >= 0 && status == 0)
                 r = gnutls_x509_crt_get_dn_by_oid(crt, GNUTLS_OID_X520_COMMON_NAME, 0, 0, cn, &size);
         if (r >= 0 && status == 0 && ret_ips && !(ips = ip_sans(crt)))
@@ -111,8 +113,12 @@ int tls_verify_peer(gnutls_x509_trust_list_t trust, const gnutls_datum_t *der, c
                 *ret_reason = status & GNUTLS_CERT_REVOKED         ? "the certificate is revoked"
                               : status & GNUTLS_CERT_EXPIRED       ? "the certificate has expired"
                               : status & GNUTLS_CERT_NOT_ACTIVATED ? "the certificate is not valid yet"
-                                                                   : "the certificate was not issued by "
-                                                                     "the PureBoot CA";
+                              : status & GNUTLS_CERT_PURPOSE_MISMATCH
+                                      ? (streq(purpose, GNUTLS_KP_TLS_WWW_CLIENT)
+                                                 ? "the certificate is not one for a client"
+                                                 : "the certificate is not one for a server")
+                                      : "the certificate was not issued by "
+                                        "the PureBoot CA";
                 return -EPERM;
         }
         *ret_cn = strdup(cn);

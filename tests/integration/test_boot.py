@@ -80,6 +80,13 @@ def test_a_clone_role_boots_the_deploy_image_with_a_working_token(bridge, api, t
 
     status, script = get(bridge, "/boot/ipxe?mac=aa:bb:cc:00:00:02")
     assert "pureboot.mode=clone_target_direct" in script and "pureboot.device=/dev/sdb" in script
+    assert nodes(api)["web-02"][4] == "cloning_target"
+
+    # Once the session is over, neither node is cloning any more; their next boot is their own disk's.
+    api.ok(session, "CloneSession", "Cancel", "a{sv}", "0")
+    assert nodes(api)["web-01"][4] == "ready" and nodes(api)["web-02"][4] == "ready", nodes(api)
+    status, script = get(bridge, "/boot/ipxe?mac=aa:bb:cc:00:00:01")
+    assert status == 200 and "pureboot.mode" not in script, script
 
 
 def test_partition_mode_boots_the_partition_workflow_with_a_node_token(bridge, api, ctl, tmp_path):

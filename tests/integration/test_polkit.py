@@ -3,10 +3,11 @@
 polkit rule says so, and each refusal names the action."""
 
 import time
+import xml.etree.ElementTree as ET
 
 import pytest
 
-from harness import DEST, POLKIT_RULES, ROOT, TEST_USER
+from harness import DEST, POLKIT_RULES, REPO, ROOT, TEST_USER, run
 
 
 @pytest.fixture
@@ -103,3 +104,30 @@ def test_polkit_rule_grants_the_action(controller, busctl, polkit_rule):
     r = busctl("call", DEST, ROOT, f"{DEST}.Manager", "CreateStorageBackend", "ssa{sv}a{sv}", "n3", "nfs", "2",
                "server", "s", "h", "export", "s", "/e", "0", user=TEST_USER)
     assert r.returncode != 0 and "manage-storage" in r.stderr
+
+
+def interfaces():
+    """Every interface of the API contract (dbus/*.xml): {name: [methods]}."""
+    out = {}
+    for xml in sorted((REPO / "dbus").glob(f"{DEST}.*.xml")):
+        iface = ET.parse(xml).getroot().find("interface")
+        out[iface.get("name")] = [m.get("name") for m in iface.findall("method")]
+    return out
+
+
+def test_bus_policy_lets_every_public_interface_through(controller, system_bus):
+    """dbus-daemon passes every method of every public interface on to the controller for any user (polkit
+    decides there), and the node-facing Gateway only for the bridge's user. A method called without its
+    arguments is answered by the controller itself (a list, InvalidArgs…), never refused by the bus."""
+    found = interfaces()
+    assert f"{DEST}.Disk" in found and f"{DEST}.NfsRoot" in found, found
+    for iface, methods in found.items():
+        for method in methods:
+            # dbus-send names the error: the bus's own refusal is AccessDenied, "Rejected send message".
+            r = run(["dbus-send", "--system", "--print-reply", f"--dest={DEST}", ROOT, f"{iface}.{method}"],
+                    system_bus, user=TEST_USER)
+            refused_by_bus = "Rejected send message" in r.stderr
+            if iface == f"{DEST}.Gateway":
+                assert refused_by_bus, (iface, method, r.stderr)
+            else:
+                assert not refused_by_bus, (iface, method, r.stderr)

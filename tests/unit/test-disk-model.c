@@ -141,6 +141,13 @@ static void test_refusals(void) {
         expect_refusal("resize", "{\"partition\": 1, \"new_size_bytes\": 2147483000}", -ERANGE, "1 MiB boundary");
         expect_refusal("resize", "{\"partition\": 9, \"new_size_bytes\": 1073741824}", -ERANGE, "no partition 9");
         expect_refusal("resize", "{\"partition\": 1}", -EINVAL, "new_size_bytes");
+        /* 2^32 + 1 is no partition 1 cut short, and a parameter an operation does not take is not kept. */
+        expect_refusal("resize", "{\"partition\": 4294967297, \"new_size_bytes\": 1073741824}", -ERANGE,
+                       "no partition 4294967297");
+        expect_refusal("delete", "{\"partition\": 1, \"wipe\": true}", -EINVAL,
+                       "delete takes no parameter \"wipe\"; it takes partition.");
+        expect_refusal("set_flag", "{\"partition\": 1, \"flag\": \"boot\", \"value\": true, \"x\": 1}",
+                       -EINVAL, "it takes partition, flag, value");
         expect_refusal("create", "{\"start_bytes\": 5368709120, \"size_bytes\": 1073741824}", -ERANGE,
                        "overlap partition 2");
         expect_refusal("create", "{\"start_bytes\": 10737418240, \"size_bytes\": 1073741824}", -ERANGE,
