@@ -10,6 +10,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "bridge.h"
+#include "bus-connect.h"
 #include "ini.h"
 #include "log.h"
 #include "request.h"
@@ -37,6 +38,7 @@ static Bridge *bridge_free(Bridge *b) {
         if (!b)
                 return NULL;
         server_stop(b);
+        watch_unsubscribe(b);
         if (b->trust)
                 gnutls_x509_trust_list_deinit(b->trust, 1);
         varlink_interface_free(b->interface);
@@ -185,14 +187,6 @@ static int obtain_certificate(Bridge *b) {
         return b->cert_pem ? 0 : -ENOMEM;
 }
 
-static int on_ca_changed(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
-        Bridge *b = userdata;
-        (void) m, (void) ret_error;
-        if (trust_load(b) >= 0)
-                log_info("The CRL changed; client certificates are checked against the new one.");
-        return 0;
-}
-
 static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
         (void) userdata;
         log_info("Received %s, shutting down.", strsignal((int) si->ssi_signo));
@@ -247,19 +241,40 @@ static void help(void) {
                "     --workflows=DIR       Boot workflows (default /usr/share/pureboot/workflows)\n"
                "     --config=FILE         Settings file (default /etc/pureboot/bridge.conf, and its .d/)\n"
                "     --boot-dir=DIR        Serve DIR at /boot/files/ (default /srv/pureboot/boot)\n"
-               "     --boot-url=URL        Where boot scripts fetch kernels and initrds (default: this bridge)\n"
+               "     --boot-url=URL        Where boot scripts fetch kernels and initrds (default: this "
+               "bridge)\n"
                "     --http-listen=ADDR:PORT  Also serve /boot/ over plain HTTP, for firmware without TLS\n"
-               "     --check-workflows=DIR Load every workflow of DIR, report, and exit (non-zero on any error)\n"
+               "     --check-workflows=DIR Load every workflow of DIR, report, and exit (non-zero on any "
+               "error)\n"
                "     --max-connections=N   Connections in all (default 4096)\n"
                "     --max-per-ip=N        Connections per client address (default 64)\n"
                "     --timeout=SEC         Idle connection timeout (default 30)\n"
+               "     --max-streams=N       WatchSession/WatchNode streams in all (default 1024)\n"
+               "     --max-streams-per-certificate=N  … and per client certificate (default 4)\n"
                "     --log-level=LEVEL     err, warning, notice, info or debug\n");
 }
 
 static int parse_args(int argc, char *argv[], BridgeConfig *c, char **config_file) {
-        enum { ARG_VERSION = 0x100, ARG_LISTEN, ARG_HOSTNAME, ARG_ADDRESS, ARG_CERT, ARG_KEY, ARG_MAX_CONN,
-               ARG_MAX_PER_IP, ARG_TIMEOUT, ARG_LOG_LEVEL, ARG_WORKFLOWS, ARG_BOOT_URL, ARG_CHECK_WORKFLOWS,
-               ARG_CONFIG, ARG_BOOT_DIR, ARG_HTTP_LISTEN };
+        enum {
+                ARG_VERSION = 0x100,
+                ARG_LISTEN,
+                ARG_HOSTNAME,
+                ARG_ADDRESS,
+                ARG_CERT,
+                ARG_KEY,
+                ARG_MAX_CONN,
+                ARG_MAX_PER_IP,
+                ARG_TIMEOUT,
+                ARG_LOG_LEVEL,
+                ARG_WORKFLOWS,
+                ARG_BOOT_URL,
+                ARG_CHECK_WORKFLOWS,
+                ARG_CONFIG,
+                ARG_BOOT_DIR,
+                ARG_HTTP_LISTEN,
+                ARG_MAX_STREAMS,
+                ARG_MAX_STREAMS_PER_CERT
+        };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, ARG_VERSION },
@@ -278,6 +293,8 @@ static int parse_args(int argc, char *argv[], BridgeConfig *c, char **config_fil
                 { "config", required_argument, NULL, ARG_CONFIG },
                 { "boot-dir", required_argument, NULL, ARG_BOOT_DIR },
                 { "http-listen", required_argument, NULL, ARG_HTTP_LISTEN },
+                { "max-streams", required_argument, NULL, ARG_MAX_STREAMS },
+                { "max-streams-per-certificate", required_argument, NULL, ARG_MAX_STREAMS_PER_CERT },
                 {},
         };
         uint64_t v;
@@ -310,6 +327,12 @@ static int parse_args(int argc, char *argv[], BridgeConfig *c, char **config_fil
                 case ARG_MAX_CONN: number = &c->max_connections; break;
                 case ARG_MAX_PER_IP: number = &c->max_per_ip; break;
                 case ARG_TIMEOUT: number = &c->timeout_sec; break;
+                case ARG_MAX_STREAMS:
+                        number = &c->max_watches;
+                        break;
+                case ARG_MAX_STREAMS_PER_CERT:
+                        number = &c->max_watches_per_peer;
+                        break;
                 case ARG_LOG_LEVEL:
                         r = log_parse_level(optarg);
                         if (r < 0)
@@ -348,7 +371,11 @@ int main(int argc, char *argv[]) {
                 return log_oom(), 1;
         b->https = (Listener){ .bridge = b, .tls = true, .fd = -EBADF };
         b->http = (Listener){ .bridge = b, .fd = -EBADF };
-        b->config = (BridgeConfig){ .max_connections = 4096, .max_per_ip = 64, .timeout_sec = 30,
+        b->config = (BridgeConfig){ .max_connections = 4096,
+                                    .max_per_ip = 64,
+                                    .timeout_sec = 30,
+                                    .max_watches = 1024,
+                                    .max_watches_per_peer = 4,
                                     .max_body = 1024 * 1024 };
         r = parse_args(argc, argv, &b->config, &config_file);
         if (r <= 0)
@@ -365,12 +392,12 @@ int main(int argc, char *argv[]) {
         if (r < 0)
                 return log_error_errno(r, "org.pureboot.Node.varlink does not parse at line %u.", line), 1;
         r = sd_event_default(&b->event);
-        if (r >= 0)
-                r = sd_bus_open_system(&b->bus);
-        if (r >= 0)
-                r = sd_bus_attach_event(b->bus, b->event, SD_EVENT_PRIORITY_NORMAL);
         if (r < 0)
-                return log_error_errno(r, "Failed to connect to the system bus: %m"), 1;
+                return log_error_errno(r, "Failed to make the event loop: %m"), 1;
+        /* Without the bus the bridge could answer nothing but 503: it exits and systemd starts it again. */
+        r = bus_connect_system(b->event, &b->bus);
+        if (r < 0)
+                return 1;
         r = trust_load(b);
         if (r < 0)
                 return 1;
@@ -378,8 +405,7 @@ int main(int argc, char *argv[]) {
         r = workflows_load_dir(b->config.workflows_dir ?: "/usr/share/pureboot/workflows", false, &b->workflows);
         if (r < 0)
                 return 1;
-        r = sd_bus_match_signal_async(b->bus, NULL, DEST, ROOT "/ca", "org.freedesktop.DBus.Properties",
-                                      "PropertiesChanged", on_ca_changed, NULL, b);
+        r = watch_subscribe(b);
         if (r >= 0)
                 r = obtain_certificate(b);
         if (r >= 0)

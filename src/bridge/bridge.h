@@ -21,6 +21,8 @@ typedef struct BridgeConfig {
         char *boot_base_url;   /* [Boot] BaseURL=: where boot scripts send firmware for them; default this bridge */
         char *http_listen;     /* [Boot] HTTPListen=: plain HTTP for /boot/ only, for firmware without TLS */
         unsigned max_connections, max_per_ip, timeout_sec;
+        unsigned max_watches,
+                max_watches_per_peer; /* WatchSession/WatchNode streams: in all, per certificate */
         size_t max_body;
 } BridgeConfig;
 
@@ -55,11 +57,23 @@ typedef struct Bridge {
         unsigned in_flight;
         Request *waiting, *waiting_tail;
         struct Workflows *workflows;
+
+        /* watch.c: the streams, and the one subscription to the controller's changes they share. */
+        sd_bus_slot *changes;
+        struct Hashmap *watched; /* object path → first stream following it */
+        struct Watch *watches;   /* every stream */
+        unsigned n_watches;
 } Bridge;
 
 /* server.c: the HTTPS listener, and the plain HTTP one if there is one. */
 int server_start(Bridge *b);
 void server_stop(Bridge *b);
+
+/* watch.c: one subscription to the controller's PropertiesChanged signals, for the CA's CRL and every
+ * stream; and checking the streams' certificates again. */
+int watch_subscribe(Bridge *b);
+void watch_unsubscribe(Bridge *b);
+void watch_check_certificates(Bridge *b);
 
 /* trust.c: the CA and CRL from the controller. */
 int trust_load(Bridge *b);

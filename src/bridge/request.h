@@ -54,6 +54,14 @@ int varlink_http_call(Request *req, const char *name);
 int boot_answer(Request *req, bool pi);
 /* boot.c: GET /boot/files/PATH, PATH under [Boot] Path=. */
 int boot_file_answer(Request *req, const char *path);
+/* The Gateway call for a node call: peer's name and address, the parameters; callback gets the reply. */
+int gateway_forward(Bridge *b, sd_bus_slot **slot, const char *method, const Peer *peer, json_object *params,
+                    sd_bus_message_handler_t callback, void *userdata);
+/* The Gateway's answer, as the HTTP status and body to send: ("", reply) → 200 and the reply, (error name,
+ * parameters) → the error's status and {"error", "parameters"}, a bus error → 503 ControllerUnavailable. */
+int gateway_reply_parse(sd_bus_message *m, const sd_bus_error *e, unsigned *ret_status, json_object **ret);
+/* watch.c: WatchSession and WatchNode streams. */
+int watch_start(Request *req, const char *method, json_object *params);
 /* The HTTP status for a varlink error name. */
 unsigned varlink_error_status(const char *error);
 /* Called when the request a stream belongs to goes away; the response frees the stream later. */

@@ -42,6 +42,7 @@ unsigned varlink_error_status(const char *error) {
                 { ".InvalidState", MHD_HTTP_CONFLICT },
                 { ".MethodNotImplemented", MHD_HTTP_NOT_IMPLEMENTED },
                 { ".ControllerUnavailable", MHD_HTTP_SERVICE_UNAVAILABLE },
+                { ".TooManyStreams", MHD_HTTP_TOO_MANY_REQUESTS },
         };
         const char *dot = error ? strrchr(error, '.') : NULL;
         for (size_t i = 0; dot && i < ELEMENTSOF(map); i++)
@@ -73,8 +74,7 @@ static json_object *parse_body(Request *req) {
         return o;
 }
 
-/* The Gateway's answer: ("", reply) or (error name, error parameters). */
-static int reply_from_gateway(sd_bus_message *m, const sd_bus_error *e, unsigned *ret_status, json_object **ret) {
+int gateway_reply_parse(sd_bus_message *m, const sd_bus_error *e, unsigned *ret_status, json_object **ret) {
         const char *error, *text;
         json_object *params, *o;
 
@@ -109,12 +109,11 @@ static int reply_from_gateway(sd_bus_message *m, const sd_bus_error *e, unsigned
 /* dbus-daemon allows 128 pending replies per connection by default; keep well below. */
 #define MAX_IN_FLIGHT 96
 
-static int forward(Bridge *b, sd_bus_slot **slot, const char *method, Peer *peer, json_object *params,
-                   sd_bus_message_handler_t callback, void *userdata);
 static int on_gateway_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret_error);
 
 static int send_call(Request *req) {
-        int r = forward(req->bridge, &req->slot, req->method, req->peer, req->params, on_gateway_reply, req);
+        int r = gateway_forward(req->bridge, &req->slot, req->method, req->peer, req->params,
+                                on_gateway_reply, req);
         if (r >= 0)
                 req->bridge->in_flight++;
         return r;
@@ -158,7 +157,7 @@ static int on_gateway_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret
 
         req->slot = sd_bus_slot_unref(req->slot);
         b->in_flight--;
-        r = reply_from_gateway(m, sd_bus_message_get_error(m), &status, &o);
+        r = gateway_reply_parse(m, sd_bus_message_get_error(m), &status, &o);
         if (r < 0)
                 r = request_reply_error(req, MHD_HTTP_INTERNAL_SERVER_ERROR, NODE_PREFIX "ControllerUnavailable",
                                         "reason", "the controller's answer could not be read", NULL);
@@ -171,194 +170,11 @@ static int on_gateway_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret
         return 0;
 }
 
-static int forward(Bridge *b, sd_bus_slot **slot, const char *method, Peer *peer, json_object *params,
-                   sd_bus_message_handler_t callback, void *userdata) {
+int gateway_forward(Bridge *b, sd_bus_slot **slot, const char *method, const Peer *peer, json_object *params,
+                    sd_bus_message_handler_t callback, void *userdata) {
         return sd_bus_call_method_async(b->bus, slot, DEST, ROOT, GATEWAY, "Call", callback, userdata, "ssss",
                                         method, strempty(peer ? peer->cn : NULL), peer ? peer->address : "",
                                         json_object_to_json_string_ext(params, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
-}
-
-/* WatchSession and WatchNode as streams of application/json-seq records (RS, JSON, LF): the Get call's
- * answer, again each time the object (or, for a node, one of its disks) announces a change. */
-typedef struct Watch {
-        Request *req;
-        Bridge *bridge;
-        Peer peer; /* a copy: the stream outlives nothing, but the connection's Peer may be re-checked */
-        const char *get;   /* GetSession or GetNode */
-        json_object *params;
-        sd_bus_slot *call, *match;
-        bool refresh, done, waiting;
-        char *buf, *last; /* last: the previous record, so an unchanged answer is not sent twice */
-        size_t len, pos;
-} Watch;
-
-static void watch_free(Watch *w) {
-        if (!w)
-                return;
-        sd_bus_slot_unref(w->call);
-        sd_bus_slot_unref(w->match);
-        json_object_put(w->params);
-        free(w->peer.cn);
-        free(w->buf);
-        free(w->last);
-        free(w);
-}
-
-static void watch_wake(Watch *w) {
-        if (w->waiting && w->req) {
-                w->waiting = false;
-                request_resume(w->req);
-        }
-}
-
-static void watch_append(Watch *w, json_object *o) {
-        const char *text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
-        size_t n = strlen(text);
-        if (streq_ptr(w->last, text))
-                return;
-        (void) free_and_strdup(&w->last, text);
-        char *nb = realloc(w->buf, w->len + n + 2);
-        if (nb) {
-                w->buf = nb;
-                w->buf[w->len] = 0x1e;
-                memcpy(w->buf + w->len + 1, text, n);
-                w->buf[w->len + 1 + n] = '\n';
-                w->len += n + 2;
-        }
-        watch_wake(w);
-}
-
-static int watch_refresh(Watch *w);
-
-static int on_watch_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
-        Watch *w = userdata;
-        json_object *o = NULL, *session, *status;
-        unsigned code;
-        (void) ret_error;
-
-        w->call = sd_bus_slot_unref(w->call);
-        if (reply_from_gateway(m, sd_bus_message_get_error(m), &code, &o) < 0 || code != MHD_HTTP_OK) {
-                w->done = true; /* an error is the last record */
-        } else if (json_object_object_get_ex(o, "session", &session) &&
-                   json_object_object_get_ex(session, "status", &status) &&
-                   STR_IN_SET(json_object_get_string(status), "completed", "failed", "cancelled"))
-                w->done = true;
-        if (o)
-                watch_append(w, o);
-        json_object_put(o);
-        if (w->done)
-                watch_wake(w);
-        else if (w->refresh)
-                (void) watch_refresh(w);
-        return 0;
-}
-
-static int watch_refresh(Watch *w) {
-        if (w->call) { /* one at a time; the reply asks again */
-                w->refresh = true;
-                return 0;
-        }
-        w->refresh = false;
-        return forward(w->bridge, &w->call, w->get, &w->peer, w->params, on_watch_reply, w);
-}
-
-static int on_watched_changed(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
-        (void) m, (void) ret_error;
-        (void) watch_refresh(userdata);
-        return 0;
-}
-
-static ssize_t watch_read(void *cls, uint64_t pos, char *buf, size_t max) {
-        Watch *w = cls;
-        (void) pos;
-        if (w->pos < w->len) {
-                size_t n = MIN(max, w->len - w->pos);
-                memcpy(buf, w->buf + w->pos, n);
-                w->pos += n;
-                return (ssize_t) n;
-        }
-        if (w->done || !w->req)
-                return MHD_CONTENT_READER_END_OF_STREAM;
-        /* Nothing to send yet: park the connection rather than have MHD ask again at once. */
-        w->waiting = true;
-        request_suspend(w->req);
-        return 0;
-}
-
-void watch_detach(Watch *w) {
-        /* The request is going away (MHD completes it before it frees the response): the stream ends, and
-         * nothing of the request is touched again. */
-        w->req = NULL;
-        w->done = true;
-        w->call = sd_bus_slot_unref(w->call);
-        w->match = sd_bus_slot_unref(w->match);
-}
-
-static void watch_response_free(void *cls) {
-        Watch *w = cls;
-        if (w->req)
-                w->req->watch = NULL;
-        watch_free(w);
-}
-
-/* What a watch follows: the session named in the call, or the node of the calling certificate. */
-static int watch_match(Request *req, const char *method, json_object *params, char **ret) {
-        const char *session = json_get_string(params, "session"), *node = startswith(strempty(req->peer->cn), "node-");
-
-        if (streq(method, "WatchSession")) {
-                if (!id_is_valid(session))
-                        return request_reply_error(req, MHD_HTTP_NOT_FOUND, NODE_PREFIX "NoSuchSession", "session",
-                                                   strempty(session), NULL), 0;
-                return asprintf(ret, "type='signal',sender='" DEST "',path='" ROOT "/clone/%s',"
-                                     "interface='org.freedesktop.DBus.Properties',member='PropertiesChanged'",
-                                session) < 0 ? -ENOMEM : 1;
-        }
-        if (!node || !id_is_valid(node))
-                return request_reply_error(req, MHD_HTTP_FORBIDDEN, NODE_PREFIX "PermissionDenied", "reason",
-                                           "WatchNode needs a node certificate", NULL), 0;
-        return asprintf(ret, "type='signal',sender='" DEST "',path_namespace='" ROOT "/node/%s',"
-                             "interface='org.freedesktop.DBus.Properties',member='PropertiesChanged'",
-                        node) < 0 ? -ENOMEM : 1;
-}
-
-static int watch_start(Request *req, const char *method, json_object *params) {
-        Bridge *b = req->bridge;
-        _cleanup_free_ char *match = NULL;
-        Watch *w;
-        int r;
-
-        r = watch_match(req, method, params, &match);
-        if (r <= 0)
-                return r;
-        w = calloc(1, sizeof(Watch));
-        if (!w)
-                return -ENOMEM;
-        w->req = req;
-        w->bridge = b;
-        w->get = streq(method, "WatchSession") ? "GetSession" : "GetNode";
-        w->params = json_object_get(params);
-        snprintf(w->peer.address, sizeof(w->peer.address), "%s", req->peer->address);
-        w->peer.cn = strdup(req->peer->cn);
-        if (!w->peer.cn) {
-                watch_free(w);
-                return -ENOMEM;
-        }
-        r = sd_bus_add_match_async(b->bus, &w->match, match, on_watched_changed, NULL, w);
-        if (r >= 0)
-                r = forward(b, &w->call, method, &w->peer, params, on_watch_reply, w);
-        if (r >= 0) {
-                req->response = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, watch_read, w,
-                                                                  watch_response_free);
-                r = req->response ? 0 : -ENOMEM;
-        }
-        if (r < 0) {
-                watch_free(w);
-                return r;
-        }
-        MHD_add_response_header(req->response, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json-seq");
-        req->status = MHD_HTTP_OK;
-        req->watch = w;
-        return 0;
 }
 
 static int service_call(Request *req, const char *method) {

@@ -5,13 +5,14 @@
 #include <systemd/sd-daemon.h>
 
 #include "bus-ca.h"
+#include "bus-connect.h"
 #include "bus-manager.h"
 #include "bus-util.h"
 #include "ca.h"
 #include "clone.h"
+#include "disk.h"
 #include "gateway.h"
 #include "log.h"
-#include "disk.h"
 #include "nfsroot.h"
 #include "node.h"
 #include "polkit.h"
@@ -135,11 +136,7 @@ int manager_load(Manager *m) {
 int manager_connect_bus(Manager *m) {
         int r;
 
-        /* sd_bus_open_system() honours $DBUS_SYSTEM_BUS_ADDRESS. */
-        r = sd_bus_open_system(&m->bus);
-        if (r < 0)
-                return log_error_errno(r, "Failed to connect to the system bus: %m");
-        r = sd_bus_attach_event(m->bus, m->event, SD_EVENT_PRIORITY_NORMAL);
+        r = bus_connect_system(m->event, &m->bus);
         if (r < 0)
                 return r;
         r = bus_manager_register(m);
@@ -192,8 +189,13 @@ int manager_run(Manager *m) {
                 r = sd_event_get_state(m->event);
                 if (r < 0)
                         return r;
-                if (r == SD_EVENT_FINISHED)
+                if (r == SD_EVENT_FINISHED) {
+                        int code = 0;
+                        (void) sd_event_get_exit_code(m->event, &code);
+                        if (code < 0) /* the bus went away (bus_connect_system) */
+                                return code;
                         break;
+                }
                 r = sd_event_run(m->event,
                                  m->config.exit_on_idle_usec > 0 ? m->config.exit_on_idle_usec : UINT64_MAX);
                 if (r < 0)

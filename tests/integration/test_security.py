@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from harness import BRIDGE_USER, DEST, ROOT, make_key_and_csr
+from harness import BRIDGE_USER, DEST, ROOT, Bridge, Controller, make_key_and_csr, private_system_bus, stop_process
 from test_bridge import NODE, curl, enrol, session  # noqa: F401 (session is a fixture)
 
 
@@ -85,3 +85,131 @@ def test_server_certificates_are_only_for_bridge_names_and_only_serve(bridge, ap
     assert "TLS WWW Server" in text and "TLS WWW Client" not in text, text
     status, reply = curl(bridge, NODE + "GetSession", {"session": session}, cert=(cert, key))
     assert status == 401 and "not one for a client" in reply["parameters"]["reason"], reply
+
+
+class Node:
+    """A node identity made in-process (python3-cryptography): key, CSR, enrolment with a node token."""
+
+    def __init__(self, bridge, api, directory, n):
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+        path = api.node(f"load-{n:04d}", f"aa:bb:cc:{n >> 16 & 255:02x}:{n >> 8 & 255:02x}:{n & 255:02x}")
+        token = api.ok(path, "Node", "IssueBootToken", "a{sv}", "0")[0]
+        key = ec.generate_private_key(ec.SECP256R1())
+        csr = x509.CertificateSigningRequestBuilder().subject_name(
+            x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "load")])).sign(key, hashes.SHA256())
+        self.key, self.cert = directory / f"load-{n}.key", directory / f"load-{n}.crt"
+        self.key.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+        status, reply = curl(bridge, NODE + "Enrol", {"token": token, "csr": csr.public_bytes(
+            serialization.Encoding.PEM).decode()})
+        assert status == 200, reply
+        self.cert.write_text(reply["certificate"])
+        self.serial = f"{x509.load_pem_x509_certificate(reply['certificate'].encode()).serial_number:032x}"
+        self.path = path
+        import ssl
+        self.context = ssl.create_default_context(cafile=str(bridge.ca))
+        self.context.check_hostname = False
+        self.context.load_cert_chain(self.cert, self.key)
+
+
+class Stream:
+    """A WatchNode stream held open: its HTTP status and what it sent so far."""
+
+    def __init__(self, bridge, node):
+        import socket
+        raw = socket.create_connection(("127.0.0.1", bridge.port), timeout=20)
+        self.sock = node.context.wrap_socket(raw)
+        self.sock.sendall(b"POST /call/" + NODE.encode() + b"WatchNode HTTP/1.1\r\nHost: bridge\r\n"
+                          b"Content-Type: application/json\r\nAccept: application/json-seq\r\n"
+                          b"Content-Length: 2\r\n\r\n{}")
+        self.data = b""
+        self.read_until(b"\r\n\r\n")
+        self.status = int(self.data.split(b" ", 2)[1])
+        if self.status == 200:
+            self.read_until(b"\x1e", b"\n")  # the first record
+        else:
+            self.read_until(b"}}")
+
+    def read_until(self, *marks):
+        start = 0
+        for mark in marks:
+            while (i := self.data.find(mark, start)) < 0:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    raise AssertionError(f"the stream ended: {self.data!r}")
+                self.data += chunk
+            start = i + len(mark)
+
+    def records(self):
+        return self.data.count(b"\x1e")
+
+    def wait_records(self, n):
+        """Reads until the stream has sent more than n records, the last one whole."""
+        while self.records() <= n or not self.data.rstrip(b"\r\n0").endswith(b"}"):
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise AssertionError(f"the stream ended: {self.data!r}")
+            self.data += chunk
+
+    def close(self):
+        self.sock.close()
+
+
+def test_a_thousand_streams_share_one_subscription(controller, api, busctl, tmp_path):
+    """1,000 WatchNode streams from 250 node certificates (4 each, the per-certificate cap): the bridge
+    keeps answering calls and passing changes on, refuses the 1,001st stream and a 5th of one certificate
+    with 429, closes the streams of a revoked certificate, and ends cleanly. (With a match rule per stream,
+    dbus-daemon's limit of rules per connection cut the bridge off the bus at about 510 streams.)"""
+    bridge = Bridge(controller.bus, tmp_path, "--max-per-ip=2000", "--max-streams=1000").start()
+    streams = []
+    try:
+        nodes = [Node(bridge, api, tmp_path, n) for n in range(251)]
+        for node in nodes[:250]:
+            for _ in range(4):
+                s = Stream(bridge, node)
+                assert s.status == 200, s.data
+                streams.append(s)
+        fifth = Stream(bridge, nodes[0])
+        assert fifth.status == 429 and b"TooManyStreams" in fifth.data and b"this certificate" in fifth.data, \
+            fifth.data
+        over = Stream(bridge, nodes[250])
+        assert over.status == 429 and b"TooManyStreams" in over.data and b"as many streams" in over.data, over.data
+        # Calls are still answered, and a change still reaches the streams that follow it.
+        status, reply = curl(bridge, NODE + "GetNode", {}, cert=(nodes[250].cert, nodes[250].key))
+        assert status == 200, reply
+        before = [s.records() for s in streams[4:8]]
+        api.ok(nodes[1].path, "Node", "RequestScan", "a{sv}", "0")
+        for s, n in zip(streams[4:8], before):
+            s.wait_records(n)
+            assert b"scanRequestedAt" in s.data.rsplit(b"\x1e", 1)[1]
+        # A revoked certificate's streams end with the reason, at once.
+        api.ok(f"{ROOT}/ca", "CertificateAuthority", "Revoke", "sa{sv}", nodes[2].serial, "0")
+        for s in streams[8:12]:
+            s.read_until(b"PermissionDenied", b"revoked")
+        for s in streams:
+            s.close()
+        streams = []
+        status, reply = curl(bridge, NODE + "GetNode", {}, cert=(nodes[3].cert, nodes[3].key))
+        assert status == 200, reply
+        assert "Lost the connection to the system bus" not in bridge.log.read_text()
+    finally:
+        for s in streams:
+            s.close()
+        bridge.stop()
+
+
+def test_the_daemons_exit_when_they_lose_the_bus(tmp_path):
+    """A bridge without the bus could answer nothing but 503, and a controller nothing at all: both exit
+    non-zero, and systemd starts them again (the bridge's unit has Restart=on-failure; the controller is
+    bus-activated)."""
+    with private_system_bus() as bus:
+        controller = Controller(bus, tmp_path).start()
+        bridge = Bridge(bus, tmp_path).start()
+        stop_process(bus.procs[0])  # dbus-daemon
+        assert bridge.wait(10) == 1, bridge.tail()
+        assert "Lost the connection to the system bus" in bridge.tail()
+        assert controller.wait(10) == 1, controller.tail()
+        assert "Lost the connection to the system bus" in controller.tail()
