@@ -49,6 +49,7 @@ Agent *agent_free(Agent *a) {
         target_free(a->target);
         partitioner_free(a->partitioner);
         stager_free(a->stager);
+        trust_stop(a);
         queue_free(a->queue);
         curl_glue_free(a->curl);
         sd_event_source_disable_unref(a->ack_timer);

@@ -4,8 +4,9 @@
  * queue; the verb's own state (Source, Target) hangs off it. */
 #pragma once
 
-#include <curl/curl.h>
 #include "json-util.h"
+#include <curl/curl.h>
+#include <gnutls/gnutls.h>
 #include <systemd/sd-event.h>
 
 #include "macro.h"
@@ -18,6 +19,7 @@ typedef struct Target Target;
 typedef struct Partitioner Partitioner;
 typedef struct Stager Stager;
 typedef struct Agent Agent;
+typedef struct AgentTrust AgentTrust;
 
 /* Exit codes, so a unit and an operator can tell why the agent stopped. */
 enum {
@@ -59,10 +61,16 @@ struct Agent {
         char *ca_pem, *cert_pem, *key_pem;
         char *role; /* source or target, from the enrolment */
         char *local_address; /* the address the bridge last saw us from */
+        int64_t clock_offset; /* the controller's clock less ours, at enrolment: report sequences follow its
+                               */
 
         /* WatchSession or WatchNode: the stream and what it last said. */
         struct Watch *watch;
         json_object *watched; /* the latest record */
+        unsigned watched_generation; /* counts the records */
+        /* trust.c: the CA and CRL a clone agent checks its peer against. */
+        AgentTrust *trust;
+        unsigned trust_generation; /* counts the changes of the CRL */
         WatchChanged on_watched;
 
         Source *source;
@@ -96,6 +104,16 @@ json_object *agent_report_new(Agent *a, const char *role);
 void agent_report_failed(Agent *a, const char *role, const char *code, const char *format, ...) _printf_(4, 5);
 /* Queues ReportProgress for role: bytes so far, the rate since the meter's last report, the phase. */
 void agent_report_progress(Agent *a, ProgressMeter *m, const char *role, uint64_t bytes, const char *phase);
+
+/* trust.c: the CRL, fetched from the bridge now and every 30 s; and the check of a clone peer. */
+int trust_start(Agent *a);
+void trust_stop(Agent *a);
+/* NULL if the peer's certificate (DER) is good for purpose, of name expected_cn, not revoked, and the one
+ * the watched session names under serial_key (sourceCertificate, targetCertificate); else why not, with
+ * *ret_retry set when the session may just not name it yet. Its IP addresses in *ret_ips if asked. */
+const char *trust_check_peer(Agent *a, const gnutls_datum_t *der, const char *purpose,
+                             const char *expected_cn, const char *serial_key, char **ret_ips,
+                             bool *ret_retry);
 
 /* client.c: calls on the bridge (varlink over HTTPS). error is NULL on success, else the varlink error's
  * name (transport failures are org.pureboot.Node.ControllerUnavailable). params is taken. */

@@ -247,6 +247,7 @@ static void watch_record(Watch *w, const char *text) {
                         w->got_record = true;
                         json_object_put(a->watched);
                         a->watched = json_object_get(value);
+                        a->watched_generation++;
                         (void) sd_event_source_set_enabled(w->dispatch, SD_EVENT_ONESHOT);
                         break;
                 }

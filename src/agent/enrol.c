@@ -102,9 +102,12 @@ static void on_enrolled(Agent *a, const char *error, json_object *reply, void *u
                 enrolment_free(e);
                 return;
         }
+        if (json_object_object_get_ex(reply, "now", &v))
+                a->clock_offset = json_object_get_int64(v) - (int64_t) now_realtime_usec();
         record = json_object_new_object();
         json_object_object_add(record, "session", json_object_new_string(strempty(a->settings.session)));
         json_object_object_add(record, "role", json_object_new_string(role));
+        json_object_object_add(record, "clockOffset", json_object_new_int64(a->clock_offset));
         if (write_state(a, "enrolment.json", json_object_to_json_string(record), 0644, NULL) < 0) {
                 agent_exit(a, AGENT_EXIT_FAILURE);
                 enrolment_free(e);
@@ -214,6 +217,8 @@ static int load_state(Agent *a) {
                 return 0; /* an old job's identity: enrol afresh */
         if (free_and_strdup(&a->role, json_object_get_string(v)) < 0)
                 return -ENOMEM;
+        if (json_object_object_get_ex(o, "clockOffset", &v))
+                a->clock_offset = json_object_get_int64(v);
         const struct {
                 const char *name;
                 char **path, **pem;

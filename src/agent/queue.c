@@ -246,9 +246,11 @@ int queue_push(ReportQueue *q, const char *method, json_object *params) {
                 json_object_put(params);
                 return -ENOMEM;
         }
-        /* Sequences follow the clock, so they keep rising even when the state directory was lost with a
-         * reboot: the controller would take a smaller one for a replay and drop it. */
-        r->sequence = MAX(q->last_sequence + 1, now_realtime_usec());
+        /* Sequences follow the controller's clock, so they keep rising even when the state directory was
+         * lost with a reboot (the controller would take a smaller one for a replay and drop it), and a node
+         * whose clock runs ahead sends none the controller must refuse as too far ahead. */
+        r->sequence = MAX(q->last_sequence + 1,
+                          (uint64_t) ((int64_t) now_realtime_usec() + q->agent->clock_offset));
         r->params = params;
         json_object_object_add(params, "sequence", json_object_new_int64((int64_t) r->sequence));
         if (!(r->method = strdup(method)) || asprintf(&r->path, "%s/%020" PRIu64 ".json", q->dir, r->sequence) < 0) {

@@ -27,7 +27,6 @@ struct Source {
         Device dev;
         struct MHD_Daemon *daemon;
         MhdEvent *mhd;
-        gnutls_x509_trust_list_t trust;
         char *expected_cn;
         char *fingerprint; /* of our disk as scanned at the start, which the resize plan must be made from */
         Digest digest; /* over chunks in order, from the start of the disk */
@@ -46,6 +45,8 @@ typedef struct Stream {
         Source *source;
         uint64_t pos;  /* the next offset to frame */
         uint64_t sent; /* stream bytes handed to TLS */
+        gnutls_datum_t peer;           /* the target's certificate (DER), checked again when the CRL or */
+        unsigned trust_gen, watch_gen; /* the session changes */
         uint8_t *frame; /* header + one chunk */
         size_t frame_len, frame_off;
         uint8_t zero_header[FRAME_HEADER_SIZE];
@@ -142,6 +143,8 @@ static int produce(Stream *st) {
         return 0;
 }
 
+static bool stream_peer_still_good(Stream *st);
+
 static ssize_t on_read(void *cls, uint64_t unused, char *buf, size_t max) {
         Stream *st = cls;
         (void) unused;
@@ -150,7 +153,7 @@ static ssize_t on_read(void *cls, uint64_t unused, char *buf, size_t max) {
                 if (st->pos >= st->source->dev.size)
                         return MHD_CONTENT_READER_END_OF_STREAM;
                 st->zero_len = st->zero_off = st->frame_len = st->frame_off = 0;
-                if (produce(st) < 0)
+                if (!stream_peer_still_good(st) || produce(st) < 0)
                         return MHD_CONTENT_READER_END_WITH_ERROR;
         }
         size_t n;
@@ -177,6 +180,7 @@ static void on_stream_end(void *cls) {
         log_info("A stream ended at %s after sending %s of frames (%" PRIu64
                  " bytes in all streams so far).",
                  FORMAT_BYTES(st->pos), FORMAT_BYTES(st->sent), s->bytes_sent);
+        free(st->peer.data);
         free(st->frame);
         free(st);
 }
@@ -193,30 +197,52 @@ static enum MHD_Result reply_text(struct MHD_Connection *conn, unsigned status, 
         return r;
 }
 
-/* Only the session's target may read the disk. */
-static const char *check_peer(Source *s, struct MHD_Connection *conn) {
+/* Only the session's target may read the disk: its live certificate, not revoked (trust_check_peer).
+ * Returns 0, or the HTTP status to refuse with (503: the session does not name this certificate yet — a
+ * target that enrolled a moment ago — so try again) and *ret_reason. */
+static unsigned check_peer(Source *s, const gnutls_datum_t *cert, const char **ret_reason) {
+        bool retry;
+
+        if (!cert)
+                return *ret_reason = "no client certificate was presented", MHD_HTTP_FORBIDDEN;
+        *ret_reason = trust_check_peer(s->agent, cert, GNUTLS_KP_TLS_WWW_CLIENT, s->expected_cn,
+                                       "targetCertificate", NULL, &retry);
+        return !*ret_reason ? 0 : retry ? MHD_HTTP_SERVICE_UNAVAILABLE : MHD_HTTP_FORBIDDEN;
+}
+
+static const gnutls_datum_t *peer_certificate(struct MHD_Connection *conn) {
         const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
         const gnutls_datum_t *certs;
-        _cleanup_free_ char *cn = NULL;
-        const char *reason = NULL;
         unsigned n = 0;
 
         if (!ci || !ci->tls_session ||
             !(certs = gnutls_certificate_get_peers((gnutls_session_t) ci->tls_session, &n)) || n == 0)
-                return "no client certificate was presented";
-        if (tls_verify_peer(s->trust, &certs[0], GNUTLS_KP_TLS_WWW_CLIENT, &cn, NULL, &reason) < 0)
-                return reason ?: "the client certificate does not verify";
-        if (!streq(cn, s->expected_cn)) {
-                log_warning("Refused a client with certificate %s: only %s may read this disk.", cn, s->expected_cn);
-                return "this disk is served only to the session's target";
-        }
-        return NULL;
+                return NULL;
+        return &certs[0];
+}
+
+/* A stream goes on only while its target's certificate is good: checked again whenever the CRL or the
+ * session changed (a revoked certificate, a newer enrolment of the target). */
+static bool stream_peer_still_good(Stream *st) {
+        Agent *a = st->source->agent;
+        const char *reason;
+
+        if (st->trust_gen == a->trust_generation && st->watch_gen == a->watched_generation)
+                return true;
+        st->trust_gen = a->trust_generation;
+        st->watch_gen = a->watched_generation;
+        if (check_peer(st->source, &st->peer, &reason) == 0)
+                return true;
+        log_warning("Ending the stream to the target at %s: %s.", FORMAT_BYTES(st->pos), reason);
+        return false;
 }
 
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                                  const char *version, const char *data, size_t *data_size, void **req_cls) {
         Source *s = cls;
+        const gnutls_datum_t *cert;
         const char *refusal, *arg;
+        unsigned status;
         char *end;
         uint64_t offset;
         (void) version, (void) data, (void) data_size;
@@ -229,9 +255,12 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
                 return reply_text(conn, MHD_HTTP_NOT_FOUND, "Only /disk is served here.\n");
         if (!streq(method, MHD_HTTP_METHOD_GET))
                 return reply_text(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "Use GET /disk?offset=N.\n");
-        refusal = check_peer(s, conn);
-        if (refusal)
-                return reply_text(conn, MHD_HTTP_FORBIDDEN, refusal);
+        cert = peer_certificate(conn);
+        status = check_peer(s, cert, &refusal);
+        if (status != 0) {
+                log_warning("Refused to serve the disk (%u): %s.", status, refusal);
+                return reply_text(conn, status, refusal);
+        }
         arg = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "offset");
         errno = 0;
         offset = arg ? strtoull(arg, &end, 10) : 0;
@@ -242,15 +271,23 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
                 return reply_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "Too many streams at once.\n");
 
         Stream *st = calloc(1, sizeof(Stream));
-        if (!st || !(st->frame = malloc(FRAME_HEADER_SIZE + FRAME_CHUNK))) {
+        if (!st || !(st->frame = malloc(FRAME_HEADER_SIZE + FRAME_CHUNK)) ||
+            !(st->peer.data = malloc(cert->size))) {
+                if (st)
+                        free(st->frame);
                 free(st);
                 return MHD_NO;
         }
         st->source = s;
         st->pos = offset;
+        memcpy(st->peer.data, cert->data, cert->size);
+        st->peer.size = cert->size;
+        st->trust_gen = s->agent->trust_generation;
+        st->watch_gen = s->agent->watched_generation;
         struct MHD_Response *resp =
                 MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, STREAM_BLOCK, on_read, st, on_stream_end);
         if (!resp) {
+                free(st->peer.data);
                 free(st->frame);
                 free(st);
                 return MHD_NO;
@@ -299,9 +336,9 @@ static int serve(Source *s) {
         Agent *a = s->agent;
         int r;
 
-        r = tls_trust_new(a->ca_pem, NULL, &s->trust);
+        r = trust_start(a);
         if (r < 0)
-                return log_error_errno(r, "The CA certificate in %s does not parse.", a->ca_path);
+                return r;
         s->daemon = MHD_start_daemon(
                 MHD_USE_TLS | MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_USE_DUAL_STACK, a->settings.port, NULL, NULL,
                 on_access, s, MHD_OPTION_HTTPS_MEM_KEY, a->key_pem, MHD_OPTION_HTTPS_MEM_CERT, a->cert_pem,
@@ -390,8 +427,6 @@ Source *source_free(Source *s) {
         s->mhd = mhd_event_detach(s->mhd);
         if (s->daemon)
                 MHD_stop_daemon(s->daemon);
-        if (s->trust)
-                gnutls_x509_trust_list_deinit(s->trust, 1);
         sd_event_source_disable_unref(s->progress_timer);
         digest_done(&s->digest);
         device_close(&s->dev);

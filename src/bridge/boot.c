@@ -102,8 +102,11 @@ static int render(BootCall *bc, sd_bus_message *m) {
                 } messages[] = {
                         { "local_boot", "Nothing to do for this Pi: boot from its own storage." },
                         { "wait", "A clone session names this Pi but is not started yet: ask again soon." },
-                        { "deploy_image", "Boot the PureBoot deploy image for the job on the command line." },
-                        { "nfs_boot", "Boot diskless: the root is nfs_server:nfs_path, with this Pi's overlay." },
+                        { "refused", "Another machine holds this Pi's identity now: ask again soon." },
+                        { "deploy_image",
+                          "Boot the PureBoot deploy image for the job on the command line." },
+                        { "nfs_boot",
+                          "Boot diskless: the root is nfs_server:nfs_path, with this Pi's overlay." },
                 };
                 json_object_object_add(o, "state", json_object_new_string(state));
                 json_object_object_add(o, "action", json_object_new_string(action));
@@ -137,14 +140,18 @@ static int render(BootCall *bc, sd_bus_message *m) {
                              "boot\n",
                              node, w->id, w->name, b->config.boot_base_url ?: files, w->kernel_path, cmdline,
                              b->config.boot_base_url ?: files, w->initrd_path);
-        else if (streq(action, "wait"))
+        else if (STR_IN_SET(action, "wait", "refused"))
                 r = asprintf(&script,
                              "#!ipxe\n"
-                             "# PureBoot: node %s waits for its clone session to start\n"
-                             "echo PureBoot: a clone session names this machine but is not started; asking again in 30 s\n"
+                             "# PureBoot: node %s %s\n"
+                             "echo PureBoot: %s; asking again in 30 s\n"
                              "sleep 30\n"
                              "chain %s/boot/ipxe?mac=%s\n",
-                             node, here, bc->mac);
+                             node,
+                             streq(action, "wait") ? "waits for its clone session to start" : "is refused",
+                             streq(action, "wait") ? "a clone session names this machine but is not started"
+                                                   : "another machine holds this node's identity now",
+                             here, bc->mac);
         else
                 r = asprintf(&script,
                              "#!ipxe\n"
@@ -205,8 +212,9 @@ int boot_answer(Request *req, bool pi) {
         }
         bc->req = req;
         bc->pi = pi;
-        r = sd_bus_call_method_async(b->bus, &req->slot, DEST, ROOT, DEST ".Gateway", "Boot", on_boot_reply, bc,
-                                     "sss", pi ? "pi" : "ipxe", strempty(mac), strempty(serial));
+        r = sd_bus_call_method_async(b->bus, &req->slot, DEST, ROOT, DEST ".Gateway", "Boot", on_boot_reply,
+                                     bc, "ssss", pi ? "pi" : "ipxe", strempty(mac), strempty(serial),
+                                     req->peer ? req->peer->address : "");
         if (r >= 0)
                 r = sd_bus_slot_set_destroy_callback(req->slot, boot_call_free);
         if (r < 0) {

@@ -151,13 +151,16 @@ static enum MHD_Result route(Request *req, const char *method) {
                                                 "parameter", "parameters", NULL);
                 else
                         r = varlink_http_call(req, name);
-        } else if (streq(req->url, "/ca.crt") && !get)
+        } else if (STR_IN_SET(req->url, "/ca.crt", "/ca.crl") && !get)
                 r = refuse_method(req);
-        else if (streq(req->url, "/ca.crt")) {
-                /* Public: a node fetches it before it has anything else, and checks it against the
-                 * pureboot.ca= fingerprint on its command line before it sends its token. */
-                req->response = MHD_create_response_from_buffer(strlen(req->bridge->ca_pem), req->bridge->ca_pem,
-                                                                MHD_RESPMEM_MUST_COPY);
+        else if (STR_IN_SET(req->url, "/ca.crt", "/ca.crl")) {
+                /* Public: a node fetches the CA before it has anything else, and checks it against the
+                 * pureboot.ca= fingerprint on its command line before it sends its token; clone agents
+                 * fetch the CRL (signed by the CA) to check their peer against. */
+                const char *pem =
+                        streq(req->url, "/ca.crt") ? req->bridge->ca_pem : strempty(req->bridge->crl_pem);
+                req->response =
+                        MHD_create_response_from_buffer(strlen(pem), (void *) pem, MHD_RESPMEM_MUST_COPY);
                 if (!req->response)
                         return MHD_NO;
                 MHD_add_response_header(req->response, MHD_HTTP_HEADER_CONTENT_TYPE, "application/x-pem-file");

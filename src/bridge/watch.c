@@ -448,6 +448,8 @@ int watch_start(Request *req, const char *method, json_object *params) {
         if (r >= 0)
                 r = sd_event_add_time_relative(b->event, &w->timer, CLOCK_MONOTONIC, WATCH_RECHECK_USEC, 0,
                                                on_watch_timer, w);
+        if (r >= 0) /* again and again, not once */
+                r = sd_event_source_set_enabled(w->timer, SD_EVENT_ON);
         if (r >= 0)
                 r = gateway_forward(b, &w->call, method, &w->peer, params, on_watch_reply, w);
         if (r < 0) {

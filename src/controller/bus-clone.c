@@ -37,6 +37,24 @@ static int property_get_progress(sd_bus *bus, const char *path, const char *inte
         return sd_bus_message_append(reply, "d", p);
 }
 
+static int property_get_certificate(sd_bus *bus, const char *path, const char *interface,
+                                    const char *property, sd_bus_message *reply, void *userdata,
+                                    sd_bus_error *error) {
+        (void) bus, (void) path, (void) interface, (void) error;
+        return sd_bus_message_append(
+                reply, "s",
+                strempty(clone_certificate(userdata,
+                                           streq(property, "SourceCertificate") ? "source" : "target")));
+}
+
+static int property_get_refused_claims(sd_bus *bus, const char *path, const char *interface,
+                                       const char *property, sd_bus_message *reply, void *userdata,
+                                       sd_bus_error *error) {
+        CloneSession *c = userdata;
+        (void) bus, (void) path, (void) interface, (void) property, (void) error;
+        return sd_bus_message_append_strv(reply, c->refused_claims);
+}
+
 /* Reads the options, asks polkit for manage-clones with the session as detail. Returns like polkit_verify.
  */
 static int authorize(CloneSession *c, sd_bus_message *msg, const char *verb, sd_bus_error *error) {
@@ -304,7 +322,8 @@ static const sd_bus_vtable clone_vtable[] = {
         P("SourcePort", "q", source_port),
         P("StagingBackend", "s", staging_backend),
         P("StagingPath", "s", staging_path),
-        SD_BUS_PROPERTY("StagingStatus", "s", property_get_staging_status, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("StagingStatus", "s", property_get_staging_status, 0,
+                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         P("ResizeMode", "s", resize_mode),
         P("Plan", "s", plan_json),
         SD_BUS_PROPERTY("Follows", "s", NULL, offsetof(CloneSession, follows), SD_BUS_VTABLE_PROPERTY_CONST),
@@ -324,6 +343,12 @@ static const sd_bus_vtable clone_vtable[] = {
                         SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("IdempotencyKey", "s", NULL, offsetof(CloneSession, idempotency_key),
                         SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("RefusedClaims", "as", property_get_refused_claims, 0,
+                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("SourceCertificate", "s", property_get_certificate, 0,
+                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("TargetCertificate", "s", property_get_certificate, 0,
+                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_METHOD_WITH_ARGS("Start", SD_BUS_ARGS("a{sv}", options), SD_BUS_NO_RESULT, method_start,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Cancel", SD_BUS_ARGS("a{sv}", options), SD_BUS_NO_RESULT, method_cancel,
@@ -334,12 +359,12 @@ static const sd_bus_vtable clone_vtable[] = {
                                 method_update, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("AddTarget", SD_BUS_ARGS("s", node, "s", device, "a{sv}", options),
                                 SD_BUS_RESULT("o", session), method_add_target, SD_BUS_VTABLE_UNPRIVILEGED),
-        SD_BUS_METHOD_WITH_ARGS("Analyze", SD_BUS_ARGS("a{sv}", options), SD_BUS_RESULT("s", plan), method_analyze,
-                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Analyze", SD_BUS_ARGS("a{sv}", options), SD_BUS_RESULT("s", plan),
+                                method_analyze, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("GetPlan", SD_BUS_NO_ARGS, SD_BUS_RESULT("s", plan), method_get_plan,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
-        SD_BUS_METHOD_WITH_ARGS("SetPlan", SD_BUS_ARGS("s", plan, "a{sv}", options), SD_BUS_RESULT("s", plan),
-                                method_set_plan, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("SetPlan", SD_BUS_ARGS("s", plan, "a{sv}", options),
+                                SD_BUS_RESULT("s", plan), method_set_plan, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("IssueBootToken", SD_BUS_ARGS("s", role, "a{sv}", options),
                                 SD_BUS_RESULT("s", token), method_issue_boot_token,
                                 SD_BUS_VTABLE_UNPRIVILEGED),

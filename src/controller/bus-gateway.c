@@ -4,9 +4,10 @@
  * each call carries the identity the bridge verified in the node's certificate. */
 #include <pwd.h>
 
+#include "boot.h"
 #include "bus-gateway.h"
-#include "ca.h"
 #include "bus-util.h"
+#include "ca.h"
 #include "gateway.h"
 #include "log.h"
 #include "pureboot-errors.h"
@@ -90,16 +91,16 @@ static int method_boot(sd_bus_message *msg, void *userdata, sd_bus_error *error)
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         _cleanup_(boot_answer_done) BootAnswer a = {};
         Manager *m = userdata;
-        const char *kind, *mac, *serial;
+        const char *kind, *mac, *serial, *address;
         int r;
 
-        r = sd_bus_message_read(msg, "sss", &kind, &mac, &serial);
+        r = sd_bus_message_read(msg, "ssss", &kind, &mac, &serial, &address);
         if (r < 0)
                 return r;
         r = check_bridge(m, msg, error);
         if (r < 0)
                 return r;
-        r = gateway_boot(m, kind, mac, serial, &a, error);
+        r = boot_answer(m, kind, mac, serial, address, &a, error);
         if (r < 0)
                 return r;
         r = sd_bus_message_new_method_return(msg, &reply);
@@ -122,11 +123,14 @@ static int method_boot(sd_bus_message *msg, void *userdata, sd_bus_error *error)
 static const sd_bus_vtable gateway_vtable[] = {
         SD_BUS_VTABLE_START(0),
         SD_BUS_METHOD_WITH_ARGS("Call", SD_BUS_ARGS("s", method, "s", peer, "s", address, "s", parameters),
-                                SD_BUS_RESULT("s", error, "s", reply), method_call, SD_BUS_VTABLE_UNPRIVILEGED),
-        SD_BUS_METHOD_WITH_ARGS("Boot", SD_BUS_ARGS("s", kind, "s", mac, "s", serial),
-                                SD_BUS_RESULT("s", action, "s", workflow, "s", node, "s", state, "a{ss}", parameters),
-                                method_boot, SD_BUS_VTABLE_UNPRIVILEGED),
-        SD_BUS_METHOD_WITH_ARGS("SignServerCertificate", SD_BUS_ARGS("s", csr, "s", hostname, "as", addresses),
+                                SD_BUS_RESULT("s", error, "s", reply), method_call,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS(
+                "Boot", SD_BUS_ARGS("s", kind, "s", mac, "s", serial, "s", address),
+                SD_BUS_RESULT("s", action, "s", workflow, "s", node, "s", state, "a{ss}", parameters),
+                method_boot, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("SignServerCertificate",
+                                SD_BUS_ARGS("s", csr, "s", hostname, "as", addresses),
                                 SD_BUS_RESULT("s", certificate, "s", ca), method_sign_server_certificate,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_VTABLE_END,

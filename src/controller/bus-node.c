@@ -77,7 +77,7 @@ static int method_issue_boot_token(sd_bus_message *msg, void *userdata, sd_bus_e
         r = authorize(n, msg, "issue-token", error);
         if (r <= 0)
                 return r < 0 ? r : 1;
-        r = token_mint(n->manager, n->id, NULL, "node", &token);
+        r = token_mint(n->manager, n->id, NULL, "node", NULL, &token);
         if (r < 0)
                 return r == -ENOMEM ? r : bus_store_error(error, r, "mint the token");
         manager_audit(n->manager, msg, "IssueBootToken", n->id, "node");

@@ -7,6 +7,7 @@
 #include "bus-util.h"
 #include "clone.h"
 #include "disk.h"
+#include "identity.h"
 #include "log.h"
 #include "node.h"
 #include "plan.h"
@@ -74,14 +75,36 @@ CloneSession *clone_free(CloneSession *c) {
                              &c->follows,
                              &c->error,
                              &c->idempotency_key,
-                             &c->source_token,
-                             &c->target_token,
                              &c->source_digest,
                              &c->target_digest };
         for (size_t i = 0; i < ELEMENTSOF(strings); i++)
                 free(*strings[i]);
+        strv_free(c->refused_claims);
         free(c);
         return NULL;
+}
+
+const char *clone_certificate(CloneSession *c, const char *role) {
+        _cleanup_free_ char *cn = NULL;
+        const Identity *i;
+        if (identity_name(NULL, streq(role, "source") ? clone_owner(c)->id : c->id, role, &cn) < 0)
+                return NULL;
+        i = hashmap_get(c->manager->identities, cn);
+        return i ? i->serial : NULL;
+}
+
+/* The last REFUSED_CLAIMS_MAX claims refused for the session's roles, newest last, for the operator. */
+#define REFUSED_CLAIMS_MAX 16
+
+void clone_note_refused_claim(CloneSession *c, const char *message) {
+        size_t n = strv_length(c->refused_claims);
+        if (n >= REFUSED_CLAIMS_MAX) {
+                free(c->refused_claims[0]);
+                memmove(c->refused_claims, c->refused_claims + 1, n * sizeof(char *)); /* with the NULL */
+        }
+        if (strv_extend(&c->refused_claims, message) < 0)
+                return (void) log_oom();
+        clone_emit_changed(c, "RefusedClaims", NULL);
 }
 
 char *clone_path(const CloneSession *c) {
@@ -568,7 +591,6 @@ static int node_busy_elsewhere(CloneSession *c, const char *node_id, CloneSessio
 
 int clone_start(CloneSession *c, sd_bus_error *error) {
         Manager *m = c->manager;
-        _cleanup_free_ char *source_token = NULL, *target_token = NULL;
         CloneStatus from = c->status;
         CloneSession *other;
         int r;
@@ -614,17 +636,10 @@ int clone_start(CloneSession *c, sd_bus_error *error) {
                         return r;
         }
 
-        /* Tokens and the new status land together or not at all. */
+        /* Tokens are minted when asked for: by a boot answer, or by an operator (IssueBootToken). */
         r = store_begin(m->store);
         if (r < 0)
                 return bus_store_error(error, r, "start the session");
-        r = c->follows ? 0 : token_mint(m, c->source_node, c->id, "source", &source_token);
-        if (r >= 0 && c->target_node)
-                r = token_mint(m, c->target_node, c->id, "target", &target_token);
-        if (r < 0) {
-                store_rollback(m->store);
-                return r == -ENOMEM ? r : bus_store_error(error, r, "mint the enrolment tokens");
-        }
         r = clone_transition(c, CLONE_WAITING, NULL, error);
         if (r < 0) {
                 store_rollback(m->store);
@@ -637,10 +652,6 @@ int clone_start(CloneSession *c, sd_bus_error *error) {
                 c->status = from;
                 return bus_store_error(error, r, "start the session");
         }
-        free(c->source_token);
-        free(c->target_token);
-        c->source_token = TAKE_PTR(source_token);
-        c->target_token = TAKE_PTR(target_token);
 
         /* The targets added to it start with it; one added to a running session follows its source now. */
         if (c->follows)
@@ -749,7 +760,7 @@ int clone_issue_token(CloneSession *c, const char *role, char **ret_token, sd_bu
         if (!node)
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
                                          "Session %s has no target node; set one with Update first.", c->id);
-        r = token_mint(c->manager, node, c->id, role, ret_token);
+        r = token_mint(c->manager, node, c->id, role, NULL, ret_token);
         return r < 0 && r != -ENOMEM ? bus_store_error(error, r, "mint the token") : r;
 }
 

@@ -61,9 +61,8 @@ typedef struct CloneSession {
         bool progress_dirty;
 
         Throttle progress;
-        /* Plaintext of the enrolment tokens minted at Start, kept in memory only for the boot answers; the
-         * store holds their hashes. */
-        char *source_token, *target_token;
+        /* Boot answers refused because the role's certificate was live: what an operator should look at. */
+        char **refused_claims;
 } CloneSession;
 
 /* What a client asks for at Create or Update; NULL fields are not given. */
@@ -75,6 +74,10 @@ typedef struct CloneSpec {
 
 CloneSession *clone_free(CloneSession *c);
 char *clone_path(const CloneSession *c);
+/* The serial of the live certificate of c's role (an added target's source is its session's), or NULL. */
+const char *clone_certificate(CloneSession *c, const char *role);
+/* Records (and announces) that a boot answer for one of c's roles was refused, with why. */
+void clone_note_refused_claim(CloneSession *c, const char *message);
 /* PropertiesChanged for the named CloneSession properties (NULL-terminated). */
 void clone_emit_changed(CloneSession *c, const char *first, ...);
 

@@ -12,6 +12,10 @@ void config_init(Config *c) {
                 .ca_validity_years = 10,
                 .session_cert_validity_hours = 24,
                 .token_lifetime_usec = 15 * 60 * USEC_PER_SEC,
+                .identity_idle_usec = 90 * USEC_PER_SEC,
+                .max_discovered = 1024,
+                .discover_per_address = 10,
+                .discover_per_minute = 120,
                 .bridge_user = strdup("pureboot-bridge"),
                 .nfsroot_path = strdup("/srv/nfsroot"),
                 .nfsroot_base_dir = strdup("base"),
@@ -71,6 +75,19 @@ static int handle(const char *file, unsigned line, const char *section, const ch
                 c->token_lifetime_usec = v * USEC_PER_SEC;
                 return 0;
         }
+        if (streq(section, "Enrolment") && streq(key, "IdentityIdleSec")) {
+                r = parse_positive(file, line, key, value, 24 * 3600, &v);
+                if (r < 0)
+                        return r;
+                c->identity_idle_usec = v * USEC_PER_SEC;
+                return 0;
+        }
+        if (streq(section, "Discovery") && streq(key, "MaxDiscoveredNodes"))
+                return parse_positive(file, line, key, value, 1000000, &c->max_discovered);
+        if (streq(section, "Discovery") && streq(key, "PerAddressPerMinute"))
+                return parse_positive(file, line, key, value, 1000000, &c->discover_per_address);
+        if (streq(section, "Discovery") && streq(key, "PerMinute"))
+                return parse_positive(file, line, key, value, 1000000, &c->discover_per_minute);
         if (streq(section, "Bridge") && streq(key, "User")) {
                 if (isempty(value))
                         return log_error_errno(EINVAL, "%s:%u: User= needs a user name.", file, line);

@@ -13,6 +13,12 @@ typedef struct Config {
         uint64_t session_cert_validity_hours;
         /* [Enrolment] */
         uint64_t token_lifetime_usec;
+        uint64_t
+                identity_idle_usec; /* a name's certificate heard within this long is live: claims refused */
+        /* [Discovery] */
+        uint64_t max_discovered;       /* nodes in state discovered, at most */
+        uint64_t discover_per_address; /* new machines registered per minute from one address */
+        uint64_t discover_per_minute;  /* … and from all addresses together */
         /* [Bridge] */
         char *bridge_user; /* the only user allowed on the Gateway interface */
         /* [NfsRoot] */

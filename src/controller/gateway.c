@@ -8,9 +8,10 @@
 #include "ca.h"
 #include "clone.h"
 #include "disk.h"
-#include "nfsroot.h"
 #include "gateway.h"
+#include "identity.h"
 #include "log.h"
+#include "nfsroot.h"
 #include "node.h"
 #include "pureboot-errors.h"
 #include "staging.h"
@@ -159,6 +160,9 @@ static json_object *session_json(CloneSession *c, const Peer *peer) {
         ADD("stagingStatus", staging ? json_object_new_string(staging) : NULL);
         ADD("plan", clone_plan_json(c));
         ADD("error", c->error ? json_object_new_string(c->error) : NULL);
+        const char *source = clone_certificate(c, "source"), *target = clone_certificate(c, "target");
+        ADD("sourceCertificate", source ? json_object_new_string(source) : NULL);
+        ADD("targetCertificate", target ? json_object_new_string(target) : NULL);
 #undef ADD
         return o;
 }
@@ -208,6 +212,8 @@ static int record(Call *call, CloneSession *c, const char *role, uint64_t sequen
 }
 
 /* A sequence already applied is answered with success and not applied again. */
+#define SEQUENCE_MAX_AHEAD_USEC (10 * 60 * USEC_PER_SEC)
+
 static bool is_replay(CloneSession *c, const char *role, uint64_t sequence) {
         return sequence <= *sequence_of(c, role);
 }
@@ -288,10 +294,16 @@ static int report_begin(Call *call, const char *role, CloneSession **ret) {
         int r = session_for_peer(call, role, &c);
         if (r <= 0)
                 return r;
-        if (is_replay(c, role, get_uint(call, "sequence"))) {
+        uint64_t sequence = get_uint(call, "sequence");
+        if (is_replay(c, role, sequence)) {
                 r = reply_with(call, NULL);
                 return r < 0 ? r : 0;
         }
+        /* Sequences follow the controller's clock (Enrol tells agents the time): one far ahead of it would
+         * make every later report look like a replay, and is refused instead of adopted. */
+        if (sequence > now_realtime_usec() + SEQUENCE_MAX_AHEAD_USEC)
+                return fail(call, VARLINK_ERROR("InvalidParameter"), "parameter", "sequence", "reason",
+                            "the sequence is more than ten minutes ahead of the controller's clock", NULL);
         *ret = c;
         return 1;
 }
@@ -320,6 +332,13 @@ static int handle_enrol(Call *call) {
         if (t.expires_at < now)
                 return fail(call, NODE_ERROR("InvalidToken"), "reason",
                             "this token has expired; ask for a new one", NULL);
+        /* A boot answer's token enrols only the machine the answer went to. */
+        if (t.address && !streq_ptr(call->address, t.address))
+                return fail(
+                        call, NODE_ERROR("InvalidToken"), "reason",
+                        "this token was issued to the machine at another address; enrol from there, or ask "
+                        "for a new token",
+                        NULL);
         if (t.session_id) {
                 c = hashmap_get(m->sessions, t.session_id);
                 if (!c || c->status == CLONE_COMPLETED || c->status == CLONE_CANCELLED)
@@ -330,10 +349,10 @@ static int handle_enrol(Call *call) {
         CertRole role = !c ? CERT_ROLE_NODE : streq(t.role, "source") ? CERT_ROLE_SOURCE : CERT_ROLE_TARGET;
         if (c ? asprintf(&cn, "clone-%s-%s", c->id, t.role) < 0 : asprintf(&cn, "node-%s", t.node_id) < 0)
                 return -ENOMEM;
-        /* The source serves its disk: its certificate names the address it enrolled from, which the target
-         * checks. */
+        /* The certificate names the address it enrolled from: the target checks the source's against the
+         * address the source reports. */
         r = ca_sign_request(m->ca, get_string(call, "csr"), role, cn,
-                            role == CERT_ROLE_SOURCE && !isempty(call->address) ? call->address : NULL,
+                            isempty(call->address) ? NULL : call->address,
                             m->config.session_cert_validity_hours * USEC_PER_HOUR, &cert);
         if (r == -EBADMSG || r == -EKEYREJECTED)
                 return fail(call, NODE_ERROR("BadCertificateRequest"), "reason",
@@ -362,6 +381,10 @@ static int handle_enrol(Call *call) {
                 return r;
         }
         log_info("Enrolled %s from %s (certificate %s).", cn, strna(call->address), cert.serial);
+        /* One good certificate per name: the ones before this are revoked. */
+        r = identity_enrolled(m, cn, cert.serial, call->address);
+        if (r < 0)
+                return r;
 
         json_object *o = json_object_new_object();
         json_object_object_add(o, "certificate", json_object_new_string(cert.pem));
@@ -369,6 +392,7 @@ static int handle_enrol(Call *call) {
         json_object_object_add(o, "node", json_object_new_string(t.node_id));
         json_object_object_add(o, "session", c ? json_object_new_string(c->id) : NULL);
         json_object_object_add(o, "role", json_object_new_string(c ? t.role : "node"));
+        json_object_object_add(o, "now", json_object_new_int64((int64_t) now_realtime_usec()));
         r = reply_with(call, o);
         audit(call, "Enrol", cn);
         return r;
@@ -794,6 +818,8 @@ int gateway_call(Manager *m, const char *method, const char *peer, const char *a
                 r = bad_parameter(&call, bad ?: "parameters");
                 goto done;
         }
+        if (call.peer.kind != PEER_NONE)
+                identity_heard(m, call.peer.cn);
         r = handler(&call);
         if (r >= 0 && !reply.error && !reply.parameters)
                 r = fail(&call, VARLINK_ERROR("MethodNotImplemented"), "method", method, NULL);
@@ -809,160 +835,6 @@ done:
                 return r;
         }
         *ret = reply;
-        return 0;
-}
-
-void boot_answer_done(BootAnswer *a) {
-        free(a->workflow);
-        free(a->node);
-        free(a->state);
-        json_object_put(a->parameters);
-        *a = (BootAnswer){};
-}
-
-/* The session a node takes part in, if any is not finished: the running one first, else a pending one. */
-static CloneSession *session_of_node(Manager *m, const Node *n, const char **ret_role) {
-        CloneSession *c, *pending = NULL;
-        HASHMAP_FOREACH(c, m->sessions, i) {
-                /* A target added to a session shares its source: the source boots for that session. */
-                bool source = !c->follows && streq_ptr(c->source_node, n->id),
-                     target = streq_ptr(c->target_node, n->id);
-                if (!source && !target)
-                        continue;
-                if (clone_status_is_active(c->status)) {
-                        *ret_role = source ? "source" : "target";
-                        return c;
-                }
-                if (c->status == CLONE_PENDING)
-                        pending = c;
-        }
-        *ret_role = NULL;
-        return pending;
-}
-
-int gateway_boot(Manager *m, const char *kind, const char *mac, const char *serial, BootAnswer *ret,
-                 sd_bus_error *error) {
-        _cleanup_free_ char *canonical_mac = NULL, *canonical_serial = NULL, *hostname = NULL, *token = NULL,
-                            *state = NULL, *mode = NULL, *workflow = NULL;
-        _cleanup_(json_object_unrefp) json_object *params = NULL;
-        const char *action = "local_boot", *role = NULL;
-        Node *n = NULL, *v;
-        CloneSession *c = NULL;
-        int r;
-
-        if (!STR_IN_SET(kind, "ipxe", "pi"))
-                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT, "Boot kind \"%.16s\" is not ipxe or pi.",
-                                         kind);
-        if (!isempty(mac) && mac_normalize(mac, &canonical_mac) < 0)
-                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
-                                         "mac=%.64s is not a MAC address (aa:bb:cc:dd:ee:ff).", mac);
-        if (!isempty(serial) && node_serial_normalize(serial, &canonical_serial) < 0)
-                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
-                                         "serial=%.64s is not a Raspberry Pi serial (8 hex digits).", serial);
-        if (streq(kind, "ipxe") ? !canonical_mac : !canonical_serial)
-                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
-                                         streq(kind, "ipxe") ? "An iPXE boot names the machine by mac=."
-                                                             : "A Pi boot names the machine by serial=.");
-        HASHMAP_FOREACH(v, m->nodes, i)
-                if ((canonical_serial && streq_ptr(v->serial, canonical_serial)) ||
-                    (!canonical_serial && streq(v->mac, canonical_mac)))
-                        n = v;
-
-        if (!n) {
-                /* Pis have a serial and perhaps no MAC we know: a locally administered one from the serial. */
-                if (!canonical_mac &&
-                    asprintf(&canonical_mac, "02:00:%c%c:%c%c:%c%c:%c%c", canonical_serial[0], canonical_serial[1],
-                             canonical_serial[2], canonical_serial[3], canonical_serial[4], canonical_serial[5],
-                             canonical_serial[6], canonical_serial[7]) < 0)
-                        return -ENOMEM;
-                if (canonical_serial ? asprintf(&hostname, "pi-%s", canonical_serial) < 0
-                                     : asprintf(&hostname, "node-%c%c%c%c%c%c%c%c%c%c%c%c", canonical_mac[0],
-                                                canonical_mac[1], canonical_mac[3], canonical_mac[4], canonical_mac[6],
-                                                canonical_mac[7], canonical_mac[9], canonical_mac[10],
-                                                canonical_mac[12], canonical_mac[13], canonical_mac[15],
-                                                canonical_mac[16]) < 0)
-                        return -ENOMEM;
-                r = node_register(m, hostname, canonical_mac, streq(kind, "pi") ? "arm64" : "x86_64",
-                                  canonical_serial, "discovered", &n, error);
-                if (r < 0)
-                        return r;
-                _cleanup_free_ char *path = node_path(n);
-                if (path && m->bus) {
-                        (void) sd_bus_emit_object_added(m->bus, path);
-                        (void) sd_bus_emit_signal(m->bus, PB_ROOT_PATH, PB_IFACE("Manager"), "NodeNew", "so", n->id,
-                                                  path);
-                }
-                log_info("Discovered %s (MAC %s%s%s) at its first network boot.", n->hostname, n->mac,
-                         n->serial ? ", serial " : "", strempty(n->serial));
-                /* A diskless fleet: new Pis boot from the NFS root at once. */
-                if (canonical_serial && m->config.nfsroot_workflow) {
-                        r = node_set_boot_mode(n, "nfs", m->config.nfsroot_workflow, error);
-                        if (r < 0)
-                                return r;
-                }
-        }
-
-        params = json_object_new_object();
-        if (!params)
-                return -ENOMEM;
-        c = session_of_node(m, n, &role);
-        if (c && role) {
-                r = token_mint(m, n->id, c->id, role, &token);
-                if (r < 0)
-                        return r;
-                if (asprintf(&workflow, "clone-%s-%s", role, c->mode) < 0 ||
-                    asprintf(&mode, "clone_%s_%s", role, c->mode) < 0 || asprintf(&state, "cloning_%s", role) < 0)
-                        return -ENOMEM;
-                json_object_object_add(params, "mode", json_object_new_string(mode));
-                json_object_object_add(params, "session", json_object_new_string(c->id));
-                json_object_object_add(params, "node", json_object_new_string(n->id));
-                json_object_object_add(params, "token", json_object_new_string(token));
-                json_object_object_add(params, "device",
-                                       json_object_new_string(streq(role, "source") ? c->source_device
-                                                                                    : c->target_device));
-                action = "deploy_image";
-        } else if (streq(n->boot_mode, "partition")) {
-                r = token_mint(m, n->id, NULL, "node", &token);
-                if (r < 0)
-                        return r;
-                if (!(workflow = strdup("partition")) || !(state = strdup("partitioning")))
-                        return -ENOMEM;
-                json_object_object_add(params, "mode", json_object_new_string("partition"));
-                json_object_object_add(params, "node", json_object_new_string(n->id));
-                json_object_object_add(params, "token", json_object_new_string(token));
-                action = "deploy_image";
-        } else if (streq(n->boot_mode, "nfs")) {
-                /* Diskless: the workflow names the NFS server and root; the Pi's overlay names its base. */
-                _cleanup_free_ char *base = nfsroot_base_for(m, n->serial);
-                if (!(workflow = strdup(n->boot_workflow ?: "pi-diskless-nfs")) || !(state = strdup("active")))
-                        return -ENOMEM;
-                json_object_object_add(params, "node", json_object_new_string(n->id));
-                if (n->serial)
-                        json_object_object_add(params, "serial", json_object_new_string(n->serial));
-                if (base)
-                        json_object_object_add(params, "base", json_object_new_string(base));
-                json_object_object_add(params, "hostname", json_object_new_string(n->hostname));
-                action = "nfs_boot";
-        } else if (c)
-                action = "wait"; /* its session is not started yet: ask again soon */
-
-        n->last_seen = now_realtime_usec();
-        if (state && free_and_strdup(&n->state, state) < 0)
-                return -ENOMEM;
-        r = node_save(n);
-        if (r < 0)
-                return r;
-        *ret = (BootAnswer){
-                .action = action,
-                .workflow = workflow ? TAKE_PTR(workflow) : strdup(""),
-                .node = strdup(n->id),
-                .state = strdup(n->state),
-                .parameters = TAKE_PTR(params),
-        };
-        if (!ret->workflow || !ret->node || !ret->state) {
-                boot_answer_done(ret);
-                return -ENOMEM;
-        }
         return 0;
 }
 

@@ -25,20 +25,5 @@ void gateway_done(Manager *m);
 int gateway_call(Manager *m, const char *method, const char *peer, const char *address, const char *parameters,
                  GatewayReply *ret);
 
-typedef struct BootAnswer {
-        const char *action;      /* local_boot, deploy_image or wait */
-        char *workflow;          /* for deploy_image: clone-<role>-<mode>; else empty */
-        char *node, *state;
-        json_object *parameters; /* pureboot.<key>=<value> for the kernel command line */
-} BootAnswer;
-
-void boot_answer_done(BootAnswer *a);
-
-/* What a machine that network-boots should do: kind is "ipxe" (by MAC) or "pi" (by serial, MAC
- * optional). An unknown machine is registered as discovered and boots locally; a node with a clone to
- * take part in gets the deploy workflow and a fresh enrolment token. */
-int gateway_boot(Manager *m, const char *kind, const char *mac, const char *serial, BootAnswer *ret,
-                 sd_bus_error *error);
-
 /* The bridge's own server certificate, from its CSR. */
 int gateway_sign_server(Manager *m, const char *csr, const char *hostname, char **addresses, char **ret_pem);

@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <systemd/sd-daemon.h>
 
+#include "boot.h"
 #include "bus-ca.h"
 #include "bus-connect.h"
 #include "bus-manager.h"
@@ -12,6 +13,7 @@
 #include "clone.h"
 #include "disk.h"
 #include "gateway.h"
+#include "identity.h"
 #include "log.h"
 #include "nfsroot.h"
 #include "node.h"
@@ -51,6 +53,8 @@ Manager *manager_free(Manager *m) {
         if (!m)
                 return NULL;
         gateway_done(m);
+        identity_done(m);
+        boot_done(m);
         polkit_queries_free(m);
         workers_free(m);
         HASHMAP_FOREACH (v, m->sessions, i)
@@ -125,6 +129,8 @@ int manager_load(Manager *m) {
                 r = store_sessions_load(m->store, add_session, m);
         if (r >= 0)
                 r = gateway_init(m);
+        if (r >= 0)
+                r = identity_load(m);
         if (r < 0)
                 return log_error_errno(r, "Failed to load the state from %s: %m", db);
         log_info("Loaded %zu nodes, %zu clone sessions, %zu storage backends; CA %s (sha256 %s).",

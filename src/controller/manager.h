@@ -32,6 +32,9 @@ typedef struct Manager {
         /* The node interface, parsed from the IDL compiled in, and the progress flush timer. */
         struct VarlinkInterface *node_interface;
         sd_event_source *flush_timer;
+        Hashmap *identities;  /* certificate name → Identity (identity.c) */
+        Hashmap *discoveries; /* address → recent registrations of unknown machines (boot.c) */
+        uint64_t discovery_window, discovery_count;
         uid_t bridge_uid;    /* (uid_t) -1 until the bridge's user has been looked up */
         char *bridge_sender; /* the unique bus name last verified as the bridge's */
 } Manager;

@@ -134,14 +134,20 @@ static const char *const migrations[] = {
         "CREATE INDEX partition_operations_disk ON partition_operations(node_id, device, position);",
         /* 4: diskless nodes boot the workflow named here (boot_mode nfs) */
         "ALTER TABLE nodes ADD COLUMN boot_workflow TEXT;",
-        /* 5: staged clones — what provisioning created (JSON, undone in reverse order), the upload's progress */
+        /* 5: staged clones — what provisioning created (JSON, undone in reverse order), the upload's
+           progress */
         "ALTER TABLE clone_sessions ADD COLUMN staging_resources TEXT;"
         "ALTER TABLE clone_sessions ADD COLUMN bytes_uploaded INTEGER NOT NULL DEFAULT 0;",
-        /* 6: resize plans — the disks the session's agents scanned (Disk JSON), which the plan is made from */
+        /* 6: resize plans — the disks the session's agents scanned (Disk JSON), which the plan is made from
+         */
         "ALTER TABLE clone_sessions ADD COLUMN source_disk_json TEXT;"
         "ALTER TABLE clone_sessions ADD COLUMN target_disk_json TEXT;",
         /* 7: one source to several targets — a session that downloads another staged session's image */
         "ALTER TABLE clone_sessions ADD COLUMN follows TEXT;",
+        /* 8: one live identity per name — a boot answer's token is bound to the address that asked for it,
+         * and a name's earlier tokens are retired when a new one is minted */
+        "ALTER TABLE enrolment_tokens ADD COLUMN address TEXT;"
+        "CREATE INDEX enrolment_tokens_name ON enrolment_tokens(node_id, session_id, role);",
 };
 
 static int exec_plain(Store *s, const char *sql) {
@@ -789,6 +795,14 @@ int store_certificate_insert(Store *s, const char *serial, const char *subject, 
         return r < 0 ? r : 0;
 }
 
+int store_certificates_revoke_subject(Store *s, const char *subject, const char *except_serial,
+                                      uint64_t when) {
+        return store_exec(s,
+                          "UPDATE certificates SET revoked_at = ? WHERE subject = ? AND revoked_at = 0 AND "
+                          "serial IS NOT ?",
+                          "tss", when, subject, except_serial);
+}
+
 int store_certificate_revoke(Store *s, const char *serial, uint64_t when) {
         _cleanup_finalize_ sqlite3_stmt *stmt = NULL;
         int r = store_query(s, &stmt, "SELECT revoked_at FROM certificates WHERE serial = ?", "s", serial);
@@ -833,12 +847,32 @@ int store_certificates_foreach(Store *s, bool revoked_only,
 }
 
 int store_token_insert(Store *s, const char *hash, const char *node_id, const char *session_id,
-                       const char *role, uint64_t expires_at) {
-        int r = store_exec(
-                s,
-                "INSERT INTO enrolment_tokens (hash, node_id, session_id, role, created_at, expires_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                "sssstt", hash, node_id, session_id, role, now_realtime_usec(), expires_at);
+                       const char *role, const char *address, uint64_t expires_at) {
+        int r = store_exec(s,
+                           "INSERT INTO enrolment_tokens (hash, node_id, session_id, role, address, "
+                           "created_at, expires_at) "
+                           "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           "ssssstt", hash, node_id, session_id, role, address, now_realtime_usec(),
+                           expires_at);
+        return r < 0 ? r : 0;
+}
+
+int store_tokens_retire(Store *s, const char *node_id, const char *session_id, const char *role,
+                        uint64_t when) {
+        int r = session_id ? store_exec(s,
+                                        "UPDATE enrolment_tokens SET used_at = ? WHERE session_id = ? AND "
+                                        "role = ? "
+                                        "AND used_at = 0",
+                                        "tss", when, session_id, role)
+                           : store_exec(s,
+                                        "UPDATE enrolment_tokens SET used_at = ? WHERE node_id = ? AND "
+                                        "session_id IS NULL AND role = ? AND used_at = 0",
+                                        "tss", when, node_id, role);
+        return r < 0 ? r : 0;
+}
+
+int store_tokens_purge(Store *s, uint64_t before) {
+        int r = store_exec(s, "DELETE FROM enrolment_tokens WHERE expires_at < ?", "t", before);
         return r < 0 ? r : 0;
 }
 
@@ -847,9 +881,11 @@ int store_token_lookup(Store *s, const char *hash, TokenRow *ret) {
         bool oom = false;
         int r;
 
-        r = store_query(s, &stmt,
-                        "SELECT node_id, session_id, role, expires_at, used_at FROM enrolment_tokens WHERE hash = ?",
-                        "s", hash);
+        r = store_query(
+                s, &stmt,
+                "SELECT node_id, session_id, role, expires_at, used_at, address FROM enrolment_tokens "
+                "WHERE hash = ?",
+                "s", hash);
         if (r < 0)
                 return r;
         r = sqlite3_step(stmt);
@@ -863,6 +899,7 @@ int store_token_lookup(Store *s, const char *hash, TokenRow *ret) {
                 .role = store_column_strdup(stmt, 2, &oom),
                 .expires_at = column_u64(stmt, 3),
                 .used_at = column_u64(stmt, 4),
+                .address = store_column_strdup(stmt, 5, &oom),
         };
         if (oom) {
                 token_row_done(&t);
@@ -876,6 +913,7 @@ void token_row_done(TokenRow *t) {
         free(t->node_id);
         free(t->session_id);
         free(t->role);
+        free(t->address);
         *t = (TokenRow){};
 }
 

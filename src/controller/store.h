@@ -86,6 +86,9 @@ int store_certificate_insert(Store *s, const char *serial, const char *subject, 
                              uint64_t not_after);
 /* -ENOENT if unknown, -EALREADY if already revoked. */
 int store_certificate_revoke(Store *s, const char *serial, uint64_t when);
+/* Revokes every certificate of subject but except_serial (NULL: all); returns how many. */
+int store_certificates_revoke_subject(Store *s, const char *subject, const char *except_serial,
+                                      uint64_t when);
 typedef struct CertificateRow {
         const char *serial, *subject, *role, *node_id, *session_id;
         uint64_t not_before, not_after, revoked_at;
@@ -93,11 +96,17 @@ typedef struct CertificateRow {
 /* Calls cb for every issued certificate (only revoked ones if revoked_only), oldest first. */
 int store_certificates_foreach(Store *s, bool revoked_only,
                                int (*cb)(void *userdata, const CertificateRow *row), void *userdata);
+/* address: where the token may enrol from (the machine its boot answer went to), or NULL for anywhere. */
 int store_token_insert(Store *s, const char *hash, const char *node_id, const char *session_id,
-                       const char *role, uint64_t expires_at);
+                       const char *role, const char *address, uint64_t expires_at);
+/* Marks every unused token of a name (a session's role, or a node's) used: a newer one replaces them. */
+int store_tokens_retire(Store *s, const char *node_id, const char *session_id, const char *role,
+                        uint64_t when);
+/* Forgets tokens that expired before `before`. */
+int store_tokens_purge(Store *s, uint64_t before);
 
 typedef struct TokenRow {
-        char *node_id, *session_id, *role;
+        char *node_id, *session_id, *role, *address;
         uint64_t expires_at, used_at;
 } TokenRow;
 /* -ENOENT if no token has this hash. */

@@ -14,8 +14,10 @@ int token_hash(const char *token, char **ret) {
         return *ret ? 0 : -ENOMEM;
 }
 
-int token_mint(Manager *m, const char *node_id, const char *session_id, const char *role, char **ret) {
+int token_mint(Manager *m, const char *node_id, const char *session_id, const char *role,
+               const char *address, char **ret) {
         _cleanup_free_ char *token = NULL, *hash = NULL;
+        uint64_t now = now_realtime_usec();
         uint8_t raw[24];
         int r;
 
@@ -28,8 +30,13 @@ int token_mint(Manager *m, const char *node_id, const char *session_id, const ch
         r = token_hash(token, &hash);
         if (r < 0)
                 return r;
-        r = store_token_insert(m->store, hash, node_id, session_id, role,
-                               now_realtime_usec() + m->config.token_lifetime_usec);
+        /* One token per name at a time: the newest. Expired ones are of no use to anyone. */
+        r = store_tokens_retire(m->store, node_id, session_id, role, now);
+        if (r >= 0)
+                r = store_tokens_purge(m->store, now);
+        if (r >= 0)
+                r = store_token_insert(m->store, hash, node_id, session_id, role, address,
+                                       now + m->config.token_lifetime_usec);
         if (r < 0)
                 return r;
         *ret = TAKE_PTR(token);

@@ -4,7 +4,10 @@
 
 #include "manager.h"
 
-/* Mints a token bound to node, session (may be NULL) and role; returns its plaintext. */
-int token_mint(Manager *m, const char *node_id, const char *session_id, const char *role, char **ret);
+/* Mints a token bound to node, session (may be NULL) and role, and to the address it may enrol from (NULL:
+ * any); the name's earlier unused tokens are retired, and expired tokens forgotten. Returns the plaintext.
+ */
+int token_mint(Manager *m, const char *node_id, const char *session_id, const char *role,
+               const char *address, char **ret);
 /* SHA-256 of the token, lowercase hex. */
 int token_hash(const char *token, char **ret);

@@ -129,6 +129,25 @@ int tls_verify_peer(gnutls_x509_trust_list_t trust, const gnutls_datum_t *der, c
         return 0;
 }
 
+int tls_certificate_serial(const gnutls_datum_t *der, char **ret) {
+        gnutls_x509_crt_t crt;
+        uint8_t serial[64];
+        size_t size = sizeof(serial);
+        int r;
+
+        if (gnutls_x509_crt_init(&crt) < 0)
+                return -ENOMEM;
+        r = gnutls_x509_crt_import(crt, der, GNUTLS_X509_FMT_DER) < 0 ||
+                            gnutls_x509_crt_get_serial(crt, serial, &size) < 0
+                    ? -EBADMSG
+                    : 0;
+        gnutls_x509_crt_deinit(crt);
+        if (r < 0)
+                return r;
+        *ret = hexmem(serial, size);
+        return *ret ? 0 : -ENOMEM;
+}
+
 int tls_fingerprint_pem(const char *pem, char **ret_hex) {
         gnutls_datum_t d = { (unsigned char *) pem, (unsigned) strlen(pem) };
         gnutls_x509_crt_t crt;

@@ -22,4 +22,6 @@ int tls_verify_peer(gnutls_x509_trust_list_t trust, const gnutls_datum_t *der, c
                     char **ret_cn, char **ret_ips, const char **ret_reason);
 
 /* The SHA-256 fingerprint of the first certificate in a PEM text, as lowercase hex. */
+/* The serial of a DER certificate, as lowercase hex (as the CA writes it). */
+int tls_certificate_serial(const gnutls_datum_t *der, char **ret);
 int tls_fingerprint_pem(const char *pem, char **ret_hex);

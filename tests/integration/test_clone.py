@@ -238,7 +238,7 @@ def test_a_certificate_of_another_session_is_refused(clone_of, disks, tmp_path, 
                         "--cert", str(cert), "--key", str(key), f"https://{address}:{port}/disk?offset=0"],
                        capture_output=True, text=True)
     assert r.stdout == "403", (r.stdout, r.stderr)
-    assert f"Refused a client with certificate clone-{other}-target" in c.source.text()
+    assert f"Refused a peer with certificate clone-{other}-target" in c.source.text()
     # Without any certificate: refused, by the source itself (403), not by a source that is gone.
     r = subprocess.run(["curl", "-sS", "-w", "%{http_code}", "--cacert", str(bridge_on_network.ca),
                         f"https://{address}:{port}/disk?offset=0"], capture_output=True, text=True)
@@ -274,3 +274,47 @@ def test_cancel_stops_both_agents_quickly(under_way, ctl):
     assert c.target.wait(10) == 4, c.target.text()
     assert c.source.wait(10) == 4, c.source.text()
     assert time.monotonic() - started < 5
+
+
+def test_the_source_serves_only_the_live_target_certificate(clone_of, disks, tmp_path, ctl, bridge_on_network):
+    """Source and target pin each other: the session names the serial of each role's live certificate, and
+    the source serves only that one. A second enrolment of the target role revokes the first certificate,
+    which the source then refuses at once (and by the CRL, which it fetches every 30 s); a certificate the
+    operator revokes is refused within that time."""
+    source, _ = disks.source()
+    target = disks.random("target")
+    c = clone_of(source.device, target.device)
+    c.source.start()
+    c.wait_status("source_ready", timeout=30)
+    address, port = c.prop("SourceAddress"), c.prop("SourcePort")
+
+    def enrol_target(name):
+        token = ctl("clone", "token", c.id, "--role=target", check=True).stdout.strip()
+        key, csr = make_key_and_csr(tmp_path, name)
+        r = subprocess.run(["curl", "-sS", "--cacert", str(bridge_on_network.ca), "--data",
+                            json.dumps({"token": token, "csr": csr.read_text()}),
+                            f"{bridge_on_network.url}/call/org.pureboot.Node.Enrol"],
+                           capture_output=True, text=True, check=True)
+        (tmp_path / f"{name}.crt").write_text(json.loads(r.stdout)["certificate"])
+        return tmp_path / f"{name}.crt", key
+
+    def read(cert):
+        r = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-filesize", "1000000",
+                            "--cacert", str(bridge_on_network.ca), "--cert", str(cert[0]), "--key", str(cert[1]),
+                            f"https://{address}:{port}/disk?offset=0", "--max-time", "2"],
+                           capture_output=True, text=True)
+        return r.stdout
+
+    first = enrol_target("first")
+    wait_for(lambda: read(first) == "200", timeout=15, what="the source to serve the enrolled target")
+    second = enrol_target("second")
+    assert c.prop("TargetCertificate") != ""
+    wait_for(lambda: read(first) in ("403", "503"), timeout=15, what="the source to refuse the replaced certificate")
+    assert read(second) == "200"
+    assert "Refused to serve the disk (503): this is not the certificate the session names" in c.source.text() or \
+        "Refused to serve the disk (403): the certificate is revoked." in c.source.text()
+    serial = c.prop("TargetCertificate")
+    ctl("ca", "revoke", serial, check=True)
+    wait_for(lambda: read(second) == "403", timeout=45, what="the source to refuse a revoked certificate")
+    assert "Refused to serve the disk (403): the certificate is revoked." in c.source.text()
+    assert c.source.proc.poll() is None

@@ -4,11 +4,14 @@ threat model in the README): each case here was once possible, and each test fai
 allowed it."""
 
 import json
+import re
 import subprocess
+import time
 
 import pytest
 
-from harness import BRIDGE_USER, DEST, ROOT, Bridge, Controller, make_key_and_csr, private_system_bus, stop_process
+from harness import (BRIDGE_USER, DEST, ROOT, Bridge, Controller, make_key_and_csr, private_system_bus,
+                     stop_process, wait_for)
 from test_bridge import NODE, curl, enrol, session  # noqa: F401 (session is a fixture)
 
 
@@ -213,3 +216,133 @@ def test_the_daemons_exit_when_they_lose_the_bus(tmp_path):
         assert "Lost the connection to the system bus" in bridge.tail()
         assert controller.wait(10) == 1, controller.tail()
         assert "Lost the connection to the system bus" in controller.tail()
+
+
+def boot(bridge, mac, source="127.0.0.1"):
+    """GET /boot/ipxe as firmware at address source would: (status, script, kernel settings)."""
+    r = subprocess.run(["curl", "-s", "--interface", source, "-w", "\n%{http_code}", "--cacert", str(bridge.ca),
+                        f"{bridge.url}/boot/ipxe?mac={mac}"], capture_output=True, text=True, timeout=30)
+    script, _, status = r.stdout.rpartition("\n")
+    return int(status), script, dict(re.findall(r"pureboot\.(\w+)=(\S+)", script))
+
+
+def enrol_with(bridge, token, tmp_path, name, source="127.0.0.1"):
+    key, csr = make_key_and_csr(tmp_path, name)
+    r = subprocess.run(["curl", "-s", "--interface", source, "--cacert", str(bridge.ca), "-X", "POST",
+                        f"{bridge.url}/call/{NODE}Enrol", "--data-binary", "@-"],
+                       input=json.dumps({"token": token, "csr": csr.read_text()}), capture_output=True, text=True)
+    reply = json.loads(r.stdout)
+    if "certificate" in reply:
+        (tmp_path / f"{name}.crt").write_text(reply["certificate"])
+        return (tmp_path / f"{name}.crt", key), reply
+    return None, reply
+
+
+@pytest.fixture
+def idle_soon(controller, tmp_path):
+    """The controller with a short [Enrolment] IdentityIdleSec, so a quiet identity counts as gone soon."""
+    dropins = tmp_path / "controller.conf.d"
+    dropins.mkdir(exist_ok=True)
+    (dropins / "50-identity.conf").write_text("[Enrolment]\nIdentityIdleSec=3\n")
+    controller.restart()
+    return controller
+
+
+def test_a_boot_answer_mints_no_second_identity(idle_soon, bridge, api, tmp_path):
+    """The review's attack: anyone can fetch the boot answer of a session node's MAC (firmware has no
+    credential). The first machine enrols; while its certificate is live, a second boot answer for that
+    role is refused — logged, audited and shown on the session — and mints nothing. Once the identity has
+    been quiet for IdentityIdleSec (the machine is booting again) a new token is minted, and enrolling with
+    it revokes the old certificate."""
+    api.node("web-01", "aa:bb:cc:00:00:01")
+    api.node("web-02", "aa:bb:cc:00:00:02")
+    session = api.session("attacked")
+    sid = session.rsplit("/", 1)[1]
+    api.ok(session, "CloneSession", "Start", "a{sv}", "0")
+    status, script, first = boot(bridge, "aa:bb:cc:00:00:01")
+    assert status == 200 and first["mode"] == "clone_source_direct", script
+    real, reply = enrol_with(bridge, first["token"], tmp_path, "real")
+    assert real, reply
+
+    # While the real source calls in, every further claim on its role is refused.
+    for _ in range(2):
+        assert curl(bridge, NODE + "GetSession", {"session": sid}, cert=real)[0] == 200
+        status, script, settings = boot(bridge, "aa:bb:cc:00:00:01", source="127.0.0.2")
+        assert status == 200 and "token" not in settings and "holds this node's identity" in script, script
+    claims = api.prop(session, "CloneSession", "RefusedClaims")
+    assert len(claims) == 2 and all(f"clone-{sid}-source" in c and "127.0.0.2" in c for c in claims), claims
+    assert "Refused a second claim on clone-" in idle_soon.tail()
+    with idle_soon.db() as db:
+        assert db.execute("SELECT COUNT(*) FROM events WHERE action = 'RefusedClaim'").fetchone()[0] == 2
+        assert db.execute("SELECT COUNT(*) FROM enrolment_tokens WHERE session_id = ? AND role = 'source'",
+                          (sid,)).fetchone()[0] == 1
+
+    # A token is good only from the address its boot answer went to.
+    time.sleep(3.5)  # the real source goes quiet: its machine may be booting again
+    status, script, second = boot(bridge, "aa:bb:cc:00:00:01", source="127.0.0.2")
+    assert "token" in second, script
+    cert, reply = enrol_with(bridge, second["token"], tmp_path, "elsewhere", source="127.0.0.3")
+    assert cert is None and reply["error"] == NODE + "InvalidToken" and "another address" in \
+        reply["parameters"]["reason"], reply
+    cert, reply = enrol_with(bridge, second["token"], tmp_path, "second", source="127.0.0.2")
+    assert cert, reply
+    # The new certificate names its address; the old one is revoked, and the bridge refuses it.
+    text = subprocess.run(["certtool", "-i", "--infile", cert[0]], capture_output=True, text=True).stdout
+    assert "IPAddress: 127.0.0.2" in text, text
+    wait_for(lambda: curl(bridge, NODE + "GetSession", {"session": sid}, cert=real)[0] == 401, timeout=10,
+             what="the bridge to refuse the replaced certificate")
+    assert curl(bridge, NODE + "GetSession", {"session": sid}, cert=cert)[0] == 200
+
+
+def test_unknown_machines_are_registered_within_limits(controller, bridge, api, tmp_path):
+    dropins = tmp_path / "controller.conf.d"
+    dropins.mkdir(exist_ok=True)
+    (dropins / "50-discovery.conf").write_text("[Discovery]\nPerAddressPerMinute=5\nMaxDiscoveredNodes=8\n")
+    controller.restart()
+    for n in range(20):
+        status, script, _ = boot(bridge, f"52:54:00:00:01:{n:02x}")
+        assert status == 200 and "\nexit\n" in script, script  # its own disk, registered or not
+    discovered = [n for n in api.ok(ROOT, "Manager", "ListNodes")[0] if n[4] == "discovered"]
+    assert len(discovered) == 5, discovered
+    for n in range(20):
+        boot(bridge, f"52:54:00:00:02:{n:02x}", source="127.0.0.2")
+    discovered = [n for n in api.ok(ROOT, "Manager", "ListNodes")[0] if n[4] == "discovered"]
+    assert len(discovered) == 8, discovered
+    assert "PerAddressPerMinute= is reached" in controller.tail(20000)
+    assert "MaxDiscoveredNodes= is reached" in controller.tail(20000)
+
+
+def test_expired_tokens_are_purged(controller, api, tmp_path):
+    dropins = tmp_path / "controller.conf.d"
+    dropins.mkdir(exist_ok=True)
+    (dropins / "50-tokens.conf").write_text("[Enrolment]\nTokenLifetimeSec=1\n")
+    controller.restart()
+    path = api.node("web-09", "aa:bb:cc:00:00:09")
+    for _ in range(3):
+        api.ok(path, "Node", "IssueBootToken", "a{sv}", "0")
+    time.sleep(1.5)
+    api.ok(path, "Node", "IssueBootToken", "a{sv}", "0")
+    with controller.db() as db:
+        assert db.execute("SELECT COUNT(*) FROM enrolment_tokens").fetchone()[0] == 1
+
+
+def test_a_sequence_far_ahead_is_refused_not_adopted(bridge, api, session, tmp_path):  # noqa: F811
+    """A report with a huge sequence made every later report of the role look like a replay: acknowledged
+    and dropped. Sequences follow the controller's clock (Enrol says what time it is); one more than ten
+    minutes ahead of it is refused, and the role's reports go on being applied."""
+    cert = enrol(bridge, api, session, "source", tmp_path)
+    path = f"{ROOT}/clone/{session}"
+
+    def ready(sequence, port):
+        return curl(bridge, NODE + "ReportSourceReady", {"session": session, "sequence": sequence,
+                                                         "address": "127.0.0.1", "port": port,
+                                                         "sizeBytes": 1 << 30, "device": "/dev/sda"}, cert=cert)
+    status, reply = ready(1 << 62, 9001)
+    assert status == 400 and reply["parameters"]["parameter"] == "sequence", reply
+    assert "ahead of the controller's clock" in reply["parameters"]["reason"], reply
+    assert api.prop(path, "CloneSession", "Status") == "waiting"
+    now = int(time.time() * 1e6)
+    assert ready(now, 9002)[0] == 200
+    assert api.prop(path, "CloneSession", "SourcePort") == 9002
+    assert ready(now + 1000, 9003)[0] == 200  # a source restarted on another port
+    assert api.prop(path, "CloneSession", "SourcePort") == 9003

@@ -125,12 +125,19 @@ static void test_sessions(Manager *m) {
         ASSERT_OK(clone_start(c, &e));
         ASSERT_INT(c->status, CLONE_WAITING);
         ASSERT_TRUE(c->started_at > 0);
+        /* Tokens are minted when asked for, one good one per role: a second retires the first. */
+        ASSERT_INT(count(m, "SELECT COUNT(*) FROM enrolment_tokens"), 0);
+        char *token = NULL, *token2 = NULL, sql[256];
+        ASSERT_OK(clone_issue_token(c, "source", &token, &e));
+        ASSERT_OK(clone_issue_token(c, "source", &token2, &e));
+        ASSERT_TRUE(strlen(token) == 48 && !streq(token, token2));
         ASSERT_INT(count(m, "SELECT COUNT(*) FROM enrolment_tokens WHERE length(hash) = 64"), 2);
-        ASSERT_TRUE(c->source_token && c->target_token && strlen(c->source_token) == 48);
-        char sql[256];
-        snprintf(sql, sizeof(sql), "SELECT COUNT(*) FROM enrolment_tokens WHERE hash = '%s'",
-                 c->source_token);
+        ASSERT_INT(count(m, "SELECT COUNT(*) FROM enrolment_tokens WHERE role = 'source' AND used_at = 0"),
+                   1);
+        snprintf(sql, sizeof(sql), "SELECT COUNT(*) FROM enrolment_tokens WHERE hash = '%s'", token);
         ASSERT_INT(count(m, sql), 0); /* only the hash is stored */
+        free(token);
+        free(token2);
         ASSERT_INT(count(m, "SELECT COUNT(*) FROM clone_sessions WHERE status = 'waiting'"), 1);
         ASSERT_BUS_ERROR(clone_start(c, E), PB_ERROR_INVALID_STATE);
         change.target_device = "/dev/sdz";
@@ -191,7 +198,7 @@ static void test_restart(const char *dir, Manager **m) {
         c = hashmap_get((*m)->sessions, id);
         ASSERT_TRUE(c);
         ASSERT_INT(c->status, status);
-        ASSERT_INT(store_schema_version((*m)->store), 7);
+        ASSERT_INT(store_schema_version((*m)->store), 8);
 }
 
 static int take_session(void *userdata, CloneSession *c) {

@@ -35,6 +35,9 @@ install() {
                 "$systemdsystemunitdir/network-pre.target" "$systemdsystemunitdir/multi-user.target" \
                 /usr/lib/sysusers.d/systemd-network.conf /usr/lib/sysusers.d/basic.conf
         mkdir -p "$initdir/etc/systemd/network"
-        printf '[Match]\nName=en* eth*\n\n[Network]\nDHCP=yes\n' >"$initdir/etc/systemd/network/80-pureboot-dhcp.network"
+        # The same client identifier as the firmware's DHCP (the MAC), so the deploy image gets the address
+        # the boot answer went to: enrolment tokens are bound to it.
+        printf '[Match]\nName=en* eth*\n\n[Network]\nDHCP=yes\n\n[DHCPv4]\nClientIdentifier=mac\n' \
+                >"$initdir/etc/systemd/network/80-pureboot-dhcp.network"
         $SYSTEMCTL -q --root "$initdir" enable systemd-networkd.service systemd-networkd-wait-online.service
 }

@@ -1,0 +1,310 @@
+/* SPDX-License-Identifier: MIT */
+/* What a machine that network-boots is told: boot its own disk, wait, or boot the deploy image for its
+ * part in a clone or in partition mode, with an enrolment token; unknown machines are registered as
+ * discovered. The bridge asks for each iPXE or Pi boot (Gateway.Boot). */
+#include "boot.h"
+#include "clone.h"
+#include "format.h"
+#include "identity.h"
+#include "log.h"
+#include "nfsroot.h"
+#include "node.h"
+#include "pureboot-errors.h"
+#include "token.h"
+#include "util.h"
+
+void boot_answer_done(BootAnswer *a) {
+        free(a->workflow);
+        free(a->node);
+        free(a->state);
+        json_object_put(a->parameters);
+        *a = (BootAnswer){};
+}
+
+/* The session a node takes part in, if any is not finished: the running one first, else a pending one. */
+static CloneSession *session_of_node(Manager *m, const Node *n, const char **ret_role) {
+        CloneSession *c, *pending = NULL;
+        HASHMAP_FOREACH (c, m->sessions, i) {
+                /* A target added to a session shares its source: the source boots for that session. */
+                bool source = !c->follows && streq_ptr(c->source_node, n->id),
+                     target = streq_ptr(c->target_node, n->id);
+                if (!source && !target)
+                        continue;
+                if (clone_status_is_active(c->status)) {
+                        *ret_role = source ? "source" : "target";
+                        return c;
+                }
+                if (c->status == CLONE_PENDING)
+                        pending = c;
+        }
+        *ret_role = NULL;
+        return pending;
+}
+
+/* Counts of unknown machines registered in the current minute: per address, and in all. */
+typedef struct Discoveries {
+        char *address;
+        uint64_t count;
+} Discoveries;
+
+static void discoveries_reset(Manager *m, uint64_t window) {
+        Discoveries *d;
+        HASHMAP_FOREACH (d, m->discoveries, i) {
+                hashmap_remove(m->discoveries, d->address);
+                free(d->address);
+                free(d);
+        }
+        m->discovery_window = window;
+        m->discovery_count = 0;
+}
+
+void boot_done(Manager *m) {
+        if (m->discoveries)
+                discoveries_reset(m, 0);
+        m->discoveries = hashmap_free(m->discoveries);
+}
+
+/* Whether an unknown machine at address may be registered now: [Discovery] limits the registrations per
+ * address and in all per minute, and the number of discovered nodes, so that a flood of made-up MACs
+ * fills neither the database nor the operator's node list. Returns 1 (and counts it), 0, or < 0. */
+static int discovery_allowed(Manager *m, const char *address, const char **ret_why) {
+        uint64_t window = now_monotonic_usec() / (60 * USEC_PER_SEC), discovered = 0;
+        Discoveries *d;
+        Node *n;
+
+        if (!m->discoveries && !(m->discoveries = hashmap_new()))
+                return -ENOMEM;
+        if (window != m->discovery_window)
+                discoveries_reset(m, window);
+        HASHMAP_FOREACH (n, m->nodes, i)
+                discovered += streq(n->state, "discovered");
+        d = hashmap_get(m->discoveries, strempty(address));
+        if (discovered >= m->config.max_discovered)
+                *ret_why = "MaxDiscoveredNodes";
+        else if (m->discovery_count >= m->config.discover_per_minute)
+                *ret_why = "PerMinute";
+        else if (d && d->count >= m->config.discover_per_address)
+                *ret_why = "PerAddressPerMinute";
+        else
+                *ret_why = NULL;
+        if (*ret_why)
+                return 0;
+        if (!d) {
+                d = calloc(1, sizeof(Discoveries));
+                if (!d || !(d->address = strdup(strempty(address))) ||
+                    hashmap_put(m->discoveries, d->address, d) < 0) {
+                        if (d)
+                                free(d->address);
+                        free(d);
+                        return -ENOMEM;
+                }
+        }
+        d->count++;
+        m->discovery_count++;
+        return 1;
+}
+
+/* Registers a machine nobody registered, as discovered: Pis by serial (with a locally administered MAC made
+ * from it if they named none), others by MAC. *ret is NULL when the limits say no. */
+static int discover(Manager *m, const char *kind, const char *mac, const char *serial, const char *address,
+                    Node **ret, sd_bus_error *error) {
+        _cleanup_free_ char *made_mac = NULL, *hostname = NULL, *path = NULL;
+        const char *why;
+        Node *n;
+        int r;
+
+        r = discovery_allowed(m, address, &why);
+        if (r < 0)
+                return r;
+        if (r == 0) {
+                log_warning("Not registering the unknown machine %s%s at %s: [Discovery] %s= is reached; it "
+                            "boots "
+                            "its own disk.",
+                            serial ? "with serial " : "", serial ?: mac, strna(address), why);
+                *ret = NULL;
+                return 0;
+        }
+        if (!mac &&
+            asprintf(&made_mac, "02:00:%.2s:%.2s:%.2s:%.2s", serial, serial + 2, serial + 4, serial + 6) < 0)
+                return -ENOMEM;
+        mac = mac ?: made_mac;
+        if (serial ? asprintf(&hostname, "pi-%s", serial) < 0
+                   : asprintf(&hostname, "node-%.2s%.2s%.2s%.2s%.2s%.2s", mac, mac + 3, mac + 6, mac + 9,
+                              mac + 12, mac + 15) < 0)
+                return -ENOMEM;
+        r = node_register(m, hostname, mac, streq(kind, "pi") ? "arm64" : "x86_64", serial, "discovered", &n,
+                          error);
+        if (r < 0)
+                return r;
+        path = node_path(n);
+        if (path && m->bus) {
+                (void) sd_bus_emit_object_added(m->bus, path);
+                (void) sd_bus_emit_signal(m->bus, PB_ROOT_PATH, PB_IFACE("Manager"), "NodeNew", "so", n->id,
+                                          path);
+        }
+        log_info("Discovered %s (MAC %s%s%s) at its first network boot, from %s.", n->hostname, n->mac,
+                 n->serial ? ", serial " : "", strempty(n->serial), strna(address));
+        /* A diskless fleet: new Pis boot from the NFS root at once. */
+        if (serial && m->config.nfsroot_workflow) {
+                r = node_set_boot_mode(n, "nfs", m->config.nfsroot_workflow, error);
+                if (r < 0)
+                        return r;
+        }
+        *ret = n;
+        return 0;
+}
+
+/* A machine asks to be the node n, or n's role in session c: it gets a token for that name (bound to its
+ * address; the name's earlier token and certificate revoked) unless the name's certificate is live — then
+ * it is another machine claiming a name in use, and is refused, in the log, the audit trail and on the
+ * session. Returns 1 with *ret_token, 0 when refused, < 0 on failure. */
+static int claim(Manager *m, Node *n, CloneSession *c, const char *role, const char *address,
+                 char **ret_token) {
+        _cleanup_free_ char *cn = NULL, *message = NULL;
+        const Identity *live;
+        int r;
+
+        r = identity_name(n->id, c ? c->id : NULL, role, &cn);
+        if (r < 0)
+                return r;
+        if (identity_is_live(m, cn, &live)) {
+                if (asprintf(&message,
+                             "%s: a boot answer for %s was asked for from %s (MAC %s) while its certificate "
+                             "%s, "
+                             "enrolled from %s, is in use; refused",
+                             format_timestamp((char[FORMAT_TIMESTAMP_MAX]){}, now_realtime_usec()), cn,
+                             strna(address), n->mac, live->serial, strna(live->address)) < 0)
+                        return -ENOMEM;
+                log_warning("Refused a second claim on %s: boot answer asked for from %s (MAC %s) while its "
+                            "certificate %s is in use. If that machine is being replaced, revoke the "
+                            "certificate "
+                            "(purebootctl ca revoke %s).",
+                            cn, strna(address), n->mac, live->serial, live->serial);
+                (void) store_event(m->store, m->bridge_uid, "RefusedClaim", cn, strna(address));
+                if (c)
+                        clone_note_refused_claim(c, message);
+                return 0;
+        }
+        r = identity_revoke(m, cn);
+        if (r >= 0)
+                r = token_mint(m, n->id, c ? c->id : NULL, role, address, ret_token);
+        return r < 0 ? r : 1;
+}
+
+int boot_answer(Manager *m, const char *kind, const char *mac, const char *serial, const char *address,
+                BootAnswer *ret, sd_bus_error *error) {
+        _cleanup_free_ char *canonical_mac = NULL, *canonical_serial = NULL, *token = NULL, *state = NULL,
+                            *mode = NULL, *workflow = NULL;
+        _cleanup_(json_object_unrefp) json_object *params = NULL;
+        const char *action = "local_boot", *role = NULL;
+        Node *n = NULL, *v;
+        CloneSession *c = NULL;
+        int r;
+
+        if (!STR_IN_SET(kind, "ipxe", "pi"))
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                         "Boot kind \"%.16s\" is not ipxe or pi.", kind);
+        if (!isempty(mac) && mac_normalize(mac, &canonical_mac) < 0)
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                         "mac=%.64s is not a MAC address (aa:bb:cc:dd:ee:ff).", mac);
+        if (!isempty(serial) && node_serial_normalize(serial, &canonical_serial) < 0)
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                         "serial=%.64s is not a Raspberry Pi serial (8 hex digits).",
+                                         serial);
+        if (streq(kind, "ipxe") ? !canonical_mac : !canonical_serial)
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                         streq(kind, "ipxe") ? "An iPXE boot names the machine by mac=."
+                                                             : "A Pi boot names the machine by serial=.");
+        address = isempty(address) ? NULL : address;
+        HASHMAP_FOREACH (v, m->nodes, i)
+                if ((canonical_serial && streq_ptr(v->serial, canonical_serial)) ||
+                    (!canonical_serial && streq(v->mac, canonical_mac)))
+                        n = v;
+        if (!n) {
+                r = discover(m, kind, canonical_mac, canonical_serial, address, &n, error);
+                if (r < 0)
+                        return r;
+                if (!n) { /* over the limits: its own disk, and nothing recorded */
+                        *ret = (BootAnswer){ .action = "local_boot",
+                                             .workflow = strdup(""),
+                                             .node = strdup(""),
+                                             .state = strdup("unknown"),
+                                             .parameters = json_object_new_object() };
+                        return ret->workflow && ret->node && ret->state && ret->parameters ? 0 : -ENOMEM;
+                }
+        }
+
+        params = json_object_new_object();
+        if (!params)
+                return -ENOMEM;
+        c = session_of_node(m, n, &role);
+        if (c && role) {
+                r = claim(m, n, c, role, address, &token);
+                if (r < 0)
+                        return r;
+                if (r == 0)
+                        action = "refused"; /* its name is in use: ask again later, when it may be free */
+                else {
+                        if (asprintf(&workflow, "clone-%s-%s", role, c->mode) < 0 ||
+                            asprintf(&mode, "clone_%s_%s", role, c->mode) < 0 ||
+                            asprintf(&state, "cloning_%s", role) < 0)
+                                return -ENOMEM;
+                        json_object_object_add(params, "mode", json_object_new_string(mode));
+                        json_object_object_add(params, "session", json_object_new_string(c->id));
+                        json_object_object_add(params, "node", json_object_new_string(n->id));
+                        json_object_object_add(params, "token", json_object_new_string(token));
+                        json_object_object_add(params, "device",
+                                               json_object_new_string(streq(role, "source")
+                                                                              ? c->source_device
+                                                                              : c->target_device));
+                        action = "deploy_image";
+                }
+        } else if (streq(n->boot_mode, "partition")) {
+                r = claim(m, n, NULL, "node", address, &token);
+                if (r < 0)
+                        return r;
+                if (r == 0)
+                        action = "refused";
+                else {
+                        if (!(workflow = strdup("partition")) || !(state = strdup("partitioning")))
+                                return -ENOMEM;
+                        json_object_object_add(params, "mode", json_object_new_string("partition"));
+                        json_object_object_add(params, "node", json_object_new_string(n->id));
+                        json_object_object_add(params, "token", json_object_new_string(token));
+                        action = "deploy_image";
+                }
+        } else if (streq(n->boot_mode, "nfs")) {
+                /* Diskless: the workflow names the NFS server and root; the Pi's overlay names its base. */
+                _cleanup_free_ char *base = nfsroot_base_for(m, n->serial);
+                if (!(workflow = strdup(n->boot_workflow ?: "pi-diskless-nfs")) ||
+                    !(state = strdup("active")))
+                        return -ENOMEM;
+                json_object_object_add(params, "node", json_object_new_string(n->id));
+                if (n->serial)
+                        json_object_object_add(params, "serial", json_object_new_string(n->serial));
+                if (base)
+                        json_object_object_add(params, "base", json_object_new_string(base));
+                json_object_object_add(params, "hostname", json_object_new_string(n->hostname));
+                action = "nfs_boot";
+        } else if (c)
+                action = "wait"; /* its session is not started yet: ask again soon */
+
+        n->last_seen = now_realtime_usec();
+        if (state && free_and_strdup(&n->state, state) < 0)
+                return -ENOMEM;
+        r = node_save(n);
+        if (r < 0)
+                return r;
+        *ret = (BootAnswer){
+                .action = action,
+                .workflow = workflow ? TAKE_PTR(workflow) : strdup(""),
+                .node = strdup(n->id),
+                .state = strdup(n->state),
+                .parameters = TAKE_PTR(params),
+        };
+        if (!ret->workflow || !ret->node || !ret->state) {
+                boot_answer_done(ret);
+                return -ENOMEM;
+        }
+        return 0;
+}
