@@ -21,6 +21,8 @@
 
 #define STREAM_BLOCK (256U * 1024)
 #define MAX_STREAMS 4
+#define SOURCE_HANDSHAKE_TIMEOUT_SEC 5U
+#define SOURCE_IDLE_TIMEOUT_SEC 120U
 
 struct Source {
         Agent *agent;
@@ -247,8 +249,10 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         uint64_t offset;
         (void) version, (void) data, (void) data_size;
 
-        if (!*req_cls) { /* headers only so far */
+        if (!*req_cls) { /* headers only so far: the handshake is done, the short timeout is over */
                 *req_cls = s;
+                (void) MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT,
+                                                 SOURCE_IDLE_TIMEOUT_SEC);
                 return MHD_YES;
         }
         if (!streq(url, "/disk"))
@@ -332,6 +336,16 @@ static int report_ready(Source *s) {
         return queue_push(a->queue, "ReportSourceReady", p);
 }
 
+/* A connection gets a few seconds for its TLS handshake and request (set back at the request): one that
+ * connects and says nothing holds a slot no longer. */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code) {
+        (void) cls, (void) socket_context;
+        if (code == MHD_CONNECTION_NOTIFY_STARTED)
+                (void) MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT,
+                                                 SOURCE_HANDSHAKE_TIMEOUT_SEC);
+}
+
 static int serve(Source *s) {
         Agent *a = s->agent;
         int r;
@@ -340,13 +354,16 @@ static int serve(Source *s) {
         if (r < 0)
                 return r;
         s->daemon = MHD_start_daemon(
-                MHD_USE_TLS | MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_USE_DUAL_STACK, a->settings.port, NULL, NULL,
-                on_access, s, MHD_OPTION_HTTPS_MEM_KEY, a->key_pem, MHD_OPTION_HTTPS_MEM_CERT, a->cert_pem,
-                MHD_OPTION_HTTPS_MEM_TRUST, a->ca_pem, MHD_OPTION_HTTPS_PRIORITIES,
-                "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2", MHD_OPTION_CONNECTION_LIMIT, (unsigned) 8,
+                MHD_USE_TLS | MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_USE_DUAL_STACK, a->settings.port, NULL,
+                NULL, on_access, s, MHD_OPTION_HTTPS_MEM_KEY, a->key_pem, MHD_OPTION_HTTPS_MEM_CERT,
+                a->cert_pem, MHD_OPTION_HTTPS_MEM_TRUST, a->ca_pem, MHD_OPTION_HTTPS_PRIORITIES,
+                "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2",
+                /* Room for the target's resumes, and not much for anyone else: per address, a few. */
+                MHD_OPTION_CONNECTION_LIMIT, (unsigned) 64, MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned) 4,
+                MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL,
                 /* Room for large chunks of the stream: fewer, fuller TLS writes. */
                 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) STREAM_BLOCK + 64 * 1024,
-                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) 120, MHD_OPTION_END);
+                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) SOURCE_IDLE_TIMEOUT_SEC, MHD_OPTION_END);
         if (!s->daemon)
                 return log_error_errno(EADDRINUSE, "Failed to serve on port %u (in use?).", a->settings.port);
         r = mhd_event_attach(a->event, s->daemon, &s->mhd);

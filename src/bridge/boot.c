@@ -229,7 +229,8 @@ int boot_answer(Request *req, bool pi) {
 
 int boot_file_answer(Request *req, const char *path) {
         const char *dir = req->bridge->config.boot_dir ?: "/srv/pureboot/boot";
-        struct open_how how = { .flags = O_RDONLY | O_CLOEXEC | O_NOCTTY,
+        /* O_NONBLOCK: a FIFO put there must not stall the bridge for everyone (it is refused below). */
+        struct open_how how = { .flags = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK,
                                 .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS };
         _cleanup_close_ int dfd = -EBADF, fd = -EBADF;
         struct stat st;

@@ -31,11 +31,14 @@ static int property_get_string(sd_bus *bus, const char *path, const char *interf
                                                                          : strempty(m->config.nfsroot_default_base));
 }
 
-static int authorize(Manager *m, sd_bus_message *msg, const char *verb, const char *what, sd_bus_error *error) {
+static int authorize_with(Manager *m, sd_bus_message *msg, const char *verb, const char *what,
+                          BusOptions *ret, sd_bus_error *error) {
         BusOptions o;
         int r = bus_read_options(msg, &o, error);
         if (r < 0)
                 return r;
+        if (ret)
+                *ret = o;
         return polkit_verify(m, msg, "org.pureboot.controller1.manage-nfsroot",
                              (const char *const[]){ "verb", verb, "name", what, NULL }, bus_interactive(msg, &o),
                              error);
@@ -58,8 +61,13 @@ static int method_list_base_images(sd_bus_message *msg, void *userdata, sd_bus_e
         return r < 0 ? r : sd_bus_send(NULL, reply, NULL);
 }
 
+static int authorize(Manager *m, sd_bus_message *msg, const char *verb, const char *what,
+                     sd_bus_error *error) {
+        return authorize_with(m, msg, verb, what, NULL, error);
+}
+
 /* The import's answer goes to the caller when the child is done. */
-static void on_imported(Manager *m, const char *name, const char *why, void *userdata) {
+static void on_imported(Manager *m, const char *name, const char *why, const char *summary, void *userdata) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *msg = userdata;
         if (why) {
                 (void) sd_bus_reply_method_errorf(msg, PB_ERROR_INVALID_ARGUMENT,
@@ -70,16 +78,17 @@ static void on_imported(Manager *m, const char *name, const char *why, void *use
         }
         emit(m, "BaseImages");
         manager_audit(m, msg, "ImportBaseImage", name, "ok");
-        (void) sd_bus_reply_method_return(msg, NULL);
+        (void) sd_bus_reply_method_return(msg, "s", strempty(summary));
 }
 
-static int import(sd_bus_message *msg, Manager *m, const char *name, int fd, sd_bus_error *error) {
+static int import(sd_bus_message *msg, Manager *m, const char *name, int fd, const BusOptions *o,
+                  sd_bus_error *error) {
         int r;
         if (!nfsroot_name_is_valid(name))
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
                                          "\"%.64s\" is not a base image name: a letter or digit, then letters, "
                                          "digits, '.', '_' or '-', at most 64.", name);
-        r = nfsroot_import(m, name, fd, on_imported, sd_bus_message_ref(msg), error);
+        r = nfsroot_import(m, name, fd, o->keep_setuid, on_imported, sd_bus_message_ref(msg), error);
         if (r < 0)
                 sd_bus_message_unref(msg);
         return r < 0 ? r : 1; /* answered when the import ends */
@@ -93,10 +102,11 @@ static int method_import(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         r = sd_bus_message_read(msg, "sh", &name, &fd);
         if (r < 0)
                 return r;
-        r = authorize(m, msg, "import", name, error);
+        BusOptions o;
+        r = authorize_with(m, msg, "import", name, &o, error);
         if (r <= 0)
                 return r < 0 ? r : 1;
-        return import(msg, m, name, fd, error);
+        return import(msg, m, name, fd, &o, error);
 }
 
 static int method_import_file(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
@@ -108,15 +118,20 @@ static int method_import_file(sd_bus_message *msg, void *userdata, sd_bus_error 
         r = sd_bus_message_read(msg, "ss", &name, &path);
         if (r < 0)
                 return r;
-        r = authorize(m, msg, "import", name, error);
+        BusOptions o;
+        r = authorize_with(m, msg, "import", name, &o, error);
         if (r <= 0)
                 return r < 0 ? r : 1;
         if (path[0] != '/')
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT, "\"%.200s\" is not an absolute path.", path);
-        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        fd = open_regular(path);
+        if (fd == -EBADFD)
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                         "%.200s is not a regular file; give the path of a tar archive.",
+                                         path);
         if (fd < 0)
-                return sd_bus_error_set_errnof(error, errno, "Cannot open %s: %m", path);
-        return import(msg, m, name, fd, error);
+                return sd_bus_error_set_errnof(error, -fd, "Cannot open %s: %m", path);
+        return import(msg, m, name, fd, &o, error);
 }
 
 static int method_create_overlay(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
@@ -186,22 +201,24 @@ static const sd_bus_vtable nfsroot_vtable[] = {
         SD_BUS_PROPERTY("DefaultBaseImage", "s", property_get_string, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("BaseImages", "as", property_get_list, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Nodes", "as", property_get_list, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-        SD_BUS_METHOD_WITH_ARGS("ListBaseImages", SD_BUS_NO_ARGS, SD_BUS_RESULT("as", names), method_list_base_images,
-                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("ListBaseImages", SD_BUS_NO_ARGS, SD_BUS_RESULT("as", names),
+                                method_list_base_images, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("ImportBaseImage", SD_BUS_ARGS("s", name, "h", archive, "a{sv}", options),
-                                SD_BUS_NO_RESULT, method_import, SD_BUS_VTABLE_UNPRIVILEGED),
+                                SD_BUS_RESULT("s", summary), method_import, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("ImportBaseImageFile", SD_BUS_ARGS("s", name, "s", path, "a{sv}", options),
-                                SD_BUS_NO_RESULT, method_import_file, SD_BUS_VTABLE_UNPRIVILEGED),
+                                SD_BUS_RESULT("s", summary), method_import_file, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("CreateNodeOverlay",
-                                SD_BUS_ARGS("s", serial, "s", base, "s", hostname, "a{sv}", options), SD_BUS_NO_RESULT,
-                                method_create_overlay, SD_BUS_VTABLE_UNPRIVILEGED),
-        SD_BUS_METHOD_WITH_ARGS("DeleteNodeOverlay", SD_BUS_ARGS("s", serial, "a{sv}", options), SD_BUS_NO_RESULT,
-                                method_delete_overlay, SD_BUS_VTABLE_UNPRIVILEGED),
-        SD_BUS_METHOD_WITH_ARGS("GetNodeInfo", SD_BUS_ARGS("s", serial),
-                                SD_BUS_RESULT("s", serial, "s", base, "s", hostname, "s", machine_id, "t", created),
-                                method_get_node_info, SD_BUS_VTABLE_UNPRIVILEGED),
+                                SD_BUS_ARGS("s", serial, "s", base, "s", hostname, "a{sv}", options),
+                                SD_BUS_NO_RESULT, method_create_overlay, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("DeleteNodeOverlay", SD_BUS_ARGS("s", serial, "a{sv}", options),
+                                SD_BUS_NO_RESULT, method_delete_overlay, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS(
+                "GetNodeInfo", SD_BUS_ARGS("s", serial),
+                SD_BUS_RESULT("s", serial, "s", base, "s", hostname, "s", machine_id, "t", created),
+                method_get_node_info, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("GetOverlayMountOptions", SD_BUS_ARGS("s", serial, "s", base),
-                                SD_BUS_RESULT("s", options), method_get_overlay_options, SD_BUS_VTABLE_UNPRIVILEGED),
+                                SD_BUS_RESULT("s", options), method_get_overlay_options,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_VTABLE_END,
 };
 

@@ -17,7 +17,7 @@ int bus_read_options(sd_bus_message *m, BusOptions *ret, sd_bus_error *error) {
                 r = sd_bus_message_peek_type(m, NULL, &contents);
                 if (r < 0)
                         return r;
-                if (streq(key, "auth.no_user_interaction")) {
+                if (STR_IN_SET(key, "auth.no_user_interaction", "keep_setuid")) {
                         int b;
                         if (!streq(contents, "b"))
                                 return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
@@ -26,7 +26,7 @@ int bus_read_options(sd_bus_message *m, BusOptions *ret, sd_bus_error *error) {
                         r = sd_bus_message_read(m, "v", "b", &b);
                         if (r < 0)
                                 return r;
-                        o.no_user_interaction = b;
+                        *(streq(key, "keep_setuid") ? &o.keep_setuid : &o.no_user_interaction) = b;
                 } else {
                         if (streq(key, "idempotency_key"))
                                 target = &o.idempotency_key;
@@ -44,7 +44,7 @@ int bus_read_options(sd_bus_message *m, BusOptions *ret, sd_bus_error *error) {
                                 return sd_bus_error_setf(
                                         error, SD_BUS_ERROR_INVALID_ARGS,
                                         "Unknown option \"%s\". Known options: "
-                                        "auth.no_user_interaction, idempotency_key, storage, "
+                                        "auth.no_user_interaction, keep_setuid, idempotency_key, storage, "
                                         "resize_mode, ip, serial, workflow.",
                                         key);
                         if (!streq(contents, "s"))

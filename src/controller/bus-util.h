@@ -11,6 +11,7 @@
 
 typedef struct BusOptions {
         bool no_user_interaction; /* auth.no_user_interaction */
+        bool keep_setuid;         /* keep_setuid: base image imports keep setuid/setgid bits */
         const char *idempotency_key, *storage, *resize_mode, *ip, *serial, *workflow;
 } BusOptions;
 

@@ -54,9 +54,12 @@ int nfsroot_ensure(Manager *m, sd_bus_error *error) {
         int r;
         if (!base || !nodes)
                 return -ENOMEM;
-        r = mkdir_p(base, 0755);
+        /* Only root goes in: what the images hold is the Pis', not the server's local users'. */
+        r = mkdir_p(base, 0700);
         if (r >= 0)
-                r = mkdir_p(nodes, 0755);
+                r = mkdir_p(nodes, 0700);
+        if (r >= 0 && (chmod(base, 0700) < 0 || chmod(nodes, 0700) < 0))
+                r = -errno;
         if (r < 0)
                 return sd_bus_error_set_errnof(error, -r, "Cannot create the NFS root at %s: %s. Check [NfsRoot] Path= "
                                                "in controller.conf.", m->config.nfsroot_path, strerror(-r));
@@ -101,8 +104,34 @@ int nfsroot_list_nodes(Manager *m, char ***ret) {
         return dir ? list_dirs(dir, ret) : -ENOMEM;
 }
 
+/* What an import leaves out or changes, said in its answer. */
+typedef struct ImportNotes {
+        unsigned special, setuid; /* device nodes, FIFOs and sockets left out; setuid/setgid bits cleared */
+        json_object *special_names; /* the first few left out */
+} ImportNotes;
+
+/* Device nodes, FIFOs and sockets are not imported: under an exported directory a raw block device of the
+ * server or a FIFO would be anyone's, and a diskless root gets /dev from devtmpfs anyway. Setuid and setgid
+ * bits are cleared unless asked for (keep_setuid): an imported root set-uid program runs on the server too.
+ * Returns whether to skip the entry. */
+static bool import_filter(struct archive_entry *e, bool keep_setuid, ImportNotes *notes) {
+        mode_t type = archive_entry_filetype(e), perm = archive_entry_perm(e);
+
+        if (type == AE_IFCHR || type == AE_IFBLK || type == AE_IFIFO || type == AE_IFSOCK) {
+                if (notes->special++ < 5)
+                        json_object_array_add(notes->special_names,
+                                              json_object_new_string(archive_entry_pathname(e)));
+                return true;
+        }
+        if (!keep_setuid && (perm & (S_ISUID | S_ISGID))) {
+                archive_entry_set_perm(e, perm & ~(mode_t) (S_ISUID | S_ISGID));
+                notes->setuid++;
+        }
+        return false;
+}
+
 /* In the child: reads the archive on fd into dir (the current directory). Returns NULL or why not. */
-static char *extract(int fd) {
+static char *extract(int fd, bool keep_setuid, ImportNotes *notes) {
         struct archive *in = archive_read_new(), *out = archive_write_disk_new();
         struct archive_entry *e;
         char *why = NULL;
@@ -130,6 +159,10 @@ static char *extract(int fd) {
                 if (r < ARCHIVE_WARN) {
                         (void) asprintf(&why, "the archive is damaged: %s", archive_error_string(in));
                         goto done;
+                }
+                if (import_filter(e, keep_setuid, notes)) {
+                        (void) archive_read_data_skip(in);
+                        continue;
                 }
                 if (archive_write_header(out, e) < ARCHIVE_WARN) {
                         (void) asprintf(&why, "refused \"%s\": %s", archive_entry_pathname(e), archive_error_string(out));
@@ -164,12 +197,15 @@ done:
 typedef struct ImportJob {
         const char *base_dir, *name;
         int fd;
+        bool keep_setuid;
 } ImportJob;
 
 /* In the child: extracts into a temporary directory, then renames it into place. */
 static json_object *import_child(void *data, char **ret_why) {
         ImportJob *j = data;
         _cleanup_free_ char *tmp = NULL, *final = NULL, *why = NULL;
+        ImportNotes notes = { .special_names = json_object_new_array() };
+        json_object *result;
 
         if (asprintf(&tmp, "%s/.import-%s-XXXXXX", j->base_dir, j->name) < 0 ||
             asprintf(&final, "%s/%s", j->base_dir, j->name) < 0)
@@ -184,7 +220,7 @@ static json_object *import_child(void *data, char **ret_why) {
                 return NULL;
         }
         (void) umask(0022);
-        why = extract(j->fd);
+        why = extract(j->fd, j->keep_setuid, &notes);
         if (!why && chmod(tmp, 0755) < 0)
                 (void) asprintf(&why, "cannot open up %s: %m", tmp);
         /* The image appears under its name whole, or not at all; an existing one is never replaced. */
@@ -195,8 +231,47 @@ static json_object *import_child(void *data, char **ret_why) {
                 (void) chdir("/");
                 (void) rm_rf(tmp);
                 *ret_why = TAKE_PTR(why);
+                json_object_put(notes.special_names);
+                return NULL;
         }
-        return NULL;
+        result = json_object_new_object();
+        json_object_object_add(result, "special", json_object_new_int64(notes.special));
+        json_object_object_add(result, "specialNames", notes.special_names);
+        json_object_object_add(result, "setuid", json_object_new_int64(notes.setuid));
+        return result;
+}
+
+/* One sentence for the operator: what was imported, and what of the archive was not, or not as it was. */
+static char *import_summary(const char *name, json_object *result) {
+        int64_t special = json_get_int(result, "special"), setuid = json_get_int(result, "setuid");
+        _cleanup_free_ char *list = NULL;
+        json_object *names = NULL;
+        char *s = NULL;
+
+        if (strextend_printf(&s, "Imported base image %s.", name) < 0)
+                return NULL;
+        if (special > 0) {
+                (void) json_object_object_get_ex(result, "specialNames", &names);
+                for (size_t i = 0; i < json_object_array_length(names); i++)
+                        if (strextend_printf(&list, "%s%s", i > 0 ? ", " : "",
+                                             json_object_get_string(json_object_array_get_idx(names, i))) <
+                            0)
+                                return mfree(s);
+                if (strextend_printf(&s,
+                                     " Left out %" PRIi64
+                                     " device node%s, FIFO%s or socket%s (%s%s): a diskless root "
+                                     "gets /dev from devtmpfs.",
+                                     special, special == 1 ? "" : "s", special == 1 ? "" : "s",
+                                     special == 1 ? "" : "s", strempty(list), special > 5 ? ", …" : "") < 0)
+                        return mfree(s);
+        }
+        if (setuid > 0 &&
+            strextend_printf(&s,
+                             " Cleared the setuid/setgid bits of %" PRIi64 " file%s (import with "
+                             "keep_setuid to keep them).",
+                             setuid, setuid == 1 ? "" : "s") < 0)
+                return mfree(s);
+        return s;
 }
 
 typedef struct ImportDone {
@@ -207,15 +282,16 @@ typedef struct ImportDone {
 
 static void on_import_exit(Manager *m, json_object *result, const char *why, void *userdata) {
         ImportDone *d = userdata;
-        (void) result;
+        _cleanup_free_ char *summary = why ? NULL : import_summary(d->name, result);
         if (!why)
-                log_info("Imported base image %s.", d->name);
-        d->done(m, d->name, why, d->userdata);
+                log_info("%s", strna(summary));
+        d->done(m, d->name, why, summary, d->userdata);
         free(d->name);
         free(d);
 }
 
-int nfsroot_import(Manager *m, const char *name, int fd, NfsRootImportDone done, void *userdata, sd_bus_error *error) {
+int nfsroot_import(Manager *m, const char *name, int fd, bool keep_setuid, NfsRootImportDone done,
+                   void *userdata, sd_bus_error *error) {
         _cleanup_free_ char *base_dir = dir_of(m, m->config.nfsroot_base_dir, NULL), *existing = NULL, *what = NULL;
         struct stat st;
         int r;
@@ -239,7 +315,7 @@ int nfsroot_import(Manager *m, const char *name, int fd, NfsRootImportDone done,
         }
         d->done = done;
         d->userdata = userdata;
-        ImportJob job = { .base_dir = base_dir, .name = name, .fd = fd };
+        ImportJob job = { .base_dir = base_dir, .name = name, .fd = fd, .keep_setuid = keep_setuid };
         r = worker_start(m, what, import_child, &job, on_import_exit, d, NULL);
         if (r < 0) {
                 free(d->name);

@@ -27,9 +27,12 @@ int nfsroot_list_nodes(Manager *m, char ***ret);
  * child process: libarchive's secure extraction (no absolute paths, no "..", nothing through or to a
  * symlink that leaves the image; owners, modes, ACLs and xattrs kept) into a temporary directory that is
  * renamed into place only when complete. done runs from the event loop with error set on failure. */
-typedef void (*NfsRootImportDone)(Manager *m, const char *name, const char *error, void *userdata);
-int nfsroot_import(Manager *m, const char *name, int fd, NfsRootImportDone done, void *userdata,
-                   sd_bus_error *error);
+typedef void (*NfsRootImportDone)(Manager *m, const char *name, const char *error, const char *summary,
+                                  void *userdata);
+/* Device nodes, FIFOs and sockets are left out, and setuid/setgid bits cleared unless keep_setuid; done
+ * gets a summary that says so. */
+int nfsroot_import(Manager *m, const char *name, int fd, bool keep_setuid, NfsRootImportDone done,
+                   void *userdata, sd_bus_error *error);
 
 /* Creates nodes/<serial>/{upper,work,merged} with upper/etc/hostname and a fresh upper/etc/machine-id.
  * base empty: the configured DefaultBaseImage, else the only one there is. */

@@ -48,16 +48,21 @@ static int nfsroot_import(sd_bus *bus, const char *name, const char *file) {
 
         if (fd < 0)
                 return log_error_errno(errno, "Cannot open %s: %m", file), EXIT_FAILED;
+        const char *summary;
+
         r = ctl_new_call(bus, NFSROOT_PATH, PB_IFACE("NfsRoot"), "ImportBaseImage", &m);
         if (r >= 0)
-                r = sd_bus_message_append(m, "sha{sv}", name, fd, 0);
+                r = arg.keep_setuid ? sd_bus_message_append(m, "sha{sv}", name, fd, 1, "keep_setuid", "b", 1)
+                                    : sd_bus_message_append(m, "sha{sv}", name, fd, 0);
         if (r < 0)
                 return EXIT_FAILED;
         /* A root filesystem takes a while: no timeout. */
         r = sd_bus_call(bus, m, UINT64_MAX, &error, &reply);
         if (r < 0)
                 return ctl_error(&error, r, "import the base image");
-        printf("Imported base image %s.\n", name);
+        if (sd_bus_message_read(reply, "s", &summary) < 0)
+                return EXIT_FAILED;
+        printf("%s\n", summary);
         return EXIT_OK;
 }
 

@@ -20,7 +20,7 @@ enum {
 };
 
 typedef struct Args {
-        bool no_pager, no_legend, no_ask_password, follow;
+        bool no_pager, no_legend, no_ask_password, follow, keep_setuid;
         JsonMode json;
         const char *mac, *hostname, *arch, *serial;
         const char *source, *target, *mode, *storage, *source_device, *target_device, *name, *resize, *key;

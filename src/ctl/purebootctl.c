@@ -388,13 +388,15 @@ static void help(void) {
                "  partition queue NODE DEV OP KEY=VALUE...\n"
                "      resize partition=N new_size_bytes=SIZE | create start_bytes=SIZE size_bytes=SIZE\n"
                "      [filesystem=FS] [label=L] [type=linux|efi|swap|msdata|fat32|lvm|raid|bios-boot|home]\n"
-               "      [table=gpt|msdos] | delete partition=N | format partition=N filesystem=FS [label=L] |\n"
+               "      [table=gpt|msdos] | delete partition=N | format partition=N filesystem=FS [label=L] "
+               "|\n"
                "      move partition=N new_start_bytes=SIZE | set_flag partition=N flag=F value=true|false\n"
                "      (SIZE in bytes or with K, M, G, T)\n"
                "  partition list NODE DEV | partition remove NODE DEV ID\n"
                "  partition apply NODE DEV [--follow]  Have the node apply what is queued\n"
                "Diskless nodes (NFS root):\n"
-               "  nfsroot list | nfsroot import NAME ARCHIVE.tar[.gz|.zst] | nfsroot show SERIAL\n"
+               "  nfsroot list | nfsroot import NAME ARCHIVE.tar[.gz|.zst] [--keep-setuid] | nfsroot show "
+               "SERIAL\n"
                "  nfsroot create SERIAL [BASE [HOSTNAME]] | nfsroot delete SERIAL\n"
                "  node set-mode NODE nfs               Boot it diskless (pi-diskless-nfs workflow)\n"
                "Clone sessions:\n"
@@ -458,6 +460,7 @@ static int parse_args(int argc, char *argv[]) {
                 ARG_ANALYZE,
                 ARG_EDIT,
                 ARG_SET,
+                ARG_KEEP_SETUID,
         };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
@@ -487,6 +490,7 @@ static int parse_args(int argc, char *argv[]) {
                 { "edit", required_argument, NULL, ARG_EDIT },
                 { "set", required_argument, NULL, ARG_SET },
                 { "csr", required_argument, NULL, ARG_CSR },
+                { "keep-setuid", no_argument, NULL, ARG_KEEP_SETUID },
                 {},
         };
         int c;
@@ -561,6 +565,9 @@ static int parse_args(int argc, char *argv[]) {
                         break;
                 case ARG_FOLLOW:
                         arg.follow = true;
+                        break;
+                case ARG_KEEP_SETUID:
+                        arg.keep_setuid = true;
                         break;
                 case ARG_ROLE:
                         arg.role = optarg;

@@ -28,13 +28,25 @@ static void update_timer(MhdEvent *m) {
 
 /* MHD sends one TLS record per run; while it says there is more to do at once, go on here rather than
  * through a loop iteration (and a timerfd) per record. */
+static unsigned connections(MhdEvent *m) {
+        const union MHD_DaemonInfo *info =
+                MHD_get_daemon_info(m->daemon, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+        return info ? info->num_connections : 0;
+}
+
 static void run(MhdEvent *m) {
+        unsigned before = connections(m);
         for (unsigned i = 0; i < 64; i++) {
                 MHD_UNSIGNED_LONG_LONG timeout;
                 (void) MHD_run(m->daemon);
                 if (MHD_get_timeout(m->daemon, &timeout) != MHD_YES || timeout > 0)
                         break;
         }
+        /* At its connection limit MHD takes the listening socket out of its epoll set, and puts it back only
+         * in the run after a connection closed: give it that run, or nothing wakes it for new connections
+         * again (a source that had its limit reached stopped accepting for good). */
+        if (connections(m) < before)
+                (void) MHD_run(m->daemon);
         update_timer(m);
 }
 

@@ -192,13 +192,32 @@ fail:;
         return r;
 }
 
+int open_regular(const char *path) {
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+        struct stat st;
+
+        if (fd < 0 || fstat(fd, &st) < 0)
+                return -errno;
+        if (!S_ISREG(st.st_mode))
+                return -EBADFD;
+        if (fcntl(fd, F_SETFL, O_RDONLY) < 0) /* blocking again: it is a file */
+                return -errno;
+        return TAKE_FD(fd);
+}
+
 int read_full_file(const char *path, char **ret, size_t *ret_size) {
-        _cleanup_fclose_ FILE *f = fopen(path, "re");
+        _cleanup_fclose_ FILE *f = NULL;
         _cleanup_free_ char *buf = NULL;
         size_t n = 0, allocated = 0;
+        int fd = open_regular(path);
 
-        if (!f)
+        if (fd < 0)
+                return fd;
+        f = fdopen(fd, "re");
+        if (!f) {
+                close(fd);
                 return -errno;
+        }
         for (;;) {
                 if (allocated - n < 4096) {
                         char *t = realloc(buf, allocated + 65536);

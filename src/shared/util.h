@@ -35,6 +35,9 @@ bool name_is_valid(const char *s, size_t max);
 /* Writes data to path via a temporary file in the same directory, fsync, rename, with the given mode. */
 int write_file_atomic(const char *path, const void *data, size_t size, mode_t mode);
 int read_full_file(const char *path, char **ret, size_t *ret_size);
+/* Opens path for reading if it is a regular file: -EBADFD for anything else. Opened without blocking, so
+ * a FIFO or a device put where a file was expected cannot stall the caller. */
+int open_regular(const char *path);
 /* All of size bytes at offset, retrying short transfers and EINTR; -EIO at an unexpected end. */
 int pread_full(int fd, void *buf, size_t size, uint64_t offset);
 int pwrite_full(int fd, const void *buf, size_t size, uint64_t offset);

@@ -318,3 +318,33 @@ def test_the_source_serves_only_the_live_target_certificate(clone_of, disks, tmp
     wait_for(lambda: read(second) == "403", timeout=45, what="the source to refuse a revoked certificate")
     assert "Refused to serve the disk (403): the certificate is revoked." in c.source.text()
     assert c.source.proc.poll() is None
+
+
+def test_half_open_connections_keep_no_one_out(clone_of, disks, tmp_path):
+    """50 TCP connections to the source that never start TLS, from one address: a few are held (the cap per
+    address) and only for the handshake timeout, the source keeps listening, and the real target gets the
+    disk. (The source used to stop accepting for good once 8 such connections reached its limit.)"""
+    import socket
+    source, files = disks.source()
+    target = disks.random("target")
+    c = clone_of(source.device, target.device)
+    c.source.start()
+    c.wait_status("source_ready", timeout=30)
+    address, port = c.prop("SourceAddress"), c.prop("SourcePort")
+    idle = []
+    for _ in range(50):
+        try:
+            idle.append(socket.create_connection((address, port), timeout=5))
+        except OSError:
+            pass  # refused once the cap per address is reached: also fine
+    c.target.start()
+    finish(c, source, target, files, tmp_path)
+    # Every one of them was closed by the source by now (5 s to hand-shake), none is left waiting.
+    for s in idle:
+        s.settimeout(10)
+        try:
+            assert s.recv(1) == b""
+        except ConnectionResetError:
+            pass
+        s.close()
+    assert c.source.wait(30) == 0

@@ -3,10 +3,19 @@
 threat model in the README): each case here was once possible, and each test fails on the code that
 allowed it."""
 
+import io
 import json
+import os
 import re
+import shutil
+import stat
 import subprocess
+import tarfile
+import tempfile
 import time
+from pathlib import Path
+
+import dbus
 
 import pytest
 
@@ -346,3 +355,88 @@ def test_a_sequence_far_ahead_is_refused_not_adopted(bridge, api, session, tmp_p
     assert api.prop(path, "CloneSession", "SourcePort") == 9002
     assert ready(now + 1000, 9003)[0] == 200  # a source restarted on another port
     assert api.prop(path, "CloneSession", "SourcePort") == 9003
+
+
+def special_tar(path):
+    """A root with what must not reach an exported directory as it is: device nodes of the server, a FIFO,
+    a socket, a setuid-root and a setgid program, and an ordinary file."""
+    with tarfile.open(path, "w") as t:
+        for name, kind, extra in (("dev", tarfile.DIRTYPE, {}), ("bin", tarfile.DIRTYPE, {}),
+                                  ("dev/loop0", tarfile.BLKTYPE, {"devmajor": 7, "devminor": 0}),
+                                  ("dev/mem", tarfile.CHRTYPE, {"devmajor": 1, "devminor": 1}),
+                                  ("run-fifo", tarfile.FIFOTYPE, {})):
+            info = tarfile.TarInfo(name)
+            info.type, info.mode = kind, 0o666 if kind != tarfile.DIRTYPE else 0o755
+            for k, v in extra.items():
+                setattr(info, k, v)
+            t.addfile(info)
+        for name, mode in (("bin/su", 0o4755), ("bin/wall", 0o2755), ("bin/plain", 0o755)):
+            info = tarfile.TarInfo(name)
+            info.mode, info.size = mode, 4
+            t.addfile(info, io.BytesIO(b"#!x\n"))
+    return path
+
+
+def import_file(nfs, name, path, **options):
+    opts = dbus.Dictionary({k: dbus.Boolean(v) for k, v in options.items()}, signature="sv")
+    return str(nfs.ImportBaseImageFile(name, str(path), opts, timeout=60))
+
+
+def test_hostile_base_images_lose_devices_and_setuid(controller, system_bus, tmp_path):
+    bus = dbus.bus.BusConnection(system_bus.env["DBUS_SYSTEM_BUS_ADDRESS"])
+    nfs = dbus.Interface(bus.get_object(DEST, f"{ROOT}/nfsroot"), f"{DEST}.NfsRoot")
+    root = controller.dir / "nfsroot"
+    archive = special_tar(tmp_path / "special.tar")
+    summary = import_file(nfs, "special", archive)
+    assert "Left out 3 device nodes, FIFOs or sockets" in summary and "dev/loop0" in summary, summary
+    assert "Cleared the setuid/setgid bits of 2 files" in summary, summary
+    image = root / "base/special"
+    assert sorted(p.name for p in (image / "dev").iterdir()) == [] and not (image / "run-fifo").exists()
+    assert stat.S_IMODE((image / "bin/su").stat().st_mode) == 0o755
+    assert stat.S_IMODE((image / "bin/wall").stat().st_mode) == 0o755
+    assert stat.S_IMODE((image / "bin/plain").stat().st_mode) == 0o755
+    # Only root goes into the images and overlays.
+    assert stat.S_IMODE((root / "base").stat().st_mode) == 0o700
+    assert stat.S_IMODE((root / "nodes").stat().st_mode) == 0o700
+    # Asked for, setuid bits stay (devices never come in).
+    summary = import_file(nfs, "special-suid", archive, keep_setuid=True)
+    assert "Cleared" not in summary and "Left out 3" in summary, summary
+    assert stat.S_IMODE((root / "base/special-suid/bin/su").stat().st_mode) == 0o4755
+    bus.close()
+
+
+def test_fifos_stall_nothing(controller, system_bus, tmp_path):
+    """A FIFO named where a file is expected (an import path, a boot file) is refused at once; the daemon
+    goes on answering everyone."""
+    bus = dbus.bus.BusConnection(system_bus.env["DBUS_SYSTEM_BUS_ADDRESS"])
+    nfs = dbus.Interface(bus.get_object(DEST, f"{ROOT}/nfsroot"), f"{DEST}.NfsRoot")
+    fifo = tmp_path / "archive.fifo"
+    os.mkfifo(fifo)
+    began = time.monotonic()
+    with pytest.raises(dbus.DBusException) as e:
+        import_file(nfs, "fifo", fifo)
+    assert "is not a regular file" in str(e.value), str(e.value)
+    assert time.monotonic() - began < 5
+    assert list(nfs.ListBaseImages()) == []
+    bus.close()
+
+    boot = Path(tempfile.mkdtemp(prefix="pureboot-boot-"))
+    try:
+        boot.chmod(0o755)
+        os.mkfifo(boot / "stuck")
+        (boot / "stuck").chmod(0o644)
+        (boot / "real").write_text("kernel\n")
+        (boot / "real").chmod(0o644)
+        b = Bridge(controller.bus, tmp_path, f"--boot-dir={boot}").start()
+        try:
+            def fetch(name):
+                r = subprocess.run(["curl", "-s", "-o", "-", "-w", "\n%{http_code}", "--max-time", "5",
+                                    "--cacert", str(b.ca), f"{b.url}/boot/files/{name}"],
+                                   capture_output=True, text=True)
+                return r.stdout.rpartition("\n")[2]
+            assert fetch("stuck") == "404"
+            assert fetch("real") == "200"
+        finally:
+            b.stop()
+    finally:
+        shutil.rmtree(boot, ignore_errors=True)
