@@ -35,7 +35,7 @@ typedef struct Region {
 
 /* Everything one operation needs: the disk through libparted and through a plain descriptor, and the undo. */
 typedef struct Job {
-        const char *device, *scratch_dir;
+        const char *device, *scratch_dir, *id;
         json_object *params;
         PedDevice *dev;
         PedDisk *disk;
@@ -486,51 +486,114 @@ static int op_set_flag(Job *j, PartitionInfo *p) {
         return commit(j);
 }
 
-/* Copies size bytes from one offset of the disk to another; overlapping ranges are copied from the end
- * that is not overwritten before it is read. */
-static int copy_range(Job *j, uint64_t from, uint64_t to, uint64_t size) {
+/* A move is journaled, so that a power cut or a kill in the middle of it is finished at the next start
+ * (apply_recover): <scratch>/move-journal.json says which partition goes from where to where, and how many
+ * bytes of it are copied; what the destination held is in move-undo.bin. Blocks are never larger than the
+ * distance moved, so a block's write never touches its own source, and the journal is made durable after
+ * each block (the data first), before the next block's write may overwrite the source of this one: so the
+ * block in flight at a crash can always be copied again from an intact source. */
+#define MOVE_JOURNAL "move-journal.json"
+
+static char *journal_path(const char *scratch_dir) {
+        char *p;
+        return asprintf(&p, "%s/" MOVE_JOURNAL, scratch_dir) < 0 ? NULL : p;
+}
+
+static int journal_write(const char *path, json_object *journal, uint64_t done) {
+        json_object_object_add(journal, "done", json_object_new_int64((int64_t) done));
+        const char *text = json_object_to_json_string_ext(journal, JSON_C_TO_STRING_PLAIN);
+        return write_file_atomic(path, text, strlen(text), 0600);
+}
+
+#if PB_FAULT_INJECTION
+/* Test builds: a pause after each block of a move, so a test can kill the agent in the middle of one. */
+static void move_fault_pause(void) {
+        const char *e = getenv("PUREBOOT_AGENT_FAULT_MOVE_BLOCK_MS");
+        if (e)
+                usleep((useconds_t) atoi(e) * 1000);
+}
+#else
+static void move_fault_pause(void) {
+}
+#endif
+
+/* Copies size bytes from one offset of the disk to another, from `done` bytes on, in blocks, in the
+ * direction that never reads data that is overwritten before it is read, journaling each block. */
+static int copy_range(Job *j, const char *journal_file, json_object *journal, uint64_t from, uint64_t to,
+                      uint64_t size, uint64_t done) {
+        uint64_t distance = to > from ? to - from : from - to;
+        size_t block = (size_t) MIN((uint64_t) COPY_BLOCK, distance);
         _cleanup_free_ uint8_t *buf = malloc(COPY_BLOCK);
         bool backwards = to > from;
+        int r;
+
         if (!buf)
                 return -ENOMEM;
-        for (uint64_t done = 0; done < size;) {
-                size_t n = (size_t) MIN((uint64_t) COPY_BLOCK, size - done);
+        while (done < size) {
+                size_t n = (size_t) MIN((uint64_t) block, size - done);
                 uint64_t at = backwards ? size - done - n : done;
-                int r = pread_full(j->fd, buf, n, from + at);
+                r = pread_full(j->fd, buf, n, from + at);
                 if (r >= 0)
                         r = pwrite_full(j->fd, buf, n, to + at);
+                if (r >= 0 && fdatasync(j->fd) < 0)
+                        r = -errno;
                 if (r < 0)
                         return job_fail(j, r, "Failed to copy the partition at %s: %s", FORMAT_BYTES(from + at),
                                         strerror(-r));
                 done += n;
+                r = journal_write(journal_file, journal, done);
+                if (r < 0)
+                        return job_fail(j, r, "Failed to journal the move in %s: %s", journal_file,
+                                        strerror(-r));
+                move_fault_pause();
         }
-        return fsync(j->fd) < 0 ? job_fail(j, -errno, "Failed to flush %s: %s", j->device, strerror(errno)) : 0;
+        return 0;
 }
 
 static int op_move(Job *j, PartitionInfo *p) {
         uint64_t to = (uint64_t) json_get_int(j->params, "new_start_bytes");
+        _cleanup_(json_object_unrefp) json_object *journal = json_object_new_object();
+        _cleanup_free_ char *journal_file = journal_path(j->scratch_dir);
         PedPartition *part = partition(j, p->number);
         int r;
 
         if (!part)
                 return -ENOENT;
+        if (!journal || !journal_file)
+                return -ENOMEM;
         /* All of the destination: where it overlaps the partition's current place, the copy overwrites data
          * the old table points at, which an undo must bring back too. */
         r = save_to_file(j, to, p->size);
         if (r < 0)
                 return job_fail(j, r, "Failed to save what the move overwrites to %s: %s", j->scratch_dir,
                                 strerror(-r));
-        r = copy_range(j, p->start, to, p->size);
+        json_object_object_add(journal, "device", json_object_new_string(j->device));
+        json_object_object_add(journal, "operation", j->id ? json_object_new_string(j->id) : NULL);
+        json_object_object_add(journal, "diskSize",
+                               json_object_new_int64((int64_t) (j->dev->length * j->sector)));
+        json_object_object_add(journal, "partition", json_object_new_int64(p->number));
+        json_object_object_add(journal, "from", json_object_new_int64((int64_t) p->start));
+        json_object_object_add(journal, "to", json_object_new_int64((int64_t) to));
+        json_object_object_add(journal, "size", json_object_new_int64((int64_t) p->size));
+        r = journal_write(journal_file, journal, 0);
+        if (r < 0)
+                return job_fail(j, r, "Failed to journal the move in %s: %s", journal_file, strerror(-r));
+        r = copy_range(j, journal_file, journal, p->start, to, p->size, 0);
         if (r >= 0)
                 r = set_geometry(j, part, (PedSector) (to / j->sector), (PedSector) ((to + p->size) / j->sector) - 1);
-        return r < 0 ? r : commit(j);
+        if (r >= 0)
+                r = commit(j);
+        /* Done, or about to be undone by the caller (the table and the destination from move-undo.bin): the
+         * journal has nothing left to finish either way. */
+        (void) unlink(journal_file);
+        return r;
 }
 
-int apply_operation(const char *device, const char *op, json_object *params, const char *scratch_dir,
-                    char **ret_error) {
+int apply_operation(const char *device, const char *id, const char *op, json_object *params,
+                    const char *scratch_dir, char **ret_error) {
         _cleanup_(disk_info_done) DiskInfo d = {};
         _cleanup_free_ char *message = NULL;
-        Job j = { .device = device, .scratch_dir = scratch_dir, .params = params, .fd = -EBADF };
+        Job j = { .device = device, .id = id, .scratch_dir = scratch_dir, .params = params, .fd = -EBADF };
         PartitionInfo *p = NULL;
         uint64_t t = now_monotonic_usec();
         /* Held to the end: no partition node goes away under the operation. */
@@ -600,4 +663,104 @@ done:
                 *ret_error = TAKE_PTR(j.error);
         job_done(&j);
         return r;
+}
+
+/* The end of an interrupted move: the copy finished from where the journal says, and the table pointed at
+ * the new place; or, if the disk is not as the journal left it, what the destination held put back. */
+static int recover_move(Job *j, json_object *journal, const char *journal_file) {
+        uint64_t from = (uint64_t) json_get_int(journal, "from"),
+                 to = (uint64_t) json_get_int(journal, "to"),
+                 size = (uint64_t) json_get_int(journal, "size"),
+                 done = (uint64_t) json_get_int(journal, "done");
+        unsigned number = (unsigned) json_get_int(journal, "partition");
+        PedPartition *part;
+        int r;
+
+        if ((uint64_t) j->dev->length * j->sector != (uint64_t) json_get_int(journal, "diskSize"))
+                return job_fail(j, -ENODEV,
+                                "%s is not the disk the interrupted move was on (its size differs).",
+                                j->device);
+        part = partition(j, number);
+        if (!part)
+                return -ENOENT;
+        if ((uint64_t) part->geom.start * j->sector == to) {
+                log_info("The interrupted move of partition %u of %s had finished; only its journal was "
+                         "left.",
+                         number, j->device);
+                return 0;
+        }
+        if ((uint64_t) part->geom.start * j->sector != from ||
+            (uint64_t) part->geom.length * j->sector != size)
+                return job_fail(j, -ESTALE,
+                                "Partition %u of %s is no longer where the interrupted move found it.",
+                                number, j->device);
+        log_info("Finishing the move of partition %u of %s that was interrupted at %s of %s.", number,
+                 j->device, FORMAT_BYTES(done), FORMAT_BYTES(size));
+        r = copy_range(j, journal_file, journal, from, to, size, done);
+        if (r >= 0)
+                r = set_geometry(j, part, (PedSector) (to / j->sector),
+                                 (PedSector) ((to + size) / j->sector) - 1);
+        if (r >= 0)
+                r = commit(j);
+        return r;
+}
+
+int apply_recover(const char *scratch_dir, char **ret_device, char **ret_id, char **ret_error) {
+        _cleanup_free_ char *journal_file = journal_path(scratch_dir), *text = NULL, *undo = NULL;
+        _cleanup_(json_object_unrefp) json_object *journal = NULL;
+        Job j = { .scratch_dir = scratch_dir, .fd = -EBADF };
+        int r;
+
+        *ret_device = *ret_id = *ret_error = NULL;
+        if (!journal_file || asprintf(&undo, "%s/move-undo.bin", scratch_dir) < 0)
+                return -ENOMEM;
+        r = read_full_file(journal_file, &text, NULL);
+        if (r == -ENOENT)
+                return 0;
+        if (r < 0 || !(journal = json_tokener_parse(text)) || !json_get_string(journal, "device"))
+                return log_error_errno(r < 0 ? r : EBADMSG,
+                                       "The move journal %s cannot be read; the disk may hold "
+                                       "a half-moved partition (what its destination held is in %s).",
+                                       journal_file, undo);
+        j.device = json_get_string(journal, "device");
+        j.id = json_get_string(journal, "operation");
+        _cleanup_close_ _unused_ int lock = device_lock_table(j.device);
+        j.fd = open(j.device, O_RDWR | O_CLOEXEC);
+        j.dev = j.fd >= 0 ? ped_device_get(j.device) : NULL;
+        j.sector = j.dev ? (uint64_t) j.dev->sector_size : 512;
+        if (!j.dev || !(j.disk = ped_disk_new(j.dev)))
+                r = job_fail(&j, -ENODEV, "Cannot open %s to finish the interrupted move: %s", j.device,
+                             j.fd < 0 ? strerror(errno) : parted_last_error());
+        else
+                r = recover_move(&j, journal, journal_file);
+        if (r < 0 && j.dev) {
+                /* Not finished: the destination as it was, from its saved copy; the table was never changed.
+                 */
+                Region region = { .offset = (uint64_t) json_get_int(journal, "to"),
+                                  .size = (uint64_t) json_get_int(journal, "size"),
+                                  .file = undo };
+                int e = restore_region(&j, &region);
+                if (e >= 0 && fsync(j.fd) < 0)
+                        e = -errno;
+                if (e < 0)
+                        log_error_errno(
+                                e,
+                                "Failed to put back what the interrupted move overwrote on %s: %m; it is "
+                                "kept in %s.",
+                                j.device, undo);
+                else
+                        log_info("Undid the interrupted move on %s: the partition stays where it was.",
+                                 j.device);
+                if (e < 0)
+                        undo = mfree(undo); /* keep it for the operator */
+        } else if (r >= 0)
+                log_info("Finished the interrupted move on %s.", j.device);
+        (void) unlink(journal_file);
+        if (undo)
+                (void) unlink(undo);
+        *ret_device = strdup(j.device);
+        *ret_id = j.id ? strdup(j.id) : NULL;
+        *ret_error = TAKE_PTR(j.error);
+        job_done(&j);
+        return *ret_device ? 1 : -ENOMEM;
 }

@@ -63,13 +63,27 @@ static void apply_all(Agent *a, const char *device, json_object *operations) {
                 log_info("Applying %s %s to %s.", op, json_object_to_json_string_ext(params, JSON_C_TO_STRING_PLAIN),
                          device);
                 report_operation(a, device, id, "running", NULL);
-                if (apply_operation(device, op, params, a->settings.state_dir, &error) < 0) {
+                if (apply_operation(device, id, op, params, a->settings.state_dir, &error) < 0) {
                         log_error("Operation %s (%s) on %s failed: %s", id, op, device, strna(error));
                         report_operation(a, device, id, "failed", error ?: "failed for an unknown reason");
                         return;
                 }
                 report_operation(a, device, id, "completed", NULL);
         }
+}
+
+/* Before anything else: a move a crash interrupted is finished (or undone), and the controller hears which.
+ */
+static void recover(Agent *a) {
+        _cleanup_free_ char *device = NULL, *id = NULL, *error = NULL, *message = NULL;
+        int r = apply_recover(a->settings.state_dir, &device, &id, &error);
+
+        if (r <= 0 || !id)
+                return;
+        if (error && asprintf(&message, "Interrupted (the agent stopped in the middle of it) and undone: %s",
+                              error) < 0)
+                return (void) log_oom();
+        report_operation(a, device, id, error ? "failed" : "completed", message);
 }
 
 static void on_fetched(Agent *a, const char *error, json_object *reply, void *userdata) {
@@ -145,6 +159,7 @@ static void on_enrolled(Agent *a) {
                 agent_exit(a, AGENT_EXIT_REFUSED);
                 return;
         }
+        recover(a);
         r = report_scan(a);
         if (r >= 0 && p->once) {
                 agent_finish(a, AGENT_EXIT_SUCCESS);

@@ -120,7 +120,7 @@ int resize_apply(Agent *a, json_object *plan, const char *role, char **ret_error
                         continue;
                 }
                 log_info("Resize plan, %s: %s %s.", role, strna(name), json_object_to_json_string(params));
-                r = apply_operation(device, strna(name), params, a->settings.state_dir, ret_error);
+                r = apply_operation(device, NULL, strna(name), params, a->settings.state_dir, ret_error);
                 if (r < 0)
                         return r;
         }

@@ -297,7 +297,7 @@ static size_t on_header(char *p, size_t size, size_t n, void *userdata) {
         Target *t = userdata;
         struct curl_tlssessioninfo *info = NULL;
         const gnutls_datum_t *certs;
-        _cleanup_free_ char *cn = NULL, *ips = NULL;
+        _cleanup_free_ char *ips = NULL;
         const char *reason = NULL;
         unsigned count = 0;
         (void) p;

@@ -475,3 +475,51 @@ def test_partition_mode_through_the_bridge_from_a_namespace(controller, ctl, api
                 agent.stop()
         finally:
             bridge.stop()
+
+
+@pytest.mark.parametrize("outcome", ["finished", "undone"])
+def test_a_move_killed_halfway_is_finished_or_undone_at_the_next_start(outcome, partition_node, loops, tmp_path):
+    """SIGKILL in the middle of a move (a test build pauses after each block): the journal in the agent's
+    state directory says how far it got, and the next start finishes the move before anything else — or, if
+    the disk is not as the journal left it, puts back what the destination held — and the queue says so."""
+    loop = loops("disk")
+    n = partition_node([loop.device])
+    n.queue(loop.device, "create", "start_bytes=1M", "size_bytes=200M", "filesystem=ext4")
+    n.apply(loop.device)
+    files = write_files(f"{loop.device}p1", "ext4", tmp_path, count=3)
+    move = n.queue(loop.device, "move", "partition=1", "new_start_bytes=301M").stdout.strip()
+    n.agent.stop()
+    n.agent.start(env={"PUREBOOT_AGENT_FAULT_MOVE_BLOCK_MS": "100"})
+    journal = n.agent.state / "move-journal.json"
+
+    def halfway():
+        try:
+            done = json.loads(journal.read_text())["done"]
+        except (OSError, ValueError):
+            return False
+        return 40 * MIB < done < 160 * MIB
+    wait_for(lambda: n.prop(loop.device, "ScannedAt") > 0, timeout=30, what="the agent to be back")
+    n.ctl("partition", "apply", n.hostname, loop.device, check=True)
+    wait_for(halfway, timeout=60, what=f"the move to be half done; agent:\n{n.agent.text()[-2000:]}")
+    n.agent.kill()
+    state = json.loads(journal.read_text())
+    assert state["operation"] == move and state["from"] == MIB and state["to"] == 301 * MIB, state
+    if outcome == "undone":  # the disk is no longer what the journal says: nothing may be finished on it
+        state["diskSize"] += 512
+        journal.write_text(json.dumps(state))
+    n.agent.start()
+    ops = lambda: {o[0]: o for o in n.operations(loop.device)}
+    wait_for(lambda: ops()[move][3] in ("completed", "failed"), timeout=60,
+             what=f"the move's outcome; agent:\n{n.agent.text()[-3000:]}")
+    assert not journal.exists() and not (n.agent.state / "move-undo.bin").exists()
+    start = table(loop.device)["partitions"][0]["start"] * 512
+    if outcome == "finished":
+        assert ops()[move][3] == "completed", ops()[move]
+        assert start == 301 * MIB
+        assert "Finishing the move of partition 1" in n.agent.text()
+    else:
+        assert ops()[move][3] == "failed" and "Interrupted" in ops()[move][4], ops()[move]
+        assert start == MIB
+        assert "Undid the interrupted move" in n.agent.text()
+    fsck(f"{loop.device}p1", "ext4")
+    check_files(f"{loop.device}p1", "ext4", files, tmp_path)
