@@ -107,6 +107,18 @@ def test_zero_runs_are_not_sent(clone_of, disks):
 
 
 @pytest.fixture
+def serving(clone_of, disks):
+    """A clone of the source disk onto a random one whose source serves, its target not started:
+    (clone, source loop, target loop, files, source address, source port)."""
+    source, files = disks.source()
+    target = disks.random("target")
+    c = clone_of(source.device, target.device)
+    c.source.start()
+    c.wait_status("source_ready", timeout=30)
+    return c, source, target, files, c.prop("SourceAddress"), c.prop("SourcePort")
+
+
+@pytest.fixture
 def under_way(clone_of, disks):
     """A clone of the source disk onto a random one, the target reading at most max_rate, returned once it
     has written past `past` bytes: (clone, source loop, target loop, files)."""
@@ -213,27 +225,27 @@ def test_a_release_build_ignores_the_fault_injection_variable(clone_of, disks, t
     assert "rejected" not in c.target.text()
 
 
-def test_a_certificate_of_another_session_is_refused(clone_of, disks, tmp_path, api, ctl, bridge_on_network):
-    source, _ = disks.source()
-    target = disks.random("target")
-    c = clone_of(source.device, target.device)
-    c.source.start()
-    c.wait_status("source_ready", timeout=30)
+def enrol_with_token(bridge, ctl, session, tmp_path, name):
+    """A target certificate of session, enrolled with curl from a key of our own: (certificate, key)."""
+    token = ctl("clone", "token", session, "--role=target", check=True).stdout.strip()
+    key, csr = make_key_and_csr(tmp_path, name)
+    r = subprocess.run(["curl", "-sS", "--cacert", str(bridge.ca), "-H", "Content-Type: application/json",
+                        "--data", json.dumps({"token": token, "csr": csr.read_text()}),
+                        f"{bridge.url}/call/org.pureboot.Node.Enrol"], capture_output=True, text=True, check=True)
+    cert = tmp_path / f"{name}.crt"
+    cert.write_text(json.loads(r.stdout)["certificate"])
+    return cert, key
+
+
+def test_a_certificate_of_another_session_is_refused(serving, tmp_path, api, ctl, bridge_on_network):
+    c, source, target, _, address, port = serving
     # A second session's target enrols for real, then knocks on the first session's source.
     api.node("other-a", "aa:bb:cc:00:20:01")
     api.node("other-b", "aa:bb:cc:00:20:02")
     other = ctl("clone", "create", "--name=other", "--mode=direct", "--source=other-a", "--target=other-b",
                 "--source-device=/dev/sda", "--target-device=/dev/sdb", check=True).stdout.split()[-1]
     ctl("clone", "start", other, check=True)
-    token = ctl("clone", "token", other, "--role=target", check=True).stdout.strip()
-    key, csr = make_key_and_csr(tmp_path, "intruder")
-    r = subprocess.run(["curl", "-sS", "--cacert", str(bridge_on_network.ca), "-H", "Content-Type: application/json",
-                        "--data", json.dumps({"token": token, "csr": csr.read_text()}),
-                        f"{bridge_on_network.url}/call/org.pureboot.Node.Enrol"],
-                       capture_output=True, text=True, check=True)
-    cert = tmp_path / "intruder.crt"
-    cert.write_text(json.loads(r.stdout)["certificate"])
-    address, port = c.prop("SourceAddress"), c.prop("SourcePort")
+    cert, key = enrol_with_token(bridge_on_network, ctl, other, tmp_path, "intruder")
     r = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", str(bridge_on_network.ca),
                         "--cert", str(cert), "--key", str(key), f"https://{address}:{port}/disk?offset=0"],
                        capture_output=True, text=True)
@@ -276,27 +288,12 @@ def test_cancel_stops_both_agents_quickly(under_way, ctl):
     assert time.monotonic() - started < 5
 
 
-def test_the_source_serves_only_the_live_target_certificate(clone_of, disks, tmp_path, ctl, bridge_on_network):
+def test_the_source_serves_only_the_live_target_certificate(serving, tmp_path, ctl, bridge_on_network):
     """Source and target pin each other: the session names the serial of each role's live certificate, and
     the source serves only that one. A second enrolment of the target role revokes the first certificate,
     which the source then refuses at once (and by the CRL, which it fetches every 30 s); a certificate the
     operator revokes is refused within that time."""
-    source, _ = disks.source()
-    target = disks.random("target")
-    c = clone_of(source.device, target.device)
-    c.source.start()
-    c.wait_status("source_ready", timeout=30)
-    address, port = c.prop("SourceAddress"), c.prop("SourcePort")
-
-    def enrol_target(name):
-        token = ctl("clone", "token", c.id, "--role=target", check=True).stdout.strip()
-        key, csr = make_key_and_csr(tmp_path, name)
-        r = subprocess.run(["curl", "-sS", "--cacert", str(bridge_on_network.ca), "--data",
-                            json.dumps({"token": token, "csr": csr.read_text()}),
-                            f"{bridge_on_network.url}/call/org.pureboot.Node.Enrol"],
-                           capture_output=True, text=True, check=True)
-        (tmp_path / f"{name}.crt").write_text(json.loads(r.stdout)["certificate"])
-        return tmp_path / f"{name}.crt", key
+    c, _, _, _, address, port = serving
 
     def read(cert):
         r = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-filesize", "1000000",
@@ -305,9 +302,9 @@ def test_the_source_serves_only_the_live_target_certificate(clone_of, disks, tmp
                            capture_output=True, text=True)
         return r.stdout
 
-    first = enrol_target("first")
+    first = enrol_with_token(bridge_on_network, ctl, c.id, tmp_path, "first")
     wait_for(lambda: read(first) == "200", timeout=15, what="the source to serve the enrolled target")
-    second = enrol_target("second")
+    second = enrol_with_token(bridge_on_network, ctl, c.id, tmp_path, "second")
     assert c.prop("TargetCertificate") != ""
     wait_for(lambda: read(first) in ("403", "503"), timeout=15, what="the source to refuse the replaced certificate")
     assert read(second) == "200"
@@ -320,17 +317,12 @@ def test_the_source_serves_only_the_live_target_certificate(clone_of, disks, tmp
     assert c.source.proc.poll() is None
 
 
-def test_half_open_connections_keep_no_one_out(clone_of, disks, tmp_path):
+def test_half_open_connections_keep_no_one_out(serving, tmp_path):
     """50 TCP connections to the source that never start TLS, from one address: a few are held (the cap per
     address) and only for the handshake timeout, the source keeps listening, and the real target gets the
     disk. (The source used to stop accepting for good once 8 such connections reached its limit.)"""
     import socket
-    source, files = disks.source()
-    target = disks.random("target")
-    c = clone_of(source.device, target.device)
-    c.source.start()
-    c.wait_status("source_ready", timeout=30)
-    address, port = c.prop("SourceAddress"), c.prop("SourcePort")
+    c, source, target, files, address, port = serving
     idle = []
     for _ in range(50):
         try:
