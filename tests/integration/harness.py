@@ -165,29 +165,88 @@ def stop_all(started):
         raise errors[0]
 
 
+MACHINE_STATE = Path("/run/pureboot-tests")
+
+
+@contextlib.contextmanager
+def machine_changes():
+    """The users and the polkit policy file the tests need, shared by every run of them on this machine at
+    once: the first run to need them adds them (replacing a policy file that differs, whose contents it
+    keeps), and the last one to end takes away what was added and puts back what was replaced. Runs count
+    themselves by PID under /run/pureboot-tests, under a lock; a run that died is not counted."""
+    import fcntl
+    import json
+    MACHINE_STATE.mkdir(mode=0o700, exist_ok=True)
+    record = MACHINE_STATE / "changes.json"
+    me = MACHINE_STATE / f"run-{os.getpid()}"
+
+    def runs():
+        alive = []
+        for p in MACHINE_STATE.glob("run-*"):
+            pid = int(p.name[4:])
+            if pid != os.getpid() and not Path(f"/proc/{pid}").exists():
+                p.unlink(missing_ok=True)  # a run that died
+            elif pid != os.getpid():
+                alive.append(pid)
+        return alive
+
+    with open(MACHINE_STATE / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        # A record a dead run left is still ours to undo at the end.
+        runs()
+        changes = json.loads(record.read_text()) if record.exists() else {"users": [], "files": {}}
+        # The bridge's user comes from our own sysusers.d file, so that file is exercised too.
+        if not user_exists("pureboot-bridge"):
+            subprocess.run(["systemd-sysusers", str(REPO / "units/sysusers-pureboot.conf")], check=True)
+            changes["users"].append("pureboot-bridge")
+        if not user_exists(TEST_USER):
+            subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", TEST_USER],
+                           check=True)
+            changes["users"].append(TEST_USER)
+        installed = POLKIT_ACTIONS / POLICY.name
+        if not installed.exists() or installed.read_bytes() != POLICY.read_bytes():
+            if str(installed) not in changes["files"]:
+                changes["files"][str(installed)] = installed.read_text() if installed.exists() else None
+            shutil.copyfile(POLICY, installed)
+        record.write_text(json.dumps(changes))
+        me.touch()
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    try:
+        yield
+    finally:
+        with open(MACHINE_STATE / "lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            me.unlink(missing_ok=True)
+            if not runs() and record.exists():
+                changes = json.loads(record.read_text())
+                for path, before in changes["files"].items():
+                    if before is None:
+                        Path(path).unlink(missing_ok=True)
+                    else:
+                        Path(path).write_text(before)
+                for u in changes["users"]:
+                    subprocess.run(["userdel", u], check=False)
+                record.unlink()
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 @contextlib.contextmanager
 def private_system_bus(extra_policy=""):
     if os.geteuid() != 0:
         raise PermissionError("the harness needs root: it starts polkitd and adds a test user")
+    with machine_changes():
+        with _private_system_bus(extra_policy) as bus:
+            yield bus
+
+
+@contextlib.contextmanager
+def _private_system_bus(extra_policy):
     # polkitd runs as its own user and the test user calls in too: the socket must be reachable by both,
     # which pytest's private tmp directory is not.
     directory = Path(tempfile.mkdtemp(prefix="pureboot-bus-"))
     directory.chmod(0o755)
-    added_users, added_files, bus = [], [], None
+    bus = None
     try:
-        # The bridge's user comes from our own sysusers.d file, so that file is exercised too.
-        if not user_exists("pureboot-bridge"):
-            subprocess.run(["systemd-sysusers", str(REPO / "units/sysusers-pureboot.conf")], check=True)
-            added_users.append("pureboot-bridge")
-        if not user_exists(TEST_USER):
-            subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", TEST_USER],
-                           check=True)
-            added_users.append(TEST_USER)
-        installed = POLKIT_ACTIONS / POLICY.name
-        if not installed.exists() or installed.read_bytes() != POLICY.read_bytes():
-            shutil.copyfile(POLICY, installed)
-            added_files.append(installed)
-
         bus = Bus(directory)
         config = (REPO / "tests/integration/system-bus.conf.in").read_text()
         config = config.replace("@SOCKET@", str(bus.socket)).replace(
@@ -202,10 +261,6 @@ def private_system_bus(extra_policy=""):
     finally:
         # What the tests left running goes first; dbus-daemon and polkitd (the first two) must end cleanly.
         ended = [stop_process(proc) for proc in reversed(bus.procs if bus else [])][-2:]
-        for f in added_files:
-            f.unlink(missing_ok=True)
-        for u in added_users:
-            subprocess.run(["userdel", u], check=False)
         shutil.rmtree(directory, ignore_errors=True)
     for name, rc in zip(("polkitd", "dbus-daemon"), ended):
         assert rc in (0, -signal.SIGTERM), f"{name} ended with {describe_status(rc)}"
