@@ -303,7 +303,10 @@ class Agent(Started):
     """pureboot-agent in a node's namespace, started from a kernel command line file as its unit would."""
 
     group = True
-    term_status = (1,)  # interrupted: what it has queued stays for the next run (AGENT_EXIT_FAILURE)
+    # Interrupted, it says so (AGENT_EXIT_FAILURE: what it has queued stays for the next run); one that was
+    # finishing its job just then ends with the job's own status (AGENT_EXIT_*). A crash or a sanitizer
+    # report is a signal.
+    term_status = (0, 1, 2, 3, 4)
 
     def own_exit_ok(self, rc):
         return 0 <= rc <= 4  # one of its documented statuses (AGENT_EXIT_*): no crash, no sanitizer report
