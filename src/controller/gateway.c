@@ -11,7 +11,6 @@
 #include "gateway.h"
 #include "identity.h"
 #include "log.h"
-#include "nfsroot.h"
 #include "node.h"
 #include "pureboot-errors.h"
 #include "staging.h"
@@ -22,17 +21,9 @@
 #define NODE_ERROR(x) "org.pureboot.Node." x
 #define VARLINK_ERROR(x) "org.varlink.service." x
 
-typedef enum PeerKind { PEER_NONE, PEER_NODE, PEER_CLONE } PeerKind;
-
-typedef struct Peer {
-        PeerKind kind;
-        char node[PB_ID_LEN + 1], session[PB_ID_LEN + 1], role[8];
-        const char *cn;
-} Peer;
-
 typedef struct Call {
         Manager *m;
-        Peer peer;
+        IdentityName peer;
         const char *address;
         json_object *p;
         GatewayReply *reply;
@@ -42,32 +33,6 @@ void gateway_reply_done(GatewayReply *r) {
         free(r->error);
         json_object_put(r->parameters);
         *r = (GatewayReply){};
-}
-
-/* node-<id> or clone-<session>-source|target; anything else is no identity at all. */
-static int peer_parse(const char *cn, Peer *ret) {
-        Peer p = { .kind = PEER_NONE, .cn = cn };
-        const char *rest;
-
-        if (isempty(cn)) {
-                *ret = p;
-                return 0;
-        }
-        if ((rest = startswith(cn, "node-")) && id_is_valid(rest)) {
-                p.kind = PEER_NODE;
-                memcpy(p.node, rest, PB_ID_LEN + 1);
-        } else if ((rest = startswith(cn, "clone-")) && strlen(rest) > PB_ID_LEN + 1 && rest[PB_ID_LEN] == '-' &&
-                   STR_IN_SET(rest + PB_ID_LEN + 1, "source", "target")) {
-                p.kind = PEER_CLONE;
-                memcpy(p.session, rest, PB_ID_LEN);
-                p.session[PB_ID_LEN] = 0;
-                if (!id_is_valid(p.session))
-                        return -EINVAL;
-                snprintf(p.role, sizeof(p.role), "%s", rest + PB_ID_LEN + 1);
-        } else
-                return -EINVAL;
-        *ret = p;
-        return 0;
 }
 
 /* Sets a varlink error with parameters given as key, value string pairs. */
@@ -113,12 +78,12 @@ static int session_for_peer(Call *call, const char *role, CloneSession **ret) {
         CloneSession *c = id ? hashmap_get(call->m->sessions, id) : NULL;
 
         if (!c) {
-                if (call->peer.kind == PEER_CLONE && !streq_ptr(id, call->peer.session))
+                if (call->peer.kind == IDENTITY_CLONE && !streq_ptr(id, call->peer.session))
                         return fail(call, NODE_ERROR("PermissionDenied"), "reason",
                                     "this certificate belongs to another session", NULL);
                 return fail(call, NODE_ERROR("NoSuchSession"), "session", strempty(id), NULL);
         }
-        if (call->peer.kind == PEER_CLONE) {
+        if (call->peer.kind == IDENTITY_CLONE) {
                 if (!streq(call->peer.session, c->id))
                         return fail(call, NODE_ERROR("PermissionDenied"), "reason",
                                     "this certificate belongs to another session", NULL);
@@ -127,8 +92,9 @@ static int session_for_peer(Call *call, const char *role, CloneSession **ret) {
                                     streq(role, "source") ? "only the source may make this report"
                                                           : "only the target may make this report",
                                     NULL);
-        } else if (call->peer.kind == PEER_NODE && !role &&
-                   (streq_ptr(c->source_node, call->peer.node) || streq_ptr(c->target_node, call->peer.node))) {
+        } else if (call->peer.kind == IDENTITY_NODE && !role &&
+                   (streq_ptr(c->source_node, call->peer.node) ||
+                    streq_ptr(c->target_node, call->peer.node))) {
                 /* a node may read the sessions it takes part in */
         } else
                 return fail(call, NODE_ERROR("PermissionDenied"), "reason",
@@ -137,12 +103,12 @@ static int session_for_peer(Call *call, const char *role, CloneSession **ret) {
         return 1;
 }
 
-static json_object *session_json(CloneSession *c, const Peer *peer) {
+static json_object *session_json(CloneSession *c, const IdentityName *peer) {
         json_object *o = json_object_new_object();
-        const char *role = peer->kind == PEER_CLONE                      ? peer->role
-                           : streq_ptr(c->source_node, peer->node)       ? "source"
-                           : streq_ptr(c->target_node, peer->node)       ? "target"
-                                                                          : NULL;
+        const char *role = peer->kind == IDENTITY_CLONE            ? peer->role
+                           : streq_ptr(c->source_node, peer->node) ? "source"
+                           : streq_ptr(c->target_node, peer->node) ? "target"
+                                                                   : NULL;
 #define ADD(k, v) json_object_object_add(o, k, v)
         ADD("id", json_object_new_string(c->id));
         ADD("name", json_object_new_string(c->name));
@@ -570,11 +536,12 @@ static int handle_failed(Call *call) {
 
 /* Node calls: only a node certificate, and its own node. */
 static int node_for_peer(Call *call, Node **ret) {
-        Node *n = call->peer.kind == PEER_NODE ? hashmap_get(call->m->nodes, call->peer.node) : NULL;
+        Node *n = call->peer.kind == IDENTITY_NODE ? hashmap_get(call->m->nodes, call->peer.node) : NULL;
         if (!n)
                 return fail(call, NODE_ERROR("PermissionDenied"), "reason",
-                            call->peer.kind == PEER_NODE ? "this node has been deleted"
-                                                         : "this call needs a node certificate (purebootctl node token)",
+                            call->peer.kind == IDENTITY_NODE
+                                    ? "this node has been deleted"
+                                    : "this call needs a node certificate (purebootctl node token)",
                             NULL);
         *ret = n;
         return 1;
@@ -682,7 +649,7 @@ static int handle_get_staging(Call *call) {
         int r = session_for_peer(call, NULL, &c);
         if (r <= 0)
                 return r;
-        if (call->peer.kind != PEER_CLONE)
+        if (call->peer.kind != IDENTITY_CLONE)
                 return fail(call, NODE_ERROR("PermissionDenied"), "reason",
                             "the staging area is told only to the session's clone certificates", NULL);
         c = clone_owner(c); /* a target added to a session downloads that session's image */
@@ -707,9 +674,10 @@ static int handle_staging_status(Call *call) {
         uint64_t seq = get_uint(call, "sequence");
         int r;
 
-        r = call->peer.kind == PEER_CLONE ? report_begin(call, call->peer.role, &c)
-                                          : fail(call, NODE_ERROR("PermissionDenied"), "reason",
-                                                 "this call needs the session's clone certificate", NULL);
+        r = call->peer.kind == IDENTITY_CLONE
+                    ? report_begin(call, call->peer.role, &c)
+                    : fail(call, NODE_ERROR("PermissionDenied"), "reason",
+                           "this call needs the session's clone certificate", NULL);
         if (r <= 0)
                 return r;
         if (!clone_status_is_active(c->status))
@@ -808,7 +776,8 @@ int gateway_call(Manager *m, const char *method, const char *peer, const char *a
                 r = fail(&call, VARLINK_ERROR("MethodNotFound"), "method", method, NULL);
                 goto done;
         }
-        if (peer_parse(peer, &call.peer) < 0 || (call.peer.kind == PEER_NONE && !streq(method, "Enrol"))) {
+        if (identity_parse(peer, &call.peer) < 0 ||
+            (call.peer.kind == IDENTITY_NONE && !streq(method, "Enrol"))) {
                 r = fail(&call, NODE_ERROR("PermissionDenied"), "reason",
                          "this call needs a client certificate issued by the PureBoot CA", NULL);
                 goto done;
@@ -818,7 +787,7 @@ int gateway_call(Manager *m, const char *method, const char *peer, const char *a
                 r = bad_parameter(&call, bad ?: "parameters");
                 goto done;
         }
-        if (call.peer.kind != PEER_NONE)
+        if (call.peer.kind != IDENTITY_NONE)
                 identity_heard(m, call.peer.cn);
         r = handler(&call);
         if (r >= 0 && !reply.error && !reply.parameters)

@@ -37,6 +37,31 @@ static int identity_get(Manager *m, const char *cn, Identity **ret) {
         return 0;
 }
 
+int identity_parse(const char *cn, IdentityName *ret) {
+        IdentityName p = { .kind = IDENTITY_NONE, .cn = cn };
+        const char *rest;
+
+        if (isempty(cn)) {
+                *ret = p;
+                return 0;
+        }
+        if ((rest = startswith(cn, "node-")) && id_is_valid(rest)) {
+                p.kind = IDENTITY_NODE;
+                memcpy(p.node, rest, PB_ID_LEN + 1);
+        } else if ((rest = startswith(cn, "clone-")) && strlen(rest) > PB_ID_LEN + 1 &&
+                   rest[PB_ID_LEN] == '-' && STR_IN_SET(rest + PB_ID_LEN + 1, "source", "target")) {
+                p.kind = IDENTITY_CLONE;
+                memcpy(p.session, rest, PB_ID_LEN);
+                p.session[PB_ID_LEN] = 0;
+                if (!id_is_valid(p.session))
+                        return -EINVAL;
+                snprintf(p.role, sizeof(p.role), "%s", rest + PB_ID_LEN + 1);
+        } else
+                return -EINVAL;
+        *ret = p;
+        return 0;
+}
+
 int identity_name(const char *node_id, const char *session_id, const char *role, char **ret) {
         return (session_id ? asprintf(ret, "clone-%s-%s", session_id, role)
                            : asprintf(ret, "node-%s", node_id)) < 0
@@ -106,19 +131,15 @@ bool identity_is_live(Manager *m, const char *cn, const Identity **ret) {
 /* The sessions show which certificates speak for their roles: a change of one is news for its session (the
  * agents' watch streams carry it to the peer, which checks against it). */
 static void announce(Manager *m, const char *cn) {
-        const char *rest = startswith(cn, "clone-");
-        char id[PB_ID_LEN + 1];
+        IdentityName name;
         CloneSession *c;
 
-        if (!rest || strlen(rest) <= PB_ID_LEN)
+        if (identity_parse(cn, &name) < 0 || name.kind != IDENTITY_CLONE)
                 return;
-        memcpy(id, rest, PB_ID_LEN);
-        id[PB_ID_LEN] = 0;
-        c = hashmap_get(m->sessions, id);
+        c = hashmap_get(m->sessions, name.session);
         if (c)
-                clone_emit_changed(
-                        c, streq(rest + PB_ID_LEN, "-source") ? "SourceCertificate" : "TargetCertificate",
-                        NULL);
+                clone_emit_changed(c, streq(name.role, "source") ? "SourceCertificate" : "TargetCertificate",
+                                   NULL);
 }
 
 int identity_enrolled(Manager *m, const char *cn, const char *serial, const char *address) {

@@ -3,6 +3,19 @@
 #pragma once
 
 #include "manager.h"
+#include "util.h"
+
+/* What a certificate name says: node-<id>, clone-<session>-source|target, or no identity at all. */
+typedef enum IdentityKind { IDENTITY_NONE, IDENTITY_NODE, IDENTITY_CLONE } IdentityKind;
+
+typedef struct IdentityName {
+        IdentityKind kind;
+        char node[PB_ID_LEN + 1], session[PB_ID_LEN + 1], role[8];
+        const char *cn;
+} IdentityName;
+
+/* Parses a certificate name (empty: no identity); -EINVAL if it is none of ours. */
+int identity_parse(const char *cn, IdentityName *ret);
 
 typedef struct Identity {
         char *cn;
