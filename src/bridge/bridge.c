@@ -193,38 +193,40 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
         return sd_event_exit(sd_event_source_get_event(s), 0);
 }
 
-/* bridge.conf: [Boot] only; the rest is on the command line, which wins over the file. */
+/* bridge.conf's settings: the command line's options of the same meaning win over them. */
+static const struct {
+        const char *section, *key;
+        size_t offset; /* of the char * in BridgeConfig */
+} settings[] = {
+        { "Bridge", "Hostname", offsetof(BridgeConfig, hostname) },
+        { "Bridge", "Address", offsetof(BridgeConfig, address) },
+        { "Boot", "Path", offsetof(BridgeConfig, boot_dir) },
+        { "Boot", "BaseURL", offsetof(BridgeConfig, boot_base_url) },
+        { "Boot", "HTTPListen", offsetof(BridgeConfig, http_listen) },
+};
+
+#define SETTING(c, i) ((char **) ((uint8_t *) (c) + settings[i].offset))
+
 static int handle_setting(const char *file, unsigned line, const char *section, const char *key, const char *value,
                           void *userdata) {
-        BridgeConfig *c = userdata;
-        char **target = NULL;
-
-        if (streq(section, "Boot") && streq(key, "Path"))
-                target = &c->boot_dir;
-        else if (streq(section, "Boot") && streq(key, "BaseURL"))
-                target = &c->boot_base_url;
-        else if (streq(section, "Boot") && streq(key, "HTTPListen"))
-                target = &c->http_listen;
-        if (!target) {
-                log_warning("%s:%u: unknown setting [%s] %s=, ignoring.", file, line, section, key);
-                return 0;
+        for (size_t i = 0; i < ELEMENTSOF(settings); i++) {
+                char **target = SETTING(userdata, i);
+                if (!streq(section, settings[i].section) || !streq(key, settings[i].key))
+                        continue;
+                /* Empty: the default. */
+                return isempty(value) ? (*target = mfree(*target), 0) : free_and_strdup(target, value);
         }
-        /* Empty: the default. */
-        return isempty(value) ? (*target = mfree(*target), 0) : free_and_strdup(target, value);
+        log_warning("%s:%u: unknown setting [%s] %s=, ignoring.", file, line, section, key);
+        return 0;
 }
 
 static int load_settings(BridgeConfig *c, const char *path, bool must_exist) {
         BridgeConfig file = {};
         int r = must_exist && access(path, F_OK) < 0 ? -errno : ini_parse_with_dropins(path, handle_setting, &file);
 
-        if (r >= 0) {
-                if (!c->boot_dir)
-                        c->boot_dir = TAKE_PTR(file.boot_dir);
-                if (!c->boot_base_url)
-                        c->boot_base_url = TAKE_PTR(file.boot_base_url);
-                if (!c->http_listen)
-                        c->http_listen = TAKE_PTR(file.http_listen);
-        }
+        for (size_t i = 0; r >= 0 && i < ELEMENTSOF(settings); i++)
+                if (!*SETTING(c, i))
+                        *SETTING(c, i) = TAKE_PTR(*SETTING(&file, i));
         config_done(&file);
         return r < 0 ? log_error_errno(r, "Failed to read %s: %m", path) : 0;
 }
@@ -238,7 +240,7 @@ static void help(void) {
                "     --hostname=NAME       Name in the server certificate (default: this host's name)\n"
                "     --address=IP          Address nodes use, added to the server certificate\n"
                "     --cert=FILE --key=FILE  Use these instead of asking the controller for a certificate\n"
-               "     --workflows=DIR       Boot workflows (default /usr/share/pureboot/workflows)\n"
+               "     --workflows=DIR       Boot workflows (default " PKGDATADIR "/workflows)\n"
                "     --config=FILE         Settings file (default /etc/pureboot/bridge.conf, and its .d/)\n"
                "     --boot-dir=DIR        Serve DIR at /boot/files/ (default /srv/pureboot/boot)\n"
                "     --boot-url=URL        Where boot scripts fetch kernels and initrds (default: this "
@@ -351,11 +353,6 @@ static int parse_args(int argc, char *argv[], BridgeConfig *c, char **config_fil
                         *number = (unsigned) v;
                 }
         }
-        if (c->address) {
-                uint8_t buf[16];
-                if (inet_pton(AF_INET, c->address, buf) != 1 && inet_pton(AF_INET6, c->address, buf) != 1)
-                        return log_error_errno(EINVAL, "--address=%s is not an IP address.", c->address);
-        }
         return 1;
 }
 
@@ -382,6 +379,14 @@ int main(int argc, char *argv[]) {
                 return r < 0 ? 2 : 0;
         if (load_settings(&b->config, config_file ?: "/etc/pureboot/bridge.conf", config_file) < 0)
                 return 2;
+        if (b->config.address) {
+                uint8_t buf[16];
+                if (inet_pton(AF_INET, b->config.address, buf) != 1 &&
+                    inet_pton(AF_INET6, b->config.address, buf) != 1)
+                        return log_error("--address= or [Bridge] Address=%s is not an IP address.",
+                                         b->config.address),
+                               2;
+        }
         if (!b->config.hostname && gethostname(host, sizeof(host)) >= 0 && hostname_is_valid(host))
                 b->config.hostname = strdup(host);
         if (!b->config.hostname)
@@ -402,7 +407,7 @@ int main(int argc, char *argv[]) {
         if (r < 0)
                 return 1;
         /* A workflow that does not load is reported and left out; the others still serve. */
-        r = workflows_load_dir(b->config.workflows_dir ?: "/usr/share/pureboot/workflows", false, &b->workflows);
+        r = workflows_load_dir(b->config.workflows_dir ?: PKGDATADIR "/workflows", false, &b->workflows);
         if (r < 0)
                 return 1;
         r = watch_subscribe(b);

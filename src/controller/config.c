@@ -120,3 +120,11 @@ int config_load(Config *c, const char *path) {
                 return log_oom();
         return ini_parse_with_dropins(path, handle, c);
 }
+
+const char *config_write_hint(int err) {
+        return err == -EROFS
+                       ? " The controller's unit lets it write only its state directory, /srv/nfsroot and "
+                         "/srv/pureboot/staging: add this directory to ReadWritePaths= (systemctl edit "
+                         "pureboot-controller)."
+                       : "";
+}

@@ -30,3 +30,6 @@ void config_init(Config *c);
 void config_done(Config *c);
 /* Loads path and path.d/ *.conf over the defaults. Unknown keys are warned about, bad values are errors. */
 int config_load(Config *c, const char *path);
+/* What to add to an error writing a configured directory (err a negative errno): under the shipped unit,
+ * EROFS means the directory is outside what the sandbox lets the controller write. "" otherwise. */
+const char *config_write_hint(int err);

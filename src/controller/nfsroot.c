@@ -61,8 +61,10 @@ int nfsroot_ensure(Manager *m, sd_bus_error *error) {
         if (r >= 0 && (chmod(base, 0700) < 0 || chmod(nodes, 0700) < 0))
                 r = -errno;
         if (r < 0)
-                return sd_bus_error_set_errnof(error, -r, "Cannot create the NFS root at %s: %s. Check [NfsRoot] Path= "
-                                               "in controller.conf.", m->config.nfsroot_path, strerror(-r));
+                return sd_bus_error_set_errnof(error, -r,
+                                               "Cannot create the NFS root at %s: %s. Check [NfsRoot] Path= "
+                                               "in controller.conf.%s",
+                                               m->config.nfsroot_path, strerror(-r), config_write_hint(r));
         return 0;
 }
 
@@ -106,14 +108,44 @@ int nfsroot_list_nodes(Manager *m, char ***ret) {
 
 /* What an import leaves out or changes, said in its answer. */
 typedef struct ImportNotes {
-        unsigned special, setuid; /* device nodes, FIFOs and sockets left out; setuid/setgid bits cleared */
+        unsigned special, setuid;   /* device nodes, FIFOs and sockets left out; setuid/setgid bits or file
+                                     * capabilities cleared */
         json_object *special_names; /* the first few left out */
 } ImportNotes;
 
+/* Removes the file capabilities (the security.capability attribute) of e, keeping its other attributes;
+ * returns whether it had any, or -ENOMEM. */
+static int drop_file_capabilities(struct archive_entry *e) {
+        const char *name;
+        const void *value;
+        size_t size, n = 0, count = (size_t) archive_entry_xattr_reset(e);
+        struct archive_entry *copy;
+        bool found = false;
+
+        while (archive_entry_xattr_next(e, &name, &value, &size) == ARCHIVE_OK)
+                found = found || streq(name, "security.capability");
+        if (!found)
+                return 0;
+        /* The values belong to e until it is cleared: keep the others on a scratch entry meanwhile. */
+        copy = archive_entry_new();
+        if (!copy)
+                return -ENOMEM;
+        archive_entry_xattr_reset(e);
+        while (n++ < count && archive_entry_xattr_next(e, &name, &value, &size) == ARCHIVE_OK)
+                if (!streq(name, "security.capability"))
+                        archive_entry_xattr_add_entry(copy, name, value, size);
+        archive_entry_xattr_clear(e);
+        archive_entry_xattr_reset(copy);
+        while (archive_entry_xattr_next(copy, &name, &value, &size) == ARCHIVE_OK)
+                archive_entry_xattr_add_entry(e, name, value, size);
+        archive_entry_free(copy);
+        return 1;
+}
+
 /* Device nodes, FIFOs and sockets are not imported: under an exported directory a raw block device of the
  * server or a FIFO would be anyone's, and a diskless root gets /dev from devtmpfs anyway. Setuid and setgid
- * bits are cleared unless asked for (keep_setuid): an imported root set-uid program runs on the server too.
- * Returns whether to skip the entry. */
+ * bits and file capabilities are cleared unless asked for (keep_setuid): an imported privileged program
+ * runs on the server too. Returns whether to skip the entry. */
 static bool import_filter(struct archive_entry *e, bool keep_setuid, ImportNotes *notes) {
         mode_t type = archive_entry_filetype(e), perm = archive_entry_perm(e);
 
@@ -123,9 +155,11 @@ static bool import_filter(struct archive_entry *e, bool keep_setuid, ImportNotes
                                               json_object_new_string(archive_entry_pathname(e)));
                 return true;
         }
-        if (!keep_setuid && (perm & (S_ISUID | S_ISGID))) {
+        if (!keep_setuid) {
+                bool had = perm & (S_ISUID | S_ISGID);
                 archive_entry_set_perm(e, perm & ~(mode_t) (S_ISUID | S_ISGID));
-                notes->setuid++;
+                if (drop_file_capabilities(e) != 0 || had)
+                        notes->setuid++;
         }
         return false;
 }
@@ -164,7 +198,9 @@ static char *extract(int fd, bool keep_setuid, ImportNotes *notes) {
                         (void) archive_read_data_skip(in);
                         continue;
                 }
-                if (archive_write_header(out, e) < ARCHIVE_WARN) {
+                /* A warning is something of the entry not restored (an owner, a mode, an attribute): the
+                 * image would not be the one archived, so it is an error too. */
+                if (archive_write_header(out, e) != ARCHIVE_OK) {
                         (void) asprintf(&why, "refused \"%s\": %s", archive_entry_pathname(e), archive_error_string(out));
                         goto done;
                 }
@@ -179,7 +215,7 @@ static char *extract(int fd, bool keep_setuid, ImportNotes *notes) {
                                         archive_error_string(in));
                         goto done;
                 }
-                if (archive_write_finish_entry(out) < ARCHIVE_WARN) {
+                if (archive_write_finish_entry(out) != ARCHIVE_OK) {
                         (void) asprintf(&why, "failed to finish \"%s\": %s", archive_entry_pathname(e),
                                         archive_error_string(out));
                         goto done;
@@ -211,7 +247,8 @@ static json_object *import_child(void *data, char **ret_why) {
             asprintf(&final, "%s/%s", j->base_dir, j->name) < 0)
                 return NULL;
         if (!mkdtemp(tmp)) {
-                (void) asprintf(ret_why, "cannot make a directory in %s: %m", j->base_dir);
+                (void) asprintf(ret_why, "cannot make a directory in %s: %m.%s", j->base_dir,
+                                config_write_hint(-errno));
                 return NULL;
         }
         if (chdir(tmp) < 0) {
@@ -267,8 +304,8 @@ static char *import_summary(const char *name, json_object *result) {
         }
         if (setuid > 0 &&
             strextend_printf(&s,
-                             " Cleared the setuid/setgid bits of %" PRIi64 " file%s (import with "
-                             "keep_setuid to keep them).",
+                             " Cleared the setuid/setgid bits or file capabilities of %" PRIi64 " file%s "
+                             "(import with keep_setuid to keep them).",
                              setuid, setuid == 1 ? "" : "s") < 0)
                 return mfree(s);
         return s;
@@ -388,15 +425,17 @@ int nfsroot_create_overlay(Manager *m, const char *serial, const char *base, con
         if (lstat(dir, &st) >= 0)
                 return sd_bus_error_setf(error, PB_ERROR_ALREADY_EXISTS, "Pi %s has an overlay already; delete it "
                                          "first (purebootctl nfsroot delete %s).", s, s);
-        if (mkdir(dir, 0755) < 0)
-                return sd_bus_error_set_errnof(error, errno, "Cannot create %s: %m", dir);
+        r = mkdir_exact(dir, 0755);
+        if (r < 0)
+                return sd_bus_error_set_errnof(error, -r, "Cannot create %s: %s.%s", dir, strerror(-r),
+                                               config_write_hint(r));
         r = 0;
         for (size_t i = 0; r >= 0 && i < ELEMENTSOF(subdirs); i++) {
                 _cleanup_free_ char *p = NULL;
                 if (asprintf(&p, "%s/%s", dir, subdirs[i]) < 0)
                         r = -ENOMEM;
-                else if (mkdir(p, 0755) < 0)
-                        r = -errno;
+                else
+                        r = mkdir_exact(p, 0755);
         }
         if (r >= 0)
                 r = mkdir_p(etc, 0755);

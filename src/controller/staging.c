@@ -178,7 +178,8 @@ static int provision_managed(const StagingJob *j, json_object *created, int *ret
         fd = open(file, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
         if (fd < 0) {
                 r = -errno;
-                (void) asprintf(ret_why, "creating the LUN file %s failed: %m", file);
+                (void) asprintf(ret_why, "creating the LUN file %s failed: %m.%s", file,
+                                config_write_hint(r));
                 return r;
         }
         r = add_resource(created, "file", file, -1, -1);

@@ -240,21 +240,29 @@ int read_full_file(const char *path, char **ret, size_t *ret_size) {
         return 0;
 }
 
+int mkdir_exact(const char *path, mode_t mode) {
+        if (mkdir(path, mode) < 0)
+                return -errno;
+        /* The mode asked for, not what the umask (0077 in the units) leaves of it. */
+        return chmod(path, mode) < 0 ? -errno : 0;
+}
+
 int mkdir_p(const char *path, mode_t mode) {
         _cleanup_free_ char *copy = strdup(path);
+        int r;
         if (!copy)
                 return -ENOMEM;
         for (char *p = copy + 1; *p; p++) {
                 if (*p != '/')
                         continue;
                 *p = 0;
-                if (mkdir(copy, mode) < 0 && errno != EEXIST)
-                        return -errno;
+                r = mkdir_exact(copy, mode);
+                if (r < 0 && r != -EEXIST)
+                        return r;
                 *p = '/';
         }
-        if (mkdir(copy, mode) < 0 && errno != EEXIST)
-                return -errno;
-        return 0;
+        r = mkdir_exact(copy, mode);
+        return r == -EEXIST ? 0 : r;
 }
 
 int strextend_printf(char **s, const char *format, ...) {

@@ -42,6 +42,9 @@ int open_regular(const char *path);
 int pread_full(int fd, void *buf, size_t size, uint64_t offset);
 int pwrite_full(int fd, const void *buf, size_t size, uint64_t offset);
 int write_full(int fd, const void *buf, size_t size);
+/* mkdir(2) with exactly mode, whatever the umask: -errno, -EEXIST if path exists. */
+int mkdir_exact(const char *path, mode_t mode);
+/* Creates path and its missing parents, each made with exactly mode; 0 if it exists already. */
 int mkdir_p(const char *path, mode_t mode);
 /* Removes path and everything below it, following no symlink and crossing no mount point. */
 int rm_rf(const char *path);

@@ -242,3 +242,9 @@ def test_bridge_settings_are_checked(controller, tmp_path):
     bad = Bridge(controller.bus, tmp_path, "--http-listen=8080")
     with pytest.raises(AssertionError, match="HTTPListen=8080 is not ADDRESS:PORT"):
         bad.start()
+    # [Bridge] Address= (what the unit uses instead of --address) is checked as --address is.
+    conf = tmp_path / "names.conf"
+    conf.write_text("[Bridge]\nHostname=bridge.test\nAddress=bridge.test\n")
+    r = subprocess.run([BRIDGE, f"--config={conf}", "--listen=127.0.0.1:0"], env=controller.bus.env,
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "[Bridge] Address=bridge.test is not an IP address" in r.stderr, r.stderr

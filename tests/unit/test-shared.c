@@ -149,11 +149,37 @@ static void test_write_file_atomic(void) {
         tmpdir_remove(dir);
 }
 
+/* Directories get the mode asked for under the units' UMask=0077 too: a Pi's overlay is its root. */
+static void test_mkdir_modes(void) {
+        char *dir = tmpdir_new(), path[256];
+        mode_t old = umask(0077);
+        struct stat st;
+
+        snprintf(path, sizeof(path), "%s/a/b/c", dir);
+        ASSERT_OK(mkdir_p(path, 0755));
+        ASSERT_OK(stat(path, &st));
+        ASSERT_INT(st.st_mode & 07777, 0755);
+        snprintf(path, sizeof(path), "%s/a", dir);
+        ASSERT_OK(stat(path, &st));
+        ASSERT_INT(st.st_mode & 07777, 0755);
+        ASSERT_OK(mkdir_p(path, 0700)); /* exists: left as it is */
+        ASSERT_OK(stat(path, &st));
+        ASSERT_INT(st.st_mode & 07777, 0755);
+        ASSERT_INT(mkdir_exact(path, 0755), -EEXIST);
+        snprintf(path, sizeof(path), "%s/d", dir);
+        ASSERT_OK(mkdir_exact(path, 0711));
+        ASSERT_OK(stat(path, &st));
+        ASSERT_INT(st.st_mode & 07777, 0711);
+        umask(old);
+        tmpdir_remove(dir);
+}
+
 int main(void) {
         test_hashmap();
         test_ini();
         test_validation();
         test_format();
         test_write_file_atomic();
+        test_mkdir_modes();
         return 0;
 }
