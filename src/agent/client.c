@@ -13,10 +13,10 @@
 #include "backoff.h"
 #include "curl-glue.h"
 #include "log.h"
+#include "pureboot-bus.h"
 #include "queue.h"
 #include "util.h"
 
-#define NODE_PREFIX "org.pureboot.Node."
 #define MAX_REPLY (4U * 1024 * 1024)
 
 typedef struct Call {
@@ -160,7 +160,7 @@ static void on_call_done(CURL *easy, CURLcode result, void *userdata) {
         if (result != CURLE_OK || !o || status == 502 || status == 503 || status == 504) {
                 log_debug("Call to %s failed: %s (HTTP %ld).", a->settings.server,
                           result != CURLE_OK ? curl_easy_strerror(result) : "no JSON answer", status);
-                error = NODE_PREFIX "ControllerUnavailable";
+                error = PB_NODE_PREFIX "ControllerUnavailable";
         } else if (status != 200) {
                 error = json_object_object_get_ex(o, "error", &e) ? json_object_get_string(e)
                                                                    : "org.varlink.service.InvalidParameter";
@@ -180,7 +180,7 @@ int client_call(Agent *a, const char *method, json_object *params, CallDone done
         int r;
 
         c = calloc(1, sizeof(Call));
-        if (!c || asprintf(&path, "/call/" NODE_PREFIX "%s", method) < 0) {
+        if (!c || asprintf(&path, "/call/" PB_NODE_PREFIX "%s", method) < 0) {
                 json_object_put(params);
                 free(c);
                 return -ENOMEM;
@@ -343,7 +343,8 @@ int client_watch_start(Agent *a, const char *method, json_object *params, WatchC
         w->body = strdup(json_object_to_json_string_ext(p, JSON_C_TO_STRING_PLAIN));
         w->headers = curl_slist_append(NULL, "Content-Type: application/json");
         w->headers = w->headers ? curl_slist_append(w->headers, "Accept: application/json-seq") : NULL;
-        if (!w->method || !w->body || !w->headers || asprintf(&w->path, "/call/" NODE_PREFIX "%s", method) < 0 ||
+        if (!w->method || !w->body || !w->headers ||
+            asprintf(&w->path, "/call/" PB_NODE_PREFIX "%s", method) < 0 ||
             sd_event_add_defer(a->event, &w->dispatch, on_dispatch, w) < 0 ||
             sd_event_source_set_enabled(w->dispatch, SD_EVENT_OFF) < 0) {
                 client_watch_stop(a);

@@ -11,12 +11,11 @@
 #include <sys/syscall.h>
 
 #include "log.h"
+#include "pureboot-bus.h"
+#include "pureboot-errors.h"
 #include "request.h"
 #include "util.h"
 #include "workflow.h"
-
-#define DEST "org.pureboot.Controller1"
-#define ROOT "/org/pureboot/Controller1"
 
 typedef struct BootCall {
         Request *req;
@@ -76,17 +75,18 @@ static int render(BootCall *bc, sd_bus_message *m) {
         if (STR_IN_SET(action, "deploy_image", "nfs_boot")) {
                 w = workflows_find(b->workflows, workflow);
                 if (!w)
-                        return request_reply_error(req, MHD_HTTP_INTERNAL_SERVER_ERROR,
-                                                   "org.pureboot.Node.InvalidState", "status", state, "reason",
-                                                   "the workflow for this job is not installed on the bridge",
-                                                   NULL);
+                        return request_reply_error(
+                                req, MHD_HTTP_INTERNAL_SERVER_ERROR, PB_NODE_PREFIX "InvalidState", "status",
+                                state, "reason", "the workflow for this job is not installed on the bridge",
+                                NULL);
                 if (streq(action, "nfs_boot") != streq_ptr(w->install_method, "nfs"))
-                        return request_reply_error(req, MHD_HTTP_INTERNAL_SERVER_ERROR,
-                                                   "org.pureboot.Node.InvalidState", "status", state, "reason",
-                                                   streq(action, "nfs_boot")
-                                                           ? "the node's diskless workflow is not an nfs workflow"
-                                                           : "an nfs workflow cannot run this job",
-                                                   NULL);
+                        return request_reply_error(
+                                req, MHD_HTTP_INTERNAL_SERVER_ERROR, PB_NODE_PREFIX "InvalidState", "status",
+                                state, "reason",
+                                streq(action, "nfs_boot")
+                                        ? "the node's diskless workflow is not an nfs workflow"
+                                        : "an nfs workflow cannot run this job",
+                                NULL);
                 cmdline = deploy_cmdline(b, w, node, bc->mac, req->peer ? req->peer->address : "", m);
                 if (!cmdline)
                         return -ENOMEM;
@@ -173,12 +173,12 @@ static int on_boot_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret_er
 
         if (e)
                 r = request_reply_error(req,
-                                        sd_bus_error_has_name(e, "org.pureboot.Controller1.Error.InvalidArgument")
+                                        sd_bus_error_has_name(e, PB_ERROR_INVALID_ARGUMENT)
                                                 ? MHD_HTTP_BAD_REQUEST
                                                 : MHD_HTTP_SERVICE_UNAVAILABLE,
-                                        sd_bus_error_has_name(e, "org.pureboot.Controller1.Error.InvalidArgument")
+                                        sd_bus_error_has_name(e, PB_ERROR_INVALID_ARGUMENT)
                                                 ? "org.varlink.service.InvalidParameter"
-                                                : "org.pureboot.Node.ControllerUnavailable",
+                                                : PB_NODE_PREFIX "ControllerUnavailable",
                                         "reason", e->message ?: e->name, NULL);
         else
                 r = render(bc, m);
@@ -212,16 +212,17 @@ int boot_answer(Request *req, bool pi) {
         }
         bc->req = req;
         bc->pi = pi;
-        r = sd_bus_call_method_async(b->bus, &req->slot, DEST, ROOT, DEST ".Gateway", "Boot", on_boot_reply,
-                                     bc, "ssss", pi ? "pi" : "ipxe", strempty(mac), strempty(serial),
-                                     req->peer ? req->peer->address : "");
+        r = sd_bus_call_method_async(b->bus, &req->slot, PB_BUS_NAME, PB_ROOT_PATH, PB_BUS_NAME ".Gateway",
+                                     "Boot", on_boot_reply, bc, "ssss", pi ? "pi" : "ipxe", strempty(mac),
+                                     strempty(serial), req->peer ? req->peer->address : "");
         if (r >= 0)
                 r = sd_bus_slot_set_destroy_callback(req->slot, boot_call_free);
         if (r < 0) {
                 if (!req->slot)
                         boot_call_free(bc);
-                return request_reply_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "org.pureboot.Node.ControllerUnavailable",
-                                           "reason", "the controller cannot be reached", NULL);
+                return request_reply_error(req, MHD_HTTP_SERVICE_UNAVAILABLE,
+                                           PB_NODE_PREFIX "ControllerUnavailable", "reason",
+                                           "the controller cannot be reached", NULL);
         }
         request_suspend(req);
         return 0;

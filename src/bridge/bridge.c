@@ -13,14 +13,12 @@
 #include "bus-connect.h"
 #include "ini.h"
 #include "log.h"
+#include "pureboot-bus.h"
 #include "request.h"
 #include "tls.h"
 #include "util.h"
 #include "varlink-idl.h"
 #include "workflow.h"
-
-#define DEST "org.pureboot.Controller1"
-#define ROOT "/org/pureboot/Controller1"
 
 static void config_done(BridgeConfig *c) {
         free(c->listen);
@@ -175,8 +173,9 @@ static int obtain_certificate(Bridge *b) {
                 return log_error_errno(r, "Failed to make the server key and request.");
 
         const char *addresses[] = { b->config.address, NULL };
-        r = sd_bus_call_method(b->bus, DEST, ROOT, DEST ".Gateway", "SignServerCertificate", &error, &reply, "ssas",
-                               csr, hostname, b->config.address ? 1 : 0, addresses[0]);
+        r = sd_bus_call_method(b->bus, PB_BUS_NAME, PB_ROOT_PATH, PB_BUS_NAME ".Gateway",
+                               "SignServerCertificate", &error, &reply, "ssas", csr, hostname,
+                               b->config.address ? 1 : 0, addresses[0]);
         if (r < 0)
                 return log_error_errno(r, "The controller did not sign our certificate: %s",
                                        error.message ?: strerror(-r));

@@ -5,16 +5,14 @@
 
 #include "bridge.h"
 #include "log.h"
+#include "pureboot-bus.h"
 #include "tls.h"
 #include "util.h"
 
-#define DEST "org.pureboot.Controller1"
-#define CA_PATH "/org/pureboot/Controller1/ca"
-#define CA_IFACE "org.pureboot.Controller1.CertificateAuthority"
-
 static int read_property(Bridge *b, const char *name, char **ret) {
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
-        int r = sd_bus_get_property_string(b->bus, DEST, CA_PATH, CA_IFACE, name, &error, ret);
+        int r = sd_bus_get_property_string(b->bus, PB_BUS_NAME, PB_CA_PATH, PB_IFACE("CertificateAuthority"),
+                                           name, &error, ret);
         if (r < 0)
                 return log_error_errno(r, "Failed to read the CA's %s from the controller: %s", name,
                                        error.message ?: strerror(-r));

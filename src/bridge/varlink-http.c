@@ -6,14 +6,10 @@
 #include <stdarg.h>
 
 #include "log.h"
+#include "pureboot-bus.h"
 #include "request.h"
 #include "util.h"
 #include "varlink-idl.h"
-
-#define DEST "org.pureboot.Controller1"
-#define ROOT "/org/pureboot/Controller1"
-#define GATEWAY "org.pureboot.Controller1.Gateway"
-#define NODE_PREFIX "org.pureboot.Node."
 
 static const char service_idl[] =
         "# The Varlink Service Interface is provided by every varlink service.\n"
@@ -82,7 +78,8 @@ int gateway_reply_parse(sd_bus_message *m, const sd_bus_error *e, unsigned *ret_
                 o = json_object_new_object();
                 params = json_object_new_object();
                 json_object_object_add(params, "reason", json_object_new_string(e->message ?: e->name));
-                json_object_object_add(o, "error", json_object_new_string(NODE_PREFIX "ControllerUnavailable"));
+                json_object_object_add(o, "error",
+                                       json_object_new_string(PB_NODE_PREFIX "ControllerUnavailable"));
                 json_object_object_add(o, "parameters", params);
                 *ret_status = MHD_HTTP_SERVICE_UNAVAILABLE;
                 *ret = o;
@@ -129,7 +126,7 @@ static void pump(Bridge *b) {
                 req->wait_next = NULL;
                 if (send_call(req) < 0) {
                         (void) request_reply_error(req, MHD_HTTP_SERVICE_UNAVAILABLE,
-                                                   NODE_PREFIX "ControllerUnavailable", "reason",
+                                                   PB_NODE_PREFIX "ControllerUnavailable", "reason",
                                                    "the controller cannot be reached", NULL);
                         request_resume(req);
                 }
@@ -141,8 +138,9 @@ void varlink_http_drop_waiting(Bridge *b) {
                 Request *req = b->waiting;
                 b->waiting = req->wait_next;
                 req->wait_next = NULL;
-                (void) request_reply_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, NODE_PREFIX "ControllerUnavailable",
-                                           "reason", "the bridge is stopping", NULL);
+                (void) request_reply_error(req, MHD_HTTP_SERVICE_UNAVAILABLE,
+                                           PB_NODE_PREFIX "ControllerUnavailable", "reason",
+                                           "the bridge is stopping", NULL);
         }
         b->waiting_tail = NULL;
 }
@@ -159,8 +157,9 @@ static int on_gateway_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret
         b->in_flight--;
         r = gateway_reply_parse(m, sd_bus_message_get_error(m), &status, &o);
         if (r < 0)
-                r = request_reply_error(req, MHD_HTTP_INTERNAL_SERVER_ERROR, NODE_PREFIX "ControllerUnavailable",
-                                        "reason", "the controller's answer could not be read", NULL);
+                r = request_reply_error(req, MHD_HTTP_INTERNAL_SERVER_ERROR,
+                                        PB_NODE_PREFIX "ControllerUnavailable", "reason",
+                                        "the controller's answer could not be read", NULL);
         else
                 r = request_reply_json(req, status, o);
         if (r < 0)
@@ -172,9 +171,11 @@ static int on_gateway_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret
 
 int gateway_forward(Bridge *b, sd_bus_slot **slot, const char *method, const Peer *peer, json_object *params,
                     sd_bus_message_handler_t callback, void *userdata) {
-        return sd_bus_call_method_async(b->bus, slot, DEST, ROOT, GATEWAY, "Call", callback, userdata, "ssss",
-                                        method, strempty(peer ? peer->cn : NULL), peer ? peer->address : "",
-                                        json_object_to_json_string_ext(params, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+        return sd_bus_call_method_async(
+                b->bus, slot, PB_BUS_NAME, PB_ROOT_PATH, PB_IFACE("Gateway"), "Call", callback, userdata,
+                "ssss", method, strempty(peer ? peer->cn : NULL), peer ? peer->address : "",
+                json_object_to_json_string_ext(params,
+                                               JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
 }
 
 static int service_call(Request *req, const char *method) {
@@ -183,7 +184,7 @@ static int service_call(Request *req, const char *method) {
         if (streq(method, "GetInfo")) {
                 json_object *list = json_object_new_array();
                 json_object_array_add(list, json_object_new_string("org.varlink.service"));
-                json_object_array_add(list, json_object_new_string("org.pureboot.Node"));
+                json_object_array_add(list, json_object_new_string(PB_NODE_INTERFACE));
                 json_object_object_add(o, "vendor", json_object_new_string("PureBoot"));
                 json_object_object_add(o, "product", json_object_new_string("pureboot-bridge"));
                 json_object_object_add(o, "version", json_object_new_string(PACKAGE_VERSION));
@@ -196,9 +197,9 @@ static int service_call(Request *req, const char *method) {
         const char *name = body && json_object_object_get_ex(body, "interface", &iface)
                                    ? json_object_get_string(iface)
                                    : "";
-        const char *text = streq(name, "org.pureboot.Node")     ? node_interface_idl
+        const char *text = streq(name, PB_NODE_INTERFACE)       ? node_interface_idl
                            : streq(name, "org.varlink.service") ? service_idl
-                                                                  : NULL;
+                                                                : NULL;
         if (!text) {
                 json_object_put(o);
                 return request_reply_error(req, MHD_HTTP_NOT_FOUND, "org.varlink.service.InterfaceNotFound",
@@ -218,15 +219,16 @@ int varlink_http_call(Request *req, const char *name) {
 
         if ((method = startswith(name, "org.varlink.service.")) && STR_IN_SET(method, "GetInfo", "GetInterfaceDescription"))
                 return service_call(req, method);
-        method = startswith(name, NODE_PREFIX);
+        method = startswith(name, PB_NODE_PREFIX);
         def = method ? varlink_interface_method(b->interface, method) : NULL;
         if (!def)
                 return request_reply_error(req, MHD_HTTP_NOT_FOUND, "org.varlink.service.MethodNotFound", "method",
                                            name, NULL);
         /* Identity comes from the certificate; only Enrol is open to nodes without one. */
         if (!streq(method, "Enrol") && (!req->peer || !req->peer->cn))
-                return request_reply_error(req, MHD_HTTP_UNAUTHORIZED, NODE_PREFIX "PermissionDenied", "reason",
-                                           req->peer ? req->peer->reason : "no client certificate", NULL);
+                return request_reply_error(req, MHD_HTTP_UNAUTHORIZED, PB_NODE_PREFIX "PermissionDenied",
+                                           "reason", req->peer ? req->peer->reason : "no client certificate",
+                                           NULL);
         params = parse_body(req);
         if (!params)
                 return request_reply_error(req, MHD_HTTP_BAD_REQUEST, "org.varlink.service.InvalidParameter",
@@ -253,8 +255,9 @@ int varlink_http_call(Request *req, const char *name) {
                         b->waiting = req;
                 b->waiting_tail = req;
         } else if (send_call(req) < 0)
-                return request_reply_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, NODE_PREFIX "ControllerUnavailable",
-                                           "reason", "the controller cannot be reached", NULL);
+                return request_reply_error(req, MHD_HTTP_SERVICE_UNAVAILABLE,
+                                           PB_NODE_PREFIX "ControllerUnavailable", "reason",
+                                           "the controller cannot be reached", NULL);
         request_suspend(req);
         return 0;
 }

@@ -13,13 +13,11 @@
 #include "hashmap.h"
 #include "json-util.h"
 #include "log.h"
+#include "pureboot-bus.h"
 #include "request.h"
 #include "tls.h"
 #include "util.h"
 
-#define DEST "org.pureboot.Controller1"
-#define ROOT "/org/pureboot/Controller1"
-#define NODE_PREFIX "org.pureboot.Node."
 #define WATCH_RECHECK_USEC (30 * USEC_PER_SEC)
 /* A client that stops reading is not kept in memory without end. */
 #define WATCH_MAX_BUFFERED (1024 * 1024)
@@ -220,7 +218,7 @@ static void watch_first_reply(Watch *w, unsigned code, json_object *o) {
                         req->watch = NULL;
                         watch_free(w);
                         r = request_reply_error(req, MHD_HTTP_INTERNAL_SERVER_ERROR,
-                                                NODE_PREFIX "ControllerUnavailable", "reason",
+                                                PB_NODE_PREFIX "ControllerUnavailable", "reason",
                                                 "the bridge is out of memory", NULL);
                 }
         }
@@ -242,7 +240,7 @@ static int on_watch_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret_e
                 code = MHD_HTTP_INTERNAL_SERVER_ERROR;
                 o = json_object_new_object();
                 json_object_object_add(o, "error",
-                                       json_object_new_string(NODE_PREFIX "ControllerUnavailable"));
+                                       json_object_new_string(PB_NODE_PREFIX "ControllerUnavailable"));
         }
         if (!w->streaming) {
                 watch_first_reply(w, code, o);
@@ -293,7 +291,7 @@ void watch_check_certificates(Bridge *b) {
                     tls_verify_peer(b->trust, &w->cert, GNUTLS_KP_TLS_WWW_CLIENT, &cn, NULL, &reason) >= 0)
                         continue;
                 log_notice("Closing the %s stream of %s: %s.", w->get, w->peer.cn, strna(reason));
-                watch_end_with_error(w, NODE_PREFIX "PermissionDenied",
+                watch_end_with_error(w, PB_NODE_PREFIX "PermissionDenied",
                                      reason ?: "the certificate does not verify");
         }
 }
@@ -320,15 +318,16 @@ static int on_changed(sd_bus_message *m, void *userdata, sd_bus_error *ret_error
 
         if (!path)
                 return 0;
-        if (streq(path, ROOT "/ca")) {
+        if (streq(path, PB_ROOT_PATH "/ca")) {
                 if (trust_load(b) >= 0) {
                         log_info("The CRL changed; client certificates are checked against the new one.");
                         watch_check_certificates(b);
                 }
                 return 0;
         }
-        /* A node's disks are the node's news: ROOT/node/<id>/disk/<n> is followed as ROOT/node/<id>. */
-        if ((rest = startswith(path, ROOT "/node/"))) {
+        /* A node's disks are the node's news: PB_ROOT_PATH/node/<id>/disk/<n> is followed as
+         * PB_ROOT_PATH/node/<id>. */
+        if ((rest = startswith(path, PB_ROOT_PATH "/node/"))) {
                 key = strndup(path, (size_t) (rest - path) + strcspn(rest, "/"));
                 if (!key)
                         return log_oom(), 0;
@@ -343,8 +342,9 @@ int watch_subscribe(Bridge *b) {
         b->watched = hashmap_new();
         if (!b->watched)
                 return -ENOMEM;
-        return sd_bus_match_signal_async(b->bus, &b->changes, DEST, NULL, "org.freedesktop.DBus.Properties",
-                                         "PropertiesChanged", on_changed, NULL, b);
+        return sd_bus_match_signal_async(b->bus, &b->changes, PB_BUS_NAME, NULL,
+                                         "org.freedesktop.DBus.Properties", "PropertiesChanged", on_changed,
+                                         NULL, b);
 }
 
 void watch_unsubscribe(Bridge *b) {
@@ -362,16 +362,16 @@ static int watch_path(Request *req, const char *method, json_object *params, cha
 
         if (streq(method, "WatchSession")) {
                 if (!id_is_valid(session))
-                        return request_reply_error(req, MHD_HTTP_NOT_FOUND, NODE_PREFIX "NoSuchSession",
+                        return request_reply_error(req, MHD_HTTP_NOT_FOUND, PB_NODE_PREFIX "NoSuchSession",
                                                    "session", strempty(session), NULL),
                                0;
-                return asprintf(ret, ROOT "/clone/%s", session) < 0 ? -ENOMEM : 1;
+                return asprintf(ret, PB_ROOT_PATH "/clone/%s", session) < 0 ? -ENOMEM : 1;
         }
         if (!node || !id_is_valid(node))
-                return request_reply_error(req, MHD_HTTP_FORBIDDEN, NODE_PREFIX "PermissionDenied", "reason",
-                                           "WatchNode needs a node certificate", NULL),
+                return request_reply_error(req, MHD_HTTP_FORBIDDEN, PB_NODE_PREFIX "PermissionDenied",
+                                           "reason", "WatchNode needs a node certificate", NULL),
                        0;
-        return asprintf(ret, ROOT "/node/%s", node) < 0 ? -ENOMEM : 1;
+        return asprintf(ret, PB_ROOT_PATH "/node/%s", node) < 0 ? -ENOMEM : 1;
 }
 
 /* 429 if the bridge, or this certificate, has as many streams as it may. */
@@ -385,7 +385,7 @@ static int check_limits(Request *req, const char *method) {
         if (mine >= b->config.max_watches_per_peer) {
                 snprintf(limit, sizeof(limit), "%u", b->config.max_watches_per_peer);
                 return request_reply_error(
-                               req, MHD_HTTP_TOO_MANY_REQUESTS, NODE_PREFIX "TooManyStreams", "reason",
+                               req, MHD_HTTP_TOO_MANY_REQUESTS, PB_NODE_PREFIX "TooManyStreams", "reason",
                                "this certificate has as many streams open as it may; close one first",
                                "limit", limit, NULL),
                        0;
@@ -395,7 +395,7 @@ static int check_limits(Request *req, const char *method) {
                 log_warning("Refused a %s stream of %s: %u streams are open, the most this bridge serves "
                             "(--max-streams=).",
                             method, req->peer->cn, b->n_watches);
-                return request_reply_error(req, MHD_HTTP_TOO_MANY_REQUESTS, NODE_PREFIX "TooManyStreams",
+                return request_reply_error(req, MHD_HTTP_TOO_MANY_REQUESTS, PB_NODE_PREFIX "TooManyStreams",
                                            "reason",
                                            "the bridge serves as many streams as it may; try again later",
                                            "limit", limit, NULL),

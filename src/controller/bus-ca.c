@@ -105,7 +105,7 @@ static int method_revoke(sd_bus_message *msg, void *userdata, sd_bus_error *erro
                 r = bus_read_options(msg, &o, error);
         if (r < 0)
                 return r;
-        r = polkit_verify(m, msg, "org.pureboot.controller1.manage-ca",
+        r = polkit_verify(m, msg, PB_POLKIT_ACTION("manage-ca"),
                           (const char *const[]){ "serial", serial, NULL }, bus_interactive(msg, &o), error);
         if (r <= 0)
                 return r < 0 ? r : 1;
@@ -185,7 +185,7 @@ static int method_issue_certificate(sd_bus_message *msg, void *userdata, sd_bus_
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
                                          "Unknown role \"%.32s\"; use node, source, target or server.",
                                          role_name);
-        r = polkit_verify(m, msg, "org.pureboot.controller1.manage-ca",
+        r = polkit_verify(m, msg, PB_POLKIT_ACTION("manage-ca"),
                           (const char *const[]){ "role", role_name, "subject", subject, NULL },
                           bus_interactive(msg, &o), error);
         if (r <= 0)

@@ -62,7 +62,7 @@ static int authorize(CloneSession *c, sd_bus_message *msg, const char *verb, sd_
         int r = bus_read_options(msg, &o, error);
         if (r < 0)
                 return r;
-        return polkit_verify(c->manager, msg, "org.pureboot.controller1.manage-clones",
+        return polkit_verify(c->manager, msg, PB_POLKIT_ACTION("manage-clones"),
                              (const char *const[]){ "session", c->id, "verb", verb, NULL },
                              bus_interactive(msg, &o), error);
 }
@@ -287,7 +287,7 @@ static int method_add_target(sd_bus_message *msg, void *userdata, sd_bus_error *
                 r = bus_read_options(msg, &o, error);
         if (r < 0)
                 return r;
-        r = polkit_verify(c->manager, msg, "org.pureboot.controller1.manage-clones",
+        r = polkit_verify(c->manager, msg, PB_POLKIT_ACTION("manage-clones"),
                           (const char *const[]){ "session", c->id, "verb", "add-target", NULL },
                           bus_interactive(msg, &o), error);
         if (r <= 0)

@@ -104,9 +104,9 @@ static int authorize(Disk *d, sd_bus_message *msg, const char *verb, sd_bus_erro
         int r = bus_read_options(msg, &o, error);
         if (r < 0)
                 return r;
-        return polkit_verify(d->node->manager, msg, "org.pureboot.controller1.manage-partitions",
-                             (const char *const[]){ "node", d->node->id, "hostname", d->node->hostname, "device",
-                                                    d->info.device, "verb", verb, NULL },
+        return polkit_verify(d->node->manager, msg, PB_POLKIT_ACTION("manage-partitions"),
+                             (const char *const[]){ "node", d->node->id, "hostname", d->node->hostname,
+                                                    "device", d->info.device, "verb", verb, NULL },
                              bus_interactive(msg, &o), error);
 }
 

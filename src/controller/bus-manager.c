@@ -58,7 +58,7 @@ static int method_create_clone_session(sd_bus_message *msg, void *userdata, sd_b
         spec.resize_mode = o.resize_mode;
         spec.idempotency_key = o.idempotency_key;
 
-        r = polkit_verify(m, msg, "org.pureboot.controller1.manage-clones",
+        r = polkit_verify(m, msg, PB_POLKIT_ACTION("manage-clones"),
                           (const char *const[]){ "name", spec.name, NULL }, bus_interactive(msg, &o), error);
         if (r <= 0)
                 return r < 0 ? r : 1;
@@ -137,7 +137,7 @@ static int method_register_node(sd_bus_message *msg, void *userdata, sd_bus_erro
         r = bus_read_options(msg, &o, error);
         if (r < 0)
                 return r;
-        r = polkit_verify(m, msg, "org.pureboot.controller1.manage-nodes",
+        r = polkit_verify(m, msg, PB_POLKIT_ACTION("manage-nodes"),
                           (const char *const[]){ "hostname", hostname, "mac", mac, NULL },
                           bus_interactive(msg, &o), error);
         if (r <= 0)
@@ -213,7 +213,7 @@ static int method_create_storage_backend(sd_bus_message *msg, void *userdata, sd
                 r = bus_read_options(msg, &o, error);
         if (r < 0)
                 return r;
-        r = polkit_verify(m, msg, "org.pureboot.controller1.manage-storage",
+        r = polkit_verify(m, msg, PB_POLKIT_ACTION("manage-storage"),
                           (const char *const[]){ "name", name, NULL }, bus_interactive(msg, &o), error);
         if (r <= 0)
                 return r < 0 ? r : 1;

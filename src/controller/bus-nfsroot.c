@@ -39,9 +39,9 @@ static int authorize_with(Manager *m, sd_bus_message *msg, const char *verb, con
                 return r;
         if (ret)
                 *ret = o;
-        return polkit_verify(m, msg, "org.pureboot.controller1.manage-nfsroot",
-                             (const char *const[]){ "verb", verb, "name", what, NULL }, bus_interactive(msg, &o),
-                             error);
+        return polkit_verify(m, msg, PB_POLKIT_ACTION("manage-nfsroot"),
+                             (const char *const[]){ "verb", verb, "name", what, NULL },
+                             bus_interactive(msg, &o), error);
 }
 
 static void emit(Manager *m, const char *property) {

@@ -23,7 +23,7 @@ static int method_delete(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         r = bus_read_options(msg, &o, error);
         if (r < 0)
                 return r;
-        r = polkit_verify(m, msg, "org.pureboot.controller1.manage-nodes",
+        r = polkit_verify(m, msg, PB_POLKIT_ACTION("manage-nodes"),
                           (const char *const[]){ "node", n->id, "hostname", n->hostname, NULL },
                           bus_interactive(msg, &o), error);
         if (r <= 0)
@@ -41,9 +41,10 @@ static int authorize(Node *n, sd_bus_message *msg, const char *verb, sd_bus_erro
         int r = bus_read_options(msg, &o, error);
         if (r < 0)
                 return r;
-        return polkit_verify(n->manager, msg, "org.pureboot.controller1.manage-nodes",
-                             (const char *const[]){ "node", n->id, "hostname", n->hostname, "verb", verb, NULL },
-                             bus_interactive(msg, &o), error);
+        return polkit_verify(
+                n->manager, msg, PB_POLKIT_ACTION("manage-nodes"),
+                (const char *const[]){ "node", n->id, "hostname", n->hostname, "verb", verb, NULL },
+                bus_interactive(msg, &o), error);
 }
 
 static int method_set_boot_mode(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
@@ -57,8 +58,9 @@ static int method_set_boot_mode(sd_bus_message *msg, void *userdata, sd_bus_erro
                 r = bus_read_options(msg, &o, error);
         if (r < 0)
                 return r;
-        r = polkit_verify(n->manager, msg, "org.pureboot.controller1.manage-nodes",
-                          (const char *const[]){ "node", n->id, "hostname", n->hostname, "verb", "set-boot-mode", NULL },
+        r = polkit_verify(n->manager, msg, PB_POLKIT_ACTION("manage-nodes"),
+                          (const char *const[]){ "node", n->id, "hostname", n->hostname, "verb",
+                                                 "set-boot-mode", NULL },
                           bus_interactive(msg, &o), error);
         if (r <= 0)
                 return r < 0 ? r : 1;

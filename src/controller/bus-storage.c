@@ -38,7 +38,7 @@ static int authorize(StorageBackend *b, sd_bus_message *msg, sd_bus_error *error
         int r = bus_read_options(msg, &o, error);
         if (r < 0)
                 return r;
-        return polkit_verify(b->manager, msg, "org.pureboot.controller1.manage-storage",
+        return polkit_verify(b->manager, msg, PB_POLKIT_ACTION("manage-storage"),
                              (const char *const[]){ "backend", b->id, "name", b->name, NULL },
                              bus_interactive(msg, &o), error);
 }

@@ -12,13 +12,13 @@
 #include "identity.h"
 #include "log.h"
 #include "node.h"
+#include "pureboot-bus.h"
 #include "pureboot-errors.h"
 #include "staging.h"
 #include "token.h"
 #include "util.h"
 #include "varlink-idl.h"
 
-#define NODE_ERROR(x) "org.pureboot.Node." x
 #define VARLINK_ERROR(x) "org.varlink.service." x
 
 typedef struct Call {
@@ -51,8 +51,8 @@ static int fail(Call *call, const char *error, ...) {
 
 static int fail_bus_error(Call *call, CloneSession *c, const sd_bus_error *e) {
         if (streq_ptr(e->name, PB_ERROR_INVALID_STATE))
-                return fail(call, NODE_ERROR("InvalidState"), "status", clone_status_to_string(c->status), "reason",
-                            e->message, NULL);
+                return fail(call, PB_NODE_PREFIX "InvalidState", "status", clone_status_to_string(c->status),
+                            "reason", e->message, NULL);
         log_warning("Node call by %s failed: %s", strna(call->peer.cn), e->message);
         return -EIO;
 }
@@ -79,16 +79,16 @@ static int session_for_peer(Call *call, const char *role, CloneSession **ret) {
 
         if (!c) {
                 if (call->peer.kind == IDENTITY_CLONE && !streq_ptr(id, call->peer.session))
-                        return fail(call, NODE_ERROR("PermissionDenied"), "reason",
+                        return fail(call, PB_NODE_PREFIX "PermissionDenied", "reason",
                                     "this certificate belongs to another session", NULL);
-                return fail(call, NODE_ERROR("NoSuchSession"), "session", strempty(id), NULL);
+                return fail(call, PB_NODE_PREFIX "NoSuchSession", "session", strempty(id), NULL);
         }
         if (call->peer.kind == IDENTITY_CLONE) {
                 if (!streq(call->peer.session, c->id))
-                        return fail(call, NODE_ERROR("PermissionDenied"), "reason",
+                        return fail(call, PB_NODE_PREFIX "PermissionDenied", "reason",
                                     "this certificate belongs to another session", NULL);
                 if (role && !streq(call->peer.role, role))
-                        return fail(call, NODE_ERROR("PermissionDenied"), "reason",
+                        return fail(call, PB_NODE_PREFIX "PermissionDenied", "reason",
                                     streq(role, "source") ? "only the source may make this report"
                                                           : "only the target may make this report",
                                     NULL);
@@ -97,7 +97,7 @@ static int session_for_peer(Call *call, const char *role, CloneSession **ret) {
                     streq_ptr(c->target_node, call->peer.node))) {
                 /* a node may read the sessions it takes part in */
         } else
-                return fail(call, NODE_ERROR("PermissionDenied"), "reason",
+                return fail(call, PB_NODE_PREFIX "PermissionDenied", "reason",
                             "this call needs the session's clone certificate", NULL);
         *ret = c;
         return 1;
@@ -288,27 +288,28 @@ static int handle_enrol(Call *call) {
                 return r;
         r = store_token_lookup(m->store, hash, &t);
         if (r == -ENOENT)
-                return fail(call, NODE_ERROR("InvalidToken"), "reason",
-                            "unknown token; ask for a new one with purebootctl clone token or node token", NULL);
+                return fail(call, PB_NODE_PREFIX "InvalidToken", "reason",
+                            "unknown token; ask for a new one with purebootctl clone token or node token",
+                            NULL);
         if (r < 0)
                 return r;
         if (t.used_at > 0)
-                return fail(call, NODE_ERROR("InvalidToken"), "reason",
+                return fail(call, PB_NODE_PREFIX "InvalidToken", "reason",
                             "this token was used already; each token enrols once", NULL);
         if (t.expires_at < now)
-                return fail(call, NODE_ERROR("InvalidToken"), "reason",
+                return fail(call, PB_NODE_PREFIX "InvalidToken", "reason",
                             "this token has expired; ask for a new one", NULL);
         /* A boot answer's token enrols only the machine the answer went to. */
         if (t.address && !streq_ptr(call->address, t.address))
                 return fail(
-                        call, NODE_ERROR("InvalidToken"), "reason",
+                        call, PB_NODE_PREFIX "InvalidToken", "reason",
                         "this token was issued to the machine at another address; enrol from there, or ask "
                         "for a new token",
                         NULL);
         if (t.session_id) {
                 c = hashmap_get(m->sessions, t.session_id);
                 if (!c || c->status == CLONE_COMPLETED || c->status == CLONE_CANCELLED)
-                        return fail(call, NODE_ERROR("InvalidToken"), "reason",
+                        return fail(call, PB_NODE_PREFIX "InvalidToken", "reason",
                                     "the token's session has ended", NULL);
         }
 
@@ -321,7 +322,7 @@ static int handle_enrol(Call *call) {
                             isempty(call->address) ? NULL : call->address,
                             m->config.session_cert_validity_hours * USEC_PER_HOUR, &cert);
         if (r == -EBADMSG || r == -EKEYREJECTED)
-                return fail(call, NODE_ERROR("BadCertificateRequest"), "reason",
+                return fail(call, PB_NODE_PREFIX "BadCertificateRequest", "reason",
                             r == -EBADMSG
                                     ? "not a PEM PKCS#10 certificate request"
                                     : "its signature does not verify, or its key is weaker than RSA 2048 "
@@ -342,7 +343,7 @@ static int handle_enrol(Call *call) {
         if (r < 0) {
                 store_rollback(m->store);
                 if (r == -EALREADY)
-                        return fail(call, NODE_ERROR("InvalidToken"), "reason",
+                        return fail(call, PB_NODE_PREFIX "InvalidToken", "reason",
                                     "this token was used already; each token enrols once", NULL);
                 return r;
         }
@@ -395,7 +396,7 @@ static int handle_source_ready(Call *call) {
                 return bad_parameter(call, "device");
         /* A source that restarts mid-clone reports again, possibly on a new port. */
         if (!IN_SET_STATUS(c->status, CLONE_WAITING, CLONE_SOURCE_READY, CLONE_CLONING))
-                return fail(call, NODE_ERROR("InvalidState"), "status", clone_status_to_string(c->status),
+                return fail(call, PB_NODE_PREFIX "InvalidState", "status", clone_status_to_string(c->status),
                             "reason", "the session is not waiting for its source", NULL);
 
         _cleanup_free_ char *old_address = c->source_address;
@@ -435,8 +436,9 @@ static int handle_progress(Call *call) {
         if (r <= 0)
                 return r;
         if (!IN_SET_STATUS(c->status, CLONE_SOURCE_READY, CLONE_CLONING))
-                return fail(call, NODE_ERROR("InvalidState"), "status", clone_status_to_string(c->status),
-                            "reason", "progress is reported only while the source is ready or cloning", NULL);
+                return fail(call, PB_NODE_PREFIX "InvalidState", "status", clone_status_to_string(c->status),
+                            "reason", "progress is reported only while the source is ready or cloning",
+                            NULL);
         /* The first progress moves the session to cloning: that is written at once. */
         if (c->status == CLONE_SOURCE_READY) {
                 r = record(call, c, role, seq, CLONE_CLONING, NULL);
@@ -480,7 +482,7 @@ static int handle_complete(Call *call) {
         if (!digest_is_valid(digest))
                 return bad_parameter(call, "digest");
         if (!IN_SET_STATUS(c->status, CLONE_SOURCE_READY, CLONE_CLONING))
-                return fail(call, NODE_ERROR("InvalidState"), "status", clone_status_to_string(c->status),
+                return fail(call, PB_NODE_PREFIX "InvalidState", "status", clone_status_to_string(c->status),
                             "reason", "only a running session can complete", NULL);
 
         char **mine = streq(role, "source") ? &c->source_digest : &c->target_digest;
@@ -538,7 +540,7 @@ static int handle_failed(Call *call) {
 static int node_for_peer(Call *call, Node **ret) {
         Node *n = call->peer.kind == IDENTITY_NODE ? hashmap_get(call->m->nodes, call->peer.node) : NULL;
         if (!n)
-                return fail(call, NODE_ERROR("PermissionDenied"), "reason",
+                return fail(call, PB_NODE_PREFIX "PermissionDenied", "reason",
                             call->peer.kind == IDENTITY_NODE
                                     ? "this node has been deleted"
                                     : "this call needs a node certificate (purebootctl node token)",
@@ -600,7 +602,7 @@ static int disk_for_call(Call *call, Node *n, Disk **ret) {
         _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
         const char *device = get_string(call, "device");
         if (disk_resolve(n, device, ret, &e) < 0)
-                return fail(call, NODE_ERROR("NoSuchDisk"), "device", device, NULL);
+                return fail(call, PB_NODE_PREFIX "NoSuchDisk", "device", device, NULL);
         return 1;
 }
 
@@ -635,8 +637,8 @@ static int handle_report_operation(Call *call) {
         r = disk_report_operation(d, op, operation_status_from_string(get_string(call, "status")),
                                   get_string(call, "error"), get_uint(call, "sequence"), &e);
         if (r < 0 && sd_bus_error_is_set(&e))
-                return fail(call, NODE_ERROR("InvalidState"), "status", operation_status_to_string(op->status),
-                            "reason", e.message, NULL);
+                return fail(call, PB_NODE_PREFIX "InvalidState", "status",
+                            operation_status_to_string(op->status), "reason", e.message, NULL);
         if (r < 0)
                 return r;
         r = reply_with(call, NULL);
@@ -650,13 +652,15 @@ static int handle_get_staging(Call *call) {
         if (r <= 0)
                 return r;
         if (call->peer.kind != IDENTITY_CLONE)
-                return fail(call, NODE_ERROR("PermissionDenied"), "reason",
+                return fail(call, PB_NODE_PREFIX "PermissionDenied", "reason",
                             "the staging area is told only to the session's clone certificates", NULL);
         c = clone_owner(c); /* a target added to a session downloads that session's image */
         if (!streq(c->mode, "staged") ||
             !STR_IN_SET(strempty(c->staging_status), "provisioned", "uploading", "ready", "downloading"))
-                return fail(call, NODE_ERROR("InvalidState"), "status", clone_status_to_string(c->status), "reason",
-                            streq(c->mode, "staged") ? "the staging area is not provisioned" : "a direct session",
+                return fail(call, PB_NODE_PREFIX "InvalidState", "status", clone_status_to_string(c->status),
+                            "reason",
+                            streq(c->mode, "staged") ? "the staging area is not provisioned"
+                                                     : "a direct session",
                             NULL);
         json_object *staging = staging_json(c), *o = json_object_new_object();
         if (!staging || !o) {
@@ -676,23 +680,24 @@ static int handle_staging_status(Call *call) {
 
         r = call->peer.kind == IDENTITY_CLONE
                     ? report_begin(call, call->peer.role, &c)
-                    : fail(call, NODE_ERROR("PermissionDenied"), "reason",
+                    : fail(call, PB_NODE_PREFIX "PermissionDenied", "reason",
                            "this call needs the session's clone certificate", NULL);
         if (r <= 0)
                 return r;
         if (!clone_status_is_active(c->status))
-                return fail(call, NODE_ERROR("InvalidState"), "status", clone_status_to_string(c->status), "reason",
-                            "the session is over", NULL);
+                return fail(call, PB_NODE_PREFIX "InvalidState", "status", clone_status_to_string(c->status),
+                            "reason", "the session is over", NULL);
         if (streq(status, "cleanup") ||
             streq(status, streq(call->peer.role, "source") ? "downloading" : "uploading"))
-                return fail(call, NODE_ERROR("InvalidState"), "status", clone_status_to_string(c->status), "reason",
+                return fail(call, PB_NODE_PREFIX "InvalidState", "status", clone_status_to_string(c->status),
+                            "reason",
                             streq(status, "cleanup") ? "the controller removes the staging area itself"
                                                      : "the other role reports this step",
                             NULL);
         r = staging_report(clone_owner(c), status, &reason);
         if (r == -EINVAL)
-                return fail(call, NODE_ERROR("InvalidState"), "status", strempty(c->staging_status), "reason", reason,
-                            NULL);
+                return fail(call, PB_NODE_PREFIX "InvalidState", "status", strempty(c->staging_status),
+                            "reason", reason, NULL);
         if (r < 0)
                 return r;
         r = record(call, c, call->peer.role, seq, c->status, NULL);
@@ -711,8 +716,8 @@ static int handle_clone_disk(Call *call) {
         if (r <= 0)
                 return r;
         if (!clone_status_is_active(c->status))
-                return fail(call, NODE_ERROR("InvalidState"), "status", clone_status_to_string(c->status), "reason",
-                            "the session is over", NULL);
+                return fail(call, PB_NODE_PREFIX "InvalidState", "status", clone_status_to_string(c->status),
+                            "reason", "the session is over", NULL);
         json_object_object_get_ex(call->p, "disk", &disk);
         r = clone_report_disk(c, role, disk, &e);
         if (r < 0 && sd_bus_error_has_name(&e, PB_ERROR_INVALID_ARGUMENT))
@@ -778,7 +783,7 @@ int gateway_call(Manager *m, const char *method, const char *peer, const char *a
         }
         if (identity_parse(peer, &call.peer) < 0 ||
             (call.peer.kind == IDENTITY_NONE && !streq(method, "Enrol"))) {
-                r = fail(&call, NODE_ERROR("PermissionDenied"), "reason",
+                r = fail(&call, PB_NODE_PREFIX "PermissionDenied", "reason",
                          "this call needs a client certificate issued by the PureBoot CA", NULL);
                 goto done;
         }

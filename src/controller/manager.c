@@ -160,7 +160,8 @@ int manager_connect_bus(Manager *m) {
 
 static bool manager_is_idle(Manager *m) {
         CloneSession *c;
-        if (m->polkit_queries)
+        /* A worker (an import, a provisioning, a probe) still has a caller or a session to answer. */
+        if (m->polkit_queries || m->workers)
                 return false;
         HASHMAP_FOREACH (c, m->sessions, i)
                 if (clone_status_is_active(c->status))

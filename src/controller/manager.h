@@ -7,6 +7,7 @@
 
 #include "config.h"
 #include "hashmap.h"
+#include "pureboot-bus.h"
 #include "store.h"
 
 typedef struct CA CA;
@@ -38,10 +39,6 @@ typedef struct Manager {
         uid_t bridge_uid;    /* (uid_t) -1 until the bridge's user has been looked up */
         char *bridge_sender; /* the unique bus name last verified as the bridge's */
 } Manager;
-
-#define PB_BUS_NAME "org.pureboot.Controller1"
-#define PB_ROOT_PATH "/org/pureboot/Controller1"
-#define PB_IFACE(x) "org.pureboot.Controller1." x
 
 int manager_new(const char *config_path, const char *state_dir, Manager **ret);
 Manager *manager_free(Manager *m);

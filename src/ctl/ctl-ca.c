@@ -5,7 +5,7 @@
 #include "table.h"
 #include "util.h"
 
-#define CA_PATH PB_PATH "/ca"
+#define CA_PATH PB_ROOT_PATH "/ca"
 
 static int ca_list_issued(sd_bus *bus) {
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
@@ -18,8 +18,8 @@ static int ca_list_issued(sd_bus *bus) {
 
         if (!t)
                 return log_oom(), EXIT_FAILED;
-        r = sd_bus_call_method(bus, PB_DEST, CA_PATH, PB_IFACE("CertificateAuthority"), "ListIssued", &error,
-                               &reply, NULL);
+        r = sd_bus_call_method(bus, PB_BUS_NAME, CA_PATH, PB_IFACE("CertificateAuthority"), "ListIssued",
+                               &error, &reply, NULL);
         if (r < 0)
                 return ctl_error(&error, r, "list issued certificates");
         r = sd_bus_message_enter_container(reply, 'a', "(sssssttt)");

@@ -21,7 +21,7 @@ static int clone_create(sd_bus *bus) {
             !ctl_require(arg.source_device, "--source-device DEV", "clone create") ||
             !ctl_require(arg.target_device, "--target-device DEV", "clone create"))
                 return EXIT_USAGE;
-        r = ctl_new_call(bus, PB_PATH, PB_IFACE("Manager"), "CreateCloneSession", &m);
+        r = ctl_new_call(bus, PB_ROOT_PATH, PB_IFACE("Manager"), "CreateCloneSession", &m);
         if (r >= 0)
                 r = sd_bus_message_append(m, "ssssss", arg.name ?: "clone", arg.mode, arg.source,
                                           strempty(arg.target), arg.source_device, arg.target_device);
@@ -48,7 +48,8 @@ static json_object *node_names(sd_bus *bus) {
         uint64_t last_seen;
         int r;
 
-        r = sd_bus_call_method(bus, PB_DEST, PB_PATH, PB_IFACE("Manager"), "ListNodes", NULL, &reply, NULL);
+        r = sd_bus_call_method(bus, PB_BUS_NAME, PB_ROOT_PATH, PB_IFACE("Manager"), "ListNodes", NULL,
+                               &reply, NULL);
         if (r >= 0)
                 r = sd_bus_message_enter_container(reply, 'a', "(ssssssto)");
         while (r >= 0 && (r = sd_bus_message_read(reply, "(ssssssto)", &id, &hostname, &mac, &arch, &state,
@@ -74,8 +75,8 @@ static int clone_list(sd_bus *bus) {
         if (!t)
                 return log_oom(), EXIT_FAILED;
         json_object *names = arg.json == JSON_OFF ? node_names(bus) : NULL;
-        r = sd_bus_call_method(bus, PB_DEST, PB_PATH, PB_IFACE("Manager"), "ListCloneSessions", &error,
-                               &reply, NULL);
+        r = sd_bus_call_method(bus, PB_BUS_NAME, PB_ROOT_PATH, PB_IFACE("Manager"), "ListCloneSessions",
+                               &error, &reply, NULL);
         if (r < 0)
                 return ctl_error(&error, r, "list clone sessions");
         r = sd_bus_message_enter_container(reply, 'a', "(ssssssttto)");
@@ -166,7 +167,7 @@ static int read_progress(sd_bus *bus, const char *path, Progress *p) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         int r;
 
-        r = sd_bus_call_method(bus, PB_DEST, path, "org.freedesktop.DBus.Properties", "GetAll", &error,
+        r = sd_bus_call_method(bus, PB_BUS_NAME, path, "org.freedesktop.DBus.Properties", "GetAll", &error,
                                &reply, "s", PB_IFACE("CloneSession"));
         if (r < 0)
                 return -ctl_error(&error, r, "read the session");
@@ -244,7 +245,7 @@ static int clone_status(sd_bus *bus, const char *path) {
 
         if (arg.follow) {
                 /* Subscribe before the first read, so no change falls between the two. */
-                r = sd_bus_match_signal(bus, &slot, PB_DEST, path, "org.freedesktop.DBus.Properties",
+                r = sd_bus_match_signal(bus, &slot, PB_BUS_NAME, path, "org.freedesktop.DBus.Properties",
                                         "PropertiesChanged", on_changed, &changed);
                 if (r < 0)
                         return log_error_errno(r, "Failed to watch the session: %m"), EXIT_FAILED;

@@ -43,13 +43,14 @@ static void disk_view_done(DiskView *v) {
 
 static int get_string(sd_bus *bus, const char *path, const char *name, char **ret) {
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
-        int r = sd_bus_get_property_string(bus, PB_DEST, path, PB_IFACE("Disk"), name, &error, ret);
+        int r = sd_bus_get_property_string(bus, PB_BUS_NAME, path, PB_IFACE("Disk"), name, &error, ret);
         return r < 0 ? ctl_error(&error, r, "read the disk") : 0;
 }
 
 static int get_u64(sd_bus *bus, const char *path, const char *name, uint64_t *ret) {
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
-        int r = sd_bus_get_property_trivial(bus, PB_DEST, path, PB_IFACE("Disk"), name, &error, 't', ret);
+        int r = sd_bus_get_property_trivial(bus, PB_BUS_NAME, path, PB_IFACE("Disk"), name, &error, 't',
+                                            ret);
         return r < 0 ? ctl_error(&error, r, "read the disk") : 0;
 }
 
@@ -60,7 +61,7 @@ static int node_disks(sd_bus *bus, const char *node, char ***ret) {
         int r = ctl_resolve(bus, "GetNode", node, &path);
         if (r < 0)
                 return -r;
-        r = sd_bus_get_property_strv(bus, PB_DEST, path, PB_IFACE("Node"), "Disks", &error, ret);
+        r = sd_bus_get_property_strv(bus, PB_BUS_NAME, path, PB_IFACE("Node"), "Disks", &error, ret);
         if (r < 0)
                 return ctl_error(&error, r, "read the node's disks");
         return 0;
@@ -95,7 +96,7 @@ static int load_view(sd_bus *bus, const char *path, DiskView *v) {
             get_string(bus, path, "Model", &v->model) || get_u64(bus, path, "Size", &v->size) ||
             get_u64(bus, path, "ScannedAt", &v->scanned_at))
                 return EXIT_FAILED;
-        r = sd_bus_get_property(bus, PB_DEST, path, PB_IFACE("Disk"), "Partitions", &error, &v->reply,
+        r = sd_bus_get_property(bus, PB_BUS_NAME, path, PB_IFACE("Disk"), "Partitions", &error, &v->reply,
                                 "a(uttssssssasttb)");
         if (r < 0)
                 return ctl_error(&error, r, "read the partitions");
@@ -284,7 +285,8 @@ static int read_operations(sd_bus *bus, const char *path, sd_bus_message **reply
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         OpRow *rows = NULL;
         size_t n = 0;
-        int r = sd_bus_get_property(bus, PB_DEST, path, PB_IFACE("Disk"), "Operations", &error, reply, "a(ssa{sv}sstt)");
+        int r = sd_bus_get_property(bus, PB_BUS_NAME, path, PB_IFACE("Disk"), "Operations", &error, reply,
+                                    "a(ssa{sv}sstt)");
         if (r < 0)
                 return ctl_error(&error, r, "read the operations");
         r = sd_bus_message_enter_container(*reply, 'a', "(ssa{sv}sstt)");
@@ -404,7 +406,8 @@ static int partition_apply(sd_bus *bus, const char *node, const char *device) {
                 int applying = 0;
                 bool failed = false;
 
-                r = sd_bus_get_property_trivial(bus, PB_DEST, path, PB_IFACE("Disk"), "Applying", &error, 'b', &applying);
+                r = sd_bus_get_property_trivial(bus, PB_BUS_NAME, path, PB_IFACE("Disk"), "Applying", &error,
+                                                'b', &applying);
                 if (r < 0)
                         return ctl_error(&error, r, "follow the apply");
                 if (read_operations(bus, path, &reply, &rows, &n) != 0)

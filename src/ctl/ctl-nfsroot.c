@@ -11,11 +11,12 @@
 #include "table.h"
 #include "util.h"
 
-#define NFSROOT_PATH PB_PATH "/nfsroot"
+#define NFSROOT_PATH PB_ROOT_PATH "/nfsroot"
 
 static int get_list(sd_bus *bus, const char *property, char ***ret) {
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
-        int r = sd_bus_get_property_strv(bus, PB_DEST, NFSROOT_PATH, PB_IFACE("NfsRoot"), property, &error, ret);
+        int r = sd_bus_get_property_strv(bus, PB_BUS_NAME, NFSROOT_PATH, PB_IFACE("NfsRoot"), property,
+                                         &error, ret);
         return r < 0 ? ctl_error(&error, r, "read the NFS root") : 0;
 }
 
@@ -95,15 +96,15 @@ static int nfsroot_show(sd_bus *bus, const char *serial) {
         uint64_t created;
         int r;
 
-        r = sd_bus_call_method(bus, PB_DEST, NFSROOT_PATH, PB_IFACE("NfsRoot"), "GetNodeInfo", &error, &reply, "s",
-                               serial);
+        r = sd_bus_call_method(bus, PB_BUS_NAME, NFSROOT_PATH, PB_IFACE("NfsRoot"), "GetNodeInfo", &error,
+                               &reply, "s", serial);
         if (r < 0)
                 return ctl_error(&error, r, "read the overlay");
         r = sd_bus_message_read(reply, "sssst", &s, &base, &hostname, &machine_id, &created);
         if (r < 0)
                 return EXIT_FAILED;
-        r = sd_bus_call_method(bus, PB_DEST, NFSROOT_PATH, PB_IFACE("NfsRoot"), "GetOverlayMountOptions", &error,
-                               &options_reply, "ss", s, base);
+        r = sd_bus_call_method(bus, PB_BUS_NAME, NFSROOT_PATH, PB_IFACE("NfsRoot"), "GetOverlayMountOptions",
+                               &error, &options_reply, "ss", s, base);
         if (r < 0)
                 return ctl_error(&error, r, "read the overlay's mount options");
         if (sd_bus_message_read(options_reply, "s", &options) < 0)

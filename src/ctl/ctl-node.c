@@ -11,7 +11,7 @@ static int node_add(sd_bus *bus) {
         if (!ctl_require(arg.mac, "--mac MAC", "node add") ||
             !ctl_require(arg.hostname, "--hostname NAME", "node add"))
                 return EXIT_USAGE;
-        r = ctl_new_call(bus, PB_PATH, PB_IFACE("Manager"), "RegisterNode", &m);
+        r = ctl_new_call(bus, PB_ROOT_PATH, PB_IFACE("Manager"), "RegisterNode", &m);
         if (r >= 0)
                 r = sd_bus_message_append(m, "sss", arg.hostname, arg.mac, arg.arch ?: "x86_64");
         if (r >= 0)
@@ -33,8 +33,8 @@ static int node_list(sd_bus *bus) {
 
         if (!t)
                 return log_oom(), EXIT_FAILED;
-        r = sd_bus_call_method(bus, PB_DEST, PB_PATH, PB_IFACE("Manager"), "ListNodes", &error, &reply,
-                               NULL);
+        r = sd_bus_call_method(bus, PB_BUS_NAME, PB_ROOT_PATH, PB_IFACE("Manager"), "ListNodes", &error,
+                               &reply, NULL);
         if (r < 0)
                 return ctl_error(&error, r, "list nodes");
         r = sd_bus_message_enter_container(reply, 'a', "(ssssssto)");

@@ -47,7 +47,7 @@ static int storage_add(sd_bus *bus, const char *name, int argc, char **argv) {
 
         if (!ctl_require(arg.type, "--type nfs|iscsi", "storage add"))
                 return EXIT_USAGE;
-        r = ctl_new_call(bus, PB_PATH, PB_IFACE("Manager"), "CreateStorageBackend", &m);
+        r = ctl_new_call(bus, PB_ROOT_PATH, PB_IFACE("Manager"), "CreateStorageBackend", &m);
         if (r >= 0)
                 r = sd_bus_message_append(m, "ss", name, arg.type);
         if (r < 0)
@@ -71,8 +71,8 @@ static int storage_list(sd_bus *bus) {
 
         if (!t)
                 return log_oom(), EXIT_FAILED;
-        r = sd_bus_call_method(bus, PB_DEST, PB_PATH, PB_IFACE("Manager"), "ListStorageBackends", &error,
-                               &reply, NULL);
+        r = sd_bus_call_method(bus, PB_BUS_NAME, PB_ROOT_PATH, PB_IFACE("Manager"), "ListStorageBackends",
+                               &error, &reply, NULL);
         if (r < 0)
                 return ctl_error(&error, r, "list storage backends");
         r = sd_bus_message_enter_container(reply, 'a', "(sssbtto)");

@@ -6,6 +6,7 @@
 #include <systemd/sd-bus.h>
 
 #include "macro.h"
+#include "pureboot-bus.h"
 
 typedef enum JsonMode { JSON_OFF, JSON_SHORT, JSON_PRETTY } JsonMode;
 
@@ -31,10 +32,6 @@ typedef struct Args {
 } Args;
 
 extern Args arg;
-
-#define PB_DEST "org.pureboot.Controller1"
-#define PB_PATH "/org/pureboot/Controller1"
-#define PB_IFACE(x) "org.pureboot.Controller1." x
 
 /* A size in bytes, or with K, M, G, T (powers of 1024). */
 int ctl_parse_size(const char *s, uint64_t *ret);

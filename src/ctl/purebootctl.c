@@ -55,7 +55,7 @@ int ctl_error(const sd_bus_error *error, int r, const char *what) {
 
 int ctl_new_call(sd_bus *bus, const char *path, const char *iface, const char *method,
                  sd_bus_message **ret) {
-        int r = sd_bus_message_new_method_call(bus, ret, PB_DEST, path, iface, method);
+        int r = sd_bus_message_new_method_call(bus, ret, PB_BUS_NAME, path, iface, method);
         if (r >= 0)
                 r = sd_bus_message_set_allow_interactive_authorization(*ret, !arg.no_ask_password);
         return r;
@@ -85,7 +85,7 @@ int ctl_resolve(sd_bus *bus, const char *method, const char *name, char **ret_pa
         const char *path;
         int r;
 
-        r = ctl_new_call(bus, PB_PATH, PB_IFACE("Manager"), method, &m);
+        r = ctl_new_call(bus, PB_ROOT_PATH, PB_IFACE("Manager"), method, &m);
         if (r >= 0)
                 r = sd_bus_message_append(m, "s", name);
         if (r < 0)
@@ -287,7 +287,7 @@ int ctl_show_object(sd_bus *bus, const char *path, const char *iface) {
         json_object *all = NULL;
         int r, width = 0;
 
-        r = sd_bus_call_method(bus, PB_DEST, path, "org.freedesktop.DBus.Properties", "GetAll", &error,
+        r = sd_bus_call_method(bus, PB_BUS_NAME, path, "org.freedesktop.DBus.Properties", "GetAll", &error,
                                &reply, "s", iface);
         if (r < 0)
                 return ctl_error(&error, r, "read its properties");

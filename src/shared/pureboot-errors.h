@@ -2,7 +2,9 @@
 /* Named D-Bus errors of org.pureboot.Controller1, shared by the controller and its clients. */
 #pragma once
 
-#define PB_ERROR_PREFIX "org.pureboot.Controller1.Error."
+#include "pureboot-bus.h"
+
+#define PB_ERROR_PREFIX PB_BUS_NAME ".Error."
 #define PB_ERROR_NO_SUCH_SESSION PB_ERROR_PREFIX "NoSuchSession"
 #define PB_ERROR_NO_SUCH_NODE PB_ERROR_PREFIX "NoSuchNode"
 #define PB_ERROR_NO_SUCH_STORAGE PB_ERROR_PREFIX "NoSuchStorageBackend"

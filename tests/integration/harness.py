@@ -16,7 +16,18 @@ from pathlib import Path
 
 
 REPO = Path(__file__).resolve().parents[2]
-BUILD = Path(os.environ.get("PUREBOOT_BUILD", REPO / "build")).resolve()
+
+
+def _default_build():
+    """Without PUREBOOT_BUILD: the build the README's commands made (tools/demo's release build, else tests/run's)."""
+    for name in ("build-demo", "build-test", "build"):
+        if (REPO / name / "src/controller/pureboot-controller").exists():
+            return REPO / name
+    raise SystemExit(f"No PureBoot build in {REPO}: run tests/run or tools/demo first (README), or point "
+                     "PUREBOOT_BUILD at a build directory.")
+
+
+BUILD = Path(os.environ["PUREBOOT_BUILD"] if os.environ.get("PUREBOOT_BUILD") else _default_build()).resolve()
 CONTROLLER = BUILD / "src/controller/pureboot-controller"
 PUREBOOTCTL = BUILD / "src/ctl/purebootctl"
 BRIDGE = BUILD / "src/bridge/pureboot-bridge"

@@ -82,6 +82,54 @@ def test_exit_on_idle(system_bus, tmp_path, api):
         c.stop()
 
 
+def test_a_running_import_keeps_it_from_exiting_idle(system_bus, tmp_path):
+    """A worker (here a base image import read from a slow pipe) counts as activity: the controller waits
+    for it and answers before it exits idle."""
+    import io
+    import tarfile
+    import threading
+
+    import dbus
+    c = Controller(system_bus, tmp_path)
+    c.config.write_text(f"[Controller]\nExitOnIdleSec=1\n[NfsRoot]\nPath={tmp_path / 'nfsroot'}\n")
+    c.start()
+    try:
+        archive = io.BytesIO()
+        with tarfile.open(fileobj=archive, mode="w") as t:
+            info = tarfile.TarInfo("etc/os-release")
+            info.size = 5
+            t.addfile(info, io.BytesIO(b"slow\n"))
+        data = archive.getvalue()
+        read, write = os.pipe()
+        bus = dbus.bus.BusConnection(system_bus.env["DBUS_SYSTEM_BUS_ADDRESS"])
+        nfs = dbus.Interface(bus.get_object(DEST, f"{ROOT}/nfsroot"), f"{DEST}.NfsRoot")
+        answer = {}
+
+        def call():
+            try:
+                answer["ok"] = nfs.ImportBaseImage("slow", dbus.types.UnixFd(read), dbus.Dictionary({}, signature="sv"),
+                                                   timeout=60)
+            except dbus.DBusException as e:
+                answer["error"] = e
+        caller = threading.Thread(target=call)
+        caller.start()
+        # Half the archive, then three idle seconds: the import is still reading.
+        os.write(write, data[:512])
+        with pytest.raises(subprocess.TimeoutExpired):
+            c.proc.wait(3)
+        os.write(write, data[512:])
+        os.close(write)
+        caller.join(30)
+        os.close(read)
+        bus.close()
+        assert "error" not in answer, answer
+        assert (tmp_path / "nfsroot/base/slow/etc/os-release").read_text() == "slow\n"
+        assert c.proc.wait(10) == 0
+        assert "Idle for 1 s" in c.log.read_text()
+    finally:
+        c.stop()
+
+
 def test_config_dropins_and_bad_values(system_bus, tmp_path, api):
     c = Controller(system_bus, tmp_path)
     c.config.write_text("[CA]\nKeyAlgorithm=ecdsa-p256\n")
