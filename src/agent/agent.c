@@ -7,6 +7,7 @@
 
 #include "agent.h"
 #include "curl-glue.h"
+#include "domain.h"
 #include "log.h"
 #include "queue.h"
 #include "util.h"
@@ -98,9 +99,12 @@ void agent_finish(Agent *a, int exit_code) {
         agent_check_finished(a);
 }
 
+int session_status(json_object *session) {
+        return clone_status_from_string(json_get_string(session, "status"));
+}
+
 bool session_is_final(json_object *session) {
-        const char *status = json_get_string(session, "status");
-        return status && STR_IN_SET(status, "completed", "failed", "cancelled");
+        return clone_status_name_is_final(json_get_string(session, "status"));
 }
 
 json_object *agent_report_new(Agent *a, const char *role) {

@@ -4,6 +4,7 @@
  * queue; the verb's own state (Source, Target) hangs off it. */
 #pragma once
 
+#include "domain.h"
 #include "json-util.h"
 #include <curl/curl.h>
 #include <gnutls/gnutls.h>
@@ -97,6 +98,8 @@ void agent_finish(Agent *a, int exit_code);
 void agent_check_finished(Agent *a);
 /* Ends the loop now. */
 void agent_exit(Agent *a, int exit_code);
+/* The session's status as the controller last told it (CloneStatus), or -EINVAL. */
+int session_status(json_object *session);
 bool session_is_final(json_object *session);
 /* The parameters every report starts with: our session, and role if given. */
 json_object *agent_report_new(Agent *a, const char *role);

@@ -278,7 +278,7 @@ static void on_answered(Agent *a, const char *method, json_object *params, const
                 log_error("The controller refused our readiness (%s); is the session started?", error);
                 agent_exit(a, AGENT_EXIT_FAILURE);
         } else if (streq(method, "ReportComplete") && a->exit_code == AGENT_EXIT_SUCCESS &&
-                   !streq_ptr(json_get_string(a->watched, "status"), "completed"))
+                   session_status(a->watched) != CLONE_COMPLETED)
                 /* Refused, and not because the session completed already (a resend after a restart). */
                 a->exit_code = AGENT_EXIT_SESSION_FAILED;
 }

@@ -15,6 +15,7 @@
 #include "agent.h"
 #include "apply.h"
 #include "device.h"
+#include "domain.h"
 #include "format.h"
 #include "gpt.h"
 #include "log.h"
@@ -133,7 +134,7 @@ int resize_prepare_source(Agent *a, json_object *session, const char *fingerprin
         uint64_t copy;
         int r;
 
-        if (streq_ptr(json_get_string(session, "resizeMode"), "none"))
+        if (resize_mode_from_string(json_get_string(session, "resizeMode")) == RESIZE_NONE)
                 return 1;
         if (!fingerprint) {
                 agent_report_failed(a, "source", "ScanFailed",
@@ -175,7 +176,7 @@ int resize_prepare_source(Agent *a, json_object *session, const char *fingerprin
 int resize_target_ready(Agent *a, json_object *session) {
         json_object *plan;
 
-        if (streq_ptr(json_get_string(session, "resizeMode"), "none"))
+        if (resize_mode_from_string(json_get_string(session, "resizeMode")) == RESIZE_NONE)
                 return 1;
         plan = resize_plan_of(session, NULL);
         if (!plan)

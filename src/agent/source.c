@@ -385,7 +385,8 @@ static void on_session(Agent *a, json_object *session) {
         if (session_is_final(session)) {
                 log_info("Session %s is %s%s%s; no more serving.", a->settings.session, strna(status),
                          json_get_string(session, "error") ? ": " : "", strempty(json_get_string(session, "error")));
-                agent_finish(a, streq(status, "completed") ? AGENT_EXIT_SUCCESS : AGENT_EXIT_SESSION_FAILED);
+                agent_finish(a, session_status(session) == CLONE_COMPLETED ? AGENT_EXIT_SUCCESS
+                                                                           : AGENT_EXIT_SESSION_FAILED);
                 return;
         }
         if (s->daemon || a->finishing)

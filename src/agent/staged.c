@@ -22,6 +22,7 @@
 
 #include "agent.h"
 #include "device.h"
+#include "domain.h"
 #include "format.h"
 #include "frame.h"
 #include "log.h"
@@ -88,14 +89,15 @@ static int fail(Stager *s, int r, const char *format, ...) {
 
 static StorageLocation location(Stager *s, json_object *config) {
         json_object *st = s->staging;
-        bool nfs = streq_ptr(json_get_string(st, "backend"), "nfs");
+        bool nfs = backend_type_from_string(json_get_string(st, "backend")) == BACKEND_NFS;
         json_object_object_add(config, nfs ? "server" : "portal", json_object_new_string(json_get_string(st, "server")));
         json_object_object_add(config, nfs ? "export" : "target", json_object_new_string(json_get_string(st, "path")));
         if (json_get_string(st, "options"))
                 json_object_object_add(config, "options", json_object_new_string(json_get_string(st, "options")));
         if (json_get_string(st, "chapUser"))
                 json_object_object_add(config, "chap_user", json_object_new_string(json_get_string(st, "chapUser")));
-        return (StorageLocation){ .type = nfs ? "nfs" : "iscsi", .config = config,
+        return (StorageLocation){ .type = nfs ? BACKEND_NFS : BACKEND_ISCSI,
+                                  .config = config,
                                   .secret = json_get_string(st, "chapSecret") };
 }
 
@@ -745,7 +747,7 @@ static void *run_thread(void *userdata) {
 
         if (asprintf(&initiator, "clone-%s-%s", s->agent->settings.session, s->upload ? "source" : "target") < 0)
                 r = -ENOMEM;
-        else if (streq(l.type, "nfs"))
+        else if (l.type == BACKEND_NFS)
                 r = storage_nfs_connect(&l, true, &nfs, &why);
         else {
                 r = storage_iscsi_connect(&l, (int) json_get_int(s->staging, "lun"), initiator, &lun, &why);
@@ -866,9 +868,10 @@ static void on_staging(Agent *a, const char *error, json_object *reply, void *us
         }
         json_object_put(s->staging);
         s->staging = json_object_get(staging);
-        if (s->upload && streq_ptr(json_get_string(staging, "status"), "provisioned"))
+        if (s->upload &&
+            staging_status_from_string(json_get_string(staging, "status")) == STAGING_PROVISIONED)
                 report_status(s->agent, "uploading");
-        if (!s->upload && streq_ptr(json_get_string(staging, "status"), "ready"))
+        if (!s->upload && staging_status_from_string(json_get_string(staging, "status")) == STAGING_READY)
                 report_status(s->agent, "downloading");
         if (start_transfer(s) < 0)
                 agent_exit(s->agent, AGENT_EXIT_FAILURE);
@@ -897,7 +900,8 @@ static void on_session(Agent *a, json_object *session) {
                         return; /* finishes when the thread has stopped */
                 log_info("Session %s is %s%s%s.", a->settings.session, strna(status),
                          json_get_string(session, "error") ? ": " : "", strempty(json_get_string(session, "error")));
-                agent_finish(a, streq(status, "completed") ? AGENT_EXIT_SUCCESS : AGENT_EXIT_SESSION_FAILED);
+                agent_finish(a, session_status(session) == CLONE_COMPLETED ? AGENT_EXIT_SUCCESS
+                                                                           : AGENT_EXIT_SESSION_FAILED);
                 return;
         }
         if (s->upload && !s->ready_reported && !a->finishing) {

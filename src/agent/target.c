@@ -474,7 +474,7 @@ static void on_session(Agent *a, json_object *session) {
         int64_t port = json_get_int(session, "sourcePort");
 
         if (session_is_final(session)) {
-                if (t->phase == PHASE_DONE && streq(status, "completed"))
+                if (t->phase == PHASE_DONE && session_status(session) == CLONE_COMPLETED)
                         return; /* our completion was taken; the queue decides when we leave */
                 log_info("Session %s is %s%s%s; stopping.", a->settings.session, strna(status),
                          json_get_string(session, "error") ? ": " : "", strempty(json_get_string(session, "error")));
@@ -482,7 +482,8 @@ static void on_session(Agent *a, json_object *session) {
                 t->phase = PHASE_DONE;
                 if (t->dev.fd >= 0 && t->offset > 0)
                         (void) sync_now(t);
-                agent_finish(a, streq(status, "completed") ? AGENT_EXIT_SUCCESS : AGENT_EXIT_SESSION_FAILED);
+                agent_finish(a, session_status(session) == CLONE_COMPLETED ? AGENT_EXIT_SUCCESS
+                                                                           : AGENT_EXIT_SESSION_FAILED);
                 return;
         }
         if (!address || port <= 0 || json_get_int(session, "sizeBytes") <= 0 || t->phase == PHASE_DONE ||

@@ -10,6 +10,7 @@
  * that ended closes it, and a keep-alive line shows the node (and the kernel) that the connection lives. */
 #include <gnutls/gnutls.h>
 
+#include "domain.h"
 #include "hashmap.h"
 #include "json-util.h"
 #include "log.h"
@@ -190,7 +191,7 @@ static bool record_is_final(json_object *o) {
         json_object *session, *status;
         return json_object_object_get_ex(o, "session", &session) &&
                json_object_object_get_ex(session, "status", &status) &&
-               STR_IN_SET(json_object_get_string(status), "completed", "failed", "cancelled");
+               clone_status_name_is_final(json_object_get_string(status));
 }
 
 /* The first answer decides the reply: an error is an ordinary error reply, anything else starts the

@@ -77,7 +77,7 @@ static int discovery_allowed(Manager *m, const char *address, const char **ret_w
         if (window != m->discovery_window)
                 discoveries_reset(m, window);
         HASHMAP_FOREACH (n, m->nodes, i)
-                discovered += streq(n->state, "discovered");
+                discovered += n->state == NODE_DISCOVERED;
         d = hashmap_get(m->discoveries, strempty(address));
         if (discovered >= m->config.max_discovered)
                 *ret_why = "MaxDiscoveredNodes";
@@ -132,8 +132,8 @@ static int discover(Manager *m, const char *kind, const char *mac, const char *s
                    : asprintf(&hostname, "node-%.2s%.2s%.2s%.2s%.2s%.2s", mac, mac + 3, mac + 6, mac + 9,
                               mac + 12, mac + 15) < 0)
                 return -ENOMEM;
-        r = node_register(m, hostname, mac, streq(kind, "pi") ? "arm64" : "x86_64", serial, "discovered", &n,
-                          error);
+        r = node_register(m, hostname, mac, streq(kind, "pi") ? "arm64" : "x86_64", serial, NODE_DISCOVERED,
+                          &n, error);
         if (r < 0)
                 return r;
         path = node_path(n);
@@ -146,7 +146,7 @@ static int discover(Manager *m, const char *kind, const char *mac, const char *s
                  n->serial ? ", serial " : "", strempty(n->serial), strna(address));
         /* A diskless fleet: new Pis boot from the NFS root at once. */
         if (serial && m->config.nfsroot_workflow) {
-                r = node_set_boot_mode(n, "nfs", m->config.nfsroot_workflow, error);
+                r = node_set_boot_mode(n, BOOT_NFS, m->config.nfsroot_workflow, error);
                 if (r < 0)
                         return r;
         }
@@ -193,8 +193,9 @@ static int claim(Manager *m, Node *n, CloneSession *c, const char *role, const c
 
 int boot_answer(Manager *m, const char *kind, const char *mac, const char *serial, const char *address,
                 BootAnswer *ret, sd_bus_error *error) {
-        _cleanup_free_ char *canonical_mac = NULL, *canonical_serial = NULL, *token = NULL, *state = NULL,
-                            *mode = NULL, *workflow = NULL;
+        _cleanup_free_ char *canonical_mac = NULL, *canonical_serial = NULL, *token = NULL, *mode = NULL,
+                            *workflow = NULL;
+        int state = -1; /* the node's new NodeState, if it changes */
         _cleanup_(json_object_unrefp) json_object *params = NULL;
         const char *action = "local_boot", *role = NULL;
         Node *n = NULL, *v;
@@ -245,10 +246,10 @@ int boot_answer(Manager *m, const char *kind, const char *mac, const char *seria
                 if (r == 0)
                         action = "refused"; /* its name is in use: ask again later, when it may be free */
                 else {
-                        if (asprintf(&workflow, "clone-%s-%s", role, c->mode) < 0 ||
-                            asprintf(&mode, "clone_%s_%s", role, c->mode) < 0 ||
-                            asprintf(&state, "cloning_%s", role) < 0)
+                        if (asprintf(&workflow, "clone-%s-%s", role, clone_mode_to_string(c->mode)) < 0 ||
+                            asprintf(&mode, "clone_%s_%s", role, clone_mode_to_string(c->mode)) < 0)
                                 return -ENOMEM;
+                        state = streq(role, "source") ? NODE_CLONING_SOURCE : NODE_CLONING_TARGET;
                         json_object_object_add(params, "mode", json_object_new_string(mode));
                         json_object_object_add(params, "session", json_object_new_string(c->id));
                         json_object_object_add(params, "node", json_object_new_string(n->id));
@@ -259,26 +260,27 @@ int boot_answer(Manager *m, const char *kind, const char *mac, const char *seria
                                                                               : c->target_device));
                         action = "deploy_image";
                 }
-        } else if (streq(n->boot_mode, "partition")) {
+        } else if (n->boot_mode == BOOT_PARTITION) {
                 r = claim(m, n, NULL, "node", address, &token);
                 if (r < 0)
                         return r;
                 if (r == 0)
                         action = "refused";
                 else {
-                        if (!(workflow = strdup("partition")) || !(state = strdup("partitioning")))
+                        if (!(workflow = strdup("partition")))
                                 return -ENOMEM;
+                        state = NODE_PARTITIONING;
                         json_object_object_add(params, "mode", json_object_new_string("partition"));
                         json_object_object_add(params, "node", json_object_new_string(n->id));
                         json_object_object_add(params, "token", json_object_new_string(token));
                         action = "deploy_image";
                 }
-        } else if (streq(n->boot_mode, "nfs")) {
+        } else if (n->boot_mode == BOOT_NFS) {
                 /* Diskless: the workflow names the NFS server and root; the Pi's overlay names its base. */
                 _cleanup_free_ char *base = nfsroot_base_for(m, n->serial);
-                if (!(workflow = strdup(n->boot_workflow ?: "pi-diskless-nfs")) ||
-                    !(state = strdup("active")))
+                if (!(workflow = strdup(n->boot_workflow ?: "pi-diskless-nfs")))
                         return -ENOMEM;
+                state = NODE_ACTIVE;
                 json_object_object_add(params, "node", json_object_new_string(n->id));
                 if (n->serial)
                         json_object_object_add(params, "serial", json_object_new_string(n->serial));
@@ -290,8 +292,8 @@ int boot_answer(Manager *m, const char *kind, const char *mac, const char *seria
                 action = "wait"; /* its session is not started yet: ask again soon */
 
         n->last_seen = now_realtime_usec();
-        if (state && free_and_strdup(&n->state, state) < 0)
-                return -ENOMEM;
+        if (state >= 0)
+                n->state = (NodeState) state;
         r = node_save(n);
         if (r < 0)
                 return r;
@@ -299,7 +301,7 @@ int boot_answer(Manager *m, const char *kind, const char *mac, const char *seria
                 .action = action,
                 .workflow = workflow ? TAKE_PTR(workflow) : strdup(""),
                 .node = strdup(n->id),
-                .state = strdup(n->state),
+                .state = strdup(node_state_to_string(n->state)),
                 .parameters = TAKE_PTR(params),
         };
         if (!ret->workflow || !ret->node || !ret->state) {

@@ -11,19 +11,17 @@
 
 #define CLONE_PREFIX PB_ROOT_PATH "/clone"
 
-static int property_get_status(sd_bus *bus, const char *path, const char *interface, const char *property,
-                               sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+static int property_get_enum(sd_bus *bus, const char *path, const char *interface, const char *property,
+                             sd_bus_message *reply, void *userdata, sd_bus_error *error) {
         CloneSession *c = userdata;
-        (void) bus, (void) path, (void) interface, (void) property, (void) error;
-        return sd_bus_message_append(reply, "s", clone_status_to_string(c->status));
-}
-
-/* An added target shares the staging of the session it follows. */
-static int property_get_staging_status(sd_bus *bus, const char *path, const char *interface, const char *property,
-                                       sd_bus_message *reply, void *userdata, sd_bus_error *error) {
-        CloneSession *c = userdata;
-        (void) bus, (void) path, (void) interface, (void) property, (void) error;
-        return sd_bus_message_append(reply, "s", strempty(clone_owner(c)->staging_status));
+        const char *s = streq(property, "Status") ? clone_status_to_string(c->status)
+                        : streq(property, "Mode") ? clone_mode_to_string(c->mode)
+                        : streq(property, "ResizeMode")
+                                ? resize_mode_to_string(c->resize_mode)
+                                /* an added target shares the staging it follows */
+                                : staging_status_to_string(clone_owner(c)->staging_status);
+        (void) bus, (void) path, (void) interface, (void) error;
+        return sd_bus_message_append(reply, "s", s);
 }
 
 static int property_get_progress(sd_bus *bus, const char *path, const char *interface, const char *property,
@@ -312,8 +310,8 @@ static const sd_bus_vtable clone_vtable[] = {
         SD_BUS_VTABLE_START(0),
         SD_BUS_PROPERTY("Id", "s", NULL, offsetof(CloneSession, id), SD_BUS_VTABLE_PROPERTY_CONST),
         P("Name", "s", name),
-        SD_BUS_PROPERTY("Status", "s", property_get_status, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-        P("Mode", "s", mode),
+        SD_BUS_PROPERTY("Status", "s", property_get_enum, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Mode", "s", property_get_enum, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         P("SourceNode", "s", source_node),
         P("TargetNode", "s", target_node),
         P("SourceDevice", "s", source_device),
@@ -322,9 +320,8 @@ static const sd_bus_vtable clone_vtable[] = {
         P("SourcePort", "q", source_port),
         P("StagingBackend", "s", staging_backend),
         P("StagingPath", "s", staging_path),
-        SD_BUS_PROPERTY("StagingStatus", "s", property_get_staging_status, 0,
-                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-        P("ResizeMode", "s", resize_mode),
+        SD_BUS_PROPERTY("StagingStatus", "s", property_get_enum, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("ResizeMode", "s", property_get_enum, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         P("Plan", "s", plan_json),
         SD_BUS_PROPERTY("Follows", "s", NULL, offsetof(CloneSession, follows), SD_BUS_VTABLE_PROPERTY_CONST),
         P("BytesTotal", "t", bytes_total),

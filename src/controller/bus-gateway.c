@@ -76,7 +76,7 @@ static int method_sign_server_certificate(sd_bus_message *msg, void *userdata, s
         r = check_bridge(m, msg, error);
         if (r < 0)
                 return r;
-        r = gateway_sign_server(m, csr, hostname, addresses, &pem);
+        r = ca_sign_server(m->ca, m->store, csr, hostname, addresses, &pem);
         if (r == -EBADMSG || r == -EKEYREJECTED || r == -EINVAL)
                 return sd_bus_error_setf(error, PB_ERROR_BAD_REQUEST,
                                          "The bridge's certificate request or names were refused: %s.",

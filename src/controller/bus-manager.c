@@ -57,6 +57,10 @@ static int method_create_clone_session(sd_bus_message *msg, void *userdata, sd_b
         spec.storage = o.storage;
         spec.resize_mode = o.resize_mode;
         spec.idempotency_key = o.idempotency_key;
+        /* Arguments first: a bad one is refused without asking anyone to authenticate. */
+        r = clone_check(m, &spec, error);
+        if (r < 0)
+                return r;
 
         r = polkit_verify(m, msg, PB_POLKIT_ACTION("manage-clones"),
                           (const char *const[]){ "name", spec.name, NULL }, bus_interactive(msg, &o), error);
@@ -101,9 +105,9 @@ static int method_list_clone_sessions(sd_bus_message *msg, void *userdata, sd_bu
                 if (!path)
                         return -ENOMEM;
                 r = sd_bus_message_append(reply, "(ssssssttto)", c->id, c->name,
-                                          clone_status_to_string(c->status), c->mode, c->source_node,
-                                          strempty(c->target_node), c->bytes_total, c->bytes_transferred,
-                                          c->created_at, path);
+                                          clone_status_to_string(c->status), clone_mode_to_string(c->mode),
+                                          c->source_node, strempty(c->target_node), c->bytes_total,
+                                          c->bytes_transferred, c->created_at, path);
         }
         if (r >= 0)
                 r = sd_bus_message_close_container(reply);
@@ -142,7 +146,7 @@ static int method_register_node(sd_bus_message *msg, void *userdata, sd_bus_erro
                           bus_interactive(msg, &o), error);
         if (r <= 0)
                 return r < 0 ? r : 1;
-        r = node_register(m, hostname, mac, arch, o.serial, "ready", &n, error);
+        r = node_register(m, hostname, mac, arch, o.serial, NODE_READY, &n, error);
         if (r < 0)
                 return r;
         _cleanup_free_ char *path = node_path(n);
@@ -175,8 +179,9 @@ static int method_list_nodes(sd_bus_message *msg, void *userdata, sd_bus_error *
                 _cleanup_free_ char *path = node_path(n);
                 if (!path)
                         return -ENOMEM;
-                r = sd_bus_message_append(reply, "(ssssssto)", n->id, n->hostname, n->mac, n->arch, n->state,
-                                          strempty(n->serial), n->last_seen, path);
+                r = sd_bus_message_append(reply, "(ssssssto)", n->id, n->hostname, n->mac, n->arch,
+                                          node_state_to_string(n->state), strempty(n->serial), n->last_seen,
+                                          path);
         }
         if (r >= 0)
                 r = sd_bus_message_close_container(reply);
@@ -255,8 +260,9 @@ static int method_list_storage_backends(sd_bus_message *msg, void *userdata, sd_
                 _cleanup_free_ char *path = storage_path(b);
                 if (!path)
                         return -ENOMEM;
-                r = sd_bus_message_append(reply, "(sssbtto)", b->id, b->name, b->type, b->enabled,
-                                          b->total_bytes, b->available_bytes, path);
+                r = sd_bus_message_append(reply, "(sssbtto)", b->id, b->name,
+                                          backend_type_to_string(b->type), b->enabled, b->total_bytes,
+                                          b->available_bytes, path);
         }
         if (r >= 0)
                 r = sd_bus_message_close_container(reply);

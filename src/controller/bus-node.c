@@ -7,6 +7,7 @@
 #include "log.h"
 #include "node.h"
 #include "polkit.h"
+#include "pureboot-errors.h"
 #include "token.h"
 
 #define NODE_PREFIX PB_ROOT_PATH "/node"
@@ -47,6 +48,15 @@ static int authorize(Node *n, sd_bus_message *msg, const char *verb, sd_bus_erro
                 bus_interactive(msg, &o), error);
 }
 
+static int property_get_enum(sd_bus *bus, const char *path, const char *interface, const char *property,
+                             sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Node *n = userdata;
+        (void) bus, (void) path, (void) interface, (void) error;
+        return sd_bus_message_append(reply, "s",
+                                     streq(property, "State") ? node_state_to_string(n->state)
+                                                              : boot_mode_to_string(n->boot_mode));
+}
+
 static int method_set_boot_mode(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Node *n = userdata;
         const char *mode;
@@ -58,13 +68,18 @@ static int method_set_boot_mode(sd_bus_message *msg, void *userdata, sd_bus_erro
                 r = bus_read_options(msg, &o, error);
         if (r < 0)
                 return r;
+        /* Arguments first: a bad one is refused without asking anyone to authenticate. */
+        int boot_mode = boot_mode_from_string(mode);
+        if (boot_mode < 0)
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                         "Boot mode \"%.32s\" is not local, partition or nfs.", mode);
         r = polkit_verify(n->manager, msg, PB_POLKIT_ACTION("manage-nodes"),
                           (const char *const[]){ "node", n->id, "hostname", n->hostname, "verb",
                                                  "set-boot-mode", NULL },
                           bus_interactive(msg, &o), error);
         if (r <= 0)
                 return r < 0 ? r : 1;
-        r = node_set_boot_mode(n, mode, o.workflow, error);
+        r = node_set_boot_mode(n, (BootMode) boot_mode, o.workflow, error);
         if (r < 0)
                 return r;
         manager_audit(n->manager, msg, "SetBootMode", n->id, mode);
@@ -121,8 +136,8 @@ static const sd_bus_vtable node_vtable[] = {
         P("MAC", "s", mac),
         P("Arch", "s", arch),
         P("Serial", "s", serial),
-        P("State", "s", state),
-        P("BootMode", "s", boot_mode),
+        SD_BUS_PROPERTY("State", "s", property_get_enum, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("BootMode", "s", property_get_enum, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         P("BootWorkflow", "s", boot_workflow),
         P("LastSeen", "t", last_seen),
         P("ScanRequestedAt", "t", scan_requested_at),

@@ -10,6 +10,13 @@
 #define STORAGE_PREFIX PB_ROOT_PATH "/storage"
 
 /* The public settings as a{sv}; the CHAP secret is never among them, only whether one is set. */
+static int property_get_type(sd_bus *bus, const char *path, const char *interface, const char *property,
+                             sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        StorageBackend *b = userdata;
+        (void) bus, (void) path, (void) interface, (void) property, (void) error;
+        return sd_bus_message_append(reply, "s", backend_type_to_string(b->type));
+}
+
 static int property_get_config(sd_bus *bus, const char *path, const char *interface, const char *property,
                                sd_bus_message *reply, void *userdata, sd_bus_error *error) {
         StorageBackend *b = userdata;
@@ -26,7 +33,7 @@ static int property_get_config(sd_bus *bus, const char *path, const char *interf
                 else
                         r = sd_bus_message_append(reply, "{sv}", key, "s", json_object_get_string(value));
         }
-        if (r >= 0 && streq(b->type, "iscsi"))
+        if (r >= 0 && b->type == BACKEND_ISCSI)
                 r = sd_bus_message_append(reply, "{sv}", "chap_secret_set", "b", b->secret != NULL);
         if (r < 0)
                 return r;
@@ -117,7 +124,7 @@ static const sd_bus_vtable storage_vtable[] = {
         SD_BUS_VTABLE_START(0),
         SD_BUS_PROPERTY("Id", "s", NULL, offsetof(StorageBackend, id), SD_BUS_VTABLE_PROPERTY_CONST),
         P("Name", "s", name),
-        SD_BUS_PROPERTY("Type", "s", NULL, offsetof(StorageBackend, type), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Type", "s", property_get_type, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("Config", "a{sv}", property_get_config, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         P("TotalBytes", "t", total_bytes),
         P("AvailableBytes", "t", available_bytes),
@@ -128,8 +135,8 @@ static const sd_bus_vtable storage_vtable[] = {
                                 method_update, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Delete", SD_BUS_ARGS("a{sv}", options), SD_BUS_NO_RESULT, method_delete,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
-        SD_BUS_METHOD_WITH_ARGS("Test", SD_BUS_ARGS("a{sv}", options), SD_BUS_RESULT("s", report), method_probe,
-                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Test", SD_BUS_ARGS("a{sv}", options), SD_BUS_RESULT("s", report),
+                                method_probe, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("RefreshSpace", SD_BUS_ARGS("a{sv}", options),
                                 SD_BUS_RESULT("t", total_bytes, "t", available_bytes), method_probe,
                                 SD_BUS_VTABLE_UNPRIVILEGED),

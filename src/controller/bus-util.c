@@ -131,18 +131,6 @@ int bus_enumerate_objects(Hashmap *map, const char *prefix, char ***nodes) {
         return 1;
 }
 
-void bus_emit_changed_va(sd_bus *bus, const char *path, const char *interface, const char *first, va_list ap) {
-        const char *names[16];
-        size_t n = 0;
-
-        if (!bus || !path)
-                return;
-        for (const char *p = first; p && n < ELEMENTSOF(names) - 1; p = va_arg(ap, const char *))
-                names[n++] = p;
-        names[n] = NULL;
-        (void) sd_bus_emit_properties_changed_strv(bus, path, interface, (char **) names);
-}
-
 static int read_json_value(sd_bus_message *m, const char *key, const char *type, json_object **ret,
                            sd_bus_error *error) {
         union {

@@ -29,9 +29,6 @@ int bus_find_object(Hashmap *map, const char *prefix, const char *path, void **f
 /* Node enumerator body: prefix/<id> for every key of map. */
 int bus_enumerate_objects(Hashmap *map, const char *prefix, char ***nodes);
 
-/* PropertiesChanged for the names from first to a NULL, on path's interface; nothing without a bus. */
-void bus_emit_changed_va(sd_bus *bus, const char *path, const char *interface, const char *first, va_list ap);
-
 /* An a{sv} of plain values (strings, booleans, integers) as a JSON object, and back. Integers above
  * INT64_MAX and other types are refused with a message naming the key. */
 int bus_message_read_json_dict(sd_bus_message *m, json_object **ret, sd_bus_error *error);

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "macro.h"
+#include "store.h"
 
 typedef struct CA CA;
 
@@ -44,5 +45,9 @@ const char *ca_crl_pem(const CA *ca);
  * signature or weak key; -EINVAL: bad cn or ip. */
 int ca_sign_request(CA *ca, const char *csr_pem, CertRole role, const char *cn, const char *ip,
                     uint64_t validity_usec, IssuedCertificate *ret);
+/* The bridge's server certificate, for 30 days: hostname and the first of addresses (the one nodes use)
+ * as its names. Recorded in store like every certificate issued. */
+int ca_sign_server(CA *ca, Store *store, const char *csr_pem, const char *hostname, char **addresses,
+                   char **ret_pem);
 /* Re-signs the CRL with these revoked serials. */
 int ca_update_crl(CA *ca, const RevokedSerial *revoked, size_t n);

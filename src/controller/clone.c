@@ -3,6 +3,8 @@
  * clone_transition() and its table; nothing else writes c->status. */
 #include <stdarg.h>
 
+#include <assert.h>
+
 #include "bus-manager.h"
 #include "bus-util.h"
 #include "clone.h"
@@ -17,13 +19,6 @@
 #include "token.h"
 #include "util.h"
 
-static const char *const status_names[_CLONE_STATUS_MAX] = {
-        [CLONE_PENDING] = "pending",           [CLONE_WAITING] = "waiting",
-        [CLONE_SOURCE_READY] = "source_ready", [CLONE_CLONING] = "cloning",
-        [CLONE_COMPLETED] = "completed",       [CLONE_FAILED] = "failed",
-        [CLONE_CANCELLED] = "cancelled",
-};
-
 /* transitions[from][to]: the whole state machine. A failed session may be started again (a retry). */
 static const bool transitions[_CLONE_STATUS_MAX][_CLONE_STATUS_MAX] = {
         [CLONE_PENDING] = { [CLONE_WAITING] = true, [CLONE_CANCELLED] = true },
@@ -33,32 +28,12 @@ static const bool transitions[_CLONE_STATUS_MAX][_CLONE_STATUS_MAX] = {
         [CLONE_FAILED] = { [CLONE_WAITING] = true },
 };
 
-const char *clone_status_to_string(CloneStatus s) {
-        return s < _CLONE_STATUS_MAX ? status_names[s] : NULL;
-}
-
-int clone_status_from_string(const char *s) {
-        for (size_t i = 0; s && i < _CLONE_STATUS_MAX; i++)
-                if (streq(s, status_names[i]))
-                        return (int) i;
-        return -EINVAL;
-}
-
-bool clone_status_is_active(CloneStatus s) {
-        return s == CLONE_WAITING || s == CLONE_SOURCE_READY || s == CLONE_CLONING;
-}
-
-static bool status_is_final(CloneStatus s) {
-        return s == CLONE_COMPLETED || s == CLONE_FAILED || s == CLONE_CANCELLED;
-}
-
 CloneSession *clone_free(CloneSession *c) {
         if (!c)
                 return NULL;
         throttle_done(&c->progress);
         char **strings[] = { &c->id,
                              &c->name,
-                             &c->mode,
                              &c->source_node,
                              &c->target_node,
                              &c->source_device,
@@ -66,9 +41,7 @@ CloneSession *clone_free(CloneSession *c) {
                              &c->source_address,
                              &c->staging_backend,
                              &c->staging_path,
-                             &c->staging_status,
                              &c->staging_resources,
-                             &c->resize_mode,
                              &c->plan_json,
                              &c->source_disk_json,
                              &c->target_disk_json,
@@ -117,7 +90,7 @@ void clone_emit_changed(CloneSession *c, const char *first, ...) {
         va_list ap;
 
         va_start(ap, first);
-        bus_emit_changed_va(c->manager->bus, path, PB_IFACE("CloneSession"), first, ap);
+        manager_emit_changed_va(c->manager, path, PB_IFACE("CloneSession"), first, ap);
         va_end(ap);
 }
 
@@ -156,6 +129,7 @@ static void emit_progress(void *userdata) {
 
 int clone_attach(Manager *m, CloneSession *c) {
         int r;
+        assert(m && c);
         c->manager = m;
         throttle_init(&c->progress, m->event, USEC_PER_SEC / 4, emit_progress, c);
         r = hashmap_put(m->sessions, c->id, c);
@@ -182,6 +156,8 @@ typedef struct Resolved {
         Node *source, *target;
         StorageBackend *storage;
         CloneSession *follows;
+        CloneMode mode;
+        ResizeMode resize_mode;
 } Resolved;
 
 static int validate(Manager *m, const CloneSpec *s, Resolved *ret, sd_bus_error *error) {
@@ -194,15 +170,19 @@ static int validate(Manager *m, const CloneSpec *s, Resolved *ret, sd_bus_error 
                         "A session name is 1 to 255 bytes without control characters; this one "
                         "has %zu bytes.",
                         s->name ? strlen(s->name) : 0);
-        if (!STR_IN_SET(s->mode, "direct", "staged"))
+        r = clone_mode_from_string(s->mode);
+        if (r < 0)
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
                                          "Unknown clone mode \"%.32s\"; use direct or staged.",
                                          strempty(s->mode));
-        if (!STR_IN_SET(s->resize_mode, "none", "shrink_source", "grow_target"))
+        res.mode = (CloneMode) r;
+        r = resize_mode_from_string(s->resize_mode);
+        if (r < 0)
                 return sd_bus_error_setf(
                         error, PB_ERROR_INVALID_ARGUMENT,
                         "Unknown resize mode \"%.32s\"; use none, shrink_source or grow_target.",
                         strempty(s->resize_mode));
+        res.resize_mode = (ResizeMode) r;
         if (!device_path_is_valid(s->source_device))
                 return sd_bus_error_setf(
                         error, PB_ERROR_INVALID_ARGUMENT,
@@ -225,7 +205,7 @@ static int validate(Manager *m, const CloneSpec *s, Resolved *ret, sd_bus_error 
         }
         if (s->follows) {
                 res.follows = hashmap_get(m->sessions, s->follows);
-                if (!res.follows || res.follows->follows || !streq(res.follows->mode, "staged"))
+                if (!res.follows || res.follows->follows || res.follows->mode != CLONE_MODE_STAGED)
                         return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
                                                  "Only a staged session with a source of its own takes more "
                                                  "targets; %s is not one.",
@@ -237,7 +217,7 @@ static int validate(Manager *m, const CloneSpec *s, Resolved *ret, sd_bus_error 
                                                  "%s is the source of session %s; a target must be another node.",
                                                  res.source->hostname, s->follows);
         }
-        if (streq(s->mode, "direct")) {
+        if (res.mode == CLONE_MODE_DIRECT) {
                 if (!res.target)
                         return sd_bus_error_setf(
                                 error, PB_ERROR_INVALID_ARGUMENT,
@@ -271,14 +251,24 @@ static int validate(Manager *m, const CloneSpec *s, Resolved *ret, sd_bus_error 
         return 0;
 }
 
+int clone_check(Manager *m, const CloneSpec *spec, sd_bus_error *error) {
+        CloneSpec s = *spec;
+        Resolved res;
+        assert(m && spec);
+        if (!s.resize_mode)
+                s.resize_mode = "none";
+        return validate(m, &s, &res, error);
+}
+
 static int dup_fields(CloneSession *c, const CloneSpec *s, const Resolved *res) {
-        if (free_and_strdup(&c->name, s->name) < 0 || free_and_strdup(&c->mode, s->mode) < 0 ||
+        c->mode = res->mode;
+        c->resize_mode = res->resize_mode;
+        if (free_and_strdup(&c->name, s->name) < 0 ||
             free_and_strdup(&c->source_node, res->source->id) < 0 ||
             free_and_strdup(&c->target_node, res->target ? res->target->id : NULL) < 0 ||
             free_and_strdup(&c->source_device, s->source_device) < 0 ||
             free_and_strdup(&c->target_device, s->target_device) < 0 ||
             free_and_strdup(&c->staging_backend, res->storage ? res->storage->id : NULL) < 0 ||
-            free_and_strdup(&c->resize_mode, s->resize_mode) < 0 ||
             free_and_strdup(&c->follows, res->follows ? res->follows->id : NULL) < 0)
                 return -ENOMEM;
         return 0;
@@ -290,6 +280,7 @@ int clone_create(Manager *m, const CloneSpec *spec, uint32_t uid, CloneSession *
         Resolved res = {};
         CloneSession *c;
         int r;
+        assert(m && spec && ret);
 
         if (!isempty(s.idempotency_key)) {
                 if (!name_is_valid(s.idempotency_key, 255))
@@ -315,12 +306,12 @@ int clone_create(Manager *m, const CloneSpec *spec, uint32_t uid, CloneSession *
         if (!c)
                 return -ENOMEM;
         c->status = CLONE_PENDING;
+        c->staging_status = res.mode == CLONE_MODE_STAGED ? STAGING_PENDING : STAGING_NONE;
         c->created_at = now_realtime_usec();
         c->created_by = uid;
         if (dup_fields(c, &s, &res) < 0 || free_and_strdup(&c->id, id) < 0 ||
             free_and_strdup(&c->idempotency_key, isempty(s.idempotency_key) ? NULL : s.idempotency_key) <
-                    0 ||
-            (streq(c->mode, "staged") && free_and_strdup(&c->staging_status, "pending") < 0)) {
+                    0) {
                 clone_free(c);
                 return -ENOMEM;
         }
@@ -354,6 +345,7 @@ int clone_update(CloneSession *c, const CloneSpec *changes, sd_bus_error *error)
         CloneSession updated = *c;
         Resolved res = {};
         int r;
+        assert(c && changes);
 
         if (c->status != CLONE_PENDING)
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE,
@@ -368,13 +360,13 @@ int clone_update(CloneSession *c, const CloneSpec *changes, sd_bus_error *error)
 
         CloneSpec s = {
                 .name = changes->name ?: c->name,
-                .mode = changes->mode ?: c->mode,
+                .mode = changes->mode ?: clone_mode_to_string(c->mode),
                 .source_node = changes->source_node ?: c->source_node,
                 .target_node = changes->target_node ?: c->target_node,
                 .source_device = changes->source_device ?: c->source_device,
                 .target_device = changes->target_device ?: c->target_device,
                 .storage = changes->storage ?: c->staging_backend,
-                .resize_mode = changes->resize_mode ?: c->resize_mode,
+                .resize_mode = changes->resize_mode ?: resize_mode_to_string(c->resize_mode),
         };
         /* Switching to direct mode drops the backend unless one was asked for explicitly. */
         if (changes->mode && streq(changes->mode, "direct") && !changes->storage)
@@ -384,21 +376,15 @@ int clone_update(CloneSession *c, const CloneSpec *changes, sd_bus_error *error)
                 return r;
 
         /* Build the new values in fresh strings so a failure leaves c untouched. */
-        updated.name = updated.mode = updated.source_node = updated.target_node = NULL;
-        updated.source_device = updated.target_device = updated.staging_backend = updated.resize_mode = NULL;
+        updated.name = updated.source_node = updated.target_node = NULL;
+        updated.source_device = updated.target_device = updated.staging_backend = NULL;
         r = dup_fields(&updated, &s, &res);
         if (r >= 0)
                 r = store_session_update(m->store, &updated, "pending");
-        char **old[] = { &c->name,          &c->mode,          &c->source_node,     &c->target_node,
-                         &c->source_device, &c->target_device, &c->staging_backend, &c->resize_mode };
-        char **new[] = { &updated.name,
-                         &updated.mode,
-                         &updated.source_node,
-                         &updated.target_node,
-                         &updated.source_device,
-                         &updated.target_device,
-                         &updated.staging_backend,
-                         &updated.resize_mode };
+        char **old[] = { &c->name,          &c->source_node,   &c->target_node,
+                         &c->source_device, &c->target_device, &c->staging_backend };
+        char **new[] = { &updated.name,          &updated.source_node,   &updated.target_node,
+                         &updated.source_device, &updated.target_device, &updated.staging_backend };
         for (size_t i = 0; i < ELEMENTSOF(old); i++) {
                 if (r >= 0) {
                         free(*old[i]);
@@ -408,6 +394,8 @@ int clone_update(CloneSession *c, const CloneSpec *changes, sd_bus_error *error)
         }
         if (r < 0)
                 return r == -ENOMEM ? r : bus_store_error(error, r, "update the session");
+        c->mode = updated.mode;
+        c->resize_mode = updated.resize_mode;
         clone_emit_changed(c, "Name", "Mode", "SourceNode", "TargetNode", "SourceDevice", "TargetDevice",
                            "StagingBackend", "ResizeMode", NULL);
         replan(c);
@@ -461,7 +449,7 @@ static void follow_source(CloneSession *f) {
 
         if (!p || !clone_status_is_active(f->status))
                 return;
-        if (IN_SET_STATUS(p->status, CLONE_FAILED, CLONE_CANCELLED)) {
+        if (IN_SET(p->status, CLONE_FAILED, CLONE_CANCELLED)) {
                 if (asprintf(&message, "The session %s with the source is %s%s%s", p->id,
                              clone_status_to_string(p->status), p->error ? ": " : ".", strempty(p->error)) < 0)
                         return (void) log_oom();
@@ -477,7 +465,7 @@ static void follow_source(CloneSession *f) {
                 if (free_and_strdup(&f->source_digest, p->source_digest) < 0)
                         return (void) log_oom();
                 clone_emit_changed(f, "SourceDigest", NULL);
-                if (f->target_digest && IN_SET_STATUS(f->status, CLONE_SOURCE_READY, CLONE_CLONING)) {
+                if (f->target_digest && IN_SET(f->status, CLONE_SOURCE_READY, CLONE_CLONING)) {
                         CloneStatus to;
                         if (clone_digest_verdict(f->source_digest, f->target_digest, &to, &message) < 0)
                                 return (void) log_oom();
@@ -513,10 +501,10 @@ static void release_nodes(CloneSession *c) {
 
         for (size_t i = 0; i < ELEMENTSOF(ids); i++) {
                 Node *n = ids[i] ? hashmap_get(c->manager->nodes, ids[i]) : NULL;
-                if (!n || !startswith(n->state, "cloning_") || node_busy_elsewhere(c, n->id, &other))
+                if (!n || !IN_SET(n->state, NODE_CLONING_SOURCE, NODE_CLONING_TARGET) ||
+                    node_busy_elsewhere(c, n->id, &other))
                         continue;
-                if (free_and_strdup(&n->state, "ready") < 0)
-                        return (void) log_oom();
+                n->state = NODE_READY;
                 r = node_save(n);
                 if (r < 0)
                         log_warning_errno(r, "Failed to record that node %s is ready again: %m",
@@ -528,6 +516,7 @@ int clone_transition(CloneSession *c, CloneStatus to, const char *error_message,
         CloneStatus from = c->status;
         uint64_t now = now_realtime_usec();
         int r;
+        assert(c && to < _CLONE_STATUS_MAX);
 
         if (to >= _CLONE_STATUS_MAX || !transitions[from][to])
                 return sd_bus_error_setf(
@@ -535,16 +524,14 @@ int clone_transition(CloneSession *c, CloneStatus to, const char *error_message,
                         clone_status_to_string(from), clone_status_to_string(to), transition_hint(from, to));
 
         CloneSession saved = *c;
-        _cleanup_free_ char *new_error = NULL, *new_staging = NULL;
+        _cleanup_free_ char *new_error = NULL;
         if (error_message) {
                 new_error = strdup(error_message);
                 if (!new_error)
                         return -ENOMEM;
         }
         /* A staged session (re)starts with its staging to be provisioned when the source reports. */
-        bool restage = to == CLONE_WAITING && streq(c->mode, "staged") && !c->follows;
-        if (restage && !(new_staging = strdup("pending")))
-                return -ENOMEM;
+        bool restage = to == CLONE_WAITING && c->mode == CLONE_MODE_STAGED && !c->follows;
         c->status = to;
         c->error = new_error;
         if (to == CLONE_WAITING) {
@@ -553,8 +540,8 @@ int clone_transition(CloneSession *c, CloneStatus to, const char *error_message,
                 c->bytes_transferred = c->transfer_rate = c->bytes_uploaded = 0;
         }
         if (restage)
-                c->staging_status = new_staging;
-        if (status_is_final(to))
+                c->staging_status = STAGING_PENDING;
+        if (clone_status_is_final(to))
                 c->completed_at = now;
         r = store_session_update(c->manager->store, c, clone_status_to_string(from));
         if (r < 0) {
@@ -564,15 +551,11 @@ int clone_transition(CloneSession *c, CloneStatus to, const char *error_message,
         }
         free(saved.error);
         TAKE_PTR(new_error);
-        if (restage) {
-                free(saved.staging_status);
-                TAKE_PTR(new_staging);
-        }
         log_info("Clone session %s: %s → %s%s%s", c->id, clone_status_to_string(from),
                  clone_status_to_string(to), error_message ? ": " : "", strempty(error_message));
         clone_emit_changed(c, "Status", "Error", "StartedAt", "CompletedAt", "BytesTransferred",
                            "TransferRate", "Progress", "BytesUploaded", "StagingStatus", NULL);
-        if (status_is_final(to))
+        if (clone_status_is_final(to))
                 release_nodes(c);
         clone_family_changed(c);
         return 0;
@@ -594,6 +577,7 @@ int clone_start(CloneSession *c, sd_bus_error *error) {
         CloneStatus from = c->status;
         CloneSession *other;
         int r;
+        assert(c);
 
         if (!transitions[c->status][CLONE_WAITING])
                 return clone_transition(c, CLONE_WAITING, NULL, error); /* says why not */
@@ -617,14 +601,14 @@ int clone_start(CloneSession *c, sd_bus_error *error) {
         /* A plan that cannot work stops the session before any byte moves. */
         replan(c);
         _cleanup_(json_object_unrefp) json_object *plan = clone_plan_json(c);
-        if (!streq(c->resize_mode, "none") && plan && !plan_is_feasible(plan))
+        if (c->resize_mode != RESIZE_NONE && plan && !plan_is_feasible(plan))
                 return sd_bus_error_setf(error, PB_ERROR_PLAN_INFEASIBLE,
                                          "%s Edit the plan (purebootctl clone plan %s --edit …) or change the "
                                          "session's resize mode or disks.",
                                          strna(json_get_string(plan, "reason")), c->id);
 
         /* Staging space, if both the source's size and the backend's space are known already. */
-        if (streq(c->mode, "staged") && !c->follows) {
+        if (c->mode == CLONE_MODE_STAGED && !c->follows) {
                 _cleanup_(disk_info_done) DiskInfo scanned = {};
                 sd_bus_error e = SD_BUS_ERROR_NULL;
                 uint64_t size = plan && plan_is_feasible(plan) ? (uint64_t) json_get_int(plan, "copyBytes")
@@ -660,8 +644,7 @@ int clone_start(CloneSession *c, sd_bus_error *error) {
                 CloneSession *o;
                 FOREACH_FOLLOWER (o, c) {
                         _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
-                        if (IN_SET_STATUS(o->status, CLONE_PENDING, CLONE_FAILED) &&
-                            clone_start(o, &e) < 0)
+                        if (IN_SET(o->status, CLONE_PENDING, CLONE_FAILED) && clone_start(o, &e) < 0)
                                 log_warning("Session %s: its added target %s did not start: %s", c->id, o->id,
                                             e.message ?: "out of memory");
                 }
@@ -675,16 +658,22 @@ int clone_add_target(CloneSession *c, const char *node, const char *device, cons
         CloneSession *f;
         int r;
 
-        if (status_is_final(c->status) && c->status != CLONE_FAILED)
+        if (clone_status_is_final(c->status) && c->status != CLONE_FAILED)
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE,
                                          "Session %s is %s; add targets to a session that can still run.", c->id,
                                          clone_status_to_string(c->status));
         if (asprintf(&name, "%s+%s", c->name, strempty(node)) < 0)
                 return -ENOMEM;
         CloneSpec spec = {
-                .name = name, .mode = c->mode, .source_node = c->source_node, .target_node = node,
-                .source_device = c->source_device, .target_device = device, .storage = c->staging_backend,
-                .resize_mode = resize_mode ?: c->resize_mode, .follows = c->id,
+                .name = name,
+                .mode = clone_mode_to_string(c->mode),
+                .source_node = c->source_node,
+                .target_node = node,
+                .source_device = c->source_device,
+                .target_device = device,
+                .storage = c->staging_backend,
+                .resize_mode = resize_mode ?: resize_mode_to_string(c->resize_mode),
+                .follows = c->id,
         };
         r = clone_create(c->manager, &spec, uid, &f, error);
         if (r < 0)
@@ -703,6 +692,7 @@ int clone_add_target(CloneSession *c, const char *node, const char *device, cons
 }
 
 int clone_cancel(CloneSession *c, sd_bus_error *error) {
+        assert(c);
         return clone_transition(c, CLONE_CANCELLED, "Cancelled by an administrator.", error);
 }
 
@@ -710,6 +700,7 @@ int clone_delete(CloneSession *c, bool *ret_cancelled, sd_bus_error *error) {
         Manager *m = c->manager;
         _cleanup_free_ char *path = clone_path(c), *id = strdup(c->id);
         int r;
+        assert(c && ret_cancelled);
 
         if (!path || !id)
                 return -ENOMEM;
@@ -747,11 +738,12 @@ int clone_delete(CloneSession *c, bool *ret_cancelled, sd_bus_error *error) {
 int clone_issue_token(CloneSession *c, const char *role, char **ret_token, sd_bus_error *error) {
         const char *node;
         int r;
+        assert(c && role && ret_token);
 
         if (!STR_IN_SET(role, "source", "target"))
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
                                          "Unknown role \"%.32s\"; use source or target.", role);
-        if (status_is_final(c->status) && c->status != CLONE_FAILED)
+        if (clone_status_is_final(c->status) && c->status != CLONE_FAILED)
                 return sd_bus_error_setf(
                         error, PB_ERROR_INVALID_STATE,
                         "Session %s is %s; tokens are issued only for sessions that can still run.", c->id,
@@ -773,6 +765,7 @@ int clone_set_progress(CloneSession *c, uint64_t bytes_transferred, uint64_t rat
 int clone_resolve(Manager *m, const char *name, CloneSession **ret, sd_bus_error *error) {
         CloneSession *c, *found = NULL;
         size_t matches = 0;
+        assert(m && ret);
 
         if (isempty(name))
                 return sd_bus_error_setf(error, PB_ERROR_NO_SUCH_SESSION, "No session given.");
@@ -900,7 +893,7 @@ int clone_plan(CloneSession *c, json_object *edits, bool refuse_infeasible, sd_b
         char *text;
         int r;
 
-        if (status_is_final(c->status) && c->status != CLONE_FAILED) /* a failed one may run again */
+        if (clone_status_is_final(c->status) && c->status != CLONE_FAILED) /* a failed one may run again */
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE,
                                          "Session %s is %s; its plan no longer changes.", c->id,
                                          clone_status_to_string(c->status));
@@ -948,6 +941,7 @@ int clone_report_disk(CloneSession *c, const char *role, json_object *disk, sd_b
         const char *bad = NULL, *device = streq(role, "source") ? c->source_device : c->target_device;
         char *text;
         int r;
+        assert(c && role && disk);
 
         r = disk_info_from_json(disk, &info, &bad);
         if (r == -ENOMEM)

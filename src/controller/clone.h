@@ -4,45 +4,23 @@
 
 #include <systemd/sd-bus.h>
 
+#include "domain.h"
 #include "manager.h"
 #include "throttle.h"
-
-typedef enum CloneStatus {
-        CLONE_PENDING,
-        CLONE_WAITING, /* started, waiting for the source agent */
-        CLONE_SOURCE_READY,
-        CLONE_CLONING,
-        CLONE_COMPLETED,
-        CLONE_FAILED,
-        CLONE_CANCELLED,
-        _CLONE_STATUS_MAX,
-} CloneStatus;
-
-/* Whether s is one of the statuses listed. */
-#define IN_SET_STATUS(s, ...)                                                                             \
-        ({                                                                                                \
-                const CloneStatus _set[] = { __VA_ARGS__ };                                               \
-                bool _found = false;                                                                      \
-                for (size_t _i = 0; _i < ELEMENTSOF(_set); _i++)                                          \
-                        _found = _found || _set[_i] == (s);                                               \
-                _found;                                                                                   \
-        })
-
-const char *clone_status_to_string(CloneStatus s);
-int clone_status_from_string(const char *s);
-bool clone_status_is_active(CloneStatus s);
 
 typedef struct CloneSession {
         Manager *manager;
         char *id, *name;
         CloneStatus status;
-        char *mode, *source_node, *target_node, *source_device, *target_device;
+        CloneMode mode;
+        char *source_node, *target_node, *source_device, *target_device;
         char *source_address;
         uint16_t source_port;
-        char *staging_backend, *staging_path, *staging_status;
+        char *staging_backend, *staging_path;
+        StagingStatus staging_status;
         char *staging_resources; /* JSON array: what provisioning created, undone in reverse order */
         uint64_t bytes_uploaded;
-        char *resize_mode;
+        ResizeMode resize_mode;
         char *plan_json; /* the resize plan (plan.h), once made */
         char *source_disk_json, *target_disk_json; /* what the agents scanned, as Disk JSON */
         /* One source to several targets: the id of the staged session whose source and staging this one
@@ -83,6 +61,9 @@ void clone_emit_changed(CloneSession *c, const char *first, ...);
 
 /* Returns 1 and the existing session if the idempotency key is known, else creates one and returns 0. */
 int clone_create(Manager *m, const CloneSpec *spec, uint32_t uid, CloneSession **ret, sd_bus_error *error);
+/* What clone_create would refuse spec for, checked without creating anything: the bus methods check their
+ * arguments so before polkit asks anyone to authenticate. */
+int clone_check(Manager *m, const CloneSpec *spec, sd_bus_error *error);
 int clone_update(CloneSession *c, const CloneSpec *changes, sd_bus_error *error);
 int clone_start(CloneSession *c, sd_bus_error *error);
 int clone_cancel(CloneSession *c, sd_bus_error *error);

@@ -11,24 +11,6 @@
 #include "pureboot-errors.h"
 #include "util.h"
 
-static const char *const operation_status_names[_OPERATION_STATUS_MAX] = {
-        [OPERATION_PENDING] = "pending",
-        [OPERATION_RUNNING] = "running",
-        [OPERATION_COMPLETED] = "completed",
-        [OPERATION_FAILED] = "failed",
-};
-
-const char *operation_status_to_string(OperationStatus s) {
-        return s < _OPERATION_STATUS_MAX ? operation_status_names[s] : NULL;
-}
-
-OperationStatus operation_status_from_string(const char *s) {
-        for (OperationStatus i = 0; i < _OPERATION_STATUS_MAX; i++)
-                if (streq_ptr(operation_status_names[i], s))
-                        return i;
-        return _OPERATION_STATUS_MAX;
-}
-
 PartitionOperation *partition_operation_free(PartitionOperation *op) {
         if (!op)
                 return NULL;
@@ -100,7 +82,7 @@ static void emit(Disk *d, const char *first, ...) {
         va_list ap;
 
         va_start(ap, first);
-        bus_emit_changed_va(d->node->manager->bus, path, PB_IFACE("Disk"), first, ap);
+        manager_emit_changed_va(d->node->manager, path, PB_IFACE("Disk"), first, ap);
         va_end(ap);
 }
 

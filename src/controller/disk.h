@@ -4,20 +4,14 @@
  * one by one. */
 #pragma once
 
+#include "domain.h"
+
 #include <systemd/sd-bus.h>
 
 #include "disk-model.h"
 #include "manager.h"
 
 typedef struct Node Node;
-
-typedef enum OperationStatus {
-        OPERATION_PENDING,
-        OPERATION_RUNNING,
-        OPERATION_COMPLETED,
-        OPERATION_FAILED,
-        _OPERATION_STATUS_MAX,
-} OperationStatus;
 
 typedef struct PartitionOperation {
         char *id, *operation, *error;
@@ -35,9 +29,6 @@ typedef struct Disk {
         PartitionOperation **operations; /* by position */
         size_t n_operations;
 } Disk;
-
-const char *operation_status_to_string(OperationStatus s);
-OperationStatus operation_status_from_string(const char *s);
 
 PartitionOperation *partition_operation_free(PartitionOperation *op);
 Disk *disk_free(Disk *d);

@@ -3,6 +3,7 @@
  * only from there. Every call is checked against org.pureboot.Node.varlink on the way in and its reply on
  * the way out, so the code cannot drift from the contract. */
 #include <arpa/inet.h>
+#include <assert.h>
 #include <pwd.h>
 
 #include "ca.h"
@@ -12,6 +13,7 @@
 #include "identity.h"
 #include "log.h"
 #include "node.h"
+#include "progress.h"
 #include "pureboot-bus.h"
 #include "pureboot-errors.h"
 #include "staging.h"
@@ -113,7 +115,7 @@ static json_object *session_json(CloneSession *c, const IdentityName *peer) {
         ADD("id", json_object_new_string(c->id));
         ADD("name", json_object_new_string(c->name));
         ADD("status", json_object_new_string(clone_status_to_string(c->status)));
-        ADD("mode", json_object_new_string(c->mode));
+        ADD("mode", json_object_new_string(clone_mode_to_string(c->mode)));
         ADD("role", role ? json_object_new_string(role) : NULL);
         ADD("sourceDevice", json_object_new_string(c->source_device));
         ADD("targetDevice", json_object_new_string(c->target_device));
@@ -121,9 +123,10 @@ static json_object *session_json(CloneSession *c, const IdentityName *peer) {
         ADD("sourcePort", c->source_port ? json_object_new_int(c->source_port) : NULL);
         ADD("sizeBytes", json_object_new_int64((int64_t) c->bytes_total));
         ADD("bytesTransferred", json_object_new_int64((int64_t) c->bytes_transferred));
-        ADD("resizeMode", json_object_new_string(c->resize_mode));
-        const char *staging = clone_owner(c)->staging_status; /* an added target shares it */
-        ADD("stagingStatus", staging ? json_object_new_string(staging) : NULL);
+        ADD("resizeMode", json_object_new_string(resize_mode_to_string(c->resize_mode)));
+        StagingStatus staging = clone_owner(c)->staging_status; /* an added target shares it */
+        ADD("stagingStatus",
+            staging != STAGING_NONE ? json_object_new_string(staging_status_to_string(staging)) : NULL);
         ADD("plan", clone_plan_json(c));
         ADD("error", c->error ? json_object_new_string(c->error) : NULL);
         const char *source = clone_certificate(c, "source"), *target = clone_certificate(c, "target");
@@ -182,70 +185,6 @@ static int record(Call *call, CloneSession *c, const char *role, uint64_t sequen
 
 static bool is_replay(CloneSession *c, const char *role, uint64_t sequence) {
         return sequence <= *sequence_of(c, role);
-}
-
-int gateway_flush(Manager *m) {
-        CloneSession *c = NULL;
-        bool any = false;
-        int r;
-
-        HASHMAP_FOREACH(c, m->sessions, i)
-                any = any || c->progress_dirty;
-        if (!any)
-                return 0;
-        /* Losing the last second of progress to a power cut is harmless: skip the fsync. */
-        (void) store_set_durable(m->store, false);
-        r = store_begin(m->store);
-        if (r < 0) {
-                (void) store_set_durable(m->store, true);
-                return r;
-        }
-        HASHMAP_FOREACH(c, m->sessions, i) {
-                if (!c->progress_dirty)
-                        continue;
-                r = store_session_progress(m->store, c);
-                if (r >= 0 && c->source_sequence > 0)
-                        r = store_sequence_set(m->store, c->id, "source", c->source_sequence);
-                if (r >= 0 && c->target_sequence > 0)
-                        r = store_sequence_set(m->store, c->id, "target", c->target_sequence);
-                if (r < 0) {
-                        store_rollback(m->store);
-                        (void) store_set_durable(m->store, true);
-                        return log_error_errno(r, "Failed to write progress of session %s: %m", c->id);
-                }
-        }
-        r = store_commit(m->store);
-        if (r < 0)
-                store_rollback(m->store);
-        (void) store_set_durable(m->store, true);
-        if (r < 0)
-                return r;
-        HASHMAP_FOREACH(c, m->sessions, i)
-                c->progress_dirty = false;
-        return 0;
-}
-
-static int on_flush(sd_event_source *s, uint64_t usec, void *userdata) {
-        (void) s, (void) usec;
-        (void) gateway_flush(userdata);
-        return 0;
-}
-
-/* Progress is written within a second; the timer is armed only while there is some, so an idle
- * controller sleeps. */
-static int schedule_flush(Manager *m) {
-        uint64_t now;
-        int enabled, r;
-
-        r = sd_event_source_get_enabled(m->flush_timer, &enabled);
-        if (r < 0 || enabled != SD_EVENT_OFF)
-                return r;
-        r = sd_event_now(m->event, CLOCK_MONOTONIC, &now);
-        if (r >= 0)
-                r = sd_event_source_set_time(m->flush_timer, now + USEC_PER_SEC);
-        if (r >= 0)
-                r = sd_event_source_set_enabled(m->flush_timer, SD_EVENT_ONESHOT);
-        return r;
 }
 
 static void audit(Call *call, const char *action, const char *object) {
@@ -387,7 +326,7 @@ static int handle_source_ready(Call *call) {
                 return r;
         if (inet_pton(AF_INET, address, buf) != 1 && inet_pton(AF_INET6, address, buf) != 1)
                 return bad_parameter(call, "address");
-        bool staged = streq(c->mode, "staged");
+        bool staged = c->mode == CLONE_MODE_STAGED;
         if ((port == 0 && !staged) || port > 65535)
                 return bad_parameter(call, "port");
         if (size == 0)
@@ -395,7 +334,7 @@ static int handle_source_ready(Call *call) {
         if (!streq(device, c->source_device))
                 return bad_parameter(call, "device");
         /* A source that restarts mid-clone reports again, possibly on a new port. */
-        if (!IN_SET_STATUS(c->status, CLONE_WAITING, CLONE_SOURCE_READY, CLONE_CLONING))
+        if (!IN_SET(c->status, CLONE_WAITING, CLONE_SOURCE_READY, CLONE_CLONING))
                 return fail(call, PB_NODE_PREFIX "InvalidState", "status", clone_status_to_string(c->status),
                             "reason", "the session is not waiting for its source", NULL);
 
@@ -418,7 +357,7 @@ static int handle_source_ready(Call *call) {
         } else {
                 clone_emit_changed(c, "SourceAddress", "SourcePort", "BytesTotal", NULL);
                 /* Staging is sized to the source: it is made now, once. */
-                if (staged && streq_ptr(c->staging_status, "pending") && (r = staging_provision(c)) < 0)
+                if (staged && c->staging_status == STAGING_PENDING && (r = staging_provision(c)) < 0)
                         log_warning_errno(r, "Failed to start setting up the staging of session %s: %m", c->id);
                 r = reply_with(call, NULL);
         }
@@ -435,7 +374,7 @@ static int handle_progress(Call *call) {
         r = report_begin(call, role, &c);
         if (r <= 0)
                 return r;
-        if (!IN_SET_STATUS(c->status, CLONE_SOURCE_READY, CLONE_CLONING))
+        if (!IN_SET(c->status, CLONE_SOURCE_READY, CLONE_CLONING))
                 return fail(call, PB_NODE_PREFIX "InvalidState", "status", clone_status_to_string(c->status),
                             "reason", "progress is reported only while the source is ready or cloning",
                             NULL);
@@ -453,8 +392,7 @@ static int handle_progress(Call *call) {
                 c->bytes_uploaded = get_uint(call, "bytesTransferred");
                 (void) throttle_kick(&c->progress);
         }
-        c->progress_dirty = true;
-        r = schedule_flush(call->m);
+        r = progress_changed(c);
         if (r < 0)
                 return r;
         return reply_with(call, NULL);
@@ -481,7 +419,7 @@ static int handle_complete(Call *call) {
                 return r;
         if (!digest_is_valid(digest))
                 return bad_parameter(call, "digest");
-        if (!IN_SET_STATUS(c->status, CLONE_SOURCE_READY, CLONE_CLONING))
+        if (!IN_SET(c->status, CLONE_SOURCE_READY, CLONE_CLONING))
                 return fail(call, PB_NODE_PREFIX "InvalidState", "status", clone_status_to_string(c->status),
                             "reason", "only a running session can complete", NULL);
 
@@ -634,8 +572,10 @@ static int handle_report_operation(Call *call) {
         op = disk_operation(d, id);
         if (!op || !streq(op->id, id))
                 return bad_parameter(call, "operation");
-        r = disk_report_operation(d, op, operation_status_from_string(get_string(call, "status")),
-                                  get_string(call, "error"), get_uint(call, "sequence"), &e);
+        r = operation_status_from_string(get_string(call, "status"));
+        assert(r > OPERATION_PENDING); /* the interface allows running, completed and failed */
+        r = disk_report_operation(d, op, (OperationStatus) r, get_string(call, "error"),
+                                  get_uint(call, "sequence"), &e);
         if (r < 0 && sd_bus_error_is_set(&e))
                 return fail(call, PB_NODE_PREFIX "InvalidState", "status",
                             operation_status_to_string(op->status), "reason", e.message, NULL);
@@ -655,12 +595,12 @@ static int handle_get_staging(Call *call) {
                 return fail(call, PB_NODE_PREFIX "PermissionDenied", "reason",
                             "the staging area is told only to the session's clone certificates", NULL);
         c = clone_owner(c); /* a target added to a session downloads that session's image */
-        if (!streq(c->mode, "staged") ||
-            !STR_IN_SET(strempty(c->staging_status), "provisioned", "uploading", "ready", "downloading"))
+        if (c->mode != CLONE_MODE_STAGED || !IN_SET(c->staging_status, STAGING_PROVISIONED,
+                                                    STAGING_UPLOADING, STAGING_READY, STAGING_DOWNLOADING))
                 return fail(call, PB_NODE_PREFIX "InvalidState", "status", clone_status_to_string(c->status),
                             "reason",
-                            streq(c->mode, "staged") ? "the staging area is not provisioned"
-                                                     : "a direct session",
+                            c->mode == CLONE_MODE_STAGED ? "the staging area is not provisioned"
+                                                         : "a direct session",
                             NULL);
         json_object *staging = staging_json(c), *o = json_object_new_object();
         if (!staging || !o) {
@@ -694,10 +634,10 @@ static int handle_staging_status(Call *call) {
                             streq(status, "cleanup") ? "the controller removes the staging area itself"
                                                      : "the other role reports this step",
                             NULL);
-        r = staging_report(clone_owner(c), status, &reason);
+        r = staging_report(clone_owner(c), (StagingStatus) staging_status_from_string(status), &reason);
         if (r == -EINVAL)
-                return fail(call, PB_NODE_PREFIX "InvalidState", "status", strempty(c->staging_status),
-                            "reason", reason, NULL);
+                return fail(call, PB_NODE_PREFIX "InvalidState", "status",
+                            staging_status_to_string(c->staging_status), "reason", reason, NULL);
         if (r < 0)
                 return r;
         r = record(call, c, call->peer.role, seq, c->status, NULL);
@@ -812,23 +752,6 @@ done:
         return 0;
 }
 
-int gateway_sign_server(Manager *m, const char *csr, const char *hostname, char **addresses, char **ret_pem) {
-        _cleanup_(issued_certificate_done) IssuedCertificate cert = {};
-        const char *ip = addresses && addresses[0] ? addresses[0] : NULL;
-        int r;
-
-        /* One IP SAN is what ca_sign_request takes; the bridge names the address nodes use. */
-        r = ca_sign_request(m->ca, csr, CERT_ROLE_SERVER, hostname, ip, 30 * USEC_PER_DAY, &cert);
-        if (r < 0)
-                return r;
-        r = store_certificate_insert(m->store, cert.serial, hostname, "server", NULL, NULL, cert.not_before,
-                                     cert.not_after);
-        if (r < 0)
-                return r;
-        *ret_pem = TAKE_PTR(cert.pem);
-        return 0;
-}
-
 static int load_sequence(void *userdata, const char *session_id, const char *role, uint64_t sequence) {
         CloneSession *c = hashmap_get(((Manager *) userdata)->sessions, session_id);
         if (c && STR_IN_SET(role, "source", "target"))
@@ -843,18 +766,9 @@ int gateway_init(Manager *m) {
         r = varlink_interface_parse(node_interface_idl, &m->node_interface, &line);
         if (r < 0)
                 return log_error_errno(r, "org.pureboot.Node.varlink does not parse at line %u.", line);
-        r = store_sequences_load(m->store, load_sequence, m);
-        if (r < 0)
-                return r;
-        r = sd_event_add_time(m->event, &m->flush_timer, CLOCK_MONOTONIC, UINT64_MAX, 0, on_flush, m);
-        if (r >= 0)
-                r = sd_event_source_set_enabled(m->flush_timer, SD_EVENT_OFF);
-        return r;
+        return store_sequences_load(m->store, load_sequence, m);
 }
 
 void gateway_done(Manager *m) {
-        if (m->store)
-                (void) gateway_flush(m);
-        m->flush_timer = sd_event_source_disable_unref(m->flush_timer);
         m->node_interface = varlink_interface_free(m->node_interface);
 }

@@ -15,15 +15,10 @@ typedef struct GatewayReply {
 void gateway_reply_done(GatewayReply *r);
 
 int gateway_init(Manager *m);
-/* Writes the progress that has only been applied in memory. */
-int gateway_flush(Manager *m);
 void gateway_done(Manager *m);
 
 /* Runs method for the peer whose verified certificate CN is peer ("" for none) from address, with the
  * JSON parameters. Failures the node should hear about are varlink errors in *ret; < 0 only for
  * failures of the controller itself. */
-int gateway_call(Manager *m, const char *method, const char *peer, const char *address, const char *parameters,
-                 GatewayReply *ret);
-
-/* The bridge's own server certificate, from its CSR. */
-int gateway_sign_server(Manager *m, const char *csr, const char *hostname, char **addresses, char **ret_pem);
+int gateway_call(Manager *m, const char *method, const char *peer, const char *address,
+                 const char *parameters, GatewayReply *ret);

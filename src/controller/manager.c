@@ -18,6 +18,7 @@
 #include "nfsroot.h"
 #include "node.h"
 #include "polkit.h"
+#include "progress.h"
 #include "storage.h"
 #include "util.h"
 #include "worker.h"
@@ -48,10 +49,91 @@ int manager_new(const char *config_path, const char *state_dir, Manager **ret) {
         return 0;
 }
 
+/* A PropertiesChanged waiting for its transaction to commit (manager_emit_changed_va). */
+typedef struct PendingChange {
+        char *key; /* "path\tinterface" */
+        char *path, *interface;
+        char **names;
+} PendingChange;
+
+static void pending_change_free(PendingChange *p) {
+        if (!p)
+                return;
+        free(p->key);
+        free(p->path);
+        free(p->interface);
+        strv_free(p->names);
+        free(p);
+}
+
+static void emit_now(Manager *m, const char *path, const char *interface, char **names) {
+        if (m->bus)
+                (void) sd_bus_emit_properties_changed_strv(m->bus, path, interface, names);
+}
+
+static int defer_change(Manager *m, const char *path, const char *interface, char **names) {
+        _cleanup_free_ char *key = NULL;
+        PendingChange *p;
+
+        if (asprintf(&key, "%s\t%s", path, interface) < 0)
+                return -ENOMEM;
+        if (!m->pending_changes && !(m->pending_changes = hashmap_new()))
+                return -ENOMEM;
+        p = hashmap_get(m->pending_changes, key);
+        if (!p) {
+                p = calloc(1, sizeof(PendingChange));
+                if (!p || !(p->path = strdup(path)) || !(p->interface = strdup(interface)) ||
+                    !(p->names = strv_new(NULL))) {
+                        pending_change_free(p);
+                        return -ENOMEM;
+                }
+                p->key = TAKE_PTR(key);
+                if (hashmap_put(m->pending_changes, p->key, p) < 0) {
+                        pending_change_free(p);
+                        return -ENOMEM;
+                }
+        }
+        STRV_FOREACH(n, names)
+        if (!strv_contains((const char *const *) p->names, *n) && strv_extend(&p->names, *n) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
+void manager_emit_changed_va(Manager *m, const char *path, const char *interface, const char *first,
+                             va_list ap) {
+        _cleanup_strv_free_ char **names = strv_new(NULL);
+
+        if (!m->bus || !path || !names)
+                return;
+        for (const char *p = first; p; p = va_arg(ap, const char *))
+                if (strv_extend(&names, p) < 0)
+                        return (void) log_oom();
+        /* Inside a transaction the change may still be rolled back: clients hear of it once it is kept. */
+        if (!store_in_transaction(m->store))
+                emit_now(m, path, interface, names);
+        else if (defer_change(m, path, interface, names) < 0)
+                log_oom();
+}
+
+static void on_transaction_end(void *userdata, bool committed) {
+        Manager *m = userdata;
+        Hashmap *pending = TAKE_PTR(m->pending_changes);
+        PendingChange *p;
+
+        if (committed)
+                HASHMAP_FOREACH (p, pending, i)
+                        emit_now(m, p->path, p->interface, p->names);
+        HASHMAP_FOREACH (p, pending, i)
+                pending_change_free(p);
+        hashmap_free(pending);
+}
+
 Manager *manager_free(Manager *m) {
         void *v;
         if (!m)
                 return NULL;
+        progress_done(m);
+        on_transaction_end(m, false); /* nothing waits for a transaction any more */
         gateway_done(m);
         identity_done(m);
         boot_done(m);
@@ -79,21 +161,24 @@ Manager *manager_free(Manager *m) {
         return NULL;
 }
 
-static int add_node(void *userdata, Node *n) {
+static int add_node(void *userdata, void *record) {
+        Node *n = record;
         int r = node_attach(userdata, n);
         if (r < 0)
                 node_free(n);
         return r;
 }
 
-static int add_session(void *userdata, CloneSession *c) {
+static int add_session(void *userdata, void *record) {
+        CloneSession *c = record;
         int r = clone_attach(userdata, c);
         if (r < 0)
                 clone_free(c);
         return r;
 }
 
-static int add_storage(void *userdata, StorageBackend *b) {
+static int add_storage(void *userdata, void *record) {
+        StorageBackend *b = record;
         int r = storage_attach(userdata, b);
         if (r < 0)
                 storage_free(b);
@@ -111,6 +196,8 @@ int manager_load(Manager *m) {
             asprintf(&ca_dir, "%s/ca", m->state_dir) < 0)
                 return -ENOMEM;
         r = store_open(db, &m->store);
+        if (r >= 0)
+                store_set_end_hook(m->store, on_transaction_end, m);
         if (r < 0)
                 return r;
         r = ca_load_or_create(ca_dir, m->config.ca_key_algorithm, (unsigned) m->config.ca_validity_years,
@@ -129,6 +216,8 @@ int manager_load(Manager *m) {
                 r = store_sessions_load(m->store, add_session, m);
         if (r >= 0)
                 r = gateway_init(m);
+        if (r >= 0)
+                r = progress_init(m);
         if (r >= 0)
                 r = identity_load(m);
         if (r < 0)

@@ -38,6 +38,9 @@ typedef struct Manager {
         uint64_t discovery_window, discovery_count;
         uid_t bridge_uid;    /* (uid_t) -1 until the bridge's user has been looked up */
         char *bridge_sender; /* the unique bus name last verified as the bridge's */
+        /* PropertiesChanged asked for inside a transaction: "path\tinterface" → property names (strv),
+         * sent once it commits, dropped if it rolls back, so no client sees a state that was not kept. */
+        Hashmap *pending_changes;
 } Manager;
 
 int manager_new(const char *config_path, const char *state_dir, Manager **ret);
@@ -47,6 +50,11 @@ int manager_load(Manager *m);
 /* Connects to the system bus, registers the objects and takes the name. */
 int manager_connect_bus(Manager *m);
 int manager_run(Manager *m);
+
+/* PropertiesChanged for the named properties (NULL-terminated list ap) of interface at path: now, or,
+ * inside a transaction, once it commits. */
+void manager_emit_changed_va(Manager *m, const char *path, const char *interface, const char *first,
+                             va_list ap);
 
 /* Records an audit event for a change made on behalf of the sender of message. */
 void manager_audit(Manager *m, sd_bus_message *message, const char *action, const char *object,

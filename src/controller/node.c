@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Nodes: registration, lookup by any name an operator would use, removal. */
+#include <assert.h>
+
 #include "node.h"
 #include "bus-util.h"
 #include "clone.h"
@@ -16,8 +18,6 @@ Node *node_free(Node *n) {
         free(n->mac);
         free(n->arch);
         free(n->serial);
-        free(n->state);
-        free(n->boot_mode);
         free(n->boot_workflow);
         for (size_t i = 0; i < n->n_disks; i++)
                 disk_free(n->disks[i]);
@@ -77,7 +77,7 @@ static Node *find_by(Manager *m, const char *mac, const char *hostname, const ch
 }
 
 int node_register(Manager *m, const char *hostname, const char *mac, const char *arch, const char *serial,
-                  const char *state, Node **ret, sd_bus_error *error) {
+                  NodeState state, Node **ret, sd_bus_error *error) {
         _cleanup_free_ char *canonical_mac = NULL, *canonical_serial = NULL;
         char id[PB_ID_LEN + 1];
         const char *a = arch_normalize(arch);
@@ -124,10 +124,10 @@ int node_register(Manager *m, const char *hostname, const char *mac, const char 
         n->mac = TAKE_PTR(canonical_mac);
         n->arch = strdup(a);
         n->serial = TAKE_PTR(canonical_serial);
-        n->state = strdup(state);
-        n->boot_mode = strdup("local");
+        n->state = state;
+        n->boot_mode = BOOT_LOCAL;
         n->created_at = now_realtime_usec();
-        if (!n->id || !n->hostname || !n->arch || !n->state || !n->boot_mode) {
+        if (!n->id || !n->hostname || !n->arch) {
                 node_free(n);
                 return -ENOMEM;
         }
@@ -146,32 +146,31 @@ int node_register(Manager *m, const char *hostname, const char *mac, const char 
         return 0;
 }
 
-int node_set_boot_mode(Node *n, const char *mode, const char *workflow, sd_bus_error *error) {
-        _cleanup_free_ char *old = NULL, *old_workflow = NULL;
+int node_set_boot_mode(Node *n, BootMode mode, const char *workflow, sd_bus_error *error) {
+        _cleanup_free_ char *old_workflow = NULL;
+        BootMode old = n->boot_mode;
         int r;
 
-        if (!STR_IN_SET(mode, "local", "partition", "nfs"))
+        assert(mode < _BOOT_MODE_MAX);
+        if (workflow && mode != BOOT_NFS)
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
-                                         "Boot mode \"%.32s\" is not local, partition or nfs.", mode);
-        if (workflow && !streq(mode, "nfs"))
-                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
-                                         "Only the nfs boot mode takes a workflow; %s boots its own.", mode);
-        if (streq(mode, "nfs") && !workflow)
+                                         "Only the nfs boot mode takes a workflow; %s boots its own.",
+                                         boot_mode_to_string(mode));
+        if (mode == BOOT_NFS && !workflow)
                 workflow = "pi-diskless-nfs";
         if (workflow && !name_is_valid(workflow, 64))
-                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT, "\"%.64s\" is not a workflow id.", workflow);
-        old = n->boot_mode;
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT, "\"%.64s\" is not a workflow id.",
+                                         workflow);
         old_workflow = n->boot_workflow;
-        n->boot_mode = strdup(mode);
+        n->boot_mode = mode;
         n->boot_workflow = workflow ? strdup(workflow) : NULL;
-        if (!n->boot_mode || (workflow && !n->boot_workflow))
+        if (workflow && !n->boot_workflow)
                 r = -ENOMEM;
         else
                 r = store_node_update(n->manager->store, n);
         if (r < 0) {
-                free(n->boot_mode);
                 free(n->boot_workflow);
-                n->boot_mode = TAKE_PTR(old);
+                n->boot_mode = old;
                 n->boot_workflow = TAKE_PTR(old_workflow);
                 return r == -ENOMEM ? r : bus_store_error(error, r, "change the boot mode");
         }
@@ -184,7 +183,7 @@ void node_emit_changed(Node *n, const char *first, ...) {
         va_list ap;
 
         va_start(ap, first);
-        bus_emit_changed_va(n->manager->bus, path, PB_IFACE("Node"), first, ap);
+        manager_emit_changed_va(n->manager, path, PB_IFACE("Node"), first, ap);
         va_end(ap);
 }
 

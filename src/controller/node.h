@@ -2,6 +2,8 @@
 /* Nodes: the machines PureBoot knows, by MAC and hostname. */
 #pragma once
 
+#include "domain.h"
+
 #include <systemd/sd-bus.h>
 
 #include "manager.h"
@@ -10,7 +12,9 @@ typedef struct Disk Disk;
 
 typedef struct Node {
         Manager *manager;
-        char *id, *hostname, *mac, *arch, *serial, *state, *boot_mode;
+        char *id, *hostname, *mac, *arch, *serial;
+        NodeState state;
+        BootMode boot_mode;
         char *boot_workflow; /* boot_mode nfs: the diskless workflow it boots */
         uint64_t last_seen, created_at;
         uint64_t scan_requested_at; /* the last RequestScan; the node scans again when it sees it change */
@@ -22,14 +26,14 @@ typedef struct Node {
 Node *node_free(Node *n);
 char *node_path(const Node *n);
 
-/* state: "ready" for nodes an administrator adds, "discovered" for machines that just PXE-booted. */
+/* state: NODE_READY for nodes an administrator adds, NODE_DISCOVERED for machines that just PXE-booted. */
 int node_register(Manager *m, const char *hostname, const char *mac, const char *arch, const char *serial,
-                  const char *state, Node **ret, sd_bus_error *error);
+                  NodeState state, Node **ret, sd_bus_error *error);
 /* A Raspberry Pi serial: exactly 8 hex digits, returned lowercase. */
 int node_serial_normalize(const char *s, char **ret);
 /* What the node's next network boot does: "local" (its own disk), "partition" (the partition workflow) or
  * "nfs" (diskless, from the NFS root, with workflow: default pi-diskless-nfs). */
-int node_set_boot_mode(Node *n, const char *mode, const char *workflow, sd_bus_error *error);
+int node_set_boot_mode(Node *n, BootMode mode, const char *workflow, sd_bus_error *error);
 void node_emit_changed(Node *n, const char *first, ...) _sentinel_;
 /* Asks the node, through its WatchNode stream, to scan its disks again and report them. */
 int node_request_scan(Node *n, sd_bus_error *error);

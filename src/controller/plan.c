@@ -13,7 +13,7 @@
 
 typedef struct Plan {
         const DiskInfo *source, *target;
-        const char *mode;
+        ResizeMode mode;
         json_object *edits;
         DiskInfo copied;    /* the source after its shrinks */
         DiskInfo on_target; /* that layout on the target, after its grows */
@@ -99,7 +99,7 @@ static int plan_shrinks(Plan *p, uint64_t limit) {
         for (size_t i = p->copied.n_partitions; i > 0; i--) {
                 PartitionInfo *part = &p->copied.partitions[i - 1];
                 uint64_t want = edited_size(p, part->number);
-                if (want == 0 && streq(p->mode, "shrink_source") && i == p->copied.n_partitions &&
+                if (want == 0 && p->mode == RESIZE_SHRINK_SOURCE && i == p->copied.n_partitions &&
                     part->start + part->size > limit && limit > part->start)
                         want = limit - part->start;
                 if (want > 0 && want < part->size) {
@@ -133,7 +133,7 @@ static int plan_grows(Plan *p) {
                                 return r;
                 }
         }
-        if (edited || !streq(p->mode, "grow_target"))
+        if (edited || p->mode != RESIZE_GROW_TARGET)
                 return 0;
         for (size_t i = p->on_target.n_partitions; i > 0; i--) {
                 PartitionInfo *part = &p->on_target.partitions[i - 1];
@@ -167,7 +167,7 @@ static int plan_layout(Plan *p, uint64_t *ret_copy) {
                         s->logical_sector_size);
                 return 0;
         }
-        if (!streq(p->mode, "none") && streq_ptr(s->table, "none")) {
+        if (p->mode != RESIZE_NONE && streq_ptr(s->table, "none")) {
                 if (t->size < s->size)
                         infeasible(
                                 p,
@@ -176,7 +176,7 @@ static int plan_layout(Plan *p, uint64_t *ret_copy) {
                                 s->device, FORMAT_BYTES(s->size), t->device, FORMAT_BYTES(t->size));
                 return 0;
         }
-        if (streq(p->mode, "none") && p->edits && json_object_object_length(p->edits) > 0) {
+        if (p->mode == RESIZE_NONE && p->edits && json_object_object_length(p->edits) > 0) {
                 infeasible(p, "Resize mode none changes no partition; set the session's resize mode to "
                               "shrink_source or grow_target to edit sizes.");
                 return 0;
@@ -244,7 +244,7 @@ static int plan_layout(Plan *p, uint64_t *ret_copy) {
         else {
                 const PartitionInfo *last =
                         &p->copied.partitions[p->copied.n_partitions - 1]; /* the latest end */
-                if (streq(p->mode, "none"))
+                if (p->mode == RESIZE_NONE)
                         infeasible(p,
                                    "The target disk %s is %s and the source %s is %s. Use resize mode "
                                    "shrink_source (the last partition shrinks on the source first) or a "
@@ -304,7 +304,7 @@ static json_object *partitions_json(Plan *p) {
         return a;
 }
 
-json_object *plan_compute(const DiskInfo *source, const DiskInfo *target, const char *mode,
+json_object *plan_compute(const DiskInfo *source, const DiskInfo *target, ResizeMode mode,
                           json_object *edits) {
         Plan p = { .source = source,
                    .target = target,
@@ -326,7 +326,7 @@ json_object *plan_compute(const DiskInfo *source, const DiskInfo *target, const 
         if (r < 0)
                 goto fail;
 #define ADD(k, v) json_object_object_add(o, k, v)
-        ADD("mode", json_object_new_string(mode));
+        ADD("mode", json_object_new_string(resize_mode_to_string(mode)));
         ADD("feasible", json_object_new_boolean(!p.reason));
         ADD("reason", p.reason ? json_object_new_string(p.reason) : NULL);
         ADD("sourceDevice", json_object_new_string(source->device));

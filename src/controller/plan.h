@@ -7,10 +7,12 @@
 #pragma once
 
 #include "disk-model.h"
+#include "domain.h"
 
-/* mode: none, shrink_source or grow_target. edits (may be NULL): {"<partition number>": new size in bytes,
- * …}, what the user asked instead of the defaults. Returns NULL only when out of memory. */
-json_object *plan_compute(const DiskInfo *source, const DiskInfo *target, const char *mode,
+/* mode: RESIZE_NONE, RESIZE_SHRINK_SOURCE or RESIZE_GROW_TARGET. edits (may be NULL): {"<partition number>":
+ * new size in bytes, …}, what the user asked instead of the defaults. Returns NULL only when out of memory.
+ */
+json_object *plan_compute(const DiskInfo *source, const DiskInfo *target, ResizeMode mode,
                           json_object *edits);
 
 bool plan_is_feasible(json_object *plan);

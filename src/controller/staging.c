@@ -137,7 +137,7 @@ int staging_check_space(CloneSession *c, uint64_t size, sd_bus_error *error) {
         _cleanup_free_ char *why = NULL;
 
         /* A pool's free LUNs are counted when provisioning; unmeasured space is not guessed at. */
-        if (!b || size == 0 || b->total_bytes == 0 || (streq(b->type, "iscsi") && !storage_is_managed(b)) ||
+        if (!b || size == 0 || b->total_bytes == 0 || (b->type == BACKEND_ISCSI && !storage_is_managed(b)) ||
             b->available_bytes >= need)
                 return 0;
         json_object_put(insufficient(b, need, size, b->available_bytes, false, &why));
@@ -251,7 +251,7 @@ static json_object *staging_child(void *data, char **ret_why) {
         _cleanup_free_ char *dir = session_dir(j->session);
         json_object *created = json_object_new_array(), *result;
         StorageLocation l = storage_location(b);
-        bool pool = streq(b->type, "iscsi") && !storage_is_managed(b);
+        bool pool = b->type == BACKEND_ISCSI && !storage_is_managed(b);
         int lun = -1, r;
 
         if (!dir || !created || undo(b, j->undo, ret_why) < 0 || !j->provision) {
@@ -270,7 +270,7 @@ static json_object *staging_child(void *data, char **ret_why) {
                         json_object_put(created);
                         return insufficient(b, need, j->size, available, false, ret_why);
                 }
-                if (r >= 0 && streq(b->type, "nfs")) {
+                if (r >= 0 && b->type == BACKEND_NFS) {
                         struct nfs_context *nfs;
                         r = storage_nfs_connect(&l, true, &nfs, ret_why);
                         if (r >= 0) {
@@ -298,17 +298,18 @@ static json_object *staging_child(void *data, char **ret_why) {
 }
 
 /* Records the staging status, and the resources (replace: NULL for none) and path if given. */
-static int set_staging(CloneSession *c, const char *status, bool replace, json_object *resources, const char *path) {
+static int set_staging(CloneSession *c, StagingStatus status, bool replace, json_object *resources,
+                       const char *path) {
         Manager *m = c->manager;
         CloneSession updated = *c;
-        _cleanup_free_ char *s = strdup(status), *res = NULL, *p = path ? strdup(path) : NULL;
+        _cleanup_free_ char *res = NULL, *p = path ? strdup(path) : NULL;
         int r;
 
-        if (!s || (path && !p))
+        if (path && !p)
                 return -ENOMEM;
         if (resources && !(res = strdup(json_object_to_json_string_ext(resources, JSON_C_TO_STRING_PLAIN))))
                 return -ENOMEM;
-        updated.staging_status = s;
+        updated.staging_status = status;
         if (replace)
                 updated.staging_resources = res;
         if (path)
@@ -316,8 +317,7 @@ static int set_staging(CloneSession *c, const char *status, bool replace, json_o
         r = store_session_update(m->store, &updated, clone_status_to_string(c->status));
         if (r < 0)
                 return log_error_errno(r, "Failed to record staging of session %s: %m", c->id);
-        free(c->staging_status);
-        c->staging_status = TAKE_PTR(s);
+        c->staging_status = status;
         if (replace) {
                 free(c->staging_resources);
                 c->staging_resources = TAKE_PTR(res);
@@ -333,7 +333,7 @@ static int set_staging(CloneSession *c, const char *status, bool replace, json_o
 
 static char *display_path(const StorageBackend *b, const char *session, int lun) {
         char *p;
-        if (streq(b->type, "nfs"))
+        if (b->type == BACKEND_NFS)
                 return asprintf(&p, "nfs://%s%s/pureboot/%s", json_get_string(b->config, "server"),
                                 json_get_string(b->config, "export"), session) < 0 ? NULL : p;
         return asprintf(&p, "iscsi://%s/%s/%d", json_get_string(b->config, "portal"),
@@ -354,12 +354,12 @@ static void on_provisioned(Manager *m, json_object *result, const char *why, voi
         if (!why && !clone_status_is_active(c->status)) {
                 /* Cancelled meanwhile: what was just made goes at once. */
                 (void) json_object_object_get_ex(result, "resources", &resources);
-                if (set_staging(c, "cleanup", true, resources, NULL) >= 0)
+                if (set_staging(c, STAGING_CLEANUP, true, resources, NULL) >= 0)
                         (void) staging_cleanup(c);
         } else if (!why) {
                 _cleanup_free_ char *path = display_path(b, c->id, (int) json_get_int(result, "lun"));
                 (void) json_object_object_get_ex(result, "resources", &resources);
-                if (set_staging(c, "provisioned", true, resources, path) >= 0)
+                if (set_staging(c, STAGING_PROVISIONED, true, resources, path) >= 0)
                         log_info("Staging of session %s is ready at %s.", c->id, strna(path));
         } else if (clone_status_is_active(c->status)) {
                 _cleanup_free_ char *message = NULL;
@@ -418,7 +418,7 @@ static void on_cleaned(Manager *m, json_object *result, const char *why, void *u
         if (c && why)
                 log_warning("Staging of session %s is left in place (%s); deleting the session tries again.", c->id,
                             why);
-        else if (c && set_staging(c, "deleted", true, NULL, NULL) >= 0)
+        else if (c && set_staging(c, STAGING_DELETED, true, NULL, NULL) >= 0)
                 log_info("Staging of session %s removed.", c->id);
         job_free(j);
 }
@@ -431,13 +431,13 @@ int staging_cleanup(CloneSession *c) {
         int r;
 
         if (!b || !c->staging_resources)
-                return c->staging_resources ? -ENOENT : set_staging(c, "deleted", true, NULL, NULL);
+                return c->staging_resources ? -ENOENT : set_staging(c, STAGING_DELETED, true, NULL, NULL);
         if (asprintf(&what, "staging cleanup of session %s", c->id) < 0)
                 return -ENOMEM;
         if (worker_running(m, what))
                 return 0;
-        if (!streq_ptr(c->staging_status, "cleanup")) {
-                r = set_staging(c, "cleanup", false, NULL, NULL);
+        if (c->staging_status != STAGING_CLEANUP) {
+                r = set_staging(c, STAGING_CLEANUP, false, NULL, NULL);
                 if (r < 0)
                         return r;
         }
@@ -471,8 +471,8 @@ json_object *staging_json(CloneSession *c) {
                         fresh = streq(json_get_string(x, "kind"), "tgt-lun");
                 }
         }
-        bool nfs = streq(b->type, "nfs");
-        json_object_object_add(o, "backend", json_object_new_string(b->type));
+        bool nfs = b->type == BACKEND_NFS;
+        json_object_object_add(o, "backend", json_object_new_string(backend_type_to_string(b->type)));
         json_object_object_add(o, "server", json_object_new_string(json_get_string(b->config, nfs ? "server" : "portal")));
         json_object_object_add(o, "path", json_object_new_string(json_get_string(b->config, nfs ? "export" : "target")));
         if (nfs) {
@@ -490,24 +490,24 @@ json_object *staging_json(CloneSession *c) {
                 }
         }
         json_object_object_add(o, "sizeBytes", json_object_new_int64((int64_t) c->bytes_total));
-        json_object_object_add(o, "status", json_object_new_string(strempty(c->staging_status)));
+        json_object_object_add(o, "status",
+                               json_object_new_string(staging_status_to_string(c->staging_status)));
         return o;
 }
 
-int staging_report(CloneSession *c, const char *status, const char **ret_reason) {
-        static const char *const order[] = { "provisioned", "uploading", "ready", "downloading" };
-        int from = -1, to = -1;
+int staging_report(CloneSession *c, StagingStatus to, const char **ret_reason) {
+        StagingStatus from = c->staging_status;
 
-        for (int i = 0; i < (int) ELEMENTSOF(order); i++) {
-                if (streq_ptr(c->staging_status, order[i]))
-                        from = i;
-                if (streq(status, order[i]))
-                        to = i;
-        }
-        /* Forward, or the same again (an agent that restarted says so once more). */
-        if (from < 0 || to < 1 || to < from || to > from + 1) {
-                *ret_reason = from < 0 ? "the staging area is not provisioned" : "that step does not follow";
+        /* provisioned → uploading → ready → downloading, one step forward, or the same again (an agent that
+         * restarted says so once more). */
+        if (!IN_SET(from, STAGING_PROVISIONED, STAGING_UPLOADING, STAGING_READY, STAGING_DOWNLOADING) ||
+            !IN_SET(to, STAGING_UPLOADING, STAGING_READY, STAGING_DOWNLOADING) || to < from ||
+            to > from + 1) {
+                *ret_reason = !IN_SET(from, STAGING_PROVISIONED, STAGING_UPLOADING, STAGING_READY,
+                                      STAGING_DOWNLOADING)
+                                      ? "the staging area is not provisioned"
+                                      : "that step does not follow";
                 return -EINVAL;
         }
-        return to == from ? 0 : set_staging(c, status, false, NULL, NULL) < 0 ? -EIO : 1;
+        return to == from ? 0 : set_staging(c, to, false, NULL, NULL) < 0 ? -EIO : 1;
 }

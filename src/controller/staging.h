@@ -19,4 +19,4 @@ bool staging_is_left(const CloneSession *c);
 /* The Staging record of the node protocol, for the session's agents. */
 json_object *staging_json(CloneSession *c);
 /* A staging status reported by an agent: uploading, ready or downloading, in that order. */
-int staging_report(CloneSession *c, const char *status, const char **ret_reason);
+int staging_report(CloneSession *c, StagingStatus status, const char **ret_reason);

@@ -21,15 +21,23 @@
 typedef struct Field {
         const char *name;
         char type;           /* 's', 'u' or 'b' */
-        const char *backend; /* "nfs", "iscsi", or NULL for any */
+        BackendType backend;
         bool secret;
 } Field;
 
 static const Field fields[] = {
-        { "server", 's', "nfs" },   { "export", 's', "nfs" },      { "options", 's', "nfs" },
-        { "version", 's', "nfs" },  { "portal", 's', "iscsi" },    { "target", 's', "iscsi" },
-        { "lun", 'u', "iscsi" },    { "chap_user", 's', "iscsi" }, { "chap_secret", 's', "iscsi", true },
-        { "manage", 's', "iscsi" },   { "luns", 's', "iscsi" },      { "backing_dir", 's', "iscsi" },
+        { "server", 's', BACKEND_NFS },
+        { "export", 's', BACKEND_NFS },
+        { "options", 's', BACKEND_NFS },
+        { "version", 's', BACKEND_NFS },
+        { "portal", 's', BACKEND_ISCSI },
+        { "target", 's', BACKEND_ISCSI },
+        { "lun", 'u', BACKEND_ISCSI },
+        { "chap_user", 's', BACKEND_ISCSI },
+        { "chap_secret", 's', BACKEND_ISCSI, true },
+        { "manage", 's', BACKEND_ISCSI },
+        { "luns", 's', BACKEND_ISCSI },
+        { "backing_dir", 's', BACKEND_ISCSI },
 };
 
 StorageBackend *storage_free(StorageBackend *b) {
@@ -37,7 +45,6 @@ StorageBackend *storage_free(StorageBackend *b) {
                 return NULL;
         free(b->id);
         free(b->name);
-        free(b->type);
         json_object_put(b->config);
         if (b->secret)
                 explicit_bzero(b->secret, strlen(b->secret));
@@ -132,10 +139,10 @@ static const char *get_string(json_object *config, const char *key) {
         return json_object_object_get_ex(config, key, &v) ? json_object_get_string(v) : NULL;
 }
 
-static int validate(const char *type, json_object *config, const char *secret, sd_bus_error *error) {
+static int validate(BackendType type, json_object *config, const char *secret, sd_bus_error *error) {
         const char *v;
 
-        if (streq(type, "nfs")) {
+        if (type == BACKEND_NFS) {
                 v = get_string(config, "server");
                 if (!v || !host_is_valid(v))
                         return sd_bus_error_setf(
@@ -211,7 +218,7 @@ static int validate(const char *type, json_object *config, const char *secret, s
 
 /* Reads an a{sv} of fields into config (and *secret), checking each against the table. Fields that are not
  * of this backend type are refused by name. "name" and "enabled" are accepted only when allow_common. */
-static int read_fields(sd_bus_message *msg, const char *type, bool allow_common, json_object *config,
+static int read_fields(sd_bus_message *msg, BackendType type, bool allow_common, json_object *config,
                        char **secret, const char **ret_name, int *ret_enabled, sd_bus_error *error) {
         int r;
 
@@ -242,13 +249,14 @@ static int read_fields(sd_bus_message *msg, const char *type, bool allow_common,
                 for (size_t i = 0; i < ELEMENTSOF(fields); i++)
                         if (streq(fields[i].name, key))
                                 f = &fields[i];
-                if (!f || !streq(f->backend, type))
-                        return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
-                                                 "\"%.64s\" is not a setting of %s backends. %s", key, type,
-                                                 streq(type, "nfs")
-                                                         ? "NFS takes server, export, options, version."
-                                                         : "iSCSI takes portal, target, lun, luns, chap_user, "
-                                                           "chap_secret, manage, backing_dir.");
+                if (!f || f->backend != type)
+                        return sd_bus_error_setf(
+                                error, PB_ERROR_INVALID_ARGUMENT,
+                                "\"%.64s\" is not a setting of %s backends. %s", key,
+                                backend_type_to_string(type),
+                                type == BACKEND_NFS ? "NFS takes server, export, options, version."
+                                                    : "iSCSI takes portal, target, lun, luns, chap_user, "
+                                                      "chap_secret, manage, backing_dir.");
                 if (contents[0] != f->type || contents[1])
                         return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
                                                  "%s must be of type %c, not %s.", key, f->type, contents);
@@ -302,7 +310,8 @@ int storage_create(Manager *m, const char *name, const char *type, sd_bus_messag
         if (!storage_name_is_valid(name))
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
                                          "A backend name is 1 to 64 letters, digits, '.', '_' or '-'.");
-        if (!STR_IN_SET(type, "nfs", "iscsi"))
+        int kind = backend_type_from_string(type);
+        if (kind < 0)
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
                                          "Unknown backend type \"%.32s\"; use nfs or iscsi.", type);
         if (find_by_name(m, name))
@@ -312,9 +321,9 @@ int storage_create(Manager *m, const char *name, const char *type, sd_bus_messag
         c = json_object_new_object();
         if (!c)
                 return -ENOMEM;
-        r = read_fields(config, type, false, c, &secret, NULL, NULL, error);
+        r = read_fields(config, (BackendType) kind, false, c, &secret, NULL, NULL, error);
         if (r >= 0)
-                r = validate(type, c, secret, error);
+                r = validate((BackendType) kind, c, secret, error);
         if (r >= 0)
                 r = id_new(id);
         if (r < 0) {
@@ -330,11 +339,11 @@ int storage_create(Manager *m, const char *name, const char *type, sd_bus_messag
         b->config = c;
         b->id = strdup(id);
         b->name = strdup(name);
-        b->type = strdup(type);
+        b->type = (BackendType) kind;
         b->secret = TAKE_PTR(secret);
         b->enabled = true;
         b->created_at = now_realtime_usec();
-        if (!b->id || !b->name || !b->type) {
+        if (!b->id || !b->name) {
                 storage_free(b);
                 return -ENOMEM;
         }
@@ -579,7 +588,7 @@ int storage_measure(const StorageBackend *b, const int *busy, size_t n_busy, uin
         int n, r;
 
         *ret_total = *ret_available = 0;
-        if (streq(b->type, "nfs")) {
+        if (b->type == BACKEND_NFS) {
                 struct nfs_context *nfs;
                 r = storage_nfs_connect(&l, false, &nfs, ret_why);
                 if (r < 0)
@@ -637,7 +646,7 @@ static json_object *probe_child(void *data, char **ret_why) {
         uint64_t total = 0, available = 0;
         int r;
 
-        if (p->test && streq(b->type, "nfs")) {
+        if (p->test && b->type == BACKEND_NFS) {
                 struct nfs_context *nfs;
                 const char *version = get_string(b->config, "version");
                 r = storage_nfs_connect(&l, false, &nfs, ret_why);

@@ -2,6 +2,8 @@
 /* Storage backends for staged clones: NFS exports and iSCSI targets, validated configuration. */
 #pragma once
 
+#include "domain.h"
+
 #include <json-c/json.h>
 #include <systemd/sd-bus.h>
 
@@ -10,7 +12,8 @@
 
 typedef struct StorageBackend {
         Manager *manager;
-        char *id, *name, *type;
+        char *id, *name;
+        BackendType type;
         json_object *config; /* public fields only */
         char *secret;        /* CHAP secret: write-only over D-Bus */
         uint64_t total_bytes, available_bytes;

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* The SQLite state: the schema as a list of migrations keyed by PRAGMA user_version, and every statement
  * the controller runs, each prepared with bound parameters. */
+#include <assert.h>
 #include <inttypes.h>
 #include <stdarg.h>
 
@@ -15,7 +16,10 @@
 
 struct Store {
         sqlite3 *db;
-        /* Statements store_exec ran, kept prepared: keyed by the SQL text's address, which is a literal. */
+        /* Told when a transaction ends, committed or not (store_set_end_hook). */
+        void (*on_end)(void *userdata, bool committed);
+        void *on_end_userdata;
+        /* Statements store_exec ran, kept prepared, keyed by their SQL text. */
         Hashmap *statements;
 };
 
@@ -249,11 +253,25 @@ int store_begin(Store *s) {
 }
 
 int store_commit(Store *s) {
-        return exec_plain(s, "COMMIT");
+        int r = exec_plain(s, "COMMIT");
+        if (r >= 0 && s->on_end)
+                s->on_end(s->on_end_userdata, true);
+        return r;
 }
 
 void store_rollback(Store *s) {
         (void) exec_plain(s, "ROLLBACK");
+        if (s->on_end)
+                s->on_end(s->on_end_userdata, false);
+}
+
+bool store_in_transaction(Store *s) {
+        return s && !sqlite3_get_autocommit(s->db);
+}
+
+void store_set_end_hook(Store *s, void (*on_end)(void *userdata, bool committed), void *userdata) {
+        s->on_end = on_end;
+        s->on_end_userdata = userdata;
 }
 
 static int bind_args(sqlite3_stmt *stmt, const char *types, va_list ap) {
@@ -307,15 +325,11 @@ int store_query(Store *s, sqlite3_stmt **ret, const char *sql, const char *types
         return r;
 }
 
-/* The cache key: the SQL text's address, printed. Every caller passes a string literal, so one text has one
- * address for the life of the program. */
+/* Statements are cached by their SQL text: literals and the statements the column tables build alike. */
 static int statement_for(Store *s, const char *sql, sqlite3_stmt **ret) {
-        char key[2 + 2 * sizeof(void *) + 1];
-        sqlite3_stmt *stmt;
+        sqlite3_stmt *stmt = hashmap_get(s->statements, sql);
         char *k;
 
-        snprintf(key, sizeof(key), "%p", (const void *) sql);
-        stmt = hashmap_get(s->statements, key);
         if (stmt) {
                 *ret = stmt;
                 return 0;
@@ -323,7 +337,7 @@ static int statement_for(Store *s, const char *sql, sqlite3_stmt **ret) {
         if (sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt, NULL) != SQLITE_OK)
                 return log_error_errno(EIO, "SQLite cannot prepare \"%s\": %s", sql, sqlite3_errmsg(s->db));
         /* The map borrows its keys: this copy lives as long as the statement. */
-        k = strdup(key);
+        k = strdup(sql);
         if (!k || hashmap_put(s->statements, k, stmt) < 0) {
                 free(k);
                 sqlite3_finalize(stmt);
@@ -392,69 +406,354 @@ static int collect_ids(Store *s, const char *sql, const char *id, char **ret) {
         return 0;
 }
 
-/* Nodes */
+/* Records and rows: one column table per record says which field of the struct each column holds, and
+ * drives its INSERT, UPDATE and SELECT, so a column is named once and bound and read by its field's type. */
 
-int store_node_insert(Store *s, const Node *n) {
-        int r = store_exec(
-                s,
-                "INSERT INTO nodes (id, hostname, mac, arch, serial, state, boot_mode, boot_workflow, last_seen, "
-                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                "sssssssstt", n->id, n->hostname, n->mac, n->arch, n->serial, n->state, n->boot_mode,
-                n->boot_workflow, n->last_seen, n->created_at);
+typedef enum ColumnType {
+        COLUMN_STRING, /* char *, NULL is SQL NULL */
+        COLUMN_U64,    /* uint64_t */
+        COLUMN_U32,    /* uint32_t */
+        COLUMN_U16,    /* uint16_t */
+        COLUMN_INT,    /* int */
+        COLUMN_JSON,   /* json_object *, stored as its text; must parse when read */
+        COLUMN_ENUM,   /* a domain enum (domain.h), stored as its name */
+} ColumnType;
+
+typedef enum ColumnFlags {
+        COLUMN_KEY = 1 << 0,   /* the row's identity: UPDATE's WHERE */
+        COLUMN_FIXED = 1 << 1, /* written by INSERT only */
+        COLUMN_GUARD = 1 << 2, /* UPDATE also checks the stored value is the one expected */
+} ColumnFlags;
+
+typedef struct Column {
+        const char *name;
+        ColumnType type;
+        size_t offset;
+        ColumnFlags flags;
+        const StringTable *strings; /* COLUMN_ENUM: its names */
+} Column;
+
+typedef struct Table {
+        const char *name, *what; /* the SQL table; what a row is, for messages */
+        const Column *columns;
+        size_t n_columns;
+        size_t size;                /* of the record */
+        void (*free)(void *record); /* frees a record rows_load made */
+} Table;
+
+#define FIELD(record, c) ((uint8_t *) (record) + (c)->offset)
+
+static int bind_column(sqlite3_stmt *stmt, int i, const Column *c, const void *record) {
+        const void *f = FIELD(record, c);
+        const char *text;
+
+        switch (c->type) {
+        case COLUMN_STRING:
+                text = *(char *const *) f;
+                return text ? sqlite3_bind_text(stmt, i, text, -1, SQLITE_TRANSIENT)
+                            : sqlite3_bind_null(stmt, i);
+        case COLUMN_JSON:
+                text = *(json_object *const *) f ? json_object_to_json_string_ext(*(json_object *const *) f,
+                                                                                  JSON_C_TO_STRING_PLAIN)
+                                                 : NULL;
+                return text ? sqlite3_bind_text(stmt, i, text, -1, SQLITE_TRANSIENT)
+                            : sqlite3_bind_null(stmt, i);
+        case COLUMN_ENUM:
+                /* The empty name (a direct session's staging status) is stored as NULL. */
+                text = string_table_to_string(c->strings, *(const unsigned *) f);
+                return !text   ? SQLITE_RANGE
+                       : *text ? sqlite3_bind_text(stmt, i, text, -1, SQLITE_STATIC)
+                               : sqlite3_bind_null(stmt, i);
+        case COLUMN_U64:
+                return sqlite3_bind_int64(stmt, i, (sqlite3_int64) * (const uint64_t *) f);
+        case COLUMN_U32:
+                return sqlite3_bind_int64(stmt, i, *(const uint32_t *) f);
+        case COLUMN_U16:
+                return sqlite3_bind_int(stmt, i, *(const uint16_t *) f);
+        case COLUMN_INT:
+                return sqlite3_bind_int(stmt, i, *(const int *) f);
+        }
+        assert_not_reached();
+}
+
+/* Reads column i of the row into the record's field: -ENOMEM, or -EBADMSG with the reason logged. */
+static int read_column(sqlite3_stmt *stmt, int i, const Table *t, const Column *c, void *record) {
+        void *f = FIELD(record, c);
+        const char *text = (const char *) sqlite3_column_text(stmt, i);
+        int r;
+
+        switch (c->type) {
+        case COLUMN_STRING:
+                if (text && !(*(char **) f = strdup(text)))
+                        return -ENOMEM;
+                return 0;
+        case COLUMN_JSON:
+                if (text && !(*(json_object **) f = json_tokener_parse(text)))
+                        return log_error_errno(EBADMSG, "A %s in the database has unreadable %s.", t->what,
+                                               c->name);
+                return 0;
+        case COLUMN_ENUM:
+                /* NULL reads as the empty name (a direct session's staging status). */
+                r = string_table_from_string(c->strings, strempty(text));
+                if (r < 0)
+                        return log_error_errno(EBADMSG, "A %s in the database has unknown %s \"%s\".",
+                                               t->what, c->name, strna(text));
+                *(unsigned *) f = (unsigned) r;
+                return 0;
+        case COLUMN_U64:
+                *(uint64_t *) f = (uint64_t) sqlite3_column_int64(stmt, i);
+                return 0;
+        case COLUMN_U32:
+                *(uint32_t *) f = (uint32_t) sqlite3_column_int64(stmt, i);
+                return 0;
+        case COLUMN_U16:
+                *(uint16_t *) f = (uint16_t) sqlite3_column_int(stmt, i);
+                return 0;
+        case COLUMN_INT:
+                *(int *) f = sqlite3_column_int(stmt, i);
+                return 0;
+        }
+        assert_not_reached();
+}
+
+/* Runs a statement the table built, binding the columns selected by include (or, with n_values, the
+ * columns then the values given) in order. */
+static int run_built(Store *s, const char *sql, const Table *t, const void *record,
+                     bool (*include)(const Column *), const Column *then, const char *guard_value) {
+        sqlite3_stmt *stmt;
+        int r, rc = SQLITE_OK, i = 1;
+
+        r = statement_for(s, sql, &stmt);
+        if (r < 0)
+                return r;
+        for (size_t k = 0; k < t->n_columns && rc == SQLITE_OK; k++)
+                if (include(&t->columns[k]))
+                        rc = bind_column(stmt, i++, &t->columns[k], record);
+        if (then && rc == SQLITE_OK)
+                rc = bind_column(stmt, i++, then, record);
+        if (guard_value && rc == SQLITE_OK)
+                rc = sqlite3_bind_text(stmt, i++, guard_value, -1, SQLITE_TRANSIENT);
+        if (rc != SQLITE_OK) {
+                sqlite3_clear_bindings(stmt);
+                return log_error_errno(EIO, "SQLite cannot bind parameters of \"%s\".", sql);
+        }
+        while ((rc = sqlite3_step(stmt)) == SQLITE_ROW)
+                ;
+        sqlite3_reset(stmt);
+        sqlite3_clear_bindings(stmt);
+        if ((rc & 0xff) == SQLITE_CONSTRAINT)
+                return -EEXIST;
+        if (rc != SQLITE_DONE)
+                return log_error_errno(EIO, "SQLite failed on \"%s\": %s", sql, sqlite3_errmsg(s->db));
+        return sqlite3_changes(s->db);
+}
+
+static bool every_column(const Column *c) {
+        (void) c;
+        return true;
+}
+
+static bool updated_column(const Column *c) {
+        return !(c->flags & (COLUMN_KEY | COLUMN_FIXED));
+}
+
+static const Column *column_with(const Table *t, ColumnFlags flag) {
+        for (size_t k = 0; k < t->n_columns; k++)
+                if (t->columns[k].flags & flag)
+                        return &t->columns[k];
+        return NULL;
+}
+
+static int row_insert(Store *s, const Table *t, const void *record) {
+        _cleanup_free_ char *names = NULL, *marks = NULL, *sql = NULL;
+        int r;
+
+        for (size_t k = 0; k < t->n_columns; k++)
+                if (strextend_printf(&names, "%s%s", k ? ", " : "", t->columns[k].name) < 0 ||
+                    strextend_printf(&marks, "%s?", k ? ", " : "") < 0)
+                        return -ENOMEM;
+        if (asprintf(&sql, "INSERT INTO %s (%s) VALUES (%s)", t->name, names, marks) < 0)
+                return -ENOMEM;
+        r = run_built(s, sql, t, record, every_column, NULL, NULL);
         return r < 0 ? r : 0;
 }
 
-int store_node_update(Store *s, const Node *n) {
-        int r = store_exec(
-                s,
-                "UPDATE nodes SET hostname = ?, mac = ?, arch = ?, serial = ?, state = ?, boot_mode = ?, "
-                "boot_workflow = ?, last_seen = ?, scan_requested_at = ?, report_sequence = ? WHERE id = ?",
-                "sssssssttts", n->hostname, n->mac, n->arch, n->serial, n->state,
-                n->boot_mode, n->boot_workflow, n->last_seen, n->scan_requested_at, n->report_sequence, n->id);
+/* Writes every column but the key and the fixed ones. With guard_value, only if the guard column still
+ * holds it: -ESTALE if not. -ENOENT if there is no such row. */
+static int row_update(Store *s, const Table *t, const void *record, const char *guard_value) {
+        const Column *key = column_with(t, COLUMN_KEY), *guard = column_with(t, COLUMN_GUARD);
+        _cleanup_free_ char *sets = NULL, *sql = NULL;
+        bool first = true;
+        int r;
+
+        assert(key);
+        assert(!guard_value || guard);
+        for (size_t k = 0; k < t->n_columns; k++)
+                if (updated_column(&t->columns[k])) {
+                        if (strextend_printf(&sets, "%s%s = ?", first ? "" : ", ", t->columns[k].name) < 0)
+                                return -ENOMEM;
+                        first = false;
+                }
+        if (asprintf(&sql, "UPDATE %s SET %s WHERE %s = ?%s%s%s", t->name, sets, key->name,
+                     guard_value ? " AND " : "", guard_value ? guard->name : "",
+                     guard_value ? " = ?" : "") < 0)
+                return -ENOMEM;
+        r = run_built(s, sql, t, record, updated_column, key, guard_value);
+        return r < 0 ? r : r == 1 ? 0 : guard_value ? -ESTALE : -ENOENT;
+}
+
+/* Deletes the row whose key is key: -ENOENT if there is none. */
+static int row_delete(Store *s, const Table *t, const char *key) {
+        const Column *k = column_with(t, COLUMN_KEY);
+        _cleanup_free_ char *sql = NULL;
+        int r;
+
+        assert(k && k->type == COLUMN_STRING);
+        if (asprintf(&sql, "DELETE FROM %s WHERE %s = ?", t->name, k->name) < 0)
+                return -ENOMEM;
+        r = store_exec(s, sql, "s", key);
         return r < 0 ? r : r == 1 ? 0 : -ENOENT;
 }
 
-int store_node_delete(Store *s, const char *id) {
-        int r = store_exec(s, "DELETE FROM nodes WHERE id = ?", "s", id);
-        return r < 0 ? r : r == 1 ? 0 : -ENOENT;
-}
-
-int store_nodes_load(Store *s, int (*add)(void *userdata, Node *n), void *userdata) {
+/* Reads every row into a new record each and hands it to add, which owns it from then on. */
+static int rows_load(Store *s, const Table *t, int (*add)(void *userdata, void *record), void *userdata) {
         _cleanup_finalize_ sqlite3_stmt *stmt = NULL;
+        _cleanup_free_ char *names = NULL, *sql = NULL;
         int r, rc;
 
-        r = store_query(s, &stmt,
-                        "SELECT id, hostname, mac, arch, serial, state, boot_mode, last_seen, created_at, "
-                        "scan_requested_at, report_sequence, boot_workflow FROM nodes",
-                        "");
+        for (size_t k = 0; k < t->n_columns; k++)
+                if (strextend_printf(&names, "%s%s", k ? ", " : "", t->columns[k].name) < 0)
+                        return -ENOMEM;
+        if (asprintf(&sql, "SELECT %s FROM %s", names, t->name) < 0)
+                return -ENOMEM;
+        r = store_query(s, &stmt, sql, "");
         if (r < 0)
                 return r;
         while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-                bool oom = false;
-                Node *n = calloc(1, sizeof(Node));
-                if (!n)
+                void *record = calloc(1, t->size);
+                if (!record)
                         return -ENOMEM;
-                n->id = store_column_strdup(stmt, 0, &oom);
-                n->hostname = store_column_strdup(stmt, 1, &oom);
-                n->mac = store_column_strdup(stmt, 2, &oom);
-                n->arch = store_column_strdup(stmt, 3, &oom);
-                n->serial = store_column_strdup(stmt, 4, &oom);
-                n->state = store_column_strdup(stmt, 5, &oom);
-                n->boot_mode = store_column_strdup(stmt, 6, &oom);
-                n->last_seen = column_u64(stmt, 7);
-                n->created_at = column_u64(stmt, 8);
-                n->scan_requested_at = column_u64(stmt, 9);
-                n->report_sequence = column_u64(stmt, 10);
-                n->boot_workflow = store_column_strdup(stmt, 11, &oom);
-                if (oom) {
-                        node_free(n);
-                        return -ENOMEM;
+                for (size_t k = 0; k < t->n_columns && r >= 0; k++)
+                        r = read_column(stmt, (int) k, t, &t->columns[k], record);
+                if (r < 0) {
+                        t->free(record);
+                        return r;
                 }
-                r = add(userdata, n);
+                r = add(userdata, record);
                 if (r < 0)
                         return r;
         }
         return rc == SQLITE_DONE ? 0 : -EIO;
+}
+
+#define COL(record, field, column, type, ...)                                                               \
+        { column, type, offsetof(record, field), __VA_ARGS__ + 0, NULL }
+#define ENUM_COL(record, field, column, table, ...)                                                         \
+        { column, COLUMN_ENUM, offsetof(record, field), __VA_ARGS__ + 0, &table##_strings }
+
+static const Column node_columns[] = {
+        COL(Node, id, "id", COLUMN_STRING, COLUMN_KEY),
+        COL(Node, hostname, "hostname", COLUMN_STRING),
+        COL(Node, mac, "mac", COLUMN_STRING),
+        COL(Node, arch, "arch", COLUMN_STRING),
+        COL(Node, serial, "serial", COLUMN_STRING),
+        ENUM_COL(Node, state, "state", node_state),
+        ENUM_COL(Node, boot_mode, "boot_mode", boot_mode),
+        COL(Node, boot_workflow, "boot_workflow", COLUMN_STRING),
+        COL(Node, last_seen, "last_seen", COLUMN_U64),
+        COL(Node, created_at, "created_at", COLUMN_U64, COLUMN_FIXED),
+        COL(Node, scan_requested_at, "scan_requested_at", COLUMN_U64),
+        COL(Node, report_sequence, "report_sequence", COLUMN_U64),
+};
+
+static void node_free_record(void *record) {
+        node_free(record);
+}
+
+static const Table node_table = {
+        "nodes", "node", node_columns, ELEMENTSOF(node_columns), sizeof(Node), node_free_record,
+};
+
+static const Column session_columns[] = {
+        COL(CloneSession, id, "id", COLUMN_STRING, COLUMN_KEY),
+        COL(CloneSession, name, "name", COLUMN_STRING),
+        ENUM_COL(CloneSession, status, "status", clone_status, COLUMN_GUARD),
+        ENUM_COL(CloneSession, mode, "clone_mode", clone_mode),
+        COL(CloneSession, source_node, "source_node_id", COLUMN_STRING),
+        COL(CloneSession, target_node, "target_node_id", COLUMN_STRING),
+        COL(CloneSession, source_device, "source_device", COLUMN_STRING),
+        COL(CloneSession, target_device, "target_device", COLUMN_STRING),
+        COL(CloneSession, source_address, "source_ip", COLUMN_STRING),
+        COL(CloneSession, source_port, "source_port", COLUMN_U16),
+        COL(CloneSession, staging_backend, "staging_backend_id", COLUMN_STRING),
+        COL(CloneSession, staging_path, "staging_path", COLUMN_STRING),
+        ENUM_COL(CloneSession, staging_status, "staging_status", staging_status),
+        COL(CloneSession, staging_resources, "staging_resources", COLUMN_STRING),
+        COL(CloneSession, bytes_uploaded, "bytes_uploaded", COLUMN_U64),
+        ENUM_COL(CloneSession, resize_mode, "resize_mode", resize_mode),
+        COL(CloneSession, plan_json, "partition_plan_json", COLUMN_STRING),
+        COL(CloneSession, source_disk_json, "source_disk_json", COLUMN_STRING),
+        COL(CloneSession, target_disk_json, "target_disk_json", COLUMN_STRING),
+        COL(CloneSession, follows, "follows", COLUMN_STRING, COLUMN_FIXED),
+        COL(CloneSession, bytes_total, "bytes_total", COLUMN_U64),
+        COL(CloneSession, bytes_transferred, "bytes_transferred", COLUMN_U64),
+        COL(CloneSession, transfer_rate, "transfer_rate_bps", COLUMN_U64),
+        COL(CloneSession, error, "error_message", COLUMN_STRING),
+        COL(CloneSession, created_at, "created_at", COLUMN_U64, COLUMN_FIXED),
+        COL(CloneSession, started_at, "started_at", COLUMN_U64),
+        COL(CloneSession, completed_at, "completed_at", COLUMN_U64),
+        COL(CloneSession, created_by, "created_by", COLUMN_U32, COLUMN_FIXED),
+        COL(CloneSession, idempotency_key, "idempotency_key", COLUMN_STRING, COLUMN_FIXED),
+        COL(CloneSession, source_digest, "source_digest", COLUMN_STRING),
+        COL(CloneSession, target_digest, "target_digest", COLUMN_STRING),
+};
+
+static void session_free_record(void *record) {
+        clone_free(record);
+}
+
+static const Table session_table = {
+        "clone_sessions",     "clone session",     session_columns, ELEMENTSOF(session_columns),
+        sizeof(CloneSession), session_free_record,
+};
+
+static const Column storage_columns[] = {
+        COL(StorageBackend, id, "id", COLUMN_STRING, COLUMN_KEY),
+        COL(StorageBackend, name, "name", COLUMN_STRING),
+        ENUM_COL(StorageBackend, type, "type", backend_type, COLUMN_FIXED),
+        COL(StorageBackend, config, "config", COLUMN_JSON),
+        COL(StorageBackend, secret, "secret", COLUMN_STRING),
+        COL(StorageBackend, total_bytes, "total_bytes", COLUMN_U64),
+        COL(StorageBackend, available_bytes, "available_bytes", COLUMN_U64),
+        COL(StorageBackend, enabled, "enabled", COLUMN_INT),
+        COL(StorageBackend, created_at, "created_at", COLUMN_U64, COLUMN_FIXED),
+};
+
+static void storage_free_record(void *record) {
+        storage_free(record);
+}
+
+static const Table storage_table = {
+        "storage_backends",          "storage backend",      storage_columns,
+        ELEMENTSOF(storage_columns), sizeof(StorageBackend), storage_free_record,
+};
+
+/* Nodes */
+
+int store_node_insert(Store *s, const Node *n) {
+        return row_insert(s, &node_table, n);
+}
+
+int store_node_update(Store *s, const Node *n) {
+        return row_update(s, &node_table, n, NULL);
+}
+
+int store_node_delete(Store *s, const char *id) {
+        return row_delete(s, &node_table, id);
+}
+
+int store_nodes_load(Store *s, int (*add)(void *userdata, void *record), void *userdata) {
+        return rows_load(s, &node_table, add, userdata);
 }
 
 int store_node_sessions(Store *s, const char *id, char **ret) {
@@ -579,12 +878,13 @@ int store_operations_load(Store *s, int (*add)(void *userdata, const char *node_
                 op->position = column_u64(stmt, 3);
                 op->operation = store_column_strdup(stmt, 4, &oom);
                 op->params = json_tokener_parse((const char *) sqlite3_column_text(stmt, 5));
-                op->status = operation_status_from_string((const char *) sqlite3_column_text(stmt, 6));
+                r = operation_status_from_string((const char *) sqlite3_column_text(stmt, 6));
+                op->status = r < 0 ? OPERATION_PENDING : (OperationStatus) r;
                 op->error = store_column_strdup(stmt, 7, &oom);
                 op->created_at = column_u64(stmt, 8);
                 op->started_at = column_u64(stmt, 9);
                 op->completed_at = column_u64(stmt, 10);
-                if (oom || !op->params) {
+                if (oom || !op->params || r < 0) {
                         partition_operation_free(op);
                         return oom ? -ENOMEM : -EBADMSG;
                 }
@@ -599,35 +899,11 @@ int store_operations_load(Store *s, int (*add)(void *userdata, const char *node_
 /* Clone sessions */
 
 int store_session_insert(Store *s, const CloneSession *c) {
-        int r = store_exec(
-                s,
-                "INSERT INTO clone_sessions (id, name, status, clone_mode, source_node_id, target_node_id, "
-                "source_device, target_device, staging_backend_id, resize_mode, created_at, created_by, "
-                "idempotency_key, follows) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                "sssssssssstuss", c->id, c->name, clone_status_to_string(c->status), c->mode, c->source_node,
-                c->target_node, c->source_device, c->target_device, c->staging_backend, c->resize_mode,
-                c->created_at, c->created_by, c->idempotency_key, c->follows);
-        return r < 0 ? r : 0;
+        return row_insert(s, &session_table, c);
 }
 
 int store_session_update(Store *s, const CloneSession *c, const char *expected_status) {
-        int r = store_exec(
-                s,
-                "UPDATE clone_sessions SET name = ?, status = ?, clone_mode = ?, source_node_id = ?, "
-                "target_node_id = ?, source_device = ?, target_device = ?, source_ip = ?, source_port = ?, "
-                "staging_backend_id = ?, staging_path = ?, staging_status = ?, resize_mode = ?, "
-                "partition_plan_json = ?, bytes_total = ?, bytes_transferred = ?, transfer_rate_bps = ?, "
-                "error_message = ?, started_at = ?, completed_at = ?, source_digest = ?, target_digest = ?, "
-                "staging_resources = ?, bytes_uploaded = ?, source_disk_json = ?, target_disk_json = ? "
-                "WHERE id = ? AND status = ?",
-                "ssssssssussssstttsttssstssss", c->name, clone_status_to_string(c->status), c->mode,
-                c->source_node, c->target_node, c->source_device, c->target_device, c->source_address,
-                (uint32_t) c->source_port, c->staging_backend, c->staging_path, c->staging_status,
-                c->resize_mode, c->plan_json, c->bytes_total, c->bytes_transferred, c->transfer_rate,
-                c->error, c->started_at, c->completed_at, c->source_digest, c->target_digest,
-                c->staging_resources, c->bytes_uploaded, c->source_disk_json, c->target_disk_json, c->id,
-                expected_status);
-        return r < 0 ? r : r == 1 ? 0 : -ESTALE;
+        return row_update(s, &session_table, c, expected_status);
 }
 
 int store_session_progress(Store *s, const CloneSession *c) {
@@ -642,137 +918,29 @@ int store_set_durable(Store *s, bool durable) {
 }
 
 int store_session_delete(Store *s, const char *id) {
-        int r = store_exec(s, "DELETE FROM clone_sessions WHERE id = ?", "s", id);
-        return r < 0 ? r : r == 1 ? 0 : -ENOENT;
+        return row_delete(s, &session_table, id);
 }
 
-int store_sessions_load(Store *s, int (*add)(void *userdata, CloneSession *c), void *userdata) {
-        _cleanup_finalize_ sqlite3_stmt *stmt = NULL;
-        int r, rc;
-
-        r = store_query(
-                s, &stmt,
-                "SELECT id, name, status, clone_mode, source_node_id, target_node_id, source_device, "
-                "target_device, source_ip, source_port, staging_backend_id, staging_path, staging_status, "
-                "resize_mode, partition_plan_json, bytes_total, bytes_transferred, transfer_rate_bps, "
-                "error_message, created_at, started_at, completed_at, created_by, idempotency_key, "
-                "source_digest, target_digest, staging_resources, bytes_uploaded, source_disk_json, "
-                "target_disk_json, follows FROM clone_sessions",
-                "");
-        if (r < 0)
-                return r;
-        while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-                bool oom = false;
-                _cleanup_free_ char *status = NULL;
-                CloneSession *c = calloc(1, sizeof(CloneSession));
-                if (!c)
-                        return -ENOMEM;
-                c->id = store_column_strdup(stmt, 0, &oom);
-                c->name = store_column_strdup(stmt, 1, &oom);
-                status = store_column_strdup(stmt, 2, &oom);
-                c->mode = store_column_strdup(stmt, 3, &oom);
-                c->source_node = store_column_strdup(stmt, 4, &oom);
-                c->target_node = store_column_strdup(stmt, 5, &oom);
-                c->source_device = store_column_strdup(stmt, 6, &oom);
-                c->target_device = store_column_strdup(stmt, 7, &oom);
-                c->source_address = store_column_strdup(stmt, 8, &oom);
-                c->source_port = (uint16_t) sqlite3_column_int(stmt, 9);
-                c->staging_backend = store_column_strdup(stmt, 10, &oom);
-                c->staging_path = store_column_strdup(stmt, 11, &oom);
-                c->staging_status = store_column_strdup(stmt, 12, &oom);
-                c->resize_mode = store_column_strdup(stmt, 13, &oom);
-                c->plan_json = store_column_strdup(stmt, 14, &oom);
-                c->bytes_total = column_u64(stmt, 15);
-                c->bytes_transferred = column_u64(stmt, 16);
-                c->transfer_rate = column_u64(stmt, 17);
-                c->error = store_column_strdup(stmt, 18, &oom);
-                c->created_at = column_u64(stmt, 19);
-                c->started_at = column_u64(stmt, 20);
-                c->completed_at = column_u64(stmt, 21);
-                c->created_by = (uint32_t) sqlite3_column_int64(stmt, 22);
-                c->idempotency_key = store_column_strdup(stmt, 23, &oom);
-                c->source_digest = store_column_strdup(stmt, 24, &oom);
-                c->target_digest = store_column_strdup(stmt, 25, &oom);
-                c->staging_resources = store_column_strdup(stmt, 26, &oom);
-                c->bytes_uploaded = column_u64(stmt, 27);
-                c->source_disk_json = store_column_strdup(stmt, 28, &oom);
-                c->target_disk_json = store_column_strdup(stmt, 29, &oom);
-                c->follows = store_column_strdup(stmt, 30, &oom);
-                r = status ? clone_status_from_string(status) : -EINVAL;
-                if (oom || r < 0) {
-                        clone_free(c);
-                        return oom ? -ENOMEM
-                                   : log_error_errno(EBADMSG, "Session has unknown status \"%s\".",
-                                                     strna(status));
-                }
-                c->status = (CloneStatus) r;
-                r = add(userdata, c);
-                if (r < 0)
-                        return r;
-        }
-        return rc == SQLITE_DONE ? 0 : -EIO;
+int store_sessions_load(Store *s, int (*add)(void *userdata, void *record), void *userdata) {
+        return rows_load(s, &session_table, add, userdata);
 }
 
 /* Storage backends */
 
 int store_storage_insert(Store *s, const StorageBackend *b) {
-        int r = store_exec(s,
-                           "INSERT INTO storage_backends (id, name, type, config, secret, total_bytes, "
-                           "available_bytes, enabled, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                           "sssssttbt", b->id, b->name, b->type, json_object_to_json_string(b->config),
-                           b->secret, b->total_bytes, b->available_bytes, b->enabled, b->created_at);
-        return r < 0 ? r : 0;
+        return row_insert(s, &storage_table, b);
 }
 
 int store_storage_update(Store *s, const StorageBackend *b) {
-        int r = store_exec(s,
-                           "UPDATE storage_backends SET name = ?, config = ?, secret = ?, total_bytes = ?, "
-                           "available_bytes = ?, enabled = ? WHERE id = ?",
-                           "sssttbs", b->name, json_object_to_json_string(b->config), b->secret,
-                           b->total_bytes, b->available_bytes, b->enabled, b->id);
-        return r < 0 ? r : r == 1 ? 0 : -ENOENT;
+        return row_update(s, &storage_table, b, NULL);
 }
 
 int store_storage_delete(Store *s, const char *id) {
-        int r = store_exec(s, "DELETE FROM storage_backends WHERE id = ?", "s", id);
-        return r < 0 ? r : r == 1 ? 0 : -ENOENT;
+        return row_delete(s, &storage_table, id);
 }
 
-int store_storages_load(Store *s, int (*add)(void *userdata, StorageBackend *b), void *userdata) {
-        _cleanup_finalize_ sqlite3_stmt *stmt = NULL;
-        int r, rc;
-
-        r = store_query(
-                s, &stmt,
-                "SELECT id, name, type, config, secret, total_bytes, available_bytes, enabled, created_at "
-                "FROM storage_backends",
-                "");
-        if (r < 0)
-                return r;
-        while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-                bool oom = false;
-                StorageBackend *b = calloc(1, sizeof(StorageBackend));
-                if (!b)
-                        return -ENOMEM;
-                b->id = store_column_strdup(stmt, 0, &oom);
-                b->name = store_column_strdup(stmt, 1, &oom);
-                b->type = store_column_strdup(stmt, 2, &oom);
-                b->config = json_tokener_parse((const char *) sqlite3_column_text(stmt, 3));
-                b->secret = store_column_strdup(stmt, 4, &oom);
-                b->total_bytes = column_u64(stmt, 5);
-                b->available_bytes = column_u64(stmt, 6);
-                b->enabled = sqlite3_column_int(stmt, 7);
-                b->created_at = column_u64(stmt, 8);
-                if (oom || !b->config) {
-                        storage_free(b);
-                        return oom ? -ENOMEM
-                                   : log_error_errno(EBADMSG, "Storage backend has unreadable config.");
-                }
-                r = add(userdata, b);
-                if (r < 0)
-                        return r;
-        }
-        return rc == SQLITE_DONE ? 0 : -EIO;
+int store_storages_load(Store *s, int (*add)(void *userdata, void *record), void *userdata) {
+        return rows_load(s, &storage_table, add, userdata);
 }
 
 int store_storage_sessions(Store *s, const char *id, char **ret) {

@@ -22,6 +22,10 @@ int store_schema_version(Store *s);
 int store_begin(Store *s);
 int store_commit(Store *s);
 void store_rollback(Store *s);
+bool store_in_transaction(Store *s);
+/* on_end runs after every COMMIT (committed) and ROLLBACK (not): what waited for the outcome goes out
+ * or is dropped. */
+void store_set_end_hook(Store *s, void (*on_end)(void *userdata, bool committed), void *userdata);
 
 /* Binds arguments by a type string — 's' string (NULL binds NULL), 't' uint64_t, 'i' int64_t,
  * 'u' uint32_t, 'b' bool (as int) — and runs the statement to completion. Returns the number of changed
@@ -40,7 +44,9 @@ char *store_column_strdup(sqlite3_stmt *stmt, int column, bool *oom);
 int store_node_insert(Store *s, const Node *n);
 int store_node_update(Store *s, const Node *n);
 int store_node_delete(Store *s, const char *id);
-int store_nodes_load(Store *s, int (*add)(void *userdata, Node *n), void *userdata);
+/* The *_load functions hand every stored record to add, which owns it from then on (and frees it if it
+ * fails). */
+int store_nodes_load(Store *s, int (*add)(void *userdata, void *record), void *userdata);
 /* Ids of clone sessions that name node id as source or target, comma-separated, or NULL if none. */
 int store_node_sessions(Store *s, const char *id, char **ret);
 
@@ -70,13 +76,13 @@ int store_session_progress(Store *s, const CloneSession *c);
 /* FULL (the default) fsyncs every commit; NORMAL leaves it to the WAL checkpoint — used for progress, which
  * the next report supersedes anyway. Not inside a transaction. */
 int store_set_durable(Store *s, bool durable);
-int store_sessions_load(Store *s, int (*add)(void *userdata, CloneSession *c), void *userdata);
+int store_sessions_load(Store *s, int (*add)(void *userdata, void *record), void *userdata);
 
 /* Storage backends */
 int store_storage_insert(Store *s, const StorageBackend *b);
 int store_storage_update(Store *s, const StorageBackend *b);
 int store_storage_delete(Store *s, const char *id);
-int store_storages_load(Store *s, int (*add)(void *userdata, StorageBackend *b), void *userdata);
+int store_storages_load(Store *s, int (*add)(void *userdata, void *record), void *userdata);
 /* Ids of sessions staging on backend id, comma-separated, or NULL if none. */
 int store_storage_sessions(Store *s, const char *id, char **ret);
 

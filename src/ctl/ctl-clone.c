@@ -3,6 +3,7 @@
 #include <sys/ioctl.h>
 
 #include "ctl.h"
+#include "domain.h"
 #include "format.h"
 #include "json-util.h"
 #include "log.h"
@@ -196,15 +197,12 @@ static int read_progress(sd_bus *bus, const char *path, Progress *p) {
         return r < 0 ? -EXIT_FAILED : 0;
 }
 
-static bool status_is_final(const char *s) {
-        return STR_IN_SET(s, "completed", "failed", "cancelled");
-}
-
 /* A staged session shows its phase while it runs: provisioning, uploading, ready, downloading, cleanup. */
 static const char *phase_of(const Progress *p) {
-        if (!*p->staging || (status_is_final(p->status) && !streq(p->staging, "cleanup")))
+        int staging = staging_status_from_string(p->staging);
+        if (staging <= STAGING_NONE || (clone_status_name_is_final(p->status) && staging != STAGING_CLEANUP))
                 return p->status;
-        return streq(p->staging, "pending") ? "provisioning" : p->staging;
+        return staging == STAGING_PENDING ? "provisioning" : p->staging;
 }
 
 static void print_progress(const Progress *p, bool live) {
@@ -214,7 +212,7 @@ static void print_progress(const Progress *p, bool live) {
         char bar[64];
         int width = 30;
 
-        if (streq(p->status, "completed"))
+        if (clone_status_from_string(p->status) == CLONE_COMPLETED)
                 fraction = 1.0;
         if (p->rate > 0 && p->total > p->transferred)
                 format_duration(eta, (p->total - p->transferred) / p->rate);
@@ -278,7 +276,7 @@ static int clone_status(sd_bus *bus, const char *path) {
                                 print_progress(&p, live && arg.follow);
                                 last = p;
                         }
-                        if (!arg.follow || status_is_final(p.status))
+                        if (!arg.follow || clone_status_name_is_final(p.status))
                                 break;
                 }
                 r = sd_bus_process(bus, NULL);
@@ -289,9 +287,9 @@ static int clone_status(sd_bus *bus, const char *path) {
         }
         if (live && arg.follow)
                 printf("\n");
-        if (*p.error && status_is_final(p.status))
+        if (*p.error && clone_status_name_is_final(p.status))
                 log_error("Session %s: %s", p.status, p.error);
-        return !arg.follow || streq(p.status, "completed") ? EXIT_OK : EXIT_FAILED;
+        return !arg.follow || clone_status_from_string(p.status) == CLONE_COMPLETED ? EXIT_OK : EXIT_FAILED;
 }
 
 /* clone add-target ID --target NODE --target-device DEV [--resize MODE]: one more target of a staged session. */

@@ -111,3 +111,20 @@ bool string_in_set(const char *s, const char *const *set);
 #define USEC_PER_HOUR (UINT64_C(3600) * USEC_PER_SEC)
 #define USEC_PER_DAY (UINT64_C(24) * USEC_PER_HOUR)
 #define USEC_INFINITY UINT64_MAX
+
+/* Past a switch that handles every value of an enum: reaching it is a bug (a value out of range). */
+#define assert_not_reached()                                                                                \
+        do {                                                                                                \
+                fprintf(stderr, "%s:%d: %s: unreachable code reached\n", __FILE__, __LINE__, __func__);     \
+                abort();                                                                                    \
+        } while (0)
+
+/* Whether x equals one of the values listed (all of one type, such as an enum's). */
+#define IN_SET(x, first, ...)                                                                               \
+        ({                                                                                                  \
+                const typeof(x) _set[] = { first, __VA_ARGS__ };                                            \
+                bool _found = false;                                                                        \
+                for (size_t _i = 0; _i < ELEMENTSOF(_set) && !_found; _i++)                                 \
+                        _found = _set[_i] == (x);                                                           \
+                _found;                                                                                     \
+        })

@@ -4,6 +4,8 @@
  * back as a sentence (*ret_why) that says which step failed and what the server answered. */
 #pragma once
 
+#include "domain.h"
+
 #include <json-c/json.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -18,7 +20,7 @@ struct iscsi_context;
 /* Where a backend is, in the keys of its configuration: nfs {server, export, options, version}, iscsi
  * {portal, target, lun, chap_user} — the secret is given apart, as the configuration never holds it. */
 typedef struct StorageLocation {
-        const char *type;
+        BackendType type;
         json_object *config;
         const char *secret;
 } StorageLocation;

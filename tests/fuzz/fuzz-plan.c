@@ -24,11 +24,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 return 0;
         mode = json_get_string(o, "mode");
         edits = member(o, "edits");
-        if (STR_IN_SET(strempty(mode), "none", "shrink_source", "grow_target") &&
-            (!edits || json_object_is_type(edits, json_type_object)) &&
+        int resize = resize_mode_from_string(mode);
+        if (resize >= 0 && (!edits || json_object_is_type(edits, json_type_object)) &&
             disk_info_from_json(member(o, "source"), &source, &bad) >= 0 &&
             disk_info_from_json(member(o, "target"), &target, &bad) >= 0) {
-                plan = plan_compute(&source, &target, mode, edits);
+                plan = plan_compute(&source, &target, (ResizeMode) resize, edits);
                 if (plan && plan_is_feasible(plan)) {
                         uint64_t copy = (uint64_t) json_get_int(plan, "copyBytes");
                         if (copy > target.size || copy > source.size)

@@ -59,6 +59,24 @@ def test_unprivileged_user_is_refused(controller, objects, busctl, case):
     assert controller.snapshot() == before
 
 
+BAD_ARGUMENTS = [
+    ("CreateCloneSession", (ROOT, "Manager", "CreateCloneSession", "ssssssa{sv}", "n", "sideways", "web-01", "web-02",
+                            "/dev/sda", "/dev/sdb", "0"), "Unknown clone mode"),
+    ("SetBootMode", None, "is not local, partition or nfs"),
+]
+
+
+@pytest.mark.parametrize("case", BAD_ARGUMENTS, ids=[c[0] for c in BAD_ARGUMENTS])
+def test_bad_arguments_are_refused_before_polkit(controller, objects, busctl, case):
+    """A call that would be refused for its arguments says so, without a polkit question first (an
+    administrator is not asked to authenticate for a call that cannot succeed)."""
+    _, call, message = case
+    path, iface, method, sig, *args = call or (objects["node"], "Node", "SetBootMode", "sa{sv}", "floppy", "0")
+    r = busctl("--allow-interactive-authorization=yes", "call", DEST, path, f"{DEST}.{iface}", method, sig, *args,
+               user=TEST_USER)
+    assert r.returncode != 0 and message in r.stderr and "org.pureboot.controller1" not in r.stderr, r.stderr
+
+
 def test_unprivileged_user_reads_properties(controller, objects, busctl, ctl):
     r = busctl("get-property", DEST, objects["session"], f"{DEST}.CloneSession", "Status", user=TEST_USER)
     assert r.returncode == 0 and r.stdout.strip() == 's "pending"'

@@ -45,24 +45,25 @@ static void test_nodes(Manager *m) {
         Node *a, *b, *found;
         sd_bus_error e = SD_BUS_ERROR_NULL;
 
-        ASSERT_OK(node_register(m, "web-01", "AA:BB:CC:DD:EE:01", "x86_64", NULL, "ready", &a, &e));
+        ASSERT_OK(node_register(m, "web-01", "AA:BB:CC:DD:EE:01", "x86_64", NULL, NODE_READY, &a, &e));
         ASSERT_STR(a->mac, "aa:bb:cc:dd:ee:01");
-        ASSERT_OK(node_register(m, "pi-01", "aa:bb:cc:dd:ee:02", "aarch64", "ABCDEF01", "ready", &b, &e));
+        ASSERT_OK(node_register(m, "pi-01", "aa:bb:cc:dd:ee:02", "aarch64", "ABCDEF01", NODE_READY, &b, &e));
         ASSERT_STR(b->arch, "arm64");
         ASSERT_STR(b->serial, "abcdef01");
-        ASSERT_BUS_ERROR(node_register(m, "web-02", "aa:bb:cc:dd:ee:01", "x86_64", NULL, "ready", &a, E),
+        ASSERT_BUS_ERROR(node_register(m, "web-02", "aa:bb:cc:dd:ee:01", "x86_64", NULL, NODE_READY, &a, E),
                          PB_ERROR_ALREADY_EXISTS);
-        ASSERT_BUS_ERROR(node_register(m, "WEB-01", "aa:bb:cc:dd:ee:09", "x86_64", NULL, "ready", &a, E),
+        ASSERT_BUS_ERROR(node_register(m, "WEB-01", "aa:bb:cc:dd:ee:09", "x86_64", NULL, NODE_READY, &a, E),
                          PB_ERROR_ALREADY_EXISTS);
+        ASSERT_BUS_ERROR(node_register(m, "x'; DROP TABLE nodes; --", "aa:bb:cc:dd:ee:03", "x86_64", NULL,
+                                       NODE_READY, &a, E),
+                         PB_ERROR_INVALID_ARGUMENT);
+        ASSERT_BUS_ERROR(node_register(m, "web-03", "aa:bb:cc:dd:ee", "x86_64", NULL, NODE_READY, &a, E),
+                         PB_ERROR_INVALID_ARGUMENT);
+        ASSERT_BUS_ERROR(node_register(m, "web-03", "aa:bb:cc:dd:ee:03", "sparc", NULL, NODE_READY, &a, E),
+                         PB_ERROR_INVALID_ARGUMENT);
         ASSERT_BUS_ERROR(
-                node_register(m, "x'; DROP TABLE nodes; --", "aa:bb:cc:dd:ee:03", "x86_64", NULL, "ready", &a, E),
+                node_register(m, "web-03", "aa:bb:cc:dd:ee:03", "x86_64", "../etc", NODE_READY, &a, E),
                 PB_ERROR_INVALID_ARGUMENT);
-        ASSERT_BUS_ERROR(node_register(m, "web-03", "aa:bb:cc:dd:ee", "x86_64", NULL, "ready", &a, E),
-                         PB_ERROR_INVALID_ARGUMENT);
-        ASSERT_BUS_ERROR(node_register(m, "web-03", "aa:bb:cc:dd:ee:03", "sparc", NULL, "ready", &a, E),
-                         PB_ERROR_INVALID_ARGUMENT);
-        ASSERT_BUS_ERROR(node_register(m, "web-03", "aa:bb:cc:dd:ee:03", "x86_64", "../etc", "ready", &a, E),
-                         PB_ERROR_INVALID_ARGUMENT);
         ASSERT_INT(count(m, "SELECT COUNT(*) FROM nodes"), 2);
 
         ASSERT_OK(node_resolve(m, "web-01", &found, &e));
@@ -87,7 +88,7 @@ static void test_sessions(Manager *m) {
 
         ASSERT_INT(clone_create(m, &spec, 1000, &c, &e), 0);
         ASSERT_INT(c->status, CLONE_PENDING);
-        ASSERT_STR(c->resize_mode, "none");
+        ASSERT_INT(c->resize_mode, RESIZE_NONE);
         ASSERT_INT(c->created_by, 1000);
         ASSERT_INT(clone_create(m, &spec, 1000, &again, &e), 1); /* same key, same session */
         ASSERT_TRUE(again == c);
@@ -201,8 +202,8 @@ static void test_restart(const char *dir, Manager **m) {
         ASSERT_INT(store_schema_version((*m)->store), 8);
 }
 
-static int take_session(void *userdata, CloneSession *c) {
-        CloneSession **found = userdata;
+static int take_session(void *userdata, void *record) {
+        CloneSession **found = userdata, *c = record;
         if (streq(c->id, "5e551011000000000000000000000001") && !*found)
                 *found = c;
         else
@@ -217,17 +218,17 @@ static void test_session_round_trip(Manager *m) {
                 .id = (char *) "5e551011000000000000000000000001",
                 .name = (char *) "round trip",
                 .status = CLONE_CLONING,
-                .mode = (char *) "staged",
+                .mode = CLONE_MODE_STAGED,
                 .source_device = (char *) "/dev/sda",
                 .target_device = (char *) "/dev/sdb",
                 .source_address = (char *) "10.0.0.7",
                 .source_port = 9998,
                 .staging_backend = (char *) "b0000000000000000000000000000001",
                 .staging_path = (char *) "pureboot/5e55",
-                .staging_status = (char *) "uploading",
+                .staging_status = STAGING_UPLOADING,
                 .staging_resources = (char *) "[{\"kind\":\"dir\"}]",
                 .bytes_uploaded = 11,
-                .resize_mode = (char *) "grow_target",
+                .resize_mode = RESIZE_GROW_TARGET,
                 .plan_json = (char *) "{\"plan\":1}",
                 .source_disk_json = (char *) "{\"disk\":\"s\"}",
                 .target_disk_json = (char *) "{\"disk\":\"t\"}",
@@ -272,7 +273,7 @@ static void test_session_round_trip(Manager *m) {
         SAME_STR(id);
         SAME_STR(name);
         SAME_INT(status);
-        SAME_STR(mode);
+        SAME_INT(mode);
         SAME_STR(source_node);
         SAME_STR(target_node);
         SAME_STR(source_device);
@@ -281,10 +282,10 @@ static void test_session_round_trip(Manager *m) {
         SAME_INT(source_port);
         SAME_STR(staging_backend);
         SAME_STR(staging_path);
-        SAME_STR(staging_status);
+        SAME_INT(staging_status);
         SAME_STR(staging_resources);
         SAME_INT(bytes_uploaded);
-        SAME_STR(resize_mode);
+        SAME_INT(resize_mode);
         SAME_STR(plan_json);
         SAME_STR(source_disk_json);
         SAME_STR(target_disk_json);
@@ -306,6 +307,130 @@ static void test_session_round_trip(Manager *m) {
         ASSERT_OK(store_session_delete(m->store, c.id));
         ASSERT_OK(store_session_delete(m->store, followed.id));
         ASSERT_OK(store_exec(m->store, "DELETE FROM storage_backends WHERE id = ?", "s", c.staging_backend));
+}
+
+static int take_node(void *userdata, void *record) {
+        Node **found = userdata, *n = record;
+        if (streq(n->id, "0de00000000000000000000000000001") && !*found)
+                *found = n;
+        else
+                node_free(n);
+        return 0;
+}
+
+static int take_storage(void *userdata, void *record) {
+        StorageBackend **found = userdata, *b = record;
+        if (streq(b->id, "5705a6e0000000000000000000000001") && !*found)
+                *found = b;
+        else
+                storage_free(b);
+        return 0;
+}
+
+/* Every field of a node and of a storage backend, saved (inserted, then updated) and read back. */
+static void test_node_and_storage_round_trip(Manager *m) {
+        Node n = {
+                .id = (char *) "0de00000000000000000000000000001",
+                .hostname = (char *) "round-trip",
+                .mac = (char *) "02:00:00:00:0d:e1",
+                .arch = (char *) "aarch64",
+                .serial = (char *) "0de0feed",
+                .state = NODE_CLONING_TARGET,
+                .boot_mode = BOOT_NFS,
+                .boot_workflow = (char *) "pi-diskless",
+                .last_seen = 2,
+                .created_at = 3,
+                .scan_requested_at = 4,
+                .report_sequence = 5,
+        };
+        StorageBackend b = {
+                .id = (char *) "5705a6e0000000000000000000000001",
+                .name = (char *) "round-trip",
+                .type = BACKEND_ISCSI,
+                .config = json_tokener_parse("{\"portal\":\"10.0.0.1:3260\"}"),
+                .secret = (char *) "s3cret",
+                .total_bytes = 6,
+                .available_bytes = 7,
+                .enabled = 1,
+                .created_at = 8,
+        };
+        Node *ln = NULL;
+        StorageBackend *lb = NULL;
+
+        ASSERT_OK(store_node_insert(m->store, &n));
+        n.hostname = (char *) "round-trip-2";
+        n.report_sequence = 9;
+        ASSERT_OK(store_node_update(m->store, &n));
+        ASSERT_OK(store_nodes_load(m->store, take_node, &ln));
+        ASSERT_TRUE(ln);
+#define SAME_STR(f) ASSERT_STR(ln->f, n.f)
+#define SAME_INT(f) ASSERT_INT(ln->f, n.f)
+        SAME_STR(id);
+        SAME_STR(hostname);
+        SAME_STR(mac);
+        SAME_STR(arch);
+        SAME_STR(serial);
+        SAME_INT(state);
+        SAME_INT(boot_mode);
+        SAME_STR(boot_workflow);
+        SAME_INT(last_seen);
+        SAME_INT(created_at);
+        SAME_INT(scan_requested_at);
+        SAME_INT(report_sequence);
+#undef SAME_STR
+#undef SAME_INT
+        node_free(ln);
+        ASSERT_OK(store_node_delete(m->store, n.id));
+
+        ASSERT_OK(store_storage_insert(m->store, &b));
+        b.available_bytes = 10;
+        b.enabled = 0;
+        ASSERT_OK(store_storage_update(m->store, &b));
+        ASSERT_OK(store_storages_load(m->store, take_storage, &lb));
+        ASSERT_TRUE(lb);
+#define SAME_STR(f) ASSERT_STR(lb->f, b.f)
+#define SAME_INT(f) ASSERT_INT(lb->f, b.f)
+        SAME_STR(id);
+        SAME_STR(name);
+        SAME_INT(type);
+        ASSERT_STR(json_object_to_json_string(lb->config), json_object_to_json_string(b.config));
+        SAME_STR(secret);
+        SAME_INT(total_bytes);
+        SAME_INT(available_bytes);
+        SAME_INT(enabled);
+        SAME_INT(created_at);
+#undef SAME_STR
+#undef SAME_INT
+        storage_free(lb);
+        json_object_put(b.config);
+        ASSERT_OK(store_storage_delete(m->store, b.id));
+        /* An update of a row that is not there says so. */
+        ASSERT_INT(store_node_update(m->store, &n), -ENOENT);
+}
+
+static void note_end(void *userdata, bool committed) {
+        *(int *) userdata = committed ? 1 : -1;
+}
+
+/* What waits for a transaction (PropertiesChanged, manager.c) learns how it ended; nothing is told of
+ * statements outside one. */
+static void test_transaction_end_hook(Manager *m) {
+        int ended = 0;
+
+        store_set_end_hook(m->store, note_end, &ended);
+        ASSERT_TRUE(!store_in_transaction(m->store));
+        ASSERT_OK(store_begin(m->store));
+        ASSERT_TRUE(store_in_transaction(m->store));
+        store_rollback(m->store);
+        ASSERT_INT(ended, -1);
+        ASSERT_TRUE(!store_in_transaction(m->store));
+        ASSERT_OK(store_begin(m->store));
+        ASSERT_OK(store_commit(m->store));
+        ASSERT_INT(ended, 1);
+        ended = 0;
+        ASSERT_OK(store_event(m->store, 0, "Test", "hook", "ok"));
+        ASSERT_INT(ended, 0);
+        store_set_end_hook(m->store, NULL, NULL);
 }
 
 static void counter(void *userdata) {
@@ -342,6 +467,8 @@ int main(void) {
         test_nodes(m);
         test_sessions(m);
         test_session_round_trip(m);
+        test_node_and_storage_round_trip(m);
+        test_transaction_end_hook(m);
         test_restart(dir, &m);
         manager_free(m);
         test_throttle();

@@ -41,7 +41,7 @@ static json_object *plan_for(const char *fs, uint64_t target_size, uint32_t targ
         json_object *e = edits ? json_tokener_parse(edits) : NULL, *plan;
         source_disk(&s, fs, 512);
         target_disk(&t, target_size, target_sector);
-        plan = plan_compute(&s, &t, mode, e);
+        plan = plan_compute(&s, &t, (ResizeMode) resize_mode_from_string(mode), e);
         ASSERT_TRUE(plan);
         json_object_put(e);
         disk_info_done(&s);
@@ -120,13 +120,13 @@ static void test_esp_last(void) {
         const char *bad = NULL;
         ASSERT_OK(disk_info_from_json(o, &s, &bad));
         target_disk(&t, 384 * MIB, 512);
-        plan = plan_compute(&s, &t, "grow_target", NULL);
+        plan = plan_compute(&s, &t, RESIZE_GROW_TARGET, NULL);
         ASSERT_TRUE(plan_is_feasible(plan));
         ASSERT_INT(json_object_array_length(member(plan, "target")), 0);
         json_object_put(plan);
         /* The user may still pick it. */
         json_object *edits = json_tokener_parse("{\"2\": 100663296}");
-        plan = plan_compute(&s, &t, "grow_target", edits);
+        plan = plan_compute(&s, &t, RESIZE_GROW_TARGET, edits);
         expect_resize(plan, "target", 2, 96 * MIB);
         json_object_put(plan);
         json_object_put(edits);
@@ -181,10 +181,10 @@ static void test_delete(void) {
 
         ASSERT_OK(disk_info_from_json(o, &s, &bad));
         target_disk(&t, 768 * MIB, 512);
-        plan = plan_compute(&s, &t, "shrink_source", NULL);
+        plan = plan_compute(&s, &t, RESIZE_SHRINK_SOURCE, NULL);
         ASSERT_TRUE(!plan_is_feasible(plan)); /* the swap's end is past the target's, and it cannot shrink */
         json_object_put(plan);
-        plan = plan_compute(&s, &t, "shrink_source", edits);
+        plan = plan_compute(&s, &t, RESIZE_SHRINK_SOURCE, edits);
         ASSERT_TRUE(plan_is_feasible(plan));
         expect_resize(plan, "source", 2, 767 * MIB - 101 * MIB);
         ASSERT_INT(json_get_int(plan, "copyBytes"), 767 * MIB);
@@ -195,14 +195,14 @@ static void test_delete(void) {
 
         disk_info_done(&t);
         target_disk(&t, 1536 * MIB, 512);
-        plan = plan_compute(&s, &t, "grow_target", edits);
+        plan = plan_compute(&s, &t, RESIZE_GROW_TARGET, edits);
         expect_resize(plan, "target", 2, 1535 * MIB - 101 * MIB); /* into the swap's place and beyond */
         json_object_put(plan);
         json_object_put(edits);
 
         /* Leaving everything out leaves nothing to copy. */
         edits = json_tokener_parse("{\"1\": \"delete\", \"2\": \"delete\", \"3\": \"delete\"}");
-        plan = plan_compute(&s, &t, "grow_target", edits);
+        plan = plan_compute(&s, &t, RESIZE_GROW_TARGET, edits);
         ASSERT_TRUE(!plan_is_feasible(plan));
         json_object_put(plan);
         json_object_put(edits);

@@ -2,6 +2,7 @@
 /* src/shared: hash map, INI parsing with drop-ins, validation of names and paths, formatting. */
 #include <sys/stat.h>
 
+#include "domain.h"
 #include "format.h"
 #include "hashmap.h"
 #include "ini.h"
@@ -149,6 +150,39 @@ static void test_write_file_atomic(void) {
         tmpdir_remove(dir);
 }
 
+/* Every value of every domain enum has a name, and the name reads back as that value; unknown names and
+ * values out of range are refused. */
+static void test_string_tables(void) {
+        const StringTable *tables[] = { &clone_status_strings,    &clone_mode_strings,
+                                        &clone_role_strings,      &staging_status_strings,
+                                        &resize_mode_strings,     &backend_type_strings,
+                                        &node_state_strings,      &boot_mode_strings,
+                                        &operation_status_strings };
+        const unsigned maxima[] = { _CLONE_STATUS_MAX,   _CLONE_MODE_MAX,  _CLONE_ROLE_MAX,
+                                    _STAGING_STATUS_MAX, _RESIZE_MODE_MAX, _BACKEND_TYPE_MAX,
+                                    _NODE_STATE_MAX,     _BOOT_MODE_MAX,   _OPERATION_STATUS_MAX };
+
+        for (size_t t = 0; t < ELEMENTSOF(tables); t++) {
+                ASSERT_INT(tables[t]->n, maxima[t]);
+                for (unsigned v = 0; v < maxima[t]; v++) {
+                        const char *name = string_table_to_string(tables[t], v);
+                        ASSERT_TRUE(name);
+                        ASSERT_INT(string_table_from_string(tables[t], name), v);
+                }
+                ASSERT_TRUE(!string_table_to_string(tables[t], maxima[t]));
+                ASSERT_INT(string_table_from_string(tables[t], "no-such-value"), -EINVAL);
+                ASSERT_INT(string_table_from_string(tables[t], NULL), -EINVAL);
+        }
+        /* The typed functions are the same tables. */
+        ASSERT_STR(clone_status_to_string(CLONE_SOURCE_READY), "source_ready");
+        ASSERT_INT(staging_status_from_string(""), STAGING_NONE);
+        ASSERT_INT(node_state_from_string("cloning_target"), NODE_CLONING_TARGET);
+        ASSERT_TRUE(clone_status_is_final(CLONE_CANCELLED) && !clone_status_is_final(CLONE_CLONING));
+        ASSERT_TRUE(clone_status_is_active(CLONE_SOURCE_READY) && !clone_status_is_active(CLONE_PENDING));
+        ASSERT_TRUE(clone_status_name_is_final("failed") && !clone_status_name_is_final("waiting") &&
+                    !clone_status_name_is_final("bogus") && !clone_status_name_is_final(NULL));
+}
+
 /* Directories get the mode asked for under the units' UMask=0077 too: a Pi's overlay is its root. */
 static void test_mkdir_modes(void) {
         char *dir = tmpdir_new(), path[256];
@@ -181,5 +215,6 @@ int main(void) {
         test_format();
         test_write_file_atomic();
         test_mkdir_modes();
+        test_string_tables();
         return 0;
 }

@@ -1,0 +1,69 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+
+#include "domain.h"
+#include "macro.h"
+
+const char *string_table_to_string(const StringTable *t, unsigned v) {
+        return v < t->n ? t->names[v] : NULL;
+}
+
+int string_table_from_string(const StringTable *t, const char *s) {
+        for (unsigned i = 0; s && i < t->n; i++)
+                if (t->names[i] && streq(t->names[i], s))
+                        return (int) i;
+        return -EINVAL;
+}
+
+#define DEFINE_STRING_TABLE(name, type, ...)                                                                \
+        static const char *const name##_table[] = { __VA_ARGS__ };                                          \
+        const StringTable name##_strings = { name##_table, ELEMENTSOF(name##_table) };                      \
+        const char *name##_to_string(type v) {                                                              \
+                return string_table_to_string(&name##_strings, (unsigned) v);                               \
+        }                                                                                                   \
+        int name##_from_string(const char *s) {                                                             \
+                return string_table_from_string(&name##_strings, s);                                        \
+        }
+
+DEFINE_STRING_TABLE(
+        clone_status, CloneStatus, [CLONE_PENDING] = "pending", [CLONE_WAITING] = "waiting",
+        [CLONE_SOURCE_READY] = "source_ready", [CLONE_CLONING] = "cloning", [CLONE_COMPLETED] = "completed",
+        [CLONE_FAILED] = "failed", [CLONE_CANCELLED] = "cancelled")
+
+DEFINE_STRING_TABLE(clone_mode, CloneMode, [CLONE_MODE_DIRECT] = "direct", [CLONE_MODE_STAGED] = "staged")
+
+DEFINE_STRING_TABLE(clone_role, CloneRole, [CLONE_ROLE_SOURCE] = "source", [CLONE_ROLE_TARGET] = "target")
+
+DEFINE_STRING_TABLE(
+        staging_status, StagingStatus, [STAGING_NONE] = "", [STAGING_PENDING] = "pending",
+        [STAGING_PROVISIONED] = "provisioned", [STAGING_UPLOADING] = "uploading", [STAGING_READY] = "ready",
+        [STAGING_DOWNLOADING] = "downloading", [STAGING_CLEANUP] = "cleanup", [STAGING_DELETED] = "deleted")
+
+DEFINE_STRING_TABLE(resize_mode, ResizeMode, [RESIZE_NONE] = "none",
+                    [RESIZE_SHRINK_SOURCE] = "shrink_source", [RESIZE_GROW_TARGET] = "grow_target")
+
+DEFINE_STRING_TABLE(backend_type, BackendType, [BACKEND_NFS] = "nfs", [BACKEND_ISCSI] = "iscsi")
+
+DEFINE_STRING_TABLE(node_state, NodeState, [NODE_DISCOVERED] = "discovered", [NODE_READY] = "ready",
+                    [NODE_CLONING_SOURCE] = "cloning_source", [NODE_CLONING_TARGET] = "cloning_target",
+                    [NODE_PARTITIONING] = "partitioning", [NODE_ACTIVE] = "active")
+
+DEFINE_STRING_TABLE(boot_mode,
+                    BootMode, [BOOT_LOCAL] = "local", [BOOT_PARTITION] = "partition", [BOOT_NFS] = "nfs")
+
+DEFINE_STRING_TABLE(operation_status,
+                    OperationStatus, [OPERATION_PENDING] = "pending", [OPERATION_RUNNING] = "running",
+                    [OPERATION_COMPLETED] = "completed", [OPERATION_FAILED] = "failed")
+
+bool clone_status_is_active(CloneStatus s) {
+        return s == CLONE_WAITING || s == CLONE_SOURCE_READY || s == CLONE_CLONING;
+}
+
+bool clone_status_is_final(CloneStatus s) {
+        return s == CLONE_COMPLETED || s == CLONE_FAILED || s == CLONE_CANCELLED;
+}
+
+bool clone_status_name_is_final(const char *s) {
+        int v = clone_status_from_string(s);
+        return v >= 0 && clone_status_is_final((CloneStatus) v);
+}

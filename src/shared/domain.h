@@ -1,0 +1,114 @@
+/* SPDX-License-Identifier: MIT */
+/* PureBoot's domain values, each an enum with its one string table: the spelling the bus API, the node
+ * protocol, the database and purebootctl share. Every *_from_string returns the value, or -EINVAL for a
+ * name that is none of them; every *_to_string returns NULL for a value out of range. */
+#pragma once
+
+#include <stdbool.h>
+
+/* An enum's names, indexed by value, for code that handles any of them (the store's columns). */
+typedef struct StringTable {
+        const char *const *names;
+        unsigned n;
+} StringTable;
+const char *string_table_to_string(const StringTable *t, unsigned v);
+int string_table_from_string(const StringTable *t, const char *s);
+
+#define DECLARE_STRING_TABLE(name, type)                                                                    \
+        extern const StringTable name##_strings;                                                            \
+        const char *name##_to_string(type v);                                                               \
+        int name##_from_string(const char *s)
+
+/* A clone session's status. */
+typedef enum CloneStatus {
+        CLONE_PENDING,
+        CLONE_WAITING, /* started, waiting for the source agent */
+        CLONE_SOURCE_READY,
+        CLONE_CLONING,
+        CLONE_COMPLETED,
+        CLONE_FAILED,
+        CLONE_CANCELLED,
+        _CLONE_STATUS_MAX,
+} CloneStatus;
+DECLARE_STRING_TABLE(clone_status, CloneStatus);
+/* Started and not over: waiting, source_ready, cloning. */
+bool clone_status_is_active(CloneStatus s);
+/* Over: completed, failed, cancelled (a failed session may be started again). */
+bool clone_status_is_final(CloneStatus s);
+/* The same of a status as the bus or the node protocol spells it; an unknown name is not final. */
+bool clone_status_name_is_final(const char *s);
+
+typedef enum CloneMode {
+        CLONE_MODE_DIRECT, /* peer to peer over mutual TLS */
+        CLONE_MODE_STAGED, /* through an NFS or iSCSI staging area */
+        _CLONE_MODE_MAX,
+} CloneMode;
+DECLARE_STRING_TABLE(clone_mode, CloneMode);
+
+/* A role in a clone session. */
+typedef enum CloneRole {
+        CLONE_ROLE_SOURCE,
+        CLONE_ROLE_TARGET,
+        _CLONE_ROLE_MAX,
+} CloneRole;
+DECLARE_STRING_TABLE(clone_role, CloneRole);
+
+/* Where a staged session's staging area is (a direct session's is "": none). */
+typedef enum StagingStatus {
+        STAGING_NONE,
+        STAGING_PENDING,
+        STAGING_PROVISIONED,
+        STAGING_UPLOADING,
+        STAGING_READY,
+        STAGING_DOWNLOADING,
+        STAGING_CLEANUP,
+        STAGING_DELETED,
+        _STAGING_STATUS_MAX,
+} StagingStatus;
+DECLARE_STRING_TABLE(staging_status, StagingStatus);
+
+typedef enum ResizeMode {
+        RESIZE_NONE,
+        RESIZE_SHRINK_SOURCE, /* the source's last filesystem shrinks first, to fit a smaller target */
+        RESIZE_GROW_TARGET,   /* the target's last partition grows into a larger disk */
+        _RESIZE_MODE_MAX,
+} ResizeMode;
+DECLARE_STRING_TABLE(resize_mode, ResizeMode);
+
+/* A storage backend's kind. */
+typedef enum BackendType {
+        BACKEND_NFS,
+        BACKEND_ISCSI,
+        _BACKEND_TYPE_MAX,
+} BackendType;
+DECLARE_STRING_TABLE(backend_type, BackendType);
+
+typedef enum NodeState {
+        NODE_DISCOVERED, /* recorded at its first network boot, nobody registered it */
+        NODE_READY,
+        NODE_CLONING_SOURCE,
+        NODE_CLONING_TARGET,
+        NODE_PARTITIONING, /* booted into partition mode */
+        NODE_ACTIVE,       /* booted diskless from the NFS root */
+        _NODE_STATE_MAX,
+} NodeState;
+DECLARE_STRING_TABLE(node_state, NodeState);
+
+/* What a node's next network boot does outside clone sessions. */
+typedef enum BootMode {
+        BOOT_LOCAL,     /* its own disk */
+        BOOT_PARTITION, /* the deploy image in partition mode */
+        BOOT_NFS,       /* diskless, from the NFS root */
+        _BOOT_MODE_MAX,
+} BootMode;
+DECLARE_STRING_TABLE(boot_mode, BootMode);
+
+/* A queued partition operation's status. */
+typedef enum OperationStatus {
+        OPERATION_PENDING,
+        OPERATION_RUNNING,
+        OPERATION_COMPLETED,
+        OPERATION_FAILED,
+        _OPERATION_STATUS_MAX,
+} OperationStatus;
+DECLARE_STRING_TABLE(operation_status, OperationStatus);
