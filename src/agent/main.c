@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* pureboot-agent VERB [OPTIONS…]: settings from the kernel command line (pureboot.*), then from flags. */
+#include <arpa/inet.h>
 #include <curl/curl.h>
 #include <getopt.h>
 #include <gnutls/gnutls.h>
@@ -22,43 +23,37 @@ static void help(void) {
                "Verbs:\n"
                "  clone-source             Serve this node's disk to the session's target\n"
                "  clone-target             Write this node's disk from the session's source\n"
-               "  upload                   Staged source: write this node's disk to the session's staging area\n"
+               "  upload                   Staged source: write this node's disk to the session's staging "
+               "area\n"
                "  download                 Staged target: write this node's disk from the staging area\n"
                "  partition                Report this node's disks and apply the partition operations\n"
                "                           queued on them, as the controller asks\n"
                "  scan                     Report this node's disks once (with --json: print them)\n"
                "  run                      The verb named by pureboot.mode= (as the units start it)\n\n"
-               "Options (each defaults to the pureboot.* setting of the same name on the command line):\n"
+               "Options (each but --help, --cmdline-file and --json defaults to the pureboot.* setting of\n"
+               "the same name on the kernel command line: pureboot.port=9998, pureboot.reboot):\n"
                "  -h --help                Show this help\n"
                "     --cmdline-file=FILE   Read settings from FILE instead of /proc/cmdline\n"
                "     --mode=MODE           clone_source_direct, clone_target_direct, …\n"
                "     --session=ID --node=ID --token=TOKEN --device=PATH\n"
                "     --devices=DEV[,DEV...] The disks partition mode and scan look at (default: every\n"
-               "                           sd*, nvme*, vd* and mmcblk* disk); loop devices are allowed here\n"
+               "                           sd*, nvme*, vd* and mmcblk* disk); loop devices are allowed "
+               "here\n"
                "     --json                scan: print the disks as JSON instead of reporting them\n"
                "     --server=URL          The bridge, https://HOST:PORT\n"
                "     --ca=sha256:HEX       Fingerprint of the PureBoot CA the bridge must present\n"
-               "     --state-dir=DIR       Key, certificate, journal and report queue (default " DEFAULT_STATE_DIR ")\n"
+               "     --state-dir=DIR       Key, certificate, journal and report queue "
+               "(default " DEFAULT_STATE_DIR ")\n"
                "     --port=PORT           Where the source serves (default 9999)\n"
-               "     --address=IP          The address the source reports (default: ours towards the bridge)\n"
-               "     --max-rate=BYTES      The most the target reads, or a staged transfer moves, per second\n"
+               "     --address=IP          The address the source reports (default: ours towards the "
+               "bridge)\n"
+               "     --max-rate=BYTES      The most the target reads, or a staged transfer moves, per "
+               "second\n"
                "                           (default: no limit)\n"
                "     --ack-timeout=SEC     How long to wait for the controller to take the last reports\n"
                "                           (default: infinity)\n"
                "     --reboot              Reboot once the job is done and reported\n"
                "     --log-level=LEVEL     debug, info, notice, warning, err\n");
-}
-
-static int setting(char **field, const char *cmdline, const char *key) {
-        _cleanup_free_ char *v = NULL;
-        int r;
-        if (*field)
-                return 0; /* a flag said it */
-        r = cmdline_get(cmdline, key, &v);
-        if (r <= 0)
-                return r;
-        *field = TAKE_PTR(v);
-        return 0;
 }
 
 static int parse_size(const char *s, uint64_t *ret) {
@@ -94,7 +89,7 @@ static const char *verb_of_mode(const char *mode) {
 }
 
 /* DEV[,DEV...]: each a device path, as the device is named to the controller. */
-static int parse_devices(const char *s, char ***ret) {
+static int parse_devices(const char *s, const char *origin, char ***ret) {
         _cleanup_strv_free_ char **l = strv_new(NULL);
         _cleanup_free_ char *copy = strdup(s);
         char *save = NULL;
@@ -103,7 +98,8 @@ static int parse_devices(const char *s, char ***ret) {
                 return -ENOMEM;
         for (char *d = strtok_r(copy, ",", &save); d; d = strtok_r(NULL, ",", &save)) {
                 if (!device_path_is_valid(d))
-                        return log_error_errno(EINVAL, "%s is not a device path (/dev/...).", d);
+                        return log_error_errno(EINVAL, "%s=%s: %s is not a device path (/dev/...).", origin,
+                                               s, d);
                 if (strv_extend(&l, d) < 0)
                         return -ENOMEM;
         }
@@ -114,118 +110,220 @@ static int parse_devices(const char *s, char ***ret) {
 
 static bool arg_json = false;
 
+/* One setting of the agent: --NAME on its command line, else pureboot.NAME= on the kernel command line
+ * (unless from_cmdline is false). parse stores value (NULL for a flag given bare); origin is "--NAME" or
+ * "pureboot.NAME", for the messages. */
+typedef struct Option {
+        const char *name;
+        bool flag; /* takes no value: --NAME, or pureboot.NAME (=yes or =no on the kernel command line) */
+        bool from_cmdline;
+        int (*parse)(const struct Option *o, AgentSettings *s, const char *value, const char *origin);
+        size_t offset; /* parse_string, parse_absolute, parse_address: the char * in AgentSettings */
+} Option;
+
+#define FIELD(s, o) ((char **) ((uint8_t *) (s) + (o)->offset))
+
+static int parse_string(const Option *o, AgentSettings *s, const char *value, const char *origin) {
+        if (isempty(value))
+                return log_error_errno(EINVAL, "%s= needs a value.", origin);
+        return free_and_strdup(FIELD(s, o), value) < 0 ? log_oom() : 0;
+}
+
+static int parse_absolute(const Option *o, AgentSettings *s, const char *value, const char *origin) {
+        if (!value || value[0] != '/')
+                return log_error_errno(EINVAL, "%s=%s is not an absolute path.", origin, strempty(value));
+        return parse_string(o, s, value, origin);
+}
+
+static int parse_device(const Option *o, AgentSettings *s, const char *value, const char *origin) {
+        if (!device_path_is_valid(value))
+                return log_error_errno(EINVAL, "%s=%s is not a device path (/dev/...).", origin,
+                                       strempty(value));
+        return parse_string(o, s, value, origin);
+}
+
+static int parse_address(const Option *o, AgentSettings *s, const char *value, const char *origin) {
+        uint8_t buf[16];
+        if (!value || (inet_pton(AF_INET, value, buf) != 1 && inet_pton(AF_INET6, value, buf) != 1))
+                return log_error_errno(EINVAL, "%s=%s is not an IP address.", origin, strempty(value));
+        return parse_string(o, s, value, origin);
+}
+
+static int parse_id(const Option *o, AgentSettings *s, const char *value, const char *origin) {
+        if (!id_is_valid(value))
+                return log_error_errno(EINVAL, "%s=%s is not an id (32 hex digits).", origin,
+                                       strempty(value));
+        return parse_string(o, s, value, origin);
+}
+
+static int parse_server(const Option *o, AgentSettings *s, const char *value, const char *origin) {
+        if (!value || !startswith(value, "https://"))
+                return log_error_errno(EINVAL, "%s=%s must be an https:// URL.", origin, strempty(value));
+        return parse_string(o, s, value, origin);
+}
+
+static int parse_ca(const Option *o, AgentSettings *s, const char *value, const char *origin) {
+        const char *hex = value ? startswith(value, "sha256:") : NULL;
+        if (!hex || strlen(hex) != 64 || strspn(hex, "0123456789abcdefABCDEF") != 64)
+                return log_error_errno(EINVAL, "%s=%s is not a CA fingerprint (sha256: and 64 hex digits).",
+                                       origin, strempty(value));
+        return parse_string(o, s, value, origin);
+}
+
+static int parse_mode(const Option *o, AgentSettings *s, const char *value, const char *origin) {
+        if (!value || !verb_of_mode(value))
+                return log_error_errno(EINVAL, "%s=%s is not a mode this agent runs.", origin,
+                                       strempty(value));
+        return parse_string(o, s, value, origin);
+}
+
+static int parse_devices_option(const Option *o, AgentSettings *s, const char *value, const char *origin) {
+        (void) o;
+        if (isempty(value))
+                return log_error_errno(EINVAL, "%s= needs a value.", origin);
+        return parse_devices(value, origin, &s->devices);
+}
+
+static int parse_port(const Option *o, AgentSettings *s, const char *value, const char *origin) {
+        uint64_t u;
+        (void) o;
+        if (!value || parse_uint64(value, &u) < 0 || u == 0 || u > 65535)
+                return log_error_errno(EINVAL, "%s=%s is not a port number.", origin, strempty(value));
+        s->port = (uint16_t) u;
+        return 0;
+}
+
+static int parse_max_rate(const Option *o, AgentSettings *s, const char *value, const char *origin) {
+        (void) o;
+        if (!value || parse_size(value, &s->max_rate) < 0)
+                return log_error_errno(EINVAL, "%s=%s is not a size (like 50M).", origin, strempty(value));
+        return 0;
+}
+
+static int parse_ack_timeout(const Option *o, AgentSettings *s, const char *value, const char *origin) {
+        uint64_t u;
+        (void) o;
+        if (streq_ptr(value, "infinity"))
+                s->ack_timeout_usec = USEC_INFINITY;
+        else if (!value || parse_uint64(value, &u) < 0)
+                return log_error_errno(EINVAL, "%s=%s is not a number of seconds or infinity.", origin,
+                                       strempty(value));
+        else
+                s->ack_timeout_usec = u * USEC_PER_SEC;
+        return 0;
+}
+
+static int parse_reboot(const Option *o, AgentSettings *s, const char *value, const char *origin) {
+        (void) o;
+        if (isempty(value) || STR_IN_SET(value, "yes", "1", "true"))
+                s->reboot = true;
+        else if (STR_IN_SET(value, "no", "0", "false"))
+                s->reboot = false;
+        else
+                return log_error_errno(EINVAL, "%s=%s is not yes or no.", origin, value);
+        return 0;
+}
+
+static int parse_log_level(const Option *o, AgentSettings *s, const char *value, const char *origin) {
+        int level = value ? log_parse_level(value) : -EINVAL;
+        (void) o, (void) s;
+        if (level < 0)
+                return log_error_errno(EINVAL,
+                                       "%s=%s is not a log level (debug, info, notice, warning, err).",
+                                       origin, strempty(value));
+        log_set_max_level(level);
+        return 0;
+}
+
+static int parse_json(const Option *o, AgentSettings *s, const char *value, const char *origin) {
+        (void) o, (void) s, (void) value, (void) origin;
+        arg_json = true;
+        return 0;
+}
+
+#define STRING(n, f, parser)                                                                                \
+        { n, false, true, parser, offsetof(AgentSettings, f) }
+static const Option agent_options[] = {
+        STRING("mode", mode, parse_mode),
+        STRING("session", session, parse_id),
+        STRING("node", node, parse_string),
+        STRING("token", token, parse_string),
+        STRING("device", device, parse_device),
+        { "devices", false, true, parse_devices_option, 0 },
+        STRING("server", server, parse_server),
+        STRING("ca", ca, parse_ca),
+        STRING("state-dir", state_dir, parse_absolute),
+        { "port", false, true, parse_port, 0 },
+        STRING("address", address, parse_address),
+        { "max-rate", false, true, parse_max_rate, 0 },
+        { "ack-timeout", false, true, parse_ack_timeout, 0 },
+        { "reboot", true, true, parse_reboot, 0 },
+        { "log-level", false, true, parse_log_level, 0 },
+        /* What scan prints: a question for the command line, not a setting of the node. */
+        { "json", true, false, parse_json, 0 },
+};
+
 static int parse_argv(int argc, char *argv[], AgentSettings *s, const char **ret_verb) {
-        enum {
-                ARG_CMDLINE_FILE = 0x100, ARG_MODE, ARG_SESSION, ARG_NODE, ARG_TOKEN, ARG_DEVICE, ARG_SERVER, ARG_CA,
-                ARG_STATE_DIR, ARG_PORT, ARG_ADDRESS, ARG_MAX_RATE, ARG_ACK_TIMEOUT, ARG_REBOOT, ARG_LOG_LEVEL,
-                ARG_DEVICES, ARG_JSON,
-        };
-        static const struct option options[] = {
+        enum { ARG_CMDLINE_FILE = 0x100, ARG_FIRST_OPTION };
+        struct option options[ELEMENTSOF(agent_options) + 3] = {
                 { "help", no_argument, NULL, 'h' },
                 { "cmdline-file", required_argument, NULL, ARG_CMDLINE_FILE },
-                { "mode", required_argument, NULL, ARG_MODE },
-                { "session", required_argument, NULL, ARG_SESSION },
-                { "node", required_argument, NULL, ARG_NODE },
-                { "token", required_argument, NULL, ARG_TOKEN },
-                { "device", required_argument, NULL, ARG_DEVICE },
-                { "devices", required_argument, NULL, ARG_DEVICES },
-                { "json", no_argument, NULL, ARG_JSON },
-                { "server", required_argument, NULL, ARG_SERVER },
-                { "ca", required_argument, NULL, ARG_CA },
-                { "state-dir", required_argument, NULL, ARG_STATE_DIR },
-                { "port", required_argument, NULL, ARG_PORT },
-                { "address", required_argument, NULL, ARG_ADDRESS },
-                { "max-rate", required_argument, NULL, ARG_MAX_RATE },
-                { "ack-timeout", required_argument, NULL, ARG_ACK_TIMEOUT },
-                { "reboot", no_argument, NULL, ARG_REBOOT },
-                { "log-level", required_argument, NULL, ARG_LOG_LEVEL },
-                {},
         };
+        bool given[ELEMENTSOF(agent_options)] = {};
         _cleanup_free_ char *cmdline = NULL;
         const char *cmdline_file = "/proc/cmdline";
-        uint64_t u;
         int c, r;
 
+        for (size_t i = 0; i < ELEMENTSOF(agent_options); i++)
+                options[2 + i] = (struct option){ agent_options[i].name,
+                                                  agent_options[i].flag ? no_argument : required_argument,
+                                                  NULL, ARG_FIRST_OPTION + (int) i };
         s->port = 9999;
         s->ack_timeout_usec = USEC_INFINITY;
         while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0) {
-                char **field = NULL;
-                switch (c) {
-                case 'h': help(); return 0;
-                case ARG_CMDLINE_FILE: cmdline_file = optarg; break;
-                case ARG_MODE: field = &s->mode; break;
-                case ARG_SESSION: field = &s->session; break;
-                case ARG_NODE: field = &s->node; break;
-                case ARG_TOKEN: field = &s->token; break;
-                case ARG_DEVICE: field = &s->device; break;
-                case ARG_SERVER: field = &s->server; break;
-                case ARG_CA: field = &s->ca; break;
-                case ARG_STATE_DIR: field = &s->state_dir; break;
-                case ARG_ADDRESS: field = &s->address; break;
-                case ARG_PORT:
-                        if (parse_uint64(optarg, &u) < 0 || u == 0 || u > 65535)
-                                return log_error_errno(EINVAL, "--port=%s is not a port number.", optarg);
-                        s->port = (uint16_t) u;
-                        break;
-                case ARG_MAX_RATE:
-                        if (parse_size(optarg, &s->max_rate) < 0)
-                                return log_error_errno(EINVAL, "--max-rate=%s is not a size (like 50M).", optarg);
-                        break;
-                case ARG_ACK_TIMEOUT:
-                        if (streq(optarg, "infinity"))
-                                s->ack_timeout_usec = USEC_INFINITY;
-                        else if (parse_uint64(optarg, &u) < 0)
-                                return log_error_errno(EINVAL, "--ack-timeout=%s is not a number of seconds.", optarg);
-                        else
-                                s->ack_timeout_usec = u * USEC_PER_SEC;
-                        break;
-                case ARG_REBOOT: s->reboot = true; break;
-                case ARG_JSON: arg_json = true; break;
-                case ARG_DEVICES:
-                        r = parse_devices(optarg, &s->devices);
-                        if (r < 0)
-                                return r;
-                        break;
-                case ARG_LOG_LEVEL:
-                        r = log_parse_level(optarg);
-                        if (r < 0)
-                                return log_error_errno(EINVAL, "Unknown log level %s.", optarg);
-                        log_set_max_level(r);
-                        break;
-                default: return -EINVAL;
+                if (c == 'h') {
+                        help();
+                        return 0;
                 }
-                if (field && free_and_strdup(field, optarg) < 0)
+                if (c == ARG_CMDLINE_FILE) {
+                        cmdline_file = optarg;
+                        continue;
+                }
+                if (c < ARG_FIRST_OPTION || c >= ARG_FIRST_OPTION + (int) ELEMENTSOF(agent_options))
+                        return -EINVAL;
+                const Option *o = &agent_options[c - ARG_FIRST_OPTION];
+                _cleanup_free_ char *origin = NULL;
+                if (asprintf(&origin, "--%s", o->name) < 0)
                         return log_oom();
+                r = o->parse(o, s, o->flag ? NULL : optarg, origin);
+                if (r < 0)
+                        return r;
+                given[c - ARG_FIRST_OPTION] = true;
         }
         if (optind + 1 != argc)
                 return log_error_errno(EINVAL, "Give one verb: clone-source, clone-target, upload, download, partition, scan "
                                        "or run "
                                        "(see --help).");
 
+        /* What no flag said, the kernel command line may: pureboot.NAME=, as the workflows boot it. */
         r = cmdline_read(cmdline_file, &cmdline);
         if (r < 0)
                 return log_error_errno(r, "Failed to read the kernel command line from %s: %m", cmdline_file);
-        const struct {
-                char **field;
-                const char *key;
-        } keys[] = {
-                { &s->mode, "pureboot.mode" },     { &s->session, "pureboot.session" },
-                { &s->node, "pureboot.node" },     { &s->token, "pureboot.token" },
-                { &s->device, "pureboot.device" }, { &s->server, "pureboot.server" },
-                { &s->ca, "pureboot.ca" },
-        };
-        for (size_t i = 0; i < ELEMENTSOF(keys); i++) {
-                r = setting(keys[i].field, cmdline, keys[i].key);
+        for (size_t i = 0; i < ELEMENTSOF(agent_options); i++) {
+                const Option *o = &agent_options[i];
+                _cleanup_free_ char *key = NULL, *value = NULL;
+                if (given[i] || !o->from_cmdline)
+                        continue;
+                if (asprintf(&key, "pureboot.%s", o->name) < 0)
+                        return log_oom();
+                r = cmdline_get(cmdline, key, &value);
                 if (r < 0)
                         return log_oom();
-        }
-        if (!s->devices) {
-                _cleanup_free_ char *devices = NULL;
-                r = cmdline_get(cmdline, "pureboot.devices", &devices);
+                if (r == 0)
+                        continue;
+                r = o->parse(o, s, value, key);
                 if (r < 0)
-                        return log_oom();
-                if (r > 0 && parse_devices(devices, &s->devices) < 0)
-                        return -EINVAL;
+                        return r;
         }
         if (!s->state_dir && !(s->state_dir = strdup(getenv("STATE_DIRECTORY") ?: DEFAULT_STATE_DIR)))
                 return log_oom();
@@ -234,7 +332,7 @@ static int parse_argv(int argc, char *argv[], AgentSettings *s, const char **ret
         if (streq(verb, "run")) {
                 verb = s->mode ? verb_of_mode(s->mode) : NULL;
                 if (!verb)
-                        return log_error_errno(EINVAL, "pureboot.mode=%s is not a mode this agent runs.", strna(s->mode));
+                        return log_error_errno(EINVAL, "run needs pureboot.mode= (--mode).");
         } else if (!verb_of_mode(verb))
                 return log_error_errno(EINVAL, "Unknown verb %s (see --help).", verb);
         bool clone = startswith(verb, "clone-") || STR_IN_SET(verb, "upload", "download");
@@ -252,10 +350,6 @@ static int parse_argv(int argc, char *argv[], AgentSettings *s, const char **ret
         for (size_t i = 0; i < ELEMENTSOF(required); i++)
                 if (isempty(required[i].value))
                         return log_error_errno(EINVAL, "%s needs %s.", verb, required[i].name);
-        if (clone && !id_is_valid(s->session))
-                return log_error_errno(EINVAL, "pureboot.session=%s is not a session id.", s->session);
-        if (!startswith(s->server, "https://"))
-                return log_error_errno(EINVAL, "pureboot.server=%s must be an https:// URL.", s->server);
         *ret_verb = verb;
         return 1;
 }

@@ -205,7 +205,12 @@ def machine_changes():
         fcntl.flock(lock, fcntl.LOCK_EX)
         # A record a dead run left is still ours to undo at the end.
         runs()
-        changes = json.loads(record.read_text()) if record.exists() else {"users": [], "files": {}}
+        changes = {"users": [], "files": {}}
+        try:
+            changes = json.loads(record.read_text()) if record.exists() else changes
+        except ValueError:
+            # A run that died while writing it (a full disk): what it added stays, said here.
+            print(f"warning: {record} is unreadable; what a dead run added to this machine is left as it is")
         # The bridge's user comes from our own sysusers.d file, so that file is exercised too.
         if not user_exists("pureboot-bridge"):
             subprocess.run(["systemd-sysusers", str(REPO / "units/sysusers-pureboot.conf")], check=True)
