@@ -118,63 +118,41 @@ typedef struct Option {
         bool flag; /* takes no value: --NAME, or pureboot.NAME (=yes or =no on the kernel command line) */
         bool from_cmdline;
         int (*parse)(const struct Option *o, AgentSettings *s, const char *value, const char *origin);
-        size_t offset; /* parse_string, parse_absolute, parse_address: the char * in AgentSettings */
+        /* parse_string: the char * in AgentSettings, and what a value must pass (NULL: any) and the
+         * words that refuse it */
+        size_t offset;
+        bool (*valid)(const char *value);
+        const char *refusal;
 } Option;
 
-#define FIELD(s, o) ((char **) ((uint8_t *) (s) + (o)->offset))
-
 static int parse_string(const Option *o, AgentSettings *s, const char *value, const char *origin) {
+        if (o->valid && (!value || !o->valid(value)))
+                return log_error_errno(EINVAL, "%s=%s %s.", origin, strempty(value), o->refusal);
         if (isempty(value))
                 return log_error_errno(EINVAL, "%s= needs a value.", origin);
-        return free_and_strdup(FIELD(s, o), value) < 0 ? log_oom() : 0;
+        return free_and_strdup((char **) ((uint8_t *) s + o->offset), value) < 0 ? log_oom() : 0;
 }
 
-static int parse_absolute(const Option *o, AgentSettings *s, const char *value, const char *origin) {
-        if (!value || value[0] != '/')
-                return log_error_errno(EINVAL, "%s=%s is not an absolute path.", origin, strempty(value));
-        return parse_string(o, s, value, origin);
+static bool is_absolute(const char *v) {
+        return v[0] == '/';
 }
 
-static int parse_device(const Option *o, AgentSettings *s, const char *value, const char *origin) {
-        if (!device_path_is_valid(value))
-                return log_error_errno(EINVAL, "%s=%s is not a device path (/dev/...).", origin,
-                                       strempty(value));
-        return parse_string(o, s, value, origin);
-}
-
-static int parse_address(const Option *o, AgentSettings *s, const char *value, const char *origin) {
+static bool is_address(const char *v) {
         uint8_t buf[16];
-        if (!value || (inet_pton(AF_INET, value, buf) != 1 && inet_pton(AF_INET6, value, buf) != 1))
-                return log_error_errno(EINVAL, "%s=%s is not an IP address.", origin, strempty(value));
-        return parse_string(o, s, value, origin);
+        return inet_pton(AF_INET, v, buf) == 1 || inet_pton(AF_INET6, v, buf) == 1;
 }
 
-static int parse_id(const Option *o, AgentSettings *s, const char *value, const char *origin) {
-        if (!id_is_valid(value))
-                return log_error_errno(EINVAL, "%s=%s is not an id (32 hex digits).", origin,
-                                       strempty(value));
-        return parse_string(o, s, value, origin);
+static bool is_server(const char *v) {
+        return startswith(v, "https://");
 }
 
-static int parse_server(const Option *o, AgentSettings *s, const char *value, const char *origin) {
-        if (!value || !startswith(value, "https://"))
-                return log_error_errno(EINVAL, "%s=%s must be an https:// URL.", origin, strempty(value));
-        return parse_string(o, s, value, origin);
+static bool is_ca(const char *v) {
+        const char *hex = startswith(v, "sha256:");
+        return hex && strlen(hex) == 64 && strspn(hex, "0123456789abcdefABCDEF") == 64;
 }
 
-static int parse_ca(const Option *o, AgentSettings *s, const char *value, const char *origin) {
-        const char *hex = value ? startswith(value, "sha256:") : NULL;
-        if (!hex || strlen(hex) != 64 || strspn(hex, "0123456789abcdefABCDEF") != 64)
-                return log_error_errno(EINVAL, "%s=%s is not a CA fingerprint (sha256: and 64 hex digits).",
-                                       origin, strempty(value));
-        return parse_string(o, s, value, origin);
-}
-
-static int parse_mode(const Option *o, AgentSettings *s, const char *value, const char *origin) {
-        if (!value || !verb_of_mode(value))
-                return log_error_errno(EINVAL, "%s=%s is not a mode this agent runs.", origin,
-                                       strempty(value));
-        return parse_string(o, s, value, origin);
+static bool is_mode(const char *v) {
+        return verb_of_mode(v);
 }
 
 static int parse_devices_option(const Option *o, AgentSettings *s, const char *value, const char *origin) {
@@ -241,26 +219,26 @@ static int parse_json(const Option *o, AgentSettings *s, const char *value, cons
         return 0;
 }
 
-#define STRING(n, f, parser)                                                                                \
-        { n, false, true, parser, offsetof(AgentSettings, f) }
+#define STRING(n, f, check, words)                                                                          \
+        { n, false, true, parse_string, offsetof(AgentSettings, f), check, words }
 static const Option agent_options[] = {
-        STRING("mode", mode, parse_mode),
-        STRING("session", session, parse_id),
-        STRING("node", node, parse_string),
-        STRING("token", token, parse_string),
-        STRING("device", device, parse_device),
-        { "devices", false, true, parse_devices_option, 0 },
-        STRING("server", server, parse_server),
-        STRING("ca", ca, parse_ca),
-        STRING("state-dir", state_dir, parse_absolute),
-        { "port", false, true, parse_port, 0 },
-        STRING("address", address, parse_address),
-        { "max-rate", false, true, parse_max_rate, 0 },
-        { "ack-timeout", false, true, parse_ack_timeout, 0 },
-        { "reboot", true, true, parse_reboot, 0 },
-        { "log-level", false, true, parse_log_level, 0 },
+        STRING("mode", mode, is_mode, "is not a mode this agent runs"),
+        STRING("session", session, id_is_valid, "is not an id (32 hex digits)"),
+        STRING("node", node, NULL, NULL),
+        STRING("token", token, NULL, NULL),
+        STRING("device", device, device_path_is_valid, "is not a device path (/dev/...)"),
+        { "devices", false, true, parse_devices_option },
+        STRING("server", server, is_server, "must be an https:// URL"),
+        STRING("ca", ca, is_ca, "is not a CA fingerprint (sha256: and 64 hex digits)"),
+        STRING("state-dir", state_dir, is_absolute, "is not an absolute path"),
+        { "port", false, true, parse_port },
+        STRING("address", address, is_address, "is not an IP address"),
+        { "max-rate", false, true, parse_max_rate },
+        { "ack-timeout", false, true, parse_ack_timeout },
+        { "reboot", true, true, parse_reboot },
+        { "log-level", false, true, parse_log_level },
         /* What scan prints: a question for the command line, not a setting of the node. */
-        { "json", true, false, parse_json, 0 },
+        { "json", true, false, parse_json },
 };
 
 static int parse_argv(int argc, char *argv[], AgentSettings *s, const char **ret_verb) {

@@ -497,16 +497,15 @@ json_object *staging_json(CloneSession *c) {
 
 int staging_report(CloneSession *c, StagingStatus to, const char **ret_reason) {
         StagingStatus from = c->staging_status;
+        bool provisioned =
+                IN_SET(from, STAGING_PROVISIONED, STAGING_UPLOADING, STAGING_READY, STAGING_DOWNLOADING);
 
         /* provisioned → uploading → ready → downloading, one step forward, or the same again (an agent that
          * restarted says so once more). */
-        if (!IN_SET(from, STAGING_PROVISIONED, STAGING_UPLOADING, STAGING_READY, STAGING_DOWNLOADING) ||
-            !IN_SET(to, STAGING_UPLOADING, STAGING_READY, STAGING_DOWNLOADING) || to < from ||
-            to > from + 1) {
-                *ret_reason = !IN_SET(from, STAGING_PROVISIONED, STAGING_UPLOADING, STAGING_READY,
-                                      STAGING_DOWNLOADING)
-                                      ? "the staging area is not provisioned"
-                                      : "that step does not follow";
+        if (!provisioned || !IN_SET(to, STAGING_UPLOADING, STAGING_READY, STAGING_DOWNLOADING) ||
+            to < from || to > from + 1) {
+                *ret_reason =
+                        provisioned ? "that step does not follow" : "the staging area is not provisioned";
                 return -EINVAL;
         }
         return to == from ? 0 : set_staging(c, to, false, NULL, NULL) < 0 ? -EIO : 1;

@@ -347,10 +347,26 @@ static int statement_for(Store *s, const char *sql, sqlite3_stmt **ret) {
         return 0;
 }
 
+/* Runs a cached statement whose parameters are bound to completion and readies it for the next use:
+ * the number of changed rows, -EEXIST on a constraint violation, -EIO on other errors. */
+static int run_bound(Store *s, const char *sql, sqlite3_stmt *stmt) {
+        int rc;
+
+        while ((rc = sqlite3_step(stmt)) == SQLITE_ROW)
+                ;
+        sqlite3_reset(stmt);
+        sqlite3_clear_bindings(stmt);
+        if ((rc & 0xff) == SQLITE_CONSTRAINT)
+                return -EEXIST;
+        if (rc != SQLITE_DONE)
+                return log_error_errno(EIO, "SQLite failed on \"%s\": %s", sql, sqlite3_errmsg(s->db));
+        return sqlite3_changes(s->db);
+}
+
 int store_exec(Store *s, const char *sql, const char *types, ...) {
         sqlite3_stmt *stmt = NULL;
         va_list ap;
-        int r, rc;
+        int r;
 
         r = statement_for(s, sql, &stmt);
         if (r < 0)
@@ -362,15 +378,7 @@ int store_exec(Store *s, const char *sql, const char *types, ...) {
                 sqlite3_clear_bindings(stmt);
                 return log_error_errno(r, "SQLite cannot bind parameters of \"%s\".", sql);
         }
-        while ((rc = sqlite3_step(stmt)) == SQLITE_ROW)
-                ;
-        sqlite3_reset(stmt);
-        sqlite3_clear_bindings(stmt);
-        if (rc == SQLITE_CONSTRAINT || (rc & 0xff) == SQLITE_CONSTRAINT)
-                return -EEXIST;
-        if (rc != SQLITE_DONE)
-                return log_error_errno(EIO, "SQLite failed on \"%s\": %s", sql, sqlite3_errmsg(s->db));
-        return sqlite3_changes(s->db);
+        return run_bound(s, sql, stmt);
 }
 
 char *store_column_strdup(sqlite3_stmt *stmt, int column, bool *oom) {
@@ -516,8 +524,8 @@ static int read_column(sqlite3_stmt *stmt, int i, const Table *t, const Column *
         assert_not_reached();
 }
 
-/* Runs a statement the table built, binding the columns selected by include (or, with n_values, the
- * columns then the values given) in order. */
+/* Runs a statement the table built, binding the columns selected by include in order, then the column
+ * then (the key of an UPDATE) and guard_value, if given. */
 static int run_built(Store *s, const char *sql, const Table *t, const void *record,
                      bool (*include)(const Column *), const Column *then, const char *guard_value) {
         sqlite3_stmt *stmt;
@@ -537,15 +545,7 @@ static int run_built(Store *s, const char *sql, const Table *t, const void *reco
                 sqlite3_clear_bindings(stmt);
                 return log_error_errno(EIO, "SQLite cannot bind parameters of \"%s\".", sql);
         }
-        while ((rc = sqlite3_step(stmt)) == SQLITE_ROW)
-                ;
-        sqlite3_reset(stmt);
-        sqlite3_clear_bindings(stmt);
-        if ((rc & 0xff) == SQLITE_CONSTRAINT)
-                return -EEXIST;
-        if (rc != SQLITE_DONE)
-                return log_error_errno(EIO, "SQLite failed on \"%s\": %s", sql, sqlite3_errmsg(s->db));
-        return sqlite3_changes(s->db);
+        return run_bound(s, sql, stmt);
 }
 
 static bool every_column(const Column *c) {

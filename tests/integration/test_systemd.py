@@ -16,6 +16,7 @@ from machine import Machine, wait_active
 from nodes import Clone, Network, check_files, make_random_disk, make_source_disk, sh
 from storage_servers import IscsiServer, NfsServer
 from test_nfsroot import busybox_root
+from test_staging import add_storage
 
 CAP = {"CAP_CHOWN": 0, "CAP_DAC_OVERRIDE": 1, "CAP_FOWNER": 3, "CAP_FSETID": 4, "CAP_SETFCAP": 31}
 
@@ -71,10 +72,6 @@ def test_units_run_sandboxed(machine):
         score = float(out.rsplit("Overall exposure level for", 1)[1].split(":")[1].split()[0])
         print(f"\nsystemd-analyze security (running): {unit} exposure {score}")
         assert score <= 3.0
-
-
-def add_storage(ctl, name, kind, settings):
-    return ctl("storage", "add", name, f"--type={kind}", *settings, check=True).stdout.strip().split()[-1]
 
 
 @pytest.fixture
