@@ -13,8 +13,8 @@
 #include "util.h"
 
 void agent_settings_done(AgentSettings *s) {
-        char **strings[] = { &s->mode, &s->session, &s->node, &s->server, &s->token, &s->ca, &s->device,
-                             &s->state_dir, &s->address };
+        char **strings[] = { &s->mode, &s->session, &s->node,      &s->server,  &s->token,
+                             &s->ca,   &s->device,  &s->state_dir, &s->address, &s->data_interface };
         for (size_t i = 0; i < ELEMENTSOF(strings); i++) {
                 free(*strings[i]);
                 *strings[i] = NULL;
@@ -131,7 +131,8 @@ void agent_report_failed(Agent *a, const char *role, const char *code, const cha
         (void) queue_push(a->queue, "ReportFailed", p);
 }
 
-void agent_report_progress(Agent *a, ProgressMeter *m, const char *role, uint64_t bytes, const char *phase) {
+void agent_report_progress(Agent *a, ProgressMeter *m, const char *role, uint64_t bytes, const char *phase,
+                           const char *problem) {
         uint64_t now = now_monotonic_usec();
         uint64_t rate = m->at && bytes >= m->bytes
                                 ? (bytes - m->bytes) * USEC_PER_SEC / MAX(now - m->at, (uint64_t) 1)
@@ -143,5 +144,7 @@ void agent_report_progress(Agent *a, ProgressMeter *m, const char *role, uint64_
         json_object_object_add(p, "bytesTransferred", json_object_new_int64((int64_t) bytes));
         json_object_object_add(p, "rateBps", json_object_new_int64((int64_t) rate));
         json_object_object_add(p, "phase", json_object_new_string(phase));
+        if (problem)
+                json_object_object_add(p, "problem", json_object_new_string(problem));
         (void) queue_push(a->queue, "ReportProgress", p);
 }

@@ -41,9 +41,13 @@ typedef struct AgentSettings {
         char **devices;       /* pureboot.devices=: what partition mode scans (default: every disk) */
         char *state_dir;
         char *address;        /* what the source reports as its address; default: ours towards the bridge */
+        char *data_interface; /* or the interface whose address it reports and serves on */
         uint16_t port;        /* where the source serves */
         uint64_t max_rate;    /* bytes/s the target reads at most, 0 = no limit */
         uint64_t ack_timeout_usec; /* how long a finished agent waits for its last report to be taken */
+        uint64_t
+                peer_timeout_usec; /* how long the target tries its source before it reports why it cannot */
+        bool peer_wait; /* …and then goes on trying (the session shows the problem) or fails it */
         bool reboot;
 } AgentSettings;
 
@@ -106,7 +110,8 @@ json_object *agent_report_new(Agent *a, const char *role);
 /* Queues ReportFailed for role with code and the message (also logged). */
 void agent_report_failed(Agent *a, const char *role, const char *code, const char *format, ...) _printf_(4, 5);
 /* Queues ReportProgress for role: bytes so far, the rate since the meter's last report, the phase. */
-void agent_report_progress(Agent *a, ProgressMeter *m, const char *role, uint64_t bytes, const char *phase);
+void agent_report_progress(Agent *a, ProgressMeter *m, const char *role, uint64_t bytes, const char *phase,
+                           const char *problem);
 
 /* trust.c: the CRL, fetched from the bridge now and every 30 s; and the check of a clone peer. */
 int trust_start(Agent *a);
@@ -127,8 +132,12 @@ CURL *client_easy_new_url(Agent *a, const char *url);
 CURL *client_easy_new(Agent *a, const char *path);
 /* Remembers the address the transfer went out from: what the bridge saw, and what the source reports. */
 void client_note_address(Agent *a, CURL *easy);
-/* Our own address, as the source reports it: --address=, else what the bridge last saw us from, else ours
- * on the route to the bridge (found without sending anything). */
+/* The address the source serves on if it was told one: --address=, or the address of --data-interface=.
+ * 0 and NULL if neither was given; -ENODEV, -EADDRNOTAVAIL if the interface is missing or has no
+ * address (yet). */
+int client_data_address(Agent *a, char **ret);
+/* Our own address, as the source reports it: the data address, else what the bridge last saw us from,
+ * else ours on the route to the bridge (found without sending anything). */
 int client_own_address(Agent *a, char **ret);
 /* Follows method (WatchSession, WatchNode) called with params (taken), reconnecting as needed; changed
  * hears each new record, from the loop. */

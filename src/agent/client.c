@@ -4,11 +4,14 @@
  * known nothing here runs: enrol.c fetches and checks it first. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <ifaddrs.h>
+#include <net/if.h>
 #include <netdb.h>
-#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "address.h"
 #include "agent.h"
 #include "backoff.h"
 #include "curl-glue.h"
@@ -93,11 +96,7 @@ static int client_local_address(Agent *a, char **ret) {
         _cleanup_free_ char *host = NULL;
         const char *p = startswith(a->settings.server, "https://"), *port = "443";
         struct addrinfo hints = { .ai_socktype = SOCK_DGRAM }, *ai = NULL;
-        union {
-                struct sockaddr sa;
-                struct sockaddr_in in;
-                struct sockaddr_in6 in6;
-        } local;
+        SocketAddress local;
         socklen_t len = sizeof(local);
         char text[INET6_ADDRSTRLEN];
         int fd, r;
@@ -131,18 +130,60 @@ static int client_local_address(Agent *a, char **ret) {
                 close(fd);
         if (r < 0)
                 return r;
-        if (!inet_ntop(local.sa.sa_family, local.sa.sa_family == AF_INET ? (void *) &local.in.sin_addr
-                                                                         : (void *) &local.in6.sin6_addr,
-                       text, sizeof(text)))
-                return -errno;
+        r = socket_address_ip(&local, text, sizeof(text));
+        if (r < 0)
+                return r;
         *ret = strdup(text);
         return *ret ? 0 : -ENOMEM;
 }
 
+/* The interface's first IPv4 address, else its first IPv6 address that is not link-local (a peer could
+ * not reach that without knowing the interface). */
+static int interface_address(const char *name, char **ret) {
+        struct ifaddrs *list = NULL;
+        char text[INET6_ADDRSTRLEN] = "";
+
+        if (if_nametoindex(name) == 0)
+                return -ENODEV;
+        if (getifaddrs(&list) < 0)
+                return -errno;
+        for (struct ifaddrs *i = list; i; i = i->ifa_next) {
+                if (!i->ifa_addr || !streq(i->ifa_name, name))
+                        continue;
+                if (i->ifa_addr->sa_family == AF_INET) {
+                        inet_ntop(AF_INET, &((struct sockaddr_in *) i->ifa_addr)->sin_addr, text,
+                                  sizeof(text));
+                        break;
+                }
+                const struct in6_addr *a6 = &((struct sockaddr_in6 *) i->ifa_addr)->sin6_addr;
+                if (i->ifa_addr->sa_family == AF_INET6 && !IN6_IS_ADDR_LINKLOCAL(a6) && !text[0])
+                        inet_ntop(AF_INET6, a6, text, sizeof(text));
+        }
+        freeifaddrs(list);
+        if (!text[0])
+                return -EADDRNOTAVAIL;
+        *ret = strdup(text);
+        return *ret ? 0 : -ENOMEM;
+}
+
+int client_data_address(Agent *a, char **ret) {
+        int r;
+
+        *ret = NULL;
+        if (a->settings.address)
+                return (*ret = strdup(a->settings.address)) ? 1 : -ENOMEM;
+        if (!a->settings.data_interface)
+                return 0;
+        r = interface_address(a->settings.data_interface, ret);
+        return r < 0 ? r : 1;
+}
+
 int client_own_address(Agent *a, char **ret) {
-        const char *known = a->settings.address ?: a->local_address;
-        if (!isempty(known))
-                return (*ret = strdup(known)) ? 0 : -ENOMEM;
+        int r = client_data_address(a, ret);
+        if (r != 0)
+                return r < 0 ? r : 0;
+        if (!isempty(a->local_address))
+                return (*ret = strdup(a->local_address)) ? 0 : -ENOMEM;
         return client_local_address(a, ret);
 }
 

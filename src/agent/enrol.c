@@ -87,9 +87,13 @@ static void on_enrolled(Agent *a, const char *error, json_object *reply, void *u
                 const char *reason = reply && json_object_object_get_ex(reply, "reason", &v)
                                              ? json_object_get_string(v)
                                              : error;
-                log_error("The controller refused our enrolment: %s. Boot the node again with a new token "
-                          "(purebootctl clone token or node token, or a new boot).",
-                          reason);
+                if (reply && streq_ptr(json_get_string(reply, "parameter"), "dataAddress"))
+                        log_error("The controller refused the address we serve on: %s.", reason);
+                else
+                        log_error("The controller refused our enrolment: %s. Boot the node again with a new "
+                                  "token "
+                                  "(purebootctl clone token or node token, or a new boot).",
+                                  reason);
                 enrolment_free(e);
                 agent_exit(a, AGENT_EXIT_REFUSED);
                 return;
@@ -122,9 +126,24 @@ static void on_enrolled(Agent *a, const char *error, json_object *reply, void *u
 
 static int send_request(Enrolment *e) {
         Agent *a = e->agent;
-        _cleanup_free_ char *csr = NULL;
+        _cleanup_free_ char *csr = NULL, *data_address = NULL;
         json_object *p;
         int r;
+
+        /* A source serving on a data network has its certificate name that address too. */
+        if (a->source) {
+                r = client_data_address(a, &data_address);
+                if (r == -EADDRNOTAVAIL) {
+                        retry_later(e, "the data interface has no address yet");
+                        return 0;
+                }
+                if (r == -ENODEV)
+                        return log_error_errno(
+                                r, "There is no network interface %s (pureboot.data-interface=).",
+                                a->settings.data_interface);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to find our data address: %m");
+        }
 
         r = tls_make_key_and_request("pureboot-agent", &a->key_pem, &csr);
         if (r < 0)
@@ -135,6 +154,8 @@ static int send_request(Enrolment *e) {
         p = json_object_new_object();
         json_object_object_add(p, "token", json_object_new_string(a->settings.token));
         json_object_object_add(p, "csr", json_object_new_string(csr));
+        if (data_address)
+                json_object_object_add(p, "dataAddress", json_object_new_string(data_address));
         return client_call(a, "Enrol", p, on_enrolled, e);
 }
 

@@ -1,13 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /* pureboot-agent VERB [OPTIONS…]: settings from the kernel command line (pureboot.*), then from flags. */
-#include <arpa/inet.h>
 #include <curl/curl.h>
 #include <getopt.h>
 #include <gnutls/gnutls.h>
+#include <net/if.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "address.h"
 #include "agent.h"
 #include "cmdline.h"
 #include "ini.h"
@@ -45,13 +46,18 @@ static void help(void) {
                "     --state-dir=DIR       Key, certificate, journal and report queue "
                "(default " DEFAULT_STATE_DIR ")\n"
                "     --port=PORT           Where the source serves (default 9999)\n"
-               "     --address=IP          The address the source reports (default: ours towards the "
-               "bridge)\n"
+               "     --address=IP          The address the source serves on and reports (default: ours\n"
+               "                           towards the bridge, on every address)\n"
+               "     --data-interface=NAME Serve on this interface's address instead (a data network)\n"
                "     --max-rate=BYTES      The most the target reads, or a staged transfer moves, per "
                "second\n"
                "                           (default: no limit)\n"
                "     --ack-timeout=SEC     How long to wait for the controller to take the last reports\n"
                "                           (default: infinity)\n"
+               "     --peer-timeout=SEC    How long the target tries to reach and verify its source before\n"
+               "                           it reports why it cannot (default: 120)\n"
+               "     --peer-failure=fail|wait  Then fail the session, or go on trying and let the session\n"
+               "                           show the problem (default: fail)\n"
                "     --reboot              Reboot once the job is done and reported\n"
                "     --log-level=LEVEL     debug, info, notice, warning, err\n");
 }
@@ -137,11 +143,6 @@ static bool is_absolute(const char *v) {
         return v[0] == '/';
 }
 
-static bool is_address(const char *v) {
-        uint8_t buf[16];
-        return inet_pton(AF_INET, v, buf) == 1 || inet_pton(AF_INET6, v, buf) == 1;
-}
-
 static bool is_server(const char *v) {
         return startswith(v, "https://");
 }
@@ -149,6 +150,10 @@ static bool is_server(const char *v) {
 static bool is_ca(const char *v) {
         const char *hex = startswith(v, "sha256:");
         return hex && strlen(hex) == 64 && strspn(hex, "0123456789abcdefABCDEF") == 64;
+}
+
+static bool is_interface(const char *v) {
+        return strlen(v) < IFNAMSIZ && !strpbrk(v, "/: \t") && !STR_IN_SET(v, ".", "..");
 }
 
 static bool is_mode(const char *v) {
@@ -188,6 +193,24 @@ static int parse_ack_timeout(const Option *o, AgentSettings *s, const char *valu
                                        strempty(value));
         else
                 s->ack_timeout_usec = u * USEC_PER_SEC;
+        return 0;
+}
+
+static int parse_peer_timeout(const Option *o, AgentSettings *s, const char *value, const char *origin) {
+        uint64_t u;
+        (void) o;
+        if (!value || parse_uint64(value, &u) < 0 || u == 0 || u > 7 * 24 * 3600)
+                return log_error_errno(EINVAL, "%s=%s is not a number of seconds (1 to 604800).", origin,
+                                       strempty(value));
+        s->peer_timeout_usec = u * USEC_PER_SEC;
+        return 0;
+}
+
+static int parse_peer_failure(const Option *o, AgentSettings *s, const char *value, const char *origin) {
+        (void) o;
+        if (!STR_IN_SET(strempty(value), "fail", "wait"))
+                return log_error_errno(EINVAL, "%s=%s is not fail or wait.", origin, strempty(value));
+        s->peer_wait = streq(value, "wait");
         return 0;
 }
 
@@ -232,9 +255,12 @@ static const Option agent_options[] = {
         STRING("ca", ca, is_ca, "is not a CA fingerprint (sha256: and 64 hex digits)"),
         STRING("state-dir", state_dir, is_absolute, "is not an absolute path"),
         { "port", false, true, parse_port },
-        STRING("address", address, is_address, "is not an IP address"),
+        STRING("address", address, ip_address_is_valid, "is not an IP address"),
+        STRING("data-interface", data_interface, is_interface, "is not a network interface name"),
         { "max-rate", false, true, parse_max_rate },
         { "ack-timeout", false, true, parse_ack_timeout },
+        { "peer-timeout", false, true, parse_peer_timeout },
+        { "peer-failure", false, true, parse_peer_failure },
         { "reboot", true, true, parse_reboot },
         { "log-level", false, true, parse_log_level },
         /* What scan prints: a question for the command line, not a setting of the node. */
@@ -258,6 +284,7 @@ static int parse_argv(int argc, char *argv[], AgentSettings *s, const char **ret
                                                   NULL, ARG_FIRST_OPTION + (int) i };
         s->port = 9999;
         s->ack_timeout_usec = USEC_INFINITY;
+        s->peer_timeout_usec = 120 * USEC_PER_SEC;
         while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0) {
                 if (c == 'h') {
                         help();
@@ -303,6 +330,10 @@ static int parse_argv(int argc, char *argv[], AgentSettings *s, const char **ret
                 if (r < 0)
                         return r;
         }
+        if (s->address && s->data_interface)
+                return log_error_errno(EINVAL,
+                                       "Give the source's address (pureboot.address=) or its interface "
+                                       "(pureboot.data-interface=), not both.");
         if (!s->state_dir && !(s->state_dir = strdup(getenv("STATE_DIRECTORY") ?: DEFAULT_STATE_DIR)))
                 return log_oom();
 

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "address.h"
 #include "agent.h"
 #include "device.h"
 #include "format.h"
@@ -314,7 +315,7 @@ static int on_progress(sd_event_source *es, uint64_t usec, void *userdata) {
 
         (void) sd_event_source_set_time_relative(es, USEC_PER_SEC);
         if (s->served_to != s->progress.bytes)
-                agent_report_progress(s->agent, &s->progress, "source", s->served_to, "transferring");
+                agent_report_progress(s->agent, &s->progress, "source", s->served_to, "transferring", NULL);
         return 0;
 }
 
@@ -346,18 +347,52 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
                                                  SOURCE_HANDSHAKE_TIMEOUT_SEC);
 }
 
+/* Told an address to serve on (a data network's), the source listens there only: its disk is not offered
+ * on the other networks. Else on every address. */
+static int listen_address(Source *s, unsigned *flags, SocketAddress *ret, bool *ret_given) {
+        Agent *a = s->agent;
+        _cleanup_free_ char *address = NULL;
+        int r;
+
+        *ret_given = false;
+        *flags = MHD_USE_TLS | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+        r = client_data_address(a, &address);
+        if (r == -ENODEV || r == -EADDRNOTAVAIL)
+                return log_error_errno(r, "Cannot serve on %s: %s.", a->settings.data_interface,
+                                       r == -ENODEV ? "there is no such interface" : "it has no address");
+        if (r < 0)
+                return r;
+        if (r == 0) {
+                *flags |= MHD_USE_DUAL_STACK;
+                return 0;
+        }
+        socklen_t len;
+        if (socket_address_from_ip(address, a->settings.port, ret, &len) < 0)
+                return -EINVAL;
+        if (ret->sa.sa_family == AF_INET6)
+                *flags |= MHD_USE_IPv6;
+        *ret_given = true;
+        return 0;
+}
+
 static int serve(Source *s) {
         Agent *a = s->agent;
+        SocketAddress bind_to;
+        unsigned flags;
+        bool given;
         int r;
 
         r = trust_start(a);
         if (r < 0)
                 return r;
+        r = listen_address(s, &flags, &bind_to, &given);
+        if (r < 0)
+                return r;
         s->daemon = MHD_start_daemon(
-                MHD_USE_TLS | MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_USE_DUAL_STACK, a->settings.port, NULL,
-                NULL, on_access, s, MHD_OPTION_HTTPS_MEM_KEY, a->key_pem, MHD_OPTION_HTTPS_MEM_CERT,
-                a->cert_pem, MHD_OPTION_HTTPS_MEM_TRUST, a->ca_pem, MHD_OPTION_HTTPS_PRIORITIES,
-                "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2",
+                flags, a->settings.port, NULL, NULL, on_access, s, MHD_OPTION_SOCK_ADDR,
+                given ? &bind_to.sa : (const struct sockaddr *) NULL, MHD_OPTION_HTTPS_MEM_KEY, a->key_pem,
+                MHD_OPTION_HTTPS_MEM_CERT, a->cert_pem, MHD_OPTION_HTTPS_MEM_TRUST, a->ca_pem,
+                MHD_OPTION_HTTPS_PRIORITIES, "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2",
                 /* Room for the target's resumes, and not much for anyone else: per address, a few. */
                 MHD_OPTION_CONNECTION_LIMIT, (unsigned) 64, MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned) 4,
                 MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL,

@@ -779,7 +779,8 @@ static int on_progress(sd_event_source *es, uint64_t usec, void *userdata) {
         (void) usec;
         (void) sd_event_source_set_time_relative(es, USEC_PER_SEC);
         if (s->bytes != s->progress.bytes)
-                agent_report_progress(s->agent, &s->progress, s->upload ? "source" : "target", s->bytes, phase(s));
+                agent_report_progress(s->agent, &s->progress, s->upload ? "source" : "target", s->bytes,
+                                      phase(s), NULL);
         return 0;
 }
 
@@ -806,7 +807,7 @@ static int on_thread_done(sd_event_source *es, int fd, uint32_t revents, void *u
                 agent_finish(a, AGENT_EXIT_SESSION_FAILED);
                 return 0;
         }
-        agent_report_progress(a, &s->progress, role, s->bytes, phase(s));
+        agent_report_progress(a, &s->progress, role, s->bytes, phase(s), NULL);
         if (!s->why && !s->upload && resize_finish_target(a, &s->dev, "downloaded") < 0)
                 return 0;
         p = agent_report_new(a, role);

@@ -58,6 +58,11 @@ struct Target {
         unsigned bad_frames;
         Backoff backoff;
         sd_event_source *retry, *progress_timer;
+        char errbuf[CURL_ERROR_SIZE];
+        /* Since when no attempt got a verified stream (0: the last one did), and what the controller was
+         * told keeps us from the source (pureboot.peer-failure=wait), NULL if nothing. */
+        uint64_t failing_since;
+        char *problem;
 
         /* What it cost */
         uint64_t received, received_again, zeroed, high_water; /* received_again: bytes sent twice */
@@ -154,7 +159,7 @@ static void push_progress(Target *t) {
         if (t->offset == t->progress.bytes && t->phase == t->last_progress_phase)
                 return;
         t->last_progress_phase = t->phase;
-        agent_report_progress(t->agent, &t->progress, "target", t->offset, phases[t->phase]);
+        agent_report_progress(t->agent, &t->progress, "target", t->offset, phases[t->phase], t->problem);
 }
 
 static int on_progress(sd_event_source *es, uint64_t usec, void *userdata) {
@@ -324,15 +329,93 @@ static size_t on_header(char *p, size_t size, size_t n, void *userdata) {
         for (const char *ip = ips; ip && *ip; ip += strlen(ip) + 1)
                 address_ok = address_ok || streq(ip, t->address);
         if (!address_ok) {
-                log_error("The server at %s presented the certificate of %s, which names other addresses.",
-                          t->address, t->source_cn);
-                t->abort_reason = "the source's certificate is not this session's";
-                t->cut = CUT_BAD_PEER;
+                /* The source may report again from where its certificate says: tried on, within bounds. */
+                t->abort_reason =
+                        "certificate name/address mismatch: the source's certificate does not name the "
+                        "address it reported";
                 return 0;
         }
         t->peer_checked = true;
         backoff_reset(&t->backoff);
+        t->failing_since = 0;
+        if (t->problem) {
+                log_info("Streaming from %s again.", t->address);
+                t->problem = mfree(t->problem);
+                agent_report_progress(t->agent, &t->progress, "target", t->offset, "transferring", NULL);
+        }
         return size * n;
+}
+
+/* Why an attempt got no verified stream, in words an operator can act on. */
+static char *attempt_failure(Target *t, CURL *easy, CURLcode result, long status) {
+        long os_errno = 0;
+        char *s = NULL;
+        int r;
+
+        (void) curl_easy_getinfo(easy, CURLINFO_OS_ERRNO, &os_errno);
+        if (t->abort_reason)
+                r = asprintf(&s, "%s", t->abort_reason);
+        else if (result == CURLE_PEER_FAILED_VERIFICATION && strstr(t->errbuf, "does not match"))
+                r = asprintf(
+                        &s,
+                        "certificate name/address mismatch: the certificate served at %s does not name that "
+                        "address (%s); the source must serve on an address it enrolled with",
+                        t->address, t->errbuf);
+        else if (IN_SET(result, CURLE_PEER_FAILED_VERIFICATION, CURLE_SSL_CACERT_BADFILE,
+                        CURLE_SSL_CONNECT_ERROR))
+                r = asprintf(&s, "the TLS handshake with %s failed: %s", t->address,
+                             t->errbuf[0] ? t->errbuf : curl_easy_strerror(result));
+        else if (result == CURLE_COULDNT_CONNECT && os_errno == ECONNREFUSED)
+                r = asprintf(&s, "connection refused at %s:%" PRIi64 ": nothing serves there", t->address,
+                             t->port);
+        else if (result == CURLE_COULDNT_CONNECT && IN_SET(os_errno, EHOSTUNREACH, ENETUNREACH))
+                r = asprintf(&s, "%s is unreachable from here (%s)", t->address, strerror((int) os_errno));
+        else if (result == CURLE_OPERATION_TIMEDOUT ||
+                 (result == CURLE_COULDNT_CONNECT && os_errno == ETIMEDOUT))
+                r = asprintf(&s, "no answer from %s:%" PRIi64, t->address, t->port);
+        else if (result == CURLE_OK && status == 403)
+                r = asprintf(&s, "the source refused our certificate");
+        else if (result == CURLE_OK)
+                r = asprintf(&s, "the source answered HTTP %ld", status);
+        else
+                r = asprintf(&s, "%s%s%s", curl_easy_strerror(result), t->errbuf[0] ? ": " : "", t->errbuf);
+        return r < 0 ? NULL : s;
+}
+
+/* An attempt failed. Within pureboot.peer-timeout= of the first failure we try again; after it the
+ * controller hears why, and the session fails (pureboot.peer-failure=fail) or shows the problem while we go
+ * on trying (wait). Returns the delay to the next attempt, or USEC_INFINITY when we gave up. */
+static uint64_t attempt_failed(Target *t, const char *why) {
+        uint64_t now = now_monotonic_usec(), delay = backoff_next(&t->backoff);
+        char took[FORMAT_TIMESTAMP_MAX];
+
+        if (t->failing_since == 0)
+                t->failing_since = now;
+        uint64_t deadline = t->failing_since + t->agent->settings.peer_timeout_usec;
+        if (now < deadline) {
+                log_warning("No stream from %s:%" PRIi64 " at %s (%s); trying again in %.1f s.", t->address,
+                            t->port, FORMAT_BYTES(t->offset), why,
+                            (double) MIN(delay, deadline - now) / USEC_PER_SEC);
+                return MIN(delay, deadline - now); /* the deadline is not passed by a long wait */
+        }
+        format_duration(took, (now - t->failing_since) / USEC_PER_SEC);
+        if (!t->agent->settings.peer_wait) {
+                report_failed(t, "PeerUnreachable",
+                              "No stream from the source at %s:%" PRIi64 " for %s: %s.", t->address, t->port,
+                              took, why);
+                agent_finish(t->agent, AGENT_EXIT_FAILURE);
+                return USEC_INFINITY;
+        }
+        if (!streq_ptr(t->problem, why)) {
+                log_error("No stream from the source at %s:%" PRIi64 " for %s: %s. Trying on, as "
+                          "pureboot.peer-failure=wait says.",
+                          t->address, t->port, took, why);
+                if (free_and_strdup(&t->problem, why) < 0)
+                        return log_oom(), delay;
+                agent_report_progress(t->agent, &t->progress, "target", t->offset, "transferring",
+                                      t->problem);
+        }
+        return delay;
 }
 
 static int on_retry(sd_event_source *s, uint64_t usec, void *userdata) {
@@ -347,9 +430,12 @@ static int on_retry(sd_event_source *s, uint64_t usec, void *userdata) {
 static void on_stream_done(CURL *easy, CURLcode result, void *userdata) {
         Target *t = userdata;
         const char *why = t->abort_reason ?: curl_easy_strerror(result);
+        _cleanup_free_ char *failure = NULL;
         long status = 0;
 
         (void) curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
+        if (!t->peer_checked)
+                failure = attempt_failure(t, easy, result, status);
         curl_easy_cleanup(t->easy);
         t->easy = NULL;
         /* A frame cut off, or rejected, is sent again: count it as such. */
@@ -383,11 +469,21 @@ static void on_stream_done(CURL *easy, CURLcode result, void *userdata) {
                         agent_exit(t->agent, AGENT_EXIT_FAILURE);
                 return;
         }
-        if (result == CURLE_OK && status != 200)
-                why = status == 403 ? "the source refused our certificate" : "the source answered an error";
-        uint64_t delay = backoff_next(&t->backoff);
-        log_warning("Lost the stream from %s:%" PRIi64 " at %s (%s); resuming there in %.1f s.", t->address, t->port,
-                    FORMAT_BYTES(t->offset), why, (double) delay / USEC_PER_SEC);
+        uint64_t delay;
+        if (!t->peer_checked) {
+                delay = attempt_failed(t, failure ?: why);
+                if (delay == USEC_INFINITY)
+                        return;
+        } else {
+                /* A stream that was ours broke off: resume, and count from here should it not come back. */
+                if (result == CURLE_OK && status != 200)
+                        why = "the source answered an error";
+                delay = backoff_next(&t->backoff);
+                t->failing_since = now_monotonic_usec();
+                log_warning("Lost the stream from %s:%" PRIi64 " at %s (%s); resuming there in %.1f s.",
+                            t->address, t->port, FORMAT_BYTES(t->offset), why,
+                            (double) delay / USEC_PER_SEC);
+        }
         (void) sd_event_add_time_relative(t->agent->event, &t->retry, CLOCK_MONOTONIC, delay, 0, on_retry, t);
 }
 
@@ -404,16 +500,18 @@ static int start_stream(Target *t) {
         t->peer_checked = false;
         t->abort_reason = NULL;
         t->cut = CUT_NONE;
+        t->errbuf[0] = 0;
         t->easy = client_easy_new_url(a, url);
-        if (!t->easy || curl_easy_setopt(t->easy, CURLOPT_LOW_SPEED_LIMIT, 1L) != CURLE_OK ||
+        if (!t->easy || curl_easy_setopt(t->easy, CURLOPT_ERRORBUFFER, t->errbuf) != CURLE_OK ||
+            curl_easy_setopt(t->easy, CURLOPT_LOW_SPEED_LIMIT, 1L) != CURLE_OK ||
             curl_easy_setopt(t->easy, CURLOPT_LOW_SPEED_TIME, 30L) != CURLE_OK ||
             curl_easy_setopt(t->easy, CURLOPT_BUFFERSIZE, 512L * 1024) != CURLE_OK ||
             curl_easy_setopt(t->easy, CURLOPT_HEADERFUNCTION, on_header) != CURLE_OK ||
             curl_easy_setopt(t->easy, CURLOPT_HEADERDATA, t) != CURLE_OK ||
             curl_easy_setopt(t->easy, CURLOPT_WRITEFUNCTION, on_data) != CURLE_OK ||
             curl_easy_setopt(t->easy, CURLOPT_WRITEDATA, t) != CURLE_OK ||
-            (a->settings.max_rate > 0 &&
-             curl_easy_setopt(t->easy, CURLOPT_MAX_RECV_SPEED_LARGE, (curl_off_t) a->settings.max_rate) != CURLE_OK))
+            (a->settings.max_rate > 0 && curl_easy_setopt(t->easy, CURLOPT_MAX_RECV_SPEED_LARGE,
+                                                          (curl_off_t) a->settings.max_rate) != CURLE_OK))
                 return -ENOMEM;
         t->phase = PHASE_TRANSFERRING;
         return curl_glue_add(a->curl, t->easy, on_stream_done, t);
@@ -503,6 +601,7 @@ static void on_session(Agent *a, json_object *session) {
                 log_info("The source now serves at %s:%" PRIi64 ".", address, port);
                 t->retry = sd_event_source_disable_unref(t->retry);
                 backoff_reset(&t->backoff);
+                t->failing_since = 0;
                 if (start_stream(t) < 0)
                         agent_exit(a, AGENT_EXIT_FAILURE);
         }
@@ -565,6 +664,7 @@ Target *target_free(Target *t) {
         device_close(&t->dev);
         free(t->frame);
         free(t->address);
+        free(t->problem);
         free(t->source_cn);
         free(t->journal_path);
         free(t);

@@ -1,6 +1,5 @@
 /* SPDX-License-Identifier: MIT */
 /* pureboot-bridge: command line, the controller connection, the server certificate, the event loop. */
-#include <arpa/inet.h>
 #include <getopt.h>
 #include <gnutls/gnutls.h>
 #include <gnutls/x509.h>
@@ -9,6 +8,7 @@
 #include <sys/socket.h>
 #include <systemd/sd-daemon.h>
 
+#include "address.h"
 #include "bridge.h"
 #include "bus-connect.h"
 #include "ini.h"
@@ -61,12 +61,6 @@ static void bridge_freep(Bridge **b) {
         bridge_free(*b);
 }
 
-typedef union SocketAddress {
-        struct sockaddr sa;
-        struct sockaddr_in in;
-        struct sockaddr_in6 in6;
-} SocketAddress;
-
 /* ADDR:PORT or [V6]:PORT, bound and listening. */
 static int listen_on(const char *what, const char *l) {
         SocketAddress sa = {};
@@ -81,15 +75,7 @@ static int listen_on(const char *what, const char *l) {
         host = strndup(l[0] == '[' ? l + 1 : l, (size_t) (colon - l) - (l[0] == '[' ? 2 : 0));
         if (!host)
                 return -ENOMEM;
-        if (inet_pton(AF_INET, host, &sa.in.sin_addr) == 1) {
-                sa.in.sin_family = AF_INET;
-                sa.in.sin_port = htons((uint16_t) port);
-                len = sizeof(sa.in);
-        } else if (inet_pton(AF_INET6, host, &sa.in6.sin6_addr) == 1) {
-                sa.in6.sin6_family = AF_INET6;
-                sa.in6.sin6_port = htons((uint16_t) port);
-                len = sizeof(sa.in6);
-        } else
+        if (socket_address_from_ip(host, (uint16_t) port, &sa, &len) < 0)
                 return log_error_errno(EINVAL, "%s address \"%s\" is not an IP address.", what, host);
         fd = socket(sa.sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         if (fd < 0)
@@ -109,7 +95,7 @@ static int listener_port(Listener *l) {
 
         if (getsockname(l->fd, &sa.sa, &len) < 0)
                 return -errno;
-        l->port = ntohs(sa.sa.sa_family == AF_INET ? sa.in.sin_port : sa.in6.sin6_port);
+        l->port = socket_address_port(&sa);
         return 0;
 }
 
@@ -379,9 +365,7 @@ int main(int argc, char *argv[]) {
         if (load_settings(&b->config, config_file ?: "/etc/pureboot/bridge.conf", config_file) < 0)
                 return 2;
         if (b->config.address) {
-                uint8_t buf[16];
-                if (inet_pton(AF_INET, b->config.address, buf) != 1 &&
-                    inet_pton(AF_INET6, b->config.address, buf) != 1)
+                if (!ip_address_is_valid(b->config.address))
                         return log_error("--address= or [Bridge] Address=%s is not an IP address.",
                                          b->config.address),
                                2;

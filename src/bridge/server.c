@@ -3,13 +3,13 @@
  * keep one client from hurting the others, client certificate checks, and routing. The HTTPS listener
  * serves everything; the plain HTTP one (if configured) only the boot answers and files, for firmware
  * that speaks no TLS. */
-#include <arpa/inet.h>
 #include <gnutls/gnutls.h>
 #include <stdarg.h>
 
+#include "address.h"
 #include "log.h"
-#include "request.h"
 #include "mhd-event.h"
+#include "request.h"
 #include "tls.h"
 
 int request_reply_json(Request *req, unsigned status, json_object *o) {
@@ -71,15 +71,9 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
         if (code == MHD_CONNECTION_NOTIFY_STARTED) {
                 const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
                 p = calloc(1, sizeof(Peer));
-                if (p && ci && ci->client_addr) {
-                        const struct sockaddr *sa = ci->client_addr;
-                        if (sa->sa_family == AF_INET)
-                                inet_ntop(AF_INET, &((const struct sockaddr_in *) sa)->sin_addr, p->address,
-                                          sizeof(p->address));
-                        else if (sa->sa_family == AF_INET6)
-                                inet_ntop(AF_INET6, &((const struct sockaddr_in6 *) sa)->sin6_addr, p->address,
-                                          sizeof(p->address));
-                }
+                if (p && ci && ci->client_addr)
+                        (void) socket_address_ip((const SocketAddress *) ci->client_addr, p->address,
+                                                 sizeof(p->address));
                 *socket_context = p;
         } else if (p) {
                 free(p->cn);

@@ -196,7 +196,8 @@ static int method_issue_certificate(sd_bus_message *msg, void *userdata, sd_bus_
 
         uint64_t validity = role == CERT_ROLE_SERVER ? 365 * USEC_PER_DAY
                                                      : m->config.session_cert_validity_hours * USEC_PER_HOUR;
-        r = ca_sign_request(m->ca, csr, (CertRole) role, cn, o.ip, validity, &cert);
+        r = ca_sign_request(m->ca, csr, (CertRole) role, cn, (const char *const[]){ o.ip, NULL }, validity,
+                            &cert);
         if (r == -EBADMSG)
                 return sd_bus_error_setf(
                         error, PB_ERROR_BAD_REQUEST,

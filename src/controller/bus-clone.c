@@ -330,6 +330,7 @@ static const sd_bus_vtable clone_vtable[] = {
         P("TransferRate", "t", transfer_rate),
         SD_BUS_PROPERTY("Progress", "d", property_get_progress, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         P("Error", "s", error),
+        P("Problem", "s", problem),
         P("SourceDigest", "s", source_digest),
         P("TargetDigest", "s", target_digest),
         SD_BUS_PROPERTY("CreatedAt", "t", NULL, offsetof(CloneSession, created_at),

@@ -1,7 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* The certificate authority. The key is generated here, written with mode 0600 atomically, and never
  * leaves this process; certificates are minted from CSRs whose public key is the only thing we take. */
-#include <arpa/inet.h>
 #include <assert.h>
 #include <gnutls/abstract.h>
 #include <gnutls/crypto.h>
@@ -10,6 +9,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "address.h"
 #include "ca.h"
 #include "log.h"
 #include "util.h"
@@ -297,14 +297,11 @@ static bool cn_is_valid(const char *cn) {
 
 static int set_san_ip(gnutls_x509_crt_t crt, const char *ip) {
         uint8_t buf[16];
-        size_t size;
-        if (inet_pton(AF_INET, ip, buf) == 1)
-                size = 4;
-        else if (inet_pton(AF_INET6, ip, buf) == 1)
-                size = 16;
-        else
+        int family;
+        if (ip_address_parse(ip, &family, buf) < 0)
                 return -EINVAL;
-        GNUTLS_CHECK(gnutls_x509_crt_set_subject_alt_name(crt, GNUTLS_SAN_IPADDRESS, buf, (unsigned) size,
+        unsigned size = family == AF_INET ? 4 : 16;
+        GNUTLS_CHECK(gnutls_x509_crt_set_subject_alt_name(crt, GNUTLS_SAN_IPADDRESS, buf, size,
                                                           GNUTLS_FSAN_APPEND),
                      "IP SAN");
         return 0;
@@ -341,7 +338,7 @@ static bool name_is_for_role(const char *cn, CertRole role) {
 }
 
 static int sign_with(CA *ca, gnutls_x509_crt_t crt, gnutls_pubkey_t pub, CertRole role, const char *cn,
-                     const char *ip, uint64_t validity_usec, IssuedCertificate *ret) {
+                     const char *const *ips, uint64_t validity_usec, IssuedCertificate *ret) {
         uint8_t serial[16], keyid[64];
         size_t keyid_size = sizeof(keyid);
         unsigned bits = 0, usage = GNUTLS_KEY_DIGITAL_SIGNATURE;
@@ -378,8 +375,8 @@ static int sign_with(CA *ca, gnutls_x509_crt_t crt, gnutls_pubkey_t pub, CertRol
         GNUTLS_CHECK(gnutls_x509_crt_set_subject_alt_name(crt, GNUTLS_SAN_DNSNAME, cn, (unsigned) strlen(cn),
                                                           GNUTLS_FSAN_APPEND),
                      "DNS SAN");
-        if (ip) {
-                r = set_san_ip(crt, ip);
+        for (const char *const *ip = ips; ip && *ip; ip++) {
+                r = set_san_ip(crt, *ip);
                 if (r < 0)
                         return r;
         }
@@ -406,7 +403,7 @@ static int sign_with(CA *ca, gnutls_x509_crt_t crt, gnutls_pubkey_t pub, CertRol
         return 0;
 }
 
-int ca_sign_request(CA *ca, const char *csr_pem, CertRole role, const char *cn, const char *ip,
+int ca_sign_request(CA *ca, const char *csr_pem, CertRole role, const char *cn, const char *const *ips,
                     uint64_t validity_usec, IssuedCertificate *ret) {
         gnutls_x509_crq_t crq = NULL;
         gnutls_pubkey_t pub = NULL;
@@ -433,7 +430,7 @@ int ca_sign_request(CA *ca, const char *csr_pem, CertRole role, const char *cn, 
         else
                 r = check_public_key(pub);
         if (r >= 0)
-                r = sign_with(ca, crt, pub, role, cn, ip, validity_usec, ret);
+                r = sign_with(ca, crt, pub, role, cn, ips, validity_usec, ret);
 
         if (crt)
                 gnutls_x509_crt_deinit(crt);
@@ -495,12 +492,11 @@ int ca_update_crl(CA *ca, const RevokedSerial *revoked, size_t n) {
 int ca_sign_server(CA *ca, Store *store, const char *csr_pem, const char *hostname, char **addresses,
                    char **ret_pem) {
         _cleanup_(issued_certificate_done) IssuedCertificate cert = {};
-        const char *ip = addresses && addresses[0] ? addresses[0] : NULL;
         int r;
 
         assert(ca && store && csr_pem && hostname && ret_pem);
-        /* One IP SAN is what ca_sign_request takes; the bridge names the address nodes use. */
-        r = ca_sign_request(ca, csr_pem, CERT_ROLE_SERVER, hostname, ip, 30 * USEC_PER_DAY, &cert);
+        r = ca_sign_request(ca, csr_pem, CERT_ROLE_SERVER, hostname, (const char *const *) addresses,
+                            30 * USEC_PER_DAY, &cert);
         if (r < 0)
                 return r;
         r = store_certificate_insert(store, cert.serial, hostname, cert_role_to_string(CERT_ROLE_SERVER),

@@ -41,12 +41,12 @@ uint64_t ca_not_after(const CA *ca);
 const char *ca_crl_pem(const CA *ca);
 
 /* Signs a PKCS#10 request: its self-signature must verify; only its public key is used, subject and
- * extensions are ours. ip (may be NULL) becomes an IP SAN. -EBADMSG: unparsable; -EKEYREJECTED: bad
- * signature or weak key; -EINVAL: bad cn or ip. */
-int ca_sign_request(CA *ca, const char *csr_pem, CertRole role, const char *cn, const char *ip,
+ * extensions are ours. Each of ips (a NULL-terminated list, may be NULL) becomes an IP SAN. -EBADMSG:
+ * unparsable; -EKEYREJECTED: bad signature or weak key; -EINVAL: bad cn or ip. */
+int ca_sign_request(CA *ca, const char *csr_pem, CertRole role, const char *cn, const char *const *ips,
                     uint64_t validity_usec, IssuedCertificate *ret);
-/* The bridge's server certificate, for 30 days: hostname and the first of addresses (the one nodes use)
- * as its names. Recorded in store like every certificate issued. */
+/* The bridge's server certificate, for 30 days: hostname and addresses (those nodes reach it at) as its
+ * names. Recorded in store like every certificate issued. */
 int ca_sign_server(CA *ca, Store *store, const char *csr_pem, const char *hostname, char **addresses,
                    char **ret_pem);
 /* Re-signs the CRL with these revoked serials. */

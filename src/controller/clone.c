@@ -47,6 +47,7 @@ CloneSession *clone_free(CloneSession *c) {
                              &c->target_disk_json,
                              &c->follows,
                              &c->error,
+                             &c->problem,
                              &c->idempotency_key,
                              &c->source_digest,
                              &c->target_digest };
@@ -551,9 +552,11 @@ int clone_transition(CloneSession *c, CloneStatus to, const char *error_message,
         }
         free(saved.error);
         TAKE_PTR(new_error);
+        if (clone_status_is_final(to) || to == CLONE_WAITING)
+                c->problem = mfree(c->problem);
         log_info("Clone session %s: %s → %s%s%s", c->id, clone_status_to_string(from),
                  clone_status_to_string(to), error_message ? ": " : "", strempty(error_message));
-        clone_emit_changed(c, "Status", "Error", "StartedAt", "CompletedAt", "BytesTransferred",
+        clone_emit_changed(c, "Status", "Error", "Problem", "StartedAt", "CompletedAt", "BytesTransferred",
                            "TransferRate", "Progress", "BytesUploaded", "StagingStatus", NULL);
         if (clone_status_is_final(to))
                 release_nodes(c);

@@ -28,6 +28,10 @@ typedef struct CloneSession {
         char *follows;
         uint64_t bytes_total, bytes_transferred, transfer_rate;
         char *error;
+        /* What keeps the target from its source right now (an address its certificate does not name, a
+         * refused connection), as the target said it while it goes on trying. Not stored: a target with
+         * the problem still says it again. */
+        char *problem;
         uint64_t created_at, started_at, completed_at;
         uint32_t created_by;
         char *idempotency_key;

@@ -31,6 +31,35 @@ void config_done(Config *c) {
         free(c->nfsroot_nodes_dir);
         free(c->nfsroot_default_base);
         free(c->nfsroot_workflow);
+        free(c->data_subnets);
+}
+
+/* DataSubnets=: a list of subnets, added to those before; empty, the list is emptied. */
+static int parse_subnets(const char *file, unsigned line, const char *key, const char *value, Subnet **list,
+                         size_t *n) {
+        _cleanup_free_ char *copy = strdup(value);
+        char *save = NULL;
+
+        if (!copy)
+                return -ENOMEM;
+        if (isempty(value)) {
+                *list = mfree(*list);
+                *n = 0;
+                return 0;
+        }
+        for (char *w = strtok_r(copy, " \t,", &save); w; w = strtok_r(NULL, " \t,", &save)) {
+                Subnet s, *grown;
+                if (subnet_parse(w, &s) < 0)
+                        return log_error_errno(
+                                EINVAL, "%s:%u: %s=: %s is not a subnet (like 10.20.0.0/16 or fd00::/64).",
+                                file, line, key, w);
+                grown = reallocarray(*list, *n + 1, sizeof(Subnet));
+                if (!grown)
+                        return -ENOMEM;
+                *list = grown;
+                (*list)[(*n)++] = s;
+        }
+        return 0;
 }
 
 static int parse_positive(const char *file, unsigned line, const char *key, const char *value, uint64_t max,
@@ -82,6 +111,8 @@ static int handle(const char *file, unsigned line, const char *section, const ch
                 c->identity_idle_usec = v * USEC_PER_SEC;
                 return 0;
         }
+        if (streq(section, "Enrolment") && streq(key, "DataSubnets"))
+                return parse_subnets(file, line, key, value, &c->data_subnets, &c->n_data_subnets);
         if (streq(section, "Discovery") && streq(key, "MaxDiscoveredNodes"))
                 return parse_positive(file, line, key, value, 1000000, &c->max_discovered);
         if (streq(section, "Discovery") && streq(key, "PerAddressPerMinute"))

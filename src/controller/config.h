@@ -2,6 +2,7 @@
 /* controller.conf: the controller's settings and their defaults. */
 #pragma once
 
+#include "address.h"
 #include "macro.h"
 
 typedef struct Config {
@@ -15,6 +16,9 @@ typedef struct Config {
         uint64_t token_lifetime_usec;
         uint64_t
                 identity_idle_usec; /* a name's certificate heard within this long is live: claims refused */
+        /* Where a source may serve its disk besides the address it enrols from (its data address). */
+        Subnet *data_subnets;
+        size_t n_data_subnets;
         /* [Discovery] */
         uint64_t max_discovered;       /* nodes in state discovered, at most */
         uint64_t discover_per_address; /* new machines registered per minute from one address */

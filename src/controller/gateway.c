@@ -2,10 +2,10 @@
 /* The node-facing calls. The bridge has verified the client certificate and passes its CN; identity comes
  * only from there. Every call is checked against org.pureboot.Node.varlink on the way in and its reply on
  * the way out, so the code cannot drift from the contract. */
-#include <arpa/inet.h>
 #include <assert.h>
 #include <pwd.h>
 
+#include "address.h"
 #include "ca.h"
 #include "clone.h"
 #include "disk.h"
@@ -213,6 +213,19 @@ static int report_begin(Call *call, const char *role, CloneSession **ret) {
         return 1;
 }
 
+/* A data address may be any in DataSubnets=. 0 when allowed (or none given), -EINVAL when not an address,
+ * -EPERM when outside them. */
+static int data_address_check(Manager *m, const char *address) {
+        if (isempty(address))
+                return 0;
+        if (!ip_address_is_valid(address))
+                return -EINVAL;
+        for (size_t i = 0; i < m->config.n_data_subnets; i++)
+                if (subnet_contains(&m->config.data_subnets[i], address))
+                        return 0;
+        return -EPERM;
+}
+
 static int handle_enrol(Call *call) {
         Manager *m = call->m;
         _cleanup_free_ char *hash = NULL, *cn = NULL;
@@ -255,10 +268,23 @@ static int handle_enrol(Call *call) {
         CertRole role = !c ? CERT_ROLE_NODE : streq(t.role, "source") ? CERT_ROLE_SOURCE : CERT_ROLE_TARGET;
         if (c ? asprintf(&cn, "clone-%s-%s", c->id, t.role) < 0 : asprintf(&cn, "node-%s", t.node_id) < 0)
                 return -ENOMEM;
-        /* The certificate names the address it enrolled from: the target checks the source's against the
-         * address the source reports. */
+        const char *data_address = get_string(call, "dataAddress");
+        if (isempty(data_address) || streq_ptr(data_address, call->address))
+                data_address = NULL; /* none, or named anyway */
+        r = data_address_check(m, data_address);
+        if (r < 0)
+                return fail(call, VARLINK_ERROR("InvalidParameter"), "parameter", "dataAddress", "reason",
+                            r == -EINVAL ? "not an IP address"
+                                         : "in none of the controller's DataSubnets= ([Enrolment] in "
+                                           "controller.conf); add its subnet there, or serve on the address "
+                                           "the node enrols from",
+                            NULL);
+        /* The certificate names the addresses it enrolled from and will serve on: the target checks the
+         * source's against the address the source reports. */
+        const char *const no_address[] = { data_address, NULL };
+        const char *const addresses[] = { call->address, data_address, NULL };
         r = ca_sign_request(m->ca, get_string(call, "csr"), role, cn,
-                            isempty(call->address) ? NULL : call->address,
+                            isempty(call->address) ? no_address : addresses,
                             m->config.session_cert_validity_hours * USEC_PER_HOUR, &cert);
         if (r == -EBADMSG || r == -EKEYREJECTED)
                 return fail(call, PB_NODE_PREFIX "BadCertificateRequest", "reason",
@@ -286,7 +312,8 @@ static int handle_enrol(Call *call) {
                                     "this token was used already; each token enrols once", NULL);
                 return r;
         }
-        log_info("Enrolled %s from %s (certificate %s).", cn, strna(call->address), cert.serial);
+        log_info("Enrolled %s from %s%s%s (certificate %s).", cn, strna(call->address),
+                 data_address ? ", serving on " : "", strempty(data_address), cert.serial);
         /* One good certificate per name: the ones before this are revoked. */
         r = identity_enrolled(m, cn, cert.serial, call->address);
         if (r < 0)
@@ -318,13 +345,12 @@ static int handle_source_ready(Call *call) {
         CloneSession *c = NULL;
         uint64_t seq = get_uint(call, "sequence"), size = get_uint(call, "sizeBytes"), port = get_uint(call, "port");
         const char *address = get_string(call, "address"), *device = get_string(call, "device");
-        uint8_t buf[16];
         int r;
 
         r = report_begin(call, "source", &c);
         if (r <= 0)
                 return r;
-        if (inet_pton(AF_INET, address, buf) != 1 && inet_pton(AF_INET6, address, buf) != 1)
+        if (!ip_address_is_valid(address))
                 return bad_parameter(call, "address");
         bool staged = c->mode == CLONE_MODE_STAGED;
         if ((port == 0 && !staged) || port > 65535)
@@ -378,8 +404,21 @@ static int handle_progress(Call *call) {
                 return fail(call, PB_NODE_PREFIX "InvalidState", "status", clone_status_to_string(c->status),
                             "reason", "progress is reported only while the source is ready or cloning",
                             NULL);
+        /* A target that cannot reach or verify its source says why while it goes on trying. */
+        const char *problem = get_string(call, "problem");
+        if (isempty(problem))
+                problem = NULL;
+        if (streq(role, "target") && !streq_ptr(problem, c->problem)) {
+                if (problem)
+                        log_warning("Clone session %s: the target cannot stream from its source: %s", c->id,
+                                    problem);
+                r = free_and_strdup(&c->problem, problem);
+                if (r < 0)
+                        return r;
+                clone_emit_changed(c, "Problem", NULL);
+        }
         /* The first progress moves the session to cloning: that is written at once. */
-        if (c->status == CLONE_SOURCE_READY) {
+        if (c->status == CLONE_SOURCE_READY && !problem) {
                 r = record(call, c, role, seq, CLONE_CLONING, NULL);
                 if (r <= 0)
                         return r;

@@ -1,12 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /* Storage backends: the fields each type takes, how they are checked, and the secret that never leaves. */
-#include <arpa/inet.h>
 #include <ctype.h>
 #include <nfsc/libnfs.h>
 #include <stdio.h>
 #include <sys/statvfs.h>
 #include <sys/time.h>
 
+#include "address.h"
 #include "bus-manager.h"
 #include "bus-util.h"
 #include "format.h"
@@ -73,8 +73,7 @@ static bool storage_name_is_valid(const char *s) {
 }
 
 static bool host_is_valid(const char *s) {
-        uint8_t buf[16];
-        return hostname_is_valid(s) || inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1;
+        return hostname_is_valid(s) || ip_address_is_valid(s);
 }
 
 /* host, host:port, or [v6]:port */

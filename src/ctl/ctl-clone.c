@@ -159,7 +159,7 @@ static int clone_token(sd_bus *bus, const char *path) {
 
 typedef struct Progress {
         char status[32], staging[32];
-        char error[512];
+        char error[512], problem[512];
         uint64_t total, transferred, rate, uploaded;
 } Progress;
 
@@ -176,14 +176,17 @@ static int read_progress(sd_bus *bus, const char *path, Progress *p) {
         while (r >= 0 && (r = sd_bus_message_enter_container(reply, 'e', "sv")) > 0) {
                 const char *name, *s;
                 r = sd_bus_message_read(reply, "s", &name);
-                if (r >= 0 && STR_IN_SET(name, "Status", "Error", "StagingStatus")) {
+                if (r >= 0 && STR_IN_SET(name, "Status", "Error", "Problem", "StagingStatus")) {
+                        bool text = STR_IN_SET(name, "Error", "Problem");
                         r = sd_bus_message_read(reply, "v", "s", &s);
                         if (r >= 0)
-                                snprintf(streq(name, "Status")  ? p->status
-                                         : streq(name, "Error") ? p->error
-                                                                : p->staging,
-                                         streq(name, "Error") ? sizeof(p->error) : sizeof(p->status), "%s", s);
-                } else if (r >= 0 && STR_IN_SET(name, "BytesTotal", "BytesTransferred", "TransferRate", "BytesUploaded"))
+                                snprintf(streq(name, "Status")    ? p->status
+                                         : streq(name, "Error")   ? p->error
+                                         : streq(name, "Problem") ? p->problem
+                                                                  : p->staging,
+                                         text ? sizeof(p->error) : sizeof(p->status), "%s", s);
+                } else if (r >= 0 && STR_IN_SET(name, "BytesTotal", "BytesTransferred", "TransferRate",
+                                                "BytesUploaded"))
                         r = sd_bus_message_read(reply, "v", "t",
                                                 streq(name, "BytesTotal")         ? &p->total
                                                 : streq(name, "BytesTransferred") ? &p->transferred
@@ -239,6 +242,7 @@ static int clone_status(sd_bus *bus, const char *path) {
         _cleanup_(sd_bus_slot_unrefp) sd_bus_slot *slot = NULL;
         bool live = isatty(STDOUT_FILENO), changed = true;
         Progress p = {}, last = {};
+        char last_problem[sizeof(p.problem)] = "";
         int r;
 
         if (arg.follow) {
@@ -262,6 +266,7 @@ static int clone_status(sd_bus *bus, const char *path) {
                                                        json_object_new_uint64(p.transferred));
                                 json_object_object_add(o, "transfer_rate", json_object_new_uint64(p.rate));
                                 json_object_object_add(o, "error", json_object_new_string(p.error));
+                                json_object_object_add(o, "problem", json_object_new_string(p.problem));
                                 if (*p.staging) {
                                         json_object_object_add(o, "staging_status", json_object_new_string(p.staging));
                                         json_object_object_add(o, "bytes_uploaded", json_object_new_uint64(p.uploaded));
@@ -276,6 +281,12 @@ static int clone_status(sd_bus *bus, const char *path) {
                                 print_progress(&p, live && arg.follow);
                                 last = p;
                         }
+                        /* What keeps the target from its source, each time it changes. */
+                        if (*p.problem && (!arg.follow || !streq(p.problem, last_problem))) {
+                                printf("%sProblem: %s\n", live && arg.follow ? "\n" : "", p.problem);
+                                fflush(stdout);
+                        }
+                        snprintf(last_problem, sizeof(last_problem), "%s", p.problem);
                         if (!arg.follow || clone_status_name_is_final(p.status))
                                 break;
                 }

@@ -29,8 +29,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         }
         if (!csr)
                 return 0;
-        if (ca_sign_request(ca, csr, CERT_ROLE_NODE, "node-0123", "127.0.0.1", 3600 * USEC_PER_SEC, &cert) >=
-            0)
+        if (ca_sign_request(ca, csr, CERT_ROLE_NODE, "node-0123", (const char *const[]){ "127.0.0.1", NULL },
+                            3600 * USEC_PER_SEC, &cert) >= 0)
                 issued_certificate_done(&cert);
         return 0;
 }

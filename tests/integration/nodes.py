@@ -65,9 +65,21 @@ class Network:
         sh("ip", "-n", ns, "link", "set", "lo", "up")
         return ns, address
 
-    def tx_bytes(self, ns):
-        """Bytes sent so far by the node in namespace ns onto the network: counted by the kernel on its link."""
-        out = sh("ip", "-n", ns, "-s", "-j", "link", "show", "dev", self.links[ns]).stdout
+    def data_link(self, a, b):
+        """A second link straight between the nodes in namespaces a and b, on a subnet of its own (a data network
+        beside the management one the bridge is on). Returns (subnet, address in a, address in b, link name in a).
+        It goes with the namespaces."""
+        subnet = f"10.214.{int(self.subnet.rsplit('.', 1)[1])}"
+        if_a, if_b = f"{self.tag}da", f"{self.tag}db"
+        sh("ip", "-n", a, "link", "add", if_a, "type", "veth", "peer", "name", if_b, "netns", b)
+        for ns, link, address in ((a, if_a, f"{subnet}.1"), (b, if_b, f"{subnet}.2")):
+            sh("ip", "-n", ns, "addr", "add", f"{address}/24", "dev", link)
+            sh("ip", "-n", ns, "link", "set", link, "up")
+        return f"{subnet}.0/24", f"{subnet}.1", f"{subnet}.2", if_a
+
+    def tx_bytes(self, ns, link=None):
+        """Bytes sent so far by the node in namespace ns onto the network (or onto link): counted by the kernel."""
+        out = sh("ip", "-n", ns, "-s", "-j", "link", "show", "dev", link or self.links[ns]).stdout
         return json.loads(out)[0]["stats64"]["tx"]["bytes"]
 
     def __exit__(self, *exc):

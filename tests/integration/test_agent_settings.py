@@ -23,6 +23,9 @@ BAD = {
     "state-dir": ("relative/dir", "is not an absolute path"),
     "port": ("70000", "is not a port number"),
     "address": ("bridge.example", "is not an IP address"),
+    "data-interface": ("eth0/x", "is not a network interface name"),
+    "peer-timeout": ("0", "is not a number of seconds"),
+    "peer-failure": ("retry", "is not fail or wait"),
     "max-rate": ("fast", "is not a size"),
     "ack-timeout": ("soon", "is not a number of seconds or infinity"),
     "reboot": ("maybe", "is not yes or no"),
@@ -56,6 +59,11 @@ def test_a_flag_wins_over_the_command_line(tmp_path):
     assert "pureboot.port" not in r.stderr, r.stderr
     r = agent(tmp_path, "pureboot.port=70000", "scan", "--json", "--port=0")
     assert r.returncode == 2 and "--port=0 is not a port number" in r.stderr, r.stderr
+
+
+def test_address_and_data_interface_exclude_each_other(tmp_path):
+    r = agent(tmp_path, "pureboot.address=10.0.0.1 pureboot.data-interface=eth1", "scan", "--json")
+    assert r.returncode == 2 and "not both" in r.stderr, r.stderr
 
 
 def test_settings_from_the_command_line_take_effect(tmp_path):

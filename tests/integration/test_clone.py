@@ -70,26 +70,6 @@ def test_direct_clone_end_to_end(clone_of, disks, ctl, tmp_path, system_bus):
     assert c.prop("SourceDigest") == c.prop("TargetDigest")
 
 
-def test_source_serves_where_its_command_line_says(clone_of, disks):
-    """pureboot.address= and pureboot.port= (as a workflow passes them) decide where the source serves and
-    what it reports: a second address on its link, and another port."""
-    source, _ = disks.source()
-    target = disks.random("target")
-    c = clone_of(source.device, target.device)
-    ns = c.source.netns
-    link = c.network.links[ns]
-    second = f"{c.network.subnet}.200"
-    sh("ip", "-n", ns, "addr", "add", f"{second}/24", "dev", link)
-    with open(c.source.cmdline, "a") as f:
-        f.write(f"pureboot.address={second} pureboot.port=9555\n")
-    c.source.start()
-    c.wait_status("source_ready", timeout=30)
-    assert (c.prop("SourceAddress"), c.prop("SourcePort")) == (second, 9555)
-    # It listens there.
-    listening = sh("ip", "netns", "exec", ns, "ss", "-Htln", "sport", "= :9555").stdout
-    assert ":9555" in listening, listening
-
-
 def wire_bytes(c):
     """What the source node has sent on its link since the session's agents were made."""
     return c.network.tx_bytes(c.source.netns) - c.source_tx_at_start

@@ -150,3 +150,11 @@ def test_config_dropins_and_bad_values(system_bus, tmp_path, api):
     assert c.proc.wait(10) == 1
     log = c.log.read_text()
     assert "60-bad.conf:2: KeyAlgorithm=dsa-1024 is not one of ecdsa-p256, rsa-2048, rsa-4096." in log
+    c.seen = True
+
+    # DataSubnets= is a list: lines add to it and a bad entry is named.
+    (dropins / "60-bad.conf").write_text("[Enrolment]\nDataSubnets=10.20.0.0/16\nDataSubnets=fd00::/64 10.30.0.0/33\n")
+    c.start(wait=False)
+    assert c.proc.wait(10) == 1
+    log = c.log.read_text()
+    assert "60-bad.conf:3: DataSubnets=: 10.30.0.0/33 is not a subnet (like 10.20.0.0/16 or fd00::/64)." in log

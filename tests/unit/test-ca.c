@@ -149,7 +149,8 @@ int main(void) {
         char source_cn[128], target_cn[128];
         snprintf(source_cn, sizeof(source_cn), "clone-%s-source", session);
         snprintf(target_cn, sizeof(target_cn), "clone-%s-target", session);
-        ASSERT_OK(ca_sign_request(ca, csr, CERT_ROLE_SOURCE, source_cn, "127.0.0.1", 24 * USEC_PER_HOUR,
+        ASSERT_OK(ca_sign_request(ca, csr, CERT_ROLE_SOURCE, source_cn,
+                                  (const char *const[]){ "127.0.0.1", "10.9.8.7", NULL }, 24 * USEC_PER_HOUR,
                                   &source));
         free(csr);
         cert_cn(source.pem, cn, sizeof(cn));
@@ -177,7 +178,9 @@ int main(void) {
                                    "node-x", NULL, USEC_PER_HOUR, &none),
                    -EBADMSG);
         csr = make_csr(source_key, source_key, "x");
-        ASSERT_INT(ca_sign_request(ca, csr, CERT_ROLE_SOURCE, source_cn, "300.1.1.1", USEC_PER_HOUR, &none),
+        ASSERT_INT(ca_sign_request(ca, csr, CERT_ROLE_SOURCE, source_cn,
+                                   (const char *const[]){ "127.0.0.1", "300.1.1.1", NULL }, USEC_PER_HOUR,
+                                   &none),
                    -EINVAL);
         free(csr);
 
@@ -193,6 +196,13 @@ int main(void) {
         snprintf(cmd, sizeof(cmd),
                  "certtool --verify --load-ca-certificate %1$s/ca.crt --infile %1$s/source.crt "
                  "--verify-hostname %2$s --verify-purpose 1.3.6.1.5.5.7.3.1 >%1$s/verify.log 2>&1 && "
+                 /* Each address given is named: the enrolment address and a data address. */
+                 "certtool --verify --load-ca-certificate %1$s/ca.crt --infile %1$s/source.crt "
+                 "--verify-hostname 127.0.0.1 >>%1$s/verify.log 2>&1 && "
+                 "certtool --verify --load-ca-certificate %1$s/ca.crt --infile %1$s/source.crt "
+                 "--verify-hostname 10.9.8.7 >>%1$s/verify.log 2>&1 && "
+                 "! certtool --verify --load-ca-certificate %1$s/ca.crt --infile %1$s/source.crt "
+                 "--verify-hostname 10.9.8.6 >>%1$s/verify.log 2>&1 && "
                  "certtool --verify --load-ca-certificate %1$s/ca.crt --infile %1$s/target.crt "
                  "--verify-purpose 1.3.6.1.5.5.7.3.2 >>%1$s/verify.log 2>&1",
                  dir, source_cn);

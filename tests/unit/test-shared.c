@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
-/* src/shared: hash map, INI parsing with drop-ins, validation of names and paths, formatting. */
+/* src/shared: hash map, INI parsing with drop-ins, validation of names and paths, formatting, subnets. */
 #include <sys/stat.h>
 
+#include "address.h"
 #include "domain.h"
 #include "format.h"
 #include "hashmap.h"
@@ -208,6 +209,29 @@ static void test_mkdir_modes(void) {
         tmpdir_remove(dir);
 }
 
+static void test_subnet(void) {
+        Subnet s;
+
+        ASSERT_OK(subnet_parse("10.1.2.0/24", &s));
+        ASSERT_TRUE(subnet_contains(&s, "10.1.2.0") && subnet_contains(&s, "10.1.2.255"));
+        ASSERT_TRUE(!subnet_contains(&s, "10.1.3.1") && !subnet_contains(&s, "fd00::1"));
+        ASSERT_TRUE(!subnet_contains(&s, "bridge.example"));
+        ASSERT_OK(subnet_parse("10.1.2.130/25", &s)); /* host bits set: the subnet is 10.1.2.128/25 */
+        ASSERT_TRUE(subnet_contains(&s, "10.1.2.128") && !subnet_contains(&s, "10.1.2.127"));
+        ASSERT_OK(subnet_parse("10.9.8.7", &s));
+        ASSERT_TRUE(subnet_contains(&s, "10.9.8.7") && !subnet_contains(&s, "10.9.8.6"));
+        ASSERT_OK(subnet_parse("0.0.0.0/0", &s));
+        ASSERT_TRUE(subnet_contains(&s, "192.0.2.1") && !subnet_contains(&s, "::1"));
+        ASSERT_OK(subnet_parse("fd00:1::/36", &s));
+        ASSERT_TRUE(subnet_contains(&s, "fd00:1:fff::9") && !subnet_contains(&s, "fd00:1:1000::9"));
+        ASSERT_INT(subnet_parse("10.1.2.0/33", &s), -EINVAL);
+        ASSERT_INT(subnet_parse("fd00::/129", &s), -EINVAL);
+        ASSERT_INT(subnet_parse("/24", &s), -EINVAL);
+        ASSERT_INT(subnet_parse("10.1.2/24", &s), -EINVAL);
+        ASSERT_INT(subnet_parse("10.1.2.0/", &s), -EINVAL);
+        ASSERT_INT(subnet_parse("10.1.2.0/-1", &s), -EINVAL);
+}
+
 int main(void) {
         test_hashmap();
         test_ini();
@@ -216,5 +240,6 @@ int main(void) {
         test_write_file_atomic();
         test_mkdir_modes();
         test_string_tables();
+        test_subnet();
         return 0;
 }
