@@ -212,7 +212,7 @@ int boot_answer(Request *req, bool pi) {
         }
         bc->req = req;
         bc->pi = pi;
-        r = sd_bus_call_method_async(b->bus, &req->slot, PB_BUS_NAME, PB_ROOT_PATH, PB_BUS_NAME ".Gateway",
+        r = sd_bus_call_method_async(b->bus, &req->slot, PB_BUS_NAME, PB_ROOT_PATH, PB_IFACE("Gateway"),
                                      "Boot", on_boot_reply, bc, "ssss", pi ? "pi" : "ipxe", strempty(mac),
                                      strempty(serial), req->peer ? req->peer->address : "");
         if (r >= 0)

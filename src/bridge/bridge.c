@@ -159,7 +159,7 @@ static int obtain_certificate(Bridge *b) {
                 return log_error_errno(r, "Failed to make the server key and request.");
 
         const char *addresses[] = { b->config.address, NULL };
-        r = sd_bus_call_method(b->bus, PB_BUS_NAME, PB_ROOT_PATH, PB_BUS_NAME ".Gateway",
+        r = sd_bus_call_method(b->bus, PB_BUS_NAME, PB_ROOT_PATH, PB_IFACE("Gateway"),
                                "SignServerCertificate", &error, &reply, "ssas", csr, hostname,
                                b->config.address ? 1 : 0, addresses[0]);
         if (r < 0)

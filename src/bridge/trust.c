@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* The CA certificate and CRL, read from the controller's CertificateAuthority object and re-read when the
- * CRL changes; client certificates are checked against them (tls_verify_peer). */
+/* The CA certificate and CRL, asked of the controller's Gateway (GetTrust) and asked again when it says the
+ * trust changed; client certificates are checked against them (tls_verify_peer). */
 #include <gnutls/gnutls.h>
 
 #include "bridge.h"
@@ -9,14 +9,22 @@
 #include "tls.h"
 #include "util.h"
 
-static int read_property(Bridge *b, const char *name, char **ret) {
+static int get_trust(Bridge *b, char **ret_ca, char **ret_crl) {
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
-        int r = sd_bus_get_property_string(b->bus, PB_BUS_NAME, PB_CA_PATH, PB_IFACE("CertificateAuthority"),
-                                           name, &error, ret);
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        const char *ca, *crl;
+        int r;
+
+        r = sd_bus_call_method(b->bus, PB_BUS_NAME, PB_ROOT_PATH, PB_IFACE("Gateway"), "GetTrust", &error,
+                               &reply, NULL);
+        if (r >= 0)
+                r = sd_bus_message_read(reply, "ss", &ca, &crl);
         if (r < 0)
-                return log_error_errno(r, "Failed to read the CA's %s from the controller: %s", name,
+                return log_error_errno(r, "Failed to get the CA and CRL from the controller: %s",
                                        error.message ?: strerror(-r));
-        return 0;
+        *ret_ca = strdup(ca);
+        *ret_crl = strdup(crl);
+        return *ret_ca && *ret_crl ? 0 : -ENOMEM;
 }
 
 int trust_load(Bridge *b) {
@@ -24,9 +32,7 @@ int trust_load(Bridge *b) {
         gnutls_x509_trust_list_t tl;
         int r;
 
-        r = read_property(b, "Certificate", &ca);
-        if (r >= 0)
-                r = read_property(b, "CRL", &crl);
+        r = get_trust(b, &ca, &crl);
         if (r < 0)
                 return r;
         r = tls_fingerprint_pem(ca, &fingerprint);

@@ -3,11 +3,13 @@
  * answer first — as a plain error reply if it is one — then again each time the object (or, for a node,
  * one of its disks) announces a change.
  *
- * All streams share one subscription to the controller's PropertiesChanged signals: a match rule per
- * stream ran into dbus-daemon's limit of rules per connection at about 510 streams, and the bus then
- * dropped the bridge. Streams are capped in total and per certificate (429 beyond), and every stream is
- * checked again every WATCH_RECHECK_USEC and whenever the CRL changes: a revoked certificate or a session
- * that ended closes it, and a keep-alive line shows the node (and the kernel) that the connection lives. */
+ * All streams share one subscription to the controller's Gateway.Changed signal, which names what changed
+ * as the node protocol knows it (a session, a node, the trust), not as the controller's objects are laid
+ * out: a match rule per stream ran into dbus-daemon's limit of rules per connection at about 510
+ * streams, and the bus then dropped the bridge. Streams are capped in total and per certificate (429
+ * beyond), and every stream is checked again every WATCH_RECHECK_USEC and whenever the CRL changes: a
+ * revoked certificate or a session that ended closes it, and a keep-alive line shows the node (and the
+ * kernel) that the connection lives. */
 #include <gnutls/gnutls.h>
 
 #include "domain.h"
@@ -30,7 +32,7 @@ struct Watch {
         Peer peer;           /* the caller's name and address, copied: the stream outlives no request */
         gnutls_datum_t cert; /* the caller's certificate (DER), verified again when the CRL changes */
         const char *get;     /* GetSession or GetNode */
-        char *path;          /* what it follows: a session's object, or a node's (and its disks) */
+        char *path;          /* what it follows, as Gateway.Changed names it: session/ID or node/ID */
         json_object *params;
         sd_bus_slot *call;
         sd_event_source *timer;
@@ -309,32 +311,25 @@ void watch_detach(Watch *w) {
         watch_unlink(w);
 }
 
-/* The one subscription: PropertiesChanged of anything under the controller's root. */
+/* The one subscription: Gateway.Changed(kind, id). */
 static int on_changed(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
         Bridge *b = userdata;
-        const char *path = sd_bus_message_get_path(m);
         _cleanup_free_ char *key = NULL;
-        const char *rest;
+        const char *kind, *id;
         (void) ret_error;
 
-        if (!path)
+        if (sd_bus_message_read(m, "ss", &kind, &id) < 0)
                 return 0;
-        if (streq(path, PB_ROOT_PATH "/ca")) {
+        if (streq(kind, "trust")) {
                 if (trust_load(b) >= 0) {
                         log_info("The CRL changed; client certificates are checked against the new one.");
                         watch_check_certificates(b);
                 }
                 return 0;
         }
-        /* A node's disks are the node's news: PB_ROOT_PATH/node/<id>/disk/<n> is followed as
-         * PB_ROOT_PATH/node/<id>. */
-        if ((rest = startswith(path, PB_ROOT_PATH "/node/"))) {
-                key = strndup(path, (size_t) (rest - path) + strcspn(rest, "/"));
-                if (!key)
-                        return log_oom(), 0;
-                path = key;
-        }
-        for (Watch *w = hashmap_get(b->watched, path); w; w = w->next_same)
+        if (asprintf(&key, "%s/%s", kind, id) < 0)
+                return log_oom(), 0;
+        for (Watch *w = hashmap_get(b->watched, key); w; w = w->next_same)
                 (void) watch_refresh(w);
         return 0;
 }
@@ -343,9 +338,8 @@ int watch_subscribe(Bridge *b) {
         b->watched = hashmap_new();
         if (!b->watched)
                 return -ENOMEM;
-        return sd_bus_match_signal_async(b->bus, &b->changes, PB_BUS_NAME, NULL,
-                                         "org.freedesktop.DBus.Properties", "PropertiesChanged", on_changed,
-                                         NULL, b);
+        return sd_bus_match_signal_async(b->bus, &b->changes, PB_BUS_NAME, PB_ROOT_PATH, PB_IFACE("Gateway"),
+                                         "Changed", on_changed, NULL, b);
 }
 
 void watch_unsubscribe(Bridge *b) {
@@ -366,13 +360,13 @@ static int watch_path(Request *req, const char *method, json_object *params, cha
                         return request_reply_error(req, MHD_HTTP_NOT_FOUND, PB_NODE_PREFIX "NoSuchSession",
                                                    "session", strempty(session), NULL),
                                0;
-                return asprintf(ret, PB_ROOT_PATH "/clone/%s", session) < 0 ? -ENOMEM : 1;
+                return asprintf(ret, "session/%s", session) < 0 ? -ENOMEM : 1;
         }
         if (!node || !id_is_valid(node))
                 return request_reply_error(req, MHD_HTTP_FORBIDDEN, PB_NODE_PREFIX "PermissionDenied",
                                            "reason", "WatchNode needs a node certificate", NULL),
                        0;
-        return asprintf(ret, PB_ROOT_PATH "/node/%s", node) < 0 ? -ENOMEM : 1;
+        return asprintf(ret, "node/%s", node) < 0 ? -ENOMEM : 1;
 }
 
 /* 429 if the bridge, or this certificate, has as many streams as it may. */

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* org.pureboot.Controller1.CertificateAuthority on /org/pureboot/Controller1/ca. */
 #include "bus-ca.h"
+#include "bus-gateway.h"
 #include "bus-util.h"
 #include "ca.h"
 #include "clone.h"
@@ -91,6 +92,7 @@ int bus_ca_refresh_crl(Manager *m) {
         if (m->bus)
                 (void) sd_bus_emit_properties_changed(m->bus, CA_PATH, PB_IFACE("CertificateAuthority"),
                                                       "CRL", NULL);
+        bus_gateway_notify(m, "trust", "");
         return 0;
 }
 

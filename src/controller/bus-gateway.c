@@ -2,6 +2,7 @@
 /* org.pureboot.Controller1.Gateway on /org/pureboot/Controller1: the calls pureboot-bridge forwards for
  * nodes. Nodes are not bus users, so polkit has nothing to say here: only the bridge's uid may call, and
  * each call carries the identity the bridge verified in the node's certificate. */
+#include <assert.h>
 #include <pwd.h>
 
 #include "boot.h"
@@ -120,6 +121,63 @@ static int method_boot(sd_bus_message *msg, void *userdata, sd_bus_error *error)
         return sd_bus_send(NULL, reply, NULL);
 }
 
+/* The CA certificate and the CRL the bridge checks client certificates against. */
+static int method_get_trust(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        int r = check_bridge(m, msg, error);
+        if (r < 0)
+                return r;
+        return sd_bus_reply_method_return(msg, "ss", ca_certificate_pem(m->ca), strempty(ca_crl_pem(m->ca)));
+}
+
+static int on_flush(sd_event_source *s, void *userdata) {
+        Manager *m = userdata;
+        Hashmap *changes = TAKE_PTR(m->gateway_changes);
+        char *key;
+        (void) s;
+
+        HASHMAP_FOREACH (key, changes, i) {
+                char *tab = strchr(key, '\t');
+                *tab = 0;
+                if (m->bus)
+                        (void) sd_bus_emit_signal(m->bus, PB_ROOT_PATH, PB_IFACE("Gateway"), "Changed", "ss",
+                                                  key, tab + 1);
+                free(key);
+        }
+        hashmap_free(changes);
+        return 0;
+}
+
+void bus_gateway_notify(Manager *m, const char *kind, const char *id) {
+        _cleanup_free_ char *key = NULL;
+        int r;
+
+        assert(m && kind && id);
+        if (!m->bus)
+                return;
+        if (asprintf(&key, "%s\t%s", kind, id) < 0)
+                return (void) log_oom();
+        if (!m->gateway_changes && !(m->gateway_changes = hashmap_new()))
+                return (void) log_oom();
+        if (hashmap_get(m->gateway_changes, key))
+                return;
+        r = hashmap_put(m->gateway_changes, key, key);
+        if (r < 0)
+                return (void) log_oom();
+        TAKE_PTR(key);
+        if (!m->gateway_flush && sd_event_add_defer(m->event, &m->gateway_flush, on_flush, m) < 0)
+                return (void) log_oom();
+        (void) sd_event_source_set_enabled(m->gateway_flush, SD_EVENT_ONESHOT);
+}
+
+void bus_gateway_done(Manager *m) {
+        char *key;
+        HASHMAP_FOREACH (key, m->gateway_changes, i)
+                free(key);
+        m->gateway_changes = hashmap_free(m->gateway_changes);
+        m->gateway_flush = sd_event_source_disable_unref(m->gateway_flush);
+}
+
 static const sd_bus_vtable gateway_vtable[] = {
         SD_BUS_VTABLE_START(0),
         SD_BUS_METHOD_WITH_ARGS("Call", SD_BUS_ARGS("s", method, "s", peer, "s", address, "s", parameters),
@@ -133,6 +191,9 @@ static const sd_bus_vtable gateway_vtable[] = {
                                 SD_BUS_ARGS("s", csr, "s", hostname, "as", addresses),
                                 SD_BUS_RESULT("s", certificate, "s", ca), method_sign_server_certificate,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("GetTrust", SD_BUS_NO_ARGS, SD_BUS_RESULT("s", ca, "s", crl),
+                                method_get_trust, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_SIGNAL_WITH_ARGS("Changed", SD_BUS_ARGS("s", kind, "s", id), 0),
         SD_BUS_VTABLE_END,
 };
 

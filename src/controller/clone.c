@@ -5,6 +5,7 @@
 
 #include <assert.h>
 
+#include "bus-gateway.h"
 #include "bus-manager.h"
 #include "bus-util.h"
 #include "clone.h"
@@ -93,6 +94,7 @@ void clone_emit_changed(CloneSession *c, const char *first, ...) {
         va_start(ap, first);
         manager_emit_changed_va(c->manager, path, PB_IFACE("CloneSession"), first, ap);
         va_end(ap);
+        bus_gateway_notify(c->manager, "session", c->id);
 }
 
 CloneSession *clone_followed(CloneSession *c) {

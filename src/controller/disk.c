@@ -4,8 +4,9 @@
  * written in one transaction and only then made in memory. */
 #include <stdarg.h>
 
-#include "disk.h"
+#include "bus-gateway.h"
 #include "bus-util.h"
+#include "disk.h"
 #include "log.h"
 #include "node.h"
 #include "pureboot-errors.h"
@@ -84,6 +85,7 @@ static void emit(Disk *d, const char *first, ...) {
         va_start(ap, first);
         manager_emit_changed_va(d->node->manager, path, PB_IFACE("Disk"), first, ap);
         va_end(ap);
+        bus_gateway_notify(d->node->manager, "node", d->node->id); /* its orders name its disks */
 }
 
 /* The disk as it will be once everything not yet in the scan is done: operations completed since the

@@ -7,6 +7,7 @@
 #include "boot.h"
 #include "bus-ca.h"
 #include "bus-connect.h"
+#include "bus-gateway.h"
 #include "bus-manager.h"
 #include "bus-util.h"
 #include "ca.h"
@@ -135,6 +136,7 @@ Manager *manager_free(Manager *m) {
         progress_done(m);
         on_transaction_end(m, false); /* nothing waits for a transaction any more */
         gateway_done(m);
+        bus_gateway_done(m);
         identity_done(m);
         boot_done(m);
         polkit_queries_free(m);

@@ -41,6 +41,9 @@ typedef struct Manager {
         /* PropertiesChanged asked for inside a transaction: "path\tinterface" → property names (strv),
          * sent once it commits, dropped if it rolls back, so no client sees a state that was not kept. */
         Hashmap *pending_changes;
+        /* What the bridge is told changed ("kind\tid", bus-gateway.c), sent once per turn of the loop. */
+        Hashmap *gateway_changes;
+        sd_event_source *gateway_flush;
 } Manager;
 
 int manager_new(const char *config_path, const char *state_dir, Manager **ret);

@@ -2,11 +2,12 @@
 /* Nodes: registration, lookup by any name an operator would use, removal. */
 #include <assert.h>
 
-#include "node.h"
+#include "bus-gateway.h"
 #include "bus-util.h"
 #include "clone.h"
 #include "disk.h"
 #include "log.h"
+#include "node.h"
 #include "pureboot-errors.h"
 #include "util.h"
 
@@ -185,6 +186,7 @@ void node_emit_changed(Node *n, const char *first, ...) {
         va_start(ap, first);
         manager_emit_changed_va(n->manager, path, PB_IFACE("Node"), first, ap);
         va_end(ap);
+        bus_gateway_notify(n->manager, "node", n->id);
 }
 
 int node_request_scan(Node *n, sd_bus_error *error) {
