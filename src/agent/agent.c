@@ -57,8 +57,9 @@ Agent *agent_free(Agent *a) {
         sd_event_unref(a->event);
         json_object_put(a->watched);
         agent_settings_done(&a->settings);
-        char **strings[] = { &a->ca_path, &a->cert_path, &a->key_path, &a->ca_pem,
-                             &a->cert_pem, &a->key_pem, &a->role, &a->local_address };
+        char **strings[] = { &a->ca_path, &a->cert_path,     &a->key_path,
+                             &a->ca_pem,  &a->cert_pem,      &a->key_pem,
+                             &a->role,    &a->local_address, &a->disk_fingerprint };
         for (size_t i = 0; i < ELEMENTSOF(strings); i++)
                 free(*strings[i]);
         free(a);

@@ -78,6 +78,10 @@ struct Agent {
         unsigned trust_generation; /* counts the changes of the CRL */
         WatchChanged on_watched;
 
+        /* The job (job.c) and the verb's own state. */
+        const struct JobKind *job;
+        char *disk_fingerprint; /* of our disk as scanned once enrolled, which the resize plan must be made
+                                   from (clone roles) */
         Source *source;
         Target *target;
         Partitioner *partitioner;

@@ -20,6 +20,7 @@
 #include "device.h"
 #include "disk-model.h"
 #include "format.h"
+#include "journal.h"
 #include "log.h"
 #include "scan.h"
 #include "tool.h"
@@ -499,10 +500,9 @@ static char *journal_path(const char *scratch_dir) {
         return asprintf(&p, "%s/" MOVE_JOURNAL, scratch_dir) < 0 ? NULL : p;
 }
 
-static int journal_write(const char *path, json_object *journal, uint64_t done) {
+static int journal_write_done(const char *path, json_object *journal, uint64_t done) {
         json_object_object_add(journal, "done", json_object_new_int64((int64_t) done));
-        const char *text = json_object_to_json_string_ext(journal, JSON_C_TO_STRING_PLAIN);
-        return write_file_atomic(path, text, strlen(text), 0600);
+        return journal_write(path, journal);
 }
 
 #if PB_FAULT_INJECTION
@@ -541,7 +541,7 @@ static int copy_range(Job *j, const char *journal_file, json_object *journal, ui
                         return job_fail(j, r, "Failed to copy the partition at %s: %s", FORMAT_BYTES(from + at),
                                         strerror(-r));
                 done += n;
-                r = journal_write(journal_file, journal, done);
+                r = journal_write_done(journal_file, journal, done);
                 if (r < 0)
                         return job_fail(j, r, "Failed to journal the move in %s: %s", journal_file,
                                         strerror(-r));
@@ -575,7 +575,7 @@ static int op_move(Job *j, PartitionInfo *p) {
         json_object_object_add(journal, "from", json_object_new_int64((int64_t) p->start));
         json_object_object_add(journal, "to", json_object_new_int64((int64_t) to));
         json_object_object_add(journal, "size", json_object_new_int64((int64_t) p->size));
-        r = journal_write(journal_file, journal, 0);
+        r = journal_write_done(journal_file, journal, 0);
         if (r < 0)
                 return job_fail(j, r, "Failed to journal the move in %s: %s", journal_file, strerror(-r));
         r = copy_range(j, journal_file, journal, p->start, to, p->size, 0);
@@ -706,7 +706,7 @@ static int recover_move(Job *j, json_object *journal, const char *journal_file) 
 }
 
 int apply_recover(const char *scratch_dir, char **ret_device, char **ret_id, char **ret_error) {
-        _cleanup_free_ char *journal_file = journal_path(scratch_dir), *text = NULL, *undo = NULL;
+        _cleanup_free_ char *journal_file = journal_path(scratch_dir), *undo = NULL;
         _cleanup_(json_object_unrefp) json_object *journal = NULL;
         Job j = { .scratch_dir = scratch_dir, .fd = -EBADF };
         int r;
@@ -714,10 +714,10 @@ int apply_recover(const char *scratch_dir, char **ret_device, char **ret_id, cha
         *ret_device = *ret_id = *ret_error = NULL;
         if (!journal_file || asprintf(&undo, "%s/move-undo.bin", scratch_dir) < 0)
                 return -ENOMEM;
-        r = read_full_file(journal_file, &text, NULL);
-        if (r == -ENOENT)
+        r = journal_read(journal_file, &journal);
+        if (r == 0)
                 return 0;
-        if (r < 0 || !(journal = json_tokener_parse(text)) || !json_get_string(journal, "device"))
+        if (r < 0 || !json_get_string(journal, "device"))
                 return log_error_errno(r < 0 ? r : EBADMSG,
                                        "The move journal %s cannot be read; the disk may hold "
                                        "a half-moved partition (what its destination held is in %s).",

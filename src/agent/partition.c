@@ -9,6 +9,7 @@
 
 #include "agent.h"
 #include "apply.h"
+#include "job.h"
 #include "log.h"
 #include "queue.h"
 #include "scan.h"
@@ -149,32 +150,30 @@ static void on_orders(Agent *a, json_object *orders) {
         }
 }
 
-static void on_enrolled(Agent *a) {
+/* A move a killed run left half done is finished (or undone) first, then the disks are reported: once
+ * (scan), or as the controller asks (partition mode). */
+static int on_started(Agent *a) {
         Partitioner *p = a->partitioner;
         int r;
 
-        if (!streq_ptr(a->role, "node")) {
-                log_error("Our certificate is for the %s of a clone session, not for the node; partition mode needs a "
-                          "node token (purebootctl node token).", strna(a->role));
-                agent_exit(a, AGENT_EXIT_REFUSED);
-                return;
-        }
         recover(a);
         r = report_scan(a);
-        if (r >= 0 && p->once) {
+        if (r < 0)
+                return r;
+        if (p->once) {
                 agent_finish(a, AGENT_EXIT_SUCCESS);
-                return;
+                return 1;
         }
         p->scan_seen = UINT64_MAX;
-        if (r >= 0)
-                r = client_watch_start(a, "WatchNode", json_object_new_object(), on_orders);
-        if (r < 0) {
-                log_error_errno(r, "Failed to start partition mode: %m");
-                agent_exit(a, AGENT_EXIT_FAILURE);
-                return;
-        }
         log_info("In partition mode; waiting for the controller's orders.");
+        return 0;
 }
+
+static const JobKind partition_job = {
+        .role = "node",
+        .started = on_started,
+        .changed = on_orders,
+};
 
 int partition_start(Agent *a, bool once) {
         Partitioner *p = calloc(1, sizeof(Partitioner));
@@ -184,7 +183,7 @@ int partition_start(Agent *a, bool once) {
         p->once = once;
         a->partitioner = p;
         parted_exceptions_init();
-        return enrol_start(a, on_enrolled);
+        return job_start(a, &partition_job);
 }
 
 int scan_print(char **devices) {

@@ -14,6 +14,7 @@
 #include "device.h"
 #include "format.h"
 #include "frame.h"
+#include "job.h"
 #include "log.h"
 #include "mhd-event.h"
 #include "queue.h"
@@ -31,7 +32,6 @@ struct Source {
         struct MHD_Daemon *daemon;
         MhdEvent *mhd;
         char *expected_cn;
-        char *fingerprint; /* of our disk as scanned at the start, which the resize plan must be made from */
         Digest digest; /* over chunks in order, from the start of the disk */
         bool complete_reported;
         uint64_t served_to; /* the furthest offset served */
@@ -412,38 +412,25 @@ static int serve(Source *s) {
         return r;
 }
 
+/* Serving starts once the session says how: after the source's resize steps, if the plan has any. */
 static void on_session(Agent *a, json_object *session) {
         Source *s = a->source;
-        const char *status = json_get_string(session, "status");
-        int r = 0;
+        int r;
 
-        if (session_is_final(session)) {
-                log_info("Session %s is %s%s%s; no more serving.", a->settings.session, strna(status),
-                         json_get_string(session, "error") ? ": " : "", strempty(json_get_string(session, "error")));
-                agent_finish(a, session_status(session) == CLONE_COMPLETED ? AGENT_EXIT_SUCCESS
-                                                                           : AGENT_EXIT_SESSION_FAILED);
-                return;
-        }
         if (s->daemon || a->finishing)
                 return;
-        r = resize_prepare_source(a, session, s->fingerprint, &s->dev.size);
+        r = resize_prepare_source(a, session, a->disk_fingerprint, &s->dev.size);
         if (r > 0)
                 r = serve(s);
         if (r < 0)
                 agent_exit(a, AGENT_EXIT_FAILURE);
 }
 
-static void on_enrolled(Agent *a) {
-        if (!streq_ptr(a->role, "source")) {
-                log_error("Our certificate is for the %s of the session, not its source.", strna(a->role));
-                agent_exit(a, AGENT_EXIT_REFUSED);
-                return;
-        }
-        /* Our disk, for the resize plan; serving starts once the session says how (on_session). */
-        resize_report_disk(a, "source", &a->source->fingerprint);
-        if (client_watch_start(a, "WatchSession", agent_report_new(a, NULL), on_session) < 0)
-                agent_exit(a, AGENT_EXIT_FAILURE);
-}
+static const JobKind source_job = {
+        .role = "source",
+        .report_disk = true,
+        .changed = on_session,
+};
 
 int source_start(Agent *a) {
         _cleanup_free_ char *holder = NULL;
@@ -471,7 +458,7 @@ int source_start(Agent *a) {
                 return log_error_errno(r, "Failed to open %s: %m", a->settings.device);
         if (s->dev.size == 0)
                 return log_error_errno(EINVAL, "%s is empty: nothing to serve.", a->settings.device);
-        return enrol_start(a, on_enrolled);
+        return job_start(a, &source_job);
 }
 
 Source *source_free(Source *s) {
@@ -484,7 +471,6 @@ Source *source_free(Source *s) {
         digest_done(&s->digest);
         device_close(&s->dev);
         free(s->expected_cn);
-        free(s->fingerprint);
         free(s);
         return NULL;
 }

@@ -25,6 +25,8 @@
 #include "domain.h"
 #include "format.h"
 #include "frame.h"
+#include "job.h"
+#include "journal.h"
 #include "log.h"
 #include "queue.h"
 #include "scan.h"
@@ -41,7 +43,6 @@ struct Stager {
         json_object *staging; /* from GetStaging */
         bool asked, reported_done;
         bool ready_reported; /* source: ReportSourceReady queued, with the size the plan allows */
-        char *fingerprint;   /* source: of our disk as scanned at the start, for the resize plan */
         char *journal_path;
 
         pthread_t thread;
@@ -400,22 +401,22 @@ typedef struct Writer {
 } Writer;
 
 static int journal_save(Stager *s, uint64_t offset) {
-        _cleanup_free_ char *text = NULL;
-        if (asprintf(&text, "{\"session\":\"%s\",\"device\":\"%s\",\"size\":%" PRIu64 ",\"offset\":%" PRIu64 "}\n",
-                     s->agent->settings.session, s->dev.path, s->dev.size, offset) < 0)
-                return -ENOMEM;
-        return write_file_atomic(s->journal_path, text, strlen(text), 0600);
+        ResumePoint p = { .session = s->agent->settings.session,
+                          .device = s->dev.path,
+                          .size = s->dev.size,
+                          .offset = offset };
+        return journal_save_resume(s->journal_path, &p);
 }
 
+/* Where the journal says to resume, at a segment's start; 0 if it is not this job's. */
 static uint64_t journal_load(Stager *s) {
-        _cleanup_free_ char *text = NULL;
-        _cleanup_(json_object_unrefp) json_object *o = NULL;
-        if (read_full_file(s->journal_path, &text, NULL) < 0 || !(o = json_tokener_parse(text)))
+        ResumePoint p = { .session = s->agent->settings.session,
+                          .device = s->dev.path,
+                          .size = s->dev.size };
+        uint64_t offset;
+        if (journal_load_resume(s->journal_path, &p, &offset, NULL) <= 0)
                 return 0;
-        if (!streq_ptr(json_get_string(o, "session"), s->agent->settings.session) ||
-            !streq_ptr(json_get_string(o, "device"), s->dev.path) || (uint64_t) json_get_int(o, "size") != s->dev.size)
-                return 0;
-        return (uint64_t) json_get_int(o, "offset") / STAGING_SEGMENT * STAGING_SEGMENT;
+        return offset / STAGING_SEGMENT * STAGING_SEGMENT;
 }
 
 /* A whole chunk (or the disk's last) is in w->chunk: check it, write it. */
@@ -891,23 +892,20 @@ static int report_ready(Stager *s) {
         return queue_push(a->queue, "ReportSourceReady", p);
 }
 
+static bool on_ended(Agent *a, json_object *session) {
+        Stager *s = a->stager;
+        (void) session;
+        s->cancel = true;
+        return s->thread_started; /* then it finishes when the thread has stopped */
+}
+
 static void on_session(Agent *a, json_object *session) {
         Stager *s = a->stager;
-        const char *status = json_get_string(session, "status"), *staging = json_get_string(session, "stagingStatus");
+        const char *staging = json_get_string(session, "stagingStatus");
 
-        if (session_is_final(session)) {
-                s->cancel = true;
-                if (s->thread_started)
-                        return; /* finishes when the thread has stopped */
-                log_info("Session %s is %s%s%s.", a->settings.session, strna(status),
-                         json_get_string(session, "error") ? ": " : "", strempty(json_get_string(session, "error")));
-                agent_finish(a, session_status(session) == CLONE_COMPLETED ? AGENT_EXIT_SUCCESS
-                                                                           : AGENT_EXIT_SESSION_FAILED);
-                return;
-        }
         if (s->upload && !s->ready_reported && !a->finishing) {
                 /* The size to stage is the plan's: the disk up to its last partition once shrunk. */
-                int r = resize_prepare_source(a, session, s->fingerprint, &s->dev.size);
+                int r = resize_prepare_source(a, session, a->disk_fingerprint, &s->dev.size);
                 if (r > 0) {
                         s->ready_reported = true;
                         r = report_ready(s);
@@ -928,22 +926,20 @@ static void on_session(Agent *a, json_object *session) {
         }
 }
 
-static void on_enrolled(Agent *a) {
-        Stager *s = a->stager;
-        const char *want = s->upload ? "source" : "target";
-        int r;
+/* The source reports ready once the session says how (on_session): after its resize steps. */
+static const JobKind upload_job = {
+        .role = "source",
+        .report_disk = true,
+        .changed = on_session,
+        .ended = on_ended,
+};
 
-        if (!streq_ptr(a->role, want)) {
-                log_error("Our certificate is for the %s of the session, not its %s.", strna(a->role), want);
-                agent_exit(a, AGENT_EXIT_REFUSED);
-                return;
-        }
-        /* Our disk, for the resize plan; the source reports ready once the session says how (on_session). */
-        resize_report_disk(a, want, s->upload ? &s->fingerprint : NULL);
-        r = client_watch_start(a, "WatchSession", agent_report_new(a, NULL), on_session);
-        if (r < 0)
-                agent_exit(a, AGENT_EXIT_FAILURE);
-}
+static const JobKind download_job = {
+        .role = "target",
+        .report_disk = true,
+        .changed = on_session,
+        .ended = on_ended,
+};
 
 int staged_start(Agent *a, bool upload) {
         _cleanup_free_ char *holder = NULL;
@@ -966,7 +962,7 @@ int staged_start(Agent *a, bool upload) {
                 return log_error_errno(r, "Failed to open %s: %m", a->settings.device);
         if (!upload)
                 s->resume = journal_load(s);
-        return enrol_start(a, on_enrolled);
+        return job_start(a, upload ? &upload_job : &download_job);
 }
 
 Stager *stager_free(Stager *s) {
@@ -982,7 +978,6 @@ Stager *stager_free(Stager *s) {
                 close(s->event_fd);
         device_close(&s->dev);
         json_object_put(s->staging);
-        free(s->fingerprint);
         free(s->journal_path);
         free(s->why);
         free(s->digest);

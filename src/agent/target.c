@@ -18,6 +18,8 @@
 #include "device.h"
 #include "format.h"
 #include "frame.h"
+#include "job.h"
+#include "journal.h"
 #include "log.h"
 #include "queue.h"
 #include "tls.h"
@@ -84,18 +86,17 @@ static void stop_stream(Target *t) {
 }
 
 /* The journal: where to resume for this session, device and size (and the digest, once done). */
-static int journal_save(Target *t, const char *digest) {
-        _cleanup_(json_object_unrefp) json_object *o = json_object_new_object();
-        int r;
+static ResumePoint resume_point(Target *t, const char *digest) {
+        return (ResumePoint){ .session = t->agent->settings.session,
+                              .device = t->dev.path,
+                              .size = t->size,
+                              .offset = t->offset,
+                              .digest = digest };
+}
 
-        json_object_object_add(o, "session", json_object_new_string(t->agent->settings.session));
-        json_object_object_add(o, "device", json_object_new_string(t->dev.path));
-        json_object_object_add(o, "size", json_object_new_int64((int64_t) t->size));
-        json_object_object_add(o, "offset", json_object_new_int64((int64_t) t->offset));
-        if (digest)
-                json_object_object_add(o, "digest", json_object_new_string(digest));
-        const char *text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
-        r = write_file_atomic(t->journal_path, text, strlen(text), 0600);
+static int journal_save(Target *t, const char *digest) {
+        ResumePoint p = resume_point(t, digest);
+        int r = journal_save_resume(t->journal_path, &p);
         if (r < 0)
                 return log_error_errno(r, "Failed to write the journal %s: %m", t->journal_path);
         return 0;
@@ -103,27 +104,23 @@ static int journal_save(Target *t, const char *digest) {
 
 /* Returns 1 and sets the resume point if the journal is for this very job. */
 static int journal_load(Target *t, char **ret_digest) {
-        _cleanup_free_ char *text = NULL;
-        _cleanup_(json_object_unrefp) json_object *o = NULL;
+        ResumePoint p = resume_point(t, NULL);
+        uint64_t offset;
+        int r;
 
-        *ret_digest = NULL;
-        if (read_full_file(t->journal_path, &text, NULL) < 0 || !(o = json_tokener_parse(text)))
-                return 0;
-        if (!streq_ptr(json_get_string(o, "session"), t->agent->settings.session) ||
-            !streq_ptr(json_get_string(o, "device"), t->dev.path) || (uint64_t) json_get_int(o, "size") != t->size)
-                return 0;
-        uint64_t offset = (uint64_t) json_get_int(o, "offset");
+        r = journal_load_resume(t->journal_path, &p, &offset, ret_digest);
+        if (r <= 0)
+                return r;
         if (offset > t->size || (offset % FRAME_CHUNK != 0 && offset != t->size)) {
                 log_warning("The journal %s does not make sense; starting from the beginning.", t->journal_path);
+                *ret_digest = mfree(*ret_digest);
                 return 0;
         }
         /* The digest covers what is on the disk: read back what an earlier run wrote. */
-        int r = device_digest(&t->dev, &t->digest, offset, t->frame);
+        r = device_digest(&t->dev, &t->digest, offset, t->frame);
         if (r < 0)
                 return r;
         t->offset = t->synced = t->written_back = offset;
-        if (json_get_string(o, "digest") && !(*ret_digest = strdup(json_get_string(o, "digest"))))
-                return -ENOMEM;
         return 1;
 }
 
@@ -566,24 +563,24 @@ static int preflight(Target *t, json_object *session) {
         return start_stream(t);
 }
 
+/* The session ended: what is written so far stays written, and journalled. */
+static bool on_ended(Agent *a, json_object *session) {
+        Target *t = a->target;
+
+        if (t->phase == PHASE_DONE && session_status(session) == CLONE_COMPLETED)
+                return true; /* our completion was taken; the queue decides when we leave */
+        stop_stream(t);
+        t->phase = PHASE_DONE;
+        if (t->dev.fd >= 0 && t->offset > 0)
+                (void) sync_now(t);
+        return false;
+}
+
 static void on_session(Agent *a, json_object *session) {
         Target *t = a->target;
-        const char *status = json_get_string(session, "status"), *address = json_get_string(session, "sourceAddress");
+        const char *address = json_get_string(session, "sourceAddress");
         int64_t port = json_get_int(session, "sourcePort");
 
-        if (session_is_final(session)) {
-                if (t->phase == PHASE_DONE && session_status(session) == CLONE_COMPLETED)
-                        return; /* our completion was taken; the queue decides when we leave */
-                log_info("Session %s is %s%s%s; stopping.", a->settings.session, strna(status),
-                         json_get_string(session, "error") ? ": " : "", strempty(json_get_string(session, "error")));
-                stop_stream(t);
-                t->phase = PHASE_DONE;
-                if (t->dev.fd >= 0 && t->offset > 0)
-                        (void) sync_now(t);
-                agent_finish(a, session_status(session) == CLONE_COMPLETED ? AGENT_EXIT_SUCCESS
-                                                                           : AGENT_EXIT_SESSION_FAILED);
-                return;
-        }
         if (!address || port <= 0 || json_get_int(session, "sizeBytes") <= 0 || t->phase == PHASE_DONE ||
             a->finishing)
                 return;
@@ -607,17 +604,10 @@ static void on_session(Agent *a, json_object *session) {
         }
 }
 
-static void on_enrolled(Agent *a) {
+static int on_started(Agent *a) {
         Target *t = a->target;
         int r;
 
-        if (!streq_ptr(a->role, "target")) {
-                log_error("Our certificate is for the %s of the session, not its target.", strna(a->role));
-                agent_exit(a, AGENT_EXIT_REFUSED);
-                return;
-        }
-        /* Our disk, for the resize plan: its size decides whether the source shrinks or we grow. */
-        resize_report_disk(a, "target", NULL);
         r = trust_start(a);
         if (r >= 0)
                 r = sd_event_add_time_relative(a->event, &t->progress_timer, CLOCK_MONOTONIC, USEC_PER_SEC, 0,
@@ -625,14 +615,18 @@ static void on_enrolled(Agent *a) {
         if (r >= 0)
                 r = sd_event_source_set_enabled(t->progress_timer, SD_EVENT_ON);
         if (r >= 0)
-                r = client_watch_start(a, "WatchSession", agent_report_new(a, NULL), on_session);
-        if (r < 0) {
-                log_error_errno(r, "Failed to start: %m");
-                agent_exit(a, AGENT_EXIT_FAILURE);
-                return;
-        }
-        log_info("Waiting for the source of session %s.", a->settings.session);
+                log_info("Waiting for the source of session %s.", a->settings.session);
+        return r;
 }
+
+/* Our disk goes to the resize plan: its size decides whether the source shrinks or we grow. */
+static const JobKind target_job = {
+        .role = "target",
+        .report_disk = true,
+        .started = on_started,
+        .changed = on_session,
+        .ended = on_ended,
+};
 
 int target_start(Agent *a) {
         Target *t = calloc(1, sizeof(Target));
@@ -651,7 +645,7 @@ int target_start(Agent *a) {
         r = digest_init(&t->digest);
         if (r < 0)
                 return r;
-        return enrol_start(a, on_enrolled);
+        return job_start(a, &target_job);
 }
 
 Target *target_free(Target *t) {

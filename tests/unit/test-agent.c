@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* The agent's pieces that need no network: frames (round trip, every way a header can be wrong, the hash
  * binding bytes to their offset), digests (zero runs fed by length equal zero bytes fed by content), the
- * backoff's bounds, and the device helpers on a plain file (size, zeroing by punched hole, digest by
- * reading back). */
+ * backoff's bounds, the device helpers on a plain file (size, zeroing by punched hole, digest by reading
+ * back), and the resume journals (whose they are, what they say, garbage). */
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -10,7 +10,9 @@
 #include "backoff.h"
 #include "device.h"
 #include "frame.h"
+#include "journal.h"
 #include "tests.h"
+#include "util.h"
 
 static void test_frame_round_trip(void) {
         static uint8_t chunk[FRAME_CHUNK];
@@ -148,11 +150,60 @@ static void test_device_file(void) {
         ASSERT_INT(device_open("/dev/null", O_RDONLY, &d, &holder), -ENOTBLK);
 }
 
+static void test_journal(void) {
+        char *dir = tmpdir_new(), path[512];
+        ResumePoint p = { .session = "0123456789abcdef0123456789abcdef",
+                          .device = "/dev/sdb",
+                          .size = 1 << 30,
+                          .offset = 64 << 20 };
+        json_object *o;
+        uint64_t offset;
+        char *digest;
+
+        snprintf(path, sizeof(path), "%s/journal.json", dir);
+        /* None yet: no resume point, and no error. */
+        ASSERT_INT(journal_read(path, &o), 0);
+        ASSERT_INT(journal_load_resume(path, &p, &offset, &digest), 0);
+        /* Its own job's, with and without a digest. */
+        ASSERT_OK(journal_save_resume(path, &p));
+        ASSERT_INT(journal_load_resume(path, &p, &offset, &digest), 1);
+        ASSERT_TRUE(offset == 64 << 20 && digest == NULL);
+        p.offset = p.size;
+        p.digest = "xxh3-128:00ff";
+        ASSERT_OK(journal_save_resume(path, &p));
+        ASSERT_INT(journal_load_resume(path, &p, &offset, &digest), 1);
+        ASSERT_TRUE(offset == p.size);
+        ASSERT_STR(digest, "xxh3-128:00ff");
+        free(digest);
+        /* Another session's, another device's, another size's: not ours. */
+        ResumePoint other = p;
+        other.session = "fedcba9876543210fedcba9876543210";
+        ASSERT_INT(journal_load_resume(path, &other, &offset, NULL), 0);
+        other = p;
+        other.device = "/dev/sdc";
+        ASSERT_INT(journal_load_resume(path, &other, &offset, NULL), 0);
+        other = p;
+        other.size = p.size + 512;
+        ASSERT_INT(journal_load_resume(path, &other, &offset, NULL), 0);
+        ASSERT_TRUE(offset == 0);
+        /* Garbage is no resume point either, and says so to whoever reads the record itself. */
+        ASSERT_OK(write_file_atomic(path, "{half", 5, 0600));
+        ASSERT_INT(journal_read(path, &o), -EBADMSG);
+        ASSERT_INT(journal_load_resume(path, &p, &offset, NULL), 0);
+        /* The file is replaced whole, with its mode. */
+        struct stat st;
+        ASSERT_OK(journal_save_resume(path, &p));
+        ASSERT_OK(stat(path, &st));
+        ASSERT_INT(st.st_mode & 0777, 0600);
+        tmpdir_remove(dir);
+}
+
 int main(void) {
         test_frame_round_trip();
         test_frame_refusals();
         test_digest_of_zeroes();
         test_backoff();
         test_device_file();
+        test_journal();
         return 0;
 }
