@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* org.pureboot.Controller1.CertificateAuthority on /org/pureboot/Controller1/ca. */
 #include "bus-ca.h"
+#include "address.h"
 #include "bus-gateway.h"
 #include "bus-util.h"
 #include "ca.h"
@@ -107,6 +108,12 @@ static int method_revoke(sd_bus_message *msg, void *userdata, sd_bus_error *erro
                 r = bus_read_options(msg, &o, error);
         if (r < 0)
                 return r;
+        /* Arguments first: the serials issued here are 32 hex digits. */
+        if (strlen(serial) != 32 || strspn(serial, "0123456789abcdef") != 32)
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                         "\"%.64s\" is not a certificate serial (32 lowercase hex digits); "
+                                         "purebootctl ca list-issued shows the serials.",
+                                         serial);
         r = polkit_verify(m, msg, PB_POLKIT_ACTION("manage-ca"),
                           (const char *const[]){ "serial", serial, NULL }, bus_interactive(msg, &o), error);
         if (r <= 0)
@@ -187,14 +194,18 @@ static int method_issue_certificate(sd_bus_message *msg, void *userdata, sd_bus_
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
                                          "Unknown role \"%.32s\"; use node, source, target or server.",
                                          role_name);
+        /* Arguments first: a bad one is refused without asking anyone to authenticate. */
+        if (o.ip && !ip_address_is_valid(o.ip))
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                         "The ip option \"%.64s\" is not an IPv4 or IPv6 address.", o.ip);
+        r = subject_for(m, (CertRole) role, subject, &cn, &node, &session, error);
+        if (r < 0)
+                return r;
         r = polkit_verify(m, msg, PB_POLKIT_ACTION("manage-ca"),
                           (const char *const[]){ "role", role_name, "subject", subject, NULL },
                           bus_interactive(msg, &o), error);
         if (r <= 0)
                 return r < 0 ? r : 1;
-        r = subject_for(m, (CertRole) role, subject, &cn, &node, &session, error);
-        if (r < 0)
-                return r;
 
         uint64_t validity = role == CERT_ROLE_SERVER ? 365 * USEC_PER_DAY
                                                      : m->config.session_cert_validity_hours * USEC_PER_HOUR;

@@ -154,12 +154,14 @@ static int method_update(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         if (r < 0)
                 return r;
         r = sd_bus_message_exit_container(msg);
+        if (r >= 0) /* arguments first: a bad one is refused without asking anyone to authenticate */
+                r = clone_update(c, &changes, true, error);
         if (r < 0)
                 return r;
         r = authorize(c, msg, "update", error);
         if (r <= 0)
                 return r < 0 ? r : 1;
-        r = clone_update(c, &changes, error);
+        r = clone_update(c, &changes, false, error);
         if (r < 0)
                 return r;
         manager_audit(c->manager, msg, "Update", c->id, "ok");
@@ -173,6 +175,8 @@ static int method_issue_boot_token(sd_bus_message *msg, void *userdata, sd_bus_e
         int r;
 
         r = sd_bus_message_read(msg, "s", &role);
+        if (r >= 0)
+                r = clone_issue_token(c, role, NULL, error);
         if (r < 0)
                 return r;
         r = authorize(c, msg, "issue-token", error);
@@ -258,14 +262,14 @@ static int method_set_plan(sd_bus_message *msg, void *userdata, sd_bus_error *er
         int r;
 
         r = sd_bus_message_read(msg, "s", &text);
+        if (r >= 0)
+                r = edits_from_json(text, &edits, error);
         if (r < 0)
                 return r;
         r = authorize(c, msg, "plan", error);
         if (r <= 0)
                 return r < 0 ? r : 1;
-        r = edits_from_json(text, &edits, error);
-        if (r >= 0)
-                r = clone_plan(c, edits, true, error);
+        r = clone_plan(c, edits, true, error);
         if (r < 0)
                 return r;
         manager_audit(c->manager, msg, "SetPlan", c->id, "ok");
@@ -283,6 +287,8 @@ static int method_add_target(sd_bus_message *msg, void *userdata, sd_bus_error *
         r = sd_bus_message_read(msg, "ss", &node, &device);
         if (r >= 0)
                 r = bus_read_options(msg, &o, error);
+        if (r >= 0)
+                r = clone_add_target_check(c, node, device, o.resize_mode, error);
         if (r < 0)
                 return r;
         r = polkit_verify(c->manager, msg, PB_POLKIT_ACTION("manage-clones"),

@@ -120,6 +120,8 @@ static int method_queue_operation(sd_bus_message *msg, void *userdata, sd_bus_er
         r = sd_bus_message_read(msg, "s", &op);
         if (r >= 0)
                 r = bus_message_read_json_dict(msg, &params, error);
+        if (r >= 0) /* arguments first: an operation that cannot fit is refused without a polkit question */
+                r = disk_queue_operation(d, op, params, NULL, error);
         if (r < 0)
                 return r;
         r = authorize(d, msg, op, error);

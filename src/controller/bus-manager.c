@@ -139,6 +139,8 @@ static int method_register_node(sd_bus_message *msg, void *userdata, sd_bus_erro
         if (r < 0)
                 return r;
         r = bus_read_options(msg, &o, error);
+        if (r >= 0) /* arguments first: a bad one is refused without asking anyone to authenticate */
+                r = node_register(m, hostname, mac, arch, o.serial, NODE_READY, NULL, error);
         if (r < 0)
                 return r;
         r = polkit_verify(m, msg, PB_POLKIT_ACTION("manage-nodes"),
@@ -212,8 +214,9 @@ static int method_create_storage_backend(sd_bus_message *msg, void *userdata, sd
         r = sd_bus_message_read(msg, "ss", &name, &type);
         if (r < 0)
                 return r;
-        /* The config comes before the options: skip it to read the options, then come back. */
-        r = sd_bus_message_skip(msg, "a{sv}");
+        /* The config comes before the options: checked (arguments first), then the options, then once
+         * authorised read again to create the backend. */
+        r = storage_create(m, name, type, msg, NULL, error);
         if (r >= 0)
                 r = bus_read_options(msg, &o, error);
         if (r < 0)

@@ -81,14 +81,17 @@ static void on_imported(Manager *m, const char *name, const char *why, const cha
         (void) sd_bus_reply_method_return(msg, "s", strempty(summary));
 }
 
-static int import(sd_bus_message *msg, Manager *m, const char *name, int fd, const BusOptions *o,
-                  sd_bus_error *error) {
-        int r;
+static int check_name(const char *name, sd_bus_error *error) {
         if (!nfsroot_name_is_valid(name))
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
                                          "\"%.64s\" is not a base image name: a letter or digit, then letters, "
                                          "digits, '.', '_' or '-', at most 64.", name);
-        r = nfsroot_import(m, name, fd, o->keep_setuid, on_imported, sd_bus_message_ref(msg), error);
+        return 0;
+}
+
+static int import(sd_bus_message *msg, Manager *m, const char *name, int fd, const BusOptions *o,
+                  sd_bus_error *error) {
+        int r = nfsroot_import(m, name, fd, o->keep_setuid, on_imported, sd_bus_message_ref(msg), error);
         if (r < 0)
                 sd_bus_message_unref(msg);
         return r < 0 ? r : 1; /* answered when the import ends */
@@ -100,6 +103,8 @@ static int method_import(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         int fd, r;
 
         r = sd_bus_message_read(msg, "sh", &name, &fd);
+        if (r >= 0) /* arguments first: a bad one is refused without asking anyone to authenticate */
+                r = check_name(name, error);
         if (r < 0)
                 return r;
         BusOptions o;
@@ -116,14 +121,17 @@ static int method_import_file(sd_bus_message *msg, void *userdata, sd_bus_error 
         int r;
 
         r = sd_bus_message_read(msg, "ss", &name, &path);
+        if (r >= 0)
+                r = check_name(name, error);
+        if (r >= 0 && path[0] != '/')
+                r = sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                      "\"%.200s\" is not an absolute path.", path);
         if (r < 0)
                 return r;
         BusOptions o;
         r = authorize_with(m, msg, "import", name, &o, error);
         if (r <= 0)
                 return r < 0 ? r : 1;
-        if (path[0] != '/')
-                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT, "\"%.200s\" is not an absolute path.", path);
         fd = open_regular(path);
         if (fd == -EBADFD)
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
@@ -140,12 +148,14 @@ static int method_create_overlay(sd_bus_message *msg, void *userdata, sd_bus_err
         int r;
 
         r = sd_bus_message_read(msg, "sss", &serial, &base, &hostname);
+        if (r >= 0) /* arguments first: a bad one is refused without asking anyone to authenticate */
+                r = nfsroot_create_overlay(m, serial, base, hostname, true, error);
         if (r < 0)
                 return r;
         r = authorize(m, msg, "create-overlay", serial, error);
         if (r <= 0)
                 return r < 0 ? r : 1;
-        r = nfsroot_create_overlay(m, serial, base, hostname, error);
+        r = nfsroot_create_overlay(m, serial, base, hostname, false, error);
         if (r < 0)
                 return r;
         emit(m, "Nodes");
@@ -159,12 +169,14 @@ static int method_delete_overlay(sd_bus_message *msg, void *userdata, sd_bus_err
         int r;
 
         r = sd_bus_message_read(msg, "s", &serial);
+        if (r >= 0)
+                r = nfsroot_delete_overlay(m, serial, true, error);
         if (r < 0)
                 return r;
         r = authorize(m, msg, "delete-overlay", serial, error);
         if (r <= 0)
                 return r < 0 ? r : 1;
-        r = nfsroot_delete_overlay(m, serial, error);
+        r = nfsroot_delete_overlay(m, serial, false, error);
         if (r < 0)
                 return r;
         emit(m, "Nodes");

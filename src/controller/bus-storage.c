@@ -54,7 +54,8 @@ static int method_update(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         StorageBackend *b = userdata;
         int r;
 
-        r = sd_bus_message_skip(msg, "a{sv}");
+        /* Arguments first, then authorisation, then the changes read again and applied. */
+        r = storage_update(b, msg, true, error);
         if (r >= 0)
                 r = authorize(b, msg, error);
         if (r <= 0)
@@ -62,7 +63,7 @@ static int method_update(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         r = sd_bus_message_rewind(msg, true);
         if (r < 0)
                 return r;
-        r = storage_update(b, msg, error);
+        r = storage_update(b, msg, false, error);
         if (r < 0)
                 return r;
         manager_audit(b->manager, msg, "UpdateStorageBackend", b->id, "ok");

@@ -343,7 +343,7 @@ static void replan(CloneSession *c) {
         sd_bus_error_free(&e);
 }
 
-int clone_update(CloneSession *c, const CloneSpec *changes, sd_bus_error *error) {
+int clone_update(CloneSession *c, const CloneSpec *changes, bool check_only, sd_bus_error *error) {
         Manager *m = c->manager;
         CloneSession updated = *c;
         Resolved res = {};
@@ -375,7 +375,7 @@ int clone_update(CloneSession *c, const CloneSpec *changes, sd_bus_error *error)
         if (changes->mode && streq(changes->mode, "direct") && !changes->storage)
                 s.storage = NULL;
         r = validate(m, &s, &res, error);
-        if (r < 0)
+        if (r < 0 || check_only)
                 return r;
 
         /* Build the new values in fresh strings so a failure leaves c untouched. */
@@ -657,20 +657,17 @@ int clone_start(CloneSession *c, sd_bus_error *error) {
         return 0;
 }
 
-int clone_add_target(CloneSession *c, const char *node, const char *device, const char *resize_mode, uint32_t uid,
-                     CloneSession **ret, sd_bus_error *error) {
-        _cleanup_free_ char *name = NULL;
-        CloneSession *f;
-        int r;
-
+/* The session an added target is, as a spec; name is freed by the caller. */
+static int added_target_spec(CloneSession *c, const char *node, const char *device, const char *resize_mode,
+                             CloneSpec *ret, char **ret_name, sd_bus_error *error) {
         if (clone_status_is_final(c->status) && c->status != CLONE_FAILED)
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE,
                                          "Session %s is %s; add targets to a session that can still run.", c->id,
                                          clone_status_to_string(c->status));
-        if (asprintf(&name, "%s+%s", c->name, strempty(node)) < 0)
+        if (asprintf(ret_name, "%s+%s", c->name, strempty(node)) < 0)
                 return -ENOMEM;
-        CloneSpec spec = {
-                .name = name,
+        *ret = (CloneSpec){
+                .name = *ret_name,
                 .mode = clone_mode_to_string(c->mode),
                 .source_node = c->source_node,
                 .target_node = node,
@@ -680,6 +677,27 @@ int clone_add_target(CloneSession *c, const char *node, const char *device, cons
                 .resize_mode = resize_mode ?: resize_mode_to_string(c->resize_mode),
                 .follows = c->id,
         };
+        return 0;
+}
+
+int clone_add_target_check(CloneSession *c, const char *node, const char *device, const char *resize_mode,
+                           sd_bus_error *error) {
+        _cleanup_free_ char *name = NULL;
+        CloneSpec spec;
+        int r = added_target_spec(c, node, device, resize_mode, &spec, &name, error);
+        return r < 0 ? r : clone_check(c->manager, &spec, error);
+}
+
+int clone_add_target(CloneSession *c, const char *node, const char *device, const char *resize_mode,
+                     uint32_t uid, CloneSession **ret, sd_bus_error *error) {
+        _cleanup_free_ char *name = NULL;
+        CloneSpec spec;
+        CloneSession *f;
+        int r;
+
+        r = added_target_spec(c, node, device, resize_mode, &spec, &name, error);
+        if (r < 0)
+                return r;
         r = clone_create(c->manager, &spec, uid, &f, error);
         if (r < 0)
                 return r;
@@ -743,7 +761,7 @@ int clone_delete(CloneSession *c, bool *ret_cancelled, sd_bus_error *error) {
 int clone_issue_token(CloneSession *c, const char *role, char **ret_token, sd_bus_error *error) {
         const char *node;
         int r;
-        assert(c && role && ret_token);
+        assert(c && role);
 
         if (!STR_IN_SET(role, "source", "target"))
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
@@ -757,6 +775,8 @@ int clone_issue_token(CloneSession *c, const char *role, char **ret_token, sd_bu
         if (!node)
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
                                          "Session %s has no target node; set one with Update first.", c->id);
+        if (!ret_token)
+                return 0;
         r = token_mint(c->manager, node, c->id, role, NULL, ret_token);
         return r < 0 && r != -ENOMEM ? bus_store_error(error, r, "mint the token") : r;
 }

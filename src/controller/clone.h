@@ -68,11 +68,13 @@ int clone_create(Manager *m, const CloneSpec *spec, uint32_t uid, CloneSession *
 /* What clone_create would refuse spec for, checked without creating anything: the bus methods check their
  * arguments so before polkit asks anyone to authenticate. */
 int clone_check(Manager *m, const CloneSpec *spec, sd_bus_error *error);
-int clone_update(CloneSession *c, const CloneSpec *changes, sd_bus_error *error);
+/* check_only: refused as it would be, nothing changed (the bus methods check so before polkit). */
+int clone_update(CloneSession *c, const CloneSpec *changes, bool check_only, sd_bus_error *error);
 int clone_start(CloneSession *c, sd_bus_error *error);
 int clone_cancel(CloneSession *c, sd_bus_error *error);
 /* Removes a finished session; an active one is cancelled instead (*ret_cancelled = true). */
 int clone_delete(CloneSession *c, bool *ret_cancelled, sd_bus_error *error);
+/* ret_token NULL: only checks that one could be issued. */
 int clone_issue_token(CloneSession *c, const char *role, char **ret_token, sd_bus_error *error);
 
 /* The one place status changes: checks the transition table, persists, then updates the object. */
@@ -91,6 +93,9 @@ int clone_digest_verdict(const char *source, const char *target, CloneStatus *re
  * the digest of what c's source read. */
 int clone_add_target(CloneSession *c, const char *node, const char *device, const char *resize_mode, uint32_t uid,
                      CloneSession **ret, sd_bus_error *error);
+/* What clone_add_target would refuse, checked without adding anything. */
+int clone_add_target_check(CloneSession *c, const char *node, const char *device, const char *resize_mode,
+                           sd_bus_error *error);
 CloneSession *clone_followed(CloneSession *c);
 /* The session with the source and the staging: the one c follows, else c itself. */
 CloneSession *clone_owner(CloneSession *c);

@@ -147,6 +147,8 @@ int disk_queue_operation(Disk *d, const char *op, json_object *params, char **re
         if (r < 0)
                 return sd_bus_error_set(error, r == -EINVAL ? PB_ERROR_INVALID_ARGUMENT : PB_ERROR_OPERATION_REFUSED,
                                         message);
+        if (!ret_id)
+                return 0;
         r = id_new(id);
         if (r < 0)
                 return r;

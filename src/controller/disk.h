@@ -43,6 +43,7 @@ int disk_resolve(Node *n, const char *name, Disk **ret, sd_bus_error *error);
 int disk_report_scan(Node *n, json_object *disks, uint64_t sequence, const char **ret_bad);
 
 /* Validates op against the scan with every pending operation applied before it, and queues it. */
+/* ret_id NULL: only checks that the operation fits (as the bus method does before polkit). */
 int disk_queue_operation(Disk *d, const char *op, json_object *params, char **ret_id, sd_bus_error *error);
 /* Removes an operation that is not running. */
 int disk_remove_operation(Disk *d, const char *id, sd_bus_error *error);

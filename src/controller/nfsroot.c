@@ -401,7 +401,7 @@ static int write_text(const char *dir, const char *name, const char *text) {
 }
 
 int nfsroot_create_overlay(Manager *m, const char *serial, const char *base, const char *hostname,
-                           sd_bus_error *error) {
+                           bool check_only, sd_bus_error *error) {
         _cleanup_free_ char *s = NULL, *b = NULL, *dir = NULL, *etc = NULL, *host = NULL, *record = NULL;
         const char *subdirs[] = { "upper", "work", "merged" };
         char id[SD_ID128_STRING_MAX];
@@ -415,16 +415,20 @@ int nfsroot_create_overlay(Manager *m, const char *serial, const char *base, con
                 return -ENOMEM;
         hostname = host ?: hostname;
         if (!hostname_is_valid(hostname) || strchr(hostname, '.'))
-                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT, "\"%.64s\" is not a host name (letters, "
-                                         "digits and inner hyphens, at most 63).", hostname);
-        r = nfsroot_ensure(m, error);
-        if (r < 0)
-                return r;
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                         "\"%.64s\" is not a host name (letters, "
+                                         "digits and inner hyphens, at most 63).",
+                                         hostname);
         if (!(dir = dir_of(m, m->config.nfsroot_nodes_dir, s)) || asprintf(&etc, "%s/upper/etc", dir) < 0)
                 return -ENOMEM;
         if (lstat(dir, &st) >= 0)
                 return sd_bus_error_setf(error, PB_ERROR_ALREADY_EXISTS, "Pi %s has an overlay already; delete it "
                                          "first (purebootctl nfsroot delete %s).", s, s);
+        if (check_only)
+                return 0;
+        r = nfsroot_ensure(m, error);
+        if (r < 0)
+                return r;
         r = mkdir_exact(dir, 0755);
         if (r < 0)
                 return sd_bus_error_set_errnof(error, -r, "Cannot create %s: %s.%s", dir, strerror(-r),
@@ -462,7 +466,7 @@ int nfsroot_create_overlay(Manager *m, const char *serial, const char *base, con
         return 0;
 }
 
-int nfsroot_delete_overlay(Manager *m, const char *serial, sd_bus_error *error) {
+int nfsroot_delete_overlay(Manager *m, const char *serial, bool check_only, sd_bus_error *error) {
         _cleanup_free_ char *s = NULL, *dir = NULL;
         struct stat st;
         int r = check_serial(serial, &s, error);
@@ -472,6 +476,8 @@ int nfsroot_delete_overlay(Manager *m, const char *serial, sd_bus_error *error) 
                 return -ENOMEM;
         if (lstat(dir, &st) < 0 || !S_ISDIR(st.st_mode))
                 return sd_bus_error_setf(error, PB_ERROR_NO_SUCH_NODE, "Pi %s has no overlay.", s);
+        if (check_only)
+                return 0;
         r = rm_rf(dir);
         if (r < 0)
                 return sd_bus_error_set_errnof(error, -r, "Cannot remove %s: %s", dir, strerror(-r));

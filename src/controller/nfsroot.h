@@ -35,10 +35,11 @@ int nfsroot_import(Manager *m, const char *name, int fd, bool keep_setuid, NfsRo
                    void *userdata, sd_bus_error *error);
 
 /* Creates nodes/<serial>/{upper,work,merged} with upper/etc/hostname and a fresh upper/etc/machine-id.
- * base empty: the configured DefaultBaseImage, else the only one there is. */
+ * base empty: the configured DefaultBaseImage, else the only one there is. check_only (here and for
+ * delete): refused as it would be, nothing changed (the bus methods check so before polkit). */
 int nfsroot_create_overlay(Manager *m, const char *serial, const char *base, const char *hostname,
-                           sd_bus_error *error);
-int nfsroot_delete_overlay(Manager *m, const char *serial, sd_bus_error *error);
+                           bool check_only, sd_bus_error *error);
+int nfsroot_delete_overlay(Manager *m, const char *serial, bool check_only, sd_bus_error *error);
 int nfsroot_node_info(Manager *m, const char *serial, NfsRootNode *ret, sd_bus_error *error);
 /* "lowerdir=…,upperdir=…,workdir=…" for mount -t overlay. */
 int nfsroot_overlay_options(Manager *m, const char *serial, const char *base, char **ret, sd_bus_error *error);

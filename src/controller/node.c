@@ -113,6 +113,8 @@ int node_register(Manager *m, const char *hostname, const char *mac, const char 
                         streq(other->mac, canonical_mac)             ? "MAC address"
                         : strcasecmp(other->hostname, hostname) == 0 ? "host name"
                                                                      : "serial");
+        if (!ret)
+                return 0;
         r = id_new(id);
         if (r < 0)
                 return r;

@@ -26,7 +26,8 @@ typedef struct Node {
 Node *node_free(Node *n);
 char *node_path(const Node *n);
 
-/* state: NODE_READY for nodes an administrator adds, NODE_DISCOVERED for machines that just PXE-booted. */
+/* state: NODE_READY for nodes an administrator adds, NODE_DISCOVERED for machines that just PXE-booted.
+ * ret NULL: only checks the arguments (as the bus method does before polkit), registers nothing. */
 int node_register(Manager *m, const char *hostname, const char *mac, const char *arch, const char *serial,
                   NodeState state, Node **ret, sd_bus_error *error);
 /* A Raspberry Pi serial: exactly 8 hex digits, returned lowercase. */

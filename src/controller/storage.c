@@ -323,6 +323,10 @@ int storage_create(Manager *m, const char *name, const char *type, sd_bus_messag
         r = read_fields(config, (BackendType) kind, false, c, &secret, NULL, NULL, error);
         if (r >= 0)
                 r = validate((BackendType) kind, c, secret, error);
+        if (r >= 0 && !ret) {
+                json_object_put(c);
+                return 0;
+        }
         if (r >= 0)
                 r = id_new(id);
         if (r < 0) {
@@ -361,7 +365,7 @@ int storage_create(Manager *m, const char *name, const char *type, sd_bus_messag
         return 0;
 }
 
-int storage_update(StorageBackend *b, sd_bus_message *changes, sd_bus_error *error) {
+int storage_update(StorageBackend *b, sd_bus_message *changes, bool check_only, sd_bus_error *error) {
         Manager *m = b->manager;
         _cleanup_free_ char *secret = NULL;
         json_object *c = NULL;
@@ -384,7 +388,7 @@ int storage_update(StorageBackend *b, sd_bus_message *changes, sd_bus_error *err
                                       "A storage backend named %s exists already; pick another name.", name);
         if (r >= 0)
                 r = validate(b->type, c, secret, error);
-        if (r < 0) {
+        if (r < 0 || check_only) {
                 json_object_put(c);
                 return r;
         }

@@ -24,11 +24,12 @@ typedef struct StorageBackend {
 StorageBackend *storage_free(StorageBackend *b);
 char *storage_path(const StorageBackend *b);
 
-/* config is positioned at an a{sv} of the type's fields. */
+/* config is positioned at an a{sv} of the type's fields. ret NULL: only checks (reading config). */
 int storage_create(Manager *m, const char *name, const char *type, sd_bus_message *config,
                    StorageBackend **ret, sd_bus_error *error);
-/* changes: a{sv} with "name", "enabled" and any of the type's fields. */
-int storage_update(StorageBackend *b, sd_bus_message *changes, sd_bus_error *error);
+/* changes: a{sv} with "name", "enabled" and any of the type's fields. check_only: read and checked, not
+ * applied. */
+int storage_update(StorageBackend *b, sd_bus_message *changes, bool check_only, sd_bus_error *error);
 int storage_delete(StorageBackend *b, sd_bus_error *error);
 int storage_resolve(Manager *m, const char *name, StorageBackend **ret, sd_bus_error *error);
 int storage_attach(Manager *m, StorageBackend *b);

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import DEST, REPO, ROOT, stop_all, wait_for
+from harness import DEST, REPO, ROOT, TEST_USER, stop_all, wait_for
 from nodes import Agent, Loop, Network, ca_fingerprint, make_source_disk, random_file, sh, sha256
 
 MIB = 1 << 20
@@ -365,6 +365,10 @@ def test_refusals_leave_the_queue_unchanged(partition_node, loops, tmp_path):
         assert r.returncode != 0, f"{args} was queued"
         assert words in r.stderr, f"{args}: {r.stderr}"
         assert n.operations(loop.device) == before
+        # Refused for what it asks before anyone is asked to authenticate: the same words for a user polkit
+        # would refuse.
+        r = n.ctl("--no-ask-password", "partition", "queue", n.hostname, loop.device, *args, user=TEST_USER)
+        assert r.returncode != 0 and words in r.stderr and "org.pureboot.controller1" not in r.stderr, r.stderr
     # The minimum in the message is the scan's.
     r = n.queue(loop.device, "resize", "partition=1", "new_size_bytes=101M", check=False)
     assert f"can shrink to {minimum / MIB:.1f} MiB at least; 101.0 MiB asked" in r.stderr, r.stderr

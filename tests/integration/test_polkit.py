@@ -40,7 +40,7 @@ MUTATIONS = [
     ("Node token", lambda o: (o["node"], "Node", "IssueBootToken", "a{sv}", "0"), "manage-nodes"),
     ("Update backend", lambda o: (o["backend"], "StorageBackend", "Update", "a{sv}a{sv}", "0", "0"), "manage-storage"),
     ("Delete backend", lambda o: (o["backend"], "StorageBackend", "Delete", "a{sv}", "0"), "manage-storage"),
-    ("Revoke", lambda o: (f"{ROOT}/ca", "CertificateAuthority", "Revoke", "sa{sv}", "00", "0"), "manage-ca"),
+    ("Revoke", lambda o: (f"{ROOT}/ca", "CertificateAuthority", "Revoke", "sa{sv}", "0" * 32, "0"), "manage-ca"),
     ("IssueCertificate", lambda o: (f"{ROOT}/ca", "CertificateAuthority", "IssueCertificate", "sssa{sv}", "x", "node",
                                     "web-01", "0"), "manage-ca"),
 ]
@@ -59,10 +59,40 @@ def test_unprivileged_user_is_refused(controller, objects, busctl, case):
     assert controller.snapshot() == before
 
 
+# Every method that takes arguments, with one it refuses (QueueOperation: test_partition.py, on a real disk).
 BAD_ARGUMENTS = [
-    ("CreateCloneSession", (ROOT, "Manager", "CreateCloneSession", "ssssssa{sv}", "n", "sideways", "web-01", "web-02",
-                            "/dev/sda", "/dev/sdb", "0"), "Unknown clone mode"),
-    ("SetBootMode", None, "is not local, partition or nfs"),
+    ("CreateCloneSession", lambda o: (ROOT, "Manager", "CreateCloneSession", "ssssssa{sv}", "n", "sideways", "web-01",
+                                      "web-02", "/dev/sda", "/dev/sdb", "0"), "Unknown clone mode"),
+    ("RegisterNode", lambda o: (ROOT, "Manager", "RegisterNode", "sssa{sv}", "x-1", "not-a-mac", "x86_64", "0"),
+     "is not a MAC address"),
+    ("RegisterNode taken", lambda o: (ROOT, "Manager", "RegisterNode", "sssa{sv}", "web-01", "aa:bb:cc:00:00:09",
+                                      "x86_64", "0"), "already has this host name"),
+    ("CreateStorageBackend", lambda o: (ROOT, "Manager", "CreateStorageBackend", "ssa{sv}a{sv}", "n2", "nfs", "2",
+                                        "server", "s", "h", "colour", "s", "blue", "0"),
+     "is not a setting of nfs backends"),
+    ("SetBootMode", lambda o: (o["node"], "Node", "SetBootMode", "sa{sv}", "floppy", "0"),
+     "is not local, partition or nfs"),
+    ("Update session", lambda o: (o["session"], "CloneSession", "Update", "a{sv}a{sv}", "1", "mode", "s", "sideways",
+                                  "0"), "Unknown clone mode"),
+    ("IssueBootToken", lambda o: (o["session"], "CloneSession", "IssueBootToken", "sa{sv}", "king", "0"),
+     "Unknown role"),
+    ("SetPlan", lambda o: (o["session"], "CloneSession", "SetPlan", "sa{sv}", "[1]", "0"), "is not a JSON object"),
+    ("AddTarget", lambda o: (o["session"], "CloneSession", "AddTarget", "ssa{sv}", "web-02", "sdb", "0"),
+     "is not a device path"),
+    ("Update backend", lambda o: (o["backend"], "StorageBackend", "Update", "a{sv}a{sv}", "1", "export", "s",
+                                  "relative", "0"), "needs export=PATH"),
+    ("Revoke", lambda o: (f"{ROOT}/ca", "CertificateAuthority", "Revoke", "sa{sv}", "zz", "0"),
+     "is not a certificate serial"),
+    ("IssueCertificate", lambda o: (f"{ROOT}/ca", "CertificateAuthority", "IssueCertificate", "sssa{sv}", "x", "node",
+                                    "no-such-node", "0"), "no-such-node"),
+    ("ImportBaseImageFile", lambda o: (f"{ROOT}/nfsroot", "NfsRoot", "ImportBaseImageFile", "ssa{sv}", "base",
+                                       "relative.tar", "0"), "is not an absolute path"),
+    ("ImportBaseImageFile name", lambda o: (f"{ROOT}/nfsroot", "NfsRoot", "ImportBaseImageFile", "ssa{sv}", "../x",
+                                            "/tmp/x.tar", "0"), "is not a base image name"),
+    ("CreateNodeOverlay", lambda o: (f"{ROOT}/nfsroot", "NfsRoot", "CreateNodeOverlay", "sssa{sv}", "xyz", "", "",
+                                     "0"), "is not a Raspberry Pi serial"),
+    ("DeleteNodeOverlay", lambda o: (f"{ROOT}/nfsroot", "NfsRoot", "DeleteNodeOverlay", "sa{sv}", "1234abcd", "0"),
+     "has no overlay"),
 ]
 
 
@@ -70,8 +100,8 @@ BAD_ARGUMENTS = [
 def test_bad_arguments_are_refused_before_polkit(controller, objects, busctl, case):
     """A call that would be refused for its arguments says so, without a polkit question first (an
     administrator is not asked to authenticate for a call that cannot succeed)."""
-    _, call, message = case
-    path, iface, method, sig, *args = call or (objects["node"], "Node", "SetBootMode", "sa{sv}", "floppy", "0")
+    _, make, message = case
+    path, iface, method, sig, *args = make(objects)
     r = busctl("--allow-interactive-authorization=yes", "call", DEST, path, f"{DEST}.{iface}", method, sig, *args,
                user=TEST_USER)
     assert r.returncode != 0 and message in r.stderr and "org.pureboot.controller1" not in r.stderr, r.stderr

@@ -106,8 +106,10 @@ BAD_CALLS = [
     ("bad CSR", (f"{ROOT}/ca", "CertificateAuthority", "IssueCertificate", "sssa{sv}", "not a csr", "node",
                  "web-01", "0"),
      ERR + "BadCertificateRequest", "certtool --generate-request"),
-    ("revoke unknown serial", (f"{ROOT}/ca", "CertificateAuthority", "Revoke", "sa{sv}", "00ff", "0"),
+    ("revoke unknown serial", (f"{ROOT}/ca", "CertificateAuthority", "Revoke", "sa{sv}", "00ff" * 8, "0"),
      ERR + "NoSuchCertificate", "list-issued"),
+    ("revoke no serial", (f"{ROOT}/ca", "CertificateAuthority", "Revoke", "sa{sv}", "00ff", "0"),
+     ERR + "InvalidArgument", "is not a certificate serial"),
 ]
 
 

@@ -117,10 +117,10 @@ static void test_sessions(Manager *m) {
 
         /* Update while pending, then Start mints two hashed tokens and Update is refused. */
         CloneSpec change = { .target_device = "/dev/mmcblk1" };
-        ASSERT_OK(clone_update(c, &change, &e));
+        ASSERT_OK(clone_update(c, &change, false, &e));
         ASSERT_STR(c->target_device, "/dev/mmcblk1");
         change.target_device = "relative";
-        ASSERT_BUS_ERROR(clone_update(c, &change, E), PB_ERROR_INVALID_ARGUMENT);
+        ASSERT_BUS_ERROR(clone_update(c, &change, false, E), PB_ERROR_INVALID_ARGUMENT);
         ASSERT_STR(c->target_device, "/dev/mmcblk1");
 
         ASSERT_OK(clone_start(c, &e));
@@ -142,7 +142,7 @@ static void test_sessions(Manager *m) {
         ASSERT_INT(count(m, "SELECT COUNT(*) FROM clone_sessions WHERE status = 'waiting'"), 1);
         ASSERT_BUS_ERROR(clone_start(c, E), PB_ERROR_INVALID_STATE);
         change.target_device = "/dev/sdz";
-        ASSERT_BUS_ERROR(clone_update(c, &change, E), PB_ERROR_INVALID_STATE);
+        ASSERT_BUS_ERROR(clone_update(c, &change, false, E), PB_ERROR_INVALID_STATE);
         ASSERT_BUS_ERROR(clone_transition(c, CLONE_COMPLETED, NULL, E), PB_ERROR_INVALID_STATE);
         ASSERT_INT(count(m, "SELECT COUNT(*) FROM clone_sessions WHERE status = 'waiting'"), 1);
 
