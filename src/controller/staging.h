@@ -12,6 +12,10 @@ int staging_provision(CloneSession *c);
 /* At Start, when the source's size is already known (size > 0): refuses with InsufficientSpace if the
  * backend's space as last measured cannot take it with the margin. Provisioning measures again. */
 int staging_check_space(CloneSession *c, uint64_t size, sd_bus_error *error);
+/* -ENOSPC, with why in words an operator can act on: staging a size-byte disk on b needs need bytes (a LUN
+ * of at least need, if lun) and available is what there is. */
+int staging_no_space(const StorageBackend *b, uint64_t need, uint64_t size, uint64_t available, bool lun,
+                     char **ret_why);
 /* The session ended: removes what provisioning created (staging "cleanup", then "deleted"). */
 int staging_cleanup(CloneSession *c);
 /* Whether the session still has staging to remove (or is removing it). */

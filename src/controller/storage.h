@@ -34,22 +34,8 @@ int storage_delete(StorageBackend *b, sd_bus_error *error);
 int storage_resolve(Manager *m, const char *name, StorageBackend **ret, sd_bus_error *error);
 int storage_attach(Manager *m, StorageBackend *b);
 
-/* "1-4,7": the LUN numbers listed (in order given); returns how many, or < 0 if it does not parse. */
-int storage_parse_luns(const char *s, int **ret_luns);
-/* manage=tgtadm: the controller creates a LUN per session on the tgtd of its own host. */
-bool storage_is_managed(const StorageBackend *b);
+/* Where the backend is, as libnfs and libiscsi are told (storage-io.h). */
 StorageLocation storage_location(const StorageBackend *b);
-/* The LUNs a backend stages on (luns=, or the one lun=); returns how many. */
-int storage_pool(const StorageBackend *b, int **ret_luns);
-/* From tgtadm: the tid of target iqn on this host's tgtd and the LUNs it has, with their backing files. */
-typedef struct TgtLun {
-        int lun;
-        char path[512];
-} TgtLun;
-int storage_tgt_find(const char *iqn, int *ret_tid, TgtLun **ret_luns, size_t *ret_n, char **ret_why);
-/* In a worker (it blocks): total and available bytes; busy lists pool LUNs that sessions hold. */
-int storage_measure(const StorageBackend *b, const int *busy, size_t n_busy, uint64_t *ret_total,
-                    uint64_t *ret_available, char **ret_why);
 
 /* Test connects for real (NFS: mount, probe file; iSCSI: login, READ CAPACITY) and measures; RefreshSpace
  * only measures. Both run in a worker, store the space and call done with a report, or why not; b is NULL

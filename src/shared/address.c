@@ -4,6 +4,7 @@
 
 #include "address.h"
 #include "ini.h"
+#include "util.h"
 
 int ip_address_parse(const char *s, int *ret_family, uint8_t ret[16]) {
         if (!s)
@@ -21,6 +22,10 @@ bool ip_address_is_valid(const char *s) {
         uint8_t buf[16];
         int family;
         return ip_address_parse(s, &family, buf) >= 0;
+}
+
+bool host_is_valid(const char *s) {
+        return hostname_is_valid(s) || ip_address_is_valid(s);
 }
 
 int socket_address_from_ip(const char *ip, uint16_t port, SocketAddress *ret, socklen_t *ret_len) {

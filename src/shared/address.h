@@ -18,6 +18,8 @@ typedef union SocketAddress {
  * is not one. */
 int ip_address_parse(const char *s, int *ret_family, uint8_t ret[16]);
 bool ip_address_is_valid(const char *s);
+/* A host name (RFC 1123) or an IP address. */
+bool host_is_valid(const char *s);
 /* ip and port as a socket address, and its length. */
 int socket_address_from_ip(const char *ip, uint16_t port, SocketAddress *ret, socklen_t *ret_len);
 /* The address of sa in text (INET6_ADDRSTRLEN bytes at most). */
