@@ -32,11 +32,14 @@ int agent_new(AgentSettings *settings, Agent **ret) {
         a->settings = *settings;
         *settings = (AgentSettings){};
         r = sd_event_default(&a->event);
-        if (r >= 0)
-                r = curl_glue_new(a->event, &a->curl);
         if (r < 0) {
                 agent_free(a);
-                return r;
+                return log_error_errno(r, "Failed to get an event loop: %m");
+        }
+        r = curl_glue_new(a->event, &a->curl);
+        if (r < 0) {
+                agent_free(a);
+                return log_error_errno(r, "Failed to set up libcurl on the event loop: %m");
         }
         *ret = a;
         return 0;
@@ -114,6 +117,17 @@ json_object *agent_report_new(Agent *a, const char *role) {
         if (role)
                 json_object_object_add(p, "role", json_object_new_string(role));
         return p;
+}
+
+int agent_add_progress_timer(Agent *a, sd_event_source **ret, sd_event_time_handler_t handler,
+                             void *userdata) {
+        int r = sd_event_add_time_relative(a->event, ret, CLOCK_MONOTONIC, USEC_PER_SEC, 0, handler,
+                                           userdata);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(*ret, SD_EVENT_ON); /* again and again, not once */
+        if (r < 0)
+                return log_error_errno(r, "Failed to add the progress timer: %m");
+        return 0;
 }
 
 void agent_report_failed(Agent *a, const char *role, const char *code, const char *format, ...) {

@@ -111,6 +111,10 @@ int session_status(json_object *session);
 bool session_is_final(json_object *session);
 /* The parameters every report starts with: our session, and role if given. */
 json_object *agent_report_new(Agent *a, const char *role);
+/* The timer that reports a job's progress: handler runs a second from now and again each second (it sets
+ * its own next time). */
+int agent_add_progress_timer(Agent *a, sd_event_source **ret, sd_event_time_handler_t handler,
+                             void *userdata);
 /* Queues ReportFailed for role with code and the message (also logged). */
 void agent_report_failed(Agent *a, const char *role, const char *code, const char *format, ...) _printf_(4, 5);
 /* Queues ReportProgress for role: bytes so far, the rate since the meter's last report, the phase. */

@@ -403,13 +403,11 @@ static int serve(Source *s) {
                 return log_error_errno(EADDRINUSE, "Failed to serve on port %u (in use?).", a->settings.port);
         r = mhd_event_attach(a->event, s->daemon, &s->mhd);
         if (r < 0)
+                return log_error_errno(r, "Failed to serve from the event loop: %m");
+        r = agent_add_progress_timer(a, &s->progress_timer, on_progress, s);
+        if (r < 0)
                 return r;
-        r = sd_event_add_time_relative(a->event, &s->progress_timer, CLOCK_MONOTONIC, USEC_PER_SEC, 0, on_progress, s);
-        if (r >= 0)
-                r = sd_event_source_set_enabled(s->progress_timer, SD_EVENT_ON);
-        if (r >= 0)
-                r = report_ready(s);
-        return r;
+        return report_ready(s);
 }
 
 /* Serving starts once the session says how: after the source's resize steps, if the plan has any. */

@@ -841,11 +841,9 @@ static int start_transfer(Stager *s) {
         if (s->event_fd < 0)
                 return -errno;
         r = sd_event_add_io(a->event, &s->event_source, s->event_fd, EPOLLIN, on_thread_done, s);
-        if (r >= 0)
-                r = sd_event_add_time_relative(a->event, &s->progress_timer, CLOCK_MONOTONIC, USEC_PER_SEC, 0,
-                                               on_progress, s);
-        if (r >= 0)
-                r = sd_event_source_set_enabled(s->progress_timer, SD_EVENT_ON);
+        if (r < 0)
+                return log_error_errno(r, "Failed to watch the transfer thread: %m");
+        r = agent_add_progress_timer(a, &s->progress_timer, on_progress, s);
         if (r < 0)
                 return r;
         s->started_at = now_monotonic_usec();

@@ -609,14 +609,13 @@ static int on_started(Agent *a) {
         int r;
 
         r = trust_start(a);
-        if (r >= 0)
-                r = sd_event_add_time_relative(a->event, &t->progress_timer, CLOCK_MONOTONIC, USEC_PER_SEC, 0,
-                                               on_progress, t);
-        if (r >= 0)
-                r = sd_event_source_set_enabled(t->progress_timer, SD_EVENT_ON);
-        if (r >= 0)
-                log_info("Waiting for the source of session %s.", a->settings.session);
-        return r;
+        if (r < 0)
+                return r;
+        r = agent_add_progress_timer(a, &t->progress_timer, on_progress, t);
+        if (r < 0)
+                return r;
+        log_info("Waiting for the source of session %s.", a->settings.session);
+        return 0;
 }
 
 /* Our disk goes to the resize plan: its size decides whether the source shrinks or we grow. */

@@ -94,13 +94,18 @@ int trust_start(Agent *a) {
         t->agent = a;
         a->trust = t;
         r = trust_rebuild(t, NULL);
-        if (r >= 0)
-                r = sd_event_add_time_relative(a->event, &t->timer, CLOCK_MONOTONIC, 0, 0, on_timer, t);
+        if (r < 0) {
+                trust_stop(a);
+                return log_error_errno(r, "Failed to load our CA as the trust for peers: %m");
+        }
+        r = sd_event_add_time_relative(a->event, &t->timer, CLOCK_MONOTONIC, 0, 0, on_timer, t);
         if (r >= 0) /* again and again, not once */
                 r = sd_event_source_set_enabled(t->timer, SD_EVENT_ON);
-        if (r < 0)
+        if (r < 0) {
                 trust_stop(a);
-        return r;
+                return log_error_errno(r, "Failed to add the CRL timer: %m");
+        }
+        return 0;
 }
 
 void trust_stop(Agent *a) {

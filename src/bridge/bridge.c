@@ -129,9 +129,11 @@ static int open_listeners(Bridge *b) {
                 }
         }
         r = listener_port(&b->https);
-        if (r >= 0 && b->http.fd >= 0)
-                r = listener_port(&b->http);
-        return r;
+        if (r < 0)
+                return log_error_errno(r, "Failed to read the HTTPS socket's port: %m");
+        if (b->http.fd >= 0 && (r = listener_port(&b->http)) < 0)
+                return log_error_errno(r, "Failed to read the HTTP socket's port: %m");
+        return 0;
 }
 
 /* Our key, made here; the controller signs its CSR. The key never leaves this process. */
@@ -146,10 +148,13 @@ static int obtain_certificate(Bridge *b) {
                 if (!b->config.cert_file || !b->config.key_file)
                         return log_error_errno(EINVAL, "--cert and --key go together.");
                 r = read_full_file(b->config.cert_file, &b->cert_pem, NULL);
-                if (r >= 0)
-                        r = read_full_file(b->config.key_file, &b->key_pem, NULL);
                 if (r < 0)
-                        return log_error_errno(r, "Failed to read the server certificate or key: %m");
+                        return log_error_errno(r, "Failed to read the server certificate %s: %m",
+                                               b->config.cert_file);
+                r = read_full_file(b->config.key_file, &b->key_pem, NULL);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to read the server key %s: %m",
+                                               b->config.key_file);
                 return 0;
         }
 
@@ -167,9 +172,9 @@ static int obtain_certificate(Bridge *b) {
                                        error.message ?: strerror(-r));
         r = sd_bus_message_read(reply, "ss", &cert, &ca);
         if (r < 0)
-                return r;
+                return log_error_errno(r, "The controller's signed certificate does not parse: %m");
         b->cert_pem = strdup(cert);
-        return b->cert_pem ? 0 : -ENOMEM;
+        return b->cert_pem ? 0 : log_oom();
 }
 
 static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
@@ -394,12 +399,16 @@ int main(int argc, char *argv[]) {
         if (r < 0)
                 return 1;
         r = watch_subscribe(b);
-        if (r >= 0)
-                r = obtain_certificate(b);
-        if (r >= 0)
-                r = open_listeners(b);
-        if (r >= 0)
-                r = server_start(b);
+        if (r < 0)
+                return log_error_errno(r, "Failed to follow the controller's changes: %m"), 1;
+        /* Each of these says what failed itself. */
+        r = obtain_certificate(b);
+        if (r < 0)
+                return 1;
+        r = open_listeners(b);
+        if (r < 0)
+                return 1;
+        r = server_start(b);
         if (r < 0)
                 return 1;
 

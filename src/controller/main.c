@@ -70,16 +70,18 @@ int main(int argc, char *argv[]) {
                         state_dir = "/var/lib/pureboot";
         }
 
+        /* Each step says what failed itself. */
         r = manager_new(config, state_dir, &m);
-        if (r >= 0)
-                r = manager_load(m);
-        if (r >= 0)
-                r = manager_connect_bus(m);
-        if (r >= 0)
-                r = manager_run(m);
-        if (r < 0) {
-                log_error_errno(r, "pureboot-controller failed: %m");
-                return 1;
-        }
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up: %m"), 1;
+        r = manager_load(m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to load the state from %s: %m", state_dir), 1;
+        r = manager_connect_bus(m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to connect to the system bus: %m"), 1;
+        r = manager_run(m);
+        if (r < 0)
+                return log_error_errno(r, "pureboot-controller failed: %m"), 1;
         return 0;
 }

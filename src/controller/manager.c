@@ -198,10 +198,9 @@ int manager_load(Manager *m) {
             asprintf(&ca_dir, "%s/ca", m->state_dir) < 0)
                 return -ENOMEM;
         r = store_open(db, &m->store);
-        if (r >= 0)
-                store_set_end_hook(m->store, on_transaction_end, m);
         if (r < 0)
                 return r;
+        store_set_end_hook(m->store, on_transaction_end, m);
         r = ca_load_or_create(ca_dir, m->config.ca_key_algorithm, (unsigned) m->config.ca_validity_years,
                               &m->ca);
         if (r < 0)
@@ -210,20 +209,26 @@ int manager_load(Manager *m) {
         if (r < 0)
                 return r;
         r = store_nodes_load(m->store, add_node, m);
-        if (r >= 0)
-                r = disk_load_all(m);
-        if (r >= 0)
-                r = store_storages_load(m->store, add_storage, m);
-        if (r >= 0)
-                r = store_sessions_load(m->store, add_session, m);
-        if (r >= 0)
-                r = gateway_init(m);
-        if (r >= 0)
-                r = progress_init(m);
-        if (r >= 0)
-                r = identity_load(m);
         if (r < 0)
-                return log_error_errno(r, "Failed to load the state from %s: %m", db);
+                return log_error_errno(r, "Failed to load the nodes from %s: %m", db);
+        r = disk_load_all(m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to load the nodes' disks from %s: %m", db);
+        r = store_storages_load(m->store, add_storage, m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to load the storage backends from %s: %m", db);
+        r = store_sessions_load(m->store, add_session, m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to load the clone sessions from %s: %m", db);
+        r = gateway_init(m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the node gateway: %m");
+        r = progress_init(m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to add the progress flush timer: %m");
+        r = identity_load(m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to load the live identities from %s: %m", db);
         log_info("Loaded %zu nodes, %zu clone sessions, %zu storage backends; CA %s (sha256 %s).",
                  hashmap_size(m->nodes), hashmap_size(m->sessions), hashmap_size(m->storages),
                  ca_algorithm(m->ca), ca_fingerprint(m->ca));
@@ -274,11 +279,12 @@ int manager_run(Manager *m) {
         sigaddset(&mask, SIGTERM);
         sigaddset(&mask, SIGINT);
         sigprocmask(SIG_BLOCK, &mask, NULL);
-        r = sd_event_add_signal(m->event, NULL, SIGTERM, on_signal, m);
-        if (r >= 0)
-                r = sd_event_add_signal(m->event, NULL, SIGINT, on_signal, m);
-        if (r < 0)
-                return r;
+        static const int signals[] = { SIGTERM, SIGINT };
+        for (size_t i = 0; i < ELEMENTSOF(signals); i++) {
+                r = sd_event_add_signal(m->event, NULL, signals[i], on_signal, m);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to handle %s: %m", strsignal(signals[i]));
+        }
 
         (void) sd_notify(false, "READY=1\nSTATUS=Processing requests...");
         log_info("pureboot-controller %s ready on the system bus as %s.", PACKAGE_VERSION, PB_BUS_NAME);

@@ -60,11 +60,12 @@ static int schedule_flush(Manager *m) {
         if (r < 0 || enabled != SD_EVENT_OFF)
                 return r;
         r = sd_event_now(m->event, CLOCK_MONOTONIC, &now);
-        if (r >= 0)
-                r = sd_event_source_set_time(m->flush_timer, now + USEC_PER_SEC);
-        if (r >= 0)
-                r = sd_event_source_set_enabled(m->flush_timer, SD_EVENT_ONESHOT);
-        return r;
+        if (r < 0)
+                return r;
+        r = sd_event_source_set_time(m->flush_timer, now + USEC_PER_SEC);
+        if (r < 0)
+                return r;
+        return sd_event_source_set_enabled(m->flush_timer, SD_EVENT_ONESHOT);
 }
 
 int progress_changed(CloneSession *c) {
@@ -74,9 +75,9 @@ int progress_changed(CloneSession *c) {
 
 int progress_init(Manager *m) {
         int r = sd_event_add_time(m->event, &m->flush_timer, CLOCK_MONOTONIC, UINT64_MAX, 0, on_flush, m);
-        if (r >= 0)
-                r = sd_event_source_set_enabled(m->flush_timer, SD_EVENT_OFF);
-        return r;
+        if (r < 0)
+                return r;
+        return sd_event_source_set_enabled(m->flush_timer, SD_EVENT_OFF);
 }
 
 void progress_done(Manager *m) {
