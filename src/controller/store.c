@@ -447,6 +447,7 @@ typedef struct Table {
         size_t n_columns;
         size_t size;                /* of the record */
         void (*free)(void *record); /* frees a record rows_load made */
+        const char *order;          /* rows_load's ORDER BY, if the order matters */
 } Table;
 
 #define FIELD(record, c) ((uint8_t *) (record) + (c)->offset)
@@ -578,6 +579,30 @@ static int row_insert(Store *s, const Table *t, const void *record) {
         return r < 0 ? r : 0;
 }
 
+/* Inserts the row, or where a row with its key (every COLUMN_KEY column) is stored already, writes every
+ * column of it but the key and the fixed ones. */
+static int row_upsert(Store *s, const Table *t, const void *record) {
+        _cleanup_free_ char *names = NULL, *marks = NULL, *keys = NULL, *sets = NULL, *sql = NULL;
+        int r;
+
+        for (size_t k = 0; k < t->n_columns; k++) {
+                const Column *c = &t->columns[k];
+                if (strextend_printf(&names, "%s%s", k ? ", " : "", c->name) < 0 ||
+                    strextend_printf(&marks, "%s?", k ? ", " : "") < 0 ||
+                    (c->flags & COLUMN_KEY &&
+                     strextend_printf(&keys, "%s%s", keys ? ", " : "", c->name) < 0) ||
+                    (updated_column(c) &&
+                     strextend_printf(&sets, "%s%s = excluded.%s", sets ? ", " : "", c->name, c->name) < 0))
+                        return -ENOMEM;
+        }
+        assert(keys && sets);
+        if (asprintf(&sql, "INSERT INTO %s (%s) VALUES (%s) ON CONFLICT (%s) DO UPDATE SET %s", t->name,
+                     names, marks, keys, sets) < 0)
+                return -ENOMEM;
+        r = run_built(s, sql, t, record, every_column, NULL, NULL);
+        return r < 0 ? r : 0;
+}
+
 /* Writes every column but the key and the fixed ones. With guard_value, only if the guard column still
  * holds it: -ESTALE if not. -ENOENT if there is no such row. */
 static int row_update(Store *s, const Table *t, const void *record, const char *guard_value) {
@@ -624,7 +649,8 @@ static int rows_load(Store *s, const Table *t, int (*add)(void *userdata, void *
         for (size_t k = 0; k < t->n_columns; k++)
                 if (strextend_printf(&names, "%s%s", k ? ", " : "", t->columns[k].name) < 0)
                         return -ENOMEM;
-        if (asprintf(&sql, "SELECT %s FROM %s", names, t->name) < 0)
+        if (asprintf(&sql, "SELECT %s FROM %s%s%s", names, t->name, t->order ? " ORDER BY " : "",
+                     strempty(t->order)) < 0)
                 return -ENOMEM;
         r = store_query(s, &stmt, sql, "");
         if (r < 0)
@@ -765,27 +791,65 @@ int store_node_sessions(Store *s, const char *id, char **ret) {
 
 /* Disks and partition operations */
 
+/* A disk's row: whose it is, what its last scan said (the partitions as JSON) and when. */
+typedef struct DiskRow {
+        char *node_id, *device, *model, *serial, *table, *fingerprint;
+        uint64_t size, scanned_at, apply_requested_at;
+        uint32_t logical_sector_size, physical_sector_size;
+        json_object *partitions;
+} DiskRow;
+
+static void disk_row_free(void *record) {
+        DiskRow *d = record;
+        char **strings[] = { &d->node_id, &d->device, &d->model, &d->serial, &d->table, &d->fingerprint };
+        for (size_t i = 0; i < ELEMENTSOF(strings); i++)
+                free(*strings[i]);
+        json_object_put(d->partitions);
+        free(d);
+}
+
+static const Column disk_columns[] = {
+        COL(DiskRow, node_id, "node_id", COLUMN_STRING, COLUMN_KEY),
+        COL(DiskRow, device, "device", COLUMN_STRING, COLUMN_KEY),
+        COL(DiskRow, size, "size_bytes", COLUMN_U64),
+        COL(DiskRow, model, "model", COLUMN_STRING),
+        COL(DiskRow, serial, "serial", COLUMN_STRING),
+        COL(DiskRow, logical_sector_size, "logical_sector_size", COLUMN_U32),
+        COL(DiskRow, physical_sector_size, "physical_sector_size", COLUMN_U32),
+        COL(DiskRow, table, "partition_table", COLUMN_STRING),
+        COL(DiskRow, partitions, "partitions_json", COLUMN_JSON),
+        COL(DiskRow, scanned_at, "scanned_at", COLUMN_U64),
+        COL(DiskRow, fingerprint, "fingerprint", COLUMN_STRING),
+        /* Set apart (store_disk_set_apply): a new scan does not change it. */
+        COL(DiskRow, apply_requested_at, "apply_requested_at", COLUMN_U64, COLUMN_FIXED),
+};
+
+static const Table disk_table = {
+        "disk_info",     "disk",        disk_columns,      ELEMENTSOF(disk_columns),
+        sizeof(DiskRow), disk_row_free, "node_id, device",
+};
+
 int store_disk_upsert(Store *s, const char *node_id, const DiskInfo *d, const char *fingerprint,
                       uint64_t scanned_at) {
         _cleanup_(json_object_unrefp) json_object *o = disk_info_to_json(d);
         json_object *parts;
-        int r;
 
         if (!o || !json_object_object_get_ex(o, "partitions", &parts))
                 return -ENOMEM;
-        r = store_exec(s,
-                       "INSERT INTO disk_info (node_id, device, size_bytes, model, serial, logical_sector_size, "
-                       "physical_sector_size, partition_table, partitions_json, scanned_at, fingerprint) "
-                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (node_id, device) DO UPDATE SET "
-                       "size_bytes = excluded.size_bytes, model = excluded.model, serial = excluded.serial, "
-                       "logical_sector_size = excluded.logical_sector_size, "
-                       "physical_sector_size = excluded.physical_sector_size, "
-                       "partition_table = excluded.partition_table, partitions_json = excluded.partitions_json, "
-                       "scanned_at = excluded.scanned_at, fingerprint = excluded.fingerprint",
-                       "sstssuussts", node_id, d->device, d->size, d->model, d->serial, d->logical_sector_size,
-                       d->physical_sector_size, d->table,
-                       json_object_to_json_string_ext(parts, JSON_C_TO_STRING_PLAIN), scanned_at, fingerprint);
-        return r < 0 ? r : 0;
+        DiskRow row = {
+                .node_id = (char *) node_id,
+                .device = d->device,
+                .model = d->model,
+                .serial = d->serial,
+                .table = d->table,
+                .fingerprint = (char *) fingerprint,
+                .size = d->size,
+                .scanned_at = scanned_at,
+                .logical_sector_size = d->logical_sector_size,
+                .physical_sector_size = d->physical_sector_size,
+                .partitions = parts,
+        };
+        return row_upsert(s, &disk_table, &row);
 }
 
 int store_disk_delete(Store *s, const char *node_id, const char *device) {
@@ -799,101 +863,125 @@ int store_disk_set_apply(Store *s, const char *node_id, const char *device, uint
         return r < 0 ? r : r == 1 ? 0 : -ENOENT;
 }
 
+typedef struct DiskLoad {
+        int (*add)(void *userdata, const char *node_id, json_object *disk, uint64_t scanned_at,
+                   uint64_t apply_requested_at);
+        void *userdata;
+} DiskLoad;
+
+/* A row as the Disk JSON a scan reports. */
+static int add_disk_row(void *userdata, void *record) {
+        DiskLoad *l = userdata;
+        DiskRow *d = record;
+        _cleanup_(json_object_unrefp) json_object *o = json_object_new_object();
+        int r;
+
+        if (!o) {
+                disk_row_free(d);
+                return -ENOMEM;
+        }
+        json_object_object_add(o, "device", json_object_new_string(d->device));
+        json_object_object_add(o, "sizeBytes", json_object_new_int64((int64_t) d->size));
+        json_object_object_add(o, "model", d->model ? json_object_new_string(d->model) : NULL);
+        json_object_object_add(o, "serial", d->serial ? json_object_new_string(d->serial) : NULL);
+        json_object_object_add(o, "logicalSectorSize", json_object_new_int64(d->logical_sector_size));
+        json_object_object_add(o, "physicalSectorSize", json_object_new_int64(d->physical_sector_size));
+        json_object_object_add(o, "table", d->table ? json_object_new_string(d->table) : NULL);
+        json_object_object_add(o, "partitions", json_object_get(d->partitions));
+        r = l->add(l->userdata, d->node_id, o, d->scanned_at, d->apply_requested_at);
+        disk_row_free(d);
+        return r;
+}
+
 int store_disks_load(Store *s, int (*add)(void *userdata, const char *node_id, json_object *disk,
                                           uint64_t scanned_at, uint64_t apply_requested_at),
                      void *userdata) {
-        _cleanup_finalize_ sqlite3_stmt *stmt = NULL;
-        int r, rc;
-
-        r = store_query(s, &stmt,
-                        "SELECT node_id, device, size_bytes, model, serial, logical_sector_size, "
-                        "physical_sector_size, partition_table, partitions_json, scanned_at, apply_requested_at "
-                        "FROM disk_info ORDER BY node_id, device",
-                        "");
-        if (r < 0)
-                return r;
-        while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-                _cleanup_(json_object_unrefp) json_object *o = json_object_new_object();
-                const char *model = (const char *) sqlite3_column_text(stmt, 3),
-                           *serial = (const char *) sqlite3_column_text(stmt, 4);
-                json_object_object_add(o, "device", json_object_new_string((const char *) sqlite3_column_text(stmt, 1)));
-                json_object_object_add(o, "sizeBytes", json_object_new_int64(sqlite3_column_int64(stmt, 2)));
-                json_object_object_add(o, "model", model ? json_object_new_string(model) : NULL);
-                json_object_object_add(o, "serial", serial ? json_object_new_string(serial) : NULL);
-                json_object_object_add(o, "logicalSectorSize", json_object_new_int64(sqlite3_column_int64(stmt, 5)));
-                json_object_object_add(o, "physicalSectorSize", json_object_new_int64(sqlite3_column_int64(stmt, 6)));
-                json_object_object_add(o, "table", json_object_new_string((const char *) sqlite3_column_text(stmt, 7)));
-                json_object_object_add(o, "partitions",
-                                       json_tokener_parse((const char *) sqlite3_column_text(stmt, 8)));
-                r = add(userdata, (const char *) sqlite3_column_text(stmt, 0), o, column_u64(stmt, 9),
-                        column_u64(stmt, 10));
-                if (r < 0)
-                        return r;
-        }
-        return rc == SQLITE_DONE ? 0 : -EIO;
+        DiskLoad l = { add, userdata };
+        return rows_load(s, &disk_table, add_disk_row, &l);
 }
 
+/* An operation's row: the operation, and the disk it is queued on. */
+typedef struct OperationRow {
+        char *node_id, *device;
+        PartitionOperation op;
+} OperationRow;
+
+static void operation_row_free(void *record) {
+        OperationRow *o = record;
+        free(o->node_id);
+        free(o->device);
+        free(o->op.id);
+        free(o->op.operation);
+        free(o->op.error);
+        json_object_put(o->op.params);
+        free(o);
+}
+
+static const Column operation_columns[] = {
+        COL(OperationRow, op.id, "id", COLUMN_STRING, COLUMN_KEY),
+        COL(OperationRow, node_id, "node_id", COLUMN_STRING, COLUMN_FIXED),
+        COL(OperationRow, device, "device", COLUMN_STRING, COLUMN_FIXED),
+        COL(OperationRow, op.position, "position", COLUMN_U64, COLUMN_FIXED),
+        COL(OperationRow, op.operation, "operation", COLUMN_STRING, COLUMN_FIXED),
+        COL(OperationRow, op.params, "params_json", COLUMN_JSON, COLUMN_FIXED),
+        COL(OperationRow, op.created_at, "created_at", COLUMN_U64, COLUMN_FIXED),
+        ENUM_COL(OperationRow, op.status, "status", operation_status),
+        COL(OperationRow, op.error, "error_message", COLUMN_STRING),
+        COL(OperationRow, op.started_at, "started_at", COLUMN_U64),
+        COL(OperationRow, op.completed_at, "completed_at", COLUMN_U64),
+};
+
+static const Table operation_table = {
+        "partition_operations", "partition operation", operation_columns, ELEMENTSOF(operation_columns),
+        sizeof(OperationRow),   operation_row_free,    "position",
+};
+
 int store_operation_insert(Store *s, const char *node_id, const char *device, const PartitionOperation *op) {
-        int r = store_exec(s,
-                           "INSERT INTO partition_operations (id, node_id, device, position, operation, params_json, "
-                           "status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                           "ssstssst", op->id, node_id, device, op->position, op->operation,
-                           json_object_to_json_string_ext(op->params, JSON_C_TO_STRING_PLAIN),
-                           operation_status_to_string(op->status), op->created_at);
-        return r < 0 ? r : 0;
+        OperationRow row = { .node_id = (char *) node_id, .device = (char *) device, .op = *op };
+        return row_insert(s, &operation_table, &row);
 }
 
 int store_operation_update(Store *s, const PartitionOperation *op) {
-        int r = store_exec(s,
-                           "UPDATE partition_operations SET status = ?, error_message = ?, started_at = ?, "
-                           "completed_at = ? WHERE id = ?",
-                           "sstts", operation_status_to_string(op->status), op->error, op->started_at,
-                           op->completed_at, op->id);
-        return r < 0 ? r : r == 1 ? 0 : -ENOENT;
+        OperationRow row = { .op = *op };
+        return row_update(s, &operation_table, &row, NULL);
 }
 
 int store_operation_delete(Store *s, const char *id) {
-        int r = store_exec(s, "DELETE FROM partition_operations WHERE id = ?", "s", id);
-        return r < 0 ? r : r == 1 ? 0 : -ENOENT;
+        return row_delete(s, &operation_table, id);
+}
+
+typedef struct OperationLoad {
+        int (*add)(void *userdata, const char *node_id, const char *device, PartitionOperation *op);
+        void *userdata;
+} OperationLoad;
+
+/* Hands on the operation (a record of its own), and drops the row around it. */
+static int add_operation_row(void *userdata, void *record) {
+        OperationLoad *l = userdata;
+        OperationRow *o = record;
+        PartitionOperation *op = malloc(sizeof(PartitionOperation));
+        int r;
+
+        if (!op || !o->op.params) {
+                free(op);
+                bool oom = o->op.params != NULL;
+                operation_row_free(o);
+                return oom ? -ENOMEM
+                           : log_error_errno(EBADMSG,
+                                             "A partition operation in the database has no parameters.");
+        }
+        *op = o->op;
+        o->op = (PartitionOperation){};
+        r = l->add(l->userdata, o->node_id, o->device, op);
+        operation_row_free(o);
+        return r;
 }
 
 int store_operations_load(Store *s, int (*add)(void *userdata, const char *node_id, const char *device,
                                                PartitionOperation *op),
                           void *userdata) {
-        _cleanup_finalize_ sqlite3_stmt *stmt = NULL;
-        int r, rc;
-
-        r = store_query(s, &stmt,
-                        "SELECT node_id, device, id, position, operation, params_json, status, error_message, "
-                        "created_at, started_at, completed_at FROM partition_operations ORDER BY position",
-                        "");
-        if (r < 0)
-                return r;
-        while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-                bool oom = false;
-                PartitionOperation *op = calloc(1, sizeof(PartitionOperation));
-                if (!op)
-                        return -ENOMEM;
-                op->id = store_column_strdup(stmt, 2, &oom);
-                op->position = column_u64(stmt, 3);
-                op->operation = store_column_strdup(stmt, 4, &oom);
-                op->params = json_tokener_parse((const char *) sqlite3_column_text(stmt, 5));
-                r = operation_status_from_string((const char *) sqlite3_column_text(stmt, 6));
-                op->status = r < 0 ? OPERATION_PENDING : (OperationStatus) r;
-                op->error = store_column_strdup(stmt, 7, &oom);
-                op->created_at = column_u64(stmt, 8);
-                op->started_at = column_u64(stmt, 9);
-                op->completed_at = column_u64(stmt, 10);
-                if (oom || !op->params || r < 0) {
-                        partition_operation_free(op);
-                        return oom ? -ENOMEM : -EBADMSG;
-                }
-                r = add(userdata, (const char *) sqlite3_column_text(stmt, 0),
-                        (const char *) sqlite3_column_text(stmt, 1), op);
-                if (r < 0)
-                        return r;
-        }
-        return rc == SQLITE_DONE ? 0 : -EIO;
+        OperationLoad l = { add, userdata };
+        return rows_load(s, &operation_table, add_operation_row, &l);
 }
 
 /* Clone sessions */

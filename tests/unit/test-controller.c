@@ -5,6 +5,7 @@
 
 #include "ca.h"
 #include "clone.h"
+#include "disk.h"
 #include "node.h"
 #include "pureboot-errors.h"
 #include "storage.h"
@@ -408,6 +409,118 @@ static void test_node_and_storage_round_trip(Manager *m) {
         ASSERT_INT(store_node_update(m->store, &n), -ENOENT);
 }
 
+typedef struct LoadedDisk {
+        char *json;
+        uint64_t scanned_at, apply_requested_at;
+        unsigned count;
+} LoadedDisk;
+
+static int take_disk(void *userdata, const char *node_id, json_object *disk, uint64_t scanned_at,
+                     uint64_t apply_requested_at) {
+        LoadedDisk *l = userdata;
+        if (streq(node_id, "0de00000000000000000000000000002")) {
+                free(l->json);
+                l->json = strdup(json_object_to_json_string_ext(disk, JSON_C_TO_STRING_PLAIN));
+                l->scanned_at = scanned_at;
+                l->apply_requested_at = apply_requested_at;
+                l->count++;
+        }
+        return 0; /* disk stays the store's */
+}
+
+typedef struct LoadedOperations {
+        PartitionOperation *ops[4];
+        unsigned count;
+} LoadedOperations;
+
+static int take_operation(void *userdata, const char *node_id, const char *device, PartitionOperation *op) {
+        LoadedOperations *l = userdata;
+        if (streq(node_id, "0de00000000000000000000000000002") && streq(device, "/dev/vdb") && l->count < 4)
+                l->ops[l->count++] = op;
+        else
+                partition_operation_free(op);
+        return 0;
+}
+
+/* Disks and their operations: every field back as it was saved, a new scan replacing the old one without
+ * touching an apply asked for, operations in their queue's order. */
+static void test_disk_and_operation_round_trip(Manager *m) {
+        static const char disk_text[] =
+                "{\"device\":\"/dev/vdb\",\"sizeBytes\":1073741824,\"model\":\"QEMU "
+                "HARDDISK\",\"serial\":\"S1\","
+                "\"logicalSectorSize\":4096,\"physicalSectorSize\":4096,\"table\":\"gpt\",\"partitions\":[{"
+                "\"number\":1,\"startBytes\":1048576,\"sizeBytes\":104857600,\"type\":\"0FC63DAF-8483-4772-"
+                "8E79-"
+                "3D69D8477DE4\",\"filesystem\":\"ext4\",\"label\":\"root\",\"flags\":[\"boot\"],"
+                "\"canShrink\":true}]}";
+        Node n = { .id = (char *) "0de00000000000000000000000000002",
+                   .hostname = (char *) "disk-round-trip",
+                   .mac = (char *) "02:00:00:00:0d:e2",
+                   .arch = (char *) "x86_64" };
+        _cleanup_(json_object_unrefp) json_object *o = json_tokener_parse(disk_text);
+        _cleanup_(disk_info_done) DiskInfo info = {};
+        const char *bad = NULL;
+        LoadedDisk ld = {};
+
+        ASSERT_OK(store_node_insert(m->store, &n));
+        ASSERT_OK(disk_info_from_json(o, &info, &bad));
+        _cleanup_(json_object_unrefp) json_object *saved = disk_info_to_json(&info);
+        ASSERT_OK(store_disk_upsert(m->store, n.id, &info, "fp1", 11));
+        ASSERT_OK(store_disk_set_apply(m->store, n.id, info.device, 12));
+        /* A new scan: the same row, its values, and the apply still asked for. */
+        info.size = 2147483648;
+        json_object_put(saved);
+        saved = disk_info_to_json(&info);
+        ASSERT_OK(store_disk_upsert(m->store, n.id, &info, "fp2", 13));
+        ASSERT_OK(store_disks_load(m->store, take_disk, &ld));
+        ASSERT_INT(ld.count, 1);
+        ASSERT_STR(ld.json, json_object_to_json_string_ext(saved, JSON_C_TO_STRING_PLAIN));
+        ASSERT_INT(ld.scanned_at, 13);
+        ASSERT_INT(ld.apply_requested_at, 12);
+        free(ld.json);
+
+        PartitionOperation a = { .id = (char *) "0de0a000000000000000000000000001",
+                                 .operation = (char *) "resize",
+                                 .status = OPERATION_PENDING,
+                                 .params = json_tokener_parse("{\"partition\":1}"),
+                                 .position = 2,
+                                 .created_at = 14 };
+        PartitionOperation b = a;
+        b.id = (char *) "0de0a000000000000000000000000002";
+        b.operation = (char *) "delete";
+        b.position = 1;
+        ASSERT_OK(store_operation_insert(m->store, n.id, info.device, &a));
+        ASSERT_OK(store_operation_insert(m->store, n.id, info.device, &b));
+        a.status = OPERATION_FAILED;
+        a.error = (char *) "it did not fit";
+        a.started_at = 15;
+        a.completed_at = 16;
+        ASSERT_OK(store_operation_update(m->store, &a));
+        LoadedOperations lo = {};
+        ASSERT_OK(store_operations_load(m->store, take_operation, &lo));
+        ASSERT_INT(lo.count, 2);
+        ASSERT_STR(lo.ops[0]->id, b.id); /* by position */
+        PartitionOperation *la = lo.ops[1];
+        ASSERT_STR(la->id, a.id);
+        ASSERT_STR(la->operation, "resize");
+        ASSERT_INT(la->status, OPERATION_FAILED);
+        ASSERT_STR(la->error, "it did not fit");
+        ASSERT_STR(json_object_to_json_string(la->params), json_object_to_json_string(a.params));
+        ASSERT_INT(la->position, 2);
+        ASSERT_INT(la->created_at, 14);
+        ASSERT_INT(la->started_at, 15);
+        ASSERT_INT(la->completed_at, 16);
+        for (unsigned i = 0; i < lo.count; i++)
+                partition_operation_free(lo.ops[i]);
+        ASSERT_OK(store_operation_delete(m->store, a.id));
+        ASSERT_INT(store_operation_delete(m->store, a.id), -ENOENT);
+        json_object_put(a.params);
+        ASSERT_OK(store_node_delete(m->store, n.id)); /* its disk and operations with it */
+        ld = (LoadedDisk){};
+        ASSERT_OK(store_disks_load(m->store, take_disk, &ld));
+        ASSERT_INT(ld.count, 0);
+}
+
 static void note_end(void *userdata, bool committed) {
         *(int *) userdata = committed ? 1 : -1;
 }
@@ -468,6 +581,7 @@ int main(void) {
         test_sessions(m);
         test_session_round_trip(m);
         test_node_and_storage_round_trip(m);
+        test_disk_and_operation_round_trip(m);
         test_transaction_end_hook(m);
         test_restart(dir, &m);
         manager_free(m);
