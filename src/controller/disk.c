@@ -278,8 +278,7 @@ int disk_report_operation(Disk *d, PartitionOperation *op, OperationStatus statu
                           uint64_t sequence, sd_bus_error *error) {
         Manager *m = d->node->manager;
         Node *n = d->node;
-        PartitionOperation saved = *op;
-        uint64_t now = now_realtime_usec(), saved_apply = d->apply_requested_at, saved_seq = n->report_sequence;
+        uint64_t now = now_realtime_usec(), apply = d->apply_requested_at;
         _cleanup_free_ char *message = NULL;
         int r;
 
@@ -289,42 +288,50 @@ int disk_report_operation(Disk *d, PartitionOperation *op, OperationStatus statu
                                          operation_status_to_string(status));
         if (status == OPERATION_FAILED && !(message = strndup(strempty(error_message), 1000)))
                 return -ENOMEM;
+
+        /* The rows first, from copies; the objects themselves once they are stored. */
+        PartitionOperation updated = *op;
         if (status == OPERATION_RUNNING && op->status == OPERATION_PENDING)
-                op->started_at = now;
+                updated.started_at = now;
         if (status == OPERATION_COMPLETED || status == OPERATION_FAILED)
-                op->completed_at = now;
-        op->status = status;
+                updated.completed_at = now;
+        updated.status = status;
         if (message)
-                op->error = message;
-        /* The apply is over at the first failure, or when nothing is left to do. */
-        if (status == OPERATION_FAILED ||
-            (status == OPERATION_COMPLETED && count_status(d, OPERATION_PENDING) + count_status(d, OPERATION_RUNNING) == 0))
-                d->apply_requested_at = 0;
-        n->report_sequence = sequence;
+                updated.error = message;
+        /* The apply is over at the first failure, or when nothing is left to do (this one counted done). */
+        size_t left = count_status(d, OPERATION_PENDING) + count_status(d, OPERATION_RUNNING) -
+                      (op->status == OPERATION_PENDING || op->status == OPERATION_RUNNING);
+        if (status == OPERATION_FAILED || (status == OPERATION_COMPLETED && left == 0))
+                apply = 0;
+        Node node = *n;
+        node.report_sequence = sequence;
 
         r = store_begin(m->store);
+        if (r < 0)
+                return r;
+        r = store_operation_update(m->store, &updated);
+        if (r >= 0 && apply != d->apply_requested_at)
+                r = store_disk_set_apply(m->store, n->id, d->info.device, apply);
         if (r >= 0)
-                r = store_operation_update(m->store, op);
-        if (r >= 0 && d->apply_requested_at != saved_apply)
-                r = store_disk_set_apply(m->store, n->id, d->info.device, d->apply_requested_at);
-        if (r >= 0)
-                r = store_node_update(m->store, n);
+                r = store_node_update(m->store, &node);
         if (r >= 0)
                 r = store_commit(m->store);
         if (r < 0) {
                 store_rollback(m->store);
-                *op = saved;
-                d->apply_requested_at = saved_apply;
-                n->report_sequence = saved_seq;
                 return r;
         }
-        TAKE_PTR(message);
-        if (saved.error != op->error)
-                free(saved.error);
+        bool applying_changed = apply != d->apply_requested_at;
+        op->status = updated.status;
+        op->started_at = updated.started_at;
+        op->completed_at = updated.completed_at;
+        if (message)
+                free_and_replace(op->error, message);
+        d->apply_requested_at = apply;
+        n->report_sequence = sequence;
         if (status == OPERATION_FAILED)
                 log_warning("Operation %s (%s) on %s of %s failed: %s", op->id, op->operation, d->info.device,
                             n->hostname, op->error);
-        emit(d, "Operations", d->apply_requested_at != saved_apply ? "Applying" : NULL, NULL);
+        emit(d, "Operations", applying_changed ? "Applying" : NULL, NULL);
         return 0;
 }
 

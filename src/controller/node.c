@@ -150,8 +150,7 @@ int node_register(Manager *m, const char *hostname, const char *mac, const char 
 }
 
 int node_set_boot_mode(Node *n, BootMode mode, const char *workflow, sd_bus_error *error) {
-        _cleanup_free_ char *old_workflow = NULL;
-        BootMode old = n->boot_mode;
+        _cleanup_free_ char *new_workflow = NULL;
         int r;
 
         assert(mode < _BOOT_MODE_MAX);
@@ -164,19 +163,17 @@ int node_set_boot_mode(Node *n, BootMode mode, const char *workflow, sd_bus_erro
         if (workflow && !name_is_valid(workflow, 64))
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT, "\"%.64s\" is not a workflow id.",
                                          workflow);
-        old_workflow = n->boot_workflow;
+        if (workflow && !(new_workflow = strdup(workflow)))
+                return -ENOMEM;
+        /* The row first, from a copy; the node itself once it is stored. */
+        Node updated = *n;
+        updated.boot_mode = mode;
+        updated.boot_workflow = new_workflow;
+        r = store_node_update(n->manager->store, &updated);
+        if (r < 0)
+                return bus_store_error(error, r, "change the boot mode");
         n->boot_mode = mode;
-        n->boot_workflow = workflow ? strdup(workflow) : NULL;
-        if (workflow && !n->boot_workflow)
-                r = -ENOMEM;
-        else
-                r = store_node_update(n->manager->store, n);
-        if (r < 0) {
-                free(n->boot_workflow);
-                n->boot_mode = old;
-                n->boot_workflow = TAKE_PTR(old_workflow);
-                return r == -ENOMEM ? r : bus_store_error(error, r, "change the boot mode");
-        }
+        free_and_replace(n->boot_workflow, new_workflow);
         node_emit_changed(n, "BootMode", "BootWorkflow", NULL);
         return 0;
 }

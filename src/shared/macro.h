@@ -35,6 +35,15 @@
                 _fd_;                                                                                       \
         })
 
+/* Frees a and moves b into it (b is NULL afterwards). */
+#define free_and_replace(a, b)                                                                              \
+        ({                                                                                                  \
+                free(a);                                                                                    \
+                (a) = (b);                                                                                  \
+                (b) = NULL;                                                                                 \
+                0;                                                                                          \
+        })
+
 static inline void *mfree(void *p) {
         free(p);
         return NULL;

@@ -71,6 +71,22 @@ static void test_nodes(Manager *m) {
         ASSERT_OK(node_resolve(m, "aa-bb-cc-dd-ee-02", &found, &e));
         ASSERT_STR(found->hostname, "pi-01");
         ASSERT_BUS_ERROR(node_resolve(m, "nope", &found, E), PB_ERROR_NO_SUCH_NODE);
+
+        /* A write that fails changes nothing in memory either: the node is as the store says. */
+        ASSERT_OK(node_set_boot_mode(b, BOOT_NFS, "pi-diskless", &e));
+        ASSERT_OK(store_exec(
+                m->store,
+                "CREATE TRIGGER refuse BEFORE UPDATE ON nodes BEGIN SELECT RAISE(ABORT, 'refused'); END",
+                ""));
+        sd_bus_error refused = SD_BUS_ERROR_NULL;
+        ASSERT_TRUE(node_set_boot_mode(b, BOOT_LOCAL, NULL, &refused) < 0);
+        sd_bus_error_free(&refused);
+        ASSERT_INT(b->boot_mode, BOOT_NFS);
+        ASSERT_STR(b->boot_workflow, "pi-diskless");
+        ASSERT_OK(store_exec(m->store, "DROP TRIGGER refuse", ""));
+        ASSERT_OK(node_set_boot_mode(b, BOOT_LOCAL, NULL, &e));
+        ASSERT_INT(b->boot_mode, BOOT_LOCAL);
+        ASSERT_TRUE(b->boot_workflow == NULL);
 }
 
 static void test_sessions(Manager *m) {
