@@ -526,34 +526,37 @@ int clone_transition(CloneSession *c, CloneStatus to, const char *error_message,
                         error, PB_ERROR_INVALID_STATE, "Session %s is %s and cannot become %s: %s.", c->id,
                         clone_status_to_string(from), clone_status_to_string(to), transition_hint(from, to));
 
-        CloneSession saved = *c;
         _cleanup_free_ char *new_error = NULL;
         if (error_message) {
                 new_error = strdup(error_message);
                 if (!new_error)
                         return -ENOMEM;
         }
-        /* A staged session (re)starts with its staging to be provisioned when the source reports. */
-        bool restage = to == CLONE_WAITING && c->mode == CLONE_MODE_STAGED && !c->follows;
-        c->status = to;
-        c->error = new_error;
+        /* The row first, from a copy with the new state; the session itself once it is stored. A staged
+         * session (re)starts with its staging to be provisioned when the source reports. */
+        CloneSession updated = *c;
+        updated.status = to;
+        updated.error = new_error;
         if (to == CLONE_WAITING) {
-                c->started_at = now;
-                c->completed_at = 0;
-                c->bytes_transferred = c->transfer_rate = c->bytes_uploaded = 0;
+                updated.started_at = now;
+                updated.completed_at = 0;
+                updated.bytes_transferred = updated.transfer_rate = updated.bytes_uploaded = 0;
+                if (c->mode == CLONE_MODE_STAGED && !c->follows)
+                        updated.staging_status = STAGING_PENDING;
         }
-        if (restage)
-                c->staging_status = STAGING_PENDING;
         if (clone_status_is_final(to))
-                c->completed_at = now;
-        r = store_session_update(c->manager->store, c, clone_status_to_string(from));
-        if (r < 0) {
-                /* Put every field back: the store and the object agree again. */
-                *c = saved;
+                updated.completed_at = now;
+        r = store_session_update(c->manager->store, &updated, clone_status_to_string(from));
+        if (r < 0)
                 return r == -ENOMEM ? r : bus_store_error(error, r, "record the session's new state");
-        }
-        free(saved.error);
-        TAKE_PTR(new_error);
+        c->status = to;
+        free_and_replace(c->error, new_error);
+        c->started_at = updated.started_at;
+        c->completed_at = updated.completed_at;
+        c->bytes_transferred = updated.bytes_transferred;
+        c->transfer_rate = updated.transfer_rate;
+        c->bytes_uploaded = updated.bytes_uploaded;
+        c->staging_status = updated.staging_status;
         if (clone_status_is_final(to) || to == CLONE_WAITING)
                 c->problem = mfree(c->problem);
         log_info("Clone session %s: %s → %s%s%s", c->id, clone_status_to_string(from),
