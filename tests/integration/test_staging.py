@@ -255,6 +255,39 @@ def test_one_source_to_a_smaller_and_a_larger_target(ctl, api, servers, bridge, 
             loop.detach()
 
 
+def test_controller_restarts_in_the_middle_of_a_one_to_two_clone(staged, ctl, api, servers, controller, tmp_path):
+    """One upload, two targets, and the controller restarted twice: while the source uploads, and while the
+    targets download. Both targets finish, each checked against the source, and the staging goes."""
+    add_storage(ctl, "ganesha-restart", "nfs", servers.nfs.config())
+    c, source, target, _ = staged("ganesha-restart", source_args=("--max-rate=60M",),
+                                  target_args=("--max-rate=60M",))
+    second = make_random_disk(tmp_path, "second", os.path.getsize(source.backing))
+    try:
+        added, agent = c.add_target(second.device, args=("--max-rate=60M",))
+        path = f"/org/pureboot/Controller1/clone/{added}"
+        for a in (c.source, c.target, agent):
+            a.start()
+        wait_for(lambda: c.prop("StagingStatus") == "uploading", timeout=60, what="the upload to start")
+        controller.restart()
+        wait_for(lambda: c.prop("StagingStatus") == "downloading", timeout=120,
+                 what=f"a target to download after the restart; source:\n{c.source.text()[-2000:]}")
+        controller.restart()
+        c.wait_status("completed", "failed", timeout=240)
+        assert c.status() == "completed", c.prop("Error")
+        wait_for(lambda: api.prop(path, "CloneSession", "Status") in ("completed", "failed"), timeout=240,
+                 what=f"the added target to finish:\n{agent.text()[-3000:]}")
+        assert api.prop(path, "CloneSession", "Status") == "completed", api.prop(path, "CloneSession", "Error")
+        for a in (c.source, c.target, agent):
+            assert a.wait(60) == 0, a.text()
+        sh("cmp", source.device, target.device)
+        sh("cmp", source.device, second.device)
+        assert api.prop(path, "CloneSession", "TargetDigest") == c.prop("SourceDigest")
+        wait_for(lambda: c.prop("StagingStatus") == "deleted", what="the staging to be removed")
+    finally:
+        c.stop()
+        second.detach()
+
+
 def test_iscsi_staged_clone_on_a_managed_lun(staged, ctl, servers, tmp_path):
     luns = tmp_path / "luns"
     luns.mkdir()
