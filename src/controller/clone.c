@@ -790,6 +790,33 @@ int clone_set_progress(CloneSession *c, uint64_t bytes_transferred, uint64_t rat
         return throttle_kick(&c->progress);
 }
 
+json_object *clone_node_view(CloneSession *c, const char *role) {
+        json_object *o = json_object_new_object();
+#define ADD(k, v) json_object_object_add(o, k, v)
+        ADD("id", json_object_new_string(c->id));
+        ADD("name", json_object_new_string(c->name));
+        ADD("status", json_object_new_string(clone_status_to_string(c->status)));
+        ADD("mode", json_object_new_string(clone_mode_to_string(c->mode)));
+        ADD("role", role ? json_object_new_string(role) : NULL);
+        ADD("sourceDevice", json_object_new_string(c->source_device));
+        ADD("targetDevice", json_object_new_string(c->target_device));
+        ADD("sourceAddress", c->source_address ? json_object_new_string(c->source_address) : NULL);
+        ADD("sourcePort", c->source_port ? json_object_new_int(c->source_port) : NULL);
+        ADD("sizeBytes", json_object_new_int64((int64_t) c->bytes_total));
+        ADD("bytesTransferred", json_object_new_int64((int64_t) c->bytes_transferred));
+        ADD("resizeMode", json_object_new_string(resize_mode_to_string(c->resize_mode)));
+        StagingStatus staging = clone_owner(c)->staging_status; /* an added target shares it */
+        ADD("stagingStatus",
+            staging != STAGING_NONE ? json_object_new_string(staging_status_to_string(staging)) : NULL);
+        ADD("plan", clone_plan_json(c));
+        ADD("error", c->error ? json_object_new_string(c->error) : NULL);
+        const char *source = clone_certificate(c, "source"), *target = clone_certificate(c, "target");
+        ADD("sourceCertificate", source ? json_object_new_string(source) : NULL);
+        ADD("targetCertificate", target ? json_object_new_string(target) : NULL);
+#undef ADD
+        return o;
+}
+
 int clone_resolve(Manager *m, const char *name, CloneSession **ret, sd_bus_error *error) {
         CloneSession *c, *found = NULL;
         size_t matches = 0;

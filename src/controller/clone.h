@@ -83,6 +83,9 @@ int clone_transition(CloneSession *c, CloneStatus to, const char *error_message,
 int clone_set_progress(CloneSession *c, uint64_t bytes_transferred, uint64_t rate);
 
 int clone_resolve(Manager *m, const char *name, CloneSession **ret, sd_bus_error *error);
+/* The session as the node protocol's Session record shows it to role (source, target, or NULL for a node
+ * that only reads it). */
+json_object *clone_node_view(CloneSession *c, const char *role);
 
 /* Once both digests are known: completed if they agree, else failed with the sentence in *ret_message. */
 int clone_digest_verdict(const char *source, const char *target, CloneStatus *ret_to, char **ret_message);

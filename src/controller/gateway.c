@@ -105,35 +105,12 @@ static int session_for_peer(Call *call, const char *role, CloneSession **ret) {
         return 1;
 }
 
-static json_object *session_json(CloneSession *c, const IdentityName *peer) {
-        json_object *o = json_object_new_object();
-        const char *role = peer->kind == IDENTITY_CLONE            ? peer->role
-                           : streq_ptr(c->source_node, peer->node) ? "source"
-                           : streq_ptr(c->target_node, peer->node) ? "target"
-                                                                   : NULL;
-#define ADD(k, v) json_object_object_add(o, k, v)
-        ADD("id", json_object_new_string(c->id));
-        ADD("name", json_object_new_string(c->name));
-        ADD("status", json_object_new_string(clone_status_to_string(c->status)));
-        ADD("mode", json_object_new_string(clone_mode_to_string(c->mode)));
-        ADD("role", role ? json_object_new_string(role) : NULL);
-        ADD("sourceDevice", json_object_new_string(c->source_device));
-        ADD("targetDevice", json_object_new_string(c->target_device));
-        ADD("sourceAddress", c->source_address ? json_object_new_string(c->source_address) : NULL);
-        ADD("sourcePort", c->source_port ? json_object_new_int(c->source_port) : NULL);
-        ADD("sizeBytes", json_object_new_int64((int64_t) c->bytes_total));
-        ADD("bytesTransferred", json_object_new_int64((int64_t) c->bytes_transferred));
-        ADD("resizeMode", json_object_new_string(resize_mode_to_string(c->resize_mode)));
-        StagingStatus staging = clone_owner(c)->staging_status; /* an added target shares it */
-        ADD("stagingStatus",
-            staging != STAGING_NONE ? json_object_new_string(staging_status_to_string(staging)) : NULL);
-        ADD("plan", clone_plan_json(c));
-        ADD("error", c->error ? json_object_new_string(c->error) : NULL);
-        const char *source = clone_certificate(c, "source"), *target = clone_certificate(c, "target");
-        ADD("sourceCertificate", source ? json_object_new_string(source) : NULL);
-        ADD("targetCertificate", target ? json_object_new_string(target) : NULL);
-#undef ADD
-        return o;
+/* The role the caller has in the session: its certificate's, or, for a node certificate, the node's. */
+static const char *peer_role(CloneSession *c, const IdentityName *peer) {
+        return peer->kind == IDENTITY_CLONE            ? peer->role
+               : streq_ptr(c->source_node, peer->node) ? "source"
+               : streq_ptr(c->target_node, peer->node) ? "target"
+                                                       : NULL;
 }
 
 static int reply_with(Call *call, json_object *params) {
@@ -337,7 +314,7 @@ static int handle_get_session(Call *call) {
         if (r <= 0)
                 return r;
         json_object *o = json_object_new_object();
-        json_object_object_add(o, "session", session_json(c, &call->peer));
+        json_object_object_add(o, "session", clone_node_view(c, peer_role(c, &call->peer)));
         return reply_with(call, o);
 }
 
@@ -531,14 +508,8 @@ static int handle_get_node(Call *call) {
         int r = node_for_peer(call, &n);
         if (r <= 0)
                 return r;
-        json_object *o = json_object_new_object(), *orders = json_object_new_object(), *apply = json_object_new_array();
-        for (size_t i = 0; i < n->n_disks; i++)
-                if (n->disks[i]->apply_requested_at)
-                        json_object_array_add(apply, json_object_new_string(n->disks[i]->info.device));
-        json_object_object_add(orders, "node", json_object_new_string(n->id));
-        json_object_object_add(orders, "scanRequestedAt", json_object_new_int64((int64_t) n->scan_requested_at));
-        json_object_object_add(orders, "apply", apply);
-        json_object_object_add(o, "node", orders);
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "node", node_orders(n));
         return reply_with(call, o);
 }
 

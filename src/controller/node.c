@@ -178,6 +178,18 @@ int node_set_boot_mode(Node *n, BootMode mode, const char *workflow, sd_bus_erro
         return 0;
 }
 
+json_object *node_orders(Node *n) {
+        json_object *orders = json_object_new_object(), *apply = json_object_new_array();
+        for (size_t i = 0; i < n->n_disks; i++)
+                if (n->disks[i]->apply_requested_at)
+                        json_object_array_add(apply, json_object_new_string(n->disks[i]->info.device));
+        json_object_object_add(orders, "node", json_object_new_string(n->id));
+        json_object_object_add(orders, "scanRequestedAt",
+                               json_object_new_int64((int64_t) n->scan_requested_at));
+        json_object_object_add(orders, "apply", apply);
+        return orders;
+}
+
 void node_emit_changed(Node *n, const char *first, ...) {
         _cleanup_free_ char *path = node_path(n);
         va_list ap;

@@ -35,6 +35,8 @@ int node_serial_normalize(const char *s, char **ret);
 /* What the node's next network boot does: "local" (its own disk), "partition" (the partition workflow) or
  * "nfs" (diskless, from the NFS root, with workflow: default pi-diskless-nfs). */
 int node_set_boot_mode(Node *n, BootMode mode, const char *workflow, sd_bus_error *error);
+/* What the node is asked to do, as the node protocol's NodeOrders record (GetNode, WatchNode). */
+json_object *node_orders(Node *n);
 void node_emit_changed(Node *n, const char *first, ...) _sentinel_;
 /* Asks the node, through its WatchNode stream, to scan its disks again and report them. */
 int node_request_scan(Node *n, sd_bus_error *error);
