@@ -640,19 +640,24 @@ static int row_delete(Store *s, const Table *t, const char *key) {
         return r < 0 ? r : r == 1 ? 0 : -ENOENT;
 }
 
-/* Reads every row into a new record each and hands it to add, which owns it from then on. */
-static int rows_load(Store *s, const Table *t, int (*add)(void *userdata, void *record), void *userdata) {
+/* Reads every row (where says which, if given: SQL after WHERE, its parameters typed as for store_query)
+ * into a new record each and hands it to add, which owns it from then on. */
+static int rows_query(Store *s, const Table *t, int (*add)(void *userdata, void *record), void *userdata,
+                      const char *where, const char *types, ...) {
         _cleanup_finalize_ sqlite3_stmt *stmt = NULL;
         _cleanup_free_ char *names = NULL, *sql = NULL;
+        va_list ap;
         int r, rc;
 
         for (size_t k = 0; k < t->n_columns; k++)
                 if (strextend_printf(&names, "%s%s", k ? ", " : "", t->columns[k].name) < 0)
                         return -ENOMEM;
-        if (asprintf(&sql, "SELECT %s FROM %s%s%s", names, t->name, t->order ? " ORDER BY " : "",
-                     strempty(t->order)) < 0)
+        if (asprintf(&sql, "SELECT %s FROM %s%s%s%s%s", names, t->name, where ? " WHERE " : "",
+                     strempty(where), t->order ? " ORDER BY " : "", strempty(t->order)) < 0)
                 return -ENOMEM;
-        r = store_query(s, &stmt, sql, "");
+        va_start(ap, types);
+        r = prepare_v(s, &stmt, sql, types, ap);
+        va_end(ap);
         if (r < 0)
                 return r;
         while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
@@ -670,6 +675,10 @@ static int rows_load(Store *s, const Table *t, int (*add)(void *userdata, void *
                         return r;
         }
         return rc == SQLITE_DONE ? 0 : -EIO;
+}
+
+static int rows_load(Store *s, const Table *t, int (*add)(void *userdata, void *record), void *userdata) {
+        return rows_query(s, t, add, userdata, NULL, "");
 }
 
 #define COL(record, field, column, type, ...)                                                               \
@@ -1039,16 +1048,43 @@ int store_storage_sessions(Store *s, const char *id, char **ret) {
 
 /* Certificates and tokens */
 
+static void certificate_row_free(void *record) {
+        CertificateRow *c = record;
+        char **strings[] = { &c->serial, &c->subject, &c->role, &c->node_id, &c->session_id };
+        for (size_t i = 0; i < ELEMENTSOF(strings); i++)
+                free(*strings[i]);
+        free(c);
+}
+
+static const Column certificate_columns[] = {
+        COL(CertificateRow, serial, "serial", COLUMN_STRING, COLUMN_KEY),
+        COL(CertificateRow, subject, "subject", COLUMN_STRING, COLUMN_FIXED),
+        COL(CertificateRow, role, "role", COLUMN_STRING, COLUMN_FIXED),
+        COL(CertificateRow, node_id, "node_id", COLUMN_STRING, COLUMN_FIXED),
+        COL(CertificateRow, session_id, "session_id", COLUMN_STRING, COLUMN_FIXED),
+        COL(CertificateRow, not_before, "not_before", COLUMN_U64, COLUMN_FIXED),
+        COL(CertificateRow, not_after, "not_after", COLUMN_U64, COLUMN_FIXED),
+        COL(CertificateRow, created_at, "created_at", COLUMN_U64, COLUMN_FIXED),
+        COL(CertificateRow, revoked_at, "revoked_at", COLUMN_U64),
+};
+
+static const Table certificate_table = {
+        "certificates",         "certificate",        certificate_columns,  ELEMENTSOF(certificate_columns),
+        sizeof(CertificateRow), certificate_row_free, "created_at, serial",
+};
+
 int store_certificate_insert(Store *s, const char *serial, const char *subject, const char *role,
                              const char *node_id, const char *session_id, uint64_t not_before,
                              uint64_t not_after) {
-        int r = store_exec(
-                s,
-                "INSERT INTO certificates (serial, subject, role, node_id, session_id, not_before, "
-                "not_after, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                "sssssttt", serial, subject, role, node_id, session_id, not_before, not_after,
-                now_realtime_usec());
-        return r < 0 ? r : 0;
+        CertificateRow row = { .serial = (char *) serial,
+                               .subject = (char *) subject,
+                               .role = (char *) role,
+                               .node_id = (char *) node_id,
+                               .session_id = (char *) session_id,
+                               .not_before = not_before,
+                               .not_after = not_after,
+                               .created_at = now_realtime_usec() };
+        return row_insert(s, &certificate_table, &row);
 }
 
 int store_certificates_revoke_subject(Store *s, const char *subject, const char *except_serial,
@@ -1072,45 +1108,56 @@ int store_certificate_revoke(Store *s, const char *serial, uint64_t when) {
         return r < 0 ? r : 0;
 }
 
+typedef struct CertificateVisit {
+        int (*cb)(void *userdata, const CertificateRow *row);
+        void *userdata;
+} CertificateVisit;
+
+static int visit_certificate(void *userdata, void *record) {
+        CertificateVisit *v = userdata;
+        int r = v->cb(v->userdata, record);
+        certificate_row_free(record);
+        return r;
+}
+
 int store_certificates_foreach(Store *s, bool revoked_only,
                                int (*cb)(void *userdata, const CertificateRow *row), void *userdata) {
-        _cleanup_finalize_ sqlite3_stmt *stmt = NULL;
-        int r, rc;
-
-        r = store_query(
-                s, &stmt,
-                "SELECT serial, subject, role, node_id, session_id, not_before, not_after, revoked_at "
-                "FROM certificates WHERE revoked_at > 0 OR NOT ? ORDER BY created_at, serial",
-                "b", revoked_only);
-        if (r < 0)
-                return r;
-        while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-                CertificateRow row = {
-                        .serial = (const char *) sqlite3_column_text(stmt, 0),
-                        .subject = (const char *) sqlite3_column_text(stmt, 1),
-                        .role = (const char *) sqlite3_column_text(stmt, 2),
-                        .node_id = (const char *) sqlite3_column_text(stmt, 3),
-                        .session_id = (const char *) sqlite3_column_text(stmt, 4),
-                        .not_before = column_u64(stmt, 5),
-                        .not_after = column_u64(stmt, 6),
-                        .revoked_at = column_u64(stmt, 7),
-                };
-                r = cb(userdata, &row);
-                if (r < 0)
-                        return r;
-        }
-        return rc == SQLITE_DONE ? 0 : -EIO;
+        CertificateVisit v = { cb, userdata };
+        return rows_query(s, &certificate_table, visit_certificate, &v,
+                          revoked_only ? "revoked_at > 0" : NULL, "");
 }
+
+static void token_row_free(void *record) {
+        token_row_done(record);
+        free(record);
+}
+
+static const Column token_columns[] = {
+        COL(TokenRow, hash, "hash", COLUMN_STRING, COLUMN_KEY),
+        COL(TokenRow, node_id, "node_id", COLUMN_STRING, COLUMN_FIXED),
+        COL(TokenRow, session_id, "session_id", COLUMN_STRING, COLUMN_FIXED),
+        COL(TokenRow, role, "role", COLUMN_STRING, COLUMN_FIXED),
+        COL(TokenRow, address, "address", COLUMN_STRING, COLUMN_FIXED),
+        COL(TokenRow, created_at, "created_at", COLUMN_U64, COLUMN_FIXED),
+        COL(TokenRow, expires_at, "expires_at", COLUMN_U64, COLUMN_FIXED),
+        COL(TokenRow, used_at, "used_at", COLUMN_U64),
+};
+
+static const Table token_table = {
+        "enrolment_tokens",        "enrolment token", token_columns,
+        ELEMENTSOF(token_columns), sizeof(TokenRow),  token_row_free,
+};
 
 int store_token_insert(Store *s, const char *hash, const char *node_id, const char *session_id,
                        const char *role, const char *address, uint64_t expires_at) {
-        int r = store_exec(s,
-                           "INSERT INTO enrolment_tokens (hash, node_id, session_id, role, address, "
-                           "created_at, expires_at) "
-                           "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                           "ssssstt", hash, node_id, session_id, role, address, now_realtime_usec(),
-                           expires_at);
-        return r < 0 ? r : 0;
+        TokenRow row = { .hash = (char *) hash,
+                         .node_id = (char *) node_id,
+                         .session_id = (char *) session_id,
+                         .role = (char *) role,
+                         .address = (char *) address,
+                         .created_at = now_realtime_usec(),
+                         .expires_at = expires_at };
+        return row_insert(s, &token_table, &row);
 }
 
 int store_tokens_retire(Store *s, const char *node_id, const char *session_id, const char *role,
@@ -1132,40 +1179,29 @@ int store_tokens_purge(Store *s, uint64_t before) {
         return r < 0 ? r : 0;
 }
 
-int store_token_lookup(Store *s, const char *hash, TokenRow *ret) {
-        _cleanup_finalize_ sqlite3_stmt *stmt = NULL;
-        bool oom = false;
-        int r;
+static int take_token(void *userdata, void *record) {
+        TokenRow *ret = userdata, *t = record;
+        token_row_done(ret); /* the hash is the key: at most one */
+        *ret = *t;
+        free(t);
+        return 0;
+}
 
-        r = store_query(
-                s, &stmt,
-                "SELECT node_id, session_id, role, expires_at, used_at, address FROM enrolment_tokens "
-                "WHERE hash = ?",
-                "s", hash);
-        if (r < 0)
-                return r;
-        r = sqlite3_step(stmt);
-        if (r == SQLITE_DONE)
-                return -ENOENT;
-        if (r != SQLITE_ROW)
-                return -EIO;
-        TokenRow t = {
-                .node_id = store_column_strdup(stmt, 0, &oom),
-                .session_id = store_column_strdup(stmt, 1, &oom),
-                .role = store_column_strdup(stmt, 2, &oom),
-                .expires_at = column_u64(stmt, 3),
-                .used_at = column_u64(stmt, 4),
-                .address = store_column_strdup(stmt, 5, &oom),
-        };
-        if (oom) {
+int store_token_lookup(Store *s, const char *hash, TokenRow *ret) {
+        TokenRow t = {};
+        int r = rows_query(s, &token_table, take_token, &t, "hash = ?", "s", hash);
+        if (r < 0) {
                 token_row_done(&t);
-                return -ENOMEM;
+                return r;
         }
+        if (!t.hash)
+                return -ENOENT;
         *ret = t;
         return 0;
 }
 
 void token_row_done(TokenRow *t) {
+        free(t->hash);
         free(t->node_id);
         free(t->session_id);
         free(t->role);

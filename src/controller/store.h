@@ -96,8 +96,8 @@ int store_certificate_revoke(Store *s, const char *serial, uint64_t when);
 int store_certificates_revoke_subject(Store *s, const char *subject, const char *except_serial,
                                       uint64_t when);
 typedef struct CertificateRow {
-        const char *serial, *subject, *role, *node_id, *session_id;
-        uint64_t not_before, not_after, revoked_at;
+        char *serial, *subject, *role, *node_id, *session_id;
+        uint64_t not_before, not_after, created_at, revoked_at;
 } CertificateRow;
 /* Calls cb for every issued certificate (only revoked ones if revoked_only), oldest first. */
 int store_certificates_foreach(Store *s, bool revoked_only,
@@ -112,8 +112,8 @@ int store_tokens_retire(Store *s, const char *node_id, const char *session_id, c
 int store_tokens_purge(Store *s, uint64_t before);
 
 typedef struct TokenRow {
-        char *node_id, *session_id, *role, *address;
-        uint64_t expires_at, used_at;
+        char *hash, *node_id, *session_id, *role, *address;
+        uint64_t created_at, expires_at, used_at;
 } TokenRow;
 /* -ENOENT if no token has this hash. */
 int store_token_lookup(Store *s, const char *hash, TokenRow *ret);

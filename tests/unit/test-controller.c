@@ -537,6 +537,64 @@ static void test_disk_and_operation_round_trip(Manager *m) {
         ASSERT_INT(ld.count, 0);
 }
 
+static int take_certificate(void *userdata, const CertificateRow *row) {
+        CertificateRow *found = userdata;
+        if (streq(row->serial, "0de0c000000000000000000000000001")) {
+                ASSERT_STR(row->subject, "clone-x-source");
+                ASSERT_STR(row->role, "source");
+                ASSERT_STR(row->node_id, "0de00000000000000000000000000003");
+                ASSERT_STR(row->session_id, "5e550000000000000000000000000001");
+                ASSERT_INT(row->not_before, 21);
+                ASSERT_INT(row->not_after, 22);
+                ASSERT_TRUE(row->created_at > 0);
+                found->revoked_at = row->revoked_at;
+                found->not_before++; /* counts the visits */
+        }
+        return 0;
+}
+
+/* Certificates and enrolment tokens: every field back as written; a revocation and a use stored. */
+static void test_certificate_and_token_round_trip(Manager *m) {
+        CertificateRow seen = {};
+        TokenRow t = {};
+
+        ASSERT_OK(store_certificate_insert(m->store, "0de0c000000000000000000000000001", "clone-x-source",
+                                           "source", "0de00000000000000000000000000003",
+                                           "5e550000000000000000000000000001", 21, 22));
+        ASSERT_OK(store_certificates_foreach(m->store, false, take_certificate, &seen));
+        ASSERT_INT(seen.not_before, 1);
+        ASSERT_INT(seen.revoked_at, 0);
+        seen = (CertificateRow){};
+        ASSERT_OK(store_certificates_foreach(m->store, true, take_certificate, &seen));
+        ASSERT_INT(seen.not_before, 0); /* not revoked: not among the revoked */
+        ASSERT_OK(store_certificate_revoke(m->store, "0de0c000000000000000000000000001", 23));
+        ASSERT_INT(store_certificate_revoke(m->store, "0de0c000000000000000000000000001", 24), -EALREADY);
+        ASSERT_OK(store_certificates_foreach(m->store, true, take_certificate, &seen));
+        ASSERT_INT(seen.not_before, 1);
+        ASSERT_INT(seen.revoked_at, 23);
+
+        ASSERT_OK(store_token_insert(m->store, "0de0f00d", "0de00000000000000000000000000003", NULL, "node",
+                                     "10.0.0.9", 25));
+        ASSERT_OK(store_token_lookup(m->store, "0de0f00d", &t));
+        ASSERT_STR(t.hash, "0de0f00d");
+        ASSERT_STR(t.node_id, "0de00000000000000000000000000003");
+        ASSERT_TRUE(t.session_id == NULL);
+        ASSERT_STR(t.role, "node");
+        ASSERT_STR(t.address, "10.0.0.9");
+        ASSERT_INT(t.expires_at, 25);
+        ASSERT_INT(t.used_at, 0);
+        ASSERT_TRUE(t.created_at > 0);
+        token_row_done(&t);
+        ASSERT_OK(store_token_use(m->store, "0de0f00d", 26));
+        ASSERT_INT(store_token_use(m->store, "0de0f00d", 27), -EALREADY);
+        ASSERT_OK(store_token_lookup(m->store, "0de0f00d", &t));
+        ASSERT_INT(t.used_at, 26);
+        token_row_done(&t);
+        ASSERT_INT(store_token_lookup(m->store, "0de0dead", &t), -ENOENT);
+        ASSERT_OK(store_tokens_purge(m->store, 26));
+        ASSERT_INT(store_token_lookup(m->store, "0de0f00d", &t), -ENOENT);
+}
+
 static void note_end(void *userdata, bool committed) {
         *(int *) userdata = committed ? 1 : -1;
 }
@@ -598,6 +656,7 @@ int main(void) {
         test_session_round_trip(m);
         test_node_and_storage_round_trip(m);
         test_disk_and_operation_round_trip(m);
+        test_certificate_and_token_round_trip(m);
         test_transaction_end_hook(m);
         test_restart(dir, &m);
         manager_free(m);
