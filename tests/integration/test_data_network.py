@@ -121,7 +121,7 @@ def test_certificate_mismatch_fails_the_session_with_the_reason(clone_of, disks)
     assert c.target.wait(30) == 1, c.target.text()
 
 
-def test_waiting_target_shows_the_problem_and_goes_on(clone_of, disks):
+def test_waiting_target_shows_the_problem_and_goes_on(clone_of, disks, ctl):
     """pureboot.peer-failure=wait: nothing serves at the reported address, so after the timeout the session
     shows the refused connection and stays where it is; once the source serves again the clone completes and
     the problem is gone."""
@@ -135,6 +135,8 @@ def test_waiting_target_shows_the_problem_and_goes_on(clone_of, disks):
              what=f"the session to show the problem; target:\n{c.target.text()[-2000:]}")
     assert c.status() in ("source_ready", "cloning") and c.prop("Error") == ""
     assert c.target.proc.poll() is None
+    shown = ctl("clone", "status", c.id, check=True).stdout
+    assert "Problem: connection refused" in shown, shown
     c.source.start()
     assert c.target.wait(120) == 0, c.target.text()
     assert c.source.wait(60) == 0, c.source.text()
