@@ -495,6 +495,12 @@ void clone_family_changed(CloneSession *c) {
 
 static int node_busy_elsewhere(CloneSession *c, const char *node_id, CloneSession **ret);
 
+void clone_family_changed_of(Manager *m, const char *id) {
+        CloneSession *c = hashmap_get(m->sessions, id);
+        if (c)
+                clone_family_changed(c);
+}
+
 /* Once a session is over, its nodes are no longer cloning_source or cloning_target (the states their boot
  * answers gave them), unless another session of theirs goes on. */
 static void release_nodes(CloneSession *c) {
@@ -513,6 +519,12 @@ static void release_nodes(CloneSession *c) {
                         log_warning_errno(r, "Failed to record that node %s is ready again: %m",
                                           n->hostname);
         }
+}
+
+static void release_nodes_of(Manager *m, const char *id) {
+        CloneSession *c = hashmap_get(m->sessions, id);
+        if (c && clone_status_is_final(c->status))
+                release_nodes(c);
 }
 
 int clone_transition(CloneSession *c, CloneStatus to, const char *error_message, sd_bus_error *error) {
@@ -563,9 +575,10 @@ int clone_transition(CloneSession *c, CloneStatus to, const char *error_message,
                  clone_status_to_string(to), error_message ? ": " : "", strempty(error_message));
         clone_emit_changed(c, "Status", "Error", "Problem", "StartedAt", "CompletedAt", "BytesTransferred",
                            "TransferRate", "Progress", "BytesUploaded", "StagingStatus", NULL);
+        /* What follows from it builds on what was kept: once the caller's transaction committed. */
         if (clone_status_is_final(to))
-                release_nodes(c);
-        clone_family_changed(c);
+                manager_after_commit(c->manager, release_nodes_of, c->id);
+        manager_after_commit(c->manager, clone_family_changed_of, c->id);
         return 0;
 }
 

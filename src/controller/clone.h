@@ -106,6 +106,9 @@ bool clone_has_followers(CloneSession *c);
 /* After a change of c (its status, its source's digest): the targets following it take their source's steps,
  * and the shared staging is removed once the session with it and every target following it are over. */
 void clone_family_changed(CloneSession *c);
+/* The same for the session id, if it is still there: as follow-on work after a commit
+ * (manager_after_commit). */
+void clone_family_changed_of(Manager *m, const char *id);
 /* PropertiesChanged for property on every session following c (StagingStatus: theirs is c's). */
 void clone_emit_followers(CloneSession *c, const char *property);
 const char *clone_source_digest(CloneSession *c);

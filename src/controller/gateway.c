@@ -458,8 +458,8 @@ static int handle_complete(Call *call) {
         r = record(call, c, role, seq, to, message);
         if (r > 0) {
                 clone_emit_changed(c, streq(role, "source") ? "SourceDigest" : "TargetDigest", NULL);
-                if (streq(role, "source"))
-                        clone_family_changed(c); /* targets added to it compare against this digest */
+                if (streq(role, "source")) /* targets added to it compare against this digest */
+                        manager_after_commit(call->m, clone_family_changed_of, c->id);
                 r = reply_with(call, NULL);
         } else {
                 free(*mine);

@@ -116,17 +116,48 @@ void manager_emit_changed_va(Manager *m, const char *path, const char *interface
                 log_oom();
 }
 
+typedef struct AfterCommit {
+        AfterCommitFn fn;
+        char *id;
+} AfterCommit;
+
+void manager_after_commit(Manager *m, AfterCommitFn fn, const char *id) {
+        AfterCommit *a;
+        char *copy;
+
+        if (!store_in_transaction(m->store))
+                return fn(m, id);
+        copy = strdup(id);
+        a = copy ? reallocarray(m->after_commit, m->n_after_commit + 1, sizeof(AfterCommit)) : NULL;
+        if (!a) {
+                free(copy);
+                return (void) log_oom();
+        }
+        m->after_commit = a;
+        m->after_commit[m->n_after_commit++] = (AfterCommit){ fn, copy };
+}
+
 static void on_transaction_end(void *userdata, bool committed) {
         Manager *m = userdata;
         Hashmap *pending = TAKE_PTR(m->pending_changes);
+        AfterCommit *after = TAKE_PTR(m->after_commit);
+        size_t n_after = m->n_after_commit;
         PendingChange *p;
 
+        m->n_after_commit = 0;
         if (committed)
                 HASHMAP_FOREACH (p, pending, i)
                         emit_now(m, p->path, p->interface, p->names);
         HASHMAP_FOREACH (p, pending, i)
                 pending_change_free(p);
         hashmap_free(pending);
+        /* In the order asked for; the work may write (and so commit) again, with a queue of its own. */
+        for (size_t i = 0; i < n_after; i++) {
+                if (committed)
+                        after[i].fn(m, after[i].id);
+                free(after[i].id);
+        }
+        free(after);
 }
 
 Manager *manager_free(Manager *m) {

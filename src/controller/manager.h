@@ -41,6 +41,9 @@ typedef struct Manager {
         /* PropertiesChanged asked for inside a transaction: "path\tinterface" → property names (strv),
          * sent once it commits, dropped if it rolls back, so no client sees a state that was not kept. */
         Hashmap *pending_changes;
+        /* Follow-on work waiting for the transaction to commit (manager_after_commit). */
+        struct AfterCommit *after_commit;
+        size_t n_after_commit;
         /* What the bridge is told changed ("kind\tid", bus-gateway.c), sent once per turn of the loop. */
         Hashmap *gateway_changes;
         sd_event_source *gateway_flush;
@@ -58,6 +61,12 @@ int manager_run(Manager *m);
  * inside a transaction, once it commits. */
 void manager_emit_changed_va(Manager *m, const char *path, const char *interface, const char *first,
                              va_list ap);
+
+/* Runs fn(m, id) once the transaction in progress commits, dropped if it rolls back; outside a transaction,
+ * now. For follow-on work that must build on what was kept (another record's state, a node's release): it
+ * looks its record up again by id, which may be gone by then. */
+typedef void (*AfterCommitFn)(Manager *m, const char *id);
+void manager_after_commit(Manager *m, AfterCommitFn fn, const char *id);
 
 /* Records an audit event for a change made on behalf of the sender of message. */
 void manager_audit(Manager *m, sd_bus_message *message, const char *action, const char *object,

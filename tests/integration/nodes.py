@@ -53,7 +53,8 @@ class Network:
     def node(self, name):
         """A namespace with a veth on the bridge; returns (namespace, address)."""
         ns = f"{self.tag}-{name}"
-        host_if, node_if = f"{self.tag}{name[:3]}h", f"{self.tag}{name[:3]}n"
+        # Named by their place on the network, not by the node's name: two names may share a prefix.
+        host_if, node_if = f"{self.tag}v{len(self.namespaces)}h", f"{self.tag}v{len(self.namespaces)}n"
         address = f"{self.subnet}.{len(self.namespaces) + 2}"
         sh("ip", "netns", "add", ns)
         self.namespaces.append(ns)

@@ -595,6 +595,45 @@ static void test_certificate_and_token_round_trip(Manager *m) {
         ASSERT_INT(store_token_lookup(m->store, "0de0f00d", &t), -ENOENT);
 }
 
+static unsigned after_commit_calls;
+static char after_commit_last[64];
+
+static void count_after_commit(Manager *m, const char *id) {
+        after_commit_calls++;
+        snprintf(after_commit_last, sizeof(after_commit_last), "%s", id);
+        /* Work that writes and commits again, queueing more of its own: run once that commits. */
+        if (streq(id, "again") && store_begin(m->store) >= 0) {
+                manager_after_commit(m, count_after_commit, "nested");
+                ASSERT_OK(store_commit(m->store));
+        }
+}
+
+/* Follow-on work runs once what it follows is committed, never after a rollback, at once outside a
+ * transaction, and may itself write and queue more. */
+static void test_after_commit(Manager *m) {
+        after_commit_calls = 0;
+        ASSERT_OK(store_begin(m->store));
+        manager_after_commit(m, count_after_commit, "first");
+        ASSERT_INT(after_commit_calls, 0);
+        ASSERT_OK(store_commit(m->store));
+        ASSERT_INT(after_commit_calls, 1);
+        ASSERT_STR(after_commit_last, "first");
+
+        ASSERT_OK(store_begin(m->store));
+        manager_after_commit(m, count_after_commit, "dropped");
+        store_rollback(m->store);
+        ASSERT_INT(after_commit_calls, 1);
+
+        manager_after_commit(m, count_after_commit, "now");
+        ASSERT_INT(after_commit_calls, 2);
+
+        ASSERT_OK(store_begin(m->store));
+        manager_after_commit(m, count_after_commit, "again");
+        ASSERT_OK(store_commit(m->store));
+        ASSERT_INT(after_commit_calls, 4);
+        ASSERT_STR(after_commit_last, "nested");
+}
+
 static void note_end(void *userdata, bool committed) {
         *(int *) userdata = committed ? 1 : -1;
 }
@@ -657,6 +696,7 @@ int main(void) {
         test_node_and_storage_round_trip(m);
         test_disk_and_operation_round_trip(m);
         test_certificate_and_token_round_trip(m);
+        test_after_commit(m);
         test_transaction_end_hook(m);
         test_restart(dir, &m);
         manager_free(m);
