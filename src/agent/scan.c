@@ -131,11 +131,11 @@ static int usage_ext(PartitionInfo *p, const char *node) {
 
         if (tool_runl(&out, "dumpe2fs", "-h", node, NULL) != 0 || !parse_after(out, "Block count:", &blocks) ||
             !parse_after(out, "Free blocks:", &free_blocks) || !parse_after(out, "Block size:", &block_size))
-                return -EIO;
+                return log_warning_errno(EIO, "dumpe2fs -h %s: %s", node, out ? tool_last_line(out) : "did not run");
         p->used = (blocks - free_blocks) * block_size;
         if (tool_runl(&est, "resize2fs", "-P", node, NULL) != 0 ||
             !parse_after(est, "Estimated minimum size of the filesystem:", &min_blocks))
-                return -EIO;
+                return log_warning_errno(EIO, "resize2fs -P %s: %s", node, est ? tool_last_line(est) : "did not run");
         p->minimum = min_blocks * block_size;
         return 0;
 }
