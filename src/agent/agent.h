@@ -45,9 +45,10 @@ typedef struct AgentSettings {
         uint16_t port;        /* where the source serves */
         uint64_t max_rate;    /* bytes/s the target reads at most, 0 = no limit */
         uint64_t ack_timeout_usec; /* how long a finished agent waits for its last report to be taken */
-        uint64_t
-                peer_timeout_usec; /* how long the target tries its source before it reports why it cannot */
-        bool peer_wait; /* …and then goes on trying (the session shows the problem) or fails it */
+        /* How long the target tries its source before it reports why it cannot; then it goes on trying
+         * (peer_wait: the session shows the problem) or fails the session. */
+        uint64_t peer_timeout_usec;
+        bool peer_wait;
         bool reboot;
 } AgentSettings;
 

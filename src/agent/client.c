@@ -148,16 +148,15 @@ static int interface_address(const char *name, char **ret) {
         if (getifaddrs(&list) < 0)
                 return -errno;
         for (struct ifaddrs *i = list; i; i = i->ifa_next) {
-                if (!i->ifa_addr || !streq(i->ifa_name, name))
+                const SocketAddress *sa = (const SocketAddress *) i->ifa_addr;
+                if (!sa || !streq(i->ifa_name, name))
                         continue;
-                if (i->ifa_addr->sa_family == AF_INET) {
-                        inet_ntop(AF_INET, &((struct sockaddr_in *) i->ifa_addr)->sin_addr, text,
-                                  sizeof(text));
+                if (sa->sa.sa_family == AF_INET) {
+                        (void) socket_address_ip(sa, text, sizeof(text));
                         break;
                 }
-                const struct in6_addr *a6 = &((struct sockaddr_in6 *) i->ifa_addr)->sin6_addr;
-                if (i->ifa_addr->sa_family == AF_INET6 && !IN6_IS_ADDR_LINKLOCAL(a6) && !text[0])
-                        inet_ntop(AF_INET6, a6, text, sizeof(text));
+                if (sa->sa.sa_family == AF_INET6 && !IN6_IS_ADDR_LINKLOCAL(&sa->in6.sin6_addr) && !text[0])
+                        (void) socket_address_ip(sa, text, sizeof(text));
         }
         freeifaddrs(list);
         if (!text[0])

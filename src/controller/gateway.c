@@ -258,10 +258,13 @@ static int handle_enrol(Call *call) {
                             NULL);
         /* The certificate names the addresses it enrolled from and will serve on: the target checks the
          * source's against the address the source reports. */
-        const char *const no_address[] = { data_address, NULL };
-        const char *const addresses[] = { call->address, data_address, NULL };
-        r = ca_sign_request(m->ca, get_string(call, "csr"), role, cn,
-                            isempty(call->address) ? no_address : addresses,
+        const char *addresses[3] = {};
+        size_t n_addresses = 0;
+        if (!isempty(call->address))
+                addresses[n_addresses++] = call->address;
+        if (data_address)
+                addresses[n_addresses++] = data_address;
+        r = ca_sign_request(m->ca, get_string(call, "csr"), role, cn, addresses,
                             m->config.session_cert_validity_hours * USEC_PER_HOUR, &cert);
         if (r == -EBADMSG || r == -EKEYREJECTED)
                 return fail(call, PB_NODE_PREFIX "BadCertificateRequest", "reason",
@@ -381,21 +384,24 @@ static int handle_progress(Call *call) {
                 return fail(call, PB_NODE_PREFIX "InvalidState", "status", clone_status_to_string(c->status),
                             "reason", "progress is reported only while the source is ready or cloning",
                             NULL);
-        /* A target that cannot reach or verify its source says why while it goes on trying. */
-        const char *problem = get_string(call, "problem");
-        if (isempty(problem))
-                problem = NULL;
-        if (streq(role, "target") && !streq_ptr(problem, c->problem)) {
-                if (problem)
-                        log_warning("Clone session %s: the target cannot stream from its source: %s", c->id,
-                                    problem);
-                r = free_and_strdup(&c->problem, problem);
-                if (r < 0)
-                        return r;
-                clone_emit_changed(c, "Problem", NULL);
+        /* A target that cannot reach or verify its source says why while it goes on trying (in 400 bytes at
+         * most, as a failure's reason). */
+        const char *said = get_string(call, "problem");
+        bool has_problem = !isempty(said);
+        if (streq(role, "target")) {
+                _cleanup_free_ char *problem = has_problem ? strndup(said, 400) : NULL;
+                if (has_problem && !problem)
+                        return -ENOMEM;
+                if (!streq_ptr(problem, c->problem)) {
+                        if (problem)
+                                log_warning("Clone session %s: the target cannot stream from its source: %s",
+                                            c->id, problem);
+                        free_and_replace(c->problem, problem);
+                        clone_emit_changed(c, "Problem", NULL);
+                }
         }
         /* The first progress moves the session to cloning: that is written at once. */
-        if (c->status == CLONE_SOURCE_READY && !problem) {
+        if (c->status == CLONE_SOURCE_READY && !has_problem) {
                 r = record(call, c, role, seq, CLONE_CLONING, NULL);
                 if (r <= 0)
                         return r;

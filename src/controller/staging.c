@@ -49,6 +49,11 @@ static StagingJob *job_new(CloneSession *c, StorageBackend *b, bool provision) {
         return j;
 }
 
+/* What staging a disk of size bytes takes where space is measured: the disk and the margin. */
+static uint64_t space_needed(uint64_t size) {
+        return size + size / 100 * STAGING_MARGIN_PERCENT;
+}
+
 int staging_no_space(const StorageBackend *b, uint64_t need, uint64_t size, uint64_t available, bool lun,
                      char **ret_why) {
         if (lun)
@@ -67,7 +72,7 @@ int staging_no_space(const StorageBackend *b, uint64_t need, uint64_t size, uint
 
 int staging_check_space(CloneSession *c, uint64_t size, sd_bus_error *error) {
         StorageBackend *b = c->staging_backend ? hashmap_get(c->manager->storages, c->staging_backend) : NULL;
-        uint64_t need = size + size / 100 * STAGING_MARGIN_PERCENT;
+        uint64_t need = space_needed(size);
         _cleanup_free_ char *why = NULL;
 
         /* A pool's free LUNs are counted when provisioning; unmeasured space is not guessed at. */
@@ -87,7 +92,7 @@ static json_object *staging_child(void *data, char **ret_why) {
         StagingJob *j = data;
         const StorageBackend *b = j->backend;
         const StorageDriver *d = storage_driver(b->type);
-        uint64_t total, available, need = j->size + j->size / 100 * STAGING_MARGIN_PERCENT;
+        uint64_t total, available, need = space_needed(j->size);
         StagingRequest q = {
                 .backend = b, .session = j->session, .size = j->size, .busy = j->busy, .n_busy = j->n_busy
         };
