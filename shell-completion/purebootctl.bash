@@ -41,7 +41,7 @@ _purebootctl() {
                         node/add) options+=' --mac --hostname --arch --serial' ;;
                         clone/create|clone/update) options+=' --source --target --mode --storage --source-device --target-device --name --resize --idempotency-key' ;;
                         clone/status) options+=' --follow' ;;
-                        clone/token) options+=' --role' ;;
+                        clone/token) options+=' --role --target' ;;
                         storage/add) options+=' --type' ;;
                         ca/issue) options+=' --csr --role --ip' ;;
                 esac

@@ -441,7 +441,7 @@ int source_start(Agent *a) {
         s->agent = a;
         s->dev.fd = -EBADF;
         a->source = s;
-        if (asprintf(&s->expected_cn, "clone-%s-target", a->settings.session) < 0)
+        if (asprintf(&s->expected_cn, "clone-%s-target-1", a->settings.session) < 0)
                 return -ENOMEM;
         r = digest_init(&s->digest);
         if (r < 0)

@@ -21,23 +21,26 @@ void boot_answer_done(BootAnswer *a) {
         *a = (BootAnswer){};
 }
 
-/* The session a node takes part in, if any is not finished: the running one first, else a pending one. */
-static CloneSession *session_of_node(Manager *m, const Node *n, const char **ret_role) {
+/* The session a node takes part in, if any is not finished: the running one first, else a pending one; and
+ * its target there, if it is not the source. A target that is over boots from its own disk even while the
+ * session goes on for others. */
+static CloneSession *session_of_node(Manager *m, const Node *n, bool *ret_active, CloneTarget **ret_target) {
         CloneSession *c, *pending = NULL;
         HASHMAP_FOREACH (c, m->sessions, i) {
-                /* A target added to a session shares its source: the source boots for that session. */
-                bool source = !c->follows && streq_ptr(c->source_node, n->id),
-                     target = streq_ptr(c->target_node, n->id);
-                if (!source && !target)
+                bool source = streq_ptr(c->source_node, n->id);
+                CloneTarget *t = source ? NULL : clone_target_of_node(c, n->id);
+                if (!source && !t)
                         continue;
-                if (clone_status_is_active(c->status)) {
-                        *ret_role = source ? "source" : "target";
+                if (clone_status_is_active(c->status) && (source || clone_status_is_active(t->status))) {
+                        *ret_active = true;
+                        *ret_target = t;
                         return c;
                 }
                 if (c->status == CLONE_PENDING)
                         pending = c;
         }
-        *ret_role = NULL;
+        *ret_active = false;
+        *ret_target = NULL;
         return pending;
 }
 
@@ -197,9 +200,12 @@ int boot_answer(Manager *m, const char *kind, const char *mac, const char *seria
                             *workflow = NULL;
         int state = -1; /* the node's new NodeState, if it changes */
         _cleanup_(json_object_unrefp) json_object *params = NULL;
-        const char *action = "local_boot", *role = NULL;
+        const char *action = "local_boot";
+        _cleanup_free_ char *role = NULL;
         Node *n = NULL, *v;
         CloneSession *c = NULL;
+        CloneTarget *target = NULL;
+        bool active = false;
         int r;
 
         if (!STR_IN_SET(kind, "ipxe", "pi"))
@@ -238,26 +244,27 @@ int boot_answer(Manager *m, const char *kind, const char *mac, const char *seria
         params = json_object_new_object();
         if (!params)
                 return -ENOMEM;
-        c = session_of_node(m, n, &role);
-        if (c && role) {
+        c = session_of_node(m, n, &active, &target);
+        if (active && (target ? clone_target_role(target->index, &role) : free_and_strdup(&role, "source")) < 0)
+                return -ENOMEM;
+        if (active) {
+                const char *part = target ? "target" : "source";
                 r = claim(m, n, c, role, address, &token);
                 if (r < 0)
                         return r;
                 if (r == 0)
                         action = "refused"; /* its name is in use: ask again later, when it may be free */
                 else {
-                        if (asprintf(&workflow, "clone-%s-%s", role, clone_mode_to_string(c->mode)) < 0 ||
-                            asprintf(&mode, "clone_%s_%s", role, clone_mode_to_string(c->mode)) < 0)
+                        if (asprintf(&workflow, "clone-%s-%s", part, clone_mode_to_string(c->mode)) < 0 ||
+                            asprintf(&mode, "clone_%s_%s", part, clone_mode_to_string(c->mode)) < 0)
                                 return -ENOMEM;
-                        state = streq(role, "source") ? NODE_CLONING_SOURCE : NODE_CLONING_TARGET;
+                        state = target ? NODE_CLONING_TARGET : NODE_CLONING_SOURCE;
                         json_object_object_add(params, "mode", json_object_new_string(mode));
                         json_object_object_add(params, "session", json_object_new_string(c->id));
                         json_object_object_add(params, "node", json_object_new_string(n->id));
                         json_object_object_add(params, "token", json_object_new_string(token));
                         json_object_object_add(params, "device",
-                                               json_object_new_string(streq(role, "source")
-                                                                              ? c->source_device
-                                                                              : c->target_device));
+                                               json_object_new_string(target ? target->device : c->source_device));
                         action = "deploy_image";
                 }
         } else if (n->boot_mode == BOOT_PARTITION) {

@@ -6,6 +6,7 @@
 #include "bus-util.h"
 #include "ca.h"
 #include "clone.h"
+#include "identity.h"
 #include "log.h"
 #include "node.h"
 #include "polkit.h"
@@ -158,12 +159,15 @@ static int subject_for(Manager *m, CertRole role, const char *subject, char **re
                 if (r < 0)
                         return r;
                 *ret_session = c->id;
-                *ret_node = role == CERT_ROLE_SOURCE ? c->source_node : c->target_node;
-                if (!*ret_node)
+                /* A target certificate is the first target's. */
+                CloneTarget *t = role == CERT_ROLE_TARGET ? clone_first_target(c) : NULL;
+                if (role == CERT_ROLE_TARGET && !t)
                         return sd_bus_error_setf(
                                 error, PB_ERROR_INVALID_ARGUMENT,
                                 "Session %s has no target node, so there is no target to certify.", c->id);
-                return asprintf(ret_cn, "clone-%s-%s", c->id, cert_role_to_string(role)) < 0 ? -ENOMEM : 0;
+                *ret_node = t ? t->node : c->source_node;
+                return t ? asprintf(ret_cn, "clone-%s-target-%" PRIu32, c->id, t->index) < 0 ? -ENOMEM : 0
+                         : identity_name(NULL, c->id, "source", ret_cn);
         default:
                 if (!hostname_is_valid(subject) || strlen(subject) > 64)
                         return sd_bus_error_setf(

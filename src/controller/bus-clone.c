@@ -2,6 +2,7 @@
 /* org.pureboot.Controller1.CloneSession on /org/pureboot/Controller1/clone/<id>. */
 #include "bus-clone.h"
 #include "bus-manager.h"
+#include "bus-target.h"
 #include "bus-util.h"
 #include "clone.h"
 #include "log.h"
@@ -14,35 +15,34 @@
 static int property_get_enum(sd_bus *bus, const char *path, const char *interface, const char *property,
                              sd_bus_message *reply, void *userdata, sd_bus_error *error) {
         CloneSession *c = userdata;
-        const char *s = streq(property, "Status") ? clone_status_to_string(c->status)
-                        : streq(property, "Mode") ? clone_mode_to_string(c->mode)
-                        : streq(property, "ResizeMode")
-                                ? resize_mode_to_string(c->resize_mode)
-                                /* an added target shares the staging it follows */
-                                : staging_status_to_string(clone_owner(c)->staging_status);
+        const char *s = streq(property, "Status")       ? clone_status_to_string(c->status)
+                        : streq(property, "Mode")       ? clone_mode_to_string(c->mode)
+                        : streq(property, "ResizeMode") ? resize_mode_to_string(c->resize_mode)
+                        : streq(property, "Error")      ? strempty(clone_error(c))
+                                                        : staging_status_to_string(c->staging_status);
         (void) bus, (void) path, (void) interface, (void) error;
         return sd_bus_message_append(reply, "s", s);
 }
 
-static int property_get_progress(sd_bus *bus, const char *path, const char *interface, const char *property,
-                                 sd_bus_message *reply, void *userdata, sd_bus_error *error) {
-        CloneSession *c = userdata;
-        double p =
-                c->bytes_total > 0 ? MIN(1.0, (double) c->bytes_transferred / (double) c->bytes_total) : 0.0;
+/* The session's properties that show its first target's, as CloneTarget names them. */
+static int property_get_first_target(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                     sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        const char *name = startswith(property, "Target") ?: property; /* TargetNode is the target's Node */
+        (void) bus, (void) path, (void) interface, (void) error;
+        return bus_target_append(reply, clone_first_target(userdata), name);
+}
+
+static int property_get_targets(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                sd_bus_message *reply, void *userdata, sd_bus_error *error) {
         (void) bus, (void) path, (void) interface, (void) property, (void) error;
-        if (c->status == CLONE_COMPLETED)
-                p = 1.0;
-        return sd_bus_message_append(reply, "d", p);
+        return bus_target_append_paths(reply, userdata);
 }
 
 static int property_get_certificate(sd_bus *bus, const char *path, const char *interface,
                                     const char *property, sd_bus_message *reply, void *userdata,
                                     sd_bus_error *error) {
-        (void) bus, (void) path, (void) interface, (void) error;
-        return sd_bus_message_append(
-                reply, "s",
-                strempty(clone_certificate(userdata,
-                                           streq(property, "SourceCertificate") ? "source" : "target")));
+        (void) bus, (void) path, (void) interface, (void) property, (void) error;
+        return sd_bus_message_append(reply, "s", strempty(clone_certificate(userdata, NULL)));
 }
 
 static int property_get_refused_claims(sd_bus *bus, const char *path, const char *interface,
@@ -168,6 +168,15 @@ static int method_update(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         return sd_bus_reply_method_return(msg, NULL);
 }
 
+/* The first target, which the plan methods act on. */
+static int first_target(CloneSession *c, CloneTarget **ret, sd_bus_error *error) {
+        *ret = clone_first_target(c);
+        if (!*ret)
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE,
+                                         "Session %s has no target disk to plan for; name a target first.", c->id);
+        return 0;
+}
+
 static int method_issue_boot_token(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         CloneSession *c = userdata;
         _cleanup_free_ char *token = NULL;
@@ -190,30 +199,34 @@ static int method_issue_boot_token(sd_bus_message *msg, void *userdata, sd_bus_e
 }
 
 /* The stored plan as JSON text, after making it (Analyze) or with the user's edits (SetPlan). */
-static int reply_plan(sd_bus_message *msg, CloneSession *c) {
-        return sd_bus_reply_method_return(msg, "s", c->plan_json);
+static int reply_plan(sd_bus_message *msg, CloneTarget *t) {
+        return sd_bus_reply_method_return(msg, "s", t->plan_json);
 }
 
 static int method_analyze(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         CloneSession *c = userdata;
+        CloneTarget *t;
         int r = authorize(c, msg, "plan", error);
         if (r <= 0)
                 return r < 0 ? r : 1;
-        r = clone_plan(c, NULL, false, error);
+        r = first_target(c, &t, error);
+        if (r >= 0)
+                r = clone_plan(t, NULL, false, error);
         if (r < 0)
                 return r;
         manager_audit(c->manager, msg, "Analyze", c->id, "ok");
-        return reply_plan(msg, c);
+        return reply_plan(msg, t);
 }
 
 static int method_get_plan(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         CloneSession *c = userdata;
-        if (!c->plan_json)
+        CloneTarget *t = clone_first_target(c);
+        if (!t || !t->plan_json)
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE,
                                          "Session %s has no resize plan yet; make one with Analyze (purebootctl "
                                          "clone plan %s).",
                                          c->id, c->id);
-        return reply_plan(msg, c);
+        return reply_plan(msg, t);
 }
 
 /* Edits as {"<number>": bytes, …}, or a whole plan as GetPlan gives it with newSizeBytes changed. */
@@ -269,18 +282,21 @@ static int method_set_plan(sd_bus_message *msg, void *userdata, sd_bus_error *er
         r = authorize(c, msg, "plan", error);
         if (r <= 0)
                 return r < 0 ? r : 1;
-        r = clone_plan(c, edits, true, error);
+        CloneTarget *t;
+        r = first_target(c, &t, error);
+        if (r >= 0)
+                r = clone_plan(t, edits, true, error);
         if (r < 0)
                 return r;
         manager_audit(c->manager, msg, "SetPlan", c->id, "ok");
-        return reply_plan(msg, c);
+        return reply_plan(msg, t);
 }
 
 static int method_add_target(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
-        CloneSession *c = userdata, *added = NULL;
+        CloneSession *c = userdata;
+        CloneTarget *added = NULL;
         _cleanup_free_ char *path = NULL;
         const char *node, *device;
-        uint32_t uid;
         BusOptions o;
         int r;
 
@@ -296,21 +312,19 @@ static int method_add_target(sd_bus_message *msg, void *userdata, sd_bus_error *
                           bus_interactive(msg, &o), error);
         if (r <= 0)
                 return r < 0 ? r : 1;
-        r = bus_sender_uid(msg, &uid);
-        if (r >= 0)
-                r = clone_add_target(c, node, device, o.resize_mode, uid, &added, error);
+        r = clone_add_target(c, node, device, o.resize_mode, &added, error);
         if (r < 0)
                 return r;
-        path = clone_path(added);
+        path = clone_target_path(added);
         if (!path)
                 return -ENOMEM;
-        bus_manager_emit_added(c->manager, "CloneSessionNew", added->id, path);
-        manager_audit(c->manager, msg, "AddTarget", added->id, c->id);
+        manager_audit(c->manager, msg, "AddTarget", c->id, path);
         return sd_bus_reply_method_return(msg, "o", path);
 }
 
 #define P(name, sig, field)                                                                                 \
         SD_BUS_PROPERTY(name, sig, NULL, offsetof(CloneSession, field), SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE)
+#define T(name, sig) SD_BUS_PROPERTY(name, sig, property_get_first_target, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE)
 
 static const sd_bus_vtable clone_vtable[] = {
         SD_BUS_VTABLE_START(0),
@@ -319,26 +333,26 @@ static const sd_bus_vtable clone_vtable[] = {
         SD_BUS_PROPERTY("Status", "s", property_get_enum, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Mode", "s", property_get_enum, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         P("SourceNode", "s", source_node),
-        P("TargetNode", "s", target_node),
+        T("TargetNode", "s"),
         P("SourceDevice", "s", source_device),
-        P("TargetDevice", "s", target_device),
+        T("TargetDevice", "s"),
         P("SourceAddress", "s", source_address),
         P("SourcePort", "q", source_port),
         P("StagingBackend", "s", staging_backend),
         P("StagingPath", "s", staging_path),
         SD_BUS_PROPERTY("StagingStatus", "s", property_get_enum, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("ResizeMode", "s", property_get_enum, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-        P("Plan", "s", plan_json),
-        SD_BUS_PROPERTY("Follows", "s", NULL, offsetof(CloneSession, follows), SD_BUS_VTABLE_PROPERTY_CONST),
+        T("Plan", "s"),
+        SD_BUS_PROPERTY("Targets", "ao", property_get_targets, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         P("BytesTotal", "t", bytes_total),
-        P("BytesTransferred", "t", bytes_transferred),
+        T("BytesTransferred", "t"),
         P("BytesUploaded", "t", bytes_uploaded),
-        P("TransferRate", "t", transfer_rate),
-        SD_BUS_PROPERTY("Progress", "d", property_get_progress, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-        P("Error", "s", error),
-        P("Problem", "s", problem),
+        T("TransferRate", "t"),
+        T("Progress", "d"),
+        SD_BUS_PROPERTY("Error", "s", property_get_enum, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        T("Problem", "s"),
         P("SourceDigest", "s", source_digest),
-        P("TargetDigest", "s", target_digest),
+        T("TargetDigest", "s"),
         SD_BUS_PROPERTY("CreatedAt", "t", NULL, offsetof(CloneSession, created_at),
                         SD_BUS_VTABLE_PROPERTY_CONST),
         P("StartedAt", "t", started_at),
@@ -351,8 +365,7 @@ static const sd_bus_vtable clone_vtable[] = {
                         SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("SourceCertificate", "s", property_get_certificate, 0,
                         SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-        SD_BUS_PROPERTY("TargetCertificate", "s", property_get_certificate, 0,
-                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        T("TargetCertificate", "s"),
         SD_BUS_METHOD_WITH_ARGS("Start", SD_BUS_ARGS("a{sv}", options), SD_BUS_NO_RESULT, method_start,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Cancel", SD_BUS_ARGS("a{sv}", options), SD_BUS_NO_RESULT, method_cancel,
@@ -362,7 +375,7 @@ static const sd_bus_vtable clone_vtable[] = {
         SD_BUS_METHOD_WITH_ARGS("Update", SD_BUS_ARGS("a{sv}", changes, "a{sv}", options), SD_BUS_NO_RESULT,
                                 method_update, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("AddTarget", SD_BUS_ARGS("s", node, "s", device, "a{sv}", options),
-                                SD_BUS_RESULT("o", session), method_add_target, SD_BUS_VTABLE_UNPRIVILEGED),
+                                SD_BUS_RESULT("o", target), method_add_target, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Analyze", SD_BUS_ARGS("a{sv}", options), SD_BUS_RESULT("s", plan),
                                 method_analyze, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("GetPlan", SD_BUS_NO_ARGS, SD_BUS_RESULT("s", plan), method_get_plan,

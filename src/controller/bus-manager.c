@@ -4,6 +4,7 @@
 #include "bus-manager.h"
 #include "bus-ca.h"
 #include "bus-clone.h"
+#include "bus-target.h"
 #include "bus-disk.h"
 #include "bus-nfsroot.h"
 #include "bus-gateway.h"
@@ -101,13 +102,14 @@ static int method_list_clone_sessions(sd_bus_message *msg, void *userdata, sd_bu
                 r = sd_bus_message_open_container(reply, 'a', "(ssssssttto)");
         for (void **i = sessions; r >= 0 && *i; i++) {
                 CloneSession *c = *i;
+                CloneTarget *first = clone_first_target(c);
                 _cleanup_free_ char *path = clone_path(c);
                 if (!path)
                         return -ENOMEM;
                 r = sd_bus_message_append(reply, "(ssssssttto)", c->id, c->name,
                                           clone_status_to_string(c->status), clone_mode_to_string(c->mode),
-                                          c->source_node, strempty(c->target_node), c->bytes_total,
-                                          c->bytes_transferred, c->created_at, path);
+                                          c->source_node, first ? first->node : "", c->bytes_total,
+                                          first ? first->bytes_transferred : 0, c->created_at, path);
         }
         if (r >= 0)
                 r = sd_bus_message_close_container(reply);
@@ -330,6 +332,8 @@ int bus_manager_register(Manager *m) {
         if (r < 0)
                 return log_error_errno(r, "Failed to add the object manager: %m");
         r = bus_clone_register(m);
+        if (r >= 0)
+                r = bus_target_register(m);
         if (r >= 0)
                 r = bus_node_register(m);
         if (r >= 0)

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* Clone sessions: what makes a session valid, and the state machine. Every status change goes through
- * clone_transition() and its table; nothing else writes c->status. */
+/* Clone sessions: what makes a session valid, its targets' steps and what follows from them. Every status
+ * change of a target goes through clone_target_transition() and its table (target.c); a session's status
+ * follows from its targets'. */
 #include <stdarg.h>
 
 #include <assert.h>
@@ -20,38 +21,24 @@
 #include "token.h"
 #include "util.h"
 
-/* transitions[from][to]: the whole state machine. A failed session may be started again (a retry). */
-static const bool transitions[_CLONE_STATUS_MAX][_CLONE_STATUS_MAX] = {
-        [CLONE_PENDING] = { [CLONE_WAITING] = true, [CLONE_CANCELLED] = true },
-        [CLONE_WAITING] = { [CLONE_SOURCE_READY] = true, [CLONE_FAILED] = true, [CLONE_CANCELLED] = true },
-        [CLONE_SOURCE_READY] = { [CLONE_CLONING] = true, [CLONE_FAILED] = true, [CLONE_CANCELLED] = true },
-        [CLONE_CLONING] = { [CLONE_COMPLETED] = true, [CLONE_FAILED] = true, [CLONE_CANCELLED] = true },
-        [CLONE_FAILED] = { [CLONE_WAITING] = true },
-};
-
 CloneSession *clone_free(CloneSession *c) {
         if (!c)
                 return NULL;
         throttle_done(&c->progress);
+        for (size_t i = 0; i < c->n_targets; i++)
+                clone_target_free(c->targets[i]);
+        free(c->targets);
         char **strings[] = { &c->id,
                              &c->name,
                              &c->source_node,
-                             &c->target_node,
                              &c->source_device,
-                             &c->target_device,
                              &c->source_address,
                              &c->staging_backend,
                              &c->staging_path,
                              &c->staging_resources,
-                             &c->plan_json,
                              &c->source_disk_json,
-                             &c->target_disk_json,
-                             &c->follows,
-                             &c->error,
-                             &c->problem,
                              &c->idempotency_key,
-                             &c->source_digest,
-                             &c->target_digest };
+                             &c->source_digest };
         for (size_t i = 0; i < ELEMENTSOF(strings); i++)
                 free(*strings[i]);
         strv_free(c->refused_claims);
@@ -59,10 +46,34 @@ CloneSession *clone_free(CloneSession *c) {
         return NULL;
 }
 
-const char *clone_certificate(CloneSession *c, const char *role) {
-        _cleanup_free_ char *cn = NULL;
+CloneTarget *clone_target(CloneSession *c, uint32_t index) {
+        return index >= 1 && index <= c->n_targets ? c->targets[index - 1] : NULL;
+}
+
+CloneTarget *clone_first_target(CloneSession *c) {
+        return clone_target(c, 1);
+}
+
+CloneTarget *clone_target_of_node(CloneSession *c, const char *node_id) {
+        for (size_t i = 0; node_id && i < c->n_targets; i++)
+                if (streq(c->targets[i]->node, node_id))
+                        return c->targets[i];
+        return NULL;
+}
+
+const char *clone_error(CloneSession *c) {
+        if (!IN_SET(c->status, CLONE_FAILED, CLONE_CANCELLED))
+                return NULL;
+        for (size_t i = 0; i < c->n_targets; i++)
+                if (c->targets[i]->status == c->status)
+                        return c->targets[i]->error;
+        return NULL;
+}
+
+const char *clone_certificate(CloneSession *c, CloneTarget *t) {
+        _cleanup_free_ char *cn = NULL, *role = NULL;
         const Identity *i;
-        if (identity_name(NULL, streq(role, "source") ? clone_owner(c)->id : c->id, role, &cn) < 0)
+        if ((t && clone_target_role(t->index, &role) < 0) || identity_name(NULL, c->id, role ?: "source", &cn) < 0)
                 return NULL;
         i = hashmap_get(c->manager->identities, cn);
         return i ? i->serial : NULL;
@@ -97,37 +108,12 @@ void clone_emit_changed(CloneSession *c, const char *first, ...) {
         bus_gateway_notify(c->manager, "session", c->id);
 }
 
-CloneSession *clone_followed(CloneSession *c) {
-        return c->follows ? hashmap_get(c->manager->sessions, c->follows) : NULL;
-}
-
-CloneSession *clone_owner(CloneSession *c) {
-        return clone_followed(c) ?: c;
-}
-
-const char *clone_source_digest(CloneSession *c) {
-        return clone_owner(c)->source_digest;
-}
-
-/* Every session following c (the targets added to it). */
-#define FOREACH_FOLLOWER(o, c)                                                                              \
-        HASHMAP_FOREACH (o, (c)->manager->sessions, _f)                                                     \
-                if (!streq_ptr((o)->follows, (c)->id)) {                                                    \
-                } else
-
-static bool same_family(CloneSession *a, CloneSession *b) {
-        return streq_ptr(a->follows, b->id) || streq_ptr(b->follows, a->id) ||
-               (a->follows && streq_ptr(a->follows, b->follows));
-}
-
-void clone_emit_followers(CloneSession *c, const char *property) {
-        CloneSession *o;
-        FOREACH_FOLLOWER (o, c)
-                clone_emit_changed(o, property, NULL);
-}
-
 static void emit_progress(void *userdata) {
-        clone_emit_changed(userdata, "BytesTransferred", "TransferRate", "Progress", "BytesUploaded", NULL);
+        clone_emit_changed(userdata, "BytesUploaded", NULL);
+}
+
+static void emit_target_progress(void *userdata) {
+        clone_target_emit_changed(userdata, "BytesTransferred", "TransferRate", "Progress", NULL);
 }
 
 int clone_attach(Manager *m, CloneSession *c) {
@@ -148,20 +134,165 @@ int clone_attach(Manager *m, CloneSession *c) {
         return 0;
 }
 
+int clone_attach_target(CloneSession *c, CloneTarget *t) {
+        CloneTarget **targets;
+        assert(c && t);
+
+        if (t->index != c->n_targets + 1) {
+                log_error("Session %s has target %" PRIu32 " after %zu: its targets are numbered from 1 without "
+                          "gaps.",
+                          c->id, t->index, c->n_targets);
+                clone_target_free(t);
+                return -EBADMSG;
+        }
+        targets = reallocarray(c->targets, c->n_targets + 1, sizeof(CloneTarget *));
+        if (!targets) {
+                clone_target_free(t);
+                return -ENOMEM;
+        }
+        c->targets = targets;
+        c->targets[c->n_targets++] = t;
+        t->session = c;
+        throttle_init(&t->progress, c->manager->event, USEC_PER_SEC / 4, emit_target_progress, t);
+        return 0;
+}
+
+/* Takes the last target back out of c (one added in a transaction that did not commit). */
+static void detach_last_target(CloneSession *c) {
+        assert(c->n_targets > 0);
+        clone_target_free(c->targets[--c->n_targets]);
+}
+
 static void detach(CloneSession *c) {
         hashmap_remove(c->manager->sessions, c->id);
         if (c->idempotency_key)
                 hashmap_remove(c->manager->session_keys, c->idempotency_key);
 }
 
+static CloneTarget *target_new(CloneSession *c, uint32_t index, const char *node, const char *device,
+                               ResizeMode resize_mode) {
+        CloneTarget *t = calloc(1, sizeof(CloneTarget));
+        if (!t)
+                return NULL;
+        t->index = index;
+        t->status = CLONE_PENDING;
+        t->resize_mode = resize_mode;
+        if (!(t->session_id = strdup(c->id)) || !(t->node = strdup(node)) || !(t->device = strdup(device)))
+                return clone_target_free(t);
+        return t;
+}
+
+/* Snapshots of what memory holds of a session's statuses, put back when their transaction rolls back. */
+typedef struct TargetSnapshot {
+        CloneStatus status;
+        char *error;
+        uint64_t started_at, completed_at, bytes_transferred;
+} TargetSnapshot;
+
+typedef struct Snapshot {
+        CloneStatus status;
+        StagingStatus staging_status;
+        uint64_t started_at, completed_at, bytes_uploaded;
+        size_t n_targets;
+        TargetSnapshot *targets;
+} Snapshot;
+
+static void snapshot_done(Snapshot *s) {
+        for (size_t i = 0; i < s->n_targets; i++)
+                free(s->targets[i].error);
+        free(s->targets);
+        *s = (Snapshot){};
+}
+
+static int snapshot_take(CloneSession *c, Snapshot *ret) {
+        Snapshot s = { c->status, c->staging_status, c->started_at, c->completed_at, c->bytes_uploaded,
+                       c->n_targets, calloc(MAX(c->n_targets, 1u), sizeof(TargetSnapshot)) };
+        if (!s.targets)
+                return -ENOMEM;
+        for (size_t i = 0; i < c->n_targets; i++) {
+                CloneTarget *t = c->targets[i];
+                s.targets[i] = (TargetSnapshot){ t->status, NULL, t->started_at, t->completed_at,
+                                                 t->bytes_transferred };
+                if (t->error && !(s.targets[i].error = strdup(t->error))) {
+                        snapshot_done(&s);
+                        return -ENOMEM;
+                }
+        }
+        *ret = s;
+        return 0;
+}
+
+static void snapshot_restore(CloneSession *c, Snapshot *s) {
+        c->status = s->status;
+        c->staging_status = s->staging_status;
+        c->started_at = s->started_at;
+        c->completed_at = s->completed_at;
+        c->bytes_uploaded = s->bytes_uploaded;
+        while (c->n_targets > s->n_targets) /* added in the transaction */
+                detach_last_target(c);
+        for (size_t i = 0; i < c->n_targets; i++) {
+                CloneTarget *t = c->targets[i];
+                t->status = s->targets[i].status;
+                free_and_replace(t->error, s->targets[i].error);
+                t->started_at = s->targets[i].started_at;
+                t->completed_at = s->targets[i].completed_at;
+                t->bytes_transferred = s->targets[i].bytes_transferred;
+        }
+}
+
+int clone_transact(CloneSession *c, CloneStep step, void *userdata, sd_bus_error *error) {
+        Store *store = c->manager->store;
+        _cleanup_(snapshot_done) Snapshot snapshot = {};
+        int r;
+        assert(c && step);
+
+        if (store_in_transaction(store)) /* the caller's: it commits or rolls back */
+                return step(c, userdata, error);
+        r = snapshot_take(c, &snapshot);
+        if (r < 0)
+                return r;
+        r = store_begin(store);
+        if (r < 0)
+                return bus_store_error(error, r, "change the session");
+        r = step(c, userdata, error);
+        if (r >= 0) {
+                int k = store_commit(store);
+                if (k < 0)
+                        r = bus_store_error(error, k, "change the session");
+        }
+        if (r < 0) {
+                store_rollback(store);
+                snapshot_restore(c, &snapshot);
+        }
+        return r;
+}
+
 /* The checked, resolved form of a CloneSpec. */
 typedef struct Resolved {
         Node *source, *target;
         StorageBackend *storage;
-        CloneSession *follows;
         CloneMode mode;
         ResizeMode resize_mode;
 } Resolved;
+
+static int resize_mode_parse(const char *s, ResizeMode *ret, sd_bus_error *error) {
+        int r = resize_mode_from_string(s);
+        if (r < 0)
+                return sd_bus_error_setf(
+                        error, PB_ERROR_INVALID_ARGUMENT,
+                        "Unknown resize mode \"%.32s\"; use none, shrink_source or grow_target.", strempty(s));
+        *ret = (ResizeMode) r;
+        return 0;
+}
+
+static int device_check(const char *device, const char *role, sd_bus_error *error) {
+        if (!device_path_is_valid(device))
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                         "%s device \"%.64s\" is not a device path: give an absolute path "
+                                         "under /dev/ without \"..\", such as /dev/sda.",
+                                         role, strempty(device));
+        return 0;
+}
 
 static int validate(Manager *m, const CloneSpec *s, Resolved *ret, sd_bus_error *error) {
         Resolved res = {};
@@ -179,47 +310,17 @@ static int validate(Manager *m, const CloneSpec *s, Resolved *ret, sd_bus_error 
                                          "Unknown clone mode \"%.32s\"; use direct or staged.",
                                          strempty(s->mode));
         res.mode = (CloneMode) r;
-        r = resize_mode_from_string(s->resize_mode);
-        if (r < 0)
-                return sd_bus_error_setf(
-                        error, PB_ERROR_INVALID_ARGUMENT,
-                        "Unknown resize mode \"%.32s\"; use none, shrink_source or grow_target.",
-                        strempty(s->resize_mode));
-        res.resize_mode = (ResizeMode) r;
-        if (!device_path_is_valid(s->source_device))
-                return sd_bus_error_setf(
-                        error, PB_ERROR_INVALID_ARGUMENT,
-                        "Source device \"%.64s\" is not a device path: give an absolute path "
-                        "under /dev/ without \"..\", such as /dev/sda.",
-                        strempty(s->source_device));
-        if (!device_path_is_valid(s->target_device))
-                return sd_bus_error_setf(
-                        error, PB_ERROR_INVALID_ARGUMENT,
-                        "Target device \"%.64s\" is not a device path: give an absolute path "
-                        "under /dev/ without \"..\", such as /dev/sda.",
-                        strempty(s->target_device));
-        r = node_resolve(m, s->source_node, &res.source, error);
+        r = resize_mode_parse(s->resize_mode, &res.resize_mode, error);
+        if (r >= 0)
+                r = device_check(s->source_device, "Source", error);
+        if (r >= 0 && !isempty(s->target_node))
+                r = device_check(s->target_device, "Target", error);
+        if (r >= 0)
+                r = node_resolve(m, s->source_node, &res.source, error);
+        if (r >= 0 && !isempty(s->target_node))
+                r = node_resolve(m, s->target_node, &res.target, error);
         if (r < 0)
                 return r;
-        if (!isempty(s->target_node)) {
-                r = node_resolve(m, s->target_node, &res.target, error);
-                if (r < 0)
-                        return r;
-        }
-        if (s->follows) {
-                res.follows = hashmap_get(m->sessions, s->follows);
-                if (!res.follows || res.follows->follows || res.follows->mode != CLONE_MODE_STAGED)
-                        return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
-                                                 "Only a staged session with a source of its own takes more "
-                                                 "targets; %s is not one.",
-                                                 s->follows);
-                if (!res.target)
-                        return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT, "Name the target node to add.");
-                if (res.target == res.source)
-                        return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
-                                                 "%s is the source of session %s; a target must be another node.",
-                                                 res.source->hostname, s->follows);
-        }
         if (res.mode == CLONE_MODE_DIRECT) {
                 if (!res.target)
                         return sd_bus_error_setf(
@@ -237,6 +338,10 @@ static int validate(Manager *m, const CloneSpec *s, Resolved *ret, sd_bus_error 
                                 "A direct clone does not use a storage backend; drop the storage "
                                 "option or use staged mode.");
         } else {
+                if (res.target == res.source)
+                        return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                                 "%s is the source; a target must be another node.",
+                                                 res.source->hostname);
                 if (isempty(s->storage))
                         return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
                                                  "A staged clone needs a storage backend: add one with "
@@ -266,15 +371,19 @@ int clone_check(Manager *m, const CloneSpec *spec, sd_bus_error *error) {
 static int dup_fields(CloneSession *c, const CloneSpec *s, const Resolved *res) {
         c->mode = res->mode;
         c->resize_mode = res->resize_mode;
-        if (free_and_strdup(&c->name, s->name) < 0 ||
-            free_and_strdup(&c->source_node, res->source->id) < 0 ||
-            free_and_strdup(&c->target_node, res->target ? res->target->id : NULL) < 0 ||
+        if (free_and_strdup(&c->name, s->name) < 0 || free_and_strdup(&c->source_node, res->source->id) < 0 ||
             free_and_strdup(&c->source_device, s->source_device) < 0 ||
-            free_and_strdup(&c->target_device, s->target_device) < 0 ||
-            free_and_strdup(&c->staging_backend, res->storage ? res->storage->id : NULL) < 0 ||
-            free_and_strdup(&c->follows, res->follows ? res->follows->id : NULL) < 0)
+            free_and_strdup(&c->staging_backend, res->storage ? res->storage->id : NULL) < 0)
                 return -ENOMEM;
         return 0;
+}
+
+static int insert_rows(CloneSession *c, void *userdata, sd_bus_error *error) {
+        int r = store_session_insert(c->manager->store, c);
+        for (size_t i = 0; r >= 0 && i < c->n_targets; i++)
+                r = store_target_insert(c->manager->store, c->targets[i]);
+        (void) userdata;
+        return r < 0 ? bus_store_error(error, r, "create the session") : 0;
 }
 
 int clone_create(Manager *m, const CloneSpec *spec, uint32_t uid, CloneSession **ret, sd_bus_error *error) {
@@ -308,20 +417,28 @@ int clone_create(Manager *m, const CloneSpec *spec, uint32_t uid, CloneSession *
         c = calloc(1, sizeof(CloneSession));
         if (!c)
                 return -ENOMEM;
+        c->manager = m;
         c->status = CLONE_PENDING;
         c->staging_status = res.mode == CLONE_MODE_STAGED ? STAGING_PENDING : STAGING_NONE;
         c->created_at = now_realtime_usec();
         c->created_by = uid;
         if (dup_fields(c, &s, &res) < 0 || free_and_strdup(&c->id, id) < 0 ||
-            free_and_strdup(&c->idempotency_key, isempty(s.idempotency_key) ? NULL : s.idempotency_key) <
-                    0) {
+            free_and_strdup(&c->idempotency_key, isempty(s.idempotency_key) ? NULL : s.idempotency_key) < 0) {
                 clone_free(c);
                 return -ENOMEM;
         }
-        r = store_session_insert(m->store, c);
+        if (res.target) {
+                CloneTarget *t = target_new(c, 1, res.target->id, s.target_device, res.resize_mode);
+                r = t ? clone_attach_target(c, t) : -ENOMEM;
+                if (r < 0) {
+                        clone_free(c);
+                        return r;
+                }
+        }
+        r = clone_transact(c, insert_rows, NULL, error);
         if (r < 0) {
                 clone_free(c);
-                return bus_store_error(error, r, "create the session");
+                return r;
         }
         r = clone_attach(m, c);
         if (r < 0) {
@@ -333,19 +450,32 @@ int clone_create(Manager *m, const CloneSpec *spec, uint32_t uid, CloneSession *
         return 0;
 }
 
-static int session_disk(CloneSession *c, const char *role, DiskInfo *ret, sd_bus_error *error);
-
-/* The plan again from what is known now, if anything is: quietly, a missing disk is no error here. */
-static void replan(CloneSession *c) {
+/* A target's plan again from what is known now, if anything is: quietly, a missing disk is no error here. */
+static void replan(CloneTarget *t) {
         sd_bus_error e = SD_BUS_ERROR_NULL;
-        if (c->plan_json || (clone_owner(c)->source_disk_json && c->target_disk_json))
-                (void) clone_plan(c, NULL, false, &e);
+        if (t->plan_json || (t->session->source_disk_json && t->disk_json))
+                (void) clone_plan(t, NULL, false, &e);
         sd_bus_error_free(&e);
+}
+
+typedef struct Update {
+        CloneSession *updated;
+        CloneTarget *target; /* the first target as it is to be, or NULL */
+        bool new_target;
+} Update;
+
+static int write_update(CloneSession *c, void *userdata, sd_bus_error *error) {
+        Update *u = userdata;
+        Store *s = c->manager->store;
+        int r = store_session_update(s, u->updated, NULL);
+        if (r >= 0 && u->target)
+                r = u->new_target ? store_target_insert(s, u->target) : store_target_update(s, u->target);
+        return r < 0 ? bus_store_error(error, r, "update the session") : 0;
 }
 
 int clone_update(CloneSession *c, const CloneSpec *changes, bool check_only, sd_bus_error *error) {
         Manager *m = c->manager;
-        CloneSession updated = *c;
+        CloneTarget *first = clone_first_target(c);
         Resolved res = {};
         int r;
         assert(c && changes);
@@ -354,20 +484,18 @@ int clone_update(CloneSession *c, const CloneSpec *changes, bool check_only, sd_
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE,
                                          "Session %s is %s; only pending sessions can be changed.", c->id,
                                          clone_status_to_string(c->status));
-        if ((c->follows || clone_has_followers(c)) &&
-            (changes->mode || changes->source_node || changes->source_device || changes->storage))
+        if (c->n_targets > 1 && (changes->mode || changes->source_node || changes->source_device || changes->storage))
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE,
-                                         "Session %s shares its source and staging with %s; change those before "
-                                         "adding targets, or delete the added targets first.",
-                                         c->id, c->follows ?: "its added targets");
-
+                                         "Session %s has %zu targets sharing its source and staging; create a new "
+                                         "session to change those.",
+                                         c->id, c->n_targets);
         CloneSpec s = {
                 .name = changes->name ?: c->name,
                 .mode = changes->mode ?: clone_mode_to_string(c->mode),
                 .source_node = changes->source_node ?: c->source_node,
-                .target_node = changes->target_node ?: c->target_node,
+                .target_node = changes->target_node ?: first ? first->node : NULL,
                 .source_device = changes->source_device ?: c->source_device,
-                .target_device = changes->target_device ?: c->target_device,
+                .target_device = changes->target_device ?: first ? first->device : NULL,
                 .storage = changes->storage ?: c->staging_backend,
                 .resize_mode = changes->resize_mode ?: resize_mode_to_string(c->resize_mode),
         };
@@ -375,33 +503,62 @@ int clone_update(CloneSession *c, const CloneSpec *changes, bool check_only, sd_
         if (changes->mode && streq(changes->mode, "direct") && !changes->storage)
                 s.storage = NULL;
         r = validate(m, &s, &res, error);
+        if (r >= 0 && res.target) {
+                CloneTarget *other = clone_target_of_node(c, res.target->id);
+                if (other && other != first)
+                        r = sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                              "%s is target %" PRIu32 " of session %s already.",
+                                              res.target->hostname, other->index, c->id);
+        }
         if (r < 0 || check_only)
                 return r;
 
-        /* Build the new values in fresh strings so a failure leaves c untouched. */
-        updated.name = updated.source_node = updated.target_node = NULL;
-        updated.source_device = updated.target_device = updated.staging_backend = NULL;
+        /* The new values in fresh strings, so that a failure leaves c untouched. */
+        CloneSession updated = *c;
+        CloneTarget target = {}, *fresh = NULL;
+        updated.name = updated.source_node = updated.source_device = updated.staging_backend = NULL;
+        updated.staging_status = res.mode == CLONE_MODE_STAGED ? STAGING_PENDING : STAGING_NONE;
         r = dup_fields(&updated, &s, &res);
+        if (r >= 0 && res.target && first) {
+                target = *first;
+                target.node = strdup(res.target->id);
+                target.device = strdup(s.target_device);
+                target.resize_mode = res.resize_mode;
+                if (!target.node || !target.device)
+                        r = -ENOMEM;
+        } else if (r >= 0 && res.target && !(fresh = target_new(c, 1, res.target->id, s.target_device, res.resize_mode)))
+                r = -ENOMEM;
         if (r >= 0)
-                r = store_session_update(m->store, &updated, "pending");
-        char **old[] = { &c->name,          &c->source_node,   &c->target_node,
-                         &c->source_device, &c->target_device, &c->staging_backend };
-        char **new[] = { &updated.name,          &updated.source_node,   &updated.target_node,
-                         &updated.source_device, &updated.target_device, &updated.staging_backend };
+                r = clone_transact(c, write_update, &(Update){ &updated, fresh ?: res.target ? &target : NULL, fresh },
+                                   error);
+        char **old[] = { &c->name, &c->source_node, &c->source_device, &c->staging_backend };
+        char **new[] = { &updated.name, &updated.source_node, &updated.source_device, &updated.staging_backend };
         for (size_t i = 0; i < ELEMENTSOF(old); i++) {
-                if (r >= 0) {
-                        free(*old[i]);
-                        *old[i] = *new[i];
-                } else
-                        free(*new[i]);
+                if (r >= 0)
+                        SWAP(*old[i], *new[i]);
+                free(*new[i]);
         }
+        if (r >= 0 && first && res.target) {
+                SWAP(first->node, target.node);
+                SWAP(first->device, target.device);
+                first->resize_mode = target.resize_mode;
+        }
+        free(target.node);
+        free(target.device);
+        if (r >= 0 && fresh)
+                r = clone_attach_target(c, TAKE_PTR(fresh));
+        clone_target_free(fresh);
         if (r < 0)
-                return r == -ENOMEM ? r : bus_store_error(error, r, "update the session");
+                return r;
         c->mode = updated.mode;
         c->resize_mode = updated.resize_mode;
+        c->staging_status = updated.staging_status;
         clone_emit_changed(c, "Name", "Mode", "SourceNode", "TargetNode", "SourceDevice", "TargetDevice",
-                           "StagingBackend", "ResizeMode", NULL);
-        replan(c);
+                           "StagingBackend", "StagingStatus", "ResizeMode", "Targets", NULL);
+        if ((first = clone_first_target(c))) {
+                clone_target_emit_changed(first, "Node", "Device", "ResizeMode", NULL);
+                replan(first);
+        }
         return 0;
 }
 
@@ -425,192 +582,223 @@ int clone_digest_verdict(const char *source, const char *target, CloneStatus *re
         return 0;
 }
 
-bool clone_has_followers(CloneSession *c) {
+static int node_busy_elsewhere(CloneSession *c, const char *node_id, CloneSession **ret) {
         CloneSession *o;
-        FOREACH_FOLLOWER (o, c)
-                return true;
-        return false;
-}
-
-/* Whether the session with the staging, or a target following it, still runs. */
-static bool family_running(CloneSession *owner) {
-        CloneSession *o;
-        if (clone_status_is_active(owner->status))
-                return true;
-        FOREACH_FOLLOWER (o, owner)
-                if (clone_status_is_active(o->status))
-                        return true;
-        return false;
-}
-
-/* A following target takes its source's steps: ready once the source reported, the source's digest once it
- * read everything (completing or failing the target against its own), and the end if the source's session
- * failed or was cancelled. */
-static void follow_source(CloneSession *f) {
-        CloneSession *p = clone_followed(f);
-        _cleanup_free_ char *message = NULL;
-
-        if (!p || !clone_status_is_active(f->status))
-                return;
-        if (IN_SET(p->status, CLONE_FAILED, CLONE_CANCELLED)) {
-                if (asprintf(&message, "The session %s with the source is %s%s%s", p->id,
-                             clone_status_to_string(p->status), p->error ? ": " : ".", strempty(p->error)) < 0)
-                        return (void) log_oom();
-                (void) clone_transition(f, p->status, message, NULL);
-                return;
-        }
-        if (f->status == CLONE_WAITING && p->status != CLONE_WAITING) {
-                f->bytes_total = p->bytes_total;
-                (void) clone_transition(f, CLONE_SOURCE_READY, NULL, NULL);
-                clone_emit_changed(f, "BytesTotal", NULL);
-        }
-        if (p->source_digest && !streq_ptr(f->source_digest, p->source_digest)) {
-                if (free_and_strdup(&f->source_digest, p->source_digest) < 0)
-                        return (void) log_oom();
-                clone_emit_changed(f, "SourceDigest", NULL);
-                if (f->target_digest && IN_SET(f->status, CLONE_SOURCE_READY, CLONE_CLONING)) {
-                        CloneStatus to;
-                        if (clone_digest_verdict(f->source_digest, f->target_digest, &to, &message) < 0)
-                                return (void) log_oom();
-                        if (to == CLONE_COMPLETED && f->status == CLONE_SOURCE_READY) /* the table's way there */
-                                (void) clone_transition(f, CLONE_CLONING, NULL, NULL);
-                        (void) clone_transition(f, to, message, NULL);
+        HASHMAP_FOREACH (o, c->manager->sessions, i) {
+                CloneTarget *t = o != c ? clone_target_of_node(o, node_id) : NULL;
+                if (o != c && clone_status_is_active(o->status) &&
+                    (streq_ptr(o->source_node, node_id) || (t && clone_status_is_active(t->status)))) {
+                        *ret = o;
+                        return 1;
                 }
         }
-}
-
-/* What a change of c means for its family: the targets following it follow its source, and the shared
- * staging goes once the session with the source and every target following it are over. */
-void clone_family_changed(CloneSession *c) {
-        CloneSession *owner = clone_owner(c), *o;
-        int r;
-
-        if (!c->follows) {
-                FOREACH_FOLLOWER (o, c)
-                        follow_source(o);
-        }
-        if (!family_running(owner) && staging_is_left(owner) && (r = staging_cleanup(owner)) < 0)
-                log_warning_errno(r, "Failed to start removing the staging of session %s: %m", owner->id);
-}
-
-static int node_busy_elsewhere(CloneSession *c, const char *node_id, CloneSession **ret);
-
-void clone_family_changed_of(Manager *m, const char *id) {
-        CloneSession *c = hashmap_get(m->sessions, id);
-        if (c)
-                clone_family_changed(c);
+        return 0;
 }
 
 /* Once a session is over, its nodes are no longer cloning_source or cloning_target (the states their boot
  * answers gave them), unless another session of theirs goes on. */
-static void release_nodes(CloneSession *c) {
-        const char *ids[] = { c->follows ? NULL : c->source_node, c->target_node };
+static void release_node(CloneSession *c, const char *id) {
+        Node *n = hashmap_get(c->manager->nodes, id);
         CloneSession *other;
         int r;
 
-        for (size_t i = 0; i < ELEMENTSOF(ids); i++) {
-                Node *n = ids[i] ? hashmap_get(c->manager->nodes, ids[i]) : NULL;
-                if (!n || !IN_SET(n->state, NODE_CLONING_SOURCE, NODE_CLONING_TARGET) ||
-                    node_busy_elsewhere(c, n->id, &other))
-                        continue;
-                n->state = NODE_READY;
-                r = node_save(n);
-                if (r < 0)
-                        log_warning_errno(r, "Failed to record that node %s is ready again: %m",
-                                          n->hostname);
-        }
+        if (!n || !IN_SET(n->state, NODE_CLONING_SOURCE, NODE_CLONING_TARGET) || node_busy_elsewhere(c, n->id, &other))
+                return;
+        n->state = NODE_READY;
+        r = node_save(n);
+        if (r < 0)
+                log_warning_errno(r, "Failed to record that node %s is ready again: %m", n->hostname);
 }
 
 static void release_nodes_of(Manager *m, const char *id) {
         CloneSession *c = hashmap_get(m->sessions, id);
-        if (c && clone_status_is_final(c->status))
-                release_nodes(c);
+        if (!c || !clone_status_is_final(c->status))
+                return;
+        release_node(c, c->source_node);
+        for (size_t i = 0; i < c->n_targets; i++)
+                release_node(c, c->targets[i]->node);
 }
 
-int clone_transition(CloneSession *c, CloneStatus to, const char *error_message, sd_bus_error *error) {
-        CloneStatus from = c->status;
+void clone_changed_of(Manager *m, const char *id) {
+        CloneSession *c = hashmap_get(m->sessions, id);
+        int r;
+        /* The staging goes once no target needs it any more. */
+        if (c && !clone_status_is_active(c->status) && staging_is_left(c) && (r = staging_cleanup(c)) < 0)
+                log_warning_errno(r, "Failed to start removing the staging of session %s: %m", c->id);
+}
+
+/* The session's status from its targets', written if it changed. */
+static int refresh_status(CloneSession *c, sd_bus_error *error) {
+        CloneStatus from = c->status, to = clone_status_of_targets(c->targets, c->n_targets);
+        uint64_t completed_at = c->completed_at;
+        int r;
+
+        if (to == from)
+                return 0;
+        c->status = to;
+        if (clone_status_is_final(to))
+                c->completed_at = now_realtime_usec();
+        r = store_session_update(c->manager->store, c, NULL);
+        if (r < 0) {
+                c->status = from;
+                c->completed_at = completed_at;
+                return r == -ENOMEM ? r : bus_store_error(error, r, "record the session's new state");
+        }
+        log_info("Clone session %s: %s → %s", c->id, clone_status_to_string(from), clone_status_to_string(to));
+        clone_emit_changed(c, "Status", "Error", "CompletedAt", NULL);
+        /* What follows from it builds on what was kept: once the caller's transaction committed. */
+        if (clone_status_is_final(to))
+                manager_after_commit(c->manager, release_nodes_of, c->id);
+        manager_after_commit(c->manager, clone_changed_of, c->id);
+        return 0;
+}
+
+int clone_target_transition(CloneTarget *t, CloneStatus to, const char *error_message, sd_bus_error *error) {
+        CloneSession *c = t->session;
+        CloneStatus from = t->status;
         uint64_t now = now_realtime_usec();
         int r;
-        assert(c && to < _CLONE_STATUS_MAX);
+        assert(t && to < _CLONE_STATUS_MAX);
 
-        if (to >= _CLONE_STATUS_MAX || !transitions[from][to])
-                return sd_bus_error_setf(
-                        error, PB_ERROR_INVALID_STATE, "Session %s is %s and cannot become %s: %s.", c->id,
-                        clone_status_to_string(from), clone_status_to_string(to), transition_hint(from, to));
-
+        if (!clone_target_can_become(from, to))
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE,
+                                         "Target %" PRIu32 " of session %s is %s and cannot become %s: %s.",
+                                         t->index, c->id, clone_status_to_string(from), clone_status_to_string(to),
+                                         transition_hint(from, to));
         _cleanup_free_ char *new_error = NULL;
-        if (error_message) {
-                new_error = strdup(error_message);
-                if (!new_error)
-                        return -ENOMEM;
-        }
-        /* The row first, from a copy with the new state; the session itself once it is stored. A staged
-         * session (re)starts with its staging to be provisioned when the source reports. */
-        CloneSession updated = *c;
+        if (error_message && !(new_error = strdup(error_message)))
+                return -ENOMEM;
+        /* The row first, from a copy with the new state; the target itself once it is stored. */
+        CloneTarget updated = *t;
         updated.status = to;
         updated.error = new_error;
         if (to == CLONE_WAITING) {
                 updated.started_at = now;
                 updated.completed_at = 0;
-                updated.bytes_transferred = updated.transfer_rate = updated.bytes_uploaded = 0;
-                if (c->mode == CLONE_MODE_STAGED && !c->follows)
-                        updated.staging_status = STAGING_PENDING;
+                updated.bytes_transferred = updated.transfer_rate = 0;
+                updated.digest = NULL; /* a retry is checked afresh */
         }
         if (clone_status_is_final(to))
                 updated.completed_at = now;
-        r = store_session_update(c->manager->store, &updated, clone_status_to_string(from));
+        r = store_target_update(c->manager->store, &updated);
         if (r < 0)
-                return r == -ENOMEM ? r : bus_store_error(error, r, "record the session's new state");
-        c->status = to;
-        free_and_replace(c->error, new_error);
-        c->started_at = updated.started_at;
-        c->completed_at = updated.completed_at;
-        c->bytes_transferred = updated.bytes_transferred;
-        c->transfer_rate = updated.transfer_rate;
-        c->bytes_uploaded = updated.bytes_uploaded;
-        c->staging_status = updated.staging_status;
+                return r == -ENOMEM ? r : bus_store_error(error, r, "record the target's new state");
+        t->status = to;
+        free_and_replace(t->error, new_error);
+        t->started_at = updated.started_at;
+        t->completed_at = updated.completed_at;
+        t->bytes_transferred = updated.bytes_transferred;
+        t->transfer_rate = updated.transfer_rate;
+        if (to == CLONE_WAITING)
+                t->digest = mfree(t->digest);
         if (clone_status_is_final(to) || to == CLONE_WAITING)
-                c->problem = mfree(c->problem);
-        log_info("Clone session %s: %s → %s%s%s", c->id, clone_status_to_string(from),
-                 clone_status_to_string(to), error_message ? ": " : "", strempty(error_message));
-        clone_emit_changed(c, "Status", "Error", "Problem", "StartedAt", "CompletedAt", "BytesTransferred",
-                           "TransferRate", "Progress", "BytesUploaded", "StagingStatus", NULL);
-        /* What follows from it builds on what was kept: once the caller's transaction committed. */
-        if (clone_status_is_final(to))
-                manager_after_commit(c->manager, release_nodes_of, c->id);
-        manager_after_commit(c->manager, clone_family_changed_of, c->id);
+                t->problem = mfree(t->problem);
+        log_info("Clone session %s, target %" PRIu32 " (%s): %s → %s%s%s", c->id, t->index, t->device,
+                 clone_status_to_string(from), clone_status_to_string(to), error_message ? ": " : "",
+                 strempty(error_message));
+        clone_target_emit_changed(t, "Status", "Error", "Problem", "StartedAt", "CompletedAt", "BytesTransferred",
+                                  "TransferRate", "Progress", "Digest", NULL);
+        clone_emit_changed(c, "Error", NULL);
+        return refresh_status(c, error);
+}
+
+int clone_targets_transition(CloneSession *c, CloneStatus to, const char *error_message, sd_bus_error *error) {
+        int r;
+        for (size_t i = 0; i < c->n_targets; i++) {
+                CloneTarget *t = c->targets[i];
+                bool running = clone_status_is_active(t->status) || (t->status == CLONE_PENDING && to == CLONE_CANCELLED);
+                if (running && clone_target_can_become(t->status, to) &&
+                    (r = clone_target_transition(t, to, error_message, error)) < 0)
+                        return r;
+        }
         return 0;
 }
 
-static int node_busy_elsewhere(CloneSession *c, const char *node_id, CloneSession **ret) {
-        CloneSession *o;
-        HASHMAP_FOREACH (o, c->manager->sessions, i)
-                if (o != c && clone_status_is_active(o->status) && !same_family(c, o) &&
-                    (streq_ptr(o->source_node, node_id) || streq_ptr(o->target_node, node_id))) {
-                        *ret = o;
-                        return 1;
-                }
+int clone_target_verdict(CloneTarget *t, sd_bus_error *error) {
+        const char *source = t->session->source_digest;
+        _cleanup_free_ char *message = NULL;
+        CloneStatus to;
+        int r;
+
+        if (!source || !t->digest || !IN_SET(t->status, CLONE_SOURCE_READY, CLONE_CLONING))
+                return 0;
+        if (clone_digest_verdict(source, t->digest, &to, &message) < 0)
+                return -ENOMEM;
+        /* The table has no shortcut from source_ready to the end: take the cloning step on the way. */
+        if (to == CLONE_COMPLETED && t->status == CLONE_SOURCE_READY &&
+            (r = clone_target_transition(t, CLONE_CLONING, NULL, error)) < 0)
+                return r;
+        return clone_target_transition(t, to, message, error);
+}
+
+/* What clone_start does, inside its transaction. */
+static int start_step(CloneSession *c, void *userdata, sd_bus_error *error) {
+        int r;
+        (void) userdata;
+        /* A staged session (re)starts with its staging to be provisioned when the source reports. */
+        c->started_at = now_realtime_usec();
+        c->completed_at = 0;
+        c->bytes_uploaded = 0;
+        c->source_digest = mfree(c->source_digest);
+        if (c->mode == CLONE_MODE_STAGED)
+                c->staging_status = STAGING_PENDING;
+        for (size_t i = 0; i < c->n_targets; i++)
+                if (IN_SET(c->targets[i]->status, CLONE_PENDING, CLONE_FAILED) &&
+                    (r = clone_target_transition(c->targets[i], CLONE_WAITING, NULL, error)) < 0)
+                        return r;
+        r = store_session_update(c->manager->store, c, NULL);
+        if (r < 0)
+                return bus_store_error(error, r, "start the session");
+        clone_emit_changed(c, "StartedAt", "CompletedAt", "BytesUploaded", "StagingStatus", "SourceDigest", NULL);
         return 0;
+}
+
+/* The disk of the source (t NULL) or of target t: what its agent reported, else the node's last scan. */
+static int session_disk(CloneSession *c, CloneTarget *t, DiskInfo *ret, sd_bus_error *error) {
+        const char *role = t ? "target" : "source";
+        const char *reported = t ? t->disk_json : c->source_disk_json;
+        const char *node_id = t ? t->node : c->source_node;
+        const char *device = t ? t->device : c->source_device;
+        const char *bad = NULL;
+        Node *n;
+        Disk *d;
+        int r;
+
+        if (reported) {
+                _cleanup_(json_object_unrefp) json_object *o = json_tokener_parse(reported);
+                r = o ? disk_info_from_json(o, ret, &bad) : -EINVAL;
+                return r == -ENOMEM ? r : r < 0 ? log_error_errno(EBADMSG, "Session %s has a bad %s disk.", c->id, role) : 0;
+        }
+        n = node_id ? hashmap_get(c->manager->nodes, node_id) : NULL;
+        if (!n)
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE,
+                                         "Session %s has no %s disk to plan with yet: it has no %s node, and no %s "
+                                         "agent has reported its disk. Start the session (its agents report "
+                                         "their disks) and ask again.",
+                                         c->id, role, role, role);
+        r = disk_resolve(n, device, &d, error);
+        if (r < 0)
+                return r;
+        return disk_info_copy(&d->info, ret);
 }
 
 int clone_start(CloneSession *c, sd_bus_error *error) {
         Manager *m = c->manager;
-        CloneStatus from = c->status;
         CloneSession *other;
         int r;
         assert(c);
 
-        if (!transitions[c->status][CLONE_WAITING])
-                return clone_transition(c, CLONE_WAITING, NULL, error); /* says why not */
-        CloneSession *source = clone_followed(c);
-        if (c->follows && (!source || !clone_status_is_active(source->status)))
+        if (!clone_target_can_become(c->status, CLONE_WAITING))
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE,
-                                         "Session %s is a further target of session %s, which is %s: start that "
-                                         "one (its targets start with it).",
-                                         c->id, c->follows, source ? clone_status_to_string(source->status) : "gone");
-        const char *nodes[] = { c->follows ? NULL : c->source_node, c->target_node };
-        for (size_t i = 0; i < ELEMENTSOF(nodes); i++) {
-                Node *n = nodes[i] ? hashmap_get(m->nodes, nodes[i]) : NULL;
+                                         "Session %s is %s and cannot become waiting: %s.", c->id,
+                                         clone_status_to_string(c->status), transition_hint(c->status, CLONE_WAITING));
+        if (c->n_targets == 0)
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE,
+                                         "Session %s has no target: name one (purebootctl clone update %s "
+                                         "--target=NODE, or clone add-target) and start it again.",
+                                         c->id, c->id);
+        for (size_t i = 0; i <= c->n_targets; i++) { /* the source, then each target */
+                Node *n = hashmap_get(m->nodes, i == 0 ? c->source_node : c->targets[i - 1]->node);
                 if (n && node_busy_elsewhere(c, n->id, &other))
                         return sd_bus_error_setf(
                                 error, PB_ERROR_IN_USE,
@@ -620,119 +808,147 @@ int clone_start(CloneSession *c, sd_bus_error *error) {
         }
 
         /* A plan that cannot work stops the session before any byte moves. */
-        replan(c);
-        _cleanup_(json_object_unrefp) json_object *plan = clone_plan_json(c);
-        if (c->resize_mode != RESIZE_NONE && plan && !plan_is_feasible(plan))
-                return sd_bus_error_setf(error, PB_ERROR_PLAN_INFEASIBLE,
-                                         "%s Edit the plan (purebootctl clone plan %s --edit …) or change the "
-                                         "session's resize mode or disks.",
-                                         strna(json_get_string(plan, "reason")), c->id);
+        for (size_t i = 0; i < c->n_targets; i++) {
+                CloneTarget *t = c->targets[i];
+                replan(t);
+                _cleanup_(json_object_unrefp) json_object *plan = clone_plan_json(t);
+                if (t->resize_mode != RESIZE_NONE && plan && !plan_is_feasible(plan))
+                        return sd_bus_error_setf(error, PB_ERROR_PLAN_INFEASIBLE,
+                                                 "%s Edit the plan (purebootctl clone plan %s --edit …) or change "
+                                                 "the session's resize mode or disks.",
+                                                 strna(json_get_string(plan, "reason")), c->id);
+        }
 
         /* Staging space, if both the source's size and the backend's space are known already. */
-        if (c->mode == CLONE_MODE_STAGED && !c->follows) {
+        if (c->mode == CLONE_MODE_STAGED) {
+                _cleanup_(json_object_unrefp) json_object *plan = clone_plan_json(clone_first_target(c));
                 _cleanup_(disk_info_done) DiskInfo scanned = {};
                 sd_bus_error e = SD_BUS_ERROR_NULL;
                 uint64_t size = plan && plan_is_feasible(plan) ? (uint64_t) json_get_int(plan, "copyBytes")
-                                : session_disk(c, "source", &scanned, &e) >= 0 ? scanned.size
-                                                                                : 0;
+                                : session_disk(c, NULL, &scanned, &e) >= 0 ? scanned.size
+                                                                           : 0;
                 sd_bus_error_free(&e);
                 r = staging_check_space(c, size, error);
                 if (r < 0)
                         return r;
         }
-
         /* Tokens are minted when asked for: by a boot answer, or by an operator (IssueBootToken). */
-        r = store_begin(m->store);
-        if (r < 0)
-                return bus_store_error(error, r, "start the session");
-        r = clone_transition(c, CLONE_WAITING, NULL, error);
-        if (r < 0) {
-                store_rollback(m->store);
-                return r;
-        }
-        r = store_commit(m->store);
-        if (r < 0) {
-                /* The commit failed, so the store still says the old status: follow it. */
-                store_rollback(m->store);
-                c->status = from;
-                return bus_store_error(error, r, "start the session");
-        }
-
-        /* The targets added to it start with it; one added to a running session follows its source now. */
-        if (c->follows)
-                follow_source(c);
-        else {
-                CloneSession *o;
-                FOREACH_FOLLOWER (o, c) {
-                        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
-                        if (IN_SET(o->status, CLONE_PENDING, CLONE_FAILED) && clone_start(o, &e) < 0)
-                                log_warning("Session %s: its added target %s did not start: %s", c->id, o->id,
-                                            e.message ?: "out of memory");
-                }
-        }
-        return 0;
+        return clone_transact(c, start_step, NULL, error);
 }
 
-/* The session an added target is, as a spec; name is freed by the caller. */
-static int added_target_spec(CloneSession *c, const char *node, const char *device, const char *resize_mode,
-                             CloneSpec *ret, char **ret_name, sd_bus_error *error) {
+/* What clone_add_target would refuse spec for; *ret the node and the resize mode. */
+static int added_target_check(CloneSession *c, const char *node, const char *device, const char *resize_mode,
+                              Node **ret_node, ResizeMode *ret_resize, sd_bus_error *error) {
+        Node *n;
+        int r;
+
+        if (isempty(node))
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT, "Name the target node to add.");
+        r = device_check(device, "Target", error);
+        if (r >= 0)
+                r = resize_mode_parse(resize_mode ?: resize_mode_to_string(c->resize_mode), ret_resize, error);
+        if (r >= 0)
+                r = node_resolve(c->manager, node, &n, error);
+        if (r < 0)
+                return r;
+        if (c->mode != CLONE_MODE_STAGED)
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                         "Only a staged session takes more targets; %s is direct.", c->id);
         if (clone_status_is_final(c->status) && c->status != CLONE_FAILED)
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE,
                                          "Session %s is %s; add targets to a session that can still run.", c->id,
                                          clone_status_to_string(c->status));
-        if (asprintf(ret_name, "%s+%s", c->name, strempty(node)) < 0)
-                return -ENOMEM;
-        *ret = (CloneSpec){
-                .name = *ret_name,
-                .mode = clone_mode_to_string(c->mode),
-                .source_node = c->source_node,
-                .target_node = node,
-                .source_device = c->source_device,
-                .target_device = device,
-                .storage = c->staging_backend,
-                .resize_mode = resize_mode ?: resize_mode_to_string(c->resize_mode),
-                .follows = c->id,
-        };
+        if (c->n_targets >= CLONE_TARGETS_MAX)
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE,
+                                         "Session %s has %d targets, as many as a session takes; start another "
+                                         "session for more.",
+                                         c->id, CLONE_TARGETS_MAX);
+        if (streq(n->id, c->source_node))
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                         "%s is the source of session %s; a target must be another node.",
+                                         n->hostname, c->id);
+        CloneTarget *t = clone_target_of_node(c, n->id);
+        if (t)
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                         "%s is target %" PRIu32 " of session %s already.", n->hostname, t->index,
+                                         c->id);
+        *ret_node = n;
         return 0;
 }
 
 int clone_add_target_check(CloneSession *c, const char *node, const char *device, const char *resize_mode,
                            sd_bus_error *error) {
-        _cleanup_free_ char *name = NULL;
-        CloneSpec spec;
-        int r = added_target_spec(c, node, device, resize_mode, &spec, &name, error);
-        return r < 0 ? r : clone_check(c->manager, &spec, error);
+        ResizeMode resize;
+        Node *n;
+        return added_target_check(c, node, device, resize_mode, &n, &resize, error);
+}
+
+/* What clone_add_target does, inside its transaction: a target added to a running session starts at once,
+ * where the others are. */
+static int add_step(CloneSession *c, void *userdata, sd_bus_error *error) {
+        CloneTarget *t = userdata;
+        CloneStatus at = c->status;
+        int r = clone_attach_target(c, t);
+        if (r < 0)
+                return r;
+        r = store_target_insert(c->manager->store, t);
+        if (r < 0)
+                return bus_store_error(error, r, "add the target");
+        if (clone_status_is_active(at))
+                r = clone_target_transition(t, CLONE_WAITING, NULL, error);
+        if (r >= 0 && IN_SET(at, CLONE_SOURCE_READY, CLONE_CLONING))
+                r = clone_target_transition(t, CLONE_SOURCE_READY, NULL, error);
+        return r;
 }
 
 int clone_add_target(CloneSession *c, const char *node, const char *device, const char *resize_mode,
-                     uint32_t uid, CloneSession **ret, sd_bus_error *error) {
-        _cleanup_free_ char *name = NULL;
-        CloneSpec spec;
-        CloneSession *f;
+                     CloneTarget **ret, sd_bus_error *error) {
+        ResizeMode resize;
+        CloneTarget *t;
+        Node *n;
         int r;
 
-        r = added_target_spec(c, node, device, resize_mode, &spec, &name, error);
+        r = added_target_check(c, node, device, resize_mode, &n, &resize, error);
         if (r < 0)
                 return r;
-        r = clone_create(c->manager, &spec, uid, &f, error);
+        t = target_new(c, c->n_targets + 1, n->id, device, resize);
+        if (!t)
+                return -ENOMEM;
+        r = clone_transact(c, add_step, t, error); /* attached, or freed */
         if (r < 0)
                 return r;
-        if (clone_status_is_active(c->status)) {
-                r = clone_start(f, error);
-                if (r < 0) { /* as if never asked */
-                        (void) store_session_delete(c->manager->store, f->id);
-                        detach(f);
-                        clone_free(f);
-                        return r;
-                }
-        }
-        *ret = f;
+        t = clone_target(c, c->n_targets);
+        log_info("Clone session %s: target %" PRIu32 " added, %s on %s.", c->id, t->index, t->device, n->hostname);
+        clone_emit_changed(c, "Targets", NULL);
+        replan(t);
+        *ret = t;
         return 0;
+}
+
+typedef struct End {
+        CloneStatus to;
+        const char *message;
+} End;
+
+static int end_step(CloneSession *c, void *userdata, sd_bus_error *error) {
+        End *end = userdata;
+        return clone_targets_transition(c, end->to, end->message, error);
+}
+
+int clone_end(CloneSession *c, CloneStatus to, const char *message, sd_bus_error *error) {
+        assert(IN_SET(to, CLONE_FAILED, CLONE_CANCELLED));
+        return clone_transact(c, end_step, &(End){ to, message }, error);
 }
 
 int clone_cancel(CloneSession *c, sd_bus_error *error) {
         assert(c);
-        return clone_transition(c, CLONE_CANCELLED, "Cancelled by an administrator.", error);
+        if (!clone_target_can_become(c->status, CLONE_CANCELLED) || c->n_targets == 0)
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE,
+                                         "Session %s is %s and cannot become cancelled: %s.", c->id,
+                                         clone_status_to_string(c->status),
+                                         c->n_targets == 0 ? "it has no target; delete it instead"
+                                                           : transition_hint(c->status, CLONE_CANCELLED));
+        return clone_end(c, CLONE_CANCELLED, "Cancelled by an administrator.", error);
 }
 
 int clone_delete(CloneSession *c, bool *ret_cancelled, sd_bus_error *error) {
@@ -750,11 +966,6 @@ int clone_delete(CloneSession *c, bool *ret_cancelled, sd_bus_error *error) {
                 *ret_cancelled = true;
                 return 0;
         }
-        if (clone_has_followers(c))
-                return sd_bus_error_setf(error, PB_ERROR_IN_USE,
-                                         "Targets added to session %s share its staging; delete their sessions "
-                                         "first (purebootctl clone list shows them, named %s+NODE).",
-                                         c->id, c->name);
         if (staging_is_left(c)) {
                 r = staging_cleanup(c);
                 if (r < 0)
@@ -764,7 +975,7 @@ int clone_delete(CloneSession *c, bool *ret_cancelled, sd_bus_error *error) {
                                          "once StagingStatus is deleted.",
                                          c->id);
         }
-        r = store_session_delete(m->store, c->id);
+        r = store_session_delete(m->store, c->id); /* its targets with it */
         if (r < 0)
                 return bus_store_error(error, r, "delete the session");
         detach(c);
@@ -775,56 +986,69 @@ int clone_delete(CloneSession *c, bool *ret_cancelled, sd_bus_error *error) {
 }
 
 int clone_issue_token(CloneSession *c, const char *role, char **ret_token, sd_bus_error *error) {
-        const char *node;
+        _cleanup_free_ char *name = NULL;
+        uint32_t index = clone_target_index(role);
+        CloneTarget *t = clone_target(c, index);
         int r;
         assert(c && role);
 
-        if (!STR_IN_SET(role, "source", "target"))
+        if (!streq(role, "source") && index == 0)
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
-                                         "Unknown role \"%.32s\"; use source or target.", role);
+                                         "Unknown role \"%.32s\"; use source, target (the first) or "
+                                         "target-<n>.",
+                                         role);
         if (clone_status_is_final(c->status) && c->status != CLONE_FAILED)
                 return sd_bus_error_setf(
                         error, PB_ERROR_INVALID_STATE,
                         "Session %s is %s; tokens are issued only for sessions that can still run.", c->id,
                         clone_status_to_string(c->status));
-        node = streq(role, "source") ? c->source_node : c->target_node;
-        if (!node)
-                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
-                                         "Session %s has no target node; set one with Update first.", c->id);
+        if (index > 0 && !t)
+                return c->n_targets == 0 ? sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                                             "Session %s has no target node; set one with Update "
+                                                             "first.",
+                                                             c->id)
+                                         : sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                                             "Session %s has no target %" PRIu32 "; it has %zu.",
+                                                             c->id, index, c->n_targets);
         if (!ret_token)
                 return 0;
-        r = token_mint(c->manager, node, c->id, role, NULL, ret_token);
+        if (t && clone_target_role(t->index, &name) < 0)
+                return -ENOMEM;
+        r = token_mint(c->manager, t ? t->node : c->source_node, c->id, name ?: "source", NULL, ret_token);
         return r < 0 && r != -ENOMEM ? bus_store_error(error, r, "mint the token") : r;
 }
 
-int clone_set_progress(CloneSession *c, uint64_t bytes_transferred, uint64_t rate) {
-        c->bytes_transferred = bytes_transferred;
-        c->transfer_rate = rate;
-        return throttle_kick(&c->progress);
+int clone_target_set_progress(CloneTarget *t, uint64_t bytes_transferred, uint64_t rate) {
+        t->bytes_transferred = bytes_transferred;
+        t->transfer_rate = rate;
+        return throttle_kick(&t->progress);
 }
 
-json_object *clone_node_view(CloneSession *c, const char *role) {
+json_object *clone_node_view(CloneSession *c, bool source, CloneTarget *t) {
         json_object *o = json_object_new_object();
+        /* The source (and a node that only reads) sees the session with its first target. */
+        CloneTarget *shown = t ?: clone_first_target(c);
+        const char *error = t ? t->error : clone_error(c);
 #define ADD(k, v) json_object_object_add(o, k, v)
         ADD("id", json_object_new_string(c->id));
         ADD("name", json_object_new_string(c->name));
-        ADD("status", json_object_new_string(clone_status_to_string(c->status)));
+        ADD("status", json_object_new_string(clone_status_to_string(t ? t->status : c->status)));
         ADD("mode", json_object_new_string(clone_mode_to_string(c->mode)));
-        ADD("role", role ? json_object_new_string(role) : NULL);
+        ADD("role", source ? json_object_new_string("source") : t ? json_object_new_string("target") : NULL);
         ADD("sourceDevice", json_object_new_string(c->source_device));
-        ADD("targetDevice", json_object_new_string(c->target_device));
+        ADD("targetDevice", shown ? json_object_new_string(shown->device) : NULL);
         ADD("sourceAddress", c->source_address ? json_object_new_string(c->source_address) : NULL);
         ADD("sourcePort", c->source_port ? json_object_new_int(c->source_port) : NULL);
         ADD("sizeBytes", json_object_new_int64((int64_t) c->bytes_total));
-        ADD("bytesTransferred", json_object_new_int64((int64_t) c->bytes_transferred));
-        ADD("resizeMode", json_object_new_string(resize_mode_to_string(c->resize_mode)));
-        StagingStatus staging = clone_owner(c)->staging_status; /* an added target shares it */
-        ADD("stagingStatus",
-            staging != STAGING_NONE ? json_object_new_string(staging_status_to_string(staging)) : NULL);
-        ADD("plan", clone_plan_json(c));
-        ADD("error", c->error ? json_object_new_string(c->error) : NULL);
-        const char *source = clone_certificate(c, "source"), *target = clone_certificate(c, "target");
-        ADD("sourceCertificate", source ? json_object_new_string(source) : NULL);
+        ADD("bytesTransferred", json_object_new_int64((int64_t) (shown ? shown->bytes_transferred : 0)));
+        ADD("resizeMode", json_object_new_string(resize_mode_to_string(shown ? shown->resize_mode : c->resize_mode)));
+        ADD("stagingStatus", c->staging_status != STAGING_NONE
+                                     ? json_object_new_string(staging_status_to_string(c->staging_status))
+                                     : NULL);
+        ADD("plan", shown ? clone_plan_json(shown) : NULL);
+        ADD("error", error ? json_object_new_string(error) : NULL);
+        const char *source_serial = clone_certificate(c, NULL), *target = shown ? clone_certificate(c, shown) : NULL;
+        ADD("sourceCertificate", source_serial ? json_object_new_string(source_serial) : NULL);
         ADD("targetCertificate", target ? json_object_new_string(target) : NULL);
 #undef ADD
         return o;
@@ -862,67 +1086,40 @@ int clone_resolve(Manager *m, const char *name, CloneSession **ret, sd_bus_error
                 name);
 }
 
-json_object *clone_plan_json(CloneSession *c) {
-        return c->plan_json ? json_tokener_parse(c->plan_json) : NULL;
+json_object *clone_plan_json(CloneTarget *t) {
+        return t && t->plan_json ? json_tokener_parse(t->plan_json) : NULL;
 }
 
-/* Replaces one string field of the session in memory and in the store (value taken), or neither. */
-static int set_field(CloneSession *c, char **field, char *value, sd_bus_error *error) {
+/* Replaces one string field of the source's (t NULL) or of target t in memory and in the store (value
+ * taken), or neither. */
+static int set_field(CloneSession *c, CloneTarget *t, char **field, char *value, const char *what,
+                     sd_bus_error *error) {
         char *old = *field;
         int r;
         *field = value;
-        r = store_session_update(c->manager->store, c, clone_status_to_string(c->status));
+        r = t ? store_target_update(c->manager->store, t) : store_session_update(c->manager->store, c, NULL);
         if (r < 0) {
                 *field = old;
                 free(value);
-                return r == -ENOMEM ? r : bus_store_error(error, r, "record the session's plan");
+                return r == -ENOMEM ? r : bus_store_error(error, r, what);
         }
         free(old);
         return 0;
 }
 
-/* The disk of role: what its agent reported, else the node's last scan of the session's device. */
-static int session_disk(CloneSession *c, const char *role, DiskInfo *ret, sd_bus_error *error) {
-        c = streq(role, "source") ? clone_owner(c) : c; /* an added target shares the source */
-        const char *reported = streq(role, "source") ? c->source_disk_json : c->target_disk_json;
-        const char *node_id = streq(role, "source") ? c->source_node : c->target_node;
-        const char *device = streq(role, "source") ? c->source_device : c->target_device;
-        const char *bad = NULL;
-        Node *n;
-        Disk *d;
-        int r;
-
-        if (reported) {
-                _cleanup_(json_object_unrefp) json_object *o = json_tokener_parse(reported);
-                r = o ? disk_info_from_json(o, ret, &bad) : -EINVAL;
-                return r == -ENOMEM ? r : r < 0 ? log_error_errno(EBADMSG, "Session %s has a bad %s disk.", c->id, role) : 0;
-        }
-        n = node_id ? hashmap_get(c->manager->nodes, node_id) : NULL;
-        if (!n)
-                return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE,
-                                         "Session %s has no %s disk to plan with yet: it has no %s node, and no %s "
-                                         "agent has reported its disk. Start the session (its agents report "
-                                         "their disks) and ask again.",
-                                         c->id, role, role, role);
-        r = disk_resolve(n, device, &d, error);
-        if (r < 0)
-                return r;
-        return disk_info_copy(&d->info, ret);
-}
-
-/* For a target added to a session: the source as that session uploads it, with its plan's shrinks applied
- * and only its copyBytes long. */
-static int as_uploaded(CloneSession *f, DiskInfo *source, sd_bus_error *error) {
-        CloneSession *p = clone_followed(f);
-        _cleanup_(json_object_unrefp) json_object *plan = p ? clone_plan_json(p) : NULL;
+/* For a target after the first: the source as the session uploads it, with the first target's plan's
+ * shrinks applied and only its copyBytes long. */
+static int as_uploaded(CloneSession *c, DiskInfo *source, sd_bus_error *error) {
+        _cleanup_(json_object_unrefp) json_object *plan = clone_plan_json(clone_first_target(c));
         json_object *ops = NULL;
 
         if (!plan)
                 return 0; /* uploaded as it is */
         if (!plan_is_feasible(plan))
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE,
-                                         "The plan of session %s, which has the source, is not feasible: %s",
-                                         p->id, strna(json_get_string(plan, "reason")));
+                                         "The plan of session %s's first target, which the upload follows, is "
+                                         "not feasible: %s",
+                                         c->id, strna(json_get_string(plan, "reason")));
         json_object_object_get_ex(plan, "source", &ops);
         for (size_t i = 0; i < json_object_array_length(ops); i++) {
                 json_object *op = json_object_array_get_idx(ops, i), *params = NULL;
@@ -936,16 +1133,16 @@ static int as_uploaded(CloneSession *f, DiskInfo *source, sd_bus_error *error) {
         return 0;
 }
 
-/* An added target cannot ask the shared source for shrinks of its own. */
-static int refuse_source_changes(CloneSession *f, json_object *plan) {
+/* A target after the first cannot ask the shared source for shrinks of its own. */
+static int refuse_source_changes(CloneTarget *t, json_object *plan) {
         json_object *ops = NULL;
         _cleanup_free_ char *reason = NULL;
-        if (!f->follows || !plan_is_feasible(plan) || !json_object_object_get_ex(plan, "source", &ops) ||
+        if (t->index == 1 || !plan_is_feasible(plan) || !json_object_object_get_ex(plan, "source", &ops) ||
             json_object_array_length(ops) == 0)
                 return 0;
-        if (asprintf(&reason, "This target needs the source shrunk further than session %s's own plan does; it "
-                     "shares that session's upload. Give that session the smallest target, or edit its plan.",
-                     f->follows) < 0)
+        if (asprintf(&reason, "This target needs the source shrunk further than the plan of session %s's first "
+                     "target does; it shares that upload. Make the smallest target the first, or edit its plan.",
+                     t->session_id) < 0)
                 return -ENOMEM;
         json_object_object_add(plan, "feasible", json_object_new_boolean(false));
         json_object_object_add(plan, "reason", json_object_new_string(reason));
@@ -954,31 +1151,32 @@ static int refuse_source_changes(CloneSession *f, json_object *plan) {
         return 0;
 }
 
-int clone_plan(CloneSession *c, json_object *edits, bool refuse_infeasible, sd_bus_error *error) {
+int clone_plan(CloneTarget *t, json_object *edits, bool refuse_infeasible, sd_bus_error *error) {
+        CloneSession *c = t->session;
         _cleanup_(disk_info_done) DiskInfo source = {}, target = {};
-        _cleanup_(json_object_unrefp) json_object *old = clone_plan_json(c), *plan = NULL;
+        _cleanup_(json_object_unrefp) json_object *old = clone_plan_json(t), *plan = NULL;
         json_object *kept = NULL;
         char *text;
         int r;
 
-        if (clone_status_is_final(c->status) && c->status != CLONE_FAILED) /* a failed one may run again */
+        if (clone_status_is_final(t->status) && t->status != CLONE_FAILED) /* a failed one may run again */
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE,
                                          "Session %s is %s; its plan no longer changes.", c->id,
-                                         clone_status_to_string(c->status));
-        if (edits && c->status == CLONE_CLONING)
+                                         clone_status_to_string(t->status));
+        if (edits && t->status == CLONE_CLONING)
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE,
                                          "Session %s is copying already; cancel it to change the plan.", c->id);
-        r = session_disk(c, "source", &source, error);
+        r = session_disk(c, NULL, &source, error);
         if (r >= 0)
-                r = session_disk(c, "target", &target, error);
-        if (r >= 0 && c->follows)
+                r = session_disk(c, t, &target, error);
+        if (r >= 0 && t->index > 1)
                 r = as_uploaded(c, &source, error);
         if (r < 0)
                 return r;
         if (!edits && old)
                 (void) json_object_object_get_ex(old, "edits", &kept);
-        plan = plan_compute(&source, &target, c->resize_mode, edits ?: kept);
-        if (!plan || refuse_source_changes(c, plan) < 0)
+        plan = plan_compute(&source, &target, t->resize_mode, edits ?: kept);
+        if (!plan || refuse_source_changes(t, plan) < 0)
                 return -ENOMEM;
         if (refuse_infeasible && !plan_is_feasible(plan))
                 return sd_bus_error_setf(error, PB_ERROR_PLAN_INFEASIBLE, "%s",
@@ -986,30 +1184,30 @@ int clone_plan(CloneSession *c, json_object *edits, bool refuse_infeasible, sd_b
         text = strdup(json_object_to_json_string_ext(plan, JSON_C_TO_STRING_PLAIN));
         if (!text)
                 return -ENOMEM;
-        if (streq_ptr(text, c->plan_json)) {
+        if (streq_ptr(text, t->plan_json)) {
                 free(text);
                 return 0;
         }
-        r = set_field(c, &c->plan_json, text, error);
+        r = set_field(c, t, &t->plan_json, text, "record the session's plan", error);
         if (r < 0)
                 return r;
-        log_info("Clone session %s: resize plan %s%s%s.", c->id, plan_is_feasible(plan) ? "feasible" : "infeasible",
-                 plan_is_feasible(plan) ? "" : ": ", plan_is_feasible(plan) ? "" : strna(json_get_string(plan, "reason")));
-        clone_emit_changed(c, "Plan", NULL);
-        /* The targets added to it plan from what it uploads. */
-        CloneSession *o;
-        FOREACH_FOLLOWER (o, c)
-                if (o->target_disk_json)
-                        replan(o);
+        log_info("Clone session %s, target %" PRIu32 ": resize plan %s%s%s.", c->id, t->index,
+                 plan_is_feasible(plan) ? "feasible" : "infeasible", plan_is_feasible(plan) ? "" : ": ",
+                 plan_is_feasible(plan) ? "" : strna(json_get_string(plan, "reason")));
+        clone_target_emit_changed(t, "Plan", NULL);
+        /* The targets after the first plan from what it uploads. */
+        for (size_t i = 1; t->index == 1 && i < c->n_targets; i++)
+                if (c->targets[i]->disk_json)
+                        replan(c->targets[i]);
         return 0;
 }
 
-int clone_report_disk(CloneSession *c, const char *role, json_object *disk, sd_bus_error *error) {
+int clone_report_disk(CloneSession *c, CloneTarget *t, json_object *disk, sd_bus_error *error) {
         _cleanup_(disk_info_done) DiskInfo info = {};
-        const char *bad = NULL, *device = streq(role, "source") ? c->source_device : c->target_device;
+        const char *bad = NULL, *device = t ? t->device : c->source_device;
         char *text;
         int r;
-        assert(c && role && disk);
+        assert(c && disk);
 
         r = disk_info_from_json(disk, &info, &bad);
         if (r == -ENOMEM)
@@ -1018,20 +1216,25 @@ int clone_report_disk(CloneSession *c, const char *role, json_object *disk, sd_b
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT, "The disk's \"%s\" is missing or malformed.",
                                          strna(bad));
         if (!streq(info.device, device))
-                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
-                                         "The session's %s device is %s, not %s.", role, device, info.device);
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT, "The session's %s device is %s, not %s.",
+                                         t ? "target" : "source", device, info.device);
         text = strdup(json_object_to_json_string_ext(disk, JSON_C_TO_STRING_PLAIN));
         if (!text)
                 return -ENOMEM;
-        r = set_field(c, streq(role, "source") ? &c->source_disk_json : &c->target_disk_json, text, error);
-        if (r < 0 || !clone_owner(c)->source_disk_json || !c->target_disk_json)
+        r = set_field(c, t, t ? &t->disk_json : &c->source_disk_json, text, "record the disk", error);
+        if (r < 0 || !c->source_disk_json)
                 return r;
-        /* Both disks known (again): the plan follows them, keeping the user's edits. */
-        sd_bus_error e = SD_BUS_ERROR_NULL;
-        r = clone_plan(c, NULL, false, &e);
-        if (r < 0)
-                log_warning("Clone session %s: no plan from the reported disks: %s", c->id,
-                            e.message ?: strerror(-r));
-        sd_bus_error_free(&e);
+        /* Both disks known (again): the plans follow them, keeping the user's edits. */
+        for (size_t i = 0; i < c->n_targets; i++) {
+                CloneTarget *p = c->targets[i];
+                sd_bus_error e = SD_BUS_ERROR_NULL;
+                if ((t && p != t) || !p->disk_json)
+                        continue;
+                r = clone_plan(p, NULL, false, &e);
+                if (r < 0)
+                        log_warning("Clone session %s, target %" PRIu32 ": no plan from the reported disks: %s",
+                                    c->id, p->index, e.message ?: strerror(-r));
+                sd_bus_error_free(&e);
+        }
         return 0;
 }

@@ -6,39 +6,36 @@
 
 #include "domain.h"
 #include "manager.h"
+#include "target.h"
 #include "throttle.h"
 
 typedef struct CloneSession {
         Manager *manager;
         char *id, *name;
+        /* Derived from its targets' (clone_status_of_targets), kept in the row for listings. */
         CloneStatus status;
         CloneMode mode;
-        char *source_node, *target_node, *source_device, *target_device;
+        char *source_node, *source_device;
         char *source_address;
         uint16_t source_port;
         char *staging_backend, *staging_path;
         StagingStatus staging_status;
         char *staging_resources; /* JSON array: what provisioning created, undone in reverse order */
         uint64_t bytes_uploaded;
-        ResizeMode resize_mode;
-        char *plan_json; /* the resize plan (plan.h), once made */
-        char *source_disk_json, *target_disk_json; /* what the agents scanned, as Disk JSON */
-        /* One source to several targets: the id of the staged session whose source and staging this one
-         * shares (it has a target only), or NULL. */
-        char *follows;
-        uint64_t bytes_total, bytes_transferred, transfer_rate;
-        char *error;
-        /* What keeps the target from its source right now (an address its certificate does not name, a
-         * refused connection), as the target said it while it goes on trying. Not stored: a target with
-         * the problem still says it again. */
-        char *problem;
+        ResizeMode resize_mode; /* what a target gets unless it names its own */
+        char *source_disk_json; /* what the source's agent scanned, as Disk JSON */
+        uint64_t bytes_total;
         uint64_t created_at, started_at, completed_at;
         uint32_t created_by;
         char *idempotency_key;
-        char *source_digest, *target_digest;
+        char *source_digest;
 
-        /* Highest report sequence applied per role (loaded from report_sequences). */
-        uint64_t source_sequence, target_sequence;
+        /* Its targets, by index (targets[i]->index == i + 1). */
+        CloneTarget **targets;
+        size_t n_targets;
+
+        /* Highest report sequence of the source applied (loaded from report_sequences). */
+        uint64_t source_sequence;
         /* Progress reports change only memory; a timer writes dirty sessions once a second. */
         bool progress_dirty;
 
@@ -51,13 +48,19 @@ typedef struct CloneSession {
 typedef struct CloneSpec {
         const char *name, *mode, *source_node, *target_node, *source_device, *target_device;
         const char *storage, *resize_mode, *idempotency_key;
-        const char *follows; /* Create only: the session whose source and staging this target shares */
 } CloneSpec;
 
 CloneSession *clone_free(CloneSession *c);
 char *clone_path(const CloneSession *c);
-/* The serial of the live certificate of c's role (an added target's source is its session's), or NULL. */
-const char *clone_certificate(CloneSession *c, const char *role);
+/* Target index (1, 2, …) of c, or NULL. The first one is what the session's Target* properties show. */
+CloneTarget *clone_target(CloneSession *c, uint32_t index);
+CloneTarget *clone_first_target(CloneSession *c);
+/* The target node_id is, or NULL. */
+CloneTarget *clone_target_of_node(CloneSession *c, const char *node_id);
+/* Why the session failed or was cancelled: its first target's that did, or NULL. */
+const char *clone_error(CloneSession *c);
+/* The serial of the live certificate of the source (t NULL) or of target t, or NULL. */
+const char *clone_certificate(CloneSession *c, CloneTarget *t);
 /* Records (and announces) that a boot answer for one of c's roles was refused, with why. */
 void clone_note_refused_claim(CloneSession *c, const char *message);
 /* PropertiesChanged for the named CloneSession properties (NULL-terminated). */
@@ -68,57 +71,65 @@ int clone_create(Manager *m, const CloneSpec *spec, uint32_t uid, CloneSession *
 /* What clone_create would refuse spec for, checked without creating anything: the bus methods check their
  * arguments so before polkit asks anyone to authenticate. */
 int clone_check(Manager *m, const CloneSpec *spec, sd_bus_error *error);
-/* check_only: refused as it would be, nothing changed (the bus methods check so before polkit). */
+/* check_only: refused as it would be, nothing changed (the bus methods check so before polkit). The target
+ * node and device are the first target's. */
 int clone_update(CloneSession *c, const CloneSpec *changes, bool check_only, sd_bus_error *error);
+/* Starts every target that is pending or failed (a retry); completed ones stay. */
 int clone_start(CloneSession *c, sd_bus_error *error);
 int clone_cancel(CloneSession *c, sd_bus_error *error);
 /* Removes a finished session; an active one is cancelled instead (*ret_cancelled = true). */
 int clone_delete(CloneSession *c, bool *ret_cancelled, sd_bus_error *error);
-/* ret_token NULL: only checks that one could be issued. */
+/* role: source, target (the first), or target-<n>. ret_token NULL: only checks that one could be issued. */
 int clone_issue_token(CloneSession *c, const char *role, char **ret_token, sd_bus_error *error);
 
-/* The one place status changes: checks the transition table, persists, then updates the object. */
-int clone_transition(CloneSession *c, CloneStatus to, const char *error_message, sd_bus_error *error);
-/* Progress from the agents; PropertiesChanged is rate-limited to 4 per second. */
-int clone_set_progress(CloneSession *c, uint64_t bytes_transferred, uint64_t rate);
+/* The one place a target's status changes: checks its transition table and writes the target's row, then
+ * the session's status follows (clone_status_of_targets). Inside the caller's transaction, if any; what
+ * follows from it (its nodes released, the staging removed) is queued for after the commit. */
+int clone_target_transition(CloneTarget *t, CloneStatus to, const char *error_message, sd_bus_error *error);
+/* Each active target of c that can become to does (a source's step, failure or end). */
+int clone_targets_transition(CloneSession *c, CloneStatus to, const char *error_message, sd_bus_error *error);
+/* Ends every running target of c as to (failed or cancelled), in one transaction. */
+int clone_end(CloneSession *c, CloneStatus to, const char *message, sd_bus_error *error);
+/* Progress from a target's agent; PropertiesChanged is rate-limited to 4 per second. */
+int clone_target_set_progress(CloneTarget *t, uint64_t bytes_transferred, uint64_t rate);
+/* Once the source's and t's digests are both known: t completes if they agree, else fails. */
+int clone_target_verdict(CloneTarget *t, sd_bus_error *error);
+
+/* Runs step(c, userdata, error) inside one store transaction, or inside the caller's if one is open: what it
+ * changed is kept, or, when it or the commit fails, undone in the store and in memory (the session's and its
+ * targets' statuses). */
+typedef int (*CloneStep)(CloneSession *c, void *userdata, sd_bus_error *error);
+int clone_transact(CloneSession *c, CloneStep step, void *userdata, sd_bus_error *error);
 
 int clone_resolve(Manager *m, const char *name, CloneSession **ret, sd_bus_error *error);
-/* The session as the node protocol's Session record shows it to role (source, target, or NULL for a node
- * that only reads it). */
-json_object *clone_node_view(CloneSession *c, const char *role);
+/* The session as the node protocol's Session record shows it to the source (t NULL, source true), to target
+ * t, or to a node that only reads it (source false, t NULL: as its first target). */
+json_object *clone_node_view(CloneSession *c, bool source, CloneTarget *t);
 
 /* Once both digests are known: completed if they agree, else failed with the sentence in *ret_message. */
 int clone_digest_verdict(const char *source, const char *target, CloneStatus *ret_to, char **ret_message);
 
-/* One source to several targets. clone_add_target creates a session following c (staged, not itself a
- * follower) for another target: same source, staging and image, its own target, progress, digest and plan,
- * started at once if c is running. clone_followed is the session c follows (NULL if none); clone_source_digest
- * the digest of what c's source read. */
-int clone_add_target(CloneSession *c, const char *node, const char *device, const char *resize_mode, uint32_t uid,
-                     CloneSession **ret, sd_bus_error *error);
+/* One source to several targets: another target of a staged session, with its own plan, progress and
+ * digest, started at once if the session runs. */
+int clone_add_target(CloneSession *c, const char *node, const char *device, const char *resize_mode,
+                     CloneTarget **ret, sd_bus_error *error);
 /* What clone_add_target would refuse, checked without adding anything. */
 int clone_add_target_check(CloneSession *c, const char *node, const char *device, const char *resize_mode,
                            sd_bus_error *error);
-CloneSession *clone_followed(CloneSession *c);
-/* The session with the source and the staging: the one c follows, else c itself. */
-CloneSession *clone_owner(CloneSession *c);
-bool clone_has_followers(CloneSession *c);
-/* After a change of c (its status, its source's digest): the targets following it take their source's steps,
- * and the shared staging is removed once the session with it and every target following it are over. */
-void clone_family_changed(CloneSession *c);
-/* The same for the session id, if it is still there: as follow-on work after a commit
- * (manager_after_commit). */
-void clone_family_changed_of(Manager *m, const char *id);
-/* PropertiesChanged for property on every session following c (StagingStatus: theirs is c's). */
-void clone_emit_followers(CloneSession *c, const char *property);
-const char *clone_source_digest(CloneSession *c);
+/* After a change of the session id, if it is still there, once committed (manager_after_commit): its
+ * staging goes once no target is active any more. */
+void clone_changed_of(Manager *m, const char *id);
 
-/* Resize plans (plan.h) for the session's disks: those its agents reported, else the nodes' last scans.
- * clone_plan makes the plan with edits (NULL: the current plan's), stores it and emits Plan; an infeasible
- * plan is stored (it says why) unless refuse_infeasible, when it is a PlanInfeasible error instead. */
-int clone_plan(CloneSession *c, json_object *edits, bool refuse_infeasible, sd_bus_error *error);
-/* A disk scan from role's agent, kept for planning; the plan is made again once both disks are known. */
-int clone_report_disk(CloneSession *c, const char *role, json_object *disk, sd_bus_error *error);
+/* Resize plans (plan.h) for a target's disks: those the agents reported, else the nodes' last scans. A
+ * target after the first plans from the source as the first target's plan uploads it, and may not shrink
+ * it further. clone_plan makes the plan with edits (NULL: the current plan's), stores it and emits Plan; an
+ * infeasible plan is stored (it says why) unless refuse_infeasible, when it is a PlanInfeasible error. */
+int clone_plan(CloneTarget *t, json_object *edits, bool refuse_infeasible, sd_bus_error *error);
+/* A disk scan from the source's agent (t NULL) or target t's, kept for planning; the plans are made again
+ * once both disks are known. */
+int clone_report_disk(CloneSession *c, CloneTarget *t, json_object *disk, sd_bus_error *error);
 /* The stored plan, or NULL. */
-json_object *clone_plan_json(CloneSession *c);
+json_object *clone_plan_json(CloneTarget *t);
 int clone_attach(Manager *m, CloneSession *c);
+/* Gives c the target loaded from the store (taken, freed on failure). */
+int clone_attach_target(CloneSession *c, CloneTarget *t);

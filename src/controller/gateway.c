@@ -51,14 +51,6 @@ static int fail(Call *call, const char *error, ...) {
         return call->reply->error ? 0 : -ENOMEM;
 }
 
-static int fail_bus_error(Call *call, CloneSession *c, const sd_bus_error *e) {
-        if (streq_ptr(e->name, PB_ERROR_INVALID_STATE))
-                return fail(call, PB_NODE_PREFIX "InvalidState", "status", clone_status_to_string(c->status),
-                            "reason", e->message, NULL);
-        log_warning("Node call by %s failed: %s", strna(call->peer.cn), e->message);
-        return -EIO;
-}
-
 static const char *get_string(Call *call, const char *key) {
         return json_get_string(call->p, key);
 }
@@ -73,11 +65,20 @@ static int bad_parameter(Call *call, const char *name) {
         return fail(call, VARLINK_ERROR("InvalidParameter"), "parameter", name, NULL);
 }
 
+/* Who calls about a session: its source, one of its targets, or a node that takes part and only reads. */
+typedef struct Party {
+        CloneSession *session;
+        CloneTarget *target; /* the caller's target, if it is one */
+        bool source;         /* the caller is the source */
+} Party;
+
 /* Finds the session named in the call and checks that the certificate belongs to it: a clone certificate
- * of this session (with role, if given), or a node certificate of its source or target. */
-static int session_for_peer(Call *call, const char *role, CloneSession **ret) {
+ * of this session (with role, if given: source or target), or a node certificate of its source or of one of
+ * its targets. */
+static int session_for_peer(Call *call, const char *role, Party *ret) {
         const char *id = get_string(call, "session");
         CloneSession *c = id ? hashmap_get(call->m->sessions, id) : NULL;
+        Party p = { c };
 
         if (!c) {
                 if (call->peer.kind == IDENTITY_CLONE && !streq_ptr(id, call->peer.session))
@@ -94,23 +95,21 @@ static int session_for_peer(Call *call, const char *role, CloneSession **ret) {
                                     streq(role, "source") ? "only the source may make this report"
                                                           : "only the target may make this report",
                                     NULL);
+                p.source = call->peer.target == 0;
+                p.target = clone_target(c, call->peer.target);
+                if (!p.source && !p.target)
+                        return fail(call, PB_NODE_PREFIX "PermissionDenied", "reason",
+                                    "this certificate is for a target the session does not have", NULL);
         } else if (call->peer.kind == IDENTITY_NODE && !role &&
-                   (streq_ptr(c->source_node, call->peer.node) ||
-                    streq_ptr(c->target_node, call->peer.node))) {
+                   (streq_ptr(c->source_node, call->peer.node) || clone_target_of_node(c, call->peer.node))) {
                 /* a node may read the sessions it takes part in */
+                p.source = streq_ptr(c->source_node, call->peer.node);
+                p.target = p.source ? NULL : clone_target_of_node(c, call->peer.node);
         } else
                 return fail(call, PB_NODE_PREFIX "PermissionDenied", "reason",
                             "this call needs the session's clone certificate", NULL);
-        *ret = c;
+        *ret = p;
         return 1;
-}
-
-/* The role the caller has in the session: its certificate's, or, for a node certificate, the node's. */
-static const char *peer_role(CloneSession *c, const IdentityName *peer) {
-        return peer->kind == IDENTITY_CLONE            ? peer->role
-               : streq_ptr(c->source_node, peer->node) ? "source"
-               : streq_ptr(c->target_node, peer->node) ? "target"
-                                                       : NULL;
 }
 
 static int reply_with(Call *call, json_object *params) {
@@ -118,51 +117,59 @@ static int reply_with(Call *call, json_object *params) {
         return call->reply->parameters ? 0 : -ENOMEM;
 }
 
-static uint64_t *sequence_of(CloneSession *c, const char *role) {
-        return streq(role, "source") ? &c->source_sequence : &c->target_sequence;
+static uint64_t *sequence_of(Party *p) {
+        return p->target ? &p->target->sequence : &p->session->source_sequence;
 }
 
-/* Writes a report's effect: the session (moving it to status `to`, or keeping its status) and the
- * report's sequence, in one transaction. On failure the store is unchanged and 0 or < 0 is returned with
- * the reply set. */
-static int record(Call *call, CloneSession *c, const char *role, uint64_t sequence, CloneStatus to,
-                  const char *error_message) {
-        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
-        Store *s = call->m->store;
-        CloneStatus from = c->status;
-        int r;
+/* The status the caller's part of the session has: its target's, or the session's for the source. */
+static CloneStatus status_of(Party *p) {
+        return p->target ? p->target->status : p->session->status;
+}
 
-        r = store_begin(s);
+static int fail_state(Call *call, Party *p, const char *reason) {
+        return fail(call, PB_NODE_PREFIX "InvalidState", "status", clone_status_to_string(status_of(p)), "reason",
+                    reason, NULL);
+}
+
+typedef struct Report {
+        Party *party;
+        uint64_t sequence;
+        CloneStep effect; /* the report's steps, if any */
+        void *userdata;
+} Report;
+
+static int report_step(CloneSession *c, void *userdata, sd_bus_error *error) {
+        Report *report = userdata;
+        CloneTarget *t = report->party->target;
+        _cleanup_free_ char *role = NULL;
+        int r = report->effect ? report->effect(c, report->userdata, error) : 0;
+        if (r >= 0)
+                r = store_session_update(c->manager->store, c, NULL);
+        if (r >= 0 && t)
+                r = store_target_update(c->manager->store, t);
+        if (r >= 0)
+                r = t ? clone_target_role(t->index, &role) : 0;
+        if (r >= 0)
+                r = store_sequence_set(c->manager->store, c->id, role ?: "source", report->sequence);
+        return r;
+}
+
+/* Writes a report's effect: what the handler changed of the session or its target, the steps effect takes
+ * and the report's sequence, in one transaction. On failure the store and the statuses are unchanged and 0
+ * or < 0 is returned with the reply set. */
+static int record(Call *call, Party *p, uint64_t sequence, CloneStep effect, void *userdata) {
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        int r = clone_transact(p->session, report_step, &(Report){ p, sequence, effect, userdata }, &e);
         if (r < 0)
-                return r;
-        /* The table has no shortcut from source_ready to the end: take the cloning step on the way. */
-        if (from == CLONE_SOURCE_READY && to == CLONE_COMPLETED)
-                r = clone_transition(c, CLONE_CLONING, NULL, &e);
-        if (r >= 0 && to != c->status)
-                r = clone_transition(c, to, error_message, &e);
-        else if (r >= 0)
-                r = store_session_update(s, c, clone_status_to_string(from));
-        if (r >= 0)
-                r = store_sequence_set(s, c->id, role, sequence);
-        if (r >= 0)
-                r = store_commit(s);
-        if (r < 0) {
-                store_rollback(s);
-                c->status = from;
-                return sd_bus_error_is_set(&e) ? fail_bus_error(call, c, &e) : r;
-        }
-        /* progress_dirty stays as it is: the other role may have sequences only in memory, which the flush
+                return sd_bus_error_has_name(&e, PB_ERROR_INVALID_STATE) ? fail_state(call, p, e.message) : r;
+        /* progress_dirty stays as it is: another role may have sequences only in memory, which the flush
          * still has to write. */
-        *sequence_of(c, role) = sequence;
+        *sequence_of(p) = sequence;
         return 1;
 }
 
 /* A sequence already applied is answered with success and not applied again. */
 #define SEQUENCE_MAX_AHEAD_USEC (10 * 60 * USEC_PER_SEC)
-
-static bool is_replay(CloneSession *c, const char *role, uint64_t sequence) {
-        return sequence <= *sequence_of(c, role);
-}
 
 static void audit(Call *call, const char *action, const char *object) {
         (void) store_event(call->m->store, call->m->bridge_uid, action, object,
@@ -171,13 +178,13 @@ static void audit(Call *call, const char *action, const char *object) {
 
 /* The start of every report: the session, the caller's right to report for role, and a replay answered
  * with success. Returns 1 to go on with *ret, 0 when the reply is set, < 0 on failure. */
-static int report_begin(Call *call, const char *role, CloneSession **ret) {
-        CloneSession *c = NULL;
-        int r = session_for_peer(call, role, &c);
+static int report_begin(Call *call, const char *role, Party *ret) {
+        Party p = {};
+        int r = session_for_peer(call, role, &p);
         if (r <= 0)
                 return r;
         uint64_t sequence = get_uint(call, "sequence");
-        if (is_replay(c, role, sequence)) {
+        if (sequence <= *sequence_of(&p)) {
                 r = reply_with(call, NULL);
                 return r < 0 ? r : 0;
         }
@@ -186,7 +193,7 @@ static int report_begin(Call *call, const char *role, CloneSession **ret) {
         if (sequence > now_realtime_usec() + SEQUENCE_MAX_AHEAD_USEC)
                 return fail(call, VARLINK_ERROR("InvalidParameter"), "parameter", "sequence", "reason",
                             "the sequence is more than ten minutes ahead of the controller's clock", NULL);
-        *ret = c;
+        *ret = p;
         return 1;
 }
 
@@ -242,9 +249,18 @@ static int handle_enrol(Call *call) {
                                     "the token's session has ended", NULL);
         }
 
-        CertRole role = !c ? CERT_ROLE_NODE : streq(t.role, "source") ? CERT_ROLE_SOURCE : CERT_ROLE_TARGET;
-        if (c ? asprintf(&cn, "clone-%s-%s", c->id, t.role) < 0 : asprintf(&cn, "node-%s", t.node_id) < 0)
+        /* A clone token is for the source or for one target: its certificate is named after it. */
+        uint32_t target = c ? clone_target_index(t.role) : 0;
+        if (c && target > 0 && !clone_target(c, target))
+                return fail(call, PB_NODE_PREFIX "InvalidToken", "reason",
+                            "the token's target is not in the session", NULL);
+        _cleanup_free_ char *target_role = NULL;
+        if (target > 0 && clone_target_role(target, &target_role) < 0)
                 return -ENOMEM;
+        CertRole role = !c ? CERT_ROLE_NODE : target > 0 ? CERT_ROLE_TARGET : CERT_ROLE_SOURCE;
+        r = identity_name(t.node_id, c ? c->id : NULL, target_role ?: "source", &cn);
+        if (r < 0)
+                return r;
         const char *data_address = get_string(call, "dataAddress");
         if (isempty(data_address) || streq_ptr(data_address, call->address))
                 data_address = NULL; /* none, or named anyway */
@@ -304,7 +320,7 @@ static int handle_enrol(Call *call) {
         json_object_object_add(o, "ca", json_object_new_string(ca_certificate_pem(m->ca)));
         json_object_object_add(o, "node", json_object_new_string(t.node_id));
         json_object_object_add(o, "session", c ? json_object_new_string(c->id) : NULL);
-        json_object_object_add(o, "role", json_object_new_string(c ? t.role : "node"));
+        json_object_object_add(o, "role", json_object_new_string(!c ? "node" : target > 0 ? "target" : "source"));
         json_object_object_add(o, "now", json_object_new_int64((int64_t) now_realtime_usec()));
         r = reply_with(call, o);
         audit(call, "Enrol", cn);
@@ -312,24 +328,30 @@ static int handle_enrol(Call *call) {
 }
 
 static int handle_get_session(Call *call) {
-        CloneSession *c = NULL;
-        int r = session_for_peer(call, NULL, &c);
+        Party p = {};
+        int r = session_for_peer(call, NULL, &p);
         if (r <= 0)
                 return r;
         json_object *o = json_object_new_object();
-        json_object_object_add(o, "session", clone_node_view(c, peer_role(c, &call->peer)));
+        json_object_object_add(o, "session", clone_node_view(p.session, p.source, p.target));
         return reply_with(call, o);
 }
 
+static int source_ready_step(CloneSession *c, void *userdata, sd_bus_error *error) {
+        (void) userdata;
+        return clone_targets_transition(c, CLONE_SOURCE_READY, NULL, error);
+}
+
 static int handle_source_ready(Call *call) {
-        CloneSession *c = NULL;
+        Party p = {};
         uint64_t seq = get_uint(call, "sequence"), size = get_uint(call, "sizeBytes"), port = get_uint(call, "port");
         const char *address = get_string(call, "address"), *device = get_string(call, "device");
         int r;
 
-        r = report_begin(call, "source", &c);
+        r = report_begin(call, "source", &p);
         if (r <= 0)
                 return r;
+        CloneSession *c = p.session;
         if (!ip_address_is_valid(address))
                 return bad_parameter(call, "address");
         bool staged = c->mode == CLONE_MODE_STAGED;
@@ -341,8 +363,7 @@ static int handle_source_ready(Call *call) {
                 return bad_parameter(call, "device");
         /* A source that restarts mid-clone reports again, possibly on a new port. */
         if (!IN_SET(c->status, CLONE_WAITING, CLONE_SOURCE_READY, CLONE_CLONING))
-                return fail(call, PB_NODE_PREFIX "InvalidState", "status", clone_status_to_string(c->status),
-                            "reason", "the session is not waiting for its source", NULL);
+                return fail_state(call, &p, "the session is not waiting for its source");
 
         _cleanup_free_ char *old_address = c->source_address;
         uint16_t old_port = c->source_port;
@@ -354,7 +375,7 @@ static int handle_source_ready(Call *call) {
         }
         c->source_port = (uint16_t) port;
         c->bytes_total = size;
-        r = record(call, c, "source", seq, c->status == CLONE_WAITING ? CLONE_SOURCE_READY : c->status, NULL);
+        r = record(call, &p, seq, source_ready_step, NULL);
         if (r <= 0) {
                 free(c->source_address);
                 c->source_address = TAKE_PTR(old_address);
@@ -371,46 +392,56 @@ static int handle_source_ready(Call *call) {
         return r;
 }
 
+/* The first progress moves the caller's target, or for the source each ready target, to cloning. */
+static int cloning_step(CloneSession *c, void *userdata, sd_bus_error *error) {
+        CloneTarget *t = userdata;
+        return t ? clone_target_transition(t, CLONE_CLONING, NULL, error)
+                 : clone_targets_transition(c, CLONE_CLONING, NULL, error);
+}
+
+/* A target that cannot reach or verify its source says why while it goes on trying (in 400 bytes at most,
+ * as a failure's reason). */
+static int note_problem(CloneTarget *t, const char *said) {
+        _cleanup_free_ char *problem = !isempty(said) ? strndup(said, 400) : NULL;
+        if (!isempty(said) && !problem)
+                return -ENOMEM;
+        if (streq_ptr(problem, t->problem))
+                return 0;
+        if (problem)
+                log_warning("Clone session %s, target %" PRIu32 ": cannot stream from the source: %s", t->session_id,
+                            t->index, problem);
+        free_and_replace(t->problem, problem);
+        clone_target_emit_changed(t, "Problem", NULL);
+        return 0;
+}
+
 static int handle_progress(Call *call) {
-        CloneSession *c = NULL;
-        const char *role = get_string(call, "role");
+        Party p = {};
+        const char *role = get_string(call, "role"), *problem = get_string(call, "problem");
         uint64_t seq = get_uint(call, "sequence");
         int r;
 
-        r = report_begin(call, role, &c);
+        r = report_begin(call, role, &p);
         if (r <= 0)
                 return r;
-        if (!IN_SET(c->status, CLONE_SOURCE_READY, CLONE_CLONING))
-                return fail(call, PB_NODE_PREFIX "InvalidState", "status", clone_status_to_string(c->status),
-                            "reason", "progress is reported only while the source is ready or cloning",
-                            NULL);
-        /* A target that cannot reach or verify its source says why while it goes on trying (in 400 bytes at
-         * most, as a failure's reason). */
-        const char *said = get_string(call, "problem");
-        bool has_problem = !isempty(said);
-        if (streq(role, "target")) {
-                _cleanup_free_ char *problem = has_problem ? strndup(said, 400) : NULL;
-                if (has_problem && !problem)
-                        return -ENOMEM;
-                if (!streq_ptr(problem, c->problem)) {
-                        if (problem)
-                                log_warning("Clone session %s: the target cannot stream from its source: %s",
-                                            c->id, problem);
-                        free_and_replace(c->problem, problem);
-                        clone_emit_changed(c, "Problem", NULL);
-                }
-        }
-        /* The first progress moves the session to cloning: that is written at once. */
-        if (c->status == CLONE_SOURCE_READY && !has_problem) {
-                r = record(call, c, role, seq, CLONE_CLONING, NULL);
+        CloneSession *c = p.session;
+        CloneTarget *t = p.target;
+        if (!IN_SET(status_of(&p), CLONE_SOURCE_READY, CLONE_CLONING))
+                return fail_state(call, &p, "progress is reported only while the source is ready or cloning");
+        if (t && (r = note_problem(t, problem)) < 0)
+                return r;
+        /* The first progress moves to cloning: that is written at once. */
+        bool ready = t ? t->status == CLONE_SOURCE_READY : clone_status_of_targets(c->targets, c->n_targets) == CLONE_SOURCE_READY;
+        if (ready && isempty(problem)) {
+                r = record(call, &p, seq, cloning_step, t);
                 if (r <= 0)
                         return r;
         }
         /* Progress itself only in memory: the flush timer writes it within a second. */
-        *sequence_of(c, role) = seq;
-        if (streq(role, "target"))
-                (void) clone_set_progress(c, get_uint(call, "bytesTransferred"), get_uint(call, "rateBps"));
-        else if (streq(get_string(call, "phase"), "uploading")) {
+        *sequence_of(&p) = seq;
+        if (t)
+                (void) clone_target_set_progress(t, get_uint(call, "bytesTransferred"), get_uint(call, "rateBps"));
+        else if (streq_ptr(get_string(call, "phase"), "uploading")) {
                 c->bytes_uploaded = get_uint(call, "bytesTransferred");
                 (void) throttle_kick(&c->progress);
         }
@@ -429,70 +460,96 @@ static bool digest_is_valid(const char *d) {
         return true;
 }
 
+/* A digest is in: each target with both digests completes or fails; one without its own yet is cloning. */
+static int digest_step(CloneSession *c, void *userdata, sd_bus_error *error) {
+        CloneTarget *only = userdata;
+        int r;
+        for (size_t i = 0; i < c->n_targets; i++) {
+                CloneTarget *t = c->targets[i];
+                if (only && t != only)
+                        continue;
+                r = t->digest && c->source_digest ? clone_target_verdict(t, error)
+                    : t->status == CLONE_SOURCE_READY ? clone_target_transition(t, CLONE_CLONING, NULL, error)
+                                                      : 0;
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
 static int handle_complete(Call *call) {
-        CloneSession *c = NULL;
+        Party p = {};
         const char *role = get_string(call, "role"), *digest = get_string(call, "digest");
         uint64_t seq = get_uint(call, "sequence");
-        _cleanup_free_ char *message = NULL;
         int r;
 
-        r = report_begin(call, role, &c);
+        r = report_begin(call, role, &p);
         if (r <= 0)
                 return r;
+        CloneSession *c = p.session;
+        CloneTarget *t = p.target;
         if (!digest_is_valid(digest))
                 return bad_parameter(call, "digest");
-        if (!IN_SET(c->status, CLONE_SOURCE_READY, CLONE_CLONING))
-                return fail(call, PB_NODE_PREFIX "InvalidState", "status", clone_status_to_string(c->status),
-                            "reason", "only a running session can complete", NULL);
+        if (!IN_SET(status_of(&p), CLONE_SOURCE_READY, CLONE_CLONING))
+                return fail_state(call, &p, "only a running session can complete");
 
-        char **mine = streq(role, "source") ? &c->source_digest : &c->target_digest;
-        const char *other = streq(role, "source") ? c->target_digest : clone_source_digest(c);
+        char **mine = t ? &t->digest : &c->source_digest;
         _cleanup_free_ char *old = *mine;
-        uint64_t old_bytes = c->bytes_transferred;
+        uint64_t old_bytes = t ? t->bytes_transferred : 0;
         *mine = strdup(digest);
         if (!*mine) {
                 *mine = TAKE_PTR(old);
                 return -ENOMEM;
         }
-        if (streq(role, "target"))
-                c->bytes_transferred = c->bytes_total;
-
-        CloneStatus to = c->status == CLONE_SOURCE_READY ? CLONE_CLONING : c->status;
-        if (other && clone_digest_verdict(streq(role, "source") ? digest : other,
-                                          streq(role, "source") ? other : digest, &to, &message) < 0)
-                return -ENOMEM;
-        r = record(call, c, role, seq, to, message);
+        if (t)
+                t->bytes_transferred = c->bytes_total;
+        r = record(call, &p, seq, digest_step, t);
         if (r > 0) {
-                clone_emit_changed(c, streq(role, "source") ? "SourceDigest" : "TargetDigest", NULL);
-                if (streq(role, "source")) /* targets added to it compare against this digest */
-                        manager_after_commit(call->m, clone_family_changed_of, c->id);
+                if (t)
+                        clone_target_emit_changed(t, "Digest", NULL);
+                else
+                        clone_emit_changed(c, "SourceDigest", NULL);
                 r = reply_with(call, NULL);
         } else {
                 free(*mine);
                 *mine = TAKE_PTR(old);
-                c->bytes_transferred = old_bytes;
+                if (t)
+                        t->bytes_transferred = old_bytes;
         }
         audit(call, "ReportComplete", c->id);
         return r;
 }
 
+typedef struct Failure {
+        CloneTarget *target;
+        const char *message;
+} Failure;
+
+static int failed_step(CloneSession *c, void *userdata, sd_bus_error *error) {
+        Failure *f = userdata;
+        return f->target ? clone_target_transition(f->target, CLONE_FAILED, f->message, error)
+                         : clone_targets_transition(c, CLONE_FAILED, f->message, error);
+}
+
 static int handle_failed(Call *call) {
-        CloneSession *c = NULL;
+        Party p = {};
         const char *role = get_string(call, "role");
         uint64_t seq = get_uint(call, "sequence");
         _cleanup_free_ char *message = NULL;
         int r;
 
-        r = report_begin(call, role, &c);
+        r = report_begin(call, role, &p);
         if (r <= 0)
                 return r;
+        if (!p.target && !clone_status_is_active(p.session->status))
+                return fail_state(call, &p, "the session is over");
         if (asprintf(&message, "The %s failed: %.400s (%.64s)", role, get_string(call, "error"),
                      get_string(call, "code")) < 0)
                 return -ENOMEM;
-        r = record(call, c, role, seq, CLONE_FAILED, message);
+        r = record(call, &p, seq, failed_step, &(Failure){ p.target, message });
         if (r > 0)
                 r = reply_with(call, NULL);
-        audit(call, "ReportFailed", c->id);
+        audit(call, "ReportFailed", p.session->id);
         return r;
 }
 
@@ -603,21 +660,19 @@ static int handle_report_operation(Call *call) {
 }
 
 static int handle_get_staging(Call *call) {
-        CloneSession *c = NULL;
-        int r = session_for_peer(call, NULL, &c);
+        Party p = {};
+        int r = session_for_peer(call, NULL, &p);
         if (r <= 0)
                 return r;
+        CloneSession *c = p.session;
         if (call->peer.kind != IDENTITY_CLONE)
                 return fail(call, PB_NODE_PREFIX "PermissionDenied", "reason",
                             "the staging area is told only to the session's clone certificates", NULL);
-        c = clone_owner(c); /* a target added to a session downloads that session's image */
         if (c->mode != CLONE_MODE_STAGED || !IN_SET(c->staging_status, STAGING_PROVISIONED,
                                                     STAGING_UPLOADING, STAGING_READY, STAGING_DOWNLOADING))
-                return fail(call, PB_NODE_PREFIX "InvalidState", "status", clone_status_to_string(c->status),
-                            "reason",
-                            c->mode == CLONE_MODE_STAGED ? "the staging area is not provisioned"
-                                                         : "a direct session",
-                            NULL);
+                return fail_state(call, &p,
+                                  c->mode == CLONE_MODE_STAGED ? "the staging area is not provisioned"
+                                                               : "a direct session");
         json_object *staging = staging_json(c), *o = json_object_new_object();
         if (!staging || !o) {
                 json_object_put(staging);
@@ -629,34 +684,31 @@ static int handle_get_staging(Call *call) {
 }
 
 static int handle_staging_status(Call *call) {
-        CloneSession *c = NULL;
+        Party p = {};
         const char *status = get_string(call, "status"), *reason = NULL;
         uint64_t seq = get_uint(call, "sequence");
         int r;
 
         r = call->peer.kind == IDENTITY_CLONE
-                    ? report_begin(call, call->peer.role, &c)
+                    ? report_begin(call, call->peer.role, &p)
                     : fail(call, PB_NODE_PREFIX "PermissionDenied", "reason",
                            "this call needs the session's clone certificate", NULL);
         if (r <= 0)
                 return r;
-        if (!clone_status_is_active(c->status))
-                return fail(call, PB_NODE_PREFIX "InvalidState", "status", clone_status_to_string(c->status),
-                            "reason", "the session is over", NULL);
-        if (streq(status, "cleanup") ||
-            streq(status, streq(call->peer.role, "source") ? "downloading" : "uploading"))
-                return fail(call, PB_NODE_PREFIX "InvalidState", "status", clone_status_to_string(c->status),
-                            "reason",
-                            streq(status, "cleanup") ? "the controller removes the staging area itself"
-                                                     : "the other role reports this step",
-                            NULL);
-        r = staging_report(clone_owner(c), (StagingStatus) staging_status_from_string(status), &reason);
+        CloneSession *c = p.session;
+        if (!clone_status_is_active(status_of(&p)))
+                return fail_state(call, &p, "the session is over");
+        if (streq(status, "cleanup") || streq(status, p.source ? "downloading" : "uploading"))
+                return fail_state(call, &p,
+                                  streq(status, "cleanup") ? "the controller removes the staging area itself"
+                                                           : "the other role reports this step");
+        r = staging_report(c, (StagingStatus) staging_status_from_string(status), &reason);
         if (r == -EINVAL)
                 return fail(call, PB_NODE_PREFIX "InvalidState", "status",
                             staging_status_to_string(c->staging_status), "reason", reason, NULL);
         if (r < 0)
                 return r;
-        r = record(call, c, call->peer.role, seq, c->status, NULL);
+        r = record(call, &p, seq, NULL, NULL);
         if (r > 0)
                 r = reply_with(call, NULL);
         audit(call, "ReportStagingStatus", c->id);
@@ -667,35 +719,38 @@ static int handle_clone_disk(Call *call) {
         _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
         const char *role = get_string(call, "role");
         json_object *disk = NULL;
-        CloneSession *c = NULL;
-        int r = report_begin(call, role, &c);
+        Party p = {};
+        int r = report_begin(call, role, &p);
         if (r <= 0)
                 return r;
-        if (!clone_status_is_active(c->status))
-                return fail(call, PB_NODE_PREFIX "InvalidState", "status", clone_status_to_string(c->status),
-                            "reason", "the session is over", NULL);
+        if (!clone_status_is_active(status_of(&p)))
+                return fail_state(call, &p, "the session is over");
         json_object_object_get_ex(call->p, "disk", &disk);
-        r = clone_report_disk(c, role, disk, &e);
+        r = clone_report_disk(p.session, p.target, disk, &e);
         if (r < 0 && sd_bus_error_has_name(&e, PB_ERROR_INVALID_ARGUMENT))
                 return fail(call, VARLINK_ERROR("InvalidParameter"), "parameter", "disk", "reason", e.message, NULL);
+        if (r < 0 && sd_bus_error_has_name(&e, PB_ERROR_INVALID_STATE))
+                return fail_state(call, &p, e.message);
         if (r < 0)
-                return sd_bus_error_is_set(&e) ? fail_bus_error(call, c, &e) : r;
-        r = record(call, c, role, get_uint(call, "sequence"), c->status, NULL);
+                return sd_bus_error_is_set(&e) ? log_warning_errno(EIO, "Node call by %s failed: %s",
+                                                                   strna(call->peer.cn), e.message)
+                                               : r;
+        r = record(call, &p, get_uint(call, "sequence"), NULL, NULL);
         if (r > 0)
                 r = reply_with(call, NULL);
-        audit(call, "ReportCloneDisk", c->id);
+        audit(call, "ReportCloneDisk", p.session->id);
         return r;
 }
 
 static int handle_get_resize_plan(Call *call) {
-        CloneSession *c = NULL;
-        int r = session_for_peer(call, NULL, &c);
+        Party p = {};
+        int r = session_for_peer(call, NULL, &p);
         if (r <= 0)
                 return r;
         json_object *o = json_object_new_object();
         if (!o)
                 return -ENOMEM;
-        json_object_object_add(o, "plan", clone_plan_json(c));
+        json_object_object_add(o, "plan", clone_plan_json(p.target ?: clone_first_target(p.session)));
         return reply_with(call, o);
 }
 
@@ -770,8 +825,11 @@ done:
 
 static int load_sequence(void *userdata, const char *session_id, const char *role, uint64_t sequence) {
         CloneSession *c = hashmap_get(((Manager *) userdata)->sessions, session_id);
-        if (c && STR_IN_SET(role, "source", "target"))
-                *sequence_of(c, role) = sequence;
+        CloneTarget *t = c ? clone_target(c, clone_target_index(role)) : NULL;
+        if (t)
+                t->sequence = sequence;
+        else if (c && streq(role, "source"))
+                c->source_sequence = sequence;
         return 0;
 }
 

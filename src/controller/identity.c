@@ -48,14 +48,15 @@ int identity_parse(const char *cn, IdentityName *ret) {
         if ((rest = startswith(cn, "node-")) && id_is_valid(rest)) {
                 p.kind = IDENTITY_NODE;
                 memcpy(p.node, rest, PB_ID_LEN + 1);
-        } else if ((rest = startswith(cn, "clone-")) && strlen(rest) > PB_ID_LEN + 1 &&
-                   rest[PB_ID_LEN] == '-' && STR_IN_SET(rest + PB_ID_LEN + 1, "source", "target")) {
+        } else if ((rest = startswith(cn, "clone-")) && strlen(rest) > PB_ID_LEN + 1 && rest[PB_ID_LEN] == '-' &&
+                   (streq(rest + PB_ID_LEN + 1, "source") || clone_target_index(rest + PB_ID_LEN + 1) > 0)) {
                 p.kind = IDENTITY_CLONE;
                 memcpy(p.session, rest, PB_ID_LEN);
                 p.session[PB_ID_LEN] = 0;
                 if (!id_is_valid(p.session))
                         return -EINVAL;
-                snprintf(p.role, sizeof(p.role), "%s", rest + PB_ID_LEN + 1);
+                p.target = clone_target_index(rest + PB_ID_LEN + 1);
+                snprintf(p.role, sizeof(p.role), "%s", p.target > 0 ? "target" : "source");
         } else
                 return -EINVAL;
         *ret = p;
@@ -137,9 +138,10 @@ static void announce(Manager *m, const char *cn) {
         if (identity_parse(cn, &name) < 0 || name.kind != IDENTITY_CLONE)
                 return;
         c = hashmap_get(m->sessions, name.session);
-        if (c)
-                clone_emit_changed(c, streq(name.role, "source") ? "SourceCertificate" : "TargetCertificate",
-                                   NULL);
+        if (c && name.target == 0)
+                clone_emit_changed(c, "SourceCertificate", NULL);
+        else if (c && clone_target(c, name.target))
+                clone_target_emit_changed(clone_target(c, name.target), "Certificate", NULL);
 }
 
 int identity_enrolled(Manager *m, const char *cn, const char *serial, const char *address) {

@@ -5,12 +5,14 @@
 #include "manager.h"
 #include "util.h"
 
-/* What a certificate name says: node-<id>, clone-<session>-source|target, or no identity at all. */
+/* What a certificate name says: node-<id>, clone-<session>-source, clone-<session>-target-<n> (or -target,
+ * target 1's name before sessions had several), or no identity at all. */
 typedef enum IdentityKind { IDENTITY_NONE, IDENTITY_NODE, IDENTITY_CLONE } IdentityKind;
 
 typedef struct IdentityName {
         IdentityKind kind;
-        char node[PB_ID_LEN + 1], session[PB_ID_LEN + 1], role[8];
+        char node[PB_ID_LEN + 1], session[PB_ID_LEN + 1], role[8]; /* role: source or target */
+        uint32_t target;                                           /* which target, from 1; 0 for the source */
         const char *cn;
 } IdentityName;
 

@@ -104,11 +104,17 @@ void manager_emit_changed_va(Manager *m, const char *path, const char *interface
                              va_list ap) {
         _cleanup_strv_free_ char **names = strv_new(NULL);
 
-        if (!m->bus || !path || !names)
-                return;
+        if (!names)
+                return (void) log_oom();
         for (const char *p = first; p; p = va_arg(ap, const char *))
                 if (strv_extend(&names, p) < 0)
                         return (void) log_oom();
+        manager_emit_changed_strv(m, path, interface, names);
+}
+
+void manager_emit_changed_strv(Manager *m, const char *path, const char *interface, char **names) {
+        if (!m->bus || !path || strv_length(names) == 0)
+                return;
         /* Inside a transaction the change may still be rolled back: clients hear of it once it is kept. */
         if (!store_in_transaction(m->store))
                 emit_now(m, path, interface, names);
@@ -210,6 +216,18 @@ static int add_session(void *userdata, void *record) {
         return r;
 }
 
+static int add_target(void *userdata, void *record) {
+        Manager *m = userdata;
+        CloneTarget *t = record;
+        CloneSession *c = hashmap_get(m->sessions, t->session_id);
+        if (!c) { /* the foreign key rules it out */
+                log_error("Target %" PRIu32 " belongs to session %s, which is not there.", t->index, t->session_id);
+                clone_target_free(t);
+                return -EBADMSG;
+        }
+        return clone_attach_target(c, t);
+}
+
 static int add_storage(void *userdata, void *record) {
         StorageBackend *b = record;
         int r = storage_attach(userdata, b);
@@ -251,6 +269,9 @@ int manager_load(Manager *m) {
         r = store_sessions_load(m->store, add_session, m);
         if (r < 0)
                 return log_error_errno(r, "Failed to load the clone sessions from %s: %m", db);
+        r = store_targets_load(m->store, add_target, m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to load the clone sessions' targets from %s: %m", db);
         r = gateway_init(m);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the node gateway: %m");

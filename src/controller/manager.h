@@ -59,6 +59,7 @@ int manager_run(Manager *m);
 
 /* PropertiesChanged for the named properties (NULL-terminated list ap) of interface at path: now, or,
  * inside a transaction, once it commits. */
+void manager_emit_changed_strv(Manager *m, const char *path, const char *interface, char **names);
 void manager_emit_changed_va(Manager *m, const char *path, const char *interface, const char *first,
                              va_list ap);
 

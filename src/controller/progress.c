@@ -26,8 +26,14 @@ int progress_flush(Manager *m) {
                 r = store_session_progress(m->store, c);
                 if (r >= 0 && c->source_sequence > 0)
                         r = store_sequence_set(m->store, c->id, "source", c->source_sequence);
-                if (r >= 0 && c->target_sequence > 0)
-                        r = store_sequence_set(m->store, c->id, "target", c->target_sequence);
+                for (size_t k = 0; r >= 0 && k < c->n_targets; k++) {
+                        _cleanup_free_ char *role = NULL;
+                        CloneTarget *t = c->targets[k];
+                        if (t->sequence > 0)
+                                r = clone_target_role(t->index, &role) < 0 ? -ENOMEM
+                                                                           : store_sequence_set(m->store, c->id, role,
+                                                                                                t->sequence);
+                }
                 if (r < 0) {
                         store_rollback(m->store);
                         (void) store_set_durable(m->store, true);

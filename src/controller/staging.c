@@ -158,7 +158,6 @@ static int set_staging(CloneSession *c, StagingStatus status, bool replace, json
                 c->staging_path = TAKE_PTR(p);
         }
         clone_emit_changed(c, "StagingStatus", "StagingPath", NULL);
-        clone_emit_followers(c, "StagingStatus");
         return 0;
 }
 
@@ -189,7 +188,7 @@ static void on_provisioned(Manager *m, json_object *result, const char *why, voi
                 bool space = result && json_object_object_get_ex(result, "insufficient", NULL);
                 if (asprintf(&message, "%s%s.%s", space ? "Not enough staging space: " : "Staging failed: ", why,
                              space ? " Nothing was copied." : "") >= 0)
-                        (void) clone_transition(c, CLONE_FAILED, message, &e);
+                        (void) clone_end(c, CLONE_FAILED, message, &e);
         }
         job_free(j);
 }

@@ -152,6 +152,83 @@ static const char *const migrations[] = {
          * and a name's earlier tokens are retired when a new one is minted */
         "ALTER TABLE enrolment_tokens ADD COLUMN address TEXT;"
         "CREATE INDEX enrolment_tokens_name ON enrolment_tokens(node_id, session_id, role);",
+        /* 9: a session has one source and N targets, each a row of its own: a session's own target becomes
+         * its target 1, and a session that followed another (same source and staging, another target)
+         * that one's next target, in the order they were created. Report sequences, unused tokens and
+         * certificate names of targets are named target-<n> from now on. Run with foreign keys off
+         * (migrate()), as rebuilding clone_sessions without the target's columns needs. */
+        "CREATE TABLE clone_targets ("
+        "  session_id TEXT NOT NULL REFERENCES clone_sessions(id) ON DELETE CASCADE,"
+        "  target_index INTEGER NOT NULL,"
+        "  status TEXT NOT NULL,"
+        "  node_id TEXT NOT NULL REFERENCES nodes(id) ON DELETE RESTRICT,"
+        "  device TEXT NOT NULL,"
+        "  resize_mode TEXT NOT NULL DEFAULT 'none',"
+        "  partition_plan_json TEXT,"
+        "  disk_json TEXT,"
+        "  bytes_transferred INTEGER NOT NULL DEFAULT 0,"
+        "  transfer_rate_bps INTEGER NOT NULL DEFAULT 0,"
+        "  digest TEXT,"
+        "  error_message TEXT,"
+        "  started_at INTEGER NOT NULL DEFAULT 0,"
+        "  completed_at INTEGER NOT NULL DEFAULT 0,"
+        "  PRIMARY KEY (session_id, target_index));"
+        "CREATE INDEX clone_targets_node ON clone_targets(node_id);"
+        "CREATE TEMP TABLE moved_targets AS"
+        "  SELECT id AS old_id, id AS session_id, 1 AS target_index FROM clone_sessions"
+        "    WHERE follows IS NULL AND target_node_id IS NOT NULL"
+        "  UNION ALL"
+        "  SELECT f.id, f.follows, ROW_NUMBER() OVER (PARTITION BY f.follows ORDER BY f.created_at, f.id) +"
+        "    (SELECT COUNT(*) FROM clone_sessions o WHERE o.id = f.follows AND o.target_node_id IS NOT NULL)"
+        "    FROM clone_sessions f WHERE f.follows IN (SELECT id FROM clone_sessions) AND f.target_node_id IS NOT NULL;"
+        "INSERT INTO clone_targets (session_id, target_index, status, node_id, device, resize_mode,"
+        "    partition_plan_json, disk_json, bytes_transferred, transfer_rate_bps, digest, error_message,"
+        "    started_at, completed_at)"
+        "  SELECT m.session_id, m.target_index, s.status, s.target_node_id, s.target_device, s.resize_mode,"
+        "    s.partition_plan_json, s.target_disk_json, s.bytes_transferred, s.transfer_rate_bps, s.target_digest,"
+        "    s.error_message, s.started_at, s.completed_at"
+        "  FROM moved_targets m JOIN clone_sessions s ON s.id = m.old_id;"
+        "INSERT OR REPLACE INTO report_sequences (session_id, role, last_sequence)"
+        "  SELECT m.session_id, 'target-' || m.target_index, q.last_sequence"
+        "  FROM moved_targets m JOIN report_sequences q ON q.session_id = m.old_id AND q.role = 'target';"
+        "UPDATE enrolment_tokens SET role = 'target-1' WHERE role = 'target' AND session_id IN"
+        "  (SELECT old_id FROM moved_targets WHERE old_id = session_id);"
+        "UPDATE certificates SET subject = subject || '-1' WHERE role = 'target' AND subject ="
+        "  'clone-' || session_id || '-target' AND session_id IN (SELECT old_id FROM moved_targets WHERE old_id = session_id);"
+        "DELETE FROM report_sequences WHERE role = 'target' OR session_id IN (SELECT id FROM clone_sessions WHERE follows IS NOT NULL);"
+        "DELETE FROM enrolment_tokens WHERE session_id IN (SELECT id FROM clone_sessions WHERE follows IS NOT NULL);"
+        "DELETE FROM clone_sessions WHERE follows IS NOT NULL;"
+        "DROP TABLE moved_targets;"
+        /* The session keeps the source's and the staging's columns; the status it derives from its targets'. */
+        "CREATE TABLE clone_sessions_new ("
+        "  id TEXT PRIMARY KEY NOT NULL,"
+        "  name TEXT NOT NULL,"
+        "  status TEXT NOT NULL,"
+        "  clone_mode TEXT NOT NULL CHECK (clone_mode IN ('direct', 'staged')),"
+        "  source_node_id TEXT NOT NULL REFERENCES nodes(id) ON DELETE RESTRICT,"
+        "  source_device TEXT NOT NULL,"
+        "  source_ip TEXT,"
+        "  source_port INTEGER NOT NULL DEFAULT 0,"
+        "  staging_backend_id TEXT REFERENCES storage_backends(id) ON DELETE RESTRICT,"
+        "  staging_path TEXT,"
+        "  staging_status TEXT,"
+        "  staging_resources TEXT,"
+        "  bytes_uploaded INTEGER NOT NULL DEFAULT 0,"
+        "  resize_mode TEXT NOT NULL DEFAULT 'none',"
+        "  source_disk_json TEXT,"
+        "  bytes_total INTEGER NOT NULL DEFAULT 0,"
+        "  source_digest TEXT,"
+        "  created_at INTEGER NOT NULL,"
+        "  started_at INTEGER NOT NULL DEFAULT 0,"
+        "  completed_at INTEGER NOT NULL DEFAULT 0,"
+        "  created_by INTEGER NOT NULL,"
+        "  idempotency_key TEXT UNIQUE);"
+        "INSERT INTO clone_sessions_new SELECT id, name, status, clone_mode, source_node_id, source_device,"
+        "  source_ip, source_port, staging_backend_id, staging_path, staging_status, staging_resources,"
+        "  bytes_uploaded, resize_mode, source_disk_json, bytes_total, source_digest, created_at, started_at,"
+        "  completed_at, created_by, idempotency_key FROM clone_sessions;"
+        "DROP TABLE clone_sessions;"
+        "ALTER TABLE clone_sessions_new RENAME TO clone_sessions;",
 };
 
 static int exec_plain(Store *s, const char *sql) {
@@ -171,7 +248,20 @@ int store_schema_version(Store *s) {
         return sqlite3_column_int(stmt, 0);
 }
 
-static int migrate(Store *s) {
+/* -EBADMSG, with the first offending row logged, if a row refers to one that is not there. */
+static int foreign_keys_check(Store *s) {
+        _cleanup_finalize_ sqlite3_stmt *stmt = NULL;
+        int r = store_query(s, &stmt, "PRAGMA foreign_key_check", "");
+        if (r < 0)
+                return r;
+        if (sqlite3_step(stmt) == SQLITE_ROW)
+                return log_error_errno(EBADMSG, "Row %lld of table %s refers to a missing row of %s.",
+                                       (long long) sqlite3_column_int64(stmt, 1), sqlite3_column_text(stmt, 0),
+                                       sqlite3_column_text(stmt, 2));
+        return 0;
+}
+
+static int migrate(Store *s, size_t to) {
         int version = store_schema_version(s), r;
         if (version < 0)
                 return version;
@@ -181,7 +271,12 @@ static int migrate(Store *s) {
                         "Database schema version %d is newer than this controller knows (%zu); "
                         "refusing to touch it. Run a newer pureboot-controller.",
                         version, ELEMENTSOF(migrations));
-        for (size_t i = (size_t) version; i < ELEMENTSOF(migrations); i++) {
+        /* Off while migrating, so that a table can be rebuilt (a new one filled, the old one dropped, the new
+         * one renamed) without the drop's cascades; each migration's result is checked before it commits. */
+        r = exec_plain(s, "PRAGMA foreign_keys = OFF");
+        if (r < 0)
+                return r;
+        for (size_t i = (size_t) version; i < to; i++) {
                 _cleanup_free_ char *pragma = NULL;
                 r = store_begin(s);
                 if (r < 0)
@@ -191,6 +286,8 @@ static int migrate(Store *s) {
                         return -ENOMEM;
                 }
                 r = exec_plain(s, migrations[i]);
+                if (r >= 0)
+                        r = foreign_keys_check(s);
                 if (r >= 0)
                         r = exec_plain(s, pragma);
                 if (r < 0) {
@@ -202,10 +299,10 @@ static int migrate(Store *s) {
                         return r;
                 log_debug("Database migrated to schema version %zu.", i + 1);
         }
-        return 0;
+        return exec_plain(s, "PRAGMA foreign_keys = ON");
 }
 
-int store_open(const char *path, Store **ret) {
+int store_open_version(const char *path, size_t version, Store **ret) {
         Store *s = calloc(1, sizeof(Store));
         int r;
         if (!s)
@@ -224,13 +321,17 @@ int store_open(const char *path, Store **ret) {
         sqlite3_busy_timeout(s->db, 5000);
         r = exec_plain(s, "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;");
         if (r >= 0)
-                r = migrate(s);
+                r = migrate(s, MIN(version, ELEMENTSOF(migrations)));
         if (r < 0) {
                 store_close(s);
                 return r;
         }
         *ret = s;
         return 0;
+}
+
+int store_open(const char *path, Store **ret) {
+        return store_open_version(path, SIZE_MAX, ret);
 }
 
 Store *store_close(Store *s) {
@@ -525,10 +626,10 @@ static int read_column(sqlite3_stmt *stmt, int i, const Table *t, const Column *
         assert_not_reached();
 }
 
-/* Runs a statement the table built, binding the columns selected by include in order, then the column
- * then (the key of an UPDATE) and guard_value, if given. */
+/* Runs a statement the table built, binding the columns selected by include in order, then those selected
+ * by then (the key of an UPDATE) and guard_value, if given. */
 static int run_built(Store *s, const char *sql, const Table *t, const void *record,
-                     bool (*include)(const Column *), const Column *then, const char *guard_value) {
+                     bool (*include)(const Column *), bool (*then)(const Column *), const char *guard_value) {
         sqlite3_stmt *stmt;
         int r, rc = SQLITE_OK, i = 1;
 
@@ -538,8 +639,9 @@ static int run_built(Store *s, const char *sql, const Table *t, const void *reco
         for (size_t k = 0; k < t->n_columns && rc == SQLITE_OK; k++)
                 if (include(&t->columns[k]))
                         rc = bind_column(stmt, i++, &t->columns[k], record);
-        if (then && rc == SQLITE_OK)
-                rc = bind_column(stmt, i++, then, record);
+        for (size_t k = 0; then && k < t->n_columns && rc == SQLITE_OK; k++)
+                if (then(&t->columns[k]))
+                        rc = bind_column(stmt, i++, &t->columns[k], record);
         if (guard_value && rc == SQLITE_OK)
                 rc = sqlite3_bind_text(stmt, i++, guard_value, -1, SQLITE_TRANSIENT);
         if (rc != SQLITE_OK) {
@@ -556,6 +658,10 @@ static bool every_column(const Column *c) {
 
 static bool updated_column(const Column *c) {
         return !(c->flags & (COLUMN_KEY | COLUMN_FIXED));
+}
+
+static bool key_column(const Column *c) {
+        return c->flags & COLUMN_KEY;
 }
 
 static const Column *column_with(const Table *t, ColumnFlags flag) {
@@ -603,27 +709,25 @@ static int row_upsert(Store *s, const Table *t, const void *record) {
         return r < 0 ? r : 0;
 }
 
-/* Writes every column but the key and the fixed ones. With guard_value, only if the guard column still
- * holds it: -ESTALE if not. -ENOENT if there is no such row. */
+/* Writes every column but the key (one column or several) and the fixed ones. With guard_value, only if the
+ * guard column still holds it: -ESTALE if not. -ENOENT if there is no such row. */
 static int row_update(Store *s, const Table *t, const void *record, const char *guard_value) {
-        const Column *key = column_with(t, COLUMN_KEY), *guard = column_with(t, COLUMN_GUARD);
-        _cleanup_free_ char *sets = NULL, *sql = NULL;
-        bool first = true;
+        const Column *guard = column_with(t, COLUMN_GUARD);
+        _cleanup_free_ char *sets = NULL, *keys = NULL, *sql = NULL;
         int r;
 
-        assert(key);
+        assert(column_with(t, COLUMN_KEY));
         assert(!guard_value || guard);
-        for (size_t k = 0; k < t->n_columns; k++)
-                if (updated_column(&t->columns[k])) {
-                        if (strextend_printf(&sets, "%s%s = ?", first ? "" : ", ", t->columns[k].name) < 0)
-                                return -ENOMEM;
-                        first = false;
-                }
-        if (asprintf(&sql, "UPDATE %s SET %s WHERE %s = ?%s%s%s", t->name, sets, key->name,
-                     guard_value ? " AND " : "", guard_value ? guard->name : "",
-                     guard_value ? " = ?" : "") < 0)
+        for (size_t k = 0; k < t->n_columns; k++) {
+                const Column *c = &t->columns[k];
+                if ((updated_column(c) && strextend_printf(&sets, "%s%s = ?", sets ? ", " : "", c->name) < 0) ||
+                    (key_column(c) && strextend_printf(&keys, "%s%s = ?", keys ? " AND " : "", c->name) < 0))
+                        return -ENOMEM;
+        }
+        if (asprintf(&sql, "UPDATE %s SET %s WHERE %s%s%s%s", t->name, sets, keys, guard_value ? " AND " : "",
+                     guard_value ? guard->name : "", guard_value ? " = ?" : "") < 0)
                 return -ENOMEM;
-        r = run_built(s, sql, t, record, updated_column, key, guard_value);
+        r = run_built(s, sql, t, record, updated_column, key_column, guard_value);
         return r < 0 ? r : r == 1 ? 0 : guard_value ? -ESTALE : -ENOENT;
 }
 
@@ -715,9 +819,7 @@ static const Column session_columns[] = {
         ENUM_COL(CloneSession, status, "status", clone_status, COLUMN_GUARD),
         ENUM_COL(CloneSession, mode, "clone_mode", clone_mode),
         COL(CloneSession, source_node, "source_node_id", COLUMN_STRING),
-        COL(CloneSession, target_node, "target_node_id", COLUMN_STRING),
         COL(CloneSession, source_device, "source_device", COLUMN_STRING),
-        COL(CloneSession, target_device, "target_device", COLUMN_STRING),
         COL(CloneSession, source_address, "source_ip", COLUMN_STRING),
         COL(CloneSession, source_port, "source_port", COLUMN_U16),
         COL(CloneSession, staging_backend, "staging_backend_id", COLUMN_STRING),
@@ -726,21 +828,14 @@ static const Column session_columns[] = {
         COL(CloneSession, staging_resources, "staging_resources", COLUMN_STRING),
         COL(CloneSession, bytes_uploaded, "bytes_uploaded", COLUMN_U64),
         ENUM_COL(CloneSession, resize_mode, "resize_mode", resize_mode),
-        COL(CloneSession, plan_json, "partition_plan_json", COLUMN_STRING),
         COL(CloneSession, source_disk_json, "source_disk_json", COLUMN_STRING),
-        COL(CloneSession, target_disk_json, "target_disk_json", COLUMN_STRING),
-        COL(CloneSession, follows, "follows", COLUMN_STRING, COLUMN_FIXED),
         COL(CloneSession, bytes_total, "bytes_total", COLUMN_U64),
-        COL(CloneSession, bytes_transferred, "bytes_transferred", COLUMN_U64),
-        COL(CloneSession, transfer_rate, "transfer_rate_bps", COLUMN_U64),
-        COL(CloneSession, error, "error_message", COLUMN_STRING),
         COL(CloneSession, created_at, "created_at", COLUMN_U64, COLUMN_FIXED),
         COL(CloneSession, started_at, "started_at", COLUMN_U64),
         COL(CloneSession, completed_at, "completed_at", COLUMN_U64),
         COL(CloneSession, created_by, "created_by", COLUMN_U32, COLUMN_FIXED),
         COL(CloneSession, idempotency_key, "idempotency_key", COLUMN_STRING, COLUMN_FIXED),
         COL(CloneSession, source_digest, "source_digest", COLUMN_STRING),
-        COL(CloneSession, target_digest, "target_digest", COLUMN_STRING),
 };
 
 static void session_free_record(void *record) {
@@ -750,6 +845,32 @@ static void session_free_record(void *record) {
 static const Table session_table = {
         "clone_sessions",     "clone session",     session_columns, ELEMENTSOF(session_columns),
         sizeof(CloneSession), session_free_record,
+};
+
+static const Column target_columns[] = {
+        COL(CloneTarget, session_id, "session_id", COLUMN_STRING, COLUMN_KEY),
+        COL(CloneTarget, index, "target_index", COLUMN_U32, COLUMN_KEY),
+        ENUM_COL(CloneTarget, status, "status", clone_status),
+        COL(CloneTarget, node, "node_id", COLUMN_STRING),
+        COL(CloneTarget, device, "device", COLUMN_STRING),
+        ENUM_COL(CloneTarget, resize_mode, "resize_mode", resize_mode),
+        COL(CloneTarget, plan_json, "partition_plan_json", COLUMN_STRING),
+        COL(CloneTarget, disk_json, "disk_json", COLUMN_STRING),
+        COL(CloneTarget, bytes_transferred, "bytes_transferred", COLUMN_U64),
+        COL(CloneTarget, transfer_rate, "transfer_rate_bps", COLUMN_U64),
+        COL(CloneTarget, digest, "digest", COLUMN_STRING),
+        COL(CloneTarget, error, "error_message", COLUMN_STRING),
+        COL(CloneTarget, started_at, "started_at", COLUMN_U64),
+        COL(CloneTarget, completed_at, "completed_at", COLUMN_U64),
+};
+
+static void target_free_record(void *record) {
+        clone_target_free(record);
+}
+
+static const Table target_table = {
+        "clone_targets",     "clone target",      target_columns, ELEMENTSOF(target_columns),
+        sizeof(CloneTarget), target_free_record,  "session_id, target_index",
 };
 
 static const Column storage_columns[] = {
@@ -793,7 +914,8 @@ int store_nodes_load(Store *s, int (*add)(void *userdata, void *record), void *u
 
 int store_node_sessions(Store *s, const char *id, char **ret) {
         return collect_ids(s,
-                           "SELECT id FROM clone_sessions WHERE source_node_id = ?1 OR target_node_id = ?1 "
+                           "SELECT id FROM clone_sessions WHERE source_node_id = ?1 OR id IN "
+                           "(SELECT session_id FROM clone_targets WHERE node_id = ?1) "
                            "ORDER BY created_at",
                            id, ret);
 }
@@ -1004,10 +1126,28 @@ int store_session_update(Store *s, const CloneSession *c, const char *expected_s
 }
 
 int store_session_progress(Store *s, const CloneSession *c) {
-        int r = store_exec(s, "UPDATE clone_sessions SET bytes_transferred = ?, transfer_rate_bps = ?, bytes_uploaded = ? "
-                           "WHERE id = ?",
-                           "ttts", c->bytes_transferred, c->transfer_rate, c->bytes_uploaded, c->id);
-        return r < 0 ? r : r == 1 ? 0 : -ENOENT;
+        int r = store_exec(s, "UPDATE clone_sessions SET bytes_uploaded = ? WHERE id = ?", "ts", c->bytes_uploaded,
+                           c->id);
+        for (size_t i = 0; r >= 0 && i < c->n_targets; i++) {
+                const CloneTarget *t = c->targets[i];
+                r = store_exec(s,
+                               "UPDATE clone_targets SET bytes_transferred = ?, transfer_rate_bps = ? "
+                               "WHERE session_id = ? AND target_index = ?",
+                               "ttsu", t->bytes_transferred, t->transfer_rate, c->id, t->index);
+        }
+        return r < 0 ? r : 0;
+}
+
+int store_target_insert(Store *s, const CloneTarget *t) {
+        return row_insert(s, &target_table, t);
+}
+
+int store_target_update(Store *s, const CloneTarget *t) {
+        return row_update(s, &target_table, t, NULL);
+}
+
+int store_targets_load(Store *s, int (*add)(void *userdata, void *record), void *userdata) {
+        return rows_load(s, &target_table, add, userdata);
 }
 
 int store_set_durable(Store *s, bool durable) {

@@ -10,11 +10,14 @@
 typedef struct Store Store;
 typedef struct Node Node;
 typedef struct CloneSession CloneSession;
+typedef struct CloneTarget CloneTarget;
 typedef struct StorageBackend StorageBackend;
 typedef struct DiskInfo DiskInfo;
 typedef struct PartitionOperation PartitionOperation;
 
 int store_open(const char *path, Store **ret);
+/* The same, migrating no further than schema version (tests make databases as older versions did). */
+int store_open_version(const char *path, size_t version, Store **ret);
 Store *store_close(Store *s);
 int store_schema_version(Store *s);
 
@@ -71,6 +74,11 @@ int store_session_insert(Store *s, const CloneSession *c);
 /* Writes every mutable column, but only if the stored status is still expected_status. -ESTALE if not. */
 int store_session_update(Store *s, const CloneSession *c, const char *expected_status);
 int store_session_delete(Store *s, const char *id);
+/* A session's targets (their key: the session's id and the target's index). */
+int store_target_insert(Store *s, const CloneTarget *t);
+int store_target_update(Store *s, const CloneTarget *t);
+/* Every target, by session and index. */
+int store_targets_load(Store *s, int (*add)(void *userdata, void *record), void *userdata);
 /* Only the progress columns, for the once-a-second flush. */
 int store_session_progress(Store *s, const CloneSession *c);
 /* FULL (the default) fsyncs every commit; NORMAL leaves it to the WAL checkpoint — used for progress, which

@@ -136,16 +136,27 @@ static int clone_update(sd_bus *bus, const char *path) {
         return r < 0 ? -r : EXIT_OK;
 }
 
+/* clone token ID --role source|target [--target N]: a token for the source, or for the session's first or
+ * Nth target. */
 static int clone_token(sd_bus *bus, const char *path) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+        _cleanup_free_ char *role = NULL;
         const char *token;
         int r;
 
-        if (!ctl_require(arg.role, "--role source|target", "clone token"))
+        if (arg.target && !streq_ptr(arg.role, "source")) {
+                if (asprintf(&role, "target-%s", arg.target) < 0)
+                        return EXIT_FAILED;
+                if (clone_target_index(role) == 0)
+                        return log_error("--target is a target's number (1, 2, …; purebootctl clone status lists "
+                                         "them), not \"%s\".",
+                                         arg.target),
+                               EXIT_USAGE;
+        } else if (!ctl_require(arg.role, "--role source|target [--target N]", "clone token"))
                 return EXIT_USAGE;
         r = ctl_new_call(bus, path, PB_IFACE("CloneSession"), "IssueBootToken", &m);
         if (r >= 0)
-                r = sd_bus_message_append(m, "sa{sv}", arg.role, 0);
+                r = sd_bus_message_append(m, "sa{sv}", role ?: arg.role, 0);
         if (r < 0)
                 return EXIT_FAILED;
         r = ctl_call(bus, m, &reply, "issue a boot token");
@@ -232,6 +243,45 @@ static void print_progress(const Progress *p, bool live) {
         fflush(stdout);
 }
 
+/* One line per target of a session with several: its number, node, device, status, share done and why it
+ * failed. */
+static int print_targets(sd_bus *bus, const char *path) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_strv_free_ char **targets = NULL;
+        int r = sd_bus_get_property_strv(bus, PB_BUS_NAME, path, PB_IFACE("CloneSession"), "Targets", &error,
+                                         &targets);
+        if (r < 0)
+                return ctl_error(&error, r, "read the session's targets");
+        if (!targets || !targets[0] || !targets[1])
+                return 0;
+        for (char **t = targets; *t; t++) {
+                _cleanup_free_ char *node = NULL, *device = NULL, *status = NULL, *problem = NULL, *failure = NULL;
+                uint32_t index = 0;
+                double progress = 0;
+                sd_bus_message *reply = NULL;
+                const char *iface = PB_IFACE("CloneTarget");
+                r = sd_bus_get_property_trivial(bus, PB_BUS_NAME, *t, iface, "Index", &error, 'u', &index);
+                if (r >= 0)
+                        r = sd_bus_get_property_string(bus, PB_BUS_NAME, *t, iface, "Node", &error, &node);
+                if (r >= 0)
+                        r = sd_bus_get_property_string(bus, PB_BUS_NAME, *t, iface, "Device", &error, &device);
+                if (r >= 0)
+                        r = sd_bus_get_property_string(bus, PB_BUS_NAME, *t, iface, "Status", &error, &status);
+                if (r >= 0)
+                        r = sd_bus_get_property_string(bus, PB_BUS_NAME, *t, iface, "Error", &error, &failure);
+                if (r >= 0)
+                        r = sd_bus_get_property(bus, PB_BUS_NAME, *t, iface, "Progress", &error, &reply, "d");
+                if (r >= 0)
+                        r = sd_bus_message_read(reply, "d", &progress);
+                sd_bus_message_unref(reply);
+                if (r < 0)
+                        return ctl_error(&error, r, "read a target");
+                printf("  target %-3" PRIu32 " %-12.32s %-16.64s %-12s %5.1f%%%s%s\n", index, node, device, status,
+                       progress * 100.0, *failure ? "  " : "", failure);
+        }
+        return 0;
+}
+
 static int on_changed(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         (void) m, (void) error;
         *(bool *) userdata = true;
@@ -298,6 +348,8 @@ static int clone_status(sd_bus *bus, const char *path) {
         }
         if (live && arg.follow)
                 printf("\n");
+        if (arg.json == JSON_OFF && (r = print_targets(bus, path)) > 0)
+                return r;
         if (*p.error && clone_status_name_is_final(p.status))
                 log_error("Session %s: %s", p.status, p.error);
         return !arg.follow || clone_status_from_string(p.status) == CLONE_COMPLETED ? EXIT_OK : EXIT_FAILED;

@@ -407,7 +407,7 @@ static void help(void) {
                "  clone update ID [--name N] [--source-device DEV] [--target-device DEV] [--target NODE] "
                "...\n"
                "  clone status ID [--follow]      Progress, with a live bar when following\n"
-               "  clone token ID --role source|target\n"
+               "  clone token ID --role source|target [--target N]\n"
                "  clone add-target ID --target NODE --target-device DEV [--resize MODE]\n"
                "                                  One more target of a staged session (its own session)\n"
                "  clone plan ID [--analyze] [--edit N=SIZE]... [--set JSON]\n"

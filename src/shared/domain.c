@@ -1,5 +1,9 @@
 /* SPDX-License-Identifier: MIT */
+#include <assert.h>
 #include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
 
 #include "domain.h"
 #include "macro.h"
@@ -66,4 +70,22 @@ bool clone_status_is_final(CloneStatus s) {
 bool clone_status_name_is_final(const char *s) {
         int v = clone_status_from_string(s);
         return v >= 0 && clone_status_is_final((CloneStatus) v);
+}
+
+int clone_target_role(uint32_t index, char **ret) {
+        assert(index > 0);
+        return asprintf(ret, "target-%" PRIu32, index) < 0 ? -ENOMEM : 0;
+}
+
+uint32_t clone_target_index(const char *role) {
+        const char *n;
+        char *end;
+
+        if (streq_ptr(role, "target"))
+                return 1;
+        n = role ? startswith(role, "target-") : NULL;
+        if (!n || !*n || *n == '0')
+                return 0;
+        unsigned long i = strtoul(n, &end, 10);
+        return *end || i > CLONE_TARGETS_MAX ? 0 : (uint32_t) i;
 }

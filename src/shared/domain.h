@@ -4,6 +4,7 @@
  * name that is none of them; every *_to_string returns NULL for a value out of range. */
 #pragma once
 
+#include <stdint.h>
 #include <stdbool.h>
 
 /* An enum's names, indexed by value, for code that handles any of them (the store's columns). */
@@ -52,6 +53,15 @@ typedef enum CloneRole {
         _CLONE_ROLE_MAX,
 } CloneRole;
 DECLARE_STRING_TABLE(clone_role, CloneRole);
+
+/* A session's targets at most: its certificate names and report sequences number them. */
+#define CLONE_TARGETS_MAX 1000
+
+/* The name of target index in tokens, report sequences and certificates ("target-<n>"), and back:
+ * "target" alone is target 1 (certificates issued before sessions had several targets). 0 if role names
+ * no target. */
+int clone_target_role(uint32_t index, char **ret);
+uint32_t clone_target_index(const char *role);
 
 /* Where a staged session's staging area is (a direct session's is "": none). */
 typedef enum StagingStatus {

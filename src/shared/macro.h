@@ -21,6 +21,13 @@
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
 #define MAX(a, b) ((a) > (b) ? (a) : (b))
 
+#define SWAP(a, b)                                                                                          \
+        do {                                                                                                \
+                __typeof__(a) _swap = (a);                                                                  \
+                (a) = (b);                                                                                  \
+                (b) = _swap;                                                                                \
+        } while (0)
+
 #define TAKE_PTR(p)                                                                                         \
         ({                                                                                                  \
                 __typeof__(p) _p_ = (p);                                                                    \

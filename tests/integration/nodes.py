@@ -404,21 +404,21 @@ class Clone:
         self.source_tx_at_start = network.tx_bytes(self.source.netns)
 
     def add_target(self, device, resize=None, hostname="tgt2-node", mac="aa:bb:cc:00:10:03", args=()):
-        """One more target of this (staged) session: its own session following this one, and an agent for it
-        in a namespace of its own (not started). Returns (session id, Agent)."""
+        """One more target of this (staged) session, and an agent for it in a namespace of its own (not
+        started). Returns (the target's object path, Agent)."""
         r = self.api.call("/org/pureboot/Controller1", "Manager", "RegisterNode", "sssa{sv}", hostname, mac, "x86_64", "0")
         assert r.returncode == 0 or "already has this MAC" in r.stderr, r.stderr
         r = self.ctl("clone", "add-target", self.id, f"--target={hostname}", f"--target-device={device}",
                      *([f"--resize={resize}"] if resize else []), check=True)
-        sid = r.stdout.strip().split()[-1]
+        index = r.stdout.strip().split()[-1]
         ns, _ = self.network.node(f"a{len(self.added)}{self.tag}")
-        token = self.ctl("clone", "token", sid, "--role=target", check=True).stdout.strip()
+        token = self.ctl("clone", "token", self.id, f"--target={index}", check=True).stdout.strip()
         agent = Agent(self.tmp, f"added-{len(self.added)}", ns,
-                      cmdline(f"clone_target_{self.mode}", sid, hostname, self.bridge.url, token,
+                      cmdline(f"clone_target_{self.mode}", self.id, hostname, self.bridge.url, token,
                               ca_fingerprint(self.bridge.ca), device), *args)
         self.added.append(agent)
         self.agents[f"added-{len(self.added) - 1}"] = agent
-        return sid, agent
+        return f"{self.path}/target/{index}", agent
 
     @property
     def source(self):

@@ -99,7 +99,7 @@ def test_identity_comes_from_the_certificate(bridge, api, session, tmp_path, con
 
     # A revoked certificate is refused as soon as the CRL changes.
     issued = api.ok(f"{ROOT}/ca", "CertificateAuthority", "ListIssued")[0]
-    serial = [c[0] for c in issued if c[1] == f"clone-{session}-target"][0]
+    serial = [c[0] for c in issued if c[1] == f"clone-{session}-target-1"][0]
     api.ok(f"{ROOT}/ca", "CertificateAuthority", "Revoke", "sa{sv}", serial, "0")
     wait_for(lambda: curl(bridge, NODE + "GetSession", {"session": session}, cert=target)[0] == 401, 5,
              "the revoked certificate to be refused")

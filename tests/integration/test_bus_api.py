@@ -12,6 +12,7 @@ from harness import DEST, REPO, ROOT
 INTERFACES = {
     "Manager": lambda ids: ROOT,
     "CloneSession": lambda ids: f"{ROOT}/clone/{ids['session']}",
+    "CloneTarget": lambda ids: f"{ROOT}/clone/{ids['session']}/target/1",
     "Node": lambda ids: f"{ROOT}/node/{ids['node']}",
     "StorageBackend": lambda ids: f"{ROOT}/storage/{ids['storage']}",
     "CertificateAuthority": lambda ids: f"{ROOT}/ca",

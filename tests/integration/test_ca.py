@@ -51,7 +51,7 @@ def test_certificates_verify_with_certtool(issued):
     d, sid = issued["dir"], issued["sid"]
     for role, purpose in (("source", "1.3.6.1.5.5.7.3.1"), ("target", "1.3.6.1.5.5.7.3.2")):
         r = subprocess.run(["certtool", "--verify", "--load-ca-certificate", d / "ca.crt", "--infile", d / f"{role}.crt",
-                            "--verify-hostname", f"clone-{sid}-{role}", "--verify-purpose", purpose],
+                            "--verify-hostname", f"clone-{sid}-{role}" + ("-1" if role == "target" else ""), "--verify-purpose", purpose],
                            capture_output=True, text=True)
         assert r.returncode == 0, r.stdout + r.stderr
     info = certtool("--certificate-info", "--infile", d / "source.crt").stdout

@@ -30,7 +30,7 @@ def started(controller, api):
     path = api.session("gw")
     api.ok(path, "CloneSession", "Start", "a{sv}", "0")
     sid = path.rsplit("/", 1)[1]
-    return {"path": path, "sid": sid, "source": f"clone-{sid}-source", "target": f"clone-{sid}-target"}
+    return {"path": path, "sid": sid, "source": f"clone-{sid}-source", "target": f"clone-{sid}-target-1"}
 
 
 def token(api, path, role):
@@ -172,11 +172,11 @@ def test_a_clone_reported_end_to_end(started, gateway, api, controller, system_b
     assert gateway("ReportProgress", target, dict(progress, sequence=2, bytesTransferred=1)) == ("", {})
     assert api.prop(path, "CloneSession", "BytesTransferred") == 500
     # Within a second the progress is in the database.
-    wait_for(lambda: controller.db().execute("SELECT bytes_transferred FROM clone_sessions").fetchone()[0] == 500,
+    wait_for(lambda: controller.db().execute("SELECT bytes_transferred FROM clone_targets").fetchone()[0] == 500,
              3, "progress to be written")
     with controller.db() as db:
         assert dict(db.execute("SELECT role, last_sequence FROM report_sequences").fetchall()) == \
-            {"source": 1, "target": 5}
+            {"source": 1, "target-1": 5}
 
     # A restart keeps the sequences: the replay stays a replay.
     controller.restart()

@@ -93,14 +93,14 @@ def test_plan_edits_are_checked(controller, tmp_path, ctl, api, gateway, loops):
     api.ok(path, "CloneSession", "Start", "a{sv}", "0")
     for role, loop in (("source", source), ("target", small)):
         disk = json.loads(sh(AGENT, "scan", "--json", f"--devices={loop.device}").stdout)[0]
-        error, reply = gateway("ReportCloneDisk", f"clone-{sid}-{role}",
+        error, reply = gateway("ReportCloneDisk", f"clone-{sid}-{role}" + ("-1" if role == "target" else ""),
                                {"session": sid, "role": role, "sequence": 1, "disk": disk})
         assert error == "", reply
     plan = json.loads(api.ok(path, "CloneSession", "GetPlan")[0])
     assert plan["feasible"] and plan["source"][0]["parameters"]["new_size_bytes"] == (767 - 65) * MIB, plan
     root = plan["partitions"][1]
     assert 400 * MIB < root["minimumBytes"] < 700 * MIB, root
-    error, reply = gateway("GetResizePlan", f"clone-{sid}-target", {"session": sid})
+    error, reply = gateway("GetResizePlan", f"clone-{sid}-target-1", {"session": sid})
     assert error == "" and reply["plan"] == plan
 
     refusals = {
@@ -122,7 +122,7 @@ def test_plan_edits_are_checked(controller, tmp_path, ctl, api, gateway, loops):
     plan = json.loads(api.ok(path, "CloneSession", "GetPlan")[0])
     assert plan["copyBytes"] == (65 + 690) * MIB and plan["edits"] == {"2": 690 * MIB}, plan
     # A new scan keeps the user's edit.
-    error, _ = gateway("ReportCloneDisk", f"clone-{sid}-target", {"session": sid, "role": "target", "sequence": 2,
+    error, _ = gateway("ReportCloneDisk", f"clone-{sid}-target-1", {"session": sid, "role": "target", "sequence": 2,
                                                                   "disk": json.loads(sh(AGENT, "scan", "--json",
                                                                                         f"--devices={small.device}").stdout)[0]})
     assert error == "" and json.loads(api.ok(path, "CloneSession", "GetPlan")[0])["edits"] == {"2": 690 * MIB}
@@ -145,7 +145,7 @@ def test_a_partition_left_out_makes_room(tmp_path, ctl, api, gateway, network, b
         # The disks as the agents will report them (the same scan), so the plan can be edited before they run.
         for role, loop in (("source", source), ("target", small)):
             disk = json.loads(sh(AGENT, "scan", "--json", f"--devices={loop.device}").stdout)[0]
-            error, reply = gateway("ReportCloneDisk", f"clone-{c.id}-{role}",
+            error, reply = gateway("ReportCloneDisk", f"clone-{c.id}-{role}" + ("-1" if role == "target" else ""),
                                    {"session": c.id, "role": role, "sequence": 1, "disk": disk})
             assert error == "", reply
         plan = plan_of(c)

@@ -85,7 +85,7 @@ def test_server_certificates_are_only_for_bridge_names_and_only_serve(bridge, ap
                                                                       tmp_path):
     node = api.ok(ROOT, "Manager", "GetNode", "s", "web-01")[0].rsplit("/", 1)[1]
     key, csr = make_key_and_csr(tmp_path, "server")
-    for name in (f"node-{node}", f"clone-{session}-source", f"clone-{session}-target"):
+    for name in (f"node-{node}", f"clone-{session}-source", f"clone-{session}-target-1"):
         r = sign_server(busctl, csr, name)
         assert r.returncode != 0 and "names were refused" in r.stderr, (name, r.stdout, r.stderr)
     # A bridge name is signed, for serving only: as a client certificate the bridge refuses it.

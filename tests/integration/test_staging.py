@@ -203,8 +203,8 @@ def test_nfs_staged_clone_to_a_larger_disk_grows(ctl, api, servers, bridge, tmp_
 def test_one_source_to_a_smaller_and_a_larger_target(ctl, api, servers, bridge, tmp_path):
     """One upload, two targets: the session's own target is 0.75x the source (shrink_source: the source's root
     shrinks before the upload, and only 767 MiB are staged), the added one 1.5x (grow_target: its plan is made
-    from what is uploaded, and it grows the root to its end). Each has its own session, progress and digest
-    check; the staging goes only once both are done."""
+    from what is uploaded, and it grows the root to its end). Each target has its own status, progress, plan
+    and digest check; the session completes, and the staging goes, only once both are done."""
     add_storage(ctl, "ganesha-two", "nfs", servers.nfs.config())
     loops = []
     try:
@@ -214,37 +214,37 @@ def test_one_source_to_a_smaller_and_a_larger_target(ctl, api, servers, bridge, 
         c = Clone(tmp_path, ctl, api, servers.network, bridge, source.device, small.device, mode="staged",
                   storage="ganesha-two", tag=f"{next(TAGS)}", resize="shrink_source")
         try:
-            added, agent = c.add_target(large.device, resize="grow_target")
-            path = f"/org/pureboot/Controller1/clone/{added}"
-            assert api.prop(path, "CloneSession", "Follows") == c.id
-            assert api.prop(path, "CloneSession", "Status") == "waiting", "it started with its session"
+            path, agent = c.add_target(large.device, resize="grow_target")
+            assert path == f"{c.path}/target/2"
+            assert api.prop(path, "CloneTarget", "Session") == c.path
+            assert api.prop(path, "CloneTarget", "Index") == 2
+            assert api.prop(path, "CloneTarget", "Status") == "waiting", "it started with its session"
+            assert c.prop("Targets") == [f"{c.path}/target/1", path]
             c.source.start()
             c.target.start()
             agent.start()
             c.wait_status("completed", "failed", timeout=240)
-            assert c.status() == "completed", (c.prop("Error"), c.source.text()[-2000:], c.target.text()[-2000:])
-            wait_for(lambda: api.prop(path, "CloneSession", "Status") in ("completed", "failed"), timeout=240,
-                     what=f"the added target to finish:\n{agent.text()[-3000:]}")
-            assert api.prop(path, "CloneSession", "Status") == "completed", (api.prop(path, "CloneSession", "Error"),
-                                                                              agent.text()[-3000:])
+            assert c.status() == "completed", (c.prop("Error"), c.source.text()[-2000:], c.target.text()[-2000:],
+                                               agent.text()[-3000:])
+            assert api.prop(path, "CloneTarget", "Status") == "completed"
+            assert api.prop(f"{c.path}/target/1", "CloneTarget", "Status") == "completed"
             for a in (c.target, agent, c.source):
                 assert a.wait(60) == 0, a.text()
             # One upload of the shrunk source; each target checked its own copy against it.
-            assert c.prop("BytesTotal") == api.prop(path, "CloneSession", "BytesTotal") == 767 << 20
-            assert api.prop(path, "CloneSession", "BytesTransferred") == 767 << 20
+            assert c.prop("BytesTotal") == 767 << 20
+            assert api.prop(path, "CloneTarget", "BytesTransferred") == 767 << 20
             digest = c.prop("SourceDigest")
             assert c.prop("TargetDigest") == digest
-            assert api.prop(path, "CloneSession", "SourceDigest") == api.prop(path, "CloneSession", "TargetDigest") == digest
-            small_plan, large_plan = json.loads(c.prop("Plan")), json.loads(api.prop(path, "CloneSession", "Plan"))
+            assert api.prop(path, "CloneTarget", "Digest") == digest
+            small_plan, large_plan = json.loads(c.prop("Plan")), json.loads(api.prop(path, "CloneTarget", "Plan"))
             assert [p["action"] for p in small_plan["partitions"]] == ["keep", "shrink"], small_plan
             assert [p["action"] for p in large_plan["partitions"]] == ["keep", "grow"], large_plan
             assert large_plan["target"][0]["parameters"] == {"partition": 2, "new_size_bytes": (1535 - 65) << 20}
             # Once both are over, the staging goes.
             wait_for(lambda: c.prop("StagingStatus") == "deleted", what="the staging to be removed")
             assert c.id not in session_dirs(servers)
-            r = ctl("clone", "delete", c.id)
-            assert r.returncode != 0 and "delete their sessions first" in r.stderr, r.stderr
-            ctl("clone", "delete", added, check=True)
+            status = ctl("clone", "status", c.id, check=True).stdout
+            assert "target 1" in status and "target 2" in status and "/dev/" in status, status
             ctl("clone", "delete", c.id, check=True)
         finally:
             c.stop()
@@ -263,8 +263,7 @@ def test_controller_restarts_in_the_middle_of_a_one_to_two_clone(staged, ctl, ap
                                   target_args=("--max-rate=60M",))
     second = make_random_disk(tmp_path, "second", os.path.getsize(source.backing))
     try:
-        added, agent = c.add_target(second.device, args=("--max-rate=60M",))
-        path = f"/org/pureboot/Controller1/clone/{added}"
+        path, agent = c.add_target(second.device, args=("--max-rate=60M",))
         for a in (c.source, c.target, agent):
             a.start()
         wait_for(lambda: c.prop("StagingStatus") == "uploading", timeout=60, what="the upload to start")
@@ -273,15 +272,13 @@ def test_controller_restarts_in_the_middle_of_a_one_to_two_clone(staged, ctl, ap
                  what=f"a target to download after the restart; source:\n{c.source.text()[-2000:]}")
         controller.restart()
         c.wait_status("completed", "failed", timeout=240)
-        assert c.status() == "completed", c.prop("Error")
-        wait_for(lambda: api.prop(path, "CloneSession", "Status") in ("completed", "failed"), timeout=240,
-                 what=f"the added target to finish:\n{agent.text()[-3000:]}")
-        assert api.prop(path, "CloneSession", "Status") == "completed", api.prop(path, "CloneSession", "Error")
+        assert c.status() == "completed", (c.prop("Error"), agent.text()[-3000:])
+        assert api.prop(path, "CloneTarget", "Status") == "completed", api.prop(path, "CloneTarget", "Error")
         for a in (c.source, c.target, agent):
             assert a.wait(60) == 0, a.text()
         sh("cmp", source.device, target.device)
         sh("cmp", source.device, second.device)
-        assert api.prop(path, "CloneSession", "TargetDigest") == c.prop("SourceDigest")
+        assert api.prop(path, "CloneTarget", "Digest") == c.prop("SourceDigest")
         wait_for(lambda: c.prop("StagingStatus") == "deleted", what="the staging to be removed")
     finally:
         c.stop()

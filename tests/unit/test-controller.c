@@ -135,10 +135,11 @@ static void test_sessions(Manager *m) {
         /* Update while pending, then Start mints two hashed tokens and Update is refused. */
         CloneSpec change = { .target_device = "/dev/mmcblk1" };
         ASSERT_OK(clone_update(c, &change, false, &e));
-        ASSERT_STR(c->target_device, "/dev/mmcblk1");
+        ASSERT_STR(clone_first_target(c)->device, "/dev/mmcblk1");
         change.target_device = "relative";
         ASSERT_BUS_ERROR(clone_update(c, &change, false, E), PB_ERROR_INVALID_ARGUMENT);
-        ASSERT_STR(c->target_device, "/dev/mmcblk1");
+        ASSERT_STR(clone_first_target(c)->device, "/dev/mmcblk1");
+        ASSERT_INT(count(m, "SELECT COUNT(*) FROM clone_targets WHERE device = '/dev/mmcblk1'"), 1);
 
         ASSERT_OK(clone_start(c, &e));
         ASSERT_INT(c->status, CLONE_WAITING);
@@ -160,8 +161,10 @@ static void test_sessions(Manager *m) {
         ASSERT_BUS_ERROR(clone_start(c, E), PB_ERROR_INVALID_STATE);
         change.target_device = "/dev/sdz";
         ASSERT_BUS_ERROR(clone_update(c, &change, false, E), PB_ERROR_INVALID_STATE);
-        ASSERT_BUS_ERROR(clone_transition(c, CLONE_COMPLETED, NULL, E), PB_ERROR_INVALID_STATE);
+        CloneTarget *t = clone_first_target(c);
+        ASSERT_BUS_ERROR(clone_target_transition(t, CLONE_COMPLETED, NULL, E), PB_ERROR_INVALID_STATE);
         ASSERT_INT(count(m, "SELECT COUNT(*) FROM clone_sessions WHERE status = 'waiting'"), 1);
+        ASSERT_INT(count(m, "SELECT COUNT(*) FROM clone_targets WHERE status = 'waiting'"), 1);
 
         /* A node in an active session cannot start another. */
         CloneSpec second = spec;
@@ -170,16 +173,21 @@ static void test_sessions(Manager *m) {
         ASSERT_BUS_ERROR(clone_start(again, E), PB_ERROR_IN_USE);
 
         /* The walk to completion, then failure and retry on the second. */
-        ASSERT_OK(clone_transition(c, CLONE_SOURCE_READY, NULL, &e));
-        ASSERT_OK(clone_transition(c, CLONE_CLONING, NULL, &e));
-        ASSERT_OK(clone_transition(c, CLONE_COMPLETED, NULL, &e));
+        ASSERT_OK(clone_target_transition(t, CLONE_SOURCE_READY, NULL, &e));
+        ASSERT_INT(c->status, CLONE_SOURCE_READY); /* the session follows its target */
+        ASSERT_OK(clone_target_transition(t, CLONE_CLONING, NULL, &e));
+        ASSERT_OK(clone_target_transition(t, CLONE_COMPLETED, NULL, &e));
+        ASSERT_INT(c->status, CLONE_COMPLETED);
+        ASSERT_INT(count(m, "SELECT COUNT(*) FROM clone_sessions WHERE status = 'completed'"), 1);
         ASSERT_TRUE(c->completed_at >= c->started_at);
         ASSERT_BUS_ERROR(clone_cancel(c, E), PB_ERROR_INVALID_STATE);
         ASSERT_OK(clone_start(again, &e));
-        ASSERT_OK(clone_transition(again, CLONE_FAILED, "Target disk vanished.", &e));
-        ASSERT_STR(again->error, "Target disk vanished.");
+        ASSERT_OK(clone_end(again, CLONE_FAILED, "Target disk vanished.", &e));
+        ASSERT_INT(again->status, CLONE_FAILED);
+        ASSERT_STR(clone_error(again), "Target disk vanished.");
         ASSERT_OK(clone_start(again, &e)); /* a retry */
-        ASSERT_TRUE(again->error == NULL);
+        ASSERT_TRUE(clone_error(again) == NULL);
+        ASSERT_INT(again->status, CLONE_WAITING);
 
         /* Delete cancels an active session, removes a finished one and its tokens. */
         bool cancelled = false;
@@ -216,7 +224,9 @@ static void test_restart(const char *dir, Manager **m) {
         c = hashmap_get((*m)->sessions, id);
         ASSERT_TRUE(c);
         ASSERT_INT(c->status, status);
-        ASSERT_INT(store_schema_version((*m)->store), 8);
+        ASSERT_INT(store_schema_version((*m)->store), 9);
+        ASSERT_INT(c->n_targets, 1);
+        ASSERT_INT(clone_first_target(c)->index, 1);
 }
 
 static int take_session(void *userdata, void *record) {
@@ -228,8 +238,17 @@ static int take_session(void *userdata, void *record) {
         return 0;
 }
 
-/* Every stored field of a session, each set to a value of its own, saved and loaded back: a column that a
- * statement leaves out (as the load once left out follows) shows here. */
+static int take_target(void *userdata, void *record) {
+        CloneTarget **found = userdata, *t = record;
+        if (streq(t->session_id, "5e551011000000000000000000000001") && t->index == 2 && !*found)
+                *found = t;
+        else
+                clone_target_free(t);
+        return 0;
+}
+
+/* Every stored field of a session and of a target, each set to a value of its own, saved and loaded back: a
+ * column that a statement leaves out (as the load once left out follows) shows here. */
 static void test_session_round_trip(Manager *m) {
         CloneSession c = {
                 .id = (char *) "5e551011000000000000000000000001",
@@ -237,7 +256,6 @@ static void test_session_round_trip(Manager *m) {
                 .status = CLONE_CLONING,
                 .mode = CLONE_MODE_STAGED,
                 .source_device = (char *) "/dev/sda",
-                .target_device = (char *) "/dev/sdb",
                 .source_address = (char *) "10.0.0.7",
                 .source_port = 9998,
                 .staging_backend = (char *) "b0000000000000000000000000000001",
@@ -246,45 +264,53 @@ static void test_session_round_trip(Manager *m) {
                 .staging_resources = (char *) "[{\"kind\":\"dir\"}]",
                 .bytes_uploaded = 11,
                 .resize_mode = RESIZE_GROW_TARGET,
-                .plan_json = (char *) "{\"plan\":1}",
                 .source_disk_json = (char *) "{\"disk\":\"s\"}",
-                .target_disk_json = (char *) "{\"disk\":\"t\"}",
-                .follows = (char *) "f0110000000000000000000000000001",
                 .bytes_total = 12,
-                .bytes_transferred = 13,
-                .transfer_rate = 14,
-                .error = (char *) "an error",
                 .created_at = 15,
                 .started_at = 16,
                 .completed_at = 17,
                 .created_by = 18,
                 .idempotency_key = (char *) "key-19",
                 .source_digest = (char *) "xxh3-128:s",
-                .target_digest = (char *) "xxh3-128:t",
+        };
+        CloneTarget t = {
+                .session_id = c.id,
+                .index = 2,
+                .status = CLONE_FAILED,
+                .device = (char *) "/dev/sdb",
+                .resize_mode = RESIZE_SHRINK_SOURCE,
+                .plan_json = (char *) "{\"plan\":1}",
+                .disk_json = (char *) "{\"disk\":\"t\"}",
+                .bytes_transferred = 13,
+                .transfer_rate = 14,
+                .digest = (char *) "xxh3-128:t",
+                .error = (char *) "an error",
+                .started_at = 20,
+                .completed_at = 21,
         };
         CloneSession *l = NULL;
+        CloneTarget *lt = NULL;
         Node *source, *target;
         sd_bus_error e = SD_BUS_ERROR_NULL;
 
         ASSERT_OK(node_resolve(m, "web-01", &source, &e));
         ASSERT_OK(node_resolve(m, "pi-01", &target, &e));
         c.source_node = source->id;
-        c.target_node = target->id;
+        t.node = target->id;
         ASSERT_OK(store_exec(m->store,
                              "INSERT INTO storage_backends (id, name, type, config, created_at) "
                              "VALUES (?, 'rt', 'nfs', '{}', 1)",
                              "s", c.staging_backend));
-        /* The session followed, as a row of its own. */
-        CloneSession followed = c;
-        followed.id = c.follows;
-        followed.follows = NULL;
-        followed.idempotency_key = NULL;
-        ASSERT_OK(store_session_insert(m->store, &followed));
         ASSERT_OK(store_session_insert(m->store, &c));
         ASSERT_OK(store_session_update(m->store, &c, "cloning"));
+        ASSERT_OK(store_target_insert(m->store, &t));
+        t.bytes_transferred = 22;
+        ASSERT_OK(store_target_update(m->store, &t));
 
         ASSERT_OK(store_sessions_load(m->store, take_session, &l));
         ASSERT_TRUE(l);
+        ASSERT_OK(store_targets_load(m->store, take_target, &lt));
+        ASSERT_TRUE(lt);
 #define SAME_STR(f) ASSERT_STR(l->f, c.f)
 #define SAME_INT(f) ASSERT_INT(l->f, c.f)
         SAME_STR(id);
@@ -292,9 +318,7 @@ static void test_session_round_trip(Manager *m) {
         SAME_INT(status);
         SAME_INT(mode);
         SAME_STR(source_node);
-        SAME_STR(target_node);
         SAME_STR(source_device);
-        SAME_STR(target_device);
         SAME_STR(source_address);
         SAME_INT(source_port);
         SAME_STR(staging_backend);
@@ -303,27 +327,197 @@ static void test_session_round_trip(Manager *m) {
         SAME_STR(staging_resources);
         SAME_INT(bytes_uploaded);
         SAME_INT(resize_mode);
-        SAME_STR(plan_json);
         SAME_STR(source_disk_json);
-        SAME_STR(target_disk_json);
-        SAME_STR(follows);
         SAME_INT(bytes_total);
-        SAME_INT(bytes_transferred);
-        SAME_INT(transfer_rate);
-        SAME_STR(error);
         SAME_INT(created_at);
         SAME_INT(started_at);
         SAME_INT(completed_at);
         SAME_INT(created_by);
         SAME_STR(idempotency_key);
         SAME_STR(source_digest);
-        SAME_STR(target_digest);
+#undef SAME_STR
+#undef SAME_INT
+#define SAME_STR(f) ASSERT_STR(lt->f, t.f)
+#define SAME_INT(f) ASSERT_INT(lt->f, t.f)
+        SAME_STR(session_id);
+        SAME_INT(index);
+        SAME_INT(status);
+        SAME_STR(node);
+        SAME_STR(device);
+        SAME_INT(resize_mode);
+        SAME_STR(plan_json);
+        SAME_STR(disk_json);
+        SAME_INT(bytes_transferred);
+        SAME_INT(transfer_rate);
+        SAME_STR(digest);
+        SAME_STR(error);
+        SAME_INT(started_at);
+        SAME_INT(completed_at);
 #undef SAME_STR
 #undef SAME_INT
         clone_free(l);
+        clone_target_free(lt);
         ASSERT_OK(store_session_delete(m->store, c.id));
-        ASSERT_OK(store_session_delete(m->store, followed.id));
+        ASSERT_INT(count(m, "SELECT COUNT(*) FROM clone_targets WHERE session_id = '5e551011000000000000000000000001'"),
+                   0); /* its targets go with it */
         ASSERT_OK(store_exec(m->store, "DELETE FROM storage_backends WHERE id = ?", "s", c.staging_backend));
+}
+
+/* A target's transition table, the session's status derived from its targets', and target names. */
+static void test_targets(void) {
+        ASSERT_TRUE(clone_target_can_become(CLONE_PENDING, CLONE_WAITING));
+        ASSERT_TRUE(clone_target_can_become(CLONE_FAILED, CLONE_WAITING));
+        ASSERT_TRUE(clone_target_can_become(CLONE_CLONING, CLONE_COMPLETED));
+        ASSERT_TRUE(!clone_target_can_become(CLONE_SOURCE_READY, CLONE_COMPLETED));
+        ASSERT_TRUE(!clone_target_can_become(CLONE_COMPLETED, CLONE_WAITING));
+        ASSERT_TRUE(!clone_target_can_become(CLONE_CANCELLED, CLONE_WAITING));
+        ASSERT_TRUE(!clone_target_can_become(CLONE_PENDING, CLONE_FAILED));
+        for (unsigned to = 0; to < _CLONE_STATUS_MAX; to++) { /* nothing leaves the ends but a retry */
+                ASSERT_TRUE(!clone_target_can_become(CLONE_COMPLETED, to));
+                ASSERT_TRUE(!clone_target_can_become(CLONE_CANCELLED, to));
+                ASSERT_TRUE(!clone_target_can_become(to, _CLONE_STATUS_MAX));
+        }
+
+        static const struct {
+                CloneStatus targets[3];
+                size_t n;
+                CloneStatus session;
+        } cases[] = {
+                { {}, 0, CLONE_PENDING },
+                { { CLONE_PENDING, CLONE_PENDING }, 2, CLONE_PENDING },
+                { { CLONE_WAITING, CLONE_PENDING }, 2, CLONE_WAITING },
+                { { CLONE_CLONING, CLONE_WAITING, CLONE_SOURCE_READY }, 3, CLONE_CLONING },
+                { { CLONE_COMPLETED, CLONE_SOURCE_READY }, 2, CLONE_SOURCE_READY },
+                { { CLONE_COMPLETED, CLONE_FAILED, CLONE_CLONING }, 3, CLONE_CLONING },
+                { { CLONE_COMPLETED, CLONE_COMPLETED }, 2, CLONE_COMPLETED },
+                { { CLONE_COMPLETED, CLONE_FAILED, CLONE_CANCELLED }, 3, CLONE_FAILED },
+                { { CLONE_COMPLETED, CLONE_CANCELLED }, 2, CLONE_CANCELLED },
+                { { CLONE_FAILED, CLONE_PENDING }, 2, CLONE_FAILED }, /* a target added to a failed session */
+        };
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                CloneTarget t[3] = {}, *targets[3] = { &t[0], &t[1], &t[2] };
+                for (size_t k = 0; k < cases[i].n; k++)
+                        t[k].status = cases[i].targets[k];
+                ASSERT_INT(clone_status_of_targets(targets, cases[i].n), cases[i].session);
+        }
+
+        char *role = NULL;
+        ASSERT_OK(clone_target_role(7, &role));
+        ASSERT_STR(role, "target-7");
+        ASSERT_INT(clone_target_index(role), 7);
+        free(role);
+        ASSERT_INT(clone_target_index("target"), 1); /* the first one's name before there were several */
+        ASSERT_INT(clone_target_index("source"), 0);
+        ASSERT_INT(clone_target_index("target-0"), 0);
+        ASSERT_INT(clone_target_index("target-01"), 0);
+        ASSERT_INT(clone_target_index("target-1x"), 0);
+        ASSERT_INT(clone_target_index("target-"), 0);
+        ASSERT_INT(clone_target_index("target-1001"), 0);
+        ASSERT_INT(clone_target_index(NULL), 0);
+}
+
+/* A database as schema 8 made it, with a staged session whose two added targets were sessions following it,
+ * opened by this controller: they are its targets 2 and 3, in the order they were added, with their
+ * progress, digests, plans and report sequences; the followers' rows are gone. */
+static void test_migration_from_followers(const char *dir) {
+        char path[PATH_MAX + 16], state[PATH_MAX];
+        Store *s;
+
+        snprintf(state, sizeof(state), "%s/v8", dir);
+        ASSERT_OK(mkdir_p(state, 0700));
+        snprintf(path, sizeof(path), "%s/pureboot.db", state);
+        ASSERT_OK(store_open_version(path, 8, &s));
+        ASSERT_INT(store_schema_version(s), 8);
+        static const char *const rows[] = {
+                "INSERT INTO nodes (id, hostname, mac, arch, state, boot_mode, created_at) VALUES "
+                "('0de00000000000000000000000000001', 'src', '02:00:00:00:00:01', 'x86_64', 'ready', 'local', 1),"
+                "('0de00000000000000000000000000002', 'tgt', '02:00:00:00:00:02', 'x86_64', 'ready', 'local', 1),"
+                "('0de00000000000000000000000000003', 'tgt2', '02:00:00:00:00:03', 'x86_64', 'ready', 'local', 1),"
+                "('0de00000000000000000000000000004', 'tgt3', '02:00:00:00:00:04', 'x86_64', 'ready', 'local', 1)",
+                "INSERT INTO storage_backends (id, name, type, config, created_at) VALUES "
+                "('b0000000000000000000000000000001', 'nfs', 'nfs', '{}', 1)",
+                "INSERT INTO clone_sessions (id, name, status, clone_mode, source_node_id, target_node_id, "
+                "source_device, target_device, staging_backend_id, staging_status, resize_mode, "
+                "partition_plan_json, bytes_total, bytes_transferred, error_message, created_at, created_by, "
+                "source_digest, target_digest, follows) VALUES "
+                "('aa000000000000000000000000000001', 'one', 'cloning', 'staged', '0de00000000000000000000000000001', "
+                "'0de00000000000000000000000000002', '/dev/sda', '/dev/sdb', 'b0000000000000000000000000000001', "
+                "'ready', 'shrink_source', '{\"p\":1}', 100, 40, NULL, 10, 0, 'xxh3-128:s', NULL, NULL),"
+                /* added later, though its id sorts first */
+                "('aa000000000000000000000000000000', 'one+tgt3', 'failed', 'staged', "
+                "'0de00000000000000000000000000001', '0de00000000000000000000000000004', '/dev/sda', '/dev/vdc', "
+                "'b0000000000000000000000000000001', NULL, 'grow_target', '{\"p\":3}', 100, 7, 'it broke', 12, 0, "
+                "NULL, NULL, 'aa000000000000000000000000000001'),"
+                "('aa000000000000000000000000000002', 'one+tgt2', 'completed', 'staged', "
+                "'0de00000000000000000000000000001', '0de00000000000000000000000000003', '/dev/sda', '/dev/vdb', "
+                "'b0000000000000000000000000000001', NULL, 'grow_target', '{\"p\":2}', 100, 100, NULL, 11, 0, "
+                "'xxh3-128:s', 'xxh3-128:s', 'aa000000000000000000000000000001')",
+                "INSERT INTO report_sequences (session_id, role, last_sequence) VALUES "
+                "('aa000000000000000000000000000001', 'source', 5), ('aa000000000000000000000000000001', 'target', 6),"
+                "('aa000000000000000000000000000002', 'target', 7)",
+                "INSERT INTO enrolment_tokens (hash, node_id, session_id, role, created_at, expires_at) VALUES "
+                "('h1', '0de00000000000000000000000000002', 'aa000000000000000000000000000001', 'target', 1, 2),"
+                "('h2', '0de00000000000000000000000000003', 'aa000000000000000000000000000002', 'target', 1, 2)",
+                "INSERT INTO certificates (serial, subject, role, node_id, session_id, not_before, not_after, "
+                "created_at) VALUES ('c1', 'clone-aa000000000000000000000000000001-target', 'target', "
+                "'0de00000000000000000000000000002', 'aa000000000000000000000000000001', 1, 2, 1)",
+        };
+        for (size_t i = 0; i < ELEMENTSOF(rows); i++)
+                ASSERT_TRUE(store_exec(s, rows[i], "") > 0);
+        store_close(s);
+
+        Manager *m = start(state);
+        ASSERT_INT(store_schema_version(m->store), 9);
+        ASSERT_INT(hashmap_size(m->sessions), 1);
+        CloneSession *c = hashmap_get(m->sessions, "aa000000000000000000000000000001");
+        ASSERT_TRUE(c);
+        ASSERT_INT(c->n_targets, 3);
+        static const struct {
+                const char *node, *device, *plan, *digest, *error;
+                CloneStatus status;
+                ResizeMode resize;
+                uint64_t bytes, sequence;
+        } expected[] = {
+                { "0de00000000000000000000000000002", "/dev/sdb", "{\"p\":1}", NULL, NULL, CLONE_CLONING,
+                  RESIZE_SHRINK_SOURCE, 40, 6 },
+                { "0de00000000000000000000000000003", "/dev/vdb", "{\"p\":2}", "xxh3-128:s", NULL, CLONE_COMPLETED,
+                  RESIZE_GROW_TARGET, 100, 7 },
+                { "0de00000000000000000000000000004", "/dev/vdc", "{\"p\":3}", NULL, "it broke", CLONE_FAILED,
+                  RESIZE_GROW_TARGET, 7, 0 },
+        };
+        for (uint32_t i = 0; i < ELEMENTSOF(expected); i++) {
+                CloneTarget *t = clone_target(c, i + 1);
+                ASSERT_TRUE(t && t->index == i + 1 && t->session == c);
+                ASSERT_STR(t->node, expected[i].node);
+                ASSERT_STR(t->device, expected[i].device);
+                ASSERT_STR(t->plan_json, expected[i].plan);
+                ASSERT_TRUE(streq_ptr(t->digest, expected[i].digest));
+                ASSERT_TRUE(streq_ptr(t->error, expected[i].error));
+                ASSERT_INT(t->status, expected[i].status);
+                ASSERT_INT(t->resize_mode, expected[i].resize);
+                ASSERT_INT(t->bytes_transferred, expected[i].bytes);
+                ASSERT_INT(t->sequence, expected[i].sequence);
+        }
+        ASSERT_INT(c->source_sequence, 5);
+        ASSERT_STR(c->source_digest, "xxh3-128:s");
+        ASSERT_INT(c->staging_status, STAGING_READY);
+        /* The session's own unused token and live certificate are its first target's now; the followers'
+         * tokens went with them. */
+        ASSERT_INT(count(m, "SELECT COUNT(*) FROM enrolment_tokens"), 1);
+        ASSERT_INT(count(m, "SELECT COUNT(*) FROM enrolment_tokens WHERE role = 'target-1'"), 1);
+        ASSERT_INT(count(m, "SELECT COUNT(*) FROM certificates WHERE subject = "
+                            "'clone-aa000000000000000000000000000001-target-1'"),
+                   1);
+        ASSERT_INT(count(m, "SELECT COUNT(*) FROM report_sequences"), 3);
+        ASSERT_INT(count(m, "SELECT COUNT(*) FROM pragma_table_info('clone_sessions') WHERE name IN "
+                            "('target_node_id', 'follows', 'target_digest')"),
+                   0);
+        /* What the session's nodes are in still counts: a target's node is in use. */
+        char *ids = NULL;
+        ASSERT_OK(store_node_sessions(m->store, "0de00000000000000000000000000004", &ids));
+        ASSERT_STR(ids, "aa000000000000000000000000000001");
+        free(ids);
+        manager_free(m);
 }
 
 static int take_node(void *userdata, void *record) {
@@ -693,12 +887,14 @@ int main(void) {
         test_nodes(m);
         test_sessions(m);
         test_session_round_trip(m);
+        test_targets();
         test_node_and_storage_round_trip(m);
         test_disk_and_operation_round_trip(m);
         test_certificate_and_token_round_trip(m);
         test_after_commit(m);
         test_transaction_end_hook(m);
         test_restart(dir, &m);
+        test_migration_from_followers(dir);
         manager_free(m);
         test_throttle();
         tmpdir_remove(dir);
