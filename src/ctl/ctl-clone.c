@@ -255,7 +255,7 @@ static int print_targets(sd_bus *bus, const char *path) {
         if (!targets || !targets[0] || !targets[1])
                 return 0;
         for (char **t = targets; *t; t++) {
-                _cleanup_free_ char *node = NULL, *device = NULL, *status = NULL, *problem = NULL, *failure = NULL;
+                _cleanup_free_ char *node = NULL, *device = NULL, *status = NULL, *failure = NULL;
                 uint32_t index = 0;
                 double progress = 0;
                 sd_bus_message *reply = NULL;

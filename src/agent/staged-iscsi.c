@@ -1,0 +1,258 @@
+/* SPDX-License-Identifier: MIT */
+/* Staging on iSCSI, with libiscsi: the raw disk on the LUN (zero chunks left unwritten where the LUN is
+ * known to be zeroed), the manifest behind it with a header written last; the download reads ahead in a
+ * thread of its own and skips what the manifest says is zeroes. */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "domain.h"
+#include "format.h"
+#include "log.h"
+#include "staged.h"
+#include "util.h"
+
+typedef struct IscsiUpload {
+        IscsiLun *lun;
+        bool zeroed;
+        uint8_t *pad;
+} IscsiUpload;
+
+static int iscsi_write_padded(Stager *s, IscsiLun *lun, const uint8_t *data, size_t n, uint64_t offset,
+                              uint8_t *pad) {
+        _cleanup_free_ char *why = NULL;
+        size_t whole = n / lun->block_size * lun->block_size;
+        int r = whole ? storage_iscsi_pwrite(lun, data, whole, offset, &why) : 0;
+        if (r >= 0 && whole < n) { /* the last block, filled up with zeroes */
+                memset(pad, 0, lun->block_size);
+                memcpy(pad, data + whole, n - whole);
+                r = storage_iscsi_pwrite(lun, pad, lun->block_size, offset + whole, &why);
+        }
+        return r < 0 ? stager_fail(s, r, "%s", strna(why)) : 0;
+}
+
+static int iscsi_chunk(Stager *s, void *ctx, const uint8_t *chunk, size_t n, uint64_t offset, bool zero) {
+        IscsiUpload *u = ctx;
+        if (zero && u->zeroed) /* the LUN reads zeroes there already */
+                return 0;
+        return iscsi_write_padded(s, u->lun, chunk, n, offset, u->pad);
+}
+
+static int upload_iscsi(Stager *s, void *conn) {
+        IscsiLun *lun = conn;
+        _cleanup_free_ char *hashes = NULL, *digest = NULL;
+        _cleanup_free_ uint8_t *block = calloc(1, lun->block_size);
+        uint64_t at = staging_manifest_offset(s->dev.size);
+        IscsiUpload u = { .lun = lun, .pad = block };
+        json_object *zeroed;
+        int r;
+
+        if (!block)
+                return -ENOMEM;
+        u.zeroed =
+                json_object_object_get_ex(s->staging, "zeroed", &zeroed) && json_object_get_boolean(zeroed);
+        if (lun->size < staging_lun_size(s->dev.size))
+                return stager_fail(s, -ENOSPC, "LUN %d has %s; this disk needs %s with its manifest",
+                                   lun->lun, FORMAT_BYTES(lun->size),
+                                   FORMAT_BYTES(staging_lun_size(s->dev.size)));
+        /* No manifest header until the image below it is whole. */
+        r = iscsi_write_padded(s, lun, block, lun->block_size, at, block);
+        if (r >= 0)
+                r = read_disk(s, iscsi_chunk, &u, &hashes, &digest);
+        if (r < 0)
+                return r;
+        json_object *m = manifest_new(s, digest, hashes, NULL);
+        const char *text = json_object_to_json_string_ext(m, JSON_C_TO_STRING_PLAIN);
+        uint64_t len = strlen(text);
+        r = iscsi_write_padded(s, lun, (const uint8_t *) text, len, at + lun->block_size, block);
+        if (r >= 0) {
+                memset(block, 0, lun->block_size);
+                memcpy(block, STAGING_MANIFEST_MAGIC, 8);
+                for (int i = 0; i < 8; i++)
+                        block[8 + i] = (uint8_t) (len >> (8 * i));
+                r = iscsi_write_padded(s, lun, block, lun->block_size, at, block);
+        }
+        json_object_put(m);
+        if (r >= 0)
+                s->digest = TAKE_PTR(digest);
+        return r;
+}
+
+static int read_manifest_iscsi(Stager *s, void *conn, Manifest *ret) {
+        IscsiLun *lun = conn;
+        uint64_t at = staging_manifest_offset(json_get_int(s->staging, "sizeBytes")), len = 0;
+        _cleanup_free_ uint8_t *block = malloc(lun->block_size);
+        _cleanup_free_ char *text = NULL, *why = NULL;
+        int r;
+
+        if (!block)
+                return -ENOMEM;
+        r = storage_iscsi_pread(lun, block, lun->block_size, at, &why);
+        if (r < 0)
+                return stager_fail(s, r, "%s", strna(why));
+        if (memcmp(block, STAGING_MANIFEST_MAGIC, 8) != 0)
+                return stager_fail(s, -ENOENT, "the LUN holds no complete image (no manifest)");
+        for (int i = 0; i < 8; i++)
+                len |= (uint64_t) block[8 + i] << (8 * i);
+        uint64_t whole = (len + lun->block_size - 1) / lun->block_size * lun->block_size;
+        if (len == 0 || at + lun->block_size + whole > lun->size || !(text = calloc(1, whole + 1)))
+                return stager_fail(s, -EBADMSG, "the manifest on the LUN has a bad length");
+        r = storage_iscsi_pread(lun, text, whole, at + lun->block_size, &why);
+        if (r < 0)
+                return stager_fail(s, r, "%s", strna(why));
+        text[len] = 0;
+        return manifest_parse(s, text, ret);
+}
+
+/* The iSCSI download reads ahead in a thread of its own while the chunks before are checked and written, and
+ * does not read at all what the manifest says is zeroes. */
+#define READ_AHEAD 4
+
+typedef struct ReadAhead {
+        Stager *s;
+        IscsiLun *lun;
+        const Manifest *m;
+        uint8_t *buf[READ_AHEAD];
+        uint64_t next, end; /* chunk indexes */
+        uint64_t produced, consumed;
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+        bool stop;
+        int error;
+        char *why;
+        char zero_hex[33]; /* the hash of a whole chunk of zeroes */
+} ReadAhead;
+
+/* Whether the manifest's hash of chunk i is that of n zero bytes. */
+static bool manifest_says_zero(const ReadAhead *ra, uint64_t i, size_t n, uint8_t *scratch) {
+        char hex[33];
+        if (n < FRAME_CHUNK) { /* the disk's last chunk, of its own length */
+                memset(scratch, 0, n);
+                frame_hash_hex(frame_chunk_hash(scratch, n), hex);
+        }
+        return strncmp(ra->m->hashes + i * 32, n < FRAME_CHUNK ? hex : ra->zero_hex, 32) == 0;
+}
+
+static void *read_ahead_run(void *data) {
+        ReadAhead *ra = data;
+        for (uint64_t i = ra->next; i < ra->end; i++) {
+                uint64_t off = i * FRAME_CHUNK;
+                size_t n = (size_t) MIN(FRAME_CHUNK, ra->m->size - off);
+                size_t whole = (n + ra->lun->block_size - 1) / ra->lun->block_size * ra->lun->block_size;
+                uint8_t *buf = ra->buf[i % READ_AHEAD];
+                char *why = NULL;
+                int r = 0;
+
+                pthread_mutex_lock(&ra->lock);
+                while (ra->produced - ra->consumed == READ_AHEAD && !ra->stop)
+                        pthread_cond_wait(&ra->cond, &ra->lock);
+                bool stop = ra->stop;
+                pthread_mutex_unlock(&ra->lock);
+                if (stop)
+                        break;
+                if (manifest_says_zero(ra, i, n, buf))
+                        memset(buf, 0, n); /* checked against the manifest all the same */
+                else
+                        r = storage_iscsi_pread(ra->lun, buf, whole, off, &why);
+                pthread_mutex_lock(&ra->lock);
+                if (r < 0) {
+                        ra->error = r;
+                        ra->why = why;
+                } else
+                        ra->produced++;
+                pthread_cond_broadcast(&ra->cond);
+                pthread_mutex_unlock(&ra->lock);
+                if (r < 0)
+                        break;
+        }
+        return NULL;
+}
+
+static int download_iscsi(Stager *s, void *conn, const Manifest *m, Writer *w) {
+        IscsiLun *lun = conn;
+        ReadAhead ra = { .s = s,
+                         .lun = lun,
+                         .m = m,
+                         .next = w->offset / FRAME_CHUNK,
+                         .end = (m->size + FRAME_CHUNK - 1) / FRAME_CHUNK,
+                         .lock = PTHREAD_MUTEX_INITIALIZER,
+                         .cond = PTHREAD_COND_INITIALIZER };
+        pthread_t thread;
+        int r = 0;
+
+        for (size_t i = 0; i < READ_AHEAD; i++)
+                if (!(ra.buf[i] = malloc(FRAME_CHUNK + lun->block_size)))
+                        r = -ENOMEM;
+        if (r >= 0) {
+                memset(ra.buf[0], 0, FRAME_CHUNK);
+                frame_hash_hex(frame_chunk_hash(ra.buf[0], FRAME_CHUNK), ra.zero_hex);
+                r = -pthread_create(&thread, NULL, read_ahead_run, &ra);
+        }
+        if (r < 0) {
+                for (size_t i = 0; i < READ_AHEAD; i++)
+                        free(ra.buf[i]);
+                return r;
+        }
+        for (uint64_t i = ra.next; r >= 0 && i < ra.end; i++) {
+                size_t n = (size_t) MIN(FRAME_CHUNK, m->size - i * FRAME_CHUNK);
+                pthread_mutex_lock(&ra.lock);
+                while (ra.consumed == ra.produced && !ra.error && !s->cancel)
+                        pthread_cond_wait(&ra.cond, &ra.lock);
+                r = ra.error;
+                pthread_mutex_unlock(&ra.lock);
+                if (r < 0)
+                        r = stager_fail(s, r, "%s", strna(ra.why));
+                else if (s->cancel)
+                        r = stager_fail(s, -ECANCELED, "stopped");
+                else
+                        r = writer_feed(w, ra.buf[i % READ_AHEAD], n);
+                pthread_mutex_lock(&ra.lock);
+                ra.consumed++;
+                pthread_cond_broadcast(&ra.cond);
+                pthread_mutex_unlock(&ra.lock);
+        }
+        pthread_mutex_lock(&ra.lock);
+        ra.stop = true;
+        pthread_cond_broadcast(&ra.cond);
+        pthread_mutex_unlock(&ra.lock);
+        (void) pthread_join(thread, NULL);
+        for (size_t i = 0; i < READ_AHEAD; i++)
+                free(ra.buf[i]);
+        free(ra.why);
+        return r;
+}
+
+static int iscsi_connect(Stager *s, const StorageLocation *l, const char *initiator, void **ret_conn) {
+        _cleanup_free_ char *why = NULL;
+        IscsiLun *lun = calloc(1, sizeof(IscsiLun));
+        int r;
+
+        if (!lun)
+                return -ENOMEM;
+        r = storage_iscsi_connect(l, (int) json_get_int(s->staging, "lun"), initiator, lun, &why);
+        if (r >= 0)
+                r = storage_iscsi_capacity(lun, &why);
+        if (r < 0) {
+                storage_iscsi_disconnect(lun);
+                free(lun);
+                return stager_fail(s, r, "%s", strna(why));
+        }
+        *ret_conn = lun;
+        return 0;
+}
+
+static void iscsi_disconnect(void *conn) {
+        storage_iscsi_disconnect(conn);
+        free(conn);
+}
+
+const StagingTransport staging_transport_iscsi = {
+        .type = BACKEND_ISCSI,
+        .connect = iscsi_connect,
+        .disconnect = iscsi_disconnect,
+        .upload = upload_iscsi,
+        .read_manifest = read_manifest_iscsi,
+        .download = download_iscsi,
+};

@@ -1,0 +1,89 @@
+/* SPDX-License-Identifier: MIT */
+/* Staged clones inside the agent: what the job (staged.c) and the transports to a staging area
+ * (staged-nfs.c, staged-iscsi.c) share. A transport connects, uploads the disk with its manifest, reads the
+ * manifest back and downloads through a Writer, which checks each chunk against the manifest before it
+ * writes it; the job runs one of them in a thread of its own. */
+#pragma once
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "agent.h"
+#include "device.h"
+#include "frame.h"
+#include "storage-io.h"
+
+#define SYNC_EVERY STAGING_SEGMENT
+#define NFS_IO (UINT64_C(4) << 20)
+
+struct Stager {
+        Agent *agent;
+        bool upload; /* the source; else the target */
+        Device dev;
+        json_object *staging; /* from GetStaging */
+        bool asked, reported_done;
+        bool ready_reported; /* source: ReportSourceReady queued, with the size the plan allows */
+        char *journal_path;
+
+        pthread_t thread;
+        bool thread_started;
+        int event_fd;
+        sd_event_source *event_source, *progress_timer;
+        ProgressMeter progress;
+        _Atomic uint64_t bytes;
+        _Atomic bool cancel;
+        uint64_t started_at;
+        uint64_t resume; /* target: the offset the journal says is written */
+        /* Set by the thread before it signals the end. */
+        char *why, *digest;
+};
+
+typedef struct Manifest {
+        uint64_t size, sector_size;
+        const char *digest, *hashes; /* hashes: 32 hex digits per chunk */
+        json_object *segments;       /* nfs: [[offset, length], …] of each zstd frame */
+        json_object *root;
+} Manifest;
+
+/* Sets the reason the transfer failed (the first one stays) and returns r, or -EIO. */
+int stager_fail(Stager *s, int r, const char *format, ...) _printf_(3, 4);
+/* --max-rate: holds the thread back so that it moves no more than that many bytes a second. */
+void stager_pace(Stager *s, uint64_t bytes);
+/* The path of a staged file in the session's directory on the export, or of its partial form. */
+char *stager_path(Stager *s, const char *name, bool partial);
+
+/* The manifest of the disk s uploads (segments: of the compressed image, or NULL), and its parsing. */
+json_object *manifest_new(Stager *s, const char *digest, const char *hashes, json_object *segments);
+int manifest_parse(Stager *s, const char *text, Manifest *ret);
+
+/* The upload: reads each chunk, hashes it for the manifest and the digest, and hands it on. */
+typedef int (*ChunkSink)(Stager *s, void *ctx, const uint8_t *chunk, size_t n, uint64_t offset, bool zero);
+int read_disk(Stager *s, ChunkSink sink, void *ctx, char **ret_hashes, char **ret_digest);
+
+/* The download: each chunk checked against the manifest, then written. */
+typedef struct Writer {
+        Stager *s;
+        const Manifest *m;
+        Digest digest;
+        uint64_t offset, synced;
+        uint8_t *chunk;
+        size_t have;
+} Writer;
+
+/* Appends downloaded bytes to the current chunk, checking and writing each as it fills. */
+int writer_feed(Writer *w, const uint8_t *data, size_t n);
+
+/* One kind of staging area. Each call fails with stager_fail()'s reason set. */
+typedef struct StagingTransport {
+        BackendType type;
+        /* Connects to the area at l as initiator (our name there, for iSCSI). */
+        int (*connect)(Stager *s, const StorageLocation *l, const char *initiator, void **ret_conn);
+        void (*disconnect)(void *conn);
+        /* The source: the disk as an image and, once it is whole, its manifest; sets s->digest. */
+        int (*upload)(Stager *s, void *conn);
+        /* The target: the manifest, then the image from w->offset on, through writer_feed(). */
+        int (*read_manifest)(Stager *s, void *conn, Manifest *ret);
+        int (*download)(Stager *s, void *conn, const Manifest *m, Writer *w);
+} StagingTransport;
+
+extern const StagingTransport staging_transport_nfs, staging_transport_iscsi;
