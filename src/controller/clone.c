@@ -872,6 +872,14 @@ static int added_target_check(CloneSession *c, const char *node, const char *dev
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
                                          "%s is target %" PRIu32 " of session %s already.", n->hostname, t->index,
                                          c->id);
+        CloneSession *other;
+        if (clone_status_is_active(c->status) &&
+            node_busy_elsewhere(c, n->id, &other)) /* it would start now */
+                return sd_bus_error_setf(
+                        error, PB_ERROR_IN_USE,
+                        "Node %s is busy with clone session %s (%s); wait for it or cancel it "
+                        "first.",
+                        n->hostname, other->id, clone_status_to_string(other->status));
         *ret_node = n;
         return 0;
 }
@@ -888,10 +896,7 @@ int clone_add_target_check(CloneSession *c, const char *node, const char *device
 static int add_step(CloneSession *c, void *userdata, sd_bus_error *error) {
         CloneTarget *t = userdata;
         CloneStatus at = c->status;
-        int r = clone_attach_target(c, t);
-        if (r < 0)
-                return r;
-        r = store_target_insert(c->manager->store, t);
+        int r = store_target_insert(c->manager->store, t);
         if (r < 0)
                 return bus_store_error(error, r, "add the target");
         if (clone_status_is_active(at))
@@ -912,12 +917,14 @@ int clone_add_target(CloneSession *c, const char *node, const char *device, cons
         if (r < 0)
                 return r;
         t = target_new(c, c->n_targets + 1, n->id, device, resize);
-        if (!t)
-                return -ENOMEM;
-        r = clone_transact(c, add_step, t, error); /* attached, or freed */
+        r = t ? clone_attach_target(c, t) : -ENOMEM;
         if (r < 0)
                 return r;
-        t = clone_target(c, c->n_targets);
+        r = clone_transact(c, add_step, t, error);
+        if (r < 0) { /* as if never asked */
+                detach_last_target(c);
+                return r;
+        }
         log_info("Clone session %s: target %" PRIu32 " added, %s on %s.", c->id, t->index, t->device, n->hostname);
         clone_emit_changed(c, "Targets", NULL);
         replan(t);

@@ -416,6 +416,106 @@ static void test_targets(void) {
         ASSERT_INT(clone_target_index(NULL), 0);
 }
 
+/* A staged session with two targets: added, refused twice, each moving on its own while the session's status
+ * follows, a retry of only the failed one, and writes that fail leaving memory as the store is. */
+static void test_staged_targets(Manager *m) {
+        sd_bus_error e = SD_BUS_ERROR_NULL;
+        StorageBackend *b = calloc(1, sizeof(StorageBackend));
+        CloneSession *c;
+        CloneTarget *t1, *t2;
+        Node *n;
+
+        ASSERT_OK(node_register(m, "web-02", "aa:bb:cc:dd:ee:12", "x86_64", NULL, NODE_READY, &n, &e));
+        ASSERT_OK(node_register(m, "web-03", "aa:bb:cc:dd:ee:13", "x86_64", NULL, NODE_READY, &n, &e));
+        ASSERT_TRUE(b);
+        b->id = strdup("5705a6e0000000000000000000000002");
+        b->name = strdup("nfs-targets");
+        b->type = BACKEND_NFS;
+        b->config = json_object_new_object();
+        b->enabled = 1;
+        ASSERT_OK(store_storage_insert(m->store, b));
+        ASSERT_OK(storage_attach(m, b));
+        CloneSpec spec = { .name = "fan-out",
+                           .mode = "staged",
+                           .source_node = "web-02",
+                           .target_node = "web-03",
+                           .source_device = "/dev/sda",
+                           .target_device = "/dev/sdb",
+                           .storage = "nfs-targets" };
+        ASSERT_OK(clone_create(m, &spec, 0, &c, &e));
+        t1 = clone_first_target(c);
+        ASSERT_TRUE(t1 && t1->index == 1 && c->n_targets == 1);
+
+        ASSERT_OK(clone_add_target(c, "web-01", "/dev/sdc", "grow_target", &t2, &e));
+        ASSERT_TRUE(t2 == clone_target(c, 2) && t2->status == CLONE_PENDING &&
+                    t2->resize_mode == RESIZE_GROW_TARGET);
+        ASSERT_BUS_ERROR(clone_add_target(c, "web-01", "/dev/sdd", NULL, &t2, E), PB_ERROR_INVALID_ARGUMENT);
+        ASSERT_BUS_ERROR(clone_add_target(c, "web-02", "/dev/sdd", NULL, &t2, E), PB_ERROR_INVALID_ARGUMENT);
+        ASSERT_BUS_ERROR(clone_add_target(c, "pi-01", "sdd", NULL, &t2, E), PB_ERROR_INVALID_ARGUMENT);
+        /* A target whose row cannot be written is not added, in memory either. */
+        ASSERT_OK(store_exec(
+                m->store,
+                "CREATE TRIGGER refuse BEFORE INSERT ON clone_targets BEGIN SELECT RAISE(ABORT, 'no'); END",
+                ""));
+        sd_bus_error refused = SD_BUS_ERROR_NULL;
+        ASSERT_TRUE(clone_add_target(c, "pi-01", "/dev/sdd", NULL, &t2, &refused) < 0);
+        sd_bus_error_free(&refused);
+        ASSERT_OK(store_exec(m->store, "DROP TRIGGER refuse", ""));
+        ASSERT_INT(c->n_targets, 2);
+        t2 = clone_target(c, 2);
+        ASSERT_INT(
+                count(m,
+                      "SELECT COUNT(*) FROM clone_targets WHERE session_id = (SELECT id FROM clone_sessions "
+                      "WHERE name = 'fan-out')"),
+                2);
+
+        /* A start whose writes fail starts nothing: every target and the session as they were. */
+        ASSERT_OK(
+                store_exec(m->store,
+                           "CREATE TRIGGER refuse BEFORE UPDATE ON clone_targets WHEN NEW.target_index = 2 "
+                           "BEGIN SELECT RAISE(ABORT, 'no'); END",
+                           ""));
+        refused = (sd_bus_error) SD_BUS_ERROR_NULL;
+        ASSERT_TRUE(clone_start(c, &refused) < 0);
+        sd_bus_error_free(&refused);
+        ASSERT_OK(store_exec(m->store, "DROP TRIGGER refuse", ""));
+        ASSERT_INT(c->status, CLONE_PENDING);
+        ASSERT_INT(t1->status, CLONE_PENDING);
+        ASSERT_INT(t2->status, CLONE_PENDING);
+        ASSERT_INT(count(m, "SELECT COUNT(*) FROM clone_targets WHERE status = 'pending'"), 2);
+
+        ASSERT_OK(clone_start(c, &e));
+        ASSERT_INT(c->status, CLONE_WAITING);
+        ASSERT_INT(t2->status, CLONE_WAITING);
+        ASSERT_OK(clone_targets_transition(c, CLONE_SOURCE_READY, NULL, &e));
+        ASSERT_INT(c->status, CLONE_SOURCE_READY);
+        ASSERT_OK(clone_target_transition(t1, CLONE_CLONING, NULL, &e));
+        ASSERT_INT(c->status, CLONE_CLONING);
+        ASSERT_OK(clone_target_transition(t1, CLONE_COMPLETED, NULL, &e));
+        ASSERT_INT(c->status, CLONE_SOURCE_READY); /* the other one goes on */
+        ASSERT_OK(clone_target_transition(t2, CLONE_FAILED, "The target failed: disk gone", &e));
+        ASSERT_INT(c->status, CLONE_FAILED);
+        ASSERT_STR(clone_error(c), "The target failed: disk gone");
+        ASSERT_INT(
+                count(m, "SELECT COUNT(*) FROM clone_sessions WHERE name = 'fan-out' AND status = 'failed'"),
+                1);
+
+        /* A retry starts the failed target only. */
+        ASSERT_OK(clone_start(c, &e));
+        ASSERT_INT(t1->status, CLONE_COMPLETED);
+        ASSERT_INT(t2->status, CLONE_WAITING);
+        ASSERT_INT(c->status, CLONE_WAITING);
+        ASSERT_OK(clone_cancel(c, &e));
+        ASSERT_INT(t1->status, CLONE_COMPLETED);
+        ASSERT_INT(t2->status, CLONE_CANCELLED);
+        ASSERT_INT(c->status, CLONE_CANCELLED);
+        ASSERT_BUS_ERROR(clone_add_target(c, "pi-01", "/dev/sdd", NULL, &t2, E), PB_ERROR_INVALID_STATE);
+
+        char *token = NULL;
+        ASSERT_BUS_ERROR(clone_issue_token(c, "target-2", &token, E), PB_ERROR_INVALID_STATE);
+        ASSERT_BUS_ERROR(clone_issue_token(c, "target-x", NULL, E), PB_ERROR_INVALID_ARGUMENT);
+}
+
 /* A database as schema 8 made it, with a staged session whose two added targets were sessions following it,
  * opened by this controller: they are its targets 2 and 3, in the order they were added, with their
  * progress, digests, plans and report sequences; the followers' rows are gone. */
@@ -894,6 +994,7 @@ int main(void) {
         test_after_commit(m);
         test_transaction_end_hook(m);
         test_restart(dir, &m);
+        test_staged_targets(m);
         test_migration_from_followers(dir);
         manager_free(m);
         test_throttle();
