@@ -500,7 +500,7 @@ int clone_update(CloneSession *c, const CloneSpec *changes, bool check_only, sd_
                 .resize_mode = changes->resize_mode ?: resize_mode_to_string(c->resize_mode),
         };
         /* Switching to direct mode drops the backend unless one was asked for explicitly. */
-        if (changes->mode && streq(changes->mode, "direct") && !changes->storage)
+        if (changes->mode && clone_mode_from_string(changes->mode) == CLONE_MODE_DIRECT && !changes->storage)
                 s.storage = NULL;
         r = validate(m, &s, &res, error);
         if (r >= 0 && res.target) {
@@ -994,12 +994,12 @@ int clone_delete(CloneSession *c, bool *ret_cancelled, sd_bus_error *error) {
 
 int clone_issue_token(CloneSession *c, const char *role, char **ret_token, sd_bus_error *error) {
         _cleanup_free_ char *name = NULL;
-        uint32_t index = clone_target_index(role);
+        uint32_t index = 0;
+        int r = clone_role_parse(role, &index);
         CloneTarget *t = clone_target(c, index);
-        int r;
         assert(c && role);
 
-        if (!streq(role, "source") && index == 0)
+        if (r < 0)
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
                                          "Unknown role \"%.32s\"; use source, target (the first) or "
                                          "target-<n>.",

@@ -825,11 +825,12 @@ done:
 
 static int load_sequence(void *userdata, const char *session_id, const char *role, uint64_t sequence) {
         CloneSession *c = hashmap_get(((Manager *) userdata)->sessions, session_id);
-        CloneTarget *t = c ? clone_target(c, clone_target_index(role)) : NULL;
-        if (t)
-                t->sequence = sequence;
-        else if (c && streq(role, "source"))
+        uint32_t index;
+        int kind = clone_role_parse(role, &index);
+        if (c && kind == CLONE_ROLE_SOURCE)
                 c->source_sequence = sequence;
+        else if (c && kind == CLONE_ROLE_TARGET && clone_target(c, index))
+                clone_target(c, index)->sequence = sequence;
         return 0;
 }
 

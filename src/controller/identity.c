@@ -40,6 +40,7 @@ static int identity_get(Manager *m, const char *cn, Identity **ret) {
 int identity_parse(const char *cn, IdentityName *ret) {
         IdentityName p = { .kind = IDENTITY_NONE, .cn = cn };
         const char *rest;
+        int role;
 
         if (isempty(cn)) {
                 *ret = p;
@@ -48,15 +49,15 @@ int identity_parse(const char *cn, IdentityName *ret) {
         if ((rest = startswith(cn, "node-")) && id_is_valid(rest)) {
                 p.kind = IDENTITY_NODE;
                 memcpy(p.node, rest, PB_ID_LEN + 1);
-        } else if ((rest = startswith(cn, "clone-")) && strlen(rest) > PB_ID_LEN + 1 && rest[PB_ID_LEN] == '-' &&
-                   (streq(rest + PB_ID_LEN + 1, "source") || clone_target_index(rest + PB_ID_LEN + 1) > 0)) {
+        } else if ((rest = startswith(cn, "clone-")) && strlen(rest) > PB_ID_LEN + 1 &&
+                   rest[PB_ID_LEN] == '-' &&
+                   (role = clone_role_parse(rest + PB_ID_LEN + 1, &p.target)) >= 0) {
                 p.kind = IDENTITY_CLONE;
                 memcpy(p.session, rest, PB_ID_LEN);
                 p.session[PB_ID_LEN] = 0;
                 if (!id_is_valid(p.session))
                         return -EINVAL;
-                p.target = clone_target_index(rest + PB_ID_LEN + 1);
-                snprintf(p.role, sizeof(p.role), "%s", p.target > 0 ? "target" : "source");
+                snprintf(p.role, sizeof(p.role), "%s", clone_role_to_string((CloneRole) role));
         } else
                 return -EINVAL;
         *ret = p;

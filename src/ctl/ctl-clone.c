@@ -144,7 +144,7 @@ static int clone_token(sd_bus *bus, const char *path) {
         const char *token;
         int r;
 
-        if (arg.target && !streq_ptr(arg.role, "source")) {
+        if (arg.target && clone_role_from_string(arg.role) != CLONE_ROLE_SOURCE) {
                 if (asprintf(&role, "target-%s", arg.target) < 0)
                         return EXIT_FAILED;
                 if (clone_target_index(role) == 0)

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "ctl.h"
+#include "domain.h"
 #include "format.h"
 #include "log.h"
 #include "table.h"
@@ -413,11 +414,12 @@ static int partition_apply(sd_bus *bus, const char *node, const char *device) {
                 if (read_operations(bus, path, &reply, &rows, &n) != 0)
                         return EXIT_FAILED;
                 for (size_t i = 0; i < n; i++) {
-                        bool this_run = rows[i].completed >= since || streq(rows[i].status, "running");
+                        int status = operation_status_from_string(rows[i].status);
+                        bool this_run = rows[i].completed >= since || status == OPERATION_RUNNING;
                         if (!this_run)
                                 continue;
                         (void) strextend_printf(&state, "%s %s %s\n", rows[i].id, rows[i].op, rows[i].status);
-                        failed = failed || streq(rows[i].status, "failed");
+                        failed = failed || status == OPERATION_FAILED;
                 }
                 /* Each line ("ID OPERATION STATUS") once, as it first appears. */
                 for (char *line = state, *next; line && *line; line = next + 1) {
@@ -432,7 +434,8 @@ static int partition_apply(sd_bus *bus, const char *node, const char *device) {
                         seen = TAKE_PTR(state);
                 }
                 for (size_t i = 0; failed && i < n; i++)
-                        if (streq(rows[i].status, "failed") && rows[i].completed >= since)
+                        if (operation_status_from_string(rows[i].status) == OPERATION_FAILED &&
+                            rows[i].completed >= since)
                                 printf("Operation %s failed: %s\n", rows[i].id, rows[i].error);
                 op_rows_free(rows, n);
                 if (!applying)

@@ -89,3 +89,11 @@ uint32_t clone_target_index(const char *role) {
         unsigned long i = strtoul(n, &end, 10);
         return *end || i > CLONE_TARGETS_MAX ? 0 : (uint32_t) i;
 }
+
+int clone_role_parse(const char *name, uint32_t *ret_index) {
+        uint32_t index = clone_target_index(name);
+        if (index == 0 && clone_role_from_string(name) != CLONE_ROLE_SOURCE)
+                return -EINVAL;
+        *ret_index = index;
+        return index > 0 ? CLONE_ROLE_TARGET : CLONE_ROLE_SOURCE;
+}

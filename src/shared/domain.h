@@ -61,6 +61,9 @@ DECLARE_STRING_TABLE(clone_role, CloneRole);
  * "target" alone is target 1 (certificates issued before sessions had several targets). 0 if role names
  * no target. */
 int clone_target_role(uint32_t index, char **ret);
+/* A role's name as certificates, tokens and report sequences spell it: source, or a target (its index in
+ * *ret_index, 0 for the source). -EINVAL for anything else. */
+int clone_role_parse(const char *name, uint32_t *ret_index);
 uint32_t clone_target_index(const char *role);
 
 /* Where a staged session's staging area is (a direct session's is "": none). */

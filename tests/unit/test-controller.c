@@ -414,6 +414,15 @@ static void test_targets(void) {
         ASSERT_INT(clone_target_index("target-"), 0);
         ASSERT_INT(clone_target_index("target-1001"), 0);
         ASSERT_INT(clone_target_index(NULL), 0);
+        uint32_t index = 99;
+        ASSERT_INT(clone_role_parse("source", &index), CLONE_ROLE_SOURCE);
+        ASSERT_INT(index, 0);
+        ASSERT_INT(clone_role_parse("target-12", &index), CLONE_ROLE_TARGET);
+        ASSERT_INT(index, 12);
+        ASSERT_INT(clone_role_parse("target", &index), CLONE_ROLE_TARGET);
+        ASSERT_INT(index, 1);
+        ASSERT_INT(clone_role_parse("node", &index), -EINVAL);
+        ASSERT_INT(clone_role_parse("target-0", &index), -EINVAL);
 }
 
 /* A staged session with two targets: added, refused twice, each moving on its own while the session's status
