@@ -177,6 +177,9 @@ def stop_all(started):
 
 
 MACHINE_STATE = Path("/run/pureboot-tests")
+# How many machine_changes() this process is inside: a bus of its own inside the session's (test_gateway,
+# test_security) must not take away what the session's still needs when it ends.
+_machine_changes_depth = 0
 
 
 @contextlib.contextmanager
@@ -184,9 +187,18 @@ def machine_changes():
     """The users and the polkit policy file the tests need, shared by every run of them on this machine at
     once: the first run to need them adds them (replacing a policy file that differs, whose contents it
     keeps), and the last one to end takes away what was added and puts back what was replaced. Runs count
-    themselves by PID under /run/pureboot-tests, under a lock; a run that died is not counted."""
+    themselves by PID under /run/pureboot-tests, under a lock; a run that died is not counted. Nested in one
+    process, only the outermost counts."""
     import fcntl
     import json
+    global _machine_changes_depth
+    if _machine_changes_depth > 0:
+        _machine_changes_depth += 1
+        try:
+            yield
+        finally:
+            _machine_changes_depth -= 1
+        return
     MACHINE_STATE.mkdir(mode=0o700, exist_ok=True)
     record = MACHINE_STATE / "changes.json"
     me = MACHINE_STATE / f"run-{os.getpid()}"
@@ -227,9 +239,11 @@ def machine_changes():
         record.write_text(json.dumps(changes))
         me.touch()
         fcntl.flock(lock, fcntl.LOCK_UN)
+    _machine_changes_depth = 1
     try:
         yield
     finally:
+        _machine_changes_depth = 0
         with open(MACHINE_STATE / "lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             me.unlink(missing_ok=True)
