@@ -187,4 +187,4 @@ int resize_finish_target(Agent *a, Device *dev, const char *role_word);
 /* partition.c: partition mode (once: the scan verb, one scan reported), and a scan printed as JSON. */
 int partition_start(Agent *a, bool once);
 Partitioner *partitioner_free(Partitioner *p);
-int scan_print(char **devices);
+int scan_print(char **devices, bool used_map);

@@ -41,6 +41,7 @@ static void help(void) {
                "                           sd*, nvme*, vd* and mmcblk* disk); loop devices are allowed "
                "here\n"
                "     --json                scan: print the disks as JSON instead of reporting them\n"
+               "     --used-map            scan --json: print what of each disk its filesystems do not use\n"
                "     --server=URL          The bridge, https://HOST:PORT\n"
                "     --ca=sha256:HEX       Fingerprint of the PureBoot CA the bridge must present\n"
                "     --state-dir=DIR       Key, certificate, journal and report queue "
@@ -242,6 +243,14 @@ static int parse_json(const Option *o, AgentSettings *s, const char *value, cons
         return 0;
 }
 
+static bool arg_used_map = false;
+
+static int parse_used_map(const Option *o, AgentSettings *s, const char *value, const char *origin) {
+        (void) o, (void) s, (void) value, (void) origin;
+        arg_used_map = true;
+        return 0;
+}
+
 #define STRING(n, f, check, words)                                                                          \
         { n, false, true, parse_string, offsetof(AgentSettings, f), check, words }
 static const Option agent_options[] = {
@@ -265,6 +274,7 @@ static const Option agent_options[] = {
         { "log-level", false, true, parse_log_level },
         /* What scan prints: a question for the command line, not a setting of the node. */
         { "json", true, false, parse_json },
+        { "used-map", true, false, parse_used_map },
 };
 
 static int parse_argv(int argc, char *argv[], AgentSettings *s, const char **ret_verb) {
@@ -399,7 +409,7 @@ int main(int argc, char *argv[]) {
                 return r < 0 ? AGENT_EXIT_USAGE : AGENT_EXIT_SUCCESS;
         }
         if (streq(verb, "scan") && arg_json) {
-                r = scan_print(settings.devices);
+                r = scan_print(settings.devices, arg_used_map);
                 agent_settings_done(&settings);
                 return r < 0 ? AGENT_EXIT_FAILURE : AGENT_EXIT_SUCCESS;
         }

@@ -13,6 +13,7 @@
 #include "log.h"
 #include "queue.h"
 #include "scan.h"
+#include "usedmap.h"
 #include "util.h"
 
 struct Partitioner {
@@ -186,12 +187,39 @@ int partition_start(Agent *a, bool once) {
         return job_start(a, &partition_job);
 }
 
-int scan_print(char **devices) {
+/* The used-block map of each of devices, as {"device", "usedMap"}. */
+static int used_maps(char **devices, json_object **ret) {
+        _cleanup_(json_object_unrefp) json_object *maps = json_object_new_array();
+        int r;
+
+        if (!devices)
+                return log_error_errno(EINVAL, "--used-map needs --devices=DEV: the disks to map.");
+        for (char **d = devices; *d; d++) {
+                _cleanup_(disk_info_done) DiskInfo info = {};
+                _cleanup_(used_map_done) UsedMap m = {};
+                json_object *o = json_object_new_object();
+                if (!o)
+                        return -ENOMEM;
+                json_object_array_add(maps, o);
+                r = scan_disk(*d, &info);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to scan %s: %m", *d);
+                r = used_map_build(*d, &info, &m);
+                if (r < 0)
+                        return r;
+                json_object_object_add(o, "device", json_object_new_string(*d));
+                json_object_object_add(o, "usedMap", used_map_to_json(&m));
+        }
+        *ret = TAKE_PTR(maps);
+        return 0;
+}
+
+int scan_print(char **devices, bool used_map) {
         _cleanup_(json_object_unrefp) json_object *disks = NULL;
         int r;
 
         parted_exceptions_init();
-        r = scan_disks(devices, &disks);
+        r = used_map ? used_maps(devices, &disks) : scan_disks(devices, &disks);
         if (r < 0)
                 return r;
         puts(json_object_to_json_string_ext(disks, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));

@@ -12,6 +12,7 @@
 #include "frame.h"
 #include "journal.h"
 #include "tests.h"
+#include "usedmap.h"
 #include "util.h"
 
 static void test_frame_round_trip(void) {
@@ -198,6 +199,52 @@ static void test_journal(void) {
         tmpdir_remove(dir);
 }
 
+/* A ddrescue domain log as partclone writes it, for a partition at 1 MiB of 2 MiB. */
+static void test_domain_log(void) {
+        static const char log[] = "# Domain logfile created by unset_name v0.3.23\n"
+                                  "# Source: /dev/loop0p1\n"
+                                  "# Offset: 0x00100000\n"
+                                  "# current_pos  current_status\n"
+                                  "0x00300000     ?\n"
+                                  "#      pos        size  status\n"
+                                  "0x00100000  0x00010000  +\n"
+                                  "0x00110000  0x00070000  ?\n"
+                                  "0x00180000  0x00080000  ?\n"
+                                  "0x00200000  0x00001000  +\n"
+                                  "0x00201000  0x000FF000  ?\n";
+        UsedMap m = { .size = 4 << 20 };
+
+        ASSERT_OK(used_map_add_domain_log(&m, log, 1 << 20, 2 << 20));
+        ASSERT_INT(m.n_unused, 2); /* the two adjacent free ranges are one */
+        ASSERT_INT(m.unused[0].offset, 0x110000);
+        ASSERT_INT(m.unused[0].length, 0xF0000);
+        ASSERT_INT(m.unused[1].offset, 0x201000);
+        ASSERT_INT(m.unused_bytes, 0xF0000 + 0xFF000);
+        ASSERT_TRUE(used_map_is_unused(&m, 0x110000, 0xF0000));
+        ASSERT_TRUE(used_map_is_unused(&m, 0x180000, 0x1000));
+        ASSERT_TRUE(!used_map_is_unused(&m, 0x10F000, 0x2000)); /* starts in a used range */
+        ASSERT_TRUE(!used_map_is_unused(&m, 0x1FF000, 0x2000)); /* runs into one */
+        ASSERT_TRUE(!used_map_is_unused(&m, 0, 1));
+        ASSERT_TRUE(!used_map_is_unused(&m, 0x300000, 1)); /* after the partition */
+
+        /* Logs that cannot be right add nothing: outside the partition, out of order, nothing used, not a
+         * log at all. */
+        static const char *const bad[] = {
+                "0x0 ?\n0x00100000 0x00300000 ?\n0x00400000 0x1000 +\n",
+                "0x0 ?\n0x00000000 0x00001000 +\n",
+                "0x0 ?\n0x00180000 0x1000 +\n0x00100000 0x1000 ?\n",
+                "0x0 ?\n0x00100000 0x00100000 ?\n",
+                "0x0 ?\n0x00100000 0x1000 x\n",
+                "hello\nworld\n",
+        };
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+                ASSERT_INT(used_map_add_domain_log(&m, bad[i], 1 << 20, 2 << 20), -EBADMSG);
+                ASSERT_INT(m.n_unused, 2);
+                ASSERT_INT(m.unused_bytes, 0xF0000 + 0xFF000);
+        }
+        used_map_done(&m);
+}
+
 int main(void) {
         test_frame_round_trip();
         test_frame_refusals();
@@ -205,5 +252,6 @@ int main(void) {
         test_backoff();
         test_device_file();
         test_journal();
+        test_domain_log();
         return 0;
 }

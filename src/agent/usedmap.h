@@ -1,0 +1,42 @@
+/* SPDX-License-Identifier: MIT */
+/* Used-block maps: which byte ranges of a disk its filesystems do not use, so a clone need not copy them.
+ * Each partition's map comes from the filesystem's own metadata, as partclone reads it for its own clones
+ * (its ddrescue domain log, partclone.<fs> -D); what no map vouches for is copied whole. */
+#pragma once
+
+#include <json-c/json.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "disk-model.h"
+
+typedef struct Extent {
+        uint64_t offset, length;
+} Extent;
+
+typedef struct UsedMap {
+        uint64_t size;  /* of the disk */
+        Extent *unused; /* sorted, not overlapping: what no filesystem uses */
+        size_t n_unused;
+        uint64_t unused_bytes;
+        char **whole; /* a sentence per partition copied whole, and why (NULL-terminated) */
+} UsedMap;
+
+void used_map_done(UsedMap *m);
+
+/* The map of disk (a block device or an image file) whose layout scan found as info. A partition is mapped
+ * when its filesystem is one partclone reads (ext2/3/4, xfs, btrfs, ntfs, vfat, exfat) and is not mounted;
+ * any other, and one whose map fails to read or does not fit its partition, is copied whole, with a
+ * sentence in m->whole. Fails only for lack of memory. */
+int used_map_build(const char *disk, const DiskInfo *info, UsedMap *ret);
+
+/* Whether [offset, offset + length) lies wholly in one unused range. */
+bool used_map_is_unused(const UsedMap *m, uint64_t offset, uint64_t length);
+
+/* Parses a ddrescue domain log for the partition at [start, start + size) of the disk (its positions
+ * already offset to the disk's), adding the ranges it marks unused ('?') to m. -EBADMSG if it is not one,
+ * says nothing is used, or names a range outside the partition. */
+int used_map_add_domain_log(UsedMap *m, const char *log, uint64_t start, uint64_t size);
+
+/* {"size": N, "unusedBytes": N, "unused": [[offset, length], …], "copiedWhole": [sentence, …]} */
+json_object *used_map_to_json(const UsedMap *m);
