@@ -16,6 +16,15 @@ def system_bus():
 
 
 @pytest.fixture
+def loops():
+    """The Loops a test makes (nodes.Loop), detached when it ends, however it ends."""
+    made = []
+    yield made
+    for loop in made:
+        loop.detach()
+
+
+@pytest.fixture
 def bridge(controller, tmp_path):
     """pureboot-bridge in front of the controller, as its own user on a loopback port."""
     b = Bridge(controller.bus, tmp_path).start()

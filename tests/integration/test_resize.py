@@ -5,22 +5,12 @@ edited plans held to the same rules. Real loop devices, ext4 and vfat, resize2fs
 
 import json
 
-import pytest
-
 from harness import AGENT
 from nodes import Clone, check_root_last_disk, gpt_layout, make_blank_disk, make_root_last_disk, sh
 
 MIB = 1 << 20
 SOURCE = 1024 * MIB
 ERROR = "org.pureboot.Controller1.Error."
-
-
-@pytest.fixture
-def loops():
-    made = []
-    yield made
-    for loop in made:
-        loop.detach()
 
 
 def plan_of(c):

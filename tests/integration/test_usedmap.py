@@ -10,8 +10,6 @@ import json
 import os
 from pathlib import Path
 
-import pytest
-
 from harness import AGENT, wait_for
 from nodes import Loop, random_file, sh, sha256
 
@@ -25,14 +23,6 @@ FILESYSTEMS = [
     ("vfat", 120, ["mkfs.vfat"], ["fsck.vfat", "-n"]),
 ]
 SWAP_MIB = 40
-
-
-@pytest.fixture
-def loops():
-    made = []
-    yield made
-    for loop in made:
-        loop.detach()
 
 
 def make_disk(tmp_path, loops):
