@@ -19,6 +19,7 @@
 #include "format.h"
 #include "gpt.h"
 #include "log.h"
+#include "machine-identity.h"
 #include "queue.h"
 #include "scan.h"
 #include "util.h"
@@ -184,6 +185,32 @@ int resize_target_ready(Agent *a, json_object *session) {
         return !refuse_infeasible(a, "target", plan);
 }
 
+/* The clone's own identity (identity auto, the session's default): its node's host name on each Linux root.
+ */
+static int finish_identity(Agent *a, const char *role_word) {
+        _cleanup_free_ char *summary = NULL, *error = NULL;
+        const char *identity = a->watched ? json_get_string(a->watched, "identity") : NULL;
+        const char *hostname = a->watched ? json_get_string(a->watched, "targetHostname") : NULL;
+        int r;
+
+        if (clone_identity_from_string(identity) != CLONE_IDENTITY_AUTO) {
+                log_info("%s stays an exact copy (identity %s).", a->settings.device, strna(identity));
+                return 0;
+        }
+        r = machine_identity_apply(a->settings.device, hostname, &summary, &error);
+        if (r < 0) {
+                agent_report_failed(
+                        a, "target", "IdentityFailed",
+                        "%s was %s completely, but giving the clone its own identity failed: %s. Start "
+                        "the session again, or create it with identity none for an exact copy",
+                        a->settings.device, role_word, error ?: strerror(-r));
+                agent_finish(a, AGENT_EXIT_FAILURE);
+                return r;
+        }
+        log_info("The clone's own identity on %s: %s.", a->settings.device, summary);
+        return 0;
+}
+
 int resize_finish_target(Agent *a, Device *dev, const char *role_word) {
         _cleanup_free_ char *error = NULL;
         json_object *plan = a->watched ? resize_plan_of(a->watched, NULL) : NULL;
@@ -201,6 +228,7 @@ int resize_finish_target(Agent *a, Device *dev, const char *role_word) {
                                     "%s was %s completely, but resizing it afterwards failed: %s",
                                     a->settings.device, role_word, strna(error));
                 agent_finish(a, AGENT_EXIT_FAILURE);
+                return r;
         }
-        return r;
+        return finish_identity(a, role_word);
 }

@@ -77,6 +77,21 @@ static int read_sysfs(const char *dir, const char *name, char *buf, size_t size)
         return 0;
 }
 
+int scan_tell_kernel(const char *disk) {
+        PedDevice *dev = ped_device_get(disk);
+        PedDisk *table;
+        int ok;
+
+        if (!dev)
+                return -ENODEV;
+        table = ped_disk_new(dev);
+        ok = !table || ped_disk_commit_to_os(table); /* no table: no partitions to tell of */
+        if (table)
+                ped_disk_destroy(table);
+        ped_device_destroy(dev);
+        return ok ? 0 : -EIO;
+}
+
 char *partition_node(const char *disk, unsigned number) {
         _cleanup_free_ char *dir = NULL;
         _cleanup_(closedirp) DIR *d = NULL;

@@ -11,6 +11,9 @@
 int scan_disk(const char *path, DiskInfo *ret);
 /* Every disk of the node (sd*, nvme*, vd*, mmcblk*), or the devices named, as a JSON array of Disk. */
 int scan_disks(char **devices, json_object **ret);
+/* Has the kernel take disk's partition table through BLKPG (which works where the kernel parses no tables
+ * of its own, and for loop devices): its partitions get their nodes. */
+int scan_tell_kernel(const char *disk);
 /* The kernel's node for partition number of disk (/dev/sda1, /dev/loop0p1), or NULL if it has none. */
 char *partition_node(const char *disk, unsigned number);
 /* A filesystem's used bytes, minimum size and whether it can shrink, from its tools. node is the partition;

@@ -18,6 +18,7 @@ static int property_get_enum(sd_bus *bus, const char *path, const char *interfac
         const char *s = streq(property, "Status")       ? clone_status_to_string(c->status)
                         : streq(property, "Mode")       ? clone_mode_to_string(c->mode)
                         : streq(property, "ResizeMode") ? resize_mode_to_string(c->resize_mode)
+                        : streq(property, "Identity")   ? clone_identity_to_string(c->identity)
                         : streq(property, "Error")      ? strempty(clone_error(c))
                                                         : staging_status_to_string(c->staging_status);
         (void) bus, (void) path, (void) interface, (void) error;
@@ -129,6 +130,7 @@ static int method_update(sd_bus_message *msg, void *userdata, sd_bus_error *erro
                         { "target_device", offsetof(CloneSpec, target_device) },
                         { "storage", offsetof(CloneSpec, storage) },
                         { "resize_mode", offsetof(CloneSpec, resize_mode) },
+                        { "identity", offsetof(CloneSpec, identity) },
                 };
                 const char *key, **field = NULL;
                 r = sd_bus_message_read(msg, "s", &key);
@@ -141,7 +143,7 @@ static int method_update(sd_bus_message *msg, void *userdata, sd_bus_error *erro
                         return sd_bus_error_setf(
                                 error, SD_BUS_ERROR_INVALID_ARGS,
                                 "\"%.64s\" cannot be changed. Changeable: name, mode, source_node, "
-                                "target_node, source_device, target_device, storage, resize_mode.",
+                                "target_node, source_device, target_device, storage, resize_mode, identity.",
                                 key);
                 r = sd_bus_message_read(msg, "v", "s", field);
                 if (r < 0)
@@ -342,6 +344,7 @@ static const sd_bus_vtable clone_vtable[] = {
         P("StagingPath", "s", staging_path),
         SD_BUS_PROPERTY("StagingStatus", "s", property_get_enum, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("ResizeMode", "s", property_get_enum, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Identity", "s", property_get_enum, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         T("Plan", "s"),
         SD_BUS_PROPERTY("Targets", "ao", property_get_targets, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         P("BytesTotal", "t", bytes_total),

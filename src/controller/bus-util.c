@@ -34,6 +34,8 @@ int bus_read_options(sd_bus_message *m, BusOptions *ret, sd_bus_error *error) {
                                 target = &o.storage;
                         else if (streq(key, "resize_mode"))
                                 target = &o.resize_mode;
+                        else if (streq(key, "identity"))
+                                target = &o.identity;
                         else if (streq(key, "ip"))
                                 target = &o.ip;
                         else if (streq(key, "serial"))
@@ -45,7 +47,7 @@ int bus_read_options(sd_bus_message *m, BusOptions *ret, sd_bus_error *error) {
                                         error, SD_BUS_ERROR_INVALID_ARGS,
                                         "Unknown option \"%s\". Known options: "
                                         "auth.no_user_interaction, keep_setuid, idempotency_key, storage, "
-                                        "resize_mode, ip, serial, workflow.",
+                                        "resize_mode, identity, ip, serial, workflow.",
                                         key);
                         if (!streq(contents, "s"))
                                 return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,

@@ -273,6 +273,7 @@ typedef struct Resolved {
         StorageBackend *storage;
         CloneMode mode;
         ResizeMode resize_mode;
+        CloneIdentity identity;
 } Resolved;
 
 static int resize_mode_parse(const char *s, ResizeMode *ret, sd_bus_error *error) {
@@ -311,6 +312,15 @@ static int validate(Manager *m, const CloneSpec *s, Resolved *ret, sd_bus_error 
                                          strempty(s->mode));
         res.mode = (CloneMode) r;
         r = resize_mode_parse(s->resize_mode, &res.resize_mode, error);
+        if (r >= 0 && (r = clone_identity_from_string(s->identity ?: "auto")) < 0)
+                r = sd_bus_error_setf(
+                        error, PB_ERROR_INVALID_ARGUMENT,
+                        "Unknown identity \"%.32s\"; use auto (a clone of a Linux system gets its "
+                        "node's host name, a new machine-id and new SSH host keys) or none (an "
+                        "exact copy).",
+                        s->identity);
+        else if (r >= 0)
+                res.identity = (CloneIdentity) r;
         if (r >= 0)
                 r = device_check(s->source_device, "Source", error);
         if (r >= 0 && !isempty(s->target_node))
@@ -371,6 +381,7 @@ int clone_check(Manager *m, const CloneSpec *spec, sd_bus_error *error) {
 static int dup_fields(CloneSession *c, const CloneSpec *s, const Resolved *res) {
         c->mode = res->mode;
         c->resize_mode = res->resize_mode;
+        c->identity = res->identity;
         if (free_and_strdup(&c->name, s->name) < 0 || free_and_strdup(&c->source_node, res->source->id) < 0 ||
             free_and_strdup(&c->source_device, s->source_device) < 0 ||
             free_and_strdup(&c->staging_backend, res->storage ? res->storage->id : NULL) < 0)
@@ -493,11 +504,16 @@ int clone_update(CloneSession *c, const CloneSpec *changes, bool check_only, sd_
                 .name = changes->name ?: c->name,
                 .mode = changes->mode ?: clone_mode_to_string(c->mode),
                 .source_node = changes->source_node ?: c->source_node,
-                .target_node = changes->target_node ?: first ? first->node : NULL,
+                .target_node = changes->target_node
+                                       ?: first ? first->node
+                                                : NULL,
                 .source_device = changes->source_device ?: c->source_device,
-                .target_device = changes->target_device ?: first ? first->device : NULL,
+                .target_device = changes->target_device
+                                         ?: first ? first->device
+                                                  : NULL,
                 .storage = changes->storage ?: c->staging_backend,
                 .resize_mode = changes->resize_mode ?: resize_mode_to_string(c->resize_mode),
+                .identity = changes->identity ?: clone_identity_to_string(c->identity),
         };
         /* Switching to direct mode drops the backend unless one was asked for explicitly. */
         if (changes->mode && clone_mode_from_string(changes->mode) == CLONE_MODE_DIRECT && !changes->storage)
@@ -552,9 +568,10 @@ int clone_update(CloneSession *c, const CloneSpec *changes, bool check_only, sd_
                 return r;
         c->mode = updated.mode;
         c->resize_mode = updated.resize_mode;
+        c->identity = updated.identity;
         c->staging_status = updated.staging_status;
         clone_emit_changed(c, "Name", "Mode", "SourceNode", "TargetNode", "SourceDevice", "TargetDevice",
-                           "StagingBackend", "StagingStatus", "ResizeMode", "Targets", NULL);
+                           "StagingBackend", "StagingStatus", "ResizeMode", "Identity", "Targets", NULL);
         if ((first = clone_first_target(c))) {
                 clone_target_emit_changed(first, "Node", "Device", "ResizeMode", NULL);
                 replan(first);
@@ -1049,6 +1066,10 @@ json_object *clone_node_view(CloneSession *c, bool source, CloneTarget *t) {
         ADD("sizeBytes", json_object_new_int64((int64_t) c->bytes_total));
         ADD("bytesTransferred", json_object_new_int64((int64_t) (shown ? shown->bytes_transferred : 0)));
         ADD("resizeMode", json_object_new_string(resize_mode_to_string(shown ? shown->resize_mode : c->resize_mode)));
+        ADD("identity", json_object_new_string(clone_identity_to_string(c->identity)));
+        /* A target's own name, which its clone takes (identity auto). */
+        Node *node = t ? hashmap_get(c->manager->nodes, t->node) : NULL;
+        ADD("targetHostname", node ? json_object_new_string(node->hostname) : NULL);
         ADD("stagingStatus", c->staging_status != STAGING_NONE
                                      ? json_object_new_string(staging_status_to_string(c->staging_status))
                                      : NULL);

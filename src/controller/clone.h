@@ -23,6 +23,7 @@ typedef struct CloneSession {
         char *staging_resources; /* JSON array: what provisioning created, undone in reverse order */
         uint64_t bytes_uploaded;
         ResizeMode resize_mode; /* what a target gets unless it names its own */
+        CloneIdentity identity;
         char *source_disk_json; /* what the source's agent scanned, as Disk JSON */
         uint64_t bytes_total;
         uint64_t created_at, started_at, completed_at;
@@ -47,7 +48,7 @@ typedef struct CloneSession {
 /* What a client asks for at Create or Update; NULL fields are not given. */
 typedef struct CloneSpec {
         const char *name, *mode, *source_node, *target_node, *source_device, *target_device;
-        const char *storage, *resize_mode, *idempotency_key;
+        const char *storage, *resize_mode, *idempotency_key, *identity;
 } CloneSpec;
 
 CloneSession *clone_free(CloneSession *c);

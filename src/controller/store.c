@@ -180,12 +180,14 @@ static const char *const migrations[] = {
         "  UNION ALL"
         "  SELECT f.id, f.follows, ROW_NUMBER() OVER (PARTITION BY f.follows ORDER BY f.created_at, f.id) +"
         "    (SELECT COUNT(*) FROM clone_sessions o WHERE o.id = f.follows AND o.target_node_id IS NOT NULL)"
-        "    FROM clone_sessions f WHERE f.follows IN (SELECT id FROM clone_sessions) AND f.target_node_id IS NOT NULL;"
+        "    FROM clone_sessions f WHERE f.follows IN (SELECT id FROM clone_sessions) AND f.target_node_id "
+        "IS NOT NULL;"
         "INSERT INTO clone_targets (session_id, target_index, status, node_id, device, resize_mode,"
         "    partition_plan_json, disk_json, bytes_transferred, transfer_rate_bps, digest, error_message,"
         "    started_at, completed_at)"
         "  SELECT m.session_id, m.target_index, s.status, s.target_node_id, s.target_device, s.resize_mode,"
-        "    s.partition_plan_json, s.target_disk_json, s.bytes_transferred, s.transfer_rate_bps, s.target_digest,"
+        "    s.partition_plan_json, s.target_disk_json, s.bytes_transferred, s.transfer_rate_bps, "
+        "s.target_digest,"
         "    s.error_message, s.started_at, s.completed_at"
         "  FROM moved_targets m JOIN clone_sessions s ON s.id = m.old_id;"
         "INSERT OR REPLACE INTO report_sequences (session_id, role, last_sequence)"
@@ -194,12 +196,16 @@ static const char *const migrations[] = {
         "UPDATE enrolment_tokens SET role = 'target-1' WHERE role = 'target' AND session_id IN"
         "  (SELECT old_id FROM moved_targets WHERE old_id = session_id);"
         "UPDATE certificates SET subject = subject || '-1' WHERE role = 'target' AND subject ="
-        "  'clone-' || session_id || '-target' AND session_id IN (SELECT old_id FROM moved_targets WHERE old_id = session_id);"
-        "DELETE FROM report_sequences WHERE role = 'target' OR session_id IN (SELECT id FROM clone_sessions WHERE follows IS NOT NULL);"
-        "DELETE FROM enrolment_tokens WHERE session_id IN (SELECT id FROM clone_sessions WHERE follows IS NOT NULL);"
+        "  'clone-' || session_id || '-target' AND session_id IN (SELECT old_id FROM moved_targets WHERE "
+        "old_id = session_id);"
+        "DELETE FROM report_sequences WHERE role = 'target' OR session_id IN (SELECT id FROM clone_sessions "
+        "WHERE follows IS NOT NULL);"
+        "DELETE FROM enrolment_tokens WHERE session_id IN (SELECT id FROM clone_sessions WHERE follows IS "
+        "NOT NULL);"
         "DELETE FROM clone_sessions WHERE follows IS NOT NULL;"
         "DROP TABLE moved_targets;"
-        /* The session keeps the source's and the staging's columns; the status it derives from its targets'. */
+        /* The session keeps the source's and the staging's columns; the status it derives from its targets'.
+         */
         "CREATE TABLE clone_sessions_new ("
         "  id TEXT PRIMARY KEY NOT NULL,"
         "  name TEXT NOT NULL,"
@@ -225,10 +231,14 @@ static const char *const migrations[] = {
         "  idempotency_key TEXT UNIQUE);"
         "INSERT INTO clone_sessions_new SELECT id, name, status, clone_mode, source_node_id, source_device,"
         "  source_ip, source_port, staging_backend_id, staging_path, staging_status, staging_resources,"
-        "  bytes_uploaded, resize_mode, source_disk_json, bytes_total, source_digest, created_at, started_at,"
+        "  bytes_uploaded, resize_mode, source_disk_json, bytes_total, source_digest, created_at, "
+        "started_at,"
         "  completed_at, created_by, idempotency_key FROM clone_sessions;"
         "DROP TABLE clone_sessions;"
         "ALTER TABLE clone_sessions_new RENAME TO clone_sessions;",
+        /* 10: whether a target's clone of a Linux system gets its own identity (auto) or stays a copy (none)
+         */
+        "ALTER TABLE clone_sessions ADD COLUMN identity TEXT NOT NULL DEFAULT 'auto';",
 };
 
 static int exec_plain(Store *s, const char *sql) {
@@ -836,6 +846,7 @@ static const Column session_columns[] = {
         COL(CloneSession, created_by, "created_by", COLUMN_U32, COLUMN_FIXED),
         COL(CloneSession, idempotency_key, "idempotency_key", COLUMN_STRING, COLUMN_FIXED),
         COL(CloneSession, source_digest, "source_digest", COLUMN_STRING),
+        ENUM_COL(CloneSession, identity, "identity", clone_identity),
 };
 
 static void session_free_record(void *record) {

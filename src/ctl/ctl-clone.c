@@ -33,6 +33,8 @@ static int clone_create(sd_bus *bus) {
         if (r >= 0)
                 r = add_string_option(m, "resize_mode", arg.resize);
         if (r >= 0)
+                r = add_string_option(m, "identity", arg.identity);
+        if (r >= 0)
                 r = add_string_option(m, "idempotency_key", arg.key);
         if (r >= 0)
                 r = sd_bus_message_close_container(m);
@@ -120,6 +122,7 @@ static int clone_update(sd_bus *bus, const char *path) {
                 { "target_device", arg.target_device },
                 { "storage", arg.storage },
                 { "resize_mode", arg.resize },
+                { "identity", arg.identity },
         };
         int r = ctl_new_call(bus, path, PB_IFACE("CloneSession"), "Update", &m);
         if (r >= 0)

@@ -402,7 +402,8 @@ static void help(void) {
                "Clone sessions:\n"
                "  clone create --source NODE [--target NODE] --mode direct|staged [--storage BACKEND]\n"
                "               --source-device DEV --target-device DEV [--name NAME]\n"
-               "               [--resize none|shrink_source|grow_target] [--idempotency-key KEY]\n"
+               "               [--resize none|shrink_source|grow_target] [--identity auto|none]\n"
+               "               [--idempotency-key KEY]\n"
                "  clone list | show ID | start ID | cancel ID | delete ID\n"
                "  clone update ID [--name N] [--source-device DEV] [--target-device DEV] [--target NODE] "
                "...\n"
@@ -451,6 +452,7 @@ static int parse_args(int argc, char *argv[]) {
                 ARG_TARGET_DEVICE,
                 ARG_NAME,
                 ARG_RESIZE,
+                ARG_IDENTITY,
                 ARG_KEY,
                 ARG_FOLLOW,
                 ARG_ROLE,
@@ -481,6 +483,7 @@ static int parse_args(int argc, char *argv[]) {
                 { "target-device", required_argument, NULL, ARG_TARGET_DEVICE },
                 { "name", required_argument, NULL, ARG_NAME },
                 { "resize", required_argument, NULL, ARG_RESIZE },
+                { "identity", required_argument, NULL, ARG_IDENTITY },
                 { "idempotency-key", required_argument, NULL, ARG_KEY },
                 { "follow", no_argument, NULL, ARG_FOLLOW },
                 { "role", required_argument, NULL, ARG_ROLE },
@@ -559,6 +562,9 @@ static int parse_args(int argc, char *argv[]) {
                         break;
                 case ARG_RESIZE:
                         arg.resize = optarg;
+                        break;
+                case ARG_IDENTITY:
+                        arg.identity = optarg;
                         break;
                 case ARG_KEY:
                         arg.key = optarg;

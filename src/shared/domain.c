@@ -43,6 +43,9 @@ DEFINE_STRING_TABLE(
         [STAGING_PROVISIONED] = "provisioned", [STAGING_UPLOADING] = "uploading", [STAGING_READY] = "ready",
         [STAGING_DOWNLOADING] = "downloading", [STAGING_CLEANUP] = "cleanup", [STAGING_DELETED] = "deleted")
 
+DEFINE_STRING_TABLE(clone_identity,
+                    CloneIdentity, [CLONE_IDENTITY_AUTO] = "auto", [CLONE_IDENTITY_NONE] = "none")
+
 DEFINE_STRING_TABLE(resize_mode, ResizeMode, [RESIZE_NONE] = "none",
                     [RESIZE_SHRINK_SOURCE] = "shrink_source", [RESIZE_GROW_TARGET] = "grow_target")
 

@@ -88,6 +88,15 @@ typedef enum ResizeMode {
 } ResizeMode;
 DECLARE_STRING_TABLE(resize_mode, ResizeMode);
 
+/* What a target's clone of a Linux system is given after the copy: its own identity (its node's host name,
+ * a new machine-id at first boot, new SSH host keys), or nothing (an exact copy). */
+typedef enum CloneIdentity {
+        CLONE_IDENTITY_AUTO,
+        CLONE_IDENTITY_NONE,
+        _CLONE_IDENTITY_MAX,
+} CloneIdentity;
+DECLARE_STRING_TABLE(clone_identity, CloneIdentity);
+
 /* A storage backend's kind. */
 typedef enum BackendType {
         BACKEND_NFS,

@@ -376,7 +376,7 @@ class Clone:
     Node namespaces are named from tag, unique on the network."""
 
     def __init__(self, tmp_path, ctl, api, network, bridge, source_dev, target_dev, source_args=(), target_args=(),
-                 mode="direct", storage=None, tag="", resize=None):
+                 mode="direct", storage=None, tag="", resize=None, create_args=()):
         self.ctl, self.api = ctl, api
         self.tmp = tmp_path
         self.network, self.bridge, self.tag, self.mode = network, bridge, tag, mode
@@ -387,7 +387,7 @@ class Clone:
         r = ctl("clone", "create", "--name=e2e", f"--mode={mode}", "--source=src-node", "--target=tgt-node",
                 f"--source-device={source_dev}", f"--target-device={target_dev}",
                 *([f"--storage={storage}"] if storage else []), *([f"--resize={resize}"] if resize else []),
-                check=True)
+                *create_args, check=True)
         self.id = r.stdout.strip().split()[-1]
         ctl("clone", "start", self.id, check=True)
         self.path = f"/org/pureboot/Controller1/clone/{self.id}"

@@ -28,7 +28,7 @@ install() {
                 mkfs.xfs xfs_growfs xfs_repair btrfs mkfs.btrfs mkfs.vfat fsck.vfat fsck.fat fatlabel \
                 ntfsresize mkfs.ntfs mkswap swaplabel mount umount \
                 partclone.extfs partclone.xfs partclone.btrfs partclone.ntfs partclone.fat partclone.exfat
-        inst_multiple -o fatresize
+        inst_multiple -o fatresize ssh-keygen
         inst_multiple /usr/lib/systemd/systemd-networkd /usr/lib/systemd/systemd-networkd-wait-online \
                 "$systemdsystemunitdir/systemd-networkd.service" "$systemdsystemunitdir/systemd-networkd.socket" \
                 "$systemdsystemunitdir/systemd-networkd-wait-online.service" \

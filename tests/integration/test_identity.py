@@ -1,0 +1,104 @@
+# SPDX-License-Identifier: MIT
+"""A clone's own identity (issue 21, first part): after a direct clone of a disk with a Linux root, the
+target's root has its node's host name, an empty machine-id and new SSH host keys, while the source is
+untouched and every file is copied; with identity none the clone is an exact copy. Real loop devices,
+ext4, agents in namespaces."""
+
+from pathlib import Path
+
+from harness import wait_for
+from nodes import Clone, check_root_last_disk, make_blank_disk, make_root_last_disk, sh
+
+ROOT_FILES = {
+    "etc/os-release": 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\n',
+    "etc/hostname": "src-node\n",
+    "etc/machine-id": "0123456789abcdef0123456789abcdef\n",
+    "var/lib/dbus/machine-id": "0123456789abcdef0123456789abcdef\n",
+}
+
+
+def make_linux_source(tmp_path, loops):
+    """The installer-like disk of make_root_last_disk, its root made a Linux system's: os-release, a host
+    name, a machine-id and SSH host keys."""
+    source, files = make_root_last_disk(tmp_path, loops, data_files=2)
+    mnt = tmp_path / "root"
+    mnt.mkdir()
+    sh("mount", source.partition(2), mnt)
+    try:
+        for path, content in ROOT_FILES.items():
+            (mnt / path).parent.mkdir(parents=True, exist_ok=True)
+            (mnt / path).write_text(content)
+        (mnt / "etc/ssh").mkdir()
+        sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", mnt / "etc/ssh/ssh_host_ed25519_key")
+        (tmp_path / "source-keys").mkdir()
+        for key in (mnt / "etc/ssh").iterdir():
+            sh("cp", key, tmp_path / "source-keys" / key.name)
+    finally:
+        sh("umount", mnt)
+    return source, files
+
+
+def run(c):
+    c.source.start()
+    c.target.start()
+    c.wait_status("completed", "failed", timeout=180)
+    assert c.status() == "completed", (c.prop("Error"), c.target.text()[-3000:])
+    assert c.target.wait(60) == 0, c.target.text()
+    assert c.source.wait(60) == 0, c.source.text()
+
+
+def read_root(loop, mnt):
+    """{path: content} of the identity files, and the SSH host key files, of the disk's root."""
+    loop.scan_partitions()
+    wait_for(lambda: Path(loop.partition(2)).exists(), timeout=5, what=f"{loop.partition(2)} to appear")
+    sh("mount", "-o", "ro", loop.partition(2), mnt)
+    try:
+        found = {p: (mnt / p).read_text() if (mnt / p).exists() else None for p in ROOT_FILES}
+        keys = {k.name: k.read_bytes() for k in (mnt / "etc/ssh").glob("ssh_host_*")}
+    finally:
+        sh("umount", mnt)
+    return found, keys
+
+
+def test_a_clone_gets_its_own_identity(tmp_path, ctl, api, network, bridge_on_network, loops):
+    source, files = make_linux_source(tmp_path, loops)
+    target = make_blank_disk(tmp_path, loops, "target", 1 << 30)
+    c = Clone(tmp_path, ctl, api, network, bridge_on_network, source.device, target.device, tag="i")
+    try:
+        assert c.prop("Identity") == "auto"
+        run(c)
+        assert "The clone's own identity on" in c.target.text()
+        assert "host name tgt-node, machine-id emptied, new SSH host keys" in c.target.text()
+    finally:
+        c.stop()
+    mnt = tmp_path / "check"
+    mnt.mkdir()
+    ident, keys = read_root(target, mnt)
+    assert ident["etc/hostname"] == "tgt-node\n"
+    assert ident["etc/machine-id"] == ""  # a new one at first boot
+    assert ident["var/lib/dbus/machine-id"] is None
+    assert ident["etc/os-release"] == ROOT_FILES["etc/os-release"]
+    source_keys = {k.name: k.read_bytes() for k in (tmp_path / "source-keys").iterdir()}
+    assert keys and "ssh_host_ed25519_key" in keys, sorted(keys)
+    assert keys["ssh_host_ed25519_key"] != source_keys["ssh_host_ed25519_key"]
+    # The source is as it was, and every file was copied.
+    ident, keys = read_root(source, mnt)
+    assert ident == ROOT_FILES and keys == source_keys
+    check_root_last_disk(target, files, tmp_path, (1024 - 66) << 20)
+
+
+def test_identity_none_is_an_exact_copy(tmp_path, ctl, api, network, bridge_on_network, loops):
+    source, _ = make_linux_source(tmp_path, loops)
+    target = make_blank_disk(tmp_path, loops, "target", 1 << 30)
+    r = ctl("clone", "create", "--name=bad", "--mode=direct", "--source=src-node", "--target=tgt-node",
+            "--source-device=/dev/sda", "--target-device=/dev/sdb", "--identity=someone")
+    assert r.returncode != 0 and "Unknown identity" in r.stderr and "use auto" in r.stderr, r.stderr
+    c = Clone(tmp_path, ctl, api, network, bridge_on_network, source.device, target.device, tag="n",
+              create_args=("--identity=none",))
+    try:
+        assert c.prop("Identity") == "none"
+        run(c)
+        assert "stays an exact copy (identity none)" in c.target.text()
+    finally:
+        c.stop()
+    sh("cmp", source.device, target.device)
