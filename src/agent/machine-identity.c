@@ -9,11 +9,13 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "device.h"
@@ -24,47 +26,73 @@
 #include "tool.h"
 #include "util.h"
 
-static bool exists_at(const char *root, const char *path) {
-        _cleanup_free_ char *p = NULL;
-        struct stat st;
-        return asprintf(&p, "%s/%s", root, path) >= 0 && lstat(p, &st) == 0;
+/* The clone's files are reached only inside its root: its own symbolic links (an absolute /etc, a "..")
+ * resolve as if the root were /, never into the machine the agent runs on. */
+static int open_in_root(int root, const char *path, int flags, mode_t mode) {
+        struct open_how how = { .flags = (uint64_t) flags | O_CLOEXEC,
+                                .mode = flags & O_CREAT ? mode : 0,
+                                .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS };
+        int fd = (int) syscall(SYS_openat2, root, path, &how, sizeof(how));
+        return fd < 0 ? -errno : fd;
 }
 
-/* Writes content to root/path through a temporary file renamed over it. */
-static int write_at(const char *root, const char *path, const char *content, mode_t mode) {
-        _cleanup_free_ char *p = NULL, *tmp = NULL;
-        _cleanup_close_ int fd = -EBADF;
+static bool exists_at(int root, const char *path) {
+        _cleanup_close_ int fd = open_in_root(root, path, O_PATH, 0);
+        return fd >= 0;
+}
+
+/* The directory that holds path, opened inside the root, and path's last component. */
+static int parent_of(int root, const char *path, const char **ret_name) {
+        _cleanup_free_ char *dir = strdup(path);
+        char *slash = dir ? strrchr(dir, '/') : NULL;
+        if (!dir)
+                return -ENOMEM;
+        *ret_name = slash ? path + (slash - dir) + 1 : path;
+        if (slash)
+                *slash = 0;
+        return open_in_root(root, slash ? dir : ".", O_PATH | O_DIRECTORY, 0);
+}
+
+/* Writes content to path in the root through a temporary file renamed over it. */
+static int write_at(int root, const char *path, const char *content, mode_t mode) {
+        _cleanup_close_ int dir = -EBADF, fd = -EBADF;
+        _cleanup_free_ char *tmp = NULL;
+        const char *name;
         size_t n = strlen(content);
 
-        if (asprintf(&p, "%s/%s", root, path) < 0 || asprintf(&tmp, "%s.pureboot-new", p) < 0)
+        dir = parent_of(root, path, &name);
+        if (dir < 0)
+                return dir;
+        if (asprintf(&tmp, ".%s.pureboot-new", name) < 0)
                 return -ENOMEM;
-        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
+        fd = openat(dir, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
         if (fd < 0)
                 return -errno;
         if (write(fd, content, n) != (ssize_t) n || fsync(fd) < 0) {
                 int r = errno ? -errno : -EIO;
-                (void) unlink(tmp);
+                (void) unlinkat(dir, tmp, 0);
                 return r;
         }
-        if (rename(tmp, p) < 0) {
+        if (renameat(dir, tmp, dir, name) < 0) {
                 int r = -errno;
-                (void) unlink(tmp);
+                (void) unlinkat(dir, tmp, 0);
                 return r;
         }
         return 0;
 }
 
-/* Removes root/etc/ssh/ssh_host_*: how many. */
-static int remove_host_keys(const char *root) {
-        _cleanup_free_ char *dir = NULL;
+/* Removes etc/ssh/ssh_host_* in the root: how many. */
+static int remove_host_keys(int root) {
+        _cleanup_close_ int fd = open_in_root(root, "etc/ssh", O_RDONLY | O_DIRECTORY, 0);
         _cleanup_(closedirp) DIR *d = NULL;
         int n = 0;
 
-        if (asprintf(&dir, "%s/etc/ssh", root) < 0)
-                return -ENOMEM;
-        d = opendir(dir);
+        if (fd < 0)
+                return fd == -ENOENT ? 0 : fd;
+        d = fdopendir(fd);
         if (!d)
-                return errno == ENOENT ? 0 : -errno;
+                return -errno;
+        fd = -EBADF; /* the DIR has it */
         for (struct dirent *e; (e = readdir(d));)
                 if (startswith(e->d_name, "ssh_host_")) {
                         if (unlinkat(dirfd(d), e->d_name, 0) < 0)
@@ -74,37 +102,56 @@ static int remove_host_keys(const char *root) {
         return n;
 }
 
+/* Whether root/etc/ssh is a directory reached without a symbolic link, so that a tool given the root as its
+ * prefix (ssh-keygen -A -f) writes inside it. */
+static bool plain_ssh_dir(const char *root) {
+        _cleanup_free_ char *etc = NULL, *ssh = NULL;
+        struct stat st;
+        return asprintf(&etc, "%s/etc", root) >= 0 && lstat(etc, &st) == 0 && S_ISDIR(st.st_mode) &&
+               asprintf(&ssh, "%s/etc/ssh", root) >= 0 && lstat(ssh, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* Whether the filesystem mounted at dir is a Linux system's root: /etc and an os-release. (Its descriptor is
+ * closed again before the caller unmounts.) */
+static bool is_linux_root(const char *dir) {
+        _cleanup_close_ int root = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        return root >= 0 && exists_at(root, "etc") &&
+               (exists_at(root, "etc/os-release") || exists_at(root, "usr/lib/os-release"));
+}
+
 /* Gives the root mounted at root its identity; appends what was done to *summary. */
 static int reidentify(const char *root, const char *hostname, const char *where, char **summary, char **ret_error) {
         _cleanup_free_ char *line = NULL, *out = NULL;
+        _cleanup_close_ int rootfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
         const char *keys = "no SSH host keys";
         int r, removed;
 
+        if (rootfd < 0)
+                return -errno;
         if (asprintf(&line, "%s\n", hostname) < 0)
                 return -ENOMEM;
-        r = write_at(root, "etc/hostname", line, 0644);
+        r = write_at(rootfd, "etc/hostname", line, 0644);
         if (r < 0)
                 return asprintf(ret_error, "writing /etc/hostname on %s failed: %s", where, strerror(-r)) < 0 ? -ENOMEM : r;
         /* An empty machine-id: a new one at the first boot. */
-        if (exists_at(root, "etc/machine-id")) {
-                r = write_at(root, "etc/machine-id", "", 0444);
+        if (exists_at(rootfd, "etc/machine-id")) {
+                r = write_at(rootfd, "etc/machine-id", "", 0444);
                 if (r < 0)
                         return asprintf(ret_error, "emptying /etc/machine-id on %s failed: %s", where, strerror(-r)) < 0
                                        ? -ENOMEM
                                        : r;
         }
-        _cleanup_free_ char *dbus_id = NULL;
+        const char *name;
         struct stat st;
-        if (asprintf(&dbus_id, "%s/var/lib/dbus/machine-id", root) < 0)
-                return -ENOMEM;
-        if (lstat(dbus_id, &st) == 0 && S_ISREG(st.st_mode))
-                (void) unlink(dbus_id); /* D-Bus reads systemd's when its own is missing */
-        removed = remove_host_keys(root);
+        _cleanup_close_ int dbus = parent_of(rootfd, "var/lib/dbus/machine-id", &name);
+        if (dbus >= 0 && fstatat(dbus, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode))
+                (void) unlinkat(dbus, name, 0); /* D-Bus reads systemd's when its own is missing */
+        removed = remove_host_keys(rootfd);
         if (removed < 0)
                 return asprintf(ret_error, "removing the SSH host keys on %s failed: %s", where, strerror(-removed)) < 0
                                ? -ENOMEM
                                : removed;
-        if (removed > 0) {
+        if (removed > 0 && plain_ssh_dir(root)) {
                 /* New keys now, as the system's own ssh-keygen would make them; without one, at first boot. */
                 r = tool_runl(&out, "ssh-keygen", "-A", "-f", root, NULL);
                 keys = r == 0 ? "new SSH host keys" : "SSH host keys removed (made again at first boot)";
@@ -168,8 +215,7 @@ int machine_identity_apply(const char *disk, const char *hostname, char **ret_su
                                        ? -ENOMEM
                                        : -EBUSY;
                 }
-                is_root = exists_at(m.dir, "etc") &&
-                          (exists_at(m.dir, "etc/os-release") || exists_at(m.dir, "usr/lib/os-release"));
+                is_root = is_linux_root(m.dir);
                 device_umount(&m);
                 if (!is_root)
                         continue;

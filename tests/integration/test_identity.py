@@ -102,3 +102,37 @@ def test_identity_none_is_an_exact_copy(tmp_path, ctl, api, network, bridge_on_n
     finally:
         c.stop()
     sh("cmp", source.device, target.device)
+
+
+def test_the_clones_own_links_stay_inside_it(tmp_path, ctl, api, network, bridge_on_network, loops):
+    """A root whose /etc is a symbolic link to an absolute path: the identity is written where the clone
+    will find it when it boots (inside its own root), never at that path on the machine the agent runs on."""
+    outside = tmp_path / "outside-etc"
+    outside.mkdir()
+    (outside / "hostname").write_text("not-to-be-touched\n")
+    source, _ = make_root_last_disk(tmp_path, loops, data_files=1)
+    mnt = tmp_path / "root"
+    mnt.mkdir()
+    sh("mount", source.partition(2), mnt)
+    try:
+        inside = mnt / str(outside).lstrip("/")
+        inside.mkdir(parents=True)
+        (inside / "os-release").write_text(ROOT_FILES["etc/os-release"])
+        (inside / "hostname").write_text("src-node\n")
+        (mnt / "etc").symlink_to(outside)  # absolute, as a root's own links are
+    finally:
+        sh("umount", mnt)
+    target = make_blank_disk(tmp_path, loops, "target", 1 << 30)
+    c = Clone(tmp_path, ctl, api, network, bridge_on_network, source.device, target.device, tag="l")
+    try:
+        run(c)
+    finally:
+        c.stop()
+    assert (outside / "hostname").read_text() == "not-to-be-touched\n"
+    target.scan_partitions()
+    wait_for(lambda: Path(target.partition(2)).exists(), timeout=5, what="the target's root to appear")
+    sh("mount", "-o", "ro", target.partition(2), mnt)
+    try:
+        assert (mnt / str(outside).lstrip("/") / "hostname").read_text() == "tgt-node\n"
+    finally:
+        sh("umount", mnt)
