@@ -48,6 +48,11 @@ static void call_free(Call *c) {
         free(c);
 }
 
+/* A call still in flight when the agent exits: its report stays queued on disk for the next run. */
+static void call_release(void *userdata) {
+        call_free(userdata);
+}
+
 CURL *client_easy_new_url(Agent *a, const char *url) {
         CURL *e = curl_easy_init();
 
@@ -239,7 +244,7 @@ int client_call(Agent *a, const char *method, json_object *params, CallDone done
                 call_free(c);
                 return -ENOMEM;
         }
-        r = curl_glue_add(a->curl, c->easy, on_call_done, c);
+        r = curl_glue_add(a->curl, c->easy, on_call_done, call_release, c);
         if (r < 0)
                 call_free(c);
         return r;
@@ -354,7 +359,7 @@ static int watch_connect(Watch *w) {
             curl_easy_setopt(w->easy, CURLOPT_LOW_SPEED_LIMIT, 1L) != CURLE_OK ||
             curl_easy_setopt(w->easy, CURLOPT_LOW_SPEED_TIME, 120L) != CURLE_OK)
                 return -ENOMEM;
-        return curl_glue_add(a->curl, w->easy, on_watch_done, w);
+        return curl_glue_add(a->curl, w->easy, on_watch_done, NULL, w); /* client_watch_stop ends it */
 }
 
 static void watch_kick(Agent *a) {

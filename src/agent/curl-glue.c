@@ -8,16 +8,32 @@
 #include "log.h"
 #include "macro.h"
 
+typedef struct Transfer Transfer;
+
 struct CurlGlue {
         sd_event *event;
         CURLM *multi;
         sd_event_source *timer;
+        Transfer *transfers; /* the running ones */
 };
 
-typedef struct Transfer {
+struct Transfer {
+        CURL *easy;
         CurlDone done;
+        CurlRelease release;
         void *userdata;
-} Transfer;
+        Transfer *prev, *next;
+};
+
+static void transfer_unlink(CurlGlue *g, Transfer *t) {
+        if (t->prev)
+                t->prev->next = t->next;
+        else
+                g->transfers = t->next;
+        if (t->next)
+                t->next->prev = t->prev;
+        free(t);
+}
 
 static void check_done(CurlGlue *g) {
         CURLMsg *msg;
@@ -36,7 +52,7 @@ static void check_done(CurlGlue *g) {
                 if (t) {
                         CurlDone done = t->done;
                         void *userdata = t->userdata;
-                        free(t);
+                        transfer_unlink(g, t);
                         done(easy, result, userdata);
                 }
         }
@@ -131,6 +147,16 @@ int curl_glue_new(sd_event *event, CurlGlue **ret) {
 CurlGlue *curl_glue_free(CurlGlue *g) {
         if (!g)
                 return NULL;
+        while (g->transfers) {
+                Transfer *t = g->transfers;
+                CurlRelease release = t->release;
+                void *userdata = t->userdata;
+                curl_multi_remove_handle(g->multi, t->easy);
+                (void) curl_easy_setopt(t->easy, CURLOPT_PRIVATE, NULL);
+                transfer_unlink(g, t);
+                if (release)
+                        release(userdata);
+        }
         if (g->multi)
                 curl_multi_cleanup(g->multi);
         sd_event_source_disable_unref(g->timer);
@@ -139,17 +165,21 @@ CurlGlue *curl_glue_free(CurlGlue *g) {
         return NULL;
 }
 
-int curl_glue_add(CurlGlue *g, CURL *easy, CurlDone done, void *userdata) {
+int curl_glue_add(CurlGlue *g, CURL *easy, CurlDone done, CurlRelease release, void *userdata) {
         Transfer *t = calloc(1, sizeof(Transfer));
         if (!t)
                 return -ENOMEM;
-        *t = (Transfer){ .done = done, .userdata = userdata };
+        *t = (Transfer){ .easy = easy, .done = done, .release = release, .userdata = userdata };
         if (curl_easy_setopt(easy, CURLOPT_PRIVATE, t) != CURLE_OK ||
             curl_multi_add_handle(g->multi, easy) != CURLM_OK) {
                 (void) curl_easy_setopt(easy, CURLOPT_PRIVATE, NULL);
                 free(t);
                 return -EIO;
         }
+        t->next = g->transfers;
+        if (t->next)
+                t->next->prev = t;
+        g->transfers = t;
         return 0;
 }
 
@@ -158,7 +188,8 @@ void curl_glue_remove(CurlGlue *g, CURL *easy) {
         if (!easy)
                 return;
         (void) curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **) &t);
-        free(t);
+        if (t)
+                transfer_unlink(g, t);
         (void) curl_easy_setopt(easy, CURLOPT_PRIVATE, NULL);
         curl_multi_remove_handle(g->multi, easy);
 }

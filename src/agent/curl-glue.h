@@ -10,12 +10,17 @@ typedef struct CurlGlue CurlGlue;
 
 /* Runs when a transfer ends, with the easy handle (still added to nothing) and its result. */
 typedef void (*CurlDone)(CURL *easy, CURLcode result, void *userdata);
+/* Frees what a transfer still running when the loop goes away owns (its handle included); done never runs
+ * for it then. */
+typedef void (*CurlRelease)(void *userdata);
 
 int curl_glue_new(sd_event *event, CurlGlue **ret);
 CurlGlue *curl_glue_free(CurlGlue *g);
-/* Starts a transfer; never from inside a curl callback, which curl refuses. done runs once it ended. The caller keeps the handle and frees it after done, or
- * cancels it with curl_glue_remove. */
-int curl_glue_add(CurlGlue *g, CURL *easy, CurlDone done, void *userdata);
+/* Starts a transfer; never from inside a curl callback, which curl refuses. done runs once it ended. The
+ * caller keeps the handle and frees it after done, or cancels it with curl_glue_remove; a transfer whose
+ * owner outlives neither (a report in flight when the agent exits) passes release, which curl_glue_free runs
+ * for it. */
+int curl_glue_add(CurlGlue *g, CURL *easy, CurlDone done, CurlRelease release, void *userdata);
 void curl_glue_remove(CurlGlue *g, CURL *easy);
 
 /* For write callbacks: appends n bytes to the NUL-terminated *buf of *len bytes, up to max in all.

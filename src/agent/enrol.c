@@ -209,6 +209,10 @@ static void on_ca(CURL *easy, CURLcode result, void *userdata) {
         }
 }
 
+static void enrolment_release(void *userdata) {
+        enrolment_free(userdata);
+}
+
 /* Fetches /ca.crt without checking the server: we check what it sent against the fingerprint instead. */
 static int enrol_step(Enrolment *e) {
         Agent *a = e->agent;
@@ -219,7 +223,7 @@ static int enrol_step(Enrolment *e) {
             curl_easy_setopt(e->easy, CURLOPT_WRITEFUNCTION, on_data) != CURLE_OK ||
             curl_easy_setopt(e->easy, CURLOPT_WRITEDATA, e) != CURLE_OK)
                 return -ENOMEM;
-        return curl_glue_add(a->curl, e->easy, on_ca, e);
+        return curl_glue_add(a->curl, e->easy, on_ca, enrolment_release, e);
 }
 
 /* Loads what an earlier run of this agent enrolled for the same session and role. */

@@ -511,7 +511,7 @@ static int start_stream(Target *t) {
                                                           (curl_off_t) a->settings.max_rate) != CURLE_OK))
                 return -ENOMEM;
         t->phase = PHASE_TRANSFERRING;
-        return curl_glue_add(a->curl, t->easy, on_stream_done, t);
+        return curl_glue_add(a->curl, t->easy, on_stream_done, NULL, t); /* target_free ends it */
 }
 
 /* Before the first write: the disk must be ours to write, and large enough. */

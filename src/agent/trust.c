@@ -72,7 +72,7 @@ static int on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         if (!t->easy || curl_easy_setopt(t->easy, CURLOPT_TIMEOUT, 20L) != CURLE_OK ||
             curl_easy_setopt(t->easy, CURLOPT_WRITEFUNCTION, on_data) != CURLE_OK ||
             curl_easy_setopt(t->easy, CURLOPT_WRITEDATA, t) != CURLE_OK ||
-            curl_glue_add(t->agent->curl, t->easy, on_crl, t) < 0) {
+            curl_glue_add(t->agent->curl, t->easy, on_crl, NULL, t) < 0) { /* trust_stop ends it */
                 if (t->easy)
                         curl_easy_cleanup(t->easy);
                 t->easy = NULL;
