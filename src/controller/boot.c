@@ -44,49 +44,87 @@ static CloneSession *session_of_node(Manager *m, const Node *n, bool *ret_active
         return pending;
 }
 
-/* Counts of unknown machines registered in the current minute: per address, and in all. */
+/* When unknown machines were registered in the last minute (CLOCK_MONOTONIC µs, oldest first): a window
+ * that slides, so that no 60 seconds ever see more than the limit (a window per calendar minute would let
+ * twice as many through across its edge). */
+typedef struct Recent {
+        uint64_t *times;
+        size_t n;
+} Recent;
+
 typedef struct Discoveries {
         char *address;
-        uint64_t count;
+        Recent recent;
 } Discoveries;
 
-static void discoveries_reset(Manager *m, uint64_t window) {
+static void recent_done(Recent *r) {
+        free(r->times);
+        *r = (Recent){};
+}
+
+/* How many of r fall in the minute before now, once the older ones are forgotten. */
+static size_t recent_count(Recent *r, uint64_t now) {
+        size_t old = 0;
+        while (old < r->n && now - r->times[old] >= 60 * USEC_PER_SEC)
+                old++;
+        if (old > 0) {
+                memmove(r->times, r->times + old, (r->n - old) * sizeof(uint64_t));
+                r->n -= old;
+        }
+        return r->n;
+}
+
+static int recent_add(Recent *r, uint64_t now) {
+        uint64_t *t = reallocarray(r->times, r->n + 1, sizeof(uint64_t));
+        if (!t)
+                return -ENOMEM;
+        r->times = t;
+        r->times[r->n++] = now;
+        return 0;
+}
+
+void boot_done(Manager *m) {
         Discoveries *d;
         HASHMAP_FOREACH (d, m->discoveries, i) {
                 hashmap_remove(m->discoveries, d->address);
                 free(d->address);
+                recent_done(&d->recent);
                 free(d);
         }
-        m->discovery_window = window;
-        m->discovery_count = 0;
-}
-
-void boot_done(Manager *m) {
-        if (m->discoveries)
-                discoveries_reset(m, 0);
         m->discoveries = hashmap_free(m->discoveries);
+        if (m->discovered_recently)
+                recent_done(m->discovered_recently);
+        m->discovered_recently = mfree(m->discovered_recently);
 }
 
 /* Whether an unknown machine at address may be registered now: [Discovery] limits the registrations per
- * address and in all per minute, and the number of discovered nodes, so that a flood of made-up MACs
+ * address and in all in any minute, and the number of discovered nodes, so that a flood of made-up MACs
  * fills neither the database nor the operator's node list. Returns 1 (and counts it), 0, or < 0. */
 static int discovery_allowed(Manager *m, const char *address, const char **ret_why) {
-        uint64_t window = now_monotonic_usec() / (60 * USEC_PER_SEC), discovered = 0;
+        uint64_t now = now_monotonic_usec(), discovered = 0;
         Discoveries *d;
         Node *n;
 
-        if (!m->discoveries && !(m->discoveries = hashmap_new()))
+        if ((!m->discoveries && !(m->discoveries = hashmap_new())) ||
+            (!m->discovered_recently && !(m->discovered_recently = calloc(1, sizeof(Recent)))))
                 return -ENOMEM;
-        if (window != m->discovery_window)
-                discoveries_reset(m, window);
         HASHMAP_FOREACH (n, m->nodes, i)
                 discovered += n->state == NODE_DISCOVERED;
+        /* Addresses not heard from in the last minute are forgotten: the map holds no more than a minute's.
+         */
+        HASHMAP_FOREACH (d, m->discoveries, i)
+                if (recent_count(&d->recent, now) == 0) {
+                        hashmap_remove(m->discoveries, d->address);
+                        free(d->address);
+                        recent_done(&d->recent);
+                        free(d);
+                }
         d = hashmap_get(m->discoveries, strempty(address));
         if (discovered >= m->config.max_discovered)
                 *ret_why = "MaxDiscoveredNodes";
-        else if (m->discovery_count >= m->config.discover_per_minute)
+        else if (recent_count(m->discovered_recently, now) >= m->config.discover_per_minute)
                 *ret_why = "PerMinute";
-        else if (d && d->count >= m->config.discover_per_address)
+        else if (d && recent_count(&d->recent, now) >= m->config.discover_per_address)
                 *ret_why = "PerAddressPerMinute";
         else
                 *ret_why = NULL;
@@ -102,8 +140,8 @@ static int discovery_allowed(Manager *m, const char *address, const char **ret_w
                         return -ENOMEM;
                 }
         }
-        d->count++;
-        m->discovery_count++;
+        if (recent_add(&d->recent, now) < 0 || recent_add(m->discovered_recently, now) < 0)
+                return -ENOMEM;
         return 1;
 }
 

@@ -35,7 +35,7 @@ typedef struct Manager {
         sd_event_source *flush_timer;
         Hashmap *identities;  /* certificate name → Identity (identity.c) */
         Hashmap *discoveries; /* address → recent registrations of unknown machines (boot.c) */
-        uint64_t discovery_window, discovery_count;
+        struct Recent *discovered_recently; /* the same, of every address */
         uid_t bridge_uid;    /* (uid_t) -1 until the bridge's user has been looked up */
         char *bridge_sender; /* the unique bus name last verified as the bridge's */
         /* PropertiesChanged asked for inside a transaction: "path\tinterface" → property names (strv),
