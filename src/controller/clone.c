@@ -228,8 +228,7 @@ static void snapshot_restore(CloneSession *c, Snapshot *s) {
         c->started_at = s->started_at;
         c->completed_at = s->completed_at;
         c->bytes_uploaded = s->bytes_uploaded;
-        while (c->n_targets > s->n_targets) /* added in the transaction */
-                detach_last_target(c);
+        assert(c->n_targets == s->n_targets); /* targets are attached and detached outside transactions */
         for (size_t i = 0; i < c->n_targets; i++) {
                 CloneTarget *t = c->targets[i];
                 t->status = s->targets[i].status;

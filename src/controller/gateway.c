@@ -431,7 +431,7 @@ static int handle_progress(Call *call) {
         if (t && (r = note_problem(t, problem)) < 0)
                 return r;
         /* The first progress moves to cloning: that is written at once. */
-        bool ready = t ? t->status == CLONE_SOURCE_READY : clone_status_of_targets(c->targets, c->n_targets) == CLONE_SOURCE_READY;
+        bool ready = status_of(&p) == CLONE_SOURCE_READY;
         if (ready && isempty(problem)) {
                 r = record(call, &p, seq, cloning_step, t);
                 if (r <= 0)
