@@ -29,6 +29,7 @@ _purebootctl() {
                 --mode) COMPREPLY=($(compgen -W 'direct staged' -- "$cur")); return ;;
                 --resize) COMPREPLY=($(compgen -W 'none shrink_source grow_target' -- "$cur")); return ;;
                 --identity) COMPREPLY=($(compgen -W 'auto none' -- "$cur")); return ;;
+                --unused) COMPREPLY=($(compgen -W 'discard zero keep' -- "$cur")); return ;;
                 --role) COMPREPLY=($(compgen -W 'node source target server' -- "$cur")); return ;;
                 --type) COMPREPLY=($(compgen -W 'nfs iscsi' -- "$cur")); return ;;
                 --arch) COMPREPLY=($(compgen -W 'x86_64 arm64 armhf riscv64' -- "$cur")); return ;;
@@ -40,7 +41,7 @@ _purebootctl() {
         if [[ $cur == -* ]]; then
                 case $group/$verb in
                         node/add) options+=' --mac --hostname --arch --serial' ;;
-                        clone/create|clone/update) options+=' --source --target --mode --storage --source-device --target-device --name --resize --identity --idempotency-key' ;;
+                        clone/create|clone/update) options+=' --source --target --mode --storage --source-device --target-device --name --resize --identity --unused --idempotency-key' ;;
                         clone/status) options+=' --follow' ;;
                         clone/token) options+=' --role --target' ;;
                         storage/add) options+=' --type' ;;

@@ -59,6 +59,7 @@ Agent *agent_free(Agent *a) {
         sd_event_source_disable_unref(a->ack_timer);
         sd_event_unref(a->event);
         json_object_put(a->watched);
+        strv_free(a->notes);
         agent_settings_done(&a->settings);
         char **strings[] = { &a->ca_path, &a->cert_path,     &a->key_path,
                              &a->ca_pem,  &a->cert_pem,      &a->key_pem,
@@ -117,6 +118,15 @@ json_object *agent_report_new(Agent *a, const char *role) {
         if (role)
                 json_object_object_add(p, "role", json_object_new_string(role));
         return p;
+}
+
+void agent_report_add_notes(json_object *p, char **notes) {
+        json_object *a;
+        if (strv_length(notes) == 0 || !(a = json_object_new_array()))
+                return;
+        for (char **n = notes; *n; n++)
+                json_object_array_add(a, json_object_new_string(*n));
+        json_object_object_add(p, "notes", a);
 }
 
 int agent_add_progress_timer(Agent *a, sd_event_source **ret, sd_event_time_handler_t handler,

@@ -73,6 +73,7 @@ struct Agent {
         /* WatchSession or WatchNode: the stream and what it last said. */
         struct Watch *watch;
         json_object *watched; /* the latest record */
+        char **notes;         /* for the session: the target's filesystem checks, sent with its completion */
         unsigned watched_generation; /* counts the records */
         /* trust.c: the CA and CRL a clone agent checks its peer against. */
         AgentTrust *trust;
@@ -112,6 +113,9 @@ int session_status(json_object *session);
 bool session_is_final(json_object *session);
 /* The parameters every report starts with: our session, and role if given. */
 json_object *agent_report_new(Agent *a, const char *role);
+/* Adds notes (sentences for the session: what was copied whole, the target's filesystem checks) to a
+ * report, if there are any. */
+void agent_report_add_notes(json_object *p, char **notes);
 /* The timer that reports a job's progress: handler runs a second from now and again each second (it sets
  * its own next time). */
 int agent_add_progress_timer(Agent *a, sd_event_source **ret, sd_event_time_handler_t handler,

@@ -151,17 +151,27 @@ int device_pread(Device *d, void *buf, size_t size, uint64_t offset) {
         return pread_full(d->fd, buf, size, offset);
 }
 
+static bool unsupported(int e) {
+        return IN_SET(e, EOPNOTSUPP, EINVAL, ENOTTY, ENODEV);
+}
+
 int device_zero(Device *d, uint64_t offset, uint64_t length) {
         static const uint8_t zeroes[64 * 1024];
 
-        if (d->is_block) {
+        /* A punched hole: a file's blocks freed; on a disk, blocks unmapped where the device promises they
+         * read back as zeroes then (the kernel refuses where it does not, rather than writing). */
+        if (fallocate(d->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t) offset, (off_t) length) >=
+            0)
+                return 0;
+        if (!unsupported(errno))
+                return -errno;
+        if (d->is_block) { /* the device zeroes them itself (WRITE ZEROES), or the kernel writes them */
                 uint64_t range[2] = { offset, length };
                 if (ioctl(d->fd, BLKZEROOUT, range) >= 0)
                         return 0;
-                if (errno != EOPNOTSUPP && errno != EINVAL && errno != ENOTTY)
+                if (!unsupported(errno))
                         return -errno;
-        } else if (fallocate(d->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t) offset, (off_t) length) >= 0)
-                return 0;
+        }
         /* Neither: write them. */
         for (uint64_t done = 0; done < length;) {
                 size_t n = (size_t) MIN(length - done, (uint64_t) sizeof(zeroes));
@@ -169,6 +179,40 @@ int device_zero(Device *d, uint64_t offset, uint64_t length) {
                 if (r < 0)
                         return r;
                 done += n;
+        }
+        return 0;
+}
+
+int device_discard(Device *d, uint64_t offset, uint64_t length) {
+        uint64_t range[2] = { offset, length };
+        int r = d->is_block ? ioctl(d->fd, BLKDISCARD, range)
+                            : fallocate(d->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t) offset,
+                                        (off_t) length);
+        if (r >= 0)
+                return 1;
+        return unsupported(errno) ? 0 : -errno;
+}
+
+int device_read_chunk(Device *d, const UsedMap *map, uint64_t offset, size_t size, uint8_t *buf,
+                      FrameType *ret_type, XXH128_hash_t *ret_hash) {
+        int r;
+
+        if (map && used_map_is_unused(map, offset, size)) {
+                *ret_type = FRAME_SKIP;
+                *ret_hash = frame_skip_hash(size);
+                return 0;
+        }
+        r = device_pread(d, buf, size, offset);
+        if (r < 0)
+                return log_error_errno(r, "Failed to read %s at %" PRIu64 ": %m", d->path, offset);
+        if (map)
+                used_map_clear(map, offset, buf, size);
+        if (frame_is_zero(buf, size)) {
+                *ret_type = FRAME_ZERO;
+                *ret_hash = frame_zero_hash(size);
+        } else {
+                *ret_type = FRAME_DATA;
+                *ret_hash = frame_chunk_hash(buf, size);
         }
         return 0;
 }
@@ -186,14 +230,16 @@ int device_finish(Device *d) {
         return 0;
 }
 
-int device_digest(Device *d, Digest *digest, uint64_t offset, uint8_t *scratch) {
+int device_digest(Device *d, Digest *digest, uint64_t offset, uint8_t *scratch, const UsedMap *map) {
         while (digest->chunks * FRAME_CHUNK < offset) {
                 uint64_t o = digest->chunks * FRAME_CHUNK;
-                size_t n = (size_t) MIN(FRAME_CHUNK, d->size - o);
-                int r = device_pread(d, scratch, n, o);
+                XXH128_hash_t hash;
+                FrameType type;
+                int r = device_read_chunk(d, map, o, (size_t) MIN(FRAME_CHUNK, d->size - o), scratch, &type,
+                                          &hash);
                 if (r < 0)
-                        return log_error_errno(r, "Failed to read %s at %" PRIu64 ": %m", d->path, o);
-                digest_feed(digest, frame_chunk_hash(scratch, n));
+                        return r;
+                digest_feed(digest, hash);
         }
         return 0;
 }

@@ -4,6 +4,7 @@
 
 #include "frame.h"
 #include "macro.h"
+#include "usedmap.h"
 
 typedef struct Device {
         char *path;
@@ -34,13 +35,23 @@ typedef struct DeviceMount {
 int device_mount(const char *node, const char *fs, unsigned long flags, const char *options, DeviceMount *ret);
 /* Unmounts and removes a mount of our own; leaves one that was there before. */
 void device_umount(DeviceMount *m);
-/* Writes zeroes over [offset, offset + length): BLKZEROOUT, a punched hole in a file, or plain writes. */
+/* Makes [offset, offset + length) read as zeroes, as cheaply as the device allows: a punched hole (a file's
+ * blocks freed, a disk's unmapped where it promises zeroes after), else BLKZEROOUT, else plain writes. */
 int device_zero(Device *d, uint64_t offset, uint64_t length);
+/* Tells the device [offset, offset + length) holds nothing worth keeping (BLKDISCARD; a punched hole in a
+ * file): 1 if it took it, 0 if it cannot discard (the bytes stay as they were), else -errno. */
+int device_discard(Device *d, uint64_t offset, uint64_t length);
+/* Reads the chunk at offset (size bytes) into buf as the stream sends it: one map says no filesystem uses
+ * is not read (FRAME_SKIP); else its unused bytes are cleared, and it is FRAME_ZERO or FRAME_DATA. Sets its
+ * content hash for the digest. map NULL: every chunk is read as it is. */
+int device_read_chunk(Device *d, const UsedMap *map, uint64_t offset, size_t size, uint8_t *buf,
+                      FrameType *ret_type, XXH128_hash_t *ret_hash);
 int device_pwrite(Device *d, const void *buf, size_t size, uint64_t offset);
 int device_pread(Device *d, void *buf, size_t size, uint64_t offset);
 /* Brings the digest up to offset by reading the device from where the digest stands (scratch holds a
- * chunk): after a restart, what was read or written before counts again. */
-int device_digest(Device *d, Digest *digest, uint64_t offset, uint8_t *scratch);
+ * chunk), chunk by chunk as device_read_chunk() with map: after a restart, what was read or written before
+ * counts again. */
+int device_digest(Device *d, Digest *digest, uint64_t offset, uint8_t *scratch, const UsedMap *map);
 /* Makes everything written durable: fsync and, for block devices, drop the buffer cache and have the
  * kernel read the partition table again. */
 int device_finish(Device *d);

@@ -28,15 +28,61 @@ XXH128_hash_t frame_zero_hash(size_t size) {
         return whole;
 }
 
+XXH128_hash_t frame_skip_hash(size_t size) {
+        static const char marker[] = "pureboot: chunk skipped";
+        return XXH3_128bits_withSeed(marker, sizeof(marker) - 1, size);
+}
+
+static const char *const feature_names[] = { "skip", "zstd" };
+
+unsigned frame_features_parse(const char *s) {
+        unsigned features = 0;
+        for (const char *p = s; p && *p;) {
+                size_t n = strcspn(p, ", \t\r\n");
+                for (size_t i = 0; i < ELEMENTSOF(feature_names); i++)
+                        if (n == strlen(feature_names[i]) && strncmp(p, feature_names[i], n) == 0)
+                                features |= 1U << i;
+                p += n;
+                p += strspn(p, ", \t\r\n");
+        }
+        return features;
+}
+
+const char *frame_features_string(unsigned features, char buf[static 16]) {
+        buf[0] = 0;
+        for (size_t i = 0; i < ELEMENTSOF(feature_names); i++)
+                if (features & (1U << i)) {
+                        if (buf[0])
+                                strcat(buf, ",");
+                        strcat(buf, feature_names[i]);
+                }
+        return buf;
+}
+
+uint64_t frame_run_max(FrameType type) {
+        return (type == FRAME_SKIP ? FRAME_MAX_SKIP_CHUNKS : FRAME_MAX_ZERO_CHUNKS) * FRAME_CHUNK;
+}
+
+unsigned frame_features_ours(void) {
+#if PB_FAULT_INJECTION
+        const char *e = getenv("PUREBOOT_AGENT_FAULT_FEATURES");
+        if (e)
+                return frame_features_parse(e);
+#endif
+        return FRAME_FEATURES_ALL;
+}
+
 XXH128_hash_t frame_hash(FrameType type, uint64_t offset, uint64_t length, XXH128_hash_t content) {
         uint8_t buf[32];
         size_t n = 12;
         uint32_t t = htole32((uint32_t) type);
         uint64_t l = htole64(length);
 
+        if (type == FRAME_ZSTD) /* the same chunk, compressed or not, is the same frame */
+                t = htole32((uint32_t) FRAME_DATA);
         memcpy(buf, &t, 4);
         memcpy(buf + 4, &l, 8);
-        if (type == FRAME_DATA) {
+        if (type == FRAME_DATA || type == FRAME_ZSTD) {
                 XXH128_canonical_t c;
                 XXH128_canonicalFromHash(&c, content);
                 memcpy(buf + 12, c.digest, 16);
@@ -58,8 +104,8 @@ void frame_header_write(const FrameHeader *h, uint8_t out[FRAME_HEADER_SIZE]) {
         memcpy(out + 24, c.digest, 16);
 }
 
-int frame_header_read(const uint8_t in[FRAME_HEADER_SIZE], uint64_t disk_size, FrameHeader *ret,
-                      const char **ret_reason) {
+int frame_header_read(const uint8_t in[FRAME_HEADER_SIZE], uint64_t disk_size, unsigned features,
+                      FrameHeader *ret, const char **ret_reason) {
         uint32_t magic, type;
         uint64_t offset, length;
         XXH128_canonical_t c;
@@ -75,15 +121,19 @@ int frame_header_read(const uint8_t in[FRAME_HEADER_SIZE], uint64_t disk_size, F
         *ret_reason = NULL;
         if (le32toh(magic) != FRAME_MAGIC)
                 *ret_reason = "not a frame header";
-        else if (type != FRAME_DATA && type != FRAME_ZERO)
+        else if (type < FRAME_DATA || type > FRAME_ZSTD)
                 *ret_reason = "unknown frame type";
+        else if ((type == FRAME_SKIP && !(features & FRAME_FEATURE_SKIP)) ||
+                 (type == FRAME_ZSTD && !(features & FRAME_FEATURE_ZSTD)))
+                *ret_reason = "a kind of frame the stream did not agree on";
         else if (offset % FRAME_CHUNK != 0 || length == 0 || offset > disk_size || length > disk_size - offset)
                 *ret_reason = "frame outside the disk or not on a chunk boundary";
-        else if (type == FRAME_DATA && length > FRAME_CHUNK)
+        else if ((type == FRAME_DATA || type == FRAME_ZSTD) && length > FRAME_CHUNK)
                 *ret_reason = "data frame longer than a chunk";
-        else if (type == FRAME_ZERO && (length > FRAME_MAX_ZERO_CHUNKS * FRAME_CHUNK ||
-                                        (length % FRAME_CHUNK != 0 && offset + length != disk_size)))
-                *ret_reason = "zero frame of a length that cannot be";
+        else if ((type == FRAME_ZERO || type == FRAME_SKIP) &&
+                 (length > frame_run_max(type) ||
+                  (length % FRAME_CHUNK != 0 && offset + length != disk_size)))
+                *ret_reason = "run of a length that cannot be";
         if (*ret_reason)
                 return -EBADMSG;
         *ret = (FrameHeader){ .type = type, .offset = offset, .length = length,
@@ -120,10 +170,12 @@ void digest_feed(Digest *d, XXH128_hash_t chunk_hash) {
         d->chunks++;
 }
 
-void digest_feed_zero(Digest *d, uint64_t length, uint64_t disk_size) {
+void digest_feed_run(Digest *d, FrameType type, uint64_t length, uint64_t disk_size) {
         uint64_t offset = d->chunks * FRAME_CHUNK, end = MIN(offset + length, disk_size);
-        for (uint64_t o = offset; o < end; o += FRAME_CHUNK)
-                digest_feed(d, frame_zero_hash((size_t) MIN(FRAME_CHUNK, end - o)));
+        for (uint64_t o = offset; o < end; o += FRAME_CHUNK) {
+                size_t n = (size_t) MIN(FRAME_CHUNK, end - o);
+                digest_feed(d, type == FRAME_SKIP ? frame_skip_hash(n) : frame_zero_hash(n));
+        }
 }
 
 char *digest_string(const Digest *d) {

@@ -35,6 +35,12 @@ int journal_save_resume(const char *path, const ResumePoint *p) {
         json_object_object_add(o, "offset", json_object_new_int64((int64_t) p->offset));
         if (p->digest)
                 json_object_object_add(o, "digest", json_object_new_string(p->digest));
+        if (p->skipped && p->skipped->n_unused > 0) {
+                json_object *skipped = used_map_extents_to_json(p->skipped);
+                if (!skipped)
+                        return -ENOMEM;
+                json_object_object_add(o, "skipped", skipped);
+        }
         return journal_write(path, o);
 }
 
@@ -49,6 +55,11 @@ int journal_load_resume(const char *path, const ResumePoint *p, uint64_t *ret_of
         if (!streq_ptr(json_get_string(o, "session"), p->session) || !streq_ptr(json_get_string(o, "device"), p->device) ||
             (uint64_t) json_get_int(o, "size") != p->size)
                 return 0;
+        json_object *skipped = json_object_object_get(o, "skipped");
+        if (p->skipped && skipped && used_map_add_json(p->skipped, skipped) < 0) {
+                used_map_done(p->skipped);
+                return 0; /* a record that does not parse is none */
+        }
         const char *digest = json_get_string(o, "digest");
         if (ret_digest && digest && !(*ret_digest = strdup(digest)))
                 return -ENOMEM;

@@ -7,6 +7,7 @@
 
 #include "json-util.h"
 #include "macro.h"
+#include "usedmap.h"
 
 /* Writes record to path: a whole new file, flushed, in place of the old one. */
 int journal_write(const char *path, json_object *record);
@@ -14,12 +15,14 @@ int journal_write(const char *path, json_object *record);
 int journal_read(const char *path, json_object **ret);
 
 /* A resume point is a job's own: the session, the device and its size say whose. offset: everything before
- * it is written and durable; digest: set once the job is done, its result (to report again). */
+ * it is written and durable; digest: set once the job is done, its result (to report again); skipped, if
+ * the job keeps one: the ranges before offset it was told no filesystem uses (saved; loaded into it). */
 typedef struct ResumePoint {
         const char *session, *device;
         uint64_t size;
         uint64_t offset;
         const char *digest;
+        UsedMap *skipped;
 } ResumePoint;
 
 int journal_save_resume(const char *path, const ResumePoint *p);

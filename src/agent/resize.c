@@ -17,6 +17,7 @@
 #include "device.h"
 #include "domain.h"
 #include "format.h"
+#include "fscheck.h"
 #include "gpt.h"
 #include "log.h"
 #include "machine-identity.h"
@@ -211,6 +212,37 @@ static int finish_identity(Agent *a, const char *role_word) {
         return 0;
 }
 
+/* Each filesystem written, checked read-only by its own tool: a target whose filesystems do not hold
+ * together has not completed, whatever the digests say. The verdicts go with the completion. */
+static int finish_checks(Agent *a, const char *role_word) {
+        _cleanup_strv_free_ char **verdicts = NULL;
+        int r;
+
+        r = fs_check_disk(a->settings.device, &verdicts);
+        if (r < 0) {
+                agent_report_failed(a, "target", "CheckFailed",
+                                    "%s was %s completely, but reading its layout for the filesystem checks "
+                                    "failed: %s",
+                                    a->settings.device, role_word, strerror(-r));
+                agent_finish(a, AGENT_EXIT_FAILURE);
+                return r;
+        }
+        if (r > 0) {
+                _cleanup_free_ char *all = strv_join(verdicts, "; ");
+                agent_report_failed(
+                        a, "target", "CheckFailed",
+                        "%s was %s completely, but %d of its filesystems did not pass their check: "
+                        "%s. Check the source's filesystems (a filesystem with errors there is "
+                        "copied with them), repair them, and start the session again",
+                        a->settings.device, role_word, r, strna(all));
+                agent_finish(a, AGENT_EXIT_FAILURE);
+                return -EUCLEAN;
+        }
+        strv_free(a->notes);
+        a->notes = TAKE_PTR(verdicts);
+        return 0;
+}
+
 int resize_finish_target(Agent *a, Device *dev, const char *role_word) {
         _cleanup_free_ char *error = NULL;
         json_object *plan = a->watched ? resize_plan_of(a->watched, NULL) : NULL;
@@ -230,5 +262,8 @@ int resize_finish_target(Agent *a, Device *dev, const char *role_word) {
                 agent_finish(a, AGENT_EXIT_FAILURE);
                 return r;
         }
-        return finish_identity(a, role_word);
+        r = finish_identity(a, role_word);
+        if (r < 0)
+                return r;
+        return finish_checks(a, role_word);
 }

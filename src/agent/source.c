@@ -1,13 +1,18 @@
 /* SPDX-License-Identifier: MIT */
 /* clone-source: serves the device, read-only, over HTTPS to the one certificate allowed to read it — the
- * session's target — as a stream of frames (frame.h) starting at the offset the target asks for. It
- * reports where it serves, its progress, and once every chunk was read the digest of what it read. */
+ * session's target — as a stream of frames (frame.h) starting at the offset the target asks for. Before it
+ * serves it maps which ranges the disk's filesystems use (usedmap.h): a target that takes SKIP frames gets
+ * only those, and one that takes ZSTD frames gets each chunk that compresses compressed. It reports where
+ * it serves, its progress, and once every chunk was read the digest of what it read. */
+#include <assert.h>
+#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <microhttpd.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zstd.h>
 
 #include "address.h"
 #include "agent.h"
@@ -18,13 +23,19 @@
 #include "log.h"
 #include "mhd-event.h"
 #include "queue.h"
+#include "scan.h"
 #include "tls.h"
+#include "usedmap.h"
 #include "util.h"
 
 #define STREAM_BLOCK (256U * 1024)
 #define MAX_STREAMS 4
 #define SOURCE_HANDSHAKE_TIMEOUT_SEC 5U
 #define SOURCE_IDLE_TIMEOUT_SEC 120U
+/* Fast enough to keep up with a 10 Gbit/s link on a core; most of what a filesystem holds still shrinks. */
+#define ZSTD_LEVEL 1
+/* A chunk is compressed when a sample of it compresses: random data costs a sample's work, not a chunk's. */
+#define ZSTD_SAMPLE (64U * 1024)
 
 struct Source {
         Agent *agent;
@@ -32,7 +43,9 @@ struct Source {
         struct MHD_Daemon *daemon;
         MhdEvent *mhd;
         char *expected_cn;
+        UsedMap map;   /* what the disk's filesystems do not use */
         Digest digest; /* over chunks in order, from the start of the disk */
+        bool digest_skips; /* the digest is of the stream with SKIP frames */
         bool complete_reported;
         uint64_t served_to; /* the furthest offset served */
         uint64_t bytes_sent; /* stream bytes handed to TLS, all streams: what the wire carries, less TLS */
@@ -50,10 +63,19 @@ typedef struct Stream {
         uint64_t sent; /* stream bytes handed to TLS */
         gnutls_datum_t peer;           /* the target's certificate (DER), checked again when the CRL or */
         unsigned trust_gen, watch_gen; /* the session changes */
-        uint8_t *frame; /* header + one chunk */
-        size_t frame_len, frame_off;
-        uint8_t zero_header[FRAME_HEADER_SIZE];
-        size_t zero_len, zero_off;
+        unsigned features;             /* agreed with the target */
+        const UsedMap *map;            /* the source's, if the target takes SKIP frames */
+        uint8_t *chunk;                /* the chunk read */
+        uint8_t *packed;               /* and compressed, if the target takes ZSTD frames */
+        size_t packed_max;
+        ZSTD_CCtx *cctx;
+        /* What goes out next: a run's header, a chunk's header (and compressed size), the chunk. */
+        uint8_t headers[2 * FRAME_HEADER_SIZE + FRAME_ZSTD_PREFIX];
+        struct {
+                const uint8_t *data;
+                size_t len;
+        } out[3];
+        size_t n_out, out_i, out_off;
 } Stream;
 
 static uint64_t total_chunks(const Source *s) {
@@ -83,61 +105,113 @@ static void digest_chunk(Source *s, uint64_t offset, XXH128_hash_t hash) {
 }
 
 /* After a restart the target resumes where it was: read what lies before, so the digest still covers
- * the whole disk. */
-static int catch_up(Source *s, uint64_t offset, uint8_t *scratch) {
+ * the whole disk — as this stream sends it, with SKIP frames or without. */
+static int catch_up(Source *s, Stream *st, uint64_t offset) {
+        int r;
+
+        if (s->digest_skips != (st->map != NULL) && s->digest.chunks > 0) {
+                log_info("The target now takes %s: computing the digest again from the start.",
+                         st->map ? "SKIP frames" : "whole-disk frames");
+                digest_done(&s->digest);
+                r = digest_init(&s->digest);
+                if (r < 0)
+                        return r;
+        }
+        s->digest_skips = st->map != NULL;
         if (s->digest.chunks * FRAME_CHUNK < offset)
                 log_info("Reading %s up to %s for the digest before serving from there.", s->dev.path,
                          FORMAT_BYTES(offset));
-        return device_digest(&s->dev, &s->digest, offset, scratch);
+        return device_digest(&s->dev, &s->digest, offset, st->chunk, st->map);
 }
 
-/* Fills the stream with its next frames: a ZERO frame for the zero chunks from pos on (if any), then the
- * DATA frame of the chunk that ended the run (if any). */
+static void stream_out(Stream *st, const void *data, size_t len) {
+        assert(st->n_out < ELEMENTSOF(st->out));
+        st->out[st->n_out].data = data;
+        st->out[st->n_out++].len = len;
+}
+
+/* The chunk compressed into st->packed, if the target takes that and it is worth it: its size, else 0. */
+static size_t pack(Stream *st, size_t n) {
+        size_t sample = MIN(n, ZSTD_SAMPLE), c;
+
+        if (!st->cctx)
+                return 0;
+        c = ZSTD_compressCCtx(st->cctx, st->packed, st->packed_max, st->chunk, sample, ZSTD_LEVEL);
+        if (ZSTD_isError(c) || c > sample - sample / 8)
+                return 0;
+        c = ZSTD_compressCCtx(st->cctx, st->packed, st->packed_max, st->chunk, n, ZSTD_LEVEL);
+        if (ZSTD_isError(c) || c + FRAME_ZSTD_PREFIX > n - n / 16)
+                return 0;
+        return c;
+}
+
+/* The frame of the chunk read at pos: ZSTD if it packs, else DATA. */
+static void emit_chunk(Stream *st, uint64_t pos, size_t n, XXH128_hash_t content) {
+        uint8_t *header = st->headers + FRAME_HEADER_SIZE;
+        size_t packed = pack(st, n);
+        FrameHeader h = { .type = packed ? FRAME_ZSTD : FRAME_DATA, .offset = pos, .length = n };
+
+        h.hash = frame_hash(h.type, pos, n, content);
+        frame_header_write(&h, header);
+#if PB_FAULT_INJECTION
+        Source *s = st->source;
+        if (s->corrupt_offset == pos + 1) {
+                log_warning("Fault injection: damaging the frame at offset %" PRIu64 " after hashing.", pos);
+                (packed ? st->packed : st->chunk)[(packed ?: n) / 2] ^= 0x5a;
+                s->corrupt_offset = 0;
+        }
+#endif
+        if (!packed) {
+                stream_out(st, header, FRAME_HEADER_SIZE);
+                stream_out(st, st->chunk, n);
+                return;
+        }
+        uint32_t size = htole32((uint32_t) packed);
+        memcpy(header + FRAME_HEADER_SIZE, &size, FRAME_ZSTD_PREFIX);
+        stream_out(st, header, FRAME_HEADER_SIZE + FRAME_ZSTD_PREFIX);
+        stream_out(st, st->packed, packed);
+}
+
+/* Fills the stream with its next frames: a ZERO or SKIP frame for the run of zero or unused chunks from pos
+ * on (if any), then the frame of the chunk with data that ended it (if any). */
 static int produce(Stream *st) {
         Source *s = st->source;
-        uint8_t *chunk = st->frame + FRAME_HEADER_SIZE;
         uint64_t start = st->pos, pos = start;
-        size_t data = 0;
+        FrameType run = 0, type = 0;
+        XXH128_hash_t hash;
+        size_t n = 0;
         int r;
 
-        r = catch_up(s, start, chunk);
+        r = catch_up(s, st, start);
         if (r < 0)
                 return r;
-        while (pos < s->dev.size && pos - start < FRAME_MAX_ZERO_CHUNKS * FRAME_CHUNK) {
-                size_t n = (size_t) MIN(FRAME_CHUNK, s->dev.size - pos);
-                r = device_pread(&s->dev, chunk, n, pos);
+        st->n_out = st->out_i = st->out_off = 0;
+        while (pos < s->dev.size) {
+                n = (size_t) MIN(FRAME_CHUNK, s->dev.size - pos);
+                r = device_read_chunk(&s->dev, st->map, pos, n, st->chunk, &type, &hash);
                 if (r < 0)
-                        return log_error_errno(r, "Failed to read %s at %" PRIu64 ": %m", s->dev.path, pos);
-                if (!frame_is_zero(chunk, n)) {
-                        data = n;
+                        return r;
+                if (type == FRAME_DATA)
+                        break;
+                if (run && (type != run || pos - start >= frame_run_max(run))) {
+                        type = 0; /* the next run's: read again for the next frames */
                         break;
                 }
-                digest_chunk(s, pos, frame_zero_hash(n));
+                run = type;
+                digest_chunk(s, pos, hash);
                 pos += n;
+                type = 0;
         }
-        if (pos > start) {
-                FrameHeader h = { .type = FRAME_ZERO, .offset = start, .length = pos - start };
-                h.hash = frame_hash(FRAME_ZERO, h.offset, h.length, (XXH128_hash_t){});
-                frame_header_write(&h, st->zero_header);
-                st->zero_len = FRAME_HEADER_SIZE;
-                st->zero_off = 0;
+        if (run) {
+                FrameHeader h = { .type = run, .offset = start, .length = pos - start };
+                h.hash = frame_hash(run, h.offset, h.length, (XXH128_hash_t){});
+                frame_header_write(&h, st->headers);
+                stream_out(st, st->headers, FRAME_HEADER_SIZE);
         }
-        if (data > 0) {
-                XXH128_hash_t content = frame_chunk_hash(chunk, data);
-                FrameHeader h = { .type = FRAME_DATA, .offset = pos, .length = data };
-                h.hash = frame_hash(FRAME_DATA, pos, data, content);
-                frame_header_write(&h, st->frame);
-                digest_chunk(s, pos, content);
-                st->frame_len = FRAME_HEADER_SIZE + data;
-                st->frame_off = 0;
-#if PB_FAULT_INJECTION
-                if (s->corrupt_offset == pos + 1) {
-                        log_warning("Fault injection: damaging the frame at offset %" PRIu64 " after hashing.", pos);
-                        chunk[data / 2] ^= 0x5a;
-                        s->corrupt_offset = 0;
-                }
-#endif
-                pos += data;
+        if (type == FRAME_DATA) {
+                emit_chunk(st, pos, n, hash);
+                digest_chunk(s, pos, hash);
+                pos += n;
         }
         st->pos = pos;
         s->served_to = MAX(s->served_to, pos);
@@ -146,28 +220,65 @@ static int produce(Stream *st) {
         return 0;
 }
 
+static void stream_free(Stream *st) {
+        if (!st)
+                return;
+        ZSTD_freeCCtx(st->cctx);
+        free(st->peer.data);
+        free(st->chunk);
+        free(st->packed);
+        free(st);
+}
+
+/* A stream to the target with cert, from offset, with the features it asked for that we speak. */
+static Stream *stream_new(Source *s, const gnutls_datum_t *cert, uint64_t offset, unsigned asked) {
+        Stream *st = calloc(1, sizeof(Stream));
+
+        if (!st)
+                return NULL;
+        st->source = s;
+        st->pos = offset;
+        st->features = asked & frame_features_ours();
+        st->map = st->features & FRAME_FEATURE_SKIP ? &s->map : NULL;
+        st->trust_gen = s->agent->trust_generation;
+        st->watch_gen = s->agent->watched_generation;
+        st->peer.size = cert->size;
+        if (!(st->chunk = malloc(FRAME_CHUNK)) || !(st->peer.data = malloc(cert->size)))
+                return stream_free(st), NULL;
+        memcpy(st->peer.data, cert->data, cert->size);
+        if (st->features & FRAME_FEATURE_ZSTD) {
+                st->packed_max = ZSTD_compressBound(FRAME_CHUNK);
+                if (!(st->packed = malloc(st->packed_max)) || !(st->cctx = ZSTD_createCCtx()))
+                        return stream_free(st), NULL;
+        }
+        return st;
+}
+
 static bool stream_peer_still_good(Stream *st);
 
 static ssize_t on_read(void *cls, uint64_t unused, char *buf, size_t max) {
         Stream *st = cls;
         (void) unused;
 
-        if (st->zero_off == st->zero_len && st->frame_off == st->frame_len) {
-                if (st->pos >= st->source->dev.size)
-                        return MHD_CONTENT_READER_END_OF_STREAM;
-                st->zero_len = st->zero_off = st->frame_len = st->frame_off = 0;
-                if (!stream_peer_still_good(st) || produce(st) < 0)
-                        return MHD_CONTENT_READER_END_WITH_ERROR;
-        }
-        size_t n;
-        if (st->zero_off < st->zero_len) {
-                n = MIN(max, st->zero_len - st->zero_off);
-                memcpy(buf, st->zero_header + st->zero_off, n);
-                st->zero_off += n;
-        } else {
-                n = MIN(max, st->frame_len - st->frame_off);
-                memcpy(buf, st->frame + st->frame_off, n);
-                st->frame_off += n;
+        size_t n = 0;
+        while (n < max) {
+                if (st->out_i == st->n_out) {
+                        if (n > 0) /* hand on what there is; the next call reads on */
+                                break;
+                        if (st->pos >= st->source->dev.size)
+                                return MHD_CONTENT_READER_END_OF_STREAM;
+                        if (!stream_peer_still_good(st) || produce(st) < 0)
+                                return MHD_CONTENT_READER_END_WITH_ERROR;
+                        continue;
+                }
+                size_t k = MIN(max - n, st->out[st->out_i].len - st->out_off);
+                memcpy(buf + n, st->out[st->out_i].data + st->out_off, k);
+                n += k;
+                st->out_off += k;
+                if (st->out_off == st->out[st->out_i].len) {
+                        st->out_i++;
+                        st->out_off = 0;
+                }
         }
         st->sent += n;
         return (ssize_t) n;
@@ -183,9 +294,7 @@ static void on_stream_end(void *cls) {
         log_info("A stream ended at %s after sending %s of frames (%" PRIu64
                  " bytes in all streams so far).",
                  FORMAT_BYTES(st->pos), FORMAT_BYTES(st->sent), s->bytes_sent);
-        free(st->peer.data);
-        free(st->frame);
-        free(st);
+        stream_free(st);
 }
 
 static enum MHD_Result reply_text(struct MHD_Connection *conn, unsigned status, const char *text) {
@@ -275,34 +384,26 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         if (s->streams >= MAX_STREAMS)
                 return reply_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "Too many streams at once.\n");
 
-        Stream *st = calloc(1, sizeof(Stream));
-        if (!st || !(st->frame = malloc(FRAME_HEADER_SIZE + FRAME_CHUNK)) ||
-            !(st->peer.data = malloc(cert->size))) {
-                if (st)
-                        free(st->frame);
-                free(st);
+        Stream *st = stream_new(
+                s, cert, offset,
+                frame_features_parse(MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "features")));
+        if (!st)
                 return MHD_NO;
-        }
-        st->source = s;
-        st->pos = offset;
-        memcpy(st->peer.data, cert->data, cert->size);
-        st->peer.size = cert->size;
-        st->trust_gen = s->agent->trust_generation;
-        st->watch_gen = s->agent->watched_generation;
         struct MHD_Response *resp =
                 MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, STREAM_BLOCK, on_read, st, on_stream_end);
         if (!resp) {
-                free(st->peer.data);
-                free(st->frame);
-                free(st);
+                stream_free(st);
                 return MHD_NO;
         }
         s->streams++;
-        if (offset > 0)
-                log_info("The target resumes at %s.", FORMAT_BYTES(offset));
-        char size[32];
+        char size[32], features[16];
+        log_info("The target %s at %s, taking %s frames.", offset > 0 ? "resumes" : "starts",
+                 FORMAT_BYTES(offset),
+                 isempty(frame_features_string(st->features, features)) ? "whole-disk" : features);
         snprintf(size, sizeof(size), "%" PRIu64, s->dev.size);
         MHD_add_response_header(resp, "X-PureBoot-Disk-Size", size);
+        /* What this stream carries; an older target never asked and ignores it. */
+        MHD_add_response_header(resp, "X-PureBoot-Features", features);
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/x-pureboot-frames");
         enum MHD_Result r = MHD_queue_response(conn, MHD_HTTP_OK, resp);
         MHD_destroy_response(resp);
@@ -332,6 +433,7 @@ static int report_ready(Source *s) {
         json_object_object_add(p, "port", json_object_new_int(a->settings.port));
         json_object_object_add(p, "sizeBytes", json_object_new_int64((int64_t) s->dev.size));
         json_object_object_add(p, "device", json_object_new_string(a->settings.device));
+        agent_report_add_notes(p, s->map.whole);
         log_info("Serving %s (%s) on %s:%u to %s.", s->dev.path, FORMAT_BYTES(s->dev.size), address, a->settings.port,
                  s->expected_cn);
         return queue_push(a->queue, "ReportSourceReady", p);
@@ -375,6 +477,26 @@ static int listen_address(Source *s, unsigned *flags, SocketAddress *ret, bool *
         return 0;
 }
 
+/* Which ranges of the disk its filesystems use, as they are now (after the source's resize steps). A disk
+ * whose layout cannot be read is copied whole. */
+static int map_disk(Source *s) {
+        _cleanup_(disk_info_done) DiskInfo info = {};
+        int r;
+
+        if (!(frame_features_ours() & FRAME_FEATURE_SKIP))
+                return 0;
+        r = scan_disk(s->dev.path, &info);
+        if (r < 0) {
+                log_warning_errno(r, "Cannot read the layout of %s, so all of it is copied: %m",
+                                  s->dev.path);
+                return 0;
+        }
+        r = used_map_build(s->dev.path, &info, &s->map);
+        if (r < 0)
+                return log_error_errno(r, "Failed to map what %s uses: %m", s->dev.path);
+        return 0;
+}
+
 static int serve(Source *s) {
         Agent *a = s->agent;
         SocketAddress bind_to;
@@ -382,6 +504,9 @@ static int serve(Source *s) {
         bool given;
         int r;
 
+        r = map_disk(s);
+        if (r < 0)
+                return r;
         r = trust_start(a);
         if (r < 0)
                 return r;
@@ -467,6 +592,7 @@ Source *source_free(Source *s) {
                 MHD_stop_daemon(s->daemon);
         sd_event_source_disable_unref(s->progress_timer);
         digest_done(&s->digest);
+        used_map_done(&s->map);
         device_close(&s->dev);
         free(s->expected_cn);
         free(s);

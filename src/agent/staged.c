@@ -259,7 +259,7 @@ static int download(Stager *s, const StagingTransport *t, void *conn) {
                 if (w.offset > 0)
                         log_info("Resuming at %s from the journal.", FORMAT_BYTES(w.offset));
                 /* The digest covers the whole disk: what was written before counts again. */
-                r = device_digest(&s->dev, &w.digest, w.offset, w.chunk);
+                r = device_digest(&s->dev, &w.digest, w.offset, w.chunk, NULL);
         }
         if (r >= 0)
                 r = t->download(s, conn, &m, &w);
@@ -361,6 +361,7 @@ static int on_thread_done(sd_event_source *es, int fd, uint32_t revents, void *u
         if (s->upload)
                 report_status(a, "ready");
         json_object_object_add(p, "digest", json_object_new_string(s->digest));
+        agent_report_add_notes(p, a->notes);
         (void) queue_push(a->queue, "ReportComplete", p);
         s->reported_done = true;
         log_info("%s %s (%s); its digest is %s.", s->upload ? "Uploaded" : "Downloaded and wrote", a->settings.device,

@@ -1,21 +1,26 @@
 /* SPDX-License-Identifier: MIT */
 /* clone-target: waits for the source through WatchSession, checks its disk can take the source's before
  * writing a byte, then pulls the frame stream from the source over mutual TLS, verifies every frame before
- * writing it, writes zero runs as zeroes, and keeps a durable resume point in its journal so that a lost
+ * writing it, writes zero runs as zeroes, does with skipped (unused) runs what the session's unused option
+ * says, and keeps a durable resume point in its journal — with the runs it skipped — so that a lost
  * connection or a restart of either agent goes on from there. At the end it flushes everything and reports
  * the digest of what it wrote. */
+#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
+#include <zstd.h>
 
 #include "agent.h"
 #include "backoff.h"
 #include "curl-glue.h"
 #include "device.h"
+#include "domain.h"
 #include "format.h"
 #include "frame.h"
 #include "job.h"
@@ -43,6 +48,9 @@ struct Target {
         uint64_t synced_at;
         uint64_t sync_every;
         Digest digest;
+        UsedMap skipped; /* the runs before offset the source skipped, as the journal keeps them */
+        CloneUnused unused;
+        bool cannot_discard;
         char *journal_path;
         char *source_cn;
 
@@ -53,7 +61,10 @@ struct Target {
         bool peer_checked;
         const char *abort_reason; /* why we cut the stream, if we did */
         enum { CUT_NONE, CUT_BAD_FRAME, CUT_BAD_PEER, CUT_WRITE_FAILED } cut;
+        unsigned features;        /* what the source said this stream carries */
         uint8_t *frame;           /* header + payload being received */
+        uint8_t *chunk;           /* a ZSTD frame's chunk */
+        ZSTD_DCtx *dctx;
         size_t have;
         FrameHeader header;
         uint64_t bad_offset;
@@ -67,7 +78,8 @@ struct Target {
         char *problem;
 
         /* What it cost */
-        uint64_t received, received_again, zeroed, high_water; /* received_again: bytes sent twice */
+        uint64_t received, received_again, zeroed, skipped_bytes,
+                high_water; /* received_again: sent twice */
         ProgressMeter progress;
         Phase last_progress_phase;
         uint64_t started_at;
@@ -91,7 +103,8 @@ static ResumePoint resume_point(Target *t, const char *digest) {
                               .device = t->dev.path,
                               .size = t->size,
                               .offset = t->offset,
-                              .digest = digest };
+                              .digest = digest,
+                              .skipped = &t->skipped };
 }
 
 static int journal_save(Target *t, const char *digest) {
@@ -108,16 +121,22 @@ static int journal_load(Target *t, char **ret_digest) {
         uint64_t offset;
         int r;
 
+        used_map_done(&t->skipped);
         r = journal_load_resume(t->journal_path, &p, &offset, ret_digest);
         if (r <= 0)
                 return r;
-        if (offset > t->size || (offset % FRAME_CHUNK != 0 && offset != t->size)) {
+        if (offset > t->size || (offset % FRAME_CHUNK != 0 && offset != t->size) ||
+            (t->skipped.n_unused > 0 && t->skipped.unused[t->skipped.n_unused - 1].offset +
+                                                        t->skipped.unused[t->skipped.n_unused - 1].length >
+                                                offset)) {
                 log_warning("The journal %s does not make sense; starting from the beginning.", t->journal_path);
                 *ret_digest = mfree(*ret_digest);
+                used_map_done(&t->skipped);
                 return 0;
         }
-        /* The digest covers what is on the disk: read back what an earlier run wrote. */
-        r = device_digest(&t->dev, &t->digest, offset, t->frame);
+        /* The digest covers what is on the disk, and where the source skipped: read back what an earlier run
+         * wrote. */
+        r = device_digest(&t->dev, &t->digest, offset, t->frame, &t->skipped);
         if (r < 0)
                 return r;
         t->offset = t->synced = t->written_back = offset;
@@ -188,11 +207,15 @@ static void finish(Target *t, const char *known_digest) {
                 return;
         }
         uint64_t usec = MAX(now_monotonic_usec() - t->started_at, (uint64_t) 1);
-        log_info("Wrote %s to %s in %.2f s (%.0f MB/s): %s of data received, %" PRIu64 " bytes of it again after "
-                 "interruptions; %s zeroed. Digest %s",
+        log_info("Wrote %s to %s in %.2f s (%.0f MB/s): %s of data received, %" PRIu64
+                 " bytes of it again after "
+                 "interruptions; %s zeroed; %s unused by any filesystem, not sent (%s). Digest %s",
                  FORMAT_BYTES(t->size), t->dev.path, (double) usec / USEC_PER_SEC,
                  (double) t->size / (double) usec, FORMAT_BYTES(t->received), t->received_again,
-                 FORMAT_BYTES(t->zeroed), digest);
+                 FORMAT_BYTES(t->zeroed), FORMAT_BYTES(t->skipped_bytes),
+                 t->unused == CLONE_UNUSED_DISCARD && t->cannot_discard ? "kept: the disk cannot discard"
+                                                                        : clone_unused_to_string(t->unused),
+                 digest);
         t->phase = PHASE_DONE;
         /* An earlier run may have queued it already, before it was stopped. */
         if (queue_contains(t->agent->queue, "ReportComplete", NULL, NULL)) {
@@ -203,6 +226,7 @@ static void finish(Target *t, const char *known_digest) {
                 return;
         p = agent_report_new(t->agent, "target");
         json_object_object_add(p, "digest", json_object_new_string(digest));
+        agent_report_add_notes(p, t->agent->notes);
         if (queue_push(t->agent->queue, "ReportComplete", p) < 0) {
                 agent_exit(t->agent, AGENT_EXIT_FAILURE);
                 return;
@@ -224,27 +248,75 @@ static size_t reject(Target *t, const char *reason) {
         return 0; /* curl ends the transfer with CURLE_WRITE_ERROR */
 }
 
-static size_t apply_frame(Target *t) {
-        const FrameHeader *h = &t->header;
+/* A run no filesystem uses: discarded, zeroed or left, as the session says. */
+static int apply_skip(Target *t, uint64_t offset, uint64_t length) {
         int r;
 
-        if (h->type == FRAME_ZERO) {
+        switch (t->unused) {
+        case CLONE_UNUSED_ZERO:
+                r = device_zero(&t->dev, offset, length);
+                break;
+        case CLONE_UNUSED_DISCARD:
+                r = device_discard(&t->dev, offset, length);
+                if (r == 0 && !t->cannot_discard) {
+                        log_info("%s cannot discard; what no filesystem uses stays as it was.", t->dev.path);
+                        t->cannot_discard = true;
+                }
+                break;
+        default:
+                r = 0;
+        }
+        if (r < 0)
+                return r;
+        t->skipped_bytes += length;
+        return used_map_add(&t->skipped, offset, length);
+}
+
+/* The chunk a DATA or ZSTD frame carries (decompressed into t->chunk), or NULL with *ret_reason. */
+static const uint8_t *frame_chunk(Target *t, const char **ret_reason) {
+        const uint8_t *payload = t->frame + FRAME_HEADER_SIZE;
+        uint32_t size;
+
+        if (t->header.type == FRAME_DATA)
+                return payload;
+        memcpy(&size, payload, FRAME_ZSTD_PREFIX);
+        size_t n = ZSTD_decompressDCtx(t->dctx, t->chunk, FRAME_CHUNK, payload + FRAME_ZSTD_PREFIX,
+                                       le32toh(size));
+        if (ZSTD_isError(n) || n != t->header.length) {
+                *ret_reason = "compressed frame does not decompress to its chunk";
+                return NULL;
+        }
+        return t->chunk;
+}
+
+static size_t apply_frame(Target *t) {
+        const FrameHeader *h = &t->header;
+        const char *reason = NULL;
+        int r;
+
+        if (h->type == FRAME_ZERO || h->type == FRAME_SKIP) {
                 if (!frame_verifies(t, (XXH128_hash_t){}))
                         return reject(t, "hash mismatch");
-                r = device_zero(&t->dev, h->offset, h->length);
+                r = h->type == FRAME_ZERO ? device_zero(&t->dev, h->offset, h->length)
+                                          : apply_skip(t, h->offset, h->length);
                 if (r >= 0)
-                        digest_feed_zero(&t->digest, h->length, t->size);
-                t->zeroed += h->length;
+                        digest_feed_run(&t->digest, h->type, h->length, t->size);
+                if (h->type == FRAME_ZERO)
+                        t->zeroed += h->length;
         } else {
-                XXH128_hash_t content = frame_chunk_hash(t->frame + FRAME_HEADER_SIZE, h->length);
+                const uint8_t *chunk = frame_chunk(t, &reason);
+                if (!chunk)
+                        return reject(t, reason);
+                XXH128_hash_t content = frame_chunk_hash(chunk, h->length);
                 if (!frame_verifies(t, content))
                         return reject(t, "hash mismatch");
-                r = device_pwrite(&t->dev, t->frame + FRAME_HEADER_SIZE, h->length, h->offset);
+                r = device_pwrite(&t->dev, chunk, h->length, h->offset);
                 if (r >= 0)
                         digest_feed(&t->digest, content);
-                t->received += h->length;
+                size_t wire = t->have - FRAME_HEADER_SIZE;
+                t->received += wire;
                 if (h->offset < t->high_water)
-                        t->received_again += h->length;
+                        t->received_again += wire;
         }
         if (r < 0) {
                 t->abort_reason = "write failed";
@@ -258,6 +330,29 @@ static size_t apply_frame(Target *t) {
         t->high_water = MAX(t->high_water, t->offset);
         t->have = 0;
         return maybe_sync(t) < 0 ? 0 : 1;
+}
+
+/* How many bytes after the header the frame has, as far as known: a ZSTD frame's first say how many more
+ * follow. UINT64_MAX with *ret_reason if that cannot be. */
+static uint64_t payload_size(Target *t, const char **ret_reason) {
+        uint32_t size;
+
+        switch (t->header.type) {
+        case FRAME_DATA:
+                return t->header.length;
+        case FRAME_ZSTD:
+                if (t->have < FRAME_HEADER_SIZE + FRAME_ZSTD_PREFIX)
+                        return FRAME_ZSTD_PREFIX;
+                memcpy(&size, t->frame + FRAME_HEADER_SIZE, FRAME_ZSTD_PREFIX);
+                size = le32toh(size);
+                if (size == 0 || size >= t->header.length) {
+                        *ret_reason = "compressed frame of a size that cannot be";
+                        return UINT64_MAX;
+                }
+                return FRAME_ZSTD_PREFIX + (uint64_t) size;
+        default:
+                return 0;
+        }
 }
 
 static size_t on_data(char *p, size_t size, size_t n, void *userdata) {
@@ -278,17 +373,22 @@ static size_t on_data(char *p, size_t size, size_t n, void *userdata) {
                         used += k;
                         if (t->have < FRAME_HEADER_SIZE)
                                 break;
-                        if (frame_header_read(t->frame, t->size, &t->header, &reason) < 0)
+                        if (frame_header_read(t->frame, t->size, t->features, &t->header, &reason) < 0)
                                 return reject(t, reason);
                         if (t->header.offset != t->offset)
                                 return reject(t, "frame out of order");
                 }
-                uint64_t want = t->header.type == FRAME_DATA ? t->header.length : 0;
+                uint64_t want = payload_size(t, &reason);
+                if (want == UINT64_MAX)
+                        return reject(t, reason);
                 size_t k = (size_t) MIN(want - (t->have - FRAME_HEADER_SIZE), (uint64_t) (len - used));
                 memcpy(t->frame + t->have, p + used, k);
                 t->have += k;
                 used += k;
-                if (t->have - FRAME_HEADER_SIZE == want && apply_frame(t) == 0)
+                if (t->have - FRAME_HEADER_SIZE < want ||
+                    (t->header.type == FRAME_ZSTD && want == FRAME_ZSTD_PREFIX))
+                        continue; /* more to come (a ZSTD frame's size only now known) */
+                if (apply_frame(t) == 0)
                         return 0;
         }
         return len;
@@ -302,10 +402,18 @@ static size_t on_header(char *p, size_t size, size_t n, void *userdata) {
         _cleanup_free_ char *ips = NULL;
         const char *reason = NULL;
         unsigned count = 0;
-        (void) p;
 
-        if (t->peer_checked)
+        if (t->peer_checked) {
+                static const char features[] = "X-PureBoot-Features:";
+                if (size * n > strlen(features) && strncasecmp(p, features, strlen(features)) == 0) {
+                        _cleanup_free_ char *value =
+                                strndup(p + strlen(features), size * n - strlen(features));
+                        if (!value)
+                                return 0;
+                        t->features = frame_features_parse(value) & frame_features_ours();
+                }
                 return size * n;
+        }
         if (curl_easy_getinfo(t->easy, CURLINFO_TLS_SSL_PTR, &info) != CURLE_OK || !info ||
             info->backend != CURLSSLBACKEND_GNUTLS || !info->internals ||
             !(certs = gnutls_certificate_get_peers(info->internals, &count)) || count == 0) {
@@ -489,11 +597,16 @@ static int start_stream(Target *t) {
         _cleanup_free_ char *url = NULL;
         bool v6 = strchr(t->address, ':') != NULL;
 
+        char features[16];
+
         stop_stream(t);
-        if (asprintf(&url, "https://%s%s%s:%" PRIi64 "/disk?offset=%" PRIu64, v6 ? "[" : "", t->address, v6 ? "]" : "",
-                     t->port, t->offset) < 0)
+        /* Which kinds of frame we take; the source answers which it sends (none said: DATA and ZERO). */
+        if (asprintf(&url, "https://%s%s%s:%" PRIi64 "/disk?offset=%" PRIu64 "&features=%s", v6 ? "[" : "",
+                     t->address, v6 ? "]" : "", t->port, t->offset,
+                     frame_features_string(frame_features_ours(), features)) < 0)
                 return -ENOMEM;
         t->have = 0;
+        t->features = 0;
         t->peer_checked = false;
         t->abort_reason = NULL;
         t->cut = CUT_NONE;
@@ -521,6 +634,8 @@ static int preflight(Target *t, json_object *session) {
         int r;
 
         t->size = (uint64_t) json_get_int(session, "sizeBytes");
+        r = clone_unused_from_string(json_get_string(session, "unused") ?: "discard");
+        t->unused = r >= 0 ? (CloneUnused) r : CLONE_UNUSED_DISCARD;
         r = device_open(a->settings.device, O_RDWR, &t->dev, &holder);
         if (r == -EBUSY) {
                 report_failed(t, "DeviceBusy",
@@ -637,8 +752,11 @@ int target_start(Agent *a) {
         t->dev.fd = -EBADF;
         a->target = t;
         backoff_init(&t->backoff);
-        t->frame = malloc(FRAME_HEADER_SIZE + FRAME_CHUNK);
-        if (!t->frame || asprintf(&t->source_cn, "clone-%s-source", a->settings.session) < 0 ||
+        t->frame = malloc(FRAME_HEADER_SIZE + FRAME_ZSTD_PREFIX + FRAME_CHUNK);
+        t->chunk = malloc(FRAME_CHUNK);
+        t->dctx = ZSTD_createDCtx();
+        if (!t->frame || !t->chunk || !t->dctx ||
+            asprintf(&t->source_cn, "clone-%s-source", a->settings.session) < 0 ||
             asprintf(&t->journal_path, "%s/journal.json", a->settings.state_dir) < 0)
                 return -ENOMEM;
         r = digest_init(&t->digest);
@@ -654,7 +772,10 @@ Target *target_free(Target *t) {
         sd_event_source_disable_unref(t->retry);
         sd_event_source_disable_unref(t->progress_timer);
         digest_done(&t->digest);
+        used_map_done(&t->skipped);
         device_close(&t->dev);
+        ZSTD_freeDCtx(t->dctx);
+        free(t->chunk);
         free(t->frame);
         free(t->address);
         free(t->problem);

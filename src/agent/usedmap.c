@@ -38,10 +38,12 @@ static const char *mapper_of(const char *fs) {
         return NULL;
 }
 
-static int add_unused(UsedMap *m, uint64_t offset, uint64_t length) {
+int used_map_add(UsedMap *m, uint64_t offset, uint64_t length) {
         Extent *last = m->n_unused > 0 ? &m->unused[m->n_unused - 1] : NULL;
         if (length == 0)
                 return 0;
+        if (last && offset < last->offset + last->length && last->offset < offset + length)
+                return -EINVAL;
         if (last && last->offset + last->length == offset) { /* one range, as the log splits none */
                 last->length += length;
                 m->unused_bytes += length;
@@ -80,7 +82,7 @@ int used_map_add_domain_log(UsedMap *m, const char *log, uint64_t start, uint64_
                                 if (status == '+')
                                         used += length;
                                 else
-                                        r = add_unused(m, pos, length);
+                                        r = used_map_add(m, pos, length);
                         }
                 }
                 line = next ? next + 1 : NULL;
@@ -102,8 +104,9 @@ static int copied_whole(UsedMap *m, const PartitionInfo *p, const char *why, ...
         va_start(ap, why);
         int r = vasprintf(&reason, why, ap);
         va_end(ap);
-        if (r < 0 || asprintf(&sentence, "partition %u (%s) is copied whole: %s", p->number,
-                              strna(p->filesystem), reason) < 0)
+        if (r < 0 || asprintf(&sentence, "partition %u%s%s%s is copied whole: %s", p->number,
+                              p->filesystem ? " (" : "", strempty(p->filesystem), p->filesystem ? ")" : "",
+                              reason) < 0)
                 return -ENOMEM;
         log_info("Used-block map: %s.", sentence);
         return strv_extend(&m->whole, sentence);
@@ -131,8 +134,9 @@ static int map_partition(UsedMap *m, const char *disk, const PartitionInfo *p) {
         int r, fd;
 
         if (!mapper)
-                return copied_whole(m, p, "no map is made of %s",
-                                    p->filesystem ? "this filesystem" : "space without a filesystem");
+                return copied_whole(m, p, "%s",
+                                    p->filesystem ? "no map is made of this filesystem"
+                                                  : "nothing on it is recognised as a filesystem");
         if (p->mountpoint)
                 return copied_whole(m, p, "it is mounted at %s, so its map could change while it is read",
                                     p->mountpoint);
@@ -165,6 +169,11 @@ static int map_partition(UsedMap *m, const char *disk, const PartitionInfo *p) {
         return 0;
 }
 
+static int extent_compare(const void *a, const void *b) {
+        const Extent *x = a, *y = b;
+        return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
 int used_map_build(const char *disk, const DiskInfo *info, UsedMap *ret) {
         UsedMap m = { .size = info->size };
         int r;
@@ -176,41 +185,81 @@ int used_map_build(const char *disk, const DiskInfo *info, UsedMap *ret) {
                         return r;
                 }
         }
+        /* Partitions need not lie on the disk in the order of their numbers. */
+        qsort(m.unused, m.n_unused, sizeof(Extent), extent_compare);
         log_info("Used-block map of %s: %" PRIu64 " of %" PRIu64 " bytes unused in %zu ranges.", disk,
                  m.unused_bytes, m.size, m.n_unused);
         *ret = m;
         return 0;
 }
 
-bool used_map_is_unused(const UsedMap *m, uint64_t offset, uint64_t length) {
+/* The index of the first range that ends after offset (n_unused if none). */
+static size_t first_after(const UsedMap *m, uint64_t offset) {
         size_t lo = 0, hi = m->n_unused;
-        while (lo < hi) { /* the last range starting at or before offset */
+        while (lo < hi) {
                 size_t mid = lo + (hi - lo) / 2;
-                if (m->unused[mid].offset <= offset)
+                if (m->unused[mid].offset + m->unused[mid].length <= offset)
                         lo = mid + 1;
                 else
                         hi = mid;
         }
-        if (lo == 0)
-                return false;
-        const Extent *e = &m->unused[lo - 1];
-        return offset - e->offset < e->length && length <= e->length - (offset - e->offset);
+        return lo;
+}
+
+uint64_t used_map_unused_from(const UsedMap *m, uint64_t offset) {
+        size_t i = first_after(m, offset);
+        if (i == m->n_unused || m->unused[i].offset > offset)
+                return 0;
+        return m->unused[i].offset + m->unused[i].length - offset;
+}
+
+bool used_map_is_unused(const UsedMap *m, uint64_t offset, uint64_t length) {
+        return used_map_unused_from(m, offset) >= length;
+}
+
+void used_map_clear(const UsedMap *m, uint64_t offset, void *buf, size_t size) {
+        uint64_t end = offset + size;
+        for (size_t i = first_after(m, offset); i < m->n_unused && m->unused[i].offset < end; i++) {
+                uint64_t from = MAX(m->unused[i].offset, offset),
+                         to = MIN(m->unused[i].offset + m->unused[i].length, end);
+                memset((uint8_t *) buf + (from - offset), 0, (size_t) (to - from));
+        }
+}
+
+json_object *used_map_extents_to_json(const UsedMap *m) {
+        json_object *unused = json_object_new_array();
+        for (size_t i = 0; unused && i < m->n_unused; i++) {
+                json_object *e = json_object_new_array();
+                json_object_array_add(e, json_object_new_int64((int64_t) m->unused[i].offset));
+                json_object_array_add(e, json_object_new_int64((int64_t) m->unused[i].length));
+                json_object_array_add(unused, e);
+        }
+        return unused;
+}
+
+int used_map_add_json(UsedMap *m, json_object *extents) {
+        if (!json_object_is_type(extents, json_type_array))
+                return -EBADMSG;
+        for (size_t i = 0; i < json_object_array_length(extents); i++) {
+                json_object *e = json_object_array_get_idx(extents, i);
+                if (!json_object_is_type(e, json_type_array) || json_object_array_length(e) != 2)
+                        return -EBADMSG;
+                int64_t offset = json_object_get_int64(json_object_array_get_idx(e, 0)),
+                        length = json_object_get_int64(json_object_array_get_idx(e, 1));
+                if (offset < 0 || length <= 0 || used_map_add(m, (uint64_t) offset, (uint64_t) length) < 0)
+                        return -EBADMSG;
+        }
+        return 0;
 }
 
 json_object *used_map_to_json(const UsedMap *m) {
-        json_object *o = json_object_new_object(), *unused = json_object_new_array(),
+        json_object *o = json_object_new_object(), *unused = used_map_extents_to_json(m),
                     *whole = json_object_new_array();
         if (!o || !unused || !whole) {
                 json_object_put(o);
                 json_object_put(unused);
                 json_object_put(whole);
                 return NULL;
-        }
-        for (size_t i = 0; i < m->n_unused; i++) {
-                json_object *e = json_object_new_array();
-                json_object_array_add(e, json_object_new_int64((int64_t) m->unused[i].offset));
-                json_object_array_add(e, json_object_new_int64((int64_t) m->unused[i].length));
-                json_object_array_add(unused, e);
         }
         for (char **s = m->whole; s && *s; s++)
                 json_object_array_add(whole, json_object_new_string(*s));

@@ -32,6 +32,16 @@ int used_map_build(const char *disk, const DiskInfo *info, UsedMap *ret);
 
 /* Whether [offset, offset + length) lies wholly in one unused range. */
 bool used_map_is_unused(const UsedMap *m, uint64_t offset, uint64_t length);
+/* How many bytes from offset on are unused without a break: 0 if offset is used. */
+uint64_t used_map_unused_from(const UsedMap *m, uint64_t offset);
+/* Zeroes the bytes of buf (the disk's [offset, offset + size)) that no filesystem uses. */
+void used_map_clear(const UsedMap *m, uint64_t offset, void *buf, size_t size);
+/* Adds an unused range (after the last one, or the map is to be sorted before it is read); -EINVAL if it
+ * overlaps the last. */
+int used_map_add(UsedMap *m, uint64_t offset, uint64_t length);
+/* The unused ranges as [[offset, length], …], and back (appended to m, which they must follow). */
+json_object *used_map_extents_to_json(const UsedMap *m);
+int used_map_add_json(UsedMap *m, json_object *extents);
 
 /* Parses a ddrescue domain log for the partition at [start, start + size) of the disk (its positions
  * already offset to the disk's), adding the ranges it marks unused ('?') to m. -EBADMSG if it is not one,

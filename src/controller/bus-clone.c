@@ -19,6 +19,7 @@ static int property_get_enum(sd_bus *bus, const char *path, const char *interfac
                         : streq(property, "Mode")       ? clone_mode_to_string(c->mode)
                         : streq(property, "ResizeMode") ? resize_mode_to_string(c->resize_mode)
                         : streq(property, "Identity")   ? clone_identity_to_string(c->identity)
+                        : streq(property, "Unused")     ? clone_unused_to_string(c->unused)
                         : streq(property, "Error")      ? strempty(clone_error(c))
                                                         : staging_status_to_string(c->staging_status);
         (void) bus, (void) path, (void) interface, (void) error;
@@ -44,6 +45,14 @@ static int property_get_certificate(sd_bus *bus, const char *path, const char *i
                                     sd_bus_error *error) {
         (void) bus, (void) path, (void) interface, (void) property, (void) error;
         return sd_bus_message_append(reply, "s", strempty(clone_certificate(userdata, NULL)));
+}
+
+static int property_get_source_notes(sd_bus *bus, const char *path, const char *interface,
+                                     const char *property, sd_bus_message *reply, void *userdata,
+                                     sd_bus_error *error) {
+        CloneSession *c = userdata;
+        (void) bus, (void) path, (void) interface, (void) property, (void) error;
+        return bus_message_append_json_strv(reply, c->source_notes);
 }
 
 static int property_get_refused_claims(sd_bus *bus, const char *path, const char *interface,
@@ -131,6 +140,7 @@ static int method_update(sd_bus_message *msg, void *userdata, sd_bus_error *erro
                         { "storage", offsetof(CloneSpec, storage) },
                         { "resize_mode", offsetof(CloneSpec, resize_mode) },
                         { "identity", offsetof(CloneSpec, identity) },
+                        { "unused", offsetof(CloneSpec, unused) },
                 };
                 const char *key, **field = NULL;
                 r = sd_bus_message_read(msg, "s", &key);
@@ -143,7 +153,8 @@ static int method_update(sd_bus_message *msg, void *userdata, sd_bus_error *erro
                         return sd_bus_error_setf(
                                 error, SD_BUS_ERROR_INVALID_ARGS,
                                 "\"%.64s\" cannot be changed. Changeable: name, mode, source_node, "
-                                "target_node, source_device, target_device, storage, resize_mode, identity.",
+                                "target_node, source_device, target_device, storage, resize_mode, identity, "
+                                "unused.",
                                 key);
                 r = sd_bus_message_read(msg, "v", "s", field);
                 if (r < 0)
@@ -345,8 +356,11 @@ static const sd_bus_vtable clone_vtable[] = {
         SD_BUS_PROPERTY("StagingStatus", "s", property_get_enum, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("ResizeMode", "s", property_get_enum, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Identity", "s", property_get_enum, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Unused", "s", property_get_enum, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         T("Plan", "s"),
         SD_BUS_PROPERTY("Targets", "ao", property_get_targets, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("SourceNotes", "as", property_get_source_notes, 0,
+                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         P("BytesTotal", "t", bytes_total),
         T("BytesTransferred", "t"),
         P("BytesUploaded", "t", bytes_uploaded),

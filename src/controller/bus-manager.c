@@ -58,6 +58,7 @@ static int method_create_clone_session(sd_bus_message *msg, void *userdata, sd_b
         spec.storage = o.storage;
         spec.resize_mode = o.resize_mode;
         spec.identity = o.identity;
+        spec.unused = o.unused;
         spec.idempotency_key = o.idempotency_key;
         /* Arguments first: a bad one is refused without asking anyone to authenticate. */
         r = clone_check(m, &spec, error);

@@ -43,6 +43,8 @@ int bus_target_append(sd_bus_message *reply, CloneTarget *t, const char *name) {
                                                           : 0.0;
                 return sd_bus_message_append(reply, "d", p);
         }
+        if (streq(name, "Notes"))
+                return bus_message_append_json_strv(reply, t ? t->notes : NULL);
         if (streq(name, "Session")) {
                 _cleanup_free_ char *path = t ? clone_path(t->session) : strdup("/");
                 return path ? sd_bus_message_append(reply, "o", path) : -ENOMEM;
@@ -82,23 +84,12 @@ static int property_get(sd_bus *bus, const char *path, const char *interface, co
 #define C(name, sig) SD_BUS_PROPERTY(name, sig, property_get, 0, SD_BUS_VTABLE_PROPERTY_CONST)
 
 static const sd_bus_vtable target_vtable[] = {
-        SD_BUS_VTABLE_START(0),
-        C("Session", "o"),
-        C("Index", "u"),
-        P("Node", "s"),
-        P("Device", "s"),
-        P("Status", "s"),
-        P("ResizeMode", "s"),
-        P("Plan", "s"),
-        P("BytesTransferred", "t"),
-        P("TransferRate", "t"),
-        P("Progress", "d"),
-        P("Digest", "s"),
-        P("Error", "s"),
-        P("Problem", "s"),
-        P("Certificate", "s"),
-        P("StartedAt", "t"),
-        P("CompletedAt", "t"),
+        SD_BUS_VTABLE_START(0), C("Session", "o"),   C("Index", "u"),
+        P("Node", "s"),         P("Device", "s"),    P("Status", "s"),
+        P("ResizeMode", "s"),   P("Plan", "s"),      P("BytesTransferred", "t"),
+        P("TransferRate", "t"), P("Progress", "d"),  P("Digest", "s"),
+        P("Error", "s"),        P("Problem", "s"),   P("Notes", "as"),
+        P("Certificate", "s"),  P("StartedAt", "t"), P("CompletedAt", "t"),
         SD_BUS_VTABLE_END,
 };
 

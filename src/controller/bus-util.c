@@ -36,6 +36,8 @@ int bus_read_options(sd_bus_message *m, BusOptions *ret, sd_bus_error *error) {
                                 target = &o.resize_mode;
                         else if (streq(key, "identity"))
                                 target = &o.identity;
+                        else if (streq(key, "unused"))
+                                target = &o.unused;
                         else if (streq(key, "ip"))
                                 target = &o.ip;
                         else if (streq(key, "serial"))
@@ -47,7 +49,7 @@ int bus_read_options(sd_bus_message *m, BusOptions *ret, sd_bus_error *error) {
                                         error, SD_BUS_ERROR_INVALID_ARGS,
                                         "Unknown option \"%s\". Known options: "
                                         "auth.no_user_interaction, keep_setuid, idempotency_key, storage, "
-                                        "resize_mode, identity, ip, serial, workflow.",
+                                        "resize_mode, identity, unused, ip, serial, workflow.",
                                         key);
                         if (!streq(contents, "s"))
                                 return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
@@ -202,6 +204,15 @@ int bus_message_read_json_dict(sd_bus_message *m, json_object **ret, sd_bus_erro
                 return r;
         *ret = TAKE_PTR(o);
         return 0;
+}
+
+int bus_message_append_json_strv(sd_bus_message *m, json_object *array) {
+        size_t n = json_object_is_type(array, json_type_array) ? json_object_array_length(array) : 0;
+        int r = sd_bus_message_open_container(m, 'a', "s");
+        for (size_t i = 0; r >= 0 && i < n; i++)
+                r = sd_bus_message_append(
+                        m, "s", strempty(json_object_get_string(json_object_array_get_idx(array, i))));
+        return r < 0 ? r : sd_bus_message_close_container(m);
 }
 
 int bus_message_append_json_dict(sd_bus_message *m, json_object *o) {

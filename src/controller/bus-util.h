@@ -12,7 +12,7 @@
 typedef struct BusOptions {
         bool no_user_interaction; /* auth.no_user_interaction */
         bool keep_setuid;         /* keep_setuid: base image imports keep setuid/setgid bits */
-        const char *idempotency_key, *storage, *resize_mode, *identity, *ip, *serial, *workflow;
+        const char *idempotency_key, *storage, *resize_mode, *identity, *unused, *ip, *serial, *workflow;
 } BusOptions;
 
 /* Reads the trailing a{sv} options. Strings point into the message. Unknown keys are refused so a
@@ -33,3 +33,5 @@ int bus_enumerate_objects(Hashmap *map, const char *prefix, char ***nodes);
  * INT64_MAX and other types are refused with a message naming the key. */
 int bus_message_read_json_dict(sd_bus_message *m, json_object **ret, sd_bus_error *error);
 int bus_message_append_json_dict(sd_bus_message *m, json_object *o);
+/* Appends a JSON array of strings (NULL: none) as "as". */
+int bus_message_append_json_strv(sd_bus_message *m, json_object *array);

@@ -42,6 +42,7 @@ CloneSession *clone_free(CloneSession *c) {
         for (size_t i = 0; i < ELEMENTSOF(strings); i++)
                 free(*strings[i]);
         strv_free(c->refused_claims);
+        json_object_put(c->source_notes);
         free(c);
         return NULL;
 }
@@ -273,7 +274,19 @@ typedef struct Resolved {
         CloneMode mode;
         ResizeMode resize_mode;
         CloneIdentity identity;
+        CloneUnused unused;
 } Resolved;
+
+/* A session option that names one of a table's values (fallback if not given) into *ret (an enum). */
+static int option_parse(const StringTable *table, const char *what, const char *value, unsigned fallback,
+                        const char *choices, void *ret, sd_bus_error *error) {
+        int r = value ? string_table_from_string(table, value) : (int) fallback;
+        if (r < 0)
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT, "Unknown %s \"%.32s\"; use %s.",
+                                         what, value, choices);
+        *(unsigned *) ret = (unsigned) r;
+        return 0;
+}
 
 static int resize_mode_parse(const char *s, ResizeMode *ret, sd_bus_error *error) {
         int r = resize_mode_from_string(s);
@@ -311,15 +324,18 @@ static int validate(Manager *m, const CloneSpec *s, Resolved *ret, sd_bus_error 
                                          strempty(s->mode));
         res.mode = (CloneMode) r;
         r = resize_mode_parse(s->resize_mode, &res.resize_mode, error);
-        if (r >= 0 && (r = clone_identity_from_string(s->identity ?: "auto")) < 0)
-                r = sd_bus_error_setf(
-                        error, PB_ERROR_INVALID_ARGUMENT,
-                        "Unknown identity \"%.32s\"; use auto (a clone of a Linux system gets its "
-                        "node's host name, a new machine-id and new SSH host keys) or none (an "
-                        "exact copy).",
-                        s->identity);
-        else if (r >= 0)
-                res.identity = (CloneIdentity) r;
+        if (r >= 0)
+                r = option_parse(
+                        &clone_identity_strings, "identity", s->identity, CLONE_IDENTITY_AUTO,
+                        "auto (a clone of a Linux system gets its node's host name, a new machine-id "
+                        "and new SSH host keys) or none (an exact copy)",
+                        &res.identity, error);
+        if (r >= 0)
+                r = option_parse(&clone_unused_strings, "unused", s->unused, CLONE_UNUSED_DISCARD,
+                                 "discard (what no filesystem uses is not sent and the target discards it "
+                                 "where it can), zero (the target writes zeroes there) or keep (the target "
+                                 "leaves it as it is)",
+                                 &res.unused, error);
         if (r >= 0)
                 r = device_check(s->source_device, "Source", error);
         if (r >= 0 && !isempty(s->target_node))
@@ -381,6 +397,7 @@ static int dup_fields(CloneSession *c, const CloneSpec *s, const Resolved *res) 
         c->mode = res->mode;
         c->resize_mode = res->resize_mode;
         c->identity = res->identity;
+        c->unused = res->unused;
         if (free_and_strdup(&c->name, s->name) < 0 || free_and_strdup(&c->source_node, res->source->id) < 0 ||
             free_and_strdup(&c->source_device, s->source_device) < 0 ||
             free_and_strdup(&c->staging_backend, res->storage ? res->storage->id : NULL) < 0)
@@ -513,6 +530,7 @@ int clone_update(CloneSession *c, const CloneSpec *changes, bool check_only, sd_
                 .storage = changes->storage ?: c->staging_backend,
                 .resize_mode = changes->resize_mode ?: resize_mode_to_string(c->resize_mode),
                 .identity = changes->identity ?: clone_identity_to_string(c->identity),
+                .unused = changes->unused ?: clone_unused_to_string(c->unused),
         };
         /* Switching to direct mode drops the backend unless one was asked for explicitly. */
         if (changes->mode && clone_mode_from_string(changes->mode) == CLONE_MODE_DIRECT && !changes->storage)
@@ -568,9 +586,11 @@ int clone_update(CloneSession *c, const CloneSpec *changes, bool check_only, sd_
         c->mode = updated.mode;
         c->resize_mode = updated.resize_mode;
         c->identity = updated.identity;
+        c->unused = updated.unused;
         c->staging_status = updated.staging_status;
         clone_emit_changed(c, "Name", "Mode", "SourceNode", "TargetNode", "SourceDevice", "TargetDevice",
-                           "StagingBackend", "StagingStatus", "ResizeMode", "Identity", "Targets", NULL);
+                           "StagingBackend", "StagingStatus", "ResizeMode", "Identity", "Unused", "Targets",
+                           NULL);
         if ((first = clone_first_target(c))) {
                 clone_target_emit_changed(first, "Node", "Device", "ResizeMode", NULL);
                 replan(first);
@@ -693,6 +713,7 @@ int clone_target_transition(CloneTarget *t, CloneStatus to, const char *error_me
                 updated.completed_at = 0;
                 updated.bytes_transferred = updated.transfer_rate = 0;
                 updated.digest = NULL; /* a retry is checked afresh */
+                updated.notes = NULL;
         }
         if (clone_status_is_final(to))
                 updated.completed_at = now;
@@ -705,8 +726,11 @@ int clone_target_transition(CloneTarget *t, CloneStatus to, const char *error_me
         t->completed_at = updated.completed_at;
         t->bytes_transferred = updated.bytes_transferred;
         t->transfer_rate = updated.transfer_rate;
-        if (to == CLONE_WAITING)
+        if (to == CLONE_WAITING) {
                 t->digest = mfree(t->digest);
+                json_object_put(t->notes);
+                t->notes = NULL;
+        }
         if (clone_status_is_final(to) || to == CLONE_WAITING)
                 t->problem = mfree(t->problem);
         log_info("Clone session %s, target %" PRIu32 " (%s): %s → %s%s%s", c->id, t->index, t->device,
@@ -756,6 +780,8 @@ static int start_step(CloneSession *c, void *userdata, sd_bus_error *error) {
         c->completed_at = 0;
         c->bytes_uploaded = 0;
         c->source_digest = mfree(c->source_digest);
+        json_object_put(c->source_notes);
+        c->source_notes = NULL;
         if (c->mode == CLONE_MODE_STAGED)
                 c->staging_status = STAGING_PENDING;
         for (size_t i = 0; i < c->n_targets; i++)
@@ -1066,6 +1092,7 @@ json_object *clone_node_view(CloneSession *c, bool source, CloneTarget *t) {
         ADD("bytesTransferred", json_object_new_int64((int64_t) (shown ? shown->bytes_transferred : 0)));
         ADD("resizeMode", json_object_new_string(resize_mode_to_string(shown ? shown->resize_mode : c->resize_mode)));
         ADD("identity", json_object_new_string(clone_identity_to_string(c->identity)));
+        ADD("unused", json_object_new_string(clone_unused_to_string(c->unused)));
         /* A target's own name, which its clone takes (identity auto). */
         Node *node = t ? hashmap_get(c->manager->nodes, t->node) : NULL;
         ADD("targetHostname", node ? json_object_new_string(node->hostname) : NULL);

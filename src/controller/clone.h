@@ -24,12 +24,14 @@ typedef struct CloneSession {
         uint64_t bytes_uploaded;
         ResizeMode resize_mode; /* what a target gets unless it names its own */
         CloneIdentity identity;
+        CloneUnused unused;     /* what targets do with what the source's filesystems do not use */
         char *source_disk_json; /* what the source's agent scanned, as Disk JSON */
         uint64_t bytes_total;
         uint64_t created_at, started_at, completed_at;
         uint32_t created_by;
         char *idempotency_key;
         char *source_digest;
+        json_object *source_notes; /* what the source said of its disk: what it copies whole, and why */
 
         /* Its targets, by index (targets[i]->index == i + 1). */
         CloneTarget **targets;
@@ -48,7 +50,7 @@ typedef struct CloneSession {
 /* What a client asks for at Create or Update; NULL fields are not given. */
 typedef struct CloneSpec {
         const char *name, *mode, *source_node, *target_node, *source_device, *target_device;
-        const char *storage, *resize_mode, *idempotency_key, *identity;
+        const char *storage, *resize_mode, *idempotency_key, *identity, *unused;
 } CloneSpec;
 
 CloneSession *clone_free(CloneSession *c);

@@ -366,6 +366,7 @@ static int handle_source_ready(Call *call) {
                 return fail_state(call, &p, "the session is not waiting for its source");
 
         _cleanup_free_ char *old_address = c->source_address;
+        _cleanup_(json_object_unrefp) json_object *old_notes = c->source_notes;
         uint16_t old_port = c->source_port;
         uint64_t old_size = c->bytes_total;
         c->source_address = strdup(address);
@@ -375,14 +376,17 @@ static int handle_source_ready(Call *call) {
         }
         c->source_port = (uint16_t) port;
         c->bytes_total = size;
+        c->source_notes = json_object_get(json_object_object_get(call->p, "notes"));
         r = record(call, &p, seq, source_ready_step, NULL);
         if (r <= 0) {
                 free(c->source_address);
                 c->source_address = TAKE_PTR(old_address);
                 c->source_port = old_port;
                 c->bytes_total = old_size;
+                json_object_put(c->source_notes);
+                c->source_notes = TAKE_PTR(old_notes);
         } else {
-                clone_emit_changed(c, "SourceAddress", "SourcePort", "BytesTotal", NULL);
+                clone_emit_changed(c, "SourceAddress", "SourcePort", "BytesTotal", "SourceNotes", NULL);
                 /* Staging is sized to the source: it is made now, once. */
                 if (staged && c->staging_status == STAGING_PENDING && (r = staging_provision(c)) < 0)
                         log_warning_errno(r, "Failed to start setting up the staging of session %s: %m", c->id);
@@ -495,26 +499,32 @@ static int handle_complete(Call *call) {
 
         char **mine = t ? &t->digest : &c->source_digest;
         _cleanup_free_ char *old = *mine;
+        _cleanup_(json_object_unrefp) json_object *old_notes = t ? t->notes : NULL;
         uint64_t old_bytes = t ? t->bytes_transferred : 0;
         *mine = strdup(digest);
         if (!*mine) {
                 *mine = TAKE_PTR(old);
                 return -ENOMEM;
         }
-        if (t)
+        if (t) {
                 t->bytes_transferred = c->bytes_total;
+                t->notes = json_object_get(json_object_object_get(call->p, "notes"));
+        }
         r = record(call, &p, seq, digest_step, t);
         if (r > 0) {
                 if (t)
-                        clone_target_emit_changed(t, "Digest", NULL);
+                        clone_target_emit_changed(t, "Digest", "Notes", NULL);
                 else
                         clone_emit_changed(c, "SourceDigest", NULL);
                 r = reply_with(call, NULL);
         } else {
                 free(*mine);
                 *mine = TAKE_PTR(old);
-                if (t)
+                if (t) {
                         t->bytes_transferred = old_bytes;
+                        json_object_put(t->notes);
+                        t->notes = TAKE_PTR(old_notes);
+                }
         }
         audit(call, "ReportComplete", c->id);
         return r;

@@ -239,6 +239,11 @@ static const char *const migrations[] = {
         /* 10: whether a target's clone of a Linux system gets its own identity (auto) or stays a copy (none)
          */
         "ALTER TABLE clone_sessions ADD COLUMN identity TEXT NOT NULL DEFAULT 'auto';",
+        /* 11: what targets do with the ranges the source's filesystems do not use (discard, zero, keep) */
+        "ALTER TABLE clone_sessions ADD COLUMN unused TEXT NOT NULL DEFAULT 'discard';"
+        /* and what the agents said of the disks: what the source copies whole, the targets' checks */
+        "ALTER TABLE clone_sessions ADD COLUMN source_notes_json TEXT;"
+        "ALTER TABLE clone_targets ADD COLUMN notes_json TEXT;",
 };
 
 static int exec_plain(Store *s, const char *sql) {
@@ -847,6 +852,8 @@ static const Column session_columns[] = {
         COL(CloneSession, idempotency_key, "idempotency_key", COLUMN_STRING, COLUMN_FIXED),
         COL(CloneSession, source_digest, "source_digest", COLUMN_STRING),
         ENUM_COL(CloneSession, identity, "identity", clone_identity),
+        ENUM_COL(CloneSession, unused, "unused", clone_unused),
+        COL(CloneSession, source_notes, "source_notes_json", COLUMN_JSON),
 };
 
 static void session_free_record(void *record) {
@@ -870,6 +877,7 @@ static const Column target_columns[] = {
         COL(CloneTarget, bytes_transferred, "bytes_transferred", COLUMN_U64),
         COL(CloneTarget, transfer_rate, "transfer_rate_bps", COLUMN_U64),
         COL(CloneTarget, digest, "digest", COLUMN_STRING),
+        COL(CloneTarget, notes, "notes_json", COLUMN_JSON),
         COL(CloneTarget, error, "error_message", COLUMN_STRING),
         COL(CloneTarget, started_at, "started_at", COLUMN_U64),
         COL(CloneTarget, completed_at, "completed_at", COLUMN_U64),

@@ -52,6 +52,7 @@ CloneTarget *clone_target_free(CloneTarget *t) {
         if (!t)
                 return NULL;
         throttle_done(&t->progress);
+        json_object_put(t->notes);
         char **strings[] = { &t->session_id, &t->node,  &t->device, &t->plan_json,
                              &t->disk_json,  &t->digest, &t->error,  &t->problem };
         for (size_t i = 0; i < ELEMENTSOF(strings); i++)

@@ -20,6 +20,7 @@ typedef struct CloneTarget {
         char *disk_json; /* what its agent scanned, as Disk JSON */
         uint64_t bytes_transferred, transfer_rate;
         char *digest; /* of what it wrote */
+        json_object *notes; /* what its agent said of it with its completion: its filesystem checks */
         char *error;
         /* What keeps it from its source right now, as its agent says while it goes on trying. Not stored: a
          * target with the problem says it again. */

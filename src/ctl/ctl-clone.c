@@ -35,6 +35,8 @@ static int clone_create(sd_bus *bus) {
         if (r >= 0)
                 r = add_string_option(m, "identity", arg.identity);
         if (r >= 0)
+                r = add_string_option(m, "unused", arg.unused);
+        if (r >= 0)
                 r = add_string_option(m, "idempotency_key", arg.key);
         if (r >= 0)
                 r = sd_bus_message_close_container(m);
@@ -123,6 +125,7 @@ static int clone_update(sd_bus *bus, const char *path) {
                 { "storage", arg.storage },
                 { "resize_mode", arg.resize },
                 { "identity", arg.identity },
+                { "unused", arg.unused },
         };
         int r = ctl_new_call(bus, path, PB_IFACE("CloneSession"), "Update", &m);
         if (r >= 0)
@@ -285,6 +288,36 @@ static int print_targets(sd_bus *bus, const char *path) {
         return 0;
 }
 
+/* What the agents said of the disks: the source's partitions copied whole, each target's filesystem checks.
+ */
+static int print_notes(sd_bus *bus, const char *path) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_strv_free_ char **notes = NULL, **targets = NULL;
+        int r = sd_bus_get_property_strv(bus, PB_BUS_NAME, path, PB_IFACE("CloneSession"), "SourceNotes",
+                                         &error, &notes);
+        if (r >= 0)
+                r = sd_bus_get_property_strv(bus, PB_BUS_NAME, path, PB_IFACE("CloneSession"), "Targets",
+                                             &error, &targets);
+        if (r < 0)
+                return ctl_error(&error, r, "read the session's notes");
+        for (char **n = notes; n && *n; n++)
+                printf("Source: %s\n", *n);
+        for (char **t = targets; t && *t; t++) {
+                _cleanup_strv_free_ char **said = NULL;
+                uint32_t index = 0;
+                r = sd_bus_get_property_trivial(bus, PB_BUS_NAME, *t, PB_IFACE("CloneTarget"), "Index",
+                                                &error, 'u', &index);
+                if (r >= 0)
+                        r = sd_bus_get_property_strv(bus, PB_BUS_NAME, *t, PB_IFACE("CloneTarget"), "Notes",
+                                                     &error, &said);
+                if (r < 0)
+                        return ctl_error(&error, r, "read a target's notes");
+                for (char **n = said; n && *n; n++)
+                        printf("Target %" PRIu32 ": %s\n", index, *n);
+        }
+        return 0;
+}
+
 static int on_changed(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         (void) m, (void) error;
         *(bool *) userdata = true;
@@ -351,7 +384,7 @@ static int clone_status(sd_bus *bus, const char *path) {
         }
         if (live && arg.follow)
                 printf("\n");
-        if (arg.json == JSON_OFF && (r = print_targets(bus, path)) > 0)
+        if (arg.json == JSON_OFF && ((r = print_targets(bus, path)) > 0 || (r = print_notes(bus, path)) > 0))
                 return r;
         if (*p.error && clone_status_name_is_final(p.status))
                 log_error("Session %s: %s", p.status, p.error);

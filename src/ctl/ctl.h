@@ -25,7 +25,7 @@ typedef struct Args {
         JsonMode json;
         const char *mac, *hostname, *arch, *serial;
         const char *source, *target, *mode, *storage, *source_device, *target_device, *name, *resize, *key;
-        const char *identity;
+        const char *identity, *unused;
         const char *role, *type, *ip, *csr;
         bool analyze;
         const char *set_plan;

@@ -403,7 +403,7 @@ static void help(void) {
                "  clone create --source NODE [--target NODE] --mode direct|staged [--storage BACKEND]\n"
                "               --source-device DEV --target-device DEV [--name NAME]\n"
                "               [--resize none|shrink_source|grow_target] [--identity auto|none]\n"
-               "               [--idempotency-key KEY]\n"
+               "               [--unused discard|zero|keep] [--idempotency-key KEY]\n"
                "  clone list | show ID | start ID | cancel ID | delete ID\n"
                "  clone update ID [--name N] [--source-device DEV] [--target-device DEV] [--target NODE] "
                "...\n"
@@ -453,6 +453,7 @@ static int parse_args(int argc, char *argv[]) {
                 ARG_NAME,
                 ARG_RESIZE,
                 ARG_IDENTITY,
+                ARG_UNUSED,
                 ARG_KEY,
                 ARG_FOLLOW,
                 ARG_ROLE,
@@ -484,6 +485,7 @@ static int parse_args(int argc, char *argv[]) {
                 { "name", required_argument, NULL, ARG_NAME },
                 { "resize", required_argument, NULL, ARG_RESIZE },
                 { "identity", required_argument, NULL, ARG_IDENTITY },
+                { "unused", required_argument, NULL, ARG_UNUSED },
                 { "idempotency-key", required_argument, NULL, ARG_KEY },
                 { "follow", no_argument, NULL, ARG_FOLLOW },
                 { "role", required_argument, NULL, ARG_ROLE },
@@ -565,6 +567,9 @@ static int parse_args(int argc, char *argv[]) {
                         break;
                 case ARG_IDENTITY:
                         arg.identity = optarg;
+                        break;
+                case ARG_UNUSED:
+                        arg.unused = optarg;
                         break;
                 case ARG_KEY:
                         arg.key = optarg;

@@ -46,6 +46,9 @@ DEFINE_STRING_TABLE(
 DEFINE_STRING_TABLE(clone_identity,
                     CloneIdentity, [CLONE_IDENTITY_AUTO] = "auto", [CLONE_IDENTITY_NONE] = "none")
 
+DEFINE_STRING_TABLE(clone_unused, CloneUnused, [CLONE_UNUSED_DISCARD] = "discard",
+                    [CLONE_UNUSED_ZERO] = "zero", [CLONE_UNUSED_KEEP] = "keep")
+
 DEFINE_STRING_TABLE(resize_mode, ResizeMode, [RESIZE_NONE] = "none",
                     [RESIZE_SHRINK_SOURCE] = "shrink_source", [RESIZE_GROW_TARGET] = "grow_target")
 

@@ -97,6 +97,17 @@ typedef enum CloneIdentity {
 } CloneIdentity;
 DECLARE_STRING_TABLE(clone_identity, CloneIdentity);
 
+/* What a target does with the ranges no filesystem of the source uses, which the source does not send:
+ * discards them where the device can (else leaves them as they are), writes zeroes over them, or leaves
+ * them as they are. */
+typedef enum CloneUnused {
+        CLONE_UNUSED_DISCARD,
+        CLONE_UNUSED_ZERO,
+        CLONE_UNUSED_KEEP,
+        _CLONE_UNUSED_MAX,
+} CloneUnused;
+DECLARE_STRING_TABLE(clone_unused, CloneUnused);
+
 /* A storage backend's kind. */
 typedef enum BackendType {
         BACKEND_NFS,

@@ -307,6 +307,19 @@ bool strv_contains(const char *const *l, const char *s) {
         return false;
 }
 
+char *strv_join(char **l, const char *sep) {
+        size_t n = 1;
+        for (char **s = l; s && *s; s++)
+                n += strlen(*s) + strlen(sep);
+        char *joined = malloc(n), *p = joined;
+        if (!joined)
+                return NULL;
+        *p = 0;
+        for (char **s = l; s && *s; s++)
+                p = stpcpy(stpcpy(p, s == l ? "" : sep), *s);
+        return joined;
+}
+
 int strv_extend(char ***l, const char *s) {
         size_t n = strv_length(*l);
         char *t = strdup(s), **nl;

@@ -284,6 +284,16 @@ def check_root_last_disk(loop, files, tmp_path, root_bytes):
     assert "hello from the ESP" in sh("mtype", "-i", loop.partition(1), "::/hello.txt").stdout
 
 
+def stream_bytes(agent):
+    """A source agent's own count of the stream bytes it sent, summed over its runs (a killed run's last
+    stream is not in it)."""
+    total = 0
+    for run in agent.text().split("--- run ")[1:]:
+        counts = re.findall(r"\((\d+) bytes in all streams so far\)", run)
+        total += int(counts[-1]) if counts else 0
+    return total
+
+
 def make_random_disk(directory, name, size):
     image = directory / f"{name}.img"
     random_file(image, size)

@@ -10,7 +10,8 @@ import time
 import pytest
 
 from harness import PUREBOOTCTL, RELEASE_BUILD, REPO, make_key_and_csr, stop_all, wait_for
-from nodes import Clone, check_files, data_bytes, make_half_zero_disk, make_random_disk, make_source_disk, sha256, sh
+from nodes import (Clone, check_files, data_bytes, make_half_zero_disk, make_random_disk, make_source_disk, sha256, sh,
+                   stream_bytes)
 
 DISK = 256 << 20
 
@@ -73,16 +74,6 @@ def test_direct_clone_end_to_end(clone_of, disks, ctl, tmp_path, system_bus):
 def wire_bytes(c):
     """What the source node has sent on its link since the session's agents were made."""
     return c.network.tx_bytes(c.source.netns) - c.source_tx_at_start
-
-
-def stream_bytes(agent):
-    """The source's own count of the stream bytes it sent, summed over its runs (a killed run's last stream
-    is not in it)."""
-    total = 0
-    for run in agent.text().split("--- run ")[1:]:
-        counts = re.findall(r"\((\d+) bytes in all streams so far\)", run)
-        total += int(counts[-1]) if counts else 0
-    return total
 
 
 def test_zero_runs_are_not_sent(clone_of, disks):

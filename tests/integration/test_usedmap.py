@@ -1,17 +1,21 @@
 # SPDX-License-Identifier: MIT
-"""Used-block maps (issue 18's first step): what of a disk its filesystems leave unused, read by partclone
-from each filesystem's own metadata. Real loop devices with ext4, xfs, btrfs, ntfs and vfat, each first
-filled with random data that is then deleted, then given known files. The proof a map is right: a copy of
-the disk whose every unused range is overwritten with other random bytes still passes each filesystem's
-own check, and every file reads back the same."""
+"""Used-block maps and used-block clones: what of a disk its filesystems leave unused, read by partclone
+from each filesystem's own metadata, and direct clones that send only the rest. Real loop devices with
+ext4, xfs, btrfs, ntfs and vfat, each first filled with random data that is then deleted, then given known
+files. The proof a map is right: a copy of the disk whose every unused range is overwritten with other
+random bytes still passes each filesystem's own check, and every file reads back the same. The proof a
+clone is right: after it, on a target that held other random bytes, every filesystem's check is clean and
+every file reads back the same, while the source sent little more than what the filesystems use."""
 
 import contextlib
 import json
 import os
 from pathlib import Path
 
+import pytest
+
 from harness import AGENT, wait_for
-from nodes import Loop, random_file, sh, sha256
+from nodes import Clone, Loop, make_random_disk, random_file, sh, sha256, stream_bytes
 
 MIB = 1 << 20
 # (filesystem, size in MiB, mkfs, read-only check)
@@ -173,3 +177,122 @@ def test_what_no_map_vouches_for_is_copied_whole(tmp_path, loops):
     # The others are still mapped.
     start, size = parts[2]
     assert any(start <= o < start + size for o, _ in m["unused"])
+
+
+def clone(tmp_path, ctl, api, network, bridge, source, tag, target_env=None, source_env=None, create_args=()):
+    """A direct clone of source onto a disk of other random bytes, run to its end: (Clone, target Loop)."""
+    target = make_random_disk(tmp_path, f"target-{tag}", os.path.getsize(source.backing))
+    c = Clone(tmp_path, ctl, api, network, bridge, source.device, target.device, tag=tag,
+              create_args=("--identity=none", *create_args))
+    try:
+        c.source.start(env=source_env)
+        c.target.start(env=target_env)
+        c.wait_status("completed", "failed", timeout=240)
+        assert c.status() == "completed", (c.prop("Error"), c.target.text()[-3000:])
+        assert c.target.wait(60) == 0, c.target.text()
+        assert c.source.wait(60) == 0, c.source.text()
+        assert c.prop("SourceDigest") == c.prop("TargetDigest")
+    except BaseException:
+        c.stop()
+        target.detach()
+        raise
+    return c, target
+
+
+def check_clone(target, files, tmp_path, skip=()):
+    """Every filesystem on the clone passes its own check and holds its files."""
+    target.scan_partitions()
+    wait_for(lambda: Path(target.partition(len(FILESYSTEMS))).exists(), what="the clone's partitions to appear")
+    mnt = tmp_path / "check"
+    mnt.mkdir(exist_ok=True)
+    for n, (fs, _, _, check) in enumerate(FILESYSTEMS, 1):
+        if n in skip:
+            continue
+        r = sh(*check, target.partition(n), check=False)
+        assert r.returncode == 0, (fs, r.stdout, r.stderr)
+        with mounted(target.partition(n), fs, mnt, readonly=True) as fs_files:
+            for name in ("a.bin", "b.bin"):
+                assert fs_files.sha256(name, tmp_path) == files[(n, name)], (fs, name)
+
+
+def test_a_clone_sends_only_what_the_filesystems_use(tmp_path, ctl, api, network, bridge_on_network, loops):
+    source, files = make_disk(tmp_path, loops)
+    used = os.path.getsize(source.backing) - used_map(source.device)["unusedBytes"]
+    c, target = clone(tmp_path, ctl, api, network, bridge_on_network, source, "u")
+    loops.append(target)
+    try:
+        sent = stream_bytes(c.source)
+        text = c.target.text()
+        notes = api.prop(f"{c.path}/target/1", "CloneTarget", "Notes")
+        source_notes = c.prop("SourceNotes")
+    finally:
+        c.stop()
+    # The used ranges and the frames' headers: the stale half of each filesystem stays home. Nothing here
+    # compresses (random files), so the frames are about the used bytes.
+    disk = os.path.getsize(source.backing)
+    assert sent < used * 1.02 + (1 << 20), (sent, used, disk)
+    assert sent < disk * 0.4, (sent, disk)
+    assert "taking skip,zstd frames" in c.source.text()
+    assert "unused by any filesystem, not sent (discard)" in text, text[-2000:]
+    # The target checked each filesystem and said so; the source said what it copied whole.
+    assert len(notes) == len(FILESYSTEMS) and all("found no errors" in n for n in notes), notes
+    assert notes[0].startswith("partition 1 (ext4): e2fsck -fn "), notes
+    assert source_notes == [f"partition {len(FILESYSTEMS) + 1} (swap) is copied whole: no map is made of this "
+                            "filesystem"], source_notes
+    status = ctl("clone", "status", c.id, check=True).stdout
+    assert "Target 1: partition 1 (ext4): e2fsck -fn found no errors" in status, status
+    assert f"Source: partition {len(FILESYSTEMS) + 1} (swap) is copied whole" in status, status
+    check_clone(target, files, tmp_path)
+    # What no filesystem uses was discarded: the loop device punched holes, which read as zeroes.
+    m = used_map(source.device)
+    offset, length = max(m["unused"], key=lambda e: e[1])
+    with open(target.device, "rb") as f:
+        f.seek(offset)
+        assert f.read(min(length, 1 << 20)) == bytes(min(length, 1 << 20))
+
+
+def test_an_unreadable_filesystem_is_copied_whole(tmp_path, ctl, api, network, bridge_on_network, loops):
+    """The ext4's superblock overwritten with random bytes: nothing recognises a filesystem there, so no map
+    vouches for any of it and all of it is copied, which the session says; the other filesystems still go
+    by their maps."""
+    source, files = make_disk(tmp_path, loops)
+    with open(source.partition(1), "r+b") as f, open("/dev/urandom", "rb") as r:
+        f.seek(1024)
+        f.write(r.read(1024))
+    start, size = partition_ranges(source)[0]
+    c, target = clone(tmp_path, ctl, api, network, bridge_on_network, source, "w")
+    loops.append(target)
+    try:
+        source_notes = c.prop("SourceNotes")
+        notes = api.prop(f"{c.path}/target/1", "CloneTarget", "Notes")
+    finally:
+        c.stop()
+    assert source_notes[0] == "partition 1 is copied whole: nothing on it is recognised as a filesystem", \
+        source_notes
+    assert not any(n.startswith("partition 1 ") for n in notes), notes  # nothing to check there
+    with open(source.partition(1), "rb") as a, open(target.device, "rb") as b:
+        b.seek(start)
+        left = size
+        while left:
+            n = min(left, 8 << 20)
+            assert a.read(n) == b.read(n), f"partition 1 differs near {size - left}"
+            left -= n
+    check_clone(target, files, tmp_path, skip=(1,))
+
+
+@pytest.mark.parametrize("older", ["target", "source"])
+def test_an_older_peer_gets_the_whole_disk(tmp_path, ctl, api, network, bridge_on_network, loops, older):
+    """A peer that speaks neither SKIP nor ZSTD frames (a test build's switch plays one): the stream falls
+    back to whole-disk frames, and the clone is the source byte for byte, stale free space included."""
+    source, files = make_disk(tmp_path, loops)
+    env = {"PUREBOOT_AGENT_FAULT_FEATURES": ""}
+    c, target = clone(tmp_path, ctl, api, network, bridge_on_network, source, "o" + older[0],
+                      **{f"{older}_env": env})
+    loops.append(target)
+    try:
+        sent = stream_bytes(c.source)
+        assert "taking whole-disk frames" in c.source.text()
+    finally:
+        c.stop()
+    sh("cmp", source.device, target.device)
+    assert sent > os.path.getsize(source.backing) * 0.5, sent

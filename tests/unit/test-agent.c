@@ -27,7 +27,7 @@ static void test_frame_round_trip(void) {
         h = (FrameHeader){ .type = FRAME_DATA, .offset = 3 * FRAME_CHUNK, .length = FRAME_CHUNK };
         h.hash = frame_hash(FRAME_DATA, h.offset, h.length, content);
         frame_header_write(&h, buf);
-        ASSERT_OK(frame_header_read(buf, 8 * FRAME_CHUNK, &back, &reason));
+        ASSERT_OK(frame_header_read(buf, 8 * FRAME_CHUNK, 0, &back, &reason));
         ASSERT_INT(back.type, FRAME_DATA);
         ASSERT_INT(back.offset, 3 * FRAME_CHUNK);
         ASSERT_INT(back.length, FRAME_CHUNK);
@@ -43,7 +43,8 @@ static void test_frame_round_trip(void) {
                                     frame_hash(FRAME_ZERO, 0, 2 * FRAME_CHUNK, (XXH128_hash_t){})));
 }
 
-static void expect_refused(FrameType type, uint64_t offset, uint64_t length, uint64_t disk, uint32_t magic) {
+static void expect_refused_with(FrameType type, uint64_t offset, uint64_t length, uint64_t disk,
+                                uint32_t magic, unsigned features) {
         FrameHeader h = { .type = type, .offset = offset, .length = length }, back;
         uint8_t buf[FRAME_HEADER_SIZE];
         const char *reason = NULL;
@@ -51,14 +52,26 @@ static void expect_refused(FrameType type, uint64_t offset, uint64_t length, uin
         frame_header_write(&h, buf);
         if (magic != FRAME_MAGIC)
                 memcpy(buf, &magic, 4);
-        ASSERT_INT(frame_header_read(buf, disk, &back, &reason), -EBADMSG);
+        ASSERT_INT(frame_header_read(buf, disk, features, &back, &reason), -EBADMSG);
         ASSERT_TRUE(reason != NULL);
+}
+
+static void expect_refused(FrameType type, uint64_t offset, uint64_t length, uint64_t disk, uint32_t magic) {
+        expect_refused_with(type, offset, length, disk, magic, FRAME_FEATURES_ALL);
 }
 
 static void test_frame_refusals(void) {
         uint64_t disk = 10 * FRAME_CHUNK + 512; /* a short last chunk */
         expect_refused(FRAME_DATA, 0, FRAME_CHUNK, disk, 0x12345678);             /* magic */
-        expect_refused((FrameType) 3, 0, FRAME_CHUNK, disk, FRAME_MAGIC);         /* type */
+        expect_refused((FrameType) 5, 0, FRAME_CHUNK, disk, FRAME_MAGIC);         /* type */
+        expect_refused((FrameType) 0, 0, FRAME_CHUNK, disk, FRAME_MAGIC);
+        /* SKIP and ZSTD frames only in a stream that agreed on them. */
+        expect_refused_with(FRAME_SKIP, 0, FRAME_CHUNK, disk, FRAME_MAGIC, FRAME_FEATURE_ZSTD);
+        expect_refused_with(FRAME_ZSTD, 0, FRAME_CHUNK, disk, FRAME_MAGIC, FRAME_FEATURE_SKIP);
+        expect_refused(FRAME_ZSTD, 0, FRAME_CHUNK + 1, disk, FRAME_MAGIC);
+        expect_refused(FRAME_SKIP, 0, FRAME_CHUNK + 7, disk, FRAME_MAGIC);
+        expect_refused(FRAME_SKIP, 0, (FRAME_MAX_SKIP_CHUNKS + 1) * FRAME_CHUNK, UINT64_C(1) << 40,
+                       FRAME_MAGIC);
         expect_refused(FRAME_DATA, 100, FRAME_CHUNK, disk, FRAME_MAGIC);          /* not on a chunk */
         expect_refused(FRAME_DATA, 0, 0, disk, FRAME_MAGIC);                      /* empty */
         expect_refused(FRAME_DATA, 0, FRAME_CHUNK + 1, disk, FRAME_MAGIC);        /* longer than a chunk */
@@ -71,7 +84,104 @@ static void test_frame_refusals(void) {
         uint8_t buf[FRAME_HEADER_SIZE];
         const char *reason;
         frame_header_write(&h, buf);
-        ASSERT_OK(frame_header_read(buf, disk, &back, &reason));
+        ASSERT_OK(frame_header_read(buf, disk, FRAME_FEATURES_ALL, &back, &reason));
+        /* A long skipped run is one frame. */
+        h = (FrameHeader){ .type = FRAME_SKIP, .offset = 0, .length = FRAME_MAX_SKIP_CHUNKS * FRAME_CHUNK };
+        frame_header_write(&h, buf);
+        ASSERT_OK(frame_header_read(buf, UINT64_C(1) << 40, FRAME_FEATURE_SKIP, &back, &reason));
+        ASSERT_INT(back.type, FRAME_SKIP);
+}
+
+/* Features: named in a list, unknown names (a newer peer's) ignored, and written back. */
+static void test_frame_features(void) {
+        char buf[16];
+
+        ASSERT_INT(frame_features_parse("skip,zstd"), FRAME_FEATURES_ALL);
+        ASSERT_INT(frame_features_parse(" zstd, lz4,skip\r\n"), FRAME_FEATURES_ALL);
+        ASSERT_INT(frame_features_parse("skipper,zst"), 0);
+        ASSERT_INT(frame_features_parse(""), 0);
+        ASSERT_INT(frame_features_parse(NULL), 0);
+        ASSERT_STR(frame_features_string(FRAME_FEATURES_ALL, buf), "skip,zstd");
+        ASSERT_STR(frame_features_string(FRAME_FEATURE_ZSTD, buf), "zstd");
+        ASSERT_STR(frame_features_string(0, buf), "");
+        /* A compressed chunk is the same frame as the chunk sent as it is; a skipped one is not a zero one.
+         */
+        XXH128_hash_t content = frame_chunk_hash("abc", 3);
+        ASSERT_TRUE(XXH128_isEqual(frame_hash(FRAME_ZSTD, 0, 3, content),
+                                   frame_hash(FRAME_DATA, 0, 3, content)));
+        ASSERT_TRUE(!XXH128_isEqual(frame_skip_hash(FRAME_CHUNK), frame_zero_hash(FRAME_CHUNK)));
+        ASSERT_TRUE(!XXH128_isEqual(frame_hash(FRAME_SKIP, 0, FRAME_CHUNK, content),
+                                    frame_hash(FRAME_ZERO, 0, FRAME_CHUNK, content)));
+}
+
+/* The source reads a chunk as the map says: skipped whole, unused bytes cleared, zero once cleared. */
+static void test_read_chunk(void) {
+        char path[] = "/tmp/pureboot-test-agent-XXXXXX";
+        static uint8_t data[FRAME_CHUNK], buf[FRAME_CHUNK], expect[FRAME_CHUNK];
+        UsedMap m = { .size = 4 * FRAME_CHUNK };
+        XXH128_hash_t hash;
+        FrameType type;
+        char *holder = NULL;
+        Device d;
+        int fd = mkstemp(path);
+
+        ASSERT_TRUE(fd >= 0);
+        memset(data, 0x3c, sizeof(data));
+        for (int i = 0; i < 4; i++)
+                ASSERT_INT(write(fd, data, sizeof(data)), sizeof(data));
+        close(fd);
+        ASSERT_OK(device_open(path, O_RDWR, &d, &holder));
+        /* Chunk 0 used; chunk 1 half unused; chunk 2 unused whole; chunk 3 unused but for its first byte. */
+        ASSERT_OK(used_map_add(&m, FRAME_CHUNK + FRAME_CHUNK / 2, FRAME_CHUNK + FRAME_CHUNK / 2));
+        ASSERT_OK(used_map_add(&m, 3 * FRAME_CHUNK + 512, FRAME_CHUNK - 512));
+        ASSERT_INT(used_map_add(&m, 3 * FRAME_CHUNK, 1024), -EINVAL); /* overlaps the last */
+        ASSERT_INT(used_map_unused_from(&m, 2 * FRAME_CHUNK), FRAME_CHUNK);
+        ASSERT_INT(used_map_unused_from(&m, FRAME_CHUNK), 0);
+
+        ASSERT_OK(device_read_chunk(&d, &m, 0, FRAME_CHUNK, buf, &type, &hash));
+        ASSERT_INT(type, FRAME_DATA);
+        ASSERT_TRUE(memcmp(buf, data, FRAME_CHUNK) == 0);
+        ASSERT_OK(device_read_chunk(&d, &m, FRAME_CHUNK, FRAME_CHUNK, buf, &type, &hash));
+        ASSERT_INT(type, FRAME_DATA);
+        memcpy(expect, data, FRAME_CHUNK / 2);
+        memset(expect + FRAME_CHUNK / 2, 0, FRAME_CHUNK / 2);
+        ASSERT_TRUE(memcmp(buf, expect, FRAME_CHUNK) == 0);
+        ASSERT_TRUE(XXH128_isEqual(hash, frame_chunk_hash(expect, FRAME_CHUNK)));
+        ASSERT_OK(device_read_chunk(&d, &m, 2 * FRAME_CHUNK, FRAME_CHUNK, buf, &type, &hash));
+        ASSERT_INT(type, FRAME_SKIP);
+        ASSERT_TRUE(XXH128_isEqual(hash, frame_skip_hash(FRAME_CHUNK)));
+        ASSERT_OK(device_read_chunk(&d, &m, 3 * FRAME_CHUNK, FRAME_CHUNK, buf, &type, &hash));
+        ASSERT_INT(type, FRAME_DATA);
+        /* Without a map every chunk is read as it is. */
+        ASSERT_OK(device_read_chunk(&d, NULL, 2 * FRAME_CHUNK, FRAME_CHUNK, buf, &type, &hash));
+        ASSERT_INT(type, FRAME_DATA);
+        ASSERT_TRUE(memcmp(buf, data, FRAME_CHUNK) == 0);
+        /* A discarded range of a file reads as zeroes (a punched hole). */
+        ASSERT_INT(device_discard(&d, 2 * FRAME_CHUNK, FRAME_CHUNK), 1);
+        ASSERT_OK(device_read_chunk(&d, NULL, 2 * FRAME_CHUNK, FRAME_CHUNK, buf, &type, &hash));
+        ASSERT_INT(type, FRAME_ZERO);
+
+        /* The digest read back with the map equals the one fed as the stream went. */
+        Digest a, b;
+        ASSERT_OK(digest_init(&a));
+        ASSERT_OK(digest_init(&b));
+        ASSERT_OK(device_digest(&d, &a, d.size, buf, &m));
+        digest_feed(&b, frame_chunk_hash(data, FRAME_CHUNK));
+        digest_feed(&b, frame_chunk_hash(expect, FRAME_CHUNK));
+        digest_feed_run(&b, FRAME_SKIP, FRAME_CHUNK, d.size);
+        memset(expect, 0, FRAME_CHUNK);
+        expect[0] = 0x3c;
+        memset(expect + 1, 0x3c, 511);
+        digest_feed(&b, frame_chunk_hash(expect, FRAME_CHUNK));
+        char *sa = digest_string(&a), *sb = digest_string(&b);
+        ASSERT_STR(sa, sb);
+        free(sa);
+        free(sb);
+        digest_done(&a);
+        digest_done(&b);
+        used_map_done(&m);
+        device_close(&d);
+        unlink(path);
 }
 
 static void test_digest_of_zeroes(void) {
@@ -86,7 +196,7 @@ static void test_digest_of_zeroes(void) {
 
         ASSERT_OK(digest_init(&a));
         ASSERT_OK(digest_init(&b));
-        digest_feed_zero(&a, disk, disk);
+        digest_feed_run(&a, FRAME_ZERO, disk, disk);
         for (uint64_t o = 0; o < disk; o += FRAME_CHUNK)
                 digest_feed(&b, frame_chunk_hash(zero, (size_t) MIN(FRAME_CHUNK, disk - o)));
         ASSERT_INT(a.chunks, 4);
@@ -135,9 +245,9 @@ static void test_device_file(void) {
         ASSERT_OK(device_zero(&d, FRAME_CHUNK, FRAME_CHUNK));
         ASSERT_OK(digest_init(&a));
         ASSERT_OK(digest_init(&b));
-        ASSERT_OK(device_digest(&d, &a, d.size, scratch));
+        ASSERT_OK(device_digest(&d, &a, d.size, scratch, NULL));
         digest_feed(&b, frame_chunk_hash(data, sizeof(data)));
-        digest_feed_zero(&b, FRAME_CHUNK, d.size);
+        digest_feed_run(&b, FRAME_ZERO, FRAME_CHUNK, d.size);
         digest_feed(&b, frame_chunk_hash(data, sizeof(data)));
         char *sa = digest_string(&a), *sb = digest_string(&b);
         ASSERT_STR(sa, sb);
@@ -196,6 +306,29 @@ static void test_journal(void) {
         ASSERT_OK(journal_save_resume(path, &p));
         ASSERT_OK(stat(path, &st));
         ASSERT_INT(st.st_mode & 0777, 0600);
+        /* The runs a target skipped come back as they were saved. */
+        UsedMap skipped = {}, loaded = {};
+        ASSERT_OK(used_map_add(&skipped, 0, 2 << 20));
+        ASSERT_OK(used_map_add(&skipped, 8 << 20, 1 << 20));
+        p.skipped = &skipped;
+        ASSERT_OK(journal_save_resume(path, &p));
+        p.skipped = &loaded;
+        ASSERT_INT(journal_load_resume(path, &p, &offset, NULL), 1);
+        ASSERT_INT(loaded.n_unused, 2);
+        ASSERT_INT(loaded.unused[1].offset, 8 << 20);
+        ASSERT_INT(loaded.unused[1].length, 1 << 20);
+        used_map_done(&loaded);
+        /* Runs that overlap are garbage: no resume point. */
+        ASSERT_OK(write_file_atomic(
+                path,
+                "{\"session\":\"0123456789abcdef0123456789abcdef\",\"device\":\"/dev/sdb\","
+                "\"size\":1073741824,\"offset\":1048576,\"skipped\":[[0,8],[4,8]]}",
+                strlen("{\"session\":\"0123456789abcdef0123456789abcdef\",\"device\":\"/dev/sdb\","
+                       "\"size\":1073741824,\"offset\":1048576,\"skipped\":[[0,8],[4,8]]}"),
+                0600));
+        ASSERT_INT(journal_load_resume(path, &p, &offset, NULL), 0);
+        ASSERT_INT(loaded.n_unused, 0);
+        used_map_done(&skipped);
         tmpdir_remove(dir);
 }
 
@@ -248,6 +381,8 @@ static void test_domain_log(void) {
 int main(void) {
         test_frame_round_trip();
         test_frame_refusals();
+        test_frame_features();
+        test_read_chunk();
         test_digest_of_zeroes();
         test_backoff();
         test_device_file();

@@ -224,7 +224,7 @@ static void test_restart(const char *dir, Manager **m) {
         c = hashmap_get((*m)->sessions, id);
         ASSERT_TRUE(c);
         ASSERT_INT(c->status, status);
-        ASSERT_INT(store_schema_version((*m)->store), 10);
+        ASSERT_INT(store_schema_version((*m)->store), 11);
         ASSERT_INT(c->n_targets, 1);
         ASSERT_INT(clone_first_target(c)->index, 1);
 }
@@ -265,6 +265,7 @@ static void test_session_round_trip(Manager *m) {
                 .bytes_uploaded = 11,
                 .resize_mode = RESIZE_GROW_TARGET,
                 .identity = CLONE_IDENTITY_NONE,
+                .unused = CLONE_UNUSED_KEEP,
                 .source_disk_json = (char *) "{\"disk\":\"s\"}",
                 .bytes_total = 12,
                 .created_at = 15,
@@ -329,6 +330,7 @@ static void test_session_round_trip(Manager *m) {
         SAME_INT(bytes_uploaded);
         SAME_INT(resize_mode);
         SAME_INT(identity);
+        SAME_INT(unused);
         SAME_STR(source_disk_json);
         SAME_INT(bytes_total);
         SAME_INT(created_at);
@@ -578,7 +580,7 @@ static void test_migration_from_followers(const char *dir) {
         store_close(s);
 
         Manager *m = start(state);
-        ASSERT_INT(store_schema_version(m->store), 10);
+        ASSERT_INT(store_schema_version(m->store), 11);
         ASSERT_INT(hashmap_size(m->sessions), 1);
         CloneSession *c = hashmap_get(m->sessions, "aa000000000000000000000000000001");
         ASSERT_TRUE(c);

@@ -158,11 +158,12 @@ static void test_string_tables(void) {
                                         &clone_role_strings,       &staging_status_strings,
                                         &resize_mode_strings,      &backend_type_strings,
                                         &node_state_strings,       &boot_mode_strings,
-                                        &operation_status_strings, &clone_identity_strings };
+                                        &operation_status_strings, &clone_identity_strings,
+                                        &clone_unused_strings };
         const unsigned maxima[] = { _CLONE_STATUS_MAX,   _CLONE_MODE_MAX,  _CLONE_ROLE_MAX,
                                     _STAGING_STATUS_MAX, _RESIZE_MODE_MAX, _BACKEND_TYPE_MAX,
                                     _NODE_STATE_MAX,     _BOOT_MODE_MAX,   _OPERATION_STATUS_MAX,
-                                    _CLONE_IDENTITY_MAX };
+                                    _CLONE_IDENTITY_MAX, _CLONE_UNUSED_MAX };
         _Static_assert(ELEMENTSOF(tables) == ELEMENTSOF(maxima), "a maximum per table");
 
         for (size_t t = 0; t < ELEMENTSOF(tables); t++) {

@@ -26,9 +26,9 @@ install() {
         inst_simple "$PUREBOOT_UNIT" "$systemdsystemunitdir/pureboot-agent@.service"
         inst_multiple parted partx sfdisk blkid mke2fs mkfs.ext4 e2fsck resize2fs dumpe2fs tune2fs \
                 mkfs.xfs xfs_growfs xfs_repair btrfs mkfs.btrfs mkfs.vfat fsck.vfat fsck.fat fatlabel \
-                ntfsresize mkfs.ntfs mkswap swaplabel mount umount \
+                ntfsresize ntfsfix mkfs.ntfs mkswap swaplabel mount umount \
                 partclone.extfs partclone.xfs partclone.btrfs partclone.ntfs partclone.fat partclone.exfat
-        inst_multiple -o fatresize ssh-keygen
+        inst_multiple -o fatresize ssh-keygen fsck.exfat
         inst_multiple /usr/lib/systemd/systemd-networkd /usr/lib/systemd/systemd-networkd-wait-online \
                 "$systemdsystemunitdir/systemd-networkd.service" "$systemdsystemunitdir/systemd-networkd.socket" \
                 "$systemdsystemunitdir/systemd-networkd-wait-online.service" \
