@@ -9,9 +9,18 @@
 typedef struct Device {
         char *path;
         int fd;
+        int direct_fd; /* a block device opened again with O_DIRECT, for whole aligned chunks */
+        unsigned sector_size;
         bool is_block;
         uint64_t size;
 } Device;
+
+/* A Device that holds nothing (device_close() does nothing with it). */
+#define DEVICE_NULL ((Device){ .fd = -EBADF, .direct_fd = -EBADF })
+
+/* Memory for chunks that device_pread() and device_pwrite() can move without the page cache. */
+#define DEVICE_ALIGN 4096
+void *device_buffer_new(size_t size);
 
 /* Opens path (O_RDONLY or O_RDWR); a block device opened for writing is claimed exclusively, so the kernel
  * refuses while something has it mounted. -EBUSY says it is mounted or held, with *ret_holder naming by
@@ -46,6 +55,8 @@ int device_discard(Device *d, uint64_t offset, uint64_t length);
  * content hash for the digest. map NULL: every chunk is read as it is. */
 int device_read_chunk(Device *d, const UsedMap *map, uint64_t offset, size_t size, uint8_t *buf,
                       FrameType *ret_type, XXH128_hash_t *ret_hash);
+/* Reads and writes: straight between buf and the disk (O_DIRECT) where buf is a device_buffer_new() one
+ * and offset and size fall on sectors, else through the page cache. */
 int device_pwrite(Device *d, const void *buf, size_t size, uint64_t offset);
 int device_pread(Device *d, void *buf, size_t size, uint64_t offset);
 /* Brings the digest up to offset by reading the device from where the digest stands (scratch holds a

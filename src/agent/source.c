@@ -243,7 +243,7 @@ static Stream *stream_new(Source *s, const gnutls_datum_t *cert, uint64_t offset
         st->trust_gen = s->agent->trust_generation;
         st->watch_gen = s->agent->watched_generation;
         st->peer.size = cert->size;
-        if (!(st->chunk = malloc(FRAME_CHUNK)) || !(st->peer.data = malloc(cert->size)))
+        if (!(st->chunk = device_buffer_new(FRAME_CHUNK)) || !(st->peer.data = malloc(cert->size)))
                 return stream_free(st), NULL;
         memcpy(st->peer.data, cert->data, cert->size);
         if (st->features & FRAME_FEATURE_ZSTD) {
@@ -564,7 +564,7 @@ int source_start(Agent *a) {
         if (!s)
                 return -ENOMEM;
         s->agent = a;
-        s->dev.fd = -EBADF;
+        s->dev = DEVICE_NULL;
         a->source = s;
         if (asprintf(&s->expected_cn, "clone-%s-target-1", a->settings.session) < 0)
                 return -ENOMEM;

@@ -122,7 +122,7 @@ int manifest_parse(Stager *s, const char *text, Manifest *ret) {
 
 int read_disk(Stager *s, ChunkSink sink, void *ctx, char **ret_hashes, char **ret_digest) {
         uint64_t chunks = (s->dev.size + FRAME_CHUNK - 1) / FRAME_CHUNK;
-        _cleanup_free_ uint8_t *chunk = malloc(FRAME_CHUNK);
+        _cleanup_free_ uint8_t *chunk = device_buffer_new(FRAME_CHUNK);
         _cleanup_free_ char *hashes = malloc(chunks * 32 + 1);
         Digest digest = {};
         int r;
@@ -250,7 +250,7 @@ static int download(Stager *s, const StagingTransport *t, void *conn) {
                                         "%s has %d-byte sectors, the staged disk %" PRIu64 "-byte ones",
                                         s->dev.path, sector, m.sector_size);
         }
-        if (r >= 0 && !(w.chunk = malloc(FRAME_CHUNK)))
+        if (r >= 0 && !(w.chunk = device_buffer_new(FRAME_CHUNK)))
                 r = -ENOMEM;
         if (r >= 0)
                 r = digest_init(&w.digest);
@@ -487,7 +487,8 @@ int staged_start(Agent *a, bool upload) {
                 return -ENOMEM;
         s->agent = a;
         s->upload = upload;
-        s->dev.fd = s->event_fd = -EBADF;
+        s->dev = DEVICE_NULL;
+        s->event_fd = -EBADF;
         a->stager = s;
         if (asprintf(&s->journal_path, "%s/staged-journal.json", a->settings.state_dir) < 0)
                 return -ENOMEM;

@@ -62,7 +62,8 @@ struct Target {
         const char *abort_reason; /* why we cut the stream, if we did */
         enum { CUT_NONE, CUT_BAD_FRAME, CUT_BAD_PEER, CUT_WRITE_FAILED } cut;
         unsigned features;        /* what the source said this stream carries */
-        uint8_t *frame;           /* header + payload being received */
+        uint8_t *frame; /* header + payload being received: the payload on a DEVICE_ALIGN boundary */
+        uint8_t *frame_buffer;
         uint8_t *chunk;           /* a ZSTD frame's chunk */
         ZSTD_DCtx *dctx;
         size_t have;
@@ -749,11 +750,14 @@ int target_start(Agent *a) {
         if (!t)
                 return -ENOMEM;
         t->agent = a;
-        t->dev.fd = -EBADF;
+        t->dev = DEVICE_NULL;
         a->target = t;
         backoff_init(&t->backoff);
-        t->frame = malloc(FRAME_HEADER_SIZE + FRAME_ZSTD_PREFIX + FRAME_CHUNK);
-        t->chunk = malloc(FRAME_CHUNK);
+        /* A DATA frame's chunk is written from where it was received: aligned, it goes around the page
+         * cache (device_pwrite). */
+        t->frame_buffer = device_buffer_new(DEVICE_ALIGN + FRAME_ZSTD_PREFIX + FRAME_CHUNK);
+        t->frame = t->frame_buffer ? t->frame_buffer + DEVICE_ALIGN - FRAME_HEADER_SIZE : NULL;
+        t->chunk = device_buffer_new(FRAME_CHUNK);
         t->dctx = ZSTD_createDCtx();
         if (!t->frame || !t->chunk || !t->dctx ||
             asprintf(&t->source_cn, "clone-%s-source", a->settings.session) < 0 ||
@@ -776,7 +780,7 @@ Target *target_free(Target *t) {
         device_close(&t->dev);
         ZSTD_freeDCtx(t->dctx);
         free(t->chunk);
-        free(t->frame);
+        free(t->frame_buffer);
         free(t->address);
         free(t->problem);
         free(t->source_cn);

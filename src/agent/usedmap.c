@@ -151,8 +151,10 @@ static int map_partition(UsedMap *m, const char *disk, const PartitionInfo *p) {
                 (void) unlink(path);
                 return -ENOMEM;
         }
-        /* -O: the temporary file exists; -L: partclone's own log goes nowhere, -q: no progress. */
-        r = tool_runl(&out, mapper, "-D", "-q", "-s", node, "-O", path, offset, "-L", "/dev/null", NULL);
+        /* -O: the temporary file exists; -L: partclone's own log goes nowhere, -q: no progress; -f 0: its
+         * progress thread does not hold the exit back for its 2-second refresh. */
+        r = tool_runl(&out, mapper, "-D", "-q", "-f", "0", "-s", node, "-O", path, offset, "-L", "/dev/null",
+                      NULL);
         if (r == 0)
                 r = read_full_file(path, &log, NULL);
         (void) unlink(path);
