@@ -163,15 +163,15 @@ void *device_buffer_new(size_t size) {
 }
 
 static bool direct_ok(Device *d, const void *buf, size_t size, uint64_t offset) {
-        return d->direct_fd >= 0 && (uintptr_t) buf % DEVICE_ALIGN == 0 && size % d->sector_size == 0 &&
-               offset % d->sector_size == 0;
+        return d->direct_fd >= 0 && !d->direct_broken && (uintptr_t) buf % DEVICE_ALIGN == 0 &&
+               size % d->sector_size == 0 && offset % d->sector_size == 0;
 }
 
-/* O_DIRECT refused after all (a device or filesystem that cannot): the page cache from now on. */
+/* O_DIRECT refused after all (a device or filesystem that cannot): the page cache from now on. The
+ * descriptor stays open until device_close(): a reader's thread may be using it. */
 static void direct_failed(Device *d) {
         log_debug("O_DIRECT on %s failed, going through the page cache: %m", d->path);
-        close(d->direct_fd);
-        d->direct_fd = -EBADF;
+        d->direct_broken = true;
 }
 
 int device_pwrite(Device *d, const void *buf, size_t size, uint64_t offset) {
@@ -236,6 +236,19 @@ int device_discard(Device *d, uint64_t offset, uint64_t length) {
         if (r >= 0)
                 return 1;
         return unsupported(errno) ? 0 : -errno;
+}
+
+int device_unused(Device *d, CloneUnused mode, uint64_t offset, uint64_t length) {
+        int r;
+        switch (mode) {
+        case CLONE_UNUSED_ZERO:
+                return device_zero(d, offset, length);
+        case CLONE_UNUSED_DISCARD:
+                r = device_discard(d, offset, length);
+                return r < 0 ? r : r == 0;
+        default:
+                return 0;
+        }
 }
 
 int device_read_chunk(Device *d, const UsedMap *map, uint64_t offset, size_t size, uint8_t *buf,

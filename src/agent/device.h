@@ -2,6 +2,7 @@
 /* The disk a job reads or writes: a block device in the field, a block device or a plain file in tests. */
 #pragma once
 
+#include "domain.h"
 #include "frame.h"
 #include "macro.h"
 #include "usedmap.h"
@@ -10,6 +11,7 @@ typedef struct Device {
         char *path;
         int fd;
         int direct_fd; /* a block device opened again with O_DIRECT, for whole aligned chunks */
+        bool direct_broken; /* it refused: the page cache from now on */
         unsigned sector_size;
         bool is_block;
         uint64_t size;
@@ -50,6 +52,9 @@ int device_zero(Device *d, uint64_t offset, uint64_t length);
 /* Tells the device [offset, offset + length) holds nothing worth keeping (BLKDISCARD; a punched hole in a
  * file): 1 if it took it, 0 if it cannot discard (the bytes stay as they were), else -errno. */
 int device_discard(Device *d, uint64_t offset, uint64_t length);
+/* Does with [offset, offset + length), which no filesystem uses and which was not sent, what mode says:
+ * discard it (where the device can: else 1, it stays as it was), make it read as zeroes, or leave it. */
+int device_unused(Device *d, CloneUnused mode, uint64_t offset, uint64_t length);
 /* Reads the chunk at offset (size bytes) into buf as the stream sends it: one map says no filesystem uses
  * is not read (FRAME_SKIP); else its unused bytes are cleared, and it is FRAME_ZERO or FRAME_DATA. Sets its
  * content hash for the digest. map NULL: every chunk is read as it is. */

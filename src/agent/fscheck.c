@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "device.h"
 #include "disk-model.h"
 #include "fscheck.h"
 #include "log.h"
@@ -72,6 +73,9 @@ int fs_check_disk(const char *disk, char ***ret_verdicts) {
         char **verdicts = NULL;
         int r, failed = 0;
 
+        /* After a resize udev re-reads the table, taking the partitions' nodes away for a moment: once it
+         * is done, the lock keeps it from doing so again while we look. */
+        _cleanup_close_ _unused_ int lock = device_lock_table(disk);
         r = scan_disk(disk, &info);
         if (r < 0)
                 return r;
@@ -84,7 +88,7 @@ int fs_check_disk(const char *disk, char ***ret_verdicts) {
 
                 if (!c)
                         continue; /* swap, space without a filesystem, one without a checker */
-                node = partition_node(disk, p->number);
+                node = partition_node_wait(disk, p->number);
                 if (!node) {
                         if (asprintf(&verdict,
                                      "partition %u (%s): not checked, the kernel has no device for it",

@@ -195,7 +195,7 @@ int machine_identity_apply(const char *disk, const char *hostname, char **ret_su
                 }
                 if (!p->filesystem || !STR_IN_SET(p->filesystem, "ext2", "ext3", "ext4", "xfs", "btrfs"))
                         continue;
-                node = partition_node(disk, p->number);
+                node = partition_node_wait(disk, p->number);
                 if (!node)
                         return asprintf(ret_error, "partition %u of %s has no device", p->number, disk) < 0 ? -ENOMEM : -ENODEV;
                 /* A look first, read-only and without replaying a journal, so that a filesystem that is no

@@ -92,6 +92,15 @@ int scan_tell_kernel(const char *disk) {
         return ok ? 0 : -EIO;
 }
 
+char *partition_node_wait(const char *disk, unsigned number) {
+        for (unsigned i = 0;; i++) {
+                char *node = partition_node(disk, number);
+                if (node || i == 100)
+                        return node;
+                usleep(50 * 1000);
+        }
+}
+
 char *partition_node(const char *disk, unsigned number) {
         _cleanup_free_ char *dir = NULL;
         _cleanup_(closedirp) DIR *d = NULL;

@@ -16,6 +16,8 @@ int scan_disks(char **devices, json_object **ret);
 int scan_tell_kernel(const char *disk);
 /* The kernel's node for partition number of disk (/dev/sda1, /dev/loop0p1), or NULL if it has none. */
 char *partition_node(const char *disk, unsigned number);
+/* The same, waiting up to 5 s for udev to make it (after a table was written or told to the kernel). */
+char *partition_node_wait(const char *disk, unsigned number);
 /* A filesystem's used bytes, minimum size and whether it can shrink, from its tools. node is the partition;
  * a filesystem that is not mounted may be mounted read-only for a moment under a temporary directory. */
 int scan_filesystem_usage(PartitionInfo *p, const char *node);

@@ -12,10 +12,10 @@
 #include <microhttpd.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zstd.h>
 
 #include "address.h"
 #include "agent.h"
+#include "chunk-reader.h"
 #include "device.h"
 #include "format.h"
 #include "frame.h"
@@ -32,10 +32,8 @@
 #define MAX_STREAMS 4
 #define SOURCE_HANDSHAKE_TIMEOUT_SEC 5U
 #define SOURCE_IDLE_TIMEOUT_SEC 120U
-/* Fast enough to keep up with a 10 Gbit/s link on a core; most of what a filesystem holds still shrinks. */
+/* Fast enough to keep up with a 1 Gbit/s link on a core; most of what a filesystem holds still shrinks. */
 #define ZSTD_LEVEL 1
-/* A chunk is compressed when a sample of it compresses: random data costs a sample's work, not a chunk's. */
-#define ZSTD_SAMPLE (64U * 1024)
 
 struct Source {
         Agent *agent;
@@ -65,10 +63,8 @@ typedef struct Stream {
         unsigned trust_gen, watch_gen; /* the session changes */
         unsigned features;             /* agreed with the target */
         const UsedMap *map;            /* the source's, if the target takes SKIP frames */
-        uint8_t *chunk;                /* the chunk read */
-        uint8_t *packed;               /* and compressed, if the target takes ZSTD frames */
-        size_t packed_max;
-        ZSTD_CCtx *cctx;
+        ChunkReader *reader;           /* the disk, read ahead from pos */
+        bool holding;                  /* the reader's next slot is the chunk being sent */
         /* What goes out next: a run's header, a chunk's header (and compressed size), the chunk. */
         uint8_t headers[2 * FRAME_HEADER_SIZE + FRAME_ZSTD_PREFIX];
         struct {
@@ -107,6 +103,7 @@ static void digest_chunk(Source *s, uint64_t offset, XXH128_hash_t hash) {
 /* After a restart the target resumes where it was: read what lies before, so the digest still covers
  * the whole disk — as this stream sends it, with SKIP frames or without. */
 static int catch_up(Source *s, Stream *st, uint64_t offset) {
+        _cleanup_free_ uint8_t *scratch = NULL;
         int r;
 
         if (s->digest_skips != (st->map != NULL) && s->digest.chunks > 0) {
@@ -118,10 +115,22 @@ static int catch_up(Source *s, Stream *st, uint64_t offset) {
                         return r;
         }
         s->digest_skips = st->map != NULL;
-        if (s->digest.chunks * FRAME_CHUNK < offset)
-                log_info("Reading %s up to %s for the digest before serving from there.", s->dev.path,
-                         FORMAT_BYTES(offset));
-        return device_digest(&s->dev, &s->digest, offset, st->chunk, st->map);
+        if (s->digest.chunks * FRAME_CHUNK >= offset)
+                return 0;
+        log_info("Reading %s up to %s for the digest before serving from there.", s->dev.path,
+                 FORMAT_BYTES(offset));
+        scratch = device_buffer_new(FRAME_CHUNK);
+        if (!scratch)
+                return -ENOMEM;
+        return device_digest(&s->dev, &s->digest, offset, scratch, st->map);
+}
+
+/* A run's chunks, or a chunk, join the digest. */
+static void digest_slot(Source *s, const ChunkSlot *slot) {
+        for (uint64_t o = slot->offset; o < slot->offset + slot->length; o += FRAME_CHUNK) {
+                size_t n = (size_t) MIN(FRAME_CHUNK, slot->offset + slot->length - o);
+                digest_chunk(s, o, slot->type == FRAME_SKIP ? frame_skip_hash(n) : slot->hash);
+        }
 }
 
 static void stream_out(Stream *st, const void *data, size_t len) {
@@ -130,77 +139,74 @@ static void stream_out(Stream *st, const void *data, size_t len) {
         st->out[st->n_out++].len = len;
 }
 
-/* The chunk compressed into st->packed, if the target takes that and it is worth it: its size, else 0. */
-static size_t pack(Stream *st, size_t n) {
-        size_t sample = MIN(n, ZSTD_SAMPLE), c;
-
-        if (!st->cctx)
-                return 0;
-        c = ZSTD_compressCCtx(st->cctx, st->packed, st->packed_max, st->chunk, sample, ZSTD_LEVEL);
-        if (ZSTD_isError(c) || c > sample - sample / 8)
-                return 0;
-        c = ZSTD_compressCCtx(st->cctx, st->packed, st->packed_max, st->chunk, n, ZSTD_LEVEL);
-        if (ZSTD_isError(c) || c + FRAME_ZSTD_PREFIX > n - n / 16)
-                return 0;
-        return c;
-}
-
-/* The frame of the chunk read at pos: ZSTD if it packs, else DATA. */
-static void emit_chunk(Stream *st, uint64_t pos, size_t n, XXH128_hash_t content) {
+/* The frame of the chunk in slot: DATA, or ZSTD with its compressed size first. */
+static void emit_chunk(Stream *st, const ChunkSlot *slot) {
         uint8_t *header = st->headers + FRAME_HEADER_SIZE;
-        size_t packed = pack(st, n);
-        FrameHeader h = { .type = packed ? FRAME_ZSTD : FRAME_DATA, .offset = pos, .length = n };
+        size_t n = (size_t) slot->length;
+        FrameHeader h = { .type = slot->type, .offset = slot->offset, .length = n };
 
-        h.hash = frame_hash(h.type, pos, n, content);
+        h.hash = frame_hash(h.type, slot->offset, n, slot->hash);
         frame_header_write(&h, header);
 #if PB_FAULT_INJECTION
         Source *s = st->source;
-        if (s->corrupt_offset == pos + 1) {
-                log_warning("Fault injection: damaging the frame at offset %" PRIu64 " after hashing.", pos);
-                (packed ? st->packed : st->chunk)[(packed ?: n) / 2] ^= 0x5a;
+        if (s->corrupt_offset == slot->offset + 1) {
+                log_warning("Fault injection: damaging the frame at offset %" PRIu64 " after hashing.",
+                            slot->offset);
+                uint8_t *bytes = slot->type == FRAME_ZSTD ? slot->packed : slot->chunk;
+                bytes[(slot->type == FRAME_ZSTD ? slot->packed_size : n) / 2] ^= 0x5a;
                 s->corrupt_offset = 0;
         }
 #endif
-        if (!packed) {
+        if (slot->type == FRAME_DATA) {
                 stream_out(st, header, FRAME_HEADER_SIZE);
-                stream_out(st, st->chunk, n);
+                stream_out(st, slot->chunk, n);
                 return;
         }
-        uint32_t size = htole32((uint32_t) packed);
+        uint32_t size = htole32((uint32_t) slot->packed_size);
         memcpy(header + FRAME_HEADER_SIZE, &size, FRAME_ZSTD_PREFIX);
         stream_out(st, header, FRAME_HEADER_SIZE + FRAME_ZSTD_PREFIX);
-        stream_out(st, st->packed, packed);
+        stream_out(st, slot->packed, slot->packed_size);
 }
 
 /* Fills the stream with its next frames: a ZERO or SKIP frame for the run of zero or unused chunks from pos
- * on (if any), then the frame of the chunk with data that ended it (if any). */
+ * on (if any), then the frame of the chunk with data that ended it (if any). The chunks come from the
+ * stream's reader, read ahead in its thread; the one being sent stays its until the next call. */
 static int produce(Stream *st) {
         Source *s = st->source;
         uint64_t start = st->pos, pos = start;
-        FrameType run = 0, type = 0;
-        XXH128_hash_t hash;
-        size_t n = 0;
+        const ChunkSlot *slot = NULL;
+        FrameType run = 0;
         int r;
 
-        r = catch_up(s, st, start);
-        if (r < 0)
-                return r;
-        st->n_out = st->out_i = st->out_off = 0;
-        while (pos < s->dev.size) {
-                n = (size_t) MIN(FRAME_CHUNK, s->dev.size - pos);
-                r = device_read_chunk(&s->dev, st->map, pos, n, st->chunk, &type, &hash);
+        if (st->holding) {
+                chunk_reader_pop(st->reader);
+                st->holding = false;
+        }
+        if (!st->reader) {
+                r = catch_up(s, st, start);
                 if (r < 0)
                         return r;
-                if (type == FRAME_DATA)
+                r = chunk_reader_new(&s->dev, st->map, st->features & FRAME_FEATURE_ZSTD, ZSTD_LEVEL, start,
+                                     &st->reader);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to start reading %s: %m", s->dev.path);
+        }
+        st->n_out = st->out_i = st->out_off = 0;
+        while (pos < s->dev.size) {
+                slot = chunk_reader_peek(st->reader);
+                if (!slot || slot->error < 0)
+                        return slot ? slot->error : -EIO; /* device_read_chunk() said why */
+                if (slot->type == FRAME_DATA || slot->type == FRAME_ZSTD)
                         break;
-                if (run && (type != run || pos - start >= frame_run_max(run))) {
-                        type = 0; /* the next run's: read again for the next frames */
+                if (run && (slot->type != run || pos - start + slot->length > frame_run_max(run))) {
+                        slot = NULL; /* the next run's */
                         break;
                 }
-                run = type;
-                digest_chunk(s, pos, hash);
-                pos += n;
-                type = 0;
+                run = slot->type;
+                digest_slot(s, slot);
+                pos += slot->length;
+                chunk_reader_pop(st->reader);
+                slot = NULL;
         }
         if (run) {
                 FrameHeader h = { .type = run, .offset = start, .length = pos - start };
@@ -208,10 +214,11 @@ static int produce(Stream *st) {
                 frame_header_write(&h, st->headers);
                 stream_out(st, st->headers, FRAME_HEADER_SIZE);
         }
-        if (type == FRAME_DATA) {
-                emit_chunk(st, pos, n, hash);
-                digest_chunk(s, pos, hash);
-                pos += n;
+        if (slot) {
+                emit_chunk(st, slot);
+                digest_slot(s, slot);
+                pos += slot->length;
+                st->holding = true;
         }
         st->pos = pos;
         s->served_to = MAX(s->served_to, pos);
@@ -223,10 +230,8 @@ static int produce(Stream *st) {
 static void stream_free(Stream *st) {
         if (!st)
                 return;
-        ZSTD_freeCCtx(st->cctx);
+        chunk_reader_free(st->reader);
         free(st->peer.data);
-        free(st->chunk);
-        free(st->packed);
         free(st);
 }
 
@@ -243,14 +248,9 @@ static Stream *stream_new(Source *s, const gnutls_datum_t *cert, uint64_t offset
         st->trust_gen = s->agent->trust_generation;
         st->watch_gen = s->agent->watched_generation;
         st->peer.size = cert->size;
-        if (!(st->chunk = device_buffer_new(FRAME_CHUNK)) || !(st->peer.data = malloc(cert->size)))
+        if (!(st->peer.data = malloc(cert->size)))
                 return stream_free(st), NULL;
         memcpy(st->peer.data, cert->data, cert->size);
-        if (st->features & FRAME_FEATURE_ZSTD) {
-                st->packed_max = ZSTD_compressBound(FRAME_CHUNK);
-                if (!(st->packed = malloc(st->packed_max)) || !(st->cctx = ZSTD_createCCtx()))
-                        return stream_free(st), NULL;
-        }
         return st;
 }
 
@@ -477,21 +477,11 @@ static int listen_address(Source *s, unsigned *flags, SocketAddress *ret, bool *
         return 0;
 }
 
-/* Which ranges of the disk its filesystems use, as they are now (after the source's resize steps). A disk
- * whose layout cannot be read is copied whole. */
+/* Which ranges of the disk its filesystems use, as they are now (after the source's resize steps). */
 static int map_disk(Source *s) {
-        _cleanup_(disk_info_done) DiskInfo info = {};
-        int r;
-
         if (!(frame_features_ours() & FRAME_FEATURE_SKIP))
                 return 0;
-        r = scan_disk(s->dev.path, &info);
-        if (r < 0) {
-                log_warning_errno(r, "Cannot read the layout of %s, so all of it is copied: %m",
-                                  s->dev.path);
-                return 0;
-        }
-        r = used_map_build(s->dev.path, &info, &s->map);
+        int r = used_map_of_disk(s->dev.path, &s->map);
         if (r < 0)
                 return log_error_errno(r, "Failed to map what %s uses: %m", s->dev.path);
         return 0;

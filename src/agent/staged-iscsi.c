@@ -33,9 +33,11 @@ static int iscsi_write_padded(Stager *s, IscsiLun *lun, const uint8_t *data, siz
         return r < 0 ? stager_fail(s, r, "%s", strna(why)) : 0;
 }
 
-static int iscsi_chunk(Stager *s, void *ctx, const uint8_t *chunk, size_t n, uint64_t offset, bool zero) {
+static int iscsi_chunk(Stager *s, void *ctx, const uint8_t *chunk, size_t n, uint64_t offset,
+                       FrameType type) {
         IscsiUpload *u = ctx;
-        if (zero && u->zeroed) /* the LUN reads zeroes there already */
+        if (type == FRAME_SKIP ||
+            (type == FRAME_ZERO && u->zeroed)) /* left out; the LUN reads zeroes there */
                 return 0;
         return iscsi_write_padded(s, u->lun, chunk, n, offset, u->pad);
 }
@@ -152,7 +154,9 @@ static void *read_ahead_run(void *data) {
                 pthread_mutex_unlock(&ra->lock);
                 if (stop)
                         break;
-                if (manifest_says_zero(ra, i, n, buf))
+                if (used_map_is_unused(&ra->m->skipped, off, n))
+                        ; /* not in the image: the writer passes over it */
+                else if (manifest_says_zero(ra, i, n, buf))
                         memset(buf, 0, n); /* checked against the manifest all the same */
                 else
                         r = storage_iscsi_pread(ra->lun, buf, whole, off, &why);
@@ -206,7 +210,7 @@ static int download_iscsi(Stager *s, void *conn, const Manifest *m, Writer *w) {
                         r = stager_fail(s, r, "%s", strna(ra.why));
                 else if (s->cancel)
                         r = stager_fail(s, -ECANCELED, "stopped");
-                else
+                else if (!writer_skips(w, i * FRAME_CHUNK, n))
                         r = writer_feed(w, ra.buf[i % READ_AHEAD], n);
                 pthread_mutex_lock(&ra.lock);
                 ra.consumed++;

@@ -60,13 +60,13 @@ static int zstd_feed(Stager *s, NfsUpload *u, const void *data, size_t n, ZSTD_E
         return 0;
 }
 
-static int nfs_chunk(Stager *s, void *ctx, const uint8_t *chunk, size_t n, uint64_t offset, bool zero) {
+static int nfs_chunk(Stager *s, void *ctx, const uint8_t *chunk, size_t n, uint64_t offset, FrameType type) {
         NfsUpload *u = ctx;
         bool segment_end = (offset + n) % STAGING_SEGMENT == 0 || offset + n == s->dev.size;
         int r;
-        (void) zero;
 
-        r = zstd_feed(s, u, chunk, n, segment_end ? ZSTD_e_end : ZSTD_e_continue);
+        /* A skipped chunk is not in the image; a segment of nothing but those is an empty frame. */
+        r = zstd_feed(s, u, chunk, type == FRAME_SKIP ? 0 : n, segment_end ? ZSTD_e_end : ZSTD_e_continue);
         if (r < 0 || !segment_end)
                 return r;
         /* Each segment is a frame of its own, where a reader may start. */

@@ -80,13 +80,17 @@ json_object *manifest_new(Stager *s, const char *digest, const char *hashes, jso
 
         if (s->dev.is_block)
                 (void) ioctl(s->dev.fd, BLKSSZGET, &sector);
-        json_object_object_add(m, "version", json_object_new_int(1));
+        /* Version 2 leaves out the chunks no filesystem uses: they are listed, their hash is the marker's.
+         */
+        json_object_object_add(m, "version", json_object_new_int(s->skipped.n_unused > 0 ? 2 : 1));
         json_object_object_add(m, "size", json_object_new_int64((int64_t) s->dev.size));
         json_object_object_add(m, "sectorSize", json_object_new_int(sector));
         json_object_object_add(m, "chunkSize", json_object_new_int64((int64_t) FRAME_CHUNK));
         json_object_object_add(m, "digest", json_object_new_string(digest));
         json_object_object_add(m, "chunkHashes", json_object_new_string(hashes));
         json_object_object_add(m, "compression", json_object_new_string(segments ? "zstd" : "none"));
+        if (s->skipped.n_unused > 0)
+                json_object_object_add(m, "skipped", used_map_extents_to_json(&s->skipped));
         if (segments) {
                 json_object_object_add(m, "segmentSize", json_object_new_int64((int64_t) STAGING_SEGMENT));
                 json_object_object_add(m, "segments", segments);
@@ -97,6 +101,23 @@ json_object *manifest_new(Stager *s, const char *digest, const char *hashes, jso
         disk_info_done(&info);
         json_object_object_add(m, "createdAt", json_object_new_int64((int64_t) now_realtime_usec()));
         return m;
+}
+
+void manifest_done(Manifest *m) {
+        json_object_put(m->root);
+        used_map_done(&m->skipped);
+        *m = (Manifest){};
+}
+
+/* The skipped chunks, each a whole chunk (or the disk's last) in the disk. */
+static bool skipped_valid(const Manifest *m) {
+        for (size_t i = 0; i < m->skipped.n_unused; i++) {
+                const Extent *e = &m->skipped.unused[i];
+                if (e->offset % FRAME_CHUNK != 0 || e->offset > m->size || e->length > m->size - e->offset ||
+                    (e->length % FRAME_CHUNK != 0 && e->offset + e->length != m->size))
+                        return false;
+        }
+        return true;
 }
 
 int manifest_parse(Stager *s, const char *text, Manifest *ret) {
@@ -113,8 +134,14 @@ int manifest_parse(Stager *s, const char *text, Manifest *ret) {
                 m.segments = v;
         if (m.size == 0 || !m.digest || !m.hashes || (uint64_t) json_get_int(m.root, "chunkSize") != FRAME_CHUNK ||
             strlen(m.hashes) != (m.size + FRAME_CHUNK - 1) / FRAME_CHUNK * 32) {
-                json_object_put(m.root);
+                manifest_done(&m);
                 return stager_fail(s, -EBADMSG, "the manifest lacks its size, digest or chunk hashes");
+        }
+        if (json_object_object_get_ex(m.root, "skipped", &v) &&
+            (used_map_add_json(&m.skipped, v) < 0 || !skipped_valid(&m))) {
+                manifest_done(&m);
+                return stager_fail(s, -EBADMSG,
+                                   "the manifest's list of skipped chunks does not fit the disk");
         }
         *ret = m;
         return 0;
@@ -135,16 +162,21 @@ int read_disk(Stager *s, ChunkSink sink, void *ctx, char **ret_hashes, char **re
                         r = stager_fail(s, -ECANCELED, "stopped");
                         goto out;
                 }
-                r = device_pread(&s->dev, chunk, n, off);
+                XXH128_hash_t h;
+                FrameType type;
+                r = device_read_chunk(&s->dev, s->map.size > 0 ? &s->map : NULL, off, n, chunk, &type, &h);
                 if (r < 0) {
                         r = stager_fail(s, r, "reading %s at %" PRIu64 " failed: %s", s->dev.path, off,
                                         strerror(-r));
                         goto out;
                 }
-                XXH128_hash_t h = frame_chunk_hash(chunk, n);
+                if (type == FRAME_SKIP && used_map_add(&s->skipped, off, n) < 0) {
+                        r = -ENOMEM;
+                        goto out;
+                }
                 frame_hash_hex(h, hashes + i * 32);
                 digest_feed(&digest, h);
-                r = sink(s, ctx, chunk, n, off, frame_is_zero(chunk, n));
+                r = sink(s, ctx, chunk, n, off, type);
                 if (r < 0)
                         goto out;
                 s->bytes = off + n;
@@ -178,6 +210,48 @@ static uint64_t journal_load(Stager *s) {
         return offset / STAGING_SEGMENT * STAGING_SEGMENT;
 }
 
+/* Past a segment's start, and everything before it durable: the journal says to resume there. Skipped
+ * runs may carry the writer over segment starts, so it is checked after each step. */
+static int writer_sync(Writer *w) {
+        Stager *s = w->s;
+        uint64_t boundary = w->offset / STAGING_SEGMENT * STAGING_SEGMENT;
+
+        if (boundary <= w->synced || boundary - w->synced < SYNC_EVERY)
+                return 0;
+        if (fdatasync(s->dev.fd) < 0 || journal_save(s, boundary) < 0)
+                return stager_fail(s, -errno, "making %s durable failed: %m", s->dev.path);
+        w->synced = boundary;
+        return 0;
+}
+
+bool writer_skips(const Writer *w, uint64_t offset, size_t n) {
+        return used_map_is_unused(&w->m->skipped, offset, n);
+}
+
+/* The chunks left out of the image from w->offset on: done with as the session says, and in the digest. */
+static int writer_skip(Writer *w) {
+        Stager *s = w->s;
+        uint64_t size = w->m->size;
+
+        if (w->have > 0 || w->offset >= size)
+                return 0;
+        uint64_t run = MIN(used_map_unused_from(&w->m->skipped, w->offset), size - w->offset);
+        if (run == 0)
+                return 0;
+        int r = device_unused(&s->dev, s->unused, w->offset, run);
+        if (r < 0)
+                return stager_fail(s, r, "doing with %s at %" PRIu64 " what unused=%s says failed: %s",
+                                   s->dev.path, w->offset, clone_unused_to_string(s->unused), strerror(-r));
+        if (r > 0 && !s->cannot_discard) {
+                log_info("%s cannot discard; what no filesystem uses stays as it was.", s->dev.path);
+                s->cannot_discard = true;
+        }
+        digest_feed_run(&w->digest, FRAME_SKIP, run, size);
+        w->offset += run;
+        s->bytes = w->offset;
+        return writer_sync(w);
+}
+
 /* A whole chunk (or the disk's last) is in w->chunk: check it, write it. */
 static int writer_put(Writer *w) {
         Stager *s = w->s;
@@ -202,16 +276,14 @@ static int writer_put(Writer *w) {
         w->have = 0;
         s->bytes = w->offset;
         stager_pace(s, w->offset - s->resume);
-        if (w->offset % STAGING_SEGMENT == 0 && w->offset - w->synced >= SYNC_EVERY) {
-                if (fdatasync(s->dev.fd) < 0 || journal_save(s, w->offset) < 0)
-                        return stager_fail(s, -errno, "making %s durable failed: %m", s->dev.path);
-                w->synced = w->offset;
-        }
-        return 0;
+        return writer_sync(w);
 }
 
 int writer_feed(Writer *w, const uint8_t *data, size_t n) {
         while (n > 0) {
+                int k = writer_skip(w);
+                if (k < 0)
+                        return k;
                 size_t want = (size_t) MIN(FRAME_CHUNK, w->m->size - w->offset) - w->have;
                 size_t take = MIN(want, n);
                 if (w->offset >= w->m->size)
@@ -259,10 +331,12 @@ static int download(Stager *s, const StagingTransport *t, void *conn) {
                 if (w.offset > 0)
                         log_info("Resuming at %s from the journal.", FORMAT_BYTES(w.offset));
                 /* The digest covers the whole disk: what was written before counts again. */
-                r = device_digest(&s->dev, &w.digest, w.offset, w.chunk, NULL);
+                r = device_digest(&s->dev, &w.digest, w.offset, w.chunk, &m.skipped);
         }
         if (r >= 0)
                 r = t->download(s, conn, &m, &w);
+        if (r >= 0)
+                r = writer_skip(&w); /* those after the last chunk in the image */
         if (r >= 0 && w.offset != m.size)
                 r = stager_fail(s, -EBADMSG, "the image ends at %" PRIu64 ", the manifest says %" PRIu64,
                                 w.offset, m.size);
@@ -280,7 +354,7 @@ static int download(Stager *s, const StagingTransport *t, void *conn) {
         }
         digest_done(&w.digest);
         free(w.chunk);
-        json_object_put(m.root);
+        manifest_done(&m);
         return r;
 }
 
@@ -407,6 +481,8 @@ static void on_staging(Agent *a, const char *error, json_object *reply, void *us
         }
         json_object_put(s->staging);
         s->staging = json_object_get(staging);
+        int u = clone_unused_from_string(a->watched ? json_get_string(a->watched, "unused") : NULL);
+        s->unused = u >= 0 ? (CloneUnused) u : CLONE_UNUSED_DISCARD;
         if (s->upload &&
             staging_status_from_string(json_get_string(staging, "status")) == STAGING_PROVISIONED)
                 report_status(s->agent, "uploading");
@@ -426,6 +502,7 @@ static int report_ready(Stager *s) {
         json_object_object_add(p, "port", json_object_new_int(0));
         json_object_object_add(p, "sizeBytes", json_object_new_int64((int64_t) s->dev.size));
         json_object_object_add(p, "device", json_object_new_string(a->settings.device));
+        agent_report_add_notes(p, s->map.whole);
         return queue_push(a->queue, "ReportSourceReady", p);
 }
 
@@ -443,6 +520,10 @@ static void on_session(Agent *a, json_object *session) {
         if (s->upload && !s->ready_reported && !a->finishing) {
                 /* The size to stage is the plan's: the disk up to its last partition once shrunk. */
                 int r = resize_prepare_source(a, session, a->disk_fingerprint, &s->dev.size);
+                /* The image leaves out what the filesystems do not use, as they are after the resize. */
+                if (r > 0 && (frame_features_ours() & FRAME_FEATURE_SKIP) &&
+                    (r = used_map_of_disk(s->dev.path, &s->map)) >= 0)
+                        r = 1;
                 if (r > 0) {
                         s->ready_reported = true;
                         r = report_ready(s);
@@ -515,6 +596,8 @@ Stager *stager_free(Stager *s) {
         if (s->event_fd >= 0)
                 close(s->event_fd);
         device_close(&s->dev);
+        used_map_done(&s->map);
+        used_map_done(&s->skipped);
         json_object_put(s->staging);
         free(s->journal_path);
         free(s->why);

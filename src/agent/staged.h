@@ -34,6 +34,10 @@ struct Stager {
         _Atomic bool cancel;
         uint64_t started_at;
         uint64_t resume; /* target: the offset the journal says is written */
+        UsedMap map;     /* source: what the disk's filesystems do not use, which the image leaves out */
+        UsedMap skipped; /* source: the chunks left out, for the manifest */
+        CloneUnused unused; /* target: what to do with them, as the session says */
+        bool cannot_discard;
         /* Set by the thread before it signals the end. */
         char *why, *digest;
 };
@@ -42,8 +46,11 @@ typedef struct Manifest {
         uint64_t size, sector_size;
         const char *digest, *hashes; /* hashes: 32 hex digits per chunk */
         json_object *segments;       /* nfs: [[offset, length], …] of each zstd frame */
+        UsedMap skipped;             /* chunks no filesystem uses, not in the image */
         json_object *root;
 } Manifest;
+
+void manifest_done(Manifest *m);
 
 /* Sets the reason the transfer failed (the first one stays) and returns r, or -EIO. */
 int stager_fail(Stager *s, int r, const char *format, ...) _printf_(3, 4);
@@ -56,8 +63,10 @@ char *stager_path(Stager *s, const char *name, bool partial);
 json_object *manifest_new(Stager *s, const char *digest, const char *hashes, json_object *segments);
 int manifest_parse(Stager *s, const char *text, Manifest *ret);
 
-/* The upload: reads each chunk, hashes it for the manifest and the digest, and hands it on. */
-typedef int (*ChunkSink)(Stager *s, void *ctx, const uint8_t *chunk, size_t n, uint64_t offset, bool zero);
+/* The upload: reads each chunk (as device_read_chunk() with the source's map), hashes it for the manifest
+ * and the digest, and hands it on with its kind: a FRAME_SKIP chunk was not read and is not in the image. */
+typedef int (*ChunkSink)(Stager *s, void *ctx, const uint8_t *chunk, size_t n, uint64_t offset,
+                         FrameType type);
 int read_disk(Stager *s, ChunkSink sink, void *ctx, char **ret_hashes, char **ret_digest);
 
 /* The download: each chunk checked against the manifest, then written. */
@@ -70,8 +79,11 @@ typedef struct Writer {
         size_t have;
 } Writer;
 
-/* Appends downloaded bytes to the current chunk, checking and writing each as it fills. */
+/* Appends downloaded bytes to the current chunk, checking and writing each as it fills; the chunks the
+ * manifest says were left out are passed over (what the session's unused option says is done with them). */
 int writer_feed(Writer *w, const uint8_t *data, size_t n);
+/* Whether the chunk at offset was left out of the image. */
+bool writer_skips(const Writer *w, uint64_t offset, size_t n);
 
 /* One kind of staging area. Each call fails with stager_fail()'s reason set. */
 typedef struct StagingTransport {

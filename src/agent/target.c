@@ -251,24 +251,13 @@ static size_t reject(Target *t, const char *reason) {
 
 /* A run no filesystem uses: discarded, zeroed or left, as the session says. */
 static int apply_skip(Target *t, uint64_t offset, uint64_t length) {
-        int r;
-
-        switch (t->unused) {
-        case CLONE_UNUSED_ZERO:
-                r = device_zero(&t->dev, offset, length);
-                break;
-        case CLONE_UNUSED_DISCARD:
-                r = device_discard(&t->dev, offset, length);
-                if (r == 0 && !t->cannot_discard) {
-                        log_info("%s cannot discard; what no filesystem uses stays as it was.", t->dev.path);
-                        t->cannot_discard = true;
-                }
-                break;
-        default:
-                r = 0;
-        }
+        int r = device_unused(&t->dev, t->unused, offset, length);
         if (r < 0)
                 return r;
+        if (r > 0 && !t->cannot_discard) {
+                log_info("%s cannot discard; what no filesystem uses stays as it was.", t->dev.path);
+                t->cannot_discard = true;
+        }
         t->skipped_bytes += length;
         return used_map_add(&t->skipped, offset, length);
 }

@@ -188,7 +188,8 @@ int used_map_build(const char *disk, const DiskInfo *info, UsedMap *ret) {
                 }
         }
         /* Partitions need not lie on the disk in the order of their numbers. */
-        qsort(m.unused, m.n_unused, sizeof(Extent), extent_compare);
+        if (m.n_unused > 1)
+                qsort(m.unused, m.n_unused, sizeof(Extent), extent_compare);
         log_info("Used-block map of %s: %" PRIu64 " of %" PRIu64 " bytes unused in %zu ranges.", disk,
                  m.unused_bytes, m.size, m.n_unused);
         *ret = m;
@@ -213,6 +214,22 @@ uint64_t used_map_unused_from(const UsedMap *m, uint64_t offset) {
         if (i == m->n_unused || m->unused[i].offset > offset)
                 return 0;
         return m->unused[i].offset + m->unused[i].length - offset;
+}
+
+int used_map_of_disk(const char *path, UsedMap *ret) {
+        _cleanup_(disk_info_done) DiskInfo info = {};
+        _cleanup_free_ char *why = NULL;
+        int r;
+
+        r = scan_disk(path, &info);
+        if (r >= 0)
+                return used_map_build(path, &info, ret);
+        if (asprintf(&why, "the layout of %s cannot be read (%s), so all of it is copied", path,
+                     strerror(-r)) < 0)
+                return -ENOMEM;
+        log_warning("Used-block map: %s.", why);
+        *ret = (UsedMap){};
+        return strv_extend(&ret->whole, why);
 }
 
 bool used_map_is_unused(const UsedMap *m, uint64_t offset, uint64_t length) {

@@ -30,6 +30,11 @@ void used_map_done(UsedMap *m);
  * sentence in m->whole. Fails only for lack of memory. */
 int used_map_build(const char *disk, const DiskInfo *info, UsedMap *ret);
 
+/* The map of the disk at path as it is now: its layout scanned, then used_map_build(). A disk whose layout
+ * cannot be read is copied whole (an empty map, and a sentence saying why). Fails only for lack of memory.
+ */
+int used_map_of_disk(const char *path, UsedMap *ret);
+
 /* Whether [offset, offset + length) lies wholly in one unused range. */
 bool used_map_is_unused(const UsedMap *m, uint64_t offset, uint64_t length);
 /* How many bytes from offset on are unused without a break: 0 if offset is used. */

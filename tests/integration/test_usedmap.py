@@ -10,6 +10,7 @@ every file reads back the same, while the source sent little more than what the 
 import contextlib
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -296,3 +297,36 @@ def test_an_older_peer_gets_the_whole_disk(tmp_path, ctl, api, network, bridge_o
         c.stop()
     sh("cmp", source.device, target.device)
     assert sent > os.path.getsize(source.backing) * 0.5, sent
+
+
+def test_a_used_block_stream_resumes_when_either_agent_is_killed(tmp_path, ctl, api, network, bridge_on_network,
+                                                                 loops):
+    """The target killed once runs were skipped (its journal keeps them), then the source killed further on:
+    each goes on from where it was, the digests agree and every filesystem is whole."""
+    source, files = make_disk(tmp_path, loops)
+    target = make_random_disk(tmp_path, "target-k", os.path.getsize(source.backing))
+    loops.append(target)
+    c = Clone(tmp_path, ctl, api, network, bridge_on_network, source.device, target.device, tag="k",
+              target_args=["--max-rate=16M"], create_args=("--identity=none",))
+    try:
+        c.source.start()
+        c.target.start()
+        wait_for(lambda: c.prop("BytesTransferred") > 300 * MIB, timeout=120, what="the ext4 to be copied")
+        c.target.kill()
+        journal = json.loads((c.target.state / "journal.json").read_text())
+        assert journal["skipped"] and journal["skipped"][-1][0] + journal["skipped"][-1][1] <= journal["offset"]
+        c.target.start()
+        wait_for(lambda: c.prop("BytesTransferred") > 700 * MIB, timeout=120, what="the btrfs to be reached")
+        c.source.kill()
+        c.source.start()
+        c.wait_status("completed", "failed", timeout=240)
+        assert c.status() == "completed", (c.prop("Error"), c.target.text()[-3000:])
+        assert c.target.wait(90) == 0, c.target.text()
+        assert c.source.wait(90) == 0, c.source.text()
+        assert c.prop("SourceDigest") == c.prop("TargetDigest")
+        m = re.search(r"Resuming at offset (\d+)", c.target.text())
+        assert m and int(m.group(1)) > 0, c.target.text()
+        assert "The target resumes at" in c.source.text()
+    finally:
+        c.stop()
+    check_clone(target, files, tmp_path)

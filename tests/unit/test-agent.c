@@ -7,7 +7,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <zstd.h>
+
 #include "backoff.h"
+#include "chunk-reader.h"
 #include "device.h"
 #include "frame.h"
 #include "journal.h"
@@ -112,6 +115,75 @@ static void test_frame_features(void) {
         ASSERT_TRUE(!XXH128_isEqual(frame_skip_hash(FRAME_CHUNK), frame_zero_hash(FRAME_CHUNK)));
         ASSERT_TRUE(!XXH128_isEqual(frame_hash(FRAME_SKIP, 0, FRAME_CHUNK, content),
                                     frame_hash(FRAME_ZERO, 0, FRAME_CHUNK, content)));
+}
+
+/* The reader ahead gives the chunks in order: a run of unused ones as one slot, zero and data chunks one by
+ * one, a chunk that compresses compressed (and decompressing to itself), random data as it is. */
+static void test_chunk_reader(void) {
+        char path[] = "/tmp/pureboot-test-agent-XXXXXX";
+        static uint8_t text[FRAME_CHUNK], noise[FRAME_CHUNK], back[FRAME_CHUNK];
+        static const uint8_t zero[FRAME_CHUNK];
+        UsedMap m = { .size = 8 * FRAME_CHUNK };
+        ChunkReader *r;
+        char *holder = NULL;
+        Device d;
+        int fd = mkstemp(path);
+
+        ASSERT_TRUE(fd >= 0);
+        for (size_t i = 0; i < FRAME_CHUNK; i++)
+                text[i] = (uint8_t) "the quick brown fox "[i % 20];
+        int rnd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+        ASSERT_TRUE(rnd >= 0);
+        ASSERT_INT(read(rnd, noise, sizeof(noise)), sizeof(noise));
+        close(rnd);
+        /* text, unused, unused, zero, noise, text, unused (to the end: a short chunk) */
+        const uint8_t *layout[] = { text, noise, noise, zero, noise, text };
+        for (size_t i = 0; i < ELEMENTSOF(layout); i++)
+                ASSERT_INT(write(fd, layout[i], FRAME_CHUNK), FRAME_CHUNK);
+        ASSERT_INT(write(fd, text, 4096), 4096);
+        close(fd);
+        ASSERT_OK(device_open(path, O_RDONLY, &d, &holder));
+        ASSERT_OK(used_map_add(&m, FRAME_CHUNK, 2 * FRAME_CHUNK));
+        ASSERT_OK(used_map_add(&m, 6 * FRAME_CHUNK, 4096));
+
+        ASSERT_OK(chunk_reader_new(&d, &m, true, 1, 0, &r));
+        static const struct {
+                FrameType type;
+                uint64_t offset, length;
+        } expect[] = {
+                { FRAME_ZSTD, 0, FRAME_CHUNK },
+                { FRAME_SKIP, FRAME_CHUNK, 2 * FRAME_CHUNK },
+                { FRAME_ZERO, 3 * FRAME_CHUNK, FRAME_CHUNK },
+                { FRAME_DATA, 4 * FRAME_CHUNK, FRAME_CHUNK }, /* random: sent as it is */
+                { FRAME_ZSTD, 5 * FRAME_CHUNK, FRAME_CHUNK },
+                { FRAME_SKIP, 6 * FRAME_CHUNK, 4096 },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(expect); i++) {
+                const ChunkSlot *s = chunk_reader_peek(r);
+                ASSERT_TRUE(s && s->error == 0);
+                ASSERT_INT(s->type, expect[i].type);
+                ASSERT_INT(s->offset, expect[i].offset);
+                ASSERT_INT(s->length, expect[i].length);
+                if (s->type == FRAME_ZSTD) {
+                        size_t n = ZSTD_decompress(back, sizeof(back), s->packed, s->packed_size);
+                        ASSERT_INT(n, FRAME_CHUNK);
+                        ASSERT_TRUE(XXH128_isEqual(frame_chunk_hash(back, n), s->hash));
+                }
+                chunk_reader_pop(r);
+        }
+        ASSERT_TRUE(chunk_reader_peek(r) == NULL); /* past the end */
+        chunk_reader_free(r);
+
+        /* Without a map or compression: every chunk read, sent as it is; and from an offset on. */
+        ASSERT_OK(chunk_reader_new(&d, NULL, false, 1, 4 * FRAME_CHUNK, &r));
+        const ChunkSlot *s = chunk_reader_peek(r);
+        ASSERT_INT(s->type, FRAME_DATA);
+        ASSERT_INT(s->offset, 4 * FRAME_CHUNK);
+        ASSERT_TRUE(memcmp(s->chunk, noise, FRAME_CHUNK) == 0);
+        chunk_reader_free(r); /* before the end: the thread stops */
+        used_map_done(&m);
+        device_close(&d);
+        unlink(path);
 }
 
 /* The source reads a chunk as the map says: skipped whole, unused bytes cleared, zero once cleared. */
@@ -383,6 +455,7 @@ int main(void) {
         test_frame_refusals();
         test_frame_features();
         test_read_chunk();
+        test_chunk_reader();
         test_digest_of_zeroes();
         test_backoff();
         test_device_file();
