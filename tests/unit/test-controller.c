@@ -274,6 +274,7 @@ static void test_session_round_trip(Manager *m) {
                 .created_by = 18,
                 .idempotency_key = (char *) "key-19",
                 .source_digest = (char *) "xxh3-128:s",
+                .source_notes = json_tokener_parse("[\"partition 3 (swap) is copied whole\"]"),
         };
         CloneTarget t = {
                 .session_id = c.id,
@@ -286,6 +287,7 @@ static void test_session_round_trip(Manager *m) {
                 .bytes_transferred = 13,
                 .transfer_rate = 14,
                 .digest = (char *) "xxh3-128:t",
+                .notes = json_tokener_parse("[\"partition 1 (ext4): e2fsck -fn found no errors\"]"),
                 .error = (char *) "an error",
                 .started_at = 20,
                 .completed_at = 21,
@@ -339,6 +341,7 @@ static void test_session_round_trip(Manager *m) {
         SAME_INT(created_by);
         SAME_STR(idempotency_key);
         SAME_STR(source_digest);
+        ASSERT_STR(json_object_to_json_string(l->source_notes), json_object_to_json_string(c.source_notes));
 #undef SAME_STR
 #undef SAME_INT
 #define SAME_STR(f) ASSERT_STR(lt->f, t.f)
@@ -357,10 +360,13 @@ static void test_session_round_trip(Manager *m) {
         SAME_STR(error);
         SAME_INT(started_at);
         SAME_INT(completed_at);
+        ASSERT_STR(json_object_to_json_string(lt->notes), json_object_to_json_string(t.notes));
 #undef SAME_STR
 #undef SAME_INT
         clone_free(l);
         clone_target_free(lt);
+        json_object_put(c.source_notes);
+        json_object_put(t.notes);
         ASSERT_OK(store_session_delete(m->store, c.id));
         ASSERT_INT(count(m, "SELECT COUNT(*) FROM clone_targets WHERE session_id = '5e551011000000000000000000000001'"),
                    0); /* its targets go with it */
