@@ -32,8 +32,6 @@
 #define MAX_STREAMS 4
 #define SOURCE_HANDSHAKE_TIMEOUT_SEC 5U
 #define SOURCE_IDLE_TIMEOUT_SEC 120U
-/* Fast enough to keep up with a 1 Gbit/s link on a core; most of what a filesystem holds still shrinks. */
-#define ZSTD_LEVEL 1
 
 struct Source {
         Agent *agent;
@@ -186,7 +184,7 @@ static int produce(Stream *st) {
                 r = catch_up(s, st, start);
                 if (r < 0)
                         return r;
-                r = chunk_reader_new(&s->dev, st->map, st->features & FRAME_FEATURE_ZSTD, ZSTD_LEVEL, start,
+                r = chunk_reader_new(&s->dev, st->map, st->features & FRAME_FEATURE_ZSTD, 0, start,
                                      &st->reader);
                 if (r < 0)
                         return log_error_errno(r, "Failed to start reading %s: %m", s->dev.path);
@@ -291,9 +289,16 @@ static void on_stream_end(void *cls) {
         s->streams--;
         s->bytes_sent += st->sent;
         /* What went over the wire, for the operator (and the tests, which check it against the link). */
-        log_info("A stream ended at %s after sending %s of frames (%" PRIu64
+        int now = 0, lowest = 0, highest = 0;
+        if (st->reader)
+                chunk_reader_levels(st->reader, &now, &lowest, &highest);
+        char levels[64] = "";
+        if (highest > 0)
+                (void) snprintf(levels, sizeof(levels), ", compressed at zstd level %d to %d", lowest,
+                                highest);
+        log_info("A stream ended at %s after sending %s of frames%s (%" PRIu64
                  " bytes in all streams so far).",
-                 FORMAT_BYTES(st->pos), FORMAT_BYTES(st->sent), s->bytes_sent);
+                 FORMAT_BYTES(st->pos), FORMAT_BYTES(st->sent), levels, s->bytes_sent);
         stream_free(st);
 }
 

@@ -146,42 +146,91 @@ static void test_chunk_reader(void) {
         ASSERT_OK(used_map_add(&m, FRAME_CHUNK, 2 * FRAME_CHUNK));
         ASSERT_OK(used_map_add(&m, 6 * FRAME_CHUNK, 4096));
 
-        ASSERT_OK(chunk_reader_new(&d, &m, true, 1, 0, &r));
-        static const struct {
-                FrameType type;
-                uint64_t offset, length;
-        } expect[] = {
-                { FRAME_ZSTD, 0, FRAME_CHUNK },
-                { FRAME_SKIP, FRAME_CHUNK, 2 * FRAME_CHUNK },
-                { FRAME_ZERO, 3 * FRAME_CHUNK, FRAME_CHUNK },
-                { FRAME_DATA, 4 * FRAME_CHUNK, FRAME_CHUNK }, /* random: sent as it is */
-                { FRAME_ZSTD, 5 * FRAME_CHUNK, FRAME_CHUNK },
-                { FRAME_SKIP, 6 * FRAME_CHUNK, 4096 },
-        };
-        for (size_t i = 0; i < ELEMENTSOF(expect); i++) {
-                const ChunkSlot *s = chunk_reader_peek(r);
-                ASSERT_TRUE(s && s->error == 0);
-                ASSERT_INT(s->type, expect[i].type);
-                ASSERT_INT(s->offset, expect[i].offset);
-                ASSERT_INT(s->length, expect[i].length);
-                if (s->type == FRAME_ZSTD) {
-                        size_t n = ZSTD_decompress(back, sizeof(back), s->packed, s->packed_size);
-                        ASSERT_INT(n, FRAME_CHUNK);
-                        ASSERT_TRUE(XXH128_isEqual(frame_chunk_hash(back, n), s->hash));
+        for (unsigned readers = 1; readers <= 3; readers++) {
+                ASSERT_OK(chunk_reader_new(&d, &m, true, readers, 0, &r));
+                static const struct {
+                        FrameType type;
+                        uint64_t offset, length;
+                } expect[] = {
+                        { FRAME_ZSTD, 0, FRAME_CHUNK },
+                        { FRAME_SKIP, FRAME_CHUNK, 2 * FRAME_CHUNK },
+                        { FRAME_ZERO, 3 * FRAME_CHUNK, FRAME_CHUNK },
+                        { FRAME_DATA, 4 * FRAME_CHUNK, FRAME_CHUNK }, /* random: sent as it is */
+                        { FRAME_ZSTD, 5 * FRAME_CHUNK, FRAME_CHUNK },
+                        { FRAME_SKIP, 6 * FRAME_CHUNK, 4096 },
+                };
+                for (size_t i = 0; i < ELEMENTSOF(expect); i++) {
+                        const ChunkSlot *s = chunk_reader_peek(r);
+                        ASSERT_TRUE(s && s->error == 0);
+                        ASSERT_INT(s->type, expect[i].type);
+                        ASSERT_INT(s->offset, expect[i].offset);
+                        ASSERT_INT(s->length, expect[i].length);
+                        if (s->type == FRAME_ZSTD) {
+                                size_t n = ZSTD_decompress(back, sizeof(back), s->packed, s->packed_size);
+                                ASSERT_INT(n, FRAME_CHUNK);
+                                ASSERT_TRUE(XXH128_isEqual(frame_chunk_hash(back, n), s->hash));
+                        }
+                        chunk_reader_pop(r);
                 }
-                chunk_reader_pop(r);
+                ASSERT_TRUE(chunk_reader_peek(r) == NULL); /* past the end */
+                chunk_reader_free(r);
         }
-        ASSERT_TRUE(chunk_reader_peek(r) == NULL); /* past the end */
-        chunk_reader_free(r);
 
         /* Without a map or compression: every chunk read, sent as it is; and from an offset on. */
-        ASSERT_OK(chunk_reader_new(&d, NULL, false, 1, 4 * FRAME_CHUNK, &r));
+        ASSERT_OK(chunk_reader_new(&d, NULL, false, 2, 4 * FRAME_CHUNK, &r));
         const ChunkSlot *s = chunk_reader_peek(r);
         ASSERT_INT(s->type, FRAME_DATA);
         ASSERT_INT(s->offset, 4 * FRAME_CHUNK);
         ASSERT_TRUE(memcmp(s->chunk, noise, FRAME_CHUNK) == 0);
         chunk_reader_free(r); /* before the end: the thread stops */
         used_map_done(&m);
+        device_close(&d);
+        unlink(path);
+}
+
+/* The reader's zstd level follows the slower side: up to the highest while the stream is slow (here it
+ * sleeps over text that compresses at any level in no time), down while the reader is (here it compresses
+ * 4-bit noise, dear at high levels, for a stream that takes each chunk at once). */
+static void test_chunk_reader_adapts(void) {
+        char path[] = "/tmp/pureboot-test-agent-XXXXXX";
+        static uint8_t text[FRAME_CHUNK], nibbles[FRAME_CHUNK];
+        ChunkReader *r;
+        char *holder = NULL;
+        Device d;
+        int fd = mkstemp(path), now, lowest, highest;
+
+        ASSERT_TRUE(fd >= 0);
+        int rnd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+        ASSERT_TRUE(rnd >= 0);
+        ASSERT_INT(read(rnd, nibbles, sizeof(nibbles)), sizeof(nibbles));
+        close(rnd);
+        for (size_t i = 0; i < FRAME_CHUNK; i++) {
+                text[i] = (uint8_t) "the quick brown fox "[i % 20];
+                nibbles[i] = (uint8_t) ('a' + (nibbles[i] & 15));
+        }
+        for (size_t i = 0; i < 48; i++)
+                ASSERT_INT(write(fd, i < 16 ? text : nibbles, FRAME_CHUNK), FRAME_CHUNK);
+        close(fd);
+        ASSERT_OK(device_open(path, O_RDONLY, &d, &holder));
+        ASSERT_OK(chunk_reader_new(&d, NULL, true, 1, 0, &r));
+        for (size_t i = 0; i < 16; i++) {
+                ASSERT_TRUE(chunk_reader_peek(r) != NULL);
+                usleep(20 * 1000);
+                chunk_reader_pop(r);
+        }
+        chunk_reader_levels(r, &now, &lowest, &highest);
+        ASSERT_INT(highest, CHUNK_READER_LEVEL_MAX);
+        for (size_t i = 16; i < 48; i++) {
+                const ChunkSlot *s = chunk_reader_peek(r);
+                ASSERT_TRUE(s && s->type == FRAME_ZSTD);
+                chunk_reader_pop(r);
+        }
+        ASSERT_TRUE(chunk_reader_peek(r) == NULL);
+        chunk_reader_levels(r, &now, &lowest, &highest);
+        ASSERT_TRUE(now < CHUNK_READER_LEVEL_MAX);
+        ASSERT_INT(lowest, CHUNK_READER_LEVEL_MIN);
+        ASSERT_INT(highest, CHUNK_READER_LEVEL_MAX);
+        chunk_reader_free(r);
         device_close(&d);
         unlink(path);
 }
@@ -456,6 +505,7 @@ int main(void) {
         test_frame_features();
         test_read_chunk();
         test_chunk_reader();
+        test_chunk_reader_adapts();
         test_digest_of_zeroes();
         test_backoff();
         test_device_file();
