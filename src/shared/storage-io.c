@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <iscsi/iscsi.h>
 #include <iscsi/scsi-lowlevel.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -306,6 +307,91 @@ int storage_iscsi_pwrite(IscsiLun *l, const void *buf, size_t size, uint64_t off
 
 int storage_iscsi_pread(IscsiLun *l, void *buf, size_t size, uint64_t offset, char **ret_why) {
         return iscsi_io(l, false, buf, size, offset, ret_why);
+}
+
+typedef struct IscsiIoCall {
+        IscsiLun *lun;
+        IscsiIo *io;
+} IscsiIoCall;
+
+static void iscsi_io_done(struct iscsi_context *iscsi, int status, void *command_data, void *userdata) {
+        IscsiIoCall *call = userdata;
+        IscsiIo *io = call->io;
+        struct scsi_task *task = command_data;
+
+        if (status != SCSI_STATUS_GOOD || !task)
+                io->error = why_set(&io->why, status == SCSI_STATUS_CANCELLED ? -ECANCELED : -EIO,
+                                    "%s of LUN %d at %llu failed: %s", io->write ? "WRITE" : "READ",
+                                    call->lun->lun, (unsigned long long) io->offset, iscsi_get_error(iscsi));
+        else if (!io->write) {
+                if (task->datain.size < 0 || (size_t) task->datain.size != io->size)
+                        io->error =
+                                why_set(&io->why, -EIO, "READ of LUN %d at %llu returned %d bytes of %zu",
+                                        call->lun->lun, (unsigned long long) io->offset, task->datain.size,
+                                        io->size);
+                else
+                        memcpy(io->buf, task->datain.data, io->size);
+        }
+        if (task)
+                scsi_free_scsi_task(task);
+        io->in_flight = false;
+        io->done = true;
+        call->lun->in_flight--;
+        free(call);
+}
+
+int storage_iscsi_submit(IscsiLun *l, IscsiIo *io, char **ret_why) {
+        IscsiIoCall *call;
+        struct scsi_task *task;
+
+        if (io->offset % l->block_size || io->size % l->block_size || io->offset + io->size > l->size)
+                return why_set(ret_why, -EINVAL, "an I/O outside the LUN or not of whole blocks");
+        if (!(call = malloc(sizeof(IscsiIoCall))))
+                return -ENOMEM;
+        *call = (IscsiIoCall){ .lun = l, .io = io };
+        io->done = false;
+        io->error = 0;
+        io->why = mfree(io->why);
+        task = io->write
+                       ? iscsi_write16_task(l->iscsi, l->lun, io->offset / l->block_size, io->buf,
+                                            (uint32_t) io->size, (int) l->block_size, 0, 0, 0, 0, 0,
+                                            iscsi_io_done, call)
+                       : iscsi_read16_task(l->iscsi, l->lun, io->offset / l->block_size, (uint32_t) io->size,
+                                           (int) l->block_size, 0, 0, 0, 0, 0, iscsi_io_done, call);
+        if (!task) {
+                free(call);
+                return why_set(ret_why, -EIO, "queueing a %s of LUN %d failed: %s",
+                               io->write ? "WRITE" : "READ", l->lun, iscsi_get_error(l->iscsi));
+        }
+        io->in_flight = true;
+        l->in_flight++;
+        return 0;
+}
+
+int storage_iscsi_service(IscsiLun *l, char **ret_why) {
+        unsigned before = l->in_flight;
+
+        while (l->in_flight == before && before > 0) {
+                struct pollfd p = { .fd = iscsi_get_fd(l->iscsi),
+                                    .events = (short) iscsi_which_events(l->iscsi) };
+                /* No events: a reconnect is under way; libiscsi asks for a wait. Every second, its timeouts.
+                 */
+                int n = p.events ? poll(&p, 1, 1000) : (usleep(100 * 1000), 0);
+                if (n < 0 && errno != EINTR)
+                        return why_set(ret_why, -errno, "waiting for LUN %d failed: %m", l->lun);
+                if (iscsi_service(l->iscsi, n > 0 ? p.revents : 0) < 0)
+                        return why_set(ret_why, -EIO, "the connection to LUN %d failed: %s", l->lun,
+                                       iscsi_get_error(l->iscsi));
+        }
+        return 0;
+}
+
+void storage_iscsi_drain(IscsiLun *l) {
+        while (l->in_flight > 0)
+                if (storage_iscsi_service(l, NULL) < 0) {
+                        (void) iscsi_scsi_cancel_all_tasks(l->iscsi); /* each finishes, cancelled */
+                        break;
+                }
 }
 
 #define MIB (UINT64_C(1) << 20)

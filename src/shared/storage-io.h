@@ -46,6 +46,7 @@ typedef struct IscsiLun {
         uint32_t block_size;
         uint64_t size;
         bool reads_zeroes; /* unmapped blocks read back as zeroes (LBPRZ) */
+        unsigned in_flight; /* IscsiIos submitted and not finished */
 } IscsiLun;
 
 /* Logs in to the target (with CHAP if configured). lun < 0: the configured one. initiator: our IQN suffix,
@@ -57,6 +58,25 @@ void storage_iscsi_disconnect(IscsiLun *l);
 /* Whole blocks only: offset and size are multiples of the block size. */
 int storage_iscsi_pwrite(IscsiLun *l, const void *buf, size_t size, uint64_t offset, char **ret_why);
 int storage_iscsi_pread(IscsiLun *l, void *buf, size_t size, uint64_t offset, char **ret_why);
+
+/* An I/O in flight: one command waits a round trip, several keep the link and the target busy. Submitted
+ * with storage_iscsi_submit(), it is finished once storage_iscsi_service() has set done (with error < 0 and
+ * why if it failed). Its buffer stays the caller's throughout (a READ's data lands in it when it finishes).
+ * Nothing may be freed while in flight: storage_iscsi_drain() first. */
+typedef struct IscsiIo {
+        void *buf;
+        size_t size; /* whole blocks, as for storage_iscsi_pwrite() */
+        uint64_t offset;
+        bool write, in_flight, done;
+        int error;
+        char *why;
+} IscsiIo;
+
+int storage_iscsi_submit(IscsiLun *l, IscsiIo *io, char **ret_why);
+/* Serves the connection until at least one I/O in flight finishes (any number may). */
+int storage_iscsi_service(IscsiLun *l, char **ret_why);
+/* Until nothing is in flight; if the connection fails, what is left is cancelled (finished, failed). */
+void storage_iscsi_drain(IscsiLun *l);
 
 /* How a staged image lies on a backend. NFS: <directory>/disk.img.zst (independent zstd frames of
  * STAGING_SEGMENT bytes of disk each, so a reader can resume at any segment) and manifest.json, both written
