@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "chunk-reader.h"
 #include "device.h"
 #include "domain.h"
 #include "format.h"
@@ -147,46 +148,59 @@ int manifest_parse(Stager *s, const char *text, Manifest *ret) {
         return 0;
 }
 
+/* The disk read ahead in a thread of the chunk reader's (as the direct source does), here without its
+ * compression: the NFS image is compressed by segment, the LUN holds the chunks raw. */
 int read_disk(Stager *s, ChunkSink sink, void *ctx, char **ret_hashes, char **ret_digest) {
         uint64_t chunks = (s->dev.size + FRAME_CHUNK - 1) / FRAME_CHUNK;
-        _cleanup_free_ uint8_t *chunk = device_buffer_new(FRAME_CHUNK);
         _cleanup_free_ char *hashes = malloc(chunks * 32 + 1);
+        ChunkReader *reader = NULL;
         Digest digest = {};
         int r;
 
-        if (!chunk || !hashes || digest_init(&digest) < 0)
+        if (!hashes || digest_init(&digest) < 0)
                 return -ENOMEM;
-        for (uint64_t i = 0, off = 0; i < chunks; i++, off += FRAME_CHUNK) {
-                size_t n = (size_t) MIN(FRAME_CHUNK, s->dev.size - off);
+        r = chunk_reader_new(&s->dev, s->map.size > 0 ? &s->map : NULL, false, 1, 0, &reader);
+        if (r < 0) {
+                r = stager_fail(s, r, "reading %s failed: %s", s->dev.path, strerror(-r));
+                goto out;
+        }
+        for (uint64_t off = 0; off < s->dev.size;) {
+                const ChunkSlot *slot = chunk_reader_peek(reader);
                 if (s->cancel) {
                         r = stager_fail(s, -ECANCELED, "stopped");
                         goto out;
                 }
-                XXH128_hash_t h;
-                FrameType type;
-                r = device_read_chunk(&s->dev, s->map.size > 0 ? &s->map : NULL, off, n, chunk, &type, &h);
-                if (r < 0) {
+                if (!slot || slot->error < 0) {
+                        r = slot ? slot->error : -EIO;
                         r = stager_fail(s, r, "reading %s at %" PRIu64 " failed: %s", s->dev.path, off,
                                         strerror(-r));
                         goto out;
                 }
-                if (type == FRAME_SKIP && used_map_add(&s->skipped, off, n) < 0) {
-                        r = -ENOMEM;
-                        goto out;
+                /* A SKIP slot is a run of chunks: each goes to the sink and into the manifest on its own. */
+                for (uint64_t o = slot->offset; o < slot->offset + slot->length; o += FRAME_CHUNK) {
+                        size_t n = (size_t) MIN(FRAME_CHUNK, slot->offset + slot->length - o);
+                        XXH128_hash_t h = slot->type == FRAME_SKIP ? frame_skip_hash(n) : slot->hash;
+                        if (slot->type == FRAME_SKIP && used_map_add(&s->skipped, o, n) < 0) {
+                                r = -ENOMEM;
+                                goto out;
+                        }
+                        frame_hash_hex(h, hashes + o / FRAME_CHUNK * 32);
+                        digest_feed(&digest, h);
+                        r = sink(s, ctx, slot->chunk, n, o, slot->type);
+                        if (r < 0)
+                                goto out;
+                        s->bytes = o + n;
+                        stager_pace(s, o + n);
                 }
-                frame_hash_hex(h, hashes + i * 32);
-                digest_feed(&digest, h);
-                r = sink(s, ctx, chunk, n, off, type);
-                if (r < 0)
-                        goto out;
-                s->bytes = off + n;
-                stager_pace(s, off + n);
+                off = slot->offset + slot->length;
+                chunk_reader_pop(reader);
         }
         hashes[chunks * 32] = 0;
         *ret_digest = digest_string(&digest);
         *ret_hashes = TAKE_PTR(hashes);
         r = *ret_digest ? 0 : -ENOMEM;
 out:
+        chunk_reader_free(reader);
         digest_done(&digest);
         return r;
 }
