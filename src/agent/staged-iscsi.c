@@ -169,8 +169,8 @@ typedef struct ReadAhead {
         IscsiIo io[READ_AHEAD];
         bool ready[READ_AHEAD];
         uint64_t next, end; /* chunk indexes: the first to read, and past the last */
-        uint64_t issued,
-                taken; /* chunk indexes: the next the thread issues, and the next the writer takes */
+        /* chunk indexes: the next the thread issues, and the next the writer takes */
+        uint64_t issued, taken;
         pthread_mutex_t lock;
         pthread_cond_t cond;
         bool stop;
