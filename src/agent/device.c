@@ -163,15 +163,16 @@ void *device_buffer_new(size_t size) {
 }
 
 static bool direct_ok(Device *d, const void *buf, size_t size, uint64_t offset) {
-        return d->direct_fd >= 0 && !d->direct_broken && (uintptr_t) buf % DEVICE_ALIGN == 0 &&
-               size % d->sector_size == 0 && offset % d->sector_size == 0;
+        return d->direct_fd >= 0 && !__atomic_load_n(&d->direct_broken, __ATOMIC_RELAXED) &&
+               (uintptr_t) buf % DEVICE_ALIGN == 0 && size % d->sector_size == 0 &&
+               offset % d->sector_size == 0;
 }
 
 /* O_DIRECT refused after all (a device or filesystem that cannot): the page cache from now on. The
  * descriptor stays open until device_close(): a reader's thread may be using it. */
 static void direct_failed(Device *d) {
         log_debug("O_DIRECT on %s failed, going through the page cache: %m", d->path);
-        d->direct_broken = true;
+        __atomic_store_n(&d->direct_broken, true, __ATOMIC_RELAXED); /* reader threads look at it too */
 }
 
 int device_pwrite(Device *d, const void *buf, size_t size, uint64_t offset) {
