@@ -249,14 +249,28 @@ def machine_changes():
             me.unlink(missing_ok=True)
             if not runs() and record.exists():
                 changes = json.loads(record.read_text())
+                left = {"users": [], "files": {}}
                 for path, before in changes["files"].items():
-                    if before is None:
-                        Path(path).unlink(missing_ok=True)
-                    else:
-                        Path(path).write_text(before)
+                    try:
+                        if before is None:
+                            Path(path).unlink(missing_ok=True)
+                        else:
+                            Path(path).write_text(before)
+                    except OSError as e:
+                        print(f"warning: putting back {path} failed ({e}); the next run tries again")
+                        left["files"][path] = before
                 for u in changes["users"]:
-                    subprocess.run(["userdel", u], check=False)
-                record.unlink()
+                    if subprocess.run(["userdel", u], check=False).returncode not in (0, 6):  # 6: no such user
+                        print(f"warning: removing user {u} failed; the next run tries again")
+                        left["users"].append(u)
+                # What could not be undone (a full disk fails userdel) stays on record for the next run.
+                try:
+                    if left["users"] or left["files"]:
+                        record.write_text(json.dumps(left))
+                    else:
+                        record.unlink()
+                except OSError as e:
+                    print(f"warning: updating {record} failed ({e})")
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
