@@ -246,7 +246,11 @@ int device_unused(Device *d, CloneUnused mode, uint64_t offset, uint64_t length)
                 return device_zero(d, offset, length);
         case CLONE_UNUSED_DISCARD:
                 r = device_discard(d, offset, length);
-                return r < 0 ? r : r == 0;
+                if (r == 0 && !d->cannot_discard) {
+                        log_info("%s cannot discard; what no filesystem uses stays as it was.", d->path);
+                        d->cannot_discard = true;
+                }
+                return MIN(r, 0);
         default:
                 return 0;
         }

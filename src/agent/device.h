@@ -12,6 +12,7 @@ typedef struct Device {
         int fd;
         int direct_fd; /* a block device opened again with O_DIRECT, for whole aligned chunks */
         bool direct_broken; /* it refused: the page cache from now on */
+        bool cannot_discard; /* device_unused() found so, and said it once */
         unsigned sector_size;
         bool is_block;
         uint64_t size;
@@ -53,7 +54,8 @@ int device_zero(Device *d, uint64_t offset, uint64_t length);
  * file): 1 if it took it, 0 if it cannot discard (the bytes stay as they were), else -errno. */
 int device_discard(Device *d, uint64_t offset, uint64_t length);
 /* Does with [offset, offset + length), which no filesystem uses and which was not sent, what mode says:
- * discard it (where the device can: else 1, it stays as it was), make it read as zeroes, or leave it. */
+ * discard it (where the device can: else it stays as it was, d->cannot_discard is set and logged once),
+ * make it read as zeroes, or leave it. 0 or -errno. */
 int device_unused(Device *d, CloneUnused mode, uint64_t offset, uint64_t length);
 /* Reads the chunk at offset (size bytes) into buf as the stream sends it: one map says no filesystem uses
  * is not read (FRAME_SKIP); else its unused bytes are cleared, and it is FRAME_ZERO or FRAME_DATA. Sets its

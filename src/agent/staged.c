@@ -256,10 +256,6 @@ static int writer_skip(Writer *w) {
         if (r < 0)
                 return stager_fail(s, r, "doing with %s at %" PRIu64 " what unused=%s says failed: %s",
                                    s->dev.path, w->offset, clone_unused_to_string(s->unused), strerror(-r));
-        if (r > 0 && !s->cannot_discard) {
-                log_info("%s cannot discard; what no filesystem uses stays as it was.", s->dev.path);
-                s->cannot_discard = true;
-        }
         digest_feed_run(&w->digest, FRAME_SKIP, run, size);
         w->offset += run;
         s->bytes = w->offset;

@@ -37,7 +37,6 @@ struct Stager {
         UsedMap map;     /* source: what the disk's filesystems do not use, which the image leaves out */
         UsedMap skipped; /* source: the chunks left out, for the manifest */
         CloneUnused unused; /* target: what to do with them, as the session says */
-        bool cannot_discard;
         /* Set by the thread before it signals the end. */
         char *why, *digest;
 };

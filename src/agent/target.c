@@ -50,7 +50,6 @@ struct Target {
         Digest digest;
         UsedMap skipped; /* the runs before offset the source skipped, as the journal keeps them */
         CloneUnused unused;
-        bool cannot_discard;
         char *journal_path;
         char *source_cn;
 
@@ -214,8 +213,9 @@ static void finish(Target *t, const char *known_digest) {
                  FORMAT_BYTES(t->size), t->dev.path, (double) usec / USEC_PER_SEC,
                  (double) t->size / (double) usec, FORMAT_BYTES(t->received), t->received_again,
                  FORMAT_BYTES(t->zeroed), FORMAT_BYTES(t->skipped_bytes),
-                 t->unused == CLONE_UNUSED_DISCARD && t->cannot_discard ? "kept: the disk cannot discard"
-                                                                        : clone_unused_to_string(t->unused),
+                 t->unused == CLONE_UNUSED_DISCARD && t->dev.cannot_discard
+                         ? "kept: the disk cannot discard"
+                         : clone_unused_to_string(t->unused),
                  digest);
         t->phase = PHASE_DONE;
         /* An earlier run may have queued it already, before it was stopped. */
@@ -254,10 +254,6 @@ static int apply_skip(Target *t, uint64_t offset, uint64_t length) {
         int r = device_unused(&t->dev, t->unused, offset, length);
         if (r < 0)
                 return r;
-        if (r > 0 && !t->cannot_discard) {
-                log_info("%s cannot discard; what no filesystem uses stays as it was.", t->dev.path);
-                t->cannot_discard = true;
-        }
         t->skipped_bytes += length;
         return used_map_add(&t->skipped, offset, length);
 }
