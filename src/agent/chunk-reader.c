@@ -201,6 +201,10 @@ void chunk_reader_pop(ChunkReader *r) {
         pthread_mutex_unlock(&r->lock);
 }
 
+XXH128_hash_t chunk_slot_hash(const ChunkSlot *slot, size_t n) {
+        return slot->type == FRAME_SKIP ? frame_skip_hash(n) : slot->hash;
+}
+
 void chunk_reader_levels(ChunkReader *r, int *now, int *lowest, int *highest) {
         pthread_mutex_lock(&r->lock);
         *now = r->level;

@@ -42,5 +42,8 @@ const ChunkSlot *chunk_reader_peek(ChunkReader *r);
 void chunk_reader_pop(ChunkReader *r);
 /* The zstd level chunks are compressed at now, and the lowest and highest used so far (0 if none was). */
 void chunk_reader_levels(ChunkReader *r, int *now, int *lowest, int *highest);
+/* The content hash of a chunk of n bytes in slot, for the digest and a manifest: a SKIP run's chunks each
+ * hash as the marker of their length. */
+XXH128_hash_t chunk_slot_hash(const ChunkSlot *slot, size_t n);
 /* Stops the threads and frees everything. */
 ChunkReader *chunk_reader_free(ChunkReader *r);

@@ -127,7 +127,7 @@ static int catch_up(Source *s, Stream *st, uint64_t offset) {
 static void digest_slot(Source *s, const ChunkSlot *slot) {
         for (uint64_t o = slot->offset; o < slot->offset + slot->length; o += FRAME_CHUNK) {
                 size_t n = (size_t) MIN(FRAME_CHUNK, slot->offset + slot->length - o);
-                digest_chunk(s, o, slot->type == FRAME_SKIP ? frame_skip_hash(n) : slot->hash);
+                digest_chunk(s, o, chunk_slot_hash(slot, n));
         }
 }
 

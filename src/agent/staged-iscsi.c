@@ -24,6 +24,11 @@ typedef struct IscsiUpload {
         uint64_t used;
 } IscsiUpload;
 
+/* n bytes in whole blocks of the LUN. */
+static size_t in_blocks(const IscsiLun *lun, uint64_t n) {
+        return (size_t) ((n + lun->block_size - 1) / lun->block_size * lun->block_size);
+}
+
 static int iscsi_write_padded(Stager *s, IscsiLun *lun, const uint8_t *data, size_t n, uint64_t offset,
                               uint8_t *pad) {
         _cleanup_free_ char *why = NULL;
@@ -62,7 +67,7 @@ static int iscsi_chunk(Stager *s, void *ctx, const uint8_t *chunk, size_t n, uin
         if (r < 0)
                 return r;
         /* The last chunk of a disk of odd size is filled up with zeroes to a block. */
-        io->size = (n + u->lun->block_size - 1) / u->lun->block_size * u->lun->block_size;
+        io->size = in_blocks(u->lun, n);
         memcpy(io->buf, chunk, n);
         memset((uint8_t *) io->buf + n, 0, io->size - n);
         io->offset = offset;
@@ -146,7 +151,7 @@ static int read_manifest_iscsi(Stager *s, void *conn, Manifest *ret) {
                 return stager_fail(s, -ENOENT, "the LUN holds no complete image (no manifest)");
         for (int i = 0; i < 8; i++)
                 len |= (uint64_t) block[8 + i] << (8 * i);
-        uint64_t whole = (len + lun->block_size - 1) / lun->block_size * lun->block_size;
+        uint64_t whole = in_blocks(lun, len);
         if (len == 0 || at + lun->block_size + whole > lun->size || !(text = calloc(1, whole + 1)))
                 return stager_fail(s, -EBADMSG, "the manifest on the LUN has a bad length");
         r = storage_iscsi_pread(lun, text, whole, at + lun->block_size, &why);
@@ -202,7 +207,7 @@ static int read_ahead_issue(ReadAhead *ra, uint64_t i, bool *ret_ready, char **r
                 memset(io->buf, 0, n); /* checked against the manifest all the same */
                 return 0;
         }
-        io->size = (n + ra->lun->block_size - 1) / ra->lun->block_size * ra->lun->block_size;
+        io->size = in_blocks(ra->lun, n);
         io->offset = off;
         io->write = false;
         *ret_ready = false;

@@ -179,7 +179,7 @@ int read_disk(Stager *s, ChunkSink sink, void *ctx, char **ret_hashes, char **re
                 /* A SKIP slot is a run of chunks: each goes to the sink and into the manifest on its own. */
                 for (uint64_t o = slot->offset; o < slot->offset + slot->length; o += FRAME_CHUNK) {
                         size_t n = (size_t) MIN(FRAME_CHUNK, slot->offset + slot->length - o);
-                        XXH128_hash_t h = slot->type == FRAME_SKIP ? frame_skip_hash(n) : slot->hash;
+                        XXH128_hash_t h = chunk_slot_hash(slot, n);
                         if (slot->type == FRAME_SKIP && used_map_add(&s->skipped, o, n) < 0) {
                                 r = -ENOMEM;
                                 goto out;
