@@ -151,8 +151,11 @@ static int read_manifest_iscsi(Stager *s, void *conn, Manifest *ret) {
                 return stager_fail(s, -ENOENT, "the LUN holds no complete image (no manifest)");
         for (int i = 0; i < 8; i++)
                 len |= (uint64_t) block[8 + i] << (8 * i);
+        /* len is the LUN's word: bounded before any arithmetic on it. */
+        if (len == 0 || len > lun->size)
+                return stager_fail(s, -EBADMSG, "the manifest on the LUN has a bad length");
         uint64_t whole = in_blocks(lun, len);
-        if (len == 0 || at + lun->block_size + whole > lun->size || !(text = calloc(1, whole + 1)))
+        if (at + lun->block_size + whole > lun->size || !(text = calloc(1, whole + 1)))
                 return stager_fail(s, -EBADMSG, "the manifest on the LUN has a bad length");
         r = storage_iscsi_pread(lun, text, whole, at + lun->block_size, &why);
         if (r < 0)
