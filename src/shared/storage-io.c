@@ -273,62 +273,19 @@ void storage_iscsi_disconnect(IscsiLun *l) {
         l->iscsi = NULL;
 }
 
-static int iscsi_io(IscsiLun *l, bool write, void *buf, size_t size, uint64_t offset, char **ret_why) {
-        struct scsi_task *task;
-        bool ok;
-
-        if (offset % l->block_size || size % l->block_size || offset + size > l->size)
-                return why_set(ret_why, -EINVAL, "an I/O outside the LUN or not of whole blocks");
-        task = write ? iscsi_write16_sync(l->iscsi, l->lun, offset / l->block_size, buf, (uint32_t) size,
-                                          l->block_size, 0, 0, 0, 0, 0)
-                     : iscsi_read16_sync(l->iscsi, l->lun, offset / l->block_size, (uint32_t) size, l->block_size,
-                                         0, 0, 0, 0, 0);
-        ok = task && task->status == SCSI_STATUS_GOOD;
-        if (ok && !write) {
-                if (task->datain.size < 0 || (size_t) task->datain.size != size)
-                        ok = false;
-                else
-                        memcpy(buf, task->datain.data, size);
-        }
-        if (!ok) {
-                int r = why_set(ret_why, -EIO, "%s of LUN %d at %llu failed: %s", write ? "WRITE" : "READ", l->lun,
-                                (unsigned long long) offset, iscsi_get_error(l->iscsi));
-                if (task)
-                        scsi_free_scsi_task(task);
-                return r;
-        }
-        scsi_free_scsi_task(task);
-        return 0;
-}
-
-int storage_iscsi_pwrite(IscsiLun *l, const void *buf, size_t size, uint64_t offset, char **ret_why) {
-        return iscsi_io(l, true, (void *) buf, size, offset, ret_why);
-}
-
-int storage_iscsi_pread(IscsiLun *l, void *buf, size_t size, uint64_t offset, char **ret_why) {
-        return iscsi_io(l, false, buf, size, offset, ret_why);
-}
-
-typedef struct IscsiIoCall {
-        IscsiLun *lun;
-        IscsiIo *io;
-} IscsiIoCall;
-
 static void iscsi_io_done(struct iscsi_context *iscsi, int status, void *command_data, void *userdata) {
-        IscsiIoCall *call = userdata;
-        IscsiIo *io = call->io;
+        IscsiIo *io = userdata;
         struct scsi_task *task = command_data;
 
         if (status != SCSI_STATUS_GOOD || !task)
                 io->error = why_set(&io->why, status == SCSI_STATUS_CANCELLED ? -ECANCELED : -EIO,
                                     "%s of LUN %d at %llu failed: %s", io->write ? "WRITE" : "READ",
-                                    call->lun->lun, (unsigned long long) io->offset, iscsi_get_error(iscsi));
+                                    io->lun->lun, (unsigned long long) io->offset, iscsi_get_error(iscsi));
         else if (!io->write) {
                 if (task->datain.size < 0 || (size_t) task->datain.size != io->size)
-                        io->error =
-                                why_set(&io->why, -EIO, "READ of LUN %d at %llu returned %d bytes of %zu",
-                                        call->lun->lun, (unsigned long long) io->offset, task->datain.size,
-                                        io->size);
+                        io->error = why_set(&io->why, -EIO,
+                                            "READ of LUN %d at %llu returned %d bytes of %zu", io->lun->lun,
+                                            (unsigned long long) io->offset, task->datain.size, io->size);
                 else
                         memcpy(io->buf, task->datain.data, io->size);
         }
@@ -336,33 +293,27 @@ static void iscsi_io_done(struct iscsi_context *iscsi, int status, void *command
                 scsi_free_scsi_task(task);
         io->in_flight = false;
         io->done = true;
-        call->lun->in_flight--;
-        free(call);
+        io->lun->in_flight--;
 }
 
 int storage_iscsi_submit(IscsiLun *l, IscsiIo *io, char **ret_why) {
-        IscsiIoCall *call;
         struct scsi_task *task;
 
         if (io->offset % l->block_size || io->size % l->block_size || io->offset + io->size > l->size)
                 return why_set(ret_why, -EINVAL, "an I/O outside the LUN or not of whole blocks");
-        if (!(call = malloc(sizeof(IscsiIoCall))))
-                return -ENOMEM;
-        *call = (IscsiIoCall){ .lun = l, .io = io };
+        io->lun = l;
         io->done = false;
         io->error = 0;
         io->why = mfree(io->why);
         task = io->write
                        ? iscsi_write16_task(l->iscsi, l->lun, io->offset / l->block_size, io->buf,
                                             (uint32_t) io->size, (int) l->block_size, 0, 0, 0, 0, 0,
-                                            iscsi_io_done, call)
+                                            iscsi_io_done, io)
                        : iscsi_read16_task(l->iscsi, l->lun, io->offset / l->block_size, (uint32_t) io->size,
-                                           (int) l->block_size, 0, 0, 0, 0, 0, iscsi_io_done, call);
-        if (!task) {
-                free(call);
+                                           (int) l->block_size, 0, 0, 0, 0, 0, iscsi_io_done, io);
+        if (!task)
                 return why_set(ret_why, -EIO, "queueing a %s of LUN %d failed: %s",
                                io->write ? "WRITE" : "READ", l->lun, iscsi_get_error(l->iscsi));
-        }
         io->in_flight = true;
         l->in_flight++;
         return 0;
@@ -392,6 +343,34 @@ void storage_iscsi_drain(IscsiLun *l) {
                         (void) iscsi_scsi_cancel_all_tasks(l->iscsi); /* each finishes, cancelled */
                         break;
                 }
+}
+
+/* One I/O, waited for: the asynchronous path with one command in flight. */
+static int iscsi_io(IscsiLun *l, bool write, void *buf, size_t size, uint64_t offset, char **ret_why) {
+        IscsiIo io = { .buf = buf, .size = size, .offset = offset, .write = write };
+        int r = storage_iscsi_submit(l, &io, ret_why);
+
+        while (r >= 0 && io.in_flight)
+                r = storage_iscsi_service(l, ret_why);
+        if (io.in_flight)
+                storage_iscsi_drain(l); /* io is on this stack: nothing may finish into it later */
+        if (r >= 0 && io.error < 0) {
+                r = io.error;
+                if (ret_why) {
+                        free(*ret_why);
+                        *ret_why = TAKE_PTR(io.why);
+                }
+        }
+        free(io.why);
+        return r;
+}
+
+int storage_iscsi_pwrite(IscsiLun *l, const void *buf, size_t size, uint64_t offset, char **ret_why) {
+        return iscsi_io(l, true, (void *) buf, size, offset, ret_why);
+}
+
+int storage_iscsi_pread(IscsiLun *l, void *buf, size_t size, uint64_t offset, char **ret_why) {
+        return iscsi_io(l, false, buf, size, offset, ret_why);
 }
 
 #define MIB (UINT64_C(1) << 20)

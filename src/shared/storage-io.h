@@ -64,6 +64,7 @@ int storage_iscsi_pread(IscsiLun *l, void *buf, size_t size, uint64_t offset, ch
  * why if it failed). Its buffer stays the caller's throughout (a READ's data lands in it when it finishes).
  * Nothing may be freed while in flight: storage_iscsi_drain() first. */
 typedef struct IscsiIo {
+        IscsiLun *lun; /* set by storage_iscsi_submit() */
         void *buf;
         size_t size; /* whole blocks, as for storage_iscsi_pwrite() */
         uint64_t offset;
