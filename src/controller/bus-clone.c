@@ -5,6 +5,7 @@
 #include "bus-target.h"
 #include "bus-util.h"
 #include "clone.h"
+#include "image.h"
 #include "log.h"
 #include "plan.h"
 #include "polkit.h"
@@ -32,6 +33,14 @@ static int property_get_first_target(sd_bus *bus, const char *path, const char *
         const char *name = startswith(property, "Target") ?: property; /* TargetNode is the target's Node */
         (void) bus, (void) path, (void) interface, (void) error;
         return bus_target_append(reply, clone_first_target(userdata), name);
+}
+
+/* The name of the image the session keeps its upload as, or "". */
+static int property_get_keep_as(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Image *i = image_captured_by(userdata);
+        (void) bus, (void) path, (void) interface, (void) property, (void) error;
+        return sd_bus_message_append(reply, "s", i ? i->name : "");
 }
 
 static int property_get_targets(sd_bus *bus, const char *path, const char *interface, const char *property,
@@ -349,6 +358,9 @@ static const sd_bus_vtable clone_vtable[] = {
         T("TargetNode", "s"),
         P("SourceDevice", "s", source_device),
         T("TargetDevice", "s"),
+        SD_BUS_PROPERTY("Image", "s", NULL, offsetof(CloneSession, image),
+                        SD_BUS_VTABLE_PROPERTY_EMITS_INVALIDATION),
+        SD_BUS_PROPERTY("KeepAs", "s", property_get_keep_as, 0, SD_BUS_VTABLE_PROPERTY_EMITS_INVALIDATION),
         P("SourceAddress", "s", source_address),
         P("SourcePort", "q", source_port),
         P("StagingBackend", "s", staging_backend),

@@ -4,14 +4,16 @@
 #include "bus-manager.h"
 #include "bus-ca.h"
 #include "bus-clone.h"
-#include "bus-target.h"
 #include "bus-disk.h"
-#include "bus-nfsroot.h"
 #include "bus-gateway.h"
+#include "bus-image.h"
+#include "bus-nfsroot.h"
 #include "bus-node.h"
 #include "bus-storage.h"
+#include "bus-target.h"
 #include "bus-util.h"
 #include "clone.h"
+#include "image.h"
 #include "log.h"
 #include "node.h"
 #include "polkit.h"
@@ -60,12 +62,17 @@ static int method_create_clone_session(sd_bus_message *msg, void *userdata, sd_b
         spec.identity = o.identity;
         spec.unused = o.unused;
         spec.idempotency_key = o.idempotency_key;
+        spec.image = o.image;
+        spec.keep_as = o.keep_as;
         /* Arguments first: a bad one is refused without asking anyone to authenticate. */
         r = clone_check(m, &spec, error);
         if (r < 0)
                 return r;
 
-        r = polkit_verify(m, msg, PB_POLKIT_ACTION("manage-clones"),
+        /* Keeping the upload adds to the image library, which is its own right. */
+        r = polkit_verify(m, msg,
+                          isempty(spec.keep_as) ? PB_POLKIT_ACTION("manage-clones")
+                                                : PB_POLKIT_ACTION("manage-images"),
                           (const char *const[]){ "name", spec.name, NULL }, bus_interactive(msg, &o), error);
         if (r <= 0)
                 return r < 0 ? r : 1;
@@ -110,7 +117,7 @@ static int method_list_clone_sessions(sd_bus_message *msg, void *userdata, sd_bu
                         return -ENOMEM;
                 r = sd_bus_message_append(reply, "(ssssssttto)", c->id, c->name,
                                           clone_status_to_string(c->status), clone_mode_to_string(c->mode),
-                                          c->source_node, first ? first->node : "", c->bytes_total,
+                                          strempty(c->source_node), first ? first->node : "", c->bytes_total,
                                           first ? first->bytes_transferred : 0, c->created_at, path);
         }
         if (r >= 0)
@@ -290,6 +297,52 @@ static int method_get_storage_backend(sd_bus_message *msg, void *userdata, sd_bu
         return reply_path(msg, storage_path(b));
 }
 
+static int cmp_images(const void *a, const void *b) {
+        return strcmp((*(Image *const *) a)->name, (*(Image *const *) b)->name);
+}
+
+static int method_list_images(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_free_ void **list = NULL;
+        Manager *m = userdata;
+        int r;
+        (void) error;
+
+        list = hashmap_sorted_values(m->images, cmp_images);
+        if (!list)
+                return -ENOMEM;
+        r = sd_bus_message_new_method_return(msg, &reply);
+        if (r >= 0)
+                r = sd_bus_message_open_container(reply, 'a', "(sssstto)");
+        for (void **p = list; r >= 0 && *p; p++) {
+                Image *i = *p;
+                StorageBackend *b = hashmap_get(m->storages, i->backend);
+                _cleanup_free_ char *path = image_path(i);
+                if (!path)
+                        return -ENOMEM;
+                r = sd_bus_message_append(reply, "(sssstto)", i->id, i->name,
+                                          image_state_to_string(i->state), b ? b->name : "", i->size,
+                                          i->created_at, path);
+        }
+        if (r >= 0)
+                r = sd_bus_message_close_container(reply);
+        if (r < 0)
+                return r;
+        return sd_bus_send(NULL, reply, NULL);
+}
+
+static int method_get_image(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Image *i;
+        const char *name;
+        int r = sd_bus_message_read(msg, "s", &name);
+        if (r < 0)
+                return r;
+        r = image_resolve(userdata, name, &i, error);
+        if (r < 0)
+                return r;
+        return reply_path(msg, image_path(i));
+}
+
 static const sd_bus_vtable manager_vtable[] = {
         SD_BUS_VTABLE_START(0),
         SD_BUS_PROPERTY("Version", "s", NULL, offsetof(Manager, version), SD_BUS_VTABLE_PROPERTY_CONST),
@@ -317,6 +370,12 @@ static const sd_bus_vtable manager_vtable[] = {
                                 method_list_storage_backends, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("GetStorageBackend", SD_BUS_ARGS("s", name), SD_BUS_RESULT("o", backend),
                                 method_get_storage_backend, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("ListImages", SD_BUS_NO_ARGS, SD_BUS_RESULT("a(sssstto)", images),
+                                method_list_images, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("GetImage", SD_BUS_ARGS("s", name), SD_BUS_RESULT("o", image),
+                                method_get_image, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_SIGNAL_WITH_ARGS("ImageNew", SD_BUS_ARGS("s", id, "o", image), 0),
+        SD_BUS_SIGNAL_WITH_ARGS("ImageRemoved", SD_BUS_ARGS("s", id, "o", image), 0),
         SD_BUS_SIGNAL_WITH_ARGS("CloneSessionNew", SD_BUS_ARGS("s", id, "o", session), 0),
         SD_BUS_SIGNAL_WITH_ARGS("CloneSessionRemoved", SD_BUS_ARGS("s", id, "o", session), 0),
         SD_BUS_SIGNAL_WITH_ARGS("NodeNew", SD_BUS_ARGS("s", id, "o", node), 0),
@@ -344,6 +403,8 @@ int bus_manager_register(Manager *m) {
                 r = bus_nfsroot_register(m);
         if (r >= 0)
                 r = bus_storage_register(m);
+        if (r >= 0)
+                r = bus_image_register(m);
         if (r >= 0)
                 r = bus_ca_register(m);
         if (r >= 0)

@@ -13,6 +13,7 @@ typedef struct BusOptions {
         bool no_user_interaction; /* auth.no_user_interaction */
         bool keep_setuid;         /* keep_setuid: base image imports keep setuid/setgid bits */
         const char *idempotency_key, *storage, *resize_mode, *identity, *unused, *ip, *serial, *workflow;
+        const char *image, *keep_as; /* CreateCloneSession: the image it deploys, or the one it keeps */
 } BusOptions;
 
 /* Reads the trailing a{sv} options. Strings point into the message. Unknown keys are refused so a

@@ -11,7 +11,9 @@
 #include "bus-util.h"
 #include "clone.h"
 #include "disk.h"
+#include "format.h"
 #include "identity.h"
+#include "image.h"
 #include "log.h"
 #include "node.h"
 #include "plan.h"
@@ -32,6 +34,7 @@ CloneSession *clone_free(CloneSession *c) {
                              &c->name,
                              &c->source_node,
                              &c->source_device,
+                             &c->image,
                              &c->source_address,
                              &c->staging_backend,
                              &c->staging_path,
@@ -270,6 +273,7 @@ int clone_transact(CloneSession *c, CloneStep step, void *userdata, sd_bus_error
 /* The checked, resolved form of a CloneSpec. */
 typedef struct Resolved {
         Node *source, *target;
+        Image *image; /* the source, if not a node */
         StorageBackend *storage;
         CloneMode mode;
         ResizeMode resize_mode;
@@ -307,6 +311,59 @@ static int device_check(const char *device, const char *role, sd_bus_error *erro
         return 0;
 }
 
+/* A session whose source is image s->image: staged through the image's own backend, no source node. */
+static int validate_image_source(Manager *m, const CloneSpec *s, Resolved *res, sd_bus_error *error) {
+        StorageBackend *b;
+        int r;
+
+        r = image_resolve(m, s->image, &res->image, error);
+        if (r < 0)
+                return r;
+        if (!isempty(s->source_node) || !isempty(s->source_device))
+                return sd_bus_error_setf(
+                        error, PB_ERROR_INVALID_ARGUMENT,
+                        "A session that deploys image %s has the image as its source; leave the "
+                        "source node and device out.",
+                        res->image->name);
+        if (!isempty(s->keep_as))
+                return sd_bus_error_setf(
+                        error, PB_ERROR_INVALID_ARGUMENT,
+                        "A session that deploys image %s uploads nothing to keep; drop keep_as.",
+                        res->image->name);
+        if (!isempty(s->mode) && !streq(s->mode, "staged"))
+                return sd_bus_error_setf(
+                        error, PB_ERROR_INVALID_ARGUMENT,
+                        "An image is deployed from its storage: use staged mode, or leave the "
+                        "mode out.");
+        if (res->image->state != IMAGE_READY || res->image->removing)
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE,
+                                         "Image %s is %s; deploy it once it is ready.", res->image->name,
+                                         res->image->removing ? "being deleted"
+                                                              : image_state_to_string(res->image->state));
+        b = hashmap_get(m->storages, res->image->backend);
+        if (!isempty(s->storage) &&
+            (storage_resolve(m, s->storage, &res->storage, error) < 0 || res->storage != b))
+                return sd_bus_error_setf(
+                        error, PB_ERROR_INVALID_ARGUMENT,
+                        "Image %s is on storage backend %s; drop the storage option, or name that "
+                        "one.",
+                        res->image->name, b ? b->name : res->image->backend);
+        if (!b || !b->enabled)
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE,
+                                         "Image %s is on storage backend %s, which is %s; enable it first.",
+                                         res->image->name, b ? b->name : res->image->backend,
+                                         b ? "disabled" : "gone");
+        if (res->resize_mode == RESIZE_SHRINK_SOURCE)
+                return sd_bus_error_setf(
+                        error, PB_ERROR_INVALID_ARGUMENT,
+                        "Image %s does not change: use resize mode grow_target or none, with "
+                        "targets at least %s large.",
+                        res->image->name, FORMAT_BYTES(res->image->size));
+        res->storage = b;
+        res->mode = CLONE_MODE_STAGED;
+        return 0;
+}
+
 static int validate(Manager *m, const CloneSpec *s, Resolved *ret, sd_bus_error *error) {
         Resolved res = {};
         int r;
@@ -317,12 +374,6 @@ static int validate(Manager *m, const CloneSpec *s, Resolved *ret, sd_bus_error 
                         "A session name is 1 to 255 bytes without control characters; this one "
                         "has %zu bytes.",
                         s->name ? strlen(s->name) : 0);
-        r = clone_mode_from_string(s->mode);
-        if (r < 0)
-                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
-                                         "Unknown clone mode \"%.32s\"; use direct or staged.",
-                                         strempty(s->mode));
-        res.mode = (CloneMode) r;
         r = resize_mode_parse(s->resize_mode, &res.resize_mode, error);
         if (r >= 0)
                 r = option_parse(
@@ -336,14 +387,27 @@ static int validate(Manager *m, const CloneSpec *s, Resolved *ret, sd_bus_error 
                                  "where it can), zero (the target writes zeroes there) or keep (the target "
                                  "leaves it as it is)",
                                  &res.unused, error);
-        if (r >= 0)
-                r = device_check(s->source_device, "Source", error);
         if (r >= 0 && !isempty(s->target_node))
                 r = device_check(s->target_device, "Target", error);
-        if (r >= 0)
-                r = node_resolve(m, s->source_node, &res.source, error);
         if (r >= 0 && !isempty(s->target_node))
                 r = node_resolve(m, s->target_node, &res.target, error);
+        if (r >= 0 && !isempty(s->image)) {
+                r = validate_image_source(m, s, &res, error);
+                if (r >= 0)
+                        *ret = res;
+                return r;
+        }
+        if (r < 0)
+                return r;
+        r = clone_mode_from_string(s->mode);
+        if (r < 0)
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                         "Unknown clone mode \"%.32s\"; use direct or staged.",
+                                         strempty(s->mode));
+        res.mode = (CloneMode) r;
+        r = device_check(s->source_device, "Source", error);
+        if (r >= 0)
+                r = node_resolve(m, s->source_node, &res.source, error);
         if (r < 0)
                 return r;
         if (res.mode == CLONE_MODE_DIRECT) {
@@ -362,6 +426,11 @@ static int validate(Manager *m, const CloneSpec *s, Resolved *ret, sd_bus_error 
                                 error, PB_ERROR_INVALID_ARGUMENT,
                                 "A direct clone does not use a storage backend; drop the storage "
                                 "option or use staged mode.");
+                if (!isempty(s->keep_as))
+                        return sd_bus_error_setf(
+                                error, PB_ERROR_INVALID_ARGUMENT,
+                                "A direct clone stores nothing to keep as an image; use staged "
+                                "mode with keep_as.");
         } else {
                 if (res.target == res.source)
                         return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
@@ -379,6 +448,8 @@ static int validate(Manager *m, const CloneSpec *s, Resolved *ret, sd_bus_error 
                                 error, PB_ERROR_INVALID_ARGUMENT,
                                 "Storage backend %s is disabled; enable it or pick another.",
                                 res.storage->name);
+                if (!isempty(s->keep_as) && (r = image_name_check(m, s->keep_as, error)) < 0)
+                        return r;
         }
         *ret = res;
         return 0;
@@ -398,19 +469,38 @@ static int dup_fields(CloneSession *c, const CloneSpec *s, const Resolved *res) 
         c->resize_mode = res->resize_mode;
         c->identity = res->identity;
         c->unused = res->unused;
-        if (free_and_strdup(&c->name, s->name) < 0 || free_and_strdup(&c->source_node, res->source->id) < 0 ||
-            free_and_strdup(&c->source_device, s->source_device) < 0 ||
+        if (free_and_strdup(&c->name, s->name) < 0 ||
+            free_and_strdup(&c->source_node, res->source ? res->source->id : NULL) < 0 ||
+            free_and_strdup(&c->source_device, res->source ? s->source_device : NULL) < 0 ||
             free_and_strdup(&c->staging_backend, res->storage ? res->storage->id : NULL) < 0)
                 return -ENOMEM;
         return 0;
 }
 
+/* A session deploying image i reads what it holds: its layout is the source's disk, its digest the source's.
+ */
+static int take_image(CloneSession *c, Image *i) {
+        const char *layout = json_object_to_json_string_ext(i->layout, JSON_C_TO_STRING_PLAIN);
+        c->bytes_total = i->size;
+        if (free_and_strdup(&c->image, i->id) < 0 || free_and_strdup(&c->source_disk_json, layout) < 0 ||
+            free_and_strdup(&c->staging_path, i->location) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
+typedef struct Creation {
+        const char *keep_as;
+        Image *image; /* the image it captures, reserved in the transaction */
+} Creation;
+
 static int insert_rows(CloneSession *c, void *userdata, sd_bus_error *error) {
+        Creation *x = userdata;
         int r = store_session_insert(c->manager->store, c);
         for (size_t i = 0; r >= 0 && i < c->n_targets; i++)
                 r = store_target_insert(c->manager->store, c->targets[i]);
-        (void) userdata;
-        return r < 0 ? bus_store_error(error, r, "create the session") : 0;
+        if (r < 0)
+                return bus_store_error(error, r, "create the session");
+        return x->keep_as ? image_capture_new(c, x->keep_as, &x->image, error) : 0;
 }
 
 int clone_create(Manager *m, const CloneSpec *spec, uint32_t uid, CloneSession **ret, sd_bus_error *error) {
@@ -450,7 +540,9 @@ int clone_create(Manager *m, const CloneSpec *spec, uint32_t uid, CloneSession *
         c->created_at = now_realtime_usec();
         c->created_by = uid;
         if (dup_fields(c, &s, &res) < 0 || free_and_strdup(&c->id, id) < 0 ||
-            free_and_strdup(&c->idempotency_key, isempty(s.idempotency_key) ? NULL : s.idempotency_key) < 0) {
+            free_and_strdup(&c->idempotency_key, isempty(s.idempotency_key) ? NULL : s.idempotency_key) <
+                    0 ||
+            (res.image && take_image(c, res.image) < 0)) {
                 clone_free(c);
                 return -ENOMEM;
         }
@@ -462,17 +554,25 @@ int clone_create(Manager *m, const CloneSpec *spec, uint32_t uid, CloneSession *
                         return r;
                 }
         }
-        r = clone_transact(c, insert_rows, NULL, error);
+        Creation creation = { isempty(s.keep_as) ? NULL : s.keep_as, NULL };
+        r = clone_transact(c, insert_rows, &creation, error);
+        if (r >= 0) {
+                r = clone_attach(m, c);
+                if (r >= 0 && creation.image && (r = image_attach(m, creation.image)) < 0)
+                        detach(c);
+                if (r < 0) { /* as if never made */
+                        (void) store_session_delete(m->store, c->id);
+                        if (creation.image)
+                                (void) store_image_delete(m->store, creation.image->id);
+                }
+        }
         if (r < 0) {
+                image_free(creation.image);
                 clone_free(c);
                 return r;
         }
-        r = clone_attach(m, c);
-        if (r < 0) {
-                (void) store_session_delete(m->store, c->id);
-                clone_free(c);
-                return r;
-        }
+        if (creation.image)
+                image_announce(creation.image, true);
         *ret = c;
         return 0;
 }
@@ -531,6 +631,7 @@ int clone_update(CloneSession *c, const CloneSpec *changes, bool check_only, sd_
                 .resize_mode = changes->resize_mode ?: resize_mode_to_string(c->resize_mode),
                 .identity = changes->identity ?: clone_identity_to_string(c->identity),
                 .unused = changes->unused ?: clone_unused_to_string(c->unused),
+                .image = c->image,
         };
         /* Switching to direct mode drops the backend unless one was asked for explicitly. */
         if (changes->mode && clone_mode_from_string(changes->mode) == CLONE_MODE_DIRECT && !changes->storage)
@@ -634,7 +735,7 @@ static int node_busy_elsewhere(CloneSession *c, const char *node_id, CloneSessio
 /* Once a session is over, its nodes are no longer cloning_source or cloning_target (the states their boot
  * answers gave them), unless another session of theirs goes on. */
 static void release_node(CloneSession *c, const char *id) {
-        Node *n = hashmap_get(c->manager->nodes, id);
+        Node *n = id ? hashmap_get(c->manager->nodes, id) : NULL;
         CloneSession *other;
         int r;
 
@@ -658,7 +759,8 @@ static void release_nodes_of(Manager *m, const char *id) {
 void clone_changed_of(Manager *m, const char *id) {
         CloneSession *c = hashmap_get(m->sessions, id);
         int r;
-        /* The staging goes once no target needs it any more. */
+        /* The staging goes once no target needs it any more, unless an image keeps it. */
+        image_capture_changed(m, id);
         if (c && !clone_status_is_active(c->status) && staging_is_left(c) && (r = staging_cleanup(c)) < 0)
                 log_warning_errno(r, "Failed to start removing the staging of session %s: %m", c->id);
 }
@@ -784,10 +886,23 @@ static int start_step(CloneSession *c, void *userdata, sd_bus_error *error) {
         c->source_notes = NULL;
         if (c->mode == CLONE_MODE_STAGED)
                 c->staging_status = STAGING_PENDING;
-        for (size_t i = 0; i < c->n_targets; i++)
-                if (IN_SET(c->targets[i]->status, CLONE_PENDING, CLONE_FAILED) &&
-                    (r = clone_target_transition(c->targets[i], CLONE_WAITING, NULL, error)) < 0)
+        /* An image is a source that is ready: what it holds is staged already, and its digest known. */
+        Image *image = c->image ? image_of_session(c) : NULL;
+        if (image) {
+                c->staging_status = STAGING_READY;
+                c->source_digest = strdup(image->digest);
+                if (!c->source_digest)
+                        return -ENOMEM;
+        }
+        for (size_t i = 0; i < c->n_targets; i++) {
+                CloneTarget *t = c->targets[i];
+                if (IN_SET(t->status, CLONE_PENDING, CLONE_FAILED) &&
+                    (r = clone_target_transition(t, CLONE_WAITING, NULL, error)) < 0)
                         return r;
+                if (image && t->status == CLONE_WAITING &&
+                    (r = clone_target_transition(t, CLONE_SOURCE_READY, NULL, error)) < 0)
+                        return r;
+        }
         r = store_session_update(c->manager->store, c, NULL);
         if (r < 0)
                 return bus_store_error(error, r, "start the session");
@@ -839,8 +954,18 @@ int clone_start(CloneSession *c, sd_bus_error *error) {
                                          "Session %s has no target: name one (purebootctl clone update %s "
                                          "--target=NODE, or clone add-target) and start it again.",
                                          c->id, c->id);
+        if (!c->source_node) {
+                Image *image = c->image ? hashmap_get(m->images, c->image) : NULL;
+                if (!image || image->state != IMAGE_READY || image->removing)
+                        return sd_bus_error_setf(
+                                error, PB_ERROR_INVALID_STATE,
+                                "Session %s deploys an image that %s; create a session for an "
+                                "image that is ready.",
+                                c->id, image ? "is being deleted" : "was deleted");
+        }
         for (size_t i = 0; i <= c->n_targets; i++) { /* the source, then each target */
-                Node *n = hashmap_get(m->nodes, i == 0 ? c->source_node : c->targets[i - 1]->node);
+                const char *id = i == 0 ? c->source_node : c->targets[i - 1]->node;
+                Node *n = id ? hashmap_get(m->nodes, id) : NULL;
                 if (n && node_busy_elsewhere(c, n->id, &other))
                         return sd_bus_error_setf(
                                 error, PB_ERROR_IN_USE,
@@ -862,7 +987,7 @@ int clone_start(CloneSession *c, sd_bus_error *error) {
         }
 
         /* Staging space, if both the source's size and the backend's space are known already. */
-        if (c->mode == CLONE_MODE_STAGED) {
+        if (c->mode == CLONE_MODE_STAGED && !c->image) {
                 _cleanup_(json_object_unrefp) json_object *plan = clone_plan_json(clone_first_target(c));
                 _cleanup_(disk_info_done) DiskInfo scanned = {};
                 sd_bus_error e = SD_BUS_ERROR_NULL;
@@ -905,7 +1030,7 @@ static int added_target_check(CloneSession *c, const char *node, const char *dev
                                          "Session %s has %d targets, as many as a session takes; start another "
                                          "session for more.",
                                          c->id, CLONE_TARGETS_MAX);
-        if (streq(n->id, c->source_node))
+        if (streq_ptr(n->id, c->source_node))
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
                                          "%s is the source of session %s; a target must be another node.",
                                          n->hostname, c->id);
@@ -1015,10 +1140,9 @@ int clone_delete(CloneSession *c, bool *ret_cancelled, sd_bus_error *error) {
                 *ret_cancelled = true;
                 return 0;
         }
-        if (staging_is_left(c)) {
-                r = staging_cleanup(c);
-                if (r < 0)
-                        return r;
+        if (staging_is_left(c) && (r = staging_cleanup(c)) < 0)
+                return r;
+        if (staging_is_left(c)) { /* still: the removal runs in a worker */
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE,
                                          "The staging of session %s is being removed; delete the session again "
                                          "once StagingStatus is deleted.",
@@ -1030,6 +1154,7 @@ int clone_delete(CloneSession *c, bool *ret_cancelled, sd_bus_error *error) {
         detach(c);
         clone_free(c);
         bus_manager_emit_removed(m, "CloneSessionRemoved", id, path);
+        image_capture_changed(m, id); /* a name it reserved and did not fill is free again */
         *ret_cancelled = false;
         return 0;
 }
@@ -1051,6 +1176,10 @@ int clone_issue_token(CloneSession *c, const char *role, char **ret_token, sd_bu
                         error, PB_ERROR_INVALID_STATE,
                         "Session %s is %s; tokens are issued only for sessions that can still run.", c->id,
                         clone_status_to_string(c->status));
+        if (index == 0 && !c->source_node)
+                return sd_bus_error_setf(
+                        error, PB_ERROR_INVALID_ARGUMENT,
+                        "Session %s deploys an image: it has no source node to give a token.", c->id);
         if (index > 0 && !t)
                 return c->n_targets == 0 ? sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
                                                              "Session %s has no target node; set one with Update "
@@ -1084,7 +1213,8 @@ json_object *clone_node_view(CloneSession *c, bool source, CloneTarget *t) {
         ADD("status", json_object_new_string(clone_status_to_string(t ? t->status : c->status)));
         ADD("mode", json_object_new_string(clone_mode_to_string(c->mode)));
         ADD("role", source ? json_object_new_string("source") : t ? json_object_new_string("target") : NULL);
-        ADD("sourceDevice", json_object_new_string(c->source_device));
+        ADD("sourceDevice", c->source_device ? json_object_new_string(c->source_device) : NULL);
+        ADD("image", c->image ? json_object_new_string(c->image) : NULL);
         ADD("targetDevice", shown ? json_object_new_string(shown->device) : NULL);
         ADD("sourceAddress", c->source_address ? json_object_new_string(c->source_address) : NULL);
         ADD("sourcePort", c->source_port ? json_object_new_int(c->source_port) : NULL);
@@ -1187,16 +1317,37 @@ static int as_uploaded(CloneSession *c, DiskInfo *source, sd_bus_error *error) {
         return 0;
 }
 
-/* A target after the first cannot ask the shared source for shrinks of its own. */
+json_object *clone_uploaded_disk(CloneSession *c) {
+        _cleanup_(disk_info_done) DiskInfo source = {};
+        sd_bus_error e = SD_BUS_ERROR_NULL;
+        json_object *o = NULL;
+
+        if (session_disk(c, NULL, &source, &e) >= 0 && as_uploaded(c, &source, &e) >= 0) {
+                source.size = c->bytes_total ?: source.size;
+                o = disk_info_to_json(&source);
+        }
+        sd_bus_error_free(&e);
+        return o;
+}
+
+/* A target after the first cannot ask the shared source for shrinks of its own, nor any target an image. */
 static int refuse_source_changes(CloneTarget *t, json_object *plan) {
         json_object *ops = NULL;
         _cleanup_free_ char *reason = NULL;
-        if (t->index == 1 || !plan_is_feasible(plan) || !json_object_object_get_ex(plan, "source", &ops) ||
-            json_object_array_length(ops) == 0)
+        if ((t->index == 1 && !t->session->image) || !plan_is_feasible(plan) ||
+            !json_object_object_get_ex(plan, "source", &ops) || json_object_array_length(ops) == 0)
                 return 0;
-        if (asprintf(&reason, "This target needs the source shrunk further than the plan of session %s's first "
-                     "target does; it shares that upload. Make the smallest target the first, or edit its plan.",
-                     t->session_id) < 0)
+        if (t->session->image
+                    ? asprintf(&reason,
+                               "This target needs the source shrunk, and session %s deploys an "
+                               "image, which does not change. Pick a target at least as large as the "
+                               "image, or grow_target.",
+                               t->session_id) < 0
+                    : asprintf(&reason,
+                               "This target needs the source shrunk further than the plan of "
+                               "session %s's first target does; it shares that upload. Make the "
+                               "smallest target the first, or edit its plan.",
+                               t->session_id) < 0)
                 return -ENOMEM;
         json_object_object_add(plan, "feasible", json_object_new_boolean(false));
         json_object_object_add(plan, "reason", json_object_new_string(reason));

@@ -15,7 +15,9 @@ typedef struct CloneSession {
         /* Derived from its targets' (clone_status_of_targets), kept in the row for listings. */
         CloneStatus status;
         CloneMode mode;
+        /* Its source: a node's disk, or an image (then source_node and source_device are NULL). */
         char *source_node, *source_device;
+        char *image;
         char *source_address;
         uint16_t source_port;
         char *staging_backend, *staging_path;
@@ -51,6 +53,8 @@ typedef struct CloneSession {
 typedef struct CloneSpec {
         const char *name, *mode, *source_node, *target_node, *source_device, *target_device;
         const char *storage, *resize_mode, *idempotency_key, *identity, *unused;
+        const char *image;   /* the source is this image: no source node or device then */
+        const char *keep_as; /* a staged session keeps its upload as an image of this name */
 } CloneSpec;
 
 CloneSession *clone_free(CloneSession *c);
@@ -131,6 +135,9 @@ int clone_plan(CloneTarget *t, json_object *edits, bool refuse_infeasible, sd_bu
 /* A disk scan from the source's agent (t NULL) or target t's, kept for planning; the plans are made again
  * once both disks are known. */
 int clone_report_disk(CloneSession *c, CloneTarget *t, json_object *disk, sd_bus_error *error);
+/* The source's disk as the session uploads it (Disk JSON): the first target's shrinks applied, as long as
+ * the upload. NULL if unknown or out of memory. */
+json_object *clone_uploaded_disk(CloneSession *c);
 /* The stored plan, or NULL. */
 json_object *clone_plan_json(CloneTarget *t);
 int clone_attach(Manager *m, CloneSession *c);

@@ -11,6 +11,7 @@
 #include "disk.h"
 #include "gateway.h"
 #include "identity.h"
+#include "image.h"
 #include "log.h"
 #include "node.h"
 #include "progress.h"
@@ -514,8 +515,10 @@ static int handle_complete(Call *call) {
         if (r > 0) {
                 if (t)
                         clone_target_emit_changed(t, "Digest", "Notes", NULL);
-                else
+                else {
                         clone_emit_changed(c, "SourceDigest", NULL);
+                        manager_after_commit(call->m, image_capture_changed, c->id);
+                }
                 r = reply_with(call, NULL);
         } else {
                 free(*mine);
@@ -719,8 +722,10 @@ static int handle_staging_status(Call *call) {
         if (r < 0)
                 return r;
         r = record(call, &p, seq, NULL, NULL);
-        if (r > 0)
+        if (r > 0) {
+                manager_after_commit(call->m, image_capture_changed, c->id);
                 r = reply_with(call, NULL);
+        }
         audit(call, "ReportStagingStatus", c->id);
         return r;
 }

@@ -15,6 +15,7 @@
 #include "disk.h"
 #include "gateway.h"
 #include "identity.h"
+#include "image.h"
 #include "log.h"
 #include "nfsroot.h"
 #include "node.h"
@@ -37,8 +38,10 @@ int manager_new(const char *config_path, const char *state_dir, Manager **ret) {
         m->sessions = hashmap_new();
         m->session_keys = hashmap_new();
         m->storages = hashmap_new();
+        m->images = hashmap_new();
         m->bridge_uid = (uid_t) -1;
-        if (!m->state_dir || !m->version || !m->nodes || !m->sessions || !m->session_keys || !m->storages)
+        if (!m->state_dir || !m->version || !m->nodes || !m->sessions || !m->session_keys || !m->storages ||
+            !m->images)
                 return -ENOMEM;
         r = config_load(&m->config, config_path);
         if (r < 0)
@@ -184,6 +187,9 @@ Manager *manager_free(Manager *m) {
                 node_free(v);
         HASHMAP_FOREACH (v, m->storages, i)
                 storage_free(v);
+        HASHMAP_FOREACH (v, m->images, i)
+                image_free(v);
+        hashmap_free(m->images);
         hashmap_free(m->sessions);
         hashmap_free(m->session_keys);
         hashmap_free(m->nodes);
@@ -226,6 +232,14 @@ static int add_target(void *userdata, void *record) {
                 return -EBADMSG;
         }
         return clone_attach_target(c, t);
+}
+
+static int add_image(void *userdata, void *record) {
+        Image *i = record;
+        int r = image_attach(userdata, i);
+        if (r < 0)
+                image_free(i);
+        return r;
 }
 
 static int add_storage(void *userdata, void *record) {
@@ -272,6 +286,17 @@ int manager_load(Manager *m) {
         r = store_targets_load(m->store, add_target, m);
         if (r < 0)
                 return log_error_errno(r, "Failed to load the clone sessions' targets from %s: %m", db);
+        r = store_images_load(m->store, add_image, m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to load the images from %s: %m", db);
+        /* A capture whose upload was whole when the controller stopped is the image's now. */
+        _cleanup_strv_free_ char **capturing = NULL;
+        Image *image;
+        HASHMAP_FOREACH (image, m->images, i)
+                if (image->state == IMAGE_CAPTURING && strv_extend(&capturing, image->capture_session) < 0)
+                        return -ENOMEM;
+        STRV_FOREACH(id, capturing)
+        image_capture_changed(m, *id);
         r = gateway_init(m);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the node gateway: %m");
@@ -281,9 +306,10 @@ int manager_load(Manager *m) {
         r = identity_load(m);
         if (r < 0)
                 return log_error_errno(r, "Failed to load the live identities from %s: %m", db);
-        log_info("Loaded %zu nodes, %zu clone sessions, %zu storage backends; CA %s (sha256 %s).",
-                 hashmap_size(m->nodes), hashmap_size(m->sessions), hashmap_size(m->storages),
-                 ca_algorithm(m->ca), ca_fingerprint(m->ca));
+        log_info(
+                "Loaded %zu nodes, %zu clone sessions, %zu storage backends, %zu images; CA %s (sha256 %s).",
+                hashmap_size(m->nodes), hashmap_size(m->sessions), hashmap_size(m->storages),
+                hashmap_size(m->images), ca_algorithm(m->ca), ca_fingerprint(m->ca));
         return 0;
 }
 

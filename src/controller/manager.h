@@ -26,6 +26,7 @@ typedef struct Manager {
         Hashmap *sessions;     /* id → CloneSession */
         Hashmap *session_keys; /* idempotency key → CloneSession */
         Hashmap *storages;     /* id → StorageBackend */
+        Hashmap *images;       /* id → Image */
 
         PolkitQuery *polkit_queries;
         struct Worker *workers; /* child processes doing blocking work */

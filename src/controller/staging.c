@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "format.h"
+#include "image.h"
 #include "json-util.h"
 #include "log.h"
 #include "pureboot-errors.h"
@@ -193,6 +194,21 @@ static void on_provisioned(Manager *m, json_object *result, const char *why, voi
         job_free(j);
 }
 
+/* The pool LUNs among resources (what staging made), added to j's busy ones. */
+static int add_busy_luns(StagingJob *j, json_object *resources) {
+        for (size_t k = 0; resources && k < json_object_array_length(resources); k++) {
+                json_object *x = json_object_array_get_idx(resources, k);
+                if (!streq_ptr(json_get_string(x, "kind"), "pool-lun"))
+                        continue;
+                int *busy = realloc(j->busy, (j->n_busy + 1) * sizeof(int));
+                if (!busy)
+                        return -ENOMEM;
+                j->busy = busy;
+                j->busy[j->n_busy++] = (int) json_get_int(x, "lun");
+        }
+        return 0;
+}
+
 int staging_provision(CloneSession *c) {
         Manager *m = c->manager;
         StorageBackend *b = c->staging_backend ? hashmap_get(m->storages, c->staging_backend) : NULL;
@@ -214,19 +230,17 @@ int staging_provision(CloneSession *c) {
                 json_object *res = o != c && o->staging_resources && streq_ptr(o->staging_backend, b->id)
                                            ? json_tokener_parse(o->staging_resources)
                                            : NULL;
-                for (size_t k = 0; res && k < json_object_array_length(res); k++) {
-                        json_object *x = json_object_array_get_idx(res, k);
-                        int *busy = streq_ptr(json_get_string(x, "kind"), "pool-lun")
-                                            ? realloc(j->busy, (j->n_busy + 1) * sizeof(int))
-                                            : NULL;
-                        if (busy) {
-                                j->busy = busy;
-                                j->busy[j->n_busy++] = (int) json_get_int(x, "lun");
-                        }
-                }
+                r = add_busy_luns(j, res);
                 json_object_put(res);
+                if (r < 0)
+                        goto fail;
         }
+        Image *image;
+        HASHMAP_FOREACH (image, m->images, i) /* and by images */
+                if (streq(image->backend, b->id) && (r = add_busy_luns(j, image->resources)) < 0)
+                        goto fail;
         r = worker_start(m, what, staging_child, j, on_provisioned, j, NULL);
+fail:
         if (r < 0)
                 job_free(j);
         return r;
@@ -253,7 +267,10 @@ int staging_cleanup(CloneSession *c) {
         int r;
 
         if (!b || !c->staging_resources)
-                return c->staging_resources ? -ENOENT : set_staging(c, STAGING_DELETED, true, NULL, NULL);
+                return c->staging_resources
+                               ? -ENOENT
+                               : set_staging(c, image_of_session(c) ? STAGING_KEPT : STAGING_DELETED, true,
+                                             NULL, NULL);
         if (asprintf(&what, "staging cleanup of session %s", c->id) < 0)
                 return -ENOMEM;
         if (worker_running(m, what))
@@ -272,20 +289,25 @@ int staging_cleanup(CloneSession *c) {
         return r;
 }
 
-bool staging_is_left(const CloneSession *c) {
-        return c->staging_resources != NULL;
+bool staging_is_left(CloneSession *c) {
+        /* An image's staging is the image's to remove: the session only says it kept it. */
+        return c->staging_resources != NULL || (image_of_session(c) && c->staging_status != STAGING_KEPT);
 }
 
 json_object *staging_json(CloneSession *c) {
-        StorageBackend *b = hashmap_get(c->manager->storages, c->staging_backend);
-        _cleanup_(json_object_unrefp) json_object *res = c->staging_resources ? json_tokener_parse(c->staging_resources)
-                                                                             : NULL;
+        /* A session reads the staging of the image it deploys, or captured once that took it. */
+        Image *image = image_of_session(c);
+        StorageBackend *b = hashmap_get(c->manager->storages, image ? image->backend : c->staging_backend);
+        _cleanup_(json_object_unrefp) json_object *res = image ? json_object_get(image->resources)
+                                                         : c->staging_resources
+                                                                 ? json_tokener_parse(c->staging_resources)
+                                                                 : NULL;
         json_object *o = json_object_new_object();
 
         if (!b || !o)
                 return json_object_put(o), NULL;
         json_object_object_add(o, "backend", json_object_new_string(backend_type_to_string(b->type)));
-        storage_driver(b->type)->describe(b, c->id, res, o);
+        storage_driver(b->type)->describe(b, image ? image->area : c->id, res, o);
         json_object_object_add(o, "sizeBytes", json_object_new_int64((int64_t) c->bytes_total));
         json_object_object_add(o, "status",
                                json_object_new_string(staging_status_to_string(c->staging_status)));

@@ -18,8 +18,8 @@ int staging_no_space(const StorageBackend *b, uint64_t need, uint64_t size, uint
                      char **ret_why);
 /* The session ended: removes what provisioning created (staging "cleanup", then "deleted"). */
 int staging_cleanup(CloneSession *c);
-/* Whether the session still has staging to remove (or is removing it). */
-bool staging_is_left(const CloneSession *c);
+/* Whether the session still has staging to remove (or is removing it), or to say an image kept it. */
+bool staging_is_left(CloneSession *c);
 /* The Staging record of the node protocol, for the session's agents. */
 json_object *staging_json(CloneSession *c);
 /* A staging status reported by an agent: uploading, ready or downloading, in that order. */

@@ -10,6 +10,7 @@
 #include "bus-manager.h"
 #include "bus-util.h"
 #include "format.h"
+#include "image.h"
 #include "ini.h"
 #include "log.h"
 #include "pureboot-errors.h"
@@ -275,6 +276,14 @@ int storage_delete(StorageBackend *b, sd_bus_error *error) {
                         error, PB_ERROR_IN_USE,
                         "Storage backend %s is used by clone sessions %s; delete those first.", b->name,
                         sessions);
+        Image *i;
+        HASHMAP_FOREACH (i, m->images, k)
+                if (streq(i->backend, b->id))
+                        return sd_bus_error_setf(
+                                error, PB_ERROR_IN_USE,
+                                "Storage backend %s holds image %s; delete or move the images "
+                                "on it first.",
+                                b->name, i->name);
         r = store_storage_delete(m->store, b->id);
         if (r < 0)
                 return bus_store_error(error, r, "delete the storage backend");

@@ -8,6 +8,7 @@
 #include "clone.h"
 #include "disk.h"
 #include "hashmap.h"
+#include "image.h"
 #include "log.h"
 #include "node.h"
 #include "storage.h"
@@ -244,6 +245,62 @@ static const char *const migrations[] = {
         /* and what the agents said of the disks: what the source copies whole, the targets' checks */
         "ALTER TABLE clone_sessions ADD COLUMN source_notes_json TEXT;"
         "ALTER TABLE clone_targets ADD COLUMN notes_json TEXT;",
+        /* 12: the image library — a staged upload kept under a name, where it is on which backend and what
+         * it holds — and sessions whose source is an image: no source node or device then. Rebuilds
+         * clone_sessions (foreign keys off, as in 9) to make those two columns optional. */
+        "CREATE TABLE images ("
+        "  id TEXT PRIMARY KEY NOT NULL,"
+        "  name TEXT NOT NULL UNIQUE,"
+        "  description TEXT NOT NULL DEFAULT '',"
+        "  state TEXT NOT NULL,"
+        "  backend_id TEXT NOT NULL REFERENCES storage_backends(id) ON DELETE RESTRICT,"
+        "  area TEXT NOT NULL,"
+        "  resources TEXT,"
+        "  location TEXT,"
+        "  source_node_id TEXT,"
+        "  source_hostname TEXT,"
+        "  source_device TEXT,"
+        "  layout_json TEXT,"
+        "  size_bytes INTEGER NOT NULL DEFAULT 0,"
+        "  digest TEXT,"
+        "  capture_session_id TEXT,"
+        "  created_at INTEGER NOT NULL,"
+        "  created_by INTEGER NOT NULL);"
+        "CREATE TABLE clone_sessions_new ("
+        "  id TEXT PRIMARY KEY NOT NULL,"
+        "  name TEXT NOT NULL,"
+        "  status TEXT NOT NULL,"
+        "  clone_mode TEXT NOT NULL CHECK (clone_mode IN ('direct', 'staged')),"
+        "  source_node_id TEXT REFERENCES nodes(id) ON DELETE RESTRICT,"
+        "  source_device TEXT,"
+        "  source_ip TEXT,"
+        "  source_port INTEGER NOT NULL DEFAULT 0,"
+        "  staging_backend_id TEXT REFERENCES storage_backends(id) ON DELETE RESTRICT,"
+        "  staging_path TEXT,"
+        "  staging_status TEXT,"
+        "  staging_resources TEXT,"
+        "  bytes_uploaded INTEGER NOT NULL DEFAULT 0,"
+        "  resize_mode TEXT NOT NULL DEFAULT 'none',"
+        "  source_disk_json TEXT,"
+        "  bytes_total INTEGER NOT NULL DEFAULT 0,"
+        "  source_digest TEXT,"
+        "  created_at INTEGER NOT NULL,"
+        "  started_at INTEGER NOT NULL DEFAULT 0,"
+        "  completed_at INTEGER NOT NULL DEFAULT 0,"
+        "  created_by INTEGER NOT NULL,"
+        "  idempotency_key TEXT UNIQUE,"
+        "  identity TEXT NOT NULL DEFAULT 'auto',"
+        "  unused TEXT NOT NULL DEFAULT 'discard',"
+        "  source_notes_json TEXT,"
+        "  image_id TEXT REFERENCES images(id) ON DELETE SET NULL);"
+        "INSERT INTO clone_sessions_new SELECT id, name, status, clone_mode, source_node_id, source_device,"
+        "  source_ip, source_port, staging_backend_id, staging_path, staging_status, staging_resources,"
+        "  bytes_uploaded, resize_mode, source_disk_json, bytes_total, source_digest, created_at, "
+        "started_at,"
+        "  completed_at, created_by, idempotency_key, identity, unused, source_notes_json, NULL"
+        "  FROM clone_sessions;"
+        "DROP TABLE clone_sessions;"
+        "ALTER TABLE clone_sessions_new RENAME TO clone_sessions;",
 };
 
 static int exec_plain(Store *s, const char *sql) {
@@ -854,6 +911,7 @@ static const Column session_columns[] = {
         ENUM_COL(CloneSession, identity, "identity", clone_identity),
         ENUM_COL(CloneSession, unused, "unused", clone_unused),
         COL(CloneSession, source_notes, "source_notes_json", COLUMN_JSON),
+        COL(CloneSession, image, "image_id", COLUMN_STRING, COLUMN_FIXED),
 };
 
 static void session_free_record(void *record) {
@@ -911,6 +969,34 @@ static void storage_free_record(void *record) {
 static const Table storage_table = {
         "storage_backends",          "storage backend",      storage_columns,
         ELEMENTSOF(storage_columns), sizeof(StorageBackend), storage_free_record,
+};
+
+static const Column image_columns[] = {
+        COL(Image, id, "id", COLUMN_STRING, COLUMN_KEY),
+        COL(Image, name, "name", COLUMN_STRING),
+        COL(Image, description, "description", COLUMN_STRING),
+        ENUM_COL(Image, state, "state", image_state),
+        COL(Image, backend, "backend_id", COLUMN_STRING, COLUMN_FIXED),
+        COL(Image, area, "area", COLUMN_STRING, COLUMN_FIXED),
+        COL(Image, resources, "resources", COLUMN_JSON),
+        COL(Image, location, "location", COLUMN_STRING),
+        COL(Image, source_node, "source_node_id", COLUMN_STRING, COLUMN_FIXED),
+        COL(Image, source_hostname, "source_hostname", COLUMN_STRING, COLUMN_FIXED),
+        COL(Image, source_device, "source_device", COLUMN_STRING, COLUMN_FIXED),
+        COL(Image, layout, "layout_json", COLUMN_JSON),
+        COL(Image, size, "size_bytes", COLUMN_U64),
+        COL(Image, digest, "digest", COLUMN_STRING),
+        COL(Image, capture_session, "capture_session_id", COLUMN_STRING, COLUMN_FIXED),
+        COL(Image, created_at, "created_at", COLUMN_U64, COLUMN_FIXED),
+        COL(Image, created_by, "created_by", COLUMN_U32, COLUMN_FIXED),
+};
+
+static void image_free_record(void *record) {
+        image_free(record);
+}
+
+static const Table image_table = {
+        "images", "image", image_columns, ELEMENTSOF(image_columns), sizeof(Image), image_free_record,
 };
 
 /* Nodes */
@@ -1203,6 +1289,24 @@ int store_storage_sessions(Store *s, const char *id, char **ret) {
         return collect_ids(s,
                            "SELECT id FROM clone_sessions WHERE staging_backend_id = ? ORDER BY created_at",
                            id, ret);
+}
+
+/* Images */
+
+int store_image_insert(Store *s, const Image *i) {
+        return row_insert(s, &image_table, i);
+}
+
+int store_image_update(Store *s, const Image *i) {
+        return row_update(s, &image_table, i, NULL);
+}
+
+int store_image_delete(Store *s, const char *id) {
+        return row_delete(s, &image_table, id);
+}
+
+int store_images_load(Store *s, int (*add)(void *userdata, void *record), void *userdata) {
+        return rows_load(s, &image_table, add, userdata);
 }
 
 /* Certificates and tokens */

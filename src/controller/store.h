@@ -12,6 +12,7 @@ typedef struct Node Node;
 typedef struct CloneSession CloneSession;
 typedef struct CloneTarget CloneTarget;
 typedef struct StorageBackend StorageBackend;
+typedef struct Image Image;
 typedef struct DiskInfo DiskInfo;
 typedef struct PartitionOperation PartitionOperation;
 
@@ -93,6 +94,12 @@ int store_storage_delete(Store *s, const char *id);
 int store_storages_load(Store *s, int (*add)(void *userdata, void *record), void *userdata);
 /* Ids of sessions staging on backend id, comma-separated, or NULL if none. */
 int store_storage_sessions(Store *s, const char *id, char **ret);
+
+/* Images (the session that captures one, and those deployed from it, name it) */
+int store_image_insert(Store *s, const Image *i);
+int store_image_update(Store *s, const Image *i);
+int store_image_delete(Store *s, const char *id);
+int store_images_load(Store *s, int (*add)(void *userdata, void *record), void *userdata);
 
 /* Certificates and enrolment tokens */
 int store_certificate_insert(Store *s, const char *serial, const char *subject, const char *role,

@@ -39,6 +39,8 @@ static int clone_create(sd_bus *bus) {
         if (r >= 0)
                 r = add_string_option(m, "idempotency_key", arg.key);
         if (r >= 0)
+                r = add_string_option(m, "keep_as", arg.keep_as);
+        if (r >= 0)
                 r = sd_bus_message_close_container(m);
         if (r < 0)
                 return EXIT_FAILED;

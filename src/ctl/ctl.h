@@ -26,6 +26,8 @@ typedef struct Args {
         const char *mac, *hostname, *arch, *serial;
         const char *source, *target, *mode, *storage, *source_device, *target_device, *name, *resize, *key;
         const char *identity, *unused;
+        char **targets, **target_devices; /* every --target and --target-device, in order */
+        const char *keep_as;
         const char *role, *type, *ip, *csr;
         bool analyze;
         const char *set_plan;
@@ -62,3 +64,4 @@ int verb_ca(sd_bus *bus, int argc, char **argv);
 int verb_disk(sd_bus *bus, int argc, char **argv);
 int verb_partition(sd_bus *bus, int argc, char **argv);
 int verb_nfsroot(sd_bus *bus, int argc, char **argv);
+int verb_image(sd_bus *bus, int argc, char **argv);

@@ -404,6 +404,7 @@ static void help(void) {
                "               --source-device DEV --target-device DEV [--name NAME]\n"
                "               [--resize none|shrink_source|grow_target] [--identity auto|none]\n"
                "               [--unused discard|zero|keep] [--idempotency-key KEY]\n"
+               "               [--keep-as IMAGE]  (staged: keep the upload in the image library)\n"
                "  clone list | show ID | start ID | cancel ID | delete ID\n"
                "  clone update ID [--name N] [--source-device DEV] [--target-device DEV] [--target NODE] "
                "...\n"
@@ -413,6 +414,12 @@ static void help(void) {
                "                                  One more target of a staged session (its own session)\n"
                "  clone plan ID [--analyze] [--edit N=SIZE]... [--set JSON]\n"
                "                                  The resize plan: made again, partitions resized, or set\n"
+               "Images (made by a staged session with --keep-as NAME):\n"
+               "  image list | show NAME | delete NAME | rename NAME NEW | describe NAME TEXT\n"
+               "  image deploy NAME --target NODE [--target NODE]... --target-device DEV [...]\n"
+               "               (one --target-device for all, or one per --target, in order)\n"
+               "               [--resize none|grow_target] [--name NAME] [--identity auto|none]\n"
+               "                                  One session writing the image to every target\n"
                "Storage backends:\n"
                "  storage add NAME --type nfs|iscsi KEY=VALUE...  (nfs: server= export= [options=] "
                "[version=];\n"
@@ -464,6 +471,7 @@ static int parse_args(int argc, char *argv[]) {
                 ARG_EDIT,
                 ARG_SET,
                 ARG_KEEP_SETUID,
+                ARG_KEEP_AS,
         };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
@@ -496,6 +504,7 @@ static int parse_args(int argc, char *argv[]) {
                 { "set", required_argument, NULL, ARG_SET },
                 { "csr", required_argument, NULL, ARG_CSR },
                 { "keep-setuid", no_argument, NULL, ARG_KEEP_SETUID },
+                { "keep-as", required_argument, NULL, ARG_KEEP_AS },
                 {},
         };
         int c;
@@ -546,6 +555,11 @@ static int parse_args(int argc, char *argv[]) {
                         break;
                 case ARG_TARGET:
                         arg.target = optarg;
+                        if (strv_extend(&arg.targets, optarg) < 0)
+                                return log_oom(), -EXIT_FAILED;
+                        break;
+                case ARG_KEEP_AS:
+                        arg.keep_as = optarg;
                         break;
                 case ARG_MODE:
                         arg.mode = optarg;
@@ -558,6 +572,8 @@ static int parse_args(int argc, char *argv[]) {
                         break;
                 case ARG_TARGET_DEVICE:
                         arg.target_device = optarg;
+                        if (strv_extend(&arg.target_devices, optarg) < 0)
+                                return log_oom(), -EXIT_FAILED;
                         break;
                 case ARG_NAME:
                         arg.name = optarg;
@@ -613,13 +629,9 @@ int main(int argc, char *argv[]) {
                 const char *name;
                 int (*run)(sd_bus *bus, int argc, char **argv);
         } groups[] = {
-                { "node", verb_node },
-                { "clone", verb_clone },
-                { "storage", verb_storage },
-                { "ca", verb_ca },
-                { "disk", verb_disk },
-                { "partition", verb_partition },
-                { "nfsroot", verb_nfsroot },
+                { "node", verb_node },       { "clone", verb_clone }, { "storage", verb_storage },
+                { "ca", verb_ca },           { "disk", verb_disk },   { "partition", verb_partition },
+                { "nfsroot", verb_nfsroot }, { "image", verb_image },
         };
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
         int r;

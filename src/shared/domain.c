@@ -38,10 +38,12 @@ DEFINE_STRING_TABLE(clone_mode, CloneMode, [CLONE_MODE_DIRECT] = "direct", [CLON
 
 DEFINE_STRING_TABLE(clone_role, CloneRole, [CLONE_ROLE_SOURCE] = "source", [CLONE_ROLE_TARGET] = "target")
 
-DEFINE_STRING_TABLE(
-        staging_status, StagingStatus, [STAGING_NONE] = "", [STAGING_PENDING] = "pending",
-        [STAGING_PROVISIONED] = "provisioned", [STAGING_UPLOADING] = "uploading", [STAGING_READY] = "ready",
-        [STAGING_DOWNLOADING] = "downloading", [STAGING_CLEANUP] = "cleanup", [STAGING_DELETED] = "deleted")
+DEFINE_STRING_TABLE(staging_status, StagingStatus, [STAGING_NONE] = "", [STAGING_PENDING] = "pending",
+                    [STAGING_PROVISIONED] = "provisioned", [STAGING_UPLOADING] = "uploading",
+                    [STAGING_READY] = "ready", [STAGING_DOWNLOADING] = "downloading",
+                    [STAGING_CLEANUP] = "cleanup", [STAGING_DELETED] = "deleted", [STAGING_KEPT] = "kept")
+
+DEFINE_STRING_TABLE(image_state, ImageState, [IMAGE_CAPTURING] = "capturing", [IMAGE_READY] = "ready")
 
 DEFINE_STRING_TABLE(clone_identity,
                     CloneIdentity, [CLONE_IDENTITY_AUTO] = "auto", [CLONE_IDENTITY_NONE] = "none")

@@ -76,9 +76,18 @@ typedef enum StagingStatus {
         STAGING_DOWNLOADING,
         STAGING_CLEANUP,
         STAGING_DELETED,
+        STAGING_KEPT, /* it is an image's (deployed from one, or kept as one): the image removes it */
         _STAGING_STATUS_MAX,
 } StagingStatus;
 DECLARE_STRING_TABLE(staging_status, StagingStatus);
+
+/* An image in the library: being captured (its session uploads it), or ready to deploy. */
+typedef enum ImageState {
+        IMAGE_CAPTURING,
+        IMAGE_READY,
+        _IMAGE_STATE_MAX,
+} ImageState;
+DECLARE_STRING_TABLE(image_state, ImageState);
 
 typedef enum ResizeMode {
         RESIZE_NONE,

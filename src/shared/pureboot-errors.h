@@ -18,6 +18,7 @@
 #define PB_ERROR_NO_SUCH_DISK PB_ERROR_PREFIX "NoSuchDisk"
 #define PB_ERROR_NO_SUCH_BASE_IMAGE PB_ERROR_PREFIX "NoSuchBaseImage"
 #define PB_ERROR_NO_SUCH_OPERATION PB_ERROR_PREFIX "NoSuchOperation"
+#define PB_ERROR_NO_SUCH_IMAGE PB_ERROR_PREFIX "NoSuchImage"
 /* A partition operation the disk does not allow; the message says what would fit. */
 #define PB_ERROR_OPERATION_REFUSED PB_ERROR_PREFIX "OperationRefused"
 #define PB_ERROR_STORAGE_UNAVAILABLE PB_ERROR_PREFIX "StorageUnavailable"

@@ -63,7 +63,8 @@ def test_polkit_actions_as_polkitd_sees_them(system_bus):
         assert "implicit any:      auth_admin" in r.stdout
     r = run(["pkaction"], system_bus)
     assert {f"org.pureboot.controller1.{a}" for a in
-            ("manage-clones", "manage-partitions", "manage-nodes", "manage-storage", "manage-ca", "manage-nfsroot")} \
+            ("manage-clones", "manage-partitions", "manage-nodes", "manage-storage", "manage-ca", "manage-nfsroot",
+             "manage-images")} \
         <= set(r.stdout.split())
 
 

@@ -1,0 +1,413 @@
+/* SPDX-License-Identifier: MIT */
+/* The image library: names reserved by a capturing session, the staging area handed from the session to the
+ * image once the upload is whole, and the data removed by the storage driver when the image is deleted. */
+#include <assert.h>
+#include <ctype.h>
+#include <stdarg.h>
+
+#include "bus-manager.h"
+#include "bus-util.h"
+#include "clone.h"
+#include "image.h"
+#include "log.h"
+#include "node.h"
+#include "pureboot-errors.h"
+#include "staging.h"
+#include "storage-driver.h"
+#include "storage.h"
+#include "util.h"
+#include "worker.h"
+
+Image *image_free(Image *i) {
+        if (!i)
+                return NULL;
+        char **strings[] = { &i->id,
+                             &i->name,
+                             &i->description,
+                             &i->backend,
+                             &i->area,
+                             &i->location,
+                             &i->source_node,
+                             &i->source_hostname,
+                             &i->source_device,
+                             &i->digest,
+                             &i->capture_session };
+        for (size_t k = 0; k < ELEMENTSOF(strings); k++)
+                free(*strings[k]);
+        json_object_put(i->resources);
+        json_object_put(i->layout);
+        free(i);
+        return NULL;
+}
+
+char *image_path(const Image *i) {
+        char *p;
+        return asprintf(&p, PB_ROOT_PATH "/image/%s", i->id) < 0 ? NULL : p;
+}
+
+int image_attach(Manager *m, Image *i) {
+        i->manager = m;
+        return hashmap_put(m->images, i->id, i);
+}
+
+void image_emit_changed(Image *i, const char *first, ...) {
+        _cleanup_free_ char *path = image_path(i);
+        va_list ap;
+
+        va_start(ap, first);
+        manager_emit_changed_va(i->manager, path, PB_IFACE("Image"), first, ap);
+        va_end(ap);
+}
+
+static Image *find_by_name(Manager *m, const char *name) {
+        Image *i;
+        HASHMAP_FOREACH (i, m->images, k)
+                if (streq(i->name, name))
+                        return i;
+        return NULL;
+}
+
+int image_resolve(Manager *m, const char *name, Image **ret, sd_bus_error *error) {
+        Image *i, *found = NULL;
+        size_t matches = 0;
+
+        if (isempty(name))
+                return sd_bus_error_setf(error, PB_ERROR_NO_SUCH_IMAGE, "No image given.");
+        i = hashmap_get(m->images, name) ?: find_by_name(m, name);
+        if (i) {
+                *ret = i;
+                return 0;
+        }
+        HASHMAP_FOREACH (i, m->images, k)
+                if (strlen(name) >= 4 && startswith(i->id, name)) {
+                        found = i;
+                        matches++;
+                }
+        if (matches == 1) {
+                *ret = found;
+                return 0;
+        }
+        return sd_bus_error_setf(
+                error, PB_ERROR_NO_SUCH_IMAGE,
+                matches > 1 ? "\"%.64s\" matches several images; use the image's id."
+                            : "No image \"%.64s\": give a name, an id or a unique id prefix of at "
+                              "least 4 digits (purebootctl image list shows them).",
+                name);
+}
+
+/* 1 to 64 letters, digits, ".", "_" and "-", not starting with "." or "-": it names files when exported. */
+static bool image_name_is_valid(const char *s) {
+        if (isempty(s) || strlen(s) > 64 || IN_SET(*s, '.', '-'))
+                return false;
+        for (const char *p = s; *p; p++)
+                if (!isalnum((unsigned char) *p) && !strchr("._-", *p))
+                        return false;
+        return true;
+}
+
+int image_name_check(Manager *m, const char *name, sd_bus_error *error) {
+        Image *other;
+        if (!image_name_is_valid(name))
+                return sd_bus_error_setf(
+                        error, PB_ERROR_INVALID_ARGUMENT,
+                        "An image name is 1 to 64 letters, digits, \".\", \"_\" and \"-\", not "
+                        "starting with \".\" or \"-\"; \"%.64s\" is not.",
+                        strempty(name));
+        other = find_by_name(m, name);
+        if (other)
+                return sd_bus_error_setf(
+                        error, PB_ERROR_ALREADY_EXISTS,
+                        "There is an image named %s already (%s); pick another name, or delete "
+                        "that one first.",
+                        name, image_state_to_string(other->state));
+        return 0;
+}
+
+int image_capture_new(CloneSession *c, const char *name, Image **ret, sd_bus_error *error) {
+        Manager *m = c->manager;
+        Node *source = hashmap_get(m->nodes, c->source_node);
+        char id[PB_ID_LEN + 1];
+        Image *i;
+        int r;
+
+        r = image_name_check(m, name, error);
+        if (r < 0)
+                return r;
+        r = id_new(id);
+        if (r < 0)
+                return r;
+        i = calloc(1, sizeof(Image));
+        if (!i)
+                return -ENOMEM;
+        i->state = IMAGE_CAPTURING;
+        i->created_at = now_realtime_usec();
+        i->created_by = c->created_by;
+        if (!(i->id = strdup(id)) || !(i->name = strdup(name)) || !(i->description = strdup("")) ||
+            !(i->backend = strdup(c->staging_backend)) || !(i->area = strdup(c->id)) ||
+            !(i->capture_session = strdup(c->id)) || !(i->source_node = strdup(c->source_node)) ||
+            !(i->source_device = strdup(c->source_device)) ||
+            (source && !(i->source_hostname = strdup(source->hostname)))) {
+                image_free(i);
+                return -ENOMEM;
+        }
+        r = store_image_insert(m->store, i);
+        if (r < 0) {
+                image_free(i);
+                return bus_store_error(error, r, "reserve the image's name");
+        }
+        *ret = i;
+        return 0;
+}
+
+Image *image_captured_by(CloneSession *c) {
+        Image *i;
+        HASHMAP_FOREACH (i, c->manager->images, k)
+                if (streq_ptr(i->capture_session, c->id))
+                        return i;
+        return NULL;
+}
+
+Image *image_of_session(CloneSession *c) {
+        Image *i = c->image ? hashmap_get(c->manager->images, c->image) : image_captured_by(c);
+        return i && i->state == IMAGE_READY ? i : NULL;
+}
+
+void image_announce(Image *i, bool added) {
+        _cleanup_free_ char *path = image_path(i);
+        if (path)
+                (added ? bus_manager_emit_added : bus_manager_emit_removed)(
+                        i->manager, added ? "ImageNew" : "ImageRemoved", i->id, path);
+}
+
+/* The capturing image i takes c's staging area, in one transaction: the image ready with what the upload
+ * holds, the session without the area (it is the image's to remove now). */
+static int take_staging(Image *i, CloneSession *c) {
+        Manager *m = c->manager;
+        _cleanup_(json_object_unrefp) json_object *resources = json_tokener_parse(c->staging_resources),
+                                                  *layout = clone_uploaded_disk(c);
+        _cleanup_free_ char *location = c->staging_path ? strdup(c->staging_path) : NULL,
+                            *digest = strdup(c->source_digest), *session_resources = NULL;
+        Image updated = *i;
+        int r;
+
+        if (!resources || !layout || !digest || (c->staging_path && !location))
+                return -ENOMEM;
+        updated.state = IMAGE_READY;
+        updated.resources = resources;
+        updated.layout = layout;
+        updated.location = location;
+        updated.digest = digest;
+        updated.size = c->bytes_total;
+        r = store_begin(m->store);
+        if (r < 0)
+                return r;
+        session_resources = TAKE_PTR(c->staging_resources);
+        r = store_image_update(m->store, &updated);
+        if (r >= 0)
+                r = store_session_update(m->store, c, NULL);
+        if (r >= 0)
+                r = store_commit(m->store);
+        if (r < 0) {
+                store_rollback(m->store);
+                c->staging_resources = TAKE_PTR(session_resources);
+                return r;
+        }
+        i->state = IMAGE_READY;
+        SWAP(i->resources, resources);
+        SWAP(i->layout, layout);
+        SWAP(i->location, location);
+        SWAP(i->digest, digest);
+        i->size = c->bytes_total;
+        log_info("Image %s captured by session %s: %s at %s, digest %s.", i->name, c->id,
+                 strna(c->source_device), strna(i->location), i->digest);
+        image_emit_changed(i, "State", "Location", "Layout", "SizeBytes", "Digest", NULL);
+        return 0;
+}
+
+static int forget(Image *i) {
+        Manager *m = i->manager;
+        int r = store_image_delete(m->store, i->id);
+        if (r < 0)
+                return r;
+        image_announce(i, false);
+        hashmap_remove(m->images, i->id);
+        image_free(i);
+        return 0;
+}
+
+void image_capture_changed(Manager *m, const char *id) {
+        CloneSession *c = hashmap_get(m->sessions, id);
+        Image *i = NULL, *x;
+        int r = 0;
+
+        HASHMAP_FOREACH (x, m->images, k)
+                if (x->state == IMAGE_CAPTURING && streq_ptr(x->capture_session, id))
+                        i = x;
+        if (!i)
+                return;
+        if (c && IN_SET(c->staging_status, STAGING_READY, STAGING_DOWNLOADING) && c->source_digest &&
+            c->staging_resources)
+                r = take_staging(i, c);
+        else if (!c || IN_SET(c->status, CLONE_COMPLETED, CLONE_CANCELLED)) {
+                log_info("Image %s was not captured: session %s %s first.", i->name, id,
+                         c ? clone_status_to_string(c->status) : "was deleted");
+                r = forget(i);
+        }
+        if (r < 0)
+                log_warning_errno(r, "Failed to record what became of image %s: %m", id);
+}
+
+char *image_users(Image *i) {
+        _cleanup_strv_free_ char **ids = NULL;
+        CloneSession *c;
+
+        HASHMAP_FOREACH (c, i->manager->sessions, k)
+                if (streq_ptr(c->image, i->id) && !IN_SET(c->status, CLONE_COMPLETED, CLONE_CANCELLED) &&
+                    strv_extend(&ids, c->id) < 0)
+                        return NULL;
+        return ids ? strv_join(ids, ", ") : NULL;
+}
+
+int image_rename(Image *i, const char *name, sd_bus_error *error) {
+        _cleanup_free_ char *n = NULL;
+        char *old;
+        int r;
+
+        if (streq_ptr(i->name, name))
+                return 0;
+        r = image_name_check(i->manager, name, error);
+        if (r < 0)
+                return r;
+        n = strdup(name);
+        if (!n)
+                return -ENOMEM;
+        old = i->name;
+        i->name = n;
+        r = store_image_update(i->manager->store, i);
+        if (r < 0) {
+                i->name = old;
+                return bus_store_error(error, r, "rename the image");
+        }
+        TAKE_PTR(n);
+        free(old);
+        image_emit_changed(i, "Name", NULL);
+        return 0;
+}
+
+int image_set_description(Image *i, const char *description, sd_bus_error *error) {
+        _cleanup_free_ char *d = NULL;
+        char *old;
+        int r;
+
+        if (!description || strlen(description) > 4096 ||
+            (*description && !name_is_valid(description, 4096)))
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                         "A description is at most 4096 bytes of text without control "
+                                         "characters.");
+        d = strdup(description);
+        if (!d)
+                return -ENOMEM;
+        old = i->description;
+        i->description = d;
+        r = store_image_update(i->manager->store, i);
+        if (r < 0) {
+                i->description = old;
+                return bus_store_error(error, r, "change the image's description");
+        }
+        TAKE_PTR(d);
+        free(old);
+        image_emit_changed(i, "Description", NULL);
+        return 0;
+}
+
+typedef struct Removal {
+        StorageBackend *backend; /* read in the child only */
+        json_object *resources;
+        char *id;
+        ImageDone done;
+        void *userdata;
+} Removal;
+
+static void removal_free(Removal *x) {
+        json_object_put(x->resources);
+        free(x->id);
+        free(x);
+}
+
+static json_object *remove_child(void *data, char **ret_why) {
+        Removal *x = data;
+        (void) storage_driver(x->backend->type)->undo(x->backend, x->resources, ret_why);
+        return NULL;
+}
+
+static void on_removed(Manager *m, json_object *result, const char *why, void *userdata) {
+        Removal *x = userdata;
+        Image *i = hashmap_get(m->images, x->id);
+        CloneSession *c;
+        int r = 0;
+        (void) result;
+
+        if (i) {
+                i->removing = false;
+                if (!why) {
+                        /* Finished sessions that deployed it keep their record, without the image. */
+                        HASHMAP_FOREACH (c, m->sessions, k)
+                                if (streq_ptr(c->image, i->id))
+                                        c->image = mfree(c->image);
+                        r = forget(i);
+                }
+        }
+        if (why)
+                log_warning("Image %s is kept: its data could not be removed: %s", x->id, why);
+        else if (r < 0)
+                log_warning_errno(r, "Image %s: its data is gone but its record could not be removed: %m",
+                                  x->id);
+        else
+                log_info("Image %s deleted.", x->id);
+        x->done(m, why ?: r < 0 ? "its record could not be removed" : NULL, x->userdata);
+        removal_free(x);
+}
+
+int image_delete(Image *i, ImageDone done, void *userdata, sd_bus_error *error) {
+        Manager *m = i->manager;
+        StorageBackend *b = hashmap_get(m->storages, i->backend);
+        _cleanup_free_ char *users = image_users(i), *what = NULL;
+        Removal *x;
+        int r;
+
+        if (i->state == IMAGE_CAPTURING)
+                return sd_bus_error_setf(
+                        error, PB_ERROR_IN_USE,
+                        "Image %s is being captured by session %s; cancel that session to stop "
+                        "the capture.",
+                        i->name, i->capture_session);
+        if (users)
+                return sd_bus_error_setf(
+                        error, PB_ERROR_IN_USE,
+                        "Image %s is used by clone sessions %s; wait for them to complete, or "
+                        "cancel or delete them first.",
+                        i->name, users);
+        if (i->removing || !b)
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE,
+                                         i->removing ? "Image %s is being deleted already."
+                                                     : "Image %s is on a storage backend that is gone.",
+                                         i->name);
+        if (asprintf(&what, "removal of image %s", i->name) < 0)
+                return -ENOMEM;
+        x = calloc(1, sizeof(Removal));
+        if (!x || !(x->id = strdup(i->id))) {
+                free(x);
+                return -ENOMEM;
+        }
+        x->backend = b;
+        x->resources = json_object_get(i->resources);
+        x->done = done;
+        x->userdata = userdata;
+        r = worker_start(m, what, remove_child, x, on_removed, x, NULL);
+        if (r < 0) {
+                removal_free(x);
+                return r;
+        }
+        i->removing = true;
+        return 0;
+}

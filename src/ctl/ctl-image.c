@@ -1,0 +1,157 @@
+/* SPDX-License-Identifier: MIT */
+/* purebootctl image …: the image library — list, show, rename, describe and delete images, and deploy one to
+ * several machines in one session. An image is made by a staged session with --keep-as NAME. */
+#include "ctl.h"
+#include "log.h"
+#include "table.h"
+#include "util.h"
+
+static int image_list(sd_bus *bus) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(table_freep) Table *t =
+                table_new("ID", "NAME", "STATE", "STORAGE", "SIZE", "CREATED", NULL);
+        const char *id, *name, *state, *backend, *path;
+        uint64_t size, created;
+        int r;
+
+        if (!t)
+                return log_oom(), EXIT_FAILED;
+        r = sd_bus_call_method(bus, PB_BUS_NAME, PB_ROOT_PATH, PB_IFACE("Manager"), "ListImages", &error,
+                               &reply, NULL);
+        if (r < 0)
+                return ctl_error(&error, r, "list images");
+        r = sd_bus_message_enter_container(reply, 'a', "(sssstto)");
+        while (r >= 0 && (r = sd_bus_message_read(reply, "(sssstto)", &id, &name, &state, &backend, &size,
+                                                  &created, &path)) > 0)
+                if (table_add_row(t, "sssszT", id, name, state, backend, size, created) < 0)
+                        r = -ENOMEM;
+        if (r < 0)
+                return log_error_errno(r, "Bad reply: %m"), EXIT_FAILED;
+        ctl_pager_open();
+        table_print(t, "images", arg.no_legend, arg.json);
+        return EXIT_OK;
+}
+
+/* An Image method taking one string (or none) and options. */
+static int image_call(sd_bus *bus, const char *path, const char *method, const char *value,
+                      const char *what) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+        int r = ctl_new_call(bus, path, PB_IFACE("Image"), method, &m);
+        if (r >= 0 && value)
+                r = sd_bus_message_append(m, "s", value);
+        if (r >= 0)
+                r = sd_bus_message_append(m, "a{sv}", 0);
+        if (r < 0)
+                return EXIT_FAILED;
+        r = ctl_call(bus, m, NULL, what);
+        return r < 0 ? -r : EXIT_OK;
+}
+
+static int add_string_option(sd_bus_message *m, const char *key, const char *value) {
+        return value ? sd_bus_message_append(m, "{sv}", key, "s", value) : 0;
+}
+
+/* A session call taking options only, whose failure is already reported. */
+static int session_call(sd_bus *bus, const char *path, const char *method) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+        int r = ctl_new_call(bus, path, PB_IFACE("CloneSession"), method, &m);
+        if (r >= 0)
+                r = sd_bus_message_append(m, "a{sv}", 0);
+        return r < 0 ? -EXIT_FAILED
+                     : ctl_call(bus, m, NULL,
+                                streq(method, "Start") ? "start the session" : "remove the session");
+}
+
+/* image deploy NAME --target NODE… --target-device DEV: one session, each node a target, started. If a
+ * target is refused the session is removed again: nothing is left half made. */
+static int image_deploy(sd_bus *bus, const char *image) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+        _cleanup_free_ char *path = NULL;
+        const char *p;
+        int r;
+
+        size_t n = strv_length(arg.targets), n_devices = strv_length(arg.target_devices);
+
+        if (n == 0 || !IN_SET(n_devices, 1u, n)) {
+                log_error("image deploy needs --target NODE once per machine, and --target-device DEV once "
+                          "for all "
+                          "of them or once per --target, in the same order.");
+                return EXIT_USAGE;
+        }
+        r = ctl_new_call(bus, PB_ROOT_PATH, PB_IFACE("Manager"), "CreateCloneSession", &m);
+        if (r >= 0)
+                r = sd_bus_message_append(m, "ssssss", arg.name ?: image, "staged", "", arg.targets[0], "",
+                                          arg.target_devices[0]);
+        if (r >= 0)
+                r = sd_bus_message_open_container(m, 'a', "{sv}");
+        if (r >= 0)
+                r = add_string_option(m, "image", image);
+        if (r >= 0)
+                r = add_string_option(m, "resize_mode", arg.resize);
+        if (r >= 0)
+                r = add_string_option(m, "identity", arg.identity);
+        if (r >= 0)
+                r = add_string_option(m, "unused", arg.unused);
+        if (r >= 0)
+                r = add_string_option(m, "idempotency_key", arg.key);
+        if (r >= 0)
+                r = sd_bus_message_close_container(m);
+        if (r < 0)
+                return EXIT_FAILED;
+        r = ctl_call(bus, m, &reply, "create the session");
+        if (r < 0)
+                return -r;
+        if (sd_bus_message_read(reply, "o", &p) < 0 || !(path = strdup(p)))
+                return EXIT_FAILED;
+        for (size_t i = 1; r >= 0 && i < n; i++) {
+                _cleanup_(sd_bus_message_unrefp) sd_bus_message *add = NULL;
+                const char *device = arg.target_devices[n_devices == 1 ? 0 : i];
+                r = ctl_new_call(bus, path, PB_IFACE("CloneSession"), "AddTarget", &add);
+                if (r >= 0)
+                        r = arg.resize ? sd_bus_message_append(add, "ssa{sv}", arg.targets[i], device, 1,
+                                                               "resize_mode", "s", arg.resize)
+                                       : sd_bus_message_append(add, "ssa{sv}", arg.targets[i], device, 0);
+                if (r >= 0)
+                        r = ctl_call(bus, add, NULL, "add the target");
+        }
+        if (r >= 0)
+                r = session_call(bus, path, "Start");
+        if (r < 0) {
+                if (session_call(bus, path, "Delete") >= 0)
+                        log_error("The session was removed again.");
+                return -r <= EXIT_UNAVAILABLE ? -r : EXIT_FAILED;
+        }
+        printf("%s\n", strrchr(path, '/') + 1);
+        return EXIT_OK;
+}
+
+int verb_image(sd_bus *bus, int argc, char **argv) {
+        _cleanup_free_ char *path = NULL;
+        const char *verb = argc > 0 ? argv[0] : "list";
+        int r;
+
+        if (streq(verb, "list") && argc <= 1)
+                return image_list(bus);
+        if (!(STR_IN_SET(verb, "show", "delete", "deploy") && argc == 2) &&
+            !(STR_IN_SET(verb, "rename", "describe") && argc == 3)) {
+                log_error("Usage: purebootctl image list|show NAME|deploy NAME …|rename NAME NEW|describe "
+                          "NAME "
+                          "TEXT|delete NAME; see purebootctl --help.");
+                return EXIT_USAGE;
+        }
+        if (streq(verb, "deploy"))
+                return image_deploy(bus, argv[1]);
+        r = ctl_resolve(bus, "GetImage", argv[1], &path);
+        if (r < 0)
+                return -r;
+        if (streq(verb, "show")) {
+                ctl_pager_open();
+                return ctl_show_object(bus, path, PB_IFACE("Image"));
+        }
+        if (streq(verb, "rename"))
+                return image_call(bus, path, "Rename", argv[2], "rename the image");
+        if (streq(verb, "describe"))
+                return image_call(bus, path, "SetDescription", argv[2], "describe the image");
+        return image_call(bus, path, "Delete", NULL, "delete the image");
+}

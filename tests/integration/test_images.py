@@ -1,0 +1,167 @@
+# SPDX-License-Identifier: MIT
+"""The image library against a real nfs-ganesha: a staged session keeps its upload as an image, one session
+deploys that image to several targets (each its own agent in a network namespace, each checked against the
+image's digest), and the image's data stays until the image itself is deleted, which is refused while a
+session uses it."""
+
+import json
+import os
+
+import pytest
+
+from harness import Bridge, Controller, stop_all, wait_for
+from nodes import Agent, Clone, Network, ca_fingerprint, check_files, cmdline, make_random_disk, make_source_disk
+from storage_servers import NfsServer
+
+ROOT = "/org/pureboot/Controller1"
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("servers")
+    with Network(index=9) as net, NfsServer(net, directory) as nfs:
+        yield type("Servers", (), {"network": net, "nfs": nfs, "dir": directory})
+
+
+@pytest.fixture(autouse=True)
+def controller(system_bus, tmp_path, servers):
+    c = Controller(system_bus, tmp_path).start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture
+def bridge(controller, tmp_path, servers):
+    b = Bridge(controller.bus, tmp_path, address=servers.network.address).start()
+    yield b
+    b.stop()
+
+
+def image_path(api, name):
+    return api.ok(ROOT, "Manager", "GetImage", "s", name)[0]
+
+
+def areas(servers):
+    top = servers.nfs.export / "pureboot"
+    return sorted(p.name for p in top.iterdir()) if top.exists() else []
+
+
+def deploy_agents(ctl, servers, bridge, tmp_path, session, nodes):
+    """An agent per target of session (nodes: [(hostname, device)], in target order), not started."""
+    agents = []
+    for index, (hostname, device) in enumerate(nodes, 1):
+        ns, _ = servers.network.node(f"d{index}")
+        token = ctl("clone", "token", session, f"--target={index}", check=True).stdout.strip()
+        agents.append(Agent(tmp_path, f"deploy-{index}", ns,
+                            cmdline("clone_target_staged", session, hostname, bridge.url, token,
+                                    ca_fingerprint(bridge.ca), device)))
+    return agents
+
+
+def test_capture_keep_deploy_to_two_and_delete(ctl, api, servers, bridge, tmp_path):
+    ctl("storage", "add", "library", "--type=nfs", *servers.nfs.config(), check=True)
+    loops, agents = [], []
+    try:
+        source, files = make_source_disk(tmp_path)
+        loops.append(source)
+        size = os.path.getsize(source.backing)
+        first = make_random_disk(tmp_path, "first", size)
+        loops.append(first)
+
+        # Capture: a staged session with --keep-as; its name is reserved from the start.
+        c = Clone(tmp_path, ctl, api, servers.network, bridge, source.device, first.device, mode="staged",
+                  storage="library", tag="c", create_args=("--keep-as=golden",))
+        agents += c.agents.values()
+        path = image_path(api, "golden")
+        assert api.prop(path, "Image", "State") == "capturing"
+        assert c.prop("KeepAs") == "golden"
+        r = ctl("clone", "create", "--name=again", "--mode=staged", "--source=src-node", "--target=tgt-node",
+                f"--source-device={source.device}", f"--target-device={first.device}", "--storage=library",
+                "--keep-as=golden")
+        assert r.returncode != 0 and "There is an image named golden already" in r.stderr, r.stderr
+        r = ctl("image", "delete", "golden")
+        assert r.returncode != 0 and "being captured by session" in r.stderr, r.stderr
+        c.source.start()
+        c.target.start()
+        c.wait_status("completed", "failed", timeout=180)
+        assert c.status() == "completed", (c.prop("Error"), c.source.text()[-2000:], c.target.text()[-2000:])
+        check_files(first, files, tmp_path)
+
+        # The upload is the image's now: the session says so, and its area stays on the export.
+        assert api.prop(path, "Image", "State") == "ready"
+        assert api.prop(path, "Image", "Digest") == c.prop("SourceDigest")
+        assert api.prop(path, "Image", "SizeBytes") == size
+        assert api.prop(path, "Image", "SourceDevice") == source.device
+        assert api.prop(path, "Image", "SourceHostname") == "src-node"
+        assert api.prop(path, "Image", "CaptureSession") == c.id
+        layout = json.loads(api.prop(path, "Image", "Layout"))
+        assert [p["number"] for p in layout["partitions"]] == [1, 2], layout
+        wait_for(lambda: c.prop("StagingStatus") == "kept", what="the session to say its staging is kept")
+        assert areas(servers) == [c.id]
+        manifest = json.loads((servers.nfs.export / "pureboot" / c.id / "manifest.json").read_text())
+        assert manifest["digest"] == api.prop(path, "Image", "Digest")
+        listed = ctl("image", "list", check=True).stdout
+        assert "golden" in listed and "ready" in listed and "library" in listed, listed
+        ctl("clone", "delete", c.id, check=True)
+        assert areas(servers) == [c.id], "deleting the capturing session leaves the image"
+
+        # Deploy to two machines in one session, each target checked against the image.
+        targets = []
+        for n in (1, 2):
+            loop = make_random_disk(tmp_path, f"deploy{n}", size)
+            loops.append(loop)
+            api.ok(ROOT, "Manager", "RegisterNode", "sssa{sv}", f"dep{n}", f"aa:bb:cc:00:20:0{n}", "x86_64", "0")
+            targets.append((f"dep{n}", loop))
+        # A target that does not exist: nothing is left half made.
+        r = ctl("image", "deploy", "golden", "--target=dep1", "--target=nobody", f"--target-device={first.device}")
+        assert r.returncode == 4 and "No node" in r.stderr and "removed again" in r.stderr, r.stderr
+        assert api.prop(path, "Image", "Sessions") == []
+        r = ctl("image", "deploy", "golden", "--name=rollout", "--target=dep1", "--target=dep2",
+                *(f"--target-device={loop.device}" for _, loop in targets), check=True)
+        session = r.stdout.strip()
+        spath = f"{ROOT}/clone/{session}"
+        assert api.prop(spath, "CloneSession", "Image") == api.prop(path, "Image", "Id")
+        assert api.prop(spath, "CloneSession", "SourceNode") == ""
+        assert api.prop(path, "Image", "Sessions") == [spath]
+        # Its targets need no source: the image is ready, so they are too.
+        assert api.prop(spath, "CloneSession", "Status") == "source_ready"
+        r = ctl("clone", "token", session, "--role=source")
+        assert r.returncode != 0 and "no source node" in r.stderr, r.stderr
+        r = ctl("image", "delete", "golden")
+        assert r.returncode != 0 and "used by clone sessions" in r.stderr, r.stderr
+        deployed = deploy_agents(ctl, servers, bridge, tmp_path, session, [(h, loop.device) for h, loop in targets])
+        agents += deployed
+        for a in deployed:
+            a.start()
+        wait_for(lambda: api.prop(spath, "CloneSession", "Status") in ("completed", "failed"), timeout=180,
+                 what="the deploy to end", interval=0.5)
+        assert api.prop(spath, "CloneSession", "Status") == "completed", \
+            (api.prop(spath, "CloneSession", "Error"), [a.text()[-2000:] for a in deployed])
+        digest = api.prop(path, "Image", "Digest")
+        for index, (hostname, loop) in enumerate(targets, 1):
+            target = f"{spath}/target/{index}"
+            assert api.prop(target, "CloneTarget", "Status") == "completed"
+            assert api.prop(target, "CloneTarget", "Digest") == digest
+            check_files(loop, files, tmp_path)
+        for a in deployed:
+            assert a.wait(60) == 0, a.text()
+        wait_for(lambda: api.prop(spath, "CloneSession", "StagingStatus") == "kept", what="the deploy to keep it")
+        assert areas(servers) == [c.id], "a deploy leaves the image's data"
+
+        # Rename and describe; then delete, which removes the data.
+        ctl("image", "rename", "golden", "golden-2026", check=True)
+        ctl("image", "describe", "golden-2026", "Debian 12 lab image", check=True)
+        assert api.prop(path, "Image", "Name") == "golden-2026"
+        assert api.prop(path, "Image", "Description") == "Debian 12 lab image"
+        r = ctl("image", "rename", "golden-2026", "../etc")
+        assert r.returncode != 0 and "image name" in r.stderr, r.stderr
+        ctl("image", "delete", "golden-2026", check=True)
+        assert areas(servers) == []
+        r = ctl("image", "show", "golden-2026")
+        assert r.returncode == 4, r.stderr
+        # The finished deploy keeps its record, without the image.
+        assert api.prop(spath, "CloneSession", "Status") == "completed"
+    finally:
+        stop_all(agents)
+        for loop in loops:
+            loop.detach()
