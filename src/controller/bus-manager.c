@@ -297,6 +297,40 @@ static int method_get_storage_backend(sd_bus_message *msg, void *userdata, sd_bu
         return reply_path(msg, storage_path(b));
 }
 
+static int method_capture_image(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        const char *name, *node, *device, *storage;
+        CloneSession *c;
+        BusOptions o;
+        uint32_t uid;
+        int r;
+
+        r = sd_bus_message_read(msg, "ssss", &name, &node, &device, &storage);
+        if (r < 0)
+                return r;
+        r = bus_read_options(msg, &o, error);
+        if (r >= 0) /* arguments first: a bad one is refused without asking anyone to authenticate */
+                r = image_capture(m, name, node, device, storage, 0, true, NULL, error);
+        if (r < 0)
+                return r;
+        r = polkit_verify(m, msg, PB_POLKIT_ACTION("manage-images"),
+                          (const char *const[]){ "name", name, NULL }, bus_interactive(msg, &o), error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+        r = bus_sender_uid(msg, &uid);
+        if (r >= 0)
+                r = image_capture(m, name, node, device, storage, uid, false, &c, error);
+        if (r < 0)
+                return r;
+        Image *i = image_captured_by(c);
+        _cleanup_free_ char *session = clone_path(c), *image = i ? image_path(i) : NULL;
+        if (!session || !image)
+                return -ENOMEM;
+        manager_audit(m, msg, "CaptureImage", i->id, c->id);
+        bus_manager_emit_added(m, "CloneSessionNew", c->id, session);
+        return sd_bus_reply_method_return(msg, "oo", image, session);
+}
+
 static int cmp_images(const void *a, const void *b) {
         return strcmp((*(Image *const *) a)->name, (*(Image *const *) b)->name);
 }
@@ -370,6 +404,10 @@ static const sd_bus_vtable manager_vtable[] = {
                                 method_list_storage_backends, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("GetStorageBackend", SD_BUS_ARGS("s", name), SD_BUS_RESULT("o", backend),
                                 method_get_storage_backend, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS(
+                "CaptureImage",
+                SD_BUS_ARGS("s", name, "s", node, "s", device, "s", storage, "a{sv}", options),
+                SD_BUS_RESULT("o", image, "o", session), method_capture_image, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("ListImages", SD_BUS_NO_ARGS, SD_BUS_RESULT("a(sssstto)", images),
                                 method_list_images, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("GetImage", SD_BUS_ARGS("s", name), SD_BUS_RESULT("o", image),

@@ -41,7 +41,8 @@ CloneSession *clone_free(CloneSession *c) {
                              &c->staging_resources,
                              &c->source_disk_json,
                              &c->idempotency_key,
-                             &c->source_digest };
+                             &c->source_digest,
+                             &c->error };
         for (size_t i = 0; i < ELEMENTSOF(strings); i++)
                 free(*strings[i]);
         strv_free(c->refused_claims);
@@ -68,6 +69,8 @@ CloneTarget *clone_target_of_node(CloneSession *c, const char *node_id) {
 const char *clone_error(CloneSession *c) {
         if (!IN_SET(c->status, CLONE_FAILED, CLONE_CANCELLED))
                 return NULL;
+        if (c->error)
+                return c->error;
         for (size_t i = 0; i < c->n_targets; i++)
                 if (c->targets[i]->status == c->status)
                         return c->targets[i]->error;
@@ -195,6 +198,7 @@ typedef struct TargetSnapshot {
 
 typedef struct Snapshot {
         CloneStatus status;
+        char *error;
         StagingStatus staging_status;
         uint64_t started_at, completed_at, bytes_uploaded;
         size_t n_targets;
@@ -202,6 +206,7 @@ typedef struct Snapshot {
 } Snapshot;
 
 static void snapshot_done(Snapshot *s) {
+        free(s->error);
         for (size_t i = 0; i < s->n_targets; i++)
                 free(s->targets[i].error);
         free(s->targets);
@@ -209,10 +214,14 @@ static void snapshot_done(Snapshot *s) {
 }
 
 static int snapshot_take(CloneSession *c, Snapshot *ret) {
-        Snapshot s = { c->status, c->staging_status, c->started_at, c->completed_at, c->bytes_uploaded,
-                       c->n_targets, calloc(MAX(c->n_targets, 1u), sizeof(TargetSnapshot)) };
-        if (!s.targets)
+        Snapshot s = { c->status,         NULL,
+                       c->staging_status, c->started_at,
+                       c->completed_at,   c->bytes_uploaded,
+                       c->n_targets,      calloc(MAX(c->n_targets, 1u), sizeof(TargetSnapshot)) };
+        if (!s.targets || (c->error && !(s.error = strdup(c->error)))) {
+                snapshot_done(&s);
                 return -ENOMEM;
+        }
         for (size_t i = 0; i < c->n_targets; i++) {
                 CloneTarget *t = c->targets[i];
                 s.targets[i] = (TargetSnapshot){ t->status, NULL, t->started_at, t->completed_at,
@@ -228,6 +237,7 @@ static int snapshot_take(CloneSession *c, Snapshot *ret) {
 
 static void snapshot_restore(CloneSession *c, Snapshot *s) {
         c->status = s->status;
+        free_and_replace(c->error, s->error);
         c->staging_status = s->staging_status;
         c->started_at = s->started_at;
         c->completed_at = s->completed_at;
@@ -766,20 +776,30 @@ void clone_changed_of(Manager *m, const char *id) {
 }
 
 /* The session's status from its targets', written if it changed. */
-static int refresh_status(CloneSession *c, sd_bus_error *error) {
-        CloneStatus from = c->status, to = clone_status_of_targets(c->targets, c->n_targets);
+bool clone_captures_alone(CloneSession *c) {
+        return c->n_targets == 0 && image_captured_by(c);
+}
+
+/* Writes the session's status, and its own error (that of a session that captures alone; else none). */
+static int set_status(CloneSession *c, CloneStatus to, const char *error_message, sd_bus_error *error) {
+        CloneStatus from = c->status;
         uint64_t completed_at = c->completed_at;
+        _cleanup_free_ char *message = NULL;
         int r;
 
         if (to == from)
                 return 0;
+        if (error_message && !(message = strdup(error_message)))
+                return -ENOMEM;
         c->status = to;
         if (clone_status_is_final(to))
                 c->completed_at = now_realtime_usec();
+        SWAP(c->error, message);
         r = store_session_update(c->manager->store, c, NULL);
         if (r < 0) {
                 c->status = from;
                 c->completed_at = completed_at;
+                SWAP(c->error, message);
                 return r == -ENOMEM ? r : bus_store_error(error, r, "record the session's new state");
         }
         log_info("Clone session %s: %s → %s", c->id, clone_status_to_string(from), clone_status_to_string(to));
@@ -789,6 +809,30 @@ static int refresh_status(CloneSession *c, sd_bus_error *error) {
                 manager_after_commit(c->manager, release_nodes_of, c->id);
         manager_after_commit(c->manager, clone_changed_of, c->id);
         return 0;
+}
+
+/* The session's status from its targets', written if it changed. A session that captures alone takes its
+ * steps itself (capture_transition). */
+static int refresh_status(CloneSession *c, sd_bus_error *error) {
+        if (clone_captures_alone(c))
+                return 0;
+        return set_status(c, clone_status_of_targets(c->targets, c->n_targets), NULL, error);
+}
+
+/* A session that only captures an image is its own only target: it takes the steps by the same table. */
+static int capture_transition(CloneSession *c, CloneStatus to, const char *error_message,
+                              sd_bus_error *error) {
+        if (!clone_target_can_become(c->status, to))
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE,
+                                         "Session %s is %s and cannot become %s: %s.", c->id,
+                                         clone_status_to_string(c->status), clone_status_to_string(to),
+                                         transition_hint(c->status, to));
+        return set_status(c, to, error_message, error);
+}
+
+int clone_capture_done(CloneSession *c, sd_bus_error *error) {
+        int r = c->status == CLONE_SOURCE_READY ? capture_transition(c, CLONE_CLONING, NULL, error) : 0;
+        return r < 0 ? r : capture_transition(c, CLONE_COMPLETED, NULL, error);
 }
 
 int clone_target_transition(CloneTarget *t, CloneStatus to, const char *error_message, sd_bus_error *error) {
@@ -846,6 +890,13 @@ int clone_target_transition(CloneTarget *t, CloneStatus to, const char *error_me
 
 int clone_targets_transition(CloneSession *c, CloneStatus to, const char *error_message, sd_bus_error *error) {
         int r;
+        if (clone_captures_alone(c)) {
+                bool running = clone_status_is_active(c->status) ||
+                               (c->status == CLONE_PENDING && to == CLONE_CANCELLED);
+                return running && clone_target_can_become(c->status, to)
+                               ? capture_transition(c, to, error_message, error)
+                               : 0;
+        }
         for (size_t i = 0; i < c->n_targets; i++) {
                 CloneTarget *t = c->targets[i];
                 bool running = clone_status_is_active(t->status) || (t->status == CLONE_PENDING && to == CLONE_CANCELLED);
@@ -894,6 +945,8 @@ static int start_step(CloneSession *c, void *userdata, sd_bus_error *error) {
                 if (!c->source_digest)
                         return -ENOMEM;
         }
+        if (clone_captures_alone(c) && (r = capture_transition(c, CLONE_WAITING, NULL, error)) < 0)
+                return r;
         for (size_t i = 0; i < c->n_targets; i++) {
                 CloneTarget *t = c->targets[i];
                 if (IN_SET(t->status, CLONE_PENDING, CLONE_FAILED) &&
@@ -949,7 +1002,7 @@ int clone_start(CloneSession *c, sd_bus_error *error) {
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE,
                                          "Session %s is %s and cannot become waiting: %s.", c->id,
                                          clone_status_to_string(c->status), transition_hint(c->status, CLONE_WAITING));
-        if (c->n_targets == 0)
+        if (c->n_targets == 0 && !clone_captures_alone(c))
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE,
                                          "Session %s has no target: name one (purebootctl clone update %s "
                                          "--target=NODE, or clone add-target) and start it again.",
@@ -1116,12 +1169,13 @@ int clone_end(CloneSession *c, CloneStatus to, const char *message, sd_bus_error
 
 int clone_cancel(CloneSession *c, sd_bus_error *error) {
         assert(c);
-        if (!clone_target_can_become(c->status, CLONE_CANCELLED) || c->n_targets == 0)
+        bool alone = c->n_targets == 0 && !clone_captures_alone(c);
+        if (!clone_target_can_become(c->status, CLONE_CANCELLED) || alone)
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE,
                                          "Session %s is %s and cannot become cancelled: %s.", c->id,
                                          clone_status_to_string(c->status),
-                                         c->n_targets == 0 ? "it has no target; delete it instead"
-                                                           : transition_hint(c->status, CLONE_CANCELLED));
+                                         alone ? "it has no target; delete it instead"
+                                               : transition_hint(c->status, CLONE_CANCELLED));
         return clone_end(c, CLONE_CANCELLED, "Cancelled by an administrator.", error);
 }
 

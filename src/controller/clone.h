@@ -12,8 +12,11 @@
 typedef struct CloneSession {
         Manager *manager;
         char *id, *name;
-        /* Derived from its targets' (clone_status_of_targets), kept in the row for listings. */
+        /* Derived from its targets' (clone_status_of_targets), kept in the row for listings; a session that
+         * captures an image without targets takes the steps itself (clone_captures_alone), with its own
+         * error. */
         CloneStatus status;
+        char *error;
         CloneMode mode;
         /* Its source: a node's disk, or an image (then source_node and source_device are NULL). */
         char *source_node, *source_device;
@@ -64,6 +67,11 @@ CloneTarget *clone_target(CloneSession *c, uint32_t index);
 CloneTarget *clone_first_target(CloneSession *c);
 /* The target node_id is, or NULL. */
 CloneTarget *clone_target_of_node(CloneSession *c, const char *node_id);
+/* Whether c only captures an image: no targets, its own status. */
+bool clone_captures_alone(CloneSession *c);
+/* Its image has taken the upload: a session that captures alone completes (inside the caller's
+ * transaction). */
+int clone_capture_done(CloneSession *c, sd_bus_error *error);
 /* Why the session failed or was cancelled: its first target's that did, or NULL. */
 const char *clone_error(CloneSession *c);
 /* The serial of the live certificate of the source (t NULL) or of target t, or NULL. */

@@ -159,6 +159,43 @@ int image_capture_new(CloneSession *c, const char *name, Image **ret, sd_bus_err
         return 0;
 }
 
+int image_capture(Manager *m, const char *name, const char *node, const char *device, const char *storage,
+                  uint32_t uid, bool check_only, CloneSession **ret, sd_bus_error *error) {
+        _cleanup_free_ char *session_name = NULL;
+        CloneSession *c;
+        bool cancelled;
+        int r;
+
+        if (asprintf(&session_name, "capture of %s", strempty(name)) < 0)
+                return -ENOMEM;
+        CloneSpec spec = {
+                .name = session_name,
+                .mode = "staged",
+                .source_node = node,
+                .source_device = device,
+                .storage = storage,
+                .keep_as = name,
+                .resize_mode = "none",
+        };
+        if (isempty(storage)) /* say it in the words of this call */
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                         "Name the storage backend the image is to be kept on.");
+        if (check_only)
+                return clone_check(m, &spec, error);
+        r = clone_create(m, &spec, uid, &c, error);
+        if (r < 0)
+                return r;
+        r = clone_start(c, error);
+        if (r < 0) { /* nothing half made: the session and its reserved name go again */
+                sd_bus_error e = SD_BUS_ERROR_NULL;
+                (void) clone_delete(c, &cancelled, &e);
+                sd_bus_error_free(&e);
+                return r;
+        }
+        *ret = c;
+        return 0;
+}
+
 Image *image_captured_by(CloneSession *c) {
         Image *i;
         HASHMAP_FOREACH (i, c->manager->images, k)
@@ -179,45 +216,52 @@ void image_announce(Image *i, bool added) {
                         i->manager, added ? "ImageNew" : "ImageRemoved", i->id, path);
 }
 
+/* In take_staging's transaction: the image's row as it is now, the session's without the area, and a
+ * session that captures alone completes. */
+static int take_step(CloneSession *c, void *userdata, sd_bus_error *error) {
+        Image *i = userdata;
+        int r = store_image_update(c->manager->store, i);
+        if (r >= 0)
+                r = store_session_update(c->manager->store, c, NULL);
+        if (r < 0)
+                return bus_store_error(error, r, "hand the upload to the image");
+        return clone_captures_alone(c) ? clone_capture_done(c, error) : 0;
+}
+
 /* The capturing image i takes c's staging area, in one transaction: the image ready with what the upload
  * holds, the session without the area (it is the image's to remove now). */
 static int take_staging(Image *i, CloneSession *c) {
-        Manager *m = c->manager;
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
         _cleanup_(json_object_unrefp) json_object *resources = json_tokener_parse(c->staging_resources),
                                                   *layout = clone_uploaded_disk(c);
         _cleanup_free_ char *location = c->staging_path ? strdup(c->staging_path) : NULL,
                             *digest = strdup(c->source_digest), *session_resources = NULL;
-        Image updated = *i;
+        uint64_t size = i->size;
         int r;
 
         if (!resources || !layout || !digest || (c->staging_path && !location))
                 return -ENOMEM;
-        updated.state = IMAGE_READY;
-        updated.resources = resources;
-        updated.layout = layout;
-        updated.location = location;
-        updated.digest = digest;
-        updated.size = c->bytes_total;
-        r = store_begin(m->store);
-        if (r < 0)
-                return r;
-        session_resources = TAKE_PTR(c->staging_resources);
-        r = store_image_update(m->store, &updated);
-        if (r >= 0)
-                r = store_session_update(m->store, c, NULL);
-        if (r >= 0)
-                r = store_commit(m->store);
-        if (r < 0) {
-                store_rollback(m->store);
-                c->staging_resources = TAKE_PTR(session_resources);
-                return r;
-        }
+        /* Memory first, so that what runs once the transaction commits sees the image ready; put back if it
+         * does not. */
         i->state = IMAGE_READY;
         SWAP(i->resources, resources);
         SWAP(i->layout, layout);
         SWAP(i->location, location);
         SWAP(i->digest, digest);
         i->size = c->bytes_total;
+        session_resources = TAKE_PTR(c->staging_resources);
+        r = clone_transact(c, take_step, i, &e);
+        if (r < 0) {
+                c->staging_resources = TAKE_PTR(session_resources);
+                i->state = IMAGE_CAPTURING;
+                SWAP(i->resources, resources);
+                SWAP(i->layout, layout);
+                SWAP(i->location, location);
+                SWAP(i->digest, digest);
+                i->size = size;
+                return log_warning_errno(r, "Image %s cannot take session %s's upload: %s", i->name, c->id,
+                                         e.message ?: strerror(-r));
+        }
         log_info("Image %s captured by session %s: %s at %s, digest %s.", i->name, c->id,
                  strna(c->source_device), strna(i->location), i->digest);
         image_emit_changed(i, "State", "Location", "Layout", "SizeBytes", "Digest", NULL);

@@ -45,6 +45,11 @@ int image_name_check(Manager *m, const char *name, sd_bus_error *error);
 /* Session c (being created, inside its transaction) keeps its upload as image name: the name is reserved
  * by an image in state capturing, which takes the staging area once the upload is whole. */
 int image_capture_new(CloneSession *c, const char *name, Image **ret, sd_bus_error *error);
+/* Captures node's device as image name on storage: a staged session without targets, created and started
+ * (its source boots and uploads; the session completes once the image is ready). check_only: refused as it
+ * would be, nothing made. */
+int image_capture(Manager *m, const char *name, const char *node, const char *device, const char *storage,
+                  uint32_t uid, bool check_only, CloneSession **ret, sd_bus_error *error);
 /* The image c captures (in any state), or NULL. */
 Image *image_captured_by(CloneSession *c);
 /* The image whose data c reads: the one it deploys, or the one it captured once that is ready. */

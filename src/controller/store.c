@@ -246,8 +246,9 @@ static const char *const migrations[] = {
         "ALTER TABLE clone_sessions ADD COLUMN source_notes_json TEXT;"
         "ALTER TABLE clone_targets ADD COLUMN notes_json TEXT;",
         /* 12: the image library — a staged upload kept under a name, where it is on which backend and what
-         * it holds — and sessions whose source is an image: no source node or device then. Rebuilds
-         * clone_sessions (foreign keys off, as in 9) to make those two columns optional. */
+         * it holds — and sessions whose source is an image: no source node or device then; and a session's
+         * own error, for one that captures an image without targets. Rebuilds clone_sessions (foreign keys
+         * off, as in 9) to make those two columns optional. */
         "CREATE TABLE images ("
         "  id TEXT PRIMARY KEY NOT NULL,"
         "  name TEXT NOT NULL UNIQUE,"
@@ -292,12 +293,13 @@ static const char *const migrations[] = {
         "  identity TEXT NOT NULL DEFAULT 'auto',"
         "  unused TEXT NOT NULL DEFAULT 'discard',"
         "  source_notes_json TEXT,"
-        "  image_id TEXT REFERENCES images(id) ON DELETE SET NULL);"
+        "  image_id TEXT REFERENCES images(id) ON DELETE SET NULL,"
+        "  error_message TEXT);"
         "INSERT INTO clone_sessions_new SELECT id, name, status, clone_mode, source_node_id, source_device,"
         "  source_ip, source_port, staging_backend_id, staging_path, staging_status, staging_resources,"
         "  bytes_uploaded, resize_mode, source_disk_json, bytes_total, source_digest, created_at, "
         "started_at,"
-        "  completed_at, created_by, idempotency_key, identity, unused, source_notes_json, NULL"
+        "  completed_at, created_by, idempotency_key, identity, unused, source_notes_json, NULL, NULL"
         "  FROM clone_sessions;"
         "DROP TABLE clone_sessions;"
         "ALTER TABLE clone_sessions_new RENAME TO clone_sessions;",
@@ -912,6 +914,7 @@ static const Column session_columns[] = {
         ENUM_COL(CloneSession, unused, "unused", clone_unused),
         COL(CloneSession, source_notes, "source_notes_json", COLUMN_JSON),
         COL(CloneSession, image, "image_id", COLUMN_STRING, COLUMN_FIXED),
+        COL(CloneSession, error, "error_message", COLUMN_STRING),
 };
 
 static void session_free_record(void *record) {

@@ -126,6 +126,32 @@ static int image_deploy(sd_bus *bus, const char *image) {
         return EXIT_OK;
 }
 
+/* image capture NAME --source NODE --source-device DEV --storage BACKEND: prints the capturing session's id,
+ * which clone token and clone status take. */
+static int image_capture(sd_bus *bus, const char *name) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+        const char *image, *session;
+        int r;
+
+        if (!ctl_require(arg.source, "--source NODE", "image capture") ||
+            !ctl_require(arg.source_device, "--source-device DEV", "image capture") ||
+            !ctl_require(arg.storage, "--storage BACKEND", "image capture"))
+                return EXIT_USAGE;
+        r = ctl_new_call(bus, PB_ROOT_PATH, PB_IFACE("Manager"), "CaptureImage", &m);
+        if (r >= 0)
+                r = sd_bus_message_append(m, "ssssa{sv}", name, arg.source, arg.source_device, arg.storage,
+                                          0);
+        if (r < 0)
+                return EXIT_FAILED;
+        r = ctl_call(bus, m, &reply, "capture the image");
+        if (r < 0)
+                return -r;
+        if (sd_bus_message_read(reply, "oo", &image, &session) < 0)
+                return EXIT_FAILED;
+        printf("%s\n", strrchr(session, '/') + 1);
+        return EXIT_OK;
+}
+
 int verb_image(sd_bus *bus, int argc, char **argv) {
         _cleanup_free_ char *path = NULL;
         const char *verb = argc > 0 ? argv[0] : "list";
@@ -133,15 +159,16 @@ int verb_image(sd_bus *bus, int argc, char **argv) {
 
         if (streq(verb, "list") && argc <= 1)
                 return image_list(bus);
-        if (!(STR_IN_SET(verb, "show", "delete", "deploy") && argc == 2) &&
+        if (!(STR_IN_SET(verb, "show", "delete", "deploy", "capture") && argc == 2) &&
             !(STR_IN_SET(verb, "rename", "describe") && argc == 3)) {
-                log_error("Usage: purebootctl image list|show NAME|deploy NAME …|rename NAME NEW|describe "
-                          "NAME "
-                          "TEXT|delete NAME; see purebootctl --help.");
+                log_error("Usage: purebootctl image list|show NAME|capture NAME …|deploy NAME …|rename NAME "
+                          "NEW|describe NAME TEXT|delete NAME; see purebootctl --help.");
                 return EXIT_USAGE;
         }
         if (streq(verb, "deploy"))
                 return image_deploy(bus, argv[1]);
+        if (streq(verb, "capture"))
+                return image_capture(bus, argv[1]);
         r = ctl_resolve(bus, "GetImage", argv[1], &path);
         if (r < 0)
                 return -r;

@@ -157,6 +157,10 @@ def test_every_method_through_busctl(controller, api, busctl, tmp_path):
     assert [c[0] for c in ok(f"{ROOT}/ca", "CertificateAuthority", "ListIssued")[0]] == [serial]
     ok(f"{ROOT}/ca", "CertificateAuthority", "Revoke", "sa{sv}", serial, "0")
 
+    # The backend is disabled by now: a capture is refused before anything is made (test_images.py captures).
+    called.add("Manager.CaptureImage")
+    r = api.call(ROOT, "Manager", "CaptureImage", "ssssa{sv}", "img0", "src-01", "/dev/sda", "iscsi1", "0")
+    assert r.returncode != 0 and "is disabled" in r.stderr, r.stderr
     image = f"{ROOT}/image/{add_image(controller, backend.rsplit('/', 1)[1])}"
     assert ok(ROOT, "Manager", "GetImage", "s", "img1")[0] == image
     assert [(i[1], i[2]) for i in ok(ROOT, "Manager", "ListImages")[0]] == [("img1", "ready")]

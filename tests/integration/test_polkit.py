@@ -30,6 +30,8 @@ MUTATIONS = [
     ("CreateCloneSession keep_as", lambda o: (ROOT, "Manager", "CreateCloneSession", "ssssssa{sv}", "n", "staged",
                                               "web-01", "web-02", "/dev/sda", "/dev/sdb", "2", "storage", "s", "nfs1",
                                               "keep_as", "s", "golden"), "manage-images"),
+    ("CaptureImage", lambda o: (ROOT, "Manager", "CaptureImage", "ssssa{sv}", "golden", "web-01", "/dev/sda", "nfs1",
+                                "0"), "manage-images"),
     ("CreateStorageBackend", lambda o: (ROOT, "Manager", "CreateStorageBackend", "ssa{sv}a{sv}", "n2", "nfs", "2",
                                         "server", "s", "h", "export", "s", "/e", "0"), "manage-storage"),
     ("Start", lambda o: (o["session"], "CloneSession", "Start", "a{sv}", "0"), "manage-clones"),
