@@ -11,7 +11,8 @@ _purebootctl() {
         local group="" verb="" i
         local -A verbs=(
                 [node]='add list show remove set-mode token'
-                [clone]='create list show start cancel delete status update token'
+                [clone]='create list show start cancel delete status update token plan add-target'
+                [image]='list show capture deploy rename describe delete'
                 [storage]='add list show remove update'
                 [ca]='show list-issued revoke issue'
         )
@@ -41,7 +42,9 @@ _purebootctl() {
         if [[ $cur == -* ]]; then
                 case $group/$verb in
                         node/add) options+=' --mac --hostname --arch --serial' ;;
-                        clone/create|clone/update) options+=' --source --target --mode --storage --source-device --target-device --name --resize --identity --unused --idempotency-key' ;;
+                        clone/create|clone/update) options+=' --source --target --mode --storage --source-device --target-device --name --resize --identity --unused --idempotency-key --keep-as' ;;
+                        image/capture) options+=' --source --source-device --storage' ;;
+                        image/deploy) options+=' --target --target-device --resize --name --identity --unused --idempotency-key' ;;
                         clone/status) options+=' --follow' ;;
                         clone/token) options+=' --role --target' ;;
                         storage/add) options+=' --type' ;;
@@ -57,6 +60,7 @@ _purebootctl() {
                         node/show|node/remove|node/set-mode|node/token) COMPREPLY=($(compgen -W "$(__purebootctl_objects node 2)" -- "$cur")) ;;
                         clone/*) COMPREPLY=($(compgen -W "$(__purebootctl_objects clone 1)" -- "$cur")) ;;
                         storage/show|storage/remove|storage/update) COMPREPLY=($(compgen -W "$(__purebootctl_objects storage 2)" -- "$cur")) ;;
+                        image/*) COMPREPLY=($(compgen -W "$(__purebootctl_objects image 2)" -- "$cur")) ;;
                 esac
         fi
 }

@@ -230,3 +230,36 @@ def test_capture_keep_deploy_to_two_and_delete(ctl, api, servers, bridge, tmp_pa
         stop_all(agents)
         for loop in loops:
             loop.detach()
+
+
+def test_controller_restarts_during_a_capture(ctl, api, servers, bridge, controller, tmp_path):
+    """The name reserved, the upload under way, the controller restarted: the source's reports wait in its
+    queue, and the capture ends with the image ready."""
+    ctl("storage", "add", "vault", "--type=nfs", *servers.nfs.config(), check=True)
+    source, files = make_source_disk(tmp_path)
+    agent = None
+    try:
+        api.ok(ROOT, "Manager", "RegisterNode", "sssa{sv}", "vault-src", "aa:bb:cc:00:40:01", "x86_64", "0")
+        session = ctl("image", "capture", "vaulted", "--source=vault-src", f"--source-device={source.device}",
+                      "--storage=vault", check=True).stdout.strip()
+        spath = f"{ROOT}/clone/{session}"
+        ns, _ = servers.network.node("rst")
+        token = ctl("clone", "token", session, "--role=source", check=True).stdout.strip()
+        agent = Agent(tmp_path, "capture", ns, cmdline("clone_source_staged", session, "vault-src", bridge.url,
+                                                       token, ca_fingerprint(bridge.ca), source.device),
+                      "--max-rate=40M").start()
+        wait_for(lambda: 0 < api.prop(spath, "CloneSession", "BytesUploaded") < 160 << 20, timeout=60,
+                 what="the upload to be under way")
+        controller.restart()
+        assert api.prop(image_path(api, "vaulted"), "Image", "State") == "capturing"
+        assert agent.wait(180) == 0, agent.text()
+        wait_for(lambda: api.prop(spath, "CloneSession", "Status") == "completed", timeout=30,
+                 what="the capture to complete")
+        path = image_path(api, "vaulted")
+        assert api.prop(path, "Image", "State") == "ready"
+        assert api.prop(path, "Image", "Digest") == api.prop(spath, "CloneSession", "SourceDigest")
+        ctl("image", "delete", "vaulted", check=True)
+        assert session not in areas(servers)
+    finally:
+        stop_all([agent] if agent else [])
+        source.detach()

@@ -10,8 +10,8 @@ import re
 import pytest
 
 from harness import Bridge, Controller, stop_all, wait_for
-from nodes import (Clone, Network, check_files, check_root_last_disk, make_blank_disk, make_random_disk,
-                   make_root_last_disk, make_source_disk, sh)
+from nodes import (Agent, Clone, Network, ca_fingerprint, check_files, check_root_last_disk, cmdline,
+                   make_blank_disk, make_random_disk, make_root_last_disk, make_source_disk, sh)
 from storage_servers import IscsiServer, NfsServer
 
 TAGS = itertools.count(10)
@@ -359,6 +359,48 @@ def test_pool_without_a_large_enough_lun(staged, ctl, servers):
     c.wait_status("failed")
     assert "needs a free LUN of at least 257.0 MiB for the 256.0 MiB disk; the largest free one has 64.0 MiB" \
         in c.prop("Error"), c.prop("Error")
+
+
+def test_an_image_keeps_its_pool_lun(staged, ctl, api, servers, bridge, tmp_path):
+    """keep_as on an iSCSI pool: the image holds the LUN its upload went to, so a later session finds no free
+    LUN large enough; a deploy of the image reads that LUN; deleting the image frees it."""
+    add_storage(ctl, "pool", "iscsi", servers.iscsi.config(luns="1,2"))
+    c, source, target, files = staged("pool", create_args=("--keep-as=pooled",))
+    c.source.start()
+    c.target.start()
+    c.wait_status("completed", "failed", timeout=180)
+    assert c.status() == "completed", (c.prop("Error"), c.source.text()[-2000:], c.target.text()[-2000:])
+    path = api.ok("/org/pureboot/Controller1", "Manager", "GetImage", "s", "pooled")[0]
+    assert api.prop(path, "Image", "State") == "ready"
+    assert api.prop(path, "Image", "Location") == f"iscsi://{servers.iscsi.portal}/{servers.iscsi.iqn}/2"
+    wait_for(lambda: c.prop("StagingStatus") == "kept", what="the session to say its staging is kept")
+
+    # The 512 MiB LUN is the image's: a second session of the same disks finds only the 64 MiB one.
+    d = Clone(tmp_path, ctl, api, servers.network, bridge, source.device, target.device, mode="staged",
+              storage="pool", tag=f"{next(TAGS)}")
+    try:
+        d.source.start()
+        d.wait_status("failed")
+        assert "the largest free one has 64.0 MiB" in d.prop("Error"), d.prop("Error")
+    finally:
+        d.stop()
+
+    # A deploy reads the LUN; each chunk and the digest are checked against the image's.
+    session = ctl("image", "deploy", "pooled", "--target=tgt-node", f"--target-device={target.device}",
+                  check=True).stdout.strip()
+    ns, _ = servers.network.node(f"p{next(TAGS)}")
+    token = ctl("clone", "token", session, "--target=1", check=True).stdout.strip()
+    agent = Agent(tmp_path, "deploy", ns, cmdline("clone_target_staged", session, "tgt-node", bridge.url, token,
+                                                   ca_fingerprint(bridge.ca), target.device)).start()
+    try:
+        assert agent.wait(120) == 0, agent.text()
+    finally:
+        stop_all([agent])
+    spath = f"/org/pureboot/Controller1/clone/{session}"
+    assert api.prop(spath, "CloneSession", "Status") == "completed", api.prop(spath, "CloneSession", "Error")
+    check_files(target, files, tmp_path)
+    ctl("image", "delete", "pooled", check=True)
+    assert api.ok("/org/pureboot/Controller1", "Manager", "ListImages")[0] == []
 
 
 def test_cancel_mid_upload_removes_the_staging(staged, ctl, servers):
