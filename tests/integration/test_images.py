@@ -20,7 +20,7 @@ ROOT = "/org/pureboot/Controller1"
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
     directory = tmp_path_factory.mktemp("servers")
-    with Network(index=9) as net, NfsServer(net, directory) as nfs:
+    with Network(index=5) as net, NfsServer(net, directory) as nfs:
         yield type("Servers", (), {"network": net, "nfs": nfs, "dir": directory})
 
 

@@ -4,8 +4,8 @@ and TFTP, deploy/pxe's chain script) from the bridge's plain HTTP listener into 
 deploy/build-image made, whose systemd runs pureboot-generator and the agent unit it picks; the agents talk
 HTTPS to the bridge and, in a direct clone, to each other. The scenarios: an unknown machine is registered
 and boots its own disk; partition mode applies a queued resize and create; a direct clone with grow_target
-between two VMs; a staged one through nfs-ganesha on the fleet's network; a direct clone with the
-controller stopped for 60 s in the middle. Every result is checked
+between two VMs; a staged one through nfs-ganesha on the fleet's network, kept as an image that one
+session then deploys to three more VMs; a direct clone with the controller stopped for 60 s in the middle. Every result is checked
 on the disk files from the host, and each failure names the step it was on."""
 
 import contextlib
@@ -153,7 +153,8 @@ def test_partition_mode_applies_a_queued_resize_and_create(fleet, api, ctl, tmp_
     disk.unlink()
 
 
-def clone_pair(fleet, api, ctl, tmp_path, name, macs, resize, target_mib, mode="direct", storage=None):
+def clone_pair(fleet, api, ctl, tmp_path, name, macs, resize, target_mib, mode="direct", storage=None,
+               create_args=()):
     """A 512 MiB source disk as installers make them (GPT, ESP, ext4 root of known files) and a blank target,
     two nodes and a started session; returns (session path, id, files, target file, VMs)."""
     loops = []
@@ -167,7 +168,7 @@ def clone_pair(fleet, api, ctl, tmp_path, name, macs, resize, target_mib, mode="
         api.node(f"{name}-{role}", mac)
     sid = ctl("clone", "create", f"--name={name}", f"--mode={mode}", f"--resize={resize}", f"--source={name}-src",
               f"--target={name}-tgt", "--source-device=/dev/vda", "--target-device=/dev/vda",
-              *([f"--storage={storage}"] if storage else []), check=True).stdout.split()[-1]
+              *([f"--storage={storage}"] if storage else []), *create_args, check=True).stdout.split()[-1]
     ctl("clone", "start", sid, check=True)
     vms = [fleet.vm(f"{name}-src", macs[0], source.backing), fleet.vm(f"{name}-tgt", macs[1], target)]
     return f"/org/pureboot/Controller1/clone/{sid}", sid, files, target, vms
@@ -225,13 +226,15 @@ def test_direct_clone_between_vms(fleet, api, ctl, tmp_path):
     check_target(target, files, tmp_path, (767 - 65) * MIB, vms)
 
 
-def test_staged_clone_through_nfs_between_vms(fleet, network, api, ctl, tmp_path):
-    """The source uploads to nfs-ganesha (on the fleet's network), the target downloads from it and grows."""
+def test_staged_clone_kept_as_an_image_then_deployed_to_three_vms(fleet, network, api, ctl, tmp_path):
+    """The source uploads to nfs-ganesha (on the fleet's network), the target downloads from it and grows;
+    the upload is kept as an image, which one session then deploys to three more PXE-booted VMs."""
     with NfsServer(network, tmp_path) as nfs:
         ctl("storage", "add", "ganesha", "--type=nfs", *nfs.config(), check=True)
         path, sid, files, target, vms = clone_pair(fleet, api, ctl, tmp_path, "stg", ("52:54:00:50:42:31",
                                                                                       "52:54:00:50:42:32"),
-                                                   "grow_target", 768, mode="staged", storage="ganesha")
+                                                   "grow_target", 768, mode="staged", storage="ganesha",
+                                                   create_args=("--keep-as=fleet-image",))
         with step_of("staged clone") as s:
             s["step"] = "PXE-booting both VMs to their agents"
             for vm in vms:
@@ -245,14 +248,56 @@ def test_staged_clone_through_nfs_between_vms(fleet, network, api, ctl, tmp_path
             s["step"] = "both machines rebooting once their reports are in"
             for vm in vms:
                 assert vm.wait_exit(120, "the reboot after the job") == 0
-            s["step"] = "the staging area removed"
-            wait_for(lambda: not any((nfs.export / "pureboot").glob("*")) if (nfs.export / "pureboot").exists()
-                     else True, timeout=60, what="the session's staging directory to go")
-    lines = [line.split("]: ", 1)[-1] for vm in vms for line in vm.text().splitlines()
-             if re.search(r"pureboot-agent\[\d+\]: (Uploaded [\d.]+ MiB as|Downloaded and wrote) ", line)]
-    print(f"VM suite ({fleet.accel}): 512 MiB staged through NFS between two VMs (grow_target), completed "
-          f"{seconds:.1f} s after Start (both boots included); " + "; ".join(l[:140] for l in lines))
-    check_target(target, files, tmp_path, (767 - 65) * MIB, vms)
+            s["step"] = "the staging area kept as the image"
+            wait_for(lambda: api.prop(path, "CloneSession", "StagingStatus") == "kept", timeout=60,
+                     what="the session's staging to be the image's")
+            image = api.ok("/org/pureboot/Controller1", "Manager", "GetImage", "s", "fleet-image")[0]
+            assert api.prop(image, "Image", "State") == "ready"
+            assert sorted(p.name for p in (nfs.export / "pureboot").iterdir()) == [sid]
+        lines = [line.split("]: ", 1)[-1] for vm in vms for line in vm.text().splitlines()
+                 if re.search(r"pureboot-agent\[\d+\]: (Uploaded [\d.]+ MiB as|Downloaded and wrote) ", line)]
+        print(f"VM suite ({fleet.accel}): 512 MiB staged through NFS between two VMs (grow_target), completed "
+              f"{seconds:.1f} s after Start (both boots included); " + "; ".join(l[:140] for l in lines))
+        check_target(target, files, tmp_path, (767 - 65) * MIB, vms)
+
+        with step_of("image deployed to three VMs") as s:
+            macs = ("52:54:00:50:42:41", "52:54:00:50:42:42", "52:54:00:50:42:43")
+            targets, fleet_vms = [], []
+            for n, (mac, mib) in enumerate(zip(macs, (512, 512, 768)), 1):
+                api.node(f"img-{n}", mac)
+                disk = tmp_path / f"img-{n}.img"
+                with open(disk, "wb") as f:
+                    f.truncate(mib * MIB)
+                targets.append((disk, mib))
+                fleet_vms.append(fleet.vm(f"img-{n}", mac, disk))
+            deploy = ctl("image", "deploy", "fleet-image", "--resize=grow_target", "--target=img-1",
+                         "--target=img-2", "--target=img-3", "--target-device=/dev/vda", check=True).stdout.strip()
+            dpath = f"/org/pureboot/Controller1/clone/{deploy}"
+            s["step"] = "PXE-booting three VMs to their agents"
+            for vm in fleet_vms:
+                vm.start()
+            for vm in fleet_vms:
+                vm.wait_console("PureBoot agent (clone_target_staged)", 300, "systemd starting the staged agent")
+            s["step"] = "the three downloads"
+            wait_for(lambda: api.prop(dpath, "CloneSession", "Status") in ("completed", "failed", "cancelled"),
+                     timeout=900, interval=1, what=f"the deploy to end; consoles:\n" +
+                     "\n".join(vm.text()[-1500:] for vm in fleet_vms))
+            assert api.prop(dpath, "CloneSession", "Status") == "completed", \
+                (api.prop(dpath, "CloneSession", "Error"), [vm.text()[-2000:] for vm in fleet_vms])
+            seconds = (api.prop(dpath, "CloneSession", "CompletedAt") -
+                       api.prop(dpath, "CloneSession", "StartedAt")) / 1e6
+            digest = api.prop(image, "Image", "Digest")
+            for n in (1, 2, 3):
+                assert api.prop(f"{dpath}/target/{n}", "CloneTarget", "Digest") == digest
+            s["step"] = "the three machines rebooting once their reports are in"
+            for vm in fleet_vms:
+                assert vm.wait_exit(120, "the reboot after the job") == 0
+        print(f"VM suite ({fleet.accel}): the kept image deployed to three VMs in one session (one grown to "
+              f"768 MiB), completed {seconds:.1f} s after Start (three PXE boots included)")
+        for (disk, mib), vm in zip(targets, fleet_vms):
+            check_target(disk, files, tmp_path, (mib - 1 - 65) * MIB, [vm])
+        ctl("image", "delete", "fleet-image", check=True)
+        assert not any((nfs.export / "pureboot").iterdir())
 
 
 def test_clone_survives_a_controller_outage(fleet, controller, api, ctl, tmp_path):
