@@ -12,7 +12,7 @@ _purebootctl() {
         local -A verbs=(
                 [node]='add list show remove set-mode token'
                 [clone]='create list show start cancel delete status update token plan add-target'
-                [image]='list show capture deploy rename describe delete'
+                [image]='list show capture deploy verify rename describe delete'
                 [storage]='add list show remove update'
                 [ca]='show list-issued revoke issue'
         )

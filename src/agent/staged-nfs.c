@@ -228,7 +228,11 @@ static int download_nfs(Stager *s, void *conn, const Manifest *m, Writer *w) {
                                 ZSTD_outBuffer ob = { out, ZSTD_DStreamOutSize(), 0 };
                                 hint = ZSTD_decompressStream(d, &ob, &ib);
                                 if (ZSTD_isError(hint))
-                                        r = stager_fail(s, -EBADMSG, "the image does not decompress: %s",
+                                        r = stager_fail(s, -EBADMSG,
+                                                        "segment %zu of the image (the disk's bytes %" PRIu64
+                                                        " to %" PRIu64 ") does not decompress: %s",
+                                                        i, (uint64_t) i * STAGING_SEGMENT,
+                                                        MIN((uint64_t) (i + 1) * STAGING_SEGMENT, m->size),
                                                         ZSTD_getErrorName(hint));
                                 else
                                         r = writer_feed(w, out, ob.pos);

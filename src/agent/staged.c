@@ -33,7 +33,7 @@
 #define SYNC_EVERY STAGING_SEGMENT
 
 void stager_pace(Stager *s, uint64_t bytes) {
-        uint64_t rate = s->agent->settings.max_rate;
+        uint64_t rate = s->agent ? s->agent->settings.max_rate : 0;
         while (rate > 0 && !s->cancel) {
                 uint64_t due = s->started_at + bytes * USEC_PER_SEC / rate, now = now_monotonic_usec();
                 if (due <= now)
@@ -232,6 +232,12 @@ static int writer_sync(Writer *w) {
 
         if (boundary <= w->synced || boundary - w->synced < SYNC_EVERY)
                 return 0;
+        if (s->verify_only) { /* nothing written: the boundary is where the check has got to */
+                w->synced = boundary;
+                if (s->verified)
+                        s->verified(boundary, w->m->size);
+                return 0;
+        }
         if (fdatasync(s->dev.fd) < 0 || journal_save(s, boundary) < 0)
                 return stager_fail(s, -errno, "making %s durable failed: %m", s->dev.path);
         w->synced = boundary;
@@ -252,7 +258,7 @@ static int writer_skip(Writer *w) {
         uint64_t run = MIN(used_map_unused_from(&w->m->skipped, w->offset), size - w->offset);
         if (run == 0)
                 return 0;
-        int r = device_unused(&s->dev, s->unused, w->offset, run);
+        int r = s->verify_only ? 0 : device_unused(&s->dev, s->unused, w->offset, run);
         if (r < 0)
                 return stager_fail(s, r, "doing with %s at %" PRIu64 " what unused=%s says failed: %s",
                                    s->dev.path, w->offset, clone_unused_to_string(s->unused), strerror(-r));
@@ -277,7 +283,9 @@ static int writer_put(Writer *w) {
                                    "the chunk at %" PRIu64 " does not match the manifest's hash; the staged "
                                    "image is damaged. Start the session again to upload it anew",
                                    w->offset);
-        r = frame_is_zero(w->chunk, n) ? device_zero(&s->dev, w->offset, n) : device_pwrite(&s->dev, w->chunk, n, w->offset);
+        r = s->verify_only               ? 0
+            : frame_is_zero(w->chunk, n) ? device_zero(&s->dev, w->offset, n)
+                                         : device_pwrite(&s->dev, w->chunk, n, w->offset);
         if (r < 0)
                 return stager_fail(s, r, "writing %s at %" PRIu64 " failed: %s", s->dev.path, w->offset,
                                    strerror(-r));
@@ -319,7 +327,9 @@ static int download(Stager *s, const StagingTransport *t, void *conn) {
         r = t->read_manifest(s, conn, &m);
         if (r < 0)
                 return r;
-        if (m.size > s->dev.size)
+        if (s->verify_only)
+                ; /* no disk to fit */
+        else if (m.size > s->dev.size)
                 r = stager_fail(
                         s, -ENOSPC,
                         "%s has %s; the staged disk needs %s. Pick a target disk at least that large",
@@ -341,7 +351,8 @@ static int download(Stager *s, const StagingTransport *t, void *conn) {
                 if (w.offset > 0)
                         log_info("Resuming at %s from the journal.", FORMAT_BYTES(w.offset));
                 /* The digest covers the whole disk: what was written before counts again. */
-                r = device_digest(&s->dev, &w.digest, w.offset, w.chunk, &m.skipped);
+                if (!s->verify_only)
+                        r = device_digest(&s->dev, &w.digest, w.offset, w.chunk, &m.skipped);
         }
         if (r >= 0)
                 r = t->download(s, conn, &m, &w);
@@ -350,21 +361,53 @@ static int download(Stager *s, const StagingTransport *t, void *conn) {
         if (r >= 0 && w.offset != m.size)
                 r = stager_fail(s, -EBADMSG, "the image ends at %" PRIu64 ", the manifest says %" PRIu64,
                                 w.offset, m.size);
-        if (r >= 0 && (r = device_finish(&s->dev)) < 0)
+        if (r >= 0 && !s->verify_only && (r = device_finish(&s->dev)) < 0)
                 r = stager_fail(s, r, "flushing %s failed: %s", s->dev.path, strerror(-r));
         if (r >= 0) {
                 s->digest = digest_string(&w.digest);
                 if (!s->digest)
                         r = -ENOMEM;
                 else if (!streq(s->digest, m.digest))
-                        r = stager_fail(s, -EBADMSG, "what was written has digest %s, the manifest %s",
-                                        s->digest, m.digest);
-                else
+                        r = stager_fail(s, -EBADMSG, "what was %s has digest %s, the manifest %s",
+                                        s->verify_only ? "read" : "written", s->digest, m.digest);
+                else if (!s->verify_only)
                         (void) journal_save(s, m.size);
+                else if (s->verified)
+                        s->verified(m.size, m.size);
         }
         digest_done(&w.digest);
         free(w.chunk);
         manifest_done(&m);
+        return r;
+}
+
+int staged_verify(json_object *staging, void (*verified)(uint64_t offset, uint64_t size), char **ret_digest,
+                  char **ret_why) {
+        Stager s = { .staging = staging,
+                     .dev = DEVICE_NULL,
+                     .event_fd = -EBADF,
+                     .unused = CLONE_UNUSED_KEEP,
+                     .verify_only = true,
+                     .verified = verified };
+        _cleanup_(json_object_unrefp) json_object *config = json_object_new_object();
+        StorageLocation l;
+        const StagingTransport *t;
+        void *conn = NULL;
+        int r;
+
+        if (!config)
+                return -ENOMEM;
+        l = location(&s, config);
+        t = l.type == BACKEND_NFS ? &staging_transport_nfs : &staging_transport_iscsi;
+        r = t->connect(&s, &l, "pureboot-verify", &conn);
+        if (r >= 0)
+                r = download(&s, t, conn);
+        if (conn)
+                t->disconnect(conn);
+        if (r < 0 && !s.why)
+                (void) stager_fail(&s, r, "%s", strerror(-r));
+        *ret_why = TAKE_PTR(s.why);
+        *ret_digest = TAKE_PTR(s.digest);
         return r;
 }
 

@@ -39,6 +39,9 @@ struct Stager {
         CloneUnused unused; /* target: what to do with them, as the session says */
         /* Set by the thread before it signals the end. */
         char *why, *digest;
+        /* Verifying an image (staged_verify): the download checks every chunk and writes nothing. */
+        bool verify_only;
+        void (*verified)(uint64_t offset, uint64_t size); /* told as the check goes on */
 };
 
 typedef struct Manifest {
@@ -98,3 +101,10 @@ typedef struct StagingTransport {
 } StagingTransport;
 
 extern const StagingTransport staging_transport_nfs, staging_transport_iscsi;
+
+/* Reads the image a staging area holds (staging: a Staging record, as GetStaging gives it) and checks every
+ * chunk against its manifest and the whole against its digest, writing nothing; progress goes to verified.
+ * 0 and *ret_digest if it is whole; else *ret_why says where it is not, and -EBADMSG means the image is
+ * damaged (not only unreachable). */
+int staged_verify(json_object *staging, void (*verified)(uint64_t offset, uint64_t size), char **ret_digest,
+                  char **ret_why);

@@ -15,7 +15,7 @@ static int property_get_state(sd_bus *bus, const char *path, const char *interfa
                               sd_bus_message *reply, void *userdata, sd_bus_error *error) {
         Image *i = userdata;
         (void) bus, (void) path, (void) interface, (void) property, (void) error;
-        return sd_bus_message_append(reply, "s", image_state_to_string(i->state));
+        return sd_bus_message_append(reply, "s", image_state_to_string(image_state(i)));
 }
 
 static int property_get_layout(sd_bus *bus, const char *path, const char *interface, const char *property,
@@ -94,6 +94,34 @@ static int method_delete(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         return r < 0 ? r : 1; /* answered when the data is gone */
 }
 
+static int property_get_progress(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                 sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        (void) bus, (void) path, (void) interface, (void) property, (void) error;
+        return sd_bus_message_append(reply, "d", image_verify_progress(userdata));
+}
+
+static int property_get_verify_error(sd_bus *bus, const char *path, const char *interface,
+                                     const char *property, sd_bus_message *reply, void *userdata,
+                                     sd_bus_error *error) {
+        Image *i = userdata;
+        (void) bus, (void) path, (void) interface, (void) property, (void) error;
+        return sd_bus_message_append(reply, "s", strempty(i->verify_error));
+}
+
+static int method_verify(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Image *i = userdata;
+        int r;
+
+        r = authorize(i, msg, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+        r = image_verify(i, error);
+        if (r < 0)
+                return r;
+        manager_audit(i->manager, msg, "VerifyImage", i->id, "started");
+        return sd_bus_reply_method_return(msg, NULL);
+}
+
 /* Rename and SetDescription: one string, checked before polkit asks anyone. */
 static int method_set_string(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Image *i = userdata;
@@ -140,7 +168,14 @@ static const sd_bus_vtable image_vtable[] = {
                         SD_BUS_VTABLE_PROPERTY_EMITS_INVALIDATION),
         C("CreatedAt", "t", created_at),
         C("CreatedBy", "u", created_by),
+        SD_BUS_PROPERTY("VerifyProgress", "d", property_get_progress, 0,
+                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        P("VerifiedAt", "t", verified_at),
+        SD_BUS_PROPERTY("VerifyError", "s", property_get_verify_error, 0,
+                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_METHOD_WITH_ARGS("Delete", SD_BUS_ARGS("a{sv}", options), SD_BUS_NO_RESULT, method_delete,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Verify", SD_BUS_ARGS("a{sv}", options), SD_BUS_NO_RESULT, method_verify,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Rename", SD_BUS_ARGS("s", name, "a{sv}", options), SD_BUS_NO_RESULT,
                                 method_set_string, SD_BUS_VTABLE_UNPRIVILEGED),

@@ -355,7 +355,7 @@ static int method_list_images(sd_bus_message *msg, void *userdata, sd_bus_error 
                 if (!path)
                         return -ENOMEM;
                 r = sd_bus_message_append(reply, "(sssstto)", i->id, i->name,
-                                          image_state_to_string(i->state), b ? b->name : "", i->size,
+                                          image_state_to_string(image_state(i)), b ? b->name : "", i->size,
                                           i->created_at, path);
         }
         if (r >= 0)

@@ -345,6 +345,12 @@ static int validate_image_source(Manager *m, const CloneSpec *s, Resolved *res, 
                         error, PB_ERROR_INVALID_ARGUMENT,
                         "An image is deployed from its storage: use staged mode, or leave the "
                         "mode out.");
+        if (res->image->state == IMAGE_BROKEN)
+                return sd_bus_error_setf(
+                        error, PB_ERROR_INVALID_STATE,
+                        "Image %s is broken (%s); verify it again once its storage is repaired, or "
+                        "capture it anew.",
+                        res->image->name, strna(res->image->verify_error));
         if (res->image->state != IMAGE_READY || res->image->removing)
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE,
                                          "Image %s is %s; deploy it once it is ready.", res->image->name,

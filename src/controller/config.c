@@ -20,6 +20,7 @@ void config_init(Config *c) {
                 .nfsroot_path = strdup("/srv/nfsroot"),
                 .nfsroot_base_dir = strdup("base"),
                 .nfsroot_nodes_dir = strdup("nodes"),
+                .image_verifier = strdup(PKGLIBEXECDIR "/pureboot-agent"),
         };
 }
 
@@ -27,6 +28,7 @@ void config_done(Config *c) {
         free(c->ca_key_algorithm);
         free(c->bridge_user);
         free(c->nfsroot_path);
+        free(c->image_verifier);
         free(c->nfsroot_base_dir);
         free(c->nfsroot_nodes_dir);
         free(c->nfsroot_default_base);
@@ -124,6 +126,12 @@ static int handle(const char *file, unsigned line, const char *section, const ch
                         return log_error_errno(EINVAL, "%s:%u: User= needs a user name.", file, line);
                 return free_and_strdup(&c->bridge_user, value);
         }
+        if (streq(section, "Images") && streq(key, "Verifier")) {
+                if (value[0] != '/')
+                        return log_error_errno(EINVAL, "%s:%u: Verifier=%s is not an absolute path.", file,
+                                               line, value);
+                return free_and_strdup(&c->image_verifier, value);
+        }
         if (streq(section, "NfsRoot") && streq(key, "Path")) {
                 if (value[0] != '/' || strstr(value, ".."))
                         return log_error_errno(EINVAL, "%s:%u: Path=%s is not an absolute path.", file, line, value);
@@ -147,7 +155,7 @@ static int handle(const char *file, unsigned line, const char *section, const ch
 
 int config_load(Config *c, const char *path) {
         if (!c->ca_key_algorithm || !c->bridge_user || !c->nfsroot_path || !c->nfsroot_base_dir ||
-            !c->nfsroot_nodes_dir)
+            !c->nfsroot_nodes_dir || !c->image_verifier)
                 return log_oom();
         return ini_parse_with_dropins(path, handle, c);
 }

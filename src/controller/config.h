@@ -25,6 +25,8 @@ typedef struct Config {
         uint64_t discover_per_minute;  /* … and from all addresses together */
         /* [Bridge] */
         char *bridge_user; /* the only user allowed on the Gateway interface */
+        /* [Images] */
+        char *image_verifier; /* the agent binary whose verify-image checks an image */
         /* [NfsRoot] */
         char *nfsroot_path, *nfsroot_base_dir, *nfsroot_nodes_dir, *nfsroot_default_base;
         char *nfsroot_workflow; /* given to Pis at their first boot: they boot diskless from the start */

@@ -3,7 +3,11 @@
  * image once the upload is whole, and the data removed by the storage driver when the image is deleted. */
 #include <assert.h>
 #include <ctype.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdarg.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "bus-manager.h"
 #include "bus-util.h"
@@ -18,9 +22,36 @@
 #include "util.h"
 #include "worker.h"
 
+typedef struct ImageCheck {
+        pid_t pid;
+        int fd; /* its stdout: JSON lines */
+        sd_event_source *io, *child;
+        char line[4096];
+        size_t have;
+        uint64_t offset, size;
+        json_object *verdict; /* its last line that was not progress */
+} ImageCheck;
+
+static void check_free(ImageCheck *k) {
+        if (!k)
+                return;
+        sd_event_source_disable_unref(k->io);
+        sd_event_source_disable_unref(k->child);
+        if (k->pid > 0) { /* still running: the controller is going away, or it could not be watched */
+                (void) kill(k->pid, SIGTERM);
+                (void) waitpid(k->pid, NULL, 0);
+        }
+        if (k->fd >= 0)
+                close(k->fd);
+        json_object_put(k->verdict);
+        free(k);
+}
+
 Image *image_free(Image *i) {
         if (!i)
                 return NULL;
+        check_free(i->check);
+        free(i->verify_error);
         char **strings[] = { &i->id,
                              &i->name,
                              &i->description,
@@ -206,7 +237,8 @@ Image *image_captured_by(CloneSession *c) {
 
 Image *image_of_session(CloneSession *c) {
         Image *i = c->image ? hashmap_get(c->manager->images, c->image) : image_captured_by(c);
-        return i && i->state == IMAGE_READY ? i : NULL;
+        /* A broken one still holds its data: a deploy under way reads on, and its own checks decide. */
+        return i && i->state != IMAGE_CAPTURING ? i : NULL;
 }
 
 void image_announce(Image *i, bool added) {
@@ -310,6 +342,206 @@ char *image_users(Image *i) {
                     strv_extend(&ids, c->id) < 0)
                         return NULL;
         return ids ? strv_join(ids, ", ") : NULL;
+}
+
+ImageState image_state(const Image *i) {
+        return i->check ? IMAGE_VERIFYING : i->state;
+}
+
+double image_verify_progress(const Image *i) {
+        return i->check && i->check->size > 0 ? (double) i->check->offset / (double) i->check->size : 0.0;
+}
+
+static bool get_bool(json_object *o, const char *key) {
+        json_object *v;
+        return o && json_object_object_get_ex(o, key, &v) && json_object_get_boolean(v);
+}
+
+/* A line of the verifier: progress ({"offset", "size"}) or its verdict. */
+static void check_line(Image *i, const char *text) {
+        ImageCheck *k = i->check;
+        json_object *o = json_tokener_parse(text);
+        if (!o)
+                return (void) log_warning("Image %s: the verifier said something unreadable: %.200s",
+                                          i->name, text);
+        if (json_object_object_get_ex(o, "offset", NULL)) {
+                k->offset = (uint64_t) json_get_int(o, "offset");
+                k->size = (uint64_t) json_get_int(o, "size");
+                json_object_put(o);
+                image_emit_changed(i, "VerifyProgress", NULL);
+                return;
+        }
+        json_object_put(k->verdict);
+        k->verdict = o;
+}
+
+static int on_check_output(sd_event_source *es, int fd, uint32_t revents, void *userdata) {
+        Image *i = userdata;
+        ImageCheck *k = i->check;
+        (void) es, (void) revents;
+
+        for (;;) {
+                ssize_t n = read(fd, k->line + k->have, sizeof(k->line) - 1 - k->have);
+                if (n == 0) /* its end: the exit handler takes over */
+                        k->io = sd_event_source_disable_unref(k->io);
+                if (n <= 0)
+                        return 0;
+                k->have += (size_t) n;
+                k->line[k->have] = 0;
+                char *nl;
+                while ((nl = strchr(k->line, '\n'))) {
+                        *nl = 0;
+                        check_line(i, k->line);
+                        k->have -= (size_t) (nl + 1 - k->line);
+                        memmove(k->line, nl + 1, k->have + 1);
+                }
+                if (k->have == sizeof(k->line) - 1) /* a line longer than any the verifier writes */
+                        k->have = 0;
+        }
+}
+
+/* The verifier ended: what it said decides the image's state, written with what it found. */
+static int on_check_exit(sd_event_source *es, const siginfo_t *si, void *userdata) {
+        Image *i = userdata;
+        ImageCheck *k = i->check;
+        _cleanup_free_ char *error = NULL;
+        ImageState state = i->state;
+        uint64_t verified_at = i->verified_at;
+        json_object *v;
+        int r = 0;
+        (void) es;
+
+        k->pid = 0; /* reaped */
+        (void) on_check_output(NULL, k->fd, EPOLLIN, i);
+        v = k->verdict;
+        bool whole = get_bool(v, "whole");
+        if (whole && streq_ptr(json_get_string(v, "digest"), i->digest)) {
+                state = IMAGE_READY;
+                verified_at = now_realtime_usec();
+        } else if (whole || get_bool(v, "damaged")) {
+                state = IMAGE_BROKEN;
+                r = whole ? asprintf(
+                                    &error,
+                                    "Every chunk matches the manifest, but its digest %s is not the image's "
+                                    "%s: it holds another image. Delete this one.",
+                                    strna(json_get_string(v, "digest")), strna(i->digest))
+                          : asprintf(&error, "Damaged: %s. Deploys are refused; capture it again.",
+                                     strna(json_get_string(v, "error")));
+        } else
+                r = v ? asprintf(&error, "Could not be read, so not checked: %s",
+                                 strna(json_get_string(v, "error")))
+                      : asprintf(&error,
+                                 "The verifier ended (%s %d) without a verdict; its messages are in the "
+                                 "controller's log.",
+                                 si->si_code == CLD_EXITED ? "status" : "signal", si->si_status);
+        if (r < 0)
+                error = NULL;
+        ImageState old_state = i->state;
+        uint64_t old_verified = i->verified_at;
+        char *old_error = i->verify_error;
+        i->state = state;
+        i->verified_at = verified_at;
+        i->verify_error = error;
+        r = store_image_update(i->manager->store, i);
+        if (r < 0) {
+                log_warning_errno(r, "Failed to record the check of image %s: %m", i->name);
+                i->state = old_state;
+                i->verified_at = old_verified;
+                i->verify_error = old_error;
+        } else {
+                TAKE_PTR(error);
+                free(old_error);
+        }
+        log_info("Image %s checked: %s%s%s", i->name, image_state_to_string(i->state),
+                 i->verify_error ? ": " : "", strempty(i->verify_error));
+        check_free(TAKE_PTR(i->check));
+        image_emit_changed(i, "State", "VerifyProgress", "VerifiedAt", "VerifyError", NULL);
+        return 0;
+}
+
+int image_verify(Image *i, sd_bus_error *error) {
+        Manager *m = i->manager;
+        _cleanup_(json_object_unrefp) json_object *staging = NULL;
+        int in[2] = { -EBADF, -EBADF }, out[2] = { -EBADF, -EBADF }, r;
+        ImageCheck *k;
+        sigset_t mask;
+
+        if (i->check || i->removing || i->state == IMAGE_CAPTURING)
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE,
+                                         "Image %s is %s; verify it once it is %s.", i->name,
+                                         i->check      ? "being verified already"
+                                         : i->removing ? "being deleted"
+                                                       : "being captured",
+                                         i->check ? "done" : "ready");
+        staging = staging_image_json(i);
+        if (!staging)
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE,
+                                         "Image %s is on a storage backend that is gone.", i->name);
+        const char *text = json_object_to_json_string_ext(staging, JSON_C_TO_STRING_PLAIN);
+        if (access(m->config.image_verifier, X_OK) < 0)
+                return sd_bus_error_setf(
+                        error, PB_ERROR_INVALID_STATE,
+                        "The image verifier %s cannot be run (%m); install pureboot-agent there, "
+                        "or name it with Verifier= in [Images] of controller.conf.",
+                        m->config.image_verifier);
+        k = calloc(1, sizeof(ImageCheck));
+        if (!k)
+                return -ENOMEM;
+        k->fd = -EBADF;
+        if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0) {
+                r = -errno;
+                goto fail;
+        }
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGCHLD);
+        sigprocmask(SIG_BLOCK, &mask, NULL);
+        k->pid = fork();
+        if (k->pid < 0) {
+                r = -errno;
+                goto fail;
+        }
+        if (k->pid == 0) {
+                sigprocmask(SIG_UNBLOCK, &mask, NULL);
+                if (dup2(in[0], STDIN_FILENO) < 0 || dup2(out[1], STDOUT_FILENO) < 0)
+                        _exit(EXIT_FAILURE);
+                execl(m->config.image_verifier, "pureboot-agent", "verify-image", (char *) NULL);
+                log_error_errno(errno, "Failed to run %s: %m", m->config.image_verifier);
+                _exit(EXIT_FAILURE);
+        }
+        close(in[0]);
+        close(out[1]);
+        in[0] = out[1] = -EBADF;
+        /* The record is small (a pipe takes 64 KiB before it blocks), and the verifier reads it first. */
+        r = write_full(in[1], text, strlen(text));
+        close(in[1]);
+        in[1] = -EBADF;
+        k->fd = out[0];
+        out[0] = -EBADF;
+        (void) fcntl(k->fd, F_SETFL, O_NONBLOCK);
+        i->check = k;
+        if (r >= 0)
+                r = sd_event_add_io(m->event, &k->io, k->fd, EPOLLIN, on_check_output, i);
+        if (r >= 0)
+                r = sd_event_add_child(m->event, &k->child, k->pid, WEXITED, on_check_exit, i);
+        if (r >= 0) /* what it said is taken before its exit is handled */
+                r = sd_event_source_set_priority(k->child, SD_EVENT_PRIORITY_NORMAL + 1);
+        if (r < 0) {
+                i->check = NULL;
+                check_free(k);
+                return r;
+        }
+        log_info("Verifying image %s (process %d).", i->name, (int) k->pid);
+        image_emit_changed(i, "State", "VerifyProgress", NULL);
+        return 0;
+fail:
+        for (size_t n = 0; n < 2; n++) {
+                if (in[n] >= 0)
+                        close(in[n]);
+                if (out[n] >= 0)
+                        close(out[n]);
+        }
+        check_free(k);
+        return r;
 }
 
 int image_rename(Image *i, const char *name, sd_bus_error *error) {
@@ -425,6 +657,10 @@ int image_delete(Image *i, ImageDone done, void *userdata, sd_bus_error *error) 
                         "Image %s is being captured by session %s; cancel that session to stop "
                         "the capture.",
                         i->name, i->capture_session);
+        if (i->check)
+                return sd_bus_error_setf(error, PB_ERROR_IN_USE,
+                                         "Image %s is being verified; delete it once that is done.",
+                                         i->name);
         if (users)
                 return sd_bus_error_setf(
                         error, PB_ERROR_IN_USE,

@@ -28,7 +28,10 @@ typedef struct Image {
         char *capture_session; /* the session that captured it */
         uint64_t created_at;
         uint32_t created_by;
-        bool removing; /* its data is being removed (Delete) */
+        uint64_t verified_at;     /* when a check last found it whole */
+        char *verify_error;       /* what the last check found, if it did not */
+        bool removing;            /* its data is being removed (Delete) */
+        struct ImageCheck *check; /* Verify, while it runs */
 } Image;
 
 Image *image_free(Image *i);
@@ -62,6 +65,15 @@ void image_capture_changed(Manager *m, const char *id);
 /* The ids of sessions that use i and may still run (pending, running, or failed and so retried),
  * comma-separated, or NULL. */
 char *image_users(Image *i);
+
+/* What State shows: verifying while a check runs, else the stored state. */
+ImageState image_state(const Image *i);
+/* Verify: the image's data read back and checked against its manifest in a child process (the agent's
+ * verify-image, [Images] Verifier=), its progress in VerifyProgress; ready if whole, broken if damaged (with
+ * where, in VerifyError); an image that could not be read keeps its state and says why. */
+int image_verify(Image *i, sd_bus_error *error);
+/* 0 to 1 while a check runs, else 0. */
+double image_verify_progress(const Image *i);
 
 int image_rename(Image *i, const char *name, sd_bus_error *error);
 int image_set_description(Image *i, const char *description, sd_bus_error *error);

@@ -294,24 +294,35 @@ bool staging_is_left(CloneSession *c) {
         return c->staging_resources != NULL || (image_of_session(c) && c->staging_status != STAGING_KEPT);
 }
 
-json_object *staging_json(CloneSession *c) {
-        /* A session reads the staging of the image it deploys, or captured once that took it. */
-        Image *image = image_of_session(c);
-        StorageBackend *b = hashmap_get(c->manager->storages, image ? image->backend : c->staging_backend);
-        _cleanup_(json_object_unrefp) json_object *res = image ? json_object_get(image->resources)
-                                                         : c->staging_resources
-                                                                 ? json_tokener_parse(c->staging_resources)
-                                                                 : NULL;
+/* The Staging record of area (with resources, as staging made it) on backend b. */
+static json_object *area_json(StorageBackend *b, const char *area, json_object *resources, uint64_t size,
+                              StagingStatus status) {
         json_object *o = json_object_new_object();
 
         if (!b || !o)
                 return json_object_put(o), NULL;
         json_object_object_add(o, "backend", json_object_new_string(backend_type_to_string(b->type)));
-        storage_driver(b->type)->describe(b, image ? image->area : c->id, res, o);
-        json_object_object_add(o, "sizeBytes", json_object_new_int64((int64_t) c->bytes_total));
-        json_object_object_add(o, "status",
-                               json_object_new_string(staging_status_to_string(c->staging_status)));
+        storage_driver(b->type)->describe(b, area, resources, o);
+        json_object_object_add(o, "sizeBytes", json_object_new_int64((int64_t) size));
+        json_object_object_add(o, "status", json_object_new_string(staging_status_to_string(status)));
         return o;
+}
+
+json_object *staging_json(CloneSession *c) {
+        /* A session reads the staging of the image it deploys, or captured once that took it. */
+        Image *image = image_of_session(c);
+        if (image)
+                return area_json(hashmap_get(c->manager->storages, image->backend), image->area,
+                                 image->resources, c->bytes_total, c->staging_status);
+        _cleanup_(json_object_unrefp) json_object *res =
+                c->staging_resources ? json_tokener_parse(c->staging_resources) : NULL;
+        return area_json(hashmap_get(c->manager->storages, c->staging_backend), c->id, res, c->bytes_total,
+                         c->staging_status);
+}
+
+json_object *staging_image_json(Image *i) {
+        return area_json(hashmap_get(i->manager->storages, i->backend), i->area, i->resources, i->size,
+                         STAGING_KEPT);
 }
 
 int staging_report(CloneSession *c, StagingStatus to, const char **ret_reason) {

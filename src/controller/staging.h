@@ -5,6 +5,7 @@
 #pragma once
 
 #include "clone.h"
+#include "image.h"
 
 /* After the source reported its disk's size: checks space (size + 15 %, or a LUN large enough) and
  * creates the staging area. The session moves on to staging "provisioned", or fails with the reason. */
@@ -20,7 +21,8 @@ int staging_no_space(const StorageBackend *b, uint64_t need, uint64_t size, uint
 int staging_cleanup(CloneSession *c);
 /* Whether the session still has staging to remove (or is removing it), or to say an image kept it. */
 bool staging_is_left(CloneSession *c);
-/* The Staging record of the node protocol, for the session's agents. */
+/* The Staging record of the node protocol, for the session's agents; and of an image, for its check. */
 json_object *staging_json(CloneSession *c);
+json_object *staging_image_json(Image *i);
 /* A staging status reported by an agent: uploading, ready or downloading, in that order. */
 int staging_report(CloneSession *c, StagingStatus status, const char **ret_reason);

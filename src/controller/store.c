@@ -266,7 +266,9 @@ static const char *const migrations[] = {
         "  digest TEXT,"
         "  capture_session_id TEXT,"
         "  created_at INTEGER NOT NULL,"
-        "  created_by INTEGER NOT NULL);"
+        "  created_by INTEGER NOT NULL,"
+        "  verified_at INTEGER NOT NULL DEFAULT 0,"
+        "  verify_error TEXT);"
         "CREATE TABLE clone_sessions_new ("
         "  id TEXT PRIMARY KEY NOT NULL,"
         "  name TEXT NOT NULL,"
@@ -992,6 +994,8 @@ static const Column image_columns[] = {
         COL(Image, capture_session, "capture_session_id", COLUMN_STRING, COLUMN_FIXED),
         COL(Image, created_at, "created_at", COLUMN_U64, COLUMN_FIXED),
         COL(Image, created_by, "created_by", COLUMN_U32, COLUMN_FIXED),
+        COL(Image, verified_at, "verified_at", COLUMN_U64),
+        COL(Image, verify_error, "verify_error", COLUMN_STRING),
 };
 
 static void image_free_record(void *record) {

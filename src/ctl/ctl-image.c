@@ -152,6 +152,44 @@ static int image_capture(sd_bus *bus, const char *name) {
         return EXIT_OK;
 }
 
+/* image verify NAME: starts the check and follows it to its end; exits 0 if the image is whole. */
+static int image_verify(sd_bus *bus, const char *path, const char *name) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_free_ char *state = NULL, *why = NULL;
+        double progress = 0, shown = -1;
+        int r = image_call(bus, path, "Verify", NULL, "verify the image");
+        if (r != EXIT_OK)
+                return r;
+        for (;;) {
+                state = mfree(state);
+                r = sd_bus_get_property_string(bus, PB_BUS_NAME, path, PB_IFACE("Image"), "State", &error,
+                                               &state);
+                if (r >= 0 && streq(state, "verifying"))
+                        r = sd_bus_get_property_trivial(bus, PB_BUS_NAME, path, PB_IFACE("Image"),
+                                                        "VerifyProgress", &error, 'd', &progress);
+                if (r < 0)
+                        return ctl_error(&error, r, "follow the check");
+                if (!streq(state, "verifying"))
+                        break;
+                if (progress - shown >= 0.1) {
+                        printf("Verifying %s: %.0f %%\n", name, progress * 100);
+                        fflush(stdout);
+                        shown = progress;
+                }
+                (void) usleep(250 * 1000);
+        }
+        r = sd_bus_get_property_string(bus, PB_BUS_NAME, path, PB_IFACE("Image"), "VerifyError", &error,
+                                       &why);
+        if (r < 0)
+                return ctl_error(&error, r, "read the verdict");
+        if (streq(state, "ready") && isempty(why)) {
+                printf("Image %s is whole: every chunk matches its manifest.\n", name);
+                return EXIT_OK;
+        }
+        log_error("Image %s is %s: %s", name, state, why);
+        return EXIT_FAILED;
+}
+
 int verb_image(sd_bus *bus, int argc, char **argv) {
         _cleanup_free_ char *path = NULL;
         const char *verb = argc > 0 ? argv[0] : "list";
@@ -159,10 +197,11 @@ int verb_image(sd_bus *bus, int argc, char **argv) {
 
         if (streq(verb, "list") && argc <= 1)
                 return image_list(bus);
-        if (!(STR_IN_SET(verb, "show", "delete", "deploy", "capture") && argc == 2) &&
+        if (!(STR_IN_SET(verb, "show", "delete", "deploy", "capture", "verify") && argc == 2) &&
             !(STR_IN_SET(verb, "rename", "describe") && argc == 3)) {
-                log_error("Usage: purebootctl image list|show NAME|capture NAME …|deploy NAME …|rename NAME "
-                          "NEW|describe NAME TEXT|delete NAME; see purebootctl --help.");
+                log_error("Usage: purebootctl image list|show NAME|capture NAME …|deploy NAME …|verify "
+                          "NAME|rename "
+                          "NAME NEW|describe NAME TEXT|delete NAME; see purebootctl --help.");
                 return EXIT_USAGE;
         }
         if (streq(verb, "deploy"))
@@ -176,6 +215,8 @@ int verb_image(sd_bus *bus, int argc, char **argv) {
                 ctl_pager_open();
                 return ctl_show_object(bus, path, PB_IFACE("Image"));
         }
+        if (streq(verb, "verify"))
+                return image_verify(bus, path, argv[1]);
         if (streq(verb, "rename"))
                 return image_call(bus, path, "Rename", argv[2], "rename the image");
         if (streq(verb, "describe"))

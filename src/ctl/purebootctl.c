@@ -418,6 +418,7 @@ static void help(void) {
                "  image capture NAME --source NODE --source-device DEV --storage BACKEND\n"
                "                                  Keep a node's disk; prints the capturing session\n"
                "  image list | show NAME | delete NAME | rename NAME NEW | describe NAME TEXT\n"
+               "  image verify NAME                Read it back and check every chunk (exit 1 if damaged)\n"
                "  image deploy NAME --target NODE [--target NODE]... --target-device DEV [...]\n"
                "               (one --target-device for all, or one per --target, in order)\n"
                "               [--resize none|grow_target] [--name NAME] [--identity auto|none]\n"

@@ -81,10 +81,13 @@ typedef enum StagingStatus {
 } StagingStatus;
 DECLARE_STRING_TABLE(staging_status, StagingStatus);
 
-/* An image in the library: being captured (its session uploads it), or ready to deploy. */
+/* An image in the library: being captured (its session uploads it), ready to deploy, being verified (never
+ * stored: a check that stopped with the controller did not say), or broken (a check found it damaged). */
 typedef enum ImageState {
         IMAGE_CAPTURING,
         IMAGE_READY,
+        IMAGE_VERIFYING,
+        IMAGE_BROKEN,
         _IMAGE_STATE_MAX,
 } ImageState;
 DECLARE_STRING_TABLE(image_state, ImageState);

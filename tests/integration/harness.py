@@ -325,7 +325,9 @@ class Controller(Started):
         self.netns = None  # a network namespace to run in (the VM suite's)
         if not self.config.exists():
             # The NFS root under the test's directory, never the machine's /srv.
-            self.config.write_text(f"[CA]\nKeyAlgorithm=ecdsa-p256\n[NfsRoot]\nPath={directory / 'nfsroot'}\n")
+            # The image verifier is this build's agent, as it would be the installed one.
+            self.config.write_text(f"[CA]\nKeyAlgorithm=ecdsa-p256\n[NfsRoot]\nPath={directory / 'nfsroot'}\n"
+                                   f"[Images]\nVerifier={AGENT}\n")
 
     def start(self, wait=True):
         assert self.proc is None or self.stop() is not None  # the previous run's end checked
@@ -360,6 +362,21 @@ class Controller(Started):
     def events(self):
         with self.db() as db:
             return db.execute("SELECT uid, action, object, result FROM events ORDER BY id").fetchall()
+
+
+def add_image_row(controller, backend, name="img1"):
+    """An image as a whole capture leaves it, written while the controller is stopped (a capture needs a
+    storage server: test_images.py has one). It holds nothing on its backend, so deleting it removes
+    nothing. Returns its id."""
+    assert controller.stop() == 0, controller.log.read_text()
+    image = "1a9e" + "0" * 28
+    with sqlite3.connect(controller.state / "pureboot.db") as db:
+        db.execute("INSERT INTO images (id, name, state, backend_id, area, resources, layout_json, size_bytes, "
+                   "digest, created_at, created_by) VALUES (?, ?, 'ready', ?, ?, '[]', ?, 1048576, 'xxh3-128:00', "
+                   "1, 0)", (image, name, backend, "a" * 32,
+                             '{"device": "/dev/sda", "sizeBytes": 1048576, "table": "gpt", "partitions": []}'))
+    controller.start()
+    return image
 
 
 def run(argv, bus, user=None, check=False, stdin=None, timeout=60):

@@ -3,12 +3,11 @@
 busctl on the real bus."""
 
 import json
-import sqlite3
 import subprocess
 import time
 import xml.etree.ElementTree as ET
 
-from harness import DEST, REPO, ROOT
+from harness import DEST, REPO, ROOT, add_image_row, wait_for
 
 INTERFACES = {
     "Manager": lambda ids: ROOT,
@@ -51,24 +50,9 @@ def populate(api):
     return {"node": node, "session": session, "storage": storage}
 
 
-def add_image(controller, backend, name="img1"):
-    """An image as a whole capture leaves it, written while the controller is stopped (a capture needs a
-    storage server: test_images.py has one). It holds nothing on its backend, so deleting it removes
-    nothing. Returns its id."""
-    assert controller.stop() == 0, controller.log.read_text()
-    image = "1a9e" + "0" * 28
-    with sqlite3.connect(controller.state / "pureboot.db") as db:
-        db.execute("INSERT INTO images (id, name, state, backend_id, area, resources, layout_json, size_bytes, "
-                   "digest, created_at, created_by) VALUES (?, ?, 'ready', ?, ?, '[]', ?, 1048576, 'xxh3-128:00', "
-                   "1, 0)", (image, name, backend, "a" * 32,
-                             '{"device": "/dev/sda", "sizeBytes": 1048576, "table": "gpt", "partitions": []}'))
-    controller.start()
-    return image
-
-
 def test_introspection_matches_xml(controller, api, busctl):
     ids = populate(api)
-    ids["image"] = add_image(controller, ids["storage"])
+    ids["image"] = add_image_row(controller, ids["storage"])
     for name, path in INTERFACES.items():
         full = f"{DEST}.{name}"
         xml_file = REPO / "dbus" / f"{full}.xml"
@@ -161,11 +145,17 @@ def test_every_method_through_busctl(controller, api, busctl, tmp_path):
     called.add("Manager.CaptureImage")
     r = api.call(ROOT, "Manager", "CaptureImage", "ssssa{sv}", "img0", "src-01", "/dev/sda", "iscsi1", "0")
     assert r.returncode != 0 and "is disabled" in r.stderr, r.stderr
-    image = f"{ROOT}/image/{add_image(controller, backend.rsplit('/', 1)[1])}"
+    image = f"{ROOT}/image/{add_image_row(controller, backend.rsplit('/', 1)[1])}"
     assert ok(ROOT, "Manager", "GetImage", "s", "img1")[0] == image
     assert [(i[1], i[2]) for i in ok(ROOT, "Manager", "ListImages")[0]] == [("img1", "ready")]
     r = api.call(backend, "StorageBackend", "Delete", "a{sv}", "0")
     assert r.returncode != 0 and "holds image img1" in r.stderr, r.stderr
+    # Nothing serves its iSCSI backend here: the check says it could not read it, and the state stays.
+    ok(image, "Image", "Verify", "a{sv}", "0")
+    wait_for(lambda: api.prop(image, "Image", "State") != "verifying", what="the check to end")
+    assert api.prop(image, "Image", "State") == "ready"
+    assert api.prop(image, "Image", "VerifyError").startswith("Could not be read, so not checked: "), \
+        api.prop(image, "Image", "VerifyError")
     ok(image, "Image", "Rename", "sa{sv}", "img2", "0")
     ok(image, "Image", "SetDescription", "sa{sv}", "the lab's", "0")
     assert api.prop(image, "Image", "Name") == "img2" and api.prop(image, "Image", "Description") == "the lab's"

@@ -115,6 +115,23 @@ def test_capture_alone_then_deploy_to_three_one_larger(ctl, api, servers, bridge
             assert a.wait(60) == 0, a.text()
         for (name, loop), root in zip(targets, ((1023 - 65) << 20, (1023 - 65) << 20, (1535 - 65) << 20)):
             check_root_last_disk(loop, files, tmp_path, root)
+        # A byte of the stored image damaged: a check finds where, the image is broken, deploys are refused.
+        r = ctl("image", "verify", "base", check=True)
+        assert "is whole" in r.stdout and api.prop(path, "Image", "VerifiedAt") > 0, r.stdout
+        stored = servers.nfs.export / "pureboot" / session / "disk.img.zst"
+        with open(stored, "r+b") as f:
+            f.seek(os.path.getsize(stored) // 3)
+            byte = f.read(1)
+            f.seek(-1, os.SEEK_CUR)
+            f.write(bytes([byte[0] ^ 0x5A]))
+        r = ctl("image", "verify", "base")
+        assert r.returncode == 1, (r.stdout, r.stderr)
+        assert api.prop(path, "Image", "State") == "broken"
+        error = api.prop(path, "Image", "VerifyError")
+        assert error.startswith("Damaged: ") and ("the chunk at" in error or "does not decompress" in error), error
+        assert error in r.stderr
+        r = ctl("image", "deploy", "base", "--target=same-1", f"--target-device={targets[0][1].device}")
+        assert r.returncode != 0 and "is broken" in r.stderr, r.stderr
         ctl("image", "delete", "base", check=True)
         assert session not in areas(servers)
     finally:

@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from harness import DEST, POLKIT_RULES, REPO, ROOT, TEST_USER, run
+from harness import DEST, POLKIT_RULES, REPO, ROOT, TEST_USER, add_image_row, run
 
 
 @pytest.fixture
@@ -18,7 +18,8 @@ def objects(controller, api, tmp_path):
     backend = api.ok(ROOT, "Manager", "CreateStorageBackend", "ssa{sv}a{sv}", "nfs1", "nfs", "2",
                      "server", "s", "127.0.0.1", "export", "s", "/srv/x", "0")[0]
     node = api.ok(ROOT, "Manager", "GetNode", "s", "web-02")[0]
-    return {"session": session, "backend": backend, "node": node}
+    image = f"{ROOT}/image/{add_image_row(controller, backend.rsplit('/', 1)[1])}"
+    return {"session": session, "backend": backend, "node": node, "image": image}
 
 
 MUTATIONS = [
@@ -46,6 +47,10 @@ MUTATIONS = [
     ("Node token", lambda o: (o["node"], "Node", "IssueBootToken", "a{sv}", "0"), "manage-nodes"),
     ("Update backend", lambda o: (o["backend"], "StorageBackend", "Update", "a{sv}a{sv}", "0", "0"), "manage-storage"),
     ("Delete backend", lambda o: (o["backend"], "StorageBackend", "Delete", "a{sv}", "0"), "manage-storage"),
+    ("Verify image", lambda o: (o["image"], "Image", "Verify", "a{sv}", "0"), "manage-images"),
+    ("Rename image", lambda o: (o["image"], "Image", "Rename", "sa{sv}", "img9", "0"), "manage-images"),
+    ("Describe image", lambda o: (o["image"], "Image", "SetDescription", "sa{sv}", "x", "0"), "manage-images"),
+    ("Delete image", lambda o: (o["image"], "Image", "Delete", "a{sv}", "0"), "manage-images"),
     ("Revoke", lambda o: (f"{ROOT}/ca", "CertificateAuthority", "Revoke", "sa{sv}", "0" * 32, "0"), "manage-ca"),
     ("IssueCertificate", lambda o: (f"{ROOT}/ca", "CertificateAuthority", "IssueCertificate", "sssa{sv}", "x", "node",
                                     "web-01", "0"), "manage-ca"),

@@ -375,6 +375,8 @@ def test_an_image_keeps_its_pool_lun(staged, ctl, api, servers, bridge, tmp_path
     assert api.prop(path, "Image", "Location") == f"iscsi://{servers.iscsi.portal}/{servers.iscsi.iqn}/2"
     wait_for(lambda: c.prop("StagingStatus") == "kept", what="the session to say its staging is kept")
 
+    assert "is whole" in ctl("image", "verify", "pooled", check=True).stdout
+
     # The 512 MiB LUN is the image's: a second session of the same disks finds only the 64 MiB one.
     d = Clone(tmp_path, ctl, api, servers.network, bridge, source.device, target.device, mode="staged",
               storage="pool", tag=f"{next(TAGS)}")
@@ -399,6 +401,14 @@ def test_an_image_keeps_its_pool_lun(staged, ctl, api, servers, bridge, tmp_path
     spath = f"/org/pureboot/Controller1/clone/{session}"
     assert api.prop(spath, "CloneSession", "Status") == "completed", api.prop(spath, "CloneSession", "Error")
     check_files(target, files, tmp_path)
+    # The LUN holds the chunks as they are on the disk: one damaged byte of the first is named.
+    lun = servers.iscsi.dir / "iscsi-lun2.img"
+    with open(lun, "r+b") as f:
+        f.seek(510)
+        f.write(b"\x00")
+    r = ctl("image", "verify", "pooled")
+    assert r.returncode == 1 and "the chunk at 0 does not match the manifest's hash" in r.stderr, r.stderr
+    assert api.prop(path, "Image", "State") == "broken"
     ctl("image", "delete", "pooled", check=True)
     assert api.ok("/org/pureboot/Controller1", "Manager", "ListImages")[0] == []
 
