@@ -130,11 +130,13 @@ void agent_report_progress(Agent *a, ProgressMeter *m, const char *role, uint64_
 int trust_start(Agent *a);
 void trust_stop(Agent *a);
 /* NULL if the peer's certificate (DER) is good for purpose, of name expected_cn, not revoked, and the one
- * the watched session names under serial_key (sourceCertificate, targetCertificate); else why not, with
- * *ret_retry set when the session may just not name it yet. Its IP addresses in *ret_ips if asked. */
+ * the watched session names under serial_key (sourceCertificate); else why not, with *ret_retry set when
+ * the session may just not name it yet. Its IP addresses in *ret_ips if asked. With cn_is_prefix the name
+ * only starts with expected_cn (one of several targets) and serial_key names a map from names to serials
+ * (targetCertificates). */
 const char *trust_check_peer(Agent *a, const gnutls_datum_t *der, const char *purpose,
-                             const char *expected_cn, const char *serial_key, char **ret_ips,
-                             bool *ret_retry);
+                             const char *expected_cn, bool cn_is_prefix, const char *serial_key,
+                             char **ret_ips, bool *ret_retry);
 
 /* client.c: calls on the bridge (varlink over HTTPS). error is NULL on success, else the varlink error's
  * name (transport failures are org.pureboot.Node.ControllerUnavailable). params is taken. */

@@ -314,7 +314,7 @@ static enum MHD_Result reply_text(struct MHD_Connection *conn, unsigned status, 
         return r;
 }
 
-/* Only the session's target may read the disk: its live certificate, not revoked (trust_check_peer).
+/* Only the session's targets may read the disk: each one's live certificate, not revoked (trust_check_peer).
  * Returns 0, or the HTTP status to refuse with (503: the session does not name this certificate yet — a
  * target that enrolled a moment ago — so try again) and *ret_reason. */
 static unsigned check_peer(Source *s, const gnutls_datum_t *cert, const char **ret_reason) {
@@ -322,8 +322,8 @@ static unsigned check_peer(Source *s, const gnutls_datum_t *cert, const char **r
 
         if (!cert)
                 return *ret_reason = "no client certificate was presented", MHD_HTTP_FORBIDDEN;
-        *ret_reason = trust_check_peer(s->agent, cert, GNUTLS_KP_TLS_WWW_CLIENT, s->expected_cn,
-                                       "targetCertificate", NULL, &retry);
+        *ret_reason = trust_check_peer(s->agent, cert, GNUTLS_KP_TLS_WWW_CLIENT, s->expected_cn, true,
+                                       "targetCertificates", NULL, &retry);
         return !*ret_reason ? 0 : retry ? MHD_HTTP_SERVICE_UNAVAILABLE : MHD_HTTP_FORBIDDEN;
 }
 
@@ -439,8 +439,8 @@ static int report_ready(Source *s) {
         json_object_object_add(p, "sizeBytes", json_object_new_int64((int64_t) s->dev.size));
         json_object_object_add(p, "device", json_object_new_string(a->settings.device));
         agent_report_add_notes(p, s->map.whole);
-        log_info("Serving %s (%s) on %s:%u to %s.", s->dev.path, FORMAT_BYTES(s->dev.size), address, a->settings.port,
-                 s->expected_cn);
+        log_info("Serving %s (%s) on %s:%u to %s<n>, the session's targets.", s->dev.path,
+                 FORMAT_BYTES(s->dev.size), address, a->settings.port, s->expected_cn);
         return queue_push(a->queue, "ReportSourceReady", p);
 }
 
@@ -561,7 +561,9 @@ int source_start(Agent *a) {
         s->agent = a;
         s->dev = DEVICE_NULL;
         a->source = s;
-        if (asprintf(&s->expected_cn, "clone-%s-target-1", a->settings.session) < 0)
+        /* Any of the session's targets: clone-<session>-target-<n>, each with the serial the session names.
+         */
+        if (asprintf(&s->expected_cn, "clone-%s-target-", a->settings.session) < 0)
                 return -ENOMEM;
         r = digest_init(&s->digest);
         if (r < 0)

@@ -408,7 +408,7 @@ static size_t on_header(char *p, size_t size, size_t n, void *userdata) {
                 return 0;
         }
         bool retry;
-        reason = trust_check_peer(t->agent, &certs[0], GNUTLS_KP_TLS_WWW_SERVER, t->source_cn,
+        reason = trust_check_peer(t->agent, &certs[0], GNUTLS_KP_TLS_WWW_SERVER, t->source_cn, false,
                                   "sourceCertificate", &ips, &retry);
         if (reason) {
                 /* A source the session does not name (yet): our record may be older than its enrolment. */

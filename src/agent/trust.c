@@ -126,24 +126,31 @@ void trust_stop(Agent *a) {
 }
 
 const char *trust_check_peer(Agent *a, const gnutls_datum_t *der, const char *purpose,
-                             const char *expected_cn, const char *serial_key, char **ret_ips,
-                             bool *ret_retry) {
+                             const char *expected_cn, bool cn_is_prefix, const char *serial_key,
+                             char **ret_ips, bool *ret_retry) {
         _cleanup_free_ char *cn = NULL, *ips = NULL, *serial = NULL;
         const char *reason = NULL, *named;
+        json_object *map = NULL;
 
         assert(a && a->trust && der && ret_retry);
         *ret_retry = false;
         if (tls_verify_peer(a->trust->list, der, purpose, &cn, ret_ips ? &ips : NULL, &reason) < 0)
                 return reason ?: "the certificate does not verify";
-        if (!streq(cn, expected_cn)) {
-                log_warning("Refused a peer with certificate %s: only %s may take part.", cn, expected_cn);
+        if (cn_is_prefix ? !startswith(cn, expected_cn) : !streq(cn, expected_cn)) {
+                log_warning("Refused a peer with certificate %s: only %s%s may take part.", cn, expected_cn,
+                            cn_is_prefix ? "…" : "");
                 return "this certificate is not of the session's peer";
         }
         if (tls_certificate_serial(der, &serial) < 0)
                 return "the certificate's serial cannot be read";
         /* The session names its peer's live certificate; until our record of the session does, or when
          * it names another (a newer enrolment we have not heard of yet), the peer is asked to try again. */
-        named = a->watched ? json_get_string(a->watched, serial_key) : NULL;
+        if (cn_is_prefix)
+                named = a->watched && json_object_object_get_ex(a->watched, serial_key, &map)
+                                ? json_get_string(map, cn)
+                                : NULL;
+        else
+                named = a->watched ? json_get_string(a->watched, serial_key) : NULL;
         if (!streq_ptr(named, serial)) {
                 log_warning("The peer %s presented certificate %s; the session names %s.", cn, serial,
                             strna(named));

@@ -496,7 +496,8 @@ static int dup_fields(CloneSession *c, const CloneSpec *s, const Resolved *res) 
 /* A session deploying image i reads what it holds: its layout is the source's disk, its digest the source's.
  */
 static int take_image(CloneSession *c, Image *i) {
-        const char *layout = json_object_to_json_string_ext(i->layout, JSON_C_TO_STRING_PLAIN);
+        const char *layout =
+                i->layout ? json_object_to_json_string_ext(i->layout, JSON_C_TO_STRING_PLAIN) : NULL;
         c->bytes_total = i->size;
         if (free_and_strdup(&c->image, i->id) < 0 || free_and_strdup(&c->source_disk_json, layout) < 0 ||
             free_and_strdup(&c->staging_path, i->location) < 0)
@@ -1077,9 +1078,6 @@ static int added_target_check(CloneSession *c, const char *node, const char *dev
                 r = node_resolve(c->manager, node, &n, error);
         if (r < 0)
                 return r;
-        if (c->mode != CLONE_MODE_STAGED)
-                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
-                                         "Only a staged session takes more targets; %s is direct.", c->id);
         if (clone_status_is_final(c->status) && c->status != CLONE_FAILED)
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE,
                                          "Session %s is %s; add targets to a session that can still run.", c->id,
@@ -1294,6 +1292,17 @@ json_object *clone_node_view(CloneSession *c, bool source, CloneTarget *t) {
         const char *source_serial = clone_certificate(c, NULL), *target = shown ? clone_certificate(c, shown) : NULL;
         ADD("sourceCertificate", source_serial ? json_object_new_string(source_serial) : NULL);
         ADD("targetCertificate", target ? json_object_new_string(target) : NULL);
+        if (source) {
+                json_object *serials = json_object_new_object();
+                for (size_t i = 0; serials && i < c->n_targets; i++) {
+                        _cleanup_free_ char *role = NULL, *cn = NULL;
+                        const char *serial = clone_certificate(c, c->targets[i]);
+                        if (serial && clone_target_role(c->targets[i]->index, &role) >= 0 &&
+                            identity_name(NULL, c->id, role, &cn) >= 0)
+                                json_object_object_add(serials, cn, json_object_new_string(serial));
+                }
+                ADD("targetCertificates", serials);
+        }
 #undef ADD
         return o;
 }

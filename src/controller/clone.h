@@ -124,8 +124,9 @@ json_object *clone_node_view(CloneSession *c, bool source, CloneTarget *t);
 /* Once both digests are known: completed if they agree, else failed with the sentence in *ret_message. */
 int clone_digest_verdict(const char *source, const char *target, CloneStatus *ret_to, char **ret_message);
 
-/* One source to several targets: another target of a staged session, with its own plan, progress and
- * digest, started at once if the session runs. */
+/* One source to several targets: another target of the session (a direct source serves each, a staged
+ * upload is downloaded by each), with its own plan, progress and digest, started at once if the session
+ * runs. */
 int clone_add_target(CloneSession *c, const char *node, const char *device, const char *resize_mode,
                      CloneTarget **ret, sd_bus_error *error);
 /* What clone_add_target would refuse, checked without adding anything. */

@@ -271,8 +271,12 @@ static int take_staging(Image *i, CloneSession *c) {
         uint64_t size = i->size;
         int r;
 
-        if (!resources || !layout || !digest || (c->staging_path && !location))
+        if (!resources || !digest || (c->staging_path && !location))
                 return -ENOMEM;
+        if (!layout) /* deploys then plan from the targets' disks alone: resize none only */
+                log_warning("Image %s: the source's disk as uploaded is not known; it is kept without its "
+                            "layout.",
+                            i->name);
         /* Memory first, so that what runs once the transaction commits sees the image ready; put back if it
          * does not. */
         i->state = IMAGE_READY;
@@ -330,7 +334,8 @@ void image_capture_changed(Manager *m, const char *id) {
                 r = forget(i);
         }
         if (r < 0)
-                log_warning_errno(r, "Failed to record what became of image %s: %m", id);
+                log_warning_errno(r, "Failed to record what became of image %s of session %s: %m", i->name,
+                                  id);
 }
 
 char *image_users(Image *i) {

@@ -27,24 +27,24 @@ static int clone_create(sd_bus *bus) {
                 r = sd_bus_message_append(m, "ssssss", arg.name ?: "clone", arg.mode, arg.source,
                                           strempty(arg.target), arg.source_device, arg.target_device);
         if (r >= 0)
-                r = sd_bus_message_open_container(m, 'a', "{sv}");
-        if (r >= 0)
-                r = add_string_option(m, "storage", arg.storage);
-        if (r >= 0)
-                r = add_string_option(m, "resize_mode", arg.resize);
-        if (r >= 0)
-                r = add_string_option(m, "identity", arg.identity);
-        if (r >= 0)
-                r = add_string_option(m, "unused", arg.unused);
-        if (r >= 0)
-                r = add_string_option(m, "idempotency_key", arg.key);
-        if (r >= 0)
-                r = add_string_option(m, "keep_as", arg.keep_as);
-        if (r >= 0)
-                r = sd_bus_message_close_container(m);
+                r = clone_append_options(m, NULL);
         if (r < 0)
                 return EXIT_FAILED;
         return ctl_call_print_id(bus, m, "create the clone session");
+}
+
+int clone_append_options(sd_bus_message *m, const char *image) {
+        const struct {
+                const char *key, *value;
+        } options[] = {
+                { "storage", arg.storage }, { "resize_mode", arg.resize },  { "identity", arg.identity },
+                { "unused", arg.unused },   { "idempotency_key", arg.key }, { "keep_as", arg.keep_as },
+                { "image", image },
+        };
+        int r = sd_bus_message_open_container(m, 'a', "{sv}");
+        for (size_t i = 0; r >= 0 && i < ELEMENTSOF(options); i++)
+                r = add_string_option(m, options[i].key, options[i].value);
+        return r < 0 ? r : sd_bus_message_close_container(m);
 }
 
 /* Node ids as host names, for tables people read. */
@@ -251,18 +251,25 @@ static void print_progress(const Progress *p, bool live) {
         fflush(stdout);
 }
 
+/* What the follow of a session with several targets last showed of each. */
+typedef struct TargetSeen {
+        char status[32];
+        double progress;
+} TargetSeen;
+
 /* One line per target of a session with several: its number, node, device, status, share done and why it
- * failed. */
-static int print_targets(sd_bus *bus, const char *path) {
+ * failed. seen (n of them): only those whose status changed or that moved 10 % since, which are noted. */
+static int print_targets(sd_bus *bus, const char *path, TargetSeen *seen, size_t n, bool live) {
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         _cleanup_strv_free_ char **targets = NULL;
+        size_t i = 0;
         int r = sd_bus_get_property_strv(bus, PB_BUS_NAME, path, PB_IFACE("CloneSession"), "Targets", &error,
                                          &targets);
         if (r < 0)
                 return ctl_error(&error, r, "read the session's targets");
         if (!targets || !targets[0] || !targets[1])
                 return 0;
-        for (char **t = targets; *t; t++) {
+        for (char **t = targets; *t; t++, i++) {
                 _cleanup_free_ char *node = NULL, *device = NULL, *status = NULL, *failure = NULL;
                 uint32_t index = 0;
                 double progress = 0;
@@ -284,8 +291,15 @@ static int print_targets(sd_bus *bus, const char *path) {
                 sd_bus_message_unref(reply);
                 if (r < 0)
                         return ctl_error(&error, r, "read a target");
-                printf("  target %-3" PRIu32 " %-12.32s %-16.64s %-12s %5.1f%%%s%s\n", index, node, device, status,
-                       progress * 100.0, *failure ? "  " : "", failure);
+                if (seen && i < n) {
+                        if (streq(seen[i].status, status) && progress - seen[i].progress < 0.1)
+                                continue;
+                        snprintf(seen[i].status, sizeof(seen[i].status), "%s", status);
+                        seen[i].progress = progress;
+                }
+                printf("%s  target %-3" PRIu32 " %-12.32s %-16.64s %-12s %5.1f%%%s%s\n",
+                       live ? "\r\033[K" : "", index, node, device, status, progress * 100.0,
+                       *failure ? "  " : "", failure);
         }
         return 0;
 }
@@ -328,15 +342,24 @@ static int on_changed(sd_bus_message *m, void *userdata, sd_bus_error *error) {
 
 static int clone_status(sd_bus *bus, const char *path) {
         _cleanup_(sd_bus_slot_unrefp) sd_bus_slot *slot = NULL;
+        _cleanup_free_ TargetSeen *seen = NULL;
+        _cleanup_free_ char *match = NULL;
         bool live = isatty(STDOUT_FILENO), changed = true;
         Progress p = {}, last = {};
         char last_problem[sizeof(p.problem)] = "";
         int r;
 
         if (arg.follow) {
-                /* Subscribe before the first read, so no change falls between the two. */
-                r = sd_bus_match_signal(bus, &slot, PB_BUS_NAME, path, "org.freedesktop.DBus.Properties",
-                                        "PropertiesChanged", on_changed, &changed);
+                /* Subscribe before the first read, so no change falls between the two: the session's and its
+                 * targets' (below its path). */
+                if (asprintf(&match,
+                             "type='signal',sender='" PB_BUS_NAME
+                             "',interface='org.freedesktop.DBus.Properties',"
+                             "member='PropertiesChanged',path_namespace='%s'",
+                             path) < 0 ||
+                    !(seen = calloc(CLONE_TARGETS_MAX, sizeof(TargetSeen))))
+                        return log_oom(), EXIT_FAILED;
+                r = sd_bus_add_match(bus, &slot, match, on_changed, &changed);
                 if (r < 0)
                         return log_error_errno(r, "Failed to watch the session: %m"), EXIT_FAILED;
         }
@@ -363,6 +386,9 @@ static int clone_status(sd_bus *bus, const char *path) {
                                 json_object_put(o);
                                 break;
                         }
+                        /* Each target of several, as it moves on (above the session's progress line). */
+                        if (arg.follow && (r = print_targets(bus, path, seen, CLONE_TARGETS_MAX, live)) > 0)
+                                return r;
                         /* Without a terminal, one line per status change or 5 % of progress. */
                         if (live || !streq(p.status, last.status) || !streq(p.staging, last.staging) || !arg.follow ||
                             (p.total > 0 && (p.transferred - last.transferred) * 20 >= p.total)) {
@@ -386,7 +412,8 @@ static int clone_status(sd_bus *bus, const char *path) {
         }
         if (live && arg.follow)
                 printf("\n");
-        if (arg.json == JSON_OFF && ((r = print_targets(bus, path)) > 0 || (r = print_notes(bus, path)) > 0))
+        if (arg.json == JSON_OFF && ((!arg.follow && (r = print_targets(bus, path, NULL, 0, false)) > 0) ||
+                                     (r = print_notes(bus, path)) > 0))
                 return r;
         if (*p.error && clone_status_name_is_final(p.status))
                 log_error("Session %s: %s", p.status, p.error);

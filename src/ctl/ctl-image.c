@@ -48,10 +48,6 @@ static int image_call(sd_bus *bus, const char *path, const char *method, const c
         return r < 0 ? -r : EXIT_OK;
 }
 
-static int add_string_option(sd_bus_message *m, const char *key, const char *value) {
-        return value ? sd_bus_message_append(m, "{sv}", key, "s", value) : 0;
-}
-
 /* A session call taking options only, whose failure is already reported. */
 static int session_call(sd_bus *bus, const char *path, const char *method) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
@@ -84,19 +80,7 @@ static int image_deploy(sd_bus *bus, const char *image) {
                 r = sd_bus_message_append(m, "ssssss", arg.name ?: image, "staged", "", arg.targets[0], "",
                                           arg.target_devices[0]);
         if (r >= 0)
-                r = sd_bus_message_open_container(m, 'a', "{sv}");
-        if (r >= 0)
-                r = add_string_option(m, "image", image);
-        if (r >= 0)
-                r = add_string_option(m, "resize_mode", arg.resize);
-        if (r >= 0)
-                r = add_string_option(m, "identity", arg.identity);
-        if (r >= 0)
-                r = add_string_option(m, "unused", arg.unused);
-        if (r >= 0)
-                r = add_string_option(m, "idempotency_key", arg.key);
-        if (r >= 0)
-                r = sd_bus_message_close_container(m);
+                r = clone_append_options(m, image);
         if (r < 0)
                 return EXIT_FAILED;
         r = ctl_call(bus, m, &reply, "create the session");

@@ -56,6 +56,10 @@ void ctl_print_json(json_object *o);
 void ctl_pager_open(void);
 bool ctl_require(const char *value, const char *option, const char *verb);
 
+/* CreateCloneSession's options as the command line gives them (--storage, --resize, --identity, --unused,
+ * --idempotency-key, --keep-as), and the image it deploys if not NULL. */
+int clone_append_options(sd_bus_message *m, const char *image);
+
 /* Verbs */
 int verb_node(sd_bus *bus, int argc, char **argv);
 int verb_clone(sd_bus *bus, int argc, char **argv);

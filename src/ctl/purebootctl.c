@@ -411,7 +411,7 @@ static void help(void) {
                "  clone status ID [--follow]      Progress, with a live bar when following\n"
                "  clone token ID --role source|target [--target N]\n"
                "  clone add-target ID --target NODE --target-device DEV [--resize MODE]\n"
-               "                                  One more target of a staged session (its own session)\n"
+               "                                  One more target of a session, direct or staged\n"
                "  clone plan ID [--analyze] [--edit N=SIZE]... [--set JSON]\n"
                "                                  The resize plan: made again, partitions resized, or set\n"
                "Images (captured, or kept by a staged clone with --keep-as NAME):\n"

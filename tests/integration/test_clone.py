@@ -71,6 +71,41 @@ def test_direct_clone_end_to_end(clone_of, disks, ctl, tmp_path, system_bus):
     assert c.prop("SourceDigest") == c.prop("TargetDigest")
 
 
+def test_one_live_source_to_two_targets(clone_of, disks, api, tmp_path, system_bus):
+    """A direct session with a second target: the source serves both (each target's own certificate, each
+    checked against the serial the session names for it), each target checks its own digest, and the session
+    completes once both did."""
+    source, files = disks.source()
+    first = disks.random("first")
+    second = disks.random("second")
+    c = clone_of(source.device, first.device)
+    path, agent = c.add_target(second.device)
+    assert api.prop(path, "CloneTarget", "Status") == "waiting"
+    follow = subprocess.Popen([str(PUREBOOTCTL), "--no-pager", "clone", "status", "--follow", c.id],
+                              env=system_bus.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    c.source.start()
+    c.target.start()
+    agent.start()
+    c.wait_status("completed", "failed", timeout=120)
+    out, err = follow.communicate(timeout=30)
+    assert follow.returncode == 0, err
+    # Each target's steps as they happen, and where each ended.
+    for n in (1, 2):
+        lines = [line for line in out.splitlines() if re.match(rf"\s+target {n}\s", line)]
+        assert any("cloning" in line for line in lines) or len(lines) > 1, out
+        assert "completed" in lines[-1] and "100.0%" in lines[-1], out
+    assert c.status() == "completed", (c.prop("Error"), c.source.text()[-2000:], agent.text()[-2000:])
+    for a in (c.target, agent, c.source):
+        assert a.wait(60) == 0, a.text()
+    digest = c.prop("SourceDigest")
+    assert c.prop("TargetDigest") == digest and api.prop(path, "CloneTarget", "Digest") == digest
+    for target in (first, second):
+        sh("cmp", source.device, target.device)
+        check_files(target, files, tmp_path)
+    # The source read its disk once for the digest and served two streams.
+    assert len(re.findall(r"A stream ended at 256.0 MiB", c.source.text())) == 2, c.source.text()[-3000:]
+
+
 def wire_bytes(c):
     """What the source node has sent on its link since the session's agents were made."""
     return c.network.tx_bytes(c.source.netns) - c.source_tx_at_start

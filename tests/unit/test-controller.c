@@ -6,6 +6,7 @@
 #include "ca.h"
 #include "clone.h"
 #include "disk.h"
+#include "image.h"
 #include "node.h"
 #include "pureboot-errors.h"
 #include "storage.h"
@@ -535,6 +536,178 @@ static void test_staged_targets(Manager *m) {
         ASSERT_BUS_ERROR(clone_issue_token(c, "target-x", NULL, E), PB_ERROR_INVALID_ARGUMENT);
 }
 
+static int take_image(void *userdata, void *record) {
+        Image **found = userdata, *i = record;
+        if (streq(i->id, "1a9e0000000000000000000000000007") && !*found)
+                *found = i;
+        else
+                image_free(i);
+        return 0;
+}
+
+/* Every field of an image, saved (inserted, then updated) and read back. */
+static void test_image_round_trip(Manager *m) {
+        _cleanup_(json_object_unrefp)
+                json_object *resources = json_tokener_parse("[{\"kind\":\"pool-lun\",\"lun\":2}]"),
+                            *layout = json_tokener_parse("{\"device\":\"/dev/sda\"}");
+        Image i = { .id = (char *) "1a9e0000000000000000000000000007",
+                    .name = (char *) "lab",
+                    .description = (char *) "",
+                    .state = IMAGE_CAPTURING,
+                    .backend = (char *) "5705a6e0000000000000000000000002",
+                    .area = (char *) "aa000000000000000000000000000009",
+                    .source_node = (char *) "node-x",
+                    .source_hostname = (char *) "web-x",
+                    .source_device = (char *) "/dev/sda",
+                    .capture_session = (char *) "aa000000000000000000000000000009",
+                    .created_at = 11,
+                    .created_by = 12 };
+        Image *loaded = NULL;
+
+        ASSERT_OK(store_image_insert(m->store, &i));
+        i.name = (char *) "lab-2";
+        i.description = (char *) "the lab's";
+        i.state = IMAGE_BROKEN;
+        i.resources = resources;
+        i.location = (char *) "iscsi://portal/iqn/2";
+        i.layout = layout;
+        i.size = 1 << 30;
+        i.digest = (char *) "xxh3-128:ab";
+        i.verified_at = 13;
+        i.verify_error = (char *) "Damaged: the chunk at 0";
+        ASSERT_OK(store_image_update(m->store, &i));
+        ASSERT_OK(store_images_load(m->store, take_image, &loaded));
+        ASSERT_TRUE(loaded);
+        ASSERT_STR(loaded->name, "lab-2");
+        ASSERT_STR(loaded->description, "the lab's");
+        ASSERT_INT(loaded->state, IMAGE_BROKEN);
+        ASSERT_STR(loaded->backend, i.backend);
+        ASSERT_STR(loaded->area, i.area);
+        ASSERT_STR(json_object_to_json_string_ext(loaded->resources, JSON_C_TO_STRING_PLAIN),
+                   "[{\"kind\":\"pool-lun\",\"lun\":2}]");
+        ASSERT_STR(loaded->location, i.location);
+        ASSERT_STR(loaded->source_node, "node-x");
+        ASSERT_STR(loaded->source_hostname, "web-x");
+        ASSERT_STR(loaded->source_device, "/dev/sda");
+        ASSERT_STR(json_get_string(loaded->layout, "device"), "/dev/sda");
+        ASSERT_INT(loaded->size, 1 << 30);
+        ASSERT_STR(loaded->digest, "xxh3-128:ab");
+        ASSERT_STR(loaded->capture_session, i.capture_session);
+        ASSERT_INT(loaded->created_at, 11);
+        ASSERT_INT(loaded->created_by, 12);
+        ASSERT_INT(loaded->verified_at, 13);
+        ASSERT_STR(loaded->verify_error, "Damaged: the chunk at 0");
+        image_free(loaded);
+        ASSERT_OK(store_image_delete(m->store, i.id));
+}
+
+/* As if c's source had uploaded a 1 MiB disk (its staging area made, the upload whole, its digest in). */
+static void pretend_uploaded(CloneSession *c) {
+        sd_bus_error e = SD_BUS_ERROR_NULL;
+        free(c->staging_resources);
+        ASSERT_TRUE(asprintf(&c->staging_resources,
+                             "[{\"kind\":\"nfs-directory\",\"path\":\"/pureboot/%s\"}]", c->id) > 0);
+        c->bytes_total = 1 << 20;
+        ASSERT_TRUE(c->source_disk_json = strdup("{\"device\":\"/dev/sda\",\"sizeBytes\":1048576,"
+                                                 "\"logicalSectorSize\":512,\"physicalSectorSize\":512,"
+                                                 "\"table\":\"gpt\",\"partitions\":[]}"));
+        ASSERT_OK(clone_targets_transition(c, CLONE_SOURCE_READY, NULL, &e));
+        c->staging_status = STAGING_READY;
+        ASSERT_TRUE(c->source_digest = strdup("xxh3-128:0123456789abcdef0123456789abcdef"));
+        ASSERT_OK(store_session_update(c->manager->store, c, NULL));
+        image_capture_changed(c->manager, c->id);
+}
+
+/* keep_as reserves a name, the image takes the upload once it is whole; a deploy of it has no source node
+ * and is ready at once; in use it cannot go; a capture alone is its own target, and a cancelled one frees
+ * its name. */
+static void test_images(Manager *m) {
+        sd_bus_error e = SD_BUS_ERROR_NULL;
+        CloneSession *c, *d, *solo;
+        Image *i;
+        CloneSpec spec = { .name = "keeper",
+                           .mode = "staged",
+                           .source_node = "web-02",
+                           .target_node = "web-03",
+                           .source_device = "/dev/sda",
+                           .target_device = "/dev/sdb",
+                           .storage = "nfs-targets",
+                           .keep_as = "golden" };
+
+        ASSERT_OK(clone_create(m, &spec, 0, &c, &e));
+        ASSERT_OK(image_resolve(m, "golden", &i, &e));
+        ASSERT_INT(i->state, IMAGE_CAPTURING);
+        ASSERT_TRUE(image_captured_by(c) == i && !image_of_session(c));
+        ASSERT_BUS_ERROR(clone_create(m, &spec, 0, &d, E), PB_ERROR_ALREADY_EXISTS);
+        spec.keep_as = "../golden";
+        ASSERT_BUS_ERROR(clone_create(m, &spec, 0, &d, E), PB_ERROR_INVALID_ARGUMENT);
+        spec.keep_as = "golden2", spec.mode = "direct";
+        ASSERT_BUS_ERROR(clone_create(m, &spec, 0, &d, E), PB_ERROR_INVALID_ARGUMENT);
+        ASSERT_BUS_ERROR(image_delete(i, NULL, NULL, E), PB_ERROR_IN_USE);
+
+        ASSERT_OK(clone_start(c, &e));
+        pretend_uploaded(c);
+        ASSERT_INT(i->state, IMAGE_READY);
+        ASSERT_TRUE(!c->staging_resources && i->resources && image_of_session(c) == i);
+        ASSERT_STR(i->digest, "xxh3-128:0123456789abcdef0123456789abcdef");
+        ASSERT_INT(i->size, 1 << 20);
+        ASSERT_INT(
+                count(m,
+                      "SELECT COUNT(*) FROM images WHERE name = 'golden' AND state = 'ready' AND resources "
+                      "LIKE '%nfs-directory%'"),
+                1);
+        ASSERT_OK(clone_cancel(c, &e)); /* the image keeps what it took */
+        ASSERT_INT(c->staging_status, STAGING_KEPT);
+        ASSERT_INT(i->state, IMAGE_READY);
+
+        CloneSpec deploy = { .name = "rollout",
+                             .image = "golden",
+                             .target_node = "web-01",
+                             .target_device = "/dev/sdc",
+                             .resize_mode = "shrink_source" };
+        ASSERT_BUS_ERROR(clone_create(m, &deploy, 0, &d, E), PB_ERROR_INVALID_ARGUMENT);
+        deploy.resize_mode = "grow_target", deploy.source_node = "web-02";
+        ASSERT_BUS_ERROR(clone_create(m, &deploy, 0, &d, E), PB_ERROR_INVALID_ARGUMENT);
+        deploy.source_node = NULL;
+        ASSERT_OK(clone_create(m, &deploy, 0, &d, &e));
+        ASSERT_TRUE(!d->source_node && !d->source_device && streq(d->image, i->id));
+        ASSERT_BUS_ERROR(clone_issue_token(d, "source", NULL, E), PB_ERROR_INVALID_ARGUMENT);
+        ASSERT_OK(clone_start(d, &e));
+        ASSERT_INT(d->status, CLONE_SOURCE_READY);
+        ASSERT_INT(d->staging_status, STAGING_READY);
+        ASSERT_STR(d->source_digest, i->digest);
+        _cleanup_free_ char *users = image_users(i);
+        ASSERT_STR(users, d->id);
+        ASSERT_BUS_ERROR(image_delete(i, NULL, NULL, E), PB_ERROR_IN_USE);
+        ASSERT_OK(clone_cancel(d, &e));
+        ASSERT_TRUE(!image_users(i));
+
+        /* A capture alone: no target, the session takes the steps itself and completes with the image. */
+        ASSERT_BUS_ERROR(image_capture(m, "solo", "web-02", "/dev/sda", "", 0, false, &solo, E),
+                         PB_ERROR_INVALID_ARGUMENT);
+        ASSERT_OK(image_capture(m, "solo", "web-02", "/dev/sda", "nfs-targets", 0, false, &solo, &e));
+        ASSERT_TRUE(solo->n_targets == 0 && clone_captures_alone(solo));
+        ASSERT_INT(solo->status, CLONE_WAITING);
+        pretend_uploaded(solo);
+        ASSERT_INT(solo->status, CLONE_COMPLETED);
+        ASSERT_OK(image_resolve(m, "solo", &i, &e));
+        ASSERT_INT(i->state, IMAGE_READY);
+
+        /* Cancelled before its upload was whole, a capture frees its name; failed, it keeps it for a retry.
+         */
+        ASSERT_OK(image_capture(m, "gone", "web-02", "/dev/sda", "nfs-targets", 0, false, &solo, &e));
+        ASSERT_OK(clone_end(solo, CLONE_FAILED, "The source failed: gone", &e));
+        ASSERT_STR(clone_error(solo), "The source failed: gone");
+        ASSERT_OK(image_resolve(m, "gone", &i, &e));
+        ASSERT_OK(clone_start(solo, &e));
+        ASSERT_INT(solo->status, CLONE_WAITING);
+        ASSERT_TRUE(!clone_error(solo));
+        ASSERT_OK(clone_cancel(solo, &e));
+        ASSERT_INT(solo->status, CLONE_CANCELLED);
+        ASSERT_BUS_ERROR(image_resolve(m, "gone", &i, E), PB_ERROR_NO_SUCH_IMAGE);
+        ASSERT_INT(count(m, "SELECT COUNT(*) FROM images WHERE name = 'gone'"), 0);
+}
+
 /* A database as schema 8 made it, with a staged session whose two added targets were sessions following it,
  * opened by this controller: they are its targets 2 and 3, in the order they were added, with their
  * progress, digests, plans and report sequences; the followers' rows are gone. */
@@ -1014,6 +1187,8 @@ int main(void) {
         test_transaction_end_hook(m);
         test_restart(dir, &m);
         test_staged_targets(m);
+        test_image_round_trip(m);
+        test_images(m);
         test_migration_from_followers(dir);
         manager_free(m);
         test_throttle();
