@@ -26,6 +26,7 @@ class Network:
 
     def __init__(self, index=0, isolated=False):
         self.tag = f"pb{FIXTURE_TAG}{index}"
+        self.index = index
         self.bridge = f"{self.tag}br"
         self.subnet = f"10.213.{(os.getpid() + index) % 250}"
         self.address = f"{self.subnet}.1"
@@ -42,7 +43,11 @@ class Network:
             if self.ns:
                 sh("ip", "netns", "add", self.ns)
                 self.ip("link", "set", "lo", "up")
-            self.ip("link", "add", self.bridge, "type", "bridge")
+            # An address of its own: a bridge otherwise takes the lowest of its ports', so a node added later
+            # could change it under the nodes' ARP caches, and their traffic to the bridge's address would go
+            # nowhere until those entries expire (tens of seconds).
+            self.ip("link", "add", self.bridge, "address", f"02:50:42:{(os.getpid() >> 8) & 0xff:02x}:"
+                    f"{os.getpid() & 0xff:02x}:{self.index:02x}", "type", "bridge")
             self.ip("addr", "add", f"{self.address}/24", "dev", self.bridge)
             self.ip("link", "set", self.bridge, "up")
         except BaseException:
