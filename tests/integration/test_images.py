@@ -60,6 +60,16 @@ def deploy_agents(ctl, servers, bridge, tmp_path, session, nodes, prefix="d"):
     return agents
 
 
+def run_to_end(api, spath, agents, timeout):
+    """Starts the agents of session spath and waits for it to complete."""
+    for a in agents:
+        a.start()
+    wait_for(lambda: api.prop(spath, "CloneSession", "Status") in ("completed", "failed"), timeout=timeout,
+             what="the deploy to end", interval=0.5)
+    assert api.prop(spath, "CloneSession", "Status") == "completed", \
+        (api.prop(spath, "CloneSession", "Error"), [a.text()[-2000:] for a in agents])
+
+
 def test_capture_alone_then_deploy_to_three_one_larger(ctl, api, servers, bridge, tmp_path):
     """image capture: a session whose only target is the image (it completes once the image is ready); then
     the image to three machines in one session, one of them 1.5 times as large, which grows its root."""
@@ -105,12 +115,7 @@ def test_capture_alone_then_deploy_to_three_one_larger(ctl, api, servers, bridge
         deployed = deploy_agents(ctl, servers, bridge, tmp_path, deploy, [(n, loop.device) for n, loop in targets],
                                  prefix="g")
         agents += deployed
-        for a in deployed:
-            a.start()
-        wait_for(lambda: api.prop(dpath, "CloneSession", "Status") in ("completed", "failed"), timeout=240,
-                 what="the deploy to end", interval=0.5)
-        assert api.prop(dpath, "CloneSession", "Status") == "completed", \
-            (api.prop(dpath, "CloneSession", "Error"), [a.text()[-2000:] for a in deployed])
+        run_to_end(api, dpath, deployed, 240)
         for a in deployed:
             assert a.wait(60) == 0, a.text()
         for (name, loop), root in zip(targets, ((1023 - 65) << 20, (1023 - 65) << 20, (1535 - 65) << 20)):
@@ -213,12 +218,7 @@ def test_capture_keep_deploy_to_two_and_delete(ctl, api, servers, bridge, tmp_pa
         assert r.returncode != 0 and "used by clone sessions" in r.stderr, r.stderr
         deployed = deploy_agents(ctl, servers, bridge, tmp_path, session, [(h, loop.device) for h, loop in targets])
         agents += deployed
-        for a in deployed:
-            a.start()
-        wait_for(lambda: api.prop(spath, "CloneSession", "Status") in ("completed", "failed"), timeout=180,
-                 what="the deploy to end", interval=0.5)
-        assert api.prop(spath, "CloneSession", "Status") == "completed", \
-            (api.prop(spath, "CloneSession", "Error"), [a.text()[-2000:] for a in deployed])
+        run_to_end(api, spath, deployed, 180)
         digest = api.prop(path, "Image", "Digest")
         for index, (hostname, loop) in enumerate(targets, 1):
             target = f"{spath}/target/{index}"
