@@ -165,6 +165,10 @@ static int subject_for(Manager *m, CertRole role, const char *subject, char **re
                         return sd_bus_error_setf(
                                 error, PB_ERROR_INVALID_ARGUMENT,
                                 "Session %s has no target node, so there is no target to certify.", c->id);
+                if (role == CERT_ROLE_SOURCE && !c->source_node)
+                        return sd_bus_error_setf(
+                                error, PB_ERROR_INVALID_ARGUMENT,
+                                "Session %s deploys an image: it has no source node to certify.", c->id);
                 *ret_node = t ? t->node : c->source_node;
                 return t ? asprintf(ret_cn, "clone-%s-target-%" PRIu32, c->id, t->index) < 0 ? -ENOMEM : 0
                          : identity_name(NULL, c->id, "source", ret_cn);

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from harness import Bridge, Controller, stop_all, wait_for
+from harness import Bridge, Controller, make_key_and_csr, stop_all, wait_for
 from nodes import (Agent, Clone, Network, ca_fingerprint, check_files, check_root_last_disk, cmdline,
                    make_blank_disk, make_random_disk, make_root_last_disk, make_source_disk)
 from storage_servers import NfsServer
@@ -214,6 +214,9 @@ def test_capture_keep_deploy_to_two_and_delete(ctl, api, servers, bridge, tmp_pa
         assert api.prop(spath, "CloneSession", "Status") == "source_ready"
         r = ctl("clone", "token", session, "--role=source")
         assert r.returncode != 0 and "no source node" in r.stderr, r.stderr
+        _, csr = make_key_and_csr(tmp_path, "image-source")
+        r = ctl("ca", "issue", session, "--csr", csr, "--role", "source")
+        assert r.returncode != 0 and "no source node to certify" in r.stderr, r.stderr
         r = ctl("image", "delete", "golden")
         assert r.returncode != 0 and "used by clone sessions" in r.stderr, r.stderr
         deployed = deploy_agents(ctl, servers, bridge, tmp_path, session, [(h, loop.device) for h, loop in targets])
