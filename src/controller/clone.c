@@ -345,17 +345,9 @@ static int validate_image_source(Manager *m, const CloneSpec *s, Resolved *res, 
                         error, PB_ERROR_INVALID_ARGUMENT,
                         "An image is deployed from its storage: use staged mode, or leave the "
                         "mode out.");
-        if (res->image->state == IMAGE_BROKEN)
-                return sd_bus_error_setf(
-                        error, PB_ERROR_INVALID_STATE,
-                        "Image %s is broken (%s); verify it again once its storage is repaired, or "
-                        "capture it anew.",
-                        res->image->name, strna(res->image->verify_error));
-        if (res->image->state != IMAGE_READY || res->image->removing)
-                return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE,
-                                         "Image %s is %s; deploy it once it is ready.", res->image->name,
-                                         res->image->removing ? "being deleted"
-                                                              : image_state_to_string(res->image->state));
+        r = image_check_deployable(res->image, error);
+        if (r < 0)
+                return r;
         b = hashmap_get(m->storages, res->image->backend);
         if (!isempty(s->storage) &&
             (storage_resolve(m, s->storage, &res->storage, error) < 0 || res->storage != b))
@@ -1016,12 +1008,14 @@ int clone_start(CloneSession *c, sd_bus_error *error) {
                                          c->id, c->id);
         if (!c->source_node) {
                 Image *image = c->image ? hashmap_get(m->images, c->image) : NULL;
-                if (!image || image->state != IMAGE_READY || image->removing)
-                        return sd_bus_error_setf(
-                                error, PB_ERROR_INVALID_STATE,
-                                "Session %s deploys an image that %s; create a session for an "
-                                "image that is ready.",
-                                c->id, image ? "is being deleted" : "was deleted");
+                if (!image)
+                        return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE,
+                                                 "Session %s deploys an image that was deleted; create a "
+                                                 "session for an image that is ready.",
+                                                 c->id);
+                r = image_check_deployable(image, error);
+                if (r < 0)
+                        return r;
         }
         for (size_t i = 0; i <= c->n_targets; i++) { /* the source, then each target */
                 const char *id = i == 0 ? c->source_node : c->targets[i - 1]->node;

@@ -227,12 +227,31 @@ int image_capture(Manager *m, const char *name, const char *node, const char *de
         return 0;
 }
 
-Image *image_captured_by(CloneSession *c) {
+/* The image session id captures (one at most), in any state. */
+static Image *captured_by(Manager *m, const char *id) {
         Image *i;
-        HASHMAP_FOREACH (i, c->manager->images, k)
-                if (streq_ptr(i->capture_session, c->id))
+        HASHMAP_FOREACH (i, m->images, k)
+                if (streq_ptr(i->capture_session, id))
                         return i;
         return NULL;
+}
+
+Image *image_captured_by(CloneSession *c) {
+        return captured_by(c->manager, c->id);
+}
+
+int image_check_deployable(Image *i, sd_bus_error *error) {
+        if (i->state == IMAGE_BROKEN)
+                return sd_bus_error_setf(
+                        error, PB_ERROR_INVALID_STATE,
+                        "Image %s is broken (%s); verify it again once its storage is repaired, or "
+                        "capture it anew.",
+                        i->name, strna(i->verify_error));
+        if (i->state != IMAGE_READY || i->removing)
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE,
+                                         "Image %s is %s; deploy it once it is ready.", i->name,
+                                         i->removing ? "being deleted" : image_state_to_string(i->state));
+        return 0;
 }
 
 Image *image_of_session(CloneSession *c) {
@@ -317,13 +336,10 @@ static int forget(Image *i) {
 
 void image_capture_changed(Manager *m, const char *id) {
         CloneSession *c = hashmap_get(m->sessions, id);
-        Image *i = NULL, *x;
+        Image *i = captured_by(m, id);
         int r = 0;
 
-        HASHMAP_FOREACH (x, m->images, k)
-                if (x->state == IMAGE_CAPTURING && streq_ptr(x->capture_session, id))
-                        i = x;
-        if (!i)
+        if (!i || i->state != IMAGE_CAPTURING)
                 return;
         if (c && IN_SET(c->staging_status, STAGING_READY, STAGING_DOWNLOADING) && c->source_digest &&
             c->staging_resources)
@@ -549,9 +565,28 @@ fail:
         return r;
 }
 
+/* Replaces one string field of i (property names it on the bus) in its row and in memory, or neither. */
+static int set_field(Image *i, char **field, const char *value, const char *property, const char *what,
+                     sd_bus_error *error) {
+        _cleanup_free_ char *copy = strdup(value);
+        char *old = *field;
+        int r;
+
+        if (!copy)
+                return -ENOMEM;
+        *field = copy;
+        r = store_image_update(i->manager->store, i);
+        if (r < 0) {
+                *field = old;
+                return bus_store_error(error, r, what);
+        }
+        TAKE_PTR(copy);
+        free(old);
+        image_emit_changed(i, property, NULL);
+        return 0;
+}
+
 int image_rename(Image *i, const char *name, sd_bus_error *error) {
-        _cleanup_free_ char *n = NULL;
-        char *old;
         int r;
 
         if (streq_ptr(i->name, name))
@@ -559,46 +594,17 @@ int image_rename(Image *i, const char *name, sd_bus_error *error) {
         r = image_name_check(i->manager, name, error);
         if (r < 0)
                 return r;
-        n = strdup(name);
-        if (!n)
-                return -ENOMEM;
-        old = i->name;
-        i->name = n;
-        r = store_image_update(i->manager->store, i);
-        if (r < 0) {
-                i->name = old;
-                return bus_store_error(error, r, "rename the image");
-        }
-        TAKE_PTR(n);
-        free(old);
-        image_emit_changed(i, "Name", NULL);
-        return 0;
+        return set_field(i, &i->name, name, "Name", "rename the image", error);
 }
 
 int image_set_description(Image *i, const char *description, sd_bus_error *error) {
-        _cleanup_free_ char *d = NULL;
-        char *old;
-        int r;
-
         if (!description || strlen(description) > 4096 ||
             (*description && !name_is_valid(description, 4096)))
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
                                          "A description is at most 4096 bytes of text without control "
                                          "characters.");
-        d = strdup(description);
-        if (!d)
-                return -ENOMEM;
-        old = i->description;
-        i->description = d;
-        r = store_image_update(i->manager->store, i);
-        if (r < 0) {
-                i->description = old;
-                return bus_store_error(error, r, "change the image's description");
-        }
-        TAKE_PTR(d);
-        free(old);
-        image_emit_changed(i, "Description", NULL);
-        return 0;
+        return set_field(i, &i->description, description, "Description", "change the image's description",
+                         error);
 }
 
 typedef struct Removal {

@@ -53,6 +53,8 @@ int image_capture_new(CloneSession *c, const char *name, Image **ret, sd_bus_err
  * would be, nothing made. */
 int image_capture(Manager *m, const char *name, const char *node, const char *device, const char *storage,
                   uint32_t uid, bool check_only, CloneSession **ret, sd_bus_error *error);
+/* Refused (InvalidState, saying why) unless a session may deploy i now: ready, not being deleted. */
+int image_check_deployable(Image *i, sd_bus_error *error);
 /* The image c captures (in any state), or NULL. */
 Image *image_captured_by(CloneSession *c);
 /* The image whose data c reads: the one it deploys, or the one it captured once that is ready. */
