@@ -276,6 +276,8 @@ static void test_session_round_trip(Manager *m) {
                 .idempotency_key = (char *) "key-19",
                 .source_digest = (char *) "xxh3-128:s",
                 .source_notes = json_tokener_parse("[\"partition 3 (swap) is copied whole\"]"),
+                .image = (char *) "1a9e0000000000000000000000000001",
+                .error = (char *) "The source failed: its own error",
         };
         CloneTarget t = {
                 .session_id = c.id,
@@ -306,6 +308,11 @@ static void test_session_round_trip(Manager *m) {
                              "INSERT INTO storage_backends (id, name, type, config, created_at) "
                              "VALUES (?, 'rt', 'nfs', '{}', 1)",
                              "s", c.staging_backend));
+        ASSERT_OK(
+                store_exec(m->store,
+                           "INSERT INTO images (id, name, state, backend_id, area, created_at, created_by) "
+                           "VALUES (?, 'rt-image', 'ready', ?, 'a', 1, 0)",
+                           "ss", c.image, c.staging_backend));
         ASSERT_OK(store_session_insert(m->store, &c));
         ASSERT_OK(store_session_update(m->store, &c, "cloning"));
         ASSERT_OK(store_target_insert(m->store, &t));
@@ -342,6 +349,8 @@ static void test_session_round_trip(Manager *m) {
         SAME_INT(created_by);
         SAME_STR(idempotency_key);
         SAME_STR(source_digest);
+        SAME_STR(image);
+        SAME_STR(error);
         ASSERT_STR(json_object_to_json_string(l->source_notes), json_object_to_json_string(c.source_notes));
 #undef SAME_STR
 #undef SAME_INT
@@ -371,6 +380,7 @@ static void test_session_round_trip(Manager *m) {
         ASSERT_OK(store_session_delete(m->store, c.id));
         ASSERT_INT(count(m, "SELECT COUNT(*) FROM clone_targets WHERE session_id = '5e551011000000000000000000000001'"),
                    0); /* its targets go with it */
+        ASSERT_OK(store_image_delete(m->store, c.image));
         ASSERT_OK(store_exec(m->store, "DELETE FROM storage_backends WHERE id = ?", "s", c.staging_backend));
 }
 
