@@ -9,11 +9,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <microhttpd.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "address.h"
 #include "agent.h"
 #include "chunk-reader.h"
 #include "device.h"
@@ -21,24 +19,19 @@
 #include "frame.h"
 #include "job.h"
 #include "log.h"
-#include "mhd-event.h"
+#include "peer-server.h"
 #include "queue.h"
 #include "scan.h"
 #include "tls.h"
 #include "usedmap.h"
 #include "util.h"
 
-#define STREAM_BLOCK (256U * 1024)
 #define MAX_STREAMS 4
-#define SOURCE_HANDSHAKE_TIMEOUT_SEC 5U
-#define SOURCE_IDLE_TIMEOUT_SEC 120U
 
 struct Source {
         Agent *agent;
         Device dev;
-        struct MHD_Daemon *daemon;
-        MhdEvent *mhd;
-        char *expected_cn;
+        PeerServer server;
         UsedMap map;   /* what the disk's filesystems do not use */
         Digest digest; /* over chunks in order, from the start of the disk */
         bool digest_skips; /* the digest is of the stream with SKIP frames */
@@ -302,42 +295,6 @@ static void on_stream_end(void *cls) {
         stream_free(st);
 }
 
-static enum MHD_Result reply_text(struct MHD_Connection *conn, unsigned status, const char *text) {
-        struct MHD_Response *resp =
-                MHD_create_response_from_buffer(strlen(text), (void *) text, MHD_RESPMEM_MUST_COPY);
-        enum MHD_Result r;
-        if (!resp)
-                return MHD_NO;
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; charset=utf-8");
-        r = MHD_queue_response(conn, status, resp);
-        MHD_destroy_response(resp);
-        return r;
-}
-
-/* Only the session's targets may read the disk: each one's live certificate, not revoked (trust_check_peer).
- * Returns 0, or the HTTP status to refuse with (503: the session does not name this certificate yet — a
- * target that enrolled a moment ago — so try again) and *ret_reason. */
-static unsigned check_peer(Source *s, const gnutls_datum_t *cert, const char **ret_reason) {
-        bool retry;
-
-        if (!cert)
-                return *ret_reason = "no client certificate was presented", MHD_HTTP_FORBIDDEN;
-        *ret_reason = trust_check_peer(s->agent, cert, GNUTLS_KP_TLS_WWW_CLIENT, s->expected_cn, true,
-                                       "targetCertificates", NULL, &retry);
-        return !*ret_reason ? 0 : retry ? MHD_HTTP_SERVICE_UNAVAILABLE : MHD_HTTP_FORBIDDEN;
-}
-
-static const gnutls_datum_t *peer_certificate(struct MHD_Connection *conn) {
-        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
-        const gnutls_datum_t *certs;
-        unsigned n = 0;
-
-        if (!ci || !ci->tls_session ||
-            !(certs = gnutls_certificate_get_peers((gnutls_session_t) ci->tls_session, &n)) || n == 0)
-                return NULL;
-        return &certs[0];
-}
-
 /* A stream goes on only while its target's certificate is good: checked again whenever the CRL or the
  * session changed (a revoked certificate, a newer enrolment of the target). */
 static bool stream_peer_still_good(Stream *st) {
@@ -348,7 +305,7 @@ static bool stream_peer_still_good(Stream *st) {
                 return true;
         st->trust_gen = a->trust_generation;
         st->watch_gen = a->watched_generation;
-        if (check_peer(st->source, &st->peer, &reason) == 0)
+        if (peer_server_check(&st->source->server, a, &st->peer, &reason) == 0)
                 return true;
         log_warning("Ending the stream to the target at %s: %s.", FORMAT_BYTES(st->pos), reason);
         return false;
@@ -358,61 +315,30 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
                                  const char *version, const char *data, size_t *data_size, void **req_cls) {
         Source *s = cls;
         const gnutls_datum_t *cert;
-        const char *refusal, *arg;
-        unsigned status;
-        char *end;
+        enum MHD_Result result;
         uint64_t offset;
+        unsigned asked;
+        int r;
         (void) version, (void) data, (void) data_size;
 
-        if (!*req_cls) { /* headers only so far: the handshake is done, the short timeout is over */
-                *req_cls = s;
-                (void) MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT,
-                                                 SOURCE_IDLE_TIMEOUT_SEC);
+        if (peer_server_request_begins(conn, req_cls, s))
                 return MHD_YES;
-        }
-        if (!streq(url, "/disk"))
-                return reply_text(conn, MHD_HTTP_NOT_FOUND, "Only /disk is served here.\n");
-        if (!streq(method, MHD_HTTP_METHOD_GET))
-                return reply_text(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "Use GET /disk?offset=N.\n");
-        cert = peer_certificate(conn);
-        status = check_peer(s, cert, &refusal);
-        if (status != 0) {
-                log_warning("Refused to serve the disk (%u): %s.", status, refusal);
-                return reply_text(conn, status, refusal);
-        }
-        arg = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "offset");
-        errno = 0;
-        offset = arg ? strtoull(arg, &end, 10) : 0;
-        if ((arg && (errno || *end || !*arg)) || offset % FRAME_CHUNK != 0 || offset > s->dev.size)
-                return reply_text(conn, MHD_HTTP_BAD_REQUEST,
-                                  "offset must be a multiple of 1 MiB within the disk.\n");
+        r = peer_server_disk_request(&s->server, s->agent, conn, url, method, s->dev.size, &cert, &offset,
+                                     &asked, &result);
+        if (r <= 0)
+                return r < 0 ? MHD_NO : result;
         if (s->streams >= MAX_STREAMS)
-                return reply_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "Too many streams at once.\n");
+                return peer_server_reply(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "Too many streams at once.\n");
 
-        Stream *st = stream_new(
-                s, cert, offset,
-                frame_features_parse(MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "features")));
+        Stream *st = stream_new(s, cert, offset, asked);
         if (!st)
                 return MHD_NO;
-        struct MHD_Response *resp =
-                MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, STREAM_BLOCK, on_read, st, on_stream_end);
-        if (!resp) {
-                stream_free(st);
-                return MHD_NO;
-        }
         s->streams++;
-        char size[32], features[16];
+        char features[16];
         log_info("The target %s at %s, taking %s frames.", offset > 0 ? "resumes" : "starts",
                  FORMAT_BYTES(offset),
                  isempty(frame_features_string(st->features, features)) ? "whole-disk" : features);
-        snprintf(size, sizeof(size), "%" PRIu64, s->dev.size);
-        MHD_add_response_header(resp, "X-PureBoot-Disk-Size", size);
-        /* What this stream carries; an older target never asked and ignores it. */
-        MHD_add_response_header(resp, "X-PureBoot-Features", features);
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/x-pureboot-frames");
-        enum MHD_Result r = MHD_queue_response(conn, MHD_HTTP_OK, resp);
-        MHD_destroy_response(resp);
-        return r;
+        return peer_server_queue_stream(conn, s->dev.size, st->features, on_read, st, on_stream_end);
 }
 
 static int on_progress(sd_event_source *es, uint64_t usec, void *userdata) {
@@ -440,46 +366,8 @@ static int report_ready(Source *s) {
         json_object_object_add(p, "device", json_object_new_string(a->settings.device));
         agent_report_add_notes(p, s->map.whole);
         log_info("Serving %s (%s) on %s:%u to %s<n>, the session's targets.", s->dev.path,
-                 FORMAT_BYTES(s->dev.size), address, a->settings.port, s->expected_cn);
+                 FORMAT_BYTES(s->dev.size), address, a->settings.port, s->server.expected_cn);
         return queue_push(a->queue, "ReportSourceReady", p);
-}
-
-/* A connection gets a few seconds for its TLS handshake and request (set back at the request): one that
- * connects and says nothing holds a slot no longer. */
-static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
-                          enum MHD_ConnectionNotificationCode code) {
-        (void) cls, (void) socket_context;
-        if (code == MHD_CONNECTION_NOTIFY_STARTED)
-                (void) MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT,
-                                                 SOURCE_HANDSHAKE_TIMEOUT_SEC);
-}
-
-/* Told an address to serve on (a data network's), the source listens there only: its disk is not offered
- * on the other networks. Else on every address. */
-static int listen_address(Source *s, unsigned *flags, SocketAddress *ret, bool *ret_given) {
-        Agent *a = s->agent;
-        _cleanup_free_ char *address = NULL;
-        int r;
-
-        *ret_given = false;
-        *flags = MHD_USE_TLS | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
-        r = client_data_address(a, &address);
-        if (r == -ENODEV || r == -EADDRNOTAVAIL)
-                return log_error_errno(r, "Cannot serve on %s: %s.", a->settings.data_interface,
-                                       r == -ENODEV ? "there is no such interface" : "it has no address");
-        if (r < 0)
-                return r;
-        if (r == 0) {
-                *flags |= MHD_USE_DUAL_STACK;
-                return 0;
-        }
-        socklen_t len;
-        if (socket_address_from_ip(address, a->settings.port, ret, &len) < 0)
-                return -EINVAL;
-        if (ret->sa.sa_family == AF_INET6)
-                *flags |= MHD_USE_IPv6;
-        *ret_given = true;
-        return 0;
 }
 
 /* Which ranges of the disk its filesystems use, as they are now (after the source's resize steps). */
@@ -494,9 +382,6 @@ static int map_disk(Source *s) {
 
 static int serve(Source *s) {
         Agent *a = s->agent;
-        SocketAddress bind_to;
-        unsigned flags;
-        bool given;
         int r;
 
         r = map_disk(s);
@@ -505,25 +390,9 @@ static int serve(Source *s) {
         r = trust_start(a);
         if (r < 0)
                 return r;
-        r = listen_address(s, &flags, &bind_to, &given);
+        r = peer_server_start(&s->server, a, on_access, s, false);
         if (r < 0)
                 return r;
-        s->daemon = MHD_start_daemon(
-                flags, a->settings.port, NULL, NULL, on_access, s, MHD_OPTION_SOCK_ADDR,
-                given ? &bind_to.sa : (const struct sockaddr *) NULL, MHD_OPTION_HTTPS_MEM_KEY, a->key_pem,
-                MHD_OPTION_HTTPS_MEM_CERT, a->cert_pem, MHD_OPTION_HTTPS_MEM_TRUST, a->ca_pem,
-                MHD_OPTION_HTTPS_PRIORITIES, "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2",
-                /* Room for the target's resumes, and not much for anyone else: per address, a few. */
-                MHD_OPTION_CONNECTION_LIMIT, (unsigned) 64, MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned) 4,
-                MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL,
-                /* Room for large chunks of the stream: fewer, fuller TLS writes. */
-                MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) STREAM_BLOCK + 64 * 1024,
-                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) SOURCE_IDLE_TIMEOUT_SEC, MHD_OPTION_END);
-        if (!s->daemon)
-                return log_error_errno(EADDRINUSE, "Failed to serve on port %u (in use?).", a->settings.port);
-        r = mhd_event_attach(a->event, s->daemon, &s->mhd);
-        if (r < 0)
-                return log_error_errno(r, "Failed to serve from the event loop: %m");
         r = agent_add_progress_timer(a, &s->progress_timer, on_progress, s);
         if (r < 0)
                 return r;
@@ -535,7 +404,7 @@ static void on_session(Agent *a, json_object *session) {
         Source *s = a->source;
         int r;
 
-        if (s->daemon || a->finishing)
+        if (s->server.daemon || a->finishing)
                 return;
         r = resize_prepare_source(a, session, a->disk_fingerprint, &s->dev.size);
         if (r > 0)
@@ -561,10 +430,6 @@ int source_start(Agent *a) {
         s->agent = a;
         s->dev = DEVICE_NULL;
         a->source = s;
-        /* Any of the session's targets: clone-<session>-target-<n>, each with the serial the session names.
-         */
-        if (asprintf(&s->expected_cn, "clone-%s-target-", a->settings.session) < 0)
-                return -ENOMEM;
         r = digest_init(&s->digest);
         if (r < 0)
                 return r;
@@ -584,14 +449,11 @@ int source_start(Agent *a) {
 Source *source_free(Source *s) {
         if (!s)
                 return NULL;
-        s->mhd = mhd_event_detach(s->mhd);
-        if (s->daemon)
-                MHD_stop_daemon(s->daemon);
+        peer_server_stop(&s->server);
         sd_event_source_disable_unref(s->progress_timer);
         digest_done(&s->digest);
         used_map_done(&s->map);
         device_close(&s->dev);
-        free(s->expected_cn);
         free(s);
         return NULL;
 }

@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /* clone-target: waits for the source through WatchSession, checks its disk can take the source's before
- * writing a byte, then pulls the frame stream from the source over mutual TLS, verifies every frame before
- * writing it, writes zero runs as zeroes, does with skipped (unused) runs what the session's unused option
- * says, and keeps a durable resume point in its journal — with the runs it skipped — so that a lost
- * connection or a restart of either agent goes on from there. At the end it flushes everything and reports
- * the digest of what it wrote. */
+ * writing a byte, then pulls the frame stream from its upstream — the source, or in a chain the target
+ * before it (relay.c) — over mutual TLS, verifies every frame before writing it, writes zero runs as zeroes,
+ * does with skipped (unused) runs what the session's unused option says, and keeps a durable resume point in
+ * its journal — with the runs it skipped — so that a lost connection or a restart of either agent goes on
+ * from there. At the end it flushes everything and reports the digest of what it wrote. */
 #include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -27,6 +27,7 @@
 #include "journal.h"
 #include "log.h"
 #include "queue.h"
+#include "relay.h"
 #include "tls.h"
 #include "util.h"
 
@@ -34,6 +35,8 @@
 #define SYNC_MIN (UINT64_C(16) << 20)
 #define SYNC_INTERVAL_USEC (5 * USEC_PER_SEC)
 #define MAX_BAD_FRAMES 5
+/* An upstream target that gives no stream for this long is reported lost: the controller relinks us. */
+#define UPSTREAM_LOST_USEC (3 * USEC_PER_SEC)
 
 typedef enum Phase { PHASE_WAITING, PHASE_TRANSFERRING, PHASE_VERIFYING, PHASE_DONE } Phase;
 
@@ -52,11 +55,17 @@ struct Target {
         CloneUnused unused;
         char *journal_path;
         char *source_cn;
+        /* In a chain: what we forward to the next target, while the session says one needs it. */
+        Relay *relay;
+        bool forward;
+        char *held; /* the digest of what was written, while what follows the copy waits for the chain */
 
-        /* The stream */
+        /* The stream, from the upstream the session names: its address, port and certificate's name */
         CURL *easy;
         char *address;
         int64_t port;
+        char *upstream_cn;
+        bool upstream_lost_reported;
         bool peer_checked;
         const char *abort_reason; /* why we cut the stream, if we did */
         enum { CUT_NONE, CUT_BAD_FRAME, CUT_BAD_PEER, CUT_WRITE_FAILED } cut;
@@ -88,6 +97,10 @@ struct Target {
 static int start_stream(Target *t);
 
 #define report_failed(t, code, ...) agent_report_failed((t)->agent, "target", code, __VA_ARGS__)
+
+static bool upstream_is_source(Target *t) {
+        return streq_ptr(t->upstream_cn, t->source_cn);
+}
 
 static void stop_stream(Target *t) {
         if (!t->easy)
@@ -187,10 +200,30 @@ static int on_progress(sd_event_source *es, uint64_t usec, void *userdata) {
         return 0;
 }
 
+/* Whether the session has a target after us in the chain that is not done: then we forward what we write
+ * (relay.c) for as long as it says so. */
+static void update_forward(Target *t, json_object *session) {
+        int r;
+
+        t->forward = json_get_bool(session, "forward");
+        if (!t->forward || t->relay || t->dev.fd < 0)
+                return;
+        r = relay_new(t->agent, &t->dev, t->size, t->offset, &t->skipped, &t->relay);
+        if (r >= 0)
+                r = relay_start(t->relay);
+        if (r < 0) {
+                log_warning_errno(r,
+                                  "Cannot forward to the next target (%m); it will pull from the source.");
+                t->relay = relay_free(t->relay);
+                t->forward = false;
+        }
+}
+
 /* The end: make it durable, then report what we wrote. */
+static void complete(Target *t, const char *digest);
+
 static void finish(Target *t, const char *known_digest) {
         _cleanup_free_ char *digest = NULL;
-        json_object *p;
         int r;
 
         t->phase = PHASE_VERIFYING;
@@ -218,11 +251,30 @@ static void finish(Target *t, const char *known_digest) {
                          : clone_unused_to_string(t->unused),
                  digest);
         t->phase = PHASE_DONE;
-        /* An earlier run may have queued it already, before it was stopped. */
+        /* An earlier run may have queued it already, before it was stopped: what follows the copy has
+         * changed the disk since, and it is not forwarded any more. */
         if (queue_contains(t->agent->queue, "ReportComplete", NULL, NULL)) {
+                t->relay = relay_free(t->relay);
                 agent_finish(t->agent, AGENT_EXIT_SUCCESS);
                 return;
         }
+        if (t->forward) {
+                /* The resize and identity steps change the disk, which the next target may still read: they
+                 * wait until it is done. */
+                log_info("Forwarding what was written to the next target of the chain until it is done; "
+                         "what follows the copy waits until then.");
+                t->held = TAKE_PTR(digest);
+                update_forward(t, t->agent->watched);
+                return;
+        }
+        complete(t, digest);
+}
+
+/* After the copy: the disk's resize and identity steps, then the report of what was written. */
+static void complete(Target *t, const char *digest) {
+        json_object *p;
+
+        t->relay = relay_free(t->relay);
         if (resize_finish_target(t->agent, &t->dev, "copied") < 0)
                 return;
         p = agent_report_new(t->agent, "target");
@@ -314,6 +366,7 @@ static size_t apply_frame(Target *t) {
         }
         t->offset = h->offset + h->length;
         t->high_water = MAX(t->high_water, t->offset);
+        relay_frame(t->relay, h, t->frame, t->have);
         t->have = 0;
         return maybe_sync(t) < 0 ? 0 : 1;
 }
@@ -408,8 +461,9 @@ static size_t on_header(char *p, size_t size, size_t n, void *userdata) {
                 return 0;
         }
         bool retry;
-        reason = trust_check_peer(t->agent, &certs[0], GNUTLS_KP_TLS_WWW_SERVER, t->source_cn, false,
-                                  "sourceCertificate", &ips, &retry);
+        reason = trust_check_peer(t->agent, &certs[0], GNUTLS_KP_TLS_WWW_SERVER, t->upstream_cn, false,
+                                  upstream_is_source(t) ? "sourceCertificate" : "upstreamCertificate", &ips,
+                                  &retry);
         if (reason) {
                 /* A source the session does not name (yet): our record may be older than its enrolment. */
                 t->abort_reason = reason;
@@ -473,6 +527,17 @@ static char *attempt_failure(Target *t, CURL *easy, CURLcode result, long status
         return r < 0 ? NULL : s;
 }
 
+static void report_upstream_lost(Target *t, const char *why) {
+        json_object *p = agent_report_new(t->agent, NULL);
+
+        json_object_object_add(p, "upstream", json_object_new_string(t->upstream_cn));
+        json_object_object_add(p, "reason", json_object_new_string(why));
+        log_error("Lost %s, our upstream in the chain: %s. Asking the controller to relink us.",
+                  t->upstream_cn, why);
+        if (queue_push(t->agent->queue, "ReportUpstreamLost", p) >= 0)
+                t->upstream_lost_reported = true;
+}
+
 /* An attempt failed. Within pureboot.peer-timeout= of the first failure we try again; after it the
  * controller hears why, and the session fails (pureboot.peer-failure=fail) or shows the problem while we go
  * on trying (wait). Returns the delay to the next attempt, or USEC_INFINITY when we gave up. */
@@ -482,6 +547,15 @@ static uint64_t attempt_failed(Target *t, const char *why) {
 
         if (t->failing_since == 0)
                 t->failing_since = now;
+        if (!upstream_is_source(t)) {
+                /* A target before us in the chain: the controller relinks us (to its upstream) once it
+                 * hears; until then we try on. */
+                if (now - t->failing_since >= UPSTREAM_LOST_USEC && !t->upstream_lost_reported)
+                        report_upstream_lost(t, why);
+                log_warning("No stream from %s at %s:%" PRIi64 " (%s); trying again in %.1f s.",
+                            t->upstream_cn, t->address, t->port, why, (double) delay / USEC_PER_SEC);
+                return delay;
+        }
         uint64_t deadline = t->failing_since + t->agent->settings.peer_timeout_usec;
         if (now < deadline) {
                 log_warning("No stream from %s:%" PRIi64 " at %s (%s); trying again in %.1f s.", t->address,
@@ -679,24 +753,44 @@ static bool on_ended(Agent *a, json_object *session) {
 
 static void on_session(Agent *a, json_object *session) {
         Target *t = a->target;
-        const char *address = json_get_string(session, "sourceAddress");
-        int64_t port = json_get_int(session, "sourcePort");
+        /* Our upstream: the source, or in a chain the target before us (an older controller names only the
+         * source). */
+        bool chained = json_get_string(session, "upstreamName") != NULL;
+
+        if (t->held) { /* written: forwarding until the next target is done */
+                update_forward(t, session);
+                if (!t->forward)
+                        complete(t, t->held);
+                return;
+        }
+        t->forward = json_get_bool(session, "forward");
+        const char *address = json_get_string(session, chained ? "upstreamAddress" : "sourceAddress");
+        int64_t port = json_get_int(session, chained ? "upstreamPort" : "sourcePort");
+        const char *cn = chained ? json_get_string(session, "upstreamName") : t->source_cn;
 
         if (!address || port <= 0 || json_get_int(session, "sizeBytes") <= 0 || t->phase == PHASE_DONE ||
             a->finishing)
                 return;
-        bool moved = !streq_ptr(t->address, address) || t->port != port;
-        if (free_and_strdup(&t->address, address) < 0)
+        bool moved = !streq_ptr(t->address, address) || t->port != port || !streq_ptr(t->upstream_cn, cn);
+        if (free_and_strdup(&t->address, address) < 0 || free_and_strdup(&t->upstream_cn, cn) < 0)
                 return (void) log_oom();
         t->port = port;
+        if (moved)
+                t->upstream_lost_reported = false;
         if (t->phase == PHASE_WAITING) {
                 if (resize_target_ready(a, session) <= 0)
                         return; /* what happens after the copy is known before it starts */
                 if (preflight(t, session) < 0)
                         agent_exit(a, AGENT_EXIT_FAILURE);
-        } else if (moved && t->phase == PHASE_TRANSFERRING) {
-                /* The source came back elsewhere: go there now rather than at the next retry. */
-                log_info("The source now serves at %s:%" PRIi64 ".", address, port);
+                else if (t->phase == PHASE_TRANSFERRING)
+                        update_forward(t, session);
+        } else if (t->phase == PHASE_TRANSFERRING) {
+                update_forward(t, session);
+                if (!moved)
+                        return;
+                /* The upstream came back elsewhere, or the chain was relinked: go there now rather than at
+                 * the next retry. */
+                log_info("Now pulling from %s at %s:%" PRIi64 ".", cn, address, port);
                 t->retry = sd_event_source_disable_unref(t->retry);
                 backoff_reset(&t->backoff);
                 t->failing_since = 0;
@@ -758,6 +852,7 @@ Target *target_free(Target *t) {
         if (!t)
                 return NULL;
         stop_stream(t);
+        t->relay = relay_free(t->relay);
         sd_event_source_disable_unref(t->retry);
         sd_event_source_disable_unref(t->progress_timer);
         digest_done(&t->digest);
@@ -769,6 +864,8 @@ Target *target_free(Target *t) {
         free(t->address);
         free(t->problem);
         free(t->source_cn);
+        free(t->upstream_cn);
+        free(t->held);
         free(t->journal_path);
         free(t);
         return NULL;

@@ -3,6 +3,7 @@
  * session's methods act on its targets. */
 #include "bus-target.h"
 #include "bus-util.h"
+#include "chain.h"
 #include "clone.h"
 #include "log.h"
 #include "util.h"
@@ -42,6 +43,10 @@ int bus_target_append(sd_bus_message *reply, CloneTarget *t, const char *name) {
                            : total > 0                    ? MIN(1.0, (double) t->bytes_transferred / (double) total)
                                                           : 0.0;
                 return sd_bus_message_append(reply, "d", p);
+        }
+        if (streq(name, "Upstream")) { /* in a chain: the target it pulls from; 0 is the source */
+                CloneTarget *up = t ? chain_upstream(t) : NULL;
+                return sd_bus_message_append(reply, "u", up ? up->index : 0);
         }
         if (streq(name, "Notes"))
                 return bus_message_append_json_strv(reply, t ? t->notes : NULL);
@@ -90,7 +95,7 @@ static const sd_bus_vtable target_vtable[] = {
         P("TransferRate", "t"), P("Progress", "d"),  P("Digest", "s"),
         P("Error", "s"),        P("Problem", "s"),   P("Notes", "as"),
         P("Certificate", "s"),  P("StartedAt", "t"), P("CompletedAt", "t"),
-        SD_BUS_VTABLE_END,
+        P("Upstream", "u"),     SD_BUS_VTABLE_END,
 };
 
 /* <prefix>/<session id>/target/<n> */

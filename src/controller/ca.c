@@ -365,10 +365,9 @@ static int sign_with(CA *ca, gnutls_x509_crt_t crt, gnutls_pubkey_t pub, CertRol
                 usage |= GNUTLS_KEY_KEY_ENCIPHERMENT;
         GNUTLS_CHECK(gnutls_x509_crt_set_key_usage(crt, usage), "key usage");
         /* Peers check these (tls_verify_peer): the bridge and the source take clients, the target and the
-         * agents servers. A source is both: it serves its disk and calls the bridge. */
-        if (role != CERT_ROLE_TARGET)
-                GNUTLS_CHECK(gnutls_x509_crt_set_key_purpose_oid(crt, GNUTLS_KP_TLS_WWW_SERVER, 0),
-                             "EKU server");
+         * agents servers. A source is both: it serves its disk and calls the bridge; so is a target, which
+         * in a chain serves the next one what it wrote. */
+        GNUTLS_CHECK(gnutls_x509_crt_set_key_purpose_oid(crt, GNUTLS_KP_TLS_WWW_SERVER, 0), "EKU server");
         if (role != CERT_ROLE_SERVER)
                 GNUTLS_CHECK(gnutls_x509_crt_set_key_purpose_oid(crt, GNUTLS_KP_TLS_WWW_CLIENT, 0),
                              "EKU client");

@@ -9,6 +9,7 @@
 #include "bus-gateway.h"
 #include "bus-manager.h"
 #include "bus-util.h"
+#include "chain.h"
 #include "clone.h"
 #include "disk.h"
 #include "format.h"
@@ -1286,7 +1287,25 @@ json_object *clone_node_view(CloneSession *c, bool source, CloneTarget *t) {
         const char *source_serial = clone_certificate(c, NULL), *target = shown ? clone_certificate(c, shown) : NULL;
         ADD("sourceCertificate", source_serial ? json_object_new_string(source_serial) : NULL);
         ADD("targetCertificate", target ? json_object_new_string(target) : NULL);
-        if (source) {
+        if (t) {
+                /* Where it pulls from: the source, or in a chain the target before it. */
+                CloneTarget *up = chain_upstream(t);
+                _cleanup_free_ char *up_name = NULL;
+                const char *up_serial = clone_certificate(c, up);
+                if (chain_upstream_name(t, &up_name) >= 0) {
+                        ADD("upstreamName", json_object_new_string(up_name));
+                        ADD("upstreamAddress", up ? json_object_new_string(up->relay_address)
+                                               : c->source_address
+                                                       ? json_object_new_string(c->source_address)
+                                                       : NULL);
+                        ADD("upstreamPort", up               ? json_object_new_int(up->relay_port)
+                                            : c->source_port ? json_object_new_int(c->source_port)
+                                                             : NULL);
+                        ADD("upstreamCertificate", up_serial ? json_object_new_string(up_serial) : NULL);
+                }
+                ADD("forward", json_object_new_boolean(chain_forwards(t)));
+        }
+        if (source || chain_of(c)) {
                 json_object *serials = json_object_new_object();
                 for (size_t i = 0; serials && i < c->n_targets; i++) {
                         _cleanup_free_ char *role = NULL, *cn = NULL;

@@ -7,6 +7,7 @@
 
 #include "address.h"
 #include "ca.h"
+#include "chain.h"
 #include "clone.h"
 #include "disk.h"
 #include "gateway.h"
@@ -397,6 +398,94 @@ static int handle_source_ready(Call *call) {
         return r;
 }
 
+static int handle_relay_ready(Call *call) {
+        Party p = {};
+        uint64_t seq = get_uint(call, "sequence"), port = get_uint(call, "port");
+        const char *address = get_string(call, "address");
+        int r;
+
+        r = report_begin(call, "target", &p);
+        if (r <= 0)
+                return r;
+        if (!ip_address_is_valid(address))
+                return bad_parameter(call, "address");
+        if (port == 0 || port > 65535)
+                return bad_parameter(call, "port");
+        if (!chain_of(p.session))
+                return fail_state(call, &p, "the session's targets do not form a chain");
+        if (!IN_SET(p.target->status, CLONE_WAITING, CLONE_SOURCE_READY, CLONE_CLONING, CLONE_COMPLETED))
+                return fail_state(call, &p, "the target is not copying");
+        _cleanup_free_ char *old_address = TAKE_PTR(p.target->relay_address);
+        uint16_t old_port = p.target->relay_port;
+        r = chain_relay_ready(p.target, address, (uint16_t) port);
+        if (r >= 0)
+                r = record(call, &p, seq, NULL, NULL);
+        if (r <= 0) {
+                free_and_replace(p.target->relay_address, old_address);
+                p.target->relay_port = old_port;
+        } else {
+                clone_target_emit_changed(p.target, "Upstream", NULL);
+                r = reply_with(call, NULL);
+        }
+        audit(call, "ReportRelayReady", p.session->id);
+        return r;
+}
+
+typedef struct Lost {
+        const char *upstream, *reason;
+        CloneTarget *dropped;
+        /* What it was, for when the report is not recorded after all */
+        char *address;
+        uint16_t port;
+        uint32_t rank;
+} Lost;
+
+static int drop_step(CloneSession *c, void *userdata, sd_bus_error *error) {
+        Lost *l = userdata;
+        CloneTarget *t = l->dropped; /* the downstream, until it is the dropped one */
+        (void) error;
+
+        l->dropped = chain_upstream(t);
+        if (l->dropped) {
+                l->address = l->dropped->relay_address ? strdup(l->dropped->relay_address) : NULL;
+                l->port = l->dropped->relay_port;
+                l->rank = l->dropped->chain_rank;
+        }
+        int r = chain_drop(t, l->upstream, l->reason);
+        if (r <= 0) {
+                l->dropped = NULL;
+                return r;
+        }
+        return store_target_update(c->manager->store, l->dropped);
+}
+
+static int handle_upstream_lost(Call *call) {
+        Party p = {};
+        const char *upstream = get_string(call, "upstream"), *reason = get_string(call, "reason");
+        int r;
+
+        r = report_begin(call, "target", &p);
+        if (r <= 0)
+                return r;
+        if (isempty(upstream))
+                return bad_parameter(call, "upstream");
+        Lost lost = { upstream, strempty(reason), p.target };
+        r = record(call, &p, get_uint(call, "sequence"), drop_step, &lost);
+        if (r <= 0 && lost.dropped) { /* as it was */
+                free_and_replace(lost.dropped->relay_address, lost.address);
+                lost.dropped->relay_port = lost.port;
+                lost.dropped->chain_rank = lost.rank;
+        } else if (r > 0) {
+                if (lost.dropped)
+                        clone_target_emit_changed(lost.dropped, "Upstream", NULL);
+                clone_target_emit_changed(p.target, "Upstream", NULL);
+                r = reply_with(call, NULL);
+        }
+        free(lost.address);
+        audit(call, "ReportUpstreamLost", p.session->id);
+        return r;
+}
+
 /* The first progress moves the caller's target, or for the source each ready target, to cloning. */
 static int cloning_step(CloneSession *c, void *userdata, sd_bus_error *error) {
         CloneTarget *t = userdata;
@@ -777,6 +866,8 @@ static const struct {
         { "GetSession", handle_get_session },
         { "WatchSession", handle_get_session }, /* the bridge streams it from PropertiesChanged */
         { "ReportSourceReady", handle_source_ready },
+        { "ReportRelayReady", handle_relay_ready },
+        { "ReportUpstreamLost", handle_upstream_lost },
         { "ReportProgress", handle_progress },
         { "ReportComplete", handle_complete },
         { "ReportFailed", handle_failed },

@@ -305,6 +305,11 @@ static const char *const migrations[] = {
         "  FROM clone_sessions;"
         "DROP TABLE clone_sessions;"
         "ALTER TABLE clone_sessions_new RENAME TO clone_sessions;",
+        /* 13: chains — where a target forwards what it wrote to the next one, and its place in the chain
+         * (its index, until it was dropped and rejoined at the tail) */
+        "ALTER TABLE clone_targets ADD COLUMN relay_ip TEXT;"
+        "ALTER TABLE clone_targets ADD COLUMN relay_port INTEGER NOT NULL DEFAULT 0;"
+        "ALTER TABLE clone_targets ADD COLUMN chain_rank INTEGER NOT NULL DEFAULT 0;",
 };
 
 static int exec_plain(Store *s, const char *sql) {
@@ -944,6 +949,9 @@ static const Column target_columns[] = {
         COL(CloneTarget, error, "error_message", COLUMN_STRING),
         COL(CloneTarget, started_at, "started_at", COLUMN_U64),
         COL(CloneTarget, completed_at, "completed_at", COLUMN_U64),
+        COL(CloneTarget, relay_address, "relay_ip", COLUMN_STRING),
+        COL(CloneTarget, relay_port, "relay_port", COLUMN_U16),
+        COL(CloneTarget, chain_rank, "chain_rank", COLUMN_U32),
 };
 
 static void target_free_record(void *record) {

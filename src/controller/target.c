@@ -53,8 +53,8 @@ CloneTarget *clone_target_free(CloneTarget *t) {
                 return NULL;
         throttle_done(&t->progress);
         json_object_put(t->notes);
-        char **strings[] = { &t->session_id, &t->node,  &t->device, &t->plan_json,
-                             &t->disk_json,  &t->digest, &t->error,  &t->problem };
+        char **strings[] = { &t->session_id, &t->node,  &t->device,  &t->plan_json,    &t->disk_json,
+                             &t->digest,     &t->error, &t->problem, &t->relay_address };
         for (size_t i = 0; i < ELEMENTSOF(strings); i++)
                 free(*strings[i]);
         free(t);

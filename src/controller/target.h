@@ -26,6 +26,10 @@ typedef struct CloneTarget {
          * target with the problem says it again. */
         char *problem;
         uint64_t started_at, completed_at;
+        /* In a chain (chain.h): where it forwards what it wrote, once it said so, and its place. */
+        char *relay_address;
+        uint16_t relay_port;
+        uint32_t chain_rank;
         /* Highest report sequence applied (loaded from report_sequences). */
         uint64_t sequence;
         Throttle progress;

@@ -255,10 +255,12 @@ static void print_progress(const Progress *p, bool live) {
 typedef struct TargetSeen {
         char status[32];
         double progress;
+        uint32_t upstream;
 } TargetSeen;
 
-/* One line per target of a session with several: its number, node, device, status, share done and why it
- * failed. seen (n of them): only those whose status changed or that moved 10 % since, which are noted. */
+/* One line per target of a session with several: its number, node, device, status, share done, the target it
+ * pulls from in a chain, and why it failed. seen (n of them): only those whose status or upstream changed or
+ * that moved 10 % since, which are noted. */
 static int print_targets(sd_bus *bus, const char *path, TargetSeen *seen, size_t n, bool live) {
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         _cleanup_strv_free_ char **targets = NULL;
@@ -271,7 +273,7 @@ static int print_targets(sd_bus *bus, const char *path, TargetSeen *seen, size_t
                 return 0;
         for (char **t = targets; *t; t++, i++) {
                 _cleanup_free_ char *node = NULL, *device = NULL, *status = NULL, *failure = NULL;
-                uint32_t index = 0;
+                uint32_t index = 0, upstream = 0;
                 double progress = 0;
                 sd_bus_message *reply = NULL;
                 const char *iface = PB_IFACE("CloneTarget");
@@ -285,6 +287,9 @@ static int print_targets(sd_bus *bus, const char *path, TargetSeen *seen, size_t
                 if (r >= 0)
                         r = sd_bus_get_property_string(bus, PB_BUS_NAME, *t, iface, "Error", &error, &failure);
                 if (r >= 0)
+                        r = sd_bus_get_property_trivial(bus, PB_BUS_NAME, *t, iface, "Upstream", &error, 'u',
+                                                        &upstream);
+                if (r >= 0)
                         r = sd_bus_get_property(bus, PB_BUS_NAME, *t, iface, "Progress", &error, &reply, "d");
                 if (r >= 0)
                         r = sd_bus_message_read(reply, "d", &progress);
@@ -292,13 +297,18 @@ static int print_targets(sd_bus *bus, const char *path, TargetSeen *seen, size_t
                 if (r < 0)
                         return ctl_error(&error, r, "read a target");
                 if (seen && i < n) {
-                        if (streq(seen[i].status, status) && progress - seen[i].progress < 0.1)
+                        if (streq(seen[i].status, status) && progress - seen[i].progress < 0.1 &&
+                            seen[i].upstream == upstream)
                                 continue;
                         snprintf(seen[i].status, sizeof(seen[i].status), "%s", status);
                         seen[i].progress = progress;
+                        seen[i].upstream = upstream;
                 }
-                printf("%s  target %-3" PRIu32 " %-12.32s %-16.64s %-12s %5.1f%%%s%s\n",
-                       live ? "\r\033[K" : "", index, node, device, status, progress * 100.0,
+                char from[32] = "";
+                if (upstream > 0)
+                        snprintf(from, sizeof(from), "  from target %" PRIu32, upstream);
+                printf("%s  target %-3" PRIu32 " %-12.32s %-16.64s %-12s %5.1f%%%s%s%s\n",
+                       live ? "\r\033[K" : "", index, node, device, status, progress * 100.0, from,
                        *failure ? "  " : "", failure);
         }
         return 0;
@@ -420,7 +430,7 @@ static int clone_status(sd_bus *bus, const char *path) {
         return !arg.follow || clone_status_from_string(p.status) == CLONE_COMPLETED ? EXIT_OK : EXIT_FAILED;
 }
 
-/* clone add-target ID --target NODE --target-device DEV [--resize MODE]: one more target of a staged session. */
+/* clone add-target ID --target NODE --target-device DEV [--resize MODE]: one more target of a session. */
 static int clone_add_target(sd_bus *bus, const char *path) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
         int r;

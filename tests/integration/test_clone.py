@@ -72,9 +72,10 @@ def test_direct_clone_end_to_end(clone_of, disks, ctl, tmp_path, system_bus):
 
 
 def test_one_live_source_to_two_targets(clone_of, disks, api, tmp_path, system_bus):
-    """A direct session with a second target: the source serves both (each target's own certificate, each
-    checked against the serial the session names for it), each target checks its own digest, and the session
-    completes once both did."""
+    """A direct session with a second target: the targets form a chain. The first pulls from the source and
+    forwards what it verified and wrote to the second (only the session's target certificates, each checked
+    against the serial the session names for it); each target checks its own digest, the session completes
+    once both did, and the source sent its disk once."""
     source, files = disks.source()
     first = disks.random("first")
     second = disks.random("second")
@@ -85,6 +86,8 @@ def test_one_live_source_to_two_targets(clone_of, disks, api, tmp_path, system_b
                               env=system_bus.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     c.source.start()
     c.target.start()
+    wait_for(lambda: api.prop(path, "CloneTarget", "Upstream") == 1, timeout=60,
+             what="the first target to forward to the second:\n" + c.target.text()[-2000:])
     agent.start()
     c.wait_status("completed", "failed", timeout=120)
     out, err = follow.communicate(timeout=30)
@@ -102,8 +105,12 @@ def test_one_live_source_to_two_targets(clone_of, disks, api, tmp_path, system_b
     for target in (first, second):
         sh("cmp", source.device, target.device)
         check_files(target, files, tmp_path)
-    # The source read its disk once for the digest and served two streams.
-    assert len(re.findall(r"A stream ended at 256.0 MiB", c.source.text())) == 2, c.source.text()[-3000:]
+    # The source read its disk once for the digest and served one stream; the first target served the
+    # second the whole disk, and stayed until it was done.
+    assert len(re.findall(r"A stream ended at", c.source.text())) == 1, c.source.text()[-3000:]
+    assert "A downstream starts at 0 B" in c.target.text(), c.target.text()[-3000:]
+    assert re.search(r"A downstream's stream ended at 256.0 MiB", c.target.text()), c.target.text()[-3000:]
+    assert "Now pulling from" not in agent.text(), agent.text()[-3000:]
 
 
 def wire_bytes(c):

@@ -4,6 +4,7 @@
 #include <systemd/sd-event.h>
 
 #include "ca.h"
+#include "chain.h"
 #include "clone.h"
 #include "disk.h"
 #include "image.h"
@@ -225,7 +226,7 @@ static void test_restart(const char *dir, Manager **m) {
         c = hashmap_get((*m)->sessions, id);
         ASSERT_TRUE(c);
         ASSERT_INT(c->status, status);
-        ASSERT_INT(store_schema_version((*m)->store), 12);
+        ASSERT_INT(store_schema_version((*m)->store), 13);
         ASSERT_INT(c->n_targets, 1);
         ASSERT_INT(clone_first_target(c)->index, 1);
 }
@@ -294,6 +295,9 @@ static void test_session_round_trip(Manager *m) {
                 .error = (char *) "an error",
                 .started_at = 20,
                 .completed_at = 21,
+                .relay_address = (char *) "192.0.2.7",
+                .relay_port = 9999,
+                .chain_rank = 5,
         };
         CloneSession *l = NULL;
         CloneTarget *lt = NULL;
@@ -370,6 +374,9 @@ static void test_session_round_trip(Manager *m) {
         SAME_STR(error);
         SAME_INT(started_at);
         SAME_INT(completed_at);
+        SAME_STR(relay_address);
+        SAME_INT(relay_port);
+        SAME_INT(chain_rank);
         ASSERT_STR(json_object_to_json_string(lt->notes), json_object_to_json_string(t.notes));
 #undef SAME_STR
 #undef SAME_INT
@@ -385,6 +392,61 @@ static void test_session_round_trip(Manager *m) {
 }
 
 /* A target's transition table, the session's status derived from its targets', and target names. */
+/* Who pulls from whom: the nearest target before that forwards, else the source; a lost one rejoins at the
+ * tail. */
+static void test_chain(void) {
+        CloneTarget t[4] = {}, *targets[4] = { &t[0], &t[1], &t[2], &t[3] };
+        CloneSession c = {
+                .id = (char *) "s", .mode = CLONE_MODE_DIRECT, .targets = targets, .n_targets = 1
+        };
+        char *name = NULL;
+
+        for (uint32_t i = 0; i < 4; i++)
+                t[i] = (CloneTarget){
+                        .session = &c, .session_id = c.id, .index = i + 1, .status = CLONE_CLONING
+                };
+        ASSERT_TRUE(!chain_of(&c)); /* one target: no chain */
+        ASSERT_TRUE(!chain_forwards(&t[0]));
+        c.n_targets = 4;
+        ASSERT_TRUE(chain_of(&c));
+        ASSERT_TRUE(!chain_upstream(&t[1])); /* no one forwards yet: the source */
+        ASSERT_OK(chain_upstream_name(&t[1], &name));
+        ASSERT_STR(name, "clone-s-source");
+        name = mfree(name);
+        for (int i = 0; i < 3; i++)
+                ASSERT_OK(chain_relay_ready(&t[i], "192.0.2.1", 9999));
+        ASSERT_TRUE(chain_upstream(&t[1]) == &t[0]);
+        ASSERT_TRUE(chain_upstream(&t[3]) == &t[2]);
+        ASSERT_OK(chain_upstream_name(&t[3], &name));
+        ASSERT_STR(name, "clone-s-target-3");
+        ASSERT_TRUE(chain_forwards(&t[2]) && !chain_forwards(&t[3]));
+        /* Target 3 is lost to target 4: 4 pulls from 2; 3 leaves the line and comes last. */
+        ASSERT_INT(chain_drop(&t[3], "clone-s-target-2", "a stale report"), 0);
+        ASSERT_INT(chain_drop(&t[3], name, "connection refused"), 1);
+        name = mfree(name);
+        ASSERT_TRUE(chain_upstream(&t[3]) == &t[1]);
+        ASSERT_TRUE(!t[2].relay_address && t[2].chain_rank == 5);
+        ASSERT_TRUE(chain_upstream(&t[2]) == &t[1]); /* until 4 forwards, it pulls from 2 */
+        ASSERT_TRUE(chain_forwards(&t[3]));
+        ASSERT_OK(chain_relay_ready(&t[3], "192.0.2.4", 9999));
+        ASSERT_TRUE(chain_upstream(&t[2]) == &t[3]);
+        /* A target that fails or ends forwards no more; the one before the last done is not needed. */
+        t[3].status = CLONE_FAILED;
+        ASSERT_TRUE(chain_upstream(&t[2]) == &t[1]);
+        t[2].status = CLONE_COMPLETED;
+        ASSERT_TRUE(!chain_forwards(&t[1])); /* 3 is done and 4 failed */
+        ASSERT_TRUE(chain_forwards(&t[0]));  /* target 2 is not done */
+        t[1].status = CLONE_COMPLETED;
+        ASSERT_TRUE(!chain_forwards(&t[0]));
+        /* The source's first target pulls from the source whatever its place. */
+        ASSERT_TRUE(!chain_upstream(&t[0]));
+        /* Staged sessions do not chain. */
+        c.mode = CLONE_MODE_STAGED;
+        ASSERT_TRUE(!chain_of(&c) && !chain_upstream(&t[3]));
+        for (int i = 0; i < 4; i++)
+                free(t[i].relay_address);
+}
+
 static void test_targets(void) {
         ASSERT_TRUE(clone_target_can_become(CLONE_PENDING, CLONE_WAITING));
         ASSERT_TRUE(clone_target_can_become(CLONE_FAILED, CLONE_WAITING));
@@ -769,7 +831,7 @@ static void test_migration_from_followers(const char *dir) {
         store_close(s);
 
         Manager *m = start(state);
-        ASSERT_INT(store_schema_version(m->store), 12);
+        ASSERT_INT(store_schema_version(m->store), 13);
         ASSERT_INT(hashmap_size(m->sessions), 1);
         CloneSession *c = hashmap_get(m->sessions, "aa000000000000000000000000000001");
         ASSERT_TRUE(c);
@@ -1190,6 +1252,7 @@ int main(void) {
         test_sessions(m);
         test_session_round_trip(m);
         test_targets();
+        test_chain();
         test_node_and_storage_round_trip(m);
         test_disk_and_operation_round_trip(m);
         test_certificate_and_token_round_trip(m);

@@ -23,9 +23,24 @@ static void expect_field(const VarlinkInterface *i, const char *method, const ch
 
 static void test_node_interface(void) {
         static const char *const methods[] = {
-                "Enrol",         "GetSession",          "WatchSession",  "ReportSourceReady", "ReportProgress",
-                "ReportComplete", "ReportFailed",       "GetStaging",    "ReportStagingStatus", "GetResizePlan", "ReportCloneDisk",
-                "ReportDisks",   "FetchOperations",     "ReportOperation", "GetNode",        "WatchNode",
+                "Enrol",
+                "GetSession",
+                "WatchSession",
+                "ReportSourceReady",
+                "ReportProgress",
+                "ReportComplete",
+                "ReportFailed",
+                "GetStaging",
+                "ReportStagingStatus",
+                "GetResizePlan",
+                "ReportCloneDisk",
+                "ReportDisks",
+                "FetchOperations",
+                "ReportOperation",
+                "GetNode",
+                "WatchNode",
+                "ReportRelayReady",
+                "ReportUpstreamLost",
         };
         VarlinkInterface *i = NULL;
         unsigned line = 0;

@@ -1,0 +1,29 @@
+/* SPDX-License-Identifier: MIT */
+/* Chains: the targets of a direct session with more than one target pull from each other in a line — the
+ * first from the source, each one after from the one before it, which forwards what it verified and wrote
+ * (the agent's relay) — so the source sends each byte once and every link carries it once.
+ *
+ * The line is the targets in the order of their place (chain_rank; their index until one is dropped).
+ * A target's upstream is the nearest one before it that forwards now (it reported where, and it is still
+ * copying: a target reports its end only once no one after it needs it), else the source. A target whose
+ * downstream says it lost it is dropped: it stops forwarding and takes the place after the last, so that,
+ * when it comes back, it rejoins at the tail and pulls from there; its downstream pulls from its upstream,
+ * from where its journal says. */
+#pragma once
+
+#include "clone.h"
+
+/* Whether c's targets form a chain. */
+bool chain_of(CloneSession *c);
+/* t's upstream in the chain, or NULL for the source. */
+CloneTarget *chain_upstream(CloneTarget *t);
+/* Whether a target after t in the chain is not done: t forwards what it writes, and its agent holds what
+ * follows its copy (resize, identity: they change the disk) until this is false. */
+bool chain_forwards(CloneTarget *t);
+/* t's agent forwards at address:port. */
+int chain_relay_ready(CloneTarget *t, const char *address, uint16_t port);
+/* t's downstream reports it lost t (its name, as the certificate has it): t leaves the line and takes the
+ * last place. 1 if it was dropped; 0 if it was not the downstream's upstream (any more). */
+int chain_drop(CloneTarget *downstream, const char *upstream_name, const char *why);
+/* The name of t's upstream's certificate: clone-<session>-source or clone-<session>-target-<n>. */
+int chain_upstream_name(CloneTarget *t, char **ret);
