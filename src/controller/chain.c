@@ -39,6 +39,13 @@ CloneTarget *chain_upstream(CloneTarget *t) {
         return best;
 }
 
+/* Whether u may still pull from the targets before it: it is not done, has not written everything, and was
+ * not lost without being heard of since (one that comes back can always pull from the source). */
+static bool still_pulls(const CloneTarget *u) {
+        return !clone_status_is_final(u->status) && !u->chain_lost &&
+               u->bytes_transferred < u->session->bytes_total;
+}
+
 bool chain_forwards(CloneTarget *t) {
         CloneSession *c = t->session;
 
@@ -46,16 +53,25 @@ bool chain_forwards(CloneTarget *t) {
                 return false;
         for (size_t i = 0; i < c->n_targets; i++) {
                 CloneTarget *u = c->targets[i];
-                if (u != t && before(t, u) && !clone_status_is_final(u->status))
+                if (u != t && before(t, u) && still_pulls(u))
                         return true;
         }
         return false;
+}
+
+bool chain_heard_of(CloneTarget *t) {
+        if (!t->chain_lost)
+                return false;
+        t->chain_lost = false;
+        log_info("Clone session %s: target %" PRIu32 ", lost before, is back.", t->session_id, t->index);
+        return true;
 }
 
 int chain_relay_ready(CloneTarget *t, const char *address, uint16_t port) {
         if (free_and_strdup(&t->relay_address, address) < 0)
                 return -ENOMEM;
         t->relay_port = port;
+        t->chain_lost = false;
         log_info("Clone session %s, target %" PRIu32 " forwards on %s:%u.", t->session_id, t->index, address,
                  port);
         return 0;
@@ -91,5 +107,6 @@ int chain_drop(CloneTarget *downstream, const char *upstream_name, const char *w
         u->relay_address = mfree(u->relay_address);
         u->relay_port = 0;
         u->chain_rank = last + 1;
+        u->chain_lost = true;
         return 1;
 }

@@ -8,7 +8,7 @@
  * copying: a target reports its end only once no one after it needs it), else the source. A target whose
  * downstream says it lost it is dropped: it stops forwarding and takes the place after the last, so that,
  * when it comes back, it rejoins at the tail and pulls from there; its downstream pulls from its upstream,
- * from where its journal says. */
+ * from where its journal says. Until it is heard of again, no one waits for it. */
 #pragma once
 
 #include "clone.h"
@@ -17,9 +17,12 @@
 bool chain_of(CloneSession *c);
 /* t's upstream in the chain, or NULL for the source. */
 CloneTarget *chain_upstream(CloneTarget *t);
-/* Whether a target after t in the chain is not done: t forwards what it writes, and its agent holds what
- * follows its copy (resize, identity: they change the disk) until this is false. */
+/* Whether a target after t in the chain may still pull (it has not written everything, and it is not lost):
+ * t forwards what it writes, and its agent holds what follows its copy (resize, identity: they change the
+ * disk) until this is false. */
 bool chain_forwards(CloneTarget *t);
+/* A lost target's agent reported again: true if it was lost (it counts in the chain again). */
+bool chain_heard_of(CloneTarget *t);
 /* t's agent forwards at address:port. */
 int chain_relay_ready(CloneTarget *t, const char *address, uint16_t port);
 /* t's downstream reports it lost t (its name, as the certificate has it): t leaves the line and takes the

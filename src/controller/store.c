@@ -305,11 +305,13 @@ static const char *const migrations[] = {
         "  FROM clone_sessions;"
         "DROP TABLE clone_sessions;"
         "ALTER TABLE clone_sessions_new RENAME TO clone_sessions;",
-        /* 13: chains — where a target forwards what it wrote to the next one, and its place in the chain
-         * (its index, until it was dropped and rejoined at the tail) */
+        /* 13: chains — where a target forwards what it wrote to the next one, its place in the chain (its
+         * index, until it was dropped and rejoined at the tail) and whether it was lost and has not been
+         * heard of since */
         "ALTER TABLE clone_targets ADD COLUMN relay_ip TEXT;"
         "ALTER TABLE clone_targets ADD COLUMN relay_port INTEGER NOT NULL DEFAULT 0;"
-        "ALTER TABLE clone_targets ADD COLUMN chain_rank INTEGER NOT NULL DEFAULT 0;",
+        "ALTER TABLE clone_targets ADD COLUMN chain_rank INTEGER NOT NULL DEFAULT 0;"
+        "ALTER TABLE clone_targets ADD COLUMN chain_lost INTEGER NOT NULL DEFAULT 0;",
 };
 
 static int exec_plain(Store *s, const char *sql) {
@@ -952,6 +954,7 @@ static const Column target_columns[] = {
         COL(CloneTarget, relay_address, "relay_ip", COLUMN_STRING),
         COL(CloneTarget, relay_port, "relay_port", COLUMN_U16),
         COL(CloneTarget, chain_rank, "chain_rank", COLUMN_U32),
+        COL(CloneTarget, chain_lost, "chain_lost", COLUMN_INT),
 };
 
 static void target_free_record(void *record) {

@@ -30,6 +30,7 @@ typedef struct CloneTarget {
         char *relay_address;
         uint16_t relay_port;
         uint32_t chain_rank;
+        int chain_lost; /* reported lost, and not heard of since */
         /* Highest report sequence applied (loaded from report_sequences). */
         uint64_t sequence;
         Throttle progress;

@@ -120,10 +120,12 @@ def lost_then_relinked(ch, killed, downstream, to):
     ch.agents[killed - 1].kill()
     wait_for(lambda: ch.upstream(downstream) == to, timeout=30,
              what=f"target {downstream} to be relinked:\n{ch.agents[downstream - 1].text()[-2000:]}")
-    text = ch.agents[downstream - 1].text()
-    assert f"Lost clone-{ch.clone.id}-target-{killed}, our upstream in the chain" in text, text[-2000:]
+    agent = ch.agents[downstream - 1]
     upstream = f"target-{to}" if to else "source"
-    assert f"Now pulling from clone-{ch.clone.id}-{upstream}" in text, text[-2000:]
+    wait_for(lambda: f"Now pulling from clone-{ch.clone.id}-{upstream}" in agent.text(), timeout=10,
+             what=f"target {downstream} to follow:\n{agent.text()[-2000:]}")
+    text = agent.text()
+    assert f"Lost clone-{ch.clone.id}-target-{killed}, our upstream in the chain" in text, text[-2000:]
 
 
 def test_the_middle_target_killed(chain, tmp_path):

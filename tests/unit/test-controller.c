@@ -396,9 +396,11 @@ static void test_session_round_trip(Manager *m) {
  * tail. */
 static void test_chain(void) {
         CloneTarget t[4] = {}, *targets[4] = { &t[0], &t[1], &t[2], &t[3] };
-        CloneSession c = {
-                .id = (char *) "s", .mode = CLONE_MODE_DIRECT, .targets = targets, .n_targets = 1
-        };
+        CloneSession c = { .id = (char *) "s",
+                           .mode = CLONE_MODE_DIRECT,
+                           .targets = targets,
+                           .n_targets = 1,
+                           .bytes_total = 100 };
         char *name = NULL;
 
         for (uint32_t i = 0; i < 4; i++)
@@ -427,6 +429,8 @@ static void test_chain(void) {
         ASSERT_TRUE(chain_upstream(&t[3]) == &t[1]);
         ASSERT_TRUE(!t[2].relay_address && t[2].chain_rank == 5);
         ASSERT_TRUE(chain_upstream(&t[2]) == &t[1]); /* until 4 forwards, it pulls from 2 */
+        ASSERT_TRUE(!chain_forwards(&t[3]));         /* no one waits for a lost target */
+        ASSERT_TRUE(chain_heard_of(&t[2]) && !chain_heard_of(&t[2]));
         ASSERT_TRUE(chain_forwards(&t[3]));
         ASSERT_OK(chain_relay_ready(&t[3], "192.0.2.4", 9999));
         ASSERT_TRUE(chain_upstream(&t[2]) == &t[3]);
@@ -435,8 +439,8 @@ static void test_chain(void) {
         ASSERT_TRUE(chain_upstream(&t[2]) == &t[1]);
         t[2].status = CLONE_COMPLETED;
         ASSERT_TRUE(!chain_forwards(&t[1])); /* 3 is done and 4 failed */
-        ASSERT_TRUE(chain_forwards(&t[0]));  /* target 2 is not done */
-        t[1].status = CLONE_COMPLETED;
+        ASSERT_TRUE(chain_forwards(&t[0]));  /* target 2 has not written everything */
+        t[1].bytes_transferred = 100;        /* it has: its upstream may end, before its verdict */
         ASSERT_TRUE(!chain_forwards(&t[0]));
         /* The source's first target pulls from the source whatever its place. */
         ASSERT_TRUE(!chain_upstream(&t[0]));
