@@ -5,6 +5,7 @@ once. Each node in its own network namespace, disks on loop devices, agents as t
 
 import re
 import subprocess
+import time
 
 import pytest
 
@@ -176,3 +177,26 @@ def test_a_certificate_of_another_session_cannot_pull_from_a_target(chain, tmp_p
     source, _, disks = ch.loops
     for disk in disks:
         sh("cmp", source.device, disk.device)
+
+
+def test_the_controller_stopped_mid_chain(chain, tmp_path, controller, bridge_on_network, network):
+    """The controller and the bridge stop for 30 s while three targets stream down the chain: the copy goes on
+    peer to peer meanwhile, and once they are back every report is taken and every target completes."""
+    ch = chain(3, random_source=True, head_rate="6M")
+    ch.start_in_order()
+    wait_for(lambda: ch.written(3) > 16 << 20, timeout=90, what="the chain to be under way")
+    middle = ch.agents[1].netns
+    bridge_on_network.stop()
+    assert controller.stop() == 0
+    before = network.tx_bytes(middle)
+    time.sleep(30)
+    # The middle target forwarded to the last while the controller was away: counted on its link.
+    assert network.tx_bytes(middle) - before > 64 << 20, (before, network.tx_bytes(middle))
+    controller.start()
+    bridge_on_network.start()
+    finish(ch)
+    source, _, disks = ch.loops
+    for disk in disks:
+        sh("cmp", source.device, disk.device)
+    for agent in (ch.clone.source, *ch.agents):
+        assert not list((agent.state / "queue").iterdir()), f"reports left in {agent.state}/queue"
