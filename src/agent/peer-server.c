@@ -35,6 +35,31 @@ unsigned peer_server_check(PeerServer *p, Agent *a, const gnutls_datum_t *cert, 
         return !*ret_reason ? 0 : retry ? MHD_HTTP_SERVICE_UNAVAILABLE : MHD_HTTP_FORBIDDEN;
 }
 
+int peer_check_init(PeerCheck *c, Agent *a, const gnutls_datum_t *cert) {
+        c->trust_gen = a->trust_generation;
+        c->watch_gen = a->watched_generation;
+        c->cert.size = cert->size;
+        c->cert.data = malloc(cert->size);
+        if (!c->cert.data)
+                return -ENOMEM;
+        memcpy(c->cert.data, cert->data, cert->size);
+        return 0;
+}
+
+void peer_check_done(PeerCheck *c) {
+        c->cert.data = mfree(c->cert.data);
+}
+
+const char *peer_check_again(PeerServer *p, Agent *a, PeerCheck *c) {
+        const char *reason;
+
+        if (c->trust_gen == a->trust_generation && c->watch_gen == a->watched_generation)
+                return NULL;
+        c->trust_gen = a->trust_generation;
+        c->watch_gen = a->watched_generation;
+        return peer_server_check(p, a, &c->cert, &reason) == 0 ? NULL : reason;
+}
+
 const gnutls_datum_t *peer_server_certificate(struct MHD_Connection *conn) {
         const union MHD_ConnectionInfo *ci =
                 MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);

@@ -28,6 +28,18 @@ void peer_server_stop(PeerServer *p);
  * 0, or the HTTP status to refuse with (503: the session does not name this certificate yet — a target that
  * enrolled a moment ago — so try again) and *ret_reason. */
 unsigned peer_server_check(PeerServer *p, Agent *a, const gnutls_datum_t *cert, const char **ret_reason);
+/* A stream's peer, checked again whenever the CRL or the session changed (a revoked certificate, a newer
+ * enrolment of the peer). */
+typedef struct PeerCheck {
+        gnutls_datum_t cert; /* DER, copied */
+        unsigned trust_gen, watch_gen;
+} PeerCheck;
+
+int peer_check_init(PeerCheck *c, Agent *a, const gnutls_datum_t *cert);
+void peer_check_done(PeerCheck *c);
+/* NULL while the peer is still good, else why not. */
+const char *peer_check_again(PeerServer *p, Agent *a, PeerCheck *c);
+
 /* The client's certificate (DER) on conn, or NULL. */
 const gnutls_datum_t *peer_server_certificate(struct MHD_Connection *conn);
 enum MHD_Result peer_server_reply(struct MHD_Connection *conn, unsigned status, const char *text);

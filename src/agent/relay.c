@@ -50,8 +50,7 @@ struct RelayStream {
         struct MHD_Connection *conn;
         uint64_t pos, sent;
         unsigned features;
-        gnutls_datum_t peer;
-        unsigned trust_gen, watch_gen;
+        PeerCheck peer; /* the downstream's certificate */
         bool suspended;
         uint8_t *frame; /* the frame going out: header, payload */
         uint8_t *chunk; /* a chunk read back from the disk */
@@ -213,14 +212,9 @@ static int stream_produce(RelayStream *st) {
 /* A stream goes on only while its target's certificate is good: checked again whenever the CRL or the
  * session changed. */
 static bool stream_peer_still_good(RelayStream *st) {
-        Agent *a = st->relay->agent;
-        const char *reason;
+        const char *reason = peer_check_again(&st->relay->server, st->relay->agent, &st->peer);
 
-        if (st->trust_gen == a->trust_generation && st->watch_gen == a->watched_generation)
-                return true;
-        st->trust_gen = a->trust_generation;
-        st->watch_gen = a->watched_generation;
-        if (peer_server_check(&st->relay->server, a, &st->peer, &reason) == 0)
+        if (!reason)
                 return true;
         log_warning("Ending the stream to the downstream at %s: %s.", FORMAT_BYTES(st->pos), reason);
         return false;
@@ -263,7 +257,7 @@ static void stream_free(RelayStream *st) {
                 return;
         free(st->frame);
         free(st->chunk);
-        free(st->peer.data);
+        peer_check_done(&st->peer);
         free(st);
 }
 
@@ -297,16 +291,11 @@ static RelayStream *stream_new(Relay *r, struct MHD_Connection *conn, const gnut
         st->conn = conn;
         st->pos = offset;
         st->features = features;
-        st->trust_gen = r->agent->trust_generation;
-        st->watch_gen = r->agent->watched_generation;
         st->frame = malloc(FRAME_HEADER_SIZE + FRAME_ZSTD_PREFIX +
                            MAX(ZSTD_compressBound(FRAME_CHUNK), FRAME_CHUNK));
         st->chunk = device_buffer_new(FRAME_CHUNK);
-        st->peer.size = cert->size;
-        st->peer.data = malloc(cert->size);
-        if (!st->frame || !st->chunk || !st->peer.data)
+        if (!st->frame || !st->chunk || peer_check_init(&st->peer, r->agent, cert) < 0)
                 return stream_free(st), NULL;
-        memcpy(st->peer.data, cert->data, cert->size);
         return st;
 }
 

@@ -50,8 +50,7 @@ typedef struct Stream {
         Source *source;
         uint64_t pos;  /* the next offset to frame */
         uint64_t sent; /* stream bytes handed to TLS */
-        gnutls_datum_t peer;           /* the target's certificate (DER), checked again when the CRL or */
-        unsigned trust_gen, watch_gen; /* the session changes */
+        PeerCheck peer;                /* the target's certificate */
         unsigned features;             /* agreed with the target */
         const UsedMap *map;            /* the source's, if the target takes SKIP frames */
         ChunkReader *reader;           /* the disk, read ahead from pos */
@@ -222,7 +221,7 @@ static void stream_free(Stream *st) {
         if (!st)
                 return;
         chunk_reader_free(st->reader);
-        free(st->peer.data);
+        peer_check_done(&st->peer);
         free(st);
 }
 
@@ -236,12 +235,8 @@ static Stream *stream_new(Source *s, const gnutls_datum_t *cert, uint64_t offset
         st->pos = offset;
         st->features = asked & frame_features_ours();
         st->map = st->features & FRAME_FEATURE_SKIP ? &s->map : NULL;
-        st->trust_gen = s->agent->trust_generation;
-        st->watch_gen = s->agent->watched_generation;
-        st->peer.size = cert->size;
-        if (!(st->peer.data = malloc(cert->size)))
+        if (peer_check_init(&st->peer, s->agent, cert) < 0)
                 return stream_free(st), NULL;
-        memcpy(st->peer.data, cert->data, cert->size);
         return st;
 }
 
@@ -298,14 +293,9 @@ static void on_stream_end(void *cls) {
 /* A stream goes on only while its target's certificate is good: checked again whenever the CRL or the
  * session changed (a revoked certificate, a newer enrolment of the target). */
 static bool stream_peer_still_good(Stream *st) {
-        Agent *a = st->source->agent;
-        const char *reason;
+        const char *reason = peer_check_again(&st->source->server, st->source->agent, &st->peer);
 
-        if (st->trust_gen == a->trust_generation && st->watch_gen == a->watched_generation)
-                return true;
-        st->trust_gen = a->trust_generation;
-        st->watch_gen = a->watched_generation;
-        if (peer_server_check(&st->source->server, a, &st->peer, &reason) == 0)
+        if (!reason)
                 return true;
         log_warning("Ending the stream to the target at %s: %s.", FORMAT_BYTES(st->pos), reason);
         return false;

@@ -37,6 +37,8 @@
 #define MAX_BAD_FRAMES 5
 /* An upstream target that gives no stream for this long is reported lost: the controller relinks us. */
 #define UPSTREAM_LOST_USEC (3 * USEC_PER_SEC)
+/* An upstream target that does not say where it forwards for this long is reported lost too. */
+#define UPSTREAM_SILENT_USEC (10 * USEC_PER_SEC)
 
 typedef enum Phase { PHASE_WAITING, PHASE_TRANSFERRING, PHASE_VERIFYING, PHASE_DONE } Phase;
 
@@ -66,6 +68,8 @@ struct Target {
         int64_t port;
         char *upstream_cn;
         bool upstream_lost_reported;
+        char *awaited; /* an upstream target the session names that has not said where it forwards */
+        sd_event_source *upstream_wait;
         bool peer_checked;
         const char *abort_reason; /* why we cut the stream, if we did */
         enum { CUT_NONE, CUT_BAD_FRAME, CUT_BAD_PEER, CUT_WRITE_FAILED } cut;
@@ -527,15 +531,35 @@ static char *attempt_failure(Target *t, CURL *easy, CURLcode result, long status
         return r < 0 ? NULL : s;
 }
 
-static void report_upstream_lost(Target *t, const char *why) {
+static int report_upstream_lost(Target *t, const char *name, const char *why) {
         json_object *p = agent_report_new(t->agent, NULL);
 
-        json_object_object_add(p, "upstream", json_object_new_string(t->upstream_cn));
+        json_object_object_add(p, "upstream", json_object_new_string(name));
         json_object_object_add(p, "reason", json_object_new_string(why));
-        log_error("Lost %s, our upstream in the chain: %s. Asking the controller to relink us.",
-                  t->upstream_cn, why);
-        if (queue_push(t->agent->queue, "ReportUpstreamLost", p) >= 0)
-                t->upstream_lost_reported = true;
+        log_error("Lost %s, our upstream in the chain: %s. Asking the controller to relink us.", name, why);
+        return queue_push(t->agent->queue, "ReportUpstreamLost", p);
+}
+
+static int on_upstream_silent(sd_event_source *s, uint64_t usec, void *userdata) {
+        Target *t = userdata;
+        (void) s, (void) usec;
+        t->upstream_wait = sd_event_source_disable_unref(t->upstream_wait);
+        if (t->awaited)
+                (void) report_upstream_lost(t, t->awaited, "it did not say where it forwards");
+        return 0;
+}
+
+/* The session names an upstream target that has not said where it forwards yet: we wait for it (going on
+ * with a stream we have meanwhile), and report it lost if it stays silent. NULL: it is not so any more. */
+static void await_upstream(Target *t, const char *name) {
+        if (streq_ptr(t->awaited, name))
+                return;
+        t->upstream_wait = sd_event_source_disable_unref(t->upstream_wait);
+        if (free_and_strdup(&t->awaited, name) < 0)
+                return (void) log_oom();
+        if (name && sd_event_add_time_relative(t->agent->event, &t->upstream_wait, CLOCK_MONOTONIC,
+                                               UPSTREAM_SILENT_USEC, 0, on_upstream_silent, t) < 0)
+                log_oom();
 }
 
 /* An attempt failed. Within pureboot.peer-timeout= of the first failure we try again; after it the
@@ -550,8 +574,9 @@ static uint64_t attempt_failed(Target *t, const char *why) {
         if (!upstream_is_source(t)) {
                 /* A target before us in the chain: the controller relinks us (to its upstream) once it
                  * hears; until then we try on. */
-                if (now - t->failing_since >= UPSTREAM_LOST_USEC && !t->upstream_lost_reported)
-                        report_upstream_lost(t, why);
+                if (now - t->failing_since >= UPSTREAM_LOST_USEC && !t->upstream_lost_reported &&
+                    report_upstream_lost(t, t->upstream_cn, why) >= 0)
+                        t->upstream_lost_reported = true;
                 log_warning("No stream from %s at %s:%" PRIi64 " (%s); trying again in %.1f s.",
                             t->upstream_cn, t->address, t->port, why, (double) delay / USEC_PER_SEC);
                 return delay;
@@ -768,8 +793,10 @@ static void on_session(Agent *a, json_object *session) {
         int64_t port = json_get_int(session, chained ? "upstreamPort" : "sourcePort");
         const char *cn = chained ? json_get_string(session, "upstreamName") : t->source_cn;
 
-        if (!address || port <= 0 || json_get_int(session, "sizeBytes") <= 0 || t->phase == PHASE_DONE ||
-            a->finishing)
+        if (t->phase == PHASE_DONE || a->finishing)
+                return;
+        await_upstream(t, chained && !address && !streq(cn, t->source_cn) ? cn : NULL);
+        if (!address || port <= 0 || json_get_int(session, "sizeBytes") <= 0)
                 return;
         bool moved = !streq_ptr(t->address, address) || t->port != port || !streq_ptr(t->upstream_cn, cn);
         if (free_and_strdup(&t->address, address) < 0 || free_and_strdup(&t->upstream_cn, cn) < 0)
@@ -865,6 +892,8 @@ Target *target_free(Target *t) {
         free(t->problem);
         free(t->source_cn);
         free(t->upstream_cn);
+        free(t->awaited);
+        sd_event_source_disable_unref(t->upstream_wait);
         free(t->held);
         free(t->journal_path);
         free(t);

@@ -16,8 +16,10 @@ static uint32_t rank_of(const CloneTarget *t) {
         return t->chain_rank ?: t->index;
 }
 
-static bool serves(const CloneTarget *t) {
-        return t->relay_address && t->relay_port > 0 && IN_SET(t->status, CLONE_SOURCE_READY, CLONE_CLONING);
+/* Whether t forwards, or is about to: it is copying or waiting to, and was not lost. Its downstream waits
+ * for it to say where rather than pull from the source meanwhile. */
+static bool may_forward(const CloneTarget *t) {
+        return !t->chain_lost && IN_SET(t->status, CLONE_WAITING, CLONE_SOURCE_READY, CLONE_CLONING);
 }
 
 /* Whether a comes before b in the line. */
@@ -33,7 +35,7 @@ CloneTarget *chain_upstream(CloneTarget *t) {
                 return NULL;
         for (size_t i = 0; i < c->n_targets; i++) {
                 CloneTarget *u = c->targets[i];
-                if (u != t && serves(u) && before(u, t) && (!best || before(best, u)))
+                if (u != t && may_forward(u) && before(u, t) && (!best || before(best, u)))
                         best = u;
         }
         return best;

@@ -4,18 +4,20 @@
  * (the agent's relay) — so the source sends each byte once and every link carries it once.
  *
  * The line is the targets in the order of their place (chain_rank; their index until one is dropped).
- * A target's upstream is the nearest one before it that forwards now (it reported where, and it is still
- * copying: a target reports its end only once no one after it needs it), else the source. A target whose
- * downstream says it lost it is dropped: it stops forwarding and takes the place after the last, so that,
- * when it comes back, it rejoins at the tail and pulls from there; its downstream pulls from its upstream,
- * from where its journal says. Until it is heard of again, no one waits for it. */
+ * A target's upstream is the nearest one before it that forwards, or is about to (it is copying or waiting
+ * to, and was not lost: a target reports its end only once no one after it needs it), else the source. A
+ * target whose downstream says it lost it is dropped: it stops forwarding and takes the place after the
+ * last, so that, when it comes back, it rejoins at the tail and pulls from there; its downstream pulls from
+ * its upstream, from where its journal says. Until it is heard of again, no one waits for it. */
 #pragma once
 
 #include "clone.h"
 
 /* Whether c's targets form a chain. */
 bool chain_of(CloneSession *c);
-/* t's upstream in the chain, or NULL for the source. */
+/* t's upstream in the chain, or NULL for the source: the nearest target before it that forwards or is
+ * about to (its relay_address NULL until it says where: t waits for it, and reports it lost if it does not
+ * come). */
 CloneTarget *chain_upstream(CloneTarget *t);
 /* Whether a target after t in the chain may still pull (it has not written everything, and it is not lost):
  * t forwards what it writes, and its agent holds what follows its copy (resize, identity: they change the

@@ -1294,13 +1294,11 @@ json_object *clone_node_view(CloneSession *c, bool source, CloneTarget *t) {
                 const char *up_serial = clone_certificate(c, up);
                 if (chain_upstream_name(t, &up_name) >= 0) {
                         ADD("upstreamName", json_object_new_string(up_name));
-                        ADD("upstreamAddress", up ? json_object_new_string(up->relay_address)
-                                               : c->source_address
-                                                       ? json_object_new_string(c->source_address)
-                                                       : NULL);
-                        ADD("upstreamPort", up               ? json_object_new_int(up->relay_port)
-                                            : c->source_port ? json_object_new_int(c->source_port)
-                                                             : NULL);
+                        /* None yet: an upstream target that has not said where it forwards. */
+                        const char *address = up ? up->relay_address : c->source_address;
+                        uint16_t port = up ? up->relay_port : c->source_port;
+                        ADD("upstreamAddress", address ? json_object_new_string(address) : NULL);
+                        ADD("upstreamPort", port ? json_object_new_int(port) : NULL);
                         ADD("upstreamCertificate", up_serial ? json_object_new_string(up_serial) : NULL);
                 }
                 ADD("forward", json_object_new_boolean(chain_forwards(t)));

@@ -195,6 +195,13 @@ static int report_begin(Call *call, const char *role, Party *ret) {
         if (sequence > now_realtime_usec() + SEQUENCE_MAX_AHEAD_USEC)
                 return fail(call, VARLINK_ERROR("InvalidParameter"), "parameter", "sequence", "reason",
                             "the sequence is more than ten minutes ahead of the controller's clock", NULL);
+        /* A lost target of a chain that reports again counts again: those before it forward for it. */
+        if (p.target && chain_heard_of(p.target)) {
+                r = store_target_update(call->m->store, p.target);
+                if (r < 0)
+                        return r;
+                clone_target_emit_changed(p.target, "Upstream", NULL);
+        }
         *ret = p;
         return 1;
 }

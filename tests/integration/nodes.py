@@ -8,6 +8,7 @@ import json
 import os
 import re
 import subprocess
+import time
 from pathlib import Path
 
 from harness import AGENT, Started, stop_all, wait_for
@@ -116,7 +117,16 @@ class Loop:
         return f"{self.device}p{n}"
 
     def detach(self):
-        sh("losetup", "-d", self.device, check=False)
+        """Detaches it, waiting up to 10 s for whatever still has it open (an agent that is ending, udev, a
+        partition scan): a busy loop device is only marked to go at its last close, which may not come."""
+        backing = Path(f"/sys/block/{Path(self.device).name}/loop/backing_file")
+        deadline = time.monotonic() + 10
+        while True:
+            sh("losetup", "-d", self.device, check=False)
+            if not backing.exists() or Path(backing.read_text().strip()) != self.backing.resolve() \
+                    or time.monotonic() > deadline:
+                return
+            time.sleep(0.2)
 
 
 def sha256(path, limit=None):

@@ -11,7 +11,7 @@ import pytest
 
 from harness import stop_all, wait_for
 from nodes import Clone, check_files, make_random_disk, make_source_disk, sh, stream_bytes
-from test_clone import enrol_with_token, wire_bytes
+from test_clone import another_sessions_target, wire_bytes
 
 DISK = 256 << 20
 
@@ -35,14 +35,16 @@ class Chain:
         self.clone.source.start()
         for i, agent in enumerate(self.agents, 1):
             if i > 1:
-                wait_for(lambda: self.upstream(i) == i - 1, timeout=60,
-                         what=f"target {i - 1} to forward:\n{self.agents[i - 2].text()[-2000:]}")
+                self.relay_address(i - 1)
+                assert self.upstream(i) == i - 1
             agent.start()
 
     def relay_address(self, i):
-        m = re.search(r"Forwarding what is written to \S+ on (\S+):(\d+)", self.agents[i - 1].text())
-        assert m, self.agents[i - 1].text()[-2000:]
-        return m.group(1), m.group(2)
+        """Where target i forwards, once it does."""
+        def said():
+            return re.search(r"Forwarding what is written to \S+ on (\S+):(\d+)", self.agents[i - 1].text())
+        wait_for(said, timeout=60, what=f"target {i} to forward:\n{self.agents[i - 1].text()[-2000:]}")
+        return said().group(1), said().group(2)
 
 
 @pytest.fixture
@@ -71,9 +73,11 @@ def chain(tmp_path, ctl, api, network, bridge_on_network):
             agents.append(agent)
         return Chain(c, (source, files, disks), paths, agents)
     yield make
-    stop_all(made)
-    for loop in loops:
-        loop.detach()
+    try:
+        stop_all(made)
+    finally:
+        for loop in loops:
+            loop.detach()
 
 
 def finish(ch, timeout=180):
@@ -163,12 +167,7 @@ def test_a_certificate_of_another_session_cannot_pull_from_a_target(chain, tmp_p
     ch = chain(2, random_source=True, head_rate="16M")
     ch.start_in_order()
     address, port = ch.relay_address(1)
-    api.node("other-a", "aa:bb:cc:00:20:01")
-    api.node("other-b", "aa:bb:cc:00:20:02")
-    other = ctl("clone", "create", "--name=other", "--mode=direct", "--source=other-a", "--target=other-b",
-                "--source-device=/dev/sda", "--target-device=/dev/sdb", check=True).stdout.split()[-1]
-    ctl("clone", "start", other, check=True)
-    cert, key = enrol_with_token(bridge_on_network, ctl, other, tmp_path, "intruder")
+    other, cert, key = another_sessions_target(api, ctl, bridge_on_network, tmp_path)
     r = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", str(bridge_on_network.ca), "--cert", str(cert), "--key", str(key),
                         f"https://{address}:{port}/disk?offset=0"], capture_output=True, text=True)
     assert r.stdout == "403", (r.stdout, r.stderr)

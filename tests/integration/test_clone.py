@@ -270,15 +270,21 @@ def enrol_with_token(bridge, ctl, session, tmp_path, name):
     return cert, key
 
 
-def test_a_certificate_of_another_session_is_refused(serving, tmp_path, api, ctl, bridge_on_network):
-    c, source, target, _, address, port = serving
-    # A second session's target enrols for real, then knocks on the first session's source.
+def another_sessions_target(api, ctl, bridge, tmp_path):
+    """A second session whose target enrols for real: (its id, certificate, key)."""
     api.node("other-a", "aa:bb:cc:00:20:01")
     api.node("other-b", "aa:bb:cc:00:20:02")
     other = ctl("clone", "create", "--name=other", "--mode=direct", "--source=other-a", "--target=other-b",
                 "--source-device=/dev/sda", "--target-device=/dev/sdb", check=True).stdout.split()[-1]
     ctl("clone", "start", other, check=True)
-    cert, key = enrol_with_token(bridge_on_network, ctl, other, tmp_path, "intruder")
+    cert, key = enrol_with_token(bridge, ctl, other, tmp_path, "intruder")
+    return other, cert, key
+
+
+def test_a_certificate_of_another_session_is_refused(serving, tmp_path, api, ctl, bridge_on_network):
+    c, source, target, _, address, port = serving
+    # A second session's target knocks on the first session's source.
+    other, cert, key = another_sessions_target(api, ctl, bridge_on_network, tmp_path)
     r = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", str(bridge_on_network.ca),
                         "--cert", str(cert), "--key", str(key), f"https://{address}:{port}/disk?offset=0"],
                        capture_output=True, text=True)

@@ -411,10 +411,15 @@ static void test_chain(void) {
         ASSERT_TRUE(!chain_forwards(&t[0]));
         c.n_targets = 4;
         ASSERT_TRUE(chain_of(&c));
-        ASSERT_TRUE(!chain_upstream(&t[1])); /* no one forwards yet: the source */
+        /* Target 1 has not said where it forwards: target 2 waits for it; a target not started yet is not
+         * waited for. */
+        ASSERT_TRUE(chain_upstream(&t[1]) == &t[0]);
+        t[0].status = CLONE_PENDING;
+        ASSERT_TRUE(!chain_upstream(&t[1]));
         ASSERT_OK(chain_upstream_name(&t[1], &name));
         ASSERT_STR(name, "clone-s-source");
         name = mfree(name);
+        t[0].status = CLONE_CLONING;
         for (int i = 0; i < 3; i++)
                 ASSERT_OK(chain_relay_ready(&t[i], "192.0.2.1", 9999));
         ASSERT_TRUE(chain_upstream(&t[1]) == &t[0]);
@@ -428,8 +433,8 @@ static void test_chain(void) {
         name = mfree(name);
         ASSERT_TRUE(chain_upstream(&t[3]) == &t[1]);
         ASSERT_TRUE(!t[2].relay_address && t[2].chain_rank == 5);
-        ASSERT_TRUE(chain_upstream(&t[2]) == &t[1]); /* until 4 forwards, it pulls from 2 */
-        ASSERT_TRUE(!chain_forwards(&t[3]));         /* no one waits for a lost target */
+        ASSERT_TRUE(chain_upstream(&t[2]) == &t[3]); /* back, it waits for 4 to forward to it */
+        ASSERT_TRUE(!chain_forwards(&t[3]));         /* which no one asks of 4 while 3 is lost */
         ASSERT_TRUE(chain_heard_of(&t[2]) && !chain_heard_of(&t[2]));
         ASSERT_TRUE(chain_forwards(&t[3]));
         ASSERT_OK(chain_relay_ready(&t[3], "192.0.2.4", 9999));
