@@ -239,6 +239,10 @@ def test_every_node_method_through_curl(bridge, api, session, tmp_path):
         "ReportFailed": (target, {"session": session, "role": "target", "sequence": 2, "error": "disk vanished",
                                   "code": "ENODEV"}, 200),
         "WatchSession": (target, {"session": session}, 200),  # without json-seq: one answer
+        # One target: no chain to forward in (test_chain.py runs chains); and only a target reports one lost.
+        "ReportRelayReady": (target, {"session": session, "sequence": 1, "address": "127.0.0.1", "port": 9999}, 409),
+        "ReportUpstreamLost": (source, {"session": session, "sequence": 1, "upstream": f"clone-{session}-source"},
+                               403),
         # A direct session has no staging (test_staging.py calls these on staged ones).
         "GetStaging": (target, {"session": session}, 409),
         "ReportStagingStatus": (source, {"session": session, "sequence": 3, "status": "uploading"}, 409),
