@@ -16,8 +16,6 @@
 #define READERS_MAX 4
 /* Slots per reader: one being filled, one ready, and the stream's one more. */
 #define SLOTS_PER_READER 2
-/* A chunk is compressed when a sample of it compresses: random data costs a sample's work, not a chunk's. */
-#define ZSTD_SAMPLE (64U * 1024)
 
 typedef struct Reader {
         ChunkReader *owner;
@@ -44,19 +42,6 @@ struct ChunkReader {
         bool starved; /* the stream waited for its next slot since the last claim */
         bool stop, failed;
 };
-
-/* The chunk in slot compressed at level, if that is worth it: its size, else 0. */
-static size_t pack(ChunkReader *r, ZSTD_CCtx *cctx, ChunkSlot *slot, int level) {
-        size_t n = (size_t) slot->length, sample = MIN(n, ZSTD_SAMPLE), c;
-
-        c = ZSTD_compressCCtx(cctx, slot->packed, r->packed_max, slot->chunk, sample, level);
-        if (ZSTD_isError(c) || c > sample - sample / 8)
-                return 0;
-        c = ZSTD_compressCCtx(cctx, slot->packed, r->packed_max, slot->chunk, n, level);
-        if (ZSTD_isError(c) || c + FRAME_ZSTD_PREFIX > n - n / 16)
-                return 0;
-        return c;
-}
 
 /* Claims what lies at r->next for slot (under the lock): a run of unused chunks, or one chunk to read. */
 static void claim(ChunkReader *r, ChunkSlot *slot) {
@@ -112,7 +97,8 @@ static void *run(void *userdata) {
                         slot->error = device_read_chunk(r->dev, r->map, slot->offset, slot->length,
                                                         slot->chunk, &slot->type, &slot->hash);
                         if (slot->error >= 0 && slot->type == FRAME_DATA && self->cctx &&
-                            (slot->packed_size = pack(r, self->cctx, slot, level)) > 0)
+                            (slot->packed_size = frame_pack(self->cctx, slot->chunk, (size_t) slot->length,
+                                                            slot->packed, r->packed_max, level)) > 0)
                                 slot->type = FRAME_ZSTD;
                 }
 

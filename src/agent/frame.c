@@ -192,3 +192,18 @@ void frame_hash_hex(XXH128_hash_t h, char out[static 33]) {
         XXH128_canonicalFromHash(&c, h);
         hex_encode(c.digest, sizeof(c.digest), out);
 }
+
+/* A chunk is compressed when a sample of it compresses. */
+#define ZSTD_SAMPLE (64U * 1024)
+
+size_t frame_pack(ZSTD_CCtx *cctx, const uint8_t *chunk, size_t n, uint8_t *out, size_t max, int level) {
+        size_t sample = MIN(n, ZSTD_SAMPLE), c;
+
+        c = ZSTD_compressCCtx(cctx, out, max, chunk, sample, level);
+        if (ZSTD_isError(c) || c > sample - sample / 8)
+                return 0;
+        c = ZSTD_compressCCtx(cctx, out, max, chunk, n, level);
+        if (ZSTD_isError(c) || c + FRAME_ZSTD_PREFIX > n - n / 16)
+                return 0;
+        return c;
+}

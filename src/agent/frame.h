@@ -17,6 +17,7 @@
 #pragma once
 
 #include <xxhash.h>
+#include <zstd.h>
 
 #include "macro.h"
 
@@ -68,6 +69,11 @@ int frame_header_read(const uint8_t in[FRAME_HEADER_SIZE], uint64_t disk_size, u
                       FrameHeader *ret, const char **ret_reason);
 
 bool frame_is_zero(const void *data, size_t size);
+
+/* The chunk (n bytes) compressed into out (max bytes) at level, if that is worth a ZSTD frame: a sample of
+ * it compresses first (random data costs a sample's work, not a chunk's), and the whole, with its size
+ * prefix, saves more than a sixteenth. Its compressed size, else 0. */
+size_t frame_pack(ZSTD_CCtx *cctx, const uint8_t *chunk, size_t n, uint8_t *out, size_t max, int level);
 
 /* The running digest: chunk content hashes fed in order. */
 typedef struct Digest {

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "address.h"
+#include "format.h"
 #include "frame.h"
 #include "log.h"
 #include "peer-server.h"
@@ -50,14 +51,17 @@ void peer_check_done(PeerCheck *c) {
         c->cert.data = mfree(c->cert.data);
 }
 
-const char *peer_check_again(PeerServer *p, Agent *a, PeerCheck *c) {
+bool peer_check_still_good(PeerServer *p, Agent *a, PeerCheck *c, const char *whom, uint64_t pos) {
         const char *reason;
 
         if (c->trust_gen == a->trust_generation && c->watch_gen == a->watched_generation)
-                return NULL;
+                return true;
         c->trust_gen = a->trust_generation;
         c->watch_gen = a->watched_generation;
-        return peer_server_check(p, a, &c->cert, &reason) == 0 ? NULL : reason;
+        if (peer_server_check(p, a, &c->cert, &reason) == 0)
+                return true;
+        log_warning("Ending the stream to %s at %s: %s.", whom, FORMAT_BYTES(pos), reason);
+        return false;
 }
 
 const gnutls_datum_t *peer_server_certificate(struct MHD_Connection *conn) {

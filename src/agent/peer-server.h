@@ -37,8 +37,9 @@ typedef struct PeerCheck {
 
 int peer_check_init(PeerCheck *c, Agent *a, const gnutls_datum_t *cert);
 void peer_check_done(PeerCheck *c);
-/* NULL while the peer is still good, else why not. */
-const char *peer_check_again(PeerServer *p, Agent *a, PeerCheck *c);
+/* Whether the stream to the peer (whom, at pos) goes on: checked again if the CRL or the session changed
+ * since, and if not, why is logged. */
+bool peer_check_still_good(PeerServer *p, Agent *a, PeerCheck *c, const char *whom, uint64_t pos);
 
 /* The client's certificate (DER) on conn, or NULL. */
 const gnutls_datum_t *peer_server_certificate(struct MHD_Connection *conn);

@@ -42,7 +42,7 @@ struct Relay {
         PeerServer server;
         RelayStream *streams;
         unsigned n_streams;
-        uint64_t bytes_sent, from_window, from_disk;
+        uint64_t from_window, from_disk; /* what streams were served from each, for the log */
 };
 
 struct RelayStream {
@@ -165,13 +165,10 @@ static int stream_from_disk(RelayStream *st) {
                 .type = FRAME_DATA, .offset = pos, .length = n, .hash = frame_hash(FRAME_DATA, pos, n, hash)
         };
         uint8_t *payload = st->frame + FRAME_HEADER_SIZE;
-        size_t c = 0;
-        if (st->features & FRAME_FEATURE_ZSTD) {
-                c = ZSTD_compressCCtx(r->cctx, payload + FRAME_ZSTD_PREFIX, ZSTD_compressBound(FRAME_CHUNK),
-                                      st->chunk, n, RELAY_ZSTD_LEVEL);
-                if (ZSTD_isError(c) || c + FRAME_ZSTD_PREFIX > n - n / 16)
-                        c = 0;
-        }
+        size_t c = st->features & FRAME_FEATURE_ZSTD
+                           ? frame_pack(r->cctx, st->chunk, n, payload + FRAME_ZSTD_PREFIX,
+                                        ZSTD_compressBound(FRAME_CHUNK), RELAY_ZSTD_LEVEL)
+                           : 0;
         if (c > 0) {
                 h.type = FRAME_ZSTD;
                 h.hash = frame_hash(FRAME_ZSTD, pos, n, hash);
@@ -209,17 +206,6 @@ static int stream_produce(RelayStream *st) {
         return 1;
 }
 
-/* A stream goes on only while its target's certificate is good: checked again whenever the CRL or the
- * session changed. */
-static bool stream_peer_still_good(RelayStream *st) {
-        const char *reason = peer_check_again(&st->relay->server, st->relay->agent, &st->peer);
-
-        if (!reason)
-                return true;
-        log_warning("Ending the stream to the downstream at %s: %s.", FORMAT_BYTES(st->pos), reason);
-        return false;
-}
-
 static ssize_t on_read(void *cls, uint64_t unused, char *buf, size_t max) {
         RelayStream *st = cls;
         size_t n = 0;
@@ -231,7 +217,8 @@ static ssize_t on_read(void *cls, uint64_t unused, char *buf, size_t max) {
                                 break;
                         if (st->pos >= st->relay->size)
                                 return MHD_CONTENT_READER_END_OF_STREAM;
-                        if (!stream_peer_still_good(st))
+                        if (!peer_check_still_good(&st->relay->server, st->relay->agent, &st->peer,
+                                                   "the downstream", st->pos))
                                 return MHD_CONTENT_READER_END_WITH_ERROR;
                         int k = stream_produce(st);
                         if (k < 0)
@@ -272,7 +259,6 @@ static void on_stream_end(void *cls) {
         if (st->next)
                 st->next->prev = st->prev;
         r->n_streams--;
-        r->bytes_sent += st->sent;
         log_info("A downstream's stream ended at %s after %s of frames (%s forwarded as received, %s read "
                  "back "
                  "from the disk so far).",
@@ -391,10 +377,6 @@ int relay_start(Relay *r) {
         log_info("Forwarding what is written to %s on %s:%u to the next target of the chain.", r->dev->path,
                  address, a->settings.port);
         return queue_push(a->queue, "ReportRelayReady", p);
-}
-
-unsigned relay_streams(Relay *r) {
-        return r ? r->n_streams : 0;
 }
 
 Relay *relay_free(Relay *r) {

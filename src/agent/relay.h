@@ -21,6 +21,4 @@ int relay_start(Relay *r);
 /* The frame with header h (wire: its header and payload as received, len bytes) is verified and written:
  * downstream streams may have it. */
 void relay_frame(Relay *r, const FrameHeader *h, const uint8_t *wire, size_t len);
-/* Streams served now. */
-unsigned relay_streams(Relay *r);
 Relay *relay_free(Relay *r);

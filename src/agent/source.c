@@ -240,8 +240,6 @@ static Stream *stream_new(Source *s, const gnutls_datum_t *cert, uint64_t offset
         return st;
 }
 
-static bool stream_peer_still_good(Stream *st);
-
 static ssize_t on_read(void *cls, uint64_t unused, char *buf, size_t max) {
         Stream *st = cls;
         (void) unused;
@@ -253,7 +251,9 @@ static ssize_t on_read(void *cls, uint64_t unused, char *buf, size_t max) {
                                 break;
                         if (st->pos >= st->source->dev.size)
                                 return MHD_CONTENT_READER_END_OF_STREAM;
-                        if (!stream_peer_still_good(st) || produce(st) < 0)
+                        if (!peer_check_still_good(&st->source->server, st->source->agent, &st->peer,
+                                                   "the target", st->pos) ||
+                            produce(st) < 0)
                                 return MHD_CONTENT_READER_END_WITH_ERROR;
                         continue;
                 }
@@ -288,17 +288,6 @@ static void on_stream_end(void *cls) {
                  " bytes in all streams so far).",
                  FORMAT_BYTES(st->pos), FORMAT_BYTES(st->sent), levels, s->bytes_sent);
         stream_free(st);
-}
-
-/* A stream goes on only while its target's certificate is good: checked again whenever the CRL or the
- * session changed (a revoked certificate, a newer enrolment of the target). */
-static bool stream_peer_still_good(Stream *st) {
-        const char *reason = peer_check_again(&st->source->server, st->source->agent, &st->peer);
-
-        if (!reason)
-                return true;
-        log_warning("Ending the stream to the target at %s: %s.", FORMAT_BYTES(st->pos), reason);
-        return false;
 }
 
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url, const char *method,

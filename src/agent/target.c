@@ -788,13 +788,13 @@ static void on_session(Agent *a, json_object *session) {
                         complete(t, t->held);
                 return;
         }
-        t->forward = json_get_bool(session, "forward");
         const char *address = json_get_string(session, chained ? "upstreamAddress" : "sourceAddress");
         int64_t port = json_get_int(session, chained ? "upstreamPort" : "sourcePort");
         const char *cn = chained ? json_get_string(session, "upstreamName") : t->source_cn;
 
         if (t->phase == PHASE_DONE || a->finishing)
                 return;
+        update_forward(t, session); /* before the journal may say we are done already (preflight) */
         await_upstream(t, chained && !address && !streq(cn, t->source_cn) ? cn : NULL);
         if (!address || port <= 0 || json_get_int(session, "sizeBytes") <= 0)
                 return;
@@ -812,7 +812,6 @@ static void on_session(Agent *a, json_object *session) {
                 else if (t->phase == PHASE_TRANSFERRING)
                         update_forward(t, session);
         } else if (t->phase == PHASE_TRANSFERRING) {
-                update_forward(t, session);
                 if (!moved)
                         return;
                 /* The upstream came back elsewhere, or the chain was relinked: go there now rather than at

@@ -73,7 +73,6 @@ int chain_relay_ready(CloneTarget *t, const char *address, uint16_t port) {
         if (free_and_strdup(&t->relay_address, address) < 0)
                 return -ENOMEM;
         t->relay_port = port;
-        t->chain_lost = false;
         log_info("Clone session %s, target %" PRIu32 " forwards on %s:%u.", t->session_id, t->index, address,
                  port);
         return 0;

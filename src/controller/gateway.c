@@ -439,31 +439,16 @@ static int handle_relay_ready(Call *call) {
 }
 
 typedef struct Lost {
-        const char *upstream, *reason;
-        CloneTarget *dropped;
-        /* What it was, for when the report is not recorded after all */
-        char *address;
-        uint16_t port;
-        uint32_t rank;
+        CloneTarget *downstream;
+        const char *upstream, *reason; /* the downstream's name for its upstream, and why it lost it */
 } Lost;
 
 static int drop_step(CloneSession *c, void *userdata, sd_bus_error *error) {
         Lost *l = userdata;
-        CloneTarget *t = l->dropped; /* the downstream, until it is the dropped one */
+        CloneTarget *up = chain_upstream(l->downstream);
         (void) error;
-
-        l->dropped = chain_upstream(t);
-        if (l->dropped) {
-                l->address = l->dropped->relay_address ? strdup(l->dropped->relay_address) : NULL;
-                l->port = l->dropped->relay_port;
-                l->rank = l->dropped->chain_rank;
-        }
-        int r = chain_drop(t, l->upstream, l->reason);
-        if (r <= 0) {
-                l->dropped = NULL;
-                return r;
-        }
-        return store_target_update(c->manager->store, l->dropped);
+        int r = chain_drop(l->downstream, l->upstream, l->reason);
+        return r <= 0 ? r : store_target_update(c->manager->store, up);
 }
 
 static int handle_upstream_lost(Call *call) {
@@ -476,19 +461,24 @@ static int handle_upstream_lost(Call *call) {
                 return r;
         if (isempty(upstream))
                 return bad_parameter(call, "upstream");
-        Lost lost = { upstream, strempty(reason), p.target };
-        r = record(call, &p, get_uint(call, "sequence"), drop_step, &lost);
-        if (r <= 0 && lost.dropped) { /* as it was */
-                free_and_replace(lost.dropped->relay_address, lost.address);
-                lost.dropped->relay_port = lost.port;
-                lost.dropped->chain_rank = lost.rank;
+        /* What the upstream was in the chain, for when the report is not recorded after all. */
+        CloneTarget *up = chain_upstream(p.target), before = up ? *up : (CloneTarget){};
+        _cleanup_free_ char *address = up && up->relay_address ? strdup(up->relay_address) : NULL;
+        if (up && up->relay_address && !address)
+                return -ENOMEM;
+        r = record(call, &p, get_uint(call, "sequence"), drop_step,
+                   &(Lost){ p.target, upstream, strempty(reason) });
+        if (r <= 0 && up) {
+                free_and_replace(up->relay_address, address);
+                up->relay_port = before.relay_port;
+                up->chain_rank = before.chain_rank;
+                up->chain_lost = before.chain_lost;
         } else if (r > 0) {
-                if (lost.dropped)
-                        clone_target_emit_changed(lost.dropped, "Upstream", NULL);
+                if (up)
+                        clone_target_emit_changed(up, "Upstream", NULL);
                 clone_target_emit_changed(p.target, "Upstream", NULL);
                 r = reply_with(call, NULL);
         }
-        free(lost.address);
         audit(call, "ReportUpstreamLost", p.session->id);
         return r;
 }

@@ -298,6 +298,7 @@ static void test_session_round_trip(Manager *m) {
                 .relay_address = (char *) "192.0.2.7",
                 .relay_port = 9999,
                 .chain_rank = 5,
+                .chain_lost = 1,
         };
         CloneSession *l = NULL;
         CloneTarget *lt = NULL;
@@ -377,6 +378,7 @@ static void test_session_round_trip(Manager *m) {
         SAME_STR(relay_address);
         SAME_INT(relay_port);
         SAME_INT(chain_rank);
+        SAME_INT(chain_lost);
         ASSERT_STR(json_object_to_json_string(lt->notes), json_object_to_json_string(t.notes));
 #undef SAME_STR
 #undef SAME_INT
