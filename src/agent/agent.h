@@ -162,13 +162,15 @@ void client_watch_stop(Agent *a);
 /* enrol.c: key, CA (checked against pureboot.ca=), certificate; done() runs when we hold them. */
 int enrol_start(Agent *a, void (*done)(Agent *a));
 
-/* source.c, target.c: the verbs. */
+/* source.c, target.c: the verbs. A target pulls from its upstream: the source, the target before it in a
+ * chain, or a staged session's staging area. */
 int source_start(Agent *a);
 Source *source_free(Source *s);
 int target_start(Agent *a);
 Target *target_free(Target *t);
-/* staged.c: a staged clone's source (upload) or target (download). */
-int staged_start(Agent *a, bool upload);
+/* staged.c: a staged clone's source (its upload), and ReportStagingStatus. */
+int staged_start(Agent *a);
+void staged_report_status(Agent *a, const char *status);
 Stager *stager_free(Stager *s);
 /* resize.c: the session's resize plan on our disk. resize_report_disk scans the device and queues
  * ReportCloneDisk for role (with the scan's fingerprint in *ret_fingerprint, if asked). resize_plan_of is the

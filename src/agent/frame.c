@@ -207,3 +207,34 @@ size_t frame_pack(ZSTD_CCtx *cctx, const uint8_t *chunk, size_t n, uint8_t *out,
                 return 0;
         return c;
 }
+
+size_t frame_build_run(FrameType type, uint64_t offset, uint64_t length, uint8_t *out) {
+        FrameHeader h = { .type = type,
+                          .offset = offset,
+                          .length = length,
+                          .hash = frame_hash(type, offset, length, (XXH128_hash_t){}) };
+        frame_header_write(&h, out);
+        return FRAME_HEADER_SIZE;
+}
+
+size_t frame_build_chunk(ZSTD_CCtx *cctx, int level, const uint8_t *chunk, size_t n, uint64_t offset,
+                         XXH128_hash_t content, uint8_t *out) {
+        uint8_t *payload = out + FRAME_HEADER_SIZE;
+        size_t c = cctx ? frame_pack(cctx, chunk, n, payload + FRAME_ZSTD_PREFIX,
+                                     ZSTD_COMPRESSBOUND(FRAME_CHUNK), level)
+                        : 0;
+        FrameHeader h = { .type = c > 0 ? FRAME_ZSTD : FRAME_DATA, .offset = offset, .length = n };
+        size_t len;
+
+        h.hash = frame_hash(h.type, offset, n, content);
+        if (c > 0) {
+                uint32_t size = htole32((uint32_t) c);
+                memcpy(payload, &size, FRAME_ZSTD_PREFIX);
+                len = FRAME_HEADER_SIZE + FRAME_ZSTD_PREFIX + c;
+        } else {
+                memcpy(payload, chunk, n);
+                len = FRAME_HEADER_SIZE + n;
+        }
+        frame_header_write(&h, out);
+        return len;
+}

@@ -75,6 +75,15 @@ bool frame_is_zero(const void *data, size_t size);
  * prefix, saves more than a sixteenth. Its compressed size, else 0. */
 size_t frame_pack(ZSTD_CCtx *cctx, const uint8_t *chunk, size_t n, uint8_t *out, size_t max, int level);
 
+/* The most one frame takes on the wire. */
+#define FRAME_WIRE_MAX (FRAME_HEADER_SIZE + FRAME_ZSTD_PREFIX + ZSTD_COMPRESSBOUND(FRAME_CHUNK))
+/* A ZERO or SKIP run's frame into out: its length, FRAME_HEADER_SIZE. */
+size_t frame_build_run(FrameType type, uint64_t offset, uint64_t length, uint8_t *out);
+/* The frame of one chunk (n bytes at offset, content its hash) into out (FRAME_WIRE_MAX bytes): ZSTD at
+ * level if cctx is given and frame_pack() finds it worth it, else DATA. Its length. */
+size_t frame_build_chunk(ZSTD_CCtx *cctx, int level, const uint8_t *chunk, size_t n, uint64_t offset,
+                         XXH128_hash_t content, uint8_t *out);
+
 /* The running digest: chunk content hashes fed in order. */
 typedef struct Digest {
         XXH3_state_t *state;

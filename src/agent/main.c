@@ -484,11 +484,10 @@ int main(int argc, char *argv[]) {
         else
                 r = queue_new(a, queue_dir, on_answered, &a->queue);
         if (r >= 0)
-                r = streq(verb, "clone-source")   ? source_start(a)
-                    : streq(verb, "clone-target") ? target_start(a)
-                    : streq(verb, "upload")       ? staged_start(a, true)
-                    : streq(verb, "download")     ? staged_start(a, false)
-                                                  : partition_start(a, streq(verb, "scan"));
+                r = streq(verb, "clone-source")                    ? source_start(a)
+                    : STR_IN_SET(verb, "clone-target", "download") ? target_start(a) /* upstream as told */
+                    : streq(verb, "upload")                        ? staged_start(a)
+                                                                   : partition_start(a, streq(verb, "scan"));
         if (r < 0) {
                 log_error_errno(r, "Cannot start %s: %m", verb);
                 a->exit_code = r == -EINVAL ? AGENT_EXIT_USAGE : AGENT_EXIT_FAILURE;

@@ -1,5 +1,4 @@
 /* SPDX-License-Identifier: MIT */
-#include <endian.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
@@ -128,10 +127,7 @@ void relay_frame(Relay *r, const FrameHeader *h, const uint8_t *wire, size_t len
 
 /* A ZERO or SKIP run's header for [pos, pos + length). */
 static void stream_run(RelayStream *st, FrameType type, uint64_t pos, uint64_t length) {
-        FrameHeader h = { .type = type, .offset = pos, .length = length };
-        h.hash = frame_hash(type, pos, length, (XXH128_hash_t){});
-        frame_header_write(&h, st->frame);
-        st->len = FRAME_HEADER_SIZE;
+        st->len = frame_build_run(type, pos, length, st->frame);
         st->pos = pos + length;
 }
 
@@ -161,25 +157,8 @@ static int stream_from_disk(RelayStream *st) {
                 stream_run(st, FRAME_ZERO, pos, n);
                 return 1;
         }
-        FrameHeader h = {
-                .type = FRAME_DATA, .offset = pos, .length = n, .hash = frame_hash(FRAME_DATA, pos, n, hash)
-        };
-        uint8_t *payload = st->frame + FRAME_HEADER_SIZE;
-        size_t c = st->features & FRAME_FEATURE_ZSTD
-                           ? frame_pack(r->cctx, st->chunk, n, payload + FRAME_ZSTD_PREFIX,
-                                        ZSTD_compressBound(FRAME_CHUNK), RELAY_ZSTD_LEVEL)
-                           : 0;
-        if (c > 0) {
-                h.type = FRAME_ZSTD;
-                h.hash = frame_hash(FRAME_ZSTD, pos, n, hash);
-                uint32_t size = htole32((uint32_t) c);
-                memcpy(payload, &size, FRAME_ZSTD_PREFIX);
-                st->len = FRAME_HEADER_SIZE + FRAME_ZSTD_PREFIX + c;
-        } else {
-                memcpy(payload, st->chunk, n);
-                st->len = FRAME_HEADER_SIZE + n;
-        }
-        frame_header_write(&h, st->frame);
+        st->len = frame_build_chunk(st->features & FRAME_FEATURE_ZSTD ? r->cctx : NULL, RELAY_ZSTD_LEVEL,
+                                    st->chunk, n, pos, hash, st->frame);
         st->pos = pos + n;
         return 1;
 }
@@ -277,8 +256,7 @@ static RelayStream *stream_new(Relay *r, struct MHD_Connection *conn, const gnut
         st->conn = conn;
         st->pos = offset;
         st->features = features;
-        st->frame = malloc(FRAME_HEADER_SIZE + FRAME_ZSTD_PREFIX +
-                           MAX(ZSTD_compressBound(FRAME_CHUNK), FRAME_CHUNK));
+        st->frame = malloc(FRAME_WIRE_MAX);
         st->chunk = device_buffer_new(FRAME_CHUNK);
         if (!st->frame || !st->chunk || peer_check_init(&st->peer, r->agent, cert) < 0)
                 return stream_free(st), NULL;

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-/* Staged clones: the source uploads its disk to the staging area the controller provisioned, the target
- * downloads it once the upload is ready, each through the area's transport (staged-nfs.c, staged-iscsi.c).
- * The blocking transfer runs in a thread of its own; the event loop keeps following the session and sending
- * reports. The target checks every chunk against the manifest before it writes it, and keeps a durable
- * resume point at segment boundaries in its journal. */
+/* Staged clones: the source uploads its disk to the staging area the controller provisioned, through the
+ * area's transport (staged-nfs.c, staged-iscsi.c), in a thread of its own while the event loop keeps
+ * following the session and sending reports. Targets read the image back as their upstream (store-stream.c),
+ * and an image is verified (staged_verify) through the Writer here, which checks every chunk against the
+ * manifest. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -22,7 +22,6 @@
 #include "format.h"
 #include "frame.h"
 #include "job.h"
-#include "journal.h"
 #include "log.h"
 #include "queue.h"
 #include "scan.h"
@@ -53,7 +52,7 @@ int stager_fail(Stager *s, int r, const char *format, ...) {
         return r < 0 ? r : -EIO;
 }
 
-static StorageLocation location(Stager *s, json_object *config) {
+static StorageLocation location(const Stager *s, json_object *config) {
         json_object *st = s->staging;
         bool nfs = backend_type_from_string(json_get_string(st, "backend")) == BACKEND_NFS;
         json_object_object_add(config, nfs ? "server" : "portal", json_object_new_string(json_get_string(st, "server")));
@@ -65,6 +64,18 @@ static StorageLocation location(Stager *s, json_object *config) {
         return (StorageLocation){ .type = nfs ? BACKEND_NFS : BACKEND_ISCSI,
                                   .config = config,
                                   .secret = json_get_string(st, "chapSecret") };
+}
+
+int stager_connect(Stager *s, const char *initiator, const StagingTransport **ret_transport,
+                   void **ret_conn) {
+        _cleanup_(json_object_unrefp) json_object *config = json_object_new_object();
+        StorageLocation l;
+
+        if (!config)
+                return -ENOMEM;
+        l = location(s, config);
+        *ret_transport = l.type == BACKEND_NFS ? &staging_transport_nfs : &staging_transport_iscsi;
+        return (*ret_transport)->connect(s, &l, initiator, ret_conn);
 }
 
 char *stager_path(Stager *s, const char *name, bool partial) {
@@ -205,52 +216,25 @@ out:
         return r;
 }
 
-static int journal_save(Stager *s, uint64_t offset) {
-        ResumePoint p = { .session = s->agent->settings.session,
-                          .device = s->dev.path,
-                          .size = s->dev.size,
-                          .offset = offset };
-        return journal_save_resume(s->journal_path, &p);
-}
-
-/* Where the journal says to resume, at a segment's start; 0 if it is not this job's. */
-static uint64_t journal_load(Stager *s) {
-        ResumePoint p = { .session = s->agent->settings.session,
-                          .device = s->dev.path,
-                          .size = s->dev.size };
-        uint64_t offset;
-        if (journal_load_resume(s->journal_path, &p, &offset, NULL) <= 0)
-                return 0;
-        return offset / STAGING_SEGMENT * STAGING_SEGMENT;
-}
-
-/* Past a segment's start, and everything before it durable: the journal says to resume there. Skipped
- * runs may carry the writer over segment starts, so it is checked after each step. */
-static int writer_sync(Writer *w) {
+/* Past a segment's start: a check tells how far it has got. Skipped runs may carry the writer over segment
+ * starts, so it is checked after each step. */
+static void writer_progress(Writer *w) {
         Stager *s = w->s;
         uint64_t boundary = w->offset / STAGING_SEGMENT * STAGING_SEGMENT;
 
         if (boundary <= w->synced || boundary - w->synced < SYNC_EVERY)
-                return 0;
-        if (s->verify_only) { /* nothing written: the boundary is where the check has got to */
-                w->synced = boundary;
-                if (s->verified)
-                        s->verified(boundary, w->m->size);
-                return 0;
-        }
-        if (fdatasync(s->dev.fd) < 0 || journal_save(s, boundary) < 0)
-                return stager_fail(s, -errno, "making %s durable failed: %m", s->dev.path);
+                return;
         w->synced = boundary;
-        return 0;
+        if (s->verified)
+                s->verified(boundary, w->m->size);
 }
 
 bool writer_skips(const Writer *w, uint64_t offset, size_t n) {
         return used_map_is_unused(&w->m->skipped, offset, n);
 }
 
-/* The chunks left out of the image from w->offset on: done with as the session says, and in the digest. */
+/* The chunks left out of the image from w->offset on: in the digest, or handed on as a run. */
 static int writer_skip(Writer *w) {
-        Stager *s = w->s;
         uint64_t size = w->m->size;
 
         if (w->have > 0 || w->offset >= size)
@@ -258,17 +242,19 @@ static int writer_skip(Writer *w) {
         uint64_t run = MIN(used_map_unused_from(&w->m->skipped, w->offset), size - w->offset);
         if (run == 0)
                 return 0;
-        int r = s->verify_only ? 0 : device_unused(&s->dev, s->unused, w->offset, run);
-        if (r < 0)
-                return stager_fail(s, r, "doing with %s at %" PRIu64 " what unused=%s says failed: %s",
-                                   s->dev.path, w->offset, clone_unused_to_string(s->unused), strerror(-r));
-        digest_feed_run(&w->digest, FRAME_SKIP, run, size);
+        if (w->emit) {
+                int r = w->emit(w, NULL, w->offset, run, (XXH128_hash_t){});
+                if (r < 0)
+                        return r;
+        } else
+                digest_feed_run(&w->digest, FRAME_SKIP, run, size);
         w->offset += run;
-        s->bytes = w->offset;
-        return writer_sync(w);
+        w->s->bytes = w->offset;
+        writer_progress(w);
+        return 0;
 }
 
-/* A whole chunk (or the disk's last) is in w->chunk: check it, write it. */
+/* A whole chunk (or the disk's last) is in w->chunk: check it, hand it on. */
 static int writer_put(Writer *w) {
         Stager *s = w->s;
         size_t n = w->have;
@@ -283,18 +269,18 @@ static int writer_put(Writer *w) {
                                    "the chunk at %" PRIu64 " does not match the manifest's hash; the staged "
                                    "image is damaged. Start the session again to upload it anew",
                                    w->offset);
-        r = s->verify_only               ? 0
-            : frame_is_zero(w->chunk, n) ? device_zero(&s->dev, w->offset, n)
-                                         : device_pwrite(&s->dev, w->chunk, n, w->offset);
-        if (r < 0)
-                return stager_fail(s, r, "writing %s at %" PRIu64 " failed: %s", s->dev.path, w->offset,
-                                   strerror(-r));
-        digest_feed(&w->digest, h);
+        if (w->emit) {
+                r = w->emit(w, w->chunk, w->offset, n, h);
+                if (r < 0)
+                        return r;
+        } else
+                digest_feed(&w->digest, h);
         w->offset += n;
         w->have = 0;
         s->bytes = w->offset;
         stager_pace(s, w->offset - s->resume);
-        return writer_sync(w);
+        writer_progress(w);
+        return 0;
 }
 
 int writer_feed(Writer *w, const uint8_t *data, size_t n) {
@@ -319,7 +305,16 @@ int writer_feed(Writer *w, const uint8_t *data, size_t n) {
         return 0;
 }
 
-static int download(Stager *s, const StagingTransport *t, void *conn) {
+int writer_finish(Writer *w) {
+        int r = writer_skip(w); /* those after the last chunk in the image */
+        if (r >= 0 && w->offset != w->m->size)
+                r = stager_fail(w->s, -EBADMSG, "the image ends at %" PRIu64 ", the manifest says %" PRIu64,
+                                w->offset, w->m->size);
+        return r;
+}
+
+/* Reads the whole image, checking each chunk against the manifest and the whole against its digest. */
+static int verify(Stager *s, const StagingTransport *t, void *conn) {
         Manifest m = {};
         Writer w = { .s = s, .m = &m };
         int r;
@@ -327,51 +322,21 @@ static int download(Stager *s, const StagingTransport *t, void *conn) {
         r = t->read_manifest(s, conn, &m);
         if (r < 0)
                 return r;
-        if (s->verify_only)
-                ; /* no disk to fit */
-        else if (m.size > s->dev.size)
-                r = stager_fail(
-                        s, -ENOSPC,
-                        "%s has %s; the staged disk needs %s. Pick a target disk at least that large",
-                        s->dev.path, FORMAT_BYTES(s->dev.size), FORMAT_BYTES(m.size));
-        else if (m.sector_size && s->dev.is_block) {
-                int sector = 512;
-                (void) ioctl(s->dev.fd, BLKSSZGET, &sector);
-                if ((uint64_t) sector != m.sector_size)
-                        r = stager_fail(s, -EINVAL,
-                                        "%s has %d-byte sectors, the staged disk %" PRIu64 "-byte ones",
-                                        s->dev.path, sector, m.sector_size);
-        }
-        if (r >= 0 && !(w.chunk = device_buffer_new(FRAME_CHUNK)))
+        if (!(w.chunk = device_buffer_new(FRAME_CHUNK)))
                 r = -ENOMEM;
         if (r >= 0)
                 r = digest_init(&w.digest);
-        if (r >= 0) {
-                w.offset = w.synced = MIN(s->resume, m.size / STAGING_SEGMENT * STAGING_SEGMENT);
-                if (w.offset > 0)
-                        log_info("Resuming at %s from the journal.", FORMAT_BYTES(w.offset));
-                /* The digest covers the whole disk: what was written before counts again. */
-                if (!s->verify_only)
-                        r = device_digest(&s->dev, &w.digest, w.offset, w.chunk, &m.skipped);
-        }
         if (r >= 0)
                 r = t->download(s, conn, &m, &w);
         if (r >= 0)
-                r = writer_skip(&w); /* those after the last chunk in the image */
-        if (r >= 0 && w.offset != m.size)
-                r = stager_fail(s, -EBADMSG, "the image ends at %" PRIu64 ", the manifest says %" PRIu64,
-                                w.offset, m.size);
-        if (r >= 0 && !s->verify_only && (r = device_finish(&s->dev)) < 0)
-                r = stager_fail(s, r, "flushing %s failed: %s", s->dev.path, strerror(-r));
+                r = writer_finish(&w);
         if (r >= 0) {
                 s->digest = digest_string(&w.digest);
                 if (!s->digest)
                         r = -ENOMEM;
                 else if (!streq(s->digest, m.digest))
-                        r = stager_fail(s, -EBADMSG, "what was %s has digest %s, the manifest %s",
-                                        s->verify_only ? "read" : "written", s->digest, m.digest);
-                else if (!s->verify_only)
-                        (void) journal_save(s, m.size);
+                        r = stager_fail(s, -EBADMSG, "what was read has digest %s, the manifest %s",
+                                        s->digest, m.digest);
                 else if (s->verified)
                         s->verified(m.size, m.size);
         }
@@ -383,25 +348,14 @@ static int download(Stager *s, const StagingTransport *t, void *conn) {
 
 int staged_verify(json_object *staging, void (*verified)(uint64_t offset, uint64_t size), char **ret_digest,
                   char **ret_why) {
-        Stager s = { .staging = staging,
-                     .dev = DEVICE_NULL,
-                     .event_fd = -EBADF,
-                     .unused = CLONE_UNUSED_KEEP,
-                     .verify_only = true,
-                     .verified = verified };
-        _cleanup_(json_object_unrefp) json_object *config = json_object_new_object();
-        StorageLocation l;
-        const StagingTransport *t;
+        Stager s = { .staging = staging, .dev = DEVICE_NULL, .event_fd = -EBADF, .verified = verified };
+        const StagingTransport *t = NULL;
         void *conn = NULL;
         int r;
 
-        if (!config)
-                return -ENOMEM;
-        l = location(&s, config);
-        t = l.type == BACKEND_NFS ? &staging_transport_nfs : &staging_transport_iscsi;
-        r = t->connect(&s, &l, "pureboot-verify", &conn);
+        r = stager_connect(&s, "pureboot-verify", &t, &conn);
         if (r >= 0)
-                r = download(&s, t, conn);
+                r = verify(&s, t, conn);
         if (conn)
                 t->disconnect(conn);
         if (r < 0 && !s.why)
@@ -413,20 +367,17 @@ int staged_verify(json_object *staging, void (*verified)(uint64_t offset, uint64
 
 static void *run_thread(void *userdata) {
         Stager *s = userdata;
-        _cleanup_(json_object_unrefp) json_object *config = json_object_new_object();
-        StorageLocation l = location(s, config);
-        const StagingTransport *t =
-                l.type == BACKEND_NFS ? &staging_transport_nfs : &staging_transport_iscsi;
+        const StagingTransport *t = NULL;
         _cleanup_free_ char *initiator = NULL;
         void *conn = NULL;
         int r;
 
-        if (asprintf(&initiator, "clone-%s-%s", s->agent->settings.session, s->upload ? "source" : "target") < 0)
+        if (asprintf(&initiator, "clone-%s-source", s->agent->settings.session) < 0)
                 r = -ENOMEM;
         else
-                r = t->connect(s, &l, initiator, &conn);
+                r = stager_connect(s, initiator, &t, &conn);
         if (r >= 0)
-                r = s->upload ? t->upload(s, conn) : download(s, t, conn);
+                r = t->upload(s, conn);
         if (r < 0 && !s->why)
                 (void) stager_fail(s, r, "%s", strerror(-r));
         if (conn)
@@ -436,21 +387,16 @@ static void *run_thread(void *userdata) {
         return NULL;
 }
 
-static const char *phase(Stager *s) {
-        return s->upload ? "uploading" : "downloading";
-}
-
 static int on_progress(sd_event_source *es, uint64_t usec, void *userdata) {
         Stager *s = userdata;
         (void) usec;
         (void) sd_event_source_set_time_relative(es, USEC_PER_SEC);
         if (s->bytes != s->progress.bytes)
-                agent_report_progress(s->agent, &s->progress, s->upload ? "source" : "target", s->bytes,
-                                      phase(s), NULL);
+                agent_report_progress(s->agent, &s->progress, "source", s->bytes, "uploading", NULL);
         return 0;
 }
 
-static void report_status(Agent *a, const char *status) {
+void staged_report_status(Agent *a, const char *status) {
         json_object *p = agent_report_new(a, NULL);
         json_object_object_add(p, "status", json_object_new_string(status));
         (void) queue_push(a->queue, "ReportStagingStatus", p);
@@ -460,7 +406,6 @@ static void report_status(Agent *a, const char *status) {
 static int on_thread_done(sd_event_source *es, int fd, uint32_t revents, void *userdata) {
         Stager *s = userdata;
         Agent *a = s->agent;
-        const char *role = s->upload ? "source" : "target";
         json_object *p;
         (void) es, (void) fd, (void) revents;
 
@@ -469,33 +414,29 @@ static int on_thread_done(sd_event_source *es, int fd, uint32_t revents, void *u
         s->event_source = sd_event_source_disable_unref(s->event_source);
         s->progress_timer = sd_event_source_disable_unref(s->progress_timer);
         if (s->cancel) { /* the session ended under us: nothing to report */
-                log_info("Session %s ended; stopped the %s.", a->settings.session, s->upload ? "upload" : "download");
+                log_info("Session %s ended; stopped the upload.", a->settings.session);
                 agent_finish(a, AGENT_EXIT_SESSION_FAILED);
                 return 0;
         }
-        agent_report_progress(a, &s->progress, role, s->bytes, phase(s), NULL);
-        if (!s->why && !s->upload && resize_finish_target(a, &s->dev, "downloaded") < 0)
-                return 0;
-        p = agent_report_new(a, role);
+        agent_report_progress(a, &s->progress, "source", s->bytes, "uploading", NULL);
+        p = agent_report_new(a, "source");
         if (s->why) {
-                log_error("The %s failed: %s", s->upload ? "upload" : "download", s->why);
+                log_error("The upload failed: %s", s->why);
                 json_object_object_add(p, "error", json_object_new_string(s->why));
-                json_object_object_add(p, "code", json_object_new_string(s->upload ? "upload-failed" : "download-failed"));
+                json_object_object_add(p, "code", json_object_new_string("upload-failed"));
                 (void) queue_push(a->queue, "ReportFailed", p);
                 agent_finish(a, AGENT_EXIT_FAILURE);
                 return 0;
         }
-        if (s->upload)
-                report_status(a, "ready");
+        staged_report_status(a, "ready");
         json_object_object_add(p, "digest", json_object_new_string(s->digest));
         agent_report_add_notes(p, a->notes);
         (void) queue_push(a->queue, "ReportComplete", p);
         s->reported_done = true;
-        log_info("%s %s (%s); its digest is %s.", s->upload ? "Uploaded" : "Downloaded and wrote", a->settings.device,
-                 FORMAT_BYTES(s->dev.size), s->digest);
-        /* The source's part ends with the upload; the target waits for the session's verdict. */
-        if (s->upload)
-                agent_finish(a, AGENT_EXIT_SUCCESS);
+        log_info("Uploaded %s (%s); its digest is %s.", a->settings.device, FORMAT_BYTES(s->dev.size),
+                 s->digest);
+        /* The source's part ends with the upload. */
+        agent_finish(a, AGENT_EXIT_SUCCESS);
         return 0;
 }
 
@@ -517,8 +458,7 @@ static int start_transfer(Stager *s) {
         if (r < 0)
                 return r;
         s->thread_started = true;
-        log_info("%s %s %s %s.", s->upload ? "Uploading" : "Downloading", s->dev.path, s->upload ? "to" : "from",
-                 strna(json_get_string(s->staging, "backend")));
+        log_info("Uploading %s to %s.", s->dev.path, strna(json_get_string(s->staging, "backend")));
         return 0;
 }
 
@@ -534,13 +474,8 @@ static void on_staging(Agent *a, const char *error, json_object *reply, void *us
         }
         json_object_put(s->staging);
         s->staging = json_object_get(staging);
-        int u = clone_unused_from_string(a->watched ? json_get_string(a->watched, "unused") : NULL);
-        s->unused = u >= 0 ? (CloneUnused) u : CLONE_UNUSED_DISCARD;
-        if (s->upload &&
-            staging_status_from_string(json_get_string(staging, "status")) == STAGING_PROVISIONED)
-                report_status(s->agent, "uploading");
-        if (!s->upload && staging_status_from_string(json_get_string(staging, "status")) == STAGING_READY)
-                report_status(s->agent, "downloading");
+        if (staging_status_from_string(json_get_string(staging, "status")) == STAGING_PROVISIONED)
+                staged_report_status(s->agent, "uploading");
         if (start_transfer(s) < 0)
                 agent_exit(s->agent, AGENT_EXIT_FAILURE);
 }
@@ -570,7 +505,7 @@ static void on_session(Agent *a, json_object *session) {
         Stager *s = a->stager;
         const char *staging = json_get_string(session, "stagingStatus");
 
-        if (s->upload && !s->ready_reported && !a->finishing) {
+        if (!s->ready_reported && !a->finishing) {
                 /* The size to stage is the plan's: the disk up to its last partition once shrunk. */
                 int r = resize_prepare_source(a, session, a->disk_fingerprint, &s->dev.size);
                 /* The image leaves out what the filesystems do not use, as they are after the resize. */
@@ -587,10 +522,8 @@ static void on_session(Agent *a, json_object *session) {
         }
         if (s->thread_started || s->asked || s->reported_done || !staging || a->finishing)
                 return;
-        if (!s->upload && resize_target_ready(a, session) <= 0)
-                return; /* the plan decides what happens after the download: know it first */
-        /* The source uploads once the area exists; the target downloads once the upload is whole. */
-        if (s->upload ? STR_IN_SET(staging, "provisioned", "uploading") : STR_IN_SET(staging, "ready", "downloading")) {
+        /* The source uploads once the area exists. */
+        if (STR_IN_SET(staging, "provisioned", "uploading")) {
                 s->asked = true;
                 if (client_call(a, "GetStaging", agent_report_new(a, NULL), on_staging, s) < 0)
                         s->asked = false;
@@ -605,14 +538,7 @@ static const JobKind upload_job = {
         .ended = on_ended,
 };
 
-static const JobKind download_job = {
-        .role = "target",
-        .report_disk = true,
-        .changed = on_session,
-        .ended = on_ended,
-};
-
-int staged_start(Agent *a, bool upload) {
+int staged_start(Agent *a) {
         _cleanup_free_ char *holder = NULL;
         Stager *s = calloc(1, sizeof(Stager));
         int r;
@@ -620,21 +546,16 @@ int staged_start(Agent *a, bool upload) {
         if (!s)
                 return -ENOMEM;
         s->agent = a;
-        s->upload = upload;
         s->dev = DEVICE_NULL;
         s->event_fd = -EBADF;
         a->stager = s;
-        if (asprintf(&s->journal_path, "%s/staged-journal.json", a->settings.state_dir) < 0)
-                return -ENOMEM;
-        r = device_open(a->settings.device, upload ? O_RDONLY : O_RDWR, &s->dev, &holder);
+        r = device_open(a->settings.device, O_RDONLY, &s->dev, &holder);
         if (r == -EBUSY)
                 return log_error_errno(r, "%s is in use%s%s; unmount it first.", a->settings.device,
                                        holder ? " by " : "", strempty(holder));
         if (r < 0)
                 return log_error_errno(r, "Failed to open %s: %m", a->settings.device);
-        if (!upload)
-                s->resume = journal_load(s);
-        return job_start(a, upload ? &upload_job : &download_job);
+        return job_start(a, &upload_job);
 }
 
 Stager *stager_free(Stager *s) {
@@ -652,7 +573,6 @@ Stager *stager_free(Stager *s) {
         used_map_done(&s->map);
         used_map_done(&s->skipped);
         json_object_put(s->staging);
-        free(s->journal_path);
         free(s->why);
         free(s->digest);
         free(s);

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-/* Staged clones inside the agent: what the job (staged.c) and the transports to a staging area
- * (staged-nfs.c, staged-iscsi.c) share. A transport connects, uploads the disk with its manifest, reads the
- * manifest back and downloads through a Writer, which checks each chunk against the manifest before it
- * writes it; the job runs one of them in a thread of its own. */
+/* Staged clones inside the agent: what the upload job and the image's check (staged.c), the staging area
+ * as a target's upstream (store-stream.c) and the transports to a staging area (staged-nfs.c,
+ * staged-iscsi.c) share. A transport connects, uploads the disk with its manifest, reads the manifest back
+ * and reads the image through a Writer, which checks each chunk against the manifest before it hands it on;
+ * each runs in a thread of its own. */
 #pragma once
 
 #include <pthread.h>
@@ -16,14 +17,14 @@
 #define SYNC_EVERY STAGING_SEGMENT
 #define NFS_IO (UINT64_C(4) << 20)
 
+typedef struct StagingTransport StagingTransport;
+
 struct Stager {
         Agent *agent;
-        bool upload; /* the source; else the target */
-        Device dev;
+        Device dev;           /* the source's disk */
         json_object *staging; /* from GetStaging */
         bool asked, reported_done;
-        bool ready_reported; /* source: ReportSourceReady queued, with the size the plan allows */
-        char *journal_path;
+        bool ready_reported; /* ReportSourceReady queued, with the size the plan allows */
 
         pthread_t thread;
         bool thread_started;
@@ -33,15 +34,12 @@ struct Stager {
         _Atomic uint64_t bytes;
         _Atomic bool cancel;
         uint64_t started_at;
-        uint64_t resume; /* target: the offset the journal says is written */
-        UsedMap map;     /* source: what the disk's filesystems do not use, which the image leaves out */
-        UsedMap skipped; /* source: the chunks left out, for the manifest */
-        CloneUnused unused; /* target: what to do with them, as the session says */
+        uint64_t resume; /* where reading the image started: --max-rate counts from there */
+        UsedMap map;     /* what the disk's filesystems do not use, which the image leaves out */
+        UsedMap skipped; /* the chunks left out, for the manifest */
         /* Set by the thread before it signals the end. */
         char *why, *digest;
-        /* Verifying an image (staged_verify): the download checks every chunk and writes nothing. */
-        bool verify_only;
-        void (*verified)(uint64_t offset, uint64_t size); /* told as the check goes on */
+        void (*verified)(uint64_t offset, uint64_t size); /* an image's check: told as it goes on */
 };
 
 typedef struct Manifest {
@@ -58,6 +56,9 @@ void manifest_done(Manifest *m);
 int stager_fail(Stager *s, int r, const char *format, ...) _printf_(3, 4);
 /* --max-rate: holds the thread back so that it moves no more than that many bytes a second. */
 void stager_pace(Stager *s, uint64_t bytes);
+/* Connects to the area s->staging describes (a Staging record, as GetStaging gives it) as initiator. */
+int stager_connect(Stager *s, const char *initiator, const StagingTransport **ret_transport,
+                   void **ret_conn);
 /* The path of a staged file in the session's directory on the export, or of its partial form. */
 char *stager_path(Stager *s, const char *name, bool partial);
 
@@ -71,34 +72,42 @@ typedef int (*ChunkSink)(Stager *s, void *ctx, const uint8_t *chunk, size_t n, u
                          FrameType type);
 int read_disk(Stager *s, ChunkSink sink, void *ctx, char **ret_hashes, char **ret_digest);
 
-/* The download: each chunk checked against the manifest, then written. */
-typedef struct Writer {
+/* Reading an image: each chunk checked against the manifest, then fed to the digest (a check) or handed to
+ * emit (a target's upstream): a chunk (data, its content hash) or a run of skipped chunks (data NULL). */
+typedef struct Writer Writer;
+typedef int (*WriterEmit)(Writer *w, const uint8_t *data, uint64_t offset, uint64_t length,
+                          XXH128_hash_t content);
+struct Writer {
         Stager *s;
         const Manifest *m;
         Digest digest;
         uint64_t offset, synced;
         uint8_t *chunk;
         size_t have;
-} Writer;
+        WriterEmit emit;
+        void *userdata;
+};
 
-/* Appends downloaded bytes to the current chunk, checking and writing each as it fills; the chunks the
- * manifest says were left out are passed over (what the session's unused option says is done with them). */
+/* Appends the image's bytes to the current chunk, checking and handing on each as it fills; the chunks the
+ * manifest says were left out are passed over as runs. */
 int writer_feed(Writer *w, const uint8_t *data, size_t n);
+/* After the transport's last bytes: the skipped chunks at the end, and the image's length checked. */
+int writer_finish(Writer *w);
 /* Whether the chunk at offset was left out of the image. */
 bool writer_skips(const Writer *w, uint64_t offset, size_t n);
 
 /* One kind of staging area. Each call fails with stager_fail()'s reason set. */
-typedef struct StagingTransport {
+struct StagingTransport {
         BackendType type;
         /* Connects to the area at l as initiator (our name there, for iSCSI). */
         int (*connect)(Stager *s, const StorageLocation *l, const char *initiator, void **ret_conn);
         void (*disconnect)(void *conn);
         /* The source: the disk as an image and, once it is whole, its manifest; sets s->digest. */
         int (*upload)(Stager *s, void *conn);
-        /* The target: the manifest, then the image from w->offset on, through writer_feed(). */
+        /* The manifest, then the image from w->offset on (a segment's start), through writer_feed(). */
         int (*read_manifest)(Stager *s, void *conn, Manifest *ret);
         int (*download)(Stager *s, void *conn, const Manifest *m, Writer *w);
-} StagingTransport;
+};
 
 extern const StagingTransport staging_transport_nfs, staging_transport_iscsi;
 

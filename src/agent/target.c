@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* clone-target: waits for the source through WatchSession, checks its disk can take the source's before
  * writing a byte, then pulls the frame stream from its upstream — the source, or in a chain the target
- * before it (relay.c) — over mutual TLS, verifies every frame before writing it, writes zero runs as zeroes,
+ * before it (relay.c), over mutual TLS; or a staged session's staging area, read in a thread of its own
+ * (store-stream.c) — verifies every frame before writing it, writes zero runs as zeroes,
  * does with skipped (unused) runs what the session's unused option says, and keeps a durable resume point in
  * its journal — with the runs it skipped — so that a lost connection or a restart of either agent goes on
  * from there. At the end it flushes everything and reports the digest of what it wrote. */
@@ -9,10 +10,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <linux/fs.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 #include <zstd.h>
 
@@ -28,6 +31,7 @@
 #include "log.h"
 #include "queue.h"
 #include "relay.h"
+#include "store-stream.h"
 #include "tls.h"
 #include "util.h"
 
@@ -39,6 +43,9 @@
 #define UPSTREAM_LOST_USEC (3 * USEC_PER_SEC)
 /* An upstream target that does not say where it forwards for this long is reported lost too. */
 #define UPSTREAM_SILENT_USEC (10 * USEC_PER_SEC)
+/* What the staging area's name is as an upstream. */
+#define UPSTREAM_STORE "store"
+#define STORE_READ (1U << 20)
 
 typedef enum Phase { PHASE_WAITING, PHASE_TRANSFERRING, PHASE_VERIFYING, PHASE_DONE } Phase;
 
@@ -71,6 +78,12 @@ struct Target {
         char *awaited; /* an upstream target the session names that has not said where it forwards */
         sd_event_source *upstream_wait;
         bool peer_checked;
+        /* Or the staging area: its record (GetStaging), and the thread reading it. */
+        bool from_store, staging_asked;
+        json_object *staging;
+        StoreStream *store;
+        sd_event_source *store_source;
+        uint8_t *store_buffer;
         const char *abort_reason; /* why we cut the stream, if we did */
         enum { CUT_NONE, CUT_BAD_FRAME, CUT_BAD_PEER, CUT_WRITE_FAILED } cut;
         unsigned features;        /* what the source said this stream carries */
@@ -107,6 +120,8 @@ static bool upstream_is_source(Target *t) {
 }
 
 static void stop_stream(Target *t) {
+        t->store_source = sd_event_source_disable_unref(t->store_source);
+        t->store = store_stream_free(t->store);
         if (!t->easy)
                 return;
         curl_glue_remove(t->agent->curl, t->easy);
@@ -210,6 +225,7 @@ static void update_forward(Target *t, json_object *session) {
         int r;
 
         t->forward = json_get_bool(session, "forward");
+        store_stream_compress(t->store, t->forward);
         if (!t->forward || t->relay || t->dev.fd < 0)
                 return;
         r = relay_new(t->agent, &t->dev, t->size, t->offset, &t->skipped, &t->relay);
@@ -398,16 +414,11 @@ static uint64_t payload_size(Target *t, const char **ret_reason) {
         }
 }
 
-static size_t on_data(char *p, size_t size, size_t n, void *userdata) {
-        Target *t = userdata;
-        size_t len = size * n, used = 0;
+/* The next len bytes of the stream, from a peer or the staging area: len, or 0 if the stream is cut. */
+static size_t consume(Target *t, const uint8_t *p, size_t len) {
+        size_t used = 0;
         const char *reason;
 
-        if (!t->peer_checked) {
-                t->abort_reason = "the source's certificate was not checked";
-                t->cut = CUT_BAD_PEER;
-                return 0;
-        }
         while (used < len) {
                 if (t->have < FRAME_HEADER_SIZE) {
                         size_t k = MIN(FRAME_HEADER_SIZE - t->have, len - used);
@@ -435,6 +446,17 @@ static size_t on_data(char *p, size_t size, size_t n, void *userdata) {
                         return 0;
         }
         return len;
+}
+
+static size_t on_data(char *p, size_t size, size_t n, void *userdata) {
+        Target *t = userdata;
+
+        if (!t->peer_checked) {
+                t->abort_reason = "the source's certificate was not checked";
+                t->cut = CUT_BAD_PEER;
+                return 0;
+        }
+        return consume(t, (const uint8_t *) p, size * n);
 }
 
 /* Before the first byte of the body: is this the session's source, at the address it reported? */
@@ -617,6 +639,22 @@ static int on_retry(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
+/* A frame failed verification: whether to fetch again from it, unless it keeps failing. */
+static bool bad_frame_again(Target *t, const char *why) {
+        if (t->bad_offset != t->offset)
+                t->bad_frames = 0;
+        t->bad_offset = t->offset;
+        if (++t->bad_frames <= MAX_BAD_FRAMES)
+                return true;
+        report_failed(
+                t, "VerificationFailed",
+                "The frame at offset %" PRIu64 " failed verification %u times (%s); the link or the %s "
+                "corrupts data.",
+                t->offset, t->bad_frames, why, t->from_store ? "reading of the image" : "source's disk");
+        agent_finish(t->agent, AGENT_EXIT_FAILURE);
+        return false;
+}
+
 static void on_stream_done(CURL *easy, CURLcode result, void *userdata) {
         Target *t = userdata;
         const char *why = t->abort_reason ?: curl_easy_strerror(result);
@@ -644,18 +682,7 @@ static void on_stream_done(CURL *easy, CURLcode result, void *userdata) {
                 return;
         }
         if (t->cut == CUT_BAD_FRAME) {
-                if (t->bad_offset != t->offset)
-                        t->bad_frames = 0;
-                t->bad_offset = t->offset;
-                if (++t->bad_frames > MAX_BAD_FRAMES) {
-                        report_failed(t, "VerificationFailed",
-                                      "The frame at offset %" PRIu64 " failed verification %u times (%s); the link "
-                                      "or the source's disk corrupts data.",
-                                      t->offset, t->bad_frames, why);
-                        agent_finish(t->agent, AGENT_EXIT_FAILURE);
-                        return;
-                }
-                if (start_stream(t) < 0)
+                if (bad_frame_again(t, why) && start_stream(t) < 0)
                         agent_exit(t->agent, AGENT_EXIT_FAILURE);
                 return;
         }
@@ -677,14 +704,141 @@ static void on_stream_done(CURL *easy, CURLcode result, void *userdata) {
         (void) sd_event_add_time_relative(t->agent->event, &t->retry, CLOCK_MONOTONIC, delay, 0, on_retry, t);
 }
 
+/* The staging area could not be read to the end: a damaged image, or one not for this disk, fails the
+ * target; else we try again, within pureboot.peer-timeout= of the first failure. */
+static void store_failed(Target *t, int r, const char *why) {
+        uint64_t now = now_monotonic_usec(), delay;
+
+        if (IN_SET(r, -EBADMSG, -EINVAL)) {
+                report_failed(t, "DownloadFailed",
+                              "Reading the image from the staging area failed: %s. %s of %s was written and "
+                              "checked.",
+                              why, FORMAT_BYTES(t->offset), t->dev.path);
+                agent_finish(t->agent, AGENT_EXIT_FAILURE);
+                return;
+        }
+        if (t->failing_since == 0)
+                t->failing_since = now;
+        if (now - t->failing_since >= t->agent->settings.peer_timeout_usec) {
+                report_failed(t, "StoreUnreachable", "Cannot read the image from the staging area: %s.",
+                              why);
+                agent_finish(t->agent, AGENT_EXIT_FAILURE);
+                return;
+        }
+        delay = backoff_next(&t->backoff);
+        log_warning("Reading the image from the staging area stopped at %s (%s); trying again in %.1f s.",
+                    FORMAT_BYTES(t->offset), why, (double) delay / USEC_PER_SEC);
+        (void) sd_event_add_time_relative(t->agent->event, &t->retry, CLOCK_MONOTONIC, delay, 0, on_retry,
+                                          t);
+}
+
+static int on_store_data(sd_event_source *es, int fd, uint32_t revents, void *userdata) {
+        Target *t = userdata;
+        _cleanup_free_ char *why = NULL;
+        const char *reason = NULL;
+        ssize_t n;
+        int r;
+        (void) es, (void) revents;
+
+        n = read(fd, t->store_buffer, STORE_READ);
+        if (n < 0 && IN_SET(errno, EAGAIN, EINTR))
+                return 0;
+        if (n > 0) {
+                if (consume(t, t->store_buffer, (size_t) n) == (size_t) n) {
+                        t->failing_since = 0;
+                        return 0;
+                }
+                /* We cut it: the reading stops. */
+                stop_stream(t);
+                t->have = 0;
+                if (t->phase != PHASE_TRANSFERRING || t->cut == CUT_WRITE_FAILED)
+                        return 0;
+                if (t->cut == CUT_BAD_FRAME) {
+                        if (bad_frame_again(t, t->abort_reason) && start_stream(t) < 0)
+                                agent_exit(t->agent, AGENT_EXIT_FAILURE);
+                        return 0;
+                }
+                store_failed(t, -EIO, "making what was written durable failed");
+                return 0;
+        }
+        /* The end of its frames. */
+        r = n < 0 ? -errno : store_stream_end(t->store, &reason);
+        why = strdup(reason ?: n < 0 ? strerror(-r) : "the image ended before the disk's end");
+        stop_stream(t);
+        t->have = 0;
+        if (r >= 0 && t->offset == t->size) {
+                finish(t, NULL);
+                return 0;
+        }
+        store_failed(t, r < 0 ? r : -EBADMSG, strna(why));
+        return 0;
+}
+
+static int start_store(Target *t);
+
+static void on_staging(Agent *a, const char *error, json_object *reply, void *userdata) {
+        Target *t = userdata;
+        json_object *staging;
+
+        t->staging_asked = false;
+        if (error || !json_object_object_get_ex(reply, "staging", &staging)) {
+                uint64_t delay = backoff_next(&t->backoff);
+                log_warning("GetStaging failed: %s; asking again in %.1f s.", strna(error),
+                            (double) delay / USEC_PER_SEC);
+                (void) sd_event_add_time_relative(a->event, &t->retry, CLOCK_MONOTONIC, delay, 0, on_retry,
+                                                  t);
+                return;
+        }
+        t->staging = json_object_get(staging);
+        /* The first target to read it says so: the session shows its staging area being read. */
+        if (staging_status_from_string(json_get_string(staging, "status")) == STAGING_READY)
+                staged_report_status(a, "downloading");
+        if (t->from_store && t->phase == PHASE_TRANSFERRING && !t->store && start_store(t) < 0)
+                agent_exit(a, AGENT_EXIT_FAILURE);
+}
+
+static int start_store(Target *t) {
+        Agent *a = t->agent;
+        int fd, sector = 0, r;
+
+        t->phase = PHASE_TRANSFERRING;
+        if (!t->staging) { /* asked once: the area does not move */
+                if (t->staging_asked)
+                        return 0;
+                t->staging_asked = true;
+                r = client_call(a, "GetStaging", agent_report_new(a, NULL), on_staging, t);
+                if (r < 0)
+                        t->staging_asked = false;
+                return r;
+        }
+        if (t->dev.is_block)
+                (void) ioctl(t->dev.fd, BLKSSZGET, &sector);
+        r = store_stream_new(a, t->staging, t->size, (uint64_t) sector, t->offset, t->forward, &t->store,
+                             &fd);
+        if (r < 0)
+                return log_error_errno(r, "Failed to start reading the staging area: %m");
+        r = sd_event_add_io(a->event, &t->store_source, fd, EPOLLIN, on_store_data, t);
+        if (r < 0)
+                return log_error_errno(r, "Failed to watch the reading of the staging area: %m");
+        t->have = 0;
+        t->features = FRAME_FEATURES_ALL; /* the frames are made here */
+        t->peer_checked = true;
+        t->abort_reason = NULL;
+        t->cut = CUT_NONE;
+        log_info("Reading the image from the staging area (%s) from %s on.",
+                 strna(json_get_string(t->staging, "backend")), FORMAT_BYTES(t->offset));
+        return 0;
+}
+
 static int start_stream(Target *t) {
         Agent *a = t->agent;
         _cleanup_free_ char *url = NULL;
-        bool v6 = strchr(t->address, ':') != NULL;
-
         char features[16];
 
         stop_stream(t);
+        if (t->from_store)
+                return start_store(t);
+        bool v6 = strchr(t->address, ':') != NULL;
         /* Which kinds of frame we take; the source answers which it sends (none said: DATA and ZERO). */
         if (asprintf(&url, "https://%s%s%s:%" PRIi64 "/disk?offset=%" PRIu64 "&features=%s", v6 ? "[" : "",
                      t->address, v6 ? "]" : "", t->port, t->offset,
@@ -759,7 +913,11 @@ static int preflight(Target *t, json_object *session) {
         if (r > 0)
                 log_info("Resuming at offset %" PRIu64 " (%s) from the journal.", t->offset, FORMAT_BYTES(t->offset));
         t->synced_at = t->started_at = now_monotonic_usec();
-        log_info("Writing %s (%s) from %s:%" PRIi64 ".", t->dev.path, FORMAT_BYTES(t->dev.size), t->address, t->port);
+        if (t->from_store)
+                log_info("Writing %s (%s) from the staging area.", t->dev.path, FORMAT_BYTES(t->dev.size));
+        else
+                log_info("Writing %s (%s) from %s:%" PRIi64 ".", t->dev.path, FORMAT_BYTES(t->dev.size),
+                         t->address, t->port);
         return start_stream(t);
 }
 
@@ -778,9 +936,12 @@ static bool on_ended(Agent *a, json_object *session) {
 
 static void on_session(Agent *a, json_object *session) {
         Target *t = a->target;
-        /* Our upstream: the source, or in a chain the target before us (an older controller names only the
-         * source). */
-        bool chained = json_get_string(session, "upstreamName") != NULL;
+        /* Our upstream: the source, a staged session's staging area, or in a chain the target before us (an
+         * older controller names only the source, or nothing in a staged session). */
+        const char *named = json_get_string(session, "upstreamName"),
+                   *staging = json_get_string(session, "stagingStatus");
+        bool staged = streq_ptr(json_get_string(session, "mode"), "staged");
+        bool store = staged && (!named || streq(named, UPSTREAM_STORE)), chained = named && !store;
 
         if (t->held) { /* written: forwarding until the next target is done */
                 update_forward(t, session);
@@ -788,19 +949,27 @@ static void on_session(Agent *a, json_object *session) {
                         complete(t, t->held);
                 return;
         }
-        const char *address = json_get_string(session, chained ? "upstreamAddress" : "sourceAddress");
-        int64_t port = json_get_int(session, chained ? "upstreamPort" : "sourcePort");
-        const char *cn = chained ? json_get_string(session, "upstreamName") : t->source_cn;
+        const char *address =
+                store ? NULL : json_get_string(session, chained ? "upstreamAddress" : "sourceAddress");
+        int64_t port = store ? 0 : json_get_int(session, chained ? "upstreamPort" : "sourcePort");
+        const char *cn = store ? UPSTREAM_STORE : chained ? named : t->source_cn;
 
         if (t->phase == PHASE_DONE || a->finishing)
                 return;
         update_forward(t, session); /* before the journal may say we are done already (preflight) */
-        await_upstream(t, chained && !address && !streq(cn, t->source_cn) ? cn : NULL);
-        if (!address || port <= 0 || json_get_int(session, "sizeBytes") <= 0)
+        /* Nothing to pull before the source is ready, or its upload is whole: an upstream target waits too.
+         */
+        if (json_get_int(session, "sizeBytes") <= 0 ||
+            (staged && !STR_IN_SET(strempty(staging), "ready", "downloading")))
                 return;
-        bool moved = !streq_ptr(t->address, address) || t->port != port || !streq_ptr(t->upstream_cn, cn);
+        await_upstream(t, chained && !address && !streq(cn, t->source_cn) ? cn : NULL);
+        if (!store && (!address || port <= 0))
+                return;
+        bool moved = t->from_store != store || !streq_ptr(t->address, address) || t->port != port ||
+                     !streq_ptr(t->upstream_cn, cn);
         if (free_and_strdup(&t->address, address) < 0 || free_and_strdup(&t->upstream_cn, cn) < 0)
                 return (void) log_oom();
+        t->from_store = store;
         t->port = port;
         if (moved)
                 t->upstream_lost_reported = false;
@@ -816,7 +985,10 @@ static void on_session(Agent *a, json_object *session) {
                         return;
                 /* The upstream came back elsewhere, or the chain was relinked: go there now rather than at
                  * the next retry. */
-                log_info("Now pulling from %s at %s:%" PRIi64 ".", cn, address, port);
+                if (store)
+                        log_info("Now reading from the staging area.");
+                else
+                        log_info("Now pulling from %s at %s:%" PRIi64 ".", cn, address, port);
                 t->retry = sd_event_source_disable_unref(t->retry);
                 backoff_reset(&t->backoff);
                 t->failing_since = 0;
@@ -863,8 +1035,9 @@ int target_start(Agent *a) {
         t->frame_buffer = device_buffer_new(DEVICE_ALIGN + FRAME_ZSTD_PREFIX + FRAME_CHUNK);
         t->frame = t->frame_buffer ? t->frame_buffer + DEVICE_ALIGN - FRAME_HEADER_SIZE : NULL;
         t->chunk = device_buffer_new(FRAME_CHUNK);
+        t->store_buffer = malloc(STORE_READ);
         t->dctx = ZSTD_createDCtx();
-        if (!t->frame || !t->chunk || !t->dctx ||
+        if (!t->frame || !t->chunk || !t->store_buffer || !t->dctx ||
             asprintf(&t->source_cn, "clone-%s-source", a->settings.session) < 0 ||
             asprintf(&t->journal_path, "%s/journal.json", a->settings.state_dir) < 0)
                 return -ENOMEM;
@@ -886,6 +1059,8 @@ Target *target_free(Target *t) {
         device_close(&t->dev);
         ZSTD_freeDCtx(t->dctx);
         free(t->chunk);
+        free(t->store_buffer);
+        json_object_put(t->staging);
         free(t->frame_buffer);
         free(t->address);
         free(t->problem);

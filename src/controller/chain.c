@@ -9,7 +9,7 @@
 #include "util.h"
 
 bool chain_of(CloneSession *c) {
-        return c->mode == CLONE_MODE_DIRECT && c->n_targets > 1;
+        return c->n_targets > 1;
 }
 
 static uint32_t rank_of(const CloneTarget *t) {
@@ -82,6 +82,8 @@ int chain_upstream_name(CloneTarget *t, char **ret) {
         CloneTarget *u = chain_upstream(t);
         _cleanup_free_ char *role = NULL;
 
+        if (!u && t->session->mode == CLONE_MODE_STAGED)
+                return (*ret = strdup(CHAIN_STORE)) ? 0 : -ENOMEM;
         if (u && clone_target_role(u->index, &role) < 0)
                 return -ENOMEM;
         return identity_name(NULL, t->session_id, role ?: "source", ret);
@@ -94,7 +96,7 @@ int chain_drop(CloneTarget *downstream, const char *upstream_name, const char *w
         uint32_t last = 0;
 
         if (!u)
-                return 0; /* the source: nothing to relink to */
+                return 0; /* the source or the staging area: nothing to relink to */
         if (chain_upstream_name(downstream, &name) < 0)
                 return -ENOMEM;
         if (!streq(name, upstream_name))

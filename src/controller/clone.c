@@ -1292,7 +1292,9 @@ json_object *clone_node_view(CloneSession *c, bool source, CloneTarget *t) {
                 CloneTarget *up = chain_upstream(t);
                 _cleanup_free_ char *up_name = NULL;
                 const char *up_serial = clone_certificate(c, up);
-                if (chain_upstream_name(t, &up_name) >= 0) {
+                if (chain_upstream_name(t, &up_name) >= 0 && !up && c->mode == CLONE_MODE_STAGED)
+                        ADD("upstreamName", json_object_new_string(up_name)); /* GetStaging says where */
+                else if (up_name) {
                         ADD("upstreamName", json_object_new_string(up_name));
                         /* None yet: an upstream target that has not said where it forwards. */
                         const char *address = up ? up->relay_address : c->source_address;

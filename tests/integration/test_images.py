@@ -1,17 +1,18 @@
 # SPDX-License-Identifier: MIT
 """The image library against a real nfs-ganesha: a staged session keeps its upload as an image, one session
 deploys that image to several targets (each its own agent in a network namespace, each checked against the
-image's digest), and the image's data stays until the image itself is deleted, which is refused while a
-session uses it."""
+image's digest) in a chain — the first reads the staging area, each other one pulls from the one before it —
+and the image's data stays until the image itself is deleted, which is refused while a session uses it."""
 
 import json
 import os
+import re
 
 import pytest
 
 from harness import Bridge, Controller, make_key_and_csr, stop_all, wait_for
 from nodes import (Agent, Clone, Network, ca_fingerprint, check_files, check_root_last_disk, cmdline,
-                   make_blank_disk, make_random_disk, make_root_last_disk, make_source_disk)
+                   make_blank_disk, make_random_disk, make_root_last_disk, make_source_disk, sh)
 from storage_servers import NfsServer
 
 ROOT = "/org/pureboot/Controller1"
@@ -47,17 +48,39 @@ def areas(servers):
     return sorted(p.name for p in top.iterdir()) if top.exists() else []
 
 
-def deploy_agents(ctl, servers, bridge, tmp_path, session, nodes, prefix="d"):
+def deploy_agents(ctl, servers, bridge, tmp_path, session, nodes, prefix="d", head_args=()):
     """An agent per target of session (nodes: [(hostname, device)], in target order), not started; their
-    namespaces are named prefix<n>, unique on the module's network."""
+    namespaces are named prefix<n>, unique on the module's network. head_args: the first one's options."""
     agents = []
     for index, (hostname, device) in enumerate(nodes, 1):
         ns, _ = servers.network.node(f"{prefix}{index}")
         token = ctl("clone", "token", session, f"--target={index}", check=True).stdout.strip()
         agents.append(Agent(tmp_path, f"deploy-{index}", ns,
                             cmdline("clone_target_staged", session, hostname, bridge.url, token,
-                                    ca_fingerprint(bridge.ca), device)))
+                                    ca_fingerprint(bridge.ca), device), *(head_args if index == 1 else ())))
     return agents
+
+
+def readers_of_the_store(agents):
+    """The agents that read the staging area themselves."""
+    return [i for i, a in enumerate(agents, 1) if "Reading the image from the staging area" in a.text()]
+
+
+def capture(ctl, api, servers, bridge, tmp_path, name, source, storage, agents):
+    """image capture of source (a loop device) into storage, through a source agent in its own namespace."""
+    api.ok(ROOT, "Manager", "RegisterNode", "sssa{sv}", f"{name}-src", "aa:bb:cc:00:31:01", "x86_64", "0")
+    session = ctl("image", "capture", name, f"--source={name}-src", f"--source-device={source.device}",
+                  f"--storage={storage}", check=True).stdout.strip()
+    ns, _ = servers.network.node(f"{name}-cap")
+    token = ctl("clone", "token", session, "--role=source", check=True).stdout.strip()
+    agent = Agent(tmp_path, f"{name}-capture", ns, cmdline("clone_source_staged", session, f"{name}-src", bridge.url,
+                                                           token, ca_fingerprint(bridge.ca), source.device))
+    agents.append(agent)
+    agent.start()
+    assert agent.wait(180) == 0, agent.text()
+    path = image_path(api, name)
+    wait_for(lambda: api.prop(path, "Image", "State") == "ready", what=f"image {name} to be ready")
+    return path
 
 
 def run_to_end(api, spath, agents, timeout):
@@ -118,6 +141,10 @@ def test_capture_alone_then_deploy_to_three_one_larger(ctl, api, servers, bridge
         run_to_end(api, dpath, deployed, 240)
         for a in deployed:
             assert a.wait(60) == 0, a.text()
+        # A chain: the first read the staging area, and each forwarded to the next.
+        assert readers_of_the_store(deployed) == [1], [a.text()[-2000:] for a in deployed]
+        for a in deployed[:2]:
+            assert re.search(r"A downstream's stream ended at 1.0 GiB", a.text()), a.text()[-2000:]
         for (name, loop), root in zip(targets, ((1023 - 65) << 20, (1023 - 65) << 20, (1535 - 65) << 20)):
             check_root_last_disk(loop, files, tmp_path, root)
         # A byte of the stored image damaged: a check finds where, the image is broken, deploys are refused.
@@ -283,3 +310,59 @@ def test_controller_restarts_during_a_capture(ctl, api, servers, bridge, control
     finally:
         stop_all([agent] if agent else [])
         source.detach()
+
+
+def test_the_head_of_a_deploy_killed(ctl, api, servers, bridge, tmp_path):
+    """An image to three machines: the first reads the staging area, the others pull from the one before. The
+    first dies mid-stream: the second reads the staging area itself from where its journal says; the first,
+    started again, rejoins at the tail, pulls from the last and resumes from its own journal."""
+    ctl("storage", "add", "shelf", "--type=nfs", *servers.nfs.config(), check=True)
+    loops, agents = [], []
+    try:
+        source = make_random_disk(tmp_path, "random-golden", 256 << 20)
+        loops.append(source)
+        path = capture(ctl, api, servers, bridge, tmp_path, "noise", source, "shelf", agents)
+        targets = []
+        for n in (1, 2, 3):
+            api.ok(ROOT, "Manager", "RegisterNode", "sssa{sv}", f"h{n}", f"aa:bb:cc:00:32:0{n}", "x86_64", "0")
+            targets.append((f"h{n}", make_blank_disk(tmp_path, loops, f"h{n}", 256 << 20)))
+        deploy = ctl("image", "deploy", "noise", *(f"--target={n}" for n, _ in targets),
+                     *(f"--target-device={loop.device}" for _, loop in targets), check=True).stdout.strip()
+        dpath = f"{ROOT}/clone/{deploy}"
+        deployed = deploy_agents(ctl, servers, bridge, tmp_path, deploy, [(n, loop.device) for n, loop in targets],
+                                 prefix="k", head_args=("--max-rate=24M",))
+        agents += deployed
+
+        def upstream(i):
+            return api.prop(f"{dpath}/target/{i}", "CloneTarget", "Upstream")
+
+        for a in deployed:
+            a.start()
+        wait_for(lambda: api.prop(f"{dpath}/target/2", "CloneTarget", "BytesTransferred") > 48 << 20, timeout=90,
+                 what="the chain to be under way")
+        assert upstream(2) == 1 and upstream(3) == 2
+        deployed[0].kill()
+        wait_for(lambda: upstream(2) == 0, timeout=30, what=f"target 2 to be relinked:\n{deployed[1].text()[-2000:]}")
+        wait_for(lambda: "Now reading from the staging area." in deployed[1].text(), timeout=10,
+                 what=f"target 2 to read the staging area:\n{deployed[1].text()[-2000:]}")
+        assert f"Lost clone-{deploy}-target-1, our upstream in the chain" in deployed[1].text()
+        deployed[0].start()
+        wait_for(lambda: api.prop(dpath, "CloneSession", "Status") in ("completed", "failed"), timeout=180,
+                 what="the deploy to end", interval=0.5)
+        assert api.prop(dpath, "CloneSession", "Status") == "completed", \
+            (api.prop(dpath, "CloneSession", "Error"), [a.text()[-2000:] for a in deployed])
+        for a in deployed:
+            assert a.wait(60) == 0, a.text()[-3000:]
+        digest = api.prop(path, "Image", "Digest")
+        for i, (_, loop) in enumerate(targets, 1):
+            assert api.prop(f"{dpath}/target/{i}", "CloneTarget", "Digest") == digest
+            sh("cmp", source.device, loop.device)
+        # The first, back, pulled from a target (the last in the line) from where its journal said.
+        first = deployed[0].text().split("--- run 2", 1)[1]
+        assert re.search(r"Resuming at offset [1-9]", first), first[-2000:]
+        assert "Reading the image from the staging area" not in first, first[-2000:]
+        assert readers_of_the_store(deployed) == [1, 2]
+    finally:
+        stop_all(agents)
+        for loop in loops:
+            loop.detach()

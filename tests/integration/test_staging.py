@@ -431,7 +431,8 @@ def test_cancel_mid_upload_removes_the_staging(staged, ctl, servers):
 
 @pytest.mark.parametrize("backend", ["nfs", "iscsi"])
 def test_target_killed_mid_download_resumes(staged, ctl, servers, tmp_path, backend):
-    """NFS: zstd frames from a segment's start; iSCSI: the raw LUN, read ahead of the writes."""
+    """NFS: zstd frames, read from the start of the segment that holds the resume point; iSCSI: the raw LUN,
+    read ahead of the writes. The target resumes where its journal says, as from a peer."""
     add_storage(ctl, f"resume-{backend}", backend,
                 servers.nfs.config() if backend == "nfs" else servers.iscsi.config(lun=2))
     c, source, target, files = staged(f"resume-{backend}", target_args=("--max-rate=50M",))
@@ -442,10 +443,12 @@ def test_target_killed_mid_download_resumes(staged, ctl, servers, tmp_path, back
     c.target.kill()
     c.target.start()
     assert c.target.wait(120) == 0, c.target.text()
-    # At the last 64 MiB segment made durable before the kill: past 150 MiB, at least 128 MiB (how far past
-    # depends on how late the reported progress and the kill came), never the end.
-    resumed = re.search(r"Resuming at (\d+)\.0 MiB from the journal\.", c.target.text())
-    assert resumed and int(resumed[1]) % 64 == 0 and 128 <= int(resumed[1]) < 256, c.target.text()
+    # At the last sync point before the kill (every 16 MiB or 5 s): past 150 MiB less one sync, never the
+    # end; the staging area is read from there.
+    resumed = re.search(r"Resuming at offset (\d+) \(([\d.]+ MiB)\) from the journal\.", c.target.text())
+    assert resumed and int(resumed[1]) % (1 << 20) == 0 and 128 << 20 <= int(resumed[1]) < 256 << 20, \
+        c.target.text()
+    assert f"Reading the image from the staging area ({backend}) from {resumed[2]} on." in c.target.text()
     c.wait_status("completed")
     sh("cmp", source.device, target.device)
     check_files(target, files, tmp_path)

@@ -451,9 +451,13 @@ static void test_chain(void) {
         ASSERT_TRUE(!chain_forwards(&t[0]));
         /* The source's first target pulls from the source whatever its place. */
         ASSERT_TRUE(!chain_upstream(&t[0]));
-        /* Staged sessions do not chain. */
+        /* A staged session chains the same way; its head reads the staging area. */
         c.mode = CLONE_MODE_STAGED;
-        ASSERT_TRUE(!chain_of(&c) && !chain_upstream(&t[3]));
+        ASSERT_TRUE(chain_of(&c) && chain_upstream(&t[2]) == &t[1] && !chain_upstream(&t[0]));
+        ASSERT_OK(chain_upstream_name(&t[0], &name));
+        ASSERT_STR(name, "store");
+        name = mfree(name);
+        ASSERT_INT(chain_drop(&t[0], "store", "a report that cannot be"), 0);
         for (int i = 0; i < 4; i++)
                 free(t[i].relay_address);
 }
