@@ -255,7 +255,7 @@ def test_staged_clone_kept_as_an_image_then_deployed_to_three_vms(fleet, network
             assert api.prop(image, "Image", "State") == "ready"
             assert sorted(p.name for p in (nfs.export / "pureboot").iterdir()) == [sid]
         lines = [line.split("]: ", 1)[-1] for vm in vms for line in vm.text().splitlines()
-                 if re.search(r"pureboot-agent\[\d+\]: (Uploaded [\d.]+ MiB as|Downloaded and wrote) ", line)]
+                 if re.search(r"pureboot-agent\[\d+\]: (Uploaded [\d.]+ MiB as|Wrote [\d.]+ \S+ to )", line)]
         print(f"VM suite ({fleet.accel}): 512 MiB staged through NFS between two VMs (grow_target), completed "
               f"{seconds:.1f} s after Start (both boots included); " + "; ".join(l[:140] for l in lines))
         check_target(target, files, tmp_path, (767 - 65) * MIB, vms)
@@ -289,11 +289,17 @@ def test_staged_clone_kept_as_an_image_then_deployed_to_three_vms(fleet, network
             digest = api.prop(image, "Image", "Digest")
             for n in (1, 2, 3):
                 assert api.prop(f"{dpath}/target/{n}", "CloneTarget", "Digest") == digest
+            # A chain: one machine read the store, the others pulled from the one before them (one booting
+            # more than 10 s after the next is passed over, and rejoins at the tail).
+            readers = [n for n, vm in enumerate(fleet_vms, 1) if "Reading the image from the staging area" in vm.text()]
+            forwarders = [n for n, vm in enumerate(fleet_vms, 1) if "A downstream's stream ended at" in vm.text()]
+            assert readers and len(forwarders) >= 2, (readers, forwarders, [vm.text()[-1500:] for vm in fleet_vms])
             s["step"] = "the three machines rebooting once their reports are in"
             for vm in fleet_vms:
                 assert vm.wait_exit(120, "the reboot after the job") == 0
         print(f"VM suite ({fleet.accel}): the kept image deployed to three VMs in one session (one grown to "
-              f"768 MiB), completed {seconds:.1f} s after Start (three PXE boots included)")
+              f"768 MiB), completed {seconds:.1f} s after Start (three PXE boots included); a chain: VM "
+              f"{', '.join(map(str, readers))} read the store, VMs {', '.join(map(str, forwarders))} forwarded")
         for (disk, mib), vm in zip(targets, fleet_vms):
             check_target(disk, files, tmp_path, (mib - 1 - 65) * MIB, [vm])
         ctl("image", "delete", "fleet-image", check=True)
