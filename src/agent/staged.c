@@ -54,14 +54,15 @@ int stager_fail(Stager *s, int r, const char *format, ...) {
 
 static StorageLocation location(const Stager *s, json_object *config) {
         json_object *st = s->staging;
-        bool nfs = backend_type_from_string(json_get_string(st, "backend")) == BACKEND_NFS;
+        int type = backend_type_from_string(json_get_string(st, "backend"));
+        bool nfs = type != BACKEND_ISCSI; /* a local backend's keys are an export's: where and its path */
         json_object_object_add(config, nfs ? "server" : "portal", json_object_new_string(json_get_string(st, "server")));
         json_object_object_add(config, nfs ? "export" : "target", json_object_new_string(json_get_string(st, "path")));
         if (json_get_string(st, "options"))
                 json_object_object_add(config, "options", json_object_new_string(json_get_string(st, "options")));
         if (json_get_string(st, "chapUser"))
                 json_object_object_add(config, "chap_user", json_object_new_string(json_get_string(st, "chapUser")));
-        return (StorageLocation){ .type = nfs ? BACKEND_NFS : BACKEND_ISCSI,
+        return (StorageLocation){ .type = type >= 0 ? (BackendType) type : BACKEND_NFS,
                                   .config = config,
                                   .secret = json_get_string(st, "chapSecret") };
 }
@@ -74,7 +75,9 @@ int stager_connect(Stager *s, const char *initiator, const StagingTransport **re
         if (!config)
                 return -ENOMEM;
         l = location(s, config);
-        *ret_transport = l.type == BACKEND_NFS ? &staging_transport_nfs : &staging_transport_iscsi;
+        *ret_transport = l.type == BACKEND_ISCSI   ? &staging_transport_iscsi
+                         : l.type == BACKEND_LOCAL ? &staging_transport_local
+                                                   : &staging_transport_nfs;
         return (*ret_transport)->connect(s, &l, initiator, ret_conn);
 }
 

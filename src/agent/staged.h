@@ -15,7 +15,7 @@
 #include "storage-io.h"
 
 #define SYNC_EVERY STAGING_SEGMENT
-#define NFS_IO (UINT64_C(4) << 20)
+#define FILES_IO (UINT64_C(4) << 20)
 
 typedef struct StagingTransport StagingTransport;
 
@@ -109,7 +109,31 @@ struct StagingTransport {
         int (*download)(Stager *s, void *conn, const Manifest *m, Writer *w);
 };
 
-extern const StagingTransport staging_transport_nfs, staging_transport_iscsi;
+extern const StagingTransport staging_transport_nfs, staging_transport_iscsi, staging_transport_local;
+
+/* The files of a staging area, as staged-files.c writes and reads the zstd image in them: an NFS export's
+ * (libnfs), or a local backend's (staged-local.c: through the bridge, or in its directory on the
+ * controller's host). Each returns a negative errno on failure, and error() says what the other side
+ * answered. */
+typedef struct StagingFiles {
+        int (*open)(void *conn, const char *path, void **ret_file);                 /* to read */
+        int (*create)(void *conn, const char *path, void **ret_file);               /* to write, anew */
+        int (*pread)(void *conn, void *file, void *buf, size_t n, uint64_t offset); /* all n bytes */
+        int (*pwrite)(void *conn, void *file, const void *buf, size_t n, uint64_t offset);
+        void (*close)(void *conn, void *file);
+        /* A written file made durable, closed and renamed from partial to final. */
+        int (*commit)(void *conn, void *file, const char *partial, const char *final);
+        int (*unlink)(void *conn, const char *path);
+        int (*size)(void *conn, const char *path, uint64_t *ret);
+        const char *(*error)(void *conn);
+        void (*disconnect)(void *conn);
+} StagingFiles;
+
+/* The transport's connection over conn, which ops reaches (taken, even on failure). */
+int staging_files_connect(const StagingFiles *ops, void *conn, void **ret_conn);
+/* staged-local.c: a local backend's area, through the bridge with the agent's certificate (s->agent), or in
+ * its directory on the controller's host (no agent: an image's check). */
+int staging_local_connect(Stager *s, const StorageLocation *l, const char *initiator, void **ret_conn);
 
 /* Reads the image a staging area holds (staging: a Staging record, as GetStaging gives it) and checks every
  * chunk against its manifest and the whole against its digest, writing nothing; progress goes to verified.

@@ -52,6 +52,10 @@ void varlink_http_drop_waiting(Bridge *b);
 int varlink_http_call(Request *req, const char *name);
 /* boot.c: GET /boot/ipxe (pi = false) and GET /boot/pi. */
 int boot_answer(Request *req, bool pi);
+/* staging.c: /staging/NAME, a local backend's files for the clone certificates of its session. */
+int staging_file_answer(Request *req, const char *method, const char *name);
+/* The largest piece of a file one PUT to /staging/ carries. */
+#define STAGING_PIECE_MAX (16U << 20)
 /* boot.c: GET /boot/files/PATH, PATH under [Boot] Path=. */
 int boot_file_answer(Request *req, const char *path);
 /* The Gateway call for a node call: peer's name and address, the parameters; callback gets the reply. */

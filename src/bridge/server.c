@@ -163,6 +163,8 @@ static enum MHD_Result route(Request *req, const char *method) {
         } else if (STR_IN_SET(req->url, "/boot/ipxe", "/boot/pi"))
                 r = streq(method, MHD_HTTP_METHOD_GET) ? boot_answer(req, streq(req->url, "/boot/pi"))
                                                        : refuse_method(req);
+        else if ((name = startswith(req->url, "/staging/")))
+                r = staging_file_answer(req, method, name);
         else if ((name = startswith(req->url, "/boot/files/")))
                 r = get ? boot_file_answer(req, name) : refuse_method(req);
         else
@@ -198,7 +200,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         }
         if (*data_size > 0) {
                 /* Bodies over the limit are read and dropped, then refused with 413. */
-                if (req->too_large || req->size + *data_size > b->config.max_body) {
+                size_t max = startswith(req->url, "/staging/") ? STAGING_PIECE_MAX : b->config.max_body;
+                if (req->too_large || req->size + *data_size > max) {
                         req->too_large = true;
                         free(req->body);
                         req->body = NULL;

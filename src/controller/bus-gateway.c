@@ -121,6 +121,31 @@ static int method_boot(sd_bus_message *msg, void *userdata, sd_bus_error *error)
         return sd_bus_send(NULL, reply, NULL);
 }
 
+/* A local backend's file for a node: opened (OpenStagingFile) or committed and removed (ChangeStagingFile)
+ * here, so that the bridge serves only what it is handed. */
+static int method_staging_file(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        const char *peer, *name, *how;
+        bool open = streq(sd_bus_message_get_member(msg), "OpenStagingFile");
+        _cleanup_close_ int fd = -EBADF;
+        uint64_t size = 0;
+        int r;
+
+        r = sd_bus_message_read(msg, "sss", &peer, &name, &how);
+        if (r < 0)
+                return r;
+        r = check_bridge(m, msg, error);
+        if (r < 0)
+                return r;
+        if (open ? !STR_IN_SET(how, "read", "write", "create") : !STR_IN_SET(how, "commit", "remove"))
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT, "Unknown access \"%.16s\".", how);
+        r = gateway_staging_file(m, peer, name, how, &fd, &size, error);
+        if (r < 0)
+                return r;
+        return open ? sd_bus_reply_method_return(msg, "ht", fd, size)
+                    : sd_bus_reply_method_return(msg, NULL);
+}
+
 /* The CA certificate and the CRL the bridge checks client certificates against. */
 static int method_get_trust(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Manager *m = userdata;
@@ -193,6 +218,11 @@ static const sd_bus_vtable gateway_vtable[] = {
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("GetTrust", SD_BUS_NO_ARGS, SD_BUS_RESULT("s", ca, "s", crl),
                                 method_get_trust, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("OpenStagingFile", SD_BUS_ARGS("s", peer, "s", name, "s", how),
+                                SD_BUS_RESULT("h", file, "t", size), method_staging_file,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("ChangeStagingFile", SD_BUS_ARGS("s", peer, "s", name, "s", how),
+                                SD_BUS_NO_RESULT, method_staging_file, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_SIGNAL_WITH_ARGS("Changed", SD_BUS_ARGS("s", kind, "s", id), 0),
         SD_BUS_VTABLE_END,
 };

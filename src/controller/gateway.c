@@ -19,6 +19,7 @@
 #include "pureboot-bus.h"
 #include "pureboot-errors.h"
 #include "staging.h"
+#include "storage-driver.h"
 #include "token.h"
 #include "util.h"
 #include "varlink-idl.h"
@@ -878,6 +879,60 @@ static const struct {
         { "ReportCloneDisk", handle_clone_disk },
         { "GetResizePlan", handle_get_resize_plan },
 };
+
+int gateway_staging_file(Manager *m, const char *peer, const char *name, const char *how, int *ret_fd,
+                         uint64_t *ret_size, sd_bus_error *error) {
+        _cleanup_(json_object_unrefp) json_object *staging = NULL;
+        _cleanup_free_ char *dir = NULL;
+        IdentityName id = {};
+        CloneSession *c;
+
+        if (identity_parse(peer, &id) < 0 || id.kind != IDENTITY_CLONE)
+                return sd_bus_error_setf(
+                        error, PB_ERROR_NOT_AUTHORIZED,
+                        "A staging area's files are served only to the clone certificates of "
+                        "the session that uses it.");
+        c = hashmap_get(m->sessions, id.session);
+        if (!c)
+                return sd_bus_error_setf(error, PB_ERROR_NO_SUCH_SESSION, "No session %s.", id.session);
+        bool source = id.target == 0, read = streq(how, "read");
+        if (!source && !clone_target(c, id.target))
+                return sd_bus_error_setf(error, PB_ERROR_NOT_AUTHORIZED,
+                                         "This certificate is for a target session %s does not have.",
+                                         c->id);
+        /* The source writes while it uploads; every node of the session reads once the image is whole. */
+        if (!read && !source)
+                return sd_bus_error_setf(error, PB_ERROR_NOT_AUTHORIZED,
+                                         "Only the source of session %s writes its staging area.", c->id);
+        if (c->mode == CLONE_MODE_STAGED)
+                staging = staging_json(c);
+        if (!staging || !streq_ptr(json_get_string(staging, "backend"), "local"))
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE,
+                                         "Session %s does not stage on a local backend.", c->id);
+        if (!clone_status_is_active(c->status))
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE, "Session %s is %s.", c->id,
+                                         clone_status_to_string(c->status));
+        if (read ? !IN_SET(c->staging_status, STAGING_READY, STAGING_DOWNLOADING)
+                 : !IN_SET(c->staging_status, STAGING_PROVISIONED, STAGING_UPLOADING))
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE,
+                                         "The staging area of session %s is %s: it is %s only %s.", c->id,
+                                         staging_status_to_string(c->staging_status),
+                                         read ? "read" : "written",
+                                         read ? "once the upload is whole" : "while the source uploads");
+        if (asprintf(&dir, "%s/%s", json_get_string(staging, "path"),
+                     json_get_string(staging, "directory")) < 0)
+                return -ENOMEM;
+        identity_heard(m, peer);
+        if (streq(how, "commit"))
+                return storage_local_commit(dir, name, error);
+        if (streq(how, "remove"))
+                return storage_local_remove(dir, name, error);
+        return storage_local_open(dir, name,
+                                  read                   ? STAGING_FILE_READ
+                                  : streq(how, "create") ? STAGING_FILE_CREATE
+                                                         : STAGING_FILE_WRITE,
+                                  ret_fd, ret_size, error);
+}
 
 int gateway_call(Manager *m, const char *method, const char *peer, const char *address, const char *parameters,
                  GatewayReply *ret) {

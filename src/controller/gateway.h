@@ -22,3 +22,10 @@ void gateway_done(Manager *m);
  * failures of the controller itself. */
 int gateway_call(Manager *m, const char *method, const char *peer, const char *address,
                  const char *parameters, GatewayReply *ret);
+
+/* A local backend's file for the node whose verified certificate CN is peer (the bridge's /staging/NAME):
+ * how is read, write or create (then *ret_fd and *ret_size), commit or remove. The area is that of the
+ * session the certificate is of; its targets read it once the upload is whole, its source writes it while
+ * it uploads. */
+int gateway_staging_file(Manager *m, const char *peer, const char *name, const char *how, int *ret_fd,
+                         uint64_t *ret_size, sd_bus_error *error);

@@ -50,5 +50,19 @@ typedef struct StorageDriver {
                          json_object *staging);
 } StorageDriver;
 
-extern const StorageDriver storage_driver_nfs, storage_driver_iscsi;
+extern const StorageDriver storage_driver_nfs, storage_driver_iscsi, storage_driver_local;
+
+/* A local backend's files (storage-local.c), as the bridge serves them to nodes: in the area's directory
+ * dir, the image and manifest to read, or their partial forms to write (CREATE: anew); commit makes a
+ * written one durable and gives it its name; remove takes either away. */
+typedef enum StagingFileAccess {
+        STAGING_FILE_READ,
+        STAGING_FILE_WRITE,
+        STAGING_FILE_CREATE,
+} StagingFileAccess;
+
+int storage_local_open(const char *dir, const char *name, StagingFileAccess how, int *ret_fd,
+                       uint64_t *ret_size, sd_bus_error *error);
+int storage_local_commit(const char *dir, const char *name, sd_bus_error *error);
+int storage_local_remove(const char *dir, const char *name, sd_bus_error *error);
 const StorageDriver *storage_driver(BackendType type);

@@ -145,7 +145,7 @@ int storage_create(Manager *m, const char *name, const char *type, sd_bus_messag
         int kind = backend_type_from_string(type);
         if (kind < 0)
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
-                                         "Unknown backend type \"%.32s\"; use nfs or iscsi.", type);
+                                         "Unknown backend type \"%.32s\"; use nfs, iscsi or local.", type);
         if (find_by_name(m, name))
                 return sd_bus_error_setf(error, PB_ERROR_ALREADY_EXISTS,
                                          "A storage backend named %s exists already; pick another name.",
@@ -327,6 +327,7 @@ const StorageDriver *storage_driver(BackendType type) {
         static const StorageDriver *const drivers[_BACKEND_TYPE_MAX] = {
                 [BACKEND_NFS] = &storage_driver_nfs,
                 [BACKEND_ISCSI] = &storage_driver_iscsi,
+                [BACKEND_LOCAL] = &storage_driver_local,
         };
         assert(type < _BACKEND_TYPE_MAX && drivers[type]);
         return drivers[type];

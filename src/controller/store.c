@@ -312,6 +312,23 @@ static const char *const migrations[] = {
         "ALTER TABLE clone_targets ADD COLUMN relay_port INTEGER NOT NULL DEFAULT 0;"
         "ALTER TABLE clone_targets ADD COLUMN chain_rank INTEGER NOT NULL DEFAULT 0;"
         "ALTER TABLE clone_targets ADD COLUMN chain_lost INTEGER NOT NULL DEFAULT 0;",
+        /* 14: local backends, a directory on the controller's host. Rebuilds storage_backends (foreign keys
+         * off, as in 9) for its CHECK on the type. */
+        "CREATE TABLE storage_backends_new ("
+        "  id TEXT PRIMARY KEY NOT NULL,"
+        "  name TEXT NOT NULL UNIQUE,"
+        "  type TEXT NOT NULL CHECK (type IN ('nfs', 'iscsi', 'local')),"
+        "  config TEXT NOT NULL,"
+        "  secret TEXT,"
+        "  total_bytes INTEGER NOT NULL DEFAULT 0,"
+        "  available_bytes INTEGER NOT NULL DEFAULT 0,"
+        "  enabled INTEGER NOT NULL DEFAULT 1,"
+        "  created_at INTEGER NOT NULL);"
+        "INSERT INTO storage_backends_new SELECT id, name, type, config, secret, total_bytes, "
+        "available_bytes,"
+        "  enabled, created_at FROM storage_backends;"
+        "DROP TABLE storage_backends;"
+        "ALTER TABLE storage_backends_new RENAME TO storage_backends;",
 };
 
 static int exec_plain(Store *s, const char *sql) {

@@ -45,7 +45,7 @@ static int storage_add(sd_bus *bus, const char *name, int argc, char **argv) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
         int r;
 
-        if (!ctl_require(arg.type, "--type nfs|iscsi", "storage add"))
+        if (!ctl_require(arg.type, "--type nfs|iscsi|local", "storage add"))
                 return EXIT_USAGE;
         r = ctl_new_call(bus, PB_ROOT_PATH, PB_IFACE("Manager"), "CreateStorageBackend", &m);
         if (r >= 0)
@@ -126,7 +126,8 @@ int verb_storage(sd_bus *bus, int argc, char **argv) {
                 return storage_add(bus, argv[1], argc - 2, argv + 2);
         if (!(STR_IN_SET(verb, "show", "remove", "test", "space") && argc == 2) &&
             !(streq(verb, "update") && argc >= 3)) {
-                log_error("Usage: purebootctl storage add NAME --type nfs|iscsi KEY=VALUE… | list | show NAME | "
+                log_error("Usage: purebootctl storage add NAME --type nfs|iscsi|local KEY=VALUE… | list | "
+                          "show NAME | "
                           "test NAME | space NAME | remove NAME | update NAME KEY=VALUE…");
                 return EXIT_USAGE;
         }

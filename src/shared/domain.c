@@ -55,7 +55,8 @@ DEFINE_STRING_TABLE(clone_unused, CloneUnused, [CLONE_UNUSED_DISCARD] = "discard
 DEFINE_STRING_TABLE(resize_mode, ResizeMode, [RESIZE_NONE] = "none",
                     [RESIZE_SHRINK_SOURCE] = "shrink_source", [RESIZE_GROW_TARGET] = "grow_target")
 
-DEFINE_STRING_TABLE(backend_type, BackendType, [BACKEND_NFS] = "nfs", [BACKEND_ISCSI] = "iscsi")
+DEFINE_STRING_TABLE(backend_type,
+                    BackendType, [BACKEND_NFS] = "nfs", [BACKEND_ISCSI] = "iscsi", [BACKEND_LOCAL] = "local")
 
 DEFINE_STRING_TABLE(node_state, NodeState, [NODE_DISCOVERED] = "discovered", [NODE_READY] = "ready",
                     [NODE_CLONING_SOURCE] = "cloning_source", [NODE_CLONING_TARGET] = "cloning_target",

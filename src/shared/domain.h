@@ -124,6 +124,7 @@ DECLARE_STRING_TABLE(clone_unused, CloneUnused);
 typedef enum BackendType {
         BACKEND_NFS,
         BACKEND_ISCSI,
+        BACKEND_LOCAL, /* a directory on the controller's host, which the bridge serves to nodes */
         _BACKEND_TYPE_MAX,
 } BackendType;
 DECLARE_STRING_TABLE(backend_type, BackendType);

@@ -7,6 +7,7 @@ and the image's data stays until the image itself is deleted, which is refused w
 import json
 import os
 import re
+import subprocess
 
 import pytest
 
@@ -14,6 +15,7 @@ from harness import Bridge, Controller, make_key_and_csr, stop_all, wait_for
 from nodes import (Agent, Clone, Network, ca_fingerprint, check_files, check_root_last_disk, cmdline,
                    make_blank_disk, make_random_disk, make_root_last_disk, make_source_disk, sh)
 from storage_servers import NfsServer
+from test_clone import another_sessions_target
 
 ROOT = "/org/pureboot/Controller1"
 
@@ -362,6 +364,91 @@ def test_the_head_of_a_deploy_killed(ctl, api, servers, bridge, tmp_path):
         assert re.search(r"Resuming at offset [1-9]", first), first[-2000:]
         assert "Reading the image from the staging area" not in first, first[-2000:]
         assert readers_of_the_store(deployed) == [1, 2]
+    finally:
+        stop_all(agents)
+        for loop in loops:
+            loop.detach()
+
+
+def staging_request(bridge, cert, key, method, name, data=None, offset=None):
+    """curl on the bridge's /staging/NAME with a clone certificate: (HTTP status, body)."""
+    url = f"{bridge.url}/staging/{name}" + (f"?offset={offset}" if offset is not None else "")
+    argv = ["curl", "-sS", "-o", "-", "-w", "\n%{http_code}", "--cacert", str(bridge.ca), "--cert", str(cert),
+            "--key", str(key), "-X", method, url]
+    if data is not None:
+        argv += ["--data-binary", data]
+    r = subprocess.run(argv, capture_output=True, text=True)
+    body, _, status = r.stdout.rpartition("\n")
+    return int(status or 0), body
+
+
+def test_the_local_backend(ctl, api, servers, bridge, tmp_path):
+    """No storage server: the image lives in a directory on the controller's host, which the bridge serves over
+    the same mutual TLS, only to the certificates of the session that uses it (the source writes while it
+    uploads, its targets read once it is whole). Captured, deployed to two machines in a chain, verified on
+    the controller's host, then a damaged byte makes it broken."""
+    top = tmp_path / "images"
+    r = ctl("storage", "add", "nowhere", "--type=local", "path=relative/dir")
+    assert r.returncode != 0 and "absolute path" in r.stderr, r.stderr
+    ctl("storage", "add", "here", "--type=local", f"path={top}", check=True)
+    r = ctl("storage", "test", "here", check=True)
+    assert "probe file was written, read back and removed" in r.stdout, r.stdout
+    loops, agents = [], []
+    try:
+        source, files = make_source_disk(tmp_path)
+        loops.append(source)
+        path = capture(ctl, api, servers, bridge, tmp_path, "homemade", source, "here", agents)
+        area = top / api.prop(path, "Image", "CaptureSession")
+        assert sorted(p.name for p in area.iterdir()) == ["disk.img.zst", "manifest.json"]
+        assert json.loads((area / "manifest.json").read_text())["digest"] == api.prop(path, "Image", "Digest")
+
+        size = os.path.getsize(source.backing)
+        targets = []
+        for n in (1, 2):
+            api.ok(ROOT, "Manager", "RegisterNode", "sssa{sv}", f"loc{n}", f"aa:bb:cc:00:33:0{n}", "x86_64", "0")
+            targets.append((f"loc{n}", make_random_disk(tmp_path, f"loc{n}", size)))
+            loops.append(targets[-1][1])
+        deploy = ctl("image", "deploy", "homemade", *(f"--target={h}" for h, _ in targets),
+                     *(f"--target-device={loop.device}" for _, loop in targets), check=True).stdout.strip()
+        dpath = f"{ROOT}/clone/{deploy}"
+        # A certificate reaches only its own session's area: another session's sees none.
+        other, cert, key = another_sessions_target(api, ctl, bridge, tmp_path)
+        status, body = staging_request(bridge, cert, key, "GET", "manifest.json")
+        assert status == 409 and "does not stage on a local backend" in body, (status, body)
+        ctl("clone", "cancel", other, check=True)
+
+        deployed = deploy_agents(ctl, servers, bridge, tmp_path, deploy, [(h, loop.device) for h, loop in targets],
+                                 prefix="l")
+        agents += deployed
+        run_to_end(api, dpath, deployed, 180)
+        for a in deployed:
+            assert a.wait(60) == 0, a.text()[-3000:]
+        assert readers_of_the_store(deployed) == [1], [a.text()[-2000:] for a in deployed]
+        assert "Reading the image from the staging area (local) from 0 B on." in deployed[0].text()
+        digest = api.prop(path, "Image", "Digest")
+        for i, (_, loop) in enumerate(targets, 1):
+            assert api.prop(f"{dpath}/target/{i}", "CloneTarget", "Digest") == digest
+            check_files(loop, files, tmp_path)
+        # A target's certificate never writes; once its session is over it reads nothing either.
+        cert, key = deployed[0].state / "cert.pem", deployed[0].state / "key.pem"
+        status, body = staging_request(bridge, cert, key, "PUT", "manifest.json.partial", data="{}", offset=0)
+        assert status == 403 and "Only the source" in body, (status, body)
+        status, body = staging_request(bridge, cert, key, "GET", "manifest.json")
+        assert status == 409 and "is completed" in body, (status, body)
+
+        # Checked on the controller's host, then damaged there.
+        r = ctl("image", "verify", "homemade", check=True)
+        assert "is whole" in r.stdout, r.stdout
+        stored = area / "disk.img.zst"
+        with open(stored, "r+b") as f:
+            f.seek(os.path.getsize(stored) // 2)
+            byte = f.read(1)
+            f.seek(-1, os.SEEK_CUR)
+            f.write(bytes([byte[0] ^ 0x5A]))
+        r = ctl("image", "verify", "homemade")
+        assert r.returncode == 1 and api.prop(path, "Image", "State") == "broken", (r.stdout, r.stderr)
+        ctl("image", "delete", "homemade", check=True)
+        assert not area.exists()
     finally:
         stop_all(agents)
         for loop in loops:

@@ -100,7 +100,7 @@ BAD_CALLS = [
                               "export", "s", "/x", "0"),
      ERR + "InvalidArgument", "not a setting of iscsi"),
     ("unknown backend type", (ROOT, "Manager", "CreateStorageBackend", "ssa{sv}a{sv}", "c1", "cifs", "0", "0"),
-     ERR + "InvalidArgument", "nfs or iscsi"),
+     ERR + "InvalidArgument", "nfs, iscsi or local"),
     ("unknown session", (ROOT, "Manager", "GetCloneSession", "s", "nope"),
      ERR + "NoSuchSession", "purebootctl clone list"),
     ("bad CSR", (f"{ROOT}/ca", "CertificateAuthority", "IssueCertificate", "sssa{sv}", "not a csr", "node",
