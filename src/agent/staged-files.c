@@ -174,6 +174,8 @@ static int read_manifest_files(Stager *s, void *conn, Manifest *ret) {
         if (!path)
                 return -ENOMEM;
         r = fc->ops->size(fc->conn, path, &size);
+        if (r < 0 && r != -ENOENT)
+                return stager_fail(s, r, "reading %s failed: %s", path, fc->ops->error(fc->conn));
         if (r < 0 || size == 0 || size > (UINT64_C(256) << 20))
                 return stager_fail(s, r, "the staging area holds no complete image (no manifest at %s)",
                                    path);

@@ -746,6 +746,7 @@ static int on_store_data(sd_event_source *es, int fd, uint32_t revents, void *us
         if (n > 0) {
                 if (consume(t, t->store_buffer, (size_t) n) == (size_t) n) {
                         t->failing_since = 0;
+                        backoff_reset(&t->backoff);
                         return 0;
                 }
                 /* We cut it: the reading stops. */

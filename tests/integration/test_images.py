@@ -8,6 +8,7 @@ import json
 import os
 import re
 import subprocess
+import time
 
 import pytest
 
@@ -449,6 +450,56 @@ def test_the_local_backend(ctl, api, servers, bridge, tmp_path):
         assert r.returncode == 1 and api.prop(path, "Image", "State") == "broken", (r.stdout, r.stderr)
         ctl("image", "delete", "homemade", check=True)
         assert not area.exists()
+    finally:
+        stop_all(agents)
+        for loop in loops:
+            loop.detach()
+
+
+def test_the_controller_stopped_mid_deploy(ctl, api, servers, bridge, controller, tmp_path):
+    """An image on the local backend to three machines; the controller and the bridge stop for 30 s mid-deploy.
+    The first cannot read the image meanwhile (its reads go through the bridge) and tries again; the others
+    go on from the targets before them. Once both are back every target completes, and no report is lost."""
+    ctl("storage", "add", "here", "--type=local", f"path={tmp_path / 'images'}", check=True)
+    loops, agents = [], []
+    try:
+        source = make_random_disk(tmp_path, "outage-golden", 256 << 20)
+        loops.append(source)
+        path = capture(ctl, api, servers, bridge, tmp_path, "outage", source, "here", agents)
+        targets = []
+        for n in (1, 2, 3):
+            api.ok(ROOT, "Manager", "RegisterNode", "sssa{sv}", f"o{n}", f"aa:bb:cc:00:34:0{n}", "x86_64", "0")
+            targets.append((f"o{n}", make_blank_disk(tmp_path, loops, f"o{n}", 256 << 20)))
+        deploy = ctl("image", "deploy", "outage", *(f"--target={n}" for n, _ in targets),
+                     *(f"--target-device={loop.device}" for _, loop in targets), check=True).stdout.strip()
+        dpath = f"{ROOT}/clone/{deploy}"
+        deployed = deploy_agents(ctl, servers, bridge, tmp_path, deploy, [(n, loop.device) for n, loop in targets],
+                                 prefix="o", head_args=("--max-rate=8M",))
+        agents += deployed
+        for a in deployed:
+            a.start()
+        wait_for(lambda: api.prop(f"{dpath}/target/3", "CloneTarget", "BytesTransferred") > 16 << 20, timeout=90,
+                 what="the chain to be under way")
+        bridge.stop()
+        assert controller.stop() == 0
+        time.sleep(30)
+        controller.start()
+        bridge.start()
+        wait_for(lambda: api.prop(dpath, "CloneSession", "Status") in ("completed", "failed"), timeout=240,
+                 what="the deploy to end", interval=0.5)
+        assert api.prop(dpath, "CloneSession", "Status") == "completed", \
+            (api.prop(dpath, "CloneSession", "Error"), [a.text()[-2000:] for a in deployed])
+        for a in deployed:
+            assert a.wait(60) == 0, a.text()[-3000:]
+        digest = api.prop(path, "Image", "Digest")
+        for i, (_, loop) in enumerate(targets, 1):
+            assert api.prop(f"{dpath}/target/{i}", "CloneTarget", "Digest") == digest
+            sh("cmp", source.device, loop.device)
+        head = deployed[0].text()
+        assert "Reading the image from the staging area stopped at" in head, head[-3000:]
+        assert readers_of_the_store(deployed) == [1]
+        for a in deployed:
+            assert not list((a.state / "queue").iterdir()), f"reports left in {a.state}/queue"
     finally:
         stop_all(agents)
         for loop in loops:
