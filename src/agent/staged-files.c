@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <nfsc/libnfs.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -191,50 +192,132 @@ static int read_manifest_files(Stager *s, void *conn, Manifest *ret) {
         return manifest_parse(s, text, ret);
 }
 
+/* The image read ahead in a thread of its own, READ_AHEAD pieces of FILES_IO, segment by segment, while the
+ * caller decompresses and checks what came before: the link stays busy while the CPU works. Only this thread
+ * uses the connection while it runs. */
+#define READ_AHEAD 4
+
+typedef struct ReadAhead {
+        Stager *s;
+        FilesConn *fc;
+        void *fh;
+        const Manifest *m;
+        size_t first; /* the segment to start at */
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+        uint8_t *buf[READ_AHEAD];
+        uint64_t issued, taken; /* pieces read into the ring; pieces the caller is done with */
+        int error;
+        char *why;
+        bool stop;
+} ReadAhead;
+
+/* Segment i's place in the image file. */
+static void segment_at(const Manifest *m, size_t i, uint64_t *ret_pos, uint64_t *ret_length) {
+        json_object *seg = json_object_array_get_idx(m->segments, i);
+        *ret_pos = (uint64_t) json_object_get_int64(json_object_array_get_idx(seg, 0));
+        *ret_length = (uint64_t) json_object_get_int64(json_object_array_get_idx(seg, 1));
+}
+
+static void *read_ahead_run(void *userdata) {
+        ReadAhead *ra = userdata;
+        uint64_t k = 0;
+
+        for (size_t i = ra->first; i < json_object_array_length(ra->m->segments); i++) {
+                uint64_t pos, left;
+                segment_at(ra->m, i, &pos, &left);
+                while (left > 0) {
+                        size_t n = (size_t) MIN(left, FILES_IO);
+                        pthread_mutex_lock(&ra->lock);
+                        while (k - ra->taken >= READ_AHEAD && !ra->stop && !ra->s->cancel)
+                                pthread_cond_wait(&ra->cond, &ra->lock);
+                        bool stop = ra->stop || ra->s->cancel;
+                        pthread_mutex_unlock(&ra->lock);
+                        if (stop)
+                                return NULL;
+                        int r = ra->fc->ops->pread(ra->fc->conn, ra->fh, ra->buf[k % READ_AHEAD], n, pos);
+                        pthread_mutex_lock(&ra->lock);
+                        if (r < 0) {
+                                ra->error = r;
+                                ra->why = strdup(ra->fc->ops->error(ra->fc->conn));
+                        } else
+                                ra->issued = ++k;
+                        pthread_cond_broadcast(&ra->cond);
+                        pthread_mutex_unlock(&ra->lock);
+                        if (r < 0)
+                                return NULL;
+                        pos += n;
+                        left -= n;
+                }
+        }
+        return NULL;
+}
+
+/* Piece k, once read: 0 and *ret, or the reading's failure. */
+static int read_ahead_take(ReadAhead *ra, uint64_t k, uint8_t **ret) {
+        int r = 0;
+        pthread_mutex_lock(&ra->lock);
+        while (ra->issued <= k && ra->error >= 0 && !ra->s->cancel)
+                pthread_cond_wait(&ra->cond, &ra->lock);
+        if (ra->issued > k)
+                *ret = ra->buf[k % READ_AHEAD];
+        else if (ra->s->cancel)
+                r = stager_fail(ra->s, -ECANCELED, "stopped");
+        else
+                r = stager_fail(ra->s, ra->error, "reading the image from the staging area failed: %s",
+                                strna(ra->why));
+        pthread_mutex_unlock(&ra->lock);
+        return r;
+}
+
+static void read_ahead_done(ReadAhead *ra, uint64_t k, bool stop) {
+        pthread_mutex_lock(&ra->lock);
+        ra->taken = k + 1;
+        ra->stop = ra->stop || stop;
+        pthread_cond_broadcast(&ra->cond);
+        pthread_mutex_unlock(&ra->lock);
+}
+
 static int download_files(Stager *s, void *conn, const Manifest *m, Writer *w) {
         FilesConn *fc = conn;
         _cleanup_free_ char *image = stager_path(s, STAGING_IMAGE, false);
-        _cleanup_free_ uint8_t *in = malloc(FILES_IO);
         _cleanup_free_ uint8_t *out = malloc(ZSTD_DStreamOutSize());
+        ReadAhead ra = { .s = s,
+                         .fc = fc,
+                         .m = m,
+                         .first = (size_t) (w->offset / STAGING_SEGMENT),
+                         .lock = PTHREAD_MUTEX_INITIALIZER,
+                         .cond = PTHREAD_COND_INITIALIZER };
         ZSTD_DCtx *d = ZSTD_createDCtx();
-        void *fh = NULL;
+        pthread_t thread;
+        bool started = false;
+        uint64_t k = 0;
         int r = 0;
 
-        if (!image || !in || !out || !d) {
-                ZSTD_freeDCtx(d);
-                return -ENOMEM;
-        }
-        if (!m->segments ||
-            json_object_array_length(m->segments) != (m->size + STAGING_SEGMENT - 1) / STAGING_SEGMENT) {
-                ZSTD_freeDCtx(d);
-                return stager_fail(s, -EBADMSG, "the manifest does not list the image's segments");
-        }
-        r = fc->ops->open(fc->conn, image, &fh);
-        if (r < 0) {
-                ZSTD_freeDCtx(d);
-                return stager_fail(s, r, "opening %s in the staging area failed: %s", image,
-                                   fc->ops->error(fc->conn));
-        }
-        for (size_t i = (size_t) (w->offset / STAGING_SEGMENT);
-             r >= 0 && i < json_object_array_length(m->segments); i++) {
-                json_object *seg = json_object_array_get_idx(m->segments, i);
-                uint64_t pos = (uint64_t) json_object_get_int64(json_object_array_get_idx(seg, 0));
-                uint64_t left = (uint64_t) json_object_get_int64(json_object_array_get_idx(seg, 1));
+        for (size_t i = 0; i < READ_AHEAD; i++)
+                if (!(ra.buf[i] = malloc(FILES_IO)))
+                        r = -ENOMEM;
+        if (!image || !out || !d)
+                r = -ENOMEM;
+        if (r >= 0 && (!m->segments || json_object_array_length(m->segments) !=
+                                               (m->size + STAGING_SEGMENT - 1) / STAGING_SEGMENT))
+                r = stager_fail(s, -EBADMSG, "the manifest does not list the image's segments");
+        if (r >= 0 && (r = fc->ops->open(fc->conn, image, &ra.fh)) < 0)
+                r = stager_fail(s, r, "opening %s in the staging area failed: %s", image,
+                                fc->ops->error(fc->conn));
+        if (r >= 0 && (r = -pthread_create(&thread, NULL, read_ahead_run, &ra)) >= 0)
+                started = true;
+        for (size_t i = ra.first; r >= 0 && i < json_object_array_length(m->segments); i++) {
+                uint64_t pos, left;
                 size_t hint = 1;
+                segment_at(m, i, &pos, &left);
                 (void) ZSTD_DCtx_reset(d, ZSTD_reset_session_only);
-                while (r >= 0 && left > 0) {
+                for (; r >= 0 && left > 0; k++) {
                         size_t n = (size_t) MIN(left, FILES_IO);
-                        if (s->cancel) {
-                                r = stager_fail(s, -ECANCELED, "stopped");
+                        uint8_t *in = NULL;
+                        r = read_ahead_take(&ra, k, &in);
+                        if (r < 0)
                                 break;
-                        }
-                        r = fc->ops->pread(fc->conn, fh, in, n, pos);
-                        if (r < 0) {
-                                r = stager_fail(s, r, "reading the image from the staging area failed: %s",
-                                                fc->ops->error(fc->conn));
-                                break;
-                        }
-                        pos += n;
                         left -= n;
                         ZSTD_inBuffer ib = { in, n, 0 };
                         bool more = false; /* the last call gave output: more may be waiting without input */
@@ -252,11 +335,20 @@ static int download_files(Stager *s, void *conn, const Manifest *m, Writer *w) {
                                         r = writer_feed(w, out, ob.pos);
                                 more = hint != 0 && ob.pos > 0;
                         }
+                        read_ahead_done(&ra, k, false);
                 }
                 if (r >= 0 && hint != 0)
                         r = stager_fail(s, -EBADMSG, "segment %zu of the image is cut short", i);
         }
-        fc->ops->close(fc->conn, fh);
+        if (started) {
+                read_ahead_done(&ra, k, true);
+                (void) pthread_join(thread, NULL);
+        }
+        if (ra.fh)
+                fc->ops->close(fc->conn, ra.fh);
+        for (size_t i = 0; i < READ_AHEAD; i++)
+                free(ra.buf[i]);
+        free(ra.why);
         ZSTD_freeDCtx(d);
         return r;
 }

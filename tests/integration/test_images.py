@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -315,6 +316,41 @@ def test_controller_restarts_during_a_capture(ctl, api, servers, bridge, control
         source.detach()
 
 
+def random_deploy(ctl, api, servers, bridge, tmp_path, name, storage, prefix, head_rate, loops, agents):
+    """A 256 MiB disk of random bytes captured as image name on storage, then a session deploying it to three
+    blank machines (nodes and namespaces prefix<n>), their agents made but not started; the first reads at
+    most head_rate."""
+    source = make_random_disk(tmp_path, f"{name}-golden", 256 << 20)
+    loops.append(source)
+    image = capture(ctl, api, servers, bridge, tmp_path, name, source, storage, agents)
+    targets = []
+    for n in (1, 2, 3):
+        api.node(f"{prefix}{n}", f"aa:bb:cc:{ord(prefix[0]):02x}:00:0{n}")
+        targets.append((f"{prefix}{n}", make_blank_disk(tmp_path, loops, f"{prefix}{n}", 256 << 20)))
+    deploy = ctl("image", "deploy", name, *(f"--target={n}" for n, _ in targets),
+                 *(f"--target-device={loop.device}" for _, loop in targets), check=True).stdout.strip()
+    deployed = deploy_agents(ctl, servers, bridge, tmp_path, deploy, [(n, loop.device) for n, loop in targets],
+                             prefix=prefix, head_args=(f"--max-rate={head_rate}",))
+    agents += deployed
+    return SimpleNamespace(id=deploy, path=f"{ROOT}/clone/{deploy}", image=image, source=source, targets=targets,
+                           agents=deployed,
+                           target=lambda i, prop: api.prop(f"{ROOT}/clone/{deploy}/target/{i}", "CloneTarget", prop))
+
+
+def deploy_completes(api, d, timeout=180):
+    """The session ends completed, every agent exits 0, and every target is the image, byte for byte."""
+    wait_for(lambda: api.prop(d.path, "CloneSession", "Status") in ("completed", "failed"), timeout=timeout,
+             what="the deploy to end", interval=0.5)
+    assert api.prop(d.path, "CloneSession", "Status") == "completed", \
+        (api.prop(d.path, "CloneSession", "Error"), [a.text()[-2000:] for a in d.agents])
+    for a in d.agents:
+        assert a.wait(60) == 0, a.text()[-3000:]
+    digest = api.prop(d.image, "Image", "Digest")
+    for i, (_, loop) in enumerate(d.targets, 1):
+        assert d.target(i, "Digest") == digest
+        sh("cmp", d.source.device, loop.device)
+
+
 def test_the_head_of_a_deploy_killed(ctl, api, servers, bridge, tmp_path):
     """An image to three machines: the first reads the staging area, the others pull from the one before. The
     first dies mid-stream: the second reads the staging area itself from where its journal says; the first,
@@ -322,49 +358,24 @@ def test_the_head_of_a_deploy_killed(ctl, api, servers, bridge, tmp_path):
     ctl("storage", "add", "shelf", "--type=nfs", *servers.nfs.config(), check=True)
     loops, agents = [], []
     try:
-        source = make_random_disk(tmp_path, "random-golden", 256 << 20)
-        loops.append(source)
-        path = capture(ctl, api, servers, bridge, tmp_path, "noise", source, "shelf", agents)
-        targets = []
-        for n in (1, 2, 3):
-            api.ok(ROOT, "Manager", "RegisterNode", "sssa{sv}", f"h{n}", f"aa:bb:cc:00:32:0{n}", "x86_64", "0")
-            targets.append((f"h{n}", make_blank_disk(tmp_path, loops, f"h{n}", 256 << 20)))
-        deploy = ctl("image", "deploy", "noise", *(f"--target={n}" for n, _ in targets),
-                     *(f"--target-device={loop.device}" for _, loop in targets), check=True).stdout.strip()
-        dpath = f"{ROOT}/clone/{deploy}"
-        deployed = deploy_agents(ctl, servers, bridge, tmp_path, deploy, [(n, loop.device) for n, loop in targets],
-                                 prefix="k", head_args=("--max-rate=24M",))
-        agents += deployed
-
-        def upstream(i):
-            return api.prop(f"{dpath}/target/{i}", "CloneTarget", "Upstream")
-
-        for a in deployed:
+        d = random_deploy(ctl, api, servers, bridge, tmp_path, "noise", "shelf", "k", "24M", loops, agents)
+        for a in d.agents:
             a.start()
-        wait_for(lambda: api.prop(f"{dpath}/target/2", "CloneTarget", "BytesTransferred") > 48 << 20, timeout=90,
-                 what="the chain to be under way")
-        assert upstream(2) == 1 and upstream(3) == 2
-        deployed[0].kill()
-        wait_for(lambda: upstream(2) == 0, timeout=30, what=f"target 2 to be relinked:\n{deployed[1].text()[-2000:]}")
-        wait_for(lambda: "Now reading from the staging area." in deployed[1].text(), timeout=10,
-                 what=f"target 2 to read the staging area:\n{deployed[1].text()[-2000:]}")
-        assert f"Lost clone-{deploy}-target-1, our upstream in the chain" in deployed[1].text()
-        deployed[0].start()
-        wait_for(lambda: api.prop(dpath, "CloneSession", "Status") in ("completed", "failed"), timeout=180,
-                 what="the deploy to end", interval=0.5)
-        assert api.prop(dpath, "CloneSession", "Status") == "completed", \
-            (api.prop(dpath, "CloneSession", "Error"), [a.text()[-2000:] for a in deployed])
-        for a in deployed:
-            assert a.wait(60) == 0, a.text()[-3000:]
-        digest = api.prop(path, "Image", "Digest")
-        for i, (_, loop) in enumerate(targets, 1):
-            assert api.prop(f"{dpath}/target/{i}", "CloneTarget", "Digest") == digest
-            sh("cmp", source.device, loop.device)
+        wait_for(lambda: d.target(2, "BytesTransferred") > 48 << 20, timeout=90, what="the chain to be under way")
+        assert d.target(2, "Upstream") == 1 and d.target(3, "Upstream") == 2
+        d.agents[0].kill()
+        wait_for(lambda: d.target(2, "Upstream") == 0, timeout=30,
+                 what=f"target 2 to be relinked:\n{d.agents[1].text()[-2000:]}")
+        wait_for(lambda: "Now reading from the staging area." in d.agents[1].text(), timeout=10,
+                 what=f"target 2 to read the staging area:\n{d.agents[1].text()[-2000:]}")
+        assert f"Lost clone-{d.id}-target-1, our upstream in the chain" in d.agents[1].text()
+        d.agents[0].start()
+        deploy_completes(api, d)
         # The first, back, pulled from a target (the last in the line) from where its journal said.
-        first = deployed[0].text().split("--- run 2", 1)[1]
+        first = d.agents[0].text().split("--- run 2", 1)[1]
         assert re.search(r"Resuming at offset [1-9]", first), first[-2000:]
         assert "Reading the image from the staging area" not in first, first[-2000:]
-        assert readers_of_the_store(deployed) == [1, 2]
+        assert readers_of_the_store(d.agents) == [1, 2]
     finally:
         stop_all(agents)
         for loop in loops:
@@ -463,42 +474,20 @@ def test_the_controller_stopped_mid_deploy(ctl, api, servers, bridge, controller
     ctl("storage", "add", "here", "--type=local", f"path={tmp_path / 'images'}", check=True)
     loops, agents = [], []
     try:
-        source = make_random_disk(tmp_path, "outage-golden", 256 << 20)
-        loops.append(source)
-        path = capture(ctl, api, servers, bridge, tmp_path, "outage", source, "here", agents)
-        targets = []
-        for n in (1, 2, 3):
-            api.ok(ROOT, "Manager", "RegisterNode", "sssa{sv}", f"o{n}", f"aa:bb:cc:00:34:0{n}", "x86_64", "0")
-            targets.append((f"o{n}", make_blank_disk(tmp_path, loops, f"o{n}", 256 << 20)))
-        deploy = ctl("image", "deploy", "outage", *(f"--target={n}" for n, _ in targets),
-                     *(f"--target-device={loop.device}" for _, loop in targets), check=True).stdout.strip()
-        dpath = f"{ROOT}/clone/{deploy}"
-        deployed = deploy_agents(ctl, servers, bridge, tmp_path, deploy, [(n, loop.device) for n, loop in targets],
-                                 prefix="o", head_args=("--max-rate=8M",))
-        agents += deployed
-        for a in deployed:
+        d = random_deploy(ctl, api, servers, bridge, tmp_path, "outage", "here", "o", "8M", loops, agents)
+        for a in d.agents:
             a.start()
-        wait_for(lambda: api.prop(f"{dpath}/target/3", "CloneTarget", "BytesTransferred") > 16 << 20, timeout=90,
-                 what="the chain to be under way")
+        wait_for(lambda: d.target(3, "BytesTransferred") > 16 << 20, timeout=90, what="the chain to be under way")
         bridge.stop()
         assert controller.stop() == 0
         time.sleep(30)
         controller.start()
         bridge.start()
-        wait_for(lambda: api.prop(dpath, "CloneSession", "Status") in ("completed", "failed"), timeout=240,
-                 what="the deploy to end", interval=0.5)
-        assert api.prop(dpath, "CloneSession", "Status") == "completed", \
-            (api.prop(dpath, "CloneSession", "Error"), [a.text()[-2000:] for a in deployed])
-        for a in deployed:
-            assert a.wait(60) == 0, a.text()[-3000:]
-        digest = api.prop(path, "Image", "Digest")
-        for i, (_, loop) in enumerate(targets, 1):
-            assert api.prop(f"{dpath}/target/{i}", "CloneTarget", "Digest") == digest
-            sh("cmp", source.device, loop.device)
-        head = deployed[0].text()
+        deploy_completes(api, d, timeout=240)
+        head = d.agents[0].text()
         assert "Reading the image from the staging area stopped at" in head, head[-3000:]
-        assert readers_of_the_store(deployed) == [1]
-        for a in deployed:
+        assert readers_of_the_store(d.agents) == [1]
+        for a in d.agents:
             assert not list((a.state / "queue").iterdir()), f"reports left in {a.state}/queue"
     finally:
         stop_all(agents)
