@@ -1127,9 +1127,9 @@ static int add_step(CloneSession *c, void *userdata, sd_bus_error *error) {
 
 int clone_add_target(CloneSession *c, const char *node, const char *device, const char *resize_mode,
                      CloneTarget **ret, sd_bus_error *error) {
-        ResizeMode resize;
+        ResizeMode resize = RESIZE_NONE;
         CloneTarget *t;
-        Node *n;
+        Node *n = NULL;
         int r;
 
         r = added_target_check(c, node, device, resize_mode, &n, &resize, error);
