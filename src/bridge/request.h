@@ -26,7 +26,7 @@ struct Request {
 
         char *url;
         char *body;
-        size_t size;
+        size_t size, allocated;
         bool too_large;
 
         sd_bus_slot *slot;           /* a Gateway call in flight */

@@ -205,14 +205,22 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
                         req->too_large = true;
                         free(req->body);
                         req->body = NULL;
+                        req->allocated = 0;
                 } else {
-                        char *n = realloc(req->body, req->size + *data_size + 1);
-                        if (!n)
-                                return MHD_NO;
-                        memcpy(n + req->size, data, *data_size);
+                        /* It comes a few KiB at a time: room for twice as much each time it runs out, so a
+                         * piece of 16 MiB is not copied over and over. */
+                        if (req->size + *data_size + 1 > req->allocated) {
+                                size_t want =
+                                        MAX(req->size + *data_size + 1, MIN(2 * req->allocated, max + 1));
+                                char *n = realloc(req->body, want);
+                                if (!n)
+                                        return MHD_NO;
+                                req->body = n;
+                                req->allocated = want;
+                        }
+                        memcpy(req->body + req->size, data, *data_size);
                         req->size += *data_size;
-                        n[req->size] = 0;
-                        req->body = n;
+                        req->body[req->size] = 0;
                 }
                 *data_size = 0;
                 return MHD_YES;
