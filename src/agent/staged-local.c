@@ -212,8 +212,13 @@ static const StagingFiles bridge_files = {
 /* The directory itself, on the controller's host: read only (an image's check). */
 typedef struct DirFiles {
         char *top;
-        char *why;
+        int error; /* the last failure's */
 } DirFiles;
+
+static int dir_failed(DirFiles *d, int r) {
+        d->error = -r;
+        return r;
+}
 
 static int dir_path(DirFiles *d, const char *path, char **ret) {
         return asprintf(ret, "%s/%s", d->top, path) < 0 ? -ENOMEM : 0;
@@ -229,7 +234,7 @@ static int dir_open(void *conn, const char *path, void **ret) {
         if (*fd < 0) {
                 r = -errno;
                 free(fd);
-                return r;
+                return dir_failed(conn, r);
         }
         *ret = fd;
         return 0;
@@ -241,8 +246,8 @@ static int dir_read_only(void *conn, const char *path, void **ret) {
 }
 
 static int dir_pread(void *conn, void *file, void *buf, size_t n, uint64_t offset) {
-        (void) conn;
-        return pread_full(*(int *) file, buf, n, offset);
+        int r = pread_full(*(int *) file, buf, n, offset);
+        return r < 0 ? dir_failed(conn, r) : 0;
 }
 
 static int dir_pwrite(void *conn, void *file, const void *buf, size_t n, uint64_t offset) {
@@ -274,20 +279,19 @@ static int dir_size(void *conn, const char *path, uint64_t *ret) {
         if (r < 0)
                 return r;
         if (stat(p, &st) < 0)
-                return -errno;
+                return dir_failed(conn, -errno);
         *ret = (uint64_t) st.st_size;
         return 0;
 }
 
 static const char *dir_error(void *conn) {
-        (void) conn;
-        return strerror(errno);
+        DirFiles *d = conn;
+        return d->error > 0 ? strerror(d->error) : "read only here";
 }
 
 static void dir_disconnect(void *conn) {
         DirFiles *d = conn;
         free(d->top);
-        free(d->why);
         free(d);
 }
 

@@ -29,8 +29,6 @@
 #include "storage-io.h"
 #include "util.h"
 
-#define SYNC_EVERY STAGING_SEGMENT
-
 void stager_pace(Stager *s, uint64_t bytes) {
         uint64_t rate = s->agent ? s->agent->settings.max_rate : 0;
         while (rate > 0 && !s->cancel) {
@@ -225,7 +223,7 @@ static void writer_progress(Writer *w) {
         Stager *s = w->s;
         uint64_t boundary = w->offset / STAGING_SEGMENT * STAGING_SEGMENT;
 
-        if (boundary <= w->synced || boundary - w->synced < SYNC_EVERY)
+        if (boundary <= w->synced)
                 return;
         w->synced = boundary;
         if (s->verified)

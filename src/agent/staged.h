@@ -14,7 +14,6 @@
 #include "frame.h"
 #include "storage-io.h"
 
-#define SYNC_EVERY STAGING_SEGMENT
 #define FILES_IO (UINT64_C(4) << 20)
 
 typedef struct StagingTransport StagingTransport;

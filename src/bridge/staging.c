@@ -50,7 +50,7 @@ static int reply_file(StagingCall *sc, int fd, uint64_t size) {
         uint64_t length = sc->length;
         char range[96];
 
-        if (sc->ranged && (sc->offset >= size || (length == 0 && sc->offset > 0 && sc->offset >= size))) {
+        if (sc->ranged && sc->offset >= size) {
                 snprintf(range, sizeof(range), "bytes */%" PRIu64, size);
                 int r = reply_empty(req, MHD_HTTP_RANGE_NOT_SATISFIABLE);
                 if (r >= 0)

@@ -177,6 +177,13 @@ static bool file_name_is_valid(const char *name, bool partial) {
         return rest && streq(rest, partial ? STAGING_PARTIAL : "");
 }
 
+/* The area's directory, to name its files from. */
+static int open_area(const char *dir, sd_bus_error *error) {
+        int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+        return fd >= 0 ? fd
+                       : sd_bus_error_set_errnof(error, errno, "Cannot open the staging area %s: %m", dir);
+}
+
 int storage_local_open(const char *dir, const char *name, StagingFileAccess how, int *ret_fd,
                        uint64_t *ret_size, sd_bus_error *error) {
         _cleanup_close_ int dfd = -EBADF;
@@ -189,9 +196,9 @@ int storage_local_open(const char *dir, const char *name, StagingFileAccess how,
                         "There is no staging file \"%.64s\" to %s: the area holds " STAGING_IMAGE
                         " and " STAGING_MANIFEST ", each written under its " STAGING_PARTIAL " name first.",
                         name, how == STAGING_FILE_READ ? "read" : "write");
-        dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+        dfd = open_area(dir, error);
         if (dfd < 0)
-                return sd_bus_error_set_errnof(error, errno, "Cannot open the staging area %s: %m", dir);
+                return dfd;
         fd = openat(dfd, name,
                     (how == STAGING_FILE_READ ? O_RDONLY : O_WRONLY | O_CREAT) |
                             (how == STAGING_FILE_CREATE ? O_TRUNC : 0) | O_CLOEXEC | O_NOFOLLOW,
@@ -220,9 +227,9 @@ int storage_local_commit(const char *dir, const char *name, sd_bus_error *error)
                                          "There is no staging file \"%.64s\".", name);
         if (asprintf(&partial, "%s" STAGING_PARTIAL, name) < 0)
                 return -ENOMEM;
-        dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+        dfd = open_area(dir, error);
         if (dfd < 0)
-                return sd_bus_error_set_errnof(error, errno, "Cannot open the staging area %s: %m", dir);
+                return dfd;
         fd = openat(dfd, partial, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
         if (fd < 0)
                 return sd_bus_error_setf(error, PB_ERROR_NO_SUCH_IMAGE, "There is no %s to make whole.",
@@ -239,9 +246,9 @@ int storage_local_remove(const char *dir, const char *name, sd_bus_error *error)
         if (!file_name_is_valid(name, false) && !file_name_is_valid(name, true))
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
                                          "There is no staging file \"%.64s\".", name);
-        dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+        dfd = open_area(dir, error);
         if (dfd < 0)
-                return sd_bus_error_set_errnof(error, errno, "Cannot open the staging area %s: %m", dir);
+                return dfd;
         if (unlinkat(dfd, name, 0) < 0 && errno != ENOENT)
                 return sd_bus_error_set_errnof(error, errno, "Cannot remove %s from %s: %m", name, dir);
         return 0;
