@@ -11,6 +11,7 @@
 #include "address.h"
 #include "agent.h"
 #include "cmdline.h"
+#include "image-tool.h"
 #include "ini.h"
 #include "log.h"
 #include "queue.h"
@@ -31,10 +32,10 @@ static void help(void) {
                "  partition                Report this node's disks and apply the partition operations\n"
                "                           queued on them, as the controller asks\n"
                "  scan                     Report this node's disks once (with --json: print them)\n"
-               "  verify-image             Read the image a staging area holds (its Staging record as JSON\n"
-               "                           on stdin) and check every chunk against its manifest; print\n"
-               "                           progress and the verdict as JSON lines (the controller's\n"
-               "                           Image.Verify runs this)\n"
+               "  verify-image, export-image, restore-image, upload-image\n"
+               "                           The image library's work on the controller's host, which runs\n"
+               "                           them: a request (JSON) on stdin, progress and the verdict as\n"
+               "                           JSON lines on stdout (Image.Verify, Image.Export, ImportImage)\n"
                "  run                      The verb named by pureboot.mode= (as the units start it)\n\n"
                "Options (each but --help, --cmdline-file and --json defaults to the pureboot.* setting of\n"
                "the same name on the kernel command line: pureboot.port=9998, pureboot.reboot):\n"
@@ -401,46 +402,6 @@ static void on_answered(Agent *a, const char *method, json_object *params, const
                 a->exit_code = AGENT_EXIT_SESSION_FAILED;
 }
 
-static void print_verified(uint64_t offset, uint64_t size) {
-        printf("{\"offset\": %" PRIu64 ", \"size\": %" PRIu64 "}\n", offset, size);
-        fflush(stdout);
-}
-
-/* verify-image: the Staging record on stdin; JSON lines on stdout, the last one the verdict: {"whole": true,
- * "digest"} or {"whole": false, "damaged", "error"}. Exits 0 if the image is whole. */
-static int verify_image(void) {
-        _cleanup_(json_object_unrefp) json_object *staging = NULL, *verdict = json_object_new_object();
-        _cleanup_free_ char *text = NULL, *digest = NULL, *why = NULL;
-        size_t size = 0;
-        FILE *in = open_memstream(&text, &size);
-        char buf[4096];
-        size_t n;
-        int r;
-
-        if (!in || !verdict)
-                return log_oom(), AGENT_EXIT_FAILURE;
-        while ((n = fread(buf, 1, sizeof(buf), stdin)) > 0 && size < (64u << 10))
-                fwrite(buf, 1, n, in);
-        fclose(in);
-        staging = text ? json_tokener_parse(text) : NULL;
-        if (!staging || !json_get_string(staging, "backend"))
-                return log_error_errno(EINVAL, "verify-image reads a Staging record (JSON) on stdin."),
-                       AGENT_EXIT_USAGE;
-        if (gnutls_global_init() < 0)
-                return log_error("Failed to initialise TLS."), AGENT_EXIT_FAILURE;
-        r = staged_verify(staging, print_verified, &digest, &why);
-        json_object_object_add(verdict, "whole", json_object_new_boolean(r >= 0));
-        if (r >= 0)
-                json_object_object_add(verdict, "digest", json_object_new_string(digest));
-        else {
-                json_object_object_add(verdict, "damaged", json_object_new_boolean(r == -EBADMSG));
-                json_object_object_add(verdict, "error", json_object_new_string(strna(why)));
-        }
-        printf("%s\n", json_object_to_json_string_ext(verdict, JSON_C_TO_STRING_PLAIN));
-        gnutls_global_deinit();
-        return r >= 0 ? AGENT_EXIT_SUCCESS : AGENT_EXIT_FAILURE;
-}
-
 int main(int argc, char *argv[]) {
         AgentSettings settings = {};
         _cleanup_free_ char *queue_dir = NULL;
@@ -449,8 +410,8 @@ int main(int argc, char *argv[]) {
         int r;
 
         /* Offline: nothing of the node's settings, nothing reported. */
-        if (argc == 2 && streq(argv[1], "verify-image"))
-                return verify_image();
+        if (argc == 2 && image_tool_is_verb(argv[1]))
+                return image_tool_run(argv[1]);
         r = parse_argv(argc, argv, &settings, &verb);
         if (r <= 0) {
                 agent_settings_done(&settings);

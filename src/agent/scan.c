@@ -397,7 +397,7 @@ int scan_disk(const char *path, DiskInfo *ret) {
 
         if (stat(path, &st) < 0)
                 return log_warning_errno(errno, "Failed to scan %s: %m", path);
-        if (!S_ISBLK(st.st_mode))
+        if (!S_ISBLK(st.st_mode) && !S_ISREG(st.st_mode)) /* a file: an image being imported */
                 return log_warning_errno(ENOTBLK, "%s is not a block device.", path);
         dev = ped_device_get(path);
         if (!dev)

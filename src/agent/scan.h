@@ -7,7 +7,8 @@
 
 #include "disk-model.h"
 
-/* One disk (a block device), as the node protocol's Disk. */
+/* One disk (a block device, or a disk image file: its filesystems are not measured then), as the node
+ * protocol's Disk. */
 int scan_disk(const char *path, DiskInfo *ret);
 /* Every disk of the node (sd*, nvme*, vd*, mmcblk*), or the devices named, as a JSON array of Disk. */
 int scan_disks(char **devices, json_object **ret);

@@ -209,7 +209,7 @@ static const StagingFiles bridge_files = {
         .disconnect = bridge_disconnect,
 };
 
-/* The directory itself, on the controller's host: read only (an image's check). */
+/* The directory itself, on the controller's host: an image's check, export or import. */
 typedef struct DirFiles {
         char *top;
         int error; /* the last failure's */
@@ -224,13 +224,13 @@ static int dir_path(DirFiles *d, const char *path, char **ret) {
         return asprintf(ret, "%s/%s", d->top, path) < 0 ? -ENOMEM : 0;
 }
 
-static int dir_open(void *conn, const char *path, void **ret) {
+static int dir_open_how(void *conn, const char *path, int flags, void **ret) {
         _cleanup_free_ char *p = NULL;
         int *fd = malloc(sizeof(int)), r = dir_path(conn, path, &p);
 
         if (!fd || r < 0)
                 return free(fd), -ENOMEM;
-        *fd = open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        *fd = open(p, flags | O_CLOEXEC | O_NOFOLLOW, 0600);
         if (*fd < 0) {
                 r = -errno;
                 free(fd);
@@ -240,9 +240,12 @@ static int dir_open(void *conn, const char *path, void **ret) {
         return 0;
 }
 
-static int dir_read_only(void *conn, const char *path, void **ret) {
-        (void) conn, (void) path, (void) ret;
-        return -EROFS;
+static int dir_open(void *conn, const char *path, void **ret) {
+        return dir_open_how(conn, path, O_RDONLY, ret);
+}
+
+static int dir_create(void *conn, const char *path, void **ret) {
+        return dir_open_how(conn, path, O_WRONLY | O_CREAT | O_TRUNC, ret);
 }
 
 static int dir_pread(void *conn, void *file, void *buf, size_t n, uint64_t offset) {
@@ -251,8 +254,8 @@ static int dir_pread(void *conn, void *file, void *buf, size_t n, uint64_t offse
 }
 
 static int dir_pwrite(void *conn, void *file, const void *buf, size_t n, uint64_t offset) {
-        (void) conn, (void) file, (void) buf, (void) n, (void) offset;
-        return -EROFS;
+        int r = pwrite_full(*(int *) file, buf, n, offset);
+        return r < 0 ? dir_failed(conn, r) : 0;
 }
 
 static void dir_close(void *conn, void *file) {
@@ -262,14 +265,33 @@ static void dir_close(void *conn, void *file) {
 }
 
 static int dir_commit(void *conn, void *file, const char *partial, const char *final) {
-        (void) partial, (void) final;
+        _cleanup_free_ char *from = NULL, *to = NULL;
+        int r = fsync(*(int *) file) < 0 ? -errno : 0;
+
         dir_close(conn, file);
-        return -EROFS;
+        if (r >= 0)
+                r = dir_path(conn, partial, &from);
+        if (r >= 0)
+                r = dir_path(conn, final, &to);
+        if (r >= 0 && rename(from, to) < 0)
+                r = -errno;
+        if (r >= 0) { /* the new name as durable as the data */
+                char *slash = strrchr(to, '/');
+                if (slash)
+                        *slash = 0;
+                _cleanup_close_ int dir = open(slash ? to : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                if (dir < 0 || fsync(dir) < 0)
+                        r = -errno;
+        }
+        return r < 0 ? dir_failed(conn, r) : 0;
 }
 
 static int dir_unlink(void *conn, const char *path) {
-        (void) conn, (void) path;
-        return -EROFS;
+        _cleanup_free_ char *p = NULL;
+        int r = dir_path(conn, path, &p);
+        if (r >= 0 && unlink(p) < 0 && errno != ENOENT)
+                r = -errno;
+        return r < 0 ? dir_failed(conn, r) : 0;
 }
 
 static int dir_size(void *conn, const char *path, uint64_t *ret) {
@@ -286,7 +308,7 @@ static int dir_size(void *conn, const char *path, uint64_t *ret) {
 
 static const char *dir_error(void *conn) {
         DirFiles *d = conn;
-        return d->error > 0 ? strerror(d->error) : "read only here";
+        return strerror(d->error > 0 ? d->error : EIO);
 }
 
 static void dir_disconnect(void *conn) {
@@ -297,7 +319,7 @@ static void dir_disconnect(void *conn) {
 
 static const StagingFiles dir_files = {
         .open = dir_open,
-        .create = dir_read_only,
+        .create = dir_create,
         .pread = dir_pread,
         .pwrite = dir_pwrite,
         .close = dir_close,

@@ -203,6 +203,8 @@ int read_disk(Stager *s, ChunkSink sink, void *ctx, char **ret_hashes, char **re
                                 goto out;
                         s->bytes = o + n;
                         stager_pace(s, o + n);
+                        if (s->tell && (o + n) % STAGING_SEGMENT == 0)
+                                s->tell(o + n, s->dev.size);
                 }
                 off = slot->offset + slot->length;
                 chunk_reader_pop(reader);
@@ -226,8 +228,8 @@ static void writer_progress(Writer *w) {
         if (boundary <= w->synced)
                 return;
         w->synced = boundary;
-        if (s->verified)
-                s->verified(boundary, w->m->size);
+        if (s->tell)
+                s->tell(boundary, w->m->size);
 }
 
 bool writer_skips(const Writer *w, uint64_t offset, size_t n) {
@@ -338,8 +340,8 @@ static int verify(Stager *s, const StagingTransport *t, void *conn) {
                 else if (!streq(s->digest, m.digest))
                         r = stager_fail(s, -EBADMSG, "what was read has digest %s, the manifest %s",
                                         s->digest, m.digest);
-                else if (s->verified)
-                        s->verified(m.size, m.size);
+                else if (s->tell)
+                        s->tell(m.size, m.size);
         }
         digest_done(&w.digest);
         free(w.chunk);
@@ -349,7 +351,7 @@ static int verify(Stager *s, const StagingTransport *t, void *conn) {
 
 int staged_verify(json_object *staging, void (*verified)(uint64_t offset, uint64_t size), char **ret_digest,
                   char **ret_why) {
-        Stager s = { .staging = staging, .dev = DEVICE_NULL, .event_fd = -EBADF, .verified = verified };
+        Stager s = { .staging = staging, .dev = DEVICE_NULL, .event_fd = -EBADF, .tell = verified };
         const StagingTransport *t = NULL;
         void *conn = NULL;
         int r;
@@ -361,6 +363,40 @@ int staged_verify(json_object *staging, void (*verified)(uint64_t offset, uint64
                 t->disconnect(conn);
         if (r < 0 && !s.why)
                 (void) stager_fail(&s, r, "%s", strerror(-r));
+        *ret_why = TAKE_PTR(s.why);
+        *ret_digest = TAKE_PTR(s.digest);
+        return r;
+}
+
+int staged_upload_file(json_object *staging, const char *path, UsedMap *skipped,
+                       void (*uploaded)(uint64_t offset, uint64_t size), char **ret_digest, char **ret_why) {
+        Stager s = { .staging = staging, .dev = DEVICE_NULL, .event_fd = -EBADF, .tell = uploaded };
+        const StagingTransport *t = NULL;
+        _cleanup_free_ char *holder = NULL;
+        void *conn = NULL;
+        int r;
+
+        r = device_open(path, O_RDONLY, &s.dev, &holder);
+        if (r < 0)
+                (void) stager_fail(&s, r, "cannot open %s: %s", path, strerror(-r));
+        else if (skipped) {
+                s.map = *skipped;
+                *skipped = (UsedMap){};
+        } else
+                r = used_map_of_disk(path, &s.map);
+        if (r >= 0)
+                r = stager_connect(&s, "pureboot-import", &t, &conn);
+        if (r >= 0)
+                r = t->upload(&s, conn);
+        if (conn)
+                t->disconnect(conn);
+        if (r < 0 && !s.why)
+                (void) stager_fail(&s, r, "%s", strerror(-r));
+        if (r >= 0 && s.tell)
+                s.tell(s.dev.size, s.dev.size);
+        device_close(&s.dev);
+        used_map_done(&s.map);
+        used_map_done(&s.skipped);
         *ret_why = TAKE_PTR(s.why);
         *ret_digest = TAKE_PTR(s.digest);
         return r;

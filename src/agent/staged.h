@@ -38,7 +38,7 @@ struct Stager {
         UsedMap skipped; /* the chunks left out, for the manifest */
         /* Set by the thread before it signals the end. */
         char *why, *digest;
-        void (*verified)(uint64_t offset, uint64_t size); /* an image's check: told as it goes on */
+        void (*tell)(uint64_t offset, uint64_t size); /* work on the controller's host: told as it goes on */
 };
 
 typedef struct Manifest {
@@ -140,3 +140,8 @@ int staging_local_connect(Stager *s, const StorageLocation *l, const char *initi
  * damaged (not only unreachable). */
 int staged_verify(json_object *staging, void (*verified)(uint64_t offset, uint64_t size), char **ret_digest,
                   char **ret_why);
+/* Uploads the disk file at path into the staging area staging describes (an import, on the controller's
+ * host), leaving out the chunks skipped lists (taken; NULL: what the file's filesystems do not use);
+ * progress goes to uploaded. 0 and *ret_digest, else *ret_why. */
+int staged_upload_file(json_object *staging, const char *path, UsedMap *skipped,
+                       void (*uploaded)(uint64_t offset, uint64_t size), char **ret_digest, char **ret_why);

@@ -114,7 +114,7 @@ static int copied_whole(UsedMap *m, const PartitionInfo *p, const char *why, ...
 
 /* What partclone said went wrong: its last line but the one that only says it failed (which points at the
  * log we do not keep). Points into out. */
-static const char *partclone_reason(char *out) {
+const char *partclone_reason(char *out) {
         const char *reason = NULL;
         for (char *line = out, *next; line && *line; line = next) {
                 next = strchr(line, '\n');

@@ -53,5 +53,9 @@ int used_map_add_json(UsedMap *m, json_object *extents);
  * says nothing is used, or names a range outside the partition. */
 int used_map_add_domain_log(UsedMap *m, const char *log, uint64_t start, uint64_t size);
 
+/* What partclone said went wrong (its output): its last line but the one that only says it failed. Points
+ * into out. */
+const char *partclone_reason(char *out);
+
 /* {"size": N, "unusedBytes": N, "unused": [[offset, length], …], "copiedWhole": [sentence, …]} */
 json_object *used_map_to_json(const UsedMap *m);

@@ -34,7 +34,7 @@ static char **c_locale_environ(void) {
         return env;
 }
 
-int tool_run(char *const argv[], char **ret_output) {
+int tool_run_input(char *const argv[], int input, char **ret_output) {
         _cleanup_free_ char **env = c_locale_environ();
         _cleanup_free_ char *out = NULL;
         posix_spawn_file_actions_t fa;
@@ -47,7 +47,10 @@ int tool_run(char *const argv[], char **ret_output) {
         if (pipe2(pipefd, O_CLOEXEC) < 0)
                 return -errno;
         posix_spawn_file_actions_init(&fa);
-        posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+        if (input >= 0)
+                posix_spawn_file_actions_adddup2(&fa, input, STDIN_FILENO);
+        else
+                posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
         posix_spawn_file_actions_adddup2(&fa, pipefd[1], STDOUT_FILENO);
         posix_spawn_file_actions_adddup2(&fa, pipefd[1], STDERR_FILENO);
         r = -posix_spawnp(&pid, argv[0], &fa, NULL, argv, env);
@@ -80,6 +83,10 @@ int tool_run(char *const argv[], char **ret_output) {
         if (ret_output)
                 *ret_output = TAKE_PTR(out);
         return WIFEXITED(status) ? WEXITSTATUS(status) : -ECHILD;
+}
+
+int tool_run(char *const argv[], char **ret_output) {
+        return tool_run_input(argv, -EBADF, ret_output);
 }
 
 int tool_runv(char **ret_output, const char *arg0, va_list ap) {

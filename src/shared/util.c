@@ -307,6 +307,25 @@ bool strv_contains(const char *const *l, const char *s) {
         return false;
 }
 
+char **strv_split(const char *s, const char *separators) {
+        char **l = strv_new(NULL);
+        for (const char *p = s; l && p && *p;) {
+                p += strspn(p, separators);
+                size_t n = strcspn(p, separators);
+                if (n == 0)
+                        break;
+                char *word = strndup(p, n);
+                if (!word || strv_extend(&l, word) < 0) {
+                        free(word);
+                        strv_free(l);
+                        return NULL;
+                }
+                free(word);
+                p += n;
+        }
+        return l;
+}
+
 char *strv_join(char **l, const char *sep) {
         size_t n = 1;
         for (char **s = l; s && *s; s++)

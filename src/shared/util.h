@@ -58,6 +58,8 @@ size_t strv_length(char *const *l);
 char **strv_new(const char *first);
 bool strv_contains(const char *const *l, const char *s);
 int strv_extend(char ***l, const char *s);
+/* The words of s between any of separators (empty ones left out), or NULL for lack of memory. */
+char **strv_split(const char *s, const char *separators);
 /* The strings of l with sep between them (malloc'd; "" for none), or NULL for lack of memory. */
 char *strv_join(char **l, const char *sep);
 /* Drops every entry equal to s. */
