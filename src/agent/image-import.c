@@ -71,6 +71,7 @@ typedef struct Foreign {
 
 void imported_disk_done(ImportedDisk *d) {
         json_object_put(d->header);
+        free(d->device);
         used_map_done(&d->skipped);
         strv_free(d->notes);
         *d = (ImportedDisk){};
@@ -722,11 +723,16 @@ static int restore_part(Foreign *f, Part *p, const PartitionInfo *info, int raw)
                 r = tool_run_input((char *const *) argv, pipefd[0], &out);
                 close(pipefd[0]); /* a feed still writing sees the pipe break */
                 (void) pthread_join(x.thread, NULL);
-                if (x.why || r != 0)
-                        r = fail(f, -EBADMSG, "partition %s was not restored: %s", p->name,
-                                 x.why
-                                         ?: r > 0 && out ? partclone_reason(out)
-                                                         : strerror(r < 0 ? -r : EIO));
+                if (x.why || r != 0) {
+                        /* partclone's own way round its size check is not one to offer here */
+                        char *reason = x.why
+                                               ?: r > 0 && out ? (char *) partclone_reason(out)
+                                                               : strerror(r < 0 ? -r : EIO),
+                             *advice = strstr(reason, " Use option -C");
+                        if (advice)
+                                *advice = 0;
+                        r = fail(f, -EBADMSG, "partition %s was not restored: %s", p->name, reason);
+                }
                 free(x.why);
                 (void) unlink(log);
         }
@@ -879,6 +885,9 @@ int image_import_restore(int source, const char *work, ImageProgress progress, I
                 r = image_file_restore(source, raw, &ret->header, &ret->skipped, progress, ret_why);
                 if (r >= 0 && fsync(raw) < 0)
                         r = -errno;
+                if (r >= 0 && json_get_string(ret->header, "sourceDevice") &&
+                    !(ret->device = strdup(json_get_string(ret->header, "sourceDevice"))))
+                        r = -ENOMEM;
                 return r;
         }
         r = list_entries(&f);
@@ -905,6 +914,8 @@ int image_import_restore(int source, const char *work, ImageProgress progress, I
                 else
                         json_object_object_add(ret->header, "origin", json_object_new_string(origin));
                 ret->notes = TAKE_PTR(f.notes);
+                if (asprintf(&ret->device, "/dev/%s", streq(f.format, "fog") ? "sda" : f.disk) < 0)
+                        r = -ENOMEM;
         }
         if (r < 0 && !f.why)
                 (void) fail(&f, r, "%s", strerror(-r));

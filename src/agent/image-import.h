@@ -14,6 +14,7 @@
 
 typedef struct ImportedDisk {
         const char *format;  /* "pureboot", "clonezilla", "fog" */
+        char *device;        /* what the source called the disk (/dev/sda), if it says */
         json_object *header; /* what the source says of the image: an export's header, else {} */
         UsedMap skipped;     /* the chunks the image leaves out (an export's), to leave out again */
         char **notes;        /* what the import did not keep as it was, a sentence each */

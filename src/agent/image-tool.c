@@ -103,6 +103,8 @@ static json_object *restore(json_object *request) {
         json_object_array_add(notes, json_object_new_string(*note));
         json_object_object_add(v, "ok", json_object_new_boolean(true));
         json_object_object_add(v, "format", json_object_new_string(d.format));
+        if (d.device)
+                json_object_object_add(v, "device", json_object_new_string(d.device));
         json_object_object_add(v, "header", json_object_get(d.header));
         if (d.skipped.size > 0)
                 json_object_object_add(v, "skipped", used_map_extents_to_json(&d.skipped));

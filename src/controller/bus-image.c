@@ -1,8 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /* org.pureboot.Controller1.Image on /org/pureboot/Controller1/image/<id>. */
+#include <fcntl.h>
+#include <unistd.h>
+
 #include "bus-image.h"
 #include "bus-util.h"
 #include "clone.h"
+#include "image-file.h"
 #include "image.h"
 #include "log.h"
 #include "polkit.h"
@@ -94,10 +98,14 @@ static int method_delete(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         return r < 0 ? r : 1; /* answered when the data is gone */
 }
 
+/* Progress: of whatever runs (verify, export, import); VerifyProgress: of a check only. */
 static int property_get_progress(sd_bus *bus, const char *path, const char *interface, const char *property,
                                  sd_bus_message *reply, void *userdata, sd_bus_error *error) {
-        (void) bus, (void) path, (void) interface, (void) property, (void) error;
-        return sd_bus_message_append(reply, "d", image_verify_progress(userdata));
+        Image *i = userdata;
+        (void) bus, (void) path, (void) interface, (void) error;
+        return sd_bus_message_append(
+                reply, "d",
+                streq(property, "Progress") || image_state(i) == IMAGE_VERIFYING ? image_progress(i) : 0.0);
 }
 
 static int property_get_verify_error(sd_bus *bus, const char *path, const char *interface,
@@ -120,6 +128,41 @@ static int method_verify(sd_bus_message *msg, void *userdata, sd_bus_error *erro
                 return r;
         manager_audit(i->manager, msg, "VerifyImage", i->id, "started");
         return sd_bus_reply_method_return(msg, NULL);
+}
+
+/* The answer of Export goes to the caller once the file is written. */
+static void on_exported(Manager *m, const char *id, const char *why, void *userdata) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *msg = userdata;
+        manager_audit(m, msg, "ExportImage", id, why ?: "ok");
+        if (why)
+                (void) sd_bus_reply_method_errorf(
+                        msg, PB_ERROR_OPERATION_REFUSED,
+                        "The image was not exported: %s. What was written of the file "
+                        "is not an image; remove it.",
+                        why);
+        else
+                (void) sd_bus_reply_method_return(msg, NULL);
+}
+
+static int method_export(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Image *i = userdata;
+        int fd, r;
+
+        r = sd_bus_message_read(msg, "h", &fd);
+        if (r < 0)
+                return r;
+        r = authorize(i, msg, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+        fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+        if (fd < 0)
+                return -errno;
+        r = image_export(i, fd, on_exported, sd_bus_message_ref(msg), error);
+        if (r < 0) {
+                close(fd);
+                sd_bus_message_unref(msg);
+        }
+        return r < 0 ? r : 1; /* answered when the file is written */
 }
 
 /* Rename and SetDescription: one string, checked before polkit asks anyone. */
@@ -168,6 +211,7 @@ static const sd_bus_vtable image_vtable[] = {
                         SD_BUS_VTABLE_PROPERTY_EMITS_INVALIDATION),
         C("CreatedAt", "t", created_at),
         C("CreatedBy", "u", created_by),
+        SD_BUS_PROPERTY("Progress", "d", property_get_progress, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("VerifyProgress", "d", property_get_progress, 0,
                         SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         P("VerifiedAt", "t", verified_at),
@@ -177,6 +221,8 @@ static const sd_bus_vtable image_vtable[] = {
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Verify", SD_BUS_ARGS("a{sv}", options), SD_BUS_NO_RESULT, method_verify,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Export", SD_BUS_ARGS("h", file, "a{sv}", options), SD_BUS_NO_RESULT,
+                                method_export, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Rename", SD_BUS_ARGS("s", name, "a{sv}", options), SD_BUS_NO_RESULT,
                                 method_set_string, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("SetDescription", SD_BUS_ARGS("s", description, "a{sv}", options),

@@ -1,22 +1,26 @@
 /* SPDX-License-Identifier: MIT */
 /* org.pureboot.Controller1.Manager on /org/pureboot/Controller1: creating, listing and finding the
  * objects, plus the ObjectManager that announces them. */
-#include "bus-manager.h"
+#include <fcntl.h>
+
 #include "bus-ca.h"
 #include "bus-clone.h"
 #include "bus-disk.h"
 #include "bus-gateway.h"
 #include "bus-image.h"
+#include "bus-manager.h"
 #include "bus-nfsroot.h"
 #include "bus-node.h"
 #include "bus-storage.h"
 #include "bus-target.h"
 #include "bus-util.h"
 #include "clone.h"
+#include "image-file.h"
 #include "image.h"
 #include "log.h"
 #include "node.h"
 #include "polkit.h"
+#include "pureboot-errors.h"
 #include "storage.h"
 
 void bus_manager_emit_added(Manager *m, const char *signal, const char *id, const char *path) {
@@ -331,6 +335,56 @@ static int method_capture_image(sd_bus_message *msg, void *userdata, sd_bus_erro
         return sd_bus_reply_method_return(msg, "oo", image, session);
 }
 
+/* The answer of ImportImage goes to the caller when the import has ended. */
+static void on_imported(Manager *m, const char *id, const char *why, void *userdata) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *msg = userdata;
+        Image *i = why ? NULL : hashmap_get(m->images, id);
+        _cleanup_free_ char *path = i ? image_path(i) : NULL;
+
+        manager_audit(m, msg, "ImportImage", id, why ?: "ok");
+        if (!path)
+                (void) sd_bus_reply_method_errorf(msg, PB_ERROR_INVALID_ARGUMENT,
+                                                  "The image was not imported: %s. Nothing of it was kept.",
+                                                  why ?: "out of memory");
+        else
+                (void) sd_bus_reply_method_return(msg, "o", path);
+}
+
+static int method_import_image(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        const char *name, *storage;
+        Image *i;
+        BusOptions o;
+        uint32_t uid;
+        int fd, r;
+
+        r = sd_bus_message_read(msg, "ssh", &name, &storage, &fd);
+        if (r < 0)
+                return r;
+        r = bus_read_options(msg, &o, error);
+        if (r >= 0) /* arguments first: a bad one is refused without asking anyone to authenticate */
+                r = image_import(m, name, storage, o.description, -EBADF, 0, true, NULL, NULL, NULL, error);
+        if (r < 0)
+                return r;
+        r = polkit_verify(m, msg, PB_POLKIT_ACTION("manage-images"),
+                          (const char *const[]){ "name", name, NULL }, bus_interactive(msg, &o), error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+        r = bus_sender_uid(msg, &uid);
+        if (r < 0)
+                return r;
+        fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+        if (fd < 0)
+                return -errno;
+        r = image_import(m, name, storage, o.description, fd, uid, false, on_imported,
+                         sd_bus_message_ref(msg), &i, error);
+        if (r < 0) {
+                sd_bus_message_unref(msg);
+                return r;
+        }
+        return 1; /* answered when the import has ended */
+}
+
 static int cmp_images(const void *a, const void *b) {
         return strcmp((*(Image *const *) a)->name, (*(Image *const *) b)->name);
 }
@@ -408,6 +462,9 @@ static const sd_bus_vtable manager_vtable[] = {
                 "CaptureImage",
                 SD_BUS_ARGS("s", name, "s", node, "s", device, "s", storage, "a{sv}", options),
                 SD_BUS_RESULT("o", image, "o", session), method_capture_image, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("ImportImage",
+                                SD_BUS_ARGS("s", name, "s", storage, "h", source, "a{sv}", options),
+                                SD_BUS_RESULT("o", image), method_import_image, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("ListImages", SD_BUS_NO_ARGS, SD_BUS_RESULT("a(sssstto)", images),
                                 method_list_images, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("GetImage", SD_BUS_ARGS("s", name), SD_BUS_RESULT("o", image),

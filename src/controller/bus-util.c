@@ -48,13 +48,15 @@ int bus_read_options(sd_bus_message *m, BusOptions *ret, sd_bus_error *error) {
                                 target = &o.image;
                         else if (streq(key, "keep_as"))
                                 target = &o.keep_as;
+                        else if (streq(key, "description"))
+                                target = &o.description;
                         else
                                 return sd_bus_error_setf(
                                         error, SD_BUS_ERROR_INVALID_ARGS,
                                         "Unknown option \"%s\". Known options: "
                                         "auth.no_user_interaction, keep_setuid, idempotency_key, storage, "
                                         "resize_mode, identity, unused, ip, serial, workflow, image, "
-                                        "keep_as.",
+                                        "keep_as, description.",
                                         key);
                         if (!streq(contents, "s"))
                                 return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,

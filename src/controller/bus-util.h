@@ -14,6 +14,7 @@ typedef struct BusOptions {
         bool keep_setuid;         /* keep_setuid: base image imports keep setuid/setgid bits */
         const char *idempotency_key, *storage, *resize_mode, *identity, *unused, *ip, *serial, *workflow;
         const char *image, *keep_as; /* CreateCloneSession: the image it deploys, or the one it keeps */
+        const char *description;     /* ImportImage: the new image's */
 } BusOptions;
 
 /* Reads the trailing a{sv} options. Strings point into the message. Unknown keys are refused so a

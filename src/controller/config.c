@@ -21,6 +21,7 @@ void config_init(Config *c) {
                 .nfsroot_base_dir = strdup("base"),
                 .nfsroot_nodes_dir = strdup("nodes"),
                 .image_verifier = strdup(PKGLIBEXECDIR "/pureboot-agent"),
+                .image_work_dir = strdup("/var/tmp"),
         };
 }
 
@@ -29,6 +30,7 @@ void config_done(Config *c) {
         free(c->bridge_user);
         free(c->nfsroot_path);
         free(c->image_verifier);
+        free(c->image_work_dir);
         free(c->nfsroot_base_dir);
         free(c->nfsroot_nodes_dir);
         free(c->nfsroot_default_base);
@@ -132,6 +134,12 @@ static int handle(const char *file, unsigned line, const char *section, const ch
                                                line, value);
                 return free_and_strdup(&c->image_verifier, value);
         }
+        if (streq(section, "Images") && streq(key, "WorkDirectory")) {
+                if (value[0] != '/' || strstr(value, ".."))
+                        return log_error_errno(EINVAL, "%s:%u: WorkDirectory=%s is not an absolute path.",
+                                               file, line, value);
+                return free_and_strdup(&c->image_work_dir, value);
+        }
         if (streq(section, "NfsRoot") && streq(key, "Path")) {
                 if (value[0] != '/' || strstr(value, ".."))
                         return log_error_errno(EINVAL, "%s:%u: Path=%s is not an absolute path.", file, line, value);
@@ -155,7 +163,7 @@ static int handle(const char *file, unsigned line, const char *section, const ch
 
 int config_load(Config *c, const char *path) {
         if (!c->ca_key_algorithm || !c->bridge_user || !c->nfsroot_path || !c->nfsroot_base_dir ||
-            !c->nfsroot_nodes_dir || !c->image_verifier)
+            !c->nfsroot_nodes_dir || !c->image_verifier || !c->image_work_dir)
                 return log_oom();
         return ini_parse_with_dropins(path, handle, c);
 }

@@ -26,7 +26,9 @@ typedef struct Config {
         /* [Bridge] */
         char *bridge_user; /* the only user allowed on the Gateway interface */
         /* [Images] */
-        char *image_verifier; /* the agent binary whose verify-image checks an image */
+        char *image_verifier; /* the agent binary that does the library's work on this host (verify-image, …)
+                               */
+        char *image_work_dir; /* where an import restores its disk before it uploads it */
         /* [NfsRoot] */
         char *nfsroot_path, *nfsroot_base_dir, *nfsroot_nodes_dir, *nfsroot_default_base;
         char *nfsroot_workflow; /* given to Pis at their first boot: they boot diskless from the start */

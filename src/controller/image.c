@@ -12,6 +12,7 @@
 #include "bus-manager.h"
 #include "bus-util.h"
 #include "clone.h"
+#include "image-file.h"
 #include "image.h"
 #include "log.h"
 #include "node.h"
@@ -22,17 +23,23 @@
 #include "util.h"
 #include "worker.h"
 
-typedef struct ImageCheck {
+struct ImageTask {
+        const char *verb;
+        ImageTaskDone done;
+        void *userdata;
         pid_t pid;
         int fd; /* its stdout: JSON lines */
         sd_event_source *io, *child;
-        char line[4096];
-        size_t have;
+        char *line; /* what it said since its last whole line */
+        size_t have, allocated;
         uint64_t offset, size;
         json_object *verdict; /* its last line that was not progress */
-} ImageCheck;
+};
 
-static void check_free(ImageCheck *k) {
+/* The longest line a task may write: an import's verdict lists the chunks its image skips. */
+#define TASK_LINE_MAX (UINT32_C(16) << 20)
+
+static void task_free(ImageTask *k) {
         if (!k)
                 return;
         sd_event_source_disable_unref(k->io);
@@ -43,6 +50,7 @@ static void check_free(ImageCheck *k) {
         }
         if (k->fd >= 0)
                 close(k->fd);
+        free(k->line);
         json_object_put(k->verdict);
         free(k);
 }
@@ -50,7 +58,8 @@ static void check_free(ImageCheck *k) {
 Image *image_free(Image *i) {
         if (!i)
                 return NULL;
-        check_free(i->check);
+        task_free(i->task);
+        image_import_free(i->import);
         free(i->verify_error);
         char **strings[] = { &i->id,
                              &i->name,
@@ -366,11 +375,18 @@ char *image_users(Image *i) {
 }
 
 ImageState image_state(const Image *i) {
-        return i->check ? IMAGE_VERIFYING : i->state;
+        return i->task && streq(i->task->verb, "verify-image") ? IMAGE_VERIFYING : i->state;
 }
 
-double image_verify_progress(const Image *i) {
-        return i->check && i->check->size > 0 ? (double) i->check->offset / (double) i->check->size : 0.0;
+double image_progress(const Image *i) {
+        return i->task && i->task->size > 0 ? (double) i->task->offset / (double) i->task->size : 0.0;
+}
+
+/* What a running task makes of the image, for people. */
+static const char *task_doing(const ImageTask *k) {
+        return streq(k->verb, "verify-image")   ? "being verified"
+               : streq(k->verb, "export-image") ? "being exported"
+                                                : "being imported";
 }
 
 static bool get_bool(json_object *o, const char *key) {
@@ -378,63 +394,168 @@ static bool get_bool(json_object *o, const char *key) {
         return o && json_object_object_get_ex(o, key, &v) && json_object_get_boolean(v);
 }
 
-/* A line of the verifier: progress ({"offset", "size"}) or its verdict. */
-static void check_line(Image *i, const char *text) {
-        ImageCheck *k = i->check;
+/* A line of the task: progress ({"offset", "size"}) or its verdict. */
+static void task_line(Image *i, const char *text) {
+        ImageTask *k = i->task;
         json_object *o = json_tokener_parse(text);
         if (!o)
-                return (void) log_warning("Image %s: the verifier said something unreadable: %.200s",
-                                          i->name, text);
+                return (void) log_warning("Image %s: %s said something unreadable: %.200s", i->name, k->verb,
+                                          text);
         if (json_object_object_get_ex(o, "offset", NULL)) {
                 k->offset = (uint64_t) json_get_int(o, "offset");
                 k->size = (uint64_t) json_get_int(o, "size");
                 json_object_put(o);
-                image_emit_changed(i, "VerifyProgress", NULL);
+                image_emit_changed(i, "Progress", "VerifyProgress", NULL);
                 return;
         }
         json_object_put(k->verdict);
         k->verdict = o;
 }
 
-static int on_check_output(sd_event_source *es, int fd, uint32_t revents, void *userdata) {
+static int on_task_output(sd_event_source *es, int fd, uint32_t revents, void *userdata) {
         Image *i = userdata;
-        ImageCheck *k = i->check;
+        ImageTask *k = i->task;
         (void) es, (void) revents;
 
         for (;;) {
-                ssize_t n = read(fd, k->line + k->have, sizeof(k->line) - 1 - k->have);
+                if (k->allocated - k->have < 4096) {
+                        size_t want = MIN(MAX(k->allocated * 2, (size_t) 65536), (size_t) TASK_LINE_MAX + 1);
+                        char *line = want > k->allocated ? realloc(k->line, want) : NULL;
+                        if (!line) { /* a line longer than any the agent writes: dropped */
+                                k->have = 0;
+                                if (k->allocated == 0)
+                                        return 0;
+                        } else {
+                                k->line = line;
+                                k->allocated = want;
+                        }
+                }
+                ssize_t n = read(fd, k->line + k->have, k->allocated - 1 - k->have);
                 if (n == 0) /* its end: the exit handler takes over */
                         k->io = sd_event_source_disable_unref(k->io);
                 if (n <= 0)
                         return 0;
                 k->have += (size_t) n;
                 k->line[k->have] = 0;
-                char *nl;
-                while ((nl = strchr(k->line, '\n'))) {
+                char *start = k->line, *nl;
+                while ((nl = strchr(start, '\n'))) {
                         *nl = 0;
-                        check_line(i, k->line);
-                        k->have -= (size_t) (nl + 1 - k->line);
-                        memmove(k->line, nl + 1, k->have + 1);
+                        task_line(i, start);
+                        start = nl + 1;
                 }
-                if (k->have == sizeof(k->line) - 1) /* a line longer than any the verifier writes */
-                        k->have = 0;
+                k->have -= (size_t) (start - k->line);
+                memmove(k->line, start, k->have + 1);
         }
 }
 
-/* The verifier ended: what it said decides the image's state, written with what it found. */
-static int on_check_exit(sd_event_source *es, const siginfo_t *si, void *userdata) {
+static int on_task_exit(sd_event_source *es, const siginfo_t *si, void *userdata) {
         Image *i = userdata;
-        ImageCheck *k = i->check;
-        _cleanup_free_ char *error = NULL;
-        ImageState state = i->state;
-        uint64_t verified_at = i->verified_at;
-        json_object *v;
-        int r = 0;
+        ImageTask *k = i->task;
         (void) es;
 
         k->pid = 0; /* reaped */
-        (void) on_check_output(NULL, k->fd, EPOLLIN, i);
-        v = k->verdict;
+        (void) on_task_output(NULL, k->fd, EPOLLIN, i);
+        i->task = NULL;
+        image_emit_changed(i, "State", "Progress", "VerifyProgress", NULL);
+        k->done(i, k->verdict, si, k->userdata);
+        task_free(k);
+        return 0;
+}
+
+int image_task_start(Image *i, const char *verb, json_object *request, int fd, ImageTaskDone done,
+                     void *userdata, sd_bus_error *error) {
+        Manager *m = i->manager;
+        const char *text = json_object_to_json_string_ext(request, JSON_C_TO_STRING_PLAIN);
+        int in[2] = { -EBADF, -EBADF }, out[2] = { -EBADF, -EBADF }, r;
+        ImageTask *k;
+        sigset_t mask;
+
+        if (i->task)
+                return sd_bus_error_setf(error, PB_ERROR_IN_USE,
+                                         "Image %s is %s; try again once that is done.", i->name,
+                                         task_doing(i->task));
+        if (access(m->config.image_verifier, X_OK) < 0)
+                return sd_bus_error_setf(
+                        error, PB_ERROR_INVALID_STATE,
+                        "The image tool %s cannot be run (%m); install pureboot-agent there, or "
+                        "name it with Verifier= in [Images] of controller.conf.",
+                        m->config.image_verifier);
+        k = calloc(1, sizeof(ImageTask));
+        if (!k)
+                return -ENOMEM;
+        k->fd = -EBADF;
+        k->verb = verb;
+        k->done = done;
+        k->userdata = userdata;
+        if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0) {
+                r = -errno;
+                goto fail;
+        }
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGCHLD);
+        sigprocmask(SIG_BLOCK, &mask, NULL);
+        k->pid = fork();
+        if (k->pid < 0) {
+                r = -errno;
+                goto fail;
+        }
+        if (k->pid == 0) {
+                /* Nothing of the controller's signal handling: SIGTERM stops it. */
+                sigset_t none;
+                sigemptyset(&none);
+                sigprocmask(SIG_SETMASK, &none, NULL);
+                /* fd becomes the tool's fd 3 (the file it reads or writes); stdin is the request. */
+                if (dup2(in[0], STDIN_FILENO) < 0 || dup2(out[1], STDOUT_FILENO) < 0 ||
+                    (fd >= 0 && dup2(fd, 3) < 0))
+                        _exit(EXIT_FAILURE);
+                execl(m->config.image_verifier, "pureboot-agent", verb, (char *) NULL);
+                log_error_errno(errno, "Failed to run %s: %m", m->config.image_verifier);
+                _exit(EXIT_FAILURE);
+        }
+        close(in[0]);
+        close(out[1]);
+        in[0] = out[1] = -EBADF;
+        /* The request is small (a pipe takes 64 KiB before it blocks), and the tool reads it first. */
+        r = write_full(in[1], text, strlen(text));
+        close(in[1]);
+        in[1] = -EBADF;
+        k->fd = out[0];
+        out[0] = -EBADF;
+        (void) fcntl(k->fd, F_SETFL, O_NONBLOCK);
+        i->task = k;
+        if (r >= 0)
+                r = sd_event_add_io(m->event, &k->io, k->fd, EPOLLIN, on_task_output, i);
+        if (r >= 0)
+                r = sd_event_add_child(m->event, &k->child, k->pid, WEXITED, on_task_exit, i);
+        if (r >= 0) /* what it said is taken before its exit is handled */
+                r = sd_event_source_set_priority(k->child, SD_EVENT_PRIORITY_NORMAL + 1);
+        if (r < 0) {
+                i->task = NULL;
+                task_free(k);
+                return r;
+        }
+        log_info("Image %s: %s (process %d).", i->name, verb, (int) k->pid);
+        image_emit_changed(i, "State", "Progress", "VerifyProgress", NULL);
+        return 0;
+fail:
+        for (size_t n = 0; n < 2; n++) {
+                if (in[n] >= 0)
+                        close(in[n]);
+                if (out[n] >= 0)
+                        close(out[n]);
+        }
+        task_free(k);
+        return r;
+}
+
+/* The verifier ended: what it said decides the image's state, written with what it found. */
+static void on_verified(Image *i, json_object *v, const siginfo_t *si, void *userdata) {
+        _cleanup_free_ char *error = NULL;
+        ImageState state = i->state;
+        uint64_t verified_at = i->verified_at;
+        int r = 0;
+        (void) userdata;
+
         bool whole = get_bool(v, "whole");
         if (whole && streq_ptr(json_get_string(v, "digest"), i->digest)) {
                 state = IMAGE_READY;
@@ -475,94 +596,24 @@ static int on_check_exit(sd_event_source *es, const siginfo_t *si, void *userdat
         }
         log_info("Image %s checked: %s%s%s", i->name, image_state_to_string(i->state),
                  i->verify_error ? ": " : "", strempty(i->verify_error));
-        check_free(TAKE_PTR(i->check));
-        image_emit_changed(i, "State", "VerifyProgress", "VerifiedAt", "VerifyError", NULL);
-        return 0;
+        image_emit_changed(i, "State", "VerifiedAt", "VerifyError", NULL);
 }
 
 int image_verify(Image *i, sd_bus_error *error) {
-        Manager *m = i->manager;
         _cleanup_(json_object_unrefp) json_object *staging = NULL;
-        int in[2] = { -EBADF, -EBADF }, out[2] = { -EBADF, -EBADF }, r;
-        ImageCheck *k;
-        sigset_t mask;
 
-        if (i->check || i->removing || i->state == IMAGE_CAPTURING)
+        if (i->task || i->removing || !IN_SET(i->state, IMAGE_READY, IMAGE_BROKEN))
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE,
                                          "Image %s is %s; verify it once it is %s.", i->name,
-                                         i->check      ? "being verified already"
+                                         i->task       ? task_doing(i->task)
                                          : i->removing ? "being deleted"
-                                                       : "being captured",
-                                         i->check ? "done" : "ready");
+                                                       : image_state_to_string(i->state),
+                                         i->task ? "done" : "ready");
         staging = staging_image_json(i);
         if (!staging)
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE,
                                          "Image %s is on a storage backend that is gone.", i->name);
-        const char *text = json_object_to_json_string_ext(staging, JSON_C_TO_STRING_PLAIN);
-        if (access(m->config.image_verifier, X_OK) < 0)
-                return sd_bus_error_setf(
-                        error, PB_ERROR_INVALID_STATE,
-                        "The image verifier %s cannot be run (%m); install pureboot-agent there, "
-                        "or name it with Verifier= in [Images] of controller.conf.",
-                        m->config.image_verifier);
-        k = calloc(1, sizeof(ImageCheck));
-        if (!k)
-                return -ENOMEM;
-        k->fd = -EBADF;
-        if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0) {
-                r = -errno;
-                goto fail;
-        }
-        sigemptyset(&mask);
-        sigaddset(&mask, SIGCHLD);
-        sigprocmask(SIG_BLOCK, &mask, NULL);
-        k->pid = fork();
-        if (k->pid < 0) {
-                r = -errno;
-                goto fail;
-        }
-        if (k->pid == 0) {
-                sigprocmask(SIG_UNBLOCK, &mask, NULL);
-                if (dup2(in[0], STDIN_FILENO) < 0 || dup2(out[1], STDOUT_FILENO) < 0)
-                        _exit(EXIT_FAILURE);
-                execl(m->config.image_verifier, "pureboot-agent", "verify-image", (char *) NULL);
-                log_error_errno(errno, "Failed to run %s: %m", m->config.image_verifier);
-                _exit(EXIT_FAILURE);
-        }
-        close(in[0]);
-        close(out[1]);
-        in[0] = out[1] = -EBADF;
-        /* The record is small (a pipe takes 64 KiB before it blocks), and the verifier reads it first. */
-        r = write_full(in[1], text, strlen(text));
-        close(in[1]);
-        in[1] = -EBADF;
-        k->fd = out[0];
-        out[0] = -EBADF;
-        (void) fcntl(k->fd, F_SETFL, O_NONBLOCK);
-        i->check = k;
-        if (r >= 0)
-                r = sd_event_add_io(m->event, &k->io, k->fd, EPOLLIN, on_check_output, i);
-        if (r >= 0)
-                r = sd_event_add_child(m->event, &k->child, k->pid, WEXITED, on_check_exit, i);
-        if (r >= 0) /* what it said is taken before its exit is handled */
-                r = sd_event_source_set_priority(k->child, SD_EVENT_PRIORITY_NORMAL + 1);
-        if (r < 0) {
-                i->check = NULL;
-                check_free(k);
-                return r;
-        }
-        log_info("Verifying image %s (process %d).", i->name, (int) k->pid);
-        image_emit_changed(i, "State", "VerifyProgress", NULL);
-        return 0;
-fail:
-        for (size_t n = 0; n < 2; n++) {
-                if (in[n] >= 0)
-                        close(in[n]);
-                if (out[n] >= 0)
-                        close(out[n]);
-        }
-        check_free(k);
-        return r;
+        return image_task_start(i, "verify-image", staging, -EBADF, on_verified, NULL, error);
 }
 
 /* Replaces one string field of i (property names it on the bus) in its row and in memory, or neither. */
@@ -655,34 +706,15 @@ static void on_removed(Manager *m, json_object *result, const char *why, void *u
         removal_free(x);
 }
 
-int image_delete(Image *i, ImageDone done, void *userdata, sd_bus_error *error) {
+int image_remove(Image *i, ImageDone done, void *userdata) {
         Manager *m = i->manager;
         StorageBackend *b = hashmap_get(m->storages, i->backend);
-        _cleanup_free_ char *users = image_users(i), *what = NULL;
+        _cleanup_free_ char *what = NULL;
         Removal *x;
         int r;
 
-        if (i->state == IMAGE_CAPTURING)
-                return sd_bus_error_setf(
-                        error, PB_ERROR_IN_USE,
-                        "Image %s is being captured by session %s; cancel that session to stop "
-                        "the capture.",
-                        i->name, i->capture_session);
-        if (i->check)
-                return sd_bus_error_setf(error, PB_ERROR_IN_USE,
-                                         "Image %s is being verified; delete it once that is done.",
-                                         i->name);
-        if (users)
-                return sd_bus_error_setf(
-                        error, PB_ERROR_IN_USE,
-                        "Image %s is used by clone sessions %s; wait for them to complete, or "
-                        "cancel or delete them first.",
-                        i->name, users);
-        if (i->removing || !b)
-                return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE,
-                                         i->removing ? "Image %s is being deleted already."
-                                                     : "Image %s is on a storage backend that is gone.",
-                                         i->name);
+        if (!b)
+                return -ENOENT;
         if (asprintf(&what, "removal of image %s", i->name) < 0)
                 return -ENOMEM;
         x = calloc(1, sizeof(Removal));
@@ -701,4 +733,38 @@ int image_delete(Image *i, ImageDone done, void *userdata, sd_bus_error *error) 
         }
         i->removing = true;
         return 0;
+}
+
+int image_delete(Image *i, ImageDone done, void *userdata, sd_bus_error *error) {
+        Manager *m = i->manager;
+        StorageBackend *b = hashmap_get(m->storages, i->backend);
+        _cleanup_free_ char *users = image_users(i);
+
+        if (i->state == IMAGE_IMPORTING)
+                return sd_bus_error_setf(error, PB_ERROR_IN_USE,
+                                         "Image %s is being imported; the import takes it away again if it "
+                                         "fails.",
+                                         i->name);
+        if (i->state == IMAGE_CAPTURING)
+                return sd_bus_error_setf(
+                        error, PB_ERROR_IN_USE,
+                        "Image %s is being captured by session %s; cancel that session to stop "
+                        "the capture.",
+                        i->name, i->capture_session);
+        if (i->task)
+                return sd_bus_error_setf(error, PB_ERROR_IN_USE,
+                                         "Image %s is %s; delete it once that is done.", i->name,
+                                         task_doing(i->task));
+        if (users)
+                return sd_bus_error_setf(
+                        error, PB_ERROR_IN_USE,
+                        "Image %s is used by clone sessions %s; wait for them to complete, or "
+                        "cancel or delete them first.",
+                        i->name, users);
+        if (i->removing || !b)
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE,
+                                         i->removing ? "Image %s is being deleted already."
+                                                     : "Image %s is on a storage backend that is gone.",
+                                         i->name);
+        return image_remove(i, done, userdata);
 }

@@ -6,12 +6,15 @@
 #pragma once
 
 #include <json-c/json.h>
+#include <signal.h>
 #include <systemd/sd-bus.h>
 
 #include "domain.h"
 #include "manager.h"
 
 typedef struct CloneSession CloneSession;
+typedef struct ImageTask ImageTask;
+typedef struct ImageImport ImageImport;
 
 typedef struct Image {
         Manager *manager;
@@ -31,7 +34,8 @@ typedef struct Image {
         uint64_t verified_at;     /* when a check last found it whole */
         char *verify_error;       /* what the last check found, if it did not */
         bool removing;            /* its data is being removed (Delete) */
-        struct ImageCheck *check; /* Verify, while it runs */
+        ImageTask *task;          /* the agent's work on it (verify, export, import), while it runs */
+        ImageImport *import;      /* ImportImage, while it runs (image-file.c) */
 } Image;
 
 Image *image_free(Image *i);
@@ -70,12 +74,18 @@ char *image_users(Image *i);
 
 /* What State shows: verifying while a check runs, else the stored state. */
 ImageState image_state(const Image *i);
+/* The agent's work on the image on this host (pureboot-agent VERB, [Images] Verifier=), one at a time: the
+ * request on its stdin, fd (if any) as its fd 3, its progress in Progress; done is told its verdict (its
+ * last line that was not progress, or NULL) when it has exited. Refused (InUse) while another runs. */
+typedef void (*ImageTaskDone)(Image *i, json_object *verdict, const siginfo_t *si, void *userdata);
+int image_task_start(Image *i, const char *verb, json_object *request, int fd, ImageTaskDone done,
+                     void *userdata, sd_bus_error *error);
+/* 0 to 1 while a task runs, else 0. */
+double image_progress(const Image *i);
 /* Verify: the image's data read back and checked against its manifest in a child process (the agent's
  * verify-image, [Images] Verifier=), its progress in VerifyProgress; ready if whole, broken if damaged (with
  * where, in VerifyError); an image that could not be read keeps its state and says why. */
 int image_verify(Image *i, sd_bus_error *error);
-/* 0 to 1 while a check runs, else 0. */
-double image_verify_progress(const Image *i);
 
 int image_rename(Image *i, const char *name, sd_bus_error *error);
 int image_set_description(Image *i, const char *description, sd_bus_error *error);
@@ -83,3 +93,5 @@ int image_set_description(Image *i, const char *description, sd_bus_error *error
  * is freed by then). Refused while a session uses it or it is being captured. */
 typedef void (*ImageDone)(Manager *m, const char *why, void *userdata);
 int image_delete(Image *i, ImageDone done, void *userdata, sd_bus_error *error);
+/* The same without Delete's refusals (-ENOENT if its backend is gone): a failed import goes. */
+int image_remove(Image *i, ImageDone done, void *userdata);

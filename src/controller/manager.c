@@ -15,6 +15,7 @@
 #include "disk.h"
 #include "gateway.h"
 #include "identity.h"
+#include "image-file.h"
 #include "image.h"
 #include "log.h"
 #include "nfsroot.h"
@@ -297,6 +298,10 @@ int manager_load(Manager *m) {
                         return -ENOMEM;
         STRV_FOREACH(id, capturing)
         image_capture_changed(m, *id);
+        /* An import the controller stopped in the middle of goes, with what it made. */
+        HASHMAP_FOREACH (image, m->images, i)
+                if (image->state == IMAGE_IMPORTING && !image->import)
+                        image_import_abandoned(image);
         r = gateway_init(m);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the node gateway: %m");

@@ -27,6 +27,8 @@ typedef struct StagingJob {
         int *busy;         /* pool LUNs other sessions hold */
         size_t n_busy;
         bool provision;
+        WorkerDone done; /* an image's area: told the outcome */
+        void *userdata;
 } StagingJob;
 
 static void job_free(StagingJob *j) {
@@ -209,12 +211,32 @@ static int add_busy_luns(StagingJob *j, json_object *resources) {
         return 0;
 }
 
+/* The pool LUNs of b that sessions (but c) and images hold, into j. */
+static int collect_busy_luns(Manager *m, StorageBackend *b, CloneSession *c, StagingJob *j) {
+        CloneSession *o;
+        Image *image;
+        int r;
+
+        HASHMAP_FOREACH (o, m->sessions, i) {
+                json_object *res = o != c && o->staging_resources && streq_ptr(o->staging_backend, b->id)
+                                           ? json_tokener_parse(o->staging_resources)
+                                           : NULL;
+                r = add_busy_luns(j, res);
+                json_object_put(res);
+                if (r < 0)
+                        return r;
+        }
+        HASHMAP_FOREACH (image, m->images, i)
+                if (streq(image->backend, b->id) && (r = add_busy_luns(j, image->resources)) < 0)
+                        return r;
+        return 0;
+}
+
 int staging_provision(CloneSession *c) {
         Manager *m = c->manager;
         StorageBackend *b = c->staging_backend ? hashmap_get(m->storages, c->staging_backend) : NULL;
         _cleanup_free_ char *what = NULL;
         StagingJob *j;
-        CloneSession *o;
         int r;
 
         if (!b)
@@ -226,21 +248,41 @@ int staging_provision(CloneSession *c) {
         j = job_new(c, b, true);
         if (!j)
                 return -ENOMEM;
-        HASHMAP_FOREACH (o, m->sessions, i) { /* pool LUNs held by others */
-                json_object *res = o != c && o->staging_resources && streq_ptr(o->staging_backend, b->id)
-                                           ? json_tokener_parse(o->staging_resources)
-                                           : NULL;
-                r = add_busy_luns(j, res);
-                json_object_put(res);
-                if (r < 0)
-                        goto fail;
+        r = collect_busy_luns(m, b, c, j);
+        if (r >= 0)
+                r = worker_start(m, what, staging_child, j, on_provisioned, j, NULL);
+        if (r < 0)
+                job_free(j);
+        return r;
+}
+
+static void on_area_provisioned(Manager *m, json_object *result, const char *why, void *userdata) {
+        StagingJob *j = userdata;
+        j->done(m, result, why, j->userdata);
+        job_free(j);
+}
+
+int staging_provision_area(Manager *m, StorageBackend *b, const char *area, uint64_t size, WorkerDone done,
+                           void *userdata) {
+        _cleanup_free_ char *what = NULL;
+        StagingJob *j = calloc(1, sizeof(StagingJob));
+        int r;
+
+        if (!j || !(j->session = strdup(area)) ||
+            asprintf(&what, "staging setup of image area %s", area) < 0) {
+                if (j)
+                        free(j->session);
+                free(j);
+                return -ENOMEM;
         }
-        Image *image;
-        HASHMAP_FOREACH (image, m->images, i) /* and by images */
-                if (streq(image->backend, b->id) && (r = add_busy_luns(j, image->resources)) < 0)
-                        goto fail;
-        r = worker_start(m, what, staging_child, j, on_provisioned, j, NULL);
-fail:
+        j->backend = b;
+        j->size = size;
+        j->provision = true;
+        j->done = done;
+        j->userdata = userdata;
+        r = collect_busy_luns(m, b, NULL, j);
+        if (r >= 0)
+                r = worker_start(m, what, staging_child, j, on_area_provisioned, j, NULL);
         if (r < 0)
                 job_free(j);
         return r;
@@ -322,7 +364,7 @@ json_object *staging_json(CloneSession *c) {
 
 json_object *staging_image_json(Image *i) {
         return area_json(hashmap_get(i->manager->storages, i->backend), i->area, i->resources, i->size,
-                         STAGING_KEPT);
+                         i->state == IMAGE_IMPORTING ? STAGING_PROVISIONED : STAGING_KEPT);
 }
 
 int staging_report(CloneSession *c, StagingStatus to, const char **ret_reason) {

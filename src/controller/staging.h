@@ -6,6 +6,7 @@
 
 #include "clone.h"
 #include "image.h"
+#include "worker.h"
 
 /* After the source reported its disk's size: checks space (size + 15 %, or a LUN large enough) and
  * creates the staging area. The session moves on to staging "provisioned", or fails with the reason. */
@@ -17,6 +18,10 @@ int staging_check_space(CloneSession *c, uint64_t size, sd_bus_error *error);
  * of at least need, if lun) and available is what there is. */
 int staging_no_space(const StorageBackend *b, uint64_t need, uint64_t size, uint64_t available, bool lun,
                      char **ret_why);
+/* The same for an image being imported (image-file.c): area (its name on b) for a size-byte disk, in a
+ * worker whose outcome done is told: {"resources", "lun"?}, {"insufficient": true}, or why it failed. */
+int staging_provision_area(Manager *m, StorageBackend *b, const char *area, uint64_t size, WorkerDone done,
+                           void *userdata);
 /* The session ended: removes what provisioning created (staging "cleanup", then "deleted"). */
 int staging_cleanup(CloneSession *c);
 /* Whether the session still has staging to remove (or is removing it), or to say an image kept it. */

@@ -155,7 +155,10 @@ int worker_start(Manager *m, const char *what, WorkerFunction fn, void *data, Wo
         }
         if (w->pid == 0) {
                 close(pipefd[0]);
-                sigprocmask(SIG_UNBLOCK, &mask, NULL);
+                /* None of the controller's blocked signals: it blocks SIGTERM for sd-event, and a worker
+                 * that kept it blocked would not stop when the controller stops it (workers_free). */
+                sigemptyset(&mask);
+                sigprocmask(SIG_SETMASK, &mask, NULL);
                 run_child(pipefd[1], fn, data);
         }
         close(pipefd[1]);

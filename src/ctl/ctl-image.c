@@ -1,6 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /* purebootctl image …: the image library — list, show, rename, describe and delete images, and deploy one to
- * several machines in one session. An image is made by a staged session with --keep-as NAME. */
+ * several machines in one session. An image is made by a staged session with --keep-as NAME, by capture, or
+ * by import (of an exported image, or of a Clonezilla or FOG image directory). */
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
+
 #include "ctl.h"
 #include "log.h"
 #include "table.h"
@@ -136,6 +141,64 @@ static int image_capture(sd_bus *bus, const char *name) {
         return EXIT_OK;
 }
 
+/* A call that takes as long as the disk does: no timeout (the caller's ^C stops waiting). */
+static int long_call(sd_bus *bus, sd_bus_message *m, sd_bus_message **reply, const char *what) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        int r = sd_bus_call(bus, m, UINT64_MAX, &error, reply);
+        return r < 0 ? ctl_error(&error, r, what) : EXIT_OK;
+}
+
+/* image export NAME FILE: the file is made here, new, and handed over; removed again if the export fails. */
+static int image_export(sd_bus *bus, const char *path, const char *file) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+        _cleanup_close_ int fd = open(file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, 0644);
+        int r;
+
+        if (fd < 0)
+                return log_error_errno(errno,
+                                       errno == EEXIST ? "%s exists; remove it or name another file."
+                                                       : "Cannot create %s: %m",
+                                       file),
+                       EXIT_FAILED;
+        r = ctl_new_call(bus, path, PB_IFACE("Image"), "Export", &m);
+        if (r >= 0)
+                r = sd_bus_message_append(m, "ha{sv}", fd, 0);
+        if (r < 0)
+                return EXIT_FAILED;
+        r = long_call(bus, m, NULL, "export the image");
+        if (r != EXIT_OK)
+                (void) unlink(file);
+        return r;
+}
+
+/* image import NAME PATH --storage BACKEND: an exported image file, or a Clonezilla or FOG image directory,
+ * opened here (what we may read) and handed over. */
+static int image_import(sd_bus *bus, const char *name, const char *source) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+        _cleanup_close_ int fd = open(source, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        const char *path;
+        int r;
+
+        if (!ctl_require(arg.storage, "--storage BACKEND", "image import"))
+                return EXIT_USAGE;
+        if (fd < 0)
+                return log_error_errno(errno, "Cannot open %s: %m", source), EXIT_FAILED;
+        r = ctl_new_call(bus, PB_ROOT_PATH, PB_IFACE("Manager"), "ImportImage", &m);
+        if (r >= 0)
+                r = arg.description ? sd_bus_message_append(m, "ssha{sv}", name, arg.storage, fd, 1,
+                                                            "description", "s", arg.description)
+                                    : sd_bus_message_append(m, "ssha{sv}", name, arg.storage, fd, 0);
+        if (r < 0)
+                return EXIT_FAILED;
+        r = long_call(bus, m, &reply, "import the image");
+        if (r != EXIT_OK)
+                return r;
+        if (sd_bus_message_read(reply, "o", &path) < 0)
+                return EXIT_FAILED;
+        printf("%s\n", strrchr(path, '/') + 1);
+        return EXIT_OK;
+}
+
 /* image verify NAME: starts the check and follows it to its end; exits 0 if the image is whole. */
 static int image_verify(sd_bus *bus, const char *path, const char *name) {
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
@@ -182,12 +245,14 @@ int verb_image(sd_bus *bus, int argc, char **argv) {
         if (streq(verb, "list") && argc <= 1)
                 return image_list(bus);
         if (!(STR_IN_SET(verb, "show", "delete", "deploy", "capture", "verify") && argc == 2) &&
-            !(STR_IN_SET(verb, "rename", "describe") && argc == 3)) {
+            !(STR_IN_SET(verb, "rename", "describe", "export", "import") && argc == 3)) {
                 log_error("Usage: purebootctl image list|show NAME|capture NAME …|deploy NAME …|verify "
-                          "NAME|rename "
-                          "NAME NEW|describe NAME TEXT|delete NAME; see purebootctl --help.");
+                          "NAME|rename NAME NEW|describe NAME TEXT|export NAME FILE|import NAME PATH "
+                          "--storage BACKEND|delete NAME; see purebootctl --help.");
                 return EXIT_USAGE;
         }
+        if (streq(verb, "import"))
+                return image_import(bus, argv[1], argv[2]);
         if (streq(verb, "deploy"))
                 return image_deploy(bus, argv[1]);
         if (streq(verb, "capture"))
@@ -205,5 +270,7 @@ int verb_image(sd_bus *bus, int argc, char **argv) {
                 return image_call(bus, path, "Rename", argv[2], "rename the image");
         if (streq(verb, "describe"))
                 return image_call(bus, path, "SetDescription", argv[2], "describe the image");
+        if (streq(verb, "export"))
+                return image_export(bus, path, argv[2]);
         return image_call(bus, path, "Delete", NULL, "delete the image");
 }

@@ -28,6 +28,7 @@ typedef struct Args {
         const char *identity, *unused;
         char **targets, **target_devices; /* every --target and --target-device, in order */
         const char *keep_as;
+        const char *description; /* image import */
         const char *role, *type, *ip, *csr;
         bool analyze;
         const char *set_plan;

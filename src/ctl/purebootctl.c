@@ -419,6 +419,10 @@ static void help(void) {
                "                                  Keep a node's disk; prints the capturing session\n"
                "  image list | show NAME | delete NAME | rename NAME NEW | describe NAME TEXT\n"
                "  image verify NAME                Read it back and check every chunk (exit 1 if damaged)\n"
+               "  image export NAME FILE           Write it to one new file (what image import reads back)\n"
+               "  image import NAME PATH --storage BACKEND [--description TEXT]\n"
+               "                                  Bring in an exported image, or a Clonezilla or FOG image\n"
+               "                                  directory (restored with sfdisk and partclone)\n"
                "  image deploy NAME --target NODE [--target NODE]... --target-device DEV [...]\n"
                "               (one --target-device for all, or one per --target, in order)\n"
                "               [--resize none|grow_target] [--name NAME] [--identity auto|none]\n"
@@ -476,6 +480,7 @@ static int parse_args(int argc, char *argv[]) {
                 ARG_SET,
                 ARG_KEEP_SETUID,
                 ARG_KEEP_AS,
+                ARG_DESCRIPTION,
         };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
@@ -509,6 +514,7 @@ static int parse_args(int argc, char *argv[]) {
                 { "csr", required_argument, NULL, ARG_CSR },
                 { "keep-setuid", no_argument, NULL, ARG_KEEP_SETUID },
                 { "keep-as", required_argument, NULL, ARG_KEEP_AS },
+                { "description", required_argument, NULL, ARG_DESCRIPTION },
                 {},
         };
         int c;
@@ -564,6 +570,9 @@ static int parse_args(int argc, char *argv[]) {
                         break;
                 case ARG_KEEP_AS:
                         arg.keep_as = optarg;
+                        break;
+                case ARG_DESCRIPTION:
+                        arg.description = optarg;
                         break;
                 case ARG_MODE:
                         arg.mode = optarg;

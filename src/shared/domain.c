@@ -43,8 +43,9 @@ DEFINE_STRING_TABLE(staging_status, StagingStatus, [STAGING_NONE] = "", [STAGING
                     [STAGING_READY] = "ready", [STAGING_DOWNLOADING] = "downloading",
                     [STAGING_CLEANUP] = "cleanup", [STAGING_DELETED] = "deleted", [STAGING_KEPT] = "kept")
 
-DEFINE_STRING_TABLE(image_state, ImageState, [IMAGE_CAPTURING] = "capturing", [IMAGE_READY] = "ready",
-                    [IMAGE_VERIFYING] = "verifying", [IMAGE_BROKEN] = "broken")
+DEFINE_STRING_TABLE(
+        image_state, ImageState, [IMAGE_CAPTURING] = "capturing", [IMAGE_READY] = "ready",
+        [IMAGE_VERIFYING] = "verifying", [IMAGE_BROKEN] = "broken", [IMAGE_IMPORTING] = "importing")
 
 DEFINE_STRING_TABLE(clone_identity,
                     CloneIdentity, [CLONE_IDENTITY_AUTO] = "auto", [CLONE_IDENTITY_NONE] = "none")

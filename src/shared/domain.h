@@ -88,6 +88,7 @@ typedef enum ImageState {
         IMAGE_READY,
         IMAGE_VERIFYING,
         IMAGE_BROKEN,
+        IMAGE_IMPORTING,
         _IMAGE_STATE_MAX,
 } ImageState;
 DECLARE_STRING_TABLE(image_state, ImageState);

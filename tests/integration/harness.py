@@ -325,9 +325,11 @@ class Controller(Started):
         self.netns = None  # a network namespace to run in (the VM suite's)
         if not self.config.exists():
             # The NFS root under the test's directory, never the machine's /srv.
-            # The image verifier is this build's agent, as it would be the installed one.
+            # The image tool is this build's agent, as it would be the installed one; imports work under the
+            # test's directory, so a test sees what an import leaves there.
+            (directory / "work").mkdir(exist_ok=True)
             self.config.write_text(f"[CA]\nKeyAlgorithm=ecdsa-p256\n[NfsRoot]\nPath={directory / 'nfsroot'}\n"
-                                   f"[Images]\nVerifier={AGENT}\n")
+                                   f"[Images]\nVerifier={AGENT}\nWorkDirectory={directory / 'work'}\n")
 
     def start(self, wait=True):
         assert self.proc is None or self.stop() is not None  # the previous run's end checked

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness import Bridge, Controller, make_key_and_csr, stop_all, wait_for
+from harness import PUREBOOTCTL, Bridge, Controller, make_key_and_csr, stop_all, wait_for
 from nodes import (Agent, Clone, Network, ca_fingerprint, check_files, check_root_last_disk, cmdline,
                    make_blank_disk, make_random_disk, make_root_last_disk, make_source_disk, sh)
 from storage_servers import NfsServer
@@ -489,6 +489,176 @@ def test_the_controller_stopped_mid_deploy(ctl, api, servers, bridge, controller
         assert readers_of_the_store(d.agents) == [1]
         for a in d.agents:
             assert not list((a.state / "queue").iterdir()), f"reports left in {a.state}/queue"
+    finally:
+        stop_all(agents)
+        for loop in loops:
+            loop.detach()
+
+
+def partclone_of(part, compress, out, split=None):
+    """partclone's image of a partition (by its filesystem, as Clonezilla and FOG pick the program), through
+    compress (gzip or zstd), into out, or split into pieces named out + aa, ab, … of split bytes."""
+    fs = sh("blkid", "-o", "value", "-s", "TYPE", part).stdout.strip()
+    pipe = f"partclone.{fs} -c -q -s {part} -o - -L /dev/null | {compress} -c"
+    pipe += f" | split -b {split} - {out}" if split else f" > {out}"
+    sh("sh", "-c", pipe)
+    return fs
+
+
+def clonezilla_image(directory, loop):
+    """A Clonezilla image of the disk (savedisk: disk, parts, the sfdisk dump, the MBR, each partition by
+    partclone through gzip, split into 16 MiB pieces) in directory."""
+    directory.mkdir()
+    dump = sh("sfdisk", "--dump", loop.device).stdout.replace(loop.device, "/dev/sda")
+    (directory / "sda-pt.sf").write_text(dump)
+    (directory / "disk").write_text("sda\n")
+    (directory / "parts").write_text("sda1 sda2\n")
+    (directory / "clonezilla-img").write_text("This is a Clonezilla image directory.\n")
+    sh("dd", f"if={loop.device}", f"of={directory / 'sda-mbr'}", "bs=512", "count=1", "status=none")
+    for n in (1, 2):
+        fs = sh("blkid", "-o", "value", "-s", "TYPE", loop.partition(n)).stdout.strip()
+        partclone_of(loop.partition(n), "gzip", directory / f"sda{n}.{fs}-ptcl-img.gz.", split="16M")
+    return directory
+
+
+def fog_image(directory, loop):
+    """A FOG image of the disk (d1.partitions, d1.mbr, d1p<N>.img by partclone through zstd) in directory."""
+    directory.mkdir()
+    (directory / "d1.partitions").write_text(sh("sfdisk", "--dump", loop.device).stdout
+                                             .replace(loop.device, "/dev/sda"))
+    sh("dd", f"if={loop.device}", f"of={directory / 'd1.mbr'}", "bs=512", "count=1", "status=none")
+    for n in (1, 2):
+        partclone_of(loop.partition(n), "zstd", directory / f"d1p{n}.img")
+    return directory
+
+
+def hostile_images(tmp_path, good):
+    """Six Clonezilla image directories, each made from good with one thing wrong, and what the refusal says."""
+    made = []
+
+    def variant(name, change, expect):
+        d = tmp_path / f"hostile-{name}"
+        sh("cp", "-a", good, d)
+        change(d)
+        made.append((name, d, expect))
+
+    def table_with(d, old, new):
+        text = (d / "sda-pt.sf").read_text()
+        assert old in text, text
+        (d / "sda-pt.sf").write_text(text.replace(old, new, 1))
+
+    variant("path", lambda d: (d / "parts").write_text("sda1 ../../etc/shadow\n"), "not a partition's name")
+    def link(d):
+        for p in d.glob("sda2.*"):
+            p.unlink()
+        (d / "sda2.vfat-ptcl-img.gz.aa").symlink_to("/etc/shadow")
+
+    variant("link", link, "symbolic link")
+    variant("cut", lambda d: [p.unlink() for p in sorted(d.glob("sda1.*-ptcl-img.gz.*"))[1:]], "partition sda1")
+    # Partition 1 said to be 32 MiB: partclone's image of its 160 MiB filesystem does not fit.
+    variant("size", lambda d: table_with(d, "size=      327680", "size=       65536"), "smaller than source")
+    variant("missing", lambda d: [p.unlink() for p in d.glob("sda2.*")], "no image of partition sda2")
+    variant("table", lambda d: table_with(d, "start=        2048", "start=   999999999"), "sfdisk refused")
+    return made
+
+
+def test_import_clonezilla_and_fog_export_and_hostile_input(ctl, api, servers, bridge, controller, system_bus,
+                                                           tmp_path):
+    """A Clonezilla image (partclone, gzip, split) and a FOG image (partclone, zstd) of one disk, made by those
+    tools' own programs, imported into the local backend through sfdisk and partclone.restore: both give the
+    same image; deployed, the target's filesystems check clean and every file matches. Exported to one file
+    and imported back, it has the same digest. Six hostile directories and a damaged export are refused, and
+    nothing of them is left: no image, no staging area, no work directory."""
+    top, work = tmp_path / "images", tmp_path / "work"
+    ctl("storage", "add", "here", "--type=local", f"path={top}", check=True)
+    loops, agents = [], []
+    try:
+        source, files = make_source_disk(tmp_path)
+        loops.append(source)
+        size = os.path.getsize(source.backing)
+        cz = clonezilla_image(tmp_path / "clonezilla", source)
+        fog = fog_image(tmp_path / "fog", source)
+        assert len(list(cz.glob("sda1.ext4-ptcl-img.gz.*"))) > 1, "the partition is split into pieces"
+
+        r = ctl("image", "import", "from-clonezilla", str(cz))
+        assert r.returncode != 0 and "--storage" in r.stderr, r.stderr
+        ctl("image", "import", "from-clonezilla", str(cz), "--storage=here", check=True)
+        path = image_path(api, "from-clonezilla")
+        assert api.prop(path, "Image", "State") == "ready"
+        assert api.prop(path, "Image", "SizeBytes") == size
+        assert api.prop(path, "Image", "Description") == "Imported from a Clonezilla image of sda (2 partitions)."
+        layout = json.loads(api.prop(path, "Image", "Layout"))
+        assert [(p["number"], p.get("filesystem")) for p in layout["partitions"]] == [(1, "ext4"), (2, "vfat")]
+        digest = api.prop(path, "Image", "Digest")
+        ctl("image", "import", "from-fog", str(fog), "--storage=here", "--description=FOG lab image", check=True)
+        fpath = image_path(api, "from-fog")
+        assert api.prop(fpath, "Image", "Digest") == digest, "both tools' images of one disk are one image"
+        assert api.prop(fpath, "Image", "Description") == "FOG lab image"
+        assert not list(work.iterdir()), "an import leaves its work directory behind"
+
+        # Deployed: what partclone restored is the disk, file for file.
+        api.node("imported", "aa:bb:cc:00:35:01")
+        target = make_blank_disk(tmp_path, loops, "imported", size)
+        session = ctl("image", "deploy", "from-clonezilla", "--target=imported", f"--target-device={target.device}",
+                      check=True).stdout.strip()
+        deployed = deploy_agents(ctl, servers, bridge, tmp_path, session, [("imported", target.device)], prefix="z")
+        agents += deployed
+        run_to_end(api, f"{ROOT}/clone/{session}", deployed, 180)
+        check_files(target, files, tmp_path)
+
+        # One file out, the same image back in.
+        exported = tmp_path / "from-fog.pbimg"
+        ctl("image", "export", "from-fog", str(exported), check=True)
+        r = ctl("image", "export", "from-fog", str(exported))
+        assert r.returncode != 0 and "exists" in r.stderr, r.stderr
+        ctl("image", "import", "round-trip", str(exported), "--storage=here", check=True)
+        rpath = image_path(api, "round-trip")
+        assert api.prop(rpath, "Image", "Digest") == digest
+        assert api.prop(rpath, "Image", "Description") == "FOG lab image"
+        assert "is whole" in ctl("image", "verify", "round-trip", check=True).stdout
+
+        # Hostile input: refused, with nothing left of it.
+        kept = sorted(p.name for p in top.iterdir())
+        damaged = tmp_path / "damaged.pbimg"
+        sh("cp", exported, damaged)
+        with open(damaged, "r+b") as f:
+            f.seek(os.path.getsize(damaged) // 2)
+            byte = f.read(1)
+            f.seek(-1, os.SEEK_CUR)
+            f.write(bytes([byte[0] ^ 0x5A]))
+        cases = hostile_images(tmp_path, cz) + [("damaged", damaged, "the frame for")]
+        for name, d, expect in cases:
+            r = ctl("image", "import", f"hostile-{name}", str(d), "--storage=here")
+            assert r.returncode != 0 and "was not imported" in r.stderr, (name, r.stderr)
+            assert expect in r.stderr or (name == "damaged" and "does not decompress" in r.stderr), (name, r.stderr)
+            assert "Nothing of it was kept" in r.stderr, r.stderr
+        names = json.loads(ctl("image", "list", "--json=short", check=True).stdout)
+        assert sorted(i["name"] for i in names) == ["from-clonezilla", "from-fog", "round-trip"], names
+        assert sorted(p.name for p in top.iterdir()) == kept
+        assert not list(work.iterdir())
+
+        # The controller stopped in the middle of an import (its source a pipe that has given only the first
+        # bytes): when it starts again, the import and all it made are gone.
+        fifo = tmp_path / "slow.pbimg"
+        os.mkfifo(fifo)
+        importing = subprocess.Popen([str(PUREBOOTCTL), "--no-pager", "image", "import", "interrupted", str(fifo),
+                                      "--storage=here"], env=system_bus.env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        with open(fifo, "wb") as writer:
+            writer.write(exported.read_bytes()[:4096])
+            writer.flush()
+            wait_for(lambda: any(i["name"] == "interrupted" for i in
+                                 json.loads(ctl("image", "list", "--json=short", check=True).stdout)),
+                     what="the import to start")
+            assert list(work.iterdir()), "the import works in its directory"
+            assert controller.stop() == 0
+        importing.communicate(timeout=30)
+        assert importing.returncode != 0
+        controller.start()
+        wait_for(lambda: len(json.loads(ctl("image", "list", "--json=short", check=True).stdout)) == 3,
+                 what="the interrupted import to be taken away")
+        assert not list(work.iterdir())
+        assert sorted(p.name for p in top.iterdir()) == kept
     finally:
         stop_all(agents)
         for loop in loops:
