@@ -61,9 +61,13 @@ typedef struct Export {
 
 static void on_exported(Image *i, json_object *v, const siginfo_t *si, void *userdata) {
         Export *x = userdata;
-        _cleanup_free_ char *why = verdict_ok(v) ? NULL : verdict_why(v, si);
+        _cleanup_free_ char *why = verdict_ok(v) || !si ? NULL : verdict_why(v, si);
 
         close(x->out);
+        if (!si) {
+                x->done(i->manager, i->id, "the controller stopped", x->userdata);
+                return free(x);
+        }
         if (why)
                 log_warning("Image %s was not exported: %s", i->name, why);
         else
@@ -159,6 +163,8 @@ static void on_uploaded(Image *i, json_object *v, const siginfo_t *si, void *use
         _cleanup_free_ char *why = NULL, *description = NULL;
         (void) userdata;
 
+        if (!si)
+                return; /* the controller stops: image_import_stop() ends it */
         if (!verdict_ok(v) || !digest) {
                 why = verdict_why(v, si);
                 return import_failed(i, why);
@@ -260,6 +266,8 @@ static void on_restored(Image *i, json_object *v, const siginfo_t *si, void *use
         int r;
         (void) userdata;
 
+        if (!si)
+                return; /* the controller stops: image_import_stop() ends it */
         if (!verdict_ok(v)) {
                 why = verdict_why(v, si);
                 return import_failed(i, why);
@@ -359,6 +367,14 @@ static void on_abandoned(Manager *m, const char *id, const char *why, void *user
         (void) m, (void) userdata;
         log_info("Image %s: the import the controller stopped in the middle of is taken away (%s).", id,
                  why);
+}
+
+void image_import_stop(Manager *m, ImageImport *x) {
+        if (!x)
+                return;
+        x->done(m, x->id, "the controller stopped (what the import made goes when it starts again)",
+                x->userdata);
+        image_import_free(x);
 }
 
 void image_import_abandoned(Image *i) {

@@ -25,3 +25,5 @@ int image_import(Manager *m, const char *name, const char *storage, const char *
  * its record). */
 void image_import_abandoned(Image *i);
 void image_import_free(ImageImport *x);
+/* The controller stops during the import: done is told so. */
+void image_import_stop(Manager *m, ImageImport *x);

@@ -58,8 +58,14 @@ static void task_free(ImageTask *k) {
 Image *image_free(Image *i) {
         if (!i)
                 return NULL;
-        task_free(i->task);
-        image_import_free(i->import);
+        if (i->task) { /* the controller stops first: done lets go of what it holds */
+                ImageTask *k = TAKE_PTR(i->task);
+                ImageTaskDone done = k->done;
+                void *userdata = k->userdata;
+                task_free(k);
+                done(i, NULL, NULL, userdata);
+        }
+        image_import_stop(i->manager, TAKE_PTR(i->import));
         free(i->verify_error);
         char **strings[] = { &i->id,
                              &i->name,
@@ -556,6 +562,8 @@ static void on_verified(Image *i, json_object *v, const siginfo_t *si, void *use
         int r = 0;
         (void) userdata;
 
+        if (!si)
+                return; /* the controller stops */
         bool whole = get_bool(v, "whole");
         if (whole && streq_ptr(json_get_string(v, "digest"), i->digest)) {
                 state = IMAGE_READY;

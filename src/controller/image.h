@@ -76,7 +76,9 @@ char *image_users(Image *i);
 ImageState image_state(const Image *i);
 /* The agent's work on the image on this host (pureboot-agent VERB, [Images] Verifier=), one at a time: the
  * request on its stdin, fd (if any) as its fd 3, its progress in Progress; done is told its verdict (its
- * last line that was not progress, or NULL) when it has exited. Refused (InUse) while another runs. */
+ * last line that was not progress, or NULL) when it has exited, or (verdict and si NULL) that the
+ * controller stops first and stopped it: then it only lets go of userdata. Refused (InUse) while another
+ * runs. */
 typedef void (*ImageTaskDone)(Image *i, json_object *verdict, const siginfo_t *si, void *userdata);
 int image_task_start(Image *i, const char *verb, json_object *request, int fd, ImageTaskDone done,
                      void *userdata, sd_bus_error *error);
