@@ -2,7 +2,8 @@
 """The units as shipped, run by systemd in a booted machine (machine.py): the controller started by bus
 activation and the bridge by its socket, both under every sandboxing setting of their units, doing what
 those settings once broke — staging through NFS and iSCSI servers, LUN files tgtadm serves, NFS root imports
-that keep their owners — and the bridge started again after it loses the bus."""
+that keep their owners, image imports through sfdisk and partclone — and the bridge started again after it
+loses the bus."""
 
 import json
 import os
@@ -15,6 +16,7 @@ from harness import DEST, ROOT, free_port, make_key_and_csr, run, wait_for
 from machine import Machine, wait_active
 from nodes import Clone, Network, check_files, make_random_disk, make_source_disk, sh
 from storage_servers import IscsiServer, NfsServer
+from test_images import clonezilla_image
 from test_nfsroot import busybox_root
 from test_staging import add_storage
 
@@ -144,6 +146,24 @@ def test_managed_luns_need_a_writable_backing_dir(staged, ctl, machine):
     sh("cmp", source.device, target.device)
     wait_for(lambda: c.prop("StagingStatus") == "deleted", what="the staging to be removed")
     assert list(luns.iterdir()) == [] and machine.iscsi.luns() == before
+
+
+def test_image_import_and_export_in_the_sandbox(ctl, machine, tmp_path):
+    """ImportImage under the unit's sandbox: the agent it runs restores a Clonezilla image with sfdisk and
+    partclone.restore in the unit's private /var/tmp and uploads it through libnfs; Verify reads it back, and
+    Export writes it into a file purebootctl made on the host."""
+    add_storage(ctl, "shelf", "nfs", machine.nfs.config())
+    source, _ = make_source_disk(tmp_path)
+    try:
+        cz = clonezilla_image(tmp_path / "clonezilla", source)
+        ctl("image", "import", "sandboxed", cz, "--storage=shelf", check=True)
+        assert "is whole" in ctl("image", "verify", "sandboxed", check=True).stdout
+        exported = tmp_path / "sandboxed.pbimg"
+        ctl("image", "export", "sandboxed", exported, check=True)
+        assert exported.read_bytes().startswith(b"PureBoot image 1\n")
+        ctl("image", "delete", "sandboxed", check=True)
+    finally:
+        source.detach()
 
 
 def test_nfsroot_keeps_owners_modes_and_capabilities(ctl, machine, tmp_path):
