@@ -134,12 +134,9 @@ typedef struct Restore {
 static int restore_fail(Restore *x, int r, const char *format, ...) _printf_(3, 4);
 static int restore_fail(Restore *x, int r, const char *format, ...) {
         va_list ap;
-        if (!x->why) {
-                va_start(ap, format);
-                if (vasprintf(&x->why, format, ap) < 0)
-                        x->why = NULL;
-                va_end(ap);
-        }
+        va_start(ap, format);
+        r = reason_firstv(&x->why, r, format, ap);
+        va_end(ap);
         return r;
 }
 

@@ -80,13 +80,10 @@ void imported_disk_done(ImportedDisk *d) {
 static int fail(Foreign *f, int r, const char *format, ...) _printf_(3, 4);
 static int fail(Foreign *f, int r, const char *format, ...) {
         va_list ap;
-        if (!f->why) {
-                va_start(ap, format);
-                if (vasprintf(&f->why, format, ap) < 0)
-                        f->why = NULL;
-                va_end(ap);
-        }
-        return r < 0 ? r : -EBADMSG;
+        va_start(ap, format);
+        r = reason_firstv(&f->why, r < 0 ? r : -EBADMSG, format, ap);
+        va_end(ap);
+        return r;
 }
 
 static void foreign_done(Foreign *f) {
@@ -523,13 +520,10 @@ typedef struct Feed {
 static int feed_fail(Feed *x, int r, const char *format, ...) _printf_(3, 4);
 static int feed_fail(Feed *x, int r, const char *format, ...) {
         va_list ap;
-        if (!x->why) {
-                va_start(ap, format);
-                if (vasprintf(&x->why, format, ap) < 0)
-                        x->why = NULL;
-                va_end(ap);
-        }
-        return r < 0 ? r : -EBADMSG;
+        va_start(ap, format);
+        r = reason_firstv(&x->why, r < 0 ? r : -EBADMSG, format, ap);
+        va_end(ap);
+        return r;
 }
 
 static void count(Feed *x, size_t n) {

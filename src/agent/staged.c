@@ -41,13 +41,10 @@ void stager_pace(Stager *s, uint64_t bytes) {
 
 int stager_fail(Stager *s, int r, const char *format, ...) {
         va_list ap;
-        if (!s->why) {
-                va_start(ap, format);
-                if (vasprintf(&s->why, format, ap) < 0)
-                        s->why = NULL;
-                va_end(ap);
-        }
-        return r < 0 ? r : -EIO;
+        va_start(ap, format);
+        r = reason_firstv(&s->why, r < 0 ? r : -EIO, format, ap);
+        va_end(ap);
+        return r;
 }
 
 static StorageLocation location(const Stager *s, json_object *config) {

@@ -24,11 +24,8 @@ typedef struct Plan {
 
 _printf_(2, 3) static void infeasible(Plan *p, const char *format, ...) {
         va_list ap;
-        if (p->reason)
-                return; /* the first reason is the one to act on */
-        va_start(ap, format);
-        if (vasprintf(&p->reason, format, ap) < 0)
-                p->reason = NULL;
+        va_start(ap, format); /* the first reason is the one to act on */
+        (void) reason_firstv(&p->reason, 0, format, ap);
         va_end(ap);
 }
 

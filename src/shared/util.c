@@ -307,6 +307,20 @@ bool strv_contains(const char *const *l, const char *s) {
         return false;
 }
 
+int reason_firstv(char **reason, int r, const char *format, va_list ap) {
+        if (!*reason && vasprintf(reason, format, ap) < 0)
+                *reason = NULL;
+        return r;
+}
+
+int reason_first(char **reason, int r, const char *format, ...) {
+        va_list ap;
+        va_start(ap, format);
+        r = reason_firstv(reason, r, format, ap);
+        va_end(ap);
+        return r;
+}
+
 char **strv_split(const char *s, const char *separators) {
         char **l = strv_new(NULL);
         for (const char *p = s; l && p && *p;) {

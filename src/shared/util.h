@@ -3,6 +3,7 @@
 #pragma once
 
 #include <dirent.h>
+#include <stdarg.h>
 #include <strings.h>
 #include <sys/types.h>
 
@@ -48,6 +49,11 @@ int mkdir_exact(const char *path, mode_t mode);
 int mkdir_p(const char *path, mode_t mode);
 /* Removes path and everything below it, following no symlink and crossing no mount point. */
 int rm_rf(const char *path);
+
+/* The first reason something failed is the one kept: sets *reason from format unless it is set already.
+ * Returns r. */
+int reason_first(char **reason, int r, const char *format, ...) _printf_(3, 4);
+int reason_firstv(char **reason, int r, const char *format, va_list ap) _printf_(3, 0);
 
 /* Appends to a dynamically grown string; returns -ENOMEM on failure. */
 int strextend_printf(char **s, const char *format, ...) _printf_(2, 3);
