@@ -18,7 +18,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from harness import BUILD, CONTROLLER, MACHINE_STATE, Bus, Started, describe_status, wait_for
+from harness import BUILD, CONTROLLER, MACHINE_STATE, REPO, Bus, Started, describe_status, wait_for
 
 UNITS = ("pureboot-controller.service", "pureboot-bridge.service")
 
@@ -137,10 +137,13 @@ class Machine(Started):
         if sanitized():
             # Under the sanitizer pass the units run the sanitized binaries: a report aborts them, which the
             # checks at the end see. LeakSanitizer needs ptrace, which the units' system call filter denies,
-            # so leaks are left to the other suites.
+            # so leaks are left to the other suites. The agent the controller runs for the image library loads
+            # libparted: the same suppressions as the other suites (tests/asan.supp).
+            self.write("/etc/pureboot-test/asan.supp", (REPO / "tests/asan.supp").read_text())
             for unit in UNITS:
                 self.write(f"/etc/systemd/system/{unit}.d/50-sanitizers.conf",
-                           "[Service]\nEnvironment=ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 "
+                           "[Service]\nEnvironment=ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:"
+                           "suppressions=/etc/pureboot-test/asan.supp "
                            "UBSAN_OPTIONS=halt_on_error=1:abort_on_error=1:print_stacktrace=1\n")
 
     def boot(self):

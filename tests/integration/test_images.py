@@ -15,7 +15,7 @@ import pytest
 
 from harness import PUREBOOTCTL, Bridge, Controller, make_key_and_csr, stop_all, wait_for
 from nodes import (Agent, Clone, Network, ca_fingerprint, check_files, check_root_last_disk, cmdline,
-                   make_blank_disk, make_random_disk, make_root_last_disk, make_source_disk, sh)
+                   make_blank_disk, make_random_disk, make_root_last_disk, make_source_disk, random_file, sh)
 from storage_servers import NfsServer
 from test_clone import another_sessions_target
 
@@ -97,9 +97,11 @@ def run_to_end(api, spath, agents, timeout):
         (api.prop(spath, "CloneSession", "Error"), [a.text()[-2000:] for a in agents])
 
 
-def test_capture_alone_then_deploy_to_three_one_larger(ctl, api, servers, bridge, tmp_path):
+def test_capture_alone_then_deploy_to_four_the_middle_one_killed(ctl, api, servers, bridge, tmp_path):
     """image capture: a session whose only target is the image (it completes once the image is ready); then
-    the image to three machines in one session, one of them 1.5 times as large, which grows its root."""
+    the image to four machines in one session, one of them 1.5 times as large, which grows its root. The
+    second dies mid-stream: the third is relinked to the first and completes; the second, started again,
+    rejoins at the tail and resumes from its journal."""
     ctl("storage", "add", "shelf", "--type=nfs", *servers.nfs.config(), check=True)
     loops, agents = [], []
     try:
@@ -131,7 +133,7 @@ def test_capture_alone_then_deploy_to_three_one_larger(ctl, api, servers, bridge
         wait_for(lambda: api.prop(spath, "CloneSession", "StagingStatus") == "kept", what="the staging to be kept")
         assert session in areas(servers)
 
-        sizes = (("same-1", 1 << 30), ("same-2", 1 << 30), ("large", 1536 << 20))
+        sizes = (("same-1", 1 << 30), ("same-2", 1 << 30), ("same-3", 1 << 30), ("large", 1536 << 20))
         targets = []
         for n, (name, size) in enumerate(sizes, 1):
             api.ok(ROOT, "Manager", "RegisterNode", "sssa{sv}", name, f"aa:bb:cc:00:30:1{n}", "x86_64", "0")
@@ -140,16 +142,29 @@ def test_capture_alone_then_deploy_to_three_one_larger(ctl, api, servers, bridge
                      *(f"--target-device={loop.device}" for _, loop in targets), check=True).stdout.strip()
         dpath = f"{ROOT}/clone/{deploy}"
         deployed = deploy_agents(ctl, servers, bridge, tmp_path, deploy, [(n, loop.device) for n, loop in targets],
-                                 prefix="g")
+                                 prefix="g", head_args=("--max-rate=40M",))
         agents += deployed
-        run_to_end(api, dpath, deployed, 240)
+        target = lambda i, prop: api.prop(f"{dpath}/target/{i}", "CloneTarget", prop)  # noqa: E731
+        for a in deployed:
+            a.start()
+        wait_for(lambda: target(3, "BytesTransferred") > 160 << 20, timeout=90, what="the chain to be under way")
+        assert [target(i, "Upstream") for i in (2, 3, 4)] == [1, 2, 3]
+        deployed[1].kill()
+        wait_for(lambda: target(3, "Upstream") == 1, timeout=30,
+                 what=f"target 3 to be relinked:\n{deployed[2].text()[-2000:]}")
+        assert f"Lost clone-{deploy}-target-2, our upstream in the chain" in deployed[2].text()
+        deployed[1].start()
+        run_to_end(api, dpath, [], 240)
         for a in deployed:
             assert a.wait(60) == 0, a.text()
+        # The second, back, resumed from its journal, pulling from a target (the last in the line).
+        again = deployed[1].text().split("--- run 2", 1)[1]
+        assert re.search(r"Resuming at offset [1-9]", again), again[-2000:]
         # A chain: the first read the staging area, and each forwarded to the next.
         assert readers_of_the_store(deployed) == [1], [a.text()[-2000:] for a in deployed]
-        for a in deployed[:2]:
+        for a in (deployed[0], deployed[2]):
             assert re.search(r"A downstream's stream ended at 1.0 GiB", a.text()), a.text()[-2000:]
-        for (name, loop), root in zip(targets, ((1023 - 65) << 20, (1023 - 65) << 20, (1535 - 65) << 20)):
+        for (name, loop), root in zip(targets, [(1023 - 65) << 20] * 3 + [(1535 - 65) << 20]):
             check_root_last_disk(loop, files, tmp_path, root)
         # A byte of the stored image damaged: a check finds where, the image is broken, deploys are refused.
         r = ctl("image", "verify", "base", check=True)
@@ -409,9 +424,22 @@ def test_the_local_backend(ctl, api, servers, bridge, tmp_path):
     try:
         source, files = make_source_disk(tmp_path)
         loops.append(source)
+        # Free space that held data once: 96 MiB of random bytes written to the root, then deleted.
+        mnt = tmp_path / "fill"
+        mnt.mkdir()
+        sh("mount", source.partition(1), mnt)
+        try:
+            random_file(mnt / "scratch.bin", 96 << 20)
+            sh("sync")
+            (mnt / "scratch.bin").unlink()
+        finally:
+            sh("umount", mnt)
         path = capture(ctl, api, servers, bridge, tmp_path, "homemade", source, "here", agents)
         area = top / api.prop(path, "Image", "CaptureSession")
         assert sorted(p.name for p in area.iterdir()) == ["disk.img.zst", "manifest.json"]
+        # What the filesystems use (48 MiB of random files), not what they once held.
+        stored = os.path.getsize(area / "disk.img.zst")
+        assert 48 << 20 < stored < 64 << 20, stored
         assert json.loads((area / "manifest.json").read_text())["digest"] == api.prop(path, "Image", "Digest")
 
         size = os.path.getsize(source.backing)

@@ -235,7 +235,26 @@ static void test_subnet(void) {
         ASSERT_INT(subnet_parse("10.1.2.0/-1", &s), -EINVAL);
 }
 
+static void test_strv_and_reasons(void) {
+        char **l = strv_split("  sda1\tsda2\n sda5 ", " \t\n"), *joined, *why = NULL;
+        ASSERT_TRUE(l != NULL);
+        ASSERT_INT(strv_length(l), 3);
+        joined = strv_join(l, ",");
+        ASSERT_STR(joined, "sda1,sda2,sda5");
+        free(joined);
+        strv_free(l);
+        l = strv_split(" \n", " \n");
+        ASSERT_TRUE(l != NULL && strv_length(l) == 0);
+        strv_free(l);
+        /* The first reason stays; each call returns what it was given. */
+        ASSERT_INT(reason_first(&why, -EIO, "reading %s failed", "disk.raw"), -EIO);
+        ASSERT_INT(reason_first(&why, -EBADMSG, "a later failure"), -EBADMSG);
+        ASSERT_STR(why, "reading disk.raw failed");
+        free(why);
+}
+
 int main(void) {
+        test_strv_and_reasons();
         test_hashmap();
         test_ini();
         test_validation();
