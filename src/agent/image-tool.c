@@ -123,19 +123,15 @@ static json_object *upload(json_object *request) {
         (void) json_object_object_get_ex(request, "staging", &staging);
         if (asprintf(&path, "%s/" IMPORT_DISK_FILE, strempty(work)) < 0)
                 return NULL;
-        if (json_object_object_get_ex(request, "skipped", &extents)) {
-                r = scan_disk(path, &info) < 0 ? -EIO : 0;
-                skipped.size = info.size;
-                if (r >= 0)
-                        r = used_map_add_json(&skipped, extents);
-        }
+        /* The layout once: the upload does not change the file. */
+        r = scan_disk(path, &info);
+        skipped.size = info.size;
+        if (r >= 0 && json_object_object_get_ex(request, "skipped", &extents))
+                r = used_map_add_json(&skipped, extents);
         if (r >= 0)
                 r = staged_upload_file(staging, path, extents ? &skipped : NULL, print_progress, &digest,
                                        &why);
         used_map_done(&skipped);
-        disk_info_done(&info);
-        if (r >= 0)
-                r = scan_disk(path, &info);
         if (r < 0)
                 return failed("ok", r, why);
         v = json_object_new_object();
@@ -184,8 +180,5 @@ int image_tool_run(const char *verb) {
         print_verdict(verdict);
         curl_global_cleanup();
         gnutls_global_deinit();
-        json_object *ok;
-        return json_object_object_get_ex(verdict, tools[i].key, &ok) && json_object_get_boolean(ok)
-                       ? EXIT_SUCCESS
-                       : EXIT_FAILURE;
+        return json_get_bool(verdict, tools[i].key) ? EXIT_SUCCESS : EXIT_FAILURE;
 }

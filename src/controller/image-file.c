@@ -35,11 +35,6 @@ void image_import_free(ImageImport *x) {
         free(x);
 }
 
-static bool verdict_ok(json_object *v) {
-        json_object *ok;
-        return v && json_object_object_get_ex(v, "ok", &ok) && json_object_get_boolean(ok);
-}
-
 /* What a tool that failed said, or how it ended. */
 static char *verdict_why(json_object *v, const siginfo_t *si) {
         char *s;
@@ -61,7 +56,7 @@ typedef struct Export {
 
 static void on_exported(Image *i, json_object *v, const siginfo_t *si, void *userdata) {
         Export *x = userdata;
-        _cleanup_free_ char *why = verdict_ok(v) || !si ? NULL : verdict_why(v, si);
+        _cleanup_free_ char *why = json_get_bool(v, "ok") || !si ? NULL : verdict_why(v, si);
 
         close(x->out);
         if (!si) {
@@ -72,7 +67,7 @@ static void on_exported(Image *i, json_object *v, const siginfo_t *si, void *use
                 log_warning("Image %s was not exported: %s", i->name, why);
         else
                 log_info("Image %s exported.", i->name);
-        x->done(i->manager, i->id, verdict_ok(v) ? NULL : why ?: "out of memory", x->userdata);
+        x->done(i->manager, i->id, json_get_bool(v, "ok") ? NULL : why ?: "out of memory", x->userdata);
         free(x);
 }
 
@@ -165,7 +160,7 @@ static void on_uploaded(Image *i, json_object *v, const siginfo_t *si, void *use
 
         if (!si)
                 return; /* the controller stops: image_import_stop() ends it */
-        if (!verdict_ok(v) || !digest) {
+        if (!json_get_bool(v, "ok") || !digest) {
                 why = verdict_why(v, si);
                 return import_failed(i, why);
         }
@@ -268,7 +263,7 @@ static void on_restored(Image *i, json_object *v, const siginfo_t *si, void *use
 
         if (!si)
                 return; /* the controller stops: image_import_stop() ends it */
-        if (!verdict_ok(v)) {
+        if (!json_get_bool(v, "ok")) {
                 why = verdict_why(v, si);
                 return import_failed(i, why);
         }

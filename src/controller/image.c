@@ -395,11 +395,6 @@ static const char *task_doing(const ImageTask *k) {
                                                 : "being imported";
 }
 
-static bool get_bool(json_object *o, const char *key) {
-        json_object *v;
-        return o && json_object_object_get_ex(o, key, &v) && json_object_get_boolean(v);
-}
-
 /* A line of the task: progress ({"offset", "size"}) or its verdict. */
 static void task_line(Image *i, const char *text) {
         ImageTask *k = i->task;
@@ -564,11 +559,11 @@ static void on_verified(Image *i, json_object *v, const siginfo_t *si, void *use
 
         if (!si)
                 return; /* the controller stops */
-        bool whole = get_bool(v, "whole");
+        bool whole = json_get_bool(v, "whole");
         if (whole && streq_ptr(json_get_string(v, "digest"), i->digest)) {
                 state = IMAGE_READY;
                 verified_at = now_realtime_usec();
-        } else if (whole || get_bool(v, "damaged")) {
+        } else if (whole || json_get_bool(v, "damaged")) {
                 state = IMAGE_BROKEN;
                 r = whole ? asprintf(
                                     &error,
