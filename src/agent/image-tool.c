@@ -1,12 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /* The image library's work on the controller's host:
- *   verify-image   {"staging"} → {"whole": true, "digest"} | {"whole": false, "damaged", "error"}
+ *   verify-image   {"staging"} → {"whole": true, "digest", "storedBytes"} | {"whole": false, "damaged",
+ *                  "error"}
  *   export-image   {"staging", "header"}, the file to write on fd 3 → {"ok": true} | {"ok": false, "error"}
  *   restore-image  {"work"}, what to import on fd 3 → {"ok": true, "format", "header", "size", "skipped",
  *                  "notes"} | {"ok": false, "error"}: the disk restored into work/disk.raw
- *   upload-image   {"work", "staging", "skipped"?} → {"ok": true, "digest", "size", "layout"} | {"ok":
- * false, "error"}: work/disk.raw uploaded into the staging area A Staging record is what GetStaging gives a
- * node. */
+ *   upload-image   {"work", "staging", "skipped"?} → {"ok": true, "digest", "storedBytes", "size", "layout"}
+ *                  | {"ok": false, "error"}: work/disk.raw uploaded into the staging area
+ * A Staging record is what GetStaging gives a node. */
 #include <curl/curl.h>
 #include <errno.h>
 #include <gnutls/gnutls.h>
@@ -61,17 +62,21 @@ static json_object *failed(const char *key, int r, const char *why) {
         return v;
 }
 
-static json_object *verify(json_object *request) {
-        _cleanup_free_ char *digest = NULL, *why = NULL;
-        json_object *staging = NULL, *v;
-        (void) json_object_object_get_ex(request, "staging", &staging);
-        int r = staged_verify(staging ?: request, print_progress, &digest, &why);
-        if (r < 0)
-                return failed("whole", r, why);
-        v = json_object_new_object();
-        json_object_object_add(v, "whole", json_object_new_boolean(true));
-        json_object_object_add(v, "digest", json_object_new_string(digest));
+/* The verdict of work on a staging area's image that went well: its digest and what it takes there. */
+static json_object *stored(const char *key, const StagedOutcome *o) {
+        json_object *v = json_object_new_object();
+        json_object_object_add(v, key, json_object_new_boolean(true));
+        json_object_object_add(v, "digest", json_object_new_string(o->digest));
+        json_object_object_add(v, "storedBytes", json_object_new_int64((int64_t) o->stored));
         return v;
+}
+
+static json_object *verify(json_object *request) {
+        _cleanup_(staged_outcome_done) StagedOutcome o = {};
+        json_object *staging = NULL;
+        (void) json_object_object_get_ex(request, "staging", &staging);
+        int r = staged_verify(staging ?: request, print_progress, &o);
+        return r < 0 ? failed("whole", r, o.why) : stored("whole", &o);
 }
 
 static json_object *export(json_object *request) {
@@ -113,7 +118,8 @@ static json_object *restore(json_object *request) {
 }
 
 static json_object *upload(json_object *request) {
-        _cleanup_free_ char *digest = NULL, *why = NULL, *path = NULL;
+        _cleanup_(staged_outcome_done) StagedOutcome o = {};
+        _cleanup_free_ char *path = NULL;
         _cleanup_(disk_info_done) DiskInfo info = {};
         const char *work = json_get_string(request, "work");
         json_object *staging = NULL, *extents = NULL, *v;
@@ -129,14 +135,11 @@ static json_object *upload(json_object *request) {
         if (r >= 0 && json_object_object_get_ex(request, "skipped", &extents))
                 r = used_map_add_json(&skipped, extents);
         if (r >= 0)
-                r = staged_upload_file(staging, path, extents ? &skipped : NULL, print_progress, &digest,
-                                       &why);
+                r = staged_upload_file(staging, path, extents ? &skipped : NULL, print_progress, &o);
         used_map_done(&skipped);
         if (r < 0)
-                return failed("ok", r, why);
-        v = json_object_new_object();
-        json_object_object_add(v, "ok", json_object_new_boolean(true));
-        json_object_object_add(v, "digest", json_object_new_string(digest));
+                return failed("ok", r, o.why);
+        v = stored("ok", &o);
         json_object_object_add(v, "size", json_object_new_int64((int64_t) info.size));
         json_object_object_add(v, "layout", disk_info_to_json(&info));
         return v;

@@ -147,8 +147,9 @@ static int upload_files(Stager *s, void *conn) {
         }
         if (r >= 0) {
                 json_object *m = manifest_new(s, digest, hashes, json_object_get(u.segments));
-                r = write_file(s, fc, STAGING_MANIFEST,
-                               json_object_to_json_string_ext(m, JSON_C_TO_STRING_PLAIN));
+                const char *text = json_object_to_json_string_ext(m, JSON_C_TO_STRING_PLAIN);
+                r = write_file(s, fc, STAGING_MANIFEST, text);
+                s->stored = u.written + strlen(text);
                 json_object_put(m);
         }
         if (r >= 0) {
@@ -167,12 +168,13 @@ out:
 
 static int read_manifest_files(Stager *s, void *conn, Manifest *ret) {
         FilesConn *fc = conn;
-        _cleanup_free_ char *path = stager_path(s, STAGING_MANIFEST, false), *text = NULL;
-        uint64_t size = 0;
+        _cleanup_free_ char *path = stager_path(s, STAGING_MANIFEST, false), *text = NULL,
+                            *image = stager_path(s, STAGING_IMAGE, false);
+        uint64_t size = 0, image_size = 0;
         void *fh = NULL;
         int r;
 
-        if (!path)
+        if (!path || !image)
                 return -ENOMEM;
         r = fc->ops->size(fc->conn, path, &size);
         if (r < 0 && r != -ENOENT)
@@ -189,6 +191,11 @@ static int read_manifest_files(Stager *s, void *conn, Manifest *ret) {
                 fc->ops->close(fc->conn, fh);
         if (r < 0)
                 return stager_fail(s, r, "reading %s failed: %s", path, fc->ops->error(fc->conn));
+        r = fc->ops->size(fc->conn, image, &image_size);
+        if (r < 0)
+                return stager_fail(s, r, "the staging area holds no image at %s: %s", image,
+                                   fc->ops->error(fc->conn));
+        s->stored = image_size + size;
         return manifest_parse(s, text, ret);
 }
 

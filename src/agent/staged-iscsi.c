@@ -130,8 +130,10 @@ static int upload_iscsi(Stager *s, void *conn) {
                 r = iscsi_write_padded(s, lun, block, lun->block_size, at, block);
         }
         json_object_put(m);
-        if (r >= 0)
+        if (r >= 0) {
                 s->digest = TAKE_PTR(digest);
+                s->stored = lun->size; /* the LUN is the image's, whatever its blocks hold */
+        }
         return r;
 }
 
@@ -161,6 +163,7 @@ static int read_manifest_iscsi(Stager *s, void *conn, Manifest *ret) {
         if (r < 0)
                 return stager_fail(s, r, "%s", strna(why));
         text[len] = 0;
+        s->stored = lun->size;
         return manifest_parse(s, text, ret);
 }
 

@@ -346,8 +346,24 @@ static int verify(Stager *s, const StagingTransport *t, void *conn) {
         return r;
 }
 
-int staged_verify(json_object *staging, void (*verified)(uint64_t offset, uint64_t size), char **ret_digest,
-                  char **ret_why) {
+void staged_outcome_done(StagedOutcome *o) {
+        free(o->digest);
+        free(o->why);
+        *o = (StagedOutcome){};
+}
+
+/* What s found, handed to the caller. */
+static int outcome(Stager *s, int r, StagedOutcome *ret) {
+        if (r < 0 && !s->why)
+                (void) stager_fail(s, r, "%s", strerror(-r));
+        *ret = (StagedOutcome){ .digest = TAKE_PTR(s->digest),
+                                .why = TAKE_PTR(s->why),
+                                .stored = s->stored };
+        return r;
+}
+
+int staged_verify(json_object *staging, void (*verified)(uint64_t offset, uint64_t size),
+                  StagedOutcome *ret) {
         Stager s = { .staging = staging, .dev = DEVICE_NULL, .event_fd = -EBADF, .tell = verified };
         const StagingTransport *t = NULL;
         void *conn = NULL;
@@ -358,15 +374,11 @@ int staged_verify(json_object *staging, void (*verified)(uint64_t offset, uint64
                 r = verify(&s, t, conn);
         if (conn)
                 t->disconnect(conn);
-        if (r < 0 && !s.why)
-                (void) stager_fail(&s, r, "%s", strerror(-r));
-        *ret_why = TAKE_PTR(s.why);
-        *ret_digest = TAKE_PTR(s.digest);
-        return r;
+        return outcome(&s, r, ret);
 }
 
 int staged_upload_file(json_object *staging, const char *path, UsedMap *skipped,
-                       void (*uploaded)(uint64_t offset, uint64_t size), char **ret_digest, char **ret_why) {
+                       void (*uploaded)(uint64_t offset, uint64_t size), StagedOutcome *ret) {
         Stager s = { .staging = staging, .dev = DEVICE_NULL, .event_fd = -EBADF, .tell = uploaded };
         const StagingTransport *t = NULL;
         _cleanup_free_ char *holder = NULL;
@@ -387,16 +399,12 @@ int staged_upload_file(json_object *staging, const char *path, UsedMap *skipped,
                 r = t->upload(&s, conn);
         if (conn)
                 t->disconnect(conn);
-        if (r < 0 && !s.why)
-                (void) stager_fail(&s, r, "%s", strerror(-r));
         if (r >= 0 && s.tell)
                 s.tell(s.dev.size, s.dev.size);
         device_close(&s.dev);
         used_map_done(&s.map);
         used_map_done(&s.skipped);
-        *ret_why = TAKE_PTR(s.why);
-        *ret_digest = TAKE_PTR(s.digest);
-        return r;
+        return outcome(&s, r, ret);
 }
 
 static void *run_thread(void *userdata) {
@@ -464,6 +472,7 @@ static int on_thread_done(sd_event_source *es, int fd, uint32_t revents, void *u
         }
         staged_report_status(a, "ready");
         json_object_object_add(p, "digest", json_object_new_string(s->digest));
+        json_object_object_add(p, "storedBytes", json_object_new_int64((int64_t) s->stored));
         agent_report_add_notes(p, a->notes);
         (void) queue_push(a->queue, "ReportComplete", p);
         s->reported_done = true;

@@ -38,6 +38,7 @@ struct Stager {
         UsedMap skipped; /* the chunks left out, for the manifest */
         /* Set by the thread before it signals the end. */
         char *why, *digest;
+        uint64_t stored; /* what the image takes on the storage: set by upload and read_manifest */
         void (*tell)(uint64_t offset, uint64_t size); /* work on the controller's host: told as it goes on */
 };
 
@@ -101,9 +102,11 @@ struct StagingTransport {
         /* Connects to the area at l as initiator (our name there, for iSCSI). */
         int (*connect)(Stager *s, const StorageLocation *l, const char *initiator, void **ret_conn);
         void (*disconnect)(void *conn);
-        /* The source: the disk as an image and, once it is whole, its manifest; sets s->digest. */
+        /* The source: the disk as an image and, once it is whole, its manifest; sets s->digest and
+         * s->stored. */
         int (*upload)(Stager *s, void *conn);
-        /* The manifest, then the image from w->offset on (a segment's start), through writer_feed(). */
+        /* The manifest (and s->stored), then the image from w->offset on (a segment's start), through
+         * writer_feed(). */
         int (*read_manifest)(Stager *s, void *conn, Manifest *ret);
         int (*download)(Stager *s, void *conn, const Manifest *m, Writer *w);
 };
@@ -134,14 +137,22 @@ int staging_files_connect(const StagingFiles *ops, void *conn, void **ret_conn);
  * its directory on the controller's host (no agent: an image's check). */
 int staging_local_connect(Stager *s, const StorageLocation *l, const char *initiator, void **ret_conn);
 
+/* What work on a staging area's image found: on success its digest and the bytes it takes on the storage
+ * (the compressed files of an NFS or local area, the LUN of an iSCSI one), else why not. */
+typedef struct StagedOutcome {
+        char *digest, *why;
+        uint64_t stored;
+} StagedOutcome;
+void staged_outcome_done(StagedOutcome *o);
+
 /* Reads the image a staging area holds (staging: a Staging record, as GetStaging gives it) and checks every
  * chunk against its manifest and the whole against its digest, writing nothing; progress goes to verified.
- * 0 and *ret_digest if it is whole; else *ret_why says where it is not, and -EBADMSG means the image is
- * damaged (not only unreachable). */
-int staged_verify(json_object *staging, void (*verified)(uint64_t offset, uint64_t size), char **ret_digest,
-                  char **ret_why);
+ * 0 if it is whole; else ret->why says where it is not, and -EBADMSG means the image is damaged (not only
+ * unreachable). */
+int staged_verify(json_object *staging, void (*verified)(uint64_t offset, uint64_t size),
+                  StagedOutcome *ret);
 /* Uploads the disk file at path into the staging area staging describes (an import, on the controller's
  * host), leaving out the chunks skipped lists (taken; NULL: what the file's filesystems do not use);
- * progress goes to uploaded. 0 and *ret_digest, else *ret_why. */
+ * progress goes to uploaded. */
 int staged_upload_file(json_object *staging, const char *path, UsedMap *skipped,
-                       void (*uploaded)(uint64_t offset, uint64_t size), char **ret_digest, char **ret_why);
+                       void (*uploaded)(uint64_t offset, uint64_t size), StagedOutcome *ret);

@@ -376,6 +376,7 @@ static const sd_bus_vtable clone_vtable[] = {
         P("BytesTotal", "t", bytes_total),
         T("BytesTransferred", "t"),
         P("BytesUploaded", "t", bytes_uploaded),
+        P("StoredBytes", "t", stored_bytes),
         T("TransferRate", "t"),
         T("Progress", "d"),
         SD_BUS_PROPERTY("Error", "s", property_get_enum, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),

@@ -205,6 +205,7 @@ static const sd_bus_vtable image_vtable[] = {
         C("SourceDevice", "s", source_device),
         SD_BUS_PROPERTY("Layout", "s", property_get_layout, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         P("SizeBytes", "t", size),
+        P("StoredBytes", "t", stored),
         P("Digest", "s", digest),
         C("CaptureSession", "s", capture_session),
         SD_BUS_PROPERTY("Sessions", "ao", property_get_sessions, 0,

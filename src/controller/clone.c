@@ -933,6 +933,7 @@ static int start_step(CloneSession *c, void *userdata, sd_bus_error *error) {
         c->completed_at = 0;
         c->bytes_uploaded = 0;
         c->source_digest = mfree(c->source_digest);
+        c->stored_bytes = 0;
         json_object_put(c->source_notes);
         c->source_notes = NULL;
         if (c->mode == CLONE_MODE_STAGED)
@@ -944,6 +945,7 @@ static int start_step(CloneSession *c, void *userdata, sd_bus_error *error) {
                 c->source_digest = strdup(image->digest);
                 if (!c->source_digest)
                         return -ENOMEM;
+                c->stored_bytes = image->stored;
         }
         if (clone_captures_alone(c) && (r = capture_transition(c, CLONE_WAITING, NULL, error)) < 0)
                 return r;
@@ -959,7 +961,8 @@ static int start_step(CloneSession *c, void *userdata, sd_bus_error *error) {
         r = store_session_update(c->manager->store, c, NULL);
         if (r < 0)
                 return bus_store_error(error, r, "start the session");
-        clone_emit_changed(c, "StartedAt", "CompletedAt", "BytesUploaded", "StagingStatus", "SourceDigest", NULL);
+        clone_emit_changed(c, "StartedAt", "CompletedAt", "BytesUploaded", "StagingStatus", "SourceDigest",
+                           "StoredBytes", NULL);
         return 0;
 }
 

@@ -36,6 +36,7 @@ typedef struct CloneSession {
         uint32_t created_by;
         char *idempotency_key;
         char *source_digest;
+        uint64_t stored_bytes;     /* what a staged upload takes on its storage, once whole */
         json_object *source_notes; /* what the source said of its disk: what it copies whole, and why */
 
         /* Its targets, by index (targets[i]->index == i + 1). */

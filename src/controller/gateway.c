@@ -588,7 +588,7 @@ static int handle_complete(Call *call) {
         char **mine = t ? &t->digest : &c->source_digest;
         _cleanup_free_ char *old = *mine;
         _cleanup_(json_object_unrefp) json_object *old_notes = t ? t->notes : NULL;
-        uint64_t old_bytes = t ? t->bytes_transferred : 0;
+        uint64_t old_bytes = t ? t->bytes_transferred : 0, old_stored = c->stored_bytes;
         *mine = strdup(digest);
         if (!*mine) {
                 *mine = TAKE_PTR(old);
@@ -597,19 +597,21 @@ static int handle_complete(Call *call) {
         if (t) {
                 t->bytes_transferred = c->bytes_total;
                 t->notes = json_object_get(json_object_object_get(call->p, "notes"));
-        }
+        } else
+                c->stored_bytes = get_uint(call, "storedBytes");
         r = record(call, &p, seq, digest_step, t);
         if (r > 0) {
                 if (t)
                         clone_target_emit_changed(t, "Digest", "Notes", NULL);
                 else {
-                        clone_emit_changed(c, "SourceDigest", NULL);
+                        clone_emit_changed(c, "SourceDigest", "StoredBytes", NULL);
                         manager_after_commit(call->m, image_capture_changed, c->id);
                 }
                 r = reply_with(call, NULL);
         } else {
                 free(*mine);
                 *mine = TAKE_PTR(old);
+                c->stored_bytes = old_stored;
                 if (t) {
                         t->bytes_transferred = old_bytes;
                         json_object_put(t->notes);

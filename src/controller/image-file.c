@@ -193,6 +193,7 @@ static void on_uploaded(Image *i, json_object *v, const siginfo_t *si, void *use
         json_object *old_layout = i->layout;
         i->digest = strdup(digest);
         i->layout = json_object_get(layout);
+        i->stored = (uint64_t) json_get_int(v, "storedBytes");
         if (description)
                 i->description = description;
         i->state = IMAGE_READY;
@@ -202,6 +203,7 @@ static void on_uploaded(Image *i, json_object *v, const siginfo_t *si, void *use
                 i->digest = old_digest;
                 i->layout = old_layout;
                 i->description = old_description;
+                i->stored = 0;
                 i->state = IMAGE_IMPORTING;
                 return import_failed(i, "its record could not be written");
         }
@@ -215,7 +217,8 @@ static void on_uploaded(Image *i, json_object *v, const siginfo_t *si, void *use
         (void) rm_rf(x->work);
         log_info("Image %s imported (%s): %s, digest %s.", i->name,
                  strna(json_get_string(x->restored, "format")), strna(i->location), i->digest);
-        image_emit_changed(i, "State", "Description", "Location", "Layout", "SizeBytes", "Digest", NULL);
+        image_emit_changed(i, "State", "Description", "Location", "Layout", "SizeBytes", "StoredBytes",
+                           "Digest", NULL);
         x->done(i->manager, i->id, NULL, x->userdata);
         image_import_free(x);
 }

@@ -302,7 +302,7 @@ static int take_staging(Image *i, CloneSession *c) {
                                                   *layout = clone_uploaded_disk(c);
         _cleanup_free_ char *location = c->staging_path ? strdup(c->staging_path) : NULL,
                             *digest = strdup(c->source_digest), *session_resources = NULL;
-        uint64_t size = i->size;
+        uint64_t size = i->size, stored = i->stored;
         int r;
 
         if (!resources || !digest || (c->staging_path && !location))
@@ -319,6 +319,7 @@ static int take_staging(Image *i, CloneSession *c) {
         SWAP(i->location, location);
         SWAP(i->digest, digest);
         i->size = c->bytes_total;
+        i->stored = c->stored_bytes;
         session_resources = TAKE_PTR(c->staging_resources);
         r = clone_transact(c, take_step, i, &e);
         if (r < 0) {
@@ -329,12 +330,13 @@ static int take_staging(Image *i, CloneSession *c) {
                 SWAP(i->location, location);
                 SWAP(i->digest, digest);
                 i->size = size;
+                i->stored = stored;
                 return log_warning_errno(r, "Image %s cannot take session %s's upload: %s", i->name, c->id,
                                          e.message ?: strerror(-r));
         }
         log_info("Image %s captured by session %s: %s at %s, digest %s.", i->name, c->id,
                  strna(c->source_device), strna(i->location), i->digest);
-        image_emit_changed(i, "State", "Location", "Layout", "SizeBytes", "Digest", NULL);
+        image_emit_changed(i, "State", "Location", "Layout", "SizeBytes", "StoredBytes", "Digest", NULL);
         return 0;
 }
 
@@ -553,7 +555,7 @@ fail:
 static void on_verified(Image *i, json_object *v, const siginfo_t *si, void *userdata) {
         _cleanup_free_ char *error = NULL;
         ImageState state = i->state;
-        uint64_t verified_at = i->verified_at;
+        uint64_t verified_at = i->verified_at, stored = i->stored;
         int r = 0;
         (void) userdata;
 
@@ -563,6 +565,7 @@ static void on_verified(Image *i, json_object *v, const siginfo_t *si, void *use
         if (whole && streq_ptr(json_get_string(v, "digest"), i->digest)) {
                 state = IMAGE_READY;
                 verified_at = now_realtime_usec();
+                stored = (uint64_t) json_get_int(v, "storedBytes"); /* as it is now, measured */
         } else if (whole || json_get_bool(v, "damaged")) {
                 state = IMAGE_BROKEN;
                 r = whole ? asprintf(
@@ -582,16 +585,18 @@ static void on_verified(Image *i, json_object *v, const siginfo_t *si, void *use
         if (r < 0)
                 error = NULL;
         ImageState old_state = i->state;
-        uint64_t old_verified = i->verified_at;
+        uint64_t old_verified = i->verified_at, old_stored = i->stored;
         char *old_error = i->verify_error;
         i->state = state;
         i->verified_at = verified_at;
+        i->stored = stored;
         i->verify_error = error;
         r = store_image_update(i->manager->store, i);
         if (r < 0) {
                 log_warning_errno(r, "Failed to record the check of image %s: %m", i->name);
                 i->state = old_state;
                 i->verified_at = old_verified;
+                i->stored = old_stored;
                 i->verify_error = old_error;
         } else {
                 TAKE_PTR(error);
@@ -599,7 +604,7 @@ static void on_verified(Image *i, json_object *v, const siginfo_t *si, void *use
         }
         log_info("Image %s checked: %s%s%s", i->name, image_state_to_string(i->state),
                  i->verify_error ? ": " : "", strempty(i->verify_error));
-        image_emit_changed(i, "State", "VerifiedAt", "VerifyError", NULL);
+        image_emit_changed(i, "State", "VerifiedAt", "VerifyError", "StoredBytes", NULL);
 }
 
 int image_verify(Image *i, sd_bus_error *error) {

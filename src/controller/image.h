@@ -27,6 +27,8 @@ typedef struct Image {
         char *source_node, *source_hostname, *source_device;
         json_object *layout; /* the source's disk as uploaded (Disk JSON): what deploys plan from */
         uint64_t size;
+        uint64_t
+                stored; /* what its data takes on the backend (0: not known, for an image older than that) */
         char *digest;
         char *capture_session; /* the session that captured it */
         uint64_t created_at;

@@ -329,6 +329,9 @@ static const char *const migrations[] = {
         "  enabled, created_at FROM storage_backends;"
         "DROP TABLE storage_backends;"
         "ALTER TABLE storage_backends_new RENAME TO storage_backends;",
+        /* 15: what a staged upload, and so an image, takes on its storage */
+        "ALTER TABLE clone_sessions ADD COLUMN stored_bytes INTEGER NOT NULL DEFAULT 0;"
+        "ALTER TABLE images ADD COLUMN stored_bytes INTEGER NOT NULL DEFAULT 0;",
 };
 
 static int exec_plain(Store *s, const char *sql) {
@@ -936,6 +939,7 @@ static const Column session_columns[] = {
         COL(CloneSession, created_by, "created_by", COLUMN_U32, COLUMN_FIXED),
         COL(CloneSession, idempotency_key, "idempotency_key", COLUMN_STRING, COLUMN_FIXED),
         COL(CloneSession, source_digest, "source_digest", COLUMN_STRING),
+        COL(CloneSession, stored_bytes, "stored_bytes", COLUMN_U64),
         ENUM_COL(CloneSession, identity, "identity", clone_identity),
         ENUM_COL(CloneSession, unused, "unused", clone_unused),
         COL(CloneSession, source_notes, "source_notes_json", COLUMN_JSON),
@@ -1018,6 +1022,7 @@ static const Column image_columns[] = {
         COL(Image, source_device, "source_device", COLUMN_STRING, COLUMN_FIXED),
         COL(Image, layout, "layout_json", COLUMN_JSON),
         COL(Image, size, "size_bytes", COLUMN_U64),
+        COL(Image, stored, "stored_bytes", COLUMN_U64),
         COL(Image, digest, "digest", COLUMN_STRING),
         COL(Image, capture_session, "capture_session_id", COLUMN_STRING, COLUMN_FIXED),
         COL(Image, created_at, "created_at", COLUMN_U64, COLUMN_FIXED),

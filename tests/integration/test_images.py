@@ -7,6 +7,7 @@ and the image's data stays until the image itself is deleted, which is refused w
 import json
 import os
 import re
+import sqlite3
 import subprocess
 import time
 from types import SimpleNamespace
@@ -97,7 +98,7 @@ def run_to_end(api, spath, agents, timeout):
         (api.prop(spath, "CloneSession", "Error"), [a.text()[-2000:] for a in agents])
 
 
-def test_capture_alone_then_deploy_to_four_the_middle_one_killed(ctl, api, servers, bridge, tmp_path):
+def test_capture_alone_then_deploy_to_four_the_middle_one_killed(ctl, api, servers, bridge, controller, tmp_path):
     """image capture: a session whose only target is the image (it completes once the image is ready); then
     the image to four machines in one session, one of them 1.5 times as large, which grows its root. The
     second dies mid-stream: the third is relinked to the first and completes; the second, started again,
@@ -167,8 +168,17 @@ def test_capture_alone_then_deploy_to_four_the_middle_one_killed(ctl, api, serve
         for (name, loop), root in zip(targets, [(1023 - 65) << 20] * 3 + [(1535 - 65) << 20]):
             check_root_last_disk(loop, files, tmp_path, root)
         # A byte of the stored image damaged: a check finds where, the image is broken, deploys are refused.
+        on_export = sum(p.stat().st_size for p in (servers.nfs.export / "pureboot" / session).iterdir())
+        assert api.prop(path, "Image", "StoredBytes") == on_export
+        # A check measures it again: a value lost (as for an image captured before it was counted) comes back.
+        assert controller.stop() == 0, controller.log.read_text()
+        with sqlite3.connect(controller.state / "pureboot.db") as db:
+            db.execute("UPDATE images SET stored_bytes = 0")
+        controller.start()
+        assert api.prop(path, "Image", "StoredBytes") == 0
         r = ctl("image", "verify", "base", check=True)
         assert "is whole" in r.stdout and api.prop(path, "Image", "VerifiedAt") > 0, r.stdout
+        assert api.prop(path, "Image", "StoredBytes") == on_export
         stored = servers.nfs.export / "pureboot" / session / "disk.img.zst"
         with open(stored, "r+b") as f:
             f.seek(os.path.getsize(stored) // 3)
@@ -440,6 +450,7 @@ def test_the_local_backend(ctl, api, servers, bridge, tmp_path):
         # What the filesystems use (48 MiB of random files), not what they once held.
         stored = os.path.getsize(area / "disk.img.zst")
         assert 48 << 20 < stored < 64 << 20, stored
+        assert api.prop(path, "Image", "StoredBytes") == stored + os.path.getsize(area / "manifest.json")
         assert json.loads((area / "manifest.json").read_text())["digest"] == api.prop(path, "Image", "Digest")
 
         size = os.path.getsize(source.backing)
@@ -614,6 +625,8 @@ def test_import_clonezilla_and_fog_export_and_hostile_input(ctl, api, servers, b
         path = image_path(api, "from-clonezilla")
         assert api.prop(path, "Image", "State") == "ready"
         assert api.prop(path, "Image", "SizeBytes") == size
+        area = top / api.prop(path, "Image", "Id")
+        assert api.prop(path, "Image", "StoredBytes") == sum(p.stat().st_size for p in area.iterdir())
         assert api.prop(path, "Image", "Description") == "Imported from a Clonezilla image of sda (2 partitions)."
         layout = json.loads(api.prop(path, "Image", "Layout"))
         assert [(p["number"], p.get("filesystem")) for p in layout["partitions"]] == [(1, "ext4"), (2, "vfat")]

@@ -30,7 +30,7 @@ def test_restart_keeps_sessions_nodes_and_the_ca(controller, api):
     assert controller.snapshot() == before
     with controller.db() as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 14
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 15
 
 
 def test_state_files_are_private(controller):

@@ -153,6 +153,9 @@ def test_nfs_staged_clone_end_to_end(staged, ctl, api, servers, tmp_path):
     assert len(manifest["chunkHashes"]) == manifest["size"] // (1 << 20) * 32
     assert [p["number"] for p in manifest["partitionTable"]["partitions"]] == [1, 2]
     assert sorted(p.name for p in staged_dir.iterdir()) == ["disk.img.zst", "manifest.json"]
+    # What the upload takes on the export, as the source counted it: the compressed image and its manifest.
+    assert c.prop("StoredBytes") == sum(p.stat().st_size for p in staged_dir.iterdir())
+    assert c.prop("StoredBytes") < manifest["size"] // 2
     # The image is plain zstd with checksums: the zstd tool itself reads it back to the source's chunks,
     # but for those no filesystem uses, which the manifest lists and the image leaves out.
     assert manifest["version"] == 2 and manifest["skipped"], manifest.get("skipped")
@@ -374,8 +377,11 @@ def test_an_image_keeps_its_pool_lun(staged, ctl, api, servers, bridge, tmp_path
     assert api.prop(path, "Image", "State") == "ready"
     assert api.prop(path, "Image", "Location") == f"iscsi://{servers.iscsi.portal}/{servers.iscsi.iqn}/2"
     wait_for(lambda: c.prop("StagingStatus") == "kept", what="the session to say its staging is kept")
+    # On iSCSI the image takes its LUN, all of it.
+    assert c.prop("StoredBytes") == api.prop(path, "Image", "StoredBytes") == 512 << 20
 
     assert "is whole" in ctl("image", "verify", "pooled", check=True).stdout
+    assert api.prop(path, "Image", "StoredBytes") == 512 << 20
 
     # The 512 MiB LUN is the image's: a second session of the same disks finds only the 64 MiB one.
     d = Clone(tmp_path, ctl, api, servers.network, bridge, source.device, target.device, mode="staged",

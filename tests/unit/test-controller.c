@@ -226,7 +226,7 @@ static void test_restart(const char *dir, Manager **m) {
         c = hashmap_get((*m)->sessions, id);
         ASSERT_TRUE(c);
         ASSERT_INT(c->status, status);
-        ASSERT_INT(store_schema_version((*m)->store), 14);
+        ASSERT_INT(store_schema_version((*m)->store), 15);
         ASSERT_INT(c->n_targets, 1);
         ASSERT_INT(clone_first_target(c)->index, 1);
 }
@@ -846,7 +846,7 @@ static void test_migration_from_followers(const char *dir) {
         store_close(s);
 
         Manager *m = start(state);
-        ASSERT_INT(store_schema_version(m->store), 14);
+        ASSERT_INT(store_schema_version(m->store), 15);
         ASSERT_INT(hashmap_size(m->sessions), 1);
         CloneSession *c = hashmap_get(m->sessions, "aa000000000000000000000000000001");
         ASSERT_TRUE(c);
