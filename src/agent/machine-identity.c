@@ -68,7 +68,8 @@ static int write_at(int root, const char *path, const char *content, mode_t mode
         fd = openat(dir, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
         if (fd < 0)
                 return -errno;
-        if (write(fd, content, n) != (ssize_t) n || fsync(fd) < 0) {
+        /* The mode asked for, whatever the agent's umask (077 under its unit) took away. */
+        if (fchmod(fd, mode) < 0 || write(fd, content, n) != (ssize_t) n || fsync(fd) < 0) {
                 int r = errno ? -errno : -EIO;
                 (void) unlinkat(dir, tmp, 0);
                 return r;
@@ -79,6 +80,46 @@ static int write_at(int root, const char *path, const char *content, mode_t mode
                 return r;
         }
         return 0;
+}
+
+/* Makes the directories above path in the root, as mkdir -p would, each inside the root. */
+static int make_parents(int root, const char *path) {
+        _cleanup_free_ char *dir = strdup(path);
+        if (!dir)
+                return -ENOMEM;
+        for (char *slash = strchr(dir, '/'); slash; slash = strchr(slash + 1, '/')) {
+                *slash = 0;
+                const char *name;
+                _cleanup_close_ int parent = parent_of(root, dir, &name);
+                if (parent < 0)
+                        return parent;
+                if (mkdirat(parent, name, 0755) >= 0) {
+                        if (fchmodat(parent, name, 0755, 0) < 0) /* past the umask */
+                                return -errno;
+                } else if (errno != EEXIST)
+                        return -errno;
+                *slash = '/';
+        }
+        return 0;
+}
+
+/* Writes each of files ({"/etc/x": content}) in the root: how many, or why not in *ret_error. */
+static int write_files(int root, json_object *files, const char *where, char **ret_error) {
+        int n = 0;
+        json_object_object_foreach (files, path, content) {
+                /* The controller checked the paths; here they are only ever resolved inside the root. */
+                const char *rel = path + strspn(path, "/");
+                int r = isempty(rel) || !path_is_safe(path, 255) ? -EINVAL : make_parents(root, rel);
+                if (r >= 0)
+                        r = write_at(root, rel, json_object_get_string(content), 0644);
+                if (r < 0)
+                        return asprintf(ret_error, "writing %s on %s failed: %s", path, where,
+                                        strerror(-r)) < 0
+                                       ? -ENOMEM
+                                       : r;
+                n++;
+        }
+        return n;
 }
 
 /* Removes etc/ssh/ssh_host_* in the root: how many. */
@@ -120,11 +161,12 @@ static bool is_linux_root(const char *dir) {
 }
 
 /* Gives the root mounted at root its identity; appends what was done to *summary. */
-static int reidentify(const char *root, const char *hostname, const char *where, char **summary, char **ret_error) {
-        _cleanup_free_ char *line = NULL, *out = NULL;
+static int reidentify(const char *root, const char *hostname, json_object *files, const char *where,
+                      char **summary, char **ret_error) {
+        _cleanup_free_ char *line = NULL, *out = NULL, *wrote = NULL;
         _cleanup_close_ int rootfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
         const char *keys = "no SSH host keys";
-        int r, removed;
+        int r, removed, written = 0;
 
         if (rootfd < 0)
                 return -errno;
@@ -159,13 +201,18 @@ static int reidentify(const char *root, const char *hostname, const char *where,
                         log_warning("ssh-keygen -A -f %s: %s; the clone makes its keys at first boot.", root,
                                     r > 0 && out ? tool_last_line(out) : "could not run");
         }
-        return strextend_printf(summary, "%s%s: host name %s, machine-id emptied, %s", *summary ? "; " : "", where,
-                                hostname, keys) < 0
+        if (files && (written = write_files(rootfd, files, where, ret_error)) < 0)
+                return written;
+        if (written > 0 && asprintf(&wrote, ", %d file%s written", written, written == 1 ? "" : "s") < 0)
+                return -ENOMEM;
+        return strextend_printf(summary, "%s%s: host name %s, machine-id emptied, %s%s",
+                                *summary ? "; " : "", where, hostname, keys, strempty(wrote)) < 0
                        ? -ENOMEM
                        : 1;
 }
 
-int machine_identity_apply(const char *disk, const char *hostname, char **ret_summary, char **ret_error) {
+int machine_identity_apply(const char *disk, const char *hostname, json_object *files, char **ret_summary,
+                           char **ret_error) {
         _cleanup_(disk_info_done) DiskInfo info = {};
         _cleanup_free_ char *summary = NULL;
         int r;
@@ -227,7 +274,7 @@ int machine_identity_apply(const char *disk, const char *hostname, char **ret_su
                                         strerror(-r)) < 0
                                        ? -ENOMEM
                                        : r;
-                r = reidentify(m.dir, hostname, where, &summary, ret_error);
+                r = reidentify(m.dir, hostname, files, where, &summary, ret_error);
                 device_umount(&m);
                 if (r < 0)
                         return r;

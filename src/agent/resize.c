@@ -186,19 +186,22 @@ int resize_target_ready(Agent *a, json_object *session) {
         return !refuse_infeasible(a, "target", plan);
 }
 
-/* The clone's own identity (identity auto, the session's default): its node's host name on each Linux root.
- */
+/* The clone's own identity (identity auto, the session's default): its node's host name on each Linux root,
+ * and the files the session gave this target. */
 static int finish_identity(Agent *a, const char *role_word) {
         _cleanup_free_ char *summary = NULL, *error = NULL;
         const char *identity = a->watched ? json_get_string(a->watched, "identity") : NULL;
         const char *hostname = a->watched ? json_get_string(a->watched, "targetHostname") : NULL;
+        json_object *files = NULL;
         int r;
 
         if (clone_identity_from_string(identity) != CLONE_IDENTITY_AUTO) {
                 log_info("%s stays an exact copy (identity %s).", a->settings.device, strna(identity));
                 return 0;
         }
-        r = machine_identity_apply(a->settings.device, hostname, &summary, &error);
+        if (a->watched)
+                (void) json_object_object_get_ex(a->watched, "files", &files);
+        r = machine_identity_apply(a->settings.device, hostname, files, &summary, &error);
         if (r < 0) {
                 agent_report_failed(
                         a, "target", "IdentityFailed",

@@ -101,7 +101,7 @@ int bus_ca_refresh_crl(Manager *m) {
 static int method_revoke(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Manager *m = userdata;
         const char *serial;
-        BusOptions o;
+        _cleanup_(bus_options_done) BusOptions o = {};
         int r;
 
         r = sd_bus_message_read(msg, "s", &serial);
@@ -189,7 +189,7 @@ static int method_issue_certificate(sd_bus_message *msg, void *userdata, sd_bus_
         _cleanup_free_ char *cn = NULL;
         _cleanup_(issued_certificate_done) IssuedCertificate cert = {};
         const char *csr, *role_name, *subject, *node = NULL, *session = NULL;
-        BusOptions o;
+        _cleanup_(bus_options_done) BusOptions o = {};
         int role, r;
 
         r = sd_bus_message_read(msg, "sss", &csr, &role_name, &subject);

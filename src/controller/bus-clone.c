@@ -75,7 +75,7 @@ static int property_get_refused_claims(sd_bus *bus, const char *path, const char
 /* Reads the options, asks polkit for manage-clones with the session as detail. Returns like polkit_verify.
  */
 static int authorize(CloneSession *c, sd_bus_message *msg, const char *verb, sd_bus_error *error) {
-        BusOptions o;
+        _cleanup_(bus_options_done) BusOptions o = {};
         int r = bus_read_options(msg, &o, error);
         if (r < 0)
                 return r;
@@ -319,14 +319,15 @@ static int method_add_target(sd_bus_message *msg, void *userdata, sd_bus_error *
         CloneTarget *added = NULL;
         _cleanup_free_ char *path = NULL;
         const char *node, *device;
-        BusOptions o;
+        _cleanup_(bus_options_done) BusOptions o = {};
         int r;
 
         r = sd_bus_message_read(msg, "ss", &node, &device);
         if (r >= 0)
                 r = bus_read_options(msg, &o, error);
+        TargetSpec spec = { node, device, o.resize_mode, o.files };
         if (r >= 0)
-                r = clone_add_target_check(c, node, device, o.resize_mode, error);
+                r = clone_add_target_check(c, &spec, error);
         if (r < 0)
                 return r;
         r = polkit_verify(c->manager, msg, PB_POLKIT_ACTION("manage-clones"),
@@ -334,7 +335,7 @@ static int method_add_target(sd_bus_message *msg, void *userdata, sd_bus_error *
                           bus_interactive(msg, &o), error);
         if (r <= 0)
                 return r < 0 ? r : 1;
-        r = clone_add_target(c, node, device, o.resize_mode, &added, error);
+        r = clone_add_target(c, &spec, &added, error);
         if (r < 0)
                 return r;
         path = clone_target_path(added);

@@ -100,7 +100,7 @@ GETTER(property_get_operations) {
 }
 
 static int authorize(Disk *d, sd_bus_message *msg, const char *verb, sd_bus_error *error) {
-        BusOptions o;
+        _cleanup_(bus_options_done) BusOptions o = {};
         int r = bus_read_options(msg, &o, error);
         if (r < 0)
                 return r;

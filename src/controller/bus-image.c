@@ -61,7 +61,7 @@ static int property_get_sessions(sd_bus *bus, const char *path, const char *inte
 }
 
 static int authorize(Image *i, sd_bus_message *msg, sd_bus_error *error) {
-        BusOptions o;
+        _cleanup_(bus_options_done) BusOptions o = {};
         int r = bus_read_options(msg, &o, error);
         if (r < 0)
                 return r;

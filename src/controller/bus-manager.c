@@ -49,7 +49,7 @@ static int reply_path(sd_bus_message *msg, char *path) {
 static int method_create_clone_session(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Manager *m = userdata;
         CloneSpec spec = {};
-        BusOptions o;
+        _cleanup_(bus_options_done) BusOptions o = {};
         CloneSession *c;
         uint32_t uid;
         int r;
@@ -68,6 +68,7 @@ static int method_create_clone_session(sd_bus_message *msg, void *userdata, sd_b
         spec.idempotency_key = o.idempotency_key;
         spec.image = o.image;
         spec.keep_as = o.keep_as;
+        spec.files = o.files;
         /* Arguments first: a bad one is refused without asking anyone to authenticate. */
         r = clone_check(m, &spec, error);
         if (r < 0)
@@ -146,7 +147,7 @@ static int method_get_clone_session(sd_bus_message *msg, void *userdata, sd_bus_
 static int method_register_node(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Manager *m = userdata;
         const char *hostname, *mac, *arch;
-        BusOptions o;
+        _cleanup_(bus_options_done) BusOptions o = {};
         Node *n;
         int r;
 
@@ -222,7 +223,7 @@ static int method_get_node(sd_bus_message *msg, void *userdata, sd_bus_error *er
 static int method_create_storage_backend(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Manager *m = userdata;
         const char *name, *type;
-        BusOptions o;
+        _cleanup_(bus_options_done) BusOptions o = {};
         StorageBackend *b;
         int r;
 
@@ -305,7 +306,7 @@ static int method_capture_image(sd_bus_message *msg, void *userdata, sd_bus_erro
         Manager *m = userdata;
         const char *name, *node, *device, *storage;
         CloneSession *c;
-        BusOptions o;
+        _cleanup_(bus_options_done) BusOptions o = {};
         uint32_t uid;
         int r;
 
@@ -354,7 +355,7 @@ static int method_import_image(sd_bus_message *msg, void *userdata, sd_bus_error
         Manager *m = userdata;
         const char *name, *storage;
         Image *i;
-        BusOptions o;
+        _cleanup_(bus_options_done) BusOptions o = {};
         uint32_t uid;
         int fd, r;
 

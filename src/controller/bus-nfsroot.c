@@ -33,15 +33,18 @@ static int property_get_string(sd_bus *bus, const char *path, const char *interf
 
 static int authorize_with(Manager *m, sd_bus_message *msg, const char *verb, const char *what,
                           BusOptions *ret, sd_bus_error *error) {
-        BusOptions o;
+        _cleanup_(bus_options_done) BusOptions o = {};
         int r = bus_read_options(msg, &o, error);
         if (r < 0)
                 return r;
-        if (ret)
+        r = polkit_verify(m, msg, PB_POLKIT_ACTION("manage-nfsroot"),
+                          (const char *const[]){ "verb", verb, "name", what, NULL },
+                          bus_interactive(msg, &o), error);
+        if (ret) {
                 *ret = o;
-        return polkit_verify(m, msg, PB_POLKIT_ACTION("manage-nfsroot"),
-                             (const char *const[]){ "verb", verb, "name", what, NULL },
-                             bus_interactive(msg, &o), error);
+                o = (BusOptions){};
+        }
+        return r;
 }
 
 static void emit(Manager *m, const char *property) {
@@ -107,7 +110,7 @@ static int method_import(sd_bus_message *msg, void *userdata, sd_bus_error *erro
                 r = check_name(name, error);
         if (r < 0)
                 return r;
-        BusOptions o;
+        _cleanup_(bus_options_done) BusOptions o = {};
         r = authorize_with(m, msg, "import", name, &o, error);
         if (r <= 0)
                 return r < 0 ? r : 1;
@@ -128,7 +131,7 @@ static int method_import_file(sd_bus_message *msg, void *userdata, sd_bus_error 
                                       "\"%.200s\" is not an absolute path.", path);
         if (r < 0)
                 return r;
-        BusOptions o;
+        _cleanup_(bus_options_done) BusOptions o = {};
         r = authorize_with(m, msg, "import", name, &o, error);
         if (r <= 0)
                 return r < 0 ? r : 1;

@@ -16,7 +16,7 @@ static int method_delete(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         Node *n = userdata;
         Manager *m = n->manager;
         _cleanup_free_ char *id = strdup(n->id), *path = node_path(n);
-        BusOptions o;
+        _cleanup_(bus_options_done) BusOptions o = {};
         int r;
 
         if (!id || !path)
@@ -38,7 +38,7 @@ static int method_delete(sd_bus_message *msg, void *userdata, sd_bus_error *erro
 }
 
 static int authorize(Node *n, sd_bus_message *msg, const char *verb, sd_bus_error *error) {
-        BusOptions o;
+        _cleanup_(bus_options_done) BusOptions o = {};
         int r = bus_read_options(msg, &o, error);
         if (r < 0)
                 return r;
@@ -60,7 +60,7 @@ static int property_get_enum(sd_bus *bus, const char *path, const char *interfac
 static int method_set_boot_mode(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Node *n = userdata;
         const char *mode;
-        BusOptions o;
+        _cleanup_(bus_options_done) BusOptions o = {};
         int r;
 
         r = sd_bus_message_read(msg, "s", &mode);

@@ -41,7 +41,7 @@ static int property_get_config(sd_bus *bus, const char *path, const char *interf
 }
 
 static int authorize(StorageBackend *b, sd_bus_message *msg, sd_bus_error *error) {
-        BusOptions o;
+        _cleanup_(bus_options_done) BusOptions o = {};
         int r = bus_read_options(msg, &o, error);
         if (r < 0)
                 return r;

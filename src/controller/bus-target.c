@@ -50,6 +50,17 @@ int bus_target_append(sd_bus_message *reply, CloneTarget *t, const char *name) {
         }
         if (streq(name, "Notes"))
                 return bus_message_append_json_strv(reply, t ? t->notes : NULL);
+        if (streq(name, "Files")) { /* their paths: what they hold is for the clone alone */
+                int r = sd_bus_message_open_container(reply, 'a', "s");
+                if (t && t->files) {
+                        json_object_object_foreach (t->files, path, content) {
+                                (void) content;
+                                if (r >= 0)
+                                        r = sd_bus_message_append(reply, "s", path);
+                        }
+                }
+                return r < 0 ? r : sd_bus_message_close_container(reply);
+        }
         if (streq(name, "Session")) {
                 _cleanup_free_ char *path = t ? clone_path(t->session) : strdup("/");
                 return path ? sd_bus_message_append(reply, "o", path) : -ENOMEM;
@@ -95,7 +106,7 @@ static const sd_bus_vtable target_vtable[] = {
         P("TransferRate", "t"), P("Progress", "d"),  P("Digest", "s"),
         P("Error", "s"),        P("Problem", "s"),   P("Notes", "as"),
         P("Certificate", "s"),  P("StartedAt", "t"), P("CompletedAt", "t"),
-        P("Upstream", "u"),     SD_BUS_VTABLE_END,
+        P("Upstream", "u"),     C("Files", "as"),    SD_BUS_VTABLE_END,
 };
 
 /* <prefix>/<session id>/target/<n> */

@@ -2,8 +2,36 @@
 #include "bus-util.h"
 #include "pureboot-errors.h"
 
+/* An a{ss} as a JSON object of strings. */
+static int read_string_dict(sd_bus_message *m, json_object **ret) {
+        _cleanup_(json_object_unrefp) json_object *o = json_object_new_object();
+        const char *key, *value;
+        int r;
+
+        if (!o)
+                return -ENOMEM;
+        r = sd_bus_message_enter_container(m, 'v', "a{ss}");
+        if (r >= 0)
+                r = sd_bus_message_enter_container(m, 'a', "{ss}");
+        while (r >= 0 && (r = sd_bus_message_read(m, "{ss}", &key, &value)) > 0)
+                json_object_object_add(o, key, json_object_new_string(value));
+        if (r >= 0)
+                r = sd_bus_message_exit_container(m);
+        if (r >= 0)
+                r = sd_bus_message_exit_container(m);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(o);
+        return 0;
+}
+
+void bus_options_done(BusOptions *o) {
+        json_object_put(o->files);
+        o->files = NULL;
+}
+
 int bus_read_options(sd_bus_message *m, BusOptions *ret, sd_bus_error *error) {
-        BusOptions o = {};
+        _cleanup_(bus_options_done) BusOptions o = {};
         int r;
 
         r = sd_bus_message_enter_container(m, 'a', "{sv}");
@@ -27,6 +55,16 @@ int bus_read_options(sd_bus_message *m, BusOptions *ret, sd_bus_error *error) {
                         if (r < 0)
                                 return r;
                         *(streq(key, "keep_setuid") ? &o.keep_setuid : &o.no_user_interaction) = b;
+                } else if (streq(key, "files")) {
+                        if (!streq(contents, "a{ss}"))
+                                return sd_bus_error_setf(
+                                        error, SD_BUS_ERROR_INVALID_ARGS,
+                                        "Option files must be a{ss} (path to content), not %s.", contents);
+                        json_object_put(o.files);
+                        o.files = NULL;
+                        r = read_string_dict(m, &o.files);
+                        if (r < 0)
+                                return r;
                 } else {
                         if (streq(key, "idempotency_key"))
                                 target = &o.idempotency_key;
@@ -56,7 +94,7 @@ int bus_read_options(sd_bus_message *m, BusOptions *ret, sd_bus_error *error) {
                                         "Unknown option \"%s\". Known options: "
                                         "auth.no_user_interaction, keep_setuid, idempotency_key, storage, "
                                         "resize_mode, identity, unused, ip, serial, workflow, image, "
-                                        "keep_as, description.",
+                                        "keep_as, description, files.",
                                         key);
                         if (!streq(contents, "s"))
                                 return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
@@ -76,6 +114,7 @@ int bus_read_options(sd_bus_message *m, BusOptions *ret, sd_bus_error *error) {
         if (r < 0)
                 return r;
         *ret = o;
+        o = (BusOptions){};
         return 0;
 }
 

@@ -15,11 +15,13 @@ typedef struct BusOptions {
         const char *idempotency_key, *storage, *resize_mode, *identity, *unused, *ip, *serial, *workflow;
         const char *image, *keep_as; /* CreateCloneSession: the image it deploys, or the one it keeps */
         const char *description;     /* ImportImage: the new image's */
+        json_object *files; /* CreateCloneSession, AddTarget: files (a{ss}) the target's clone gets */
 } BusOptions;
 
-/* Reads the trailing a{sv} options. Strings point into the message. Unknown keys are refused so a
- * misspelt option is not silently ignored. */
+/* Reads the trailing a{sv} options. Strings point into the message; files is owned (bus_options_done).
+ * Unknown keys are refused so a misspelt option is not silently ignored. */
 int bus_read_options(sd_bus_message *m, BusOptions *ret, sd_bus_error *error);
+void bus_options_done(BusOptions *o);
 /* Whether polkit may interact with the user for this call. */
 bool bus_interactive(sd_bus_message *m, const BusOptions *o);
 int bus_sender_uid(sd_bus_message *m, uint32_t *ret);

@@ -178,13 +178,14 @@ static void detach(CloneSession *c) {
 }
 
 static CloneTarget *target_new(CloneSession *c, uint32_t index, const char *node, const char *device,
-                               ResizeMode resize_mode) {
+                               ResizeMode resize_mode, json_object *files) {
         CloneTarget *t = calloc(1, sizeof(CloneTarget));
         if (!t)
                 return NULL;
         t->index = index;
         t->status = CLONE_PENDING;
         t->resize_mode = resize_mode;
+        t->files = json_object_get(files);
         if (!(t->session_id = strdup(c->id)) || !(t->node = strdup(node)) || !(t->device = strdup(device)))
                 return clone_target_free(t);
         return t;
@@ -373,6 +374,16 @@ static int validate_image_source(Manager *m, const CloneSpec *s, Resolved *res, 
         return 0;
 }
 
+/* Files for a target's clone, which it writes with the clone's identity. */
+static int files_check(json_object *files, CloneIdentity identity, sd_bus_error *error) {
+        if (files && identity == CLONE_IDENTITY_NONE)
+                return sd_bus_error_setf(
+                        error, PB_ERROR_INVALID_ARGUMENT,
+                        "Files are written with the clone's own identity, and identity none "
+                        "keeps the clone an exact copy: use identity auto, or give no files.");
+        return clone_target_files_check(files, error);
+}
+
 static int validate(Manager *m, const CloneSpec *s, Resolved *ret, sd_bus_error *error) {
         Resolved res = {};
         int r;
@@ -398,6 +409,11 @@ static int validate(Manager *m, const CloneSpec *s, Resolved *ret, sd_bus_error 
                                  &res.unused, error);
         if (r >= 0 && !isempty(s->target_node))
                 r = device_check(s->target_device, "Target", error);
+        if (r >= 0 && s->files && isempty(s->target_node))
+                r = sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                      "Files are written on a target's clone: name the target node too.");
+        if (r >= 0)
+                r = files_check(s->files, res.identity, error);
         if (r >= 0 && !isempty(s->target_node))
                 r = node_resolve(m, s->target_node, &res.target, error);
         if (r >= 0 && !isempty(s->image)) {
@@ -557,7 +573,7 @@ int clone_create(Manager *m, const CloneSpec *spec, uint32_t uid, CloneSession *
                 return -ENOMEM;
         }
         if (res.target) {
-                CloneTarget *t = target_new(c, 1, res.target->id, s.target_device, res.resize_mode);
+                CloneTarget *t = target_new(c, 1, res.target->id, s.target_device, res.resize_mode, s.files);
                 r = t ? clone_attach_target(c, t) : -ENOMEM;
                 if (r < 0) {
                         clone_free(c);
@@ -647,6 +663,8 @@ int clone_update(CloneSession *c, const CloneSpec *changes, bool check_only, sd_
         if (changes->mode && clone_mode_from_string(changes->mode) == CLONE_MODE_DIRECT && !changes->storage)
                 s.storage = NULL;
         r = validate(m, &s, &res, error);
+        for (size_t i = 0; r >= 0 && i < c->n_targets; i++)
+                r = files_check(c->targets[i]->files, res.identity, error);
         if (r >= 0 && res.target) {
                 CloneTarget *other = clone_target_of_node(c, res.target->id);
                 if (other && other != first)
@@ -670,7 +688,8 @@ int clone_update(CloneSession *c, const CloneSpec *changes, bool check_only, sd_
                 target.resize_mode = res.resize_mode;
                 if (!target.node || !target.device)
                         r = -ENOMEM;
-        } else if (r >= 0 && res.target && !(fresh = target_new(c, 1, res.target->id, s.target_device, res.resize_mode)))
+        } else if (r >= 0 && res.target &&
+                   !(fresh = target_new(c, 1, res.target->id, s.target_device, res.resize_mode, NULL)))
                 r = -ENOMEM;
         if (r >= 0)
                 r = clone_transact(c, write_update, &(Update){ &updated, fresh ?: res.target ? &target : NULL, fresh },
@@ -1062,18 +1081,21 @@ int clone_start(CloneSession *c, sd_bus_error *error) {
 }
 
 /* What clone_add_target would refuse spec for; *ret the node and the resize mode. */
-static int added_target_check(CloneSession *c, const char *node, const char *device, const char *resize_mode,
-                              Node **ret_node, ResizeMode *ret_resize, sd_bus_error *error) {
+static int added_target_check(CloneSession *c, const TargetSpec *spec, Node **ret_node,
+                              ResizeMode *ret_resize, sd_bus_error *error) {
         Node *n;
         int r;
 
-        if (isempty(node))
+        if (isempty(spec->node))
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT, "Name the target node to add.");
-        r = device_check(device, "Target", error);
+        r = device_check(spec->device, "Target", error);
         if (r >= 0)
-                r = resize_mode_parse(resize_mode ?: resize_mode_to_string(c->resize_mode), ret_resize, error);
+                r = resize_mode_parse(spec->resize_mode ?: resize_mode_to_string(c->resize_mode), ret_resize,
+                                      error);
         if (r >= 0)
-                r = node_resolve(c->manager, node, &n, error);
+                r = files_check(spec->files, c->identity, error);
+        if (r >= 0)
+                r = node_resolve(c->manager, spec->node, &n, error);
         if (r < 0)
                 return r;
         if (clone_status_is_final(c->status) && c->status != CLONE_FAILED)
@@ -1106,11 +1128,10 @@ static int added_target_check(CloneSession *c, const char *node, const char *dev
         return 0;
 }
 
-int clone_add_target_check(CloneSession *c, const char *node, const char *device, const char *resize_mode,
-                           sd_bus_error *error) {
+int clone_add_target_check(CloneSession *c, const TargetSpec *spec, sd_bus_error *error) {
         ResizeMode resize;
         Node *n;
-        return added_target_check(c, node, device, resize_mode, &n, &resize, error);
+        return added_target_check(c, spec, &n, &resize, error);
 }
 
 /* What clone_add_target does, inside its transaction: a target added to a running session starts at once,
@@ -1128,17 +1149,16 @@ static int add_step(CloneSession *c, void *userdata, sd_bus_error *error) {
         return r;
 }
 
-int clone_add_target(CloneSession *c, const char *node, const char *device, const char *resize_mode,
-                     CloneTarget **ret, sd_bus_error *error) {
+int clone_add_target(CloneSession *c, const TargetSpec *spec, CloneTarget **ret, sd_bus_error *error) {
         ResizeMode resize = RESIZE_NONE;
         CloneTarget *t;
         Node *n = NULL;
         int r;
 
-        r = added_target_check(c, node, device, resize_mode, &n, &resize, error);
+        r = added_target_check(c, spec, &n, &resize, error);
         if (r < 0)
                 return r;
-        t = target_new(c, c->n_targets + 1, n->id, device, resize);
+        t = target_new(c, c->n_targets + 1, n->id, spec->device, resize, spec->files);
         r = t ? clone_attach_target(c, t) : -ENOMEM;
         if (r < 0)
                 return r;
@@ -1282,6 +1302,7 @@ json_object *clone_node_view(CloneSession *c, bool source, CloneTarget *t) {
         /* A target's own name, which its clone takes (identity auto). */
         Node *node = t ? hashmap_get(c->manager->nodes, t->node) : NULL;
         ADD("targetHostname", node ? json_object_new_string(node->hostname) : NULL);
+        ADD("files", t && t->files ? json_object_get(t->files) : NULL); /* its own, to it alone */
         ADD("stagingStatus", c->staging_status != STAGING_NONE
                                      ? json_object_new_string(staging_status_to_string(c->staging_status))
                                      : NULL);

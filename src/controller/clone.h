@@ -59,6 +59,7 @@ typedef struct CloneSpec {
         const char *storage, *resize_mode, *idempotency_key, *identity, *unused;
         const char *image;   /* the source is this image: no source node or device then */
         const char *keep_as; /* a staged session keeps its upload as an image of this name */
+        json_object *files;  /* written on the target's clone (identity auto) */
 } CloneSpec;
 
 CloneSession *clone_free(CloneSession *c);
@@ -128,11 +129,14 @@ int clone_digest_verdict(const char *source, const char *target, CloneStatus *re
 /* One source to several targets: another target of the session (a direct source serves each, a staged
  * upload is downloaded by each), with its own plan, progress and digest, started at once if the session
  * runs. */
-int clone_add_target(CloneSession *c, const char *node, const char *device, const char *resize_mode,
-                     CloneTarget **ret, sd_bus_error *error);
+typedef struct TargetSpec {
+        const char *node, *device;
+        const char *resize_mode; /* NULL: the session's */
+        json_object *files;      /* written on its clone (identity auto), NULL: none */
+} TargetSpec;
+int clone_add_target(CloneSession *c, const TargetSpec *spec, CloneTarget **ret, sd_bus_error *error);
 /* What clone_add_target would refuse, checked without adding anything. */
-int clone_add_target_check(CloneSession *c, const char *node, const char *device, const char *resize_mode,
-                           sd_bus_error *error);
+int clone_add_target_check(CloneSession *c, const TargetSpec *spec, sd_bus_error *error);
 /* After a change of the session id, if it is still there, once committed (manager_after_commit): its
  * staging goes once no target is active any more. */
 void clone_changed_of(Manager *m, const char *id);

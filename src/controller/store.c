@@ -329,9 +329,11 @@ static const char *const migrations[] = {
         "  enabled, created_at FROM storage_backends;"
         "DROP TABLE storage_backends;"
         "ALTER TABLE storage_backends_new RENAME TO storage_backends;",
-        /* 15: what a staged upload, and so an image, takes on its storage */
+        /* 15: what a staged upload, and so an image, takes on its storage; the files a target's clone gets
+         * with its identity */
         "ALTER TABLE clone_sessions ADD COLUMN stored_bytes INTEGER NOT NULL DEFAULT 0;"
-        "ALTER TABLE images ADD COLUMN stored_bytes INTEGER NOT NULL DEFAULT 0;",
+        "ALTER TABLE images ADD COLUMN stored_bytes INTEGER NOT NULL DEFAULT 0;"
+        "ALTER TABLE clone_targets ADD COLUMN files_json TEXT;",
 };
 
 static int exec_plain(Store *s, const char *sql) {
@@ -969,6 +971,7 @@ static const Column target_columns[] = {
         COL(CloneTarget, transfer_rate, "transfer_rate_bps", COLUMN_U64),
         COL(CloneTarget, digest, "digest", COLUMN_STRING),
         COL(CloneTarget, notes, "notes_json", COLUMN_JSON),
+        COL(CloneTarget, files, "files_json", COLUMN_JSON, COLUMN_FIXED),
         COL(CloneTarget, error, "error_message", COLUMN_STRING),
         COL(CloneTarget, started_at, "started_at", COLUMN_U64),
         COL(CloneTarget, completed_at, "completed_at", COLUMN_U64),

@@ -2,12 +2,14 @@
 /* A clone session's targets: the record, its transition table and how a session's status follows from its
  * targets'. clone.c moves them; nothing else writes t->status. */
 #include <assert.h>
+#include <inttypes.h>
 #include <stdarg.h>
 
 #include "bus-gateway.h"
 #include "clone.h"
 #include "log.h"
 #include "pureboot-bus.h"
+#include "pureboot-errors.h"
 #include "target.h"
 #include "util.h"
 
@@ -53,12 +55,55 @@ CloneTarget *clone_target_free(CloneTarget *t) {
                 return NULL;
         throttle_done(&t->progress);
         json_object_put(t->notes);
+        json_object_put(t->files);
         char **strings[] = { &t->session_id, &t->node,  &t->device,  &t->plan_json,    &t->disk_json,
                              &t->digest,     &t->error, &t->problem, &t->relay_address };
         for (size_t i = 0; i < ELEMENTSOF(strings); i++)
                 free(*strings[i]);
         free(t);
         return NULL;
+}
+
+/* Whether path is one of the machine's own trees, which hold nothing of the disk. */
+static bool in_virtual_tree(const char *path) {
+        static const char *const trees[] = { "/proc", "/sys", "/dev", "/run" };
+        for (size_t i = 0; i < ELEMENTSOF(trees); i++) {
+                const char *rest = startswith(path, trees[i]);
+                if (rest && IN_SET(*rest, '/', 0))
+                        return true;
+        }
+        return false;
+}
+
+int clone_target_files_check(json_object *files, sd_bus_error *error) {
+        uint64_t total = 0;
+
+        if (!files)
+                return 0;
+        if (json_object_object_length(files) > CLONE_TARGET_FILES_MAX)
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                         "A target takes at most %d files; put the rest in one (an archive, "
+                                         "a cloud-init seed).",
+                                         CLONE_TARGET_FILES_MAX);
+        json_object_object_foreach (files, path, content) {
+                const char *rest = path_is_safe(path, 255) ? path + 1 : NULL;
+                if (!rest || isempty(rest) || strstr(path, "//") || endswith(path, "/") ||
+                    in_virtual_tree(path))
+                        return sd_bus_error_setf(
+                                error, PB_ERROR_INVALID_ARGUMENT,
+                                "\"%.64s\" cannot be a file on the clone: give an absolute path "
+                                "of a file, without \"..\", outside /proc, /sys, /dev and "
+                                "/run.",
+                                path);
+                total += strlen(path) + strlen(json_object_get_string(content));
+        }
+        if (total > CLONE_TARGET_FILES_BYTES)
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                         "The files for a target hold %" PRIu64 " bytes; at most %" PRIu64
+                                         " are taken. Write larger ones with a first-boot script that "
+                                         "fetches them.",
+                                         total, CLONE_TARGET_FILES_BYTES);
+        return 0;
 }
 
 char *clone_target_path(const CloneTarget *t) {

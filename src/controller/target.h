@@ -26,6 +26,8 @@ typedef struct CloneTarget {
          * target with the problem says it again. */
         char *problem;
         uint64_t started_at, completed_at;
+        json_object
+                *files; /* {path: content}: written on its clone's Linux roots (identity auto), or NULL */
         /* In a chain (chain.h): where it forwards what it wrote, once it said so, and its place. */
         char *relay_address;
         uint16_t relay_port;
@@ -37,6 +39,13 @@ typedef struct CloneTarget {
 } CloneTarget;
 
 CloneTarget *clone_target_free(CloneTarget *t);
+
+/* Refused (InvalidArgument, saying what to change) unless files ({path: content}, NULL: none) may be written
+ * on a clone: absolute paths without "..", none under /proc, /sys, /dev or /run, at most
+ * CLONE_TARGET_FILES_MAX of them and CLONE_TARGET_FILES_BYTES in all. */
+#define CLONE_TARGET_FILES_MAX 32
+#define CLONE_TARGET_FILES_BYTES (UINT64_C(1) << 20)
+int clone_target_files_check(json_object *files, sd_bus_error *error);
 
 /* The transition table of a target, which is also what a session may become by its targets. */
 bool clone_target_can_become(CloneStatus from, CloneStatus to);

@@ -8,9 +8,41 @@
 #include "json-util.h"
 #include "log.h"
 #include "table.h"
+#include "util.h"
 
 static int add_string_option(sd_bus_message *m, const char *key, const char *value) {
         return value ? sd_bus_message_append(m, "{sv}", key, "s", value) : 0;
+}
+
+/* --set-file PATH=CONTENT…, as the option files (a{ss}); none, nothing. */
+static int add_files_option(sd_bus_message *m) {
+        int r;
+        if (strv_length(arg.set_files) == 0)
+                return 0;
+        r = sd_bus_message_open_container(m, 'e', "sv");
+        if (r >= 0)
+                r = sd_bus_message_append(m, "s", "files");
+        if (r >= 0)
+                r = sd_bus_message_open_container(m, 'v', "a{ss}");
+        if (r >= 0)
+                r = sd_bus_message_open_container(m, 'a', "{ss}");
+        STRV_FOREACH(f, arg.set_files) {
+                _cleanup_free_ char *path = strndup(*f, strcspn(*f, "="));
+                if (r >= 0)
+                        r = path ? sd_bus_message_append(m, "{ss}", path, *f + strlen(path) + 1) : -ENOMEM;
+        }
+        for (int i = 0; r >= 0 && i < 3; i++)
+                r = sd_bus_message_close_container(m);
+        return r;
+}
+
+int clone_append_target_options(sd_bus_message *m) {
+        int r = sd_bus_message_open_container(m, 'a', "{sv}");
+        if (r >= 0)
+                r = add_string_option(m, "resize_mode", arg.resize);
+        if (r >= 0)
+                r = add_files_option(m);
+        return r < 0 ? r : sd_bus_message_close_container(m);
 }
 
 static int clone_create(sd_bus *bus) {
@@ -44,6 +76,8 @@ int clone_append_options(sd_bus_message *m, const char *image) {
         int r = sd_bus_message_open_container(m, 'a', "{sv}");
         for (size_t i = 0; r >= 0 && i < ELEMENTSOF(options); i++)
                 r = add_string_option(m, options[i].key, options[i].value);
+        if (r >= 0)
+                r = add_files_option(m);
         return r < 0 ? r : sd_bus_message_close_container(m);
 }
 
@@ -440,9 +474,9 @@ static int clone_add_target(sd_bus *bus, const char *path) {
                 return EXIT_USAGE;
         r = ctl_new_call(bus, path, PB_IFACE("CloneSession"), "AddTarget", &m);
         if (r >= 0)
-                r = arg.resize ? sd_bus_message_append(m, "ssa{sv}", arg.target, arg.target_device, 1, "resize_mode",
-                                                       "s", arg.resize)
-                               : sd_bus_message_append(m, "ssa{sv}", arg.target, arg.target_device, 0);
+                r = sd_bus_message_append(m, "ss", arg.target, arg.target_device);
+        if (r >= 0)
+                r = clone_append_target_options(m);
         if (r < 0)
                 return EXIT_FAILED;
         return ctl_call_print_id(bus, m, "add the target");

@@ -98,9 +98,9 @@ static int image_deploy(sd_bus *bus, const char *image) {
                 const char *device = arg.target_devices[n_devices == 1 ? 0 : i];
                 r = ctl_new_call(bus, path, PB_IFACE("CloneSession"), "AddTarget", &add);
                 if (r >= 0)
-                        r = arg.resize ? sd_bus_message_append(add, "ssa{sv}", arg.targets[i], device, 1,
-                                                               "resize_mode", "s", arg.resize)
-                                       : sd_bus_message_append(add, "ssa{sv}", arg.targets[i], device, 0);
+                        r = sd_bus_message_append(add, "ss", arg.targets[i], device);
+                if (r >= 0)
+                        r = clone_append_target_options(add);
                 if (r >= 0)
                         r = ctl_call(bus, add, NULL, "add the target");
         }

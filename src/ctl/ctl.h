@@ -32,7 +32,8 @@ typedef struct Args {
         const char *role, *type, *ip, *csr;
         bool analyze;
         const char *set_plan;
-        char **edits; /* --edit N=SIZE */
+        char **edits;     /* --edit N=SIZE */
+        char **set_files; /* --set-file PATH=CONTENT */
 } Args;
 
 extern Args arg;
@@ -58,8 +59,10 @@ void ctl_pager_open(void);
 bool ctl_require(const char *value, const char *option, const char *verb);
 
 /* CreateCloneSession's options as the command line gives them (--storage, --resize, --identity, --unused,
- * --idempotency-key, --keep-as), and the image it deploys if not NULL. */
+ * --idempotency-key, --keep-as, --set-file), and the image it deploys if not NULL. */
 int clone_append_options(sd_bus_message *m, const char *image);
+/* AddTarget's options (--resize, --set-file), as an a{sv}. */
+int clone_append_target_options(sd_bus_message *m);
 
 /* Verbs */
 int verb_node(sd_bus *bus, int argc, char **argv);

@@ -405,12 +405,15 @@ static void help(void) {
                "               [--resize none|shrink_source|grow_target] [--identity auto|none]\n"
                "               [--unused discard|zero|keep] [--idempotency-key KEY]\n"
                "               [--keep-as IMAGE]  (staged: keep the upload in the image library)\n"
+               "               [--set-file PATH=CONTENT]...  (written on the target's clone, identity "
+               "auto)\n"
                "  clone list | show ID | start ID | cancel ID | delete ID\n"
                "  clone update ID [--name N] [--source-device DEV] [--target-device DEV] [--target NODE] "
                "...\n"
                "  clone status ID [--follow]      Progress, with a live bar when following\n"
                "  clone token ID --role source|target [--target N]\n"
                "  clone add-target ID --target NODE --target-device DEV [--resize MODE]\n"
+               "               [--set-file PATH=CONTENT]...\n"
                "                                  One more target of a session, direct or staged\n"
                "  clone plan ID [--analyze] [--edit N=SIZE]... [--set JSON]\n"
                "                                  The resize plan: made again, partitions resized, or set\n"
@@ -426,6 +429,7 @@ static void help(void) {
                "  image deploy NAME --target NODE [--target NODE]... --target-device DEV [...]\n"
                "               (one --target-device for all, or one per --target, in order)\n"
                "               [--resize none|grow_target] [--name NAME] [--identity auto|none]\n"
+               "               [--set-file PATH=CONTENT]...  (on every target's clone)\n"
                "                                  One session writing the image to every target\n"
                "Storage backends:\n"
                "  storage add NAME --type nfs|iscsi|local KEY=VALUE...  (nfs: server= export= [options=] "
@@ -477,6 +481,7 @@ static int parse_args(int argc, char *argv[]) {
                 ARG_CSR,
                 ARG_ANALYZE,
                 ARG_EDIT,
+                ARG_SET_FILE,
                 ARG_SET,
                 ARG_KEEP_SETUID,
                 ARG_KEEP_AS,
@@ -510,6 +515,7 @@ static int parse_args(int argc, char *argv[]) {
                 { "ip", required_argument, NULL, ARG_IP },
                 { "analyze", no_argument, NULL, ARG_ANALYZE },
                 { "edit", required_argument, NULL, ARG_EDIT },
+                { "set-file", required_argument, NULL, ARG_SET_FILE },
                 { "set", required_argument, NULL, ARG_SET },
                 { "csr", required_argument, NULL, ARG_CSR },
                 { "keep-setuid", no_argument, NULL, ARG_KEEP_SETUID },
@@ -626,6 +632,15 @@ static int parse_args(int argc, char *argv[]) {
                         break;
                 case ARG_EDIT:
                         if (strv_extend(&arg.edits, optarg) < 0)
+                                return -EXIT_FAILED;
+                        break;
+                case ARG_SET_FILE:
+                        if (optarg[0] != '/' || !strchr(optarg, '=')) {
+                                log_error("--set-file takes PATH=CONTENT, PATH absolute (as on the clone): "
+                                          "--set-file /etc/motd=\"Lab 3\".");
+                                return -EXIT_USAGE;
+                        }
+                        if (strv_extend(&arg.set_files, optarg) < 0)
                                 return -EXIT_FAILED;
                         break;
                 case ARG_SET:

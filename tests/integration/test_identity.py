@@ -60,21 +60,44 @@ def read_root(loop, mnt):
     return found, keys
 
 
+SEED = "instance-id: tgt-node\nlocal-hostname: tgt-node\n"
+
+
 def test_a_clone_gets_its_own_identity(tmp_path, ctl, api, network, bridge_on_network, loops):
+    """...and the files its session gave its target: one replacing the source's, one in directories the
+    source does not have (a cloud-init seed)."""
     source, files = make_linux_source(tmp_path, loops)
     target = make_blank_disk(tmp_path, loops, "target", 1 << 30)
-    c = Clone(tmp_path, ctl, api, network, bridge_on_network, source.device, target.device, tag="i")
+    c = Clone(tmp_path, ctl, api, network, bridge_on_network, source.device, target.device, tag="i",
+              create_args=("--set-file=/etc/hostname=overridden by the identity\n", "--set-file=/etc/motd=Lab 3\n",
+                           f"--set-file=/var/lib/cloud/seed/nocloud/meta-data={SEED}"))
     try:
         assert c.prop("Identity") == "auto"
+        # The paths are shown; what they hold is for the clone alone.
+        assert sorted(api.prop(f"{c.path}/target/1", "CloneTarget", "Files")) == \
+            ["/etc/hostname", "/etc/motd", "/var/lib/cloud/seed/nocloud/meta-data"]
         run(c)
         assert "The clone's own identity on" in c.target.text()
-        assert "host name tgt-node, machine-id emptied, new SSH host keys" in c.target.text()
+        assert "host name tgt-node, machine-id emptied, new SSH host keys, 3 files written" in c.target.text()
     finally:
         c.stop()
     mnt = tmp_path / "check"
     mnt.mkdir()
+    target.scan_partitions()
+    wait_for(lambda: Path(target.partition(2)).exists(), timeout=5, what="the target's root to appear")
+    sh("mount", "-o", "ro", target.partition(2), mnt)
+    try:
+        assert (mnt / "etc/motd").read_text() == "Lab 3\n"
+        assert (mnt / "var/lib/cloud/seed/nocloud/meta-data").read_text() == SEED
+        # Modes as asked for, whatever the agent's umask: readable to the services that read them.
+        assert oct((mnt / "var/lib/cloud/seed/nocloud/meta-data").stat().st_mode & 0o777) == "0o644"
+        assert oct((mnt / "var/lib/cloud/seed").stat().st_mode & 0o777) == "0o755"
+        assert oct((mnt / "etc/machine-id").stat().st_mode & 0o777) == "0o444"
+        # The session's files come after the identity: the operator's word is the last.
+        assert (mnt / "etc/hostname").read_text() == "overridden by the identity\n"
+    finally:
+        sh("umount", mnt)
     ident, keys = read_root(target, mnt)
-    assert ident["etc/hostname"] == "tgt-node\n"
     assert ident["etc/machine-id"] == ""  # a new one at first boot
     assert ident["var/lib/dbus/machine-id"] is None
     assert ident["etc/os-release"] == ROOT_FILES["etc/os-release"]
@@ -93,6 +116,21 @@ def test_identity_none_is_an_exact_copy(tmp_path, ctl, api, network, bridge_on_n
     r = ctl("clone", "create", "--name=bad", "--mode=direct", "--source=src-node", "--target=tgt-node",
             "--source-device=/dev/sda", "--target-device=/dev/sdb", "--identity=someone")
     assert r.returncode != 0 and "Unknown identity" in r.stderr and "use auto" in r.stderr, r.stderr
+    # Files go with the identity; where they would go must be a file of the clone's own.
+    create = ("clone", "create", "--name=bad", "--mode=direct", "--source=src-node", "--target=tgt-node",
+              "--source-device=/dev/sda", "--target-device=/dev/sdb")
+    refusals = {("--identity=none", "--set-file=/etc/motd=x"): "use identity auto, or give no files",
+                ("--set-file=etc/motd=x",): "PATH absolute",
+                ("--set-file=/etc/../../motd=x",): "without \"..\"",
+                ("--set-file=/proc/sys/kernel/hostname=x",): "outside /proc, /sys, /dev and /run",
+                ("--set-file=/etc/=x",): "absolute path of a file",
+                tuple(f"--set-file=/etc/f{i}=x" for i in range(33)): "at most 32 files",
+                # Eleven of 100 KiB (one argument holds at most 128 KiB).
+                tuple(f"--set-file=/big{i}=" + "x" * (100 << 10) for i in range(11)): "at most 1048576 are taken"}
+    for args, why in refusals.items():
+        r = ctl(*create, *args)
+        assert r.returncode != 0 and why in r.stderr, (args[0][:40], r.stderr)
+    assert ctl("clone", "list", "--json=short", check=True).stdout.strip() in ("", "[]")
     c = Clone(tmp_path, ctl, api, network, bridge_on_network, source.device, target.device, tag="n",
               create_args=("--identity=none",))
     try:
@@ -123,16 +161,19 @@ def test_the_clones_own_links_stay_inside_it(tmp_path, ctl, api, network, bridge
     finally:
         sh("umount", mnt)
     target = make_blank_disk(tmp_path, loops, "target", 1 << 30)
-    c = Clone(tmp_path, ctl, api, network, bridge_on_network, source.device, target.device, tag="l")
+    c = Clone(tmp_path, ctl, api, network, bridge_on_network, source.device, target.device, tag="l",
+              create_args=("--set-file=/etc/issue=inside\n",))
     try:
         run(c)
     finally:
         c.stop()
     assert (outside / "hostname").read_text() == "not-to-be-touched\n"
+    assert not (outside / "issue").exists()
     target.scan_partitions()
     wait_for(lambda: Path(target.partition(2)).exists(), timeout=5, what="the target's root to appear")
     sh("mount", "-o", "ro", target.partition(2), mnt)
     try:
         assert (mnt / str(outside).lstrip("/") / "hostname").read_text() == "tgt-node\n"
+        assert (mnt / str(outside).lstrip("/") / "issue").read_text() == "inside\n"
     finally:
         sh("umount", mnt)

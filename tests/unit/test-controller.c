@@ -553,19 +553,22 @@ static void test_staged_targets(Manager *m) {
         t1 = clone_first_target(c);
         ASSERT_TRUE(t1 && t1->index == 1 && c->n_targets == 1);
 
-        ASSERT_OK(clone_add_target(c, "web-01", "/dev/sdc", "grow_target", &t2, &e));
+        ASSERT_OK(clone_add_target(c, &(TargetSpec){ "web-01", "/dev/sdc", "grow_target" }, &t2, &e));
         ASSERT_TRUE(t2 == clone_target(c, 2) && t2->status == CLONE_PENDING &&
                     t2->resize_mode == RESIZE_GROW_TARGET);
-        ASSERT_BUS_ERROR(clone_add_target(c, "web-01", "/dev/sdd", NULL, &t2, E), PB_ERROR_INVALID_ARGUMENT);
-        ASSERT_BUS_ERROR(clone_add_target(c, "web-02", "/dev/sdd", NULL, &t2, E), PB_ERROR_INVALID_ARGUMENT);
-        ASSERT_BUS_ERROR(clone_add_target(c, "pi-01", "sdd", NULL, &t2, E), PB_ERROR_INVALID_ARGUMENT);
+        ASSERT_BUS_ERROR(clone_add_target(c, &(TargetSpec){ "web-01", "/dev/sdd", NULL }, &t2, E),
+                         PB_ERROR_INVALID_ARGUMENT);
+        ASSERT_BUS_ERROR(clone_add_target(c, &(TargetSpec){ "web-02", "/dev/sdd", NULL }, &t2, E),
+                         PB_ERROR_INVALID_ARGUMENT);
+        ASSERT_BUS_ERROR(clone_add_target(c, &(TargetSpec){ "pi-01", "sdd", NULL }, &t2, E),
+                         PB_ERROR_INVALID_ARGUMENT);
         /* A target whose row cannot be written is not added, in memory either. */
         ASSERT_OK(store_exec(
                 m->store,
                 "CREATE TRIGGER refuse BEFORE INSERT ON clone_targets BEGIN SELECT RAISE(ABORT, 'no'); END",
                 ""));
         sd_bus_error refused = SD_BUS_ERROR_NULL;
-        ASSERT_TRUE(clone_add_target(c, "pi-01", "/dev/sdd", NULL, &t2, &refused) < 0);
+        ASSERT_TRUE(clone_add_target(c, &(TargetSpec){ "pi-01", "/dev/sdd", NULL }, &t2, &refused) < 0);
         sd_bus_error_free(&refused);
         ASSERT_OK(store_exec(m->store, "DROP TRIGGER refuse", ""));
         ASSERT_INT(c->n_targets, 2);
@@ -616,7 +619,8 @@ static void test_staged_targets(Manager *m) {
         ASSERT_INT(t1->status, CLONE_COMPLETED);
         ASSERT_INT(t2->status, CLONE_CANCELLED);
         ASSERT_INT(c->status, CLONE_CANCELLED);
-        ASSERT_BUS_ERROR(clone_add_target(c, "pi-01", "/dev/sdd", NULL, &t2, E), PB_ERROR_INVALID_STATE);
+        ASSERT_BUS_ERROR(clone_add_target(c, &(TargetSpec){ "pi-01", "/dev/sdd", NULL }, &t2, E),
+                         PB_ERROR_INVALID_STATE);
 
         char *token = NULL;
         ASSERT_BUS_ERROR(clone_issue_token(c, "target-2", &token, E), PB_ERROR_INVALID_STATE);
