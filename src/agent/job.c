@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <assert.h>
 
+#include "hardware.h"
 #include "job.h"
 #include "log.h"
 #include "util.h"
@@ -37,6 +38,7 @@ static void on_enrolled(Agent *a) {
                 agent_exit(a, AGENT_EXIT_REFUSED);
                 return;
         }
+        hardware_report(a); /* every boot, every mode */
         if (k->report_disk)
                 resize_report_disk(a, k->role, &a->disk_fingerprint);
         r = k->started ? k->started(a) : 0;

@@ -62,21 +62,6 @@ uint64_t parted_fat_minimum(PedGeometry *geom) {
         return min;
 }
 
-static int read_sysfs(const char *dir, const char *name, char *buf, size_t size) {
-        _cleanup_free_ char *path = NULL;
-        _cleanup_fclose_ FILE *f = NULL;
-        if (asprintf(&path, "%s/%s", dir, name) < 0)
-                return -ENOMEM;
-        f = fopen(path, "re");
-        if (!f || !fgets(buf, (int) size, f))
-                return -ENOENT;
-        buf[strcspn(buf, "\n")] = 0;
-        /* trailing blanks, as some firmware pads model and serial */
-        for (size_t n = strlen(buf); n > 0 && buf[n - 1] == ' '; n--)
-                buf[n - 1] = 0;
-        return 0;
-}
-
 int scan_tell_kernel(const char *disk) {
         PedDevice *dev = ped_device_get(disk);
         PedDisk *table;
@@ -120,10 +105,11 @@ char *partition_node(const char *disk, unsigned number) {
                 struct stat pst;
                 if (e->d_name[0] == '.' || asprintf(&sub, "%s/%s", dir, e->d_name) < 0)
                         continue;
-                if (read_sysfs(sub, "partition", buf, sizeof(buf)) < 0 || strtoul(buf, NULL, 10) != number)
+                if (read_attribute(sub, "partition", buf, sizeof(buf)) < 0 ||
+                    strtoul(buf, NULL, 10) != number)
                         continue;
-                if (read_sysfs(sub, "dev", buf, sizeof(buf)) < 0 || sscanf(buf, "%u:%u", &maj, &min) != 2 ||
-                    asprintf(&node, "/dev/%s", e->d_name) < 0)
+                if (read_attribute(sub, "dev", buf, sizeof(buf)) < 0 ||
+                    sscanf(buf, "%u:%u", &maj, &min) != 2 || asprintf(&node, "/dev/%s", e->d_name) < 0)
                         return NULL;
                 /* The node udev (or devtmpfs) made must be that very device. */
                 if (stat(node, &pst) < 0 || !S_ISBLK(pst.st_mode) || pst.st_rdev != makedev(maj, min))
@@ -408,7 +394,8 @@ int scan_disk(const char *path, DiskInfo *ret) {
         d.device = strdup(path);
         d.model = dev->model && !streq(dev->model, "Unknown") ? strdup(dev->model) : NULL;
         snprintf(sys, sizeof(sys), "/sys/dev/block/%u:%u", major(st.st_rdev), minor(st.st_rdev));
-        if (read_sysfs(sys, "device/serial", buf, sizeof(buf)) >= 0 || read_sysfs(sys, "serial", buf, sizeof(buf)) >= 0)
+        if (read_attribute(sys, "device/serial", buf, sizeof(buf)) >= 0 ||
+            read_attribute(sys, "serial", buf, sizeof(buf)) >= 0)
                 d.serial = strdup(buf);
         type = ped_disk_probe(dev);
         d.table = strdup(type && STR_IN_SET(type->name, "gpt", "msdos") ? type->name : "none");
@@ -428,16 +415,7 @@ int scan_disk(const char *path, DiskInfo *ret) {
         return 0;
 }
 
-/* Whole disks of the kinds nodes boot from; partitions, loop and RAM devices are not in /sys/block's
- * list or not wanted. */
-static bool disk_name_wanted(const char *name) {
-        if (startswith(name, "mmcblk"))
-                return !strstr(name, "boot") && !strstr(name, "rpmb");
-        return startswith(name, "sd") || startswith(name, "vd") || startswith(name, "nvme") ||
-               startswith(name, "xvd");
-}
-
-static int all_disks(char ***ret) {
+int scan_list_disks(char ***ret) {
         _cleanup_(closedirp) DIR *d = opendir("/sys/block");
         _cleanup_strv_free_ char **l = strv_new(NULL);
         char buf[32];
@@ -446,11 +424,11 @@ static int all_disks(char ***ret) {
                 return d ? -ENOMEM : -errno;
         for (struct dirent *e; (e = readdir(d));) {
                 _cleanup_free_ char *sys = NULL, *path = NULL;
-                if (e->d_name[0] == '.' || !disk_name_wanted(e->d_name))
+                if (e->d_name[0] == '.' || !disk_name_is_inventoried(e->d_name))
                         continue;
                 if (asprintf(&sys, "/sys/block/%s", e->d_name) < 0 || asprintf(&path, "/dev/%s", e->d_name) < 0)
                         return -ENOMEM;
-                if (read_sysfs(sys, "size", buf, sizeof(buf)) < 0 || streq(buf, "0"))
+                if (read_attribute(sys, "size", buf, sizeof(buf)) < 0 || streq(buf, "0"))
                         continue; /* an empty card reader */
                 if (strv_extend(&l, path) < 0)
                         return -ENOMEM;
@@ -465,7 +443,7 @@ int scan_disks(char **devices, json_object **ret) {
         int r;
 
         if (!devices) {
-                r = all_disks(&found);
+                r = scan_list_disks(&found);
                 if (r < 0)
                         return log_error_errno(r, "Failed to list disks: %m");
                 devices = found;

@@ -12,6 +12,9 @@
 int scan_disk(const char *path, DiskInfo *ret);
 /* Every disk of the node (sd*, nvme*, vd*, mmcblk*), or the devices named, as a JSON array of Disk. */
 int scan_disks(char **devices, json_object **ret);
+/* The whole disks of the kinds nodes boot from (sd*, nvme*, vd*, xvd*, mmcblk*), not empty, as /dev paths.
+ */
+int scan_list_disks(char ***ret);
 /* Has the kernel take disk's partition table through BLKPG (which works where the kernel parses no tables
  * of its own, and for loop devices): its partitions get their nodes. */
 int scan_tell_kernel(const char *disk);

@@ -126,6 +126,16 @@ static int property_get_disks(sd_bus *bus, const char *path, const char *interfa
         return r < 0 ? r : sd_bus_message_close_container(reply);
 }
 
+/* The machine's inventory as JSON (the node protocol's Hardware), "" until its agent reported one. */
+static int property_get_hardware(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                 sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Node *n = userdata;
+        (void) bus, (void) path, (void) interface, (void) property, (void) error;
+        return sd_bus_message_append(
+                reply, "s",
+                n->hardware ? json_object_to_json_string_ext(n->hardware, JSON_C_TO_STRING_PLAIN) : "");
+}
+
 #define P(name, sig, field)                                                                                 \
         SD_BUS_PROPERTY(name, sig, NULL, offsetof(Node, field), SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE)
 
@@ -142,6 +152,8 @@ static const sd_bus_vtable node_vtable[] = {
         P("LastSeen", "t", last_seen),
         P("ScanRequestedAt", "t", scan_requested_at),
         SD_BUS_PROPERTY("Disks", "ao", property_get_disks, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Hardware", "s", property_get_hardware, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        P("HardwareReportedAt", "t", hardware_at),
         SD_BUS_PROPERTY("CreatedAt", "t", NULL, offsetof(Node, created_at), SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_METHOD_WITH_ARGS("Delete", SD_BUS_ARGS("a{sv}", options), SD_BUS_NO_RESULT, method_delete,
                                 SD_BUS_VTABLE_UNPRIVILEGED),

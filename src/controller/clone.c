@@ -374,6 +374,67 @@ static int validate_image_source(Manager *m, const CloneSpec *s, Resolved *res, 
         return 0;
 }
 
+/* A disk as a machine's last inventory (or an image's layout) has it; size 0: not known. */
+typedef struct KnownDisk {
+        uint64_t size;
+        uint32_t sector;
+} KnownDisk;
+
+static KnownDisk known_disk(json_object *d) {
+        return (KnownDisk){ d ? (uint64_t) json_get_int(d, "sizeBytes") : 0,
+                            d ? (uint32_t) json_get_int(d, "logicalSectorSize") : 0 };
+}
+
+/* Refused before anyone boots, by what the machines' last inventories say: the target's disk is not there,
+ * is smaller than the source's (unless the source is to shrink to fit), or has sectors of another size.
+ * Silent where an inventory is missing: the agents' own scans decide then. */
+static int inventory_check(Node *source, const char *source_device, Image *image, Node *target,
+                           const char *device, ResizeMode resize, sd_bus_error *error) {
+        _cleanup_free_ char *devices = NULL;
+        json_object *found;
+
+        if (!target || !target->hardware)
+                return 0;
+        found = node_hardware_disk(target, device);
+        /* Only a disk of the kinds every inventory lists is known to be missing (not a by-id link, a loop).
+         */
+        const char *name = startswith(device, "/dev/");
+        if (!found && disk_name_is_inventoried(name)) {
+                json_object *disks = json_object_object_get(target->hardware, "disks");
+                for (size_t i = 0; i < json_object_array_length(disks); i++)
+                        if (strextend_printf(&devices, "%s%s", devices ? ", " : "",
+                                             strna(json_get_string(json_object_array_get_idx(disks, i),
+                                                                   "device"))) < 0)
+                                return -ENOMEM;
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                         "Node %s had no disk %s at its last boot (it had %s): name one of "
+                                         "those, or boot it again once the disk is there.",
+                                         target->hostname, device, devices ?: "none");
+        }
+        KnownDisk t = known_disk(found),
+                  s = image    ? (KnownDisk){ image->size,
+                                           image->layout ? (uint32_t) json_get_int(image->layout,
+                                                                                      "logicalSectorSize")
+                                                            : 0 }
+                      : source ? known_disk(node_hardware_disk(source, source_device))
+                               : (KnownDisk){};
+        char have[FORMAT_BYTES_MAX], need[FORMAT_BYTES_MAX];
+        if (s.sector > 0 && t.sector > 0 && s.sector != t.sector)
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                         "%s on %s has %" PRIu32 "-byte sectors, the source disk %" PRIu32
+                                         "-byte ones, and a partition table is not converted between sector "
+                                         "sizes: pick a target disk with %" PRIu32 "-byte sectors.",
+                                         device, target->hostname, t.sector, s.sector, s.sector);
+        if (s.size > 0 && t.size > 0 && t.size < s.size && resize != RESIZE_SHRINK_SOURCE)
+                return sd_bus_error_setf(
+                        error, PB_ERROR_INVALID_ARGUMENT, "%s on %s has %s, the source disk %s: %s", device,
+                        target->hostname, format_bytes(have, t.size), format_bytes(need, s.size),
+                        image ? "pick a disk at least as large as the image's."
+                              : "use resize mode shrink_source (the source's last partition "
+                                "shrunk to fit), or a disk at least as large.");
+        return 0;
+}
+
 /* Files for a target's clone, which it writes with the clone's identity. */
 static int files_check(json_object *files, CloneIdentity identity, sd_bus_error *error) {
         if (files && identity == CLONE_IDENTITY_NONE)
@@ -476,6 +537,10 @@ static int validate(Manager *m, const CloneSpec *s, Resolved *ret, sd_bus_error 
                 if (!isempty(s->keep_as) && (r = image_name_check(m, s->keep_as, error)) < 0)
                         return r;
         }
+        r = inventory_check(res.source, s->source_device, res.image, res.target, s->target_device,
+                            res.resize_mode, error);
+        if (r < 0)
+                return r;
         *ret = res;
         return 0;
 }
@@ -1051,9 +1116,15 @@ int clone_start(CloneSession *c, sd_bus_error *error) {
                                 n->hostname, other->id, clone_status_to_string(other->status));
         }
 
-        /* A plan that cannot work stops the session before any byte moves. */
+        /* A disk that is not there or cannot take the copy, as the machines last said, stops it before any
+         * of them boots; a plan that cannot work, before any byte moves. */
         for (size_t i = 0; i < c->n_targets; i++) {
                 CloneTarget *t = c->targets[i];
+                r = inventory_check(c->source_node ? hashmap_get(m->nodes, c->source_node) : NULL,
+                                    c->source_device, c->image ? hashmap_get(m->images, c->image) : NULL,
+                                    hashmap_get(m->nodes, t->node), t->device, t->resize_mode, error);
+                if (r < 0)
+                        return r;
                 replan(t);
                 _cleanup_(json_object_unrefp) json_object *plan = clone_plan_json(t);
                 if (t->resize_mode != RESIZE_NONE && plan && !plan_is_feasible(plan))
@@ -1096,6 +1167,11 @@ static int added_target_check(CloneSession *c, const TargetSpec *spec, Node **re
                 r = files_check(spec->files, c->identity, error);
         if (r >= 0)
                 r = node_resolve(c->manager, spec->node, &n, error);
+        if (r >= 0)
+                r = inventory_check(c->source_node ? hashmap_get(c->manager->nodes, c->source_node) : NULL,
+                                    c->source_device,
+                                    c->image ? hashmap_get(c->manager->images, c->image) : NULL, n,
+                                    spec->device, *ret_resize, error);
         if (r < 0)
                 return r;
         if (clone_status_is_final(c->status) && c->status != CLONE_FAILED)

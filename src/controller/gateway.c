@@ -711,6 +711,47 @@ static int handle_report_disks(Call *call) {
         return r;
 }
 
+/* The machine's inventory: with a node certificate for that node, with a clone certificate for the node of
+ * its role (each with its own sequence). */
+static int handle_report_hardware(Call *call) {
+        json_object *hardware = json_object_object_get(call->p, "hardware");
+        uint64_t seq = get_uint(call, "sequence");
+        Node *n = NULL;
+        Party p = {};
+        int r;
+
+        if (call->peer.kind == IDENTITY_NODE) {
+                r = node_report_begin(call, &n);
+                if (r <= 0)
+                        return r;
+                r = node_set_hardware(n, hardware, seq);
+        } else {
+                r = report_begin(call, NULL, &p);
+                if (r <= 0)
+                        return r;
+                const char *id = p.target ? p.target->node : p.session->source_node;
+                n = id ? hashmap_get(call->m->nodes, id) : NULL;
+                if (!n)
+                        return fail(call, PB_NODE_PREFIX "PermissionDenied", "reason",
+                                    "the node of this role has been deleted", NULL);
+                /* The node first: a report whose sequence is not recorded is applied again when resent. */
+                r = node_set_hardware(n, hardware, 0);
+                if (r >= 0)
+                        r = record(call, &p, seq, NULL, NULL);
+                if (r == 0)
+                        return 0;
+        }
+        if (r < 0)
+                return r;
+        log_info("Node %s: %s %s, %" PRIi64 " CPU threads, %zu disks.", n->hostname,
+                 strna(json_get_string(hardware, "vendor")), strna(json_get_string(hardware, "product")),
+                 json_get_int(hardware, "cpuThreads"),
+                 json_object_array_length(json_object_object_get(hardware, "disks")));
+        r = reply_with(call, NULL);
+        audit(call, "ReportHardware", n->id);
+        return r;
+}
+
 static int disk_for_call(Call *call, Node *n, Disk **ret) {
         _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
         const char *device = get_string(call, "device");
@@ -874,6 +915,7 @@ static const struct {
         { "GetNode", handle_get_node },
         { "WatchNode", handle_get_node }, /* the bridge streams it from PropertiesChanged */
         { "ReportDisks", handle_report_disks },
+        { "ReportHardware", handle_report_hardware },
         { "FetchOperations", handle_fetch_operations },
         { "ReportOperation", handle_report_operation },
         { "GetStaging", handle_get_staging },

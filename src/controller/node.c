@@ -20,6 +20,7 @@ Node *node_free(Node *n) {
         free(n->arch);
         free(n->serial);
         free(n->boot_workflow);
+        json_object_put(n->hardware);
         for (size_t i = 0; i < n->n_disks; i++)
                 disk_free(n->disks[i]);
         free(n->disks);
@@ -212,6 +213,38 @@ int node_request_scan(Node *n, sd_bus_error *error) {
         }
         node_emit_changed(n, "ScanRequestedAt", NULL);
         return 0;
+}
+
+int node_set_hardware(Node *n, json_object *hardware, uint64_t sequence) {
+        json_object *old = n->hardware;
+        uint64_t old_at = n->hardware_at, old_sequence = n->report_sequence;
+        int r;
+
+        n->hardware = json_object_get(hardware);
+        n->hardware_at = now_realtime_usec();
+        if (sequence > 0)
+                n->report_sequence = sequence;
+        r = store_node_update(n->manager->store, n);
+        if (r < 0) {
+                json_object_put(n->hardware);
+                n->hardware = old;
+                n->hardware_at = old_at;
+                n->report_sequence = old_sequence;
+                return r;
+        }
+        json_object_put(old);
+        node_emit_changed(n, "Hardware", "HardwareReportedAt", NULL);
+        return 0;
+}
+
+json_object *node_hardware_disk(Node *n, const char *device) {
+        json_object *disks = n->hardware ? json_object_object_get(n->hardware, "disks") : NULL;
+        for (size_t i = 0; device && i < json_object_array_length(disks); i++) {
+                json_object *d = json_object_array_get_idx(disks, i);
+                if (streq_ptr(json_get_string(d, "device"), device))
+                        return d;
+        }
+        return NULL;
 }
 
 int node_save(Node *n) {

@@ -21,6 +21,8 @@ typedef struct Node {
         uint64_t report_sequence;   /* the last node report applied (disks, operations) */
         Disk **disks;               /* as the node last reported them */
         size_t n_disks;
+        json_object *hardware; /* the machine as its agent last reported it (Hardware), or NULL */
+        uint64_t hardware_at;  /* when */
 } Node;
 
 Node *node_free(Node *n);
@@ -40,6 +42,11 @@ json_object *node_orders(Node *n);
 void node_emit_changed(Node *n, const char *first, ...) _sentinel_;
 /* Asks the node, through its WatchNode stream, to scan its disks again and report them. */
 int node_request_scan(Node *n, sd_bus_error *error);
+/* Records the machine's inventory (the node protocol's Hardware, checked against the IDL) as reported now;
+ * sequence: the node's report sequence this applies (0: a clone role's report, which has its own). */
+int node_set_hardware(Node *n, json_object *hardware, uint64_t sequence);
+/* The disk device of n's last inventory, or NULL (no inventory, or no such disk). */
+json_object *node_hardware_disk(Node *n, const char *device);
 /* Persists and announces changed State and LastSeen. */
 int node_save(Node *n);
 /* Removes the node; refused while clone sessions name it. */

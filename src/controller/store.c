@@ -333,7 +333,10 @@ static const char *const migrations[] = {
          * with its identity */
         "ALTER TABLE clone_sessions ADD COLUMN stored_bytes INTEGER NOT NULL DEFAULT 0;"
         "ALTER TABLE images ADD COLUMN stored_bytes INTEGER NOT NULL DEFAULT 0;"
-        "ALTER TABLE clone_targets ADD COLUMN files_json TEXT;",
+        "ALTER TABLE clone_targets ADD COLUMN files_json TEXT;"
+        /* and what each machine is, as its agent last reported */
+        "ALTER TABLE nodes ADD COLUMN hardware_json TEXT;"
+        "ALTER TABLE nodes ADD COLUMN hardware_at INTEGER NOT NULL DEFAULT 0;",
 };
 
 static int exec_plain(Store *s, const char *sql) {
@@ -908,6 +911,8 @@ static const Column node_columns[] = {
         COL(Node, created_at, "created_at", COLUMN_U64, COLUMN_FIXED),
         COL(Node, scan_requested_at, "scan_requested_at", COLUMN_U64),
         COL(Node, report_sequence, "report_sequence", COLUMN_U64),
+        COL(Node, hardware, "hardware_json", COLUMN_JSON),
+        COL(Node, hardware_at, "hardware_at", COLUMN_U64),
 };
 
 static void node_free_record(void *record) {

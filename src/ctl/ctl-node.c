@@ -42,6 +42,13 @@ static int node_list(sd_bus *bus) {
                                                   &serial, &last_seen, &path)) > 0)
                 if (table_add_row(t, "ssssssT", id, hostname, mac, arch, state, serial, last_seen) < 0)
                         return EXIT_FAILED;
+                else if (arg.json != JSON_OFF) { /* what the machine is: too much for a table's line */
+                        _cleanup_free_ char *hardware = NULL;
+                        if (sd_bus_get_property_string(bus, PB_BUS_NAME, path, PB_IFACE("Node"), "Hardware",
+                                                       NULL, &hardware) >= 0)
+                                table_add_json(t, "hardware",
+                                               isempty(hardware) ? NULL : json_tokener_parse(hardware));
+                }
         if (r < 0)
                 return log_error_errno(r, "Bad reply: %m"), EXIT_FAILED;
         ctl_pager_open();

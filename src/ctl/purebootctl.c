@@ -3,12 +3,14 @@
  * option parsing, verb dispatch, the pager and polkit agent, and the helpers every verb file uses. */
 #include <fcntl.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
 
 #include "ctl.h"
 #include "format.h"
+#include "json-util.h"
 #include "log.h"
 #include "util.h"
 
@@ -229,10 +231,63 @@ static int read_json(sd_bus_message *m, json_object **ret) {
         return 1;
 }
 
+/* A node's Hardware (the node protocol's JSON) for people: the machine, then a line per disk and interface.
+ */
+static void print_hardware(const char *name, json_object *hw, int width) {
+        char size[FORMAT_BYTES_MAX];
+        const char *vendor = json_get_string(hw, "vendor"), *product = json_get_string(hw, "product");
+        printf("%*s: %s%s%s%s%s\n", width, name, strempty(vendor), vendor && product ? " " : "",
+               product
+                       ?: vendor ? ""
+                                 : "a machine without DMI",
+               json_get_string(hw, "serial") ? ", serial " : "", strempty(json_get_string(hw, "serial")));
+        if (json_get_string(hw, "uuid"))
+                printf("%*s  UUID %s\n", width, "", json_get_string(hw, "uuid"));
+        printf("%*s  firmware %s%s%s%s\n", width, "", strna(json_get_string(hw, "firmware")),
+               json_get_string(hw, "firmwareVersion") ? " " : "",
+               strempty(json_get_string(hw, "firmwareVersion")),
+               !json_object_object_get_ex(hw, "secureBoot", NULL) ? ""
+               : json_get_bool(hw, "secureBoot")                  ? ", Secure Boot on"
+                                                                  : ", Secure Boot off");
+        printf("%*s  %s: %" PRIi64 " cores, %" PRIi64 " threads; memory %s\n", width, "",
+               strna(json_get_string(hw, "cpuModel")), json_get_int(hw, "cpuCores"),
+               json_get_int(hw, "cpuThreads"),
+               format_bytes(size, (uint64_t) json_get_int(hw, "memoryBytes")));
+        json_object *disks = json_object_object_get(hw, "disks"),
+                    *ifaces = json_object_object_get(hw, "interfaces");
+        for (size_t i = 0; i < json_object_array_length(disks); i++) {
+                json_object *d = json_object_array_get_idx(disks, i);
+                printf("%*s  disk %s: %s, %" PRIi64 "/%" PRIi64 "-byte sectors, %s, %s%s%s%s%s\n", width, "",
+                       strna(json_get_string(d, "device")),
+                       format_bytes(size, (uint64_t) json_get_int(d, "sizeBytes")),
+                       json_get_int(d, "logicalSectorSize"), json_get_int(d, "physicalSectorSize"),
+                       json_get_bool(d, "rotational") ? "rotational" : "solid state",
+                       strna(json_get_string(d, "transport")), json_get_string(d, "model") ? ", " : "",
+                       strempty(json_get_string(d, "model")),
+                       json_get_string(d, "serial") ? ", serial " : "",
+                       strempty(json_get_string(d, "serial")));
+        }
+        for (size_t i = 0; i < json_object_array_length(ifaces); i++) {
+                json_object *n = json_object_array_get_idx(ifaces, i);
+                printf("%*s  interface %s: %s, %s, ", width, "", strna(json_get_string(n, "name")),
+                       strna(json_get_string(n, "mac")), strna(json_get_string(n, "driver")));
+                if (json_get_int(n, "speedMbps") > 0)
+                        printf("%" PRIi64 " Mb/s, ", json_get_int(n, "speedMbps"));
+                printf("link %s\n", json_get_bool(n, "link") ? "up" : "down");
+        }
+}
+
 /* One property for people: times, sizes and rates by their name, multi-line PEM indented. */
 static void print_property(const char *name, json_object *v, int width) {
         char buf[FORMAT_TIMESTAMP_MAX];
         const char *s = NULL;
+
+        if (streq(name, "Hardware") && !isempty(json_object_get_string(v))) {
+                _cleanup_(json_object_unrefp) json_object *hw =
+                        json_tokener_parse(json_object_get_string(v));
+                if (hw)
+                        return print_hardware(name, hw, width);
+        }
 
         if (json_object_is_type(v, json_type_int)) {
                 uint64_t u = json_object_get_uint64(v);

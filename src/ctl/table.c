@@ -107,6 +107,14 @@ int table_add_row(Table *t, const char *types, ...) {
         return 0;
 }
 
+void table_add_json(Table *t, const char *key, json_object *value) {
+        json_object *row = t->n_rows > 0 ? json_object_array_get_idx(t->rows, t->n_rows - 1) : NULL;
+        if (row)
+                json_object_object_add(row, key, value);
+        else
+                json_object_put(value);
+}
+
 int table_print(Table *t, const char *noun, bool no_legend, int json_mode) {
         size_t width[64] = {};
 

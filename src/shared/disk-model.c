@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* The disk model: varlink Disk records in and out, and partition operations checked and applied on paper. */
+#include <ctype.h>
 #include <errno.h>
 #include <gnutls/crypto.h>
 #include <inttypes.h>
@@ -80,6 +81,17 @@ const PartitionType *partition_type_default(const char *fs) {
                                    : fs && STR_IN_SET(fs, "vfat", "fat32") ? "fat32"
                                    : streq_ptr(fs, "ntfs")                  ? "msdata"
                                                                             : "linux");
+}
+
+bool disk_name_is_inventoried(const char *name) {
+        if (!name)
+                return false;
+        if (startswith(name, "mmcblk"))
+                return !strstr(name, "boot") && !strstr(name, "rpmb") && !strchr(name, 'p');
+        if (startswith(name, "nvme"))
+                return !strchr(name + 4, 'p');
+        return (startswith(name, "sd") || startswith(name, "vd") || startswith(name, "xvd")) &&
+               !isdigit((unsigned char) name[strlen(name) - 1]);
 }
 
 bool partition_flag_is_valid(const char *table, const char *flag) {

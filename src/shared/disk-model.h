@@ -67,6 +67,10 @@ const char *filesystem_kinds_list(void);
 const PartitionType *partition_type_find(const char *name_or_id);
 const PartitionType *partition_type_default(const char *filesystem);
 bool partition_flag_is_valid(const char *table, const char *flag);
+/* Whether a block device name (sda, nvme0n1, mmcblk0) is a whole disk of the kinds nodes boot from: every
+ * one of those is in a machine's inventory, so a disk of these kinds that is not there is not in the
+ * machine. */
+bool disk_name_is_inventoried(const char *name);
 const char *partition_flags_list(const char *table);
 
 /* Applies the operation to d on paper. 0 on success; -EINVAL when a parameter is missing or malformed,

@@ -192,6 +192,21 @@ fail:;
         return r;
 }
 
+int read_attribute(const char *dir, const char *name, char *buf, size_t size) {
+        _cleanup_free_ char *path = NULL;
+        _cleanup_fclose_ FILE *f = NULL;
+        if (asprintf(&path, "%s/%s", dir, name) < 0)
+                return -ENOMEM;
+        f = fopen(path, "re");
+        if (!f || !fgets(buf, (int) size, f))
+                return -ENOENT;
+        buf[strcspn(buf, "\n")] = 0;
+        /* trailing blanks, as some firmware pads model and serial */
+        for (size_t n = strlen(buf); n > 0 && buf[n - 1] == ' '; n--)
+                buf[n - 1] = 0;
+        return 0;
+}
+
 int open_regular(const char *path) {
         _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
         struct stat st;

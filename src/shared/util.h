@@ -36,6 +36,8 @@ bool name_is_valid(const char *s, size_t max);
 /* Writes data to path via a temporary file in the same directory, fsync, rename, with the given mode. */
 int write_file_atomic(const char *path, const void *data, size_t size, mode_t mode);
 int read_full_file(const char *path, char **ret, size_t *ret_size);
+/* The first line of dir/name (a sysfs attribute) into buf, without its newline and trailing blanks. */
+int read_attribute(const char *dir, const char *name, char *buf, size_t size);
 /* Opens path for reading if it is a regular file: -EBADFD for anything else. Opened without blocking, so
  * a FIFO or a device put where a file was expected cannot stall the caller. */
 int open_regular(const char *path);

@@ -101,9 +101,10 @@ class Network:
 class Loop:
     """A loop device over a file (with partition scanning), detached by its name at the end."""
 
-    def __init__(self, backing):
+    def __init__(self, backing, sector_size=None):
         self.backing = Path(backing)
-        self.device = sh("losetup", "--find", "--show", "--partscan", self.backing).stdout.strip()
+        sector = ("--sector-size", str(sector_size)) if sector_size else ()
+        self.device = sh("losetup", "--find", "--show", "--partscan", *sector, self.backing).stdout.strip()
 
     def scan_partitions(self):
         """Tells the kernel about the partitions. This machine's kernel parses no partition tables at all

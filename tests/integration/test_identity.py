@@ -4,6 +4,7 @@ target's root has its node's host name, an empty machine-id and new SSH host key
 untouched and every file is copied; with identity none the clone is an exact copy. Real loop devices,
 ext4, agents in namespaces."""
 
+import json
 from pathlib import Path
 
 from harness import wait_for
@@ -79,6 +80,11 @@ def test_a_clone_gets_its_own_identity(tmp_path, ctl, api, network, bridge_on_ne
         run(c)
         assert "The clone's own identity on" in c.target.text()
         assert "host name tgt-node, machine-id emptied, new SSH host keys, 3 files written" in c.target.text()
+        # Clone roles report what their machine is too, for the node their session names.
+        for node, device in (("src-node", source.device), ("tgt-node", target.device)):
+            path = api.ok("/org/pureboot/Controller1", "Manager", "GetNode", "s", node)[0]
+            disks = json.loads(api.prop(path, "Node", "Hardware"))["disks"]
+            assert device in [d["device"] for d in disks], (node, disks)
     finally:
         c.stop()
     mnt = tmp_path / "check"

@@ -6,6 +6,7 @@ own fsck, the files by checksum."""
 
 import json
 import os
+import re
 import signal
 import time
 import xml.etree.ElementTree as ET
@@ -24,11 +25,11 @@ GIB = 1 << 30
 def loops(tmp_path):
     made = []
 
-    def make(name, size=GIB):
+    def make(name, size=GIB, sector_size=None):
         image = tmp_path / f"{name}.img"
         with open(image, "wb") as f:
             f.truncate(size)
-        loop = Loop(image)
+        loop = Loop(image, sector_size)
         made.append(loop)
         return loop
     yield make
@@ -242,6 +243,71 @@ def test_scan_reports_the_disk_and_shows_its_map(partition_node, ctl, api, busct
         assert n.prop(loop.device, "Size") == 256 * MIB
     finally:
         loop.detach()
+
+
+def test_the_node_reports_its_hardware(partition_node, loops, api, ctl, controller):
+    """At every boot, whatever the mode, the agent says what the machine is: the controller keeps it (across
+    a restart), node show and node list --json show it. Every figure is the kernel's own (sysfs, /proc), read
+    here again; the disks are those the agent looks at, a 4K-native one among them."""
+    plain, native = loops("plain", 256 << 20), loops("native", 512 << 20, sector_size=4096)
+    n = partition_node([plain.device, native.device])
+    node = api.ok(ROOT, "Manager", "GetNode", "s", n.hostname)[0]
+    wait_for(lambda: api.prop(node, "Node", "Hardware"), timeout=30, what="the hardware report")
+    hw = json.loads(api.prop(node, "Node", "Hardware"))
+    assert api.prop(node, "Node", "HardwareReportedAt") > 0
+    dmi = Path("/sys/class/dmi/id")
+    if (dmi / "sys_vendor").exists():
+        assert hw["vendor"] == (dmi / "sys_vendor").read_text().strip()
+        assert hw["product"] == (dmi / "product_name").read_text().strip()
+    assert hw["firmware"] == ("uefi" if Path("/sys/firmware/efi").exists() else "bios")
+    assert hw["cpuThreads"] == os.cpu_count() and 1 <= hw["cpuCores"] <= hw["cpuThreads"]
+    meminfo = Path("/proc/meminfo").read_text()
+    assert hw["memoryBytes"] == int(re.search(r"MemTotal:\s+(\d+) kB", meminfo).group(1)) * 1024
+    disks = {d["device"]: d for d in hw["disks"]}
+    # Every disk of the kinds machines boot from, and those it was told to look at.
+    kinds = re.compile(r"(sd|vd|xvd)[a-z]+|nvme\d+n\d+|mmcblk\d+")
+    machine = [f"/dev/{b.name}" for b in Path("/sys/block").iterdir()
+               if kinds.fullmatch(b.name) and (b / "size").read_text().strip() != "0"]
+    assert sorted(disks) == sorted([*machine, plain.device, native.device]), disks
+    assert disks[plain.device]["sizeBytes"] == 256 << 20 and disks[plain.device]["logicalSectorSize"] == 512
+    assert disks[native.device]["sizeBytes"] == 512 << 20 and disks[native.device]["logicalSectorSize"] == 4096
+    assert disks[native.device]["transport"] == "loop" and not disks[native.device]["removable"]
+    sysfs = Path("/sys/block") / Path(native.device).name
+    assert disks[native.device]["rotational"] == ((sysfs / "queue/rotational").read_text().strip() == "1")
+    # Every Ethernet interface of the machine, with its MAC.
+    net = Path("/sys/class/net")
+    ethernet = {i.name: (i / "address").read_text().strip() for i in net.iterdir()
+                if i.name != "lo" and (i / "type").read_text().strip() == "1"}
+    assert {i["name"]: i["mac"] for i in hw["interfaces"]} == ethernet
+
+    shown = ctl("node", "show", n.hostname, check=True).stdout
+    kind = "rotational" if disks[native.device]["rotational"] else "solid state"
+    assert f"disk {native.device}: 512.0 MiB, 4096/4096-byte sectors, {kind}, loop" in shown, shown
+    assert f"{hw['cpuThreads']} threads" in shown, shown
+    listed = json.loads(ctl("node", "list", "--json=short", check=True).stdout)
+    assert [x["hardware"] for x in listed if x["hostname"] == n.hostname] == [hw]
+    controller.restart()
+    assert json.loads(api.prop(node, "Node", "Hardware")) == hw
+
+    # The inventories decide before anyone boots: a disk not there, too small, or of other sectors.
+    big = loops("big", 1 << 30)
+    partition_node([big.device], hostname="part-02", mac="aa:bb:cc:00:20:02")
+    wait_for(lambda: api.prop(api.ok(ROOT, "Manager", "GetNode", "s", "part-02")[0], "Node", "Hardware"),
+             timeout=30, what="the second node's hardware report")
+    create = ("clone", "create", "--name=inv", "--mode=direct", "--source=part-02", f"--source-device={big.device}",
+              "--target=part-01")
+    refusals = {"/dev/sdzz": "Node part-01 had no disk /dev/sdzz at its last boot (it had /dev/",
+                plain.device: f"{plain.device} on part-01 has 256.0 MiB, the source disk 1.0 GiB: use resize mode "
+                              "shrink_source",
+                native.device: f"{native.device} on part-01 has 4096-byte sectors, the source disk 512-byte ones"}
+    for device, why in refusals.items():
+        r = ctl(*create, f"--target-device={device}")
+        assert r.returncode != 0 and why in r.stderr, (device, r.stderr)
+        assert device != "/dev/sdzz" or all(d in r.stderr for d in disks), r.stderr
+    assert ctl("clone", "list", "--json=short", check=True).stdout.strip() in ("", "[]")
+    # Shrinking the source to fit is the plan's to decide, once the agents scanned.
+    session = ctl(*create, f"--target-device={plain.device}", "--resize=shrink_source", check=True).stdout.strip()
+    ctl("clone", "delete", session, check=True)
 
 
 def test_scan_verb_prints_json(loops):

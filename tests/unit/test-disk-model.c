@@ -200,10 +200,22 @@ static void test_msdos_and_blank(void) {
         disk_info_done(&d);
 }
 
+static void test_inventoried_names(void) {
+        static const char *const disks[] = { "sda", "sdab", "vda", "xvdb", "nvme0n1", "nvme12n3", "mmcblk0" };
+        static const char *const others[] = { "sda1", "nvme0n1p2", "mmcblk0p1", "mmcblk0boot0", "mmcblk0rpmb",
+                                              "loop3", "dm-0", "md127", "sr0", "zram0", "" };
+        for (size_t i = 0; i < ELEMENTSOF(disks); i++)
+                ASSERT_TRUE(disk_name_is_inventoried(disks[i]));
+        for (size_t i = 0; i < ELEMENTSOF(others); i++)
+                ASSERT_TRUE(!disk_name_is_inventoried(others[i]));
+        ASSERT_TRUE(!disk_name_is_inventoried(NULL));
+}
+
 int main(void) {
         test_parse();
         test_operations();
         test_refusals();
         test_msdos_and_blank();
+        test_inventoried_names();
         return 0;
 }

@@ -41,6 +41,7 @@ static void test_node_interface(void) {
                 "WatchNode",
                 "ReportRelayReady",
                 "ReportUpstreamLost",
+                "ReportHardware",
         };
         VarlinkInterface *i = NULL;
         unsigned line = 0;
@@ -75,6 +76,16 @@ static void test_node_interface(void) {
                      "\"sizeBytes\":2,\"type\":\"t\",\"flags\":[],\"canShrink\":true},{\"number\":2,"
                      "\"startBytes\":3,\"sizeBytes\":-0.5,\"type\":\"t\",\"flags\":[],\"canShrink\":false}]}]}",
                      "disks[0].partitions[1].sizeBytes");
+        const char *hardware =
+                "{\"sequence\":1,\"hardware\":{\"firmware\":\"uefi\",\"secureBoot\":true,"
+                "\"cpuCores\":2,\"cpuThreads\":4,\"disks\":[{\"device\":\"/dev/sda\",\"sizeBytes\":1,"
+                "\"logicalSectorSize\":4096,\"physicalSectorSize\":4096,\"rotational\":false,"
+                "\"removable\":false}],\"interfaces\":[{\"name\":\"eth0\",\"link\":true}]}}";
+        expect_field(i, "ReportHardware", hardware, NULL);
+        _cleanup_free_ char *up = strdup(hardware);
+        ASSERT_TRUE(up);
+        memcpy(strstr(up, "\"link\":true"), "\"link\":1   ", strlen("\"link\":true"));
+        expect_field(i, "ReportHardware", up, "hardware.interfaces[0].link");
         varlink_interface_free(i);
 }
 
