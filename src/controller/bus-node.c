@@ -7,6 +7,7 @@
 #include "log.h"
 #include "node.h"
 #include "polkit.h"
+#include "power.h"
 #include "pureboot-errors.h"
 #include "token.h"
 
@@ -54,7 +55,9 @@ static int property_get_enum(sd_bus *bus, const char *path, const char *interfac
         (void) bus, (void) path, (void) interface, (void) error;
         return sd_bus_message_append(reply, "s",
                                      streq(property, "State") ? node_state_to_string(n->state)
-                                                              : boot_mode_to_string(n->boot_mode));
+                                     : streq(property, "PowerDriver")
+                                             ? power_driver_to_string(n->power_driver)
+                                             : boot_mode_to_string(n->boot_mode));
 }
 
 static int method_set_boot_mode(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
@@ -113,6 +116,78 @@ static int method_request_scan(sd_bus_message *msg, void *userdata, sd_bus_error
         return sd_bus_reply_method_return(msg, NULL);
 }
 
+static int method_set_power(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        _cleanup_(json_object_unrefp) json_object *settings = NULL;
+        Node *n = userdata;
+        const char *driver;
+        int r;
+
+        r = sd_bus_message_read(msg, "s", &driver);
+        if (r >= 0)
+                r = bus_message_read_string_dict(msg, &settings);
+        if (r >= 0) /* arguments first: a bad one is refused without asking anyone to authenticate */
+                r = power_configure(n, driver, settings, true, error);
+        if (r < 0)
+                return r;
+        r = authorize(n, msg, "set-power", error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+        r = power_configure(n, driver, settings, false, error);
+        if (r < 0)
+                return r;
+        manager_audit(n->manager, msg, "SetPower", n->id, driver);
+        return sd_bus_reply_method_return(msg, NULL);
+}
+
+static void on_powered(Manager *m, const char *node, const char *outcome, const char *why, void *userdata) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *msg = userdata;
+        (void) node;
+        if (why)
+                (void) sd_bus_reply_method_errorf(msg, PB_ERROR_OPERATION_REFUSED, "%s.", why);
+        else
+                (void) sd_bus_reply_method_return(msg, "s", outcome);
+        manager_audit(m, msg, "Power", node, why ? "failed" : "ok");
+}
+
+static int method_power(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        _cleanup_free_ char *verb = NULL;
+        Node *n = userdata;
+        const char *action;
+        int r;
+
+        r = sd_bus_message_read(msg, "s", &action);
+        if (r < 0)
+                return r;
+        if (power_action_from_string(action) < 0) /* before anyone is asked to authenticate */
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                         "Power action \"%.32s\" is not on, off, cycle or status.", action);
+        if (asprintf(&verb, "power-%s", action) < 0)
+                return -ENOMEM;
+        r = authorize(n, msg, verb, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+        r = power_act(n, action, on_powered, sd_bus_message_ref(msg), error);
+        if (r < 0)
+                sd_bus_message_unref(msg);
+        return r < 0 ? r : 1; /* answered once it is done */
+}
+
+static int property_get_power_settings(sd_bus *bus, const char *path, const char *interface,
+                                       const char *property, sd_bus_message *reply, void *userdata,
+                                       sd_bus_error *error) {
+        Node *n = userdata;
+        int r;
+        (void) bus, (void) path, (void) interface, (void) property, (void) error;
+        r = sd_bus_message_open_container(reply, 'a', "{ss}");
+        if (n->power_settings) {
+                json_object_object_foreach (n->power_settings, key, value) {
+                        if (r >= 0)
+                                r = sd_bus_message_append(reply, "{ss}", key, json_object_get_string(value));
+                }
+        }
+        return r < 0 ? r : sd_bus_message_close_container(reply);
+}
+
 static int property_get_disks(sd_bus *bus, const char *path, const char *interface, const char *property,
                               sd_bus_message *reply, void *userdata, sd_bus_error *error) {
         Node *n = userdata;
@@ -154,6 +229,9 @@ static const sd_bus_vtable node_vtable[] = {
         SD_BUS_PROPERTY("Disks", "ao", property_get_disks, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Hardware", "s", property_get_hardware, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         P("HardwareReportedAt", "t", hardware_at),
+        SD_BUS_PROPERTY("PowerDriver", "s", property_get_enum, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("PowerSettings", "a{ss}", property_get_power_settings, 0,
+                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("CreatedAt", "t", NULL, offsetof(Node, created_at), SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_METHOD_WITH_ARGS("Delete", SD_BUS_ARGS("a{sv}", options), SD_BUS_NO_RESULT, method_delete,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
@@ -163,6 +241,10 @@ static const sd_bus_vtable node_vtable[] = {
                                 method_request_scan, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("IssueBootToken", SD_BUS_ARGS("a{sv}", options), SD_BUS_RESULT("s", token),
                                 method_issue_boot_token, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("SetPower", SD_BUS_ARGS("s", driver, "a{ss}", settings, "a{sv}", options),
+                                SD_BUS_NO_RESULT, method_set_power, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Power", SD_BUS_ARGS("s", action, "a{sv}", options),
+                                SD_BUS_RESULT("s", outcome), method_power, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_VTABLE_END,
 };
 

@@ -2,27 +2,30 @@
 #include "bus-util.h"
 #include "pureboot-errors.h"
 
-/* An a{ss} as a JSON object of strings. */
-static int read_string_dict(sd_bus_message *m, json_object **ret) {
+int bus_message_read_string_dict(sd_bus_message *m, json_object **ret) {
         _cleanup_(json_object_unrefp) json_object *o = json_object_new_object();
         const char *key, *value;
         int r;
 
         if (!o)
                 return -ENOMEM;
-        r = sd_bus_message_enter_container(m, 'v', "a{ss}");
-        if (r >= 0)
-                r = sd_bus_message_enter_container(m, 'a', "{ss}");
+        r = sd_bus_message_enter_container(m, 'a', "{ss}");
         while (r >= 0 && (r = sd_bus_message_read(m, "{ss}", &key, &value)) > 0)
                 json_object_object_add(o, key, json_object_new_string(value));
-        if (r >= 0)
-                r = sd_bus_message_exit_container(m);
         if (r >= 0)
                 r = sd_bus_message_exit_container(m);
         if (r < 0)
                 return r;
         *ret = TAKE_PTR(o);
         return 0;
+}
+
+/* An option's a{ss}, inside its variant. */
+static int read_string_dict(sd_bus_message *m, json_object **ret) {
+        int r = sd_bus_message_enter_container(m, 'v', "a{ss}");
+        if (r >= 0)
+                r = bus_message_read_string_dict(m, ret);
+        return r < 0 ? r : sd_bus_message_exit_container(m);
 }
 
 void bus_options_done(BusOptions *o) {

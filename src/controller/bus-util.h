@@ -36,6 +36,8 @@ int bus_enumerate_objects(Hashmap *map, const char *prefix, char ***nodes);
 /* An a{sv} of plain values (strings, booleans, integers) as a JSON object, and back. Integers above
  * INT64_MAX and other types are refused with a message naming the key. */
 int bus_message_read_json_dict(sd_bus_message *m, json_object **ret, sd_bus_error *error);
+/* An a{ss} as a JSON object of strings. */
+int bus_message_read_string_dict(sd_bus_message *m, json_object **ret);
 int bus_message_append_json_dict(sd_bus_message *m, json_object *o);
 /* Appends a JSON array of strings (NULL: none) as "as". */
 int bus_message_append_json_strv(sd_bus_message *m, json_object *array);

@@ -21,6 +21,7 @@ Node *node_free(Node *n) {
         free(n->serial);
         free(n->boot_workflow);
         json_object_put(n->hardware);
+        json_object_put(n->power_settings);
         for (size_t i = 0; i < n->n_disks; i++)
                 disk_free(n->disks[i]);
         free(n->disks);

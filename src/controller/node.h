@@ -23,6 +23,8 @@ typedef struct Node {
         size_t n_disks;
         json_object *hardware; /* the machine as its agent last reported it (Hardware), or NULL */
         uint64_t hardware_at;  /* when */
+        PowerDriver power_driver;
+        json_object *power_settings; /* the driver's, {key: value}, or NULL (power.c) */
 } Node;
 
 Node *node_free(Node *n);

@@ -336,7 +336,10 @@ static const char *const migrations[] = {
         "ALTER TABLE clone_targets ADD COLUMN files_json TEXT;"
         /* and what each machine is, as its agent last reported */
         "ALTER TABLE nodes ADD COLUMN hardware_json TEXT;"
-        "ALTER TABLE nodes ADD COLUMN hardware_at INTEGER NOT NULL DEFAULT 0;",
+        "ALTER TABLE nodes ADD COLUMN hardware_at INTEGER NOT NULL DEFAULT 0;"
+        /* and how the controller switches its power */
+        "ALTER TABLE nodes ADD COLUMN power_driver TEXT NOT NULL DEFAULT 'none';"
+        "ALTER TABLE nodes ADD COLUMN power_settings TEXT;",
 };
 
 static int exec_plain(Store *s, const char *sql) {
@@ -913,6 +916,8 @@ static const Column node_columns[] = {
         COL(Node, report_sequence, "report_sequence", COLUMN_U64),
         COL(Node, hardware, "hardware_json", COLUMN_JSON),
         COL(Node, hardware_at, "hardware_at", COLUMN_U64),
+        ENUM_COL(Node, power_driver, "power_driver", power_driver),
+        COL(Node, power_settings, "power_settings", COLUMN_JSON),
 };
 
 static void node_free_record(void *record) {

@@ -56,6 +56,53 @@ static int node_list(sd_bus *bus) {
         return EXIT_OK;
 }
 
+/* node power NODE ACTION: what the node's power driver did. node set-power NODE --driver D KEY=VALUE…
+ * (action NULL): the driver and its settings. */
+static int node_power(sd_bus *bus, const char *node, const char *action, char **settings, int n) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+        _cleanup_free_ char *path = NULL;
+        const char *outcome;
+        int r;
+
+        if (!action && !ctl_require(arg.driver, "--driver none|manual|wol", "node set-power"))
+                return EXIT_USAGE;
+        r = ctl_resolve(bus, "GetNode", node, &path);
+        if (r < 0)
+                return -r;
+        r = ctl_new_call(bus, path, PB_IFACE("Node"), action ? "Power" : "SetPower", &m);
+        if (r >= 0 && action)
+                r = sd_bus_message_append(m, "s", action);
+        if (r >= 0 && !action) {
+                r = sd_bus_message_append(m, "s", arg.driver);
+                if (r >= 0)
+                        r = sd_bus_message_open_container(m, 'a', "{ss}");
+                for (int i = 0; r >= 0 && i < n; i++) {
+                        const char *eq = strchr(settings[i], '=');
+                        if (!eq) {
+                                log_error("\"%s\" is not a KEY=VALUE setting.", settings[i]);
+                                return EXIT_USAGE;
+                        }
+                        _cleanup_free_ char *key = strndup(settings[i], (size_t) (eq - settings[i]));
+                        r = key ? sd_bus_message_append(m, "{ss}", key, eq + 1) : -ENOMEM;
+                }
+                if (r >= 0)
+                        r = sd_bus_message_close_container(m);
+        }
+        if (r >= 0)
+                r = sd_bus_message_append(m, "a{sv}", 0);
+        if (r < 0)
+                return EXIT_FAILED;
+        r = ctl_call(bus, m, &reply, action ? "switch the node's power" : "set the power driver");
+        if (r < 0)
+                return -r;
+        if (action) {
+                if (sd_bus_message_read(reply, "s", &outcome) < 0)
+                        return EXIT_FAILED;
+                printf("%s\n", outcome);
+        }
+        return EXIT_OK;
+}
+
 int verb_node(sd_bus *bus, int argc, char **argv) {
         _cleanup_free_ char *path = NULL;
         const char *verb = argc > 0 ? argv[0] : "list";
@@ -119,8 +166,11 @@ int verb_node(sd_bus *bus, int argc, char **argv) {
                 r = ctl_call(bus, m, NULL, "remove the node");
                 return r < 0 ? -r : EXIT_OK;
         }
+        if ((streq(verb, "power") && argc == 3) || (streq(verb, "set-power") && argc >= 2))
+                return node_power(bus, argv[1], streq(verb, "power") ? argv[2] : NULL, argv + 2, argc - 2);
         log_error("Usage: purebootctl node add --mac MAC --hostname NAME [--arch ARCH] [--serial SERIAL] | "
                   "node list | node show NODE | node remove NODE | node set-mode NODE local|partition | "
-                  "node token NODE | node scan NODE");
+                  "node token NODE | node scan NODE | node power NODE on|off|cycle|status | "
+                  "node set-power NODE --driver none|manual|wol [KEY=VALUE...]");
         return EXIT_USAGE;
 }

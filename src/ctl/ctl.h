@@ -26,6 +26,7 @@ typedef struct Args {
         const char *mac, *hostname, *arch, *serial;
         const char *source, *target, *mode, *storage, *source_device, *target_device, *name, *resize, *key;
         const char *identity, *unused;
+        const char *driver;               /* node set-power */
         char **targets, **target_devices; /* every --target and --target-device, in order */
         const char *keep_as;
         const char *description; /* image import */

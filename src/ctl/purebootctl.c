@@ -438,6 +438,9 @@ static void help(void) {
                "  node set-mode NODE local|partition   What its next network boot does\n"
                "  node token NODE                      A node enrolment token for a manual boot\n"
                "  node scan NODE                       Ask a node in partition mode to scan again\n"
+               "  node power NODE on|off|cycle|status  Switch it, through its power driver\n"
+               "  node set-power NODE --driver none|manual|wol [broadcast=IP|interface=NAME] [port=N]\n"
+               "                                       How the controller switches it (wol: on only)\n"
                "Disks and partitions (of a node in partition mode):\n"
                "  disk list NODE | disk show NODE DEV  Its disks; one with its partitions and a map\n"
                "  partition queue NODE DEV OP KEY=VALUE...\n"
@@ -537,6 +540,7 @@ static int parse_args(int argc, char *argv[]) {
                 ARG_ANALYZE,
                 ARG_EDIT,
                 ARG_SET_FILE,
+                ARG_DRIVER,
                 ARG_SET,
                 ARG_KEEP_SETUID,
                 ARG_KEEP_AS,
@@ -571,6 +575,7 @@ static int parse_args(int argc, char *argv[]) {
                 { "analyze", no_argument, NULL, ARG_ANALYZE },
                 { "edit", required_argument, NULL, ARG_EDIT },
                 { "set-file", required_argument, NULL, ARG_SET_FILE },
+                { "driver", required_argument, NULL, ARG_DRIVER },
                 { "set", required_argument, NULL, ARG_SET },
                 { "csr", required_argument, NULL, ARG_CSR },
                 { "keep-setuid", no_argument, NULL, ARG_KEEP_SETUID },
@@ -688,6 +693,9 @@ static int parse_args(int argc, char *argv[]) {
                 case ARG_EDIT:
                         if (strv_extend(&arg.edits, optarg) < 0)
                                 return -EXIT_FAILED;
+                        break;
+                case ARG_DRIVER:
+                        arg.driver = optarg;
                         break;
                 case ARG_SET_FILE:
                         if (optarg[0] != '/' || !strchr(optarg, '=')) {

@@ -130,6 +130,25 @@ typedef enum BackendType {
 } BackendType;
 DECLARE_STRING_TABLE(backend_type, BackendType);
 
+/* How the controller switches a node's power: not at all (none: nobody said), by hand (manual: the
+ * operator does), or with a Wake-on-LAN magic packet from the controller's host (wol: on only). */
+typedef enum PowerDriver {
+        POWER_NONE,
+        POWER_MANUAL,
+        POWER_WOL,
+        _POWER_DRIVER_MAX,
+} PowerDriver;
+DECLARE_STRING_TABLE(power_driver, PowerDriver);
+
+typedef enum PowerAction {
+        POWER_ON,
+        POWER_OFF,
+        POWER_CYCLE,
+        POWER_STATUS,
+        _POWER_ACTION_MAX,
+} PowerAction;
+DECLARE_STRING_TABLE(power_action, PowerAction);
+
 typedef enum NodeState {
         NODE_DISCOVERED, /* recorded at its first network boot, nobody registered it */
         NODE_READY,
