@@ -188,6 +188,15 @@ static int property_get_power_settings(sd_bus *bus, const char *path, const char
         return r < 0 ? r : sd_bus_message_close_container(reply);
 }
 
+/* Whether a password is kept for its power driver; the password itself is never read back. */
+static int property_get_credentials_set(sd_bus *bus, const char *path, const char *interface,
+                                        const char *property, sd_bus_message *reply, void *userdata,
+                                        sd_bus_error *error) {
+        Node *n = userdata;
+        (void) bus, (void) path, (void) interface, (void) property, (void) error;
+        return sd_bus_message_append(reply, "b", n->power_secret != NULL);
+}
+
 static int property_get_disks(sd_bus *bus, const char *path, const char *interface, const char *property,
                               sd_bus_message *reply, void *userdata, sd_bus_error *error) {
         Node *n = userdata;
@@ -231,6 +240,8 @@ static const sd_bus_vtable node_vtable[] = {
         P("HardwareReportedAt", "t", hardware_at),
         SD_BUS_PROPERTY("PowerDriver", "s", property_get_enum, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("PowerSettings", "a{ss}", property_get_power_settings, 0,
+                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("PowerCredentialsSet", "b", property_get_credentials_set, 0,
                         SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("CreatedAt", "t", NULL, offsetof(Node, created_at), SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_METHOD_WITH_ARGS("Delete", SD_BUS_ARGS("a{sv}", options), SD_BUS_NO_RESULT, method_delete,

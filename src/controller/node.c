@@ -22,6 +22,9 @@ Node *node_free(Node *n) {
         free(n->boot_workflow);
         json_object_put(n->hardware);
         json_object_put(n->power_settings);
+        if (n->power_secret)
+                explicit_bzero(n->power_secret, strlen(n->power_secret));
+        free(n->power_secret);
         for (size_t i = 0; i < n->n_disks; i++)
                 disk_free(n->disks[i]);
         free(n->disks);

@@ -25,6 +25,7 @@ typedef struct Node {
         uint64_t hardware_at;  /* when */
         PowerDriver power_driver;
         json_object *power_settings; /* the driver's, {key: value}, or NULL (power.c) */
+        char *power_secret;          /* its password, never shown */
 } Node;
 
 Node *node_free(Node *n);

@@ -4,6 +4,7 @@
 #include <assert.h>
 #include <inttypes.h>
 #include <stdarg.h>
+#include <sys/stat.h>
 
 #include "clone.h"
 #include "disk.h"
@@ -339,7 +340,8 @@ static const char *const migrations[] = {
         "ALTER TABLE nodes ADD COLUMN hardware_at INTEGER NOT NULL DEFAULT 0;"
         /* and how the controller switches its power */
         "ALTER TABLE nodes ADD COLUMN power_driver TEXT NOT NULL DEFAULT 'none';"
-        "ALTER TABLE nodes ADD COLUMN power_settings TEXT;",
+        "ALTER TABLE nodes ADD COLUMN power_settings TEXT;"
+        "ALTER TABLE nodes ADD COLUMN power_secret TEXT;",
 };
 
 static int exec_plain(Store *s, const char *sql) {
@@ -426,6 +428,20 @@ int store_open_version(const char *path, size_t version, Store **ret) {
         if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                             NULL) != SQLITE_OK) {
                 r = log_error_errno(EIO, "Failed to open database %s: %s", path, sqlite3_errmsg(s->db));
+                store_close(s);
+                return r;
+        }
+        /* The controller's alone: it holds secrets (CHAP, BMC passwords). SQLite gives its -wal and -shm
+         * files the database's mode when it makes them. */
+        const char *suffixes[] = { "", "-wal", "-shm" };
+        for (size_t i = 0; i < ELEMENTSOF(suffixes); i++) {
+                _cleanup_free_ char *p = NULL;
+                if (asprintf(&p, "%s%s", path, suffixes[i]) < 0)
+                        r = -ENOMEM;
+                else if (chmod(p, 0600) < 0 && (errno != ENOENT || i == 0))
+                        r = log_error_errno(errno, "Failed to make %s the controller's alone: %m", p);
+                else
+                        continue;
                 store_close(s);
                 return r;
         }
@@ -918,6 +934,7 @@ static const Column node_columns[] = {
         COL(Node, hardware_at, "hardware_at", COLUMN_U64),
         ENUM_COL(Node, power_driver, "power_driver", power_driver),
         COL(Node, power_settings, "power_settings", COLUMN_JSON),
+        COL(Node, power_secret, "power_secret", COLUMN_STRING),
 };
 
 static void node_free_record(void *record) {

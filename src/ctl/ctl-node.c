@@ -3,6 +3,7 @@
 #include "ctl.h"
 #include "log.h"
 #include "table.h"
+#include "util.h"
 
 static int node_add(sd_bus *bus) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
@@ -56,6 +57,20 @@ static int node_list(sd_bus *bus) {
         return EXIT_OK;
 }
 
+/* The first line of path, without its newline: a password kept in a file. */
+static int read_secret(const char *path, char **ret) {
+        _cleanup_free_ char *text = NULL;
+        size_t size = 0;
+        int r = read_full_file(path, &text, &size);
+        if (r < 0)
+                return r;
+        text[strcspn(text, "\n")] = 0;
+        if (isempty(text))
+                return -ENODATA;
+        *ret = TAKE_PTR(text);
+        return 0;
+}
+
 /* node power NODE ACTION: what the node's power driver did. node set-power NODE --driver D KEY=VALUE…
  * (action NULL): the driver and its settings. */
 static int node_power(sd_bus *bus, const char *node, const char *action, char **settings, int n) {
@@ -64,7 +79,7 @@ static int node_power(sd_bus *bus, const char *node, const char *action, char **
         const char *outcome;
         int r;
 
-        if (!action && !ctl_require(arg.driver, "--driver none|manual|wol", "node set-power"))
+        if (!action && !ctl_require(arg.driver, "--driver none|manual|wol|ipmi", "node set-power"))
                 return EXIT_USAGE;
         r = ctl_resolve(bus, "GetNode", node, &path);
         if (r < 0)
@@ -82,8 +97,26 @@ static int node_power(sd_bus *bus, const char *node, const char *action, char **
                                 log_error("\"%s\" is not a KEY=VALUE setting.", settings[i]);
                                 return EXIT_USAGE;
                         }
-                        _cleanup_free_ char *key = strndup(settings[i], (size_t) (eq - settings[i]));
-                        r = key ? sd_bus_message_append(m, "{ss}", key, eq + 1) : -ENOMEM;
+                        _cleanup_free_ char *key = strndup(settings[i], (size_t) (eq - settings[i])),
+                                            *secret = NULL;
+                        if (key && streq(key, "password")) {
+                                log_error("Give the password as password-file=FILE: on a command line every "
+                                          "user "
+                                          "of this machine can read it.");
+                                return EXIT_USAGE;
+                        }
+                        if (key && streq(key, "password-file")) { /* read here, sent as password */
+                                r = read_secret(eq + 1, &secret);
+                                if (r < 0)
+                                        return log_error_errno(r, "Cannot read the password from %s: %m",
+                                                               eq + 1),
+                                               EXIT_FAILED;
+                        }
+                        r = !key     ? -ENOMEM
+                            : secret ? sd_bus_message_append(m, "{ss}", "password", secret)
+                                     : sd_bus_message_append(m, "{ss}", key, eq + 1);
+                        if (secret)
+                                explicit_bzero(secret, strlen(secret));
                 }
                 if (r >= 0)
                         r = sd_bus_message_close_container(m);
@@ -171,6 +204,6 @@ int verb_node(sd_bus *bus, int argc, char **argv) {
         log_error("Usage: purebootctl node add --mac MAC --hostname NAME [--arch ARCH] [--serial SERIAL] | "
                   "node list | node show NODE | node remove NODE | node set-mode NODE local|partition | "
                   "node token NODE | node scan NODE | node power NODE on|off|cycle|status | "
-                  "node set-power NODE --driver none|manual|wol [KEY=VALUE...]");
+                  "node set-power NODE --driver none|manual|wol|ipmi [KEY=VALUE...]");
         return EXIT_USAGE;
 }

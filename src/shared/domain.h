@@ -131,11 +131,13 @@ typedef enum BackendType {
 DECLARE_STRING_TABLE(backend_type, BackendType);
 
 /* How the controller switches a node's power: not at all (none: nobody said), by hand (manual: the
- * operator does), or with a Wake-on-LAN magic packet from the controller's host (wol: on only). */
+ * operator does), with a Wake-on-LAN magic packet from the controller's host (wol: on only), or through its
+ * BMC over IPMI (ipmi). */
 typedef enum PowerDriver {
         POWER_NONE,
         POWER_MANUAL,
         POWER_WOL,
+        POWER_IPMI,
         _POWER_DRIVER_MAX,
 } PowerDriver;
 DECLARE_STRING_TABLE(power_driver, PowerDriver);

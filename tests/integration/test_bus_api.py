@@ -172,6 +172,11 @@ def test_every_method_through_busctl(controller, api, busctl, tmp_path):
     before = api.prop(src, "Node", "ScanRequestedAt")
     ok(src, "Node", "RequestScan", "a{sv}", "0")
     assert api.prop(src, "Node", "ScanRequestedAt") > before
+    # test_power.py switches machines for real; here the calls, the packet sent to this host's loopback.
+    ok(src, "Node", "SetPower", "sa{ss}a{sv}", "wol", "1", "broadcast", "127.0.0.1", "0")
+    assert api.prop(src, "Node", "PowerDriver") == "wol" and not api.prop(src, "Node", "PowerCredentialsSet")
+    assert "magic packet for aa:bb:cc:00:01:01 went to 127.0.0.1:9" in ok(src, "Node", "Power", "sa{sv}", "on",
+                                                                            "0")[0]
     ok(src, "Node", "Delete", "a{sv}", "0")
 
     declared = set()

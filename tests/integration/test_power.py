@@ -1,9 +1,15 @@
 # SPDX-License-Identifier: MIT
-"""A node's power (issue 21, power control, first drivers): manual and Wake-on-LAN. The magic packet really
-leaves the controller's host: a listener in a node's network namespace on the test's bridge receives it,
-and its bytes are checked. (qemu cannot be woken by one, so the packet is what is tested.)"""
+"""A node's power (issue 21, power control): manual, Wake-on-LAN and IPMI. The magic packet really leaves
+the controller's host: a listener in a node's network namespace on the test's bridge receives it, and its
+bytes are checked (qemu cannot be woken by one, so the packet is what is tested). IPMI goes through Debian's
+ipmitool to OpenIPMI's BMC simulator, ipmi_sim, in a node's namespace, whose chassis control program keeps
+the machine's power state and boot device in a file."""
 
+import os
 import subprocess
+import textwrap
+
+import pytest
 
 from harness import ROOT, wait_for
 
@@ -31,7 +37,7 @@ def test_wake_on_lan_and_manual(controller, ctl, api, network, tmp_path):
     assert r.returncode != 0 and "has no power driver" in r.stderr and "set-power sleeper" in r.stderr, r.stderr
 
     # Settings are checked before anything is stored.
-    for args, why in ((("--driver=ipmi2",), "is not none, manual or wol"),
+    for args, why in ((("--driver=ipmi2",), "is not none, manual, wol or ipmi"),
                       (("--driver=wol", "address=10.0.0.1"), "has no setting \"address\""),
                       (("--driver=wol", "broadcast=10.0.0.300"), "broadcast is an IPv4 broadcast address"),
                       (("--driver=wol", "port=0"), "port is a UDP port"),
@@ -92,3 +98,121 @@ def test_wake_on_lan_and_manual(controller, ctl, api, network, tmp_path):
               if action in ("SetPower", "Power") and obj == node]
     assert events == [("SetPower", "wol"), ("Power", "ok"), ("SetPower", "wol"), ("Power", "ok"),
                       ("SetPower", "manual"), ("SetPower", "wol"), ("Power", "failed")], events
+
+
+CHASSIS = """#!/usr/bin/python3
+# ipmi_sim's chassis control program: ipmi_sim calls it as PROG DEVICE get|set PARM [VALUE]...; the state is
+# a file next to it, and every set is logged there too.
+import json, os, sys
+state_file = os.path.join(os.path.dirname(os.path.abspath(sys.argv[0])), "chassis.json")
+state = json.load(open(state_file)) if os.path.exists(state_file) else {"power": "0", "boot": "default"}
+op, args = sys.argv[2], sys.argv[3:]
+if op == "get":
+    print("\\n".join(f"{p}:{state[p]}" for p in args if p in state))
+elif op == "set":
+    for parm, value in zip(args[::2], args[1::2]):
+        if parm == "reset":
+            state.setdefault("resets", 0)
+            state["resets"] += 1
+        else:
+            state[parm] = value
+        with open(state_file + ".log", "a") as log:
+            log.write(f"{parm} {value}\\n")
+    json.dump(state, open(state_file, "w"))
+else:
+    sys.exit(1)
+"""
+
+
+@pytest.fixture
+def bmc(network, tmp_path):
+    """ipmi_sim in a node's namespace on the bridge: user admin, its password in a file; the machine off."""
+    ns, address = network.node("bmc")
+    d = tmp_path / "bmc"
+    (d / "state").mkdir(parents=True)
+    chassis = d / "chassis"
+    chassis.write_text(CHASSIS)
+    chassis.chmod(0o755)
+    (d / "lan.conf").write_text(textwrap.dedent(f"""\
+        name "pureboot-test-bmc"
+        set_working_mc 0x20
+          startlan 1
+            addr {address} 623
+            priv_limit admin
+            allowed_auths_callback md5
+            allowed_auths_user md5
+            allowed_auths_operator md5
+            allowed_auths_admin md5
+            guid 50757265426f6f74426d634775696431
+          endlan
+          chassis_control "{chassis} 0x20"
+          startnow false
+          user 2 true "admin" "s3cret-pw" admin 10 md5
+        """))
+    (d / "bmc.emu").write_text("mc_setbmc 0x20\n"
+                               "mc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02\n"
+                               "mc_enable 0x20\n")
+    (d / "password").write_text("s3cret-pw\n")
+    log = open(d / "ipmi_sim.log", "w")
+    proc = subprocess.Popen(["ip", "netns", "exec", ns, "ipmi_sim", "-c", d / "lan.conf", "-f", d / "bmc.emu",
+                             "-s", d / "state", "-n"], stdout=log, stderr=subprocess.STDOUT, cwd=d)
+    try:
+        def answers():
+            r = subprocess.run(["ipmitool", "-I", "lanplus", "-H", address, "-U", "admin", "-f", d / "password",
+                                "-N", "1", "-R", "1", "chassis", "power", "status"], capture_output=True, text=True)
+            return r.returncode == 0
+        wait_for(answers, timeout=20, what=f"ipmi_sim to answer:\n{(d / 'ipmi_sim.log').read_text()}")
+        yield type("Bmc", (), {"address": address, "dir": d, "password": d / "password",
+                               "state": lambda: __import__("json").loads((d / "chassis.json").read_text()),
+                               "log": lambda: (d / "chassis.json.log").read_text().splitlines()})
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
+
+
+def test_ipmi(controller, ctl, api, bmc, tmp_path):
+    api.ok(ROOT, "Manager", "RegisterNode", "sssa{sv}", "racked", "52:54:00:aa:0b:02", "x86_64", "0")
+    path = api.ok(ROOT, "Manager", "GetNode", "s", "racked")[0]
+    set_power = ("node", "set-power", "racked", "--driver=ipmi")
+    for args, why in (((f"address={bmc.address}", "user=admin"), "needs the BMC user's password"),
+                      ((f"address={bmc.address}", "user=admin", "password=s3cret-pw"), "password-file=FILE"),
+                      (("user=admin", f"password-file={bmc.password}"), "needs address="),
+                      ((f"address={bmc.address}", "user=a-user-name-too-long", f"password-file={bmc.password}"),
+                       "user is an IPMI user name"),
+                      ((f"address={bmc.address}", "user=admin", f"password-file={tmp_path}/none"),
+                       "Cannot read the password")):
+        r = ctl(*set_power, *args)
+        assert r.returncode != 0 and why in r.stderr, (args, r.stderr)
+    assert api.prop(path, "Node", "PowerDriver") == "none" and not api.prop(path, "Node", "PowerCredentialsSet")
+
+    ctl(*set_power, f"address={bmc.address}", "user=admin", f"password-file={bmc.password}", check=True)
+    # The password is kept, never shown: the settings and the property say only that it is set.
+    assert api.prop(path, "Node", "PowerSettings") == {"address": bmc.address, "user": "admin"}
+    assert api.prop(path, "Node", "PowerCredentialsSet")
+    assert "s3cret-pw" not in ctl("node", "show", "racked", check=True).stdout
+    assert ctl("node", "power", "racked", "status", check=True).stdout.strip() == "off"
+    r = ctl("node", "power", "racked", "on", check=True)
+    assert f"The BMC at {bmc.address} was told power on; the machine was off." in r.stdout, r.stdout
+    assert bmc.state()["power"] == "1"
+    assert ctl("node", "power", "racked", "status", check=True).stdout.strip() == "on"
+    ctl("node", "power", "racked", "cycle", check=True)
+    ctl("node", "power", "racked", "off", check=True)
+    assert bmc.state()["power"] == "0"
+    # A cycle of a machine that is off switches it on.
+    assert "told power on; the machine was off" in ctl("node", "power", "racked", "cycle", check=True).stdout
+    assert bmc.state()["power"] == "1"
+    # What the BMC did: on; the cycle as off and on; off; on.
+    assert bmc.log() == ["power 1", "power 0", "power 1", "power 0", "power 1"], bmc.log()
+
+    # The same driver again without a password keeps it; a wrong one is the BMC's refusal, said.
+    ctl(*set_power, f"address={bmc.address}", "user=admin", "port=623", check=True)
+    assert ctl("node", "power", "racked", "status", check=True).stdout.strip() == "on"
+    wrong = tmp_path / "wrong"
+    wrong.write_text("not-the-password\n")
+    ctl(*set_power, f"address={bmc.address}", "user=admin", f"password-file={wrong}", check=True)
+    r = ctl("node", "power", "racked", "status")
+    assert r.returncode != 0 and f"BMC at {bmc.address}:623 did not do power status" in r.stderr, r.stderr
+    assert "check its address=, user= and password" in r.stderr, r.stderr
+    # Only the controller reads it: in its database, which is the controller's alone.
+    assert oct(os.stat(controller.state / "pureboot.db").st_mode & 0o777) == "0o600"
