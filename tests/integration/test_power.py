@@ -186,9 +186,12 @@ def test_ipmi(controller, ctl, api, bmc, tmp_path):
         assert r.returncode != 0 and why in r.stderr, (args, r.stderr)
     assert api.prop(path, "Node", "PowerDriver") == "none" and not api.prop(path, "Node", "PowerCredentialsSet")
 
-    ctl(*set_power, f"address={bmc.address}", "user=admin", f"password-file={bmc.password}", check=True)
+    r = ctl(*set_power, f"address={bmc.address}", "user=admin", "cipher=18", f"password-file={bmc.password}")
+    assert r.returncode != 0 and "cipher is an IPMI 2.0 cipher suite, 0 to 17" in r.stderr, r.stderr
+    # ipmi_sim does not list its cipher suites (ipmitool would wait seconds for that): named, 3.
+    ctl(*set_power, f"address={bmc.address}", "user=admin", "cipher=3", f"password-file={bmc.password}", check=True)
     # The password is kept, never shown: the settings and the property say only that it is set.
-    assert api.prop(path, "Node", "PowerSettings") == {"address": bmc.address, "user": "admin"}
+    assert api.prop(path, "Node", "PowerSettings") == {"address": bmc.address, "user": "admin", "cipher": "3"}
     assert api.prop(path, "Node", "PowerCredentialsSet")
     assert "s3cret-pw" not in ctl("node", "show", "racked", check=True).stdout
     assert ctl("node", "power", "racked", "status", check=True).stdout.strip() == "off"
@@ -197,6 +200,8 @@ def test_ipmi(controller, ctl, api, bmc, tmp_path):
     assert bmc.state()["power"] == "1"
     assert ctl("node", "power", "racked", "status", check=True).stdout.strip() == "on"
     ctl("node", "power", "racked", "cycle", check=True)
+    # The BMC switches it off, and on again a moment later: what it was told is done by then.
+    wait_for(lambda: bmc.log()[-2:] == ["power 0", "power 1"], timeout=30, what="the cycle")
     ctl("node", "power", "racked", "off", check=True)
     assert bmc.state()["power"] == "0"
     # A cycle of a machine that is off switches it on.
@@ -206,13 +211,13 @@ def test_ipmi(controller, ctl, api, bmc, tmp_path):
     assert bmc.log() == ["power 1", "power 0", "power 1", "power 0", "power 1"], bmc.log()
 
     # The same driver again without a password keeps it; a wrong one is the BMC's refusal, said.
-    ctl(*set_power, f"address={bmc.address}", "user=admin", "port=623", check=True)
+    ctl(*set_power, f"address={bmc.address}", "user=admin", "port=623", "cipher=3", check=True)
     assert ctl("node", "power", "racked", "status", check=True).stdout.strip() == "on"
     wrong = tmp_path / "wrong"
     wrong.write_text("not-the-password\n")
-    ctl(*set_power, f"address={bmc.address}", "user=admin", f"password-file={wrong}", check=True)
+    ctl(*set_power, f"address={bmc.address}", "user=admin", "cipher=3", f"password-file={wrong}", check=True)
     r = ctl("node", "power", "racked", "status")
-    assert r.returncode != 0 and f"BMC at {bmc.address}:623 did not do power status" in r.stderr, r.stderr
+    assert r.returncode != 0 and f"racked's BMC at {bmc.address}:623 did not do power status" in r.stderr, r.stderr
     assert "check its address=, user= and password" in r.stderr, r.stderr
     # Only the controller reads it: in its database, which is the controller's alone.
     assert oct(os.stat(controller.state / "pureboot.db").st_mode & 0o777) == "0o600"
