@@ -64,6 +64,14 @@ static int property_get_source_notes(sd_bus *bus, const char *path, const char *
         return bus_message_append_json_strv(reply, c->source_notes);
 }
 
+static int property_get_power_notes(sd_bus *bus, const char *path, const char *interface,
+                                    const char *property, sd_bus_message *reply, void *userdata,
+                                    sd_bus_error *error) {
+        CloneSession *c = userdata;
+        (void) bus, (void) path, (void) interface, (void) property, (void) error;
+        return sd_bus_message_append_strv(reply, c->power_notes);
+}
+
 static int property_get_refused_claims(sd_bus *bus, const char *path, const char *interface,
                                        const char *property, sd_bus_message *reply, void *userdata,
                                        sd_bus_error *error) {
@@ -393,6 +401,12 @@ static const sd_bus_vtable clone_vtable[] = {
         SD_BUS_PROPERTY("IdempotencyKey", "s", NULL, offsetof(CloneSession, idempotency_key),
                         SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("RefusedClaims", "as", property_get_refused_claims, 0,
+                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("PowerCycle", "b", NULL, offsetof(CloneSession, power_cycle),
+                        SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("PowerOff", "b", NULL, offsetof(CloneSession, power_off),
+                        SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("PowerNotes", "as", property_get_power_notes, 0,
                         SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("SourceCertificate", "s", property_get_certificate, 0,
                         SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),

@@ -69,6 +69,8 @@ static int method_create_clone_session(sd_bus_message *msg, void *userdata, sd_b
         spec.image = o.image;
         spec.keep_as = o.keep_as;
         spec.files = o.files;
+        spec.power_cycle = o.power_cycle;
+        spec.power_off = o.power_off;
         /* Arguments first: a bad one is refused without asking anyone to authenticate. */
         r = clone_check(m, &spec, error);
         if (r < 0)

@@ -160,7 +160,8 @@ static int method_power(sd_bus_message *msg, void *userdata, sd_bus_error *error
                 return r;
         if (power_action_from_string(action) < 0) /* before anyone is asked to authenticate */
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
-                                         "Power action \"%.32s\" is not on, off, cycle or status.", action);
+                                         "Power action \"%.32s\" is not on, off, cycle, status or netboot.",
+                                         action);
         if (asprintf(&verb, "power-%s", action) < 0)
                 return -ENOMEM;
         r = authorize(n, msg, verb, error);

@@ -48,7 +48,7 @@ int bus_read_options(sd_bus_message *m, BusOptions *ret, sd_bus_error *error) {
                 r = sd_bus_message_peek_type(m, NULL, &contents);
                 if (r < 0)
                         return r;
-                if (STR_IN_SET(key, "auth.no_user_interaction", "keep_setuid")) {
+                if (STR_IN_SET(key, "auth.no_user_interaction", "keep_setuid", "power_cycle", "power_off")) {
                         int b;
                         if (!streq(contents, "b"))
                                 return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
@@ -57,7 +57,10 @@ int bus_read_options(sd_bus_message *m, BusOptions *ret, sd_bus_error *error) {
                         r = sd_bus_message_read(m, "v", "b", &b);
                         if (r < 0)
                                 return r;
-                        *(streq(key, "keep_setuid") ? &o.keep_setuid : &o.no_user_interaction) = b;
+                        *(streq(key, "keep_setuid")   ? &o.keep_setuid
+                          : streq(key, "power_cycle") ? &o.power_cycle
+                          : streq(key, "power_off")   ? &o.power_off
+                                                      : &o.no_user_interaction) = b;
                 } else if (streq(key, "files")) {
                         if (!streq(contents, "a{ss}"))
                                 return sd_bus_error_setf(
@@ -97,7 +100,7 @@ int bus_read_options(sd_bus_message *m, BusOptions *ret, sd_bus_error *error) {
                                         "Unknown option \"%s\". Known options: "
                                         "auth.no_user_interaction, keep_setuid, idempotency_key, storage, "
                                         "resize_mode, identity, unused, ip, serial, workflow, image, "
-                                        "keep_as, description, files.",
+                                        "keep_as, description, files, power_cycle, power_off.",
                                         key);
                         if (!streq(contents, "s"))
                                 return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,

@@ -12,6 +12,8 @@
 typedef struct BusOptions {
         bool no_user_interaction; /* auth.no_user_interaction */
         bool keep_setuid;         /* keep_setuid: base image imports keep setuid/setgid bits */
+        bool power_cycle,
+                power_off; /* CreateCloneSession: its nodes booted from the network, switched off after */
         const char *idempotency_key, *storage, *resize_mode, *identity, *unused, *ip, *serial, *workflow;
         const char *image, *keep_as; /* CreateCloneSession: the image it deploys, or the one it keeps */
         const char *description;     /* ImportImage: the new image's */

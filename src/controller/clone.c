@@ -18,6 +18,7 @@
 #include "log.h"
 #include "node.h"
 #include "plan.h"
+#include "power.h"
 #include "pureboot-errors.h"
 #include "staging.h"
 #include "storage.h"
@@ -47,6 +48,7 @@ CloneSession *clone_free(CloneSession *c) {
         for (size_t i = 0; i < ELEMENTSOF(strings); i++)
                 free(*strings[i]);
         strv_free(c->refused_claims);
+        strv_free(c->power_notes);
         json_object_put(c->source_notes);
         free(c);
         return NULL;
@@ -90,15 +92,53 @@ const char *clone_certificate(CloneSession *c, CloneTarget *t) {
 /* The last REFUSED_CLAIMS_MAX claims refused for the session's roles, newest last, for the operator. */
 #define REFUSED_CLAIMS_MAX 16
 
-void clone_note_refused_claim(CloneSession *c, const char *message) {
-        size_t n = strv_length(c->refused_claims);
+/* Appends message to *l, which keeps its last REFUSED_CLAIMS_MAX. */
+static int note_bounded(char ***l, const char *message) {
+        size_t n = strv_length(*l);
         if (n >= REFUSED_CLAIMS_MAX) {
-                free(c->refused_claims[0]);
-                memmove(c->refused_claims, c->refused_claims + 1, n * sizeof(char *)); /* with the NULL */
+                free((*l)[0]);
+                memmove(*l, *l + 1, n * sizeof(char *)); /* with the NULL */
         }
-        if (strv_extend(&c->refused_claims, message) < 0)
+        return strv_extend(l, message);
+}
+
+void clone_note_refused_claim(CloneSession *c, const char *message) {
+        if (note_bounded(&c->refused_claims, message) < 0)
                 return (void) log_oom();
         clone_emit_changed(c, "RefusedClaims", NULL);
+}
+
+static void note_power(CloneSession *c, const char *hostname, const char *what) {
+        _cleanup_free_ char *line = NULL;
+        if (asprintf(&line, "%s: %s", hostname, what) < 0 || note_bounded(&c->power_notes, line) < 0)
+                return (void) log_oom();
+        log_info("Clone session %s: power of %s", c->id, line);
+        clone_emit_changed(c, "PowerNotes", NULL);
+}
+
+static void on_node_powered(Manager *m, const char *node, const char *outcome, const char *why,
+                            void *userdata) {
+        _cleanup_free_ char *id = userdata;
+        CloneSession *c = hashmap_get(m->sessions, id);
+        Node *n = hashmap_get(m->nodes, node);
+        if (c)
+                note_power(c, n ? n->hostname : node, why ?: outcome);
+}
+
+void clone_power_nodes(CloneSession *c, const char *action) {
+        for (size_t i = 0; i <= c->n_targets; i++) { /* the source, then each target */
+                const char *id = i == 0 ? c->source_node : c->targets[i - 1]->node;
+                _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+                Node *n = id ? hashmap_get(c->manager->nodes, id) : NULL;
+                char *session = n ? strdup(c->id) : NULL;
+                if (!n)
+                        continue;
+                int r = session ? power_act(n, action, on_node_powered, session, &e) : -ENOMEM;
+                if (r < 0) {
+                        free(session);
+                        note_power(c, n->hostname, e.message ?: strerror(-r));
+                }
+        }
 }
 
 char *clone_path(const CloneSession *c) {
@@ -630,6 +670,8 @@ int clone_create(Manager *m, const CloneSpec *spec, uint32_t uid, CloneSession *
         c->staging_status = res.mode == CLONE_MODE_STAGED ? STAGING_PENDING : STAGING_NONE;
         c->created_at = now_realtime_usec();
         c->created_by = uid;
+        c->power_cycle = s.power_cycle;
+        c->power_off = s.power_off;
         if (dup_fields(c, &s, &res) < 0 || free_and_strdup(&c->id, id) < 0 ||
             free_and_strdup(&c->idempotency_key, isempty(s.idempotency_key) ? NULL : s.idempotency_key) <
                     0 ||
@@ -848,6 +890,8 @@ static void release_nodes_of(Manager *m, const char *id) {
         release_node(c, c->source_node);
         for (size_t i = 0; i < c->n_targets; i++)
                 release_node(c, c->targets[i]->node);
+        if (c->power_off)
+                clone_power_nodes(c, "off");
 }
 
 void clone_changed_of(Manager *m, const char *id) {
@@ -1018,6 +1062,8 @@ static int start_step(CloneSession *c, void *userdata, sd_bus_error *error) {
         c->bytes_uploaded = 0;
         c->source_digest = mfree(c->source_digest);
         c->stored_bytes = 0;
+        strv_free(c->power_notes);
+        c->power_notes = NULL;
         json_object_put(c->source_notes);
         c->source_notes = NULL;
         if (c->mode == CLONE_MODE_STAGED)
@@ -1148,7 +1194,10 @@ int clone_start(CloneSession *c, sd_bus_error *error) {
                         return r;
         }
         /* Tokens are minted when asked for: by a boot answer, or by an operator (IssueBootToken). */
-        return clone_transact(c, start_step, NULL, error);
+        r = clone_transact(c, start_step, NULL, error);
+        if (r >= 0 && c->power_cycle) /* its machines boot from the network, into the session */
+                clone_power_nodes(c, "netboot");
+        return r;
 }
 
 /* What clone_add_target would refuse spec for; *ret the node and the resize mode. */

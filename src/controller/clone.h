@@ -38,6 +38,10 @@ typedef struct CloneSession {
         char *source_digest;
         uint64_t stored_bytes;     /* what a staged upload takes on its storage, once whole */
         json_object *source_notes; /* what the source said of its disk: what it copies whole, and why */
+        /* Its nodes, through their power drivers: booted from the network when it starts, switched off when
+         * it ends. What each did, in memory: PowerNotes. */
+        int power_cycle, power_off;
+        char **power_notes;
 
         /* Its targets, by index (targets[i]->index == i + 1). */
         CloneTarget **targets;
@@ -60,6 +64,7 @@ typedef struct CloneSpec {
         const char *image;   /* the source is this image: no source node or device then */
         const char *keep_as; /* a staged session keeps its upload as an image of this name */
         json_object *files;  /* written on the target's clone (identity auto) */
+        bool power_cycle, power_off;
 } CloneSpec;
 
 CloneSession *clone_free(CloneSession *c);
@@ -78,6 +83,9 @@ int clone_capture_done(CloneSession *c, sd_bus_error *error);
 const char *clone_error(CloneSession *c);
 /* The serial of the live certificate of the source (t NULL) or of target t, or NULL. */
 const char *clone_certificate(CloneSession *c, CloneTarget *t);
+/* Each node of c (source and targets) through its power driver (power.c): action netboot when it starts
+ * (option power_cycle), off when it ends (power_off). What each did goes to PowerNotes. */
+void clone_power_nodes(CloneSession *c, const char *action);
 /* Records (and announces) that a boot answer for one of c's roles was refused, with why. */
 void clone_note_refused_claim(CloneSession *c, const char *message);
 /* PropertiesChanged for the named CloneSession properties (NULL-terminated). */

@@ -277,12 +277,14 @@ static json_object *wol_child(PowerJob *j, char **ret_why) {
                 return NULL;
         }
         return outcome("A Wake-on-LAN magic packet for %s went to %s:%u; the machine wakes if its firmware "
-                       "and network card allow it.",
-                       j->mac, address, port);
+                       "and network card allow it%s.",
+                       j->mac, address, port,
+                       j->action == POWER_NETBOOT ? ", and boots as its firmware's boot order says" : "");
 }
 
-/* ipmitool's chassis power VERB (status, on, off, cycle) at the node's BMC: 0 and its output, or why not. */
-static int ipmitool(PowerJob *j, const char *verb, char **ret_output, char **ret_why) {
+/* ipmitool's chassis WHAT VERB (power status, on, off, cycle; bootdev pxe) at the node's BMC: 0 and its
+ * output, or why not. */
+static int ipmitool(PowerJob *j, const char *what, const char *verb, char **ret_output, char **ret_why) {
         const char *address = json_get_string(j->settings, "address"),
                    *port = json_get_string(j->settings, "port") ?: "623",
                    *user = json_get_string(j->settings, "user"),
@@ -294,15 +296,15 @@ static int ipmitool(PowerJob *j, const char *verb, char **ret_output, char **ret
          * spares asking the BMC for its list, which some do not answer (seconds lost on every call). */
         int r = isempty(cipher)
                         ? tool_runl(ret_output, "ipmitool", "-I", "lanplus", "-H", address, "-p", port, "-U",
-                                    user, "-E", "-N", "2", "-R", "2", "chassis", "power", verb, NULL)
+                                    user, "-E", "-N", "2", "-R", "2", "chassis", what, verb, NULL)
                         : tool_runl(ret_output, "ipmitool", "-I", "lanplus", "-H", address, "-p", port, "-U",
-                                    user, "-E", "-N", "2", "-R", "2", "-C", cipher, "chassis", "power", verb,
+                                    user, "-E", "-N", "2", "-R", "2", "-C", cipher, "chassis", what, verb,
                                     NULL);
         if (r != 0)
                 (void) asprintf(ret_why,
-                                "%s's BMC at %s:%s did not do power %s: %s; check its address=, user= and "
+                                "%s's BMC at %s:%s did not do %s %s: %s; check its address=, user= and "
                                 "password",
-                                j->hostname, address, port, verb,
+                                j->hostname, address, port, what, verb,
                                 r > 0 && *ret_output ? tool_last_line(*ret_output)
                                                      : "ipmitool could not run");
         return r == 0 ? 0 : -EIO;
@@ -313,20 +315,25 @@ static json_object *ipmi_child(PowerJob *j, char **ret_why) {
         const char *address = json_get_string(j->settings, "address");
         bool on;
 
-        if (ipmitool(j, "status", &out, ret_why) < 0)
+        if (ipmitool(j, "power", "status", &out, ret_why) < 0)
                 return NULL;
         on = strstr(out, " is on") != NULL; /* "Chassis Power is on" */
         if (j->action == POWER_STATUS)
                 return outcome("%s", on ? "on" : "off");
+        /* The next boot only from the network: the BMC forgets it after that boot. */
+        out = mfree(out);
+        if (j->action == POWER_NETBOOT && ipmitool(j, "bootdev", "pxe", &out, ret_why) < 0)
+                return NULL;
         /* A cycle of a machine that is off is a power on: the BMC refuses to cycle it. */
         const char *verb = j->action == POWER_ON    ? "on"
                            : j->action == POWER_OFF ? "off"
                            : on                     ? "cycle"
                                                     : "on";
         out = mfree(out);
-        if (ipmitool(j, verb, &out, ret_why) < 0)
+        if (ipmitool(j, "power", verb, &out, ret_why) < 0)
                 return NULL;
-        return outcome("The BMC at %s was told power %s; the machine was %s.", address, verb,
+        return outcome("The BMC at %s was told %spower %s; the machine was %s.", address,
+                       j->action == POWER_NETBOOT ? "to boot from the network next, and " : "", verb,
                        on ? "on" : "off");
 }
 
@@ -358,7 +365,7 @@ int power_act(Node *n, const char *action, PowerDone done, void *userdata, sd_bu
 
         if (a < 0)
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
-                                         "Power action \"%.32s\" is not on, off, cycle or status.",
+                                         "Power action \"%.32s\" is not on, off, cycle, status or netboot.",
                                          strna(action));
         switch (n->power_driver) {
         case POWER_NONE:
@@ -368,15 +375,16 @@ int power_act(Node *n, const char *action, PowerDone done, void *userdata, sd_bu
                         "%s --driver ipmi or wol), or switch it by hand.",
                         n->hostname, n->hostname);
         case POWER_MANUAL:
-                return sd_bus_error_setf(
-                        error, PB_ERROR_INVALID_STATE,
-                        "Node %s is switched by hand (power driver manual): %s it yourself.", n->hostname,
-                        a == POWER_ON      ? "switch it on"
-                        : a == POWER_OFF   ? "switch it off"
-                        : a == POWER_CYCLE ? "restart"
-                                           : "look at");
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE,
+                                         "Node %s is switched by hand (power driver manual): %s yourself.",
+                                         n->hostname,
+                                         a == POWER_ON        ? "switch it on"
+                                         : a == POWER_OFF     ? "switch it off"
+                                         : a == POWER_CYCLE   ? "restart it"
+                                         : a == POWER_NETBOOT ? "boot it from the network"
+                                                              : "look at it");
         case POWER_WOL:
-                if (a != POWER_ON)
+                if (!IN_SET(a, POWER_ON, POWER_NETBOOT))
                         return sd_bus_error_setf(
                                 error, PB_ERROR_INVALID_STATE,
                                 "Wake-on-LAN can only wake node %s; it cannot %s it. Give it "

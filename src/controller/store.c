@@ -333,6 +333,8 @@ static const char *const migrations[] = {
         /* 15: what a staged upload, and so an image, takes on its storage; the files a target's clone gets
          * with its identity */
         "ALTER TABLE clone_sessions ADD COLUMN stored_bytes INTEGER NOT NULL DEFAULT 0;"
+        "ALTER TABLE clone_sessions ADD COLUMN power_cycle INTEGER NOT NULL DEFAULT 0;"
+        "ALTER TABLE clone_sessions ADD COLUMN power_off INTEGER NOT NULL DEFAULT 0;"
         "ALTER TABLE images ADD COLUMN stored_bytes INTEGER NOT NULL DEFAULT 0;"
         "ALTER TABLE clone_targets ADD COLUMN files_json TEXT;"
         /* and what each machine is, as its agent last reported */
@@ -969,6 +971,8 @@ static const Column session_columns[] = {
         COL(CloneSession, idempotency_key, "idempotency_key", COLUMN_STRING, COLUMN_FIXED),
         COL(CloneSession, source_digest, "source_digest", COLUMN_STRING),
         COL(CloneSession, stored_bytes, "stored_bytes", COLUMN_U64),
+        COL(CloneSession, power_cycle, "power_cycle", COLUMN_INT, COLUMN_FIXED),
+        COL(CloneSession, power_off, "power_off", COLUMN_INT, COLUMN_FIXED),
         ENUM_COL(CloneSession, identity, "identity", clone_identity),
         ENUM_COL(CloneSession, unused, "unused", clone_unused),
         COL(CloneSession, source_notes, "source_notes_json", COLUMN_JSON),

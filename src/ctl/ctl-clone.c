@@ -78,6 +78,10 @@ int clone_append_options(sd_bus_message *m, const char *image) {
                 r = add_string_option(m, options[i].key, options[i].value);
         if (r >= 0)
                 r = add_files_option(m);
+        if (r >= 0 && arg.power_cycle)
+                r = sd_bus_message_append(m, "{sv}", "power_cycle", "b", 1);
+        if (r >= 0 && arg.power_off)
+                r = sd_bus_message_append(m, "{sv}", "power_off", "b", 1);
         return r < 0 ? r : sd_bus_message_close_container(m);
 }
 

@@ -203,7 +203,7 @@ int verb_node(sd_bus *bus, int argc, char **argv) {
                 return node_power(bus, argv[1], streq(verb, "power") ? argv[2] : NULL, argv + 2, argc - 2);
         log_error("Usage: purebootctl node add --mac MAC --hostname NAME [--arch ARCH] [--serial SERIAL] | "
                   "node list | node show NODE | node remove NODE | node set-mode NODE local|partition | "
-                  "node token NODE | node scan NODE | node power NODE on|off|cycle|status | "
+                  "node token NODE | node scan NODE | node power NODE on|off|cycle|status|netboot | "
                   "node set-power NODE --driver none|manual|wol|ipmi [KEY=VALUE...]");
         return EXIT_USAGE;
 }

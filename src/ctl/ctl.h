@@ -22,6 +22,7 @@ enum {
 
 typedef struct Args {
         bool no_pager, no_legend, no_ask_password, follow, keep_setuid;
+        bool power_cycle, power_off; /* clone create, image deploy */
         JsonMode json;
         const char *mac, *hostname, *arch, *serial;
         const char *source, *target, *mode, *storage, *source_device, *target_device, *name, *resize, *key;

@@ -438,7 +438,9 @@ static void help(void) {
                "  node set-mode NODE local|partition   What its next network boot does\n"
                "  node token NODE                      A node enrolment token for a manual boot\n"
                "  node scan NODE                       Ask a node in partition mode to scan again\n"
-               "  node power NODE on|off|cycle|status  Switch it, through its power driver\n"
+               "  node power NODE on|off|cycle|status|netboot\n"
+               "                                       Switch it, through its power driver (netboot: its\n"
+               "                                       next boot from the network, then a cycle)\n"
                "  node set-power NODE --driver none|manual|wol|ipmi [KEY=VALUE...]\n"
                "                                       How the controller switches it. wol (on only):\n"
                "                                       broadcast=IP|interface=NAME [port=N]; ipmi:\n"
@@ -467,6 +469,8 @@ static void help(void) {
                "               [--keep-as IMAGE]  (staged: keep the upload in the image library)\n"
                "               [--set-file PATH=CONTENT]...  (written on the target's clone, identity "
                "auto)\n"
+               "               [--power-cycle] [--power-off]  (its nodes booted from the network at start,\n"
+               "               switched off at the end, through their power drivers)\n"
                "  clone list | show ID | start ID | cancel ID | delete ID\n"
                "  clone update ID [--name N] [--source-device DEV] [--target-device DEV] [--target NODE] "
                "...\n"
@@ -489,7 +493,8 @@ static void help(void) {
                "  image deploy NAME --target NODE [--target NODE]... --target-device DEV [...]\n"
                "               (one --target-device for all, or one per --target, in order)\n"
                "               [--resize none|grow_target] [--name NAME] [--identity auto|none]\n"
-               "               [--set-file PATH=CONTENT]...  (on every target's clone)\n"
+               "               [--set-file PATH=CONTENT]...  (on every target's clone) [--power-cycle] "
+               "[--power-off]\n"
                "                                  One session writing the image to every target\n"
                "Storage backends:\n"
                "  storage add NAME --type nfs|iscsi|local KEY=VALUE...  (nfs: server= export= [options=] "
@@ -543,6 +548,8 @@ static int parse_args(int argc, char *argv[]) {
                 ARG_EDIT,
                 ARG_SET_FILE,
                 ARG_DRIVER,
+                ARG_POWER_CYCLE,
+                ARG_POWER_OFF,
                 ARG_SET,
                 ARG_KEEP_SETUID,
                 ARG_KEEP_AS,
@@ -578,6 +585,8 @@ static int parse_args(int argc, char *argv[]) {
                 { "edit", required_argument, NULL, ARG_EDIT },
                 { "set-file", required_argument, NULL, ARG_SET_FILE },
                 { "driver", required_argument, NULL, ARG_DRIVER },
+                { "power-cycle", no_argument, NULL, ARG_POWER_CYCLE },
+                { "power-off", no_argument, NULL, ARG_POWER_OFF },
                 { "set", required_argument, NULL, ARG_SET },
                 { "csr", required_argument, NULL, ARG_CSR },
                 { "keep-setuid", no_argument, NULL, ARG_KEEP_SETUID },
@@ -698,6 +707,12 @@ static int parse_args(int argc, char *argv[]) {
                         break;
                 case ARG_DRIVER:
                         arg.driver = optarg;
+                        break;
+                case ARG_POWER_CYCLE:
+                        arg.power_cycle = true;
+                        break;
+                case ARG_POWER_OFF:
+                        arg.power_off = true;
                         break;
                 case ARG_SET_FILE:
                         if (optarg[0] != '/' || !strchr(optarg, '=')) {

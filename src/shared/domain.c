@@ -63,7 +63,7 @@ DEFINE_STRING_TABLE(power_driver, PowerDriver, [POWER_NONE] = "none", [POWER_MAN
                     [POWER_WOL] = "wol", [POWER_IPMI] = "ipmi")
 
 DEFINE_STRING_TABLE(power_action, PowerAction, [POWER_ON] = "on", [POWER_OFF] = "off",
-                    [POWER_CYCLE] = "cycle", [POWER_STATUS] = "status")
+                    [POWER_CYCLE] = "cycle", [POWER_STATUS] = "status", [POWER_NETBOOT] = "netboot")
 
 DEFINE_STRING_TABLE(node_state, NodeState, [NODE_DISCOVERED] = "discovered", [NODE_READY] = "ready",
                     [NODE_CLONING_SOURCE] = "cloning_source", [NODE_CLONING_TARGET] = "cloning_target",

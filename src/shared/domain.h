@@ -147,6 +147,7 @@ typedef enum PowerAction {
         POWER_OFF,
         POWER_CYCLE,
         POWER_STATUS,
+        POWER_NETBOOT, /* the next boot from the network (PXE), then a cycle, or on */
         _POWER_ACTION_MAX,
 } PowerAction;
 DECLARE_STRING_TABLE(power_action, PowerAction);

@@ -12,6 +12,7 @@ import textwrap
 import pytest
 
 from harness import ROOT, wait_for
+from nodes import Clone, make_blank_disk, make_source_disk
 
 
 def listen(ns, port, out):
@@ -78,7 +79,7 @@ def test_wake_on_lan_and_manual(controller, ctl, api, network, tmp_path):
         r = ctl("node", "power", "sleeper", action)
         assert r.returncode != 0 and "Wake-on-LAN can only wake node sleeper" in r.stderr, r.stderr
     r = ctl("node", "power", "sleeper", "reboot-now")
-    assert r.returncode != 0 and "is not on, off, cycle or status" in r.stderr, r.stderr
+    assert r.returncode != 0 and "is not on, off, cycle, status or netboot" in r.stderr, r.stderr
 
     # Manual: the operator switches it, and is told so. The settings stay across a restart.
     ctl("node", "set-power", "sleeper", "--driver=manual", check=True)
@@ -221,3 +222,40 @@ def test_ipmi(controller, ctl, api, bmc, tmp_path):
     assert "check its address=, user= and password" in r.stderr, r.stderr
     # Only the controller reads it: in its database, which is the controller's alone.
     assert oct(os.stat(controller.state / "pureboot.db").st_mode & 0o777) == "0o600"
+
+
+def test_a_session_boots_its_nodes_and_switches_them_off(controller, ctl, api, bmc, network, bridge_on_network,
+                                                         loops, tmp_path):
+    """--power-cycle: when the session starts, the controller has each of its machines boot from the network
+    next (a BMC's boot device, for that boot only) and switches it on or cycles it; --power-off: when the
+    session ends, it switches them off. What each did is in the session's PowerNotes; a node without a driver
+    is noted, not failed."""
+    source, _ = make_source_disk(tmp_path)
+    loops.append(source)
+    target = make_blank_disk(tmp_path, loops, "target", 256 << 20)
+    # The target's machine has a BMC; the source's is switched by hand. (Clone registers them if new.)
+    api.ok(ROOT, "Manager", "RegisterNode", "sssa{sv}", "tgt-node", "aa:bb:cc:00:10:02", "x86_64", "0")
+    api.ok(ROOT, "Manager", "RegisterNode", "sssa{sv}", "src-node", "aa:bb:cc:00:10:01", "x86_64", "0")
+    ctl("node", "set-power", "tgt-node", "--driver=ipmi", f"address={bmc.address}", "user=admin", "cipher=3",
+        f"password-file={bmc.password}", check=True)
+    ctl("node", "set-power", "src-node", "--driver=manual", check=True)
+    c = Clone(tmp_path, ctl, api, network, bridge_on_network, source.device, target.device, tag="p",
+              create_args=("--power-cycle", "--power-off"))
+    try:
+        assert c.prop("PowerCycle") and c.prop("PowerOff")
+        wait_for(lambda: len(c.prop("PowerNotes")) == 2, timeout=30, what="both machines to be switched")
+        notes = sorted(c.prop("PowerNotes"))
+        assert notes[0].startswith("src-node: Node src-node is switched by hand (power driver manual): boot it "
+                                   "from the network yourself."), notes
+        assert notes[1] == (f"tgt-node: The BMC at {bmc.address} was told to boot from the network next, and power "
+                            "on; the machine was off."), notes
+        assert bmc.state()["boot"] == "pxe" and bmc.state()["power"] == "1"
+        c.source.start()
+        c.target.start()
+        c.wait_status("completed", "failed", timeout=180)
+        assert c.status() == "completed", c.prop("Error")
+        wait_for(lambda: bmc.state()["power"] == "0", timeout=30, what="the target to be switched off")
+        assert any(n.startswith("tgt-node: The BMC at") and "told power off" in n for n in c.prop("PowerNotes"))
+    finally:
+        c.stop()
+    assert bmc.log() == ["boot pxe", "power 1", "power 0"], bmc.log()
