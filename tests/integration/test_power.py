@@ -5,8 +5,10 @@ bytes are checked (qemu cannot be woken by one, so the packet is what is tested)
 ipmitool to OpenIPMI's BMC simulator, ipmi_sim, in a node's namespace, whose chassis control program keeps
 the machine's power state and boot device in a file."""
 
+import json
 import os
 import subprocess
+import sys
 import textwrap
 
 import pytest
@@ -24,7 +26,7 @@ def listen(ns, port, out):
             "open(sys.argv[1] + '.ready', 'w').close()\n"
             "data, peer = s.recvfrom(4096)\n"
             "open(sys.argv[1], 'w').write(data.hex() + ' ' + peer[0])\n")
-    proc = subprocess.Popen(["ip", "netns", "exec", ns, "python3", "-c", code, str(out)])
+    proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", code, str(out)])
     wait_for(lambda: out.with_suffix(".ready").exists(), timeout=10, what="the listener")
     return proc
 
@@ -164,7 +166,7 @@ def bmc(network, tmp_path):
             return r.returncode == 0
         wait_for(answers, timeout=20, what=f"ipmi_sim to answer:\n{(d / 'ipmi_sim.log').read_text()}")
         yield type("Bmc", (), {"address": address, "dir": d, "password": d / "password",
-                               "state": lambda: __import__("json").loads((d / "chassis.json").read_text()),
+                               "state": lambda: json.loads((d / "chassis.json").read_text()),
                                "log": lambda: (d / "chassis.json.log").read_text().splitlines()})
     finally:
         proc.terminate()
