@@ -279,6 +279,9 @@ static void test_session_round_trip(Manager *m) {
                 .source_notes = json_tokener_parse("[\"partition 3 (swap) is copied whole\"]"),
                 .image = (char *) "1a9e0000000000000000000000000001",
                 .error = (char *) "The source failed: its own error",
+                .stored_bytes = 23,
+                .power_cycle = 1,
+                .power_off = 1,
         };
         CloneTarget t = {
                 .session_id = c.id,
@@ -299,6 +302,7 @@ static void test_session_round_trip(Manager *m) {
                 .relay_port = 9999,
                 .chain_rank = 5,
                 .chain_lost = 1,
+                .files = json_tokener_parse("{\"/etc/motd\":\"Lab 3\\n\"}"),
         };
         CloneSession *l = NULL;
         CloneTarget *lt = NULL;
@@ -356,6 +360,9 @@ static void test_session_round_trip(Manager *m) {
         SAME_STR(source_digest);
         SAME_STR(image);
         SAME_STR(error);
+        SAME_INT(stored_bytes);
+        SAME_INT(power_cycle);
+        SAME_INT(power_off);
         ASSERT_STR(json_object_to_json_string(l->source_notes), json_object_to_json_string(c.source_notes));
 #undef SAME_STR
 #undef SAME_INT
@@ -378,6 +385,7 @@ static void test_session_round_trip(Manager *m) {
         SAME_STR(relay_address);
         SAME_INT(relay_port);
         SAME_INT(chain_rank);
+        ASSERT_STR(json_object_to_json_string(lt->files), json_object_to_json_string(t.files));
         SAME_INT(chain_lost);
         ASSERT_STR(json_object_to_json_string(lt->notes), json_object_to_json_string(t.notes));
 #undef SAME_STR
@@ -386,6 +394,7 @@ static void test_session_round_trip(Manager *m) {
         clone_target_free(lt);
         json_object_put(c.source_notes);
         json_object_put(t.notes);
+        json_object_put(t.files);
         ASSERT_OK(store_session_delete(m->store, c.id));
         ASSERT_INT(count(m, "SELECT COUNT(*) FROM clone_targets WHERE session_id = '5e551011000000000000000000000001'"),
                    0); /* its targets go with it */
@@ -666,6 +675,7 @@ static void test_image_round_trip(Manager *m) {
         i.digest = (char *) "xxh3-128:ab";
         i.verified_at = 13;
         i.verify_error = (char *) "Damaged: the chunk at 0";
+        i.stored = 14;
         ASSERT_OK(store_image_update(m->store, &i));
         ASSERT_OK(store_images_load(m->store, take_image, &loaded));
         ASSERT_TRUE(loaded);
@@ -688,6 +698,7 @@ static void test_image_round_trip(Manager *m) {
         ASSERT_INT(loaded->created_by, 12);
         ASSERT_INT(loaded->verified_at, 13);
         ASSERT_STR(loaded->verify_error, "Damaged: the chunk at 0");
+        ASSERT_INT(loaded->stored, 14);
         image_free(loaded);
         ASSERT_OK(store_image_delete(m->store, i.id));
 }
@@ -937,6 +948,8 @@ static void test_node_and_storage_round_trip(Manager *m) {
                 .scan_requested_at = 4,
                 .report_sequence = 5,
         };
+        _cleanup_(json_object_unrefp) json_object *hardware = json_tokener_parse("{\"cpuThreads\":4}"),
+                                                  *power = json_tokener_parse("{\"address\":\"bmc-1\"}");
         StorageBackend b = {
                 .id = (char *) "5705a6e0000000000000000000000001",
                 .name = (char *) "round-trip",
@@ -954,6 +967,11 @@ static void test_node_and_storage_round_trip(Manager *m) {
         ASSERT_OK(store_node_insert(m->store, &n));
         n.hostname = (char *) "round-trip-2";
         n.report_sequence = 9;
+        n.hardware = hardware;
+        n.hardware_at = 10;
+        n.power_driver = POWER_IPMI;
+        n.power_settings = power;
+        n.power_secret = (char *) "bmc-s3cret";
         ASSERT_OK(store_node_update(m->store, &n));
         ASSERT_OK(store_nodes_load(m->store, take_node, &ln));
         ASSERT_TRUE(ln);
@@ -971,6 +989,11 @@ static void test_node_and_storage_round_trip(Manager *m) {
         SAME_INT(created_at);
         SAME_INT(scan_requested_at);
         SAME_INT(report_sequence);
+        ASSERT_STR(json_object_to_json_string(ln->hardware), json_object_to_json_string(n.hardware));
+        SAME_INT(hardware_at);
+        SAME_INT(power_driver);
+        ASSERT_STR(json_object_to_json_string(ln->power_settings), json_object_to_json_string(n.power_settings));
+        SAME_STR(power_secret);
 #undef SAME_STR
 #undef SAME_INT
         node_free(ln);
