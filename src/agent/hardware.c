@@ -31,10 +31,10 @@ static void add_string(json_object *o, const char *key, const char *value) {
                 json_object_object_add(o, key, json_object_new_string(value));
 }
 
-/* dir/name as a string member key, where it has one. */
+/* dir/name as a string member key, where it has one and key is not set yet (the first source that has it). */
 static void add_attribute(json_object *o, const char *key, const char *dir, const char *name) {
         char buf[256];
-        if (read_attribute(dir, name, buf, sizeof(buf)) >= 0)
+        if (!json_object_object_get_ex(o, key, NULL) && read_attribute(dir, name, buf, sizeof(buf)) >= 0)
                 add_string(o, key, buf);
 }
 

@@ -159,10 +159,6 @@ static bool is_ca(const char *v) {
         return hex && strlen(hex) == 64 && strspn(hex, "0123456789abcdefABCDEF") == 64;
 }
 
-static bool is_interface(const char *v) {
-        return strlen(v) < IFNAMSIZ && !strpbrk(v, "/: \t") && !STR_IN_SET(v, ".", "..");
-}
-
 static bool is_mode(const char *v) {
         return verb_of_mode(v);
 }
@@ -271,7 +267,7 @@ static const Option agent_options[] = {
         STRING("state-dir", state_dir, is_absolute, "is not an absolute path"),
         { "port", false, true, parse_port },
         STRING("address", address, ip_address_is_valid, "is not an IP address"),
-        STRING("data-interface", data_interface, is_interface, "is not a network interface name"),
+        STRING("data-interface", data_interface, interface_name_is_valid, "is not a network interface name"),
         { "max-rate", false, true, parse_max_rate },
         { "ack-timeout", false, true, parse_ack_timeout },
         { "peer-timeout", false, true, parse_peer_timeout },

@@ -5,7 +5,6 @@
  * only wake a machine) and ipmi (the node's BMC over IPMI 2.0 LAN, with ipmitool; its password is kept in
  * the controller's database, given to ipmitool in its environment, never on a command line nor over the
  * bus). Actions run in a worker. */
-#include <ctype.h>
 #include <errno.h>
 #include <net/if.h>
 #include <netinet/in.h>
@@ -19,6 +18,7 @@
 
 #include "address.h"
 #include "bus-util.h"
+#include "ini.h"
 #include "log.h"
 #include "power.h"
 #include "pureboot-errors.h"
@@ -40,19 +40,9 @@ static bool ipv4_is_valid(const char *s) {
         return s && inet_pton(AF_INET, s, &a) == 1;
 }
 
-static bool interface_is_valid(const char *s) {
-        if (!s || isempty(s) || strlen(s) >= IFNAMSIZ)
-                return false;
-        for (const char *p = s; *p; p++)
-                if (!isalnum((unsigned char) *p) && !strchr("-_.:@", *p))
-                        return false;
-        return true;
-}
-
 static bool port_is_valid(const char *s) {
-        char *end;
-        unsigned long v = s ? strtoul(s, &end, 10) : 0;
-        return s && *s && !*end && v > 0 && v <= 65535;
+        uint64_t v;
+        return s && parse_uint64(s, &v) >= 0 && v > 0 && v <= 65535;
 }
 
 /* An IPMI user name or password: 1 to 16 (20) printable characters. */
@@ -66,14 +56,14 @@ static bool ipmi_password_is_valid(const char *s) {
 
 /* An IPMI 2.0 cipher suite: 0 to 17. */
 static bool cipher_is_valid(const char *s) {
-        char *end;
-        unsigned long v = s ? strtoul(s, &end, 10) : 99;
-        return s && *s && !*end && v <= 17;
+        uint64_t v;
+        return s && parse_uint64(s, &v) >= 0 && v <= 17;
 }
 
 static const PowerSetting wol_settings[] = {
         { "broadcast", ipv4_is_valid, "an IPv4 broadcast address, such as 10.0.0.255" },
-        { "interface", interface_is_valid, "a network interface of the controller's host, such as eth1" },
+        { "interface", interface_name_is_valid,
+          "a network interface of the controller's host, such as eth1" },
         { "port", port_is_valid, "a UDP port (7 or 9, the default)" },
 };
 

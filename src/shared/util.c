@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <libgen.h>
+#include <net/if.h>
 #include <stdarg.h>
 #include <sys/stat.h>
 #include <systemd/sd-id128.h>
@@ -69,6 +70,10 @@ char *hexmem(const void *p, size_t n) {
 }
 
 /* RFC 1123: dot-separated labels of letters, digits and inner hyphens, 63 bytes each, 253 in all. */
+bool interface_name_is_valid(const char *s) {
+        return !isempty(s) && strlen(s) < IFNAMSIZ && !strpbrk(s, "/: \t\n") && !STR_IN_SET(s, ".", "..");
+}
+
 bool hostname_is_valid(const char *s) {
         size_t label = 0, total = 0;
         if (isempty(s))

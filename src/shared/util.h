@@ -24,6 +24,9 @@ char *hexmem(const void *p, size_t n);
 void hex_encode(const void *p, size_t n, char *out);
 
 bool hostname_is_valid(const char *s);
+/* A network interface name as the kernel takes one: shorter than IFNAMSIZ, not "." or "..", without '/', ':'
+ * or blanks. */
+bool interface_name_is_valid(const char *s);
 /* Parses aa:bb:cc:dd:ee:ff or aa-bb-…, returns the canonical lowercase colon form. */
 int mac_normalize(const char *s, char **ret);
 /* An absolute path under /dev/ without "..", "//" or control characters. */
