@@ -116,6 +116,12 @@ def test_identity_decides_what_may_be_reported(started, gateway):
                 "phase": "transferring"}
     assert gateway("ReportProgress", source, progress)[0] == "org.pureboot.Node.PermissionDenied"
     assert gateway("GetSession", "node-" + "e" * 32, {"session": sid})[0] == "org.pureboot.Node.PermissionDenied"
+    # What a machine is: only for its own node, or the node of its own role in its own session.
+    machine = {"firmware": "bios", "cpuCores": 1, "cpuThreads": 1, "disks": [], "interfaces": []}
+    for peer, params in ((other, {"session": sid, "sequence": 1, "hardware": machine}),
+                         ("", {"session": sid, "sequence": 1, "hardware": machine}),
+                         ("node-" + "e" * 32, {"sequence": 1, "hardware": machine})):
+        assert gateway("ReportHardware", peer, params)[0] == "org.pureboot.Node.PermissionDenied", peer
 
 
 def test_parameters_follow_the_contract(started, gateway):
