@@ -239,6 +239,21 @@ static void update_forward(Target *t, json_object *session) {
         }
 }
 
+/* What the copy took: time, rate, and where the disk's bytes came from. */
+static void log_written(const Target *t, const char *digest) {
+        uint64_t usec = MAX(now_monotonic_usec() - t->started_at, (uint64_t) 1);
+        log_info("Wrote %s to %s in %.2f s (%.0f MB/s): %s of data received, %" PRIu64
+                 " bytes of it again after "
+                 "interruptions; %s zeroed; %s unused by any filesystem, not sent (%s). Digest %s",
+                 FORMAT_BYTES(t->size), t->dev.path, (double) usec / USEC_PER_SEC,
+                 (double) t->size / (double) usec, FORMAT_BYTES(t->received), t->received_again,
+                 FORMAT_BYTES(t->zeroed), FORMAT_BYTES(t->skipped_bytes),
+                 t->unused == CLONE_UNUSED_DISCARD && t->dev.cannot_discard
+                         ? "kept: the disk cannot discard"
+                         : clone_unused_to_string(t->unused),
+                 digest);
+}
+
 /* The end: make it durable, then report what we wrote. */
 static void complete(Target *t, const char *digest);
 
@@ -259,17 +274,10 @@ static void finish(Target *t, const char *known_digest) {
                 agent_exit(t->agent, AGENT_EXIT_FAILURE);
                 return;
         }
-        uint64_t usec = MAX(now_monotonic_usec() - t->started_at, (uint64_t) 1);
-        log_info("Wrote %s to %s in %.2f s (%.0f MB/s): %s of data received, %" PRIu64
-                 " bytes of it again after "
-                 "interruptions; %s zeroed; %s unused by any filesystem, not sent (%s). Digest %s",
-                 FORMAT_BYTES(t->size), t->dev.path, (double) usec / USEC_PER_SEC,
-                 (double) t->size / (double) usec, FORMAT_BYTES(t->received), t->received_again,
-                 FORMAT_BYTES(t->zeroed), FORMAT_BYTES(t->skipped_bytes),
-                 t->unused == CLONE_UNUSED_DISCARD && t->dev.cannot_discard
-                         ? "kept: the disk cannot discard"
-                         : clone_unused_to_string(t->unused),
-                 digest);
+        if (known_digest)
+                log_info("%s holds the whole copy from an earlier run. Digest %s", t->dev.path, digest);
+        else
+                log_written(t, digest);
         t->phase = PHASE_DONE;
         /* An earlier run may have queued it already, before it was stopped: what follows the copy has
          * changed the disk since, and it is not forwarded any more. */

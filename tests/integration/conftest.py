@@ -3,10 +3,28 @@
 test, and helpers to call it through busctl and purebootctl."""
 
 import json
+import subprocess
 
 import pytest
 
 from harness import DEST, PUREBOOTCTL, ROOT, Bridge, Controller, private_system_bus, run
+
+
+_failed = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Once a test's fixtures are all torn down, its directory goes if every phase passed: loop files, disk
+    images and servers' exports add up to tens of gigabytes over a run. A failed test's directory stays with
+    its logs, the artefact to read."""
+    report = (yield).get_result()
+    failed = item.stash.get(_failed, False) or report.failed
+    item.stash[_failed] = failed
+    path = (item.funcargs or {}).get("tmp_path")
+    if call.when == "teardown" and not failed and path is not None:
+        # Never across a mount point a teardown left behind: that would be a server's or the host's files.
+        subprocess.run(["rm", "-rf", "--one-file-system", str(path)], stderr=subprocess.DEVNULL)
 
 
 @pytest.fixture(scope="session")

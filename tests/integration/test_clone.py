@@ -194,7 +194,9 @@ def test_source_killed_mid_stream_resumes(under_way, tmp_path):
 
 
 def test_target_killed_resumes_from_its_journal(under_way, tmp_path):
-    c, source, target, files = under_way("12M", 60 << 20)
+    # Slow enough that the kill comes well before the ~50 MiB of data are all written: at 12 MB/s the whole
+    # copy took 4 s, and the progress the test waits for can come a second late.
+    c, source, target, files = under_way("4M", 30 << 20)
     c.target.kill()
     c.target.start()
     finish(c, source, target, files, tmp_path)

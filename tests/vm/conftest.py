@@ -13,6 +13,7 @@ _fixtures = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_fixtures)
 
 api, busctl, ctl, system_bus = _fixtures.api, _fixtures.busctl, _fixtures.ctl, _fixtures.system_bus
+pytest_runtest_makereport = _fixtures.pytest_runtest_makereport
 
 import pytest  # noqa: E402
 
