@@ -9,6 +9,7 @@
 
 #include "agent.h"
 #include "apply.h"
+#include "erase.h"
 #include "job.h"
 #include "log.h"
 #include "queue.h"
@@ -21,11 +22,16 @@ struct Partitioner {
         bool once;            /* scan: report one scan and finish */
         uint64_t scan_seen;   /* the scanRequestedAt acted on; UINT64_MAX until the first record */
         char *fetching;       /* the device whose operations are being fetched or applied */
+        json_object *operations; /* those being applied, from next on; an erase runs in eraser */
+        size_t next;
+        Eraser *eraser;
 };
 
 Partitioner *partitioner_free(Partitioner *p) {
         if (!p)
                 return NULL;
+        erase_free(p->eraser);
+        json_object_put(p->operations);
         free(p->fetching);
         free(p);
         return NULL;
@@ -41,22 +47,80 @@ static int report_scan(Agent *a) {
         return queue_push(a->queue, "ReportDisks", p);
 }
 
-static void report_operation(Agent *a, const char *device, const char *id, const char *status, const char *error) {
+static json_object *operation_report(const char *device, const char *id, const char *status) {
         json_object *p = json_object_new_object();
         json_object_object_add(p, "device", json_object_new_string(device));
         json_object_object_add(p, "operation", json_object_new_string(id));
         json_object_object_add(p, "status", json_object_new_string(status));
+        return p;
+}
+
+static void report_operation(Agent *a, const char *device, const char *id, const char *status,
+                             const char *error) {
+        json_object *p = operation_report(device, id, status);
         json_object_object_add(p, "error", error ? json_object_new_string(error) : NULL);
         (void) queue_push(a->queue, "ReportOperation", p);
 }
 
-/* Runs the operations in order; the first failure ends the run and leaves the rest pending. */
-static void apply_all(Agent *a, const char *device, json_object *operations) {
-        size_t n = json_object_array_length(operations);
-        for (size_t i = 0; i < n; i++) {
-                json_object *o = json_object_array_get_idx(operations, i), *params;
+static json_object *current_operation(Partitioner *p) {
+        return json_object_array_get_idx(p->operations, p->next);
+}
+
+/* The run is over (done, or stopped at a failure): the controller gets the disks as they are now. */
+static void apply_finished(Agent *a) {
+        Partitioner *p = a->partitioner;
+        json_object_put(p->operations);
+        p->operations = NULL;
+        p->fetching = mfree(p->fetching);
+        if (report_scan(a) < 0)
+                log_error("Failed to scan the disks after applying.");
+}
+
+static void on_erase_progress(Agent *a, Eraser *e, uint64_t done, uint64_t total) {
+        Partitioner *p = a->partitioner;
+        json_object *r =
+                operation_report(p->fetching, json_get_string(current_operation(p), "id"), "running");
+        (void) e;
+        json_object_object_add(r, "done", json_object_new_int64((int64_t) done));
+        json_object_object_add(r, "total", json_object_new_int64((int64_t) total));
+        (void) queue_push(a->queue, "ReportOperation", r);
+}
+
+static void apply_next(Agent *a);
+
+static void on_erased(Agent *a, Eraser *e, const char *error, const char *result) {
+        Partitioner *p = a->partitioner;
+        const char *id = json_get_string(current_operation(p), "id");
+        json_object *r;
+        (void) e;
+
+        if (error) {
+                log_error("Operation %s (erase) on %s failed: %s", id, p->fetching, error);
+                report_operation(a, p->fetching, id, "failed", error);
+        } else {
+                log_info("%s", result);
+                r = operation_report(p->fetching, id, "completed");
+                json_object_object_add(r, "result", json_object_new_string(result));
+                (void) queue_push(a->queue, "ReportOperation", r);
+        }
+        p->eraser = erase_free(p->eraser);
+        if (error)
+                return apply_finished(a);
+        p->next++;
+        apply_next(a);
+}
+
+/* Runs the operations in order from p->next; the first failure ends the run and leaves the rest pending.
+ * An erase goes on in its thread, and the run with it when it is done. */
+static void apply_next(Agent *a) {
+        Partitioner *p = a->partitioner;
+        const char *device = p->fetching;
+
+        for (; p->next < json_object_array_length(p->operations); p->next++) {
+                json_object *o = current_operation(p), *params;
                 const char *id = json_get_string(o, "id"), *op = json_get_string(o, "operation");
                 _cleanup_free_ char *error = NULL;
+                int r;
 
                 /* Done already, its report not yet taken: never twice. */
                 if (queue_contains(a->queue, "ReportOperation", "operation", id))
@@ -65,13 +129,23 @@ static void apply_all(Agent *a, const char *device, json_object *operations) {
                 log_info("Applying %s %s to %s.", op, json_object_to_json_string_ext(params, JSON_C_TO_STRING_PLAIN),
                          device);
                 report_operation(a, device, id, "running", NULL);
-                if (apply_operation(device, id, op, params, a->settings.state_dir, &error) < 0) {
-                        log_error("Operation %s (%s) on %s failed: %s", id, op, device, strna(error));
-                        report_operation(a, device, id, "failed", error ?: "failed for an unknown reason");
-                        return;
+                if (streq(op, "erase")) {
+                        int method = erase_method_from_string(json_get_string(params, "method"));
+                        r = method < 0 ? -EINVAL
+                                       : erase_start(a, device, method, on_erase_progress, on_erased,
+                                                     &p->eraser);
+                        if (r >= 0)
+                                return;
+                        error = strdup(method < 0 ? "Unknown erase method." : "Could not start the erase.");
+                } else if (apply_operation(device, id, op, params, a->settings.state_dir, &error) >= 0) {
+                        report_operation(a, device, id, "completed", NULL);
+                        continue;
                 }
-                report_operation(a, device, id, "completed", NULL);
+                log_error("Operation %s (%s) on %s failed: %s", id, op, device, strna(error));
+                report_operation(a, device, id, "failed", error ?: "failed for an unknown reason");
+                break;
         }
+        apply_finished(a);
 }
 
 /* Before anything else: a move a crash interrupted is finished (or undone), and the controller hears which.
@@ -91,16 +165,21 @@ static void recover(Agent *a) {
 static void on_fetched(Agent *a, const char *error, json_object *reply, void *userdata) {
         Partitioner *p = a->partitioner;
         _cleanup_(disk_info_done) DiskInfo d = {};
-        _cleanup_free_ char *fingerprint = NULL, *device = TAKE_PTR(p->fetching);
+        _cleanup_free_ char *fingerprint = NULL;
+        const char *device = p->fetching;
         json_object *operations = NULL;
         (void) userdata;
 
         if (error) {
                 log_warning("FetchOperations for %s was refused: %s", device, error);
+                p->fetching = mfree(p->fetching);
                 return;
         }
-        if (!json_object_object_get_ex(reply, "operations", &operations) || json_object_array_length(operations) == 0)
+        if (!json_object_object_get_ex(reply, "operations", &operations) ||
+            json_object_array_length(operations) == 0) {
+                p->fetching = mfree(p->fetching);
                 return;
+        }
         /* The operations were checked against the scan the controller has: only that disk may get them. */
         if (scan_disk(device, &d) < 0 || !(fingerprint = disk_info_fingerprint(&d)) ||
             !streq_ptr(fingerprint, json_get_string(reply, "fingerprint"))) {
@@ -109,10 +188,11 @@ static void on_fetched(Agent *a, const char *error, json_object *reply, void *us
                 report_operation(a, device, id, "failed",
                                  "The disk changed since the scan these operations were checked against. It has "
                                  "been scanned again; queue what fits now.");
-        } else
-                apply_all(a, device, operations);
-        if (report_scan(a) < 0)
-                log_error("Failed to scan the disks after applying.");
+                return apply_finished(a);
+        }
+        p->operations = json_object_get(operations);
+        p->next = 0;
+        apply_next(a);
 }
 
 static void on_orders(Agent *a, json_object *orders) {

@@ -39,8 +39,15 @@ static void report_free(Report *r) {
         free(r);
 }
 
+/* A session's progress, or how far a long partition operation (an erase) is: a newer one says it all. */
 static bool is_progress(const Report *r) {
-        return streq(r->method, "ReportProgress");
+        return streq(r->method, "ReportProgress") ||
+               (streq(r->method, "ReportOperation") && json_object_object_get_ex(r->params, "done", NULL));
+}
+
+static bool same_progress(const Report *a, const Report *b) {
+        return streq(a->method, b->method) &&
+               streq_ptr(json_get_string(a->params, "operation"), json_get_string(b->params, "operation"));
 }
 
 static void unlink_report(ReportQueue *q, Report *r) {
@@ -271,7 +278,7 @@ int queue_push(ReportQueue *q, const char *method, json_object *params) {
         if (is_progress(r))
                 for (Report *i = q->head, *next; i; i = next) {
                         next = i->next;
-                        if (is_progress(i) && i != q->in_flight)
+                        if (is_progress(i) && same_progress(i, r) && i != q->in_flight)
                                 unlink_report(q, i);
                 }
         append(q, r);

@@ -3,9 +3,11 @@
 #include "bus-disk.h"
 #include "bus-util.h"
 #include "disk.h"
+#include "domain.h"
 #include "log.h"
 #include "node.h"
 #include "polkit.h"
+#include "pureboot-errors.h"
 #include "util.h"
 
 #define NODE_PREFIX PB_ROOT_PATH "/node"
@@ -77,22 +79,25 @@ GETTER(property_get_partitions) {
         return r < 0 ? r : sd_bus_message_close_container(reply);
 }
 
-/* (id, operation, parameters, status, error, started, completed) in queue order. */
+/* (id, operation, parameters, status, message, started, completed, bytes done, bytes in all) in queue
+ * order: the message says why a failed one failed, or what a completed one did; the bytes are those a long
+ * one (erase) reported last, 0 and 0 for the others. */
 GETTER(property_get_operations) {
         Disk *d = userdata;
         int r;
         UNUSED_GETTER_ARGS;
-        r = sd_bus_message_open_container(reply, 'a', "(ssa{sv}sstt)");
+        r = sd_bus_message_open_container(reply, 'a', "(ssa{sv}sstttt)");
         for (size_t i = 0; r >= 0 && i < d->n_operations; i++) {
                 const PartitionOperation *op = d->operations[i];
-                r = sd_bus_message_open_container(reply, 'r', "ssa{sv}sstt");
+                r = sd_bus_message_open_container(reply, 'r', "ssa{sv}sstttt");
                 if (r >= 0)
                         r = sd_bus_message_append(reply, "ss", op->id, op->operation);
                 if (r >= 0)
                         r = bus_message_append_json_dict(reply, op->params);
                 if (r >= 0)
-                        r = sd_bus_message_append(reply, "sstt", operation_status_to_string(op->status),
-                                                  strempty(op->error), op->started_at, op->completed_at);
+                        r = sd_bus_message_append(reply, "sstttt", operation_status_to_string(op->status),
+                                                  strempty(op->message), op->started_at, op->completed_at,
+                                                  op->done, op->total);
                 if (r >= 0)
                         r = sd_bus_message_close_container(reply);
         }
@@ -118,6 +123,12 @@ static int method_queue_operation(sd_bus_message *msg, void *userdata, sd_bus_er
         int r;
 
         r = sd_bus_message_read(msg, "s", &op);
+        if (r >= 0 && streq(op, "erase"))
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                         "An erase is not queued with the partition operations: use Erase "
+                                         "(purebootctl disk erase %s %s --method=…), which asks for its own "
+                                         "authorisation.",
+                                         d->node->hostname, d->info.device);
         if (r >= 0)
                 r = bus_message_read_json_dict(msg, &params, error);
         if (r >= 0) /* arguments first: an operation that cannot fit is refused without a polkit question */
@@ -131,6 +142,45 @@ static int method_queue_operation(sd_bus_message *msg, void *userdata, sd_bus_er
         if (r < 0)
                 return r;
         manager_audit(d->node->manager, msg, "QueueOperation", id, op);
+        return sd_bus_reply_method_return(msg, "s", id);
+}
+
+/* Every byte of the disk, gone: its own polkit action, which never keeps an authorisation. */
+static int method_erase(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        _cleanup_(bus_options_done) BusOptions o = {};
+        _cleanup_free_ char *id = NULL, *method = NULL;
+        Disk *d = userdata;
+        const char *arg;
+        int r;
+
+        r = sd_bus_message_read(msg, "s", &arg);
+        if (r < 0)
+                return r;
+        if (!(method = strdup(arg)))
+                return -ENOMEM;
+        r = bus_read_options(msg, &o, error);
+        if (r < 0)
+                return r;
+        if (erase_method_from_string(method) < 0)
+                return sd_bus_error_setf(
+                        error, PB_ERROR_INVALID_ARGUMENT,
+                        "\"%.40s\" is not an erase method; use discard (every block discarded), "
+                        "zero (every block written with zeros) or secure (the drive's own "
+                        "secure erase).",
+                        method);
+        r = disk_erase(d, method, NULL, error);
+        if (r < 0)
+                return r;
+        r = polkit_verify(d->node->manager, msg, PB_POLKIT_ACTION("manage-disks"),
+                          (const char *const[]){ "node", d->node->id, "hostname", d->node->hostname,
+                                                 "device", d->info.device, "method", method, NULL },
+                          bus_interactive(msg, &o), error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+        r = disk_erase(d, method, &id, error);
+        if (r < 0)
+                return r;
+        manager_audit(d->node->manager, msg, "Erase", id, method);
         return sd_bus_reply_method_return(msg, "s", id);
 }
 
@@ -181,16 +231,20 @@ static const sd_bus_vtable disk_vtable[] = {
         P("PhysicalSectorSize", "u", property_get_sector_size),
         P("PartitionTable", "s", property_get_string),
         P("Partitions", "a(uttssssssasttb)", property_get_partitions),
-        SD_BUS_PROPERTY("ScannedAt", "t", NULL, offsetof(Disk, scanned_at), SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("ScannedAt", "t", NULL, offsetof(Disk, scanned_at),
+                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         P("Fingerprint", "s", property_get_string),
         P("Applying", "b", property_get_applying),
-        P("Operations", "a(ssa{sv}sstt)", property_get_operations),
-        SD_BUS_METHOD_WITH_ARGS("QueueOperation", SD_BUS_ARGS("s", operation, "a{sv}", parameters, "a{sv}", options),
+        P("Operations", "a(ssa{sv}sstttt)", property_get_operations),
+        SD_BUS_METHOD_WITH_ARGS("QueueOperation",
+                                SD_BUS_ARGS("s", operation, "a{sv}", parameters, "a{sv}", options),
                                 SD_BUS_RESULT("s", id), method_queue_operation, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("RemoveOperation", SD_BUS_ARGS("s", id, "a{sv}", options), SD_BUS_NO_RESULT,
                                 method_remove_operation, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Apply", SD_BUS_ARGS("a{sv}", options), SD_BUS_NO_RESULT, method_apply,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Erase", SD_BUS_ARGS("s", method, "a{sv}", options), SD_BUS_RESULT("s", id),
+                                method_erase, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_VTABLE_END,
 };
 

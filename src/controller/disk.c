@@ -2,6 +2,7 @@
 /* Disks and their partition operations: the scan a node reported, the queue checked on paper against it
  * (src/shared/disk-model.c), the apply the node is asked for, and each operation's report. Every change is
  * written in one transaction and only then made in memory. */
+#include <inttypes.h>
 #include <stdarg.h>
 
 #include "bus-gateway.h"
@@ -17,7 +18,7 @@ PartitionOperation *partition_operation_free(PartitionOperation *op) {
                 return NULL;
         free(op->id);
         free(op->operation);
-        free(op->error);
+        free(op->message);
         json_object_put(op->params);
         free(op);
         return NULL;
@@ -182,6 +183,35 @@ int disk_queue_operation(Disk *d, const char *op, json_object *params, char **re
         return *ret_id ? 0 : -ENOMEM;
 }
 
+int disk_erase(Disk *d, const char *method, char **ret_id, sd_bus_error *error) {
+        _cleanup_(json_object_unrefp) json_object *params = json_object_new_object();
+        _cleanup_free_ char *id = NULL;
+        int r;
+
+        if (!params)
+                return -ENOMEM;
+        if (apply_running(d))
+                return refuse_while_applying(d, error);
+        for (size_t i = 0; i < d->n_operations; i++)
+                if (d->operations[i]->status == OPERATION_PENDING)
+                        return sd_bus_error_setf(
+                                error, PB_ERROR_INVALID_STATE,
+                                "%s on node %s has operations queued; an erase takes the disk "
+                                "alone. Remove them first (purebootctl partition list and "
+                                "partition remove).",
+                                d->info.device, d->node->hostname);
+        json_object_object_add(params, "method", json_object_new_string(method));
+        r = disk_queue_operation(d, "erase", params, ret_id ? &id : NULL, error);
+        if (r < 0 || !ret_id)
+                return r;
+        /* Queued; if the apply cannot be requested, it stays queued for Apply or RemoveOperation. */
+        r = disk_apply(d, error);
+        if (r < 0)
+                return r;
+        *ret_id = TAKE_PTR(id);
+        return 0;
+}
+
 int disk_remove_operation(Disk *d, const char *id, sd_bus_error *error) {
         Manager *m = d->node->manager;
         PartitionOperation *op = disk_operation(d, id);
@@ -274,10 +304,11 @@ static bool transition_allowed(OperationStatus from, OperationStatus to) {
                (from == OPERATION_RUNNING && to != OPERATION_PENDING);
 }
 
-int disk_report_operation(Disk *d, PartitionOperation *op, OperationStatus status, const char *error_message,
-                          uint64_t sequence, sd_bus_error *error) {
+int disk_report_operation(Disk *d, PartitionOperation *op, const OperationReport *report, uint64_t sequence,
+                          sd_bus_error *error) {
         Manager *m = d->node->manager;
         Node *n = d->node;
+        OperationStatus status = report->status;
         uint64_t now = now_realtime_usec(), apply = d->apply_requested_at;
         _cleanup_free_ char *message = NULL;
         int r;
@@ -286,7 +317,14 @@ int disk_report_operation(Disk *d, PartitionOperation *op, OperationStatus statu
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE, "Operation %s is %s; it cannot become %s.",
                                          op->id, operation_status_to_string(op->status),
                                          operation_status_to_string(status));
-        if (status == OPERATION_FAILED && !(message = strndup(strempty(error_message), 1000)))
+        if (report->done > report->total)
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                         "Operation %s: %" PRIu64 " bytes done of %" PRIu64
+                                         " is more than all.",
+                                         op->id, report->done, report->total);
+        if (status == OPERATION_FAILED && !(message = strndup(strempty(report->error), 1000)))
+                return -ENOMEM;
+        if (status == OPERATION_COMPLETED && report->result && !(message = strndup(report->result, 1000)))
                 return -ENOMEM;
 
         /* The rows first, from copies; the objects themselves once they are stored. */
@@ -297,7 +335,7 @@ int disk_report_operation(Disk *d, PartitionOperation *op, OperationStatus statu
                 updated.completed_at = now;
         updated.status = status;
         if (message)
-                updated.error = message;
+                updated.message = message;
         /* The apply is over at the first failure, or when nothing is left to do (this one counted done). */
         size_t left = count_status(d, OPERATION_PENDING) + count_status(d, OPERATION_RUNNING) -
                       (op->status == OPERATION_PENDING || op->status == OPERATION_RUNNING);
@@ -324,13 +362,17 @@ int disk_report_operation(Disk *d, PartitionOperation *op, OperationStatus statu
         op->status = updated.status;
         op->started_at = updated.started_at;
         op->completed_at = updated.completed_at;
+        if (report->total > 0) {
+                op->done = report->done;
+                op->total = report->total;
+        }
         if (message)
-                free_and_replace(op->error, message);
+                free_and_replace(op->message, message);
         d->apply_requested_at = apply;
         n->report_sequence = sequence;
         if (status == OPERATION_FAILED)
-                log_warning("Operation %s (%s) on %s of %s failed: %s", op->id, op->operation, d->info.device,
-                            n->hostname, op->error);
+                log_warning("Operation %s (%s) on %s of %s failed: %s", op->id, op->operation,
+                            d->info.device, n->hostname, op->message);
         emit(d, "Operations", applying_changed ? "Applying" : NULL, NULL);
         return 0;
 }

@@ -14,11 +14,21 @@
 typedef struct Node Node;
 
 typedef struct PartitionOperation {
-        char *id, *operation, *error;
+        char *id, *operation;
+        char *message; /* why a failed one failed, or what a completed one did (an erase: how it was checked)
+                        */
         OperationStatus status;
         json_object *params;
         uint64_t position, created_at, started_at, completed_at;
+        uint64_t done, total; /* bytes, as a long one (erase) reports them while running; not stored */
 } PartitionOperation;
+
+/* What a node reports of one operation. */
+typedef struct OperationReport {
+        OperationStatus status;
+        const char *error, *result;
+        uint64_t done, total;
+} OperationReport;
 
 typedef struct Disk {
         Node *node;
@@ -45,13 +55,16 @@ int disk_report_scan(Node *n, json_object *disks, uint64_t sequence, const char 
 /* Validates op against the scan with every pending operation applied before it, and queues it. */
 /* ret_id NULL: only checks that the operation fits (as the bus method does before polkit). */
 int disk_queue_operation(Disk *d, const char *op, json_object *params, char **ret_id, sd_bus_error *error);
+/* Queues the erase of the whole disk by method (discard, zero, secure) and asks the node to apply it: only
+ * with nothing else queued. ret_id NULL: only checks. */
+int disk_erase(Disk *d, const char *method, char **ret_id, sd_bus_error *error);
 /* Removes an operation that is not running. */
 int disk_remove_operation(Disk *d, const char *id, sd_bus_error *error);
 /* Asks the node to apply the pending operations, after checking them once more against the scan. */
 int disk_apply(Disk *d, sd_bus_error *error);
 /* What the node reported of one operation; sequence as in every node report. */
-int disk_report_operation(Disk *d, PartitionOperation *op, OperationStatus status, const char *error_message,
-                          uint64_t sequence, sd_bus_error *error);
+int disk_report_operation(Disk *d, PartitionOperation *op, const OperationReport *report, uint64_t sequence,
+                          sd_bus_error *error);
 PartitionOperation *disk_operation(Disk *d, const char *id);
 /* The operations the node is to run now, in order: the pending ones while an apply is requested. */
 json_object *disk_operations_to_apply(Disk *d);

@@ -790,8 +790,14 @@ static int handle_report_operation(Call *call) {
                 return bad_parameter(call, "operation");
         r = operation_status_from_string(get_string(call, "status"));
         assert(r > OPERATION_PENDING); /* the interface allows running, completed and failed */
-        r = disk_report_operation(d, op, (OperationStatus) r, get_string(call, "error"),
-                                  get_uint(call, "sequence"), &e);
+        OperationReport report = {
+                .status = (OperationStatus) r,
+                .error = get_string(call, "error"),
+                .result = get_string(call, "result"),
+                .done = get_uint(call, "done"),
+                .total = get_uint(call, "total"),
+        };
+        r = disk_report_operation(d, op, &report, get_uint(call, "sequence"), &e);
         if (r < 0 && sd_bus_error_is_set(&e))
                 return fail(call, PB_NODE_PREFIX "InvalidState", "status",
                             operation_status_to_string(op->status), "reason", e.message, NULL);

@@ -1222,7 +1222,7 @@ static void operation_row_free(void *record) {
         free(o->device);
         free(o->op.id);
         free(o->op.operation);
-        free(o->op.error);
+        free(o->op.message);
         json_object_put(o->op.params);
         free(o);
 }
@@ -1236,7 +1236,7 @@ static const Column operation_columns[] = {
         COL(OperationRow, op.params, "params_json", COLUMN_JSON, COLUMN_FIXED),
         COL(OperationRow, op.created_at, "created_at", COLUMN_U64, COLUMN_FIXED),
         ENUM_COL(OperationRow, op.status, "status", operation_status),
-        COL(OperationRow, op.error, "error_message", COLUMN_STRING),
+        COL(OperationRow, op.message, "error_message", COLUMN_STRING),
         COL(OperationRow, op.started_at, "started_at", COLUMN_U64),
         COL(OperationRow, op.completed_at, "completed_at", COLUMN_U64),
 };

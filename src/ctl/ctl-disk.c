@@ -270,9 +270,9 @@ static int partition_queue(sd_bus *bus, const char *node, const char *device, co
 }
 
 typedef struct OpRow {
-        const char *id, *op, *status, *error;
+        const char *id, *op, *status, *message;
         char *params;
-        uint64_t started, completed;
+        uint64_t started, completed, done, total;
 } OpRow;
 
 static void op_rows_free(OpRow *rows, size_t n) {
@@ -287,11 +287,11 @@ static int read_operations(sd_bus *bus, const char *path, sd_bus_message **reply
         OpRow *rows = NULL;
         size_t n = 0;
         int r = sd_bus_get_property(bus, PB_BUS_NAME, path, PB_IFACE("Disk"), "Operations", &error, reply,
-                                    "a(ssa{sv}sstt)");
+                                    "a(ssa{sv}sstttt)");
         if (r < 0)
                 return ctl_error(&error, r, "read the operations");
-        r = sd_bus_message_enter_container(*reply, 'a', "(ssa{sv}sstt)");
-        while (r >= 0 && (r = sd_bus_message_enter_container(*reply, 'r', "ssa{sv}sstt")) > 0) {
+        r = sd_bus_message_enter_container(*reply, 'a', "(ssa{sv}sstttt)");
+        while (r >= 0 && (r = sd_bus_message_enter_container(*reply, 'r', "ssa{sv}sstttt")) > 0) {
                 OpRow *a = reallocarray(rows, n + 1, sizeof(OpRow)), *o;
                 if (!a)
                         break;
@@ -330,7 +330,8 @@ static int read_operations(sd_bus *bus, const char *path, sd_bus_message **reply
                 if (r >= 0)
                         r = sd_bus_message_exit_container(*reply);
                 if (r >= 0)
-                        r = sd_bus_message_read(*reply, "sstt", &o->status, &o->error, &o->started, &o->completed);
+                        r = sd_bus_message_read(*reply, "sstttt", &o->status, &o->message, &o->started,
+                                                &o->completed, &o->done, &o->total);
                 if (r >= 0)
                         r = sd_bus_message_exit_container(*reply);
         }
@@ -345,7 +346,8 @@ static int read_operations(sd_bus *bus, const char *path, sd_bus_message **reply
 
 static int partition_list(sd_bus *bus, const char *node, const char *device) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        _cleanup_(table_freep) Table *t = table_new("ID", "OPERATION", "PARAMETERS", "STATUS", "ERROR", "COMPLETED", NULL);
+        _cleanup_(table_freep) Table *t =
+                table_new("ID", "OPERATION", "PARAMETERS", "STATUS", "MESSAGE", "COMPLETED", NULL);
         _cleanup_free_ char *path = NULL;
         OpRow *rows = NULL;
         size_t n = 0;
@@ -355,8 +357,8 @@ static int partition_list(sd_bus *bus, const char *node, const char *device) {
         if (!t || read_operations(bus, path, &reply, &rows, &n) != 0)
                 return EXIT_FAILED;
         for (size_t i = 0; i < n; i++)
-                if (table_add_row(t, "sssssT", rows[i].id, rows[i].op, rows[i].params, rows[i].status, rows[i].error,
-                                  rows[i].completed) < 0)
+                if (table_add_row(t, "sssssT", rows[i].id, rows[i].op, rows[i].params, rows[i].status,
+                                  rows[i].message, rows[i].completed) < 0)
                         break;
         op_rows_free(rows, n);
         ctl_pager_open();
@@ -379,25 +381,13 @@ static int partition_remove(sd_bus *bus, const char *node, const char *device, c
         return r < 0 ? -r : EXIT_OK;
 }
 
-/* Apply, and with --follow each operation's progress until the node is done: the exit code says whether
- * everything applied. */
-static int partition_apply(sd_bus *bus, const char *node, const char *device) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
-        _cleanup_free_ char *path = NULL, *seen = NULL;
-        uint64_t since = now_realtime_usec();
-        int r = resolve_disk(bus, node, device, &path);
-        if (r != 0)
-                return r;
-        r = ctl_new_call(bus, path, PB_IFACE("Disk"), "Apply", &m);
-        if (r >= 0)
-                r = sd_bus_message_append(m, "a{sv}", 0);
-        if (r < 0)
-                return EXIT_FAILED;
-        r = ctl_call(bus, m, NULL, "apply the operations");
-        if (r < 0)
-                return -r;
-        if (!arg.follow)
-                return EXIT_OK;
+/* Each operation of the apply requested at since, until the node is done: a line as each changes state
+ * (and for a long one, every tenth of the way), and a failure's error or a completion's message. The exit
+ * code says whether everything applied. */
+static int follow_apply(sd_bus *bus, const char *path, uint64_t since) {
+        _cleanup_free_ char *seen = NULL;
+        int r;
+
         for (;;) {
                 _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
                 _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
@@ -405,7 +395,6 @@ static int partition_apply(sd_bus *bus, const char *node, const char *device) {
                 OpRow *rows = NULL;
                 size_t n = 0;
                 int applying = 0;
-                bool failed = false;
 
                 r = sd_bus_get_property_trivial(bus, PB_BUS_NAME, path, PB_IFACE("Disk"), "Applying", &error,
                                                 'b', &applying);
@@ -418,8 +407,11 @@ static int partition_apply(sd_bus *bus, const char *node, const char *device) {
                         bool this_run = rows[i].completed >= since || status == OPERATION_RUNNING;
                         if (!this_run)
                                 continue;
-                        (void) strextend_printf(&state, "%s %s %s\n", rows[i].id, rows[i].op, rows[i].status);
-                        failed = failed || status == OPERATION_FAILED;
+                        (void) strextend_printf(&state, "%s %s %s", rows[i].id, rows[i].op, rows[i].status);
+                        if (status == OPERATION_RUNNING && rows[i].total > 0)
+                                (void) strextend_printf(&state, " %" PRIu64 "%%",
+                                                        rows[i].done * 10 / rows[i].total * 10);
+                        (void) strextend_printf(&state, "\n");
                 }
                 /* Each line ("ID OPERATION STATUS") once, as it first appears. */
                 for (char *line = state, *next; line && *line; line = next + 1) {
@@ -433,15 +425,76 @@ static int partition_apply(sd_bus *bus, const char *node, const char *device) {
                         free(seen);
                         seen = TAKE_PTR(state);
                 }
-                for (size_t i = 0; failed && i < n; i++)
-                        if (operation_status_from_string(rows[i].status) == OPERATION_FAILED &&
-                            rows[i].completed >= since)
-                                printf("Operation %s failed: %s\n", rows[i].id, rows[i].error);
                 op_rows_free(rows, n);
                 if (!applying)
-                        return failed ? EXIT_FAILED : EXIT_OK;
+                        break;
                 usleep(250 * 1000);
         }
+        /* The outcome once, from the final state. */
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        OpRow *rows = NULL;
+        size_t n = 0;
+        bool failed = false;
+        if (read_operations(bus, path, &reply, &rows, &n) != 0)
+                return EXIT_FAILED;
+        for (size_t i = 0; i < n; i++) {
+                int status = operation_status_from_string(rows[i].status);
+                if (rows[i].completed < since || isempty(rows[i].message))
+                        continue;
+                if (status == OPERATION_FAILED)
+                        printf("Operation %s failed: %s\n", rows[i].id, rows[i].message);
+                else
+                        printf("%s\n", rows[i].message);
+                failed = failed || status == OPERATION_FAILED;
+        }
+        op_rows_free(rows, n);
+        return failed ? EXIT_FAILED : EXIT_OK;
+}
+
+/* Apply, and with --follow each operation's progress until the node is done. */
+static int partition_apply(sd_bus *bus, const char *node, const char *device) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+        _cleanup_free_ char *path = NULL;
+        uint64_t since = now_realtime_usec();
+        int r = resolve_disk(bus, node, device, &path);
+        if (r != 0)
+                return r;
+        r = ctl_new_call(bus, path, PB_IFACE("Disk"), "Apply", &m);
+        if (r >= 0)
+                r = sd_bus_message_append(m, "a{sv}", 0);
+        if (r < 0)
+                return EXIT_FAILED;
+        r = ctl_call(bus, m, NULL, "apply the operations");
+        if (r < 0)
+                return -r;
+        return arg.follow ? follow_apply(bus, path, since) : EXIT_OK;
+}
+
+/* The erase is queued and applied at once; with --follow, until it is done and checked. */
+static int disk_erase(sd_bus *bus, const char *node, const char *device) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+        _cleanup_free_ char *path = NULL;
+        uint64_t since = now_realtime_usec();
+        const char *id;
+        int r;
+
+        if (!ctl_require(arg.method, "--method=discard|zero|secure", "disk erase"))
+                return EXIT_USAGE;
+        r = resolve_disk(bus, node, device, &path);
+        if (r != 0)
+                return r;
+        r = ctl_new_call(bus, path, PB_IFACE("Disk"), "Erase", &m);
+        if (r >= 0)
+                r = sd_bus_message_append(m, "sa{sv}", arg.method, 0);
+        if (r < 0)
+                return EXIT_FAILED;
+        r = ctl_call(bus, m, &reply, "erase the disk");
+        if (r < 0)
+                return -r;
+        if (sd_bus_message_read(reply, "s", &id) < 0)
+                return EXIT_FAILED;
+        printf("%s\n", id);
+        return arg.follow ? follow_apply(bus, path, since) : EXIT_OK;
 }
 
 int verb_disk(sd_bus *bus, int argc, char **argv) {
@@ -449,7 +502,10 @@ int verb_disk(sd_bus *bus, int argc, char **argv) {
                 return disk_list(bus, argv[1]);
         if (argc == 3 && streq(argv[0], "show"))
                 return disk_show(bus, argv[1], argv[2]);
-        log_error("Usage: purebootctl disk list NODE | disk show NODE DEVICE");
+        if (argc == 3 && streq(argv[0], "erase"))
+                return disk_erase(bus, argv[1], argv[2]);
+        log_error("Usage: purebootctl disk list NODE | disk show NODE DEVICE | disk erase NODE DEVICE "
+                  "--method=discard|zero|secure [--follow]");
         return EXIT_USAGE;
 }
 

@@ -28,6 +28,7 @@ typedef struct Args {
         const char *source, *target, *mode, *storage, *source_device, *target_device, *name, *resize, *key;
         const char *identity, *unused;
         const char *driver;               /* node set-power */
+        const char *method;               /* disk erase */
         char **targets, **target_devices; /* every --target and --target-device, in order */
         const char *keep_as;
         const char *description; /* image import */

@@ -447,6 +447,8 @@ static void help(void) {
                "                                       address=HOST user=NAME password-file=FILE [port=N]\n"
                "Disks and partitions (of a node in partition mode):\n"
                "  disk list NODE | disk show NODE DEV  Its disks; one with its partitions and a map\n"
+               "  disk erase NODE DEV --method discard|zero|secure [--follow]\n"
+               "                                       Erase every byte, then check samples read back\n"
                "  partition queue NODE DEV OP KEY=VALUE...\n"
                "      resize partition=N new_size_bytes=SIZE | create start_bytes=SIZE size_bytes=SIZE\n"
                "      [filesystem=FS] [label=L] [type=linux|efi|swap|msdata|fat32|lvm|raid|bios-boot|home]\n"
@@ -548,6 +550,7 @@ static int parse_args(int argc, char *argv[]) {
                 ARG_EDIT,
                 ARG_SET_FILE,
                 ARG_DRIVER,
+                ARG_METHOD,
                 ARG_POWER_CYCLE,
                 ARG_POWER_OFF,
                 ARG_SET,
@@ -585,6 +588,7 @@ static int parse_args(int argc, char *argv[]) {
                 { "edit", required_argument, NULL, ARG_EDIT },
                 { "set-file", required_argument, NULL, ARG_SET_FILE },
                 { "driver", required_argument, NULL, ARG_DRIVER },
+                { "method", required_argument, NULL, ARG_METHOD },
                 { "power-cycle", no_argument, NULL, ARG_POWER_CYCLE },
                 { "power-off", no_argument, NULL, ARG_POWER_OFF },
                 { "set", required_argument, NULL, ARG_SET },
@@ -707,6 +711,9 @@ static int parse_args(int argc, char *argv[]) {
                         break;
                 case ARG_DRIVER:
                         arg.driver = optarg;
+                        break;
+                case ARG_METHOD:
+                        arg.method = optarg;
                         break;
                 case ARG_POWER_CYCLE:
                         arg.power_cycle = true;

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "disk-model.h"
+#include "domain.h"
 #include "format.h"
 #include "util.h"
 
@@ -605,6 +606,24 @@ static int apply_set_flag(DiskInfo *d, json_object *params, char **msg) {
         return 0;
 }
 
+/* The whole disk, every byte: afterwards it has no table and no partition. A mounted partition (the node's
+ * own root, say) refuses it. */
+static int apply_erase(DiskInfo *d, json_object *params, char **msg) {
+        const char *method = json_get_string(params, "method");
+        int r;
+
+        if (!method || erase_method_from_string(method) < 0)
+                return refuse(msg, -EINVAL, "Erasing needs \"method\": discard, zero or secure.");
+        for (size_t i = 0; i < d->n_partitions; i++)
+                if ((r = check_unmounted(&d->partitions[i], "erased", msg)) < 0)
+                        return r;
+        for (size_t i = 0; i < d->n_partitions; i++)
+                partition_info_done(&d->partitions[i]);
+        d->partitions = mfree(d->partitions);
+        d->n_partitions = 0;
+        return free_and_strdup(&d->table, "none") < 0 ? -ENOMEM : 0;
+}
+
 /* A parameter the operation does not take is refused, not stored: it would be silently ignored. */
 static int check_param_names(const char *op, json_object *params, const char *const *known, char **msg) {
         json_object_object_foreach (params, key, value) {
@@ -634,6 +653,7 @@ int disk_info_apply(DiskInfo *d, const char *op, json_object *params, char **ret
                 { "format", apply_format, { "partition", "filesystem", "label" } },
                 { "move", apply_move, { "partition", "new_start_bytes" } },
                 { "set_flag", apply_set_flag, { "partition", "flag", "value" } },
+                { "erase", apply_erase, { "method" } },
         };
         _cleanup_(disk_info_done) DiskInfo copy = {};
         int r;
@@ -641,7 +661,7 @@ int disk_info_apply(DiskInfo *d, const char *op, json_object *params, char **ret
         *ret_message = NULL;
         if (!json_object_is_type(params, json_type_object))
                 return refuse(ret_message, -EINVAL, "The parameters are not an object.");
-        if (streq(d->table, "none") && !streq(op, "create"))
+        if (streq(d->table, "none") && !streq(op, "create") && !streq(op, "erase"))
                 return refuse(ret_message, -ERANGE, "%s has no partition table; create a partition first (it makes "
                               "the table).", d->device);
         for (size_t i = 0; i < ELEMENTSOF(ops); i++) {
@@ -662,6 +682,8 @@ int disk_info_apply(DiskInfo *d, const char *op, json_object *params, char **ret
                 copy = (DiskInfo){};
                 return 0;
         }
-        return refuse(ret_message, -EINVAL, "\"%s\" is not an operation; use resize, create, delete, format, move "
-                      "or set_flag.", op);
+        return refuse(ret_message, -EINVAL,
+                      "\"%s\" is not an operation; use resize, create, delete, format, move, "
+                      "set_flag or erase.",
+                      op);
 }

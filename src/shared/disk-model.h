@@ -47,7 +47,7 @@ typedef struct PartitionType {
 } PartitionType;
 
 /* The operations QueueOperation takes, in the order of the varlink enum. */
-#define PARTITION_OPERATIONS "resize", "create", "delete", "format", "move", "set_flag"
+#define PARTITION_OPERATIONS "resize", "create", "delete", "format", "move", "set_flag", "erase"
 
 void disk_info_done(DiskInfo *d);
 /* From a varlink Disk record; -EINVAL names the bad member in *ret_bad (not allocated). */

@@ -65,6 +65,10 @@ DEFINE_STRING_TABLE(power_driver, PowerDriver, [POWER_NONE] = "none", [POWER_MAN
 DEFINE_STRING_TABLE(power_action, PowerAction, [POWER_ON] = "on", [POWER_OFF] = "off",
                     [POWER_CYCLE] = "cycle", [POWER_STATUS] = "status", [POWER_NETBOOT] = "netboot")
 
+DEFINE_STRING_TABLE(
+        erase_method,
+        EraseMethod, [ERASE_DISCARD] = "discard", [ERASE_ZERO] = "zero", [ERASE_SECURE] = "secure")
+
 DEFINE_STRING_TABLE(node_state, NodeState, [NODE_DISCOVERED] = "discovered", [NODE_READY] = "ready",
                     [NODE_CLONING_SOURCE] = "cloning_source", [NODE_CLONING_TARGET] = "cloning_target",
                     [NODE_PARTITIONING] = "partitioning", [NODE_ACTIVE] = "active")

@@ -152,6 +152,17 @@ typedef enum PowerAction {
 } PowerAction;
 DECLARE_STRING_TABLE(power_action, PowerAction);
 
+/* How a disk is erased: every block discarded (BLKSECDISCARD where the device has it), every block written
+ * with zeros, or the drive's own secure erase (NVMe format, ATA security erase). Each is checked after by
+ * reading samples back. */
+typedef enum EraseMethod {
+        ERASE_DISCARD,
+        ERASE_ZERO,
+        ERASE_SECURE,
+        _ERASE_METHOD_MAX,
+} EraseMethod;
+DECLARE_STRING_TABLE(erase_method, EraseMethod);
+
 typedef enum NodeState {
         NODE_DISCOVERED, /* recorded at its first network boot, nobody registered it */
         NODE_READY,

@@ -497,6 +497,78 @@ def test_a_failed_operation_restores_the_table_and_leaves_the_rest_pending(parti
     assert "Restored the partition table" in n.agent.text()
 
 
+def erase(n, device, method, expect_ok=True):
+    """purebootctl disk erase --follow, and the scan the agent sends after it."""
+    before = n.prop(device, "ScannedAt")
+    r = n.ctl("disk", "erase", n.hostname, device, f"--method={method}", "--follow")
+    assert (r.returncode == 0) == expect_ok, f"erase: {r.stdout}{r.stderr}\nagent:\n{n.agent.text()[-4000:]}"
+    wait_for(lambda: n.prop(device, "ScannedAt") > before, timeout=60, what="the scan after the erase")
+    return r
+
+
+def allocated(path):
+    return os.stat(path).st_blocks * 512
+
+
+def test_erase_zero_and_discard_checked_from_outside_and_secure_refused(partition_node, loops):
+    """Each method on a real disk: every byte read back as zeros from outside, a discard releasing the loop
+    file's blocks, the controller's record of what was done and how it was checked; the drive's own secure
+    erase refused on a disk that has none, which stays as it was; every refusal before anything changes."""
+    zeroed, discarded = loops("zeroed", 256 * MIB), loops("discarded", 256 * MIB)
+    for loop in (zeroed, discarded):
+        sh("sfdisk", "--quiet", loop.device, input="label: gpt\nstart=1MiB, size=100MiB\nsize=100MiB\n")
+        for mib in (10, 60, 150, 250):
+            sh("dd", "if=/dev/urandom", f"of={loop.device}", "bs=1M", f"seek={mib}", "count=4", "conv=fsync",
+               "status=none")
+    n = partition_node([zeroed.device, discarded.device])
+    content = sha256(zeroed.device)
+
+    refusals = [
+        ((), "needs --method"),
+        (("--method=shred",), "is not an erase method; use discard"),
+    ]
+    for args, words in refusals:
+        r = n.ctl("disk", "erase", n.hostname, zeroed.device, *args)
+        assert r.returncode != 0 and words in r.stderr, r.stderr
+    r = n.queue(zeroed.device, "erase", "method=zero", check=False)
+    assert r.returncode != 0 and "not queued with the partition operations" in r.stderr, r.stderr
+    # Its own polkit action, asked every time: manage-partitions does not cover it.
+    r = n.ctl("--no-ask-password", "disk", "erase", n.hostname, zeroed.device, "--method=zero", user=TEST_USER)
+    assert r.returncode != 0 and "org.pureboot.controller1.manage-disks" in r.stderr, r.stderr
+    # It takes the disk alone.
+    n.queue(zeroed.device, "delete", "partition=2")
+    r = n.ctl("disk", "erase", n.hostname, zeroed.device, "--method=zero")
+    assert r.returncode != 0 and "an erase takes the disk alone" in r.stderr, r.stderr
+    n.ctl("partition", "remove", n.hostname, zeroed.device, n.operations(zeroed.device)[0][0], check=True)
+    assert n.operations(zeroed.device) == [] and sha256(zeroed.device) == content
+
+    # A loop device has no secure erase of its own: refused on the node, nothing changed.
+    r = erase(n, zeroed.device, "secure", expect_ok=False)
+    assert "neither an NVMe namespace nor an ATA drive. Nothing was erased." in r.stdout, r.stdout
+    assert sha256(zeroed.device) == content
+    assert n.operations(zeroed.device)[-1][3] == "failed" and len(n.partitions(zeroed.device)) == 2
+
+    r = erase(n, zeroed.device, "zero")
+    assert re.search(r"Erased /dev/loop\d+ \(256\.0 MiB\) by writing zeros to every block in [\d.]+ s; checked: "
+                     r"64 samples, [\d.]+ MiB in all, the first and the last MiB among them, read back from the "
+                     r"device as zeros\.", r.stdout), r.stdout
+    assert sh("cmp", "-n", str(256 * MIB), zeroed.device, "/dev/zero", check=False).returncode == 0
+    op = n.operations(zeroed.device)[-1]
+    assert (op[1], op[3], op[7], op[8]) == ("erase", "completed", 256 * MIB, 256 * MIB), op
+    assert op[4].startswith("Erased ") and "read back from the device as zeros" in op[4]
+    assert n.prop(zeroed.device, "PartitionTable") == "none" and n.partitions(zeroed.device) == {}
+
+    before = allocated(discarded.backing)
+    assert before > 16 * MIB
+    r = erase(n, discarded.device, "discard")
+    assert "by discarding every block (the device has no secure discard)" in r.stdout, r.stdout
+    assert sh("cmp", "-n", str(256 * MIB), discarded.device, "/dev/zero", check=False).returncode == 0
+    assert allocated(discarded.backing) < MIB, (before, allocated(discarded.backing))
+    assert n.prop(discarded.device, "PartitionTable") == "none"
+    # The record of it in the list: what was done, and how it was checked.
+    assert "Erased" in n.ctl("partition", "list", n.hostname, discarded.device, check=True).stdout
+
+
 def test_apply_while_applying_is_invalid_state(partition_node, loops, api):
     loop = loops("disk")
     n = partition_node([loop.device])

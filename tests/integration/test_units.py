@@ -56,15 +56,17 @@ def test_sysusers_and_tmpfiles(tmp_path):
 
 
 def test_polkit_actions_as_polkitd_sees_them(system_bus):
-    for action, defaults in (("manage-clones", "auth_admin_keep"), ("manage-ca", "auth_admin_keep")):
+    # An erase is asked for every time: never kept.
+    for action, defaults in (("manage-clones", "auth_admin_keep"), ("manage-ca", "auth_admin_keep"),
+                             ("manage-disks", "auth_admin")):
         r = run(["pkaction", "--verbose", "--action-id", f"org.pureboot.controller1.{action}"], system_bus)
         assert r.returncode == 0, r.stderr
-        assert f"implicit active:   {defaults}" in r.stdout
+        assert f"implicit active:   {defaults}" in [line.strip() for line in r.stdout.splitlines()], r.stdout
         assert "implicit any:      auth_admin" in r.stdout
     r = run(["pkaction"], system_bus)
     assert {f"org.pureboot.controller1.{a}" for a in
             ("manage-clones", "manage-partitions", "manage-nodes", "manage-storage", "manage-ca", "manage-nfsroot",
-             "manage-images")} \
+             "manage-images", "manage-disks")} \
         <= set(r.stdout.split())
 
 

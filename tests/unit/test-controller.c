@@ -1108,7 +1108,7 @@ static void test_disk_and_operation_round_trip(Manager *m) {
         ASSERT_OK(store_operation_insert(m->store, n.id, info.device, &a));
         ASSERT_OK(store_operation_insert(m->store, n.id, info.device, &b));
         a.status = OPERATION_FAILED;
-        a.error = (char *) "it did not fit";
+        a.message = (char *) "it did not fit";
         a.started_at = 15;
         a.completed_at = 16;
         ASSERT_OK(store_operation_update(m->store, &a));
@@ -1120,7 +1120,7 @@ static void test_disk_and_operation_round_trip(Manager *m) {
         ASSERT_STR(la->id, a.id);
         ASSERT_STR(la->operation, "resize");
         ASSERT_INT(la->status, OPERATION_FAILED);
-        ASSERT_STR(la->error, "it did not fit");
+        ASSERT_STR(la->message, "it did not fit");
         ASSERT_STR(json_object_to_json_string(la->params), json_object_to_json_string(a.params));
         ASSERT_INT(la->position, 2);
         ASSERT_INT(la->created_at, 14);

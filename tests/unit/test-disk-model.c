@@ -127,6 +127,13 @@ static void test_operations(void) {
         ASSERT_OK(apply(&d, "create", "{\"start_bytes\": 2147483648, \"size_bytes\": 1073741824}", &msg));
         ASSERT_STR(disk_info_partition(&d, 2)->type_name, "Linux filesystem");
         ASSERT_TRUE(msg == NULL);
+        /* an erase leaves nothing, and what follows it starts from a blank disk */
+        ASSERT_OK(apply(&d, "erase", "{\"method\": \"zero\"}", &msg));
+        ASSERT_STR(d.table, "none");
+        ASSERT_INT(d.n_partitions, 0);
+        ASSERT_OK(apply(&d, "erase", "{\"method\": \"discard\"}", &msg));
+        ASSERT_OK(apply(&d, "create", "{\"start_bytes\": 1048576, \"size_bytes\": 1073741824}", &msg));
+        ASSERT_STR(d.table, "gpt");
         disk_info_done(&d);
 }
 
@@ -165,6 +172,19 @@ static void test_refusals(void) {
         expect_refusal("move", "{\"partition\": 1, \"new_start_bytes\": 3221225472}", -ERANGE, "overlap partition 2");
         expect_refusal("format", "{\"partition\": 1}", -EINVAL, "needs \"filesystem\"");
         expect_refusal("explode", "{}", -EINVAL, "not an operation");
+        expect_refusal("erase", "{}", -EINVAL, "discard, zero or secure");
+        /* the node's own root is never erased under it */
+        DiskInfo d = {};
+        char *msg = NULL;
+        load(&d);
+        ASSERT_OK(free_and_strdup(&disk_info_partition(&d, 2)->mountpoint, "/"));
+        ASSERT_INT(apply(&d, "erase", "{\"method\": \"zero\"}", &msg), -ERANGE);
+        ASSERT_TRUE(strstr(msg, "Partition 2 is mounted at /; it cannot be erased"));
+        ASSERT_INT(d.n_partitions, 2);
+        free(msg);
+        disk_info_done(&d);
+        expect_refusal("erase", "{\"method\": \"shred\"}", -EINVAL, "discard, zero or secure");
+        expect_refusal("erase", "{\"method\": \"zero\", \"passes\": 3}", -EINVAL, "it takes method");
 }
 
 static void test_msdos_and_blank(void) {

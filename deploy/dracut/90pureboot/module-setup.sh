@@ -29,6 +29,8 @@ install() {
                 ntfsresize ntfsfix mkfs.ntfs mkswap swaplabel mount umount \
                 partclone.extfs partclone.xfs partclone.btrfs partclone.ntfs partclone.fat partclone.exfat
         inst_multiple -o fatresize ssh-keygen fsck.exfat
+        # disk erase --method secure: the drive's own erase (NVMe format, ATA security erase)
+        inst_multiple -o nvme hdparm
         inst_multiple /usr/lib/systemd/systemd-networkd /usr/lib/systemd/systemd-networkd-wait-online \
                 "$systemdsystemunitdir/systemd-networkd.service" "$systemdsystemunitdir/systemd-networkd.socket" \
                 "$systemdsystemunitdir/systemd-networkd-wait-online.service" \
