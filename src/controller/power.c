@@ -2,9 +2,9 @@
 /* A node's power. Drivers: manual (the operator switches it; every action is refused with that said), wol
  * (a Wake-on-LAN magic packet — six 0xff bytes, then the node's MAC sixteen times — sent by UDP from this
  * host to a broadcast address: the one given, or that of the interface given, else 255.255.255.255; it can
- * only wake a machine) and ipmi (the node's BMC over IPMI 2.0 LAN, with ipmitool; its password is kept in
- * the controller's database, given to ipmitool in its environment, never on a command line nor over the
- * bus). Actions run in a worker. */
+ * only wake a machine), ipmi (the node's BMC over IPMI 2.0 LAN, with ipmitool) and redfish (its BMC's
+ * Redfish API over HTTPS: power-redfish.c). A BMC's password is kept in the controller's database, given
+ * to ipmitool in its environment, never on a command line nor over the bus. Actions run in a worker. */
 #include <errno.h>
 #include <net/if.h>
 #include <netinet/in.h>
@@ -20,6 +20,7 @@
 #include "bus-util.h"
 #include "ini.h"
 #include "log.h"
+#include "power-redfish.h"
 #include "power.h"
 #include "pureboot-errors.h"
 #include "store.h"
@@ -60,6 +61,22 @@ static bool cipher_is_valid(const char *s) {
         return s && parse_uint64(s, &v) >= 0 && v <= 17;
 }
 
+static bool redfish_user_is_valid(const char *s) {
+        return name_is_valid(s, 64);
+}
+
+static bool redfish_password_is_valid(const char *s) {
+        return name_is_valid(s, 128);
+}
+
+static bool ca_file_is_valid(const char *s) {
+        return path_is_safe(s, 1024);
+}
+
+static bool boolean_is_valid(const char *s) {
+        return s && parse_boolean(s) >= 0;
+}
+
 static const PowerSetting wol_settings[] = {
         { "broadcast", ipv4_is_valid, "an IPv4 broadcast address, such as 10.0.0.255" },
         { "interface", interface_name_is_valid,
@@ -73,6 +90,16 @@ static const PowerSetting ipmi_settings[] = {
         { "user", ipmi_user_is_valid, "an IPMI user name, 1 to 16 characters" },
         { "password", ipmi_password_is_valid, "an IPMI password, 1 to 20 characters" },
         { "cipher", cipher_is_valid, "an IPMI 2.0 cipher suite, 0 to 17 (17 or 3, most often)" },
+};
+
+static const PowerSetting redfish_settings[] = {
+        { "address", host_is_valid, "the BMC's host name or IP address" },
+        { "port", port_is_valid, "a TCP port (443, the default)" },
+        { "user", redfish_user_is_valid, "a Redfish user name, 1 to 64 characters" },
+        { "password", redfish_password_is_valid, "a Redfish password, 1 to 128 characters" },
+        { "system", redfish_path_is_valid, "a Redfish system's path, such as /redfish/v1/Systems/1" },
+        { "ca-file", ca_file_is_valid, "the absolute path of the BMC's certificate or its CA, in PEM" },
+        { "verify", boolean_is_valid, "yes or no (whether the BMC's certificate is checked; default yes)" },
 };
 
 #define SECRET "password" /* the setting kept apart, never shown */
@@ -94,6 +121,11 @@ static const struct {
                          "ipmi takes address=, user=, password (purebootctl: password-file=), port= and "
                          "cipher=",
                          { "address", "user", NULL } },
+        [POWER_REDFISH] = { redfish_settings,
+                            ELEMENTSOF(redfish_settings),
+                            "redfish takes address=, user=, password (purebootctl: password-file=), port=, "
+                            "system=, ca-file= and verify=",
+                            { "address", "user", NULL } },
 };
 
 /* A secret's bytes overwritten before its memory goes back. */
@@ -113,7 +145,7 @@ int power_configure(Node *n, const char *driver, json_object *settings, bool che
                 return -ENOMEM;
         if (d < 0)
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
-                                         "Power driver \"%.32s\" is not none, manual, wol or ipmi.",
+                                         "Power driver \"%.32s\" is not none, manual, wol, ipmi or redfish.",
                                          strna(driver));
         json_object_object_foreach (settings, key, value) {
                 const PowerSetting *s = NULL;
@@ -146,12 +178,18 @@ int power_configure(Node *n, const char *driver, json_object *settings, bool che
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
                                          "Give broadcast= or interface=, not both: the packet goes to one "
                                          "broadcast address.");
+        if (json_object_object_get_ex(settings, "ca-file", NULL) &&
+            parse_boolean(json_get_string(settings, "verify")) == 0)
+                return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
+                                         "Give ca-file= or verify=no, not both: the certificate is checked "
+                                         "against ca-file, or not at all.");
         /* The same driver again without a password keeps the one it has. */
         bool keep = !secret && n->power_driver == (PowerDriver) d && n->power_secret;
-        if (d == POWER_IPMI && !secret && !keep)
+        if ((d == POWER_IPMI || d == POWER_REDFISH) && !secret && !keep)
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_ARGUMENT,
-                                         "Power driver ipmi needs the BMC user's password: give it "
-                                         "(purebootctl: password-file=FILE).");
+                                         "Power driver %s needs the BMC user's password: give it "
+                                         "(purebootctl: password-file=FILE).",
+                                         driver);
         if (check_only)
                 return 0;
 
@@ -327,9 +365,16 @@ static json_object *ipmi_child(PowerJob *j, char **ret_why) {
                        on ? "on" : "off");
 }
 
+static json_object *redfish_child(PowerJob *j, char **ret_why) {
+        _cleanup_free_ char *said = redfish_act(j->hostname, j->settings, j->secret, j->action, ret_why);
+        return said ? outcome("%s", said) : NULL;
+}
+
 static json_object *power_child(void *data, char **ret_why) {
         PowerJob *j = data;
-        return j->driver == POWER_WOL ? wol_child(j, ret_why) : ipmi_child(j, ret_why);
+        return j->driver == POWER_WOL    ? wol_child(j, ret_why)
+               : j->driver == POWER_IPMI ? ipmi_child(j, ret_why)
+                                         : redfish_child(j, ret_why);
 }
 
 static void on_done(Manager *m, json_object *result, const char *why, void *userdata) {
@@ -362,7 +407,7 @@ int power_act(Node *n, const char *action, PowerDone done, void *userdata, sd_bu
                 return sd_bus_error_setf(
                         error, PB_ERROR_INVALID_STATE,
                         "Node %s has no power driver: give it one (purebootctl node set-power "
-                        "%s --driver ipmi or wol), or switch it by hand.",
+                        "%s --driver ipmi, redfish or wol), or switch it by hand.",
                         n->hostname, n->hostname);
         case POWER_MANUAL:
                 return sd_bus_error_setf(error, PB_ERROR_INVALID_STATE,
@@ -385,6 +430,7 @@ int power_act(Node *n, const char *action, PowerDone done, void *userdata, sd_bu
                                                    : "see");
                 break;
         case POWER_IPMI:
+        case POWER_REDFISH:
                 break;
         default:
                 assert_not_reached();

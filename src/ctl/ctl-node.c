@@ -79,7 +79,7 @@ static int node_power(sd_bus *bus, const char *node, const char *action, char **
         const char *outcome;
         int r;
 
-        if (!action && !ctl_require(arg.driver, "--driver none|manual|wol|ipmi", "node set-power"))
+        if (!action && !ctl_require(arg.driver, "--driver none|manual|wol|ipmi|redfish", "node set-power"))
                 return EXIT_USAGE;
         r = ctl_resolve(bus, "GetNode", node, &path);
         if (r < 0)
@@ -204,6 +204,6 @@ int verb_node(sd_bus *bus, int argc, char **argv) {
         log_error("Usage: purebootctl node add --mac MAC --hostname NAME [--arch ARCH] [--serial SERIAL] | "
                   "node list | node show NODE | node remove NODE | node set-mode NODE local|partition | "
                   "node token NODE | node scan NODE | node power NODE on|off|cycle|status|netboot | "
-                  "node set-power NODE --driver none|manual|wol|ipmi [KEY=VALUE...]");
+                  "node set-power NODE --driver none|manual|wol|ipmi|redfish [KEY=VALUE...]");
         return EXIT_USAGE;
 }

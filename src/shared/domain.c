@@ -60,7 +60,7 @@ DEFINE_STRING_TABLE(backend_type,
                     BackendType, [BACKEND_NFS] = "nfs", [BACKEND_ISCSI] = "iscsi", [BACKEND_LOCAL] = "local")
 
 DEFINE_STRING_TABLE(power_driver, PowerDriver, [POWER_NONE] = "none", [POWER_MANUAL] = "manual",
-                    [POWER_WOL] = "wol", [POWER_IPMI] = "ipmi")
+                    [POWER_WOL] = "wol", [POWER_IPMI] = "ipmi", [POWER_REDFISH] = "redfish")
 
 DEFINE_STRING_TABLE(power_action, PowerAction, [POWER_ON] = "on", [POWER_OFF] = "off",
                     [POWER_CYCLE] = "cycle", [POWER_STATUS] = "status", [POWER_NETBOOT] = "netboot")

@@ -132,12 +132,13 @@ DECLARE_STRING_TABLE(backend_type, BackendType);
 
 /* How the controller switches a node's power: not at all (none: nobody said), by hand (manual: the
  * operator does), with a Wake-on-LAN magic packet from the controller's host (wol: on only), or through its
- * BMC over IPMI (ipmi). */
+ * BMC over IPMI (ipmi) or Redfish (redfish). */
 typedef enum PowerDriver {
         POWER_NONE,
         POWER_MANUAL,
         POWER_WOL,
         POWER_IPMI,
+        POWER_REDFISH,
         _POWER_DRIVER_MAX,
 } PowerDriver;
 DECLARE_STRING_TABLE(power_driver, PowerDriver);

@@ -7,9 +7,11 @@ the machine's power state and boot device in a file."""
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -40,7 +42,7 @@ def test_wake_on_lan_and_manual(controller, ctl, api, network, tmp_path):
     assert r.returncode != 0 and "has no power driver" in r.stderr and "set-power sleeper" in r.stderr, r.stderr
 
     # Settings are checked before anything is stored.
-    for args, why in ((("--driver=ipmi2",), "is not none, manual, wol or ipmi"),
+    for args, why in ((("--driver=ipmi2",), "is not none, manual, wol, ipmi or redfish"),
                       (("--driver=wol", "address=10.0.0.1"), "has no setting \"address\""),
                       (("--driver=wol", "broadcast=10.0.0.300"), "broadcast is an IPv4 broadcast address"),
                       (("--driver=wol", "port=0"), "port is a UDP port"),
@@ -263,3 +265,92 @@ def test_a_session_boots_its_nodes_and_switches_them_off(controller, ctl, api, b
     finally:
         c.stop()
     assert bmc.log() == ["boot pxe", "power 1", "power 0"], bmc.log()
+
+
+@pytest.fixture
+def redfish(tmp_path):
+    """tests/integration/redfish_bmc.py on loopback, over HTTPS with a certificate of its own (made with
+    GnuTLS's certtool): user root, its password in a file; the machine off."""
+    d = tmp_path / "redfish"
+    d.mkdir()
+    (d / "template").write_text('cn = "pureboot-test-bmc"\nip_address = "127.0.0.1"\nexpiration_days = 2\n'
+                                "ca\ncert_signing_key\nsigning_key\nencryption_key\ntls_www_server\n")
+    subprocess.run(["certtool", "--generate-privkey", "--outfile", d / "key.pem"], check=True, capture_output=True)
+    subprocess.run(["certtool", "--generate-self-signed", "--load-privkey", d / "key.pem", "--template",
+                    d / "template", "--outfile", d / "cert.pem"], check=True, capture_output=True)
+    (d / "password").write_text("calvin-pw\n")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    state = d / "state.json"
+    log = open(d / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, Path(__file__).with_name("redfish_bmc.py"), "127.0.0.1", str(port),
+                             d / "cert.pem", d / "key.pem", "root", "calvin-pw", state],
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: state.exists() or proc.poll() is not None, timeout=20, what="the Redfish service")
+        assert proc.poll() is None, (d / "server.log").read_text()
+        yield type("Redfish", (), {"port": port, "cert": d / "cert.pem", "password": d / "password",
+                                   "state": lambda: json.loads(state.read_text())})
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
+
+
+def test_redfish(controller, ctl, api, redfish, tmp_path):
+    """The redfish driver against a minimal Redfish service of the test's own (no real one runs here; README):
+    status from PowerState, ComputerSystem.Reset for on, off and restart, BootSourceOverride Pxe once for a
+    network boot; the BMC's certificate checked against ca-file=, refused without it, not checked with
+    verify=no; a wrong password is the BMC's 401, said."""
+    api.ok(ROOT, "Manager", "RegisterNode", "sssa{sv}", "blade", "52:54:00:aa:0b:03", "x86_64", "0")
+    path = api.ok(ROOT, "Manager", "GetNode", "s", "blade")[0]
+    set_power = ("node", "set-power", "blade", "--driver=redfish", "address=127.0.0.1", f"port={redfish.port}",
+                 "user=root")
+    for args, why in (((), "needs the BMC user's password"),
+                      ((f"password-file={redfish.password}", "ca-file=cert.pem"), "ca-file is the absolute path"),
+                      ((f"password-file={redfish.password}", "verify=maybe"), "verify is yes or no"),
+                      ((f"password-file={redfish.password}", "system=/api/systems/1"), "system is a Redfish system"),
+                      ((f"password-file={redfish.password}", f"ca-file={redfish.cert}", "verify=no"), "not both"),
+                      ((f"password-file={redfish.password}", "cipher=3"), "redfish has no setting \"cipher\"")):
+        r = ctl(*set_power, *args)
+        assert r.returncode != 0 and why in r.stderr, (args, r.stderr)
+    assert api.prop(path, "Node", "PowerDriver") == "none"
+
+    # Its certificate is its own: not trusted until the operator says which to trust.
+    ctl(*set_power, f"password-file={redfish.password}", check=True)
+    r = ctl("node", "power", "blade", "status")
+    assert r.returncode != 0 and "its certificate cannot be checked" in r.stderr and "ca-file=PATH" in r.stderr, \
+        r.stderr
+    ctl(*set_power, f"ca-file={redfish.cert}", check=True)  # the password kept
+    assert api.prop(path, "Node", "PowerSettings") == {"address": "127.0.0.1", "port": str(redfish.port),
+                                                       "user": "root", "ca-file": str(redfish.cert)}
+    assert api.prop(path, "Node", "PowerCredentialsSet")
+    assert ctl("node", "power", "blade", "status", check=True).stdout.strip() == "off"
+    bmc = f"https://127.0.0.1:{redfish.port}"
+    r = ctl("node", "power", "blade", "netboot", check=True)
+    assert (f"The BMC at {bmc} was told to boot from the network next (BootSourceOverride Pxe, once), and Reset "
+            "On for /redfish/v1/Systems/1; the machine was off.") in r.stdout, r.stdout
+    assert redfish.state()["power"] == "On"
+    assert ctl("node", "power", "blade", "status", check=True).stdout.strip() == "on"
+    r = ctl("node", "power", "blade", "cycle", check=True)
+    assert "Reset ForceRestart for /redfish/v1/Systems/1; the machine was on." in r.stdout, r.stdout
+    ctl("node", "power", "blade", "off", check=True)
+    assert redfish.state()["power"] == "Off"
+    # The network boot was for one boot only: the BMC spent it, and the restart booted from the disk.
+    assert redfish.state()["log"] == ["boot Pxe Once", "reset On", "booted from Pxe", "reset ForceRestart",
+                                      "booted from its disk", "reset ForceOff"], redfish.state()["log"]
+
+    # verify=no: not checked at all, said so by the operator.
+    ctl(*set_power, "verify=no", "system=/redfish/v1/Systems/1", check=True)
+    assert ctl("node", "power", "blade", "on", check=True).stdout.strip().endswith("the machine was off.")
+    wrong = tmp_path / "wrong"
+    wrong.write_text("not-the-password\n")
+    ctl(*set_power, "verify=no", f"password-file={wrong}", check=True)
+    r = ctl("node", "power", "blade", "status")
+    assert r.returncode != 0 and f"blade's BMC at {bmc} refused user root (HTTP 401)" in r.stderr, r.stderr
+    # The BMC's own words when it refuses what it was asked: a system that is not there.
+    ctl(*set_power, "verify=no", "system=/redfish/v1/Systems/9", f"password-file={redfish.password}", check=True)
+    r = ctl("node", "power", "blade", "on")
+    assert r.returncode != 0 and "(HTTP 404): There is no resource at /redfish/v1/Systems/9." in r.stderr, r.stderr
+    assert "calvin-pw" not in ctl("node", "show", "blade", check=True).stdout
