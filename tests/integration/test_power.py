@@ -10,11 +10,11 @@ import os
 import socket
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
+from bmc import Bmc
 from harness import ROOT, wait_for
 from nodes import Clone, make_blank_disk, make_source_disk
 
@@ -105,75 +105,16 @@ def test_wake_on_lan_and_manual(controller, ctl, api, network, tmp_path):
                       ("SetPower", "manual"), ("SetPower", "wol"), ("Power", "failed")], events
 
 
-CHASSIS = """#!/usr/bin/python3
-# ipmi_sim's chassis control program: ipmi_sim calls it as PROG DEVICE get|set PARM [VALUE]...; the state is
-# a file next to it, and every set is logged there too.
-import json, os, sys
-state_file = os.path.join(os.path.dirname(os.path.abspath(sys.argv[0])), "chassis.json")
-state = json.load(open(state_file)) if os.path.exists(state_file) else {"power": "0", "boot": "default"}
-op, args = sys.argv[2], sys.argv[3:]
-if op == "get":
-    print("\\n".join(f"{p}:{state[p]}" for p in args if p in state))
-elif op == "set":
-    for parm, value in zip(args[::2], args[1::2]):
-        if parm == "reset":
-            state.setdefault("resets", 0)
-            state["resets"] += 1
-        else:
-            state[parm] = value
-        with open(state_file + ".log", "a") as log:
-            log.write(f"{parm} {value}\\n")
-    json.dump(state, open(state_file, "w"))
-else:
-    sys.exit(1)
-"""
-
-
 @pytest.fixture
 def bmc(network, tmp_path):
-    """ipmi_sim in a node's namespace on the bridge: user admin, its password in a file; the machine off."""
+    """ipmi_sim in a node's namespace on the bridge (bmc.py): user admin, its password in a file; the machine
+    off."""
     ns, address = network.node("bmc")
-    d = tmp_path / "bmc"
-    (d / "state").mkdir(parents=True)
-    chassis = d / "chassis"
-    chassis.write_text(CHASSIS)
-    chassis.chmod(0o755)
-    (d / "lan.conf").write_text(textwrap.dedent(f"""\
-        name "pureboot-test-bmc"
-        set_working_mc 0x20
-          startlan 1
-            addr {address} 623
-            priv_limit admin
-            allowed_auths_callback md5
-            allowed_auths_user md5
-            allowed_auths_operator md5
-            allowed_auths_admin md5
-            guid 50757265426f6f74426d634775696431
-          endlan
-          chassis_control "{chassis} 0x20"
-          startnow false
-          user 2 true "admin" "s3cret-pw" admin 10 md5
-        """))
-    (d / "bmc.emu").write_text("mc_setbmc 0x20\n"
-                               "mc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02\n"
-                               "mc_enable 0x20\n")
-    (d / "password").write_text("s3cret-pw\n")
-    log = open(d / "ipmi_sim.log", "w")
-    proc = subprocess.Popen(["ip", "netns", "exec", ns, "ipmi_sim", "-c", d / "lan.conf", "-f", d / "bmc.emu",
-                             "-s", d / "state", "-n"], stdout=log, stderr=subprocess.STDOUT, cwd=d)
+    b = Bmc(ns, address, tmp_path / "bmc").start()
     try:
-        def answers():
-            r = subprocess.run(["ipmitool", "-I", "lanplus", "-H", address, "-U", "admin", "-f", d / "password",
-                                "-N", "1", "-R", "1", "chassis", "power", "status"], capture_output=True, text=True)
-            return r.returncode == 0
-        wait_for(answers, timeout=20, what=f"ipmi_sim to answer:\n{(d / 'ipmi_sim.log').read_text()}")
-        yield type("Bmc", (), {"address": address, "dir": d, "password": d / "password",
-                               "state": lambda: json.loads((d / "chassis.json").read_text()),
-                               "log": lambda: (d / "chassis.json.log").read_text().splitlines()})
+        yield b
     finally:
-        proc.terminate()
-        proc.wait(10)
-        log.close()
+        b.stop()
 
 
 def test_ipmi(controller, ctl, api, bmc, tmp_path):
