@@ -5,7 +5,8 @@ deploy/build-image made, whose systemd runs pureboot-generator and the agent uni
 HTTPS to the bridge and, in a direct clone, to each other. The scenarios: an unknown machine is registered
 and boots its own disk; partition mode applies a queued resize and create; a direct clone with grow_target
 between two VMs; a staged one through nfs-ganesha on the fleet's network, kept as an image that one
-session then deploys to three more VMs; a direct clone with the controller stopped for 60 s in the middle. Every result is checked
+session then deploys to three more VMs; a direct clone with the controller stopped for 60 s in the middle;
+a session that switches its VMs on and off through ipmi_sim, whose clone then boots as itself. Every result is checked
 on the disk files from the host, and each failure names the step it was on."""
 
 import contextlib
@@ -16,9 +17,11 @@ import struct
 import time
 from collections import Counter
 
+from bmc import Bmc
 from harness import wait_for
 from nodes import Loop, check_root_last_disk, make_root_last_disk, random_file, sha256, sh
 from storage_servers import NfsServer
+from vm import VM_CHASSIS, PoweredVm, root_boot
 
 MIB = 1 << 20
 LOCAL_BOOT = "PureBoot test: booted from the local disk"
@@ -280,7 +283,7 @@ def test_staged_clone_kept_as_an_image_then_deployed_to_three_vms(fleet, network
                 vm.wait_console("PureBoot agent (clone_target_staged)", 300, "systemd starting the staged agent")
             s["step"] = "the three downloads"
             wait_for(lambda: api.prop(dpath, "CloneSession", "Status") in ("completed", "failed", "cancelled"),
-                     timeout=900, interval=1, what=f"the deploy to end; consoles:\n" +
+                     timeout=900, interval=1, what="the deploy to end; consoles:\n" +
                      "\n".join(vm.text()[-1500:] for vm in fleet_vms))
             assert api.prop(dpath, "CloneSession", "Status") == "completed", \
                 (api.prop(dpath, "CloneSession", "Error"), [vm.text()[-2000:] for vm in fleet_vms])
@@ -348,3 +351,114 @@ def test_clone_survives_a_controller_outage(fleet, controller, api, ctl, tmp_pat
           "reports queued while it was away and taken after: "
           + "; ".join(f"{role} {dict(c)}" for role, c in counts.items()))
     check_target(target, files, tmp_path, (511 - 65) * MIB, vms)
+
+
+# What the cloned system's own init says when it runs: its host name, machine-id and SSH host keys.
+ROOT_INIT = """#!/bin/busybox sh
+echo "PureBoot test: up as $(/bin/busybox cat /etc/hostname) (machine-id: '$(/bin/busybox cat /etc/machine-id)'; \
+SSH host key $(/bin/busybox cut -d' ' -f2 /etc/ssh/ssh_host_ed25519_key.pub))"
+/bin/busybox poweroff -f
+"""
+
+
+def make_bootable_source(tmp_path):
+    """make_root_last_disk's 512 MiB installer-like disk, its root a small Linux system of its own: busybox,
+    an /sbin/init that says who it is, os-release, host name golden, a machine-id and an SSH host key.
+    Returns the disk file and that key (its base64 part)."""
+    loops = []
+    source, _ = make_root_last_disk(tmp_path, loops, size=512 * MIB, data_files=2)
+    mnt = tmp_path / "root"
+    mnt.mkdir()
+    try:
+        sh("mount", source.partition(2), mnt)
+        try:
+            for path, content in (("etc/os-release", "ID=debian\n"), ("etc/hostname", "golden\n"),
+                                  ("etc/machine-id", "0123456789abcdef0123456789abcdef\n"), ("sbin/init", ROOT_INIT)):
+                (mnt / path).parent.mkdir(parents=True, exist_ok=True)
+                (mnt / path).write_text(content)
+            (mnt / "sbin/init").chmod(0o755)
+            (mnt / "bin").mkdir()
+            sh("cp", "/bin/busybox", mnt / "bin/busybox")
+            (mnt / "etc/ssh").mkdir()
+            sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", mnt / "etc/ssh/ssh_host_ed25519_key")
+            key = (mnt / "etc/ssh/ssh_host_ed25519_key.pub").read_text().split()[1]
+        finally:
+            sh("umount", mnt)
+    finally:
+        for loop in loops:
+            loop.detach()
+    return source.backing, key
+
+
+def test_a_session_powers_its_vms_through_ipmi_and_the_clone_boots_as_itself(fleet, api, ctl, tmp_path):
+    """--power-cycle --power-off through real BMCs: each VM's is OpenIPMI's ipmi_sim, whose chassis control
+    program starts and stops the VM's qemu as a BMC switches a machine's power. The controller sets each next
+    boot to PXE and switches the VMs on; they boot the deploy image and clone; at the end it switches them
+    off. Then the target is switched on again: from its disk this time (the BMC's PXE boot was for one boot),
+    and the cloned system's own init says it runs under the target's host name, with an empty machine-id and
+    an SSH host key of its own; the source's disk still says golden, with its key."""
+    source, source_key = make_bootable_source(tmp_path)
+    target = tmp_path / "pwr-target.img"
+    with open(target, "wb") as f:
+        f.truncate(512 * MIB)
+    kernel, initramfs = root_boot(tmp_path)
+    bmcs, vms = [], []
+    try:
+        with step_of("powered by ipmi_sim") as s:
+            s["step"] = "the BMCs and the nodes' power drivers"
+            for port, role, mac, disk in ((9623, "src", "52:54:00:50:42:31", source),
+                                          (9624, "tgt", "52:54:00:50:42:32", target)):
+                bmc = Bmc(fleet.ns, fleet.address, tmp_path / f"bmc-{role}", VM_CHASSIS, port=port)
+                vm = PoweredVm(fleet, f"pwr-{role}", mac, disk, bmc.dir, kernel, initramfs)
+                fleet.vms.append(vm)
+                bmcs.append(bmc.start())
+                vms.append(vm)
+                api.node(f"pwr-{role}", mac)
+                ctl("node", "set-power", f"pwr-{role}", *bmc.settings(), check=True)
+                assert ctl("node", "power", f"pwr-{role}", "status", check=True).stdout.strip() == "off"
+            sid = ctl("clone", "create", "--name=pwr", "--mode=direct", "--resize=none", "--source=pwr-src",
+                      "--target=pwr-tgt", "--source-device=/dev/vda", "--target-device=/dev/vda", "--power-cycle",
+                      "--power-off", check=True).stdout.split()[-1]
+            path = f"/org/pureboot/Controller1/clone/{sid}"
+            s["step"] = "the session switching both VMs on, to boot from the network"
+            ctl("clone", "start", sid, check=True)
+            for vm, mode in zip(vms, ("clone_source_direct", "clone_target_direct")):
+                vm.wait_console(f"PureBoot agent ({mode})", 300, "the BMC starting it and systemd the agent")
+            s["step"] = "the clone"
+            wait_session_end(api, path, vms, 600)
+            seconds = (api.prop(path, "CloneSession", "CompletedAt") - api.prop(path, "CloneSession", "StartedAt")) / 1e6
+            s["step"] = "the session switching both off at its end"
+            wait_for(lambda: sum("told power off" in n for n in api.prop(path, "CloneSession", "PowerNotes")) == 2,
+                     timeout=120, what=f"both to be switched off: {api.prop(path, 'CloneSession', 'PowerNotes')}")
+            for bmc in bmcs:
+                assert bmc.log()[:3] == ["boot pxe", "power 1", "started from pxe"], bmc.log()
+                assert bmc.log()[-1] == "power 0" and bmc.state()["power"] == "0", bmc.log()
+            s["step"] = "the target switched on again, booting the clone from its disk"
+            ctl("node", "power", "pwr-tgt", "on", check=True)
+            vms[1].wait_console("PureBoot test: up as", 180, "the cloned system's init", boot="disk")
+            said = next(line for line in vms[1].text("disk").splitlines() if "PureBoot test: up as" in line)
+            m = re.fullmatch(r"PureBoot test: up as pwr-tgt \(machine-id: ''; SSH host key (\S+)\)", said.strip())
+            assert m and m.group(1) != source_key, (said, source_key)
+            assert bmcs[1].log()[-2:] == ["power 1", "started from disk"], bmcs[1].log()
+        s["step"] = "the source's disk, untouched"
+        loop = Loop(source)
+        try:
+            loop.scan_partitions()
+            mnt = tmp_path / "source-root"
+            mnt.mkdir()
+            sh("mount", "-o", "ro", loop.partition(2), mnt)
+            try:
+                assert (mnt / "etc/hostname").read_text() == "golden\n"
+                assert (mnt / "etc/ssh/ssh_host_ed25519_key.pub").read_text().split()[1] == source_key
+            finally:
+                sh("umount", mnt)
+        finally:
+            loop.detach()
+    finally:
+        for bmc in bmcs:
+            bmc.stop()
+    print(f"VM suite ({fleet.accel}): a session switched its two VMs on through ipmi_sim (PXE for one boot) and "
+          f"cloned in {seconds:.1f} s from Start (both boots included), then switched them off; the target then "
+          f"booted the clone from its disk, whose init said: {said.strip()[15:]}")
+    for disk in (source, target):
+        disk.unlink()

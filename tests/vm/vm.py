@@ -7,8 +7,10 @@ their virtio network card's iPXE ROM. Nothing leaves the namespace. Everything s
 PID, and the namespace (with the bridge and the taps in it) removed by name, also when a test fails; serial
 consoles stay in the test's directory."""
 
+import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -127,20 +129,27 @@ class Vm(Started):
         self.console = self.dir / "console.log"
         self.proc = None
 
-    def start(self):
+    def add_tap(self):
         sh("ip", "-n", self.fleet.ns, "tuntap", "add", self.tap, "mode", "tap")
         sh("ip", "-n", self.fleet.ns, "link", "set", self.tap, "master", self.fleet.bridge, "up")
+
+    def command(self, console, boot=()):
+        """qemu's command line, run inside the fleet's namespace; boot: how it boots (default: the network
+        first)."""
         accel = self.fleet.accel
+        return ["qemu-system-x86_64", "-accel", accel, "-m", "1024",
+                "-smp", "2" if accel == "kvm" else "1", "-display", "none", "-vga", "none", "-machine", "graphics=off",
+                "-monitor", "none", "-no-reboot", *(boot or ("-boot", "n")),
+                "-netdev", f"tap,id=n0,ifname={self.tap},script=no,downscript=no",
+                "-device", f"virtio-net-pci,netdev=n0,mac={self.mac}",
+                "-drive", f"file={self.disk},if=virtio,format=raw,cache=unsafe",
+                "-serial", f"file:{console}"]
+
+    def start(self):
+        self.add_tap()
         self.started = time.monotonic()
-        self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.fleet.ns, "qemu-system-x86_64", "-accel", accel, "-m", "1024",
-             "-smp", "2" if accel == "kvm" else "1", "-display", "none", "-vga", "none", "-machine", "graphics=off",
-             "-monitor", "none", "-no-reboot", "-boot", "n",
-             "-netdev", f"tap,id=n0,ifname={self.tap},script=no,downscript=no",
-             "-device", f"virtio-net-pci,netdev=n0,mac={self.mac}",
-             "-drive", f"file={self.disk},if=virtio,format=raw,cache=unsafe",
-             "-serial", f"file:{self.console}"],
-            stdout=open(self.log, "w"), stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(["ip", "netns", "exec", self.fleet.ns, *self.command(self.console)],
+                                     stdout=open(self.log, "w"), stderr=subprocess.STDOUT)
         return self
 
     def text(self):
@@ -170,3 +179,122 @@ class Vm(Started):
             return super().stop()
         finally:
             sh("ip", "-n", self.fleet.ns, "link", "del", self.tap, check=False)  # else it goes with the namespace
+
+
+# The chassis control program of a VM's BMC (tests/integration/bmc.py): power on starts the VM's qemu, from the
+# network if the boot device was set to pxe (for that boot only, as a BMC does) and else from its disk; power
+# off kills it; the power is whether that qemu still runs (a guest that powers off or reboots, with
+# -no-reboot, ends it). The command lines are in machine.json next to it.
+VM_CHASSIS = """
+def running(state):
+    try:
+        with open(f"/proc/{state['pid']}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (KeyError, FileNotFoundError):
+        return False
+
+def power(state):
+    return "1" if running(state) else "0"
+
+def on_set(parm, value, state):
+    machine = json.load(open(os.path.join(here, "machine.json")))
+    if parm == "power" and value == "1" and not running(state):
+        boot = "pxe" if state.get("boot") == "pxe" else "disk"
+        state["pid"] = subprocess.Popen(machine[boot], stdout=open(machine["log"], "a"), stderr=subprocess.STDOUT,
+                                        start_new_session=True).pid
+        state["boot"] = "default"
+        with open(state_file + ".log", "a") as log:
+            log.write(f"started from {boot}\\n")
+    elif parm == "power" and value == "0" and running(state):
+        os.kill(state["pid"], signal.SIGKILL)
+"""
+
+
+def root_boot(directory):
+    """A kernel and a small initramfs that boot a machine into the root filesystem on its disk's second
+    partition: the deploy image's Debian kernel, and busybox with that kernel's virtio and ext4 modules (in
+    modprobe's order) that mounts /dev/vda2 read-only and switches to it, where the disk's own /sbin/init runs.
+    The test disks have no boot loader, so qemu loads the kernel (-kernel), as one would."""
+    kernel, _ = image()
+    tree, root = directory / "kernel-tree", directory / "initramfs"
+    deb = next((BUILD / "boot/deploy/cache").glob("linux-image-*.deb"))
+    sh("dpkg-deb", "-x", deb, tree)
+    kver = next((tree / "lib/modules").iterdir()).name
+    sh("depmod", "-b", tree, kver)
+    order = []
+    for module in ("virtio_pci", "virtio_blk", "ext4"):
+        for line in sh("modprobe", "-d", tree, "-S", kver, "--show-depends", module).stdout.splitlines():
+            if line.startswith("insmod ") and line.split()[1] not in order:
+                order.append(line.split()[1])
+    (root / "bin").mkdir(parents=True)
+    (root / "lib").mkdir()
+    shutil.copy("/bin/busybox", root / "bin/busybox")
+    names = []
+    for path in order:
+        name = Path(path).name
+        data = Path(path).read_bytes()
+        if name.endswith(".xz"):
+            import lzma
+            data, name = lzma.decompress(data), name[:-3]
+        (root / "lib" / name).write_bytes(data)
+        names.append(name)
+    (root / "modules").write_text("\n".join(names) + "\n")
+    init = root / "init"
+    init.write_text("""#!/bin/busybox sh
+/bin/busybox mkdir -p /proc /dev /root
+/bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t devtmpfs dev /dev
+for m in $(/bin/busybox cat /modules); do /bin/busybox insmod /lib/$m; done
+i=0
+while [ ! -b /dev/vda2 ] && [ $i -lt 100 ]; do /bin/busybox sleep 0.1; i=$((i + 1)); done
+if ! /bin/busybox mount -o ro -t ext4 /dev/vda2 /root; then
+        echo "PureBoot test: the root filesystem /dev/vda2 cannot be mounted"
+        /bin/busybox poweroff -f
+fi
+/bin/busybox umount /proc
+exec /bin/busybox switch_root /root /sbin/init
+""")
+    init.chmod(0o755)
+    image_file = directory / "root-boot.cpio"
+    files = sh("sh", "-c", f"cd {root} && find . | cpio --quiet -o -H newc > {image_file}")
+    assert files.returncode == 0
+    shutil.rmtree(tree)
+    return kernel, image_file
+
+
+class PoweredVm(Vm):
+    """A VM that its BMC switches (bmc.py's ipmi_sim with VM_CHASSIS): nothing here starts it. Booted from
+    the network, its console is console-pxe.log; from its disk (the kernel and initramfs of root_boot),
+    console-disk.log."""
+
+    def __init__(self, fleet, name, mac, disk, bmc_dir, kernel, initramfs):
+        super().__init__(fleet, name, mac, disk)
+        self.bmc_dir = bmc_dir
+        self.add_tap()
+        self.consoles = {"pxe": self.dir / "console-pxe.log", "disk": self.dir / "console-disk.log"}
+        (bmc_dir / "machine.json").write_text(json.dumps({
+            "pxe": self.command(self.consoles["pxe"]),
+            "disk": self.command(self.consoles["disk"], ("-kernel", str(kernel), "-initrd", str(initramfs),
+                                                         "-append", "console=ttyS0 panic=-1")),
+            "log": str(self.log)}))
+
+    def pid(self):
+        state = self.bmc_dir / "chassis.json"
+        return json.loads(state.read_text()).get("pid") if state.exists() else None
+
+    def text(self, boot="pxe"):
+        console = self.consoles[boot]
+        return console.read_text(errors="replace") if console.exists() else ""
+
+    def wait_console(self, words, timeout, what, boot="pxe"):
+        wait_for(lambda: words in self.text(boot), timeout=timeout, interval=0.5,
+                 what=f"{self.name}: {what}; console:\n{self.text(boot)[-3000:]}")
+
+    def stop(self):
+        pid = self.pid()
+        try:
+            if pid:
+                os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        sh("ip", "-n", self.fleet.ns, "link", "del", self.tap, check=False)
