@@ -86,23 +86,30 @@ static void on_erase_progress(Agent *a, Eraser *e, uint64_t done, uint64_t total
         (void) queue_push(a->queue, "ReportOperation", r);
 }
 
+/* The current operation is over: reported as failed (why) or completed (what it did, if it says). */
+static void operation_ended(Agent *a, const char *error, const char *result) {
+        Partitioner *p = a->partitioner;
+        json_object *o = current_operation(p);
+        const char *id = json_get_string(o, "id"), *op = json_get_string(o, "operation");
+        json_object *r = operation_report(p->fetching, id, error ? "failed" : "completed");
+
+        if (error) {
+                log_error("Operation %s (%s) on %s failed: %s", id, op, p->fetching, error);
+                json_object_object_add(r, "error", json_object_new_string(error));
+        } else if (result) {
+                log_info("%s", result);
+                json_object_object_add(r, "result", json_object_new_string(result));
+        }
+        (void) queue_push(a->queue, "ReportOperation", r);
+}
+
 static void apply_next(Agent *a);
 
 static void on_erased(Agent *a, Eraser *e, const char *error, const char *result) {
         Partitioner *p = a->partitioner;
-        const char *id = json_get_string(current_operation(p), "id");
-        json_object *r;
         (void) e;
 
-        if (error) {
-                log_error("Operation %s (erase) on %s failed: %s", id, p->fetching, error);
-                report_operation(a, p->fetching, id, "failed", error);
-        } else {
-                log_info("%s", result);
-                r = operation_report(p->fetching, id, "completed");
-                json_object_object_add(r, "result", json_object_new_string(result));
-                (void) queue_push(a->queue, "ReportOperation", r);
-        }
+        operation_ended(a, error, result);
         p->eraser = erase_free(p->eraser);
         if (error)
                 return apply_finished(a);
@@ -138,11 +145,10 @@ static void apply_next(Agent *a) {
                                 return;
                         error = strdup(method < 0 ? "Unknown erase method." : "Could not start the erase.");
                 } else if (apply_operation(device, id, op, params, a->settings.state_dir, &error) >= 0) {
-                        report_operation(a, device, id, "completed", NULL);
+                        operation_ended(a, NULL, NULL);
                         continue;
                 }
-                log_error("Operation %s (%s) on %s failed: %s", id, op, device, strna(error));
-                report_operation(a, device, id, "failed", error ?: "failed for an unknown reason");
+                operation_ended(a, error ?: "failed for an unknown reason", NULL);
                 break;
         }
         apply_finished(a);

@@ -612,8 +612,13 @@ static int apply_erase(DiskInfo *d, json_object *params, char **msg) {
         const char *method = json_get_string(params, "method");
         int r;
 
-        if (!method || erase_method_from_string(method) < 0)
+        if (!method)
                 return refuse(msg, -EINVAL, "Erasing needs \"method\": discard, zero or secure.");
+        if (erase_method_from_string(method) < 0)
+                return refuse(msg, -EINVAL,
+                              "\"%.40s\" is not an erase method; use discard, zero or secure: every block "
+                              "discarded, every block written with zeros, or the drive's own secure erase.",
+                              method);
         for (size_t i = 0; i < d->n_partitions; i++)
                 if ((r = check_unmounted(&d->partitions[i], "erased", msg)) < 0)
                         return r;

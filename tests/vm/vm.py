@@ -8,6 +8,7 @@ PID, and the namespace (with the bridge and the taps in it) removed by name, als
 consoles stay in the test's directory."""
 
 import json
+import lzma
 import os
 import shutil
 import signal
@@ -233,8 +234,7 @@ def root_boot(directory):
     for path in order:
         name = Path(path).name
         data = Path(path).read_bytes()
-        if name.endswith(".xz"):
-            import lzma
+        if name.endswith(".xz"):  # newer Debian kernels compress their modules
             data, name = lzma.decompress(data), name[:-3]
         (root / "lib" / name).write_bytes(data)
         names.append(name)
