@@ -1,15 +1,17 @@
 /* SPDX-License-Identifier: MIT */
-/* Boot answers, for firmware that cannot enrol: GET /boot/ipxe?mac=… returns an iPXE script and
- * GET /boot/pi?serial=…&mac=… the Pi boot script's JSON. The controller decides what the machine does
- * (Gateway.Boot); the workflow it names says which kernel, initrd and command line. GET /boot/files/PATH
- * serves the kernels and initrds under [Boot] Path=. Firmware that asked over plain HTTP is sent on over
- * plain HTTP; the agent it boots always talks HTTPS. */
+/* Boot answers, for firmware that cannot enrol: GET /boot/ipxe?mac=… returns an iPXE script, GET
+ * /boot/grub?mac=… a GRUB script (also served by TFTP, tftp.c) and GET /boot/pi?serial=…&mac=… the Pi boot
+ * script's JSON. The controller decides what the machine does (Gateway.Boot); the workflow it names says
+ * which kernel, initrd and command line. GET /boot/files/PATH serves the kernels and initrds under [Boot]
+ * Path=. Firmware that asked over plain HTTP is sent on over plain HTTP; the agent it boots always talks
+ * HTTPS. */
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <stdarg.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 
+#include "boot.h"
 #include "log.h"
 #include "pureboot-bus.h"
 #include "pureboot-errors.h"
@@ -19,7 +21,7 @@
 
 typedef struct BootCall {
         Request *req;
-        bool pi;
+        const char *kind; /* ipxe, grub or pi */
         char *mac;
 } BootCall;
 
@@ -61,41 +63,129 @@ static char *deploy_cmdline(Bridge *b, const Workflow *w, const char *node, cons
         return line;
 }
 
+void boot_reply_done(BootReply *a) {
+        free(a->cmdline);
+        *a = (BootReply){};
+}
+
+int boot_reply_read(Bridge *b, sd_bus_message *m, const char *mac, const char *ip, BootReply *a,
+                    const char **ret_reason) {
+        int r;
+
+        /* a is filled as far as it goes, for the caller to name the state in an error. */
+        r = sd_bus_message_read(m, "ssss", &a->action, &a->workflow, &a->node, &a->state);
+        if (r < 0)
+                return r;
+        if (!STR_IN_SET(a->action, "deploy_image", "nfs_boot"))
+                return 0;
+        a->w = workflows_find(b->workflows, a->workflow);
+        if (!a->w) {
+                *ret_reason = "the workflow for this job is not installed on the bridge";
+                return -ENOENT;
+        }
+        if (streq(a->action, "nfs_boot") != streq_ptr(a->w->install_method, "nfs")) {
+                *ret_reason = streq(a->action, "nfs_boot")
+                                      ? "the node's diskless workflow is not an nfs workflow"
+                                      : "an nfs workflow cannot run this job";
+                return -EINVAL;
+        }
+        a->cmdline = deploy_cmdline(b, a->w, a->node, mac, ip, m);
+        if (!a->cmdline)
+                return -ENOMEM;
+        /* What the initramfs of a diskless node mounts (deploy/pi-nfsroot). */
+        if (streq(a->action, "nfs_boot") && strextend_printf(&a->cmdline, " pureboot.nfsroot=%s:%s",
+                                                             a->w->nfs_server, a->w->nfs_base_path) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
+/* words, each in GRUB's single quotes; NULL with errno EINVAL if one holds a quote, which GRUB cannot
+ * quote so. */
+static char *grub_quote_words(const char *words) {
+        _cleanup_free_ char *out = strdup("");
+        const char *p = words;
+
+        if (strchr(words, '\''))
+                return errno = EINVAL, NULL;
+        while (out && *p) {
+                size_t n = strcspn(p, " ");
+                if (n > 0 && strextend_printf(&out, "%s'%.*s'", *out ? " " : "", (int) n, p) < 0)
+                        return NULL;
+                p += n + strspn(p + n, " ");
+        }
+        return TAKE_PTR(out);
+}
+
+char *boot_grub_script(Bridge *b, const BootReply *a, const char *mac) {
+        const char *server = b->config.address ?: b->config.hostname;
+        _cleanup_free_ char *args = NULL;
+        char *script = NULL;
+        int r;
+
+        /* Echoed text is a workflow's name: in single quotes, with any quote in it dropped. */
+        if (a->w) {
+                _cleanup_free_ char *name = strdup(a->w->name);
+                if (!name)
+                        return NULL;
+                for (char *q = name; (q = strchr(q, '\''));)
+                        *q = ' ';
+                args = grub_quote_words(a->cmdline);
+                if (!args)
+                        return NULL;
+                r = asprintf(&script,
+                             "# PureBoot: node %s, %s\n"
+                             "echo 'PureBoot: booting the deploy image for %s'\n"
+                             "linux (tftp,%s)/boot/files/%s %s\n"
+                             "initrd (tftp,%s)/boot/files/%s\n"
+                             "boot\n",
+                             a->node, a->w->id, name, server, a->w->kernel_path, args, server,
+                             a->w->initrd_path);
+        } else if (STR_IN_SET(a->action, "wait", "refused"))
+                r = asprintf(
+                        &script,
+                        "# PureBoot: node %s %s\n"
+                        "echo 'PureBoot: %s; asking again in 30 s'\n"
+                        "sleep 30\n"
+                        "configfile (tftp,%s)/boot/grub/%s\n",
+                        a->node,
+                        streq(a->action, "wait") ? "waits for its clone session to start" : "is refused",
+                        streq(a->action, "wait") ? "a clone session names this machine but is not started"
+                                                 : "another machine holds this node's identity now",
+                        server, mac);
+        else
+                /* exit: back to the firmware, which boots the next entry of its boot order. */
+                r = asprintf(&script,
+                             "# PureBoot: node %s (%s) has no job\n"
+                             "echo 'PureBoot: nothing to do for this machine; booting from its own disk'\n"
+                             "exit\n",
+                             a->node, a->state);
+        return r < 0 ? NULL : script;
+}
+
 static int render(BootCall *bc, sd_bus_message *m) {
         Request *req = bc->req;
         Bridge *b = req->bridge;
-        const char *action, *workflow, *node, *state;
-        _cleanup_free_ char *script = NULL, *cmdline = NULL, *here = NULL, *files = NULL;
-        const Workflow *w = NULL;
+        _cleanup_free_ char *script = NULL, *here = NULL, *files = NULL;
+        _cleanup_(boot_reply_done) BootReply a = {};
+        const char *reason = NULL;
         int r;
 
-        r = sd_bus_message_read(m, "ssss", &action, &workflow, &node, &state);
+        r = boot_reply_read(b, m, bc->mac, req->peer ? req->peer->address : "", &a, &reason);
+        if (r < 0 && reason)
+                return request_reply_error(req, MHD_HTTP_INTERNAL_SERVER_ERROR,
+                                           PB_NODE_PREFIX "InvalidState", "status", a.state, "reason",
+                                           reason, NULL);
         if (r < 0)
                 return r;
-        if (STR_IN_SET(action, "deploy_image", "nfs_boot")) {
-                w = workflows_find(b->workflows, workflow);
-                if (!w)
-                        return request_reply_error(
-                                req, MHD_HTTP_INTERNAL_SERVER_ERROR, PB_NODE_PREFIX "InvalidState", "status",
-                                state, "reason", "the workflow for this job is not installed on the bridge",
-                                NULL);
-                if (streq(action, "nfs_boot") != streq_ptr(w->install_method, "nfs"))
-                        return request_reply_error(
-                                req, MHD_HTTP_INTERNAL_SERVER_ERROR, PB_NODE_PREFIX "InvalidState", "status",
-                                state, "reason",
-                                streq(action, "nfs_boot")
-                                        ? "the node's diskless workflow is not an nfs workflow"
-                                        : "an nfs workflow cannot run this job",
-                                NULL);
-                cmdline = deploy_cmdline(b, w, node, bc->mac, req->peer ? req->peer->address : "", m);
-                if (!cmdline)
-                        return -ENOMEM;
-                /* What the initramfs of a diskless node mounts (deploy/pi-nfsroot). */
-                if (streq(action, "nfs_boot") &&
-                    strextend_printf(&cmdline, " pureboot.nfsroot=%s:%s", w->nfs_server, w->nfs_base_path) < 0)
-                        return -ENOMEM;
+        const char *action = a.action, *node = a.node, *state = a.state, *cmdline = a.cmdline;
+        const Workflow *w = a.w;
+        if (streq(bc->kind, "grub")) {
+                script = boot_grub_script(b, &a, bc->mac);
+                if (!script)
+                        return -errno;
+                return reply_text(req, MHD_HTTP_OK, script);
         }
-        if (bc->pi) {
+        if (streq(bc->kind, "pi")) {
                 json_object *o = json_object_new_object();
                 static const struct {
                         const char *action, *message;
@@ -199,8 +289,15 @@ static void boot_call_free(void *p) {
         free(bc);
 }
 
-int boot_answer(Request *req, bool pi) {
-        Bridge *b = req->bridge;
+int boot_ask(Bridge *b, const char *kind, const char *mac, const char *serial, const char *peer,
+             sd_bus_slot **ret_slot, sd_bus_message_handler_t callback, void *userdata) {
+        /* The controller knows GRUB's machines as iPXE's: x86 ones, named by MAC. */
+        return sd_bus_call_method_async(
+                b->bus, ret_slot, PB_BUS_NAME, PB_ROOT_PATH, PB_IFACE("Gateway"), "Boot", callback, userdata,
+                "ssss", streq(kind, "pi") ? "pi" : "ipxe", strempty(mac), strempty(serial), strempty(peer));
+}
+
+int boot_answer(Request *req, const char *kind) {
         const char *mac = MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, "mac");
         const char *serial = MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, "serial");
         BootCall *bc = calloc(1, sizeof(BootCall));
@@ -211,10 +308,9 @@ int boot_answer(Request *req, bool pi) {
                 return -ENOMEM;
         }
         bc->req = req;
-        bc->pi = pi;
-        r = sd_bus_call_method_async(b->bus, &req->slot, PB_BUS_NAME, PB_ROOT_PATH, PB_IFACE("Gateway"),
-                                     "Boot", on_boot_reply, bc, "ssss", pi ? "pi" : "ipxe", strempty(mac),
-                                     strempty(serial), req->peer ? req->peer->address : "");
+        bc->kind = kind;
+        r = boot_ask(req->bridge, kind, mac, serial, req->peer ? req->peer->address : "", &req->slot,
+                     on_boot_reply, bc);
         if (r >= 0)
                 r = sd_bus_slot_set_destroy_callback(req->slot, boot_call_free);
         if (r < 0) {
@@ -228,8 +324,7 @@ int boot_answer(Request *req, bool pi) {
         return 0;
 }
 
-int boot_file_answer(Request *req, const char *path) {
-        const char *dir = req->bridge->config.boot_dir ?: "/srv/pureboot/boot";
+int boot_open_file(const char *dir, const char *path) {
         /* O_NONBLOCK: a FIFO put there must not stall the bridge for everyone (it is refused below). */
         struct open_how how = { .flags = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK,
                                 .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS };
@@ -239,17 +334,32 @@ int boot_file_answer(Request *req, const char *path) {
         /* Per request: the directory may be filled (or made) after the bridge started. Nothing outside
          * it is reachable, not through "..", nor an absolute path, nor a symbolic link. */
         dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-        if (dfd >= 0)
-                fd = (int) syscall(SYS_openat2, dfd, path, &how, sizeof(how));
-        if (dfd < 0 || fd < 0) {
+        if (dfd < 0)
+                return -errno;
+        fd = (int) syscall(SYS_openat2, dfd, path, &how, sizeof(how));
+        if (fd < 0)
+                return -errno;
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        if (!S_ISREG(st.st_mode))
+                return -EISDIR;
+        return TAKE_FD(fd);
+}
+
+int boot_file_answer(Request *req, const char *path) {
+        const char *dir = req->bridge->config.boot_dir ?: BOOT_DIR_DEFAULT;
+        _cleanup_close_ int fd = boot_open_file(dir, path);
+        struct stat st;
+
+        if (fd < 0) {
                 /* Unreadable files are the operator's to fix; the firmware only learns there is none. */
-                int e = errno;
-                log_full_errno(e == EACCES ? LOG_WARNING : LOG_DEBUG, e, "Boot file \"%s\" under %s: %m%s", path, dir,
-                               e == EACCES ? " (it must be readable by the bridge's user)" : "");
+                log_full_errno(fd == -EACCES ? LOG_WARNING : LOG_DEBUG, fd,
+                               "Boot file \"%s\" under %s: %m%s", path, dir,
+                               fd == -EACCES ? " (it must be readable by the bridge's user)" : "");
                 return reply_text(req, MHD_HTTP_NOT_FOUND, "PureBoot: no such boot file\n");
         }
-        if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
-                return reply_text(req, MHD_HTTP_NOT_FOUND, "PureBoot: no such boot file\n");
+        if (fstat(fd, &st) < 0)
+                return -errno;
         req->response = MHD_create_response_from_fd64((uint64_t) st.st_size, fd);
         if (!req->response)
                 return -ENOMEM;

@@ -30,12 +30,15 @@ static void config_done(BridgeConfig *c) {
         free(c->boot_dir);
         free(c->boot_base_url);
         free(c->http_listen);
+        free(c->tftp_listen);
+        free(c->tftp_root);
 }
 
 static Bridge *bridge_free(Bridge *b) {
         if (!b)
                 return NULL;
         server_stop(b);
+        tftp_stop(b);
         watch_unsubscribe(b);
         if (b->trust)
                 gnutls_x509_trust_list_deinit(b->trust, 1);
@@ -61,8 +64,8 @@ static void bridge_freep(Bridge **b) {
         bridge_free(*b);
 }
 
-/* ADDR:PORT or [V6]:PORT, bound and listening. */
-static int listen_on(const char *what, const char *l) {
+/* ADDR:PORT or [V6]:PORT, bound and listening (type SOCK_STREAM), or bound (SOCK_DGRAM). */
+static int listen_on(const char *what, const char *l, int type) {
         SocketAddress sa = {};
         socklen_t len;
         _cleanup_free_ char *host = NULL;
@@ -77,11 +80,11 @@ static int listen_on(const char *what, const char *l) {
                 return -ENOMEM;
         if (socket_address_from_ip(host, (uint16_t) port, &sa, &len) < 0)
                 return log_error_errno(EINVAL, "%s address \"%s\" is not an IP address.", what, host);
-        fd = socket(sa.sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        fd = socket(sa.sa.sa_family, type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         if (fd < 0)
                 return -errno;
         (void) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &(int){ 1 }, sizeof(int));
-        if (bind(fd, &sa.sa, len) < 0 || listen(fd, 4096) < 0) {
+        if (bind(fd, &sa.sa, len) < 0 || (type == SOCK_STREAM && listen(fd, 4096) < 0)) {
                 int r = -errno;
                 close(fd);
                 return log_error_errno(r, "Failed to listen on %s: %m", l);
@@ -100,7 +103,8 @@ static int listener_port(Listener *l) {
 }
 
 /* The sockets systemd passed: the one named "http" (FileDescriptorName=http) is the plain HTTP listener,
- * the other the HTTPS one. Else --listen and, if set, [Boot] HTTPListen=. */
+ * the one named "tftp" the TFTP socket, the other the HTTPS one. Else --listen and, if set, [Boot]
+ * HTTPListen= and TFTPListen=. */
 static int open_listeners(Bridge *b) {
         _cleanup_strv_free_ char **names = NULL;
         int n, r;
@@ -109,6 +113,13 @@ static int open_listeners(Bridge *b) {
         if (n < 0)
                 return log_error_errno(n, "Failed to get the sockets systemd passed: %m");
         for (int i = 0; i < n; i++) {
+                if (names && names[i] && streq(names[i], "tftp")) {
+                        if (b->tftp_fd >= 0)
+                                return log_error_errno(EINVAL,
+                                                       "Got two sockets named \"tftp\" from systemd.");
+                        b->tftp_fd = SD_LISTEN_FDS_START + i;
+                        continue;
+                }
                 Listener *l = names && names[i] && streq(names[i], "http") ? &b->http : &b->https;
                 if (l->fd >= 0)
                         return log_error_errno(EINVAL, "Got two %s sockets from systemd; pureboot-bridge takes one "
@@ -119,13 +130,18 @@ static int open_listeners(Bridge *b) {
         if (n > 0 && b->https.fd < 0)
                 return log_error_errno(EINVAL, "systemd passed no HTTPS socket, only one named \"http\".");
         if (n == 0) {
-                b->https.fd = listen_on("--listen", b->config.listen ?: "0.0.0.0:8443");
+                b->https.fd = listen_on("--listen", b->config.listen ?: "0.0.0.0:8443", SOCK_STREAM);
                 if (b->https.fd < 0)
                         return b->https.fd;
                 if (b->config.http_listen) {
-                        b->http.fd = listen_on("HTTPListen", b->config.http_listen);
+                        b->http.fd = listen_on("HTTPListen", b->config.http_listen, SOCK_STREAM);
                         if (b->http.fd < 0)
                                 return b->http.fd;
+                }
+                if (b->config.tftp_listen) {
+                        b->tftp_fd = listen_on("TFTPListen", b->config.tftp_listen, SOCK_DGRAM);
+                        if (b->tftp_fd < 0)
+                                return b->tftp_fd;
                 }
         }
         r = listener_port(&b->https);
@@ -193,6 +209,8 @@ static const struct {
         { "Boot", "Path", offsetof(BridgeConfig, boot_dir) },
         { "Boot", "BaseURL", offsetof(BridgeConfig, boot_base_url) },
         { "Boot", "HTTPListen", offsetof(BridgeConfig, http_listen) },
+        { "Boot", "TFTPListen", offsetof(BridgeConfig, tftp_listen) },
+        { "Boot", "TFTPRoot", offsetof(BridgeConfig, tftp_root) },
 };
 
 #define SETTING(c, i) ((char **) ((uint8_t *) (c) + settings[i].offset))
@@ -236,6 +254,10 @@ static void help(void) {
                "     --boot-url=URL        Where boot scripts fetch kernels and initrds (default: this "
                "bridge)\n"
                "     --http-listen=ADDR:PORT  Also serve /boot/ over plain HTTP, for firmware without TLS\n"
+               "     --tftp-listen=ADDR:PORT  Also serve boot answers and files over TFTP, for boot "
+               "loaders\n"
+               "                           that fetch nothing else\n"
+               "     --tftp-root=DIR       What TFTP serves besides boot/ (default: the --boot-dir)\n"
                "     --check-workflows=DIR Load every workflow of DIR, report, and exit (non-zero on any "
                "error)\n"
                "     --max-connections=N   Connections in all (default 4096)\n"
@@ -264,6 +286,8 @@ static int parse_args(int argc, char *argv[], BridgeConfig *c, char **config_fil
                 ARG_CONFIG,
                 ARG_BOOT_DIR,
                 ARG_HTTP_LISTEN,
+                ARG_TFTP_LISTEN,
+                ARG_TFTP_ROOT,
                 ARG_MAX_STREAMS,
                 ARG_MAX_STREAMS_PER_CERT
         };
@@ -285,6 +309,8 @@ static int parse_args(int argc, char *argv[], BridgeConfig *c, char **config_fil
                 { "config", required_argument, NULL, ARG_CONFIG },
                 { "boot-dir", required_argument, NULL, ARG_BOOT_DIR },
                 { "http-listen", required_argument, NULL, ARG_HTTP_LISTEN },
+                { "tftp-listen", required_argument, NULL, ARG_TFTP_LISTEN },
+                { "tftp-root", required_argument, NULL, ARG_TFTP_ROOT },
                 { "max-streams", required_argument, NULL, ARG_MAX_STREAMS },
                 { "max-streams-per-certificate", required_argument, NULL, ARG_MAX_STREAMS_PER_CERT },
                 {},
@@ -307,6 +333,12 @@ static int parse_args(int argc, char *argv[], BridgeConfig *c, char **config_fil
                 case ARG_BOOT_URL: target = &c->boot_base_url; break;
                 case ARG_BOOT_DIR: target = &c->boot_dir; break;
                 case ARG_HTTP_LISTEN: target = &c->http_listen; break;
+                case ARG_TFTP_LISTEN:
+                        target = &c->tftp_listen;
+                        break;
+                case ARG_TFTP_ROOT:
+                        target = &c->tftp_root;
+                        break;
                 case ARG_CONFIG: target = config_file; break;
                 case ARG_CHECK_WORKFLOWS: {
                         struct Workflows *w = NULL;
@@ -358,6 +390,7 @@ int main(int argc, char *argv[]) {
                 return log_oom(), 1;
         b->https = (Listener){ .bridge = b, .tls = true, .fd = -EBADF };
         b->http = (Listener){ .bridge = b, .fd = -EBADF };
+        b->tftp_fd = -EBADF;
         b->config = (BridgeConfig){ .max_connections = 4096,
                                     .max_per_ip = 64,
                                     .timeout_sec = 30,
@@ -409,6 +442,9 @@ int main(int argc, char *argv[]) {
         if (r < 0)
                 return 1;
         r = server_start(b);
+        if (r < 0)
+                return 1;
+        r = tftp_start(b);
         if (r < 0)
                 return 1;
 

@@ -9,6 +9,8 @@
 
 #include "macro.h"
 
+#define BOOT_DIR_DEFAULT "/srv/pureboot/boot"
+
 typedef struct Request Request;
 
 typedef struct BridgeConfig {
@@ -20,6 +22,8 @@ typedef struct BridgeConfig {
         char *boot_dir;        /* [Boot] Path=: the files served at /boot/files/ (kernels, initrds) */
         char *boot_base_url;   /* [Boot] BaseURL=: where boot scripts send firmware for them; default this bridge */
         char *http_listen;     /* [Boot] HTTPListen=: plain HTTP for /boot/ only, for firmware without TLS */
+        char *tftp_listen;     /* [Boot] TFTPListen=: TFTP, for boot loaders that fetch nothing else */
+        char *tftp_root;       /* [Boot] TFTPRoot=: what TFTP serves besides boot/ (default: Path=) */
         unsigned max_connections, max_per_ip, timeout_sec;
         unsigned max_watches,
                 max_watches_per_peer; /* WatchSession/WatchNode streams: in all, per certificate */
@@ -43,6 +47,12 @@ typedef struct Bridge {
         BridgeConfig config;
 
         Listener https, http; /* http.fd < 0: none */
+        /* tftp.c: the TFTP socket (< 0: none) and the transfers under way. */
+        int tftp_fd;
+        uint16_t tftp_port;
+        sd_event_source *tftp_source;
+        struct TftpTransfer *transfers;
+        unsigned n_transfers;
 
         struct VarlinkInterface *interface;
         char *ca_pem, *crl_pem, *cert_pem, *key_pem;
@@ -68,6 +78,10 @@ typedef struct Bridge {
 /* server.c: the HTTPS listener, and the plain HTTP one if there is one. */
 int server_start(Bridge *b);
 void server_stop(Bridge *b);
+
+/* tftp.c: TFTP on tftp_fd, if there is one. */
+int tftp_start(Bridge *b);
+void tftp_stop(Bridge *b);
 
 /* watch.c: one subscription to the controller's PropertiesChanged signals, for the CA's CRL and every
  * stream; and checking the streams' certificates again. */

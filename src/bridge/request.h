@@ -50,8 +50,8 @@ void request_resume(Request *req);
 void varlink_http_drop_waiting(Bridge *b);
 /* varlink-http.c: POST /call/<interface>.<method>. */
 int varlink_http_call(Request *req, const char *name);
-/* boot.c: GET /boot/ipxe (pi = false) and GET /boot/pi. */
-int boot_answer(Request *req, bool pi);
+/* boot.c: GET /boot/ipxe, /boot/grub and /boot/pi (kind: ipxe, grub, pi). */
+int boot_answer(Request *req, const char *kind);
 /* staging.c: /staging/NAME, a local backend's files for the clone certificates of its session. */
 int staging_file_answer(Request *req, const char *method, const char *name);
 /* The largest piece of a file one PUT to /staging/ carries. */

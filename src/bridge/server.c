@@ -160,8 +160,8 @@ static enum MHD_Result route(Request *req, const char *method) {
                 MHD_add_response_header(req->response, MHD_HTTP_HEADER_CONTENT_TYPE, "application/x-pem-file");
                 req->status = MHD_HTTP_OK;
                 r = 0;
-        } else if (STR_IN_SET(req->url, "/boot/ipxe", "/boot/pi"))
-                r = streq(method, MHD_HTTP_METHOD_GET) ? boot_answer(req, streq(req->url, "/boot/pi"))
+        } else if (STR_IN_SET(req->url, "/boot/ipxe", "/boot/grub", "/boot/pi"))
+                r = streq(method, MHD_HTTP_METHOD_GET) ? boot_answer(req, req->url + strlen("/boot/"))
                                                        : refuse_method(req);
         else if ((name = startswith(req->url, "/staging/")))
                 r = staging_file_answer(req, method, name);

@@ -388,9 +388,10 @@ def run(argv, bus, user=None, check=False, stdin=None, timeout=60):
                           input=stdin, timeout=timeout)
 
 
-def free_port():
+def free_port(kind=None):
+    """A TCP port (kind socket.SOCK_DGRAM: a UDP one) that nothing uses on loopback now."""
     import socket
-    with socket.socket() as s:
+    with socket.socket(type=kind or socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
@@ -400,7 +401,7 @@ class Bridge(Started):
 
     what = "the bridge"
 
-    def __init__(self, bus, directory, *args, address="127.0.0.1", http=False, netns=None):
+    def __init__(self, bus, directory, *args, address="127.0.0.1", http=False, tftp=False, netns=None):
         self.bus = bus
         self.netns = netns  # a network namespace to run in (the VM suite's)
         self.dir = directory
@@ -413,6 +414,11 @@ class Bridge(Started):
         self.http_url = f"http://{address}:{self.http_port}" if http else None
         if http:
             self.args.append(f"--http-listen={address}:{self.http_port}")
+        # TFTP, for boot loaders that fetch nothing else: a free port, or the standard one (tftp=69).
+        import socket
+        self.tftp_port = (tftp if tftp is not True else free_port(socket.SOCK_DGRAM)) if tftp else None
+        if tftp:
+            self.args.append(f"--tftp-listen={address}:{self.tftp_port}")
         self.log = directory / "bridge.log"
         self.ca = directory / "ca.pem"
         self.proc = None

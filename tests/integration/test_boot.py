@@ -248,3 +248,92 @@ def test_bridge_settings_are_checked(controller, tmp_path):
     r = subprocess.run([BRIDGE, f"--config={conf}", "--listen=127.0.0.1:0"], env=controller.bus.env,
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and "[Bridge] Address=bridge.test is not an IP address" in r.stderr, r.stderr
+
+
+def tftp_get(bridge, name, *args):
+    """(curl's exit code, what it fetched, its error text) for name from the bridge's TFTP listener."""
+    r = subprocess.run(["curl", "-s", "-S", *args, f"tftp://127.0.0.1:{bridge.tftp_port}/{name}"], capture_output=True,
+                       timeout=120)
+    return r.returncode, r.stdout, r.stderr.decode(errors="replace")
+
+
+def tftp_first_packet(bridge, packet):
+    """The first packet the bridge's TFTP listener answers packet with: (opcode, the rest)."""
+    import socket
+    with socket.socket(type=socket.SOCK_DGRAM) as s:
+        s.settimeout(10)
+        s.sendto(packet, ("127.0.0.1", bridge.tftp_port))
+        reply = s.recv(65536)
+    return int.from_bytes(reply[:2], "big"), reply[2:]
+
+
+def tftp_error(bridge, name, mode=b"octet", opcode=1):
+    """The error the bridge answers a request for name with: (TFTP error code, message), or None."""
+    op, rest = tftp_first_packet(bridge, opcode.to_bytes(2, "big") + name.encode() + b"\0" + mode + b"\0")
+    return (int.from_bytes(rest[:2], "big"), rest[2:].rstrip(b"\0").decode()) if op == 5 else None
+
+
+def test_tftp_serves_grub_answers_and_boot_files(controller, api, ctl, boot_tree, tmp_path):
+    """For boot loaders with TFTP and nothing else (Debian's signed GRUB network image): boot/grub/MAC is the
+    controller's answer as a GRUB script, boot/files/ is [Boot] Path=, any other name is under TFTPRoot=;
+    nothing outside them is reachable, and nothing is written."""
+    root = boot_tree / "tftp"
+    (root / "grub").mkdir(parents=True)
+    (root / "grub/grub.cfg").write_text("source (tftp,127.0.0.1)/boot/grub/$net_default_mac\n")
+    # More blocks than a 16-bit block number counts at the default 512 bytes: the number wraps round.
+    (root / "big.efi").write_bytes(os.urandom(33 << 20) + b"tail")
+    for p in (root, root / "grub", *root.rglob("*")):
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    b = Bridge(controller.bus, tmp_path, f"--config={boot_tree / 'bridge.conf'}", f"--tftp-root={root}",
+               tftp=True).start()
+    try:
+        assert f"Serving TFTP on port {b.tftp_port}" in b.log.read_text()
+        assert tftp_get(b, "grub/grub.cfg")[:2] == (0, (root / "grub/grub.cfg").read_bytes())
+        assert tftp_get(b, "/grub/grub.cfg")[:2] == (0, (root / "grub/grub.cfg").read_bytes())  # a leading slash
+        kernel = (boot_tree / "boot/deploy/vmlinuz").read_bytes()
+        for blksize in (None, "1468", "8"):
+            code, body, err = tftp_get(b, "boot/files/deploy/vmlinuz" if blksize != "8" else "boot/files/inside",
+                                       *(("--tftp-blksize", blksize) if blksize else ()))
+            assert code == 0 and body == (kernel if blksize != "8" else b"initrd"), (blksize, err)
+        code, body, err = tftp_get(b, "big.efi")
+        assert code == 0 and body == (root / "big.efi").read_bytes(), err
+        for name in ("missing", "boot/files/escape", "boot/files/../../secret", "../secret", "boot/files/deploy",
+                     "grub"):
+            assert tftp_error(b, name) == (1, "no such file"), name
+        assert tftp_error(b, "upload", opcode=2) == (4, "this server is read-only")
+        assert not (root / "upload").exists() and not (boot_tree / "boot/upload").exists()
+        assert tftp_error(b, "grub/grub.cfg", mode=b"netascii") == (4, "only octet mode is served")
+        assert tftp_first_packet(b, b"\0\1grub/grub.cfg") == (5, b"\0\0the request has no file name or no mode\0")
+        # Options: the blocks are as large as asked for, and tsize is the file's size (RFC 2348, 2349).
+        op, rest = tftp_first_packet(b, b"\0\1grub/grub.cfg\0octet\0blksize\x001468\0tsize\x000\0windowsize\x004\0")
+        size = (root / "grub/grub.cfg").stat().st_size
+        assert (op, rest) == (6, f"blksize\x001468\0tsize\x00{size}\0".encode())
+
+        # An unknown machine: registered, and sent back to its firmware's next boot entry.
+        code, script, err = tftp_get(b, "boot/grub/52:54:00:ab:cd:ef")
+        assert code == 0 and script.decode().endswith("\nexit\n"), err
+        assert nodes(api)["node-525400abcdef"][4] == "discovered"
+        code, message = tftp_error(b, "boot/grub/52:54:00:zz:cd:ef")
+        assert code == 0 and "not a MAC address" in message, message
+
+        # Partition mode: Debian's kernel and the deploy initrd, by TFTP from this bridge, with the node's
+        # token on a command line whose every word GRUB takes as it is.
+        api.node("web-01", "aa:bb:cc:00:00:01")
+        ctl("node", "set-mode", "web-01", "partition", check=True)
+        code, script, err = tftp_get(b, "boot/grub/aa:bb:cc:00:00:01")
+        script = script.decode()
+        assert code == 0, err
+        linux = next(line for line in script.splitlines() if line.startswith("linux "))
+        words = linux.split(" ")
+        assert words[:2] == ["linux", "(tftp,127.0.0.1)/boot/files/deploy/vmlinuz"], script
+        assert all(re.fullmatch(r"'[^' ]+'", w) for w in words[2:]), script
+        assert "\ninitrd (tftp,127.0.0.1)/boot/files/deploy/initrd.img\nboot\n" in script
+        settings = dict(re.findall(r"'pureboot\.(\w+)=([^' ]+)'", linux))
+        assert settings["mode"] == "partition" and len(settings["token"]) == 48
+        assert settings["server"] == f"https://127.0.0.1:{b.port}"
+        assert nodes(api)["web-01"][4] == "partitioning"
+        # The same answer over HTTP, for GRUB builds that have it.
+        status, body = get(b, "/boot/grub?mac=aa:bb:cc:00:00:01")
+        assert status == 200 and body.splitlines()[0] == script.splitlines()[0] and "\nboot\n" in body
+    finally:
+        assert b.stop() == 0, b.log.read_text()
