@@ -426,8 +426,11 @@ class Bridge(Started):
     def start(self):
         assert self.proc is None or self.stop() is not None  # the previous run's end checked
         self.seen = False
+        # TFTP's port 69, as pureboot-bridge-tftp.socket would hand it over: the one privilege it needs.
+        caps = ["--inh-caps=+net_bind_service", "--ambient-caps=+net_bind_service"] \
+            if self.tftp_port and self.tftp_port < 1024 else []
         self.proc = self.bus.spawn(["setpriv", f"--reuid={BRIDGE_USER}", f"--regid={BRIDGE_USER}", "--clear-groups",
-                                    str(BRIDGE), f"--listen={self.address}:{self.port}", f"--address={self.address}",
+                                    *caps, str(BRIDGE), f"--listen={self.address}:{self.port}", f"--address={self.address}",
                                     "--hostname=bridge.test", f"--workflows={REPO / 'workflows'}", *self.args],
                                    self.log, netns=self.netns)
 

@@ -32,8 +32,8 @@ def test_unit_verifies(tmp_path, name):
     unit.write_text(re.sub(r"^ExecStart=.*$", f"ExecStart={UNITS[name]}", text, flags=re.M))
     sockets = []
     if name == "pureboot-bridge.service":
-        # The HTTPS socket, and the plain HTTP one for firmware without TLS, both handed to this service.
-        for socket in ("pureboot-bridge.socket", "pureboot-bridge-http.socket"):
+        # The HTTPS socket, the plain HTTP one for firmware without TLS and the TFTP one, all handed to this service.
+        for socket in ("pureboot-bridge.socket", "pureboot-bridge-http.socket", "pureboot-bridge-tftp.socket"):
             (tmp_path / socket).write_text((REPO / "units" / socket).read_text())
             sockets.append(tmp_path / socket)
     r = subprocess.run(["systemd-analyze", "verify", "--man=no", unit, *sockets], capture_output=True, text=True)

@@ -21,6 +21,8 @@ from harness import BUILD, REPO, Bridge, Started, stop_all, wait_for
 from nodes import sh
 
 _accel = None
+# MACs of the suite's UEFI machines that get iPXE (snponly.efi) rather than shim.
+UEFI_IPXE_MACS = "52:54:00:50:49:*"
 
 
 def image():
@@ -88,23 +90,27 @@ class Fleet:
     def _start(self):
         self.kernel, self.initrd = image()
         self.accel = accelerator(self.kernel, self.initrd, self.dir)
-        self.server = Bridge(self.controller.bus, self.dir, f"--boot-dir={BUILD / 'boot'}", address=self.address,
-                             http=True, netns=self.ns).start()
-        # dnsmasq reads the TFTP directory as its own unprivileged user.
+        # The bridge serves TFTP too (deploy/pxe/dnsmasq.conf): what setup-tftp lays out, read as the bridge's
+        # unprivileged user, and each machine's GRUB answer.
         self.tftp = Path(tempfile.mkdtemp(prefix="pureboot-tftp-"))
         self.tftp.chmod(0o755)
+        self.server = Bridge(self.controller.bus, self.dir, f"--boot-dir={BUILD / 'boot'}", f"--tftp-root={self.tftp}",
+                             address=self.address, http=True, tftp=69, netns=self.ns)
         sh(REPO / "deploy/pxe/setup-tftp", self.tftp, self.server.http_url)
+        self.server.start()
         subnet = self.network.subnet
         self.log = self.dir / "dnsmasq.log"
         self.dnsmasq = Dnsmasq(subprocess.Popen(
             ["ip", "netns", "exec", self.ns, "dnsmasq", "--no-daemon", f"--conf-file={REPO / 'deploy/pxe/dnsmasq.conf'}",
-             f"--interface={self.bridge}", "--bind-interfaces", "--port=0", "--log-dhcp", "--enable-tftp",
-             f"--tftp-root={self.tftp}", f"--dhcp-range={subnet}.100,{subnet}.199,255.255.255.0,1h",
+             f"--interface={self.bridge}", "--bind-interfaces", "--port=0", "--log-dhcp",
+             # The suite's UEFI machines that boot iPXE rather than shim (dnsmasq.conf's tag uefi-ipxe).
+             f"--dhcp-mac=set:uefi-ipxe,{UEFI_IPXE_MACS}",
+             f"--dhcp-range={subnet}.100,{subnet}.199,255.255.255.0,1h",
              f"--dhcp-leasefile={self.dir / 'dnsmasq.leases'}", f"--pid-file={self.dir / 'dnsmasq.pid'}"],
             stdout=open(self.log, "w"), stderr=subprocess.STDOUT), self.log)
 
-    def vm(self, name, mac, disk):
-        vm = Vm(self, name, mac, disk)
+    def vm(self, name, mac, disk, firmware="bios", rom=True):
+        vm = Vm(self, name, mac, disk, firmware, rom)
         self.vms.append(vm)
         return vm
 
@@ -116,12 +122,22 @@ class Fleet:
                 shutil.rmtree(self.tftp, ignore_errors=True)
 
 
+# Debian's OVMF (package ovmf): code and the variables a new machine starts with.
+OVMF = {"uefi": ("OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd"),
+        # Secure Boot enforced, with Microsoft's keys enrolled (which signed Debian's shim).
+        "secureboot": ("OVMF_CODE_4M.secboot.fd", "OVMF_VARS_4M.ms.fd")}
+
+
 class Vm(Started):
     """A qemu machine with a virtio disk backed by a file, on a tap device of the fleet's bridge, that
-    PXE-boots (network first, then its disk) with its serial console, firmware included, in console.log."""
+    PXE-boots (network first, then its disk) with its serial console, firmware included, in console.log.
+    firmware: bios (SeaBIOS), uefi or secureboot (OVMF, with its variables in the VM's directory, kept across
+    its boots as a machine's NVRAM); rom=False: a network card without iPXE in its ROM, so the firmware's own
+    PXE fetches the first boot file by TFTP (OVMF has one; SeaBIOS has none)."""
 
-    def __init__(self, fleet, name, mac, disk):
+    def __init__(self, fleet, name, mac, disk, firmware="bios", rom=True):
         self.fleet, self.name, self.mac, self.disk = fleet, name, mac, disk
+        self.firmware, self.rom = firmware, rom
         self.what = f"qemu ({name})"
         self.dir = fleet.dir / name
         self.log = self.dir / "qemu.log"
@@ -129,6 +145,9 @@ class Vm(Started):
         self.tap = f"{fleet.tag}{name[-4:]}t"
         self.console = self.dir / "console.log"
         self.proc = None
+        self.vars = self.dir / "OVMF_VARS.fd"
+        if firmware != "bios" and not self.vars.exists():
+            shutil.copy(Path("/usr/share/OVMF") / OVMF[firmware][1], self.vars)
 
     def add_tap(self):
         sh("ip", "-n", self.fleet.ns, "tuntap", "add", self.tap, "mode", "tap")
@@ -138,12 +157,25 @@ class Vm(Started):
         """qemu's command line, run inside the fleet's namespace; boot: how it boots (default: the network
         first)."""
         accel = self.fleet.accel
+        rom = "" if self.rom else ",romfile="
+        if self.firmware == "bios":
+            machine = ["-machine", "graphics=off", *(boot or ("-boot", "n"))]
+            disk = ["-drive", f"file={self.disk},if=virtio,format=raw,cache=unsafe"]
+            nic = f"virtio-net-pci,netdev=n0,mac={self.mac}{rom}"
+        else:
+            # OVMF boots in the order of bootindex: the network card, then the disk.
+            secure = self.firmware == "secureboot"
+            machine = ["-machine", f"q35,graphics=off{',smm=on' if secure else ''}",
+                       *(("-global", "driver=cfi.pflash01,property=secure,value=on") if secure else ()),
+                       "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/{OVMF[self.firmware][0]}",
+                       "-drive", f"if=pflash,format=raw,unit=1,file={self.vars}", *boot]
+            disk = ["-drive", f"file={self.disk},if=none,id=d0,format=raw,cache=unsafe",
+                    "-device", "virtio-blk-pci,drive=d0,bootindex=2"]
+            nic = f"virtio-net-pci,netdev=n0,mac={self.mac}{rom}{'' if boot else ',bootindex=1'}"
         return ["qemu-system-x86_64", "-accel", accel, "-m", "1024",
-                "-smp", "2" if accel == "kvm" else "1", "-display", "none", "-vga", "none", "-machine", "graphics=off",
-                "-monitor", "none", "-no-reboot", *(boot or ("-boot", "n")),
-                "-netdev", f"tap,id=n0,ifname={self.tap},script=no,downscript=no",
-                "-device", f"virtio-net-pci,netdev=n0,mac={self.mac}",
-                "-drive", f"file={self.disk},if=virtio,format=raw,cache=unsafe",
+                "-smp", "2" if accel == "kvm" else "1", "-display", "none", "-vga", "none", *machine,
+                "-monitor", "none", "-no-reboot",
+                "-netdev", f"tap,id=n0,ifname={self.tap},script=no,downscript=no", "-device", nic, *disk,
                 "-serial", f"file:{console}"]
 
     def start(self):

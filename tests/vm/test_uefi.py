@@ -1,0 +1,96 @@
+# SPDX-License-Identifier: MIT
+"""UEFI machines as they ship, their network cards without iPXE in ROM, so OVMF's own PXE fetches the first
+boot file by TFTP from the bridge: with Secure Boot enforced (Microsoft's keys enrolled), Debian's signed
+shim, then Debian's signed GRUB network image, which asks the bridge for the machine's answer by TFTP and
+loads Debian's signed kernel and the deploy initrd; and, for machines that use iPXE, Debian's snponly.efi
+and pureboot.ipxe. Every result is checked on the disk files from the host."""
+
+import json
+import os
+import re
+
+from harness import wait_for
+from nodes import Loop, sh
+from test_fleet import step_of
+
+MIB = 1 << 20
+ROOT = "/org/pureboot/Controller1"
+
+
+def hardware(api, path):
+    """The inventory the node's agent last reported (Node.Hardware), {} before it did."""
+    text = api.prop(path, "Node", "Hardware")
+    return json.loads(text) if text else {}
+
+
+def test_secure_boot_through_shim_and_grub_into_partition_mode(fleet, api, ctl, tmp_path):
+    disk = tmp_path / "sb.img"
+    with open(disk, "wb") as f:
+        f.truncate(256 * MIB)
+    sh("sfdisk", "--quiet", disk, input="label: gpt\n")
+    node = api.node("vm-sb", "52:54:00:50:48:01")
+    ctl("node", "set-mode", "vm-sb", "partition", check=True)
+    vm = fleet.vm("vm-sb", "52:54:00:50:48:01", disk, firmware="secureboot", rom=False).start()
+    with step_of("Secure Boot") as s:
+        s["step"] = "OVMF's PXE loading shim, and shim loading GRUB, by TFTP"
+        vm.wait_console("Fetching Netboot Image grubx64.efi", 300, "shim fetching GRUB")
+        s["step"] = "GRUB asking the bridge for this machine's answer"
+        vm.wait_console("PureBoot: booting the deploy image for", 120, "GRUB running the bridge's answer")
+        s["step"] = "Debian's signed kernel and the deploy image, to the agent"
+        boot = vm.wait_console("PureBoot agent (partition)", 400, "systemd starting the agent the generator picked")
+        s["step"] = "the agent's hardware report"
+        wait_for(lambda: hardware(api, node).get("firmware"), timeout=120, interval=1,
+                 what=f"the VM's hardware report; console:\n{vm.text()[-3000:]}")
+        system = hardware(api, node)
+        assert system["firmware"] == "uefi" and system["secureBoot"] is True, system
+        # The kernel's EFI stub, started by GRUB through shim's check, says so too.
+        assert "EFI stub: UEFI Secure Boot is enabled." in vm.text()
+        s["step"] = "the first scan"
+        wait_for(lambda: "/dev/vda" in ctl("disk", "list", "vm-sb").stdout, timeout=120, interval=0.5,
+                 what=f"the VM's disk in the controller; console:\n{vm.text()[-3000:]}")
+        s["step"] = "queueing a create and applying it"
+        ctl("partition", "queue", "vm-sb", "vda", "create", "start_bytes=1M", "size_bytes=64M", "filesystem=ext4",
+            "label=secure", check=True)
+        r = ctl("partition", "apply", "vm-sb", "vda", "--follow")
+        assert r.returncode == 0, (r.stdout, r.stderr, vm.text()[-3000:])
+    console = vm.text()
+    print(f"VM suite ({fleet.accel}): Secure Boot enforced, shim → GRUB → Debian's kernel by TFTP from the bridge; "
+          f"the agent ran {boot:.1f} s after power-on and reported {system['firmware']}, Secure Boot "
+          f"{'on' if system['secureBoot'] else 'off'}")
+    vm.stop()
+    # The chain as it ran: shim fetched GRUB, GRUB asked the bridge (grub/grub.cfg) and booted its answer.
+    order = [console.index(words) for words in ("Fetching Netboot Image grubx64.efi", "PureBoot: asking",
+                                                "PureBoot: booting the deploy image", "EFI stub: UEFI Secure Boot")]
+    assert order == sorted(order), order
+    loop = Loop(disk)
+    try:
+        loop.scan_partitions()
+        wait_for(lambda: os.path.exists(loop.partition(1)), timeout=5, what="the new partition")
+        assert sh("blkid", "-o", "value", "-s", "LABEL", loop.partition(1)).stdout.strip() == "secure"
+        assert sh("fsck.ext4", "-n", loop.partition(1), check=False).returncode == 0
+    finally:
+        loop.detach()
+    disk.unlink()
+
+
+def test_uefi_without_a_rom_chains_snponly_to_the_bridge(fleet, api, tmp_path):
+    disk = tmp_path / "ipxe.img"
+    with open(disk, "wb") as f:
+        f.truncate(64 * MIB)
+    mac = "52:54:00:50:49:01"  # UEFI_IPXE_MACS: dnsmasq hands it snponly.efi
+    vm = fleet.vm("vm-snp", mac, disk, firmware="uefi", rom=False).start()
+    with step_of("UEFI with iPXE") as s:
+        s["step"] = "OVMF's PXE loading snponly.efi by TFTP"
+        vm.wait_console("iPXE", 300, "snponly.efi starting")
+        s["step"] = "iPXE running pureboot.ipxe and the bridge's answer"
+        seconds = vm.wait_console("nothing to do for this machine", 120, "the bridge's answer for an unknown machine")
+        nodes = {n[1]: n for n in api.ok(ROOT, "Manager", "ListNodes")[0]}
+        node = nodes.get("node-525400504901")
+        assert node and node[2] == mac and node[4] == "discovered", nodes
+    # The bridge's TFTP sent iPXE, then its script, to this machine (its only address in the fleet).
+    sent = re.findall(r'TFTP: sent "([^"]+)"', fleet.server.log.read_text())
+    assert sent[:2] == ["snponly.efi", "pureboot.ipxe"], sent
+    vm.stop()
+    print(f"VM suite ({fleet.accel}): UEFI without a ROM: OVMF → snponly.efi → pureboot.ipxe → the bridge, "
+          f"{seconds:.1f} s after power-on")
+    disk.unlink()
