@@ -16,6 +16,7 @@
 #include "apply.h"
 #include "device.h"
 #include "domain.h"
+#include "efi-boot.h"
 #include "format.h"
 #include "fscheck.h"
 #include "gpt.h"
@@ -215,6 +216,32 @@ static int finish_identity(Agent *a, const char *role_word) {
         return 0;
 }
 
+/* On a UEFI machine, the clone's entry in its NVRAM, said in a note with the completion: the disk is whole
+ * either way, and an entry that cannot be made is no reason to copy it again. */
+static int finish_boot_entry(Agent *a) {
+        _cleanup_free_ char *summary = NULL, *error = NULL, *note = NULL;
+        int r = efi_boot_entry_ensure(a->settings.device, &summary, &error);
+
+        if (r == -ENOMEM)
+                return log_oom(), agent_finish(a, AGENT_EXIT_FAILURE), r;
+        if (r < 0) {
+                log_warning("The clone's UEFI boot entry was not made: %s.", error ?: strerror(-r));
+                r = asprintf(&note,
+                             "UEFI boot entry not made: %s; boot the clone once from the firmware's boot "
+                             "menu, or "
+                             "add its entry with efibootmgr",
+                             error ?: strerror(-r));
+        } else {
+                log_info("UEFI: %s.", summary);
+                if (access("/sys/firmware/efi", F_OK) < 0)
+                        return 0;
+                r = asprintf(&note, "UEFI: %s", summary);
+        }
+        if (r < 0 || strv_extend(&a->notes, note) < 0)
+                return log_oom(), agent_finish(a, AGENT_EXIT_FAILURE), -ENOMEM;
+        return 0;
+}
+
 /* Each filesystem written, checked read-only by its own tool: a target whose filesystems do not hold
  * together has not completed, whatever the digests say. The verdicts go with the completion. */
 static int finish_checks(Agent *a, const char *role_word) {
@@ -268,5 +295,8 @@ int resize_finish_target(Agent *a, Device *dev, const char *role_word) {
         r = finish_identity(a, role_word);
         if (r < 0)
                 return r;
-        return finish_checks(a, role_word);
+        r = finish_checks(a, role_word);
+        if (r < 0)
+                return r;
+        return finish_boot_entry(a);
 }

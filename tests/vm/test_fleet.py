@@ -157,9 +157,10 @@ def test_partition_mode_applies_a_queued_resize_and_create(fleet, api, ctl, tmp_
 
 
 def clone_pair(fleet, api, ctl, tmp_path, name, macs, resize, target_mib, mode="direct", storage=None,
-               create_args=()):
+               create_args=(), **machine):
     """A 512 MiB source disk as installers make them (GPT, ESP, ext4 root of known files) and a blank target,
-    two nodes and a started session; returns (session path, id, files, target file, VMs)."""
+    two nodes and a started session; returns (session path, id, files, target file, VMs). machine: the VMs'
+    firmware and rom (Fleet.vm)."""
     loops = []
     source, files = make_root_last_disk(tmp_path, loops, size=512 * MIB, data_files=2)
     for loop in loops:
@@ -173,7 +174,8 @@ def clone_pair(fleet, api, ctl, tmp_path, name, macs, resize, target_mib, mode="
               f"--target={name}-tgt", "--source-device=/dev/vda", "--target-device=/dev/vda",
               *([f"--storage={storage}"] if storage else []), *create_args, check=True).stdout.split()[-1]
     ctl("clone", "start", sid, check=True)
-    vms = [fleet.vm(f"{name}-src", macs[0], source.backing), fleet.vm(f"{name}-tgt", macs[1], target)]
+    vms = [fleet.vm(f"{name}-src", macs[0], source.backing, **machine),
+           fleet.vm(f"{name}-tgt", macs[1], target, **machine)]
     return f"/org/pureboot/Controller1/clone/{sid}", sid, files, target, vms
 
 

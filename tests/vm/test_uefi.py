@@ -11,7 +11,8 @@ import re
 
 from harness import wait_for
 from nodes import Loop, sh
-from test_fleet import step_of
+from test_fleet import check_target, clone_pair, step_of, wait_session_end
+from vm import debian_efi_loaders
 
 MIB = 1 << 20
 ROOT = "/org/pureboot/Controller1"
@@ -94,3 +95,51 @@ def test_uefi_without_a_rom_chains_snponly_to_the_bridge(fleet, api, tmp_path):
     print(f"VM suite ({fleet.accel}): UEFI without a ROM: OVMF → snponly.efi → pureboot.ipxe → the bridge, "
           f"{seconds:.1f} s after power-on")
     disk.unlink()
+
+
+def test_uefi_clone_boots_by_itself_through_the_boot_entry_its_agent_made(fleet, api, ctl, tmp_path):
+    """A clone between two UEFI machines with Secure Boot enforced, the source's ESP laid out as Debian
+    installs it (EFI/debian: shim, GRUB, a grub.cfg beside them; nothing at EFI/BOOT/BOOTX64.EFI, so the
+    firmware's entry for the disk itself finds no loader). The target's agent adds a Boot#### entry for
+    shim to its NVRAM; switched on again, the target boots the clone from its disk by itself."""
+    path, sid, files, target, vms = clone_pair(fleet, api, ctl, tmp_path, "efi", ("52:54:00:50:48:11",
+                                                                                  "52:54:00:50:48:12"),
+                                               "grow_target", 512, firmware="secureboot", rom=False)
+    shim, grub = debian_efi_loaders(tmp_path)
+    config = tmp_path / "grub.cfg"
+    config.write_text(f'echo "{DISK_BOOT}"\nsleep 2\nhalt\n')
+    esp = f"{vms[0].disk}@@1M"  # make_root_last_disk's ESP starts at 1 MiB
+    sh("mmd", "-i", esp, "::/EFI", "::/EFI/debian")
+    for source, name in ((shim, "shimx64.efi"), (grub, "grubx64.efi"), (config, "grub.cfg")):
+        sh("mcopy", "-i", esp, source, f"::/EFI/debian/{name}")
+    with step_of("UEFI clone") as s:
+        s["step"] = "both machines through shim and GRUB to their agents"
+        for vm in vms:
+            vm.start()
+        for vm, mode in zip(vms, ("clone_source_direct", "clone_target_direct")):
+            vm.wait_console(f"PureBoot agent ({mode})", 400, "the clone agent")
+        s["step"] = "the clone"
+        wait_session_end(api, path, vms, 600)
+        s["step"] = "both machines rebooting once their reports are in"
+        for vm in vms:
+            assert vm.wait_exit(120, "the reboot after the job") == 0
+        shown = ctl("clone", "show", sid, check=True).stdout
+        entry = re.search(r'UEFI: boot entry Boot([0-9A-F]{4}) "debian" for \\EFI\\debian\\shimx64\.efi on partition 1 '
+                          r'made; BootOrder (\S+)', shown)
+        assert entry, shown
+        s["step"] = "the target switched on again: PXE says boot locally, the firmware takes the new entry"
+        vm = vms[1].boot_again("console-disk.log")
+        seconds = vm.wait_console(DISK_BOOT, 300, "the clone's own GRUB from its disk")
+        assert vm.wait_exit(60, "the clone's GRUB halting") == 0
+    console = vm.text()
+    # The bridge's answer (boot locally), the disk's own entry finding no loader, then the new entry.
+    assert "PureBoot: nothing to do for this machine" in console
+    assert f'BdsDxe: starting Boot{entry.group(1)} "debian"' in console, console[-3000:]
+    order = entry.group(2).split(",")
+    print(f"VM suite ({fleet.accel}): UEFI clone with Secure Boot; the target's agent made Boot{entry.group(1)} "
+          f"(BootOrder {','.join(order)}), and the target booted the clone's shim and GRUB from its disk by itself "
+          f"{seconds:.1f} s after power-on")
+    check_target(target, files, tmp_path, (511 - 65) * MIB, vms)
+
+
+DISK_BOOT = "PureBoot test: the clone's own GRUB runs from its disk"

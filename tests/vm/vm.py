@@ -168,7 +168,10 @@ class Vm(Started):
             machine = ["-machine", f"q35,graphics=off{',smm=on' if secure else ''}",
                        *(("-global", "driver=cfi.pflash01,property=secure,value=on") if secure else ()),
                        "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/{OVMF[self.firmware][0]}",
-                       "-drive", f"if=pflash,format=raw,unit=1,file={self.vars}", *boot]
+                       "-drive", f"if=pflash,format=raw,unit=1,file={self.vars}",
+                       # IPv4 PXE only: a machine sent back to its firmware (boot locally) goes on to its disk
+                       # without first waiting for a DHCPv6 server the fleet does not have.
+                       "-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n", *boot]
             disk = ["-drive", f"file={self.disk},if=none,id=d0,format=raw,cache=unsafe",
                     "-device", "virtio-blk-pci,drive=d0,bootindex=2"]
             nic = f"virtio-net-pci,netdev=n0,mac={self.mac}{rom}{'' if boot else ',bootindex=1'}"
@@ -183,6 +186,16 @@ class Vm(Started):
         self.started = time.monotonic()
         self.proc = subprocess.Popen(["ip", "netns", "exec", self.fleet.ns, *self.command(self.console)],
                                      stdout=open(self.log, "w"), stderr=subprocess.STDOUT)
+        return self
+
+    def boot_again(self, console):
+        """Switches the machine on again after it powered off (same disk, same NVRAM), its console now in the
+        file console of its directory."""
+        assert self.proc.poll() is not None, f"{self.name} still runs"
+        self.console = self.dir / console
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(["ip", "netns", "exec", self.fleet.ns, *self.command(self.console)],
+                                     stdout=open(self.log, "a"), stderr=subprocess.STDOUT)
         return self
 
     def text(self):
@@ -241,6 +254,21 @@ def on_set(parm, value, state):
     elif parm == "power" and value == "0" and running(state):
         os.kill(state["pid"], signal.SIGKILL)
 """
+
+
+def debian_efi_loaders(directory):
+    """Debian's signed shim and its signed GRUB for disks, as an installed Debian has them on its ESP (as
+    EFI/debian/shimx64.efi and grubx64.efi): the installed packages' files, or the packages downloaded and
+    unpacked in directory (never installed: they would change this machine's own boot loader)."""
+    shim, grub = Path("/usr/lib/shim/shimx64.efi.signed"), Path("/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed")
+    if shim.exists() and grub.exists():
+        return shim, grub
+    debs = directory / "debs"
+    debs.mkdir(exist_ok=True)
+    sh("apt-get", "download", "-q", "shim-signed", "grub-efi-amd64-signed", cwd=debs)
+    for deb in debs.glob("*.deb"):
+        sh("dpkg-deb", "-x", deb, debs / "root")
+    return debs / "root" / shim.relative_to("/"), debs / "root" / grub.relative_to("/")
 
 
 def root_boot(directory):

@@ -17,7 +17,7 @@ depends() {
 installkernel() {
         # Disks and network cards of virtual and real machines, and the filesystems the agent resizes.
         hostonly='' instmods virtio_net virtio_blk virtio_pci virtio_scsi nvme ahci sd_mod e1000 e1000e igb ixgbe \
-                r8169 tg3 bnxt_en af_packet ext4 xfs btrfs vfat nls_cp437 nls_iso8859_1 loop
+                r8169 tg3 bnxt_en af_packet ext4 xfs btrfs vfat nls_cp437 nls_iso8859_1 loop efivarfs
 }
 
 install() {
@@ -31,6 +31,8 @@ install() {
         inst_multiple -o fatresize ssh-keygen fsck.exfat
         # disk erase --method secure: the drive's own erase (NVMe format, ATA security erase)
         inst_multiple -o nvme hdparm
+        # a UEFI clone's boot entry in the target machine's NVRAM
+        inst_multiple efibootmgr
         inst_multiple /usr/lib/systemd/systemd-networkd /usr/lib/systemd/systemd-networkd-wait-online \
                 "$systemdsystemunitdir/systemd-networkd.service" "$systemdsystemunitdir/systemd-networkd.socket" \
                 "$systemdsystemunitdir/systemd-networkd-wait-online.service" \
