@@ -162,20 +162,25 @@ static int read_entries(const char *guid, const char *loader, Entries *ret, char
         return 0;
 }
 
-/* BootOrder with number right after the network entries that lead it. */
+/* BootOrder with number right after the network entries that lead the others (efibootmgr --create put it
+ * first: it does not count). */
 static char *order_with(const Entries *e, const char *number) {
         _cleanup_free_ char *order = strdup("");
-        size_t lead = 0;
+        bool placed = false;
 
-        while (e->order[lead] && strv_contains((const char *const *) e->network, e->order[lead]))
-                lead++;
-        for (size_t i = 0; order && i <= strv_length(e->order); i++) {
-                if (i == lead && strextend_printf(&order, "%s%s", *order ? "," : "", number) < 0)
-                        return NULL;
-                if (e->order[i] && strcasecmp(e->order[i], number) != 0 &&
-                    strextend_printf(&order, "%s%s", *order ? "," : "", e->order[i]) < 0)
+        STRV_FOREACH(o, e->order) {
+                if (strcasecmp(*o, number) == 0)
+                        continue;
+                if (!placed && !strv_contains((const char *const *) e->network, *o)) {
+                        if (strextend_printf(&order, "%s%s", *order ? "," : "", number) < 0)
+                                return NULL;
+                        placed = true;
+                }
+                if (strextend_printf(&order, "%s%s", *order ? "," : "", *o) < 0)
                         return NULL;
         }
+        if (!placed && strextend_printf(&order, "%s%s", *order ? "," : "", number) < 0)
+                return NULL;
         return TAKE_PTR(order);
 }
 

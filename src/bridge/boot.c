@@ -116,6 +116,14 @@ static char *grub_quote_words(const char *words) {
         return TAKE_PTR(out);
 }
 
+/* Where OSes put their UEFI loaders, as GRUB searches the disks for them: shim, then GRUB, of each usual
+ * vendor; Windows; the removable-media path last. */
+#define GRUB_DISK_LOADERS                                                                                   \
+        "/EFI/debian/shimx64.efi /EFI/ubuntu/shimx64.efi /EFI/fedora/shimx64.efi /EFI/redhat/shimx64.efi "  \
+        "/EFI/centos/shimx64.efi /EFI/rocky/shimx64.efi /EFI/almalinux/shimx64.efi /EFI/opensuse/shim.efi " \
+        "/EFI/sles/shim.efi /EFI/debian/grubx64.efi /EFI/ubuntu/grubx64.efi /EFI/fedora/grubx64.efi "       \
+        "/EFI/Microsoft/Boot/bootmgfw.efi /EFI/BOOT/BOOTX64.EFI"
+
 char *boot_grub_script(Bridge *b, const BootReply *a, const char *mac) {
         const char *server = b->config.address ?: b->config.hostname;
         _cleanup_free_ char *args = NULL;
@@ -153,12 +161,24 @@ char *boot_grub_script(Bridge *b, const BootReply *a, const char *mac) {
                                                  : "another machine holds this node's identity now",
                         server, mac);
         else
-                /* exit: back to the firmware, which boots the next entry of its boot order. */
-                r = asprintf(&script,
-                             "# PureBoot: node %s (%s) has no job\n"
-                             "echo 'PureBoot: nothing to do for this machine; booting from its own disk'\n"
-                             "exit\n",
-                             a->node, a->state);
+                /* GRUB's exit returns success, after which EDK2 firmware shows its menu rather than go on to
+                 * the next boot entry: the OS loader on the machine's disks is started from here instead,
+                 * the first found of the usual ones (shim first: under Secure Boot it is what GRUB may
+                 * start); exit only when there is none. */
+                r = asprintf(
+                        &script,
+                        "# PureBoot: node %s (%s) has no job\n"
+                        "echo 'PureBoot: nothing to do for this machine; booting from its own disk'\n"
+                        "for loader in %s; do\n"
+                        "        if search --no-floppy --set=root --file $loader; then\n"
+                        "                echo \"PureBoot: starting $loader on $root\"\n"
+                        "                chainloader $loader\n"
+                        "                boot\n"
+                        "        fi\n"
+                        "done\n"
+                        "echo 'PureBoot: no OS loader on this machine'\''s disks; back to the firmware'\n"
+                        "exit\n",
+                        a->node, a->state, GRUB_DISK_LOADERS);
         return r < 0 ? NULL : script;
 }
 
@@ -202,7 +222,8 @@ static int render(BootCall *bc, sd_bus_message *m) {
                 json_object_object_add(o, "action", json_object_new_string(action));
                 for (size_t i = 0; i < ELEMENTSOF(messages); i++)
                         if (streq(action, messages[i].action))
-                                json_object_object_add(o, "message", json_object_new_string(messages[i].message));
+                                json_object_object_add(o, "message",
+                                                       json_object_new_string(messages[i].message));
                 json_object_object_add(o, "node", json_object_new_string(node));
                 if (w) {
                         json_object_object_add(o, "workflow", json_object_new_string(w->id));

@@ -311,7 +311,11 @@ def test_tftp_serves_grub_answers_and_boot_files(controller, api, ctl, boot_tree
 
         # An unknown machine: registered, and sent back to its firmware's next boot entry.
         code, script, err = tftp_get(b, "boot/grub/52:54:00:ab:cd:ef")
-        assert code == 0 and script.decode().endswith("\nexit\n"), err
+        script = script.decode()
+        # GRUB's exit lands EDK2 firmware in its menu: the disk's OS loader is started from the script.
+        assert code == 0 and "chainloader $loader\n" in script and script.endswith("\nexit\n"), err
+        for path in ("/EFI/debian/shimx64.efi", "/EFI/Microsoft/Boot/bootmgfw.efi", "/EFI/BOOT/BOOTX64.EFI"):
+            assert path in script
         assert nodes(api)["node-525400abcdef"][4] == "discovered"
         code, message = tftp_error(b, "boot/grub/52:54:00:zz:cd:ef")
         assert code == 0 and "not a MAC address" in message, message

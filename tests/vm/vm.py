@@ -153,9 +153,9 @@ class Vm(Started):
         sh("ip", "-n", self.fleet.ns, "tuntap", "add", self.tap, "mode", "tap")
         sh("ip", "-n", self.fleet.ns, "link", "set", self.tap, "master", self.fleet.bridge, "up")
 
-    def command(self, console, boot=()):
+    def command(self, console, boot=(), network=True):
         """qemu's command line, run inside the fleet's namespace; boot: how it boots (default: the network
-        first)."""
+        first); network=False: without its network card."""
         accel = self.fleet.accel
         rom = "" if self.rom else ",romfile="
         if self.firmware == "bios":
@@ -178,7 +178,8 @@ class Vm(Started):
         return ["qemu-system-x86_64", "-accel", accel, "-m", "1024",
                 "-smp", "2" if accel == "kvm" else "1", "-display", "none", "-vga", "none", *machine,
                 "-monitor", "none", "-no-reboot",
-                "-netdev", f"tap,id=n0,ifname={self.tap},script=no,downscript=no", "-device", nic, *disk,
+                *(("-netdev", f"tap,id=n0,ifname={self.tap},script=no,downscript=no", "-device", nic) if network
+                  else ("-nic", "none")), *disk,
                 "-serial", f"file:{console}"]
 
     def start(self):
@@ -188,13 +189,14 @@ class Vm(Started):
                                      stdout=open(self.log, "w"), stderr=subprocess.STDOUT)
         return self
 
-    def boot_again(self, console):
+    def boot_again(self, console, network=True):
         """Switches the machine on again after it powered off (same disk, same NVRAM), its console now in the
-        file console of its directory."""
+        file console of its directory; network=False: with its network card taken out."""
         assert self.proc.poll() is not None, f"{self.name} still runs"
         self.console = self.dir / console
         self.started = time.monotonic()
-        self.proc = subprocess.Popen(["ip", "netns", "exec", self.fleet.ns, *self.command(self.console)],
+        self.proc = subprocess.Popen(["ip", "netns", "exec", self.fleet.ns,
+                                      *self.command(self.console, network=network)],
                                      stdout=open(self.log, "a"), stderr=subprocess.STDOUT)
         return self
 
