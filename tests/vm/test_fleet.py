@@ -179,6 +179,14 @@ def clone_pair(fleet, api, ctl, tmp_path, name, macs, resize, target_mib, mode="
     return f"/org/pureboot/Controller1/clone/{sid}", sid, files, target, vms
 
 
+def boot_to_agents(vms, modes, timeout=300):
+    """Switches vms on and waits until each runs the agent of its mode; returns the seconds each took."""
+    for vm in vms:
+        vm.start()
+    return [vm.wait_console(f"PureBoot agent ({mode})", timeout, f"systemd starting the agent ({mode})")
+            for vm, mode in zip(vms, modes)]
+
+
 def wait_session_end(api, path, vms, timeout):
     def done():
         return api.prop(path, "CloneSession", "Status") in ("completed", "failed", "cancelled")
@@ -212,11 +220,7 @@ def test_direct_clone_between_vms(fleet, api, ctl, tmp_path):
                                                "grow_target", 768)
     with step_of("direct clone") as s:
         s["step"] = "PXE-booting both VMs to their agents"
-        boots = []
-        for vm in vms:
-            vm.start()
-        for vm, mode in zip(vms, ("clone_source_direct", "clone_target_direct")):
-            boots.append(vm.wait_console(f"PureBoot agent ({mode})", 300, "systemd starting the clone agent"))
+        boots = boot_to_agents(vms, ("clone_source_direct", "clone_target_direct"))
         s["step"] = "the clone"
         wait_session_end(api, path, vms, 600)
         seconds = (api.prop(path, "CloneSession", "CompletedAt") - api.prop(path, "CloneSession", "StartedAt")) / 1e6
@@ -242,10 +246,7 @@ def test_staged_clone_kept_as_an_image_then_deployed_to_three_vms(fleet, network
                                                    create_args=("--keep-as=fleet-image",))
         with step_of("staged clone") as s:
             s["step"] = "PXE-booting both VMs to their agents"
-            for vm in vms:
-                vm.start()
-            for vm, mode in zip(vms, ("clone_source_staged", "clone_target_staged")):
-                vm.wait_console(f"PureBoot agent ({mode})", 300, "systemd starting the staged agent")
+            boot_to_agents(vms, ("clone_source_staged", "clone_target_staged"))
             s["step"] = "the upload and the download"
             wait_session_end(api, path, vms, 900)
             seconds = (api.prop(path, "CloneSession", "CompletedAt") -
@@ -279,10 +280,7 @@ def test_staged_clone_kept_as_an_image_then_deployed_to_three_vms(fleet, network
                          "--target=img-2", "--target=img-3", "--target-device=/dev/vda", check=True).stdout.strip()
             dpath = f"/org/pureboot/Controller1/clone/{deploy}"
             s["step"] = "PXE-booting three VMs to their agents"
-            for vm in fleet_vms:
-                vm.start()
-            for vm in fleet_vms:
-                vm.wait_console("PureBoot agent (clone_target_staged)", 300, "systemd starting the staged agent")
+            boot_to_agents(fleet_vms, ["clone_target_staged"] * len(fleet_vms))
             s["step"] = "the three downloads"
             wait_for(lambda: api.prop(dpath, "CloneSession", "Status") in ("completed", "failed", "cancelled"),
                      timeout=900, interval=1, what="the deploy to end; consoles:\n" +

@@ -8,11 +8,12 @@ and pureboot.ipxe. Every result is checked on the disk files from the host."""
 import json
 import os
 import re
+import subprocess
 
-from harness import wait_for
+from harness import REPO, wait_for
 from nodes import Loop, sh
-from test_fleet import check_target, clone_pair, step_of, wait_session_end
-from vm import debian_efi_loaders
+from test_fleet import boot_to_agents, check_target, clone_pair, step_of, wait_session_end
+from vm import Dnsmasq, debian_efi_loaders
 
 MIB = 1 << 20
 ROOT = "/org/pureboot/Controller1"
@@ -22,6 +23,11 @@ def hardware(api, path):
     """The inventory the node's agent last reported (Node.Hardware), {} before it did."""
     text = api.prop(path, "Node", "Hardware")
     return json.loads(text) if text else {}
+
+
+def tftp_sent(fleet):
+    """The files the bridge's TFTP sent whole, in order."""
+    return re.findall(r'TFTP: sent "([^"]+)"', fleet.server.log.read_text())
 
 
 def test_secure_boot_through_shim_and_grub_into_partition_mode(fleet, api, ctl, tmp_path):
@@ -88,9 +94,8 @@ def test_uefi_without_a_rom_chains_snponly_to_the_bridge(fleet, api, tmp_path):
         nodes = {n[1]: n for n in api.ok(ROOT, "Manager", "ListNodes")[0]}
         node = nodes.get("node-525400504901")
         assert node and node[2] == mac and node[4] == "discovered", nodes
-    # The bridge's TFTP sent iPXE, then its script, to this machine (its only address in the fleet).
-    sent = re.findall(r'TFTP: sent "([^"]+)"', fleet.server.log.read_text())
-    assert sent[:2] == ["snponly.efi", "pureboot.ipxe"], sent
+    # The bridge's TFTP sent iPXE, then its script, to this machine (the only one in the fleet).
+    assert tftp_sent(fleet)[:2] == ["snponly.efi", "pureboot.ipxe"], tftp_sent(fleet)
     vm.stop()
     print(f"VM suite ({fleet.accel}): UEFI without a ROM: OVMF → snponly.efi → pureboot.ipxe → the bridge, "
           f"{seconds:.1f} s after power-on")
@@ -116,10 +121,7 @@ def test_uefi_clone_boots_by_itself_through_the_boot_entry_its_agent_made(fleet,
         sh("mcopy", "-i", esp, source, f"::/EFI/debian/{name}")
     with step_of("UEFI clone") as s:
         s["step"] = "both machines through shim and GRUB to their agents"
-        for vm in vms:
-            vm.start()
-        for vm, mode in zip(vms, ("clone_source_direct", "clone_target_direct")):
-            vm.wait_console(f"PureBoot agent ({mode})", 400, "the clone agent")
+        boot_to_agents(vms, ("clone_source_direct", "clone_target_direct"), 400)
         s["step"] = "the clone"
         wait_session_end(api, path, vms, 600)
         s["step"] = "both machines rebooting once their reports are in"
@@ -153,3 +155,45 @@ def test_uefi_clone_boots_by_itself_through_the_boot_entry_its_agent_made(fleet,
 
 
 DISK_BOOT = "PureBoot test: the clone's own GRUB runs from its disk"
+
+
+def test_proxy_dhcp_next_to_the_sites_own_dhcp_server(fleet, network, api, tmp_path):
+    """The site's DHCP server (a dnsmasq of its own, on another machine, that knows nothing of PXE) gives
+    the address; PureBoot's dnsmasq in proxy mode adds only the boot options (deploy/pxe/dnsmasq.conf's
+    header: dhcp-range=…,proxy and its pxe-service= lines): OVMF's PXE fetches snponly.efi, iPXE takes the
+    proxy's pureboot.ipxe, and the bridge answers. (Debian's signed GRUB 2.06 does not take its server from
+    a proxy DHCP offer: tried here, it asks no one for its grub.cfg. Under proxy DHCP, UEFI machines get
+    iPXE, which needs Secure Boot off.)"""
+    ns, address = network.node("site-dhcp")
+    subnet = network.subnet
+    site_log = tmp_path / "site-dhcp.log"
+    site = Dnsmasq(subprocess.Popen(
+        ["ip", "netns", "exec", ns, "dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0", "--log-dhcp",
+         f"--interface={network.links[ns]}", "--bind-interfaces",
+         f"--dhcp-range={subnet}.100,{subnet}.199,255.255.255.0,1h", f"--dhcp-leasefile={tmp_path / 'site.leases'}",
+         f"--pid-file={tmp_path / 'site.pid'}"], stdout=open(site_log, "w"), stderr=subprocess.STDOUT), site_log)
+    try:
+        # dnsmasq.conf's header, with this fleet's address for the bridge's.
+        header = (REPO / "deploy/pxe/dnsmasq.conf").read_text()
+        proxy = [line[len("#   "):].replace("192.0.2.1", fleet.address).replace("192.0.2.0", f"{subnet}.0")
+                 for line in header.splitlines() if re.match(r"#   (dhcp-range=.*,proxy|pxe-service=)", line)]
+        assert len(proxy) == 5, proxy
+        fleet.restart_dnsmasq(*(f"--{line}" for line in proxy))
+        disk = tmp_path / "proxy.img"
+        with open(disk, "wb") as f:
+            f.truncate(64 * MIB)
+        vm = fleet.vm("vm-proxy", "52:54:00:50:48:21", disk, firmware="uefi", rom=False).start()
+        with step_of("proxy DHCP") as s:
+            s["step"] = "the firmware's PXE with the site's address and PureBoot's boot options, then iPXE's"
+            seconds = vm.wait_console("nothing to do for this machine", 300, "the bridge's answer through iPXE")
+        leases = (tmp_path / "site.leases").read_text()
+        assert "52:54:00:50:48:21" in leases, leases  # the address came from the site's server
+        assert not (fleet.dir / "dnsmasq.leases").exists() or "52:54:00:50:48:21" not in \
+            (fleet.dir / "dnsmasq.leases").read_text()
+        assert tftp_sent(fleet)[:2] == ["snponly.efi", "pureboot.ipxe"], tftp_sent(fleet)
+        vm.stop()
+        print(f"VM suite ({fleet.accel}): proxy DHCP next to the site's DHCP server: OVMF → snponly.efi → "
+              f"pureboot.ipxe → the bridge's answer {seconds:.1f} s after power-on")
+        disk.unlink()
+    finally:
+        site.stop()

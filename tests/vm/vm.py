@@ -65,6 +65,7 @@ def accelerator(kernel, initrd, directory):
 
 class Dnsmasq(Started):
     what = "dnsmasq"
+    term_status = (0, -signal.SIGTERM)  # dnsmasq's own handler, or the signal before it set one
 
     def __init__(self, proc, log):
         self.proc, self.log = proc, log
@@ -98,16 +99,24 @@ class Fleet:
                              address=self.address, http=True, tftp=69, netns=self.ns)
         sh(REPO / "deploy/pxe/setup-tftp", self.tftp, self.server.http_url)
         self.server.start()
-        subnet = self.network.subnet
+        self.start_dnsmasq(f"--dhcp-range={self.network.subnet}.100,{self.network.subnet}.199,255.255.255.0,1h")
+
+    def start_dnsmasq(self, *args):
+        """dnsmasq with deploy/pxe/dnsmasq.conf and args, the site's own settings (a DHCP range, or proxy
+        DHCP)."""
         self.log = self.dir / "dnsmasq.log"
         self.dnsmasq = Dnsmasq(subprocess.Popen(
             ["ip", "netns", "exec", self.ns, "dnsmasq", "--no-daemon", f"--conf-file={REPO / 'deploy/pxe/dnsmasq.conf'}",
              f"--interface={self.bridge}", "--bind-interfaces", "--port=0", "--log-dhcp",
              # The suite's UEFI machines that boot iPXE rather than shim (dnsmasq.conf's tag uefi-ipxe).
-             f"--dhcp-mac=set:uefi-ipxe,{UEFI_IPXE_MACS}",
-             f"--dhcp-range={subnet}.100,{subnet}.199,255.255.255.0,1h",
+             f"--dhcp-mac=set:uefi-ipxe,{UEFI_IPXE_MACS}", *args,
              f"--dhcp-leasefile={self.dir / 'dnsmasq.leases'}", f"--pid-file={self.dir / 'dnsmasq.pid'}"],
-            stdout=open(self.log, "w"), stderr=subprocess.STDOUT), self.log)
+            stdout=open(self.log, "a"), stderr=subprocess.STDOUT), self.log)
+
+    def restart_dnsmasq(self, *args):
+        """dnsmasq again, with args instead of the fleet's DHCP range."""
+        self.dnsmasq.stop()
+        self.start_dnsmasq(*args)
 
     def vm(self, name, mac, disk, firmware="bios", rom=True):
         vm = Vm(self, name, mac, disk, firmware, rom)
