@@ -9,9 +9,12 @@
  * BootOrder after the network entries, which a network-booted fleet keeps first. */
 #include <ctype.h>
 #include <dirent.h>
+#include <linux/major.h>
 #include <stdlib.h>
 #include <strings.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "device.h"
@@ -243,6 +246,13 @@ int efi_boot_entry_ensure(const char *disk, char **ret_summary, char **ret_error
         *ret_summary = *ret_error = NULL;
         if (access(EFIVARS, F_OK) < 0) {
                 *ret_summary = strdup("not a UEFI machine: no boot entry to make");
+                return *ret_summary ? 0 : -ENOMEM;
+        }
+        /* Firmware boots disks, not loop devices (the test suites' disks, on the machine that runs them: its
+         * NVRAM is not the clone's to change). */
+        struct stat st;
+        if (stat(disk, &st) >= 0 && S_ISBLK(st.st_mode) && major(st.st_rdev) == LOOP_MAJOR) {
+                *ret_summary = strdup("a loop device, which no firmware boots: no boot entry made");
                 return *ret_summary ? 0 : -ENOMEM;
         }
         r = scan_disk(disk, &info);
