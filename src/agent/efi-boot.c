@@ -112,8 +112,8 @@ static char *partition_guid(const char *node) {
 /* efibootmgr -v's listing: BootOrder, and the entry for guid and loader, and which entries boot from the
  * network. */
 typedef struct Entries {
-        char **order;   /* XXXX, in BootOrder */
-        char **network; /* XXXX of entries with a MAC() or IPv4/IPv6/Uri device path */
+        char **order;   /* the four hex digits of each Boot#### entry, in BootOrder's order */
+        char **network; /* those of the entries with a MAC(), IPv4(), IPv6() or Uri() device path */
         char found[5];  /* the entry for the loader, "" if none */
 } Entries;
 
