@@ -367,18 +367,30 @@ int boot_open_file(const char *dir, const char *path) {
         return TAKE_FD(fd);
 }
 
-int boot_file_answer(Request *req, const char *path) {
-        const char *dir = req->bridge->config.boot_dir ?: BOOT_DIR_DEFAULT;
-        _cleanup_close_ int fd = boot_open_file(dir, path);
+int boot_file_open(Bridge *b, const char *name, const char *who) {
+        const char *path, *dir;
+        int fd;
+
+        name += strspn(name, "/"); /* shim asks HTTP for its GRUB as /boot//grubx64.efi */
+        if ((path = startswith(name, "boot/files/")))
+                dir = b->config.boot_dir ?: BOOT_DIR_DEFAULT;
+        else
+                path = name, dir = b->config.tftp_root ?: b->config.boot_dir ?: BOOT_DIR_DEFAULT;
+        fd = boot_open_file(dir, path);
+        /* Unreadable files are the operator's to fix; the firmware only learns there is none. */
+        if (fd < 0)
+                log_full_errno(fd == -EACCES ? LOG_WARNING : LOG_DEBUG, fd, "%s: \"%s\" under %s: %m%s", who,
+                               path, dir,
+                               fd == -EACCES ? " (it must be readable by the bridge's user)" : "");
+        return fd;
+}
+
+int boot_file_answer(Request *req, const char *name) {
+        _cleanup_close_ int fd = boot_file_open(req->bridge, name, "HTTP");
         struct stat st;
 
-        if (fd < 0) {
-                /* Unreadable files are the operator's to fix; the firmware only learns there is none. */
-                log_full_errno(fd == -EACCES ? LOG_WARNING : LOG_DEBUG, fd,
-                               "Boot file \"%s\" under %s: %m%s", path, dir,
-                               fd == -EACCES ? " (it must be readable by the bridge's user)" : "");
+        if (fd < 0)
                 return reply_text(req, MHD_HTTP_NOT_FOUND, "PureBoot: no such boot file\n");
-        }
         if (fstat(fd, &st) < 0)
                 return -errno;
         req->response = MHD_create_response_from_fd64((uint64_t) st.st_size, fd);

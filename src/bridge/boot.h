@@ -32,3 +32,6 @@ char *boot_grub_script(Bridge *b, const BootReply *a, const char *mac);
 /* A regular file under dir (no "..", absolute path or symbolic link leading out of it), opened for
  * reading, or -errno. */
 int boot_open_file(const char *dir, const char *path);
+/* A boot file by its name, as TFTP and HTTP serve it: boot/files/PATH is PATH under [Boot] Path=, any
+ * other name is under [Boot] TFTPRoot=. Opened with boot_open_file(), or -errno, logged with who asked. */
+int boot_file_open(Bridge *b, const char *name, const char *who);

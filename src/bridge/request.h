@@ -56,8 +56,8 @@ int boot_answer(Request *req, const char *kind);
 int staging_file_answer(Request *req, const char *method, const char *name);
 /* The largest piece of a file one PUT to /staging/ carries. */
 #define STAGING_PIECE_MAX (16U << 20)
-/* boot.c: GET /boot/files/PATH, PATH under [Boot] Path=. */
-int boot_file_answer(Request *req, const char *path);
+/* boot.c: GET of a boot file, name as TFTP names it (boot_file_open). */
+int boot_file_answer(Request *req, const char *name);
 /* The Gateway call for a node call: peer's name and address, the parameters; callback gets the reply. */
 int gateway_forward(Bridge *b, sd_bus_slot **slot, const char *method, const Peer *peer, json_object *params,
                     sd_bus_message_handler_t callback, void *userdata);

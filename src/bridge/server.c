@@ -165,8 +165,11 @@ static enum MHD_Result route(Request *req, const char *method) {
                                                        : refuse_method(req);
         else if ((name = startswith(req->url, "/staging/")))
                 r = staging_file_answer(req, method, name);
-        else if ((name = startswith(req->url, "/boot/files/")))
-                r = get ? boot_file_answer(req, name) : refuse_method(req);
+        else if ((name = startswith(req->url, "/boot/")))
+                /* /boot/files/PATH, and the TFTP root's files as /boot/NAME: for UEFI HTTP boot, whose boot
+                 * file is a URL, and the rest of its chain. */
+                r = get ? boot_file_answer(req, startswith(name, "files/") ? req->url + 1 : name)
+                        : refuse_method(req);
         else
                 r = request_reply_error(req, MHD_HTTP_NOT_FOUND, "org.varlink.service.MethodNotFound", "method",
                                         req->url, NULL);

@@ -6,7 +6,8 @@
  *                    GET /boot/ipxe is;
  *   boot/files/PATH  the file PATH under [Boot] Path=, as GET /boot/files/PATH;
  *   anything else    the file of that name under [Boot] TFTPRoot= (default: Path=), which
- *                    deploy/pxe/setup-tftp fills: shim, GRUB and its grub/grub.cfg, iPXE.
+ *                    deploy/pxe/setup-tftp fills: shim, GRUB and its grub/grub.cfg, iPXE; also
+ *                    served over HTTP as GET /boot/NAME, for UEFI HTTP boot.
  * Each transfer has a socket of its own, connected to the client (RFC 1350's transfer IDs), and one block
  * in flight, sent again after the timeout, TFTP_TRIES times at most. */
 #include <netinet/in.h>
@@ -279,20 +280,13 @@ static int on_grub_answer(sd_bus_message *m, void *userdata, sd_bus_error *ret_e
 /* What t asks for: the answer for its MAC (asked for, sent when it comes) or a file. */
 static int transfer_start(TftpTransfer *t) {
         Bridge *b = t->bridge;
-        const char *name = t->request.name, *path, *dir;
+        const char *name = t->request.name, *path;
         int r;
 
         if ((path = startswith(name, "boot/grub/")))
                 return boot_ask(b, "grub", path, NULL, t->peer, &t->slot, on_grub_answer, t);
-        if ((path = startswith(name, "boot/files/")))
-                dir = b->config.boot_dir ?: BOOT_DIR_DEFAULT;
-        else
-                path = name, dir = b->config.tftp_root ?: b->config.boot_dir ?: BOOT_DIR_DEFAULT;
-        t->file = boot_open_file(dir, path);
+        t->file = boot_file_open(b, name, "TFTP");
         if (t->file < 0) {
-                log_full_errno(t->file == -EACCES ? LOG_WARNING : LOG_DEBUG, t->file,
-                               "TFTP: \"%s\" under %s: %m%s", path, dir,
-                               t->file == -EACCES ? " (it must be readable by the bridge's user)" : "");
                 transfer_fail(t, TFTP_ENOTFOUND, "no such file");
                 return 0;
         }

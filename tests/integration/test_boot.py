@@ -285,9 +285,21 @@ def test_tftp_serves_grub_answers_and_boot_files(controller, api, ctl, boot_tree
     for p in (root, root / "grub", *root.rglob("*")):
         p.chmod(0o755 if p.is_dir() else 0o644)
     b = Bridge(controller.bus, tmp_path, f"--config={boot_tree / 'bridge.conf'}", f"--tftp-root={root}",
-               tftp=True).start()
+               tftp=True, http=True).start()
     try:
         assert f"Serving TFTP on port {b.tftp_port}" in b.log.read_text()
+        # The TFTP root over plain HTTP too, as /boot/NAME, for UEFI HTTP boot: the firmware's URL, and shim's
+        # request for the GRUB beside it (with a doubled slash).
+        for path, content in (("/boot/big.efi", (root / "big.efi").read_bytes()),
+                              ("/boot//grub/grub.cfg", (root / "grub/grub.cfg").read_bytes()),
+                              ("/boot/boot/files/inside", b"initrd")):
+            r = subprocess.run(["curl", "-sf", "--path-as-is", f"{b.http_url}{path}"], capture_output=True, timeout=60)
+            assert r.returncode == 0 and r.stdout == content, (path, r.returncode)
+        for path in ("/boot/missing", "/boot/../secret", "/boot/%2e%2e/secret", "/boot//etc/passwd", "/boot/grub/",
+                     "/boot/boot/files/escape"):
+            r = subprocess.run(["curl", "-s", "--path-as-is", "-w", "\n%{http_code}", f"{b.http_url}{path}"],
+                               capture_output=True, text=True, timeout=30)
+            assert r.stdout.endswith("\n404") and "not for nodes" not in r.stdout, (path, r.stdout)
         assert tftp_get(b, "grub/grub.cfg")[:2] == (0, (root / "grub/grub.cfg").read_bytes())
         assert tftp_get(b, "/grub/grub.cfg")[:2] == (0, (root / "grub/grub.cfg").read_bytes())  # a leading slash
         kernel = (boot_tree / "boot/deploy/vmlinuz").read_bytes()

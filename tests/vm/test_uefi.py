@@ -102,6 +102,38 @@ def test_uefi_without_a_rom_chains_snponly_to_the_bridge(fleet, api, tmp_path):
     disk.unlink()
 
 
+def test_uefi_http_boot_into_the_deploy_image(fleet, api, ctl, tmp_path):
+    """UEFI HTTP boot (the firmware's PXE switched off): dnsmasq answers the HTTPClient vendor class with a
+    URL, the bridge's plain HTTP serves snponly.efi from its TFTP root, and iPXE goes on as after PXE. Secure
+    Boot is off: Debian's shim does fetch its GRUB over HTTP, but that GRUB has no HTTP to read its answer with
+    (tried here: it stops at its prompt)."""
+    disk = tmp_path / "http.img"
+    with open(disk, "wb") as f:
+        f.truncate(64 * MIB)
+    sh("sfdisk", "--quiet", disk, input="label: gpt\n")
+    node = api.node("vm-http", "52:54:00:50:48:31")
+    ctl("node", "set-mode", "vm-http", "partition", check=True)
+    vm = fleet.vm("vm-http", "52:54:00:50:48:31", disk, firmware="uefi", rom=False, http=True).start()
+    with step_of("UEFI HTTP boot") as s:
+        s["step"] = "the firmware's HTTP boot fetching snponly.efi from the bridge"
+        vm.wait_console(f"URI: {fleet.server.http_url}/boot/snponly.efi", 300, "the firmware's HTTP boot")
+        s["step"] = "iPXE, the bridge's answer, the deploy image, to the agent"
+        seconds = vm.wait_console("PureBoot agent (partition)", 400, "systemd starting the agent the generator picked")
+        s["step"] = "the agent's hardware report and first scan"
+        wait_for(lambda: hardware(api, node).get("firmware"), timeout=120, interval=1,
+                 what=f"the VM's hardware report; console:\n{vm.text()[-3000:]}")
+        assert hardware(api, node)["firmware"] == "uefi" and hardware(api, node)["secureBoot"] is False
+        wait_for(lambda: "/dev/vda" in ctl("disk", "list", "vm-http").stdout, timeout=120, interval=0.5,
+                 what=f"the VM's disk in the controller; console:\n{vm.text()[-3000:]}")
+    # iPXE came over HTTP: the bridge's TFTP sent only what iPXE asked for after it.
+    assert tftp_sent(fleet)[0] == "pureboot.ipxe", tftp_sent(fleet)
+    assert "snponly.efi" not in tftp_sent(fleet)
+    vm.stop()
+    print(f"VM suite ({fleet.accel}): UEFI HTTP boot: OVMF → snponly.efi over HTTP → pureboot.ipxe → the deploy "
+          f"image; the agent ran {seconds:.1f} s after power-on")
+    disk.unlink()
+
+
 def test_uefi_clone_boots_by_itself_through_the_boot_entry_its_agent_made(fleet, api, ctl, tmp_path):
     """A clone between two UEFI machines with Secure Boot enforced, the source's ESP laid out as Debian
     installs it (EFI/debian: shim, GRUB, a grub.cfg beside them; nothing at EFI/BOOT/BOOTX64.EFI, so the

@@ -99,7 +99,9 @@ class Fleet:
                              address=self.address, http=True, tftp=69, netns=self.ns)
         sh(REPO / "deploy/pxe/setup-tftp", self.tftp, self.server.http_url)
         self.server.start()
-        self.start_dnsmasq(f"--dhcp-range={self.network.subnet}.100,{self.network.subnet}.199,255.255.255.0,1h")
+        self.start_dnsmasq(f"--dhcp-range={self.network.subnet}.100,{self.network.subnet}.199,255.255.255.0,1h",
+                           # The site's line for UEFI HTTP boot (dnsmasq.conf), whose boot file is a URL.
+                           f"--dhcp-boot=tag:httpboot,tag:!ipxe,{self.server.http_url}/boot/snponly.efi")
 
     def start_dnsmasq(self, *args):
         """dnsmasq with deploy/pxe/dnsmasq.conf and args, the site's own settings (a DHCP range, or proxy
@@ -118,8 +120,8 @@ class Fleet:
         self.dnsmasq.stop()
         self.start_dnsmasq(*args)
 
-    def vm(self, name, mac, disk, firmware="bios", rom=True):
-        vm = Vm(self, name, mac, disk, firmware, rom)
+    def vm(self, name, mac, disk, firmware="bios", rom=True, http=False):
+        vm = Vm(self, name, mac, disk, firmware, rom, http)
         self.vms.append(vm)
         return vm
 
@@ -142,11 +144,12 @@ class Vm(Started):
     PXE-boots (network first, then its disk) with its serial console, firmware included, in console.log.
     firmware: bios (SeaBIOS), uefi or secureboot (OVMF, with its variables in the VM's directory, kept across
     its boots as a machine's NVRAM); rom=False: a network card without iPXE in its ROM, so the firmware's own
-    PXE fetches the first boot file by TFTP (OVMF has one; SeaBIOS has none)."""
+    PXE fetches the first boot file by TFTP (OVMF has one; SeaBIOS has none); http=True: UEFI HTTP boot
+    instead, the firmware's PXE switched off in its settings."""
 
-    def __init__(self, fleet, name, mac, disk, firmware="bios", rom=True):
+    def __init__(self, fleet, name, mac, disk, firmware="bios", rom=True, http=False):
         self.fleet, self.name, self.mac, self.disk = fleet, name, mac, disk
-        self.firmware, self.rom = firmware, rom
+        self.firmware, self.rom, self.http = firmware, rom, http
         self.what = f"qemu ({name})"
         self.dir = fleet.dir / name
         self.log = self.dir / "qemu.log"
@@ -180,7 +183,8 @@ class Vm(Started):
                        "-drive", f"if=pflash,format=raw,unit=1,file={self.vars}",
                        # IPv4 PXE only: a machine sent back to its firmware (boot locally) goes on to its disk
                        # without first waiting for a DHCPv6 server the fleet does not have.
-                       "-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n", *boot]
+                       "-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n",
+                       *(("-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n") if self.http else ()), *boot]
             disk = ["-drive", f"file={self.disk},if=none,id=d0,format=raw,cache=unsafe",
                     "-device", "virtio-blk-pci,drive=d0,bootindex=2"]
             nic = f"virtio-net-pci,netdev=n0,mac={self.mac}{rom}{'' if boot else ',bootindex=1'}"
