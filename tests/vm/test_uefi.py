@@ -229,3 +229,46 @@ def test_proxy_dhcp_next_to_the_sites_own_dhcp_server(fleet, network, api, tmp_p
         disk.unlink()
     finally:
         site.stop()
+
+
+def test_isc_dhcpd_with_the_readmes_example(fleet, api, tmp_path):
+    """The README's ISC dhcpd example in place of dnsmasq, as on a site that keeps its own DHCP server: a UEFI
+    machine with Secure Boot enforced (shim, GRUB), a BIOS machine whose card runs iPXE (pureboot.ipxe) and a
+    UEFI machine by HTTP boot (snponly.efi over HTTP), at once; each reaches the bridge's answer."""
+    readme = (REPO / "README.md").read_text()
+    example = re.search(r"In ISC dhcpd.*?```\n(.*?)```", readme, re.S).group(1)
+    example = example.replace("http://192.0.2.1:8080", fleet.server.http_url).replace("192.0.2.1", fleet.address)
+    subnet = fleet.network.subnet
+    fleet.use_dhcpd(f"{example}\nsubnet {subnet}.0 netmask 255.255.255.0 {{\n"
+                    f"        range {subnet}.100 {subnet}.199;\n}}\n")
+    machines = {"52:54:00:50:48:51": dict(firmware="secureboot", rom=False),
+                "52:54:00:50:48:52": dict(firmware="bios", rom=True),
+                "52:54:00:50:48:53": dict(firmware="uefi", rom=False, http=True)}
+    vms = []
+    for n, (mac, kind) in enumerate(machines.items()):
+        disk = tmp_path / f"isc{n}.img"
+        with open(disk, "wb") as f:
+            f.truncate(64 * MIB)
+        vms.append(fleet.vm(f"vm-isc{n}", mac, disk, **kind).start())
+    with step_of("ISC dhcpd") as s:
+        seconds = []
+        for vm, words in zip(vms, ("PureBoot: asking", "PureBoot: asking", "URI: ")):
+            s["step"] = f"{vm.name} ({vm.firmware}) to its first step"
+            vm.wait_console(words, 300, "the boot file dhcpd named")
+        for vm in vms:
+            s["step"] = f"{vm.name} ({vm.firmware}) to the bridge's answer"
+            seconds.append(vm.wait_console("nothing to do for this machine", 300, "the bridge's answer"))
+    console = [vm.text() for vm in vms]
+    assert "Fetching Netboot Image grubx64.efi" in console[0]  # shim → GRUB
+    assert "pureboot.ipxe" in console[1] and "pureboot.ipxe" in console[2]
+    assert f"URI: {fleet.server.http_url}/boot/snponly.efi" in console[2]
+    nodes = {n[2]: n for n in api.ok(ROOT, "Manager", "ListNodes")[0]}
+    leases = (fleet.dir / "dhcpd.leases").read_text()
+    for mac in machines:
+        assert mac in nodes and nodes[mac][4] == "discovered", nodes
+        assert f"hardware ethernet {mac}" in leases, leases
+    for vm in vms:
+        vm.stop()
+    print(f"VM suite ({fleet.accel}): the README's ISC dhcpd example: Secure Boot through shim and GRUB, "
+          f"an iPXE ROM, and UEFI HTTP boot at once reached the bridge's answer {seconds[0]:.1f}, {seconds[1]:.1f} "
+          f"and {seconds[2]:.1f} s after power-on")

@@ -71,6 +71,10 @@ class Dnsmasq(Started):
         self.proc, self.log = proc, log
 
 
+class Dhcpd(Dnsmasq):
+    what = "dhcpd"
+
+
 class Fleet:
     """On network (a Network(isolated=True), the controller already in its namespace): dnsmasq and
     pureboot-bridge, and the VMs made with vm(), all stopped at the end."""
@@ -78,7 +82,7 @@ class Fleet:
     def __init__(self, controller, network, directory):
         self.controller, self.network, self.dir = controller, network, directory
         self.ns, self.tag, self.bridge, self.address = network.ns, network.tag, network.bridge, network.address
-        self.vms, self.dnsmasq, self.server, self.tftp = [], None, None, None
+        self.vms, self.dhcp, self.server, self.tftp = [], None, None, None
 
     def __enter__(self):
         try:
@@ -107,7 +111,7 @@ class Fleet:
         """dnsmasq with deploy/pxe/dnsmasq.conf and args, the site's own settings (a DHCP range, or proxy
         DHCP)."""
         self.log = self.dir / "dnsmasq.log"
-        self.dnsmasq = Dnsmasq(subprocess.Popen(
+        self.dhcp = Dnsmasq(subprocess.Popen(
             ["ip", "netns", "exec", self.ns, "dnsmasq", "--no-daemon", f"--conf-file={REPO / 'deploy/pxe/dnsmasq.conf'}",
              f"--interface={self.bridge}", "--bind-interfaces", "--port=0", "--log-dhcp",
              # The suite's UEFI machines that boot iPXE rather than shim (dnsmasq.conf's tag uefi-ipxe).
@@ -117,8 +121,19 @@ class Fleet:
 
     def restart_dnsmasq(self, *args):
         """dnsmasq again, with args instead of the fleet's DHCP range."""
-        self.dnsmasq.stop()
+        self.dhcp.stop()
         self.start_dnsmasq(*args)
+
+    def use_dhcpd(self, config):
+        """ISC dhcpd with config (a dhcpd.conf) instead of dnsmasq, as on a site that keeps its own DHCP server."""
+        self.dhcp.stop()
+        (self.dir / "dhcpd.conf").write_text(config)
+        (self.dir / "dhcpd.leases").touch()
+        self.log = self.dir / "dhcpd.log"
+        self.dhcp = Dhcpd(subprocess.Popen(
+            ["ip", "netns", "exec", self.ns, "dhcpd", "-4", "-f", "-d", "-cf", self.dir / "dhcpd.conf",
+             "-lf", self.dir / "dhcpd.leases", "-pf", self.dir / "dhcpd.pid", self.bridge],
+            stdout=open(self.log, "w"), stderr=subprocess.STDOUT), self.log)
 
     def vm(self, name, mac, disk, firmware="bios", rom=True, http=False):
         vm = Vm(self, name, mac, disk, firmware, rom, http)
@@ -127,7 +142,7 @@ class Fleet:
 
     def __exit__(self, *exc):
         try:
-            stop_all([*self.vms, *(p for p in (self.dnsmasq, self.server) if p)])
+            stop_all([*self.vms, *(p for p in (self.dhcp, self.server) if p)])
         finally:
             if self.tftp:
                 shutil.rmtree(self.tftp, ignore_errors=True)
