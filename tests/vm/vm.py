@@ -103,26 +103,32 @@ class Fleet:
                              address=self.address, http=True, tftp=69, netns=self.ns)
         sh(REPO / "deploy/pxe/setup-tftp", self.tftp, self.server.http_url)
         self.server.start()
-        self.start_dnsmasq(f"--dhcp-range={self.network.subnet}.100,{self.network.subnet}.199,255.255.255.0,1h",
-                           # The site's line for UEFI HTTP boot (dnsmasq.conf), whose boot file is a URL.
-                           f"--dhcp-boot=tag:httpboot,tag:!ipxe,{self.server.http_url}/boot/snponly.efi")
+        self.dhcp_site = (f"--dhcp-range={self.network.subnet}.100,{self.network.subnet}.199,255.255.255.0,1h",
+                          # The site's line for UEFI HTTP boot (dnsmasq.conf), whose boot file is a URL.
+                          f"--dhcp-boot=tag:httpboot,tag:!ipxe,{self.server.http_url}/boot/snponly.efi")
+        self.start_dnsmasq(*self.dhcp_site)
 
-    def start_dnsmasq(self, *args):
-        """dnsmasq with deploy/pxe/dnsmasq.conf and args, the site's own settings (a DHCP range, or proxy
-        DHCP)."""
+    def start_dnsmasq(self, *args, conf=REPO / "deploy/pxe/dnsmasq.conf"):
+        """dnsmasq with conf (deploy/pxe/dnsmasq.conf, or None) and args, the site's own settings (a DHCP
+        range, or proxy DHCP)."""
         self.log = self.dir / "dnsmasq.log"
+        start = self.log.stat().st_size if self.log.exists() else 0
         self.dhcp = Dnsmasq(subprocess.Popen(
-            ["ip", "netns", "exec", self.ns, "dnsmasq", "--no-daemon", f"--conf-file={REPO / 'deploy/pxe/dnsmasq.conf'}",
+            ["ip", "netns", "exec", self.ns, "dnsmasq", "--no-daemon", f"--conf-file={conf or '/dev/null'}",
              f"--interface={self.bridge}", "--bind-interfaces", "--port=0", "--log-dhcp",
              # The suite's UEFI machines that boot iPXE rather than shim (dnsmasq.conf's tag uefi-ipxe).
              f"--dhcp-mac=set:uefi-ipxe,{UEFI_IPXE_MACS}", *args,
              f"--dhcp-leasefile={self.dir / 'dnsmasq.leases'}", f"--pid-file={self.dir / 'dnsmasq.pid'}"],
             stdout=open(self.log, "a"), stderr=subprocess.STDOUT), self.log)
+        # Up: a machine started next finds it.
+        wait_for(lambda: "dnsmasq: started" in self.log.read_text(errors="replace")[start:] or self.dhcp.proc.poll(),
+                 timeout=30, interval=0.05, what=f"dnsmasq starting; its log:\n{self.log.read_text()[start:]}")
+        assert self.dhcp.proc.poll() is None, self.log.read_text()[start:]
 
-    def restart_dnsmasq(self, *args):
-        """dnsmasq again, with args instead of the fleet's DHCP range."""
+    def restart_dnsmasq(self, *args, conf=REPO / "deploy/pxe/dnsmasq.conf"):
+        """dnsmasq again, with args instead of the fleet's DHCP range (and conf)."""
         self.dhcp.stop()
-        self.start_dnsmasq(*args)
+        self.start_dnsmasq(*args, conf=conf)
 
     def use_dhcpd(self, config):
         """ISC dhcpd with config (a dhcpd.conf) instead of dnsmasq, as on a site that keeps its own DHCP server."""

@@ -1,9 +1,10 @@
 # SPDX-License-Identifier: MIT
-"""UEFI machines as they ship, their network cards without iPXE in ROM, so OVMF's own PXE fetches the first
-boot file by TFTP from the bridge: with Secure Boot enforced (Microsoft's keys enrolled), Debian's signed
-shim, then Debian's signed GRUB network image, which asks the bridge for the machine's answer by TFTP and
-loads Debian's signed kernel and the deploy initrd; and, for machines that use iPXE, Debian's snponly.efi
-and pureboot.ipxe. Every result is checked on the disk files from the host."""
+"""The boot chains as machines ship. UEFI machines' network cards have no iPXE in ROM, so OVMF's own PXE
+fetches the first boot file by TFTP from the bridge: with Secure Boot enforced (Microsoft's keys enrolled),
+Debian's signed shim, then Debian's signed GRUB network image, which asks the bridge for the machine's
+answer by TFTP and loads Debian's signed kernel and the deploy initrd; for machines that use iPXE, Debian's
+snponly.efi and pureboot.ipxe, by PXE or by UEFI HTTP boot. BIOS machines through undionly.kpxe; proxy
+DHCP; the README's ISC dhcpd example. Every result is checked on the disk files from the host."""
 
 import json
 import os
@@ -99,6 +100,40 @@ def test_uefi_without_a_rom_chains_snponly_to_the_bridge(fleet, api, tmp_path):
     vm.stop()
     print(f"VM suite ({fleet.accel}): UEFI without a ROM: OVMF → snponly.efi → pureboot.ipxe → the bridge, "
           f"{seconds:.1f} s after power-on")
+    disk.unlink()
+
+
+def test_bios_pxe_rom_loads_undionly_kpxe_from_the_bridge(fleet, api, tmp_path):
+    """BIOS through undionly.kpxe, as on a machine whose card has a vendor's PXE ROM: the ROM's PXE fetches
+    undionly.kpxe by TFTP from the bridge, undionly.kpxe runs iPXE on that ROM's UNDI driver and takes
+    pureboot.ipxe, and the bridge answers. SeaBIOS has no PXE of its own, and every network ROM Debian's qemu
+    has is iPXE, whose DHCP request is byte for byte that of undionly.kpxe (same user class, architecture and
+    option 175); so the card's iPXE ROM plays the vendor's ROM: a dnsmasq that hands out undionly.kpxe and
+    nothing else answers its DHCP, and once the bridge sent undionly.kpxe, dnsmasq with dnsmasq.conf answers
+    undionly.kpxe's (iPXE asks until it has an answer)."""
+    disk = tmp_path / "undi.img"
+    with open(disk, "wb") as f:
+        f.truncate(64 * MIB)
+    mac = "52:54:00:50:48:61"
+    fleet.restart_dnsmasq(fleet.dhcp_site[0], "--dhcp-boot=undionly.kpxe", conf=None)
+    vm = fleet.vm("vm-undi", mac, disk, firmware="bios", rom=True).start()
+    with step_of("BIOS PXE ROM") as s:
+        s["step"] = "the ROM's PXE fetching undionly.kpxe from the bridge"
+        wait_for(lambda: "undionly.kpxe" in tftp_sent(fleet), timeout=300, interval=0.1,
+                 what=f"undionly.kpxe sent; console:\n{vm.text()[-3000:]}")
+        fleet.restart_dnsmasq(*fleet.dhcp_site)
+        s["step"] = "undionly.kpxe on the ROM's UNDI driver, pureboot.ipxe, the bridge's answer"
+        seconds = vm.wait_console("nothing to do for this machine", 300, "the bridge's answer through undionly.kpxe")
+    console, sent = vm.text(), tftp_sent(fleet)
+    vm.stop()
+    assert "undionly.kpxe : " in console and "UNDI device is PCI" in console, console[-3000:]
+    assert "using undionly" in console.split("pureboot.ipxe :")[0].rsplit("undionly.kpxe :", 1)[1], console[-3000:]
+    assert sent[0] == "undionly.kpxe" and sent[-1] == "pureboot.ipxe", sent
+    nodes = {n[2]: n for n in api.ok(ROOT, "Manager", "ListNodes")[0]}
+    assert mac in nodes and nodes[mac][4] == "discovered", nodes
+    print(f"VM suite ({fleet.accel}): BIOS, a PXE ROM → undionly.kpxe from the bridge → pureboot.ipxe → the "
+          f"bridge's answer {seconds:.1f} s after power-on (qemu's iPXE ROM playing the vendor's PXE ROM; "
+          f"undionly.kpxe sent {sent.count('undionly.kpxe')} time(s))")
     disk.unlink()
 
 
