@@ -26,16 +26,22 @@ def hardware(api, path):
     return json.loads(text) if text else {}
 
 
+def blank_disk(path, mib, gpt=False):
+    """A disk file of mib MiB, zeros, with an empty GPT if gpt."""
+    with open(path, "wb") as f:
+        f.truncate(mib * MIB)
+    if gpt:
+        sh("sfdisk", "--quiet", path, input="label: gpt\n")
+    return path
+
+
 def tftp_sent(fleet):
     """The files the bridge's TFTP sent whole, in order."""
     return re.findall(r'TFTP: sent "([^"]+)"', fleet.server.log.read_text())
 
 
 def test_secure_boot_through_shim_and_grub_into_partition_mode(fleet, api, ctl, tmp_path):
-    disk = tmp_path / "sb.img"
-    with open(disk, "wb") as f:
-        f.truncate(256 * MIB)
-    sh("sfdisk", "--quiet", disk, input="label: gpt\n")
+    disk = blank_disk(tmp_path / "sb.img", 256, gpt=True)
     node = api.node("vm-sb", "52:54:00:50:48:01")
     ctl("node", "set-mode", "vm-sb", "partition", check=True)
     vm = fleet.vm("vm-sb", "52:54:00:50:48:01", disk, firmware="secureboot", rom=False).start()
@@ -82,9 +88,7 @@ def test_secure_boot_through_shim_and_grub_into_partition_mode(fleet, api, ctl, 
 
 
 def test_uefi_without_a_rom_chains_snponly_to_the_bridge(fleet, api, tmp_path):
-    disk = tmp_path / "ipxe.img"
-    with open(disk, "wb") as f:
-        f.truncate(64 * MIB)
+    disk = blank_disk(tmp_path / "ipxe.img", 64)
     mac = "52:54:00:50:49:01"  # UEFI_IPXE_MACS: dnsmasq hands it snponly.efi
     vm = fleet.vm("vm-snp", mac, disk, firmware="uefi", rom=False).start()
     with step_of("UEFI with iPXE") as s:
@@ -111,9 +115,7 @@ def test_bios_pxe_rom_loads_undionly_kpxe_from_the_bridge(fleet, api, tmp_path):
     option 175); so the card's iPXE ROM plays the vendor's ROM: a dnsmasq that hands out undionly.kpxe and
     nothing else answers its DHCP, and once the bridge sent undionly.kpxe, dnsmasq with dnsmasq.conf answers
     undionly.kpxe's (iPXE asks until it has an answer)."""
-    disk = tmp_path / "undi.img"
-    with open(disk, "wb") as f:
-        f.truncate(64 * MIB)
+    disk = blank_disk(tmp_path / "undi.img", 64)
     mac = "52:54:00:50:48:61"
     fleet.restart_dnsmasq(fleet.dhcp_site[0], "--dhcp-boot=undionly.kpxe", conf=None)
     vm = fleet.vm("vm-undi", mac, disk, firmware="bios", rom=True).start()
@@ -141,11 +143,8 @@ def test_uefi_http_boot_into_the_deploy_image(fleet, api, ctl, tmp_path):
     """UEFI HTTP boot (the firmware's PXE switched off): dnsmasq answers the HTTPClient vendor class with a
     URL, the bridge's plain HTTP serves snponly.efi from its TFTP root, and iPXE goes on as after PXE. Secure
     Boot is off: Debian's shim does fetch its GRUB over HTTP, but that GRUB has no HTTP to read its answer with
-    (tried here: it stops at its prompt)."""
-    disk = tmp_path / "http.img"
-    with open(disk, "wb") as f:
-        f.truncate(64 * MIB)
-    sh("sfdisk", "--quiet", disk, input="label: gpt\n")
+    (tried with OVMF: it stops at its prompt)."""
+    disk = blank_disk(tmp_path / "http.img", 64, gpt=True)
     node = api.node("vm-http", "52:54:00:50:48:31")
     ctl("node", "set-mode", "vm-http", "partition", check=True)
     vm = fleet.vm("vm-http", "52:54:00:50:48:31", disk, firmware="uefi", rom=False, http=True).start()
@@ -246,9 +245,7 @@ def test_proxy_dhcp_next_to_the_sites_own_dhcp_server(fleet, network, api, tmp_p
                  for line in header.splitlines() if re.match(r"#   (dhcp-range=.*,proxy|pxe-service=)", line)]
         assert len(proxy) == 5, proxy
         fleet.restart_dnsmasq(*(f"--{line}" for line in proxy))
-        disk = tmp_path / "proxy.img"
-        with open(disk, "wb") as f:
-            f.truncate(64 * MIB)
+        disk = blank_disk(tmp_path / "proxy.img", 64)
         vm = fleet.vm("vm-proxy", "52:54:00:50:48:21", disk, firmware="uefi", rom=False).start()
         with step_of("proxy DHCP") as s:
             s["step"] = "the firmware's PXE with the site's address and PureBoot's boot options, then iPXE's"
@@ -281,9 +278,7 @@ def test_isc_dhcpd_with_the_readmes_example(fleet, api, tmp_path):
                 "52:54:00:50:48:53": dict(firmware="uefi", rom=False, http=True)}
     vms = []
     for n, (mac, kind) in enumerate(machines.items()):
-        disk = tmp_path / f"isc{n}.img"
-        with open(disk, "wb") as f:
-            f.truncate(64 * MIB)
+        disk = blank_disk(tmp_path / f"isc{n}.img", 64)
         vms.append(fleet.vm(f"vm-isc{n}", mac, disk, **kind).start())
     with step_of("ISC dhcpd") as s:
         seconds = []
