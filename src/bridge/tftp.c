@@ -35,6 +35,7 @@ typedef struct TftpTransfer {
         sd_event_source *io, *timer;
         sd_bus_slot *slot; /* the controller's answer for boot/grub/MAC, while it is awaited */
         char peer[INET6_ADDRSTRLEN];
+        uint16_t peer_port;
         TftpRequest request;
         int file;   /* what is sent: a file, */
         char *data; /* or an answer */
@@ -328,6 +329,19 @@ static void local_address(struct msghdr *msg, SocketAddress *ret) {
                 }
 }
 
+/* The transfer that answers request from peer (its address and port), if one does still. */
+static TftpTransfer *transfer_find(Bridge *b, const SocketAddress *peer, const TftpRequest *request) {
+        char ip[INET6_ADDRSTRLEN];
+
+        if (socket_address_ip(peer, ip, sizeof(ip)) < 0)
+                return NULL;
+        for (TftpTransfer *t = b->transfers; t; t = t->next)
+                if (t->peer_port == socket_address_port(peer) && streq(t->peer, ip) &&
+                    streq(t->request.name, request->name))
+                        return t;
+        return NULL;
+}
+
 static int on_request(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
         Bridge *b = userdata;
         uint8_t packet[1024];
@@ -362,6 +376,11 @@ static int on_request(sd_event_source *s, int fd, uint32_t revents, void *userda
                 return 0; /* a stray DATA, ACK or ERROR: nothing to answer */
         if (r < 0)
                 return send_error(tfd, r == -EOPNOTSUPP ? TFTP_EBADOP : TFTP_EUNDEF, error), 0;
+        if (transfer_find(b, &peer, &request))
+                /* The client asked again before the first answer came (GRUB does when the controller's
+                 * answer takes long): that transfer answers it. Another would ask the controller again, for
+                 * an answer with a newer token than the one the client takes. */
+                return 0;
         if (b->n_transfers >= TFTP_TRANSFERS_MAX)
                 return send_error(tfd, TFTP_EUNDEF, "too many transfers at once; try again"), 0;
 
@@ -372,6 +391,7 @@ static int on_request(sd_event_source *s, int fd, uint32_t revents, void *userda
         t->file = -EBADF;
         t->request = request;
         (void) socket_address_ip(&peer, t->peer, sizeof(t->peer));
+        t->peer_port = socket_address_port(&peer);
         if (sd_event_add_io(b->event, &t->io, t->fd, EPOLLIN, on_transfer_io, t) < 0 ||
             sd_event_add_time_relative(b->event, &t->timer, CLOCK_MONOTONIC,
                                        request.timeout_sec * USEC_PER_SEC, 0, on_transfer_timer, t) < 0) {

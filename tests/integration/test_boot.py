@@ -273,6 +273,31 @@ def tftp_error(bridge, name, mode=b"octet", opcode=1):
     return (int.from_bytes(rest[:2], "big"), rest[2:].rstrip(b"\0").decode()) if op == 5 else None
 
 
+def tftp_repeated_request(bridge, name, times):
+    """name asked for times at once from one port, the blocks acknowledged as they come from the one port
+    that must answer; the data."""
+    import socket
+    with socket.socket(type=socket.SOCK_DGRAM) as s:
+        s.settimeout(2)
+        for _ in range(times):
+            s.sendto(b"\0\1" + name.encode() + b"\0octet\0", ("127.0.0.1", bridge.tftp_port))
+        ports, data, done = set(), b"", False
+        while True:
+            try:
+                packet, (_, port) = s.recvfrom(65536)
+            except socket.timeout:
+                break
+            ports.add(port)
+            assert packet[:2] == b"\0\3", packet
+            block = int.from_bytes(packet[2:4], "big")
+            if block == len(data) // 512 + 1 and not done:
+                data += packet[4:]
+                done = len(packet) - 4 < 512
+            s.sendto(b"\0\4" + packet[2:4], ("127.0.0.1", port))
+    assert len(ports) == 1 and done, (ports, done)
+    return data
+
+
 def test_tftp_serves_grub_answers_and_boot_files(controller, api, ctl, boot_tree, tmp_path):
     """For boot loaders with TFTP and nothing else (Debian's signed GRUB network image): boot/grub/MAC is the
     controller's answer as a GRUB script, boot/files/ is [Boot] Path=, any other name is under TFTPRoot=;
@@ -348,6 +373,9 @@ def test_tftp_serves_grub_answers_and_boot_files(controller, api, ctl, boot_tree
         assert settings["mode"] == "partition" and len(settings["token"]) == 48
         assert settings["server"] == f"https://127.0.0.1:{b.port}"
         assert nodes(api)["web-01"][4] == "partitioning"
+        # The request again before its answer came (GRUB asks again when the controller is slow to answer) is
+        # the same transfer: one answer from one port, so one token, the one the client takes.
+        assert tftp_repeated_request(b, "boot/grub/aa:bb:cc:00:00:01", 3).count(b"'pureboot.token=") == 1
         # The same answer over HTTP, for GRUB builds that have it.
         status, body = get(b, "/boot/grub?mac=aa:bb:cc:00:00:01")
         assert status == 200 and body.splitlines()[0] == script.splitlines()[0] and "\nboot\n" in body
