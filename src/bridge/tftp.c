@@ -329,15 +329,10 @@ static void local_address(struct msghdr *msg, SocketAddress *ret) {
                 }
 }
 
-/* The transfer that answers request from peer (its address and port), if one does still. */
-static TftpTransfer *transfer_find(Bridge *b, const SocketAddress *peer, const TftpRequest *request) {
-        char ip[INET6_ADDRSTRLEN];
-
-        if (socket_address_ip(peer, ip, sizeof(ip)) < 0)
-                return NULL;
+/* The transfer that answers the request for name from ip and port, if one does still. */
+static TftpTransfer *transfer_find(Bridge *b, const char *ip, uint16_t port, const char *name) {
         for (TftpTransfer *t = b->transfers; t; t = t->next)
-                if (t->peer_port == socket_address_port(peer) && streq(t->peer, ip) &&
-                    streq(t->request.name, request->name))
+                if (t->peer_port == port && streq(t->peer, ip) && streq(t->request.name, name))
                         return t;
         return NULL;
 }
@@ -376,7 +371,10 @@ static int on_request(sd_event_source *s, int fd, uint32_t revents, void *userda
                 return 0; /* a stray DATA, ACK or ERROR: nothing to answer */
         if (r < 0)
                 return send_error(tfd, r == -EOPNOTSUPP ? TFTP_EBADOP : TFTP_EUNDEF, error), 0;
-        if (transfer_find(b, &peer, &request))
+        char ip[INET6_ADDRSTRLEN] = "";
+        uint16_t port = socket_address_port(&peer);
+        (void) socket_address_ip(&peer, ip, sizeof(ip));
+        if (transfer_find(b, ip, port, request.name))
                 /* The client asked again before the first answer came (GRUB does when the controller's
                  * answer takes long): that transfer answers it. Another would ask the controller again, for
                  * an answer with a newer token than the one the client takes. */
@@ -390,8 +388,8 @@ static int on_request(sd_event_source *s, int fd, uint32_t revents, void *userda
         t->fd = TAKE_FD(tfd);
         t->file = -EBADF;
         t->request = request;
-        (void) socket_address_ip(&peer, t->peer, sizeof(t->peer));
-        t->peer_port = socket_address_port(&peer);
+        strcpy(t->peer, ip);
+        t->peer_port = port;
         if (sd_event_add_io(b->event, &t->io, t->fd, EPOLLIN, on_transfer_io, t) < 0 ||
             sd_event_add_time_relative(b->event, &t->timer, CLOCK_MONOTONIC,
                                        request.timeout_sec * USEC_PER_SEC, 0, on_transfer_timer, t) < 0) {
