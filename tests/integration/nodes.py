@@ -402,7 +402,8 @@ class Clone:
     Node namespaces are named from tag, unique on the network."""
 
     def __init__(self, tmp_path, ctl, api, network, bridge, source_dev, target_dev, source_args=(), target_args=(),
-                 mode="direct", storage=None, tag="", resize=None, create_args=()):
+                 mode="direct", storage=None, tag="", resize=None, create_args=(), start=True):
+        """start False: the session is left pending, for the test to start it its own way."""
         self.ctl, self.api = ctl, api
         self.tmp = tmp_path
         self.network, self.bridge, self.tag, self.mode = network, bridge, tag, mode
@@ -415,7 +416,8 @@ class Clone:
                 *([f"--storage={storage}"] if storage else []), *([f"--resize={resize}"] if resize else []),
                 *create_args, check=True)
         self.id = r.stdout.strip().split()[-1]
-        ctl("clone", "start", self.id, check=True)
+        if start:
+            ctl("clone", "start", self.id, check=True)
         self.path = f"/org/pureboot/Controller1/clone/{self.id}"
         fingerprint = ca_fingerprint(bridge.ca)
         self.agents = {}

@@ -1,0 +1,107 @@
+// SPDX-License-Identifier: MIT
+// PureBoot in Cockpit: the pages (clone sessions, one session, nodes), routed by the location's hash, redrawn
+// as the controller's objects change. What a page's action did wrong is shown above it, in the controller's
+// own words; a polkit refusal also says what to do about it.
+import "@patternfly/patternfly/patternfly.css";
+import "./pureboot.css";
+
+import cockpit from "./cockpit.js";
+
+import { isRefusal, proxies, refusalHint } from "./controller.js";
+import { alert, h, replace } from "./dom.js";
+import { renderNodes, registerForm } from "./nodes.js";
+import { renderDetail, renderList } from "./sessions.js";
+
+const _ = cockpit.gettext;
+
+const state = {
+    sessions: proxies("CloneSession"),
+    targets: proxies("CloneTarget"),
+    nodes: proxies("Node"),
+};
+
+const PAGES = [
+    { path: "sessions", title: _("Clone sessions") },
+    { path: "nodes", title: _("Nodes") },
+];
+
+let alerts, fixed, live;
+
+function showAlert(variant, title, text) {
+    const a = alert(variant, title, text, () => a.remove());
+    a.id = variant === "danger" ? "error" : "notice";
+    alerts.replaceChildren(a);
+}
+
+/* An action's outcome: an error above the page (with polkit's hint when it refused), else nothing. */
+function act(what, promise) {
+    alerts.replaceChildren();
+    return promise.catch(error => {
+        const text = h("div", {}, h("p", { class: "pureboot-message" }, error.message || String(error)),
+                       isRefusal(error) ? h("p", { class: "pureboot-hint" }, refusalHint()) : null);
+        showAlert("danger", cockpit.format(_("$0 failed"), what), text);
+    });
+}
+
+function say(title, text) {
+    showAlert("info", title, text);
+}
+
+function route() {
+    const path = cockpit.location.path;
+    return { page: path[0] || "sessions", id: path[1] };
+}
+
+function nav(current) {
+    return h("nav", { class: "pf-v6-c-tabs", "aria-label": _("PureBoot") },
+             h("ul", { class: "pf-v6-c-tabs__list", role: "tablist" },
+               PAGES.map(p => h("li", { class: `pf-v6-c-tabs__item${p.path === current ? " pf-m-current" : ""}` },
+                                h("a", { class: "pf-v6-c-tabs__link", href: `#/${p.path}`, id: `tab-${p.path}` },
+                                  h("span", { class: "pf-v6-c-tabs__item-text" }, p.title))))));
+}
+
+/* What does not change with the objects (forms): drawn once per page. */
+function drawFixed() {
+    const { page } = route();
+    replace(fixed, nav(page === "sessions" ? "sessions" : page), page === "nodes" ? registerForm(act) : null);
+}
+
+function drawLive() {
+    const { page, id } = route();
+    let content;
+    if (page === "nodes")
+        content = renderNodes(state, act, say);
+    else if (id)
+        content = renderDetail(id, state, act);
+    else
+        content = renderList(state, act);
+    replace(live, content);
+}
+
+let pending = null;
+function redraw() {
+    if (pending === null)
+        pending = window.setTimeout(() => { pending = null; drawLive() }, 50);
+}
+
+function main() {
+    const app = document.getElementById("app");
+    fixed = h("div", { class: "pureboot-fixed" });
+    alerts = h("div", { class: "pureboot-alerts", "aria-live": "polite" });
+    live = h("div", { class: "pureboot-live" });
+    replace(app, h("div", { class: "pf-v6-c-page__main-section pureboot-page" }, fixed, alerts, live));
+    cockpit.addEventListener("locationchanged", () => { alerts.replaceChildren(); drawFixed(); drawLive() });
+    for (const p of Object.values(state)) {
+        p.addEventListener("added", redraw);
+        p.addEventListener("changed", redraw);
+        p.addEventListener("removed", redraw);
+    }
+    drawFixed();
+    drawLive();
+    Promise.all(Object.values(state).map(p => p.wait())).then(() => {
+        document.body.setAttribute("data-loaded", "true");
+        drawLive();
+    });
+}
+
+document.addEventListener("DOMContentLoaded", main);

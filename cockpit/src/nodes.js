@@ -1,0 +1,51 @@
+// SPDX-License-Identifier: MIT
+// Nodes: the list (state, MAC, serial, last seen, boot mode), registering one, its boot mode, a boot token
+// and deleting it.
+import cockpit from "./cockpit.js";
+
+import { NO_OPTIONS, ROOT, call } from "./controller.js";
+import { button, card, h, input, label, select, table } from "./dom.js";
+import * as format from "./format.js";
+
+const _ = cockpit.gettext;
+
+const BOOT_MODES = [["local", _("its own disk")], ["partition", _("partition editor")], ["nfs", _("diskless (NFS root)")]];
+
+export function registerForm(act) {
+    const submit = () => {
+        const value = id => document.getElementById(id).value.trim();
+        act(_("Register node"), call(ROOT, "Manager", "RegisterNode", "sssa{sv}",
+                                     [value("node-hostname"), value("node-mac"), value("node-arch"), NO_OPTIONS]));
+    };
+    return card(_("Register a node"), h("form", { class: "pureboot-inline-form", id: "register-node",
+                       onsubmit: e => { e.preventDefault(); submit() } },
+             h("label", { for: "node-hostname" }, _("Hostname")), input("node-hostname", { placeholder: "web-01" }),
+             h("label", { for: "node-mac" }, _("MAC")), input("node-mac", { placeholder: "aa:bb:cc:dd:ee:ff" }),
+             h("label", { for: "node-arch" }, _("Architecture")),
+             select("node-arch", [["x86_64", "x86_64"], ["aarch64", "aarch64"], ["armv7l", "armv7l"]], "x86_64"),
+             button(_("Register"), submit, { variant: "primary", id: "node-register" })));
+}
+
+export function renderNodes({ nodes }, act, say) {
+    const rows = Object.entries(nodes)
+            .sort(([, a], [, b]) => (a.Hostname || "").localeCompare(b.Hostname || ""))
+            .map(([path, n]) => {
+                const mode = select(`boot-mode-${n.Id}`, BOOT_MODES, n.BootMode);
+                mode.firstChild.addEventListener("change", e =>
+                    act(_("Set boot mode"), call(path, "Node", "SetBootMode", "sa{sv}", [e.target.value, NO_OPTIONS])));
+                const token = () => act(_("Issue boot token"), call(path, "Node", "IssueBootToken", "a{sv}", [NO_OPTIONS])
+                        .then(([t]) => say(cockpit.format(_("Boot token for $0"), n.Hostname),
+                                           cockpit.format(_("pureboot.token=$0 — valid once, for 15 minutes."), t))));
+                const row = [n.Hostname, h("code", {}, n.MAC), n.Serial || "—", label(n.State), mode,
+                    format.time(n.LastSeen), String((n.Disks || []).length),
+                    h("div", { class: "pureboot-actions" },
+                      button(_("Boot token"), token, { id: `token-${n.Id}` }),
+                      button(_("Delete"), () => act(_("Delete node"), call(path, "Node", "Delete", "a{sv}", [NO_OPTIONS])),
+                             { variant: "danger", id: `delete-${n.Id}` }))];
+                row.attrs = { "data-node": n.Hostname };
+                return row;
+            });
+    return card(_("Nodes"), table(null, [_("Hostname"), _("MAC"), _("Serial"), _("State"), _("Next boot"),
+                 _("Last seen"), _("Disks"), ""], rows,
+                                    { id: "nodes", empty: _("No nodes yet. Machines appear here when they network-boot, or register one above.") }));
+}

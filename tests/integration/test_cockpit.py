@@ -1,0 +1,137 @@
+# SPDX-License-Identifier: MIT
+"""The Cockpit application in a real browser (browser.py): Debian's chromium through chromium-driver and
+selenium, a real cockpit-ws with a local session as the test user, the real bus, polkitd, controller, bridge
+and agents. Assertions are on the page's content; each scenario saves screenshots."""
+
+import re
+import subprocess
+
+import pytest
+
+from browser import Browser, CockpitWs, screenshots_dir
+from harness import POLKIT_RULES, REPO, TEST_USER, wait_for
+from nodes import Clone, check_files, make_random_disk, make_source_disk, sh
+
+GROUP = "pureboot-operators"
+
+
+@pytest.fixture
+def cockpit(system_bus, tmp_path):
+    """cockpit_ws(): a cockpit-ws for the test user, stopped (with its bridge) when the test ends."""
+    made = []
+
+    def start(user=TEST_USER):
+        ws = CockpitWs(system_bus, user, tmp_path / f"cockpit-ws-{len(made)}.log")
+        made.append(ws)
+        return ws.start()
+    yield start
+    for ws in made:
+        ws.stop()
+
+
+@pytest.fixture
+def browser(tmp_path):
+    b = Browser(screenshots_dir(tmp_path))
+    yield b
+    b.quit()
+
+
+def readme_rule():
+    """The polkit rule the README gives for a desktop group, as it is written there."""
+    readme = (REPO / "README.md").read_text()
+    m = re.search(r"```js\n(// .*?pureboot-operators.*?)```", readme, re.S)
+    assert m, "the README shows no polkit rule for the pureboot-operators group"
+    return m.group(1)
+
+
+@pytest.fixture
+def operators():
+    """The README's rule installed, and the test user in its group; all taken away again."""
+    added_group = subprocess.run(["getent", "group", GROUP], capture_output=True).returncode != 0
+    if added_group:
+        sh("groupadd", "--system", GROUP)
+    sh("gpasswd", "-a", TEST_USER, GROUP)
+    rule = POLKIT_RULES / "49-pureboot-operators-test.rules"
+    rule.write_text(readme_rule())
+    rule.chmod(0o644)
+    try:
+        yield
+    finally:
+        rule.unlink(missing_ok=True)
+        subprocess.run(["gpasswd", "-d", TEST_USER, GROUP], capture_output=True)
+        if added_group:
+            subprocess.run(["groupdel", GROUP], capture_output=True)
+
+
+def session_id(path):
+    return path.rsplit("/", 1)[1]
+
+
+def test_unprivileged_user_sees_everything_and_is_refused_start(controller, api, cockpit, browser):
+    """Without a rule the test user reads every session and node, and Start is refused with polkit's answer
+    on screen and what to do about it; nothing changed."""
+    api.node("web-01", "aa:bb:cc:00:00:01")
+    api.node("web-02", "aa:bb:cc:00:00:02")
+    sid = session_id(api.session("guarded"))
+    ws = cockpit()
+    browser.open(ws, "sessions")
+    row = f"tr[data-session='{sid}']"
+    browser.wait_text(row, lambda t: "guarded" in t and "pending" in t and "web-01 /dev/sda" in t,
+                      "the pending session in the list")
+    browser.click(f"#start-{sid}")
+    error = browser.wait_text("#error", lambda t: "manage-clones" in t, "polkit's refusal on screen")
+    assert "Start failed" in error
+    assert "Not authorized for org.pureboot.controller1.manage-clones" in error \
+        or "Authentication is required for org.pureboot.controller1.manage-clones" in error, error
+    assert "polkit rule" in error  # what to do about it
+    browser.shot("sessions-start-refused")
+    assert api.prop(f"/org/pureboot/Controller1/clone/{sid}", "CloneSession", "Status") == "pending"
+
+    browser.go("nodes")
+    nodes = browser.wait_text("#nodes", lambda t: "web-01" in t and "web-02" in t, "the nodes page")
+    assert "aa:bb:cc:00:00:01" in nodes and "ready" in nodes
+    browser.shot("nodes")
+
+
+def test_operator_starts_a_direct_clone_and_watches_it_complete(controller, api, ctl, network, bridge_on_network,
+                                                                tmp_path, cockpit, browser, operators):
+    """The README's rule lets the pureboot-operators group start a clone: the test user presses Start on the
+    detail page, the agents run, and the page follows the session to 100 % with both digests."""
+    source, files = make_source_disk(tmp_path)
+    target = make_random_disk(tmp_path, "target", 256 << 20)
+    c = None
+    try:
+        c = Clone(tmp_path, ctl, api, network, bridge_on_network, source.device, target.device, start=False)
+        ws = cockpit()
+        browser.open(ws, f"sessions/{c.id}")
+        browser.wait_text("#session", lambda t: "pending" in t, "the session's detail page")
+        # polkitd rereads its rules directory on its own: the first press may come before it did.
+        def started():
+            if api.prop(c.path, "CloneSession", "Status") != "pending":
+                return True
+            if browser.finds(f"#start-{c.id}"):
+                browser.click(f"#start-{c.id}")
+            return False
+        wait_for(started, timeout=20, interval=1, what="the operator's Start to be accepted")
+        c.source.start()
+        c.target.start()
+        browser.wait_text("#session .pf-v6-c-progress__measure", lambda t: t == "100%", "the page to reach 100 %",
+                          timeout=120)
+        browser.wait_text("#session", lambda t: "completed" in t, "the page to say completed")
+        digest = browser.text("#source-digest")
+        assert digest.startswith("xxh3-128:"), browser.text()
+        assert browser.text("#target-digest") == digest
+        targets = browser.text("#targets")
+        assert "tgt-node" in targets and "completed" in targets and digest in targets
+        assert "started" in browser.text("#timeline") and "completed" in browser.text("#timeline")
+        browser.shot("clone-detail")
+        assert not browser.finds("#error"), browser.text("#error")
+        assert c.target.wait(60) == 0, c.target.text()
+        assert c.source.wait(60) == 0, c.source.text()
+        sh("cmp", source.device, target.device)
+        check_files(target, files, tmp_path)
+    finally:
+        if c:
+            c.stop()
+        source.detach()
+        target.detach()
