@@ -8,9 +8,10 @@ import "./pureboot.css";
 import cockpit from "./cockpit.js";
 
 import { isRefusal, proxies, refusalHint } from "./controller.js";
-import { alert, h, replace } from "./dom.js";
+import { alert, button, h, replace } from "./dom.js";
 import { renderNodes, registerForm } from "./nodes.js";
 import { renderDetail, renderList } from "./sessions.js";
+import { renderWizard } from "./wizard.js";
 
 const _ = cockpit.gettext;
 
@@ -18,6 +19,8 @@ const state = {
     sessions: proxies("CloneSession"),
     targets: proxies("CloneTarget"),
     nodes: proxies("Node"),
+    disks: proxies("Disk"),
+    storages: proxies("StorageBackend"),
 };
 
 const PAGES = [
@@ -60,10 +63,20 @@ function nav(current) {
                                   h("span", { class: "pf-v6-c-tabs__item-text" }, p.title))))));
 }
 
-/* What does not change with the objects (forms): drawn once per page. */
+/* What does not change with the objects (forms, the wizard): drawn when the page is opened. */
 function drawFixed() {
-    const { page } = route();
-    replace(fixed, nav(page === "sessions" ? "sessions" : page), page === "nodes" ? registerForm(act) : null);
+    const { page, id } = route();
+    let content = null;
+    if (page === "nodes") {
+        content = registerForm(act);
+    } else if (page === "new") {
+        content = h("div", {});
+        renderWizard(content, state, act);
+    } else if (!id) {
+        content = h("div", { class: "pureboot-actions" },
+                    button(_("New clone session"), () => cockpit.location.go(["new"]), { variant: "primary", id: "new-session" }));
+    }
+    replace(fixed, nav(page === "nodes" ? "nodes" : "sessions"), content);
 }
 
 function drawLive() {
@@ -71,6 +84,8 @@ function drawLive() {
     let content;
     if (page === "nodes")
         content = renderNodes(state, act, say);
+    else if (page === "new")
+        content = null;
     else if (id)
         content = renderDetail(id, state, act);
     else
@@ -100,6 +115,7 @@ function main() {
     drawLive();
     Promise.all(Object.values(state).map(p => p.wait())).then(() => {
         document.body.setAttribute("data-loaded", "true");
+        drawFixed();
         drawLive();
     });
 }

@@ -86,7 +86,7 @@ function timeline(s, targets, nodes) {
 }
 
 /* The controller's plan (JSON): per partition what happens to it and why. */
-function planTable(text) {
+export function planTable(text) {
     let plan;
     try {
         plan = JSON.parse(text);

@@ -402,8 +402,9 @@ class Clone:
     Node namespaces are named from tag, unique on the network."""
 
     def __init__(self, tmp_path, ctl, api, network, bridge, source_dev, target_dev, source_args=(), target_args=(),
-                 mode="direct", storage=None, tag="", resize=None, create_args=(), start=True):
-        """start False: the session is left pending, for the test to start it its own way."""
+                 mode="direct", storage=None, tag="", resize=None, create_args=(), start=True, session=None):
+        """start False: the session is left pending, for the test to start it its own way. session: the id of
+        one made elsewhere (the Cockpit wizard), whose agents these are."""
         self.ctl, self.api = ctl, api
         self.tmp = tmp_path
         self.network, self.bridge, self.tag, self.mode = network, bridge, tag, mode
@@ -411,12 +412,15 @@ class Clone:
         for hostname, mac in (("src-node", "aa:bb:cc:00:10:01"), ("tgt-node", "aa:bb:cc:00:10:02")):
             r = api.call("/org/pureboot/Controller1", "Manager", "RegisterNode", "sssa{sv}", hostname, mac, "x86_64", "0")
             assert r.returncode == 0 or "already has this MAC" in r.stderr, r.stderr  # a second session: known
-        r = ctl("clone", "create", "--name=e2e", f"--mode={mode}", "--source=src-node", "--target=tgt-node",
-                f"--source-device={source_dev}", f"--target-device={target_dev}",
-                *([f"--storage={storage}"] if storage else []), *([f"--resize={resize}"] if resize else []),
-                *create_args, check=True)
-        self.id = r.stdout.strip().split()[-1]
-        if start:
+        if session:
+            self.id = session
+        else:
+            r = ctl("clone", "create", "--name=e2e", f"--mode={mode}", "--source=src-node", "--target=tgt-node",
+                    f"--source-device={source_dev}", f"--target-device={target_dev}",
+                    *([f"--storage={storage}"] if storage else []), *([f"--resize={resize}"] if resize else []),
+                    *create_args, check=True)
+            self.id = r.stdout.strip().split()[-1]
+        if start and not session:
             ctl("clone", "start", self.id, check=True)
         self.path = f"/org/pureboot/Controller1/clone/{self.id}"
         fingerprint = ca_fingerprint(bridge.ca)
@@ -475,3 +479,23 @@ class Clone:
 
     def stop(self):
         stop_all(self.agents.values())
+
+
+def partition_agent(tmp_path, ctl, api, bridge, devices, hostname, mac, netns=None, server=None):
+    """A node booted into partition mode: registered, its next boot set, its agent started with a node token,
+    and waited for until it reported every disk of devices. Returns the Agent (the caller stops it)."""
+    node_path = api.node(hostname, mac)
+    node_id = node_path.rsplit("/", 1)[1]
+    ctl("node", "set-mode", hostname, "partition", check=True)
+    token = ctl("node", "token", hostname, check=True).stdout.strip()
+    line = (f"console=ttyS0 pureboot.mode=partition pureboot.node={node_id} "
+            f"pureboot.server={server or bridge.url} pureboot.token={token} "
+            f"pureboot.ca=sha256:{ca_fingerprint(bridge.ca)} pureboot.devices={','.join(devices)}")
+    agent = Agent(tmp_path, hostname, netns, line).start()
+    try:
+        wait_for(lambda: len(api.prop(node_path, "Node", "Disks")) == len(devices), timeout=60,
+                 what=f"the scan of {devices}; agent:\n{agent.text()[-3000:]}")
+    except BaseException:
+        agent.stop()
+        raise
+    return agent

@@ -9,8 +9,8 @@ import subprocess
 import pytest
 
 from browser import Browser, CockpitWs, screenshots_dir
-from harness import POLKIT_RULES, REPO, TEST_USER, wait_for
-from nodes import Clone, check_files, make_random_disk, make_source_disk, sh
+from harness import POLKIT_RULES, REPO, ROOT, TEST_USER, stop_all, wait_for
+from nodes import Clone, check_files, make_random_disk, make_source_disk, partition_agent, sh
 
 GROUP = "pureboot-operators"
 
@@ -131,6 +131,83 @@ def test_operator_starts_a_direct_clone_and_watches_it_complete(controller, api,
         sh("cmp", source.device, target.device)
         check_files(target, files, tmp_path)
     finally:
+        if c:
+            c.stop()
+        source.detach()
+        target.detach()
+
+
+def test_wizard_creates_a_direct_clone_that_completes(controller, api, ctl, network, bridge_on_network, tmp_path,
+                                                      cockpit, browser, operators):
+    """The five steps with the disks the agents reported (their partition-mode scans): mode, source disk with its
+    map, target disk, the controller's plan, review and Start; then the session's agents clone it and the
+    detail page the wizard opened follows it to completion."""
+    source, files = make_source_disk(tmp_path)
+    target = make_random_disk(tmp_path, "target", 256 << 20)
+    scans, c = [], None
+    try:
+        for hostname, mac, loop in (("src-node", "aa:bb:cc:00:10:01", source), ("tgt-node", "aa:bb:cc:00:10:02", target)):
+            scans.append(partition_agent(tmp_path, ctl, api, bridge_on_network, [loop.device], hostname, mac))
+        stop_all(scans)
+        for hostname in ("src-node", "tgt-node"):
+            ctl("node", "set-mode", hostname, "local", check=True)
+        src_id = api.ok(ROOT, "Manager", "GetNode", "s", "src-node")[0].rsplit("/", 1)[1]
+        tgt_id = api.ok(ROOT, "Manager", "GetNode", "s", "tgt-node")[0].rsplit("/", 1)[1]
+
+        ws = cockpit()
+        browser.open(ws, "sessions")
+        browser.click("#new-session")
+        browser.wait_text("#wizard-steps", lambda t: "Review and start" in t, "the wizard")
+        browser.click("#wizard-mode-direct")
+        browser.find("#wizard-name").send_keys("from-cockpit")
+        browser.click("#wizard-next")
+        # Source: its node, then the disk it reported, drawn as a map of its partitions.
+        from selenium.webdriver.support.ui import Select
+        browser.wait(lambda d: d.find_elements("css selector", "#wizard-source-node"), "the source step")
+        Select(browser.find("#wizard-source-node")).select_by_value(src_id)
+        disk = f"#wizard-source-disk-{source.device.replace('/', '-')}"
+        browser.click(disk)
+        diskmap = browser.wait_text(f".pureboot-diskmap[data-device='{source.device}']", lambda t: "gpt" in t,
+                                    "the source disk's map")
+        assert "256 MiB" in diskmap, diskmap
+        blocks = browser.finds(f".pureboot-diskmap[data-device='{source.device}'] .pureboot-diskmap-part")
+        assert len(blocks) == 2 and "ext4" in blocks[0].get_attribute("title"), [b.get_attribute("title") for b in blocks]
+        browser.shot("wizard-source")
+        browser.click("#wizard-next")
+        browser.wait(lambda d: d.find_elements("css selector", "#wizard-target-node"), "the target step")
+        Select(browser.find("#wizard-target-node")).select_by_value(tgt_id)
+        browser.click(f"#wizard-target-disk-{target.device.replace('/', '-')}")
+        browser.click("#wizard-next")
+        # The plan: the controller makes the session and compares the two disks.
+        browser.click("#wizard-compute")
+        plan = browser.wait_text("#wizard-plan", lambda t: "keep" in t, "the controller's plan")
+        assert "ext4" in plan
+        browser.shot("wizard-plan")
+        browser.click("#wizard-next")
+        review = browser.wait_text("#wizard-review", lambda t: "src-node" in t, "the review")
+        assert f"src-node {source.device}" in review and f"tgt-node {target.device}" in review
+        sessions = api.ok(ROOT, "Manager", "ListCloneSessions")[0]
+        assert [s[1] for s in sessions] == ["from-cockpit"], sessions
+        sid = sessions[0][0]
+        assert api.prop(f"{ROOT}/clone/{sid}", "CloneSession", "Status") == "pending"
+        browser.click("#wizard-start")
+        browser.wait(lambda d: d.find_elements("css selector", f"#session[data-session='{sid}']"), "the new session's page")
+        wait_for(lambda: api.prop(f"{ROOT}/clone/{sid}", "CloneSession", "Status") != "pending", timeout=10,
+                 what="the session to start")
+
+        c = Clone(tmp_path, ctl, api, network, bridge_on_network, source.device, target.device, session=sid)
+        c.source.start()
+        c.target.start()
+        browser.wait_text("#session .pf-v6-c-progress__measure", lambda t: t == "100%", "the page to reach 100 %",
+                          timeout=120)
+        digest = browser.wait_text("#target-digest", lambda t: t.startswith("xxh3-128:"), "the target's digest")
+        assert browser.text("#source-digest") == digest
+        browser.shot("wizard-clone-completed")
+        assert c.target.wait(60) == 0, c.target.text()
+        sh("cmp", source.device, target.device)
+        check_files(target, files, tmp_path)
+    finally:
+        stop_all(scans)
         if c:
             c.stop()
         source.detach()

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from harness import DEST, REPO, ROOT, TEST_USER, stop_all, wait_for
-from nodes import Agent, Loop, Network, ca_fingerprint, make_source_disk, random_file, sh, sha256
+from nodes import Agent, Loop, Network, ca_fingerprint, make_source_disk, partition_agent, random_file, sh, sha256
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -92,19 +92,9 @@ def partition_node(controller, bridge, ctl, api, tmp_path):
     made = []
 
     def make(devices, hostname="part-01", mac="aa:bb:cc:00:20:01", netns=None, server=None):
-        node_path = api.node(hostname, mac)
-        node_id = node_path.rsplit("/", 1)[1]
-        ctl("node", "set-mode", hostname, "partition", check=True)
-        token = ctl("node", "token", hostname, check=True).stdout.strip()
-        line = (f"console=ttyS0 pureboot.mode=partition pureboot.node={node_id} "
-                f"pureboot.server={server or bridge.url} pureboot.token={token} "
-                f"pureboot.ca=sha256:{ca_fingerprint(bridge.ca)} pureboot.devices={','.join(devices)}")
-        agent = Agent(tmp_path, hostname, netns, line).start()
+        agent = partition_agent(tmp_path, ctl, api, bridge, devices, hostname, mac, netns, server)
         made.append(agent)
-        n = PartNode(ctl, api, hostname, agent)
-        wait_for(lambda: len(api.prop(node_path, "Node", "Disks")) == len(devices), timeout=60,
-                 what=f"the scan of {devices}; agent:\n{agent.text()[-3000:]}")
-        return n
+        return PartNode(ctl, api, hostname, agent)
     yield make
     stop_all(made)
 
