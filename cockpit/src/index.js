@@ -10,6 +10,7 @@ import cockpit from "./cockpit.js";
 import { isRefusal, proxies, refusalHint } from "./controller.js";
 import { alert, button, h, replace } from "./dom.js";
 import { renderNodes, registerForm } from "./nodes.js";
+import { diskPath, operationForm, renderDisk } from "./partitions.js";
 import { renderDetail, renderList } from "./sessions.js";
 import { renderWizard } from "./wizard.js";
 
@@ -28,7 +29,7 @@ const PAGES = [
     { path: "nodes", title: _("Nodes") },
 ];
 
-let alerts, fixed, live;
+let alerts, fixed, live, after, form;
 
 function showAlert(variant, title, text) {
     const a = alert(variant, title, text, () => a.remove());
@@ -69,6 +70,8 @@ function drawFixed() {
     let content = null;
     if (page === "nodes") {
         content = registerForm(act);
+    } else if (page === "disk") {
+        form = operationForm(diskPath(id, cockpit.location.path[2]));
     } else if (page === "new") {
         content = h("div", {});
         renderWizard(content, state, act);
@@ -76,7 +79,8 @@ function drawFixed() {
         content = h("div", { class: "pureboot-actions" },
                     button(_("New clone session"), () => cockpit.location.go(["new"]), { variant: "primary", id: "new-session" }));
     }
-    replace(fixed, nav(page === "nodes" ? "nodes" : "sessions"), content);
+    replace(fixed, nav(["nodes", "disk"].includes(page) ? "nodes" : "sessions"), content);
+    replace(after, page === "disk" ? form : null); // under the disk it edits
 }
 
 function drawLive() {
@@ -84,6 +88,8 @@ function drawLive() {
     let content;
     if (page === "nodes")
         content = renderNodes(state, act, say);
+    else if (page === "disk")
+        content = renderDisk(diskPath(id, cockpit.location.path[2]), state, act, form);
     else if (page === "new")
         content = null;
     else if (id)
@@ -104,7 +110,8 @@ function main() {
     fixed = h("div", { class: "pureboot-fixed" });
     alerts = h("div", { class: "pureboot-alerts", "aria-live": "polite" });
     live = h("div", { class: "pureboot-live" });
-    replace(app, h("div", { class: "pf-v6-c-page__main-section pureboot-page" }, fixed, alerts, live));
+    after = h("div", { class: "pureboot-fixed" });
+    replace(app, h("div", { class: "pf-v6-c-page__main-section pureboot-page" }, fixed, alerts, live, after));
     cockpit.addEventListener("locationchanged", () => { alerts.replaceChildren(); drawFixed(); drawLive() });
     for (const p of Object.values(state)) {
         p.addEventListener("added", redraw);

@@ -26,7 +26,7 @@ export function registerForm(act) {
              button(_("Register"), submit, { variant: "primary", id: "node-register" })));
 }
 
-export function renderNodes({ nodes }, act, say) {
+export function renderNodes({ nodes, disks }, act, say) {
     const rows = Object.entries(nodes)
             .sort(([, a], [, b]) => (a.Hostname || "").localeCompare(b.Hostname || ""))
             .map(([path, n]) => {
@@ -37,7 +37,10 @@ export function renderNodes({ nodes }, act, say) {
                         .then(([t]) => say(cockpit.format(_("Boot token for $0"), n.Hostname),
                                            cockpit.format(_("pureboot.token=$0 — valid once, for 15 minutes."), t))));
                 const row = [n.Hostname, h("code", {}, n.MAC), n.Serial || "—", label(n.State), mode,
-                    format.time(n.LastSeen), String((n.Disks || []).length),
+                    format.time(n.LastSeen),
+                    (n.Disks || []).map(d => h("div", {},
+                                               h("a", { href: `#/disk/${n.Id}/${d.slice(d.lastIndexOf("/") + 1)}`, class: "pureboot-disk-link" },
+                                                 disks[d] ? `${disks[d].Device} (${format.bytes(disks[d].Size)})` : d))),
                     h("div", { class: "pureboot-actions" },
                       button(_("Boot token"), token, { id: `token-${n.Id}` }),
                       button(_("Delete"), () => act(_("Delete node"), call(path, "Node", "Delete", "a{sv}", [NO_OPTIONS])),

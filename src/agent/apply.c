@@ -147,7 +147,9 @@ static int sync_kernel(Job *j) {
         return ok ? 0 : -EIO;
 }
 
+/* Puts back what the operation changed, and says so after the operation's error: its report shows it. */
 static void rollback(Job *j) {
+        const char *sep = j->error && !endswith(j->error, ".") ? "." : "";
         int r = 0;
         for (size_t i = j->n_saved; i > 0; i--) {
                 int e = restore_region(j, &j->saved[i - 1]);
@@ -157,14 +159,25 @@ static void rollback(Job *j) {
         if (r >= 0 && fsync(j->fd) < 0)
                 r = -errno;
         (void) ioctl(j->fd, BLKFLSBUF, 0);
-        if (r < 0)
+        if (r < 0) {
                 log_error_errno(r, "Failed to restore the partition table of %s: %m. Its saved copy was lost with "
                                 "this error; check the disk before using it.", j->device);
-        else if (sync_kernel(j) < 0)
+                (void) strextend_printf(&j->error,
+                                        "%s Putting the partition table back failed too (%s): check the "
+                                        "disk before using it.",
+                                        sep, strerror(-r));
+        } else if (sync_kernel(j) < 0) {
                 log_warning("Restored the partition table of %s, but the kernel did not take it: %s", j->device,
                             parted_last_error());
-        else
+                (void) strextend_printf(&j->error,
+                                        "%s The partition table was put back as it was; the kernel did "
+                                        "not take it (%s), so reboot before using the disk.",
+                                        sep, parted_last_error());
+        } else {
                 log_info("Restored the partition table of %s as it was before the operation.", j->device);
+                (void) strextend_printf(&j->error, "%s The partition table was put back as it was before.",
+                                        sep);
+        }
 }
 
 static void job_done(Job *j) {

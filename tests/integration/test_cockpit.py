@@ -3,6 +3,7 @@
 selenium, a real cockpit-ws with a local session as the test user, the real bus, polkitd, controller, bridge
 and agents. Assertions are on the page's content; each scenario saves screenshots."""
 
+import json
 import re
 import subprocess
 
@@ -10,7 +11,7 @@ import pytest
 
 from browser import Browser, CockpitWs, screenshots_dir
 from harness import POLKIT_RULES, REPO, ROOT, TEST_USER, stop_all, wait_for
-from nodes import Clone, check_files, make_random_disk, make_source_disk, partition_agent, sh
+from nodes import Clone, Loop, check_files, make_random_disk, make_source_disk, partition_agent, sh
 
 GROUP = "pureboot-operators"
 
@@ -212,3 +213,93 @@ def test_wizard_creates_a_direct_clone_that_completes(controller, api, ctl, netw
             c.stop()
         source.detach()
         target.detach()
+
+
+def test_partition_editor_queues_checks_and_applies(controller, api, ctl, bridge, tmp_path, cockpit, browser, operators):
+    """On a node's 1 GiB loop disk in partition mode: the map shows its ext4 partition; a resize and a create are
+    queued from the editor's form (a partition picked on the map), a resize the controller refuses shows its
+    sentence under the form and queues nothing, and Apply runs both: the disk file then has the new table and
+    filesystems."""
+    image = tmp_path / "disk.img"
+    with open(image, "wb") as f:
+        f.truncate(1 << 30)
+    sh("parted", "-s", image, "mklabel", "gpt", "mkpart", "root", "ext4", "1MiB", "401MiB")
+    loop = Loop(image)
+    agent = None
+    try:
+        loop.scan_partitions()
+        sh("mkfs.ext4", "-q", "-L", "root", loop.partition(1))
+        agent = partition_agent(tmp_path, ctl, api, bridge, [loop.device], "part-01", "aa:bb:cc:00:20:01")
+        node = api.ok(ROOT, "Manager", "GetNode", "s", "part-01")[0]
+        disk = api.prop(node, "Node", "Disks")[0]
+        ws = cockpit()
+        browser.open(ws, "nodes")
+        browser.click("tr[data-node='part-01'] a.pureboot-disk-link")
+        browser.wait_text("#partitions", lambda t: "ext4" in t and "root" in t, "the disk's partitions")
+        from selenium.webdriver.support.ui import Select
+        op = Select(browser.find("#op-operation"))
+
+        # A resize larger than the disk: the controller's sentence under the form, nothing queued.
+        op.select_by_value("resize")
+        browser.click("#disk-map .pureboot-diskmap-part[data-partition='1']")
+        assert browser.find("#op-partition").get_attribute("value") == "1"
+        browser.find("#op-new_size_bytes").send_keys("5000")
+        browser.click("#op-queue")
+        refused = browser.wait_text("#op-error", lambda t: t != "", "the controller's refusal")
+        assert "partition 1" in refused.lower() or "disk" in refused.lower(), refused
+        browser.shot("partition-editor-refused")
+        assert api.prop(disk, "Disk", "Operations") == []
+
+        browser.find("#op-new_size_bytes").clear()
+        browser.find("#op-new_size_bytes").send_keys("600")
+        browser.click("#op-queue")
+        browser.wait_text("#op-queued", lambda t: "Queued resize" in t, "the resize queued")
+        op.select_by_value("create")
+        browser.find("#op-start_bytes").send_keys("700")
+        browser.find("#op-size_bytes").send_keys("300")
+        Select(browser.find("#op-filesystem")).select_by_value("xfs")
+        browser.find("#op-label").send_keys("data")
+        browser.click("#op-queue")
+        browser.wait_text("#op-queued", lambda t: "Queued create" in t, "the create queued")
+        queue = browser.wait_text("#operations", lambda t: t.count("pending") == 2, "both operations pending")
+        assert "new_size_bytes=600 MiB" in queue and "size_bytes=300 MiB" in queue, queue
+        browser.shot("partition-editor-queued")
+
+        browser.click("#apply")
+        browser.wait(lambda d: len(d.find_elements("css selector", "#operations tr[data-status='completed']")) == 2,
+                     "both operations completed on the page", timeout=120)
+        browser.wait_text("#partitions", lambda t: "xfs" in t and "data" in t, "the rescan after the apply", timeout=60)
+        browser.shot("partition-editor-applied")
+        layout = sh("sfdisk", "--json", image).stdout
+        parts = json.loads(layout)["partitiontable"]["partitions"]
+        assert [p["size"] * 512 for p in parts] == [600 << 20, 300 << 20], parts
+        assert parts[1]["start"] * 512 == 700 << 20
+        assert sh("blkid", "-o", "value", "-s", "TYPE", loop.partition(2)).stdout.strip() == "xfs"
+        assert sh("blkid", "-o", "value", "-s", "LABEL", loop.partition(2)).stdout.strip() == "data"
+        sh("e2fsck", "-fn", loop.partition(1))
+
+        # A shrink that fits when queued; then the filesystem fills up, resize2fs refuses, and the page says the
+        # table was put back.
+        op.select_by_value("resize")
+        browser.click("#disk-map .pureboot-diskmap-part[data-partition='1']")
+        browser.find("#op-new_size_bytes").send_keys("200")
+        browser.click("#op-queue")
+        browser.wait_text("#op-queued", lambda t: "Queued resize" in t, "the shrink queued")
+        mnt = tmp_path / "mnt"
+        mnt.mkdir()
+        sh("mount", loop.partition(1), mnt)
+        try:
+            sh("dd", "if=/dev/urandom", f"of={mnt / 'filler'}", "bs=1M", "count=300", "status=none")
+        finally:
+            sh("umount", mnt)
+        before = sh("sfdisk", "--dump", image).stdout
+        browser.click("#apply")
+        failed = browser.wait_text("#operations tr[data-status='failed']", lambda t: "put back" in t,
+                                   "the failed shrink and its rollback on the page", timeout=120)
+        assert "resize2fs" in failed, failed
+        browser.shot("partition-editor-rolled-back")
+        assert sh("sfdisk", "--dump", image).stdout == before
+    finally:
+        if agent:
+            agent.stop()
+        loop.detach()

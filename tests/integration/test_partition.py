@@ -455,6 +455,7 @@ def test_a_failed_operation_restores_the_table_and_leaves_the_rest_pending(parti
     ops = {o[0]: o for o in n.operations(loop.device)}
     assert ops[shrink][3] == "failed" and "resize2fs" in ops[shrink][4], ops[shrink]
     assert "smaller than minimum" in ops[shrink][4] or "No space left" in ops[shrink][4], ops[shrink][4]
+    assert ops[shrink][4].endswith("The partition table was put back as it was before."), ops[shrink][4]
     assert ops[later][3] == "pending"
     with open(loop.device, "rb") as f:
         assert f.read(34 * 512) == before
