@@ -12,7 +12,7 @@ _purebootctl() {
         local -A verbs=(
                 [node]='add list show remove set-mode token'
                 [clone]='create list show start cancel delete status update token plan add-target'
-                [image]='list show capture deploy verify rename describe delete'
+                [image]='list show capture deploy verify rename describe delete export import capture-local restore-local'
                 [storage]='add list show remove update'
                 [ca]='show list-issued revoke issue'
         )
@@ -44,6 +44,7 @@ _purebootctl() {
                         node/add) options+=' --mac --hostname --arch --serial' ;;
                         clone/create|clone/update) options+=' --source --target --mode --storage --source-device --target-device --name --resize --identity --unused --idempotency-key --keep-as' ;;
                         image/capture) options+=' --source --source-device --storage' ;;
+                        image/import|image/capture-local) options+=' --storage --description' ;;
                         image/deploy) options+=' --target --target-device --resize --name --identity --unused --idempotency-key' ;;
                         clone/status) options+=' --follow' ;;
                         clone/token) options+=' --role --target' ;;

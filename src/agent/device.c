@@ -99,10 +99,46 @@ int device_lock_table(const char *path) {
         return TAKE_FD(fd);
 }
 
+int device_adopt(int fd, const char *path, Device *ret) {
+        _cleanup_close_ int owned = fd;
+        _cleanup_free_ char *link = NULL;
+        struct stat st;
+        uint64_t size;
+        unsigned sector = 512;
+
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        if (S_ISBLK(st.st_mode)) {
+                if (ioctl(fd, BLKGETSIZE64, &size) < 0)
+                        return -errno;
+                (void) ioctl(fd, BLKSSZGET, &sector);
+        } else if (S_ISREG(st.st_mode))
+                size = (uint64_t) st.st_size;
+        else
+                return -ENOTBLK;
+        if (!path && asprintf(&link, "/proc/self/fd/%d", fd) >= 0) { /* what it was opened as */
+                char target[PATH_MAX];
+                ssize_t n = readlink(link, target, sizeof(target) - 1);
+                free(link);
+                link = n > 0 ? strndup(target, (size_t) n) : strdup("(a descriptor)");
+        }
+        *ret = (Device){ .fd = TAKE_FD(owned),
+                         .direct_fd = -EBADF,
+                         .sector_size = sector,
+                         .is_block = S_ISBLK(st.st_mode),
+                         .size = size,
+                         .path = path ? strdup(path) : TAKE_PTR(link) };
+        if (!ret->path) {
+                device_close(ret);
+                return -ENOMEM;
+        }
+        return 0;
+}
+
 int device_open(const char *path, int flags, Device *ret, char **ret_holder) {
         _cleanup_close_ int fd = -EBADF;
         struct stat st;
-        uint64_t size;
+        int r;
 
         *ret_holder = NULL;
         if (stat(path, &st) < 0)
@@ -111,35 +147,17 @@ int device_open(const char *path, int flags, Device *ret, char **ret_holder) {
                 *ret_holder = device_mounted_at(path);
                 if (*ret_holder)
                         return -EBUSY;
-                /* Claim a block device: the kernel refuses while a filesystem or another claimer holds it. */
+                /* Claim a block device: the kernel refuses while a filesystem or another claimer holds it.
+                 */
                 if (S_ISBLK(st.st_mode))
                         flags |= O_EXCL;
         }
         fd = open(path, flags | O_CLOEXEC | O_NOCTTY);
         if (fd < 0)
                 return -errno;
-        if (fstat(fd, &st) < 0)
-                return -errno;
-        if (S_ISBLK(st.st_mode)) {
-                if (ioctl(fd, BLKGETSIZE64, &size) < 0)
-                        return -errno;
-        } else if (S_ISREG(st.st_mode))
-                size = (uint64_t) st.st_size;
-        else
-                return -ENOTBLK;
-        unsigned sector = 512;
-        if (S_ISBLK(st.st_mode))
-                (void) ioctl(fd, BLKSSZGET, &sector);
-        *ret = (Device){ .fd = TAKE_FD(fd),
-                         .direct_fd = -EBADF,
-                         .sector_size = sector,
-                         .is_block = S_ISBLK(st.st_mode),
-                         .size = size,
-                         .path = strdup(path) };
-        if (!ret->path) {
-                device_close(ret);
-                return -ENOMEM;
-        }
+        r = device_adopt(TAKE_FD(fd), path, ret);
+        if (r < 0)
+                return r;
         /* The bulk of a clone goes around the page cache: a copy less each way, and the cache is not filled
          * with a disk nobody reads again. Not claimed again: the first open holds the claim. */
         if (ret->is_block)

@@ -30,6 +30,9 @@ void *device_buffer_new(size_t size);
  * what if known. */
 int device_open(const char *path, int flags, Device *ret, char **ret_holder);
 void device_close(Device *d);
+/* A Device of fd (taken, even on failure), a block device or a file someone else opened (udisks2 for a
+ * desktop user); path names it, or NULL for what the kernel says it is. Without O_DIRECT. */
+int device_adopt(int fd, const char *path, Device *ret);
 /* A shared BSD lock on the whole disk at path (systemd's block device locking). While it is held, udev does
  * not re-read the partition table, which it does after anyone closed the disk opened for writing, taking
  * every partition node away for a moment; udev's own event processing goes on. Not an exclusive lock:

@@ -4,13 +4,19 @@
  * checks a peer's. */
 #include <endian.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include "device.h"
+#include "format.h"
 #include "frame.h"
+#include "gpt.h"
 #include "image-file.h"
 #include "log.h"
 #include "staged.h"
@@ -20,6 +26,9 @@
 
 typedef struct Export {
         int out;
+        Device disk;   /* out is a disk (a desktop's, opened by udisks2): the image is written to it as it is
+                        */
+        uint8_t *head; /* its first chunk, as written: where its partition table is */
         uint64_t size;
         ZSTD_CCtx *cctx;
         Digest digest; /* of what was read, to hold against the manifest's */
@@ -57,6 +66,78 @@ static int export_emit(Writer *w, const uint8_t *data, uint64_t offset, uint64_t
         return r < 0 ? stager_fail(w->s, r, "writing the file failed: %s", strerror(-r)) : 0;
 }
 
+/* A checked chunk onto the disk; a run of zeroes or of chunks no filesystem used made to read as zeroes. */
+static int disk_emit(Writer *w, const uint8_t *data, uint64_t offset, uint64_t length,
+                     XXH128_hash_t content) {
+        Export *x = w->userdata;
+        int r;
+
+        if (!data)
+                digest_feed_run(&x->digest, FRAME_SKIP, length, x->size);
+        else
+                digest_feed(&x->digest, content);
+        if (data && offset == 0)
+                memcpy(x->head, data, MIN(length, (uint64_t) FRAME_CHUNK));
+        r = !data || frame_is_zero(data, length) ? device_zero(&x->disk, offset, length)
+                                                 : device_pwrite(&x->disk, data, length, offset);
+        return r < 0 ? stager_fail(w->s, r, "writing %s at %" PRIu64 " failed: %s", x->disk.path, offset,
+                                   strerror(-r))
+                     : 0;
+}
+
+/* Copies what was written into the sparse file from onto the disk, extent by extent. */
+static int copy_extents(int from, Device *to) {
+        _cleanup_free_ uint8_t *buf = malloc(FRAME_CHUNK);
+        off_t at = 0, end;
+        int r;
+
+        if (!buf)
+                return -ENOMEM;
+        while ((at = lseek(from, at, SEEK_DATA)) >= 0) {
+                end = lseek(from, at, SEEK_HOLE);
+                if (end < 0)
+                        return -errno;
+                for (; at < end; at += (off_t) MIN((uint64_t) (end - at), (uint64_t) FRAME_CHUNK)) {
+                        size_t n = (size_t) MIN((uint64_t) (end - at), (uint64_t) FRAME_CHUNK);
+                        r = pread_full(from, buf, n, (uint64_t) at);
+                        if (r >= 0)
+                                r = device_pwrite(to, buf, n, (uint64_t) at);
+                        if (r < 0)
+                                return r;
+                }
+        }
+        return errno == ENXIO ? 0 : -errno;
+}
+
+/* The disk written whole: made durable, its GPT's backup moved to its end when it is larger than the image.
+ * udisks2 opens a disk for restoring write-only, so the table is moved in a sparse file of the disk's size
+ * holding the image's first chunk (all the move reads), and what the move wrote there goes onto the disk. */
+static int disk_finish(Stager *s, Export *x) {
+        _cleanup_free_ char *why = NULL;
+        _cleanup_close_ int copy = -EBADF;
+        int r = device_finish(&x->disk);
+        if (r < 0)
+                return stager_fail(s, r, "writing %s failed: %s", x->disk.path, strerror(-r));
+        if (x->disk.size == x->size)
+                return 0;
+        copy = memfd_create("pureboot-gpt", MFD_CLOEXEC);
+        if (copy < 0 || ftruncate(copy, (off_t) x->disk.size) < 0)
+                return stager_fail(s, -errno, "cannot make a copy of the partition table: %m");
+        r = pwrite_full(copy, x->head, FRAME_CHUNK, 0);
+        if (r >= 0)
+                r = gpt_relocate_backup(copy, x->disk.sector_size, x->disk.size, NULL, 0, &why);
+        if (r == 0)
+                r = copy_extents(copy, &x->disk);
+        if (r >= 0)
+                r = device_finish(&x->disk);
+        if (r < 0)
+                return stager_fail(s, r,
+                                   "the image is on %s, but its partition table could not be moved to the "
+                                   "disk's end: %s",
+                                   x->disk.path, why ?: strerror(-r));
+        return 0;
+}
+
 static int write_header(int out, json_object *header) {
         const char *text = json_object_to_json_string_ext(header, JSON_C_TO_STRING_PLAIN);
         uint32_t len = htole32((uint32_t) strlen(text));
@@ -70,9 +151,10 @@ int image_file_export(json_object *staging, json_object *header, int out, ImageP
                       char **ret_why) {
         _cleanup_(json_object_unrefp) json_object *h = header;
         Stager s = { .staging = staging, .dev = DEVICE_NULL, .event_fd = -EBADF, .tell = progress };
-        Export x = { .out = out };
+        Export x = { .out = out, .disk = DEVICE_NULL };
         Manifest m = {};
         Writer w = { .s = &s, .m = &m, .emit = export_emit, .userdata = &x };
+        struct stat st;
         const StagingTransport *t = NULL;
         _cleanup_free_ char *digest = NULL;
         void *conn = NULL;
@@ -81,6 +163,25 @@ int image_file_export(json_object *staging, json_object *header, int out, ImageP
         r = stager_connect(&s, "pureboot-export", &t, &conn);
         if (r >= 0)
                 r = t->read_manifest(&s, conn, &m);
+        if (r >= 0 && fstat(out, &st) >= 0 && S_ISBLK(st.st_mode)) {
+                r = device_adopt(fcntl(out, F_DUPFD_CLOEXEC, 3), NULL, &x.disk);
+                if (r < 0)
+                        r = stager_fail(&s, r, "the disk cannot be written: %s", strerror(-r));
+                else if (x.disk.size < m.size)
+                        r = stager_fail(
+                                &s, -ENOSPC,
+                                "%s is %s; the image is %s. Restore it onto a disk at least that large.",
+                                x.disk.path, FORMAT_BYTES(x.disk.size), FORMAT_BYTES(m.size));
+                else if (x.disk.sector_size != m.sector_size && m.sector_size > 0)
+                        r = stager_fail(
+                                &s, -EINVAL,
+                                "%s has %u-byte sectors; the image was taken from a disk with %" PRIu64
+                                "-byte sectors, whose partition table would not fit it.",
+                                x.disk.path, x.disk.sector_size, m.sector_size);
+                w.emit = disk_emit;
+                if (r >= 0 && !(x.head = calloc(1, FRAME_CHUNK)))
+                        r = -ENOMEM;
+        }
         if (r >= 0) {
                 x.size = m.size;
                 json_object_object_add(h, "size", json_object_new_int64((int64_t) m.size));
@@ -92,7 +193,7 @@ int image_file_export(json_object *staging, json_object *header, int out, ImageP
                 if (!x.cctx || !x.frame || !w.chunk || digest_init(&x.digest) < 0)
                         r = -ENOMEM;
         }
-        if (r >= 0 && (r = write_header(out, h)) < 0)
+        if (r >= 0 && x.disk.fd < 0 && (r = write_header(out, h)) < 0)
                 r = stager_fail(&s, r, "writing the file failed: %s", strerror(-r));
         if (r >= 0)
                 r = t->download(&s, conn, &m, &w);
@@ -103,7 +204,9 @@ int image_file_export(json_object *staging, json_object *header, int out, ImageP
         if (r >= 0 && !streq(digest, m.digest))
                 r = stager_fail(&s, -EBADMSG, "what was read has digest %s, the manifest %s", digest,
                                 m.digest);
-        if (r >= 0 && fsync(out) < 0 && !IN_SET(errno, EINVAL, EROFS)) /* a pipe or a socket cannot */
+        if (r >= 0 && x.disk.fd >= 0)
+                r = disk_finish(&s, &x);
+        else if (r >= 0 && fsync(out) < 0 && !IN_SET(errno, EINVAL, EROFS)) /* a pipe or a socket cannot */
                 r = stager_fail(&s, -errno, "writing the file failed: %m");
         if (r >= 0 && progress)
                 progress(m.size, m.size);
@@ -111,6 +214,8 @@ int image_file_export(json_object *staging, json_object *header, int out, ImageP
                 t->disconnect(conn);
         if (r < 0 && !s.why)
                 (void) stager_fail(&s, r, "%s", strerror(-r));
+        device_close(&x.disk);
+        free(x.head);
         ZSTD_freeCCtx(x.cctx);
         free(x.frame);
         free(w.chunk);

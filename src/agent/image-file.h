@@ -17,8 +17,10 @@
 typedef void (*ImageProgress)(uint64_t offset, uint64_t size);
 
 /* Writes the image staging (a Staging record) holds to out, header (taken: name, description, layout, …)
- * first with the manifest's size, sector size and digest added. -EBADMSG (with *ret_why) if the image is
- * damaged, other errors if it could not be read or written. */
+ * first with the manifest's size, sector size and digest added; or, when out is a block device (a desktop's
+ * disk, which udisks2 opened for restoring), the disk itself as the image holds it, onto a disk at least as
+ * large with the same sector size, the GPT's backup moved to its end. -EBADMSG (with *ret_why) if the image
+ * is damaged, other errors if it could not be read or written. */
 int image_file_export(json_object *staging, json_object *header, int out, ImageProgress progress,
                       char **ret_why);
 

@@ -18,6 +18,7 @@
 #include <zlib.h>
 #include <zstd.h>
 
+#include "device.h"
 #include "format.h"
 #include "frame.h"
 #include "image-import.h"
@@ -859,6 +860,54 @@ static int foreign_restore(Foreign *f, const char *raw_path) {
         return 0;
 }
 
+/* A disk someone opened for us (a desktop's, through udisks2's OpenForBackup): copied into the raw file
+ * chunk by chunk, its runs of zeroes left as holes. */
+static int disk_restore(int source, const char *raw_path, ImageProgress progress, ImportedDisk *ret,
+                        char **ret_why) {
+        _cleanup_close_ int raw = -EBADF;
+        _cleanup_free_ uint8_t *buf = NULL;
+        Device d = DEVICE_NULL;
+        int r;
+
+        r = device_adopt(fcntl(source, F_DUPFD_CLOEXEC, 3), NULL, &d);
+        if (r < 0)
+                return reason_first(ret_why, r, "cannot read the disk: %s", strerror(-r));
+        raw = open(raw_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        buf = device_buffer_new(FRAME_CHUNK);
+        if (raw < 0)
+                r = reason_first(ret_why, -errno, "cannot make the disk file: %m");
+        else if (!buf)
+                r = -ENOMEM;
+        for (uint64_t at = 0; r >= 0 && at < d.size; at += FRAME_CHUNK) {
+                size_t n = (size_t) MIN((uint64_t) FRAME_CHUNK, d.size - at);
+                r = device_pread(&d, buf, n, at);
+                if (r < 0)
+                        r = reason_first(ret_why, r, "reading %s at %" PRIu64 " failed: %s", d.path, at,
+                                         strerror(-r));
+                else if (!frame_is_zero(buf, n) && (r = pwrite_full(raw, buf, n, at)) < 0)
+                        r = reason_first(ret_why, r, "writing the disk file failed: %s", strerror(-r));
+                if (r >= 0 && progress && at % (64 * FRAME_CHUNK) == 0)
+                        progress(at, d.size);
+        }
+        if (r >= 0 && (ftruncate(raw, (off_t) d.size) < 0 || fsync(raw) < 0))
+                r = reason_first(ret_why, -errno, "writing the disk file failed: %m");
+        if (r >= 0) {
+                _cleanup_free_ char *origin = NULL;
+                ret->format = "disk";
+                ret->header = json_object_new_object();
+                ret->device = strdup(d.path);
+                if (!ret->header || !ret->device ||
+                    asprintf(&origin, "the disk %s (%s)", d.path, FORMAT_BYTES(d.size)) < 0)
+                        r = -ENOMEM;
+                else
+                        json_object_object_add(ret->header, "origin", json_object_new_string(origin));
+        }
+        if (r >= 0 && progress)
+                progress(d.size, d.size);
+        device_close(&d);
+        return r;
+}
+
 int image_import_restore(int source, const char *work, ImageProgress progress, ImportedDisk *ret,
                          char **ret_why) {
         _cleanup_free_ char *raw_path = NULL;
@@ -871,6 +920,12 @@ int image_import_restore(int source, const char *work, ImageProgress progress, I
                 return -ENOMEM;
         if (fstat(source, &st) < 0)
                 return -errno;
+        if (S_ISBLK(st.st_mode)) {
+                r = disk_restore(source, raw_path, progress, ret, ret_why);
+                if (r < 0)
+                        imported_disk_done(ret);
+                return r;
+        }
         if (!S_ISDIR(st.st_mode)) {
                 _cleanup_close_ int raw = open(raw_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
                 if (raw < 0)

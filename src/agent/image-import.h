@@ -13,7 +13,7 @@
 #include "usedmap.h"
 
 typedef struct ImportedDisk {
-        const char *format;  /* "pureboot", "clonezilla", "fog" */
+        const char *format;  /* "pureboot", "clonezilla", "fog", "disk" (a block device) */
         char *device;        /* what the source called the disk (/dev/sda), if it says */
         json_object *header; /* what the source says of the image: an export's header, else {} */
         UsedMap skipped;     /* the chunks the image leaves out (an export's), to leave out again */
@@ -25,8 +25,9 @@ void imported_disk_done(ImportedDisk *d);
 /* The raw disk file an import makes in its work directory. */
 #define IMPORT_DISK_FILE "disk.raw"
 
-/* Restores what source (an open file or directory) holds into IMPORT_DISK_FILE, new in the directory work
- * (which the restore uses for its own files too, and cleans of them). -EBADMSG with *ret_why if it is not
- * something this reads, or damaged; other errors (with *ret_why) if reading or writing failed. */
+/* Restores what source (an open file, directory or block device) holds into IMPORT_DISK_FILE, new in the
+ * directory work (which the restore uses for its own files too, and cleans of them). -EBADMSG with *ret_why
+ * if it is not something this reads, or damaged; other errors (with *ret_why) if reading or writing failed.
+ */
 int image_import_restore(int source, const char *work, ImageProgress progress, ImportedDisk *ret,
                          char **ret_why);

@@ -137,8 +137,8 @@ static void on_exported(Manager *m, const char *id, const char *why, void *userd
         if (why)
                 (void) sd_bus_reply_method_errorf(
                         msg, PB_ERROR_OPERATION_REFUSED,
-                        "The image was not exported: %s. What was written of the file "
-                        "is not an image; remove it.",
+                        "The image was not exported: %s. What was written is not the whole image: "
+                        "remove the file, or restore the disk again.",
                         why);
         else
                 (void) sd_bus_reply_method_return(msg, NULL);

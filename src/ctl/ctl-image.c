@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include "ctl-udisks.h"
 #include "ctl.h"
 #include "log.h"
 #include "table.h"
@@ -149,10 +150,20 @@ static int long_call(sd_bus *bus, sd_bus_message *m, sd_bus_message **reply, con
 }
 
 /* image export NAME FILE: the file is made here, new, and handed over; removed again if the export fails. */
-static int image_export(sd_bus *bus, const char *path, const char *file) {
+/* Export to fd (taken): a file the image file format goes into, or a disk it is written onto as it is. */
+static int image_export_fd(sd_bus *bus, const char *path, int fd) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
-        _cleanup_close_ int fd = open(file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, 0644);
-        int r;
+        _cleanup_close_ int owned = fd;
+        int r = ctl_new_call(bus, path, PB_IFACE("Image"), "Export", &m);
+        if (r >= 0)
+                r = sd_bus_message_append(m, "ha{sv}", fd, 0);
+        if (r < 0)
+                return EXIT_FAILED;
+        return long_call(bus, m, NULL, "export the image");
+}
+
+static int image_export(sd_bus *bus, const char *path, const char *file) {
+        int fd = open(file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, 0644), r;
 
         if (fd < 0)
                 return log_error_errno(errno,
@@ -160,29 +171,21 @@ static int image_export(sd_bus *bus, const char *path, const char *file) {
                                                        : "Cannot create %s: %m",
                                        file),
                        EXIT_FAILED;
-        r = ctl_new_call(bus, path, PB_IFACE("Image"), "Export", &m);
-        if (r >= 0)
-                r = sd_bus_message_append(m, "ha{sv}", fd, 0);
-        if (r < 0)
-                return EXIT_FAILED;
-        r = long_call(bus, m, NULL, "export the image");
+        r = image_export_fd(bus, path, fd);
         if (r != EXIT_OK)
                 (void) unlink(file);
         return r;
 }
 
-/* image import NAME PATH --storage BACKEND: an exported image file, or a Clonezilla or FOG image directory,
- * opened here (what we may read) and handed over. */
-static int image_import(sd_bus *bus, const char *name, const char *source) {
+/* Import from fd (taken): an exported image, a Clonezilla or FOG directory, or a disk. Prints its id. */
+static int image_import_fd(sd_bus *bus, const char *name, int fd) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
-        _cleanup_close_ int fd = open(source, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        _cleanup_close_ int owned = fd;
         const char *path;
         int r;
 
         if (!ctl_require(arg.storage, "--storage BACKEND", "image import"))
                 return EXIT_USAGE;
-        if (fd < 0)
-                return log_error_errno(errno, "Cannot open %s: %m", source), EXIT_FAILED;
         r = ctl_new_call(bus, PB_ROOT_PATH, PB_IFACE("Manager"), "ImportImage", &m);
         if (r >= 0)
                 r = arg.description ? sd_bus_message_append(m, "ssha{sv}", name, arg.storage, fd, 1,
@@ -199,7 +202,35 @@ static int image_import(sd_bus *bus, const char *name, const char *source) {
         return EXIT_OK;
 }
 
-/* image verify NAME: starts the check and follows it to its end; exits 0 if the image is whole. */
+static int image_import(sd_bus *bus, const char *name, const char *source) {
+        int fd;
+        if (!ctl_require(arg.storage, "--storage BACKEND", "image import"))
+                return EXIT_USAGE;
+        fd = open(source, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0)
+                return log_error_errno(errno, "Cannot open %s: %m", source), EXIT_FAILED;
+        return image_import_fd(bus, name, fd);
+}
+
+/* capture-local and restore-local: a disk of this machine, which udisks2 opens for the caller. */
+static int image_local(sd_bus *bus, const char *verb, const char *name, const char *device) {
+        bool restore = streq(verb, "restore-local");
+        _cleanup_free_ char *path = NULL, *why = NULL;
+        int fd, r;
+
+        if (!restore && !ctl_require(arg.storage, "--storage BACKEND", "image capture-local"))
+                return EXIT_USAGE;
+        if (restore) { /* the image first: a typo costs no udisks2 prompt */
+                r = ctl_resolve(bus, "GetImage", name, &path);
+                if (r < 0)
+                        return -r;
+        }
+        r = udisks_open_disk(device, restore, !arg.no_ask_password, &fd, &why);
+        if (r < 0)
+                return log_error_errno(r, "%s", why), r == -EACCES ? EXIT_NOT_AUTHORIZED : EXIT_FAILED;
+        return restore ? image_export_fd(bus, path, fd) : image_import_fd(bus, name, fd);
+}
+
 static int image_verify(sd_bus *bus, const char *path, const char *name) {
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         _cleanup_free_ char *state = NULL, *why = NULL;
@@ -245,12 +276,16 @@ int verb_image(sd_bus *bus, int argc, char **argv) {
         if (streq(verb, "list") && argc <= 1)
                 return image_list(bus);
         if (!(STR_IN_SET(verb, "show", "delete", "deploy", "capture", "verify") && argc == 2) &&
-            !(STR_IN_SET(verb, "rename", "describe", "export", "import") && argc == 3)) {
+            !(STR_IN_SET(verb, "rename", "describe", "export", "import", "capture-local", "restore-local") &&
+              argc == 3)) {
                 log_error("Usage: purebootctl image list|show NAME|capture NAME …|deploy NAME …|verify "
                           "NAME|rename NAME NEW|describe NAME TEXT|export NAME FILE|import NAME PATH "
-                          "--storage BACKEND|delete NAME; see purebootctl --help.");
+                          "--storage BACKEND|capture-local NAME DEVICE --storage BACKEND|restore-local NAME "
+                          "DEVICE|delete NAME; see purebootctl --help.");
                 return EXIT_USAGE;
         }
+        if (STR_IN_SET(verb, "capture-local", "restore-local"))
+                return image_local(bus, verb, argv[1], argv[2]);
         if (streq(verb, "import"))
                 return image_import(bus, argv[1], argv[2]);
         if (streq(verb, "deploy"))

@@ -494,6 +494,8 @@ static void help(void) {
                "  image import NAME PATH --storage BACKEND [--description TEXT]\n"
                "                                  Bring in an exported image, or a Clonezilla or FOG image\n"
                "                                  directory (restored with sfdisk and partclone)\n"
+               "  image capture-local NAME DEVICE --storage BACKEND [--description TEXT]\n"
+               "  image restore-local NAME DEVICE  A disk of this machine, opened by udisks2 (no root)\n"
                "  image deploy NAME --target NODE [--target NODE]... --target-device DEV [...]\n"
                "               (one --target-device for all, or one per --target, in order)\n"
                "               [--resize none|grow_target] [--name NAME] [--identity auto|none]\n"

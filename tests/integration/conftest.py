@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from harness import DEST, PUREBOOTCTL, ROOT, Bridge, Controller, private_system_bus, run
+from harness import DEST, PUREBOOTCTL, REPO, ROOT, Bridge, Controller, private_system_bus, run
 
 
 _failed = pytest.StashKey[bool]()
@@ -137,3 +137,34 @@ def api(busctl):
             return self.ok(ROOT, "Manager", "CreateCloneSession", "ssssssa{sv}", name, mode, source, target, sdev,
                            tdev, *opts)[0]
     return Api()
+
+
+OPERATORS = "pureboot-operators"
+
+
+def readme_rules():
+    """The polkit rules the README gives a desktop group, as they are written there."""
+    import re
+    rules = re.findall(r"```js\n(// .*?pureboot-operators.*?)```", (REPO / "README.md").read_text(), re.S)
+    assert rules, "the README shows no polkit rule for the pureboot-operators group"
+    return "\n".join(rules)
+
+
+@pytest.fixture
+def operators():
+    """The README's rules installed, and the test user in their group; all taken away again."""
+    from harness import POLKIT_RULES, TEST_USER
+    added_group = subprocess.run(["getent", "group", OPERATORS], capture_output=True).returncode != 0
+    if added_group:
+        subprocess.run(["groupadd", "--system", OPERATORS], check=True)
+    subprocess.run(["gpasswd", "-a", TEST_USER, OPERATORS], check=True, capture_output=True)
+    rule = POLKIT_RULES / "49-pureboot-operators-test.rules"
+    rule.write_text(readme_rules())
+    rule.chmod(0o644)
+    try:
+        yield
+    finally:
+        rule.unlink(missing_ok=True)
+        subprocess.run(["gpasswd", "-d", TEST_USER, OPERATORS], capture_output=True)
+        if added_group:
+            subprocess.run(["groupdel", OPERATORS], capture_output=True)

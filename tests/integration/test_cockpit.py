@@ -4,17 +4,12 @@ selenium, a real cockpit-ws with a local session as the test user, the real bus,
 and agents. Assertions are on the page's content; each scenario saves screenshots."""
 
 import json
-import re
-import subprocess
 
 import pytest
 
 from browser import Browser, CockpitWs, screenshots_dir
-from harness import POLKIT_RULES, REPO, ROOT, TEST_USER, stop_all, wait_for
+from harness import ROOT, TEST_USER, stop_all, wait_for
 from nodes import Clone, Loop, check_files, make_random_disk, make_source_disk, partition_agent, sh
-
-GROUP = "pureboot-operators"
-
 
 @pytest.fixture
 def cockpit(system_bus, tmp_path):
@@ -35,33 +30,6 @@ def browser(tmp_path):
     b = Browser(screenshots_dir(tmp_path))
     yield b
     b.quit()
-
-
-def readme_rule():
-    """The polkit rule the README gives for a desktop group, as it is written there."""
-    readme = (REPO / "README.md").read_text()
-    m = re.search(r"```js\n(// .*?pureboot-operators.*?)```", readme, re.S)
-    assert m, "the README shows no polkit rule for the pureboot-operators group"
-    return m.group(1)
-
-
-@pytest.fixture
-def operators():
-    """The README's rule installed, and the test user in its group; all taken away again."""
-    added_group = subprocess.run(["getent", "group", GROUP], capture_output=True).returncode != 0
-    if added_group:
-        sh("groupadd", "--system", GROUP)
-    sh("gpasswd", "-a", TEST_USER, GROUP)
-    rule = POLKIT_RULES / "49-pureboot-operators-test.rules"
-    rule.write_text(readme_rule())
-    rule.chmod(0o644)
-    try:
-        yield
-    finally:
-        rule.unlink(missing_ok=True)
-        subprocess.run(["gpasswd", "-d", TEST_USER, GROUP], capture_output=True)
-        if added_group:
-            subprocess.run(["groupdel", GROUP], capture_output=True)
 
 
 def session_id(path):

@@ -1,0 +1,120 @@
+# SPDX-License-Identifier: MIT
+"""Disks of a desktop machine through udisks2: systemd-udevd and udisksd on the private bus, loop devices as
+the desktop's disks, and the test user (not root) allowed udisks2's open-device actions and the image library
+by the README's rules. purebootctl image capture-local reads a disk into the library, restore-local writes an
+image onto another; the controller only ever gets the descriptors udisks2 opened."""
+
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from harness import TEST_USER, run, wait_for
+from nodes import Loop, check_files, make_source_disk, sh, sha256
+
+UDEVD = "/lib/systemd/systemd-udevd"
+UDISKSD = "/usr/libexec/udisks2/udisksd"
+
+
+@pytest.fixture
+def udisks(system_bus, tmp_path):
+    """udisksd on the private bus, and systemd-udevd when this machine runs none (then it goes again with
+    what it made under /run/udev; the loop devices' /dev/disk links go as they are detached, before it ends)."""
+    started = []
+    made_run_udev = not Path("/run/udev").exists()
+    try:
+        if not Path("/run/udev/control").exists():
+            udevd = subprocess.Popen([UDEVD], stdout=open(tmp_path / "udevd.log", "w"), stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+            started.append(udevd)
+            wait_for(lambda: Path("/run/udev/control").exists(), what="systemd-udevd to listen")
+        udisksd = subprocess.Popen([UDISKSD], env=system_bus.env, stdout=open(tmp_path / "udisksd.log", "w"),
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        started.append(udisksd)
+        wait_for(lambda: system_bus.name_has_owner("org.freedesktop.UDisks2"), what="udisksd on the bus")
+        yield
+    finally:
+        for proc in reversed(started):
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        if made_run_udev:
+            sh("rm", "-rf", "/run/udev", check=False)
+
+
+def blank_loop(tmp_path, name, size):
+    image = tmp_path / f"{name}.img"
+    with open(image, "wb") as f:
+        f.truncate(size)
+    loop = Loop(image)
+    sh("udevadm", "settle", "--timeout=10", check=False)  # udisksd sees it once udev has
+    return loop
+
+
+def as_user(system_bus, *args):
+    from harness import PUREBOOTCTL
+    return run([PUREBOOTCTL, "--no-pager", "--no-ask-password", *args], system_bus, user=TEST_USER, timeout=120)
+
+
+def partitions(device):
+    return [(p["start"], p["size"], p.get("name")) for p in
+            json.loads(sh("sfdisk", "--json", device).stdout)["partitiontable"]["partitions"]]
+
+
+def test_capture_and_restore_a_desktop_disk_without_root(system_bus, controller, ctl, api, udisks, tmp_path, request):
+    """Refused by udisks2 until the README's rules allow the user; then a 256 MiB disk is captured into the
+    library and restored onto a 512 MiB one (its GPT backup moved to the end), partition by partition equal to
+    the source with every file checked; a disk smaller than the image is refused and left as it was."""
+    top = tmp_path / "images"
+    ctl("storage", "add", "here", "--type=local", f"path={top}", check=True)
+    source, files = make_source_disk(tmp_path)
+    loops = [source]
+    try:
+        sh("udevadm", "settle", "--timeout=10", check=False)
+        r = as_user(system_bus, "image", "capture-local", "golden", source.device, "--storage=here")
+        assert r.returncode == 5, (r.returncode, r.stderr)
+        assert f"udisks2 did not open {source.device} for reading" in r.stderr, r.stderr
+        assert "org.freedesktop.udisks2.open-device" in r.stderr and "README" in r.stderr, r.stderr
+        assert api.ok("/org/pureboot/Controller1", "Manager", "ListImages")[0] == []
+
+        request.getfixturevalue("operators")  # the README's rules, the user in their group
+        def captured():
+            r = as_user(system_bus, "image", "capture-local", "golden", source.device, "--storage=here")
+            assert r.returncode in (0, 5), r.stderr  # polkitd may take a moment to read the new rules
+            return r if r.returncode == 0 else None
+        wait_for(captured, timeout=20, interval=1, what="the capture as the test user")
+        image = api.ok("/org/pureboot/Controller1", "Manager", "GetImage", "s", "golden")[0]
+        assert api.prop(image, "Image", "State") == "ready"
+        assert api.prop(image, "Image", "SizeBytes") == 256 << 20
+        assert api.prop(image, "Image", "Description") == f"Imported from the disk {source.device} (256.0 MiB)."
+        import pwd
+        assert api.prop(image, "Image", "CreatedBy") == pwd.getpwnam(TEST_USER).pw_uid
+
+        target = blank_loop(tmp_path, "target", 512 << 20)
+        loops.append(target)
+        r = as_user(system_bus, "image", "restore-local", "golden", target.device)
+        assert r.returncode == 0, r.stderr
+        sh("sfdisk", "--verify", target.device)
+        assert partitions(target.device) == partitions(source.device)
+        target.scan_partitions()
+        for n in (1, 2):
+            assert sha256(target.partition(n)) == sha256(source.partition(n)), f"partition {n} differs"
+        check_files(target, files, tmp_path)
+        assert "backup GPT" not in sh("sfdisk", "--list", target.device, check=False).stderr
+
+        small = blank_loop(tmp_path, "small", 128 << 20)
+        loops.append(small)
+        r = as_user(system_bus, "image", "restore-local", "golden", small.device)
+        assert r.returncode == 1, r.stderr
+        assert f"{small.device} is 128.0 MiB; the image is 256.0 MiB" in r.stderr, r.stderr
+        with open(small.backing, "rb") as f:
+            assert f.read(1 << 20) == bytes(1 << 20), "the refused disk was written"
+    finally:
+        for loop in loops:
+            loop.detach()
