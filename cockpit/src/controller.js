@@ -23,7 +23,9 @@ export function proxies(name) {
 /* A method call; "i" lets polkit ask the user to authenticate when an agent can. Resolves to the reply's
  * arguments. */
 export function call(path, name, method, signature, args) {
-    return client.call(path, iface(name), method, args, { type: signature, flags: "i" });
+    // A standard Promise: Cockpit's own do not pass an error thrown in finally() on.
+    return new Promise((resolve, reject) =>
+        client.call(path, iface(name), method, args, { type: signature, flags: "i" }).then(resolve, reject));
 }
 
 /* An empty a{sv} options argument. */

@@ -9,7 +9,11 @@ import cockpit from "./cockpit.js";
 
 import { isRefusal, proxies, refusalHint } from "./controller.js";
 import { alert, button, h, replace } from "./dom.js";
+import { renderCa } from "./ca.js";
+import { captureForm, renderImages } from "./images.js";
+import { nfsrootForms, renderNfsroot } from "./nfsroot.js";
 import { renderNodes, registerForm } from "./nodes.js";
+import { renderStorage, storageForm } from "./storage.js";
 import { diskPath, operationForm, renderDisk } from "./partitions.js";
 import { renderDetail, renderList } from "./sessions.js";
 import { renderWizard } from "./wizard.js";
@@ -22,11 +26,25 @@ const state = {
     nodes: proxies("Node"),
     disks: proxies("Disk"),
     storages: proxies("StorageBackend"),
+    images: proxies("Image"),
+    ca: proxies("CertificateAuthority"),
+    nfsroot: proxies("NfsRoot"),
 };
 
+/* The tabs: each page's list, drawn from the objects, and its forms (drawn once, above the list). */
 const PAGES = [
-    { path: "sessions", title: _("Clone sessions") },
-    { path: "nodes", title: _("Nodes") },
+    {
+        path: "sessions",
+        title: _("Clone sessions"),
+        form: ({ id }) => id ? null : h("div", { class: "pureboot-actions" },
+                                         button(_("New clone session"), () => cockpit.location.go(["new"]), { variant: "primary", id: "new-session" })),
+        live: ({ id }) => id ? renderDetail(id, state, act) : renderList(state, act),
+    },
+    { path: "nodes", title: _("Nodes"), form: () => registerForm(act), live: () => renderNodes(state, act, say) },
+    { path: "storage", title: _("Storage"), form: () => storageForm(act), live: () => renderStorage(state, act, say) },
+    { path: "images", title: _("Images"), form: () => captureForm(act), live: () => renderImages(state, act) },
+    { path: "ca", title: _("Certificates"), live: () => renderCa(state, act, redraw) },
+    { path: "pis", title: _("Diskless Pis"), form: () => nfsrootForms(act), live: () => renderNfsroot(state, act, redraw) },
 ];
 
 let alerts, fixed, live, after, form;
@@ -64,39 +82,36 @@ function nav(current) {
                                   h("span", { class: "pf-v6-c-tabs__item-text" }, p.title))))));
 }
 
+/* The pages that are not tabs: a disk's partition editor (under Nodes) and the clone wizard (under sessions). */
+const SUBPAGES = {
+    disk: {
+        tab: "nodes",
+        after: ({ id, n }) => { form = operationForm(diskPath(id, n)); return form },
+        live: ({ id, n }) => renderDisk(diskPath(id, n), state, act, form),
+    },
+    new: {
+        tab: "sessions",
+        form: () => { const w = h("div", {}); renderWizard(w, state, act); return w },
+        live: () => null,
+    },
+};
+
+function page() {
+    const { page: name, id } = route();
+    const p = PAGES.find(p => p.path === name) || SUBPAGES[name] || PAGES[0];
+    return { p, tab: p.tab || p.path, args: { id, n: cockpit.location.path[2] } };
+}
+
 /* What does not change with the objects (forms, the wizard): drawn when the page is opened. */
 function drawFixed() {
-    const { page, id } = route();
-    let content = null;
-    if (page === "nodes") {
-        content = registerForm(act);
-    } else if (page === "disk") {
-        form = operationForm(diskPath(id, cockpit.location.path[2]));
-    } else if (page === "new") {
-        content = h("div", {});
-        renderWizard(content, state, act);
-    } else if (!id) {
-        content = h("div", { class: "pureboot-actions" },
-                    button(_("New clone session"), () => cockpit.location.go(["new"]), { variant: "primary", id: "new-session" }));
-    }
-    replace(fixed, nav(["nodes", "disk"].includes(page) ? "nodes" : "sessions"), content);
-    replace(after, page === "disk" ? form : null); // under the disk it edits
+    const { p, tab, args } = page();
+    replace(fixed, nav(tab), p.form ? p.form(args) : null);
+    replace(after, p.after ? p.after(args) : null); // the partition editor's form, under the disk it edits
 }
 
 function drawLive() {
-    const { page, id } = route();
-    let content;
-    if (page === "nodes")
-        content = renderNodes(state, act, say);
-    else if (page === "disk")
-        content = renderDisk(diskPath(id, cockpit.location.path[2]), state, act, form);
-    else if (page === "new")
-        content = null;
-    else if (id)
-        content = renderDetail(id, state, act);
-    else
-        content = renderList(state, act);
-    replace(live, content);
+    const { p, args } = page();
+    replace(live, p.live(args));
 }
 
 let pending = null;

@@ -50,14 +50,15 @@ function targetsOf(s, targets) {
     return (s.Targets || []).map(p => targets[p]).filter(t => t);
 }
 
-export function renderList({ sessions, targets, nodes }, act) {
+export function renderList({ sessions, targets, nodes, images }, act) {
     const rows = Object.entries(sessions)
             .sort(([, a], [, b]) => (b.CreatedAt || 0) - (a.CreatedAt || 0))
             .map(([path, s]) => {
                 const row = [
                     h("a", { href: `#/sessions/${s.Id}`, class: "pureboot-session-link" }, s.Name || s.Id),
                     s.Mode,
-                    `${hostname(nodes, s.SourceNode)} ${s.SourceDevice}`,
+                    s.Image ? cockpit.format(_("image $0"), Object.values(images).find(i => i.Id === s.Image)?.Name || s.Image)
+                        : `${hostname(nodes, s.SourceNode)} ${s.SourceDevice}`,
                     targetsOf(s, targets).map(t => h("div", {}, `${hostname(nodes, t.Node)} ${t.Device}`)),
                     label(phase(s)),
                     progress(fraction(s), null, { failed: s.Status === "failed" }),
@@ -105,7 +106,7 @@ export function planTable(text) {
                  { id: "plan" });
 }
 
-export function renderDetail(id, { sessions, targets: allTargets, nodes }, act) {
+export function renderDetail(id, { sessions, targets: allTargets, nodes, images, storages }, act) {
     const entry = Object.entries(sessions).find(([, s]) => s.Id === id);
     if (!entry)
         return card(_("Clone session"), h("p", { id: "missing" }, cockpit.format(_("There is no session $0 (any more)."), id)),
@@ -113,6 +114,8 @@ export function renderDetail(id, { sessions, targets: allTargets, nodes }, act) 
     const [path, s] = entry;
     const targets = targetsOf(s, allTargets);
     const failed = s.Status === "failed";
+    const image = Object.values(images).find(i => i.Id === s.Image)?.Name || s.Image;
+    const backend = Object.values(storages).find(b => b.Id === s.StagingBackend)?.Name || s.StagingBackend;
     const rows = targets.map(t => {
         const row = [String(t.Index), hostname(nodes, t.Node), t.Device, label(t.Status),
             progress(t.Status === "completed" ? 1 : t.Progress, null, { failed: t.Status === "failed" }),
@@ -132,11 +135,11 @@ export function renderDetail(id, { sessions, targets: allTargets, nodes }, act) 
                   details([
                       [_("Id"), s.Id, "id"],
                       [_("Mode"), s.Mode, "mode"],
-                      [_("Source"), `${hostname(nodes, s.SourceNode)} ${s.SourceDevice}`, "source"],
+                      [_("Source"), s.Image ? cockpit.format(_("image $0"), image) : `${hostname(nodes, s.SourceNode)} ${s.SourceDevice}`, "source"],
                       [_("Rate"), format.rate(s.TransferRate), "rate"],
                       [_("Time left"), format.eta(s.BytesTotal, s.BytesTransferred, s.TransferRate), "eta"],
-                      s.StagingBackend ? [_("Staging"), `${s.StagingBackend} ${s.StagingPath} (${s.StagingStatus})`, "staging"] : null,
-                      s.Image ? [_("Image"), s.Image, "image"] : null,
+                      s.StagingBackend ? [_("Staging"), `${backend} ${s.StagingPath} (${s.StagingStatus})`, "staging"] : null,
+                      s.Image ? [_("Image"), image, "image"] : null,
                       [_("Resize"), s.ResizeMode, "resize"],
                       [_("Source digest"), h("code", { id: "source-digest" }, s.SourceDigest || "—"), "source-digest"],
                       [_("Target digest"), h("code", { id: "target-digest" }, s.TargetDigest || "—"), "target-digest"],

@@ -350,6 +350,7 @@ static int method_add_target(sd_bus_message *msg, void *userdata, sd_bus_error *
         if (!path)
                 return -ENOMEM;
         manager_audit(c->manager, msg, "AddTarget", c->id, path);
+        bus_target_emit(added, true);
         return sd_bus_reply_method_return(msg, "o", path);
 }
 
@@ -367,8 +368,7 @@ static const sd_bus_vtable clone_vtable[] = {
         T("TargetNode", "s"),
         P("SourceDevice", "s", source_device),
         T("TargetDevice", "s"),
-        SD_BUS_PROPERTY("Image", "s", NULL, offsetof(CloneSession, image),
-                        SD_BUS_VTABLE_PROPERTY_EMITS_INVALIDATION),
+        P("Image", "s", image),
         SD_BUS_PROPERTY("KeepAs", "s", property_get_keep_as, 0, SD_BUS_VTABLE_PROPERTY_EMITS_INVALIDATION),
         P("SourceAddress", "s", source_address),
         P("SourcePort", "q", source_port),

@@ -94,6 +94,7 @@ static int method_create_clone_session(sd_bus_message *msg, void *userdata, sd_b
                 manager_audit(m, msg, "CreateCloneSession", c->id, "ok");
                 if (path)
                         bus_manager_emit_added(m, "CloneSessionNew", c->id, path);
+                bus_target_emit_all(c, true);
         }
         return reply_path(msg, clone_path(c));
 }
@@ -335,6 +336,7 @@ static int method_capture_image(sd_bus_message *msg, void *userdata, sd_bus_erro
                 return -ENOMEM;
         manager_audit(m, msg, "CaptureImage", i->id, c->id);
         bus_manager_emit_added(m, "CloneSessionNew", c->id, session);
+        bus_target_emit_all(c, true);
         return sd_bus_reply_method_return(msg, "oo", image, session);
 }
 

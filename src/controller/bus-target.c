@@ -81,6 +81,18 @@ int bus_target_append(sd_bus_message *reply, CloneTarget *t, const char *name) {
         return -ENOENT;
 }
 
+void bus_target_emit(CloneTarget *t, bool added) {
+        sd_bus *bus = t->session->manager->bus;
+        _cleanup_free_ char *path = bus ? clone_target_path(t) : NULL;
+        if (path)
+                (void) (added ? sd_bus_emit_object_added : sd_bus_emit_object_removed)(bus, path);
+}
+
+void bus_target_emit_all(CloneSession *c, bool added) {
+        for (size_t i = 0; i < c->n_targets; i++)
+                bus_target_emit(c->targets[i], added);
+}
+
 int bus_target_append_paths(sd_bus_message *reply, CloneSession *c) {
         int r = sd_bus_message_open_container(reply, 'a', "o");
         for (size_t i = 0; r >= 0 && i < c->n_targets; i++) {

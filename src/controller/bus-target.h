@@ -14,4 +14,9 @@ int bus_target_append(sd_bus_message *reply, CloneTarget *t, const char *name);
 /* The Targets property of session c: its targets' paths. */
 int bus_target_append_paths(sd_bus_message *reply, CloneSession *c);
 
+/* Announces a target (InterfacesAdded on the root's ObjectManager), or that it goes (InterfacesRemoved,
+ * while it still exists): clients such as Cockpit learn of the objects only so. _all: each target of c. */
+void bus_target_emit(CloneTarget *t, bool added);
+void bus_target_emit_all(CloneSession *c, bool added);
+
 int bus_target_register(Manager *m);

@@ -8,6 +8,7 @@
 
 #include "bus-gateway.h"
 #include "bus-manager.h"
+#include "bus-target.h"
 #include "bus-util.h"
 #include "chain.h"
 #include "clone.h"
@@ -1352,6 +1353,7 @@ int clone_delete(CloneSession *c, bool *ret_cancelled, sd_bus_error *error) {
         r = store_session_delete(m->store, c->id); /* its targets with it */
         if (r < 0)
                 return bus_store_error(error, r, "delete the session");
+        bus_target_emit_all(c, false);
         detach(c);
         clone_free(c);
         bus_manager_emit_removed(m, "CloneSessionRemoved", id, path);

@@ -698,8 +698,10 @@ static void on_removed(Manager *m, json_object *result, const char *why, void *u
                 if (!why) {
                         /* Finished sessions that deployed it keep their record, without the image. */
                         HASHMAP_FOREACH (c, m->sessions, k)
-                                if (streq_ptr(c->image, i->id))
+                                if (streq_ptr(c->image, i->id)) {
                                         c->image = mfree(c->image);
+                                        clone_emit_changed(c, "Image", NULL);
+                                }
                         r = forget(i);
                 }
         }

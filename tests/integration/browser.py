@@ -128,6 +128,22 @@ class Browser:
             return t if predicate(t) else False
         return self.wait(check, what, timeout)
 
+    def type(self, css, text):
+        """Types text into the input at css, again if the page redrew it meanwhile (lists redraw as objects
+        change; what was typed is kept, but an element replaced mid-typing takes no more keys)."""
+        from selenium.common.exceptions import StaleElementReferenceException
+
+        def typed(d):
+            try:
+                e = self.find(css)
+                if e.get_attribute("value") != text:
+                    e.clear()
+                    e.send_keys(text)
+                return self.find(css).get_attribute("value") == text
+            except StaleElementReferenceException:
+                return False
+        self.wait(typed, f"{text!r} typed into {css}")
+
     def click(self, css):
         self.wait(lambda d: d.find_elements("css selector", css), f"{css} on the page")
         self.find(css).click()

@@ -8,8 +8,9 @@ import json
 import pytest
 
 from browser import Browser, CockpitWs, screenshots_dir
-from harness import ROOT, TEST_USER, stop_all, wait_for
-from nodes import Clone, Loop, check_files, make_random_disk, make_source_disk, partition_agent, sh
+from harness import ROOT, TEST_USER, make_key_and_csr, stop_all, wait_for
+from nodes import (Clone, Loop, busybox_root, check_files, make_random_disk, make_source_disk, partition_agent, sh,
+                   tar_of)
 
 @pytest.fixture
 def cockpit(system_bus, tmp_path):
@@ -271,3 +272,89 @@ def test_partition_editor_queues_checks_and_applies(controller, api, ctl, bridge
         if agent:
             agent.stop()
         loop.detach()
+
+
+def test_storage_images_certificates_and_pis_pages(controller, api, ctl, bridge, tmp_path, cockpit, browser, operators):
+    """As an operator: a local storage backend added and tested from its form (a malformed setting refused with
+    what is wrong), an image of a disk listed and verified, a certificate revoked from the CA page, and a
+    diskless Pi's base image imported and its overlay added and deleted."""
+    from selenium.webdriver.support.ui import Select
+    source, _ = make_source_disk(tmp_path)
+    try:
+        ws = cockpit()
+        browser.open(ws, "storage")
+        browser.find("#storage-name").send_keys("bad")
+        Select(browser.find("#storage-type")).select_by_value("local")
+        browser.find("#storage-settings").send_keys("oops")
+        browser.click("#storage-add")
+        assert '"oops" is not a KEY=VALUE setting' in browser.wait_text("#error", lambda t: t, "the refusal")
+        browser.find("#storage-name").clear()
+        browser.find("#storage-name").send_keys("here")
+        browser.find("#storage-settings").clear()
+        browser.find("#storage-settings").send_keys(f"path={tmp_path / 'images'}")
+        browser.click("#storage-add")
+        browser.click("#refresh-here")
+        row = browser.wait_text("tr[data-storage='here']", lambda t: "free of" in t, "the backend with its space")
+        assert "local" in row and str(tmp_path / "images") in row
+        browser.click("#test-here")
+        assert "here works" in browser.wait_text("#notice", lambda t: t, "the test's report")
+        browser.shot("storage")
+
+        ctl("image", "import", "golden", source.device, "--storage=here", check=True)  # a disk, read whole
+        browser.go("images")
+        row = browser.wait_text("tr[data-image='golden']", lambda t: "ready" in t, "the image in the library")
+        assert "xxh3-128:" in row and "256 MiB" in row and "here" in row, row
+        browser.click("#verify-golden")
+        image = api.ok(ROOT, "Manager", "GetImage", "s", "golden")[0]
+        wait_for(lambda: api.prop(image, "Image", "VerifiedAt") > 0, timeout=60, what="the check")
+        browser.wait(lambda d: browser.text("tr[data-image='golden'] td[data-label='Verified']") not in ("", "—"),
+                     "the check's time on the page")
+        browser.shot("images")
+        # Deployed to two machines in one session, which the page then shows; cancelled there.
+        api.node("web-01", "aa:bb:cc:00:00:01")
+        api.node("web-02", "aa:bb:cc:00:00:02")
+        browser.type("#deploy-nodes-golden", "web-01 web-02")
+        browser.type("#deploy-device-golden", "/dev/sdb")
+        browser.click("#deploy-golden")
+        detail = browser.wait_text("#session", lambda t: "web-02" in t, "the deploy's session")
+        sessions = api.ok(ROOT, "Manager", "ListCloneSessions")[0]
+        assert len(sessions) == 1, sessions
+        session = f"{ROOT}/clone/{sessions[0][0]}"
+        assert api.prop(session, "CloneSession", "Image") == image.rsplit("/", 1)[1]
+        browser.wait_text("#session", lambda t: "Image\ngolden" in t, "the image's name on the session's page")
+        assert len(api.prop(session, "CloneSession", "Targets")) == 2
+        assert api.prop(session, "CloneSession", "Status") != "pending", detail
+        browser.click(f"#cancel-{sessions[0][0]}")
+        browser.wait_text("#session", lambda t: "cancelled" in t, "the cancelled deploy")
+        assert api.prop(session, "CloneSession", "Status") == "cancelled"
+
+        key, csr = make_key_and_csr(tmp_path, "web-01")
+        serial = api.ok(f"{ROOT}/ca", "CertificateAuthority", "IssueCertificate", "sssa{sv}", csr.read_text(), "server",
+                        "web-01.example", "0")[1]
+        browser.go("ca")
+        fingerprint = browser.wait_text("#ca-fingerprint", lambda t: t, "the CA's fingerprint")
+        assert fingerprint == api.prop(f"{ROOT}/ca", "CertificateAuthority", "Fingerprint")
+        browser.click(f"#revoke-{serial}")
+        browser.wait_text(f"tr[data-serial='{serial}']", lambda t: "revoked" in t, "the revocation on the page")
+        issued = {c[0]: c for c in api.ok(f"{ROOT}/ca", "CertificateAuthority", "ListIssued")[0]}
+        assert issued[serial][7] > 0
+        browser.shot("certificates")
+
+        archive = tar_of(busybox_root(tmp_path), tmp_path / "root.tar")
+        archive.parent.chmod(0o755)
+        browser.go("pis")
+        browser.find("#base-name").send_keys("base1")
+        browser.find("#base-path").send_keys(str(archive))
+        browser.click("#base-import")
+        browser.wait_text("#nfsroot", lambda t: "base1" in t, "the base image", timeout=60)
+        browser.find("#pi-serial").send_keys("cafe0001")
+        browser.find("#pi-base").send_keys("base1")
+        browser.find("#pi-hostname").send_keys("kitchen-pi")
+        browser.click("#pi-add")
+        row = browser.wait_text("tr[data-serial='cafe0001']", lambda t: "kitchen-pi" in t, "the Pi's overlay")
+        assert "base1" in row
+        browser.shot("pis")
+        browser.click("#pi-delete-cafe0001")
+        browser.wait(lambda d: not d.find_elements("css selector", "tr[data-serial='cafe0001']"), "the overlay gone")
+    finally:
+        source.detach()

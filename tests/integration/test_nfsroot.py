@@ -16,6 +16,7 @@ import dbus
 import pytest
 
 from harness import BRIDGE, DEST, REPO, ROOT, Bridge
+from nodes import busybox_root, tar_of
 from test_boot import get
 
 NFSROOT = f"{ROOT}/nfsroot"
@@ -32,33 +33,6 @@ def nfs(controller, system_bus):
     iface.props = lambda name: obj.Get(f"{DEST}.NfsRoot", name, dbus_interface="org.freedesktop.DBus.Properties")
     yield iface
     bus.close()
-
-
-def busybox_root(directory):
-    """A small root filesystem: busybox with its applets as symlinks, /etc, a file with an owner, a mode and
-    an extended attribute to keep."""
-    root = directory / "rootfs"
-    for d in ("bin", "sbin", "etc", "proc", "sys", "dev", "run", "tmp", "var/lib"):
-        (root / d).mkdir(parents=True, exist_ok=True)
-    shutil.copy("/usr/bin/busybox", root / "bin/busybox")
-    for applet in ("sh", "ls", "cat", "mount"):
-        (root / "bin" / applet).symlink_to("busybox")
-    (root / "sbin/init").symlink_to("../bin/busybox")
-    (root / "etc/os-release").write_text("NAME=PureBoot test root\n")
-    secret = root / "etc/secret"
-    secret.write_text("kept\n")
-    os.chown(secret, 1234, 5678)
-    os.chmod(secret, 0o640)
-    os.chmod(root / "tmp", 0o1777)
-    os.setxattr(secret, "user.pureboot", b"xattr-kept")
-    return root
-
-
-def tar_of(root, path, compress=""):
-    flags = {"": [], "gz": ["--gzip"], "zst": ["--zstd"]}[compress]
-    subprocess.run(["tar", "--xattrs", "--xattrs-include=user.*", "--numeric-owner", *flags, "-cf", path, "-C", root,
-                    "."], check=True)
-    return path
 
 
 def hostile(path, members):
