@@ -4,6 +4,7 @@
 import cockpit from "./cockpit.js";
 
 import { NO_OPTIONS, ROOT, call } from "./controller.js";
+import { renderDesktopDisks } from "./desktop.js";
 import { button, card, h, label, progress, table } from "./dom.js";
 import * as format from "./format.js";
 
@@ -43,7 +44,7 @@ function deploy(act, image, nodes, device) {
 
 const deployTyped = {}; // image name → { nodes, device }
 
-export function renderImages({ images, storages }, act) {
+export function renderImages({ images, storages }, act, say) {
     const rows = Object.entries(images)
             .sort(([, a], [, b]) => a.Name.localeCompare(b.Name))
             .map(([path, i]) => {
@@ -67,6 +68,8 @@ export function renderImages({ images, storages }, act) {
                 row.attrs = { "data-image": i.Name };
                 return row;
             });
-    return card(_("Images"), table(null, [_("Name"), _("State"), _("Size"), _("Stored"), _("Storage"), _("Digest"), _("Verified"), ""],
-                                   rows, { id: "images", empty: _("No images. Capture a node's disk above, or keep a staged clone's upload.") }));
+    return h("div", {},
+             card(_("Images"), table(null, [_("Name"), _("State"), _("Size"), _("Stored"), _("Storage"), _("Digest"), _("Verified"), ""],
+                                     rows, { id: "images", empty: _("No images. Capture a node's disk above, or keep a staged clone's upload.") })),
+             renderDesktopDisks(act, say));
 }

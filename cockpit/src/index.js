@@ -10,6 +10,7 @@ import cockpit from "./cockpit.js";
 import { isRefusal, proxies, refusalHint } from "./controller.js";
 import { alert, button, h, replace } from "./dom.js";
 import { renderCa } from "./ca.js";
+import { blocks } from "./desktop.js";
 import { captureForm, renderImages } from "./images.js";
 import { nfsrootForms, renderNfsroot } from "./nfsroot.js";
 import { renderNodes, registerForm } from "./nodes.js";
@@ -42,7 +43,7 @@ const PAGES = [
     },
     { path: "nodes", title: _("Nodes"), form: () => registerForm(act), live: () => renderNodes(state, act, say) },
     { path: "storage", title: _("Storage"), form: () => storageForm(act), live: () => renderStorage(state, act, say) },
-    { path: "images", title: _("Images"), form: () => captureForm(act), live: () => renderImages(state, act) },
+    { path: "images", title: _("Images"), form: () => captureForm(act), live: () => renderImages(state, act, say) },
     { path: "ca", title: _("Certificates"), live: () => renderCa(state, act, redraw) },
     { path: "pis", title: _("Diskless Pis"), form: () => nfsrootForms(act), live: () => renderNfsroot(state, act, redraw) },
 ];
@@ -128,7 +129,7 @@ function main() {
     after = h("div", { class: "pureboot-fixed" });
     replace(app, h("div", { class: "pf-v6-c-page__main-section pureboot-page" }, fixed, alerts, live, after));
     cockpit.addEventListener("locationchanged", () => { alerts.replaceChildren(); drawFixed(); drawLive() });
-    for (const p of Object.values(state)) {
+    for (const p of [...Object.values(state), blocks]) {
         p.addEventListener("added", redraw);
         p.addEventListener("changed", redraw);
         p.addEventListener("removed", redraw);

@@ -38,7 +38,9 @@ class CockpitWs:
         self.url = f"http://127.0.0.1:{self.port}"
 
     def start(self):
+        # This build's purebootctl first: the application runs it for the desktop's disks.
         env = dict(self.bus.env, XDG_DATA_DIRS=f"{self.data}:/usr/share", HOME=str(self.data),
+                   PATH=f"{BUILD / 'src/ctl'}:{os.environ.get('PATH', '/usr/bin:/bin')}",
                    XDG_RUNTIME_DIR=str(self.data / "runtime"), LANG="C.UTF-8")
         # --init-groups: the user's groups as the user database has them, as a login would give them.
         self.proc = subprocess.Popen(

@@ -7,7 +7,8 @@ import subprocess
 
 import pytest
 
-from harness import DEST, PUREBOOTCTL, REPO, ROOT, Bridge, Controller, private_system_bus, run
+from browser import Browser, CockpitWs, screenshots_dir
+from harness import DEST, PUREBOOTCTL, REPO, ROOT, TEST_USER, Bridge, Controller, private_system_bus, run
 
 
 _failed = pytest.StashKey[bool]()
@@ -153,7 +154,7 @@ def readme_rules():
 @pytest.fixture
 def operators():
     """The README's rules installed, and the test user in their group; all taken away again."""
-    from harness import POLKIT_RULES, TEST_USER
+    from harness import POLKIT_RULES
     added_group = subprocess.run(["getent", "group", OPERATORS], capture_output=True).returncode != 0
     if added_group:
         subprocess.run(["groupadd", "--system", OPERATORS], check=True)
@@ -168,3 +169,24 @@ def operators():
         subprocess.run(["gpasswd", "-d", TEST_USER, OPERATORS], capture_output=True)
         if added_group:
             subprocess.run(["groupdel", OPERATORS], capture_output=True)
+
+
+@pytest.fixture
+def cockpit(system_bus, tmp_path):
+    """cockpit_ws(): a cockpit-ws for the test user, stopped (with its bridge) when the test ends."""
+    made = []
+
+    def start(user=TEST_USER):
+        ws = CockpitWs(system_bus, user, tmp_path / f"cockpit-ws-{len(made)}.log")
+        made.append(ws)
+        return ws.start()
+    yield start
+    for ws in made:
+        ws.stop()
+
+
+@pytest.fixture
+def browser(tmp_path):
+    b = Browser(screenshots_dir(tmp_path))
+    yield b
+    b.quit()

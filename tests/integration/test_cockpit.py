@@ -5,33 +5,9 @@ and agents. Assertions are on the page's content; each scenario saves screenshot
 
 import json
 
-import pytest
-
-from browser import Browser, CockpitWs, screenshots_dir
-from harness import ROOT, TEST_USER, make_key_and_csr, stop_all, wait_for
+from harness import ROOT, make_key_and_csr, stop_all, wait_for
 from nodes import (Clone, Loop, busybox_root, check_files, make_random_disk, make_source_disk, partition_agent, sh,
                    tar_of)
-
-@pytest.fixture
-def cockpit(system_bus, tmp_path):
-    """cockpit_ws(): a cockpit-ws for the test user, stopped (with its bridge) when the test ends."""
-    made = []
-
-    def start(user=TEST_USER):
-        ws = CockpitWs(system_bus, user, tmp_path / f"cockpit-ws-{len(made)}.log")
-        made.append(ws)
-        return ws.start()
-    yield start
-    for ws in made:
-        ws.stop()
-
-
-@pytest.fixture
-def browser(tmp_path):
-    b = Browser(screenshots_dir(tmp_path))
-    yield b
-    b.quit()
-
 
 def session_id(path):
     return path.rsplit("/", 1)[1]

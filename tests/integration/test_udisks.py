@@ -118,3 +118,37 @@ def test_capture_and_restore_a_desktop_disk_without_root(system_bus, controller,
     finally:
         for loop in loops:
             loop.detach()
+
+
+def test_desktop_disks_in_cockpit(system_bus, controller, ctl, api, udisks, tmp_path, cockpit, browser, operators):
+    """The Images page lists this machine's disks as udisks2 does; Capture reads one into the library and
+    Restore writes the image onto another, each through purebootctl as the logged-in user."""
+    ctl("storage", "add", "here", "--type=local", f"path={tmp_path / 'images'}", check=True)
+    source, files = make_source_disk(tmp_path)
+    loops = [source]
+    try:
+        target = blank_loop(tmp_path, "target", 256 << 20)
+        loops.append(target)
+        sh("udevadm", "settle", "--timeout=10", check=False)
+        ws = cockpit()
+        browser.open(ws, "images")
+        src = source.device.replace("/", "-")
+        browser.wait_text(f"#local-disks tr[data-device='{source.device}']", lambda t: "256 MiB" in t,
+                          "the source among this machine's disks")
+        browser.type(f"#local-name-{src}", "desk")
+        browser.type(f"#local-storage-{src}", "here")
+        browser.click(f"#local-capture{src}")
+        browser.wait_text("#notice", lambda t: "Capture: done" in t, "the capture's end", timeout=120)
+        browser.wait_text("tr[data-image='desk']", lambda t: "ready" in t, "the new image in the library")
+        browser.shot("desktop-capture")
+        tgt = target.device.replace("/", "-")
+        browser.type(f"#local-image-{tgt}", "desk")
+        browser.click(f"#local-restore{tgt}")
+        browser.wait_text("#notice", lambda t: "Restore: done" in t, "the restore's end", timeout=120)
+        target.scan_partitions()
+        for n in (1, 2):
+            assert sha256(target.partition(n)) == sha256(source.partition(n)), f"partition {n} differs"
+        check_files(target, files, tmp_path)
+    finally:
+        for loop in loops:
+            loop.detach()
