@@ -151,9 +151,9 @@ static int long_call(sd_bus *bus, sd_bus_message *m, sd_bus_message **reply, con
 
 /* image export NAME FILE: the file is made here, new, and handed over; removed again if the export fails. */
 /* Export to fd (taken): a file the image file format goes into, or a disk it is written onto as it is. */
-static int image_export_fd(sd_bus *bus, const char *path, int fd) {
+static int image_export_fd(sd_bus *bus, const char *path, int file) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
-        _cleanup_close_ int owned = fd;
+        _cleanup_close_ int fd = file;
         int r = ctl_new_call(bus, path, PB_IFACE("Image"), "Export", &m);
         if (r >= 0)
                 r = sd_bus_message_append(m, "ha{sv}", fd, 0);
@@ -178,9 +178,9 @@ static int image_export(sd_bus *bus, const char *path, const char *file) {
 }
 
 /* Import from fd (taken): an exported image, a Clonezilla or FOG directory, or a disk. Prints its id. */
-static int image_import_fd(sd_bus *bus, const char *name, int fd) {
+static int image_import_fd(sd_bus *bus, const char *name, int source) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
-        _cleanup_close_ int owned = fd;
+        _cleanup_close_ int fd = source;
         const char *path;
         int r;
 
