@@ -128,7 +128,16 @@ function main() {
     live = h("div", { class: "pureboot-live" });
     after = h("div", { class: "pureboot-fixed" });
     replace(app, h("div", { class: "pf-v6-c-page__main-section pureboot-page" }, fixed, alerts, live, after));
-    cockpit.addEventListener("locationchanged", () => { alerts.replaceChildren(); drawFixed(); drawLive() });
+    // A page's forms are drawn anew only when the page changes: what was typed survives any other event.
+    let shown = cockpit.location.href;
+    cockpit.addEventListener("locationchanged", () => {
+        if (cockpit.location.href === shown)
+            return;
+        shown = cockpit.location.href;
+        alerts.replaceChildren();
+        drawFixed();
+        drawLive();
+    });
     for (const p of [...Object.values(state), blocks]) {
         p.addEventListener("added", redraw);
         p.addEventListener("changed", redraw);
