@@ -115,12 +115,13 @@ export function alert(variant, title, text, onclose) {
              onclose ? h("div", { class: "pf-v6-c-alert__action" }, button(_("Close"), onclose, { variant: "plain" })) : null);
 }
 
-export function field(text, input) {
-    return h("div", { class: "pf-v6-c-form__group" },
-             h("div", { class: "pf-v6-c-form__group-label" },
-               h("label", { class: "pf-v6-c-form__label", for: input.id || undefined },
-                 h("span", { class: "pf-v6-c-form__label-text" }, text))),
-             h("div", { class: "pf-v6-c-form__group-control" }, input));
+/* A text input with its label, for the inline forms; valueOf(id) reads what was typed. */
+export function labelled(id, text, placeholder) {
+    return [h("label", { for: id }, text), input(id, { placeholder })];
+}
+
+export function valueOf(id) {
+    return document.getElementById(id).value.trim();
 }
 
 export function input(id, attrs = {}) {

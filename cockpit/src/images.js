@@ -5,25 +5,19 @@ import cockpit from "./cockpit.js";
 
 import { NO_OPTIONS, ROOT, call } from "./controller.js";
 import { renderDesktopDisks } from "./desktop.js";
-import { button, card, h, label, progress, table } from "./dom.js";
+import { button, card, h, label, labelled, progress, table, valueOf } from "./dom.js";
 import * as format from "./format.js";
 
 const _ = cockpit.gettext;
 
-function value(id) {
-    return document.getElementById(id).value.trim();
-}
-
 export function captureForm(act) {
     const capture = () => act(_("Capture"), call(ROOT, "Manager", "CaptureImage", "ssssa{sv}",
-                                                 [value("capture-name"), value("capture-node"), value("capture-device"),
-                                                     value("capture-storage"), NO_OPTIONS]));
-    const field = (id, text, placeholder) => [h("label", { for: id }, text),
-        h("span", { class: "pf-v6-c-form-control" }, h("input", { id, type: "text", placeholder }))];
+                                                 [valueOf("capture-name"), valueOf("capture-node"), valueOf("capture-device"),
+                                                     valueOf("capture-storage"), NO_OPTIONS]));
     return card(_("Capture a node's disk"),
                 h("form", { class: "pureboot-inline-form", id: "capture-form", onsubmit: e => { e.preventDefault(); capture() } },
-                  field("capture-name", _("Image name"), "golden"), field("capture-node", _("Node"), "web-01"),
-                  field("capture-device", _("Disk"), "/dev/sda"), field("capture-storage", _("Storage backend"), "nfs1"),
+                  labelled("capture-name", _("Image name"), "golden"), labelled("capture-node", _("Node"), "web-01"),
+                  labelled("capture-device", _("Disk"), "/dev/sda"), labelled("capture-storage", _("Storage backend"), "nfs1"),
                   button(_("Capture"), capture, { variant: "primary", id: "capture" })));
 }
 

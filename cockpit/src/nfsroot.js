@@ -3,33 +3,27 @@
 import cockpit from "./cockpit.js";
 
 import { NO_OPTIONS, ROOT, call } from "./controller.js";
-import { button, card, details, h, table } from "./dom.js";
+import { button, card, details, h, labelled, table, valueOf } from "./dom.js";
 
 const _ = cockpit.gettext;
 const PATH = `${ROOT}/nfsroot`;
 
 let info = {}; // serial → GetNodeInfo's answer
 
-function value(id) {
-    return document.getElementById(id).value.trim();
-}
-
 export function nfsrootForms(act) {
     const importBase = () => act(_("Import base image"), call(PATH, "NfsRoot", "ImportBaseImageFile", "ssa{sv}",
-                                                              [value("base-name"), value("base-path"), NO_OPTIONS]));
+                                                              [valueOf("base-name"), valueOf("base-path"), NO_OPTIONS]));
     const overlay = () => act(_("Add a Pi"), call(PATH, "NfsRoot", "CreateNodeOverlay", "sssa{sv}",
-                                                  [value("pi-serial"), value("pi-base"), value("pi-hostname"), NO_OPTIONS]));
-    const field = (id, text, placeholder) => [h("label", { for: id }, text),
-        h("span", { class: "pf-v6-c-form-control" }, h("input", { id, type: "text", placeholder }))];
+                                                  [valueOf("pi-serial"), valueOf("pi-base"), valueOf("pi-hostname"), NO_OPTIONS]));
     return h("div", { class: "pureboot-wizard-body" },
              card(_("Import a base image"),
                   h("form", { class: "pureboot-inline-form", onsubmit: e => { e.preventDefault(); importBase() } },
-                    field("base-name", _("Name"), "bookworm-arm64"), field("base-path", _("Archive on the controller's host"), "/srv/rootfs.tar"),
+                    labelled("base-name", _("Name"), "bookworm-arm64"), labelled("base-path", _("Archive on the controller's host"), "/srv/rootfs.tar"),
                     button(_("Import"), importBase, { variant: "primary", id: "base-import" }))),
              card(_("Add a diskless Pi"),
                   h("form", { class: "pureboot-inline-form", onsubmit: e => { e.preventDefault(); overlay() } },
-                    field("pi-serial", _("Serial"), "10000000abcd1234"), field("pi-base", _("Base image"), "bookworm-arm64"),
-                    field("pi-hostname", _("Hostname"), "pi-01"),
+                    labelled("pi-serial", _("Serial"), "10000000abcd1234"), labelled("pi-base", _("Base image"), "bookworm-arm64"),
+                    labelled("pi-hostname", _("Hostname"), "pi-01"),
                     button(_("Add"), overlay, { variant: "primary", id: "pi-add" }))));
 }
 

@@ -4,7 +4,7 @@
 import cockpit from "./cockpit.js";
 
 import { NO_OPTIONS, ROOT, call } from "./controller.js";
-import { button, card, h, input, label, select, table } from "./dom.js";
+import { button, card, h, label, labelled, select, table, valueOf } from "./dom.js";
 import * as format from "./format.js";
 
 const _ = cockpit.gettext;
@@ -13,14 +13,12 @@ const BOOT_MODES = [["local", _("its own disk")], ["partition", _("partition edi
 
 export function registerForm(act) {
     const submit = () => {
-        const value = id => document.getElementById(id).value.trim();
         act(_("Register node"), call(ROOT, "Manager", "RegisterNode", "sssa{sv}",
-                                     [value("node-hostname"), value("node-mac"), value("node-arch"), NO_OPTIONS]));
+                                     [valueOf("node-hostname"), valueOf("node-mac"), valueOf("node-arch"), NO_OPTIONS]));
     };
     return card(_("Register a node"), h("form", { class: "pureboot-inline-form", id: "register-node",
                        onsubmit: e => { e.preventDefault(); submit() } },
-             h("label", { for: "node-hostname" }, _("Hostname")), input("node-hostname", { placeholder: "web-01" }),
-             h("label", { for: "node-mac" }, _("MAC")), input("node-mac", { placeholder: "aa:bb:cc:dd:ee:ff" }),
+             labelled("node-hostname", _("Hostname"), "web-01"), labelled("node-mac", _("MAC"), "aa:bb:cc:dd:ee:ff"),
              h("label", { for: "node-arch" }, _("Architecture")),
              select("node-arch", [["x86_64", "x86_64"], ["aarch64", "aarch64"], ["armv7l", "armv7l"]], "x86_64"),
              button(_("Register"), submit, { variant: "primary", id: "node-register" })));

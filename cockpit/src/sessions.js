@@ -41,7 +41,7 @@ function actions(path, s, act) {
 }
 
 /* A node's hostname, from its id as sessions and targets name it. */
-function hostname(nodes, id) {
+export function hostname(nodes, id) {
     const n = Object.values(nodes).find(n => n.Id === id);
     return n ? n.Hostname : id;
 }

@@ -8,7 +8,7 @@ import { NO_OPTIONS, ROOT, call } from "./controller.js";
 import { diskMap } from "./diskmap.js";
 import { button, card, details, h, replace } from "./dom.js";
 import * as format from "./format.js";
-import { planTable } from "./sessions.js";
+import { hostname, planTable } from "./sessions.js";
 
 const _ = cockpit.gettext;
 
@@ -74,16 +74,12 @@ function stagingChoice(state, redraw) {
                                      v => { w.storage = v; redraw() }, `wizard-storage-${b.Name}`)));
 }
 
-function hostname(state, id) {
-    return Object.values(state.nodes).find(n => n.Id === id)?.Hostname || id;
-}
-
 /* Makes the session (again, if a choice changed since) and asks the controller for its plan. */
 function compute(state, act, redraw) {
     const options = { resize_mode: cockpit.variant("s", w.resize) };
     if (w.mode === "staged")
         options.storage = cockpit.variant("s", w.storage);
-    const name = w.name || `${hostname(state, w.source.node)}-to-${hostname(state, w.target.node)}`;
+    const name = w.name || `${hostname(state.nodes, w.source.node)}-to-${hostname(state.nodes, w.target.node)}`;
     const previous = w.session ? call(w.session, "CloneSession", "Delete", "a{sv}", [NO_OPTIONS]) : Promise.resolve();
     w.session = null;
     w.plan = null;
@@ -126,8 +122,8 @@ function stepBody(state, act, changed, redraw) {
     default:
         return details([
             [_("Mode"), w.mode, "mode"],
-            [_("Source"), `${hostname(state, w.source.node)} ${w.source.device}`, "source"],
-            [_("Target"), `${hostname(state, w.target.node)} ${w.target.device}`, "target"],
+            [_("Source"), `${hostname(state.nodes, w.source.node)} ${w.source.device}`, "source"],
+            [_("Target"), `${hostname(state.nodes, w.target.node)} ${w.target.device}`, "target"],
             w.mode === "staged" ? [_("Staging"), w.storage, "staging"] : null,
             [_("Resize"), w.resize, "resize"],
         ], "wizard-review");

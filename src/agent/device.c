@@ -101,7 +101,7 @@ int device_lock_table(const char *path) {
 
 int device_adopt(int fd, const char *path, Device *ret) {
         _cleanup_close_ int owned = fd;
-        _cleanup_free_ char *link = NULL;
+        char target[PATH_MAX] = "(a descriptor)";
         struct stat st;
         uint64_t size;
         unsigned sector = 512;
@@ -116,18 +116,19 @@ int device_adopt(int fd, const char *path, Device *ret) {
                 size = (uint64_t) st.st_size;
         else
                 return -ENOTBLK;
-        if (!path && asprintf(&link, "/proc/self/fd/%d", fd) >= 0) { /* what it was opened as */
-                char target[PATH_MAX];
+        if (!path) { /* what it was opened as */
+                char link[64];
+                snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
                 ssize_t n = readlink(link, target, sizeof(target) - 1);
-                free(link);
-                link = n > 0 ? strndup(target, (size_t) n) : strdup("(a descriptor)");
+                if (n > 0)
+                        target[n] = 0;
         }
         *ret = (Device){ .fd = TAKE_FD(owned),
                          .direct_fd = -EBADF,
                          .sector_size = sector,
                          .is_block = S_ISBLK(st.st_mode),
                          .size = size,
-                         .path = path ? strdup(path) : TAKE_PTR(link) };
+                         .path = strdup(path ?: target) };
         if (!ret->path) {
                 device_close(ret);
                 return -ENOMEM;

@@ -149,7 +149,6 @@ static int long_call(sd_bus *bus, sd_bus_message *m, sd_bus_message **reply, con
         return r < 0 ? ctl_error(&error, r, what) : EXIT_OK;
 }
 
-/* image export NAME FILE: the file is made here, new, and handed over; removed again if the export fails. */
 /* Export to fd (taken): a file the image file format goes into, or a disk it is written onto as it is. */
 static int image_export_fd(sd_bus *bus, const char *path, int file) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
@@ -162,6 +161,7 @@ static int image_export_fd(sd_bus *bus, const char *path, int file) {
         return long_call(bus, m, NULL, "export the image");
 }
 
+/* image export NAME FILE: the file is made here, new, and handed over; removed again if the export fails. */
 static int image_export(sd_bus *bus, const char *path, const char *file) {
         int fd = open(file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, 0644), r;
 
@@ -177,15 +177,14 @@ static int image_export(sd_bus *bus, const char *path, const char *file) {
         return r;
 }
 
-/* Import from fd (taken): an exported image, a Clonezilla or FOG directory, or a disk. Prints its id. */
+/* Import from fd (taken): an exported image, a Clonezilla or FOG directory, or a disk. Prints its id. The
+ * caller checked --storage before opening anything. */
 static int image_import_fd(sd_bus *bus, const char *name, int source) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
         _cleanup_close_ int fd = source;
         const char *path;
         int r;
 
-        if (!ctl_require(arg.storage, "--storage BACKEND", "image import"))
-                return EXIT_USAGE;
         r = ctl_new_call(bus, PB_ROOT_PATH, PB_IFACE("Manager"), "ImportImage", &m);
         if (r >= 0)
                 r = arg.description ? sd_bus_message_append(m, "ssha{sv}", name, arg.storage, fd, 1,
@@ -202,6 +201,8 @@ static int image_import_fd(sd_bus *bus, const char *name, int source) {
         return EXIT_OK;
 }
 
+/* image import NAME PATH --storage BACKEND: an exported image file, or a Clonezilla or FOG image directory,
+ * opened here (what we may read) and handed over. */
 static int image_import(sd_bus *bus, const char *name, const char *source) {
         int fd;
         if (!ctl_require(arg.storage, "--storage BACKEND", "image import"))
@@ -231,6 +232,7 @@ static int image_local(sd_bus *bus, const char *verb, const char *name, const ch
         return restore ? image_export_fd(bus, path, fd) : image_import_fd(bus, name, fd);
 }
 
+/* image verify NAME: starts the check and follows it to its end; exits 0 if the image is whole. */
 static int image_verify(sd_bus *bus, const char *path, const char *name) {
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         _cleanup_free_ char *state = NULL, *why = NULL;

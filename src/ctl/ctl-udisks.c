@@ -1,11 +1,11 @@
 /* SPDX-License-Identifier: MIT */
-/* A disk of this (desktop) machine, opened by udisks2 (libudisks2) for the user who runs purebootctl: udisks2's
- * own polkit actions decide, so no root is needed, and the descriptor goes to the controller, which never
- * opens the desktop's devices itself. GLib's headers and ours both define MIN and MAX: this file takes
- * only GLib's, and hands its errors back as text. */
+/* A disk of this (desktop) machine, opened by udisks2 (libudisks2) for the user who runs purebootctl:
+ * udisks2's own polkit actions decide, so no root is needed, and the descriptor goes to the controller,
+ * which never opens the desktop's devices itself. GLib's headers and ours both define MIN and MAX: this file
+ * takes only GLib's, and hands its errors back as text. */
 #include <errno.h>
-#include <stdarg.h>
 #include <gio/gunixfdlist.h>
+#include <stdarg.h>
 #include <sys/stat.h>
 #include <udisks/udisks.h>
 
@@ -42,14 +42,14 @@ int udisks_open_disk(const char *device, bool restore, bool interactive, int *re
         if (stat(device, &st) < 0)
                 return fail(ret_why, errno, "Cannot find %s: %m", device);
         if (!S_ISBLK(st.st_mode))
-                return fail(ret_why, ENOTBLK, "%s is not a disk (a block device); name one such as /dev/sdb.",
-                                       device);
+                return fail(ret_why, ENOTBLK,
+                            "%s is not a disk (a block device); name one such as /dev/sdb.", device);
         client = udisks_client_new_sync(NULL, &error);
         if (!client)
                 return fail(ret_why, EHOSTDOWN,
-                                       "Cannot reach udisks2 (%s). Install and start udisks2 (udisksd), or run "
-                                       "this as root.",
-                                       error->message);
+                            "Cannot reach udisks2 (%s). Install and start udisks2 (udisksd), or run "
+                            "this as root.",
+                            error->message);
         block = udisks_client_get_block_for_dev(client, st.st_rdev);
         if (!block)
                 return fail(ret_why, ENODEV, "udisks2 does not know %s.", device);
@@ -58,22 +58,23 @@ int udisks_open_disk(const char *device, bool restore, bool interactive, int *re
         block = udisks_object_peek_block(object);
         g_variant_builder_init(&options, G_VARIANT_TYPE_VARDICT);
         if (!interactive)
-                g_variant_builder_add(&options, "{sv}", "auth.no_user_interaction", g_variant_new_boolean(TRUE));
+                g_variant_builder_add(&options, "{sv}", "auth.no_user_interaction",
+                                      g_variant_new_boolean(TRUE));
         ok = restore ? udisks_block_call_open_for_restore_sync(block, g_variant_builder_end(&options), NULL,
-                                                                &handle, &fds, NULL, &error)
+                                                               &handle, &fds, NULL, &error)
                      : udisks_block_call_open_for_backup_sync(block, g_variant_builder_end(&options), NULL,
-                                                               &handle, &fds, NULL, &error);
+                                                              &handle, &fds, NULL, &error);
         if (!ok) {
                 g_dbus_error_strip_remote_error(error);
                 return fail(ret_why, EACCES,
-                                       "udisks2 did not open %s for %s: %s. Ask an administrator for udisks2's "
-                                       "polkit action org.freedesktop.udisks2.open-device (the README shows a rule).",
-                                       device, restore ? "restoring" : "reading", error->message);
+                            "udisks2 did not open %s for %s: %s. Ask an administrator for udisks2's "
+                            "polkit action org.freedesktop.udisks2.open-device (the README shows a rule).",
+                            device, restore ? "restoring" : "reading", error->message);
         }
         fd = g_unix_fd_list_get(fds, g_variant_get_handle(handle), &error);
         if (fd < 0)
                 return fail(ret_why, EIO, "udisks2 opened %s, but its descriptor did not arrive: %s", device,
-                                       error->message);
+                            error->message);
         *ret_fd = fd;
         return 0;
 }

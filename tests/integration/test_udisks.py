@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from harness import TEST_USER, run, wait_for
-from nodes import Loop, check_files, make_source_disk, sh, sha256
+from nodes import check_files, make_blank_disk, make_source_disk, sh, sha256
 
 UDEVD = "/lib/systemd/systemd-udevd"
 UDISKSD = "/usr/libexec/udisks2/udisksd"
@@ -48,11 +48,8 @@ def udisks(system_bus, tmp_path):
             sh("rm", "-rf", "/run/udev", check=False)
 
 
-def blank_loop(tmp_path, name, size):
-    image = tmp_path / f"{name}.img"
-    with open(image, "wb") as f:
-        f.truncate(size)
-    loop = Loop(image)
+def blank_loop(tmp_path, loops, name, size):
+    loop = make_blank_disk(tmp_path, loops, name, size)
     sh("udevadm", "settle", "--timeout=10", check=False)  # udisksd sees it once udev has
     return loop
 
@@ -96,8 +93,7 @@ def test_capture_and_restore_a_desktop_disk_without_root(system_bus, controller,
         import pwd
         assert api.prop(image, "Image", "CreatedBy") == pwd.getpwnam(TEST_USER).pw_uid
 
-        target = blank_loop(tmp_path, "target", 512 << 20)
-        loops.append(target)
+        target = blank_loop(tmp_path, loops, "target", 512 << 20)
         r = as_user(system_bus, "image", "restore-local", "golden", target.device)
         assert r.returncode == 0, r.stderr
         sh("sfdisk", "--verify", target.device)
@@ -108,8 +104,7 @@ def test_capture_and_restore_a_desktop_disk_without_root(system_bus, controller,
         check_files(target, files, tmp_path)
         assert "backup GPT" not in sh("sfdisk", "--list", target.device, check=False).stderr
 
-        small = blank_loop(tmp_path, "small", 128 << 20)
-        loops.append(small)
+        small = blank_loop(tmp_path, loops, "small", 128 << 20)
         r = as_user(system_bus, "image", "restore-local", "golden", small.device)
         assert r.returncode == 1, r.stderr
         assert f"{small.device} is 128.0 MiB; the image is 256.0 MiB" in r.stderr, r.stderr
@@ -127,8 +122,7 @@ def test_desktop_disks_in_cockpit(system_bus, controller, ctl, api, udisks, tmp_
     source, files = make_source_disk(tmp_path)
     loops = [source]
     try:
-        target = blank_loop(tmp_path, "target", 256 << 20)
-        loops.append(target)
+        target = blank_loop(tmp_path, loops, "target", 256 << 20)
         sh("udevadm", "settle", "--timeout=10", check=False)
         ws = cockpit()
         browser.open(ws, "images")
