@@ -32,6 +32,7 @@ typedef struct Args {
         char **targets, **target_devices; /* every --target and --target-device, in order */
         const char *keep_as;
         const char *description; /* image import */
+        const char *server;      /* boot-media write */
         const char *role, *type, *ip, *csr;
         bool analyze;
         const char *set_plan;
@@ -76,3 +77,4 @@ int verb_disk(sd_bus *bus, int argc, char **argv);
 int verb_partition(sd_bus *bus, int argc, char **argv);
 int verb_nfsroot(sd_bus *bus, int argc, char **argv);
 int verb_image(sd_bus *bus, int argc, char **argv);
+int verb_boot_media(sd_bus *bus, int argc, char **argv);

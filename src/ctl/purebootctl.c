@@ -502,6 +502,11 @@ static void help(void) {
                "               [--set-file PATH=CONTENT]...  (on every target's clone) [--power-cycle] "
                "[--power-off]\n"
                "                                  One session writing the image to every target\n"
+               "Boot sticks (for machines that cannot boot from the network):\n"
+               "  boot-media write DEVICE|FILE --server URL\n"
+               "                                  A stick of this machine (through udisks2, no root), or a\n"
+               "                                  new image file, that asks the bridge at URL (its plain\n"
+               "                                  HTTP listener) what the machine boots\n"
                "Storage backends:\n"
                "  storage add NAME --type nfs|iscsi|local KEY=VALUE...  (nfs: server= export= [options=] "
                "[version=];\n"
@@ -558,6 +563,7 @@ static int parse_args(int argc, char *argv[]) {
                 ARG_POWER_CYCLE,
                 ARG_POWER_OFF,
                 ARG_SET,
+                ARG_SERVER,
                 ARG_KEEP_SETUID,
                 ARG_KEEP_AS,
                 ARG_DESCRIPTION,
@@ -596,6 +602,7 @@ static int parse_args(int argc, char *argv[]) {
                 { "power-cycle", no_argument, NULL, ARG_POWER_CYCLE },
                 { "power-off", no_argument, NULL, ARG_POWER_OFF },
                 { "set", required_argument, NULL, ARG_SET },
+                { "server", required_argument, NULL, ARG_SERVER },
                 { "csr", required_argument, NULL, ARG_CSR },
                 { "keep-setuid", no_argument, NULL, ARG_KEEP_SETUID },
                 { "keep-as", required_argument, NULL, ARG_KEEP_AS },
@@ -737,6 +744,9 @@ static int parse_args(int argc, char *argv[]) {
                 case ARG_SET:
                         arg.set_plan = optarg;
                         break;
+                case ARG_SERVER:
+                        arg.server = optarg;
+                        break;
                 default:
                         return -EXIT_USAGE;
                 }
@@ -747,10 +757,17 @@ int main(int argc, char *argv[]) {
         static const struct {
                 const char *name;
                 int (*run)(sd_bus *bus, int argc, char **argv);
+                bool local; /* needs no controller: runs without the bus */
         } groups[] = {
-                { "node", verb_node },       { "clone", verb_clone }, { "storage", verb_storage },
-                { "ca", verb_ca },           { "disk", verb_disk },   { "partition", verb_partition },
-                { "nfsroot", verb_nfsroot }, { "image", verb_image },
+                { "node", verb_node },
+                { "clone", verb_clone },
+                { "storage", verb_storage },
+                { "ca", verb_ca },
+                { "disk", verb_disk },
+                { "partition", verb_partition },
+                { "nfsroot", verb_nfsroot },
+                { "image", verb_image },
+                { "boot-media", verb_boot_media, .local = true },
         };
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
         int r;
@@ -765,7 +782,7 @@ int main(int argc, char *argv[]) {
         for (size_t i = 0; i < ELEMENTSOF(groups); i++) {
                 if (!streq(argv[optind], groups[i].name))
                         continue;
-                r = sd_bus_open_system(&bus);
+                r = groups[i].local ? 0 : sd_bus_open_system(&bus);
                 if (r < 0) {
                         log_error_errno(r, "Failed to connect to the system bus: %m");
                         return EXIT_UNAVAILABLE;

@@ -66,7 +66,9 @@ class Bus:
         self.dir = directory
         self.socket = directory / "system_bus_socket"
         self.address = f"unix:path={self.socket}"
-        self.env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=self.address, SYSTEMD_PAGER="cat", PAGER="cat")
+        # purebootctl from the build tree finds make-boot-media in the source tree.
+        self.env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=self.address, SYSTEMD_PAGER="cat", PAGER="cat",
+                        PUREBOOT_PXE_DIR=str(REPO / "deploy/pxe"))
         self.procs = []
 
     def name_has_owner(self, name):

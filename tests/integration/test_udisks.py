@@ -146,3 +146,72 @@ def test_desktop_disks_in_cockpit(system_bus, controller, ctl, api, udisks, tmp_
     finally:
         for loop in loops:
             loop.detach()
+
+
+def test_boot_stick_written_without_root(system_bus, udisks, tmp_path, request):
+    """purebootctl boot-media write onto a 256 MiB loop disk that held an ext4 filesystem: refused by udisks2
+    until the README's rules allow the user, then written through the descriptor udisks2 opened. The disk then
+    has a GPT of its own size (the backup at its end) with the BIOS boot and EFI system partitions, GRUB's
+    boot code in the MBR and core image in the BIOS boot partition, and an EFI system partition that fsck.vfat
+    passes, holding shim, GRUB and the scripts that ask the bridge; the ext4 signature is gone. A partition, a
+    disk too small and a URL that is not the bridge's plain HTTP listener are refused. (That the stick boots:
+    the VM suite.)"""
+    url = "http://192.0.2.10:8080"
+    loops = []
+    try:
+        stick = blank_loop(tmp_path, loops, "stick", 256 << 20)
+        sh("mkfs.ext4", "-q", "-F", stick.device)
+        r = as_user(system_bus, "boot-media", "write", stick.device, "--server", url)
+        assert r.returncode == 5, (r.returncode, r.stderr)
+        assert "org.freedesktop.udisks2.open-device" in r.stderr, r.stderr
+
+        request.getfixturevalue("operators")  # the README's rules, the user in their group
+        done = []
+        def written():
+            r = as_user(system_bus, "boot-media", "write", stick.device, "--server", url)
+            assert r.returncode in (0, 5), r.stderr  # polkitd may take a moment to read the new rules
+            return r.returncode == 0 and not done.append(r)
+        wait_for(written, timeout=20, interval=1, what="the stick written as the test user")
+        r = done[0]
+        assert f"{stick.device} boots UEFI machines" in r.stdout, r.stdout
+        sh("sfdisk", "--verify", stick.device)
+        assert "backup GPT" not in sh("sfdisk", "--list", stick.device, check=False).stderr
+        table = json.loads(sh("sfdisk", "--json", stick.device).stdout)["partitiontable"]
+        assert table["lastlba"] == (256 << 20) // 512 - 34, table
+        assert [(p["start"], p["size"], p["type"], p.get("name")) for p in table["partitions"]] == [
+            (2048, 2048, "21686148-6449-6E6F-744E-656564454649", "BIOS boot"),
+            (4096, 81920, "C12A7328-F81F-11D2-BA4B-00A0C93EC93B", "PureBoot boot")], table
+        with open(stick.device, "rb") as f:
+            mbr = f.read(512)
+            f.seek(1 << 20)
+            core = f.read(512)
+        assert b"GRUB " in mbr[:440] and mbr[510:] == b"\x55\xaa", mbr
+        assert b"loading" in core, core  # diskboot.img, the first sector of GRUB's core image
+        assert "ext4" not in sh("blkid", "-p", "-o", "export", stick.device, check=False).stdout
+        stick.scan_partitions()
+        esp = stick.partition(2)
+        assert sh("fsck.vfat", "-n", esp, check=False).returncode == 0
+        mtools = dict(os.environ, MTOOLS_SKIP_CHECK="1")
+        listing = sh("mdir", "-/", "-b", "-i", esp, "::/", env=mtools).stdout.split()
+        for name in ("::/EFI/BOOT/BOOTX64.EFI", "::/EFI/BOOT/grubx64.efi", "::/grub/grub.cfg",
+                     "::/pureboot/ipxe.lkrn", "::/pureboot/pureboot.ipxe"):
+            assert name in listing, listing
+        sh("mcopy", "-i", esp, "::/EFI/BOOT/BOOTX64.EFI", tmp_path / "shim.efi", env=mtools)
+        shim = (tmp_path / "shim.efi").read_bytes()  # Debian's shim, signed by Microsoft's UEFI CA
+        assert shim[:2] == b"MZ" and b"Microsoft Corporation UEFI CA" in shim
+        assert "source (tftp,192.0.2.10)/boot/grub/" in sh("mtype", "-i", esp, "::/grub/grub.cfg", env=mtools).stdout
+        assert f"chain --autofree {url}/boot/ipxe?mac=" in \
+            sh("mtype", "-i", esp, "::/pureboot/pureboot.ipxe", env=mtools).stdout
+
+        r = as_user(system_bus, "boot-media", "write", esp, "--server", url)
+        assert r.returncode == 2 and f"{esp} is a partition; name the whole stick" in r.stderr, r.stderr
+        small = blank_loop(tmp_path, loops, "small", 32 << 20)
+        r = as_user(system_bus, "boot-media", "write", small.device, "--server", url)
+        assert r.returncode == 1 and "is 32.0 MiB; a boot stick needs 48.0 MiB at least" in r.stderr, r.stderr
+        with open(small.backing, "rb") as f:
+            assert f.read() == bytes(32 << 20), "the refused disk was written"
+        r = as_user(system_bus, "boot-media", "write", small.device, "--server", "https://192.0.2.10:8443")
+        assert r.returncode == 2 and "plain HTTP listener" in r.stderr, r.stderr
+    finally:
+        for loop in loops:
+            loop.detach()

@@ -302,3 +302,68 @@ def test_isc_dhcpd_with_the_readmes_example(fleet, api, tmp_path):
     print(f"VM suite ({fleet.accel}): the README's ISC dhcpd example: Secure Boot through shim and GRUB, "
           f"an iPXE ROM, and UEFI HTTP boot at once reached the bridge's answer {seconds[0]:.1f}, {seconds[1]:.1f} "
           f"and {seconds[2]:.1f} s after power-on")
+
+
+def stick_file(stick, name):
+    """A file of the boot stick's EFI system partition (at 2 MiB), read with mtools."""
+    return sh("mtype", "-i", f"{stick}@@2M", f"::{name}", env=dict(os.environ, MTOOLS_SKIP_CHECK="1")).stdout
+
+
+def test_boot_stick_for_machines_that_cannot_boot_from_the_network(fleet, api, ctl, tmp_path):
+    """purebootctl boot-media write: a stick for machines that cannot boot from the network. The site's DHCP
+    server here knows nothing of PureBoot (addresses, no boot file) and the cards have no ROM. Two machines
+    have the stick as their first disk: OVMF with Secure Boot enforced runs the stick's shim and Debian's
+    signed GRUB network image, which starts the network and asks the bridge by TFTP; SeaBIOS runs the stick's GRUB, which
+    starts Debian's iPXE (ipxe.lkrn) with the stick's script, which asks the bridge over HTTP. Both get what
+    a network boot gets: the deploy image in partition mode, up to their agents, booted at once."""
+    stick = tmp_path / "stick.img"
+    r = ctl("boot-media", "write", stick, "--server", fleet.server.http_url)
+    assert r.returncode == 0, r.stderr
+    assert f"source (tftp,{fleet.address})/boot/grub/$pureboot_mac" in stick_file(stick, "/grub/grub.cfg")
+    assert f"chain --autofree {fleet.server.http_url}/boot/ipxe?mac=${{netX/mac}}" in \
+        stick_file(stick, "/pureboot/pureboot.ipxe")
+    machines = {"uefi": ("vm-stu", "52:54:00:50:53:01", "secureboot"), "bios": ("vm-stb", "52:54:00:50:53:02", "bios")}
+    sent_before = len(tftp_sent(fleet))
+    fleet.restart_dnsmasq(fleet.dhcp_site[0], conf=None)
+    try:
+        vms, nodes = {}, {}
+        for kind, (name, mac, firmware) in machines.items():
+            nodes[kind] = api.node(name, mac)
+            ctl("node", "set-mode", name, "partition", check=True)
+            disk = tmp_path / f"{name}.img"
+            disk.write_bytes(stick.read_bytes())
+            vms[kind] = fleet.vm(name, mac, disk, firmware=firmware, rom=False, stick=True).start()
+        seconds = {}
+        with step_of("boot sticks") as s:
+            for kind, vm in vms.items():
+                s["step"] = f"{kind}: the stick's loader asking the bridge"
+                vm.wait_console(f"what {vm.mac} boots", 300, f"the stick's {kind} loader asking for {vm.mac}")
+                s["step"] = f"{kind}: the bridge's answer, to the agent"
+                seconds[kind] = vm.wait_console("PureBoot agent (partition)", 400, "the agent the bridge's answer runs")
+            for kind, vm in vms.items():
+                s["step"] = f"{kind}: the agent's hardware report"
+                wait_for(lambda: hardware(api, nodes[kind]).get("firmware"), timeout=120, interval=1,
+                         what=f"{vm.name}'s hardware report; console:\n{vm.text()[-3000:]}")
+    finally:
+        fleet.restart_dnsmasq(*fleet.dhcp_site)
+    consoles = {kind: vm.text() for kind, vm in vms.items()}
+    for vm in vms.values():
+        vm.stop()
+    uefi, bios = hardware(api, nodes["uefi"]), hardware(api, nodes["bios"])
+    assert uefi["firmware"] == "uefi" and uefi["secureBoot"] is True, uefi
+    assert bios["firmware"] == "bios", bios
+    # The chains as they ran: from the stick (the bridge's TFTP sent no loader, only answers and boot files).
+    order = [consoles["uefi"].index(words) for words in (
+        "PureBoot: starting the network to ask", f"PureBoot: asking {fleet.address} what 52:54:00:50:53:01 boots",
+        "PureBoot: booting the deploy image", "EFI stub: UEFI Secure Boot is enabled.")]
+    assert order == sorted(order), order
+    order = [consoles["bios"].index(words) for words in (
+        "GRUB loading", f"PureBoot: starting iPXE to ask {fleet.address}",
+        f"PureBoot: asking {fleet.server.http_url} what 52:54:00:50:53:02 boots", "PureBoot agent (partition)")]
+    assert order == sorted(order), order
+    sent = tftp_sent(fleet)[sent_before:]
+    assert not {"shimx64.efi", "grubx64.efi", "snponly.efi", "undionly.kpxe", "pureboot.ipxe"} & set(sent), sent
+    assert "boot/grub/52:54:00:50:53:01" in sent, sent
+    print(f"VM suite ({fleet.accel}): boot sticks (purebootctl boot-media write), no network boot: UEFI with Secure "
+          f"Boot (the stick's shim and GRUB, TFTP) and BIOS (the stick's GRUB and iPXE, HTTP) ran their agents "
+          f"{seconds['uefi']:.1f} and {seconds['bios']:.1f} s after power-on")

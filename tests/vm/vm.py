@@ -141,8 +141,8 @@ class Fleet:
              "-lf", self.dir / "dhcpd.leases", "-pf", self.dir / "dhcpd.pid", self.bridge],
             stdout=open(self.log, "w"), stderr=subprocess.STDOUT), self.log)
 
-    def vm(self, name, mac, disk, firmware="bios", rom=True, http=False):
-        vm = Vm(self, name, mac, disk, firmware, rom, http)
+    def vm(self, name, mac, disk, firmware="bios", rom=True, http=False, stick=False):
+        vm = Vm(self, name, mac, disk, firmware, rom, http, stick)
         self.vms.append(vm)
         return vm
 
@@ -166,11 +166,12 @@ class Vm(Started):
     firmware: bios (SeaBIOS), uefi or secureboot (OVMF, with its variables in the VM's directory, kept across
     its boots as a machine's NVRAM); rom=False: a network card without iPXE in its ROM, so the firmware's own
     PXE fetches the first boot file by TFTP (OVMF has one; SeaBIOS has none); http=True: UEFI HTTP boot
-    instead, the firmware's PXE switched off in its settings."""
+    instead, the firmware's PXE switched off in its settings; stick=True: its disk is a boot stick, booted
+    first (the network card comes after it in the boot order, as on a machine set to boot USB first)."""
 
-    def __init__(self, fleet, name, mac, disk, firmware="bios", rom=True, http=False):
+    def __init__(self, fleet, name, mac, disk, firmware="bios", rom=True, http=False, stick=False):
         self.fleet, self.name, self.mac, self.disk = fleet, name, mac, disk
-        self.firmware, self.rom, self.http = firmware, rom, http
+        self.firmware, self.rom, self.http, self.stick = firmware, rom, http, stick
         self.what = f"qemu ({name})"
         self.dir = fleet.dir / name
         self.log = self.dir / "qemu.log"
@@ -192,7 +193,7 @@ class Vm(Started):
         accel = self.fleet.accel
         rom = "" if self.rom else ",romfile="
         if self.firmware == "bios":
-            machine = ["-machine", "graphics=off", *(boot or ("-boot", "n"))]
+            machine = ["-machine", "graphics=off", *(boot or ("-boot", "c" if self.stick else "n"))]
             disk = ["-drive", f"file={self.disk},if=virtio,format=raw,cache=unsafe"]
             nic = f"virtio-net-pci,netdev=n0,mac={self.mac}{rom}"
         else:
@@ -206,9 +207,11 @@ class Vm(Started):
                        # without first waiting for a DHCPv6 server the fleet does not have.
                        "-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n",
                        *(("-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n") if self.http else ()), *boot]
+            # (OVMF connects only the devices in that order: the card is in it after a stick too.)
+            nic_index, disk_index = (",bootindex=2", ",bootindex=1") if self.stick else (",bootindex=1", ",bootindex=2")
             disk = ["-drive", f"file={self.disk},if=none,id=d0,format=raw,cache=unsafe",
-                    "-device", "virtio-blk-pci,drive=d0,bootindex=2"]
-            nic = f"virtio-net-pci,netdev=n0,mac={self.mac}{rom}{'' if boot else ',bootindex=1'}"
+                    "-device", f"virtio-blk-pci,drive=d0{disk_index}"]
+            nic = f"virtio-net-pci,netdev=n0,mac={self.mac}{rom}{'' if boot else nic_index}"
         return ["qemu-system-x86_64", "-accel", accel, "-m", "1024",
                 "-smp", "2" if accel == "kvm" else "1", "-display", "none", "-vga", "none", *machine,
                 "-monitor", "none", "-no-reboot",
