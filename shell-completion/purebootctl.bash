@@ -15,6 +15,7 @@ _purebootctl() {
                 [image]='list show capture deploy verify rename describe delete export import capture-local restore-local'
                 [storage]='add list show remove update'
                 [ca]='show list-issued revoke issue'
+                [boot-media]='write'
         )
         local options='--help --version --no-pager --no-legend --no-ask-password --json='
 
@@ -50,6 +51,7 @@ _purebootctl() {
                         clone/token) options+=' --role --target' ;;
                         storage/add) options+=' --type' ;;
                         ca/issue) options+=' --csr --role --ip' ;;
+                        boot-media/write) options+=' --server' ;;
                 esac
                 COMPREPLY=($(compgen -W "$options" -- "$cur"))
         elif [[ -z $group ]]; then
@@ -62,6 +64,7 @@ _purebootctl() {
                         clone/*) COMPREPLY=($(compgen -W "$(__purebootctl_objects clone 1)" -- "$cur")) ;;
                         storage/show|storage/remove|storage/update) COMPREPLY=($(compgen -W "$(__purebootctl_objects storage 2)" -- "$cur")) ;;
                         image/*) COMPREPLY=($(compgen -W "$(__purebootctl_objects image 2)" -- "$cur")) ;;
+                        boot-media/write) COMPREPLY=($(compgen -f -- "$cur")) ;;
                 esac
         fi
 }

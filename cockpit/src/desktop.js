@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
-// Disks of the machine Cockpit runs on, as udisks2 lists them: captured into the image library, or an image
-// restored onto one. The page cannot hand a descriptor over the bus itself, so it runs purebootctl's
-// capture-local and restore-local as the logged-in user; udisks2's polkit actions and PureBoot's decide.
+// Disks of the machine Cockpit runs on, as udisks2 lists them: captured into the image library, an image
+// restored onto one, or one made a boot stick. The page cannot hand a descriptor over the bus itself, so it
+// runs purebootctl's capture-local, restore-local and boot-media write as the logged-in user; udisks2's
+// polkit actions and PureBoot's decide.
 import cockpit from "./cockpit.js";
 
 import { button, card, h, table } from "./dom.js";
@@ -33,7 +34,7 @@ export function renderDesktopDisks(act, say) {
             .map(([, b]) => ({ dev: device(b), size: b.Size, system: b.HintSystem }))
             .sort((a, b) => a.dev.localeCompare(b.dev));
     const rows = disks.map(d => {
-        const t = typed[d.dev] ||= { name: "", storage: "", image: "" };
+        const t = typed[d.dev] ||= { name: "", storage: "", image: "", server: "" };
         const input = (key, placeholder) => h("span", { class: "pf-v6-c-form-control" },
                                               h("input", { type: "text", placeholder, value: t[key], id: `local-${key}-${d.dev.replaceAll("/", "-")}`,
                                                            oninput: e => { t[key] = e.target.value.trim() } }));
@@ -44,11 +45,15 @@ export function renderDesktopDisks(act, say) {
                      { id: `local-capture${id}` })),
             h("div", { class: "pureboot-actions" }, input("image", _("image")),
               button(_("Restore"), () => purebootctl(_("Restore"), ["image", "restore-local", t.image, d.dev], act, say),
-                     { variant: "danger", id: `local-restore${id}` }))];
+                     { variant: "danger", id: `local-restore${id}` })),
+            h("div", { class: "pureboot-actions" }, input("server", _("bridge: http://HOST:PORT")),
+              button(_("Write boot stick"), () => purebootctl(_("Boot stick"), ["boot-media", "write", d.dev, `--server=${t.server}`], act, say),
+                     { variant: "danger", id: `local-stick${id}` }))];
         row.attrs = { "data-device": d.dev };
         return row;
     });
     return card(_("Disks of this machine (udisks2)"),
-                table(null, [_("Disk"), _("Size"), _("Into the library"), _("From the library (overwrites the disk)")], rows,
+                table(null, [_("Disk"), _("Size"), _("Into the library"), _("From the library (overwrites the disk)"),
+                    _("Boot stick, for machines without network boot (overwrites the disk)")], rows,
                       { id: "local-disks", empty: _("udisks2 lists no disks here (is udisksd running?).") }));
 }

@@ -116,13 +116,15 @@ def test_capture_and_restore_a_desktop_disk_without_root(system_bus, controller,
 
 
 def test_desktop_disks_in_cockpit(system_bus, controller, ctl, api, udisks, tmp_path, cockpit, browser, operators):
-    """The Images page lists this machine's disks as udisks2 does; Capture reads one into the library and
-    Restore writes the image onto another, each through purebootctl as the logged-in user."""
+    """The Images page lists this machine's disks as udisks2 does; Capture reads one into the library, Restore
+    writes the image onto another and Write boot stick makes a third a boot stick, each through purebootctl as
+    the logged-in user."""
     ctl("storage", "add", "here", "--type=local", f"path={tmp_path / 'images'}", check=True)
     source, files = make_source_disk(tmp_path)
     loops = [source]
     try:
         target = blank_loop(tmp_path, loops, "target", 256 << 20)
+        stick = blank_loop(tmp_path, loops, "stick", 64 << 20)
         sh("udevadm", "settle", "--timeout=10", check=False)
         ws = cockpit()
         browser.open(ws, "images")
@@ -143,6 +145,15 @@ def test_desktop_disks_in_cockpit(system_bus, controller, ctl, api, udisks, tmp_
         for n in (1, 2):
             assert sha256(target.partition(n)) == sha256(source.partition(n)), f"partition {n} differs"
         check_files(target, files, tmp_path)
+
+        sid = stick.device.replace("/", "-")
+        browser.type(f"#local-server-{sid}", "http://192.0.2.10:8080")
+        browser.click(f"#local-stick{sid}")
+        browser.wait_text("#notice", lambda t: "Boot stick: done" in t, "the stick written", timeout=120)
+        browser.shot("desktop-boot-stick")
+        table = json.loads(sh("sfdisk", "--json", stick.device).stdout)["partitiontable"]
+        assert [p["type"] for p in table["partitions"]] == ["21686148-6449-6E6F-744E-656564454649",
+                                                            "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"], table
     finally:
         for loop in loops:
             loop.detach()
