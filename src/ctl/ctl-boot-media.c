@@ -122,15 +122,11 @@ static int write_stick(const char *device, const char *url) {
 
 /* A file, new: the stick's image, 48 MiB, for another tool to write. */
 static int write_file(const char *file, const char *url) {
-        _cleanup_close_ int fd = open(file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, 0644);
+        _cleanup_close_ int fd = ctl_create_new(file);
         int r;
 
         if (fd < 0)
-                return log_error_errno(errno,
-                                       errno == EEXIST ? "%s exists; remove it or name another file."
-                                                       : "Cannot create %s: %m",
-                                       file),
-                       EXIT_FAILED;
+                return EXIT_FAILED;
         r = make_boot_media(file, url);
         if (r != EXIT_OK) {
                 (void) unlink(file);

@@ -163,14 +163,10 @@ static int image_export_fd(sd_bus *bus, const char *path, int file) {
 
 /* image export NAME FILE: the file is made here, new, and handed over; removed again if the export fails. */
 static int image_export(sd_bus *bus, const char *path, const char *file) {
-        int fd = open(file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, 0644), r;
+        int fd = ctl_create_new(file), r;
 
         if (fd < 0)
-                return log_error_errno(errno,
-                                       errno == EEXIST ? "%s exists; remove it or name another file."
-                                                       : "Cannot create %s: %m",
-                                       file),
-                       EXIT_FAILED;
+                return EXIT_FAILED;
         r = image_export_fd(bus, path, fd);
         if (r != EXIT_OK)
                 (void) unlink(file);

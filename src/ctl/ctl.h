@@ -61,6 +61,8 @@ void ctl_print_json(json_object *o);
 /* Pipes stdout into a pager for listings, when it is a terminal and --no-pager is not given. */
 void ctl_pager_open(void);
 bool ctl_require(const char *value, const char *option, const char *verb);
+/* Creates file, which must not exist, for writing; says why not and returns -errno. */
+int ctl_create_new(const char *file);
 
 /* CreateCloneSession's options as the command line gives them (--storage, --resize, --identity, --unused,
  * --idempotency-key, --keep-as, --set-file), and the image it deploys if not NULL. */

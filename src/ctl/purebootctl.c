@@ -108,6 +108,16 @@ bool ctl_require(const char *value, const char *option, const char *verb) {
         return false;
 }
 
+int ctl_create_new(const char *file) {
+        int fd = open(file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, 0644);
+        if (fd < 0)
+                return log_error_errno(errno,
+                                       errno == EEXIST ? "%s exists; remove it or name another file."
+                                                       : "Cannot create %s: %m",
+                                       file);
+        return fd;
+}
+
 void ctl_print_json(json_object *o) {
         puts(json_object_to_json_string_ext(o, arg.json == JSON_PRETTY
                                                        ? JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED
