@@ -5,6 +5,8 @@ and agents. Assertions are on the page's content; each scenario saves screenshot
 
 import json
 
+import pytest
+
 from harness import ROOT, make_key_and_csr, stop_all, wait_for
 from nodes import (Clone, Loop, busybox_root, check_files, make_random_disk, make_source_disk, partition_agent, sh,
                    tar_of)
@@ -83,11 +85,15 @@ def test_operator_starts_a_direct_clone_and_watches_it_complete(controller, api,
         target.detach()
 
 
-def test_wizard_creates_a_direct_clone_that_completes(controller, api, ctl, network, bridge_on_network, tmp_path,
-                                                      cockpit, browser, operators):
+@pytest.mark.parametrize("mode", ["direct", "staged"])
+def test_wizard_creates_a_clone_that_completes(mode, controller, api, ctl, network, bridge_on_network, tmp_path,
+                                               cockpit, browser, operators):
     """The five steps with the disks the agents reported (their partition-mode scans): mode, source disk with its
-    map, target disk, the controller's plan, review and Start; then the session's agents clone it and the
-    detail page the wizard opened follows it to completion."""
+    map, target disk (staged: and the staging backend, with its free space, which Next insists on), the
+    controller's plan, review and Start; then the session's agents clone it and the detail page the wizard
+    opened follows it to completion."""
+    if mode == "staged":
+        ctl("storage", "add", "here", "--type=local", f"path={tmp_path / 'staging'}", check=True)
     source, files = make_source_disk(tmp_path)
     target = make_random_disk(tmp_path, "target", 256 << 20)
     scans, c = [], None
@@ -104,7 +110,7 @@ def test_wizard_creates_a_direct_clone_that_completes(controller, api, ctl, netw
         browser.open(ws, "sessions")
         browser.click("#new-session")
         browser.wait_text("#wizard-steps", lambda t: "Review and start" in t, "the wizard")
-        browser.click("#wizard-mode-direct")
+        browser.click(f"#wizard-mode-{mode}")
         browser.find("#wizard-name").send_keys("from-cockpit")
         browser.click("#wizard-next")
         # Source: its node, then the disk it reported, drawn as a map of its partitions.
@@ -118,37 +124,48 @@ def test_wizard_creates_a_direct_clone_that_completes(controller, api, ctl, netw
         assert "256 MiB" in diskmap, diskmap
         blocks = browser.finds(f".pureboot-diskmap[data-device='{source.device}'] .pureboot-diskmap-part")
         assert len(blocks) == 2 and "ext4" in blocks[0].get_attribute("title"), [b.get_attribute("title") for b in blocks]
-        browser.shot("wizard-source")
+        browser.shot(f"wizard-{mode}-source")
         browser.click("#wizard-next")
         browser.wait(lambda d: d.find_elements("css selector", "#wizard-target-node"), "the target step")
         Select(browser.find("#wizard-target-node")).select_by_value(tgt_id)
         browser.click(f"#wizard-target-disk-{target.device.replace('/', '-')}")
+        if mode == "staged":
+            browser.click("#wizard-next")
+            browser.wait_text("#wizard-missing", lambda t: "Choose a staging backend." in t, "the missing backend")
+            choice = browser.wait_text("label:has(#wizard-storage-here)", lambda t: "free of" in t,
+                                       "the backend with its free space")
+            assert choice.startswith("here (local): "), choice
+            browser.click("#wizard-storage-here")
         browser.click("#wizard-next")
         # The plan: the controller makes the session and compares the two disks.
         browser.click("#wizard-compute")
         plan = browser.wait_text("#wizard-plan", lambda t: "keep" in t, "the controller's plan")
         assert "ext4" in plan
-        browser.shot("wizard-plan")
+        browser.shot(f"wizard-{mode}-plan")
         browser.click("#wizard-next")
         review = browser.wait_text("#wizard-review", lambda t: "src-node" in t, "the review")
         assert f"src-node {source.device}" in review and f"tgt-node {target.device}" in review
+        staging = browser.finds("#wizard-review [data-field='staging']")
+        assert [e.text for e in staging] == (["here"] if mode == "staged" else []), review
         sessions = api.ok(ROOT, "Manager", "ListCloneSessions")[0]
         assert [s[1] for s in sessions] == ["from-cockpit"], sessions
         sid = sessions[0][0]
         assert api.prop(f"{ROOT}/clone/{sid}", "CloneSession", "Status") == "pending"
+        assert api.prop(f"{ROOT}/clone/{sid}", "CloneSession", "Mode") == mode
         browser.click("#wizard-start")
         browser.wait(lambda d: d.find_elements("css selector", f"#session[data-session='{sid}']"), "the new session's page")
         wait_for(lambda: api.prop(f"{ROOT}/clone/{sid}", "CloneSession", "Status") != "pending", timeout=10,
                  what="the session to start")
 
-        c = Clone(tmp_path, ctl, api, network, bridge_on_network, source.device, target.device, session=sid)
+        c = Clone(tmp_path, ctl, api, network, bridge_on_network, source.device, target.device, session=sid,
+                  mode=mode, storage="here" if mode == "staged" else None)
         c.source.start()
         c.target.start()
         browser.wait_text("#session .pf-v6-c-progress__measure", lambda t: t == "100%", "the page to reach 100 %",
                           timeout=120)
         digest = browser.wait_text("#target-digest", lambda t: t.startswith("xxh3-128:"), "the target's digest")
         assert browser.text("#source-digest") == digest
-        browser.shot("wizard-clone-completed")
+        browser.shot(f"wizard-{mode}-clone-completed")
         assert c.target.wait(60) == 0, c.target.text()
         sh("cmp", source.device, target.device)
         check_files(target, files, tmp_path)
