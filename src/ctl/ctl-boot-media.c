@@ -96,7 +96,7 @@ static int write_stick(const char *device, const char *url) {
         if (image < 0)
                 return log_error_errno(errno, "Cannot make a file in /var/tmp: %m"), EXIT_FAILED;
         if (ftruncate(image, (off_t) size) < 0) {
-                r = log_error_errno(errno, "Cannot size %s: %m", temp);
+                log_error_errno(errno, "Cannot size %s: %m", temp);
                 (void) unlink(temp);
                 return EXIT_FAILED;
         }
