@@ -1,4 +1,5 @@
 # SPDX-License-Identifier: MIT
+# shellcheck shell=bash
 # Sourced by deploy/pxe/setup-tftp and deploy/pxe/make-boot-media: what a machine runs to ask the bridge
 # for its boot answer, the same on the network and on a boot stick, and where Debian's signed loaders are.
 
@@ -13,21 +14,21 @@ bridge_host() {
         printf '%s\n' "${host%:*}"
 }
 
-# Sets shim and grub to Debian's Microsoft-signed shim and Debian-signed GRUB image $1 (grubnetx64.efi for
-# the network, grubx64.efi for disks): the installed shim-signed and grub-efi-amd64-signed packages' files,
-# or else these packages downloaded (apt-get download) and unpacked in $2, never installed: installing them
-# changes this machine's own boot loader.
+# Sets shim and grub to Debian's Microsoft-signed shim and Debian-signed GRUB network image (grubnetx64.efi:
+# Debian's GRUB image for disks has no TFTP, so sticks carry it too): the installed shim-signed and
+# grub-efi-amd64-signed packages' files, or else these packages downloaded (apt-get download) and unpacked
+# in $1, never installed: installing them changes this machine's own boot loader.
 signed_loaders() {
         shim=/usr/lib/shim/shimx64.efi.signed
-        grub=/usr/lib/grub/x86_64-efi-signed/$1.signed
+        grub=/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed
         [ -f "$shim" ] && [ -f "$grub" ] && return 0
-        if ! (cd "$2" && apt-get download -q shim-signed grub-efi-amd64-signed >/dev/null 2>&1); then
+        if ! (cd "$1" && apt-get download -q shim-signed grub-efi-amd64-signed >/dev/null 2>&1); then
                 echo "${0##*/}: cannot download shim-signed and grub-efi-amd64-signed; run apt-get update, or install them." >&2
                 exit 1
         fi
         local d
-        for d in "$2"/*.deb; do dpkg-deb -x "$d" "$2/root"; done
-        shim=$2/root$shim grub=$2/root$grub
+        for d in "$1"/*.deb; do dpkg-deb -x "$d" "$1/root"; done
+        shim=$1/root$shim grub=$1/root$grub
 }
 
 # GRUB's script that asks the bridge at $1 (a host) by TFTP what the machine whose MAC is in the variable $2

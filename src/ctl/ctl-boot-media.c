@@ -58,18 +58,17 @@ static int copy_range(int from, int to, uint64_t offset, uint64_t size) {
         return 0;
 }
 
-/* A stick: opened by udisks2, the layout made in a sparse file of its size, then written and synced. */
-static int write_stick(const char *device, const char *url) {
+/* A stick (st: its device node): opened by udisks2, the layout made in a sparse file of its size, then
+ * written and synced. */
+static int write_stick(const char *device, const struct stat *st, const char *url) {
         _cleanup_free_ char *why = NULL, *sys = NULL;
-        char temp[] = "/var/tmp/pureboot-stick-XXXXXX", attr[16];
+        char temp[] = "/var/tmp/pureboot-stick-XXXXXX"; /* mkostemp's template */
+        char attr[16];
         _cleanup_close_ int fd = -EBADF, image = -EBADF;
         uint64_t size;
-        struct stat st;
         int sector, r;
 
-        if (stat(device, &st) < 0)
-                return log_error_errno(errno, "Cannot find %s: %m", device), EXIT_FAILED;
-        if (asprintf(&sys, "/sys/dev/block/%u:%u", major(st.st_rdev), minor(st.st_rdev)) < 0)
+        if (asprintf(&sys, "/sys/dev/block/%u:%u", major(st->st_rdev), minor(st->st_rdev)) < 0)
                 return log_oom(), EXIT_FAILED;
         if (read_attribute(sys, "partition", attr, sizeof(attr)) >= 0) {
                 log_error("%s is a partition; name the whole stick (such as /dev/sdb).", device);
@@ -154,6 +153,6 @@ int verb_boot_media(sd_bus *bus, int argc, char **argv) {
                 return EXIT_USAGE;
         }
         if (stat(argv[1], &st) >= 0 && S_ISBLK(st.st_mode))
-                return write_stick(argv[1], arg.server);
+                return write_stick(argv[1], &st, arg.server);
         return write_file(argv[1], arg.server);
 }
